@@ -1,0 +1,4 @@
+// Command ctcr checkpoints and restores Linux processes and containers.
+package main
+
+func main() {}

@@ -1,0 +1,12 @@
+module github.com/ctcr/ctcr
+
+go 1.26.0
+
+require (
+	github.com/checkpoint-restore/go-criu/v7 v7.2.0 // indirect
+	github.com/inconshreveable/mousetrap v1.1.0 // indirect
+	github.com/spf13/cobra v1.10.2 // indirect
+	github.com/spf13/pflag v1.0.9 // indirect
+	golang.org/x/sys v0.50.0 // indirect
+	google.golang.org/protobuf v1.36.12 // indirect
+)
