@@ -1,0 +1,230 @@
+package images
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+)
+
+// InventoryFile is the image whose presence marks a complete checkpoint.
+const InventoryFile = "inventory.img"
+
+// PartialPrefix starts the name of the temporary directory a Staging
+// writes into, inside the final directory (so that Commit only renames,
+// never copies across file systems).
+const PartialPrefix = ".ctcr-partial-"
+
+// ErrCheckpointExists is returned by NewStaging when the directory already
+// holds a checkpoint and Overwrite was not given.
+var ErrCheckpointExists = errors.New("directory already holds a checkpoint")
+
+// ErrNoCheckpoint is returned by OpenCheckpoint for a directory that does
+// not exist or has no inventory.img (nothing dumped there, or a dump that
+// did not finish).
+var ErrNoCheckpoint = errors.New("no checkpoint")
+
+// StagingOption changes what NewStaging accepts.
+type StagingOption int
+
+const (
+	// Overwrite lets NewStaging use a directory that already holds a
+	// checkpoint. Commit then first removes the old inventory.img, so that
+	// a crash midway leaves a directory that reads as partial, never as
+	// a mix of two checkpoints. Old images the new dump does not rewrite
+	// stay; they are unreachable from the new pstree.img.
+	Overwrite StagingOption = iota + 1
+)
+
+// Staging collects the images of one dump in a temporary directory and
+// moves them into place only when the dump is complete. Typical use:
+//
+//	s, err := images.NewStaging(dir)
+//	...
+//	defer s.Abort() // no-op after a successful Commit
+//	... write s.Path(images.Core.FileName(pid)) ...
+//	return s.Commit()
+//
+// A Staging is not safe for concurrent Commit/Abort; Path may be called
+// from any goroutine.
+type Staging struct {
+	Dir      string // temporary directory to write images into; immutable
+	FinalDir string // where Commit moves them; immutable
+
+	overwrite bool // immutable
+	done      bool // set by Commit or Abort
+}
+
+// NewStaging prepares a dump into finalDir. finalDir is created (mode
+// 0700: images hold process memory) if missing; it may exist and be
+// empty, or hold unrelated files, but must not already hold a checkpoint
+// (inventory.img) unless Overwrite is given.
+func NewStaging(finalDir string, opts ...StagingOption) (*Staging, error) {
+	s := &Staging{FinalDir: finalDir, overwrite: slices.Contains(opts, Overwrite)}
+	if err := os.MkdirAll(finalDir, 0o700); err != nil {
+		return nil, fmt.Errorf("images: creating checkpoint directory: %w", err)
+	}
+	if !s.overwrite {
+		if _, err := os.Lstat(filepath.Join(finalDir, InventoryFile)); err == nil {
+			return nil, fmt.Errorf("images: %s: %w (%s exists; remove it or overwrite)", finalDir, ErrCheckpointExists, InventoryFile)
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("images: %w", err)
+		}
+	}
+	dir, err := os.MkdirTemp(finalDir, PartialPrefix)
+	if err != nil {
+		return nil, fmt.Errorf("images: creating staging directory: %w", err)
+	}
+	s.Dir = dir
+	return s, nil
+}
+
+// Path returns the path of image name inside the staging directory.
+func (s *Staging) Path(name string) string { return filepath.Join(s.Dir, name) }
+
+// Commit fsyncs every staged file, renames each into FinalDir with
+// inventory.img last, fsyncs FinalDir and removes the staging directory.
+// Without a staged inventory.img it refuses: that would publish a dump
+// that reads as partial. After Commit, Abort does nothing.
+func (s *Staging) Commit() error {
+	if s.done {
+		return errors.New("images: staging already committed or aborted")
+	}
+	ents, err := os.ReadDir(s.Dir)
+	if err != nil {
+		return fmt.Errorf("images: commit: %w", err)
+	}
+	var names []string
+	haveInventory := false
+	for _, e := range ents {
+		if e.Name() == InventoryFile {
+			haveInventory = true
+			continue
+		}
+		names = append(names, e.Name())
+	}
+	if !haveInventory {
+		return fmt.Errorf("images: commit %s: no %s staged; the dump is incomplete", s.FinalDir, InventoryFile)
+	}
+	names = append(names, InventoryFile) // last: its arrival makes the checkpoint whole
+
+	// Data first: a renamed file whose blocks are not on disk could
+	// surface after a crash as a complete checkpoint with zeroed images.
+	for _, n := range names {
+		if err := syncPath(filepath.Join(s.Dir, n)); err != nil {
+			return fmt.Errorf("images: commit: %w", err)
+		}
+	}
+	if s.overwrite {
+		old := filepath.Join(s.FinalDir, InventoryFile)
+		if err := os.Remove(old); err == nil {
+			if err := syncPath(s.FinalDir); err != nil {
+				return fmt.Errorf("images: commit: %w", err)
+			}
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("images: commit: %w", err)
+		}
+	}
+	for i, n := range names {
+		if i == len(names)-1 {
+			// Everything else must be durable in FinalDir before the
+			// inventory can be.
+			if err := syncPath(s.FinalDir); err != nil {
+				return fmt.Errorf("images: commit: %w", err)
+			}
+		}
+		if err := rename(filepath.Join(s.Dir, n), filepath.Join(s.FinalDir, n)); err != nil {
+			return fmt.Errorf("images: commit: %w", err)
+		}
+	}
+	s.done = true
+	if err := os.Remove(s.Dir); err != nil {
+		return fmt.Errorf("images: commit: removing staging directory: %w", err)
+	}
+	if err := syncPath(s.FinalDir); err != nil {
+		return fmt.Errorf("images: commit: %w", err)
+	}
+	return nil
+}
+
+// Abort removes the staging directory and everything in it. It does
+// nothing after Commit or a previous Abort, so it can be deferred.
+func (s *Staging) Abort() error {
+	if s.done {
+		return nil
+	}
+	s.done = true
+	if err := os.RemoveAll(s.Dir); err != nil {
+		return fmt.Errorf("images: abort: %w", err)
+	}
+	return nil
+}
+
+// rename is os.Rename; tests replace it to observe the order of renames.
+var rename = os.Rename
+
+func syncPath(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	err = f.Sync()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("fsync %s: %w", path, err)
+	}
+	return nil
+}
+
+// Checkpoint is a finished image directory opened for reading.
+type Checkpoint struct {
+	Dir string // immutable
+}
+
+// OpenCheckpoint checks that dir exists and holds inventory.img, and
+// returns a Checkpoint to read it. Errors wrap ErrNoCheckpoint and name the
+// directory.
+func OpenCheckpoint(dir string) (*Checkpoint, error) {
+	fi, err := os.Stat(dir)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("%w in %s: directory does not exist", ErrNoCheckpoint, dir)
+		}
+		return nil, fmt.Errorf("images: opening checkpoint: %w", err)
+	}
+	if !fi.IsDir() {
+		return nil, fmt.Errorf("%w in %s: not a directory", ErrNoCheckpoint, dir)
+	}
+	if _, err := os.Stat(filepath.Join(dir, InventoryFile)); err != nil {
+		if !errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("images: opening checkpoint: %w", err)
+		}
+		why := InventoryFile + " missing"
+		if partialLeft(dir) {
+			why += " (an unfinished dump left " + PartialPrefix + "* behind)"
+		}
+		return nil, fmt.Errorf("%w in %s: %s", ErrNoCheckpoint, dir, why)
+	}
+	return &Checkpoint{Dir: dir}, nil
+}
+
+func partialLeft(dir string) bool {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return false
+	}
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), PartialPrefix) {
+			return true
+		}
+	}
+	return false
+}
+
+// Path returns the path of image name in the checkpoint.
+func (c *Checkpoint) Path(name string) string { return filepath.Join(c.Dir, name) }
