@@ -1,4 +1,129 @@
-// Command ctcr checkpoints and restores Linux processes and containers.
+// Command ctcr checkpoints running Linux processes to a directory of
+// CRIU-format images and restores them, on this host or another.
+//
+// Exit status: 0 success, 1 failure (one line on stderr says what failed
+// and on which object), 2 bad usage.
 package main
 
-func main() {}
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"os"
+
+	"github.com/spf13/cobra"
+)
+
+// Exit codes are a contract with wrapper scripts.
+const (
+	exitOK      = 0
+	exitFailure = 1
+	exitUsage   = 2
+)
+
+// usageError marks errors in the command line.
+type usageError struct{ error }
+
+type globalFlags struct {
+	json    bool
+	verbose bool
+	logFile string
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if isPuppet() {
+		// Never reached: a puppet is stopped by ptrace before its first
+		// instruction and turned into another program.
+		return exitFailure
+	}
+	var g globalFlags
+	root := &cobra.Command{
+		Use:   "ctcr",
+		Short: "Checkpoint and restore Linux processes",
+		Long: `ctcr checkpoints a running process tree to a directory of images in
+CRIU's format and restores it later, here or on another host, with the
+same PIDs, memory, registers, files and signal state.
+
+Exit status: 0 on success, 1 when the operation failed (stderr names the
+task, fd, mapping or image that failed), 2 on bad usage.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.PersistentFlags().BoolVar(&g.json, "json", false, "print a machine-readable JSON result on stdout")
+	root.PersistentFlags().BoolVarP(&g.verbose, "verbose", "v", false, "log progress to stderr (or --log-file)")
+	root.PersistentFlags().StringVar(&g.logFile, "log-file", "", "write the detailed log to this file")
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.SetArgs(args)
+	root.AddCommand(dumpCmd(&g, stdout), restoreCmd(&g, stdout), checkCmd(&g, stdout))
+
+	err := root.Execute()
+	if err == nil {
+		return exitOK
+	}
+	fmt.Fprintf(stderr, "ctcr: %v\n", err)
+	var ue usageError
+	if errors.As(err, &ue) || isCobraUsage(err) {
+		return exitUsage
+	}
+	var ee exitStatusError
+	if errors.As(err, &ee) {
+		return int(ee)
+	}
+	return exitFailure
+}
+
+// exitStatusError makes ctcr exit with a given status and no message
+// (restore without -d exits with the restored task's status).
+type exitStatusError int
+
+func (e exitStatusError) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
+
+func isCobraUsage(err error) bool {
+	msg := err.Error()
+	for _, p := range []string{"unknown command", "unknown flag", "unknown shorthand", "accepts ", "requires ", "required flag"} {
+		if len(msg) >= len(p) && contains(msg, p) {
+			return true
+		}
+	}
+	return false
+}
+
+func contains(s, sub string) bool {
+	for i := 0; i+len(sub) <= len(s); i++ {
+		if s[i:i+len(sub)] == sub {
+			return true
+		}
+	}
+	return false
+}
+
+// logger returns the verbose log function, or nil when not verbose.
+func (g *globalFlags) logger(stderr io.Writer) (func(string, ...any), func(), error) {
+	if !g.verbose && g.logFile == "" {
+		return nil, func() {}, nil
+	}
+	w := stderr
+	closeFn := func() {}
+	if g.logFile != "" {
+		f, err := os.OpenFile(g.logFile, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+		if err != nil {
+			return nil, nil, err
+		}
+		w, closeFn = f, func() { f.Close() }
+	}
+	l := log.New(w, "", log.Lmicroseconds)
+	return func(format string, args ...any) { l.Printf(format, args...) }, closeFn, nil
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	return enc.Encode(v)
+}

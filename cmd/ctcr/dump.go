@@ -1,0 +1,60 @@
+package main
+
+import (
+	"fmt"
+	"io"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ctcr/ctcr/criu"
+)
+
+func dumpCmd(g *globalFlags, stdout io.Writer) *cobra.Command {
+	var o criu.DumpOptions
+	c := &cobra.Command{
+		Use:   "dump -t PID -D DIR",
+		Short: "Checkpoint a process into a directory of images",
+		Long: `Checkpoint the process PID into DIR (created if missing).
+
+The process is stopped with ptrace while its state is read; by default it
+is killed once the images are complete (as CRIU and vzctl do). With
+--leave-running it resumes instead. If the dump fails, the process is
+resumed untouched and DIR holds no partial checkpoint.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if o.Pid <= 0 {
+				return usageError{fmt.Errorf("dump needs -t PID")}
+			}
+			if o.Dir == "" {
+				return usageError{fmt.Errorf("dump needs -D DIR")}
+			}
+			logf, done, err := g.logger(cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			defer done()
+			o.Log = logf
+			st, err := criu.Dump(o)
+			if err != nil {
+				return fmt.Errorf("dump of task %d failed: %w", o.Pid, err)
+			}
+			if g.json {
+				return printJSON(stdout, map[string]any{
+					"pid": st.Pid, "dir": o.Dir, "tasks": st.Tasks, "pages_bytes": st.PagesBytes,
+					"frozen_seconds": st.Frozen.Seconds(), "dump_seconds": st.Total.Seconds(),
+					"memory_seconds": st.Memory.Seconds(),
+				})
+			}
+			if logf != nil {
+				logf("dumped task %d: %d bytes of memory, frozen %v, total %v", st.Pid, st.PagesBytes, st.Frozen, st.Total)
+			}
+			return nil
+		},
+	}
+	f := c.Flags()
+	f.IntVarP(&o.Pid, "tree", "t", 0, "PID of the process to checkpoint")
+	f.StringVarP(&o.Dir, "images-dir", "D", "", "directory to write the images to")
+	f.BoolVar(&o.LeaveRunning, "leave-running", false, "let the process run on after the dump")
+	f.BoolVar(&o.ShellJob, "shell-job", false, "allow terminal fds; restore attaches them to ctcr's terminal")
+	return c
+}

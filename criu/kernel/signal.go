@@ -1,0 +1,38 @@
+package kernel
+
+// arch/x86/include/uapi/asm/signal.h and include/linux/errno.h.
+
+// Restart codes a task interrupted in a syscall holds in rax
+// (include/linux/errno.h; never seen by user space).
+const (
+	ERESTARTSYS           = 512
+	ERESTARTNOINTR        = 513
+	ERESTARTNOHAND        = 514
+	ERESTART_RESTARTBLOCK = 516
+)
+
+// NSIG is the number of signals (_NSIG).
+const NSIG = 64
+
+// Sigaction is struct sigaction as the rt_sigaction syscall takes it on
+// x86-64 (kernel_sigaction: handler, flags, restorer, mask).
+type Sigaction struct {
+	Handler  uint64
+	Flags    uint64
+	Restorer uint64
+	Mask     uint64
+}
+
+// StackT is stack_t (sigaltstack).
+type StackT struct {
+	Sp    uint64
+	Flags int32
+	_     int32
+	Size  uint64
+}
+
+// Itimerval is struct itimerval with 64-bit fields.
+type Itimerval struct {
+	IntervalSec, IntervalUsec int64
+	ValueSec, ValueUsec       int64
+}

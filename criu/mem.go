@@ -1,0 +1,310 @@
+package criu
+
+import (
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+	"unsafe"
+
+	"github.com/checkpoint-restore/go-criu/v7/crit/images/pagemap"
+	"github.com/checkpoint-restore/go-criu/v7/crit/images/vma"
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/ctcr/ctcr/criu/proc"
+)
+
+// VMA status bits of CRIU's images (criu/include/image.h).
+const (
+	vmaAreaRegular  = 1 << 0
+	vmaAreaStack    = 1 << 1
+	vmaAreaVsyscall = 1 << 2
+	vmaAreaVDSO     = 1 << 3
+	vmaAreaHeap     = 1 << 5
+	vmaFilePrivate  = 1 << 6
+	vmaFileShared   = 1 << 7
+	vmaAnonShared   = 1 << 8
+	vmaAnonPrivate  = 1 << 9
+	vmaAreaSysVIPC  = 1 << 10
+	vmaAreaVVAR     = 1 << 12
+	vmaAreaMemfd    = 1 << 14
+)
+
+// Pagemap entry flags (criu/include/pagemap.h).
+const pePresent = 1 << 2
+
+const pageSize = 4096
+
+// vmaSpecial reports a kernel-provided mapping that restore moves into
+// place instead of recreating.
+func vmaSpecial(e *vma.VmaEntry) bool {
+	return e.GetStatus()&(vmaAreaVDSO|vmaAreaVVAR) != 0
+}
+
+func isVdsoName(p string) bool {
+	return p == "[vdso]" || p == "[vvar]" || p == "[vvar_vclock]"
+}
+
+// classifyVMA turns one /proc/PID/maps line into a VMA image entry. File
+// mappings get a reg-file entry through files.
+func classifyVMA(pid int, m proc.Mapping, files *fileTable) (*vma.VmaEntry, error) {
+	prot := 0
+	if m.Read {
+		prot |= unix.PROT_READ
+	}
+	if m.Write {
+		prot |= unix.PROT_WRITE
+	}
+	if m.Exec {
+		prot |= unix.PROT_EXEC
+	}
+	e := &vma.VmaEntry{
+		Start: proto.Uint64(m.Start), End: proto.Uint64(m.End), Pgoff: proto.Uint64(m.Offset),
+		Shmid: proto.Uint64(0), Prot: proto.Uint32(uint32(prot)), Fd: proto.Int64(-1),
+	}
+	var flags, status uint32
+	if m.Shared {
+		flags = unix.MAP_SHARED
+	} else {
+		flags = unix.MAP_PRIVATE
+	}
+	where := fmt.Sprintf("task %d mapping %#x-%#x", pid, m.Start, m.End)
+	switch {
+	case m.Path == "[vdso]":
+		status = vmaAreaRegular | vmaAreaVDSO
+		flags |= unix.MAP_ANONYMOUS
+	case m.Path == "[vvar]" || m.Path == "[vvar_vclock]":
+		status = vmaAreaRegular | vmaAreaVVAR
+		flags |= unix.MAP_ANONYMOUS
+	case m.Path == "[vsyscall]":
+		return nil, nil // a fixed kernel page in every process
+	case m.Path == "/dev/zero" && m.Shared && m.Deleted, m.Path == "/dev/zero (deleted)":
+		// MAP_SHARED|MAP_ANONYMOUS is a shmem file the kernel names so.
+		status = vmaAreaRegular | vmaAnonShared
+		flags |= unix.MAP_ANONYMOUS
+		e.Shmid = proto.Uint64(m.Inode)
+	case m.Inode == 0 || (m.Path == "/dev/zero" && !m.Shared):
+		status = vmaAreaRegular | vmaAnonPrivate
+		flags |= unix.MAP_ANONYMOUS
+		if m.Shared {
+			status = vmaAreaRegular | vmaAnonShared
+			e.Shmid = proto.Uint64(m.Inode)
+		}
+		switch m.Path {
+		case "[heap]":
+			status |= vmaAreaHeap
+		case "[stack]":
+			status |= vmaAreaStack
+			flags |= unix.MAP_GROWSDOWN
+		}
+	case strings.HasPrefix(m.Path, "/SYSV"):
+		return nil, fmt.Errorf("%s: SysV shared memory %s: %w", where, m.Path, ErrUnsupported)
+	case m.Deleted:
+		return nil, fmt.Errorf("%s: file %s was deleted: mappings of unlinked files: %w", where, m.Path, ErrUnsupported)
+	case strings.HasPrefix(m.Path, "/"):
+		var st unix.Stat_t
+		if err := unix.Stat(m.Path, &st); err != nil {
+			return nil, fmt.Errorf("%s of %s: %w", where, m.Path, err)
+		}
+		if st.Ino != m.Inode || unix.Major(st.Dev) != m.Major || unix.Minor(st.Dev) != m.Minor {
+			return nil, fmt.Errorf("%s: %s is no longer the mapped file (replaced after mmap): %w", where, m.Path, ErrUnsupported)
+		}
+		oflags := unix.O_RDONLY
+		if m.Shared && m.Write {
+			oflags = unix.O_RDWR
+		}
+		id := files.regFile(m.Path, uint32(oflags), 0, &st)
+		e.Shmid = proto.Uint64(uint64(id))
+		if m.Shared {
+			status = vmaAreaRegular | vmaFileShared
+		} else {
+			status = vmaAreaRegular | vmaFilePrivate
+		}
+	default:
+		return nil, fmt.Errorf("%s: unknown mapping %q: %w", where, m.Path, ErrUnsupported)
+	}
+	e.Flags = proto.Uint32(flags)
+	e.Status = proto.Uint32(status)
+	return e, nil
+}
+
+// pageRun is a run of contiguous pages to dump.
+type pageRun struct {
+	addr   uint64
+	npages uint64
+	unread bool // the task cannot read it (PROT_NONE): use /proc/PID/mem
+}
+
+// wantPage decides from a pagemap entry whether a page of this VMA holds
+// data only the image can give back.
+func wantPage(e *vma.VmaEntry, pm uint64) bool {
+	if pm&(proc.PagemapPresent|proc.PagemapSwapped) == 0 {
+		return false
+	}
+	st := e.GetStatus()
+	switch {
+	case st&vmaAnonShared != 0:
+		return true
+	case st&vmaAnonPrivate != 0:
+		return true
+	case st&vmaFilePrivate != 0:
+		// Present pages still backed by the page cache are the file's
+		// own: only copied-on-write (anonymous) pages are dumped.
+		return pm&proc.PagemapFileShared == 0 || pm&proc.PagemapSwapped != 0
+	}
+	return false
+}
+
+// collectPages reads the pagemap of every dumpable VMA and returns the
+// runs of pages to save, in address order.
+func collectPages(pid int, vmas []*vma.VmaEntry) ([]pageRun, error) {
+	pmr, err := proc.OpenPagemap(pid)
+	if err != nil {
+		return nil, fmt.Errorf("task %d: %w", pid, err)
+	}
+	defer pmr.Close()
+	var runs []pageRun
+	var buf []uint64
+	for _, e := range vmas {
+		st := e.GetStatus()
+		if st&(vmaAnonShared|vmaAnonPrivate|vmaFilePrivate) == 0 {
+			continue
+		}
+		start, end := e.GetStart(), e.GetEnd()
+		unread := e.GetProt()&unix.PROT_READ == 0
+		// Read the pagemap in slices so a huge sparse VMA costs bounded memory.
+		const chunk = 1 << 18 // pages
+		for s := start; s < end; s += chunk * pageSize {
+			ce := min(end, s+chunk*pageSize)
+			buf, err = pmr.Read(s, ce, buf)
+			if err != nil {
+				return nil, fmt.Errorf("task %d pagemap of %#x-%#x: %w", pid, s, ce, err)
+			}
+			for i, pm := range buf {
+				if !wantPage(e, pm) {
+					continue
+				}
+				addr := s + uint64(i)*pageSize
+				if n := len(runs); n > 0 && runs[n-1].addr+runs[n-1].npages*pageSize == addr && runs[n-1].unread == unread {
+					runs[n-1].npages++
+				} else {
+					runs = append(runs, pageRun{addr: addr, npages: 1, unread: unread})
+				}
+			}
+		}
+	}
+	return runs, nil
+}
+
+// writePages copies the pages of runs from the task into the raw pages
+// image at path, in order, and returns the pagemap entries describing
+// them. The image is mapped into ctcr and process_vm_readv copies the
+// task's pages straight into it: one copy, no bounce buffer.
+func writePages(pid int, runs []pageRun, path string) ([]*pagemap.PagemapEntry, uint64, error) {
+	var total uint64
+	for _, r := range runs {
+		total += r.npages * pageSize
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer f.Close()
+	var entries []*pagemap.PagemapEntry
+	for _, r := range runs {
+		// An entry's nr_pages is 32 bits.
+		for a, left := r.addr, r.npages; left > 0; {
+			n := min(left, 1<<30)
+			entries = append(entries, &pagemap.PagemapEntry{Vaddr: proto.Uint64(a), NrPages: proto.Uint32(uint32(n)), Flags: proto.Uint32(pePresent)})
+			a += n * pageSize
+			left -= n
+		}
+	}
+	if total == 0 {
+		return entries, 0, nil
+	}
+	if err := f.Truncate(int64(total)); err != nil {
+		return nil, 0, fmt.Errorf("size %s to %d bytes: %w", path, total, err)
+	}
+	out, err := unix.Mmap(int(f.Fd()), 0, int(total), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return nil, 0, fmt.Errorf("map %s: %w", path, err)
+	}
+	defer unix.Munmap(out)
+	if err := copyRuns(pid, runs, out); err != nil {
+		return nil, 0, err
+	}
+	return entries, total, nil
+}
+
+// copyRuns copies every run, in order, into out.
+func copyRuns(pid int, runs []pageRun, out []byte) error {
+	const maxIov = 1024 // IOV_MAX
+	var local []unix.Iovec
+	var remote []unix.RemoteIovec
+	var off uint64
+	var mem *os.File
+	defer func() {
+		if mem != nil {
+			mem.Close()
+		}
+	}()
+	flush := func() error {
+		if len(remote) == 0 {
+			return nil
+		}
+		var want int
+		for _, r := range remote {
+			want += r.Len
+		}
+		n, err := unix.ProcessVMReadv(pid, local, remote, 0)
+		if err != nil || n != want {
+			if err == nil {
+				err = fmt.Errorf("short copy of %d of %d bytes", n, want)
+			}
+			return fmt.Errorf("task %d: read memory at %#x: %w", pid, remote[0].Base, err)
+		}
+		local, remote = local[:0], remote[:0]
+		return nil
+	}
+	for _, r := range runs {
+		size := r.npages * pageSize
+		dst := out[off : off+size]
+		off += size
+		if r.unread {
+			// process_vm_readv honours the task's protection;
+			// /proc/PID/mem reads a PROT_NONE page as the kernel's
+			// ptrace access does.
+			if mem == nil {
+				var err error
+				if mem, err = os.Open(fmt.Sprintf("/proc/%d/mem", pid)); err != nil {
+					return err
+				}
+			}
+			if _, err := mem.ReadAt(dst, int64(r.addr)); err != nil {
+				return fmt.Errorf("task %d: read protected memory at %#x: %w", pid, r.addr, err)
+			}
+			continue
+		}
+		// Split huge runs so a single iovec stays well below the
+		// kernel's MAX_RW_COUNT.
+		const maxChunk = 1 << 30
+		for p := uint64(0); p < size; p += maxChunk {
+			n := min(size-p, maxChunk)
+			local = append(local, unix.Iovec{Base: (*byte)(unsafe.Pointer(&dst[p])), Len: n})
+			remote = append(remote, unix.RemoteIovec{Base: uintptr(r.addr + p), Len: int(n)})
+			if len(remote) == maxIov {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return flush()
+}
+
+// sortVMAs orders entries by start address.
+func sortVMAs(v []*vma.VmaEntry) {
+	sort.Slice(v, func(i, j int) bool { return v[i].GetStart() < v[j].GetStart() })
+}

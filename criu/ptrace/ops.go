@@ -1,0 +1,290 @@
+package ptrace
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// The requests below must run on the tracer thread: call them inside
+// Tracer.Do.
+
+// Stop describes what wait4 reported for a tracee.
+type Stop struct {
+	Status unix.WaitStatus
+}
+
+// Exited reports whether the task is gone (exited or killed).
+func (s Stop) Exited() bool { return s.Status.Exited() || s.Status.Signaled() }
+
+// Event returns the PTRACE_EVENT_* of an event stop, or 0.
+func (s Stop) Event() int {
+	if !s.Status.Stopped() {
+		return 0
+	}
+	return int(s.Status) >> 16
+}
+
+// Signal returns the stop signal; for a signal-delivery-stop that is the
+// signal about to be delivered.
+func (s Stop) Signal() unix.Signal { return s.Status.StopSignal() }
+
+// SignalDelivery reports a signal-delivery-stop: the task dequeued a real
+// signal and ctcr decides whether it is delivered.
+func (s Stop) SignalDelivery() bool {
+	return s.Status.Stopped() && s.Event() == 0 && s.Signal() != unix.SIGTRAP
+}
+
+func (s Stop) String() string {
+	switch {
+	case s.Status.Exited():
+		return fmt.Sprintf("exited with status %d", s.Status.ExitStatus())
+	case s.Status.Signaled():
+		return fmt.Sprintf("killed by %v", s.Status.Signal())
+	case s.Event() != 0:
+		return fmt.Sprintf("event stop %d (%v)", s.Event(), s.Signal())
+	case s.Status.Stopped():
+		return fmt.Sprintf("stopped by %v", s.Signal())
+	}
+	return fmt.Sprintf("wait status %#x", uint32(s.Status))
+}
+
+// Wait waits for the next state change of tid.
+func Wait(tid int) (Stop, error) {
+	var ws unix.WaitStatus
+	for {
+		_, err := unix.Wait4(tid, &ws, unix.WALL, nil)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return Stop{}, os.NewSyscallError(fmt.Sprintf("wait4 %d", tid), err)
+		}
+		return Stop{Status: ws}, nil
+	}
+}
+
+// Siginfo is the kernel's siginfo_t, 128 bytes, kept raw: ctcr stores it
+// in images and queues it again without interpreting it.
+type Siginfo [128]byte
+
+// Signo returns si_signo.
+func (si *Siginfo) Signo() int {
+	return int(int32(uint32(si[0]) | uint32(si[1])<<8 | uint32(si[2])<<16 | uint32(si[3])<<24))
+}
+
+// Seize attaches to tid with PTRACE_SEIZE and brings it to a ptrace stop
+// with PTRACE_INTERRUPT. A task may dequeue a signal on its way to the
+// stop; such signals are returned so the caller can keep them (in the
+// image, or queued again when the task is resumed): they are never lost
+// and never delivered while ctcr holds the task.
+func Seize(tid int, options int) ([]Siginfo, error) {
+	if err := ptrace(unix.PTRACE_SEIZE, tid, 0, uintptr(options)); err != nil {
+		return nil, os.NewSyscallError(fmt.Sprintf("ptrace(SEIZE) of task %d", tid), err)
+	}
+	if err := ptrace(unix.PTRACE_INTERRUPT, tid, 0, 0); err != nil {
+		return nil, os.NewSyscallError(fmt.Sprintf("ptrace(INTERRUPT) of task %d", tid), err)
+	}
+	var stolen []Siginfo
+	for {
+		st, err := Wait(tid)
+		if err != nil {
+			return stolen, err
+		}
+		switch {
+		case st.Exited():
+			return stolen, fmt.Errorf("task %d %v while being seized: %w", tid, st, ErrExited)
+		case st.Event() == unix.PTRACE_EVENT_STOP:
+			// SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU here mean a group-stop:
+			// the task was stopped by job control. It stays in our
+			// hands like any other; its stopped state is not restored.
+			return stolen, nil
+		case st.SignalDelivery():
+			si, err := GetSiginfo(tid)
+			if err != nil {
+				return stolen, err
+			}
+			stolen = append(stolen, si)
+			// Resume without the signal: the pending INTERRUPT then
+			// brings the task to the event stop we wait for.
+			if err := ptrace(unix.PTRACE_CONT, tid, 0, 0); err != nil {
+				return stolen, os.NewSyscallError(fmt.Sprintf("ptrace(CONT) of task %d", tid), err)
+			}
+		default:
+			if err := ptrace(unix.PTRACE_CONT, tid, 0, 0); err != nil {
+				return stolen, os.NewSyscallError(fmt.Sprintf("ptrace(CONT) of task %d", tid), err)
+			}
+		}
+	}
+}
+
+// Detach lets tid run again.
+func Detach(tid int) error {
+	if err := ptrace(unix.PTRACE_DETACH, tid, 0, 0); err != nil {
+		return os.NewSyscallError(fmt.Sprintf("ptrace(DETACH) of task %d", tid), err)
+	}
+	return nil
+}
+
+// SetOptions sets PTRACE_O_* options.
+func SetOptions(tid int, options int) error {
+	if err := ptrace(unix.PTRACE_SETOPTIONS, tid, 0, uintptr(options)); err != nil {
+		return os.NewSyscallError(fmt.Sprintf("ptrace(SETOPTIONS) of task %d", tid), err)
+	}
+	return nil
+}
+
+// Cont resumes tid, delivering sig if it is not zero.
+func Cont(tid int, sig unix.Signal) error {
+	if err := ptrace(unix.PTRACE_CONT, tid, 0, uintptr(sig)); err != nil {
+		return os.NewSyscallError(fmt.Sprintf("ptrace(CONT) of task %d", tid), err)
+	}
+	return nil
+}
+
+// EventMsg returns PTRACE_GETEVENTMSG, the new task's id after a clone event.
+func EventMsg(tid int) (uint, error) {
+	msg, err := unix.PtraceGetEventMsg(tid)
+	if err != nil {
+		return 0, os.NewSyscallError(fmt.Sprintf("ptrace(GETEVENTMSG) of task %d", tid), err)
+	}
+	return msg, nil
+}
+
+// GetRegs reads the general purpose registers (NT_PRSTATUS), fs_base and
+// gs_base included.
+func GetRegs(tid int) (Regs, error) {
+	var r Regs
+	if err := unix.PtraceGetRegs(tid, &r); err != nil {
+		return r, os.NewSyscallError(fmt.Sprintf("ptrace(GETREGSET NT_PRSTATUS) of task %d", tid), err)
+	}
+	return r, nil
+}
+
+// SetRegs writes the general purpose registers.
+func SetRegs(tid int, r *Regs) error {
+	if err := unix.PtraceSetRegs(tid, r); err != nil {
+		return os.NewSyscallError(fmt.Sprintf("ptrace(SETREGSET NT_PRSTATUS) of task %d", tid), err)
+	}
+	return nil
+}
+
+// GetSigmask returns the task's blocked signal mask.
+func GetSigmask(tid int) (uint64, error) {
+	var mask uint64
+	if err := ptracePtr(unix.PTRACE_GETSIGMASK, tid, 8, ptrOf(&mask)); err != nil {
+		return 0, os.NewSyscallError(fmt.Sprintf("ptrace(GETSIGMASK) of task %d", tid), err)
+	}
+	return mask, nil
+}
+
+// SetSigmask sets the task's blocked signal mask. The kernel silently
+// keeps SIGKILL and SIGSTOP unblocked.
+func SetSigmask(tid int, mask uint64) error {
+	if err := ptracePtr(unix.PTRACE_SETSIGMASK, tid, 8, ptrOf(&mask)); err != nil {
+		return os.NewSyscallError(fmt.Sprintf("ptrace(SETSIGMASK) of task %d", tid), err)
+	}
+	return nil
+}
+
+// GetSiginfo returns the siginfo of the signal that caused the current stop.
+func GetSiginfo(tid int) (Siginfo, error) {
+	var si Siginfo
+	if err := ptracePtr(unix.PTRACE_GETSIGINFO, tid, 0, ptrOf(&si[0])); err != nil {
+		return si, os.NewSyscallError(fmt.Sprintf("ptrace(GETSIGINFO) of task %d", tid), err)
+	}
+	return si, nil
+}
+
+// peekSiginfoArgs is struct ptrace_peeksiginfo_args (uapi/linux/ptrace.h).
+type peekSiginfoArgs struct {
+	Off   uint64
+	Flags uint32
+	Nr    int32
+}
+
+const peekSiginfoShared = 1 // PTRACE_PEEKSIGINFO_SHARED
+
+// PendingSignals returns the queued signals of tid without dequeuing
+// them: the thread's private queue, or with shared the process-wide one.
+func PendingSignals(tid int, shared bool) ([]Siginfo, error) {
+	var out []Siginfo
+	var buf [32]Siginfo
+	for {
+		args := peekSiginfoArgs{Off: uint64(len(out)), Nr: int32(len(buf))}
+		if shared {
+			args.Flags = peekSiginfoShared
+		}
+		n, err := ptraceRet2(unix.PTRACE_PEEKSIGINFO, tid, ptrOf(&args), ptrOf(&buf[0]))
+		if err != nil {
+			return nil, os.NewSyscallError(fmt.Sprintf("ptrace(PEEKSIGINFO) of task %d", tid), err)
+		}
+		if n == 0 {
+			return out, nil
+		}
+		out = append(out, buf[:n]...)
+	}
+}
+
+// GetXState reads the XSAVE area (NT_X86_XSTATE) in the kernel's
+// standard (uncompacted) format.
+func GetXState(tid int) ([]byte, error) {
+	buf := make([]byte, 16384)
+	iov := unix.Iovec{Base: &buf[0]}
+	iov.SetLen(len(buf))
+	if err := ptracePtr(unix.PTRACE_GETREGSET, tid, unix.NT_X86_XSTATE, ptrOf(&iov)); err != nil {
+		return nil, os.NewSyscallError(fmt.Sprintf("ptrace(GETREGSET NT_X86_XSTATE) of task %d", tid), err)
+	}
+	return buf[:iov.Len], nil
+}
+
+// SetXState writes the XSAVE area.
+func SetXState(tid int, xs []byte) error {
+	if len(xs) == 0 {
+		return errors.New("empty XSAVE area")
+	}
+	iov := unix.Iovec{Base: &xs[0]}
+	iov.SetLen(len(xs))
+	if err := ptracePtr(unix.PTRACE_SETREGSET, tid, unix.NT_X86_XSTATE, ptrOf(&iov)); err != nil {
+		return os.NewSyscallError(fmt.Sprintf("ptrace(SETREGSET NT_X86_XSTATE) of task %d", tid), err)
+	}
+	return nil
+}
+
+// SingleStep resumes tid for one instruction.
+func SingleStep(tid int) error {
+	if err := ptrace(unix.PTRACE_SINGLESTEP, tid, 0, 0); err != nil {
+		return os.NewSyscallError(fmt.Sprintf("ptrace(SINGLESTEP) of task %d", tid), err)
+	}
+	return nil
+}
+
+// rseqConfiguration is struct ptrace_rseq_configuration.
+type rseqConfiguration struct {
+	RseqAbiPointer uint64
+	RseqAbiSize    uint32
+	Signature      uint32
+	Flags          uint32
+	Pad            uint32
+}
+
+// RseqConfig is a thread's rseq registration.
+type RseqConfig struct {
+	Pointer   uint64
+	Size      uint32
+	Signature uint32
+	Flags     uint32
+}
+
+const ptraceGetRseqConfiguration = 0x420f // uapi/linux/ptrace.h
+
+// GetRseq returns the thread's rseq registration (Pointer 0: none).
+func GetRseq(tid int) (RseqConfig, error) {
+	var c rseqConfiguration
+	if _, err := ptraceRet(ptraceGetRseqConfiguration, tid, 24, ptrOf(&c)); err != nil {
+		return RseqConfig{}, os.NewSyscallError(fmt.Sprintf("ptrace(GET_RSEQ_CONFIGURATION) of task %d", tid), err)
+	}
+	return RseqConfig{Pointer: c.RseqAbiPointer, Size: c.RseqAbiSize, Signature: c.Signature, Flags: c.Flags}, nil
+}

@@ -1,0 +1,182 @@
+package ptrace
+
+import (
+	"fmt"
+	"os"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// Remote executes system calls inside a stopped task: it loads the
+// arguments into the task's registers, points the instruction pointer at
+// a syscall instruction in the task's memory and single-steps over it.
+// The kernel reports the single-step trap right after the syscall
+// returns, before the next instruction is fetched, so the instruction
+// after it never runs (which is what lets the last call unmap the page
+// the instruction is in).
+//
+// Preconditions: all methods run on the tracer thread (inside Tracer.Do)
+// while the task is in a ptrace stop.
+type Remote struct {
+	Tid int
+	// IP is the address of a syscall instruction (0f 05) in the task.
+	IP uint64
+	// Base is the register set each call starts from; its stack pointer
+	// stays valid for the task.
+	Base Regs
+	// Stolen collects signals the task dequeued while running calls:
+	// they were suppressed and belong in the image (or queued again).
+	Stolen []Siginfo
+	// Events collects the PTRACE_GETEVENTMSG values of event stops
+	// (PTRACE_EVENT_CLONE: the new task's id) met during the last call.
+	Events []uint
+}
+
+// Syscall runs syscall nr with up to six arguments in the task and
+// returns its result. A negative result in the errno range is returned
+// as a syscall.Errno wrapped with the call's name.
+func (r *Remote) Syscall(nr uintptr, args ...uint64) (uint64, error) {
+	regs := r.Base
+	regs.Rip = r.IP
+	regs.Rax = uint64(nr)
+	// orig_rax = -1 tells the kernel's signal code that the task is not
+	// inside a syscall, so it never applies -ERESTART* handling to our
+	// registers.
+	regs.Orig_rax = ^uint64(0)
+	var a [6]uint64
+	copy(a[:], args)
+	regs.Rdi, regs.Rsi, regs.Rdx, regs.R10, regs.R8, regs.R9 = a[0], a[1], a[2], a[3], a[4], a[5]
+	if err := SetRegs(r.Tid, &regs); err != nil {
+		return 0, err
+	}
+	r.Events = r.Events[:0]
+	for {
+		if err := SingleStep(r.Tid); err != nil {
+			return 0, err
+		}
+		st, err := Wait(r.Tid)
+		if err != nil {
+			return 0, err
+		}
+		switch {
+		case st.Exited():
+			return 0, fmt.Errorf("task %d %v during remote %s: %w", r.Tid, st, SyscallName(nr), ErrExited)
+		case st.Event() != 0:
+			msg, err := EventMsg(r.Tid)
+			if err != nil {
+				return 0, err
+			}
+			r.Events = append(r.Events, msg)
+			// The syscall is still in progress; step on to its end.
+			continue
+		case st.SignalDelivery():
+			// A signal arrived before the syscall instruction ran.
+			// Keep it and step again without delivering it.
+			si, err := GetSiginfo(r.Tid)
+			if err != nil {
+				return 0, err
+			}
+			if si.Signo() != int(unix.SIGSTOP) {
+				r.Stolen = append(r.Stolen, si)
+			}
+			if err := SetRegs(r.Tid, &regs); err != nil {
+				return 0, err
+			}
+			continue
+		}
+		out, err := GetRegs(r.Tid)
+		if err != nil {
+			return 0, err
+		}
+		if out.Rip != r.IP+2 {
+			// A SIGTRAP that is not our single-step (someone sent
+			// SIGTRAP): keep it as a signal and step again.
+			if out.Rip == r.IP {
+				si, err := GetSiginfo(r.Tid)
+				if err != nil {
+					return 0, err
+				}
+				r.Stolen = append(r.Stolen, si)
+				continue
+			}
+			return 0, fmt.Errorf("task %d: remote %s stopped at %#x, want %#x", r.Tid, SyscallName(nr), out.Rip, r.IP+2)
+		}
+		ret := out.Rax
+		if int64(ret) < 0 && int64(ret) > -4096 {
+			return ret, fmt.Errorf("remote %s in task %d: %w", SyscallName(nr), r.Tid, syscall.Errno(-int64(ret)))
+		}
+		return ret, nil
+	}
+}
+
+// Restore puts the task's registers back to Base.
+func (r *Remote) Restore() error { return SetRegs(r.Tid, &r.Base) }
+
+// Mem is a task's memory, read and written through /proc/PID/mem, which
+// (unlike process_vm_writev) can write to pages the task cannot write,
+// such as its read-only text.
+type Mem struct {
+	f   *os.File
+	pid int
+}
+
+// OpenMem opens /proc/pid/mem for reading and writing.
+func OpenMem(pid int) (*Mem, error) {
+	f, err := os.OpenFile(fmt.Sprintf("/proc/%d/mem", pid), os.O_RDWR, 0)
+	if err != nil {
+		return nil, err
+	}
+	return &Mem{f: f, pid: pid}, nil
+}
+
+// WriteAt writes b at addr in the task.
+func (m *Mem) WriteAt(b []byte, addr uint64) error {
+	n, err := m.f.WriteAt(b, int64(addr))
+	if err != nil {
+		return fmt.Errorf("write %d bytes at %#x in task %d: %w", len(b), addr, m.pid, err)
+	}
+	if n != len(b) {
+		return fmt.Errorf("write %d bytes at %#x in task %d: short write of %d", len(b), addr, m.pid, n)
+	}
+	return nil
+}
+
+// ReadAt reads len(b) bytes at addr in the task.
+func (m *Mem) ReadAt(b []byte, addr uint64) error {
+	n, err := m.f.ReadAt(b, int64(addr))
+	if err != nil {
+		return fmt.Errorf("read %d bytes at %#x in task %d: %w", len(b), addr, m.pid, err)
+	}
+	if n != len(b) {
+		return fmt.Errorf("read %d bytes at %#x in task %d: short read of %d", len(b), addr, m.pid, n)
+	}
+	return nil
+}
+
+// Close closes the memory file.
+func (m *Mem) Close() error { return m.f.Close() }
+
+// SyscallName names the x86-64 syscalls ctcr runs remotely, for messages.
+func SyscallName(nr uintptr) string {
+	if s, ok := syscallNames[nr]; ok {
+		return s
+	}
+	return fmt.Sprintf("syscall %d", nr)
+}
+
+var syscallNames = map[uintptr]string{
+	unix.SYS_MMAP: "mmap", unix.SYS_MUNMAP: "munmap", unix.SYS_MPROTECT: "mprotect",
+	unix.SYS_MREMAP: "mremap", unix.SYS_BRK: "brk", unix.SYS_RT_SIGACTION: "rt_sigaction",
+	unix.SYS_RT_SIGPROCMASK: "rt_sigprocmask", unix.SYS_GETITIMER: "getitimer",
+	unix.SYS_SETITIMER: "setitimer", unix.SYS_SIGALTSTACK: "sigaltstack", unix.SYS_PRCTL: "prctl",
+	unix.SYS_GETPID: "getpid", unix.SYS_CLONE3: "clone3", unix.SYS_RECVMSG: "recvmsg",
+	unix.SYS_DUP3: "dup3", unix.SYS_CLOSE: "close", unix.SYS_FCNTL: "fcntl", unix.SYS_PREADV: "preadv",
+	unix.SYS_PREAD64: "pread64", unix.SYS_CHDIR: "chdir", unix.SYS_FCHDIR: "fchdir", unix.SYS_CHROOT: "chroot",
+	unix.SYS_UMASK: "umask", unix.SYS_PRLIMIT64: "prlimit64", unix.SYS_PERSONALITY: "personality",
+	unix.SYS_SETRESUID: "setresuid", unix.SYS_SETRESGID: "setresgid", unix.SYS_SETGROUPS: "setgroups",
+	unix.SYS_CAPSET: "capset", unix.SYS_RT_SIGQUEUEINFO: "rt_sigqueueinfo",
+	unix.SYS_RT_TGSIGQUEUEINFO: "rt_tgsigqueueinfo", unix.SYS_SET_TID_ADDRESS: "set_tid_address",
+	unix.SYS_SET_ROBUST_LIST: "set_robust_list", unix.SYS_RSEQ: "rseq", unix.SYS_MADVISE: "madvise",
+	unix.SYS_OPENAT: "openat", unix.SYS_LSEEK: "lseek", unix.SYS_EXIT_GROUP: "exit_group",
+}

@@ -1,0 +1,89 @@
+package criu
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ctcr/ctcr/criu/proc"
+	"github.com/ctcr/ctcr/criu/ptrace"
+)
+
+// taskCtl drives one stopped task through remote syscalls, with a scratch
+// area in the task's memory for syscall arguments and results.
+//
+// Preconditions: every method runs on the tracer thread.
+type taskCtl struct {
+	tid     int
+	r       *ptrace.Remote
+	mem     *ptrace.Mem
+	scratch uint64 // address of the scratch area in the task
+	size    uint64 // its size
+}
+
+const scratchSize = 64 << 10
+
+func (c *taskCtl) call(nr uintptr, args ...uint64) (uint64, error) {
+	return c.r.Syscall(nr, args...)
+}
+
+// put writes v (a fixed-size value, or []byte) at offset off of the
+// scratch area and returns its address in the task.
+func (c *taskCtl) put(off uint64, v any) (uint64, error) {
+	var b []byte
+	switch x := v.(type) {
+	case []byte:
+		b = x
+	case string:
+		b = append([]byte(x), 0)
+	default:
+		var buf bytes.Buffer
+		if err := binary.Write(&buf, binary.LittleEndian, v); err != nil {
+			return 0, err
+		}
+		b = buf.Bytes()
+	}
+	if off+uint64(len(b)) > c.size {
+		return 0, fmt.Errorf("task %d: %d bytes do not fit the scratch area at offset %d", c.tid, len(b), off)
+	}
+	return c.scratch + off, c.mem.WriteAt(b, c.scratch+off)
+}
+
+// get reads a fixed-size value from offset off of the scratch area into v.
+func (c *taskCtl) get(off uint64, v any) error {
+	b := make([]byte, binary.Size(v))
+	if err := c.mem.ReadAt(b, c.scratch+off); err != nil {
+		return err
+	}
+	return binary.Read(bytes.NewReader(b), binary.LittleEndian, v)
+}
+
+// findSyscallInsn returns the address of a syscall instruction (0f 05)
+// in the task's executable vDSO text, which every x86-64 vDSO has in its
+// fallback paths. Executing it changes nothing in the task's memory.
+func findSyscallInsn(mem *ptrace.Mem, maps []proc.Mapping) (uint64, bool) {
+	for _, m := range maps {
+		if m.Path != "[vdso]" || !m.Exec || !m.Read {
+			continue
+		}
+		b := make([]byte, m.End-m.Start)
+		if err := mem.ReadAt(b, m.Start); err != nil {
+			return 0, false
+		}
+		if i := bytes.Index(b, []byte{0x0f, 0x05}); i >= 0 {
+			return m.Start + uint64(i), true
+		}
+	}
+	return 0, false
+}
+
+// mmapArgs is a helper for the remote mmap calls.
+func (c *taskCtl) mmap(addr, length uint64, prot, flags int, fd int64, off uint64) (uint64, error) {
+	ret, err := c.call(unix.SYS_MMAP, addr, length, uint64(prot), uint64(flags), uint64(fd), off)
+	if err != nil {
+		return 0, fmt.Errorf("mmap %#x-%#x: %w", addr, addr+length, err)
+	}
+	return ret, nil
+}
