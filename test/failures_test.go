@@ -1,0 +1,277 @@
+package test
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// assertFailed checks the failure contract: exit status 1 and one line on
+// stderr that names the object (any of names).
+func assertFailed(t *testing.T, r *ctcrRun, names ...string) {
+	t.Helper()
+	stderr := strings.TrimSpace(r.stderr())
+	if r.code() != 1 {
+		t.Errorf("%s: exit status %d, want 1; stderr: %s", r, r.code(), stderr)
+	}
+	if stderr == "" || strings.Contains(stderr, "\n") {
+		t.Errorf("%s: stderr should be one line, got %q", r, stderr)
+	}
+	for _, n := range names {
+		if strings.Contains(stderr, n) {
+			return
+		}
+	}
+	t.Errorf("%s: stderr %q names none of %q", r, stderr, names)
+}
+
+// freePID returns a PID that no process has.
+func freePID(t *testing.T) int {
+	b, err := os.ReadFile("/proc/sys/kernel/pid_max")
+	if err != nil {
+		t.Fatal(err)
+	}
+	max, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	for pid := max - 1; pid > max/2; pid-- {
+		if !exists(pid) {
+			return pid
+		}
+	}
+	t.Fatal("no free PID")
+	return 0
+}
+
+// assertNothingNew fails if a child of this process appeared that was not
+// in before: ctcr's leftovers are re-parented here when it exits.
+func assertNothingNew(t *testing.T, before map[int]procStat, r *ctcrRun) {
+	t.Helper()
+	for pid, st := range childrenOf(os.Getpid()) {
+		if _, ok := before[pid]; ok || pid == r.cmd.Process.Pid {
+			continue
+		}
+		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		t.Errorf("after the failed %s, process %d (state %c, %q) was left behind: %s",
+			r, pid, st.state, strings.ReplaceAll(string(cmdline), "\x00", " "), describe(pid))
+		unix.Kill(pid, unix.SIGKILL)
+		reap(pid, 5*time.Second)
+	}
+}
+
+// TestDumpFailures: a failed dump exits 1 naming the task or directory,
+// and leaves the task running, neither stopped nor traced, and unharmed.
+func TestDumpFailures(t *testing.T) {
+	t.Run("dumping a PID that does not exist fails naming the PID", func(t *testing.T) {
+		pid := freePID(t)
+		r := runCtcr(t, 30*time.Second, "dump", "-t", strconv.Itoa(pid), "-D", filepath.Join(t.TempDir(), "img"))
+		assertFailed(t, r, strconv.Itoa(pid))
+	})
+
+	cases := []struct {
+		name     string
+		workload string
+		args     []string
+		// imgDir returns the image directory to dump into.
+		imgDir func(t *testing.T, w *workload) string
+	}{
+		{
+			name:     "dumping into a directory that cannot be created fails and leaves the task running",
+			workload: "counter",
+			imgDir: func(t *testing.T, w *workload) string {
+				return filepath.Join(w.path("out"), "img") // out is a regular file
+			},
+		},
+		{
+			name:     "a dump that runs out of space fails and leaves the task running unharmed",
+			workload: "bigmem",
+			args:     []string{"64"},
+			imgDir: func(t *testing.T, w *workload) string {
+				mnt := t.TempDir()
+				if err := unix.Mount("tmpfs", mnt, "tmpfs", 0, "size=1m"); err != nil {
+					t.Skipf("cannot mount a small tmpfs: %v", err)
+				}
+				t.Cleanup(func() { unix.Unmount(mnt, unix.MNT_DETACH) })
+				return filepath.Join(mnt, "img")
+			},
+		},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			needCtcr(t)
+			w := startWorkload(t, c.workload, c.args...)
+			img := c.imgDir(t, w)
+			r := runCtcr(t, 120*time.Second, "dump", "-t", strconv.Itoa(w.pid), "-D", img)
+			w.logs = append(w.logs, r.errP)
+			assertFailed(t, r, strconv.Itoa(w.pid), img)
+			if err := assertRunnable(w.pid); err != nil {
+				t.Fatalf("after the failed dump the task is %v", err)
+			}
+			w.requestCheck()
+			ps, err := w.waitOriginal(60 * time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ps.ExitCode() != 0 {
+				t.Errorf("the task that survived a failed dump: %v, want exit status 0%s", ps, w.report())
+			}
+			w.assertPassed()
+		})
+	}
+}
+
+// TestRestoreFailures: a failed restore exits 1 naming what failed and
+// leaves no process behind.
+func TestRestoreFailures(t *testing.T) {
+	t.Run("restoring while the PID is still in use fails with in use and harms nobody", func(t *testing.T) {
+		needCtcr(t)
+		w := startWorkload(t, "counter")
+		img := filepath.Join(t.TempDir(), "img")
+		d := runCtcr(t, 120*time.Second, "dump", "-t", strconv.Itoa(w.pid), "-D", img, "--leave-running")
+		if d.code() != 0 {
+			t.Fatalf("%s: exit status %d; stderr: %s", d, d.code(), d.stderr())
+		}
+		before := childrenOf(os.Getpid())
+		r := runCtcr(t, 120*time.Second, "restore", "-D", img)
+		assertFailed(t, r, "in use")
+		if !strings.Contains(r.stderr(), strconv.Itoa(w.pid)) {
+			t.Errorf("%s: stderr %q does not name PID %d", r, r.stderr(), w.pid)
+		}
+		assertNothingNew(t, before, r)
+		if err := assertRunnable(w.pid); err != nil {
+			t.Fatalf("the original task is %v", err)
+		}
+		w.requestCheck()
+		ps, err := w.waitOriginal(30 * time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ps.ExitCode() != 0 {
+			t.Errorf("the original task: %v, want exit status 0%s", ps, w.report())
+		}
+		w.assertPassed()
+	})
+
+	t.Run("restoring from a missing directory fails naming it", func(t *testing.T) {
+		needCtcr(t)
+		missing := filepath.Join(t.TempDir(), "no-such-images")
+		before := childrenOf(os.Getpid())
+		r := runCtcr(t, 30*time.Second, "restore", "-D", missing)
+		assertFailed(t, r, missing)
+		assertNothingNew(t, before, r)
+	})
+
+	damaged := []struct {
+		name string
+		// file is the image file to damage, given the task's PID.
+		file func(pid int) string
+		// damage changes the file's bytes.
+		damage func(b []byte) []byte
+		// names are the substrings of which the error must hold one.
+		names func(pid int, file string) []string
+	}{
+		{
+			name:   "restoring from a truncated core-PID.img fails naming the file",
+			file:   func(pid int) string { return fmt.Sprintf("core-%d.img", pid) },
+			damage: truncateHalf,
+			names:  func(pid int, f string) []string { return []string{f} },
+		},
+		{
+			name:   "restoring from a truncated pages-1.img fails naming the file",
+			file:   func(int) string { return "pages-1.img" },
+			damage: truncateHalf,
+			names:  func(pid int, f string) []string { return []string{f} },
+		},
+		{
+			name:   "restoring from a corrupted mm-PID.img fails naming the file or the task",
+			file:   func(pid int) string { return fmt.Sprintf("mm-%d.img", pid) },
+			damage: flipMiddle,
+			names:  func(pid int, f string) []string { return []string{f, strconv.Itoa(pid)} },
+		},
+		{
+			name:   "restoring from a corrupted inventory.img fails naming the file",
+			file:   func(int) string { return "inventory.img" },
+			damage: flipMiddle,
+			names:  func(pid int, f string) []string { return []string{f} },
+		},
+	}
+	for _, c := range damaged {
+		t.Run(c.name, func(t *testing.T) {
+			needCtcr(t)
+			w := startWorkload(t, "counter")
+			img := filepath.Join(t.TempDir(), "img")
+			dump(t, w, img, false, 0)
+			file := c.file(w.pid)
+			p := filepath.Join(img, file)
+			b, err := os.ReadFile(p)
+			if err != nil {
+				ents, _ := os.ReadDir(img)
+				var names []string
+				for _, e := range ents {
+					names = append(names, e.Name())
+				}
+				t.Fatalf("the dump has no %s: %v (it holds %v)", file, err, names)
+			}
+			if err := os.WriteFile(p, c.damage(b), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			before := childrenOf(os.Getpid())
+			r := startCtcr(t, "restore", "-D", img)
+			w.logs = append(w.logs, r.errP)
+			if err := r.wait(60 * time.Second); err != nil {
+				t.Fatalf("restore from a damaged %s: %v%s", file, err, w.report())
+			}
+			assertFailed(t, r, c.names(w.pid, file)...)
+			if exists(w.pid) {
+				t.Errorf("after the failed restore PID %d exists: %s", w.pid, describe(w.pid))
+			}
+			assertNothingNew(t, before, r)
+		})
+	}
+}
+
+func truncateHalf(b []byte) []byte { return b[:len(b)/2] }
+
+// flipMiddle inverts the middle third of the file (at least one byte):
+// varints and lengths there turn into nonsense a reader must refuse.
+func flipMiddle(b []byte) []byte {
+	out := append([]byte(nil), b...)
+	n := max(len(out)/3, 1)
+	start := (len(out) - n) / 2
+	for i := start; i < start+n && i < len(out); i++ {
+		out[i] ^= 0xff
+	}
+	return out
+}
+
+// TestUsage: bad usage exits 2 with a message on stderr.
+func TestUsage(t *testing.T) {
+	gone := strconv.Itoa(freePID(t))
+	cases := []struct {
+		name string
+		args []string
+	}{
+		{"dump without -t is bad usage", []string{"dump", "-D", "/tmp/ctcr-usage-img"}},
+		{"dump with a PID that is not a number is bad usage", []string{"dump", "-t", "abc", "-D", "/tmp/ctcr-usage-img"}},
+		{"dump without -D is bad usage", []string{"dump", "-t", gone}},
+		{"restore without -D is bad usage", []string{"restore"}},
+		{"an unknown flag is bad usage", []string{"dump", "-t", gone, "-D", "/tmp/ctcr-usage-img", "--no-such-flag"}},
+		{"an unknown command is bad usage", []string{"no-such-command"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := runCtcr(t, 30*time.Second, c.args...)
+			if r.code() != 2 {
+				t.Errorf("%s: exit status %d, want 2; stderr: %s", r, r.code(), r.stderr())
+			}
+			if strings.TrimSpace(r.stderr()) == "" {
+				t.Errorf("%s: nothing on stderr", r)
+			}
+		})
+	}
+	os.RemoveAll("/tmp/ctcr-usage-img")
+}
