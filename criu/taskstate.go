@@ -3,9 +3,9 @@ package criu
 import (
 	"fmt"
 
+	"github.com/checkpoint-restore/go-criu/v7/crit/images/creds"
 	criucore "github.com/checkpoint-restore/go-criu/v7/crit/images/criu-core"
 	criusa "github.com/checkpoint-restore/go-criu/v7/crit/images/criu-sa"
-	"github.com/checkpoint-restore/go-criu/v7/crit/images/creds"
 	"github.com/checkpoint-restore/go-criu/v7/crit/images/rlimit"
 	"github.com/checkpoint-restore/go-criu/v7/crit/images/siginfo"
 	"github.com/checkpoint-restore/go-criu/v7/crit/images/timer"

@@ -68,14 +68,14 @@ task, fd, mapping or image that failed), 2 on bad usage.`,
 	if err == nil {
 		return exitOK
 	}
+	var ee exitStatusError
+	if errors.As(err, &ee) {
+		return int(ee)
+	}
 	fmt.Fprintf(stderr, "ctcr: %v\n", err)
 	var ue usageError
 	if errors.As(err, &ue) || isCobraUsage(err) {
 		return exitUsage
-	}
-	var ee exitStatusError
-	if errors.As(err, &ee) {
-		return int(ee)
 	}
 	return exitFailure
 }
@@ -88,7 +88,7 @@ func (e exitStatusError) Error() string { return fmt.Sprintf("exit status %d", i
 
 func isCobraUsage(err error) bool {
 	msg := err.Error()
-	for _, p := range []string{"unknown command", "unknown flag", "unknown shorthand", "accepts ", "requires ", "required flag"} {
+	for _, p := range []string{"unknown command"} {
 		if len(msg) >= len(p) && contains(msg, p) {
 			return true
 		}

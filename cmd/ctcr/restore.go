@@ -1,13 +1,99 @@
 package main
 
 import (
+	"fmt"
 	"io"
+	"os"
+	"strconv"
 
 	"github.com/spf13/cobra"
+
+	"github.com/ctcr/ctcr/criu"
 )
 
 func restoreCmd(g *globalFlags, stdout io.Writer) *cobra.Command {
-	return &cobra.Command{Use: "restore -D DIR", Short: "Restore a process from a directory of images"}
+	var o criu.RestoreOptions
+	var detach bool
+	var pidFile string
+	c := &cobra.Command{
+		Use:   "restore -D DIR",
+		Short: "Restore a process from a directory of images",
+		Long: `Restore the process checkpointed in DIR, with its original PID.
+
+Without -d, ctcr stays the parent of the restored process, waits for it
+and exits with its exit status (128+N if it was killed by signal N).
+With -d, ctcr returns as soon as the process runs.
+
+The PID must be free: if another process holds it, restore fails at once;
+if a zombie holds it (a dumped task not yet reaped), restore waits up to
+10 seconds. A failed restore kills everything it created.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if o.Dir == "" {
+				return usageError{fmt.Errorf("restore needs -D DIR")}
+			}
+			logf, done, err := g.logger(cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			defer done()
+			o.Log = logf
+			r, err := criu.Restore(o)
+			if err != nil {
+				return fmt.Errorf("restore from %s failed: %w", o.Dir, err)
+			}
+			if pidFile != "" {
+				if err := writePidFile(pidFile, r.Pid); err != nil {
+					return err
+				}
+			}
+			if g.json {
+				if err := printJSON(stdout, map[string]any{
+					"pid": r.Pid, "tasks": r.Tasks, "pages_bytes": r.PagesBytes,
+					"restore_seconds": r.Total.Seconds(), "memory_seconds": r.Memory.Seconds(),
+				}); err != nil {
+					return err
+				}
+			}
+			if logf != nil {
+				logf("restored task %d: %d bytes of memory in %v", r.Pid, r.PagesBytes, r.Total)
+			}
+			if detach {
+				return nil
+			}
+			ws, err := r.Wait()
+			if err != nil {
+				return fmt.Errorf("wait for restored task %d: %w", r.Pid, err)
+			}
+			switch {
+			case ws.Exited():
+				if ws.ExitStatus() != 0 {
+					return exitStatusError(ws.ExitStatus())
+				}
+				return nil
+			case ws.Signaled():
+				return exitStatusError(128 + int(ws.Signal()))
+			}
+			return fmt.Errorf("restored task %d: wait status %#x", r.Pid, uint32(ws))
+		},
+	}
+	f := c.Flags()
+	f.StringVarP(&o.Dir, "images-dir", "D", "", "directory holding the images")
+	f.BoolVarP(&detach, "restore-detached", "d", false, "return once the process runs instead of waiting for it")
+	f.StringVar(&pidFile, "pidfile", "", "write the restored process's PID to this file")
+	f.BoolVar(&o.ShellJob, "shell-job", false, "attach the process's terminal fds to ctcr's terminal")
+	return c
+}
+
+func writePidFile(path string, pid int) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(strconv.Itoa(pid)+"\n"), 0o644); err != nil {
+		return fmt.Errorf("pidfile: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("pidfile: %w", err)
+	}
+	return nil
 }
 
 func checkCmd(g *globalFlags, stdout io.Writer) *cobra.Command {

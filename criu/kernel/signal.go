@@ -23,6 +23,9 @@ type Sigaction struct {
 	Mask     uint64
 }
 
+// SS_ONSTACK is reported by sigaltstack while the task runs on it.
+const SS_ONSTACK = 1
+
 // StackT is stack_t (sigaltstack).
 type StackT struct {
 	Sp    uint64

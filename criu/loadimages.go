@@ -1,0 +1,221 @@
+package criu
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	criucore "github.com/checkpoint-restore/go-criu/v7/crit/images/criu-core"
+	"github.com/checkpoint-restore/go-criu/v7/crit/images/fdinfo"
+	fsimg "github.com/checkpoint-restore/go-criu/v7/crit/images/fs"
+	"github.com/checkpoint-restore/go-criu/v7/crit/images/inventory"
+	"github.com/checkpoint-restore/go-criu/v7/crit/images/mm"
+	"github.com/checkpoint-restore/go-criu/v7/crit/images/pagemap"
+	"github.com/checkpoint-restore/go-criu/v7/crit/images/pstree"
+	"github.com/checkpoint-restore/go-criu/v7/crit/images/vma"
+	"golang.org/x/sys/unix"
+
+	"github.com/ctcr/ctcr/criu/images"
+)
+
+// checkpoint is a whole image directory, read and checked for sense
+// before restore changes anything.
+type checkpoint struct {
+	dir       *images.Checkpoint
+	inventory *inventory.InventoryEntry
+	tasks     []*restoredTaskImages
+	files     map[uint32]*fdinfo.FileEntry
+}
+
+type restoredTaskImages struct {
+	pstree    *pstree.PstreeEntry
+	core      *criucore.CoreEntry
+	mm        *mm.MmEntry
+	pagemap   []*pagemap.PagemapEntry
+	pagesID   uint32
+	pagesPath string
+	pagesSize uint64
+	fds       []*fdinfo.FdinfoEntry
+	fs        *fsimg.FsEntry
+}
+
+// corruptf reports an image whose content makes no sense.
+func corruptf(file, format string, args ...any) error {
+	return fmt.Errorf("%s: %s: %w", file, fmt.Sprintf(format, args...), images.ErrCorrupt)
+}
+
+// taskSize is the end of x86-64 user space with 4-level page tables.
+const taskSize = 1 << 47
+
+func loadCheckpoint(dir string) (*checkpoint, error) {
+	cd, err := images.OpenCheckpoint(dir)
+	if err != nil {
+		return nil, err
+	}
+	c := &checkpoint{dir: cd, files: map[uint32]*fdinfo.FileEntry{}}
+	c.inventory = &inventory.InventoryEntry{}
+	if err := images.ReadOne(cd.Path(images.Inventory.FileName()), images.Inventory, c.inventory); err != nil {
+		return nil, err
+	}
+	if v := c.inventory.GetImgVersion(); v != images.ImagesV1_1 {
+		return nil, corruptf(cd.Path("inventory.img"), "image version %d, want %d", v, images.ImagesV1_1)
+	}
+	tree, err := images.ReadAll(cd.Path(images.Pstree.FileName()), images.Pstree, func() *pstree.PstreeEntry { return &pstree.PstreeEntry{} })
+	if err != nil {
+		return nil, err
+	}
+	if len(tree) == 0 {
+		return nil, corruptf(cd.Path("pstree.img"), "no task")
+	}
+	if len(tree) > 1 {
+		return nil, fmt.Errorf("%s: %d tasks: restoring process trees: %w", cd.Path("pstree.img"), len(tree), ErrUnsupported)
+	}
+	fileEntries, err := images.ReadAll(cd.Path(images.Files.FileName()), images.Files, func() *fdinfo.FileEntry { return &fdinfo.FileEntry{} })
+	if err != nil {
+		return nil, err
+	}
+	for _, f := range fileEntries {
+		if _, dup := c.files[f.GetId()]; dup {
+			return nil, corruptf(cd.Path("files.img"), "file id %d twice", f.GetId())
+		}
+		if f.GetType() != fdinfo.FdTypes_REG || f.GetReg() == nil {
+			return nil, fmt.Errorf("%s: file id %d of type %v: %w", cd.Path("files.img"), f.GetId(), f.GetType(), ErrUnsupported)
+		}
+		c.files[f.GetId()] = f
+	}
+	for _, ps := range tree {
+		t, err := c.loadTask(ps)
+		if err != nil {
+			return nil, err
+		}
+		c.tasks = append(c.tasks, t)
+	}
+	return c, nil
+}
+
+func (c *checkpoint) loadTask(ps *pstree.PstreeEntry) (*restoredTaskImages, error) {
+	pid := int(ps.GetPid())
+	pstreePath := c.dir.Path("pstree.img")
+	if pid <= 0 || pid > 1<<22 {
+		return nil, corruptf(pstreePath, "pid %d", pid)
+	}
+	if len(ps.Threads) != 1 || int(ps.Threads[0]) != pid {
+		return nil, fmt.Errorf("%s: task %d has %d threads: multi-threaded processes: %w", pstreePath, pid, len(ps.Threads), ErrUnsupported)
+	}
+	t := &restoredTaskImages{pstree: ps, core: &criucore.CoreEntry{}, mm: &mm.MmEntry{}, fs: &fsimg.FsEntry{}}
+	corePath := c.dir.Path(images.Core.FileName(pid))
+	if err := images.ReadOne(corePath, images.Core, t.core); err != nil {
+		return nil, err
+	}
+	if t.core.GetMtype() != criucore.CoreEntry_X86_64 || t.core.ThreadInfo == nil || t.core.Tc == nil || t.core.ThreadCore == nil {
+		return nil, corruptf(corePath, "not an x86-64 task core")
+	}
+	if st := t.core.Tc.GetTaskState(); st != taskAlive {
+		return nil, fmt.Errorf("%s: task state %d: only live tasks are restored: %w", corePath, st, ErrUnsupported)
+	}
+	mmPath := c.dir.Path(images.Mm.FileName(pid))
+	if err := images.ReadOne(mmPath, images.Mm, t.mm); err != nil {
+		return nil, err
+	}
+	if err := checkVMAs(mmPath, t.mm.Vmas, c.files); err != nil {
+		return nil, err
+	}
+	if _, ok := c.files[t.mm.GetExeFileId()]; !ok {
+		return nil, corruptf(mmPath, "executable file id %d not in files.img", t.mm.GetExeFileId())
+	}
+	pmPath := c.dir.Path(images.Pagemap.FileName(pid))
+	head, entries, err := images.ReadPagemap(pmPath)
+	if err != nil {
+		return nil, err
+	}
+	t.pagemap = entries
+	t.pagesID = head.GetPagesId()
+	t.pagesPath = c.dir.Path(images.Pages.FileName(int(t.pagesID)))
+	var pages uint64
+	for _, e := range entries {
+		if !insideVMAs(t.mm.Vmas, e.GetVaddr(), e.GetVaddr()+uint64(e.GetNrPages())*pageSize) {
+			return nil, corruptf(pmPath, "pages at %#x (%d pages) outside every dumpable mapping", e.GetVaddr(), e.GetNrPages())
+		}
+		pages += uint64(e.GetNrPages())
+	}
+	t.pagesSize = pages * pageSize
+	fi, err := os.Stat(t.pagesPath)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) && pages == 0 {
+			t.pagesPath = ""
+		} else {
+			return nil, fmt.Errorf("pages image: %w", err)
+		}
+	} else if uint64(fi.Size()) != t.pagesSize {
+		return nil, corruptf(t.pagesPath, "%d bytes, but %s describes %d pages (%d bytes)", fi.Size(), pmPath, pages, t.pagesSize)
+	}
+	ids := t.core.GetIds()
+	filesID := 1
+	if ids != nil {
+		filesID = int(ids.GetFilesId())
+	}
+	fdPath := c.dir.Path(images.Fdinfo.FileName(filesID))
+	if t.fds, err = images.ReadAll(fdPath, images.Fdinfo, func() *fdinfo.FdinfoEntry { return &fdinfo.FdinfoEntry{} }); err != nil {
+		return nil, err
+	}
+	seen := map[uint32]bool{}
+	for _, fd := range t.fds {
+		if _, ok := c.files[fd.GetId()]; !ok {
+			return nil, corruptf(fdPath, "fd %d refers to file id %d not in files.img", fd.GetFd(), fd.GetId())
+		}
+		if fd.GetFd() > 1<<20 || seen[fd.GetFd()] {
+			return nil, corruptf(fdPath, "fd number %d repeated or out of range", fd.GetFd())
+		}
+		seen[fd.GetFd()] = true
+	}
+	fsPath := c.dir.Path(images.Fs.FileName(pid))
+	if err := images.ReadOne(fsPath, images.Fs, t.fs); err != nil {
+		return nil, err
+	}
+	for _, id := range []uint32{t.fs.GetCwdId(), t.fs.GetRootId()} {
+		if _, ok := c.files[id]; !ok {
+			return nil, corruptf(fsPath, "file id %d not in files.img", id)
+		}
+	}
+	return t, nil
+}
+
+// checkVMAs verifies that mappings are page aligned, ordered, disjoint,
+// inside user space, and that file mappings name known files.
+func checkVMAs(path string, vmas []*vma.VmaEntry, files map[uint32]*fdinfo.FileEntry) error {
+	var prevEnd uint64
+	for i, v := range vmas {
+		s, e := v.GetStart(), v.GetEnd()
+		if s%pageSize != 0 || e%pageSize != 0 || s >= e || e > taskSize || s < prevEnd || v.GetPgoff()%pageSize != 0 {
+			return corruptf(path, "mapping %d %#x-%#x is misaligned, empty, overlapping or outside user space", i, s, e)
+		}
+		prevEnd = e
+		if v.GetStatus()&(vmaFilePrivate|vmaFileShared) != 0 {
+			if _, ok := files[uint32(v.GetShmid())]; !ok || v.GetShmid() > 1<<32 {
+				return corruptf(path, "mapping %#x-%#x refers to file id %d not in files.img", s, e, v.GetShmid())
+			}
+		}
+		if v.GetProt()&^uint32(unix.PROT_READ|unix.PROT_WRITE|unix.PROT_EXEC) != 0 {
+			return corruptf(path, "mapping %#x-%#x has protection %#x", s, e, v.GetProt())
+		}
+	}
+	return nil
+}
+
+// insideVMAs reports whether [s, e) lies within dumpable mappings.
+func insideVMAs(vmas []*vma.VmaEntry, s, e uint64) bool {
+	for s < e {
+		found := false
+		for _, v := range vmas {
+			if v.GetStart() <= s && s < v.GetEnd() && v.GetStatus()&(vmaAnonPrivate|vmaAnonShared|vmaFilePrivate) != 0 {
+				s = v.GetEnd()
+				found = true
+				break
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
+}

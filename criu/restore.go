@@ -1,0 +1,339 @@
+package criu
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ctcr/ctcr/criu/proc"
+	"github.com/ctcr/ctcr/criu/ptrace"
+)
+
+// RestoreOptions says where the images are and how to run the result.
+type RestoreOptions struct {
+	Dir      string
+	ShellJob bool // terminal fds of the image become ctcr's own terminal
+	// PidWait bounds how long restore waits for a dumped task's PID to be
+	// released (a killed task keeps it until its parent reaps it).
+	PidWait time.Duration
+	Log     func(format string, args ...any)
+}
+
+func (o *RestoreOptions) logf(format string, args ...any) {
+	if o.Log != nil {
+		o.Log(format, args...)
+	}
+}
+
+// Restored is a running restored process tree.
+type Restored struct {
+	Pid        int
+	Tasks      int
+	PagesBytes uint64
+	Total      time.Duration
+	Memory     time.Duration
+}
+
+// Wait waits for the restored root task (ctcr's child) to end and
+// returns its wait status.
+func (r *Restored) Wait() (unix.WaitStatus, error) {
+	var ws unix.WaitStatus
+	for {
+		_, err := unix.Wait4(r.Pid, &ws, 0, nil)
+		if err == unix.EINTR {
+			continue
+		}
+		return ws, err
+	}
+}
+
+// Restore rebuilds the checkpoint in opts.Dir and lets it run. Restore
+// proceeds in stages:
+//
+//  1. read and check every image (nothing is changed before this ends);
+//  2. start a puppet stopped at exec and give it a control area;
+//  3. clone each task with its PID (clone3 set_tid);
+//  4. replace the task's memory: unmap the puppet's, move the vDSO,
+//     map every VMA and fill it from the pages image;
+//  5. mm fields, name, fds, cwd/root/umask;
+//  6. signal dispositions, timers, limits, scheduling, pending signals;
+//  7. credentials last, then the mask and registers; detach.
+//
+// If any stage fails, every task it created is killed.
+func Restore(opts RestoreOptions) (*Restored, error) {
+	start := time.Now()
+	cp, err := loadCheckpoint(opts.Dir)
+	if err != nil {
+		return nil, err
+	}
+	ti := cp.tasks[0]
+	pid := int(ti.pstree.GetPid())
+	if opts.PidWait == 0 {
+		opts.PidWait = 10 * time.Second
+	}
+	if err := waitPidFree(pid, opts.PidWait); err != nil {
+		return nil, err
+	}
+
+	tr := ptrace.NewTracer()
+	defer tr.Close()
+	var rb rollback
+	defer func() { tr.Do(func() error { rb.run(); return nil }) }()
+
+	var pp *puppet
+	var child *restoringTask
+	res := &Restored{Pid: pid, Tasks: 1, PagesBytes: ti.pagesSize}
+	err = tr.Do(func() error {
+		var err error
+		if pp, err = startPuppet(); err != nil {
+			return err
+		}
+		rb.add(pp.kill)
+		var imageSpans []span
+		for _, v := range ti.mm.Vmas {
+			imageSpans = append(imageSpans, span{v.GetStart(), v.GetEnd()})
+		}
+		if err := pp.prepare(imageSpans); err != nil {
+			return err
+		}
+		opts.logf("puppet %d ready, control area at %#x", pp.pid, pp.ctl.r.IP)
+		tid, err := pp.cloneTask(pid)
+		if err != nil {
+			return err
+		}
+		child = &restoringTask{pid: tid, img: ti, cp: cp, opts: &opts, ctlAddr: pp.ctl.r.IP}
+		rb.add(child.kill)
+		pp.kill()
+		return child.attach()
+	})
+	if err != nil {
+		return nil, err
+	}
+	opts.logf("task %d cloned", pid)
+
+	err = tr.Do(func() error {
+		if err := child.restoreSession(); err != nil {
+			return err
+		}
+		if err := child.installTransport(pp.sock); err != nil {
+			return err
+		}
+		memStart := time.Now()
+		if err := child.restoreMemory(); err != nil {
+			return err
+		}
+		res.Memory = time.Since(memStart)
+		opts.logf("task %d memory restored (%d bytes in %v)", pid, ti.pagesSize, res.Memory)
+		if err := child.restoreMm(); err != nil {
+			return err
+		}
+		if err := child.restoreFiles(); err != nil {
+			return err
+		}
+		if err := child.restoreTaskState(); err != nil {
+			return err
+		}
+		return child.finish()
+	})
+	pp.sock.Close()
+	if err != nil {
+		return nil, err
+	}
+	rb.release()
+	res.Total = time.Since(start)
+	return res, nil
+}
+
+// waitPidFree waits until pid is free. A zombie or an exiting task is
+// waited for (bounded); a live task makes restore fail at once.
+func waitPidFree(pid int, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for {
+		st, err := proc.ReadStat(pid, pid)
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.ESRCH) {
+				return nil
+			}
+			// Gone between the open and the read: free too.
+			if _, serr := os.Stat(fmt.Sprintf("/proc/%d", pid)); serr != nil {
+				return nil
+			}
+			return fmt.Errorf("PID %d: %w", pid, err)
+		}
+		if st.State != 'Z' && st.State != 'X' {
+			return fmt.Errorf("PID %d is in use by %q (state %c): %w", pid, st.Comm, st.State, ErrPidBusy)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("PID %d is still held by an unreaped zombie %q after %v (its parent %d does not reap it): %w", pid, st.Comm, limit, st.PPid, ErrPidBusy)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// restoringTask is one task being turned into its checkpointed self.
+type restoringTask struct {
+	pid     int
+	img     *restoredTaskImages
+	cp      *checkpoint
+	opts    *RestoreOptions
+	ctl     *taskCtl
+	ctlAddr uint64
+	sock    *os.File // ctcr's end of the fd transport
+	tfd     int      // the task's end
+	killed  bool
+}
+
+// attach sets up remote syscalls in the freshly cloned task, which
+// inherited the puppet's control area.
+//
+// Preconditions: runs on the tracer thread.
+func (t *restoringTask) attach() error {
+	regs, err := ptrace.GetRegs(t.pid)
+	if err != nil {
+		return err
+	}
+	mem, err := ptrace.OpenMem(t.pid)
+	if err != nil {
+		return err
+	}
+	t.ctl = &taskCtl{tid: t.pid, mem: mem, r: &ptrace.Remote{Tid: t.pid, IP: t.ctlAddr, Base: regs},
+		scratch: t.ctlAddr + pageSize, size: ctlSize - pageSize}
+	// Nothing the task would do on its own may interrupt the work:
+	// block every signal until the final mask is set.
+	return ptrace.SetSigmask(t.pid, ^uint64(0))
+}
+
+// kill ends a task that could not be restored.
+//
+// Preconditions: runs on the tracer thread.
+func (t *restoringTask) kill() {
+	if t.killed {
+		return
+	}
+	t.killed = true
+	unix.Kill(t.pid, unix.SIGKILL)
+	for {
+		st, err := ptrace.Wait(t.pid)
+		if err != nil || st.Exited() {
+			break
+		}
+	}
+	if t.ctl != nil {
+		t.ctl.mem.Close()
+	}
+}
+
+// restoreSession makes the task lead its session or process group again
+// where it did; a task in a foreign session stays in ctcr's.
+func (t *restoringTask) restoreSession() error {
+	ps := t.img.pstree
+	switch {
+	case int(ps.GetSid()) == t.pid:
+		if _, err := t.ctl.call(unix.SYS_SETSID); err != nil {
+			return fmt.Errorf("task %d: %w", t.pid, err)
+		}
+	case int(ps.GetPgid()) == t.pid:
+		if _, err := t.ctl.call(unix.SYS_SETPGID, 0, 0); err != nil {
+			return fmt.Errorf("task %d: %w", t.pid, err)
+		}
+	}
+	return nil
+}
+
+// installTransport moves the task's end of the fd socket above every fd
+// number of the image and closes the puppet's stdio.
+func (t *restoringTask) installTransport(sock *os.File) error {
+	t.sock = sock
+	high := 64
+	for _, fd := range t.img.fds {
+		high = max(high, int(fd.GetFd())+1)
+	}
+	nfd, err := t.ctl.call(unix.SYS_FCNTL, puppetTransportFd, unix.F_DUPFD_CLOEXEC, uint64(high))
+	if err != nil {
+		return fmt.Errorf("task %d: move fd transport: %w", t.pid, err)
+	}
+	t.tfd = int(nfd)
+	// Close everything else the puppet had: its stdio and whatever fds
+	// without O_CLOEXEC ctcr itself inherited and passed through exec.
+	fds, err := proc.Fds(t.pid)
+	if err != nil {
+		return fmt.Errorf("task %d: %w", t.pid, err)
+	}
+	for _, fd := range fds {
+		if fd == t.tfd {
+			continue
+		}
+		if _, err := t.ctl.call(unix.SYS_CLOSE, uint64(fd)); err != nil {
+			return fmt.Errorf("task %d: close puppet fd %d: %w", t.pid, fd, err)
+		}
+	}
+	return nil
+}
+
+// sendFd passes f to the task and returns the fd number it got there.
+func (t *restoringTask) sendFd(f *os.File) (int, error) {
+	rights := unix.UnixRights(int(f.Fd()))
+	if err := unix.Sendmsg(int(t.sock.Fd()), []byte{0}, rights, nil, 0); err != nil {
+		return -1, fmt.Errorf("send %s to task %d: %w", f.Name(), t.pid, err)
+	}
+	// struct msghdr + iovec + control buffer in the scratch area.
+	const (
+		offMsg  = 0
+		offIov  = 64
+		offData = 96
+		offCtl  = 128
+	)
+	s := t.ctl.scratch
+	ctlLen := uint64(unix.CmsgSpace(4))
+	iov := struct{ Base, Len uint64 }{s + offData, 1}
+	if _, err := t.ctl.put(offIov, &iov); err != nil {
+		return -1, err
+	}
+	msg := struct {
+		Name       uint64
+		Namelen    uint32
+		_          uint32
+		Iov        uint64
+		Iovlen     uint64
+		Control    uint64
+		Controllen uint64
+		Flags      int32
+		_          int32
+	}{Iov: s + offIov, Iovlen: 1, Control: s + offCtl, Controllen: ctlLen}
+	if _, err := t.ctl.put(offMsg, &msg); err != nil {
+		return -1, err
+	}
+	if _, err := t.ctl.call(unix.SYS_RECVMSG, uint64(t.tfd), s+offMsg, unix.MSG_CMSG_CLOEXEC); err != nil {
+		return -1, fmt.Errorf("task %d: receive %s: %w", t.pid, f.Name(), err)
+	}
+	buf := make([]byte, ctlLen)
+	if err := t.ctl.mem.ReadAt(buf, s+offCtl); err != nil {
+		return -1, err
+	}
+	cmsgs, err := unix.ParseSocketControlMessage(buf)
+	if err != nil || len(cmsgs) != 1 {
+		return -1, fmt.Errorf("task %d: no fd arrived for %s", t.pid, f.Name())
+	}
+	fds, err := unix.ParseUnixRights(&cmsgs[0])
+	if err != nil || len(fds) != 1 {
+		return -1, fmt.Errorf("task %d: no fd arrived for %s", t.pid, f.Name())
+	}
+	return fds[0], nil
+}
+
+// closeRemote closes fd in the task.
+func (t *restoringTask) closeRemote(fd int) error {
+	if _, err := t.ctl.call(unix.SYS_CLOSE, uint64(fd)); err != nil {
+		return fmt.Errorf("task %d: close fd %d: %w", t.pid, fd, err)
+	}
+	return nil
+}
+
+func (t *restoringTask) where() string { return fmt.Sprintf("task %d", t.pid) }
+
+// errString shortens an error for logs.
+func errString(err error) string { return strings.TrimSpace(err.Error()) }

@@ -1,0 +1,257 @@
+package criu
+
+import (
+	"fmt"
+	"os"
+	"sort"
+
+	"github.com/checkpoint-restore/go-criu/v7/crit/images/vma"
+	"golang.org/x/sys/unix"
+
+	"github.com/ctcr/ctcr/criu/proc"
+)
+
+// restoreMemory replaces the puppet's address space with the image's.
+//
+// Preconditions: runs on the tracer thread.
+func (t *restoringTask) restoreMemory() error {
+	maps, err := proc.Maps(t.pid)
+	if err != nil {
+		return fmt.Errorf("%s: %w", t.where(), err)
+	}
+	var cur []proc.Mapping
+	for _, m := range maps {
+		switch {
+		case m.Start >= t.ctlAddr && m.End <= t.ctlAddr+ctlSize:
+		case isVdsoName(m.Path):
+			cur = append(cur, m)
+		case m.Path == "[vsyscall]":
+		default:
+			if _, err := t.ctl.call(unix.SYS_MUNMAP, m.Start, m.End-m.Start); err != nil {
+				return fmt.Errorf("%s: unmap puppet mapping %#x-%#x %s: %w", t.where(), m.Start, m.End, m.Path, err)
+			}
+		}
+	}
+	if err := t.moveVdso(cur); err != nil {
+		return err
+	}
+	shmemFirst := map[uint64]*vma.VmaEntry{}
+	files := map[uint64]int{} // file id -> fd in the task
+	for _, v := range t.img.mm.Vmas {
+		if vmaSpecial(v) {
+			continue
+		}
+		if err := t.mapVMA(v, files, shmemFirst); err != nil {
+			return fmt.Errorf("%s mapping %#x-%#x: %w", t.where(), v.GetStart(), v.GetEnd(), err)
+		}
+	}
+	for _, fd := range files {
+		if err := t.closeRemote(fd); err != nil {
+			return err
+		}
+	}
+	if err := t.fillPages(); err != nil {
+		return err
+	}
+	for _, v := range t.img.mm.Vmas {
+		if vmaSpecial(v) || !needsWrite(v) {
+			continue
+		}
+		if _, err := t.ctl.call(unix.SYS_MPROTECT, v.GetStart(), v.GetEnd()-v.GetStart(), uint64(v.GetProt())); err != nil {
+			return fmt.Errorf("%s mapping %#x-%#x: %w", t.where(), v.GetStart(), v.GetEnd(), err)
+		}
+	}
+	return nil
+}
+
+// needsWrite reports a VMA that is mapped writable while its pages are
+// filled, and given its real protection afterwards.
+func needsWrite(v *vma.VmaEntry) bool {
+	return v.GetProt()&unix.PROT_WRITE == 0 && v.GetStatus()&(vmaAnonPrivate|vmaAnonShared|vmaFilePrivate) != 0
+}
+
+// moveVdso puts the kernel's [vvar], [vvar_vclock] and [vdso] where the
+// image had them. The vDSO code finds its data at fixed offsets from
+// itself, so the group moves as one and must have the image's layout.
+func (t *restoringTask) moveVdso(cur []proc.Mapping) error {
+	var want []*vma.VmaEntry
+	for _, v := range t.img.mm.Vmas {
+		if vmaSpecial(v) {
+			want = append(want, v)
+		}
+	}
+	if len(want) == 0 {
+		for _, m := range cur {
+			if _, err := t.ctl.call(unix.SYS_MUNMAP, m.Start, m.End-m.Start); err != nil {
+				return fmt.Errorf("%s: unmap %s: %w", t.where(), m.Path, err)
+			}
+		}
+		return nil
+	}
+	sort.Slice(cur, func(i, j int) bool { return cur[i].Start < cur[j].Start })
+	if len(cur) != len(want) {
+		return fmt.Errorf("%s: the image has %d vDSO/vvar mappings, this kernel %d: restoring across kernels: %w", t.where(), len(want), len(cur), ErrUnsupported)
+	}
+	delta := want[0].GetStart() - cur[0].Start
+	for i := range cur {
+		if cur[i].End-cur[i].Start != want[i].GetEnd()-want[i].GetStart() || want[i].GetStart()-cur[i].Start != delta {
+			return fmt.Errorf("%s: the image's vDSO layout differs from this kernel's: restoring across kernels: %w", t.where(), ErrUnsupported)
+		}
+	}
+	if delta == 0 {
+		return nil
+	}
+	// If the target overlaps the current place, go through a free spot
+	// first; mremap cannot move a mapping onto one of its own group.
+	lo, hi := cur[0].Start, cur[len(cur)-1].End
+	wlo, whi := want[0].GetStart(), want[len(want)-1].GetEnd()
+	moves := [][2]uint64{{lo, wlo}}
+	if wlo < hi && lo < whi {
+		tmp := t.ctlAddr + ctlSize/2
+		if hi-lo > ctlSize/2 {
+			return fmt.Errorf("%s: vDSO group of %d bytes too large to move", t.where(), hi-lo)
+		}
+		// The upper half of the control area is scratch nobody uses yet.
+		if _, err := t.ctl.call(unix.SYS_MUNMAP, tmp, hi-lo); err != nil {
+			return err
+		}
+		moves = [][2]uint64{{lo, tmp}, {tmp, wlo}}
+	}
+	for _, mv := range moves {
+		for _, m := range cur {
+			from := mv[0] + (m.Start - lo)
+			to := mv[1] + (m.Start - lo)
+			size := m.End - m.Start
+			if _, err := t.ctl.call(unix.SYS_MREMAP, from, size, size, unix.MREMAP_MAYMOVE|unix.MREMAP_FIXED, to); err != nil {
+				return fmt.Errorf("%s: move %s %#x to %#x: %w", t.where(), m.Path, from, to, err)
+			}
+		}
+	}
+	return nil
+}
+
+// mapVMA creates one mapping of the image at its address.
+func (t *restoringTask) mapVMA(v *vma.VmaEntry, files map[uint64]int, shmemFirst map[uint64]*vma.VmaEntry) error {
+	start, size := v.GetStart(), v.GetEnd()-v.GetStart()
+	prot := int(v.GetProt())
+	if needsWrite(v) {
+		prot |= unix.PROT_WRITE
+	}
+	flags := int(v.GetFlags())&(unix.MAP_SHARED|unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_GROWSDOWN) | unix.MAP_FIXED
+	st := v.GetStatus()
+	switch {
+	case st&vmaAnonPrivate != 0:
+		_, err := t.ctl.mmap(start, size, prot, flags|unix.MAP_ANONYMOUS, -1, 0)
+		return err
+	case st&vmaAnonShared != 0:
+		first, ok := shmemFirst[v.GetShmid()]
+		if !ok {
+			shmemFirst[v.GetShmid()] = v
+			_, err := t.ctl.mmap(start, size, prot, flags|unix.MAP_ANONYMOUS, -1, 0)
+			return err
+		}
+		// Another piece of an object mapped earlier: map the same shmem
+		// file, reached through the first piece's map_files entry.
+		f, err := os.OpenFile(fmt.Sprintf("/proc/%d/map_files/%x-%x", t.pid, first.GetStart(), first.GetEnd()), os.O_RDWR, 0)
+		if err != nil {
+			return fmt.Errorf("shared memory %d: %w", v.GetShmid(), err)
+		}
+		defer f.Close()
+		fd, err := t.sendFd(f)
+		if err != nil {
+			return err
+		}
+		defer t.closeRemote(fd)
+		_, err = t.ctl.mmap(start, size, prot, flags&^unix.MAP_ANONYMOUS, int64(fd), v.GetPgoff())
+		return err
+	case st&(vmaFilePrivate|vmaFileShared) != 0:
+		fd, ok := files[v.GetShmid()]
+		if !ok {
+			fe := t.cp.files[uint32(v.GetShmid())]
+			reg := fe.GetReg()
+			oflags := int(reg.GetFlags()) & unix.O_ACCMODE
+			f, err := os.OpenFile(reg.GetName(), oflags|unix.O_CLOEXEC, 0)
+			if err != nil {
+				return fmt.Errorf("open mapped file: %w", err)
+			}
+			if reg.Size != nil && st&vmaFilePrivate != 0 {
+				if fi, err := f.Stat(); err == nil && uint64(fi.Size()) != reg.GetSize() {
+					// Pages past the new end would fault with SIGBUS.
+					t.opts.logf("%s: mapped file %s changed size from %d to %d", t.where(), reg.GetName(), reg.GetSize(), fi.Size())
+				}
+			}
+			fd, err = t.sendFd(f)
+			f.Close()
+			if err != nil {
+				return err
+			}
+			files[v.GetShmid()] = fd
+		}
+		_, err := t.ctl.mmap(start, size, prot, flags&^unix.MAP_ANONYMOUS, int64(fd), v.GetPgoff())
+		return err
+	}
+	return fmt.Errorf("status %#x: %w", st, ErrUnsupported)
+}
+
+// fillPages reads the pages image into the task's memory with remote
+// preadv calls: the kernel copies straight from the image file into the
+// new mappings, up to 1024 runs a call.
+func (t *restoringTask) fillPages() error {
+	if len(t.img.pagemap) == 0 {
+		return nil
+	}
+	f, err := os.Open(t.img.pagesPath)
+	if err != nil {
+		return err
+	}
+	fd, err := t.sendFd(f)
+	f.Close()
+	if err != nil {
+		return err
+	}
+	const (
+		maxIov   = 1024
+		maxBatch = 1 << 30 // bytes a call; below MAX_RW_COUNT
+	)
+	type iovec struct{ Base, Len uint64 }
+	var batch []iovec
+	var batchBytes, off uint64
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		addr, err := t.ctl.put(0, batch)
+		if err != nil {
+			return err
+		}
+		n, err := t.ctl.call(unix.SYS_PREADV, uint64(fd), addr, uint64(len(batch)), off, 0)
+		if err != nil {
+			return fmt.Errorf("%s: read pages at %#x from %s offset %d: %w", t.where(), batch[0].Base, t.img.pagesPath, off, err)
+		}
+		if n != batchBytes {
+			return fmt.Errorf("%s: read pages at %#x from %s offset %d: got %d of %d bytes", t.where(), batch[0].Base, t.img.pagesPath, off, n, batchBytes)
+		}
+		off += batchBytes
+		batch, batchBytes = batch[:0], 0
+		return nil
+	}
+	for _, e := range t.img.pagemap {
+		addr, size := e.GetVaddr(), uint64(e.GetNrPages())*pageSize
+		for size > 0 {
+			n := min(size, maxBatch-batchBytes)
+			batch = append(batch, iovec{addr, n})
+			batchBytes += n
+			addr += n
+			size -= n
+			if len(batch) == maxIov || batchBytes == maxBatch {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	if err := flush(); err != nil {
+		return err
+	}
+	return t.closeRemote(fd)
+}

@@ -1,0 +1,377 @@
+package criu
+
+import (
+	"fmt"
+	"os"
+	"sort"
+
+	"github.com/checkpoint-restore/go-criu/v7/crit/images/siginfo"
+	"golang.org/x/sys/unix"
+
+	"github.com/ctcr/ctcr/criu/proc"
+
+	"github.com/ctcr/ctcr/criu/kernel"
+	"github.com/ctcr/ctcr/criu/ptrace"
+)
+
+// restoreMm sets the mm fields (code/data/brk/stack/arg/env bounds,
+// auxv, executable) with one prctl(PR_SET_MM, PR_SET_MM_MAP) and the
+// task's name.
+//
+// Preconditions: runs on the tracer thread; the puppet's mappings are
+// gone (the kernel refuses a new exe_fd while the old file is mapped).
+func (t *restoringTask) restoreMm() error {
+	m := t.img.mm
+	exe := t.cp.files[m.GetExeFileId()].GetReg()
+	f, err := os.Open(exe.GetName())
+	if err != nil {
+		return fmt.Errorf("%s: executable: %w", t.where(), err)
+	}
+	exeFd, err := t.sendFd(f)
+	f.Close()
+	if err != nil {
+		return err
+	}
+	auxvAddr, err := t.ctl.put(512, m.MmSavedAuxv)
+	if err != nil {
+		return err
+	}
+	mm := kernel.PrctlMmMap{
+		StartCode: m.GetMmStartCode(), EndCode: m.GetMmEndCode(),
+		StartData: m.GetMmStartData(), EndData: m.GetMmEndData(),
+		StartBrk: m.GetMmStartBrk(), Brk: m.GetMmBrk(), StartStack: m.GetMmStartStack(),
+		ArgStart: m.GetMmArgStart(), ArgEnd: m.GetMmArgEnd(), EnvStart: m.GetMmEnvStart(), EnvEnd: m.GetMmEnvEnd(),
+		Auxv: auxvAddr, AuxvSize: uint32(8 * len(m.MmSavedAuxv)), ExeFd: uint32(exeFd),
+	}
+	mmAddr, err := t.ctl.put(0, &mm)
+	if err != nil {
+		return err
+	}
+	if _, err := t.ctl.call(unix.SYS_PRCTL, kernel.PR_SET_MM, kernel.PR_SET_MM_MAP, mmAddr, kernel.PrctlMmMapSize); err != nil {
+		return fmt.Errorf("%s: set mm fields: %w", t.where(), err)
+	}
+	if err := t.closeRemote(exeFd); err != nil {
+		return err
+	}
+	if m.GetThpDisabled() {
+		if _, err := t.ctl.call(unix.SYS_PRCTL, unix.PR_SET_THP_DISABLE, 1, 0, 0, 0); err != nil {
+			return fmt.Errorf("%s: %w", t.where(), err)
+		}
+	}
+	comm := t.img.core.Tc.GetComm()
+	if len(comm) > 15 {
+		comm = comm[:15]
+	}
+	name, err := t.ctl.put(0, comm)
+	if err != nil {
+		return err
+	}
+	if _, err := t.ctl.call(unix.SYS_PRCTL, unix.PR_SET_NAME, name); err != nil {
+		return fmt.Errorf("%s: set name: %w", t.where(), err)
+	}
+	return nil
+}
+
+// restoreFiles opens every file of the image in ctcr, positions it, and
+// passes it to the task, then puts cwd, root and umask back.
+func (t *restoringTask) restoreFiles() error {
+	fds := append(t.img.fds[:0:0], t.img.fds...)
+	sort.Slice(fds, func(i, j int) bool { return fds[i].GetFd() < fds[j].GetFd() })
+	installed := map[uint32]int{} // file id -> first fd installed with it
+	for _, e := range fds {
+		target := int(e.GetFd())
+		where := fmt.Sprintf("%s fd %d", t.where(), target)
+		cloexec := uint64(0)
+		if e.GetFlags()&unix.FD_CLOEXEC != 0 {
+			cloexec = unix.O_CLOEXEC
+		}
+		if first, ok := installed[e.GetId()]; ok {
+			if _, err := t.ctl.call(unix.SYS_DUP3, uint64(first), uint64(target), cloexec); err != nil {
+				return fmt.Errorf("%s: %w", where, err)
+			}
+			continue
+		}
+		f, err := t.openFile(e.GetId())
+		if err != nil {
+			return fmt.Errorf("%s: %w", where, err)
+		}
+		got, err := t.sendFd(f)
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("%s: %w", where, err)
+		}
+		// Fds are installed in increasing order and the received one
+		// takes the lowest free number, so it is never a later target.
+		if got != target {
+			if _, err := t.ctl.call(unix.SYS_DUP3, uint64(got), uint64(target), cloexec); err != nil {
+				return fmt.Errorf("%s: %w", where, err)
+			}
+			if err := t.closeRemote(got); err != nil {
+				return err
+			}
+		} else if cloexec == 0 {
+			if _, err := t.ctl.call(unix.SYS_FCNTL, uint64(target), unix.F_SETFD, 0); err != nil {
+				return fmt.Errorf("%s: %w", where, err)
+			}
+		}
+		installed[e.GetId()] = target
+	}
+	if err := t.closeRemote(t.tfd); err != nil {
+		return err
+	}
+	t.tfd = -1
+
+	fs := t.img.fs
+	root := t.cp.files[fs.GetRootId()].GetReg().GetName()
+	cwd := t.cp.files[fs.GetCwdId()].GetReg().GetName()
+	if root != "/" {
+		p, err := t.ctl.put(0, root)
+		if err != nil {
+			return err
+		}
+		if _, err := t.ctl.call(unix.SYS_CHROOT, p); err != nil {
+			return fmt.Errorf("%s: root %s: %w", t.where(), root, err)
+		}
+	}
+	p, err := t.ctl.put(0, cwd)
+	if err != nil {
+		return err
+	}
+	if _, err := t.ctl.call(unix.SYS_CHDIR, p); err != nil {
+		return fmt.Errorf("%s: cwd %s: %w", t.where(), cwd, err)
+	}
+	if _, err := t.ctl.call(unix.SYS_UMASK, uint64(fs.GetUmask())); err != nil {
+		return fmt.Errorf("%s: %w", t.where(), err)
+	}
+	return nil
+}
+
+// openFile opens file id of the image as the task had it open.
+func (t *restoringTask) openFile(id uint32) (*os.File, error) {
+	reg := t.cp.files[id].GetReg()
+	name := reg.GetName()
+	mode := reg.GetMode()
+	if t.opts.ShellJob && mode&unix.S_IFMT == unix.S_IFCHR && isTTYName(name) {
+		// --shell-job: the task's terminal becomes ctcr's own.
+		return os.NewFile(uintptr(dupOrNeg(0)), "/dev/stdin"), nil
+	}
+	flags := int(reg.GetFlags()) &^ (unix.O_CREAT | unix.O_EXCL | unix.O_TRUNC | unix.O_NOCTTY)
+	f, err := os.OpenFile(name, flags|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", name, err)
+	}
+	if mode&unix.S_IFMT == unix.S_IFREG && reg.GetPos() != 0 {
+		if _, err := f.Seek(int64(reg.GetPos()), 0); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("seek %s to %d: %w", name, reg.GetPos(), err)
+		}
+	}
+	if mode != 0 && reg.Mode != nil {
+		var st unix.Stat_t
+		if err := unix.Fstat(int(f.Fd()), &st); err == nil && st.Mode&unix.S_IFMT != mode&unix.S_IFMT {
+			f.Close()
+			return nil, fmt.Errorf("%s is no longer the same kind of file", name)
+		}
+	}
+	return f, nil
+}
+
+func isTTYName(name string) bool {
+	return len(name) > 5 && (name[:5] == "/dev/")
+}
+
+func dupOrNeg(fd int) int {
+	n, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return -1
+	}
+	return n
+}
+
+// restoreTaskState gives back signal dispositions, timers, limits,
+// scheduling, the alternate stack, futex/rseq registrations and queued
+// signals.
+func (t *restoringTask) restoreTaskState() error {
+	core := t.img.core
+	tc, th := core.Tc, core.ThreadCore
+	where := t.where()
+	sig := 1
+	for _, sa := range tc.Sigactions {
+		for sig == int(unix.SIGKILL) || sig == int(unix.SIGSTOP) {
+			sig++
+		}
+		if sig > kernel.NSIG {
+			break
+		}
+		act := kernel.Sigaction{Handler: sa.GetSigaction(), Flags: sa.GetFlags(), Restorer: sa.GetRestorer(), Mask: sa.GetMask()}
+		p, err := t.ctl.put(0, &act)
+		if err != nil {
+			return err
+		}
+		if _, err := t.ctl.call(unix.SYS_RT_SIGACTION, uint64(sig), p, 0, 8); err != nil {
+			return fmt.Errorf("%s: signal %d: %w", where, sig, err)
+		}
+		sig++
+	}
+	for i, l := range tc.GetRlimits().GetRlimits() {
+		lim := struct{ Cur, Max uint64 }{l.GetCur(), l.GetMax()}
+		p, err := t.ctl.put(0, &lim)
+		if err != nil {
+			return err
+		}
+		if _, err := t.ctl.call(unix.SYS_PRLIMIT64, 0, uint64(i), p, 0); err != nil {
+			return fmt.Errorf("%s: rlimit %d (soft %d, hard %d): %w", where, i, l.GetCur(), l.GetMax(), err)
+		}
+	}
+	if _, err := t.ctl.call(unix.SYS_PERSONALITY, uint64(tc.GetPersonality())); err != nil {
+		return fmt.Errorf("%s: personality: %w", where, err)
+	}
+	if _, err := t.ctl.call(unix.SYS_PRCTL, unix.PR_SET_PDEATHSIG, uint64(th.GetPdeathSig())); err != nil {
+		return fmt.Errorf("%s: pdeathsig: %w", where, err)
+	}
+	if tc.GetChildSubreaper() {
+		if _, err := t.ctl.call(unix.SYS_PRCTL, unix.PR_SET_CHILD_SUBREAPER, 1); err != nil {
+			return fmt.Errorf("%s: child subreaper: %w", where, err)
+		}
+	}
+	if sas := th.GetSas(); sas != nil {
+		ss := kernel.StackT{Sp: sas.GetSsSp(), Size: sas.GetSsSize(), Flags: int32(sas.GetSsFlags())}
+		// SS_ONSTACK only reports that the task ran on it; it is not a
+		// flag one sets.
+		ss.Flags &^= kernel.SS_ONSTACK
+		p, err := t.ctl.put(0, &ss)
+		if err != nil {
+			return err
+		}
+		if _, err := t.ctl.call(unix.SYS_SIGALTSTACK, p, 0); err != nil {
+			return fmt.Errorf("%s: sigaltstack: %w", where, err)
+		}
+	}
+	if _, err := t.ctl.call(unix.SYS_SET_TID_ADDRESS, core.ThreadInfo.GetClearTidAddr()); err != nil {
+		return fmt.Errorf("%s: %w", where, err)
+	}
+	if th.GetFutexRla() != 0 {
+		if _, err := t.ctl.call(unix.SYS_SET_ROBUST_LIST, th.GetFutexRla(), uint64(th.GetFutexRlaLen())); err != nil {
+			return fmt.Errorf("%s: %w", where, err)
+		}
+	}
+	if rs := th.GetRseqEntry(); rs != nil && rs.GetRseqAbiPointer() != 0 {
+		if _, err := t.ctl.call(unix.SYS_RSEQ, rs.GetRseqAbiPointer(), uint64(rs.GetRseqAbiSize()), 0, uint64(rs.GetSignature())); err != nil {
+			return fmt.Errorf("%s: rseq registration at %#x: %w", where, rs.GetRseqAbiPointer(), err)
+		}
+	}
+	attr := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: th.GetSchedPolicy(), Nice: th.GetSchedNice(), Priority: th.GetSchedPrio()}
+	if err := unix.SchedSetAttr(t.pid, &attr, 0); err != nil {
+		return fmt.Errorf("%s: scheduling policy %d nice %d: %w", where, attr.Policy, attr.Nice, err)
+	}
+	for _, q := range []struct {
+		sigs   [][]byte
+		shared bool
+	}{{siginfos(tc.GetSignalsS().GetSignals()), true}, {siginfos(th.GetSignalsP().GetSignals()), false}} {
+		for _, si := range q.sigs {
+			if len(si) != 128 {
+				return fmt.Errorf("%s: %w", where, corruptf("core image", "siginfo of %d bytes", len(si)))
+			}
+			var info ptrace.Siginfo
+			copy(info[:], si)
+			signo := info.Signo()
+			if signo <= 0 || signo > kernel.NSIG {
+				return fmt.Errorf("%s: %w", where, corruptf("core image", "queued signal %d", signo))
+			}
+			p, err := t.ctl.put(0, si)
+			if err != nil {
+				return err
+			}
+			if q.shared {
+				_, err = t.ctl.call(unix.SYS_RT_SIGQUEUEINFO, uint64(t.pid), uint64(signo), p)
+			} else {
+				_, err = t.ctl.call(unix.SYS_RT_TGSIGQUEUEINFO, uint64(t.pid), uint64(t.pid), uint64(signo), p)
+			}
+			if err != nil {
+				return fmt.Errorf("%s: queue signal %d: %w", where, signo, err)
+			}
+		}
+	}
+	if timers := tc.GetTimers(); timers != nil {
+		for which, it := range []interface {
+			GetIsec() uint64
+			GetIusec() uint64
+			GetVsec() uint64
+			GetVusec() uint64
+		}{timers.GetReal(), timers.GetVirt(), timers.GetProf()} {
+			v := kernel.Itimerval{IntervalSec: int64(it.GetIsec()), IntervalUsec: int64(it.GetIusec()), ValueSec: int64(it.GetVsec()), ValueUsec: int64(it.GetVusec())}
+			if v == (kernel.Itimerval{}) {
+				continue
+			}
+			p, err := t.ctl.put(0, &v)
+			if err != nil {
+				return err
+			}
+			if _, err := t.ctl.call(unix.SYS_SETITIMER, uint64(which), p, 0); err != nil {
+				return fmt.Errorf("%s: itimer %d: %w", where, which, err)
+			}
+		}
+	}
+	if d := t.img.mm.GetDumpable(); d == 0 || d == 1 {
+		// 2 (suid_dumpable) cannot be set by prctl; the kernel chose it.
+		if _, err := t.ctl.call(unix.SYS_PRCTL, unix.PR_SET_DUMPABLE, uint64(d)); err != nil {
+			return fmt.Errorf("%s: dumpable: %w", where, err)
+		}
+	}
+	return t.restoreCreds()
+}
+
+func siginfos(q []*siginfo.SiginfoEntry) [][]byte {
+	out := make([][]byte, len(q))
+	for i, e := range q {
+		out[i] = e.GetSiginfo()
+	}
+	return out
+}
+
+// finish sets the mask and registers, unmaps the control area and lets
+// the task go.
+func (t *restoringTask) finish() error {
+	core := t.img.core
+	regs, err := gpregsFromImage(core.ThreadInfo.GetGpregs())
+	if err != nil {
+		return fmt.Errorf("%s: %w", t.where(), err)
+	}
+	xs, err := ptrace.GetXState(t.pid)
+	if err != nil {
+		return err
+	}
+	if err := fpregsFromImage(core.ThreadInfo.GetFpregs(), xs); err != nil {
+		return fmt.Errorf("%s: %w", t.where(), err)
+	}
+	// The last call unmaps the control area, so it runs from the syscall
+	// instruction of the restored vDSO.
+	maps, err := proc.Maps(t.pid)
+	if err != nil {
+		return err
+	}
+	if ip, ok := findSyscallInsn(t.ctl.mem, maps); ok {
+		t.ctl.r.IP = ip
+	}
+	if _, err := t.ctl.call(unix.SYS_MUNMAP, t.ctlAddr, ctlSize); err != nil {
+		return fmt.Errorf("%s: unmap control area: %w", t.where(), err)
+	}
+	if len(t.ctl.r.Stolen) > 0 {
+		return fmt.Errorf("%s: %d unexpected signals arrived during restore", t.where(), len(t.ctl.r.Stolen))
+	}
+	if err := ptrace.SetXState(t.pid, xs); err != nil {
+		return err
+	}
+	if err := ptrace.SetRegs(t.pid, &regs); err != nil {
+		return err
+	}
+	if err := ptrace.SetSigmask(t.pid, core.ThreadCore.GetBlkSigset()); err != nil {
+		return err
+	}
+	t.ctl.mem.Close()
+	if err := ptrace.Detach(t.pid); err != nil {
+		return err
+	}
+	t.killed = true // no longer ours to kill
+	return nil
+}
