@@ -1,0 +1,34 @@
+# ctcr: build, test, bench, demo, fuzz, clean.
+# test, bench and demo need root (ptrace, mounts, restoring PIDs).
+
+# sudo drops /usr/local/go/bin from PATH: fall back to it.
+GO ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
+TEST_TIMEOUT ?= 20m
+FUZZTIME ?= 10s
+
+.PHONY: build test bench demo fuzz clean
+
+build:
+	$(GO) build -o bin/ctcr ./cmd/ctcr
+
+# The integration tests in test/ build bin/ctcr themselves (or use $$CTCR).
+test:
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -v ./...
+
+bench: build
+	$(GO) run ./test/bench -ctcr bin/ctcr
+
+demo: build
+	test/demo/demo.sh
+
+# Runs every Fuzz* function of every package for FUZZTIME each.
+fuzz:
+	@set -e; for pkg in $$($(GO) list ./...); do \
+		for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+			echo "== $$pkg $$f"; \
+			$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
+		done; \
+	done
+
+clean:
+	rm -rf bin test/.build

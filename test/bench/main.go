@@ -1,0 +1,365 @@
+// Command bench measures ctcr's dump and restore throughput and the time a
+// task stays frozen, next to the machine's own memory bandwidth measured in
+// the same run: on a shared machine absolute times are noise, the ratios
+// are what to compare.
+//
+// Each run: first-touch bandwidth (memset of a fresh anonymous mapping),
+// warm memcpy bandwidth (copy between two touched buffers), then the bigmem
+// workload with -mib MiB of random memory is dumped into a tmpfs with
+// `ctcr dump --json`, restored with `ctcr restore -d --json` and must pass
+// its own checksum check. The medians of -runs runs are printed.
+//
+// Run as root from the repository root: make bench.
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+var (
+	ctcrFlag     = flag.String("ctcr", "bin/ctcr", "the ctcr binary")
+	mibFlag      = flag.Int("mib", 1024, "MiB of touched random memory in the workload, and of the bandwidth buffers")
+	runsFlag     = flag.Int("runs", 3, "runs; the median is reported")
+	jsonFlag     = flag.Bool("json", false, "print the result as JSON")
+	workloadFlag = flag.String("workload", "test/workloads/bigmem.c", "source of the bigmem workload")
+)
+
+// run is one run's measurements; GB is 1e9 bytes.
+type run struct {
+	FirstTouchGBs   float64 `json:"first_touch_gb_s"`
+	MemcpyGBs       float64 `json:"memcpy_gb_s"`
+	PagesBytes      int64   `json:"pages_bytes"`
+	DumpGBs         float64 `json:"dump_gb_s"`
+	DumpMemoryGBs   float64 `json:"dump_memory_gb_s"`
+	RestoreGBs      float64 `json:"restore_gb_s"`
+	RestoreMemGBs   float64 `json:"restore_memory_gb_s"`
+	FrozenSeconds   float64 `json:"frozen_seconds"`
+	DumpSeconds     float64 `json:"dump_seconds"`
+	RestoreSeconds  float64 `json:"restore_seconds"`
+	DumpPerTouch    float64 `json:"dump_per_first_touch"`
+	RestorePerTouch float64 `json:"restore_per_first_touch"`
+}
+
+func main() {
+	flag.Parse()
+	if err := bench(); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func bench() error {
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("run as root (sudo make bench)")
+	}
+	ctcr, err := filepath.Abs(*ctcrFlag)
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(ctcr); err != nil {
+		return fmt.Errorf("no ctcr binary: %w (make build)", err)
+	}
+	// Restored tasks outlive `ctcr restore -d`: as a subreaper we reap them.
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		return fmt.Errorf("prctl(PR_SET_CHILD_SUBREAPER): %w", err)
+	}
+	if err := closeOnExecInherited(); err != nil {
+		return err
+	}
+	work, err := os.MkdirTemp("", "ctcr-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+	bigmem := filepath.Join(work, "bigmem")
+	if out, err := exec.Command("gcc", "-O2", "-Wall", "-Werror", "-o", bigmem, *workloadFlag).CombinedOutput(); err != nil {
+		return fmt.Errorf("gcc %s: %v\n%s", *workloadFlag, err, out)
+	}
+	images, unmount, err := imageFS(work, int64(*mibFlag)<<20)
+	if err != nil {
+		return err
+	}
+	defer unmount()
+
+	var runs []run
+	for i := 0; i < *runsFlag; i++ {
+		r, err := oneRun(ctcr, bigmem, work, images, i)
+		if err != nil {
+			return fmt.Errorf("run %d: %w", i+1, err)
+		}
+		runs = append(runs, r)
+		fmt.Fprintf(os.Stderr, "run %d: dump %.2f GB/s, restore %.2f GB/s, frozen %.3f s\n",
+			i+1, r.DumpGBs, r.RestoreGBs, r.FrozenSeconds)
+	}
+	return report(runs)
+}
+
+// imageFS mounts a tmpfs big enough for the images, so disk speed does not
+// count; if mounting fails it falls back to /dev/shm.
+func imageFS(work string, bytes int64) (string, func(), error) {
+	dir := filepath.Join(work, "images")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return "", nil, err
+	}
+	size := bytes + bytes/4 + 64<<20
+	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size="+strconv.FormatInt(size, 10)); err == nil {
+		return dir, func() { unix.Unmount(dir, unix.MNT_DETACH) }, nil
+	}
+	shm, err := os.MkdirTemp("/dev/shm", "ctcr-bench-")
+	if err != nil {
+		return "", nil, fmt.Errorf("no tmpfs for the images: %w", err)
+	}
+	return shm, func() { os.RemoveAll(shm) }, nil
+}
+
+func oneRun(ctcr, bigmem, work, images string, i int) (run, error) {
+	var r run
+	n := *mibFlag << 20
+	var err error
+	if r.FirstTouchGBs, err = firstTouch(n); err != nil {
+		return r, err
+	}
+	if r.MemcpyGBs, err = memcpyBandwidth(n); err != nil {
+		return r, err
+	}
+	fmt.Fprintf(os.Stderr, "run %d: first-touch %.2f GB/s, memcpy %.2f GB/s\n", i+1, r.FirstTouchGBs, r.MemcpyGBs)
+
+	dir := filepath.Join(work, fmt.Sprintf("run%d", i))
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return r, err
+	}
+	out, err := os.Create(filepath.Join(dir, "out"))
+	if err != nil {
+		return r, err
+	}
+	defer out.Close()
+	cmd := exec.Command(bigmem, dir, strconv.Itoa(*mibFlag))
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return r, err
+	}
+	pid := cmd.Process.Pid
+	restored := false
+	defer func() {
+		if !restored {
+			cmd.Process.Kill()
+			cmd.Wait()
+		} else if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil {
+			unix.Kill(pid, unix.SIGKILL)
+			var ws unix.WaitStatus
+			unix.Wait4(pid, &ws, unix.WALL, nil)
+		}
+	}()
+	if err := waitFile(filepath.Join(dir, "ready"), 2*time.Minute); err != nil {
+		return r, err
+	}
+
+	img := filepath.Join(images, fmt.Sprintf("img%d", i))
+	defer os.RemoveAll(img)
+	var d struct {
+		PagesBytes    int64   `json:"pages_bytes"`
+		FrozenSeconds float64 `json:"frozen_seconds"`
+		DumpSeconds   float64 `json:"dump_seconds"`
+		MemorySeconds float64 `json:"memory_seconds"`
+	}
+	if err := ctcrJSON(ctcr, &d, "dump", "-t", strconv.Itoa(pid), "-D", img, "--json"); err != nil {
+		return r, err
+	}
+	cmd.Wait()
+	restored = true
+	var rs struct {
+		PagesBytes     int64   `json:"pages_bytes"`
+		RestoreSeconds float64 `json:"restore_seconds"`
+		MemorySeconds  float64 `json:"memory_seconds"`
+	}
+	if err := ctcrJSON(ctcr, &rs, "restore", "-D", img, "-d", "--json"); err != nil {
+		return r, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "check"), nil, 0o644); err != nil {
+		return r, err
+	}
+	var ws unix.WaitStatus
+	if _, err := unix.Wait4(pid, &ws, unix.WALL, nil); err != nil {
+		return r, fmt.Errorf("wait for the restored workload %d: %w", pid, err)
+	}
+	res, _ := os.ReadFile(filepath.Join(dir, "result"))
+	if !ws.Exited() || ws.ExitStatus() != 0 || !strings.HasPrefix(string(res), "PASS") {
+		return r, fmt.Errorf("the restored workload did not pass (wait status %#x): %s", uint32(ws), res)
+	}
+
+	gbs := func(b int64, s float64) float64 {
+		if s <= 0 {
+			return 0
+		}
+		return float64(b) / s / 1e9
+	}
+	r.PagesBytes = d.PagesBytes
+	r.DumpGBs = gbs(d.PagesBytes, d.DumpSeconds)
+	r.DumpMemoryGBs = gbs(d.PagesBytes, d.MemorySeconds)
+	r.RestoreGBs = gbs(rs.PagesBytes, rs.RestoreSeconds)
+	r.RestoreMemGBs = gbs(rs.PagesBytes, rs.MemorySeconds)
+	r.FrozenSeconds = d.FrozenSeconds
+	r.DumpSeconds = d.DumpSeconds
+	r.RestoreSeconds = rs.RestoreSeconds
+	r.DumpPerTouch = r.DumpGBs / r.FirstTouchGBs
+	r.RestorePerTouch = r.RestoreGBs / r.FirstTouchGBs
+	return r, nil
+}
+
+// firstTouch times a memset of a fresh anonymous mapping of n bytes: page
+// faults, zeroing and the write, as a restore that fills new memory pays.
+func firstTouch(n int) (float64, error) {
+	b, err := unix.Mmap(-1, 0, n, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		return 0, fmt.Errorf("mmap %d bytes: %w", n, err)
+	}
+	defer unix.Munmap(b)
+	t0 := time.Now()
+	fill(b)
+	return float64(n) / time.Since(t0).Seconds() / 1e9, nil
+}
+
+// memcpyBandwidth times a copy between two already touched buffers.
+func memcpyBandwidth(n int) (float64, error) {
+	src, err := unix.Mmap(-1, 0, n, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		return 0, err
+	}
+	defer unix.Munmap(src)
+	dst, err := unix.Mmap(-1, 0, n, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		return 0, err
+	}
+	defer unix.Munmap(dst)
+	fill(src)
+	fill(dst)
+	t0 := time.Now()
+	copy(dst, src)
+	return float64(n) / time.Since(t0).Seconds() / 1e9, nil
+}
+
+// fill writes a non-zero byte pattern over b, doubling with copy (memmove).
+func fill(b []byte) {
+	if len(b) == 0 {
+		return
+	}
+	const seed = 4096
+	for i := 0; i < seed && i < len(b); i++ {
+		b[i] = byte(i*31 + 7)
+	}
+	for done := min(seed, len(b)); done < len(b); {
+		done += copy(b[done:], b[:min(done, 64<<20)])
+	}
+}
+
+// closeOnExecInherited sets FD_CLOEXEC on every fd above stderr, so that
+// fds inherited from a shell do not reach the workload (ctcr may refuse them).
+func closeOnExecInherited() error {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		fd, err := strconv.Atoi(e.Name())
+		if err != nil || fd <= 2 {
+			continue
+		}
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, unix.FD_CLOEXEC); err != nil && err != unix.EBADF {
+			return fmt.Errorf("fcntl(%d, F_SETFD, FD_CLOEXEC): %w", fd, err)
+		}
+	}
+	return nil
+}
+
+func waitFile(p string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		if _, err := os.Stat(p); err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("no %s after %v", p, timeout)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// ctcrJSON runs ctcr and decodes the first line of its stdout into v.
+func ctcrJSON(ctcr string, v any, args ...string) error {
+	cmd := exec.Command(ctcr, args...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return fmt.Errorf("ctcr %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	line, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
+	if err := json.Unmarshal([]byte(line), v); err != nil {
+		return fmt.Errorf("ctcr %s printed %q: %w", strings.Join(args, " "), out, err)
+	}
+	return nil
+}
+
+func median(runs []run, f func(run) float64) float64 {
+	v := make([]float64, len(runs))
+	for i, r := range runs {
+		v[i] = f(r)
+	}
+	slices.Sort(v)
+	if len(v)%2 == 1 {
+		return v[len(v)/2]
+	}
+	return (v[len(v)/2-1] + v[len(v)/2]) / 2
+}
+
+func report(runs []run) error {
+	type row struct {
+		name, unit string
+		f          func(run) float64
+	}
+	rows := []row{
+		{"first-touch bandwidth (memset of fresh memory)", "GB/s", func(r run) float64 { return r.FirstTouchGBs }},
+		{"memcpy bandwidth (warm buffers)", "GB/s", func(r run) float64 { return r.MemcpyGBs }},
+		{"dump throughput (pages_bytes / dump_seconds)", "GB/s", func(r run) float64 { return r.DumpGBs }},
+		{"dump memory throughput (pages_bytes / memory_seconds)", "GB/s", func(r run) float64 { return r.DumpMemoryGBs }},
+		{"restore throughput (pages_bytes / restore_seconds)", "GB/s", func(r run) float64 { return r.RestoreGBs }},
+		{"restore memory throughput (pages_bytes / memory_seconds)", "GB/s", func(r run) float64 { return r.RestoreMemGBs }},
+		{"frozen time", "s", func(r run) float64 { return r.FrozenSeconds }},
+		{"dump time", "s", func(r run) float64 { return r.DumpSeconds }},
+		{"restore time", "s", func(r run) float64 { return r.RestoreSeconds }},
+		{"dump / first-touch", "", func(r run) float64 { return r.DumpPerTouch }},
+		{"restore / first-touch", "", func(r run) float64 { return r.RestorePerTouch }},
+	}
+	if *jsonFlag {
+		med := map[string]float64{}
+		for _, rw := range rows {
+			med[rw.name] = median(runs, rw.f)
+		}
+		return json.NewEncoder(os.Stdout).Encode(map[string]any{"mib": *mibFlag, "runs": runs, "median": med})
+	}
+	fmt.Printf("ctcr bench: %d MiB of random anonymous memory, median of %d runs\n\n", *mibFlag, len(runs))
+	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "measure\tmedian\tunit\truns")
+	for _, rw := range rows {
+		var each []string
+		for _, r := range runs {
+			each = append(each, fmt.Sprintf("%.3f", rw.f(r)))
+		}
+		fmt.Fprintf(tw, "%s\t%.3f\t%s\t%s\n", rw.name, median(runs, rw.f), rw.unit, strings.Join(each, " "))
+	}
+	return tw.Flush()
+}

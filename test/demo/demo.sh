@@ -1,0 +1,64 @@
+#!/bin/bash
+# demo.sh: a counting process is dumped (and so killed), shown to be gone,
+# restored with ctcr, and counts on in the same log with the same PID.
+# Run as root: sudo make demo (which builds bin/ctcr first).
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/../.." && pwd)
+ctcr=${CTCR:-$root/bin/ctcr}
+if [ "$(id -u)" != 0 ]; then
+	echo "demo: run as root (sudo make demo)" >&2
+	exit 1
+fi
+if [ ! -x "$ctcr" ]; then
+	echo "demo: no $ctcr: run make build first" >&2
+	exit 1
+fi
+
+work=$(mktemp -d /tmp/ctcr-demo.XXXXXX)
+pid=
+cleanup() {
+	if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+		kill -KILL "$pid" 2>/dev/null || true
+	fi
+	rm -rf "$work"
+}
+trap cleanup EXIT
+
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+gcc -O2 -Wall -o "$work/counter" "$root/test/demo/counter.c"
+"$work/counter" >"$work/counter.log" 2>&1 </dev/null &
+pid=$!
+sleep 2
+say "PID $pid counts into $work/counter.log:"
+tail -n 3 "$work/counter.log"
+
+say "ctcr dump -t $pid -D $work/images"
+"$ctcr" dump -t "$pid" -D "$work/images" --json
+echo
+wait "$pid" 2>/dev/null || true # reap it: its PID must be free for restore
+if kill -0 "$pid" 2>/dev/null; then
+	echo "demo: PID $pid still runs after the dump" >&2
+	exit 1
+fi
+say "PID $pid is gone; the images:"
+ls -l "$work/images"
+last=$(tail -n 1 "$work/counter.log")
+sleep 1.5
+say "1.5 s later the log still ends at:"
+tail -n 1 "$work/counter.log"
+[ "$(tail -n 1 "$work/counter.log")" = "$last" ] || { echo "demo: the log grew while the process was gone" >&2; exit 1; }
+
+say "ctcr restore -D $work/images -d"
+"$ctcr" restore -D "$work/images" -d --pidfile "$work/pid" --json
+echo
+sleep 2
+say "PID $(cat "$work/pid") counts on:"
+tail -n 6 "$work/counter.log"
+grep -qF -- "$last" "$work/counter.log"
+if [ "$(tail -n 1 "$work/counter.log")" = "$last" ]; then
+	echo "demo: the restored process does not count" >&2
+	exit 1
+fi
+say "done: the counter was checkpointed, killed and restored"
