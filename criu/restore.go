@@ -185,6 +185,7 @@ type restoringTask struct {
 	sock    *os.File // ctcr's end of the fd transport
 	tfd     int      // the task's end
 	killed  bool
+	filled  map[uint64]bool // VMA starts that have pages in the image
 }
 
 // attach sets up remote syscalls in the freshly cloned task, which

@@ -5,6 +5,7 @@ import (
 	"os"
 	"sort"
 
+	"github.com/checkpoint-restore/go-criu/v7/crit/images/pagemap"
 	"github.com/checkpoint-restore/go-criu/v7/crit/images/vma"
 	"golang.org/x/sys/unix"
 
@@ -35,6 +36,7 @@ func (t *restoringTask) restoreMemory() error {
 	if err := t.moveVdso(cur); err != nil {
 		return err
 	}
+	t.filled = vmasWithPages(t.img.mm.Vmas, t.img.pagemap)
 	shmemFirst := map[uint64]*vma.VmaEntry{}
 	files := map[uint64]int{} // file id -> fd in the task
 	for _, v := range t.img.mm.Vmas {
@@ -54,7 +56,7 @@ func (t *restoringTask) restoreMemory() error {
 		return err
 	}
 	for _, v := range t.img.mm.Vmas {
-		if vmaSpecial(v) || !needsWrite(v) {
+		if vmaSpecial(v) || !t.needsWrite(v) {
 			continue
 		}
 		if _, err := t.ctl.call(unix.SYS_MPROTECT, v.GetStart(), v.GetEnd()-v.GetStart(), uint64(v.GetProt())); err != nil {
@@ -65,9 +67,29 @@ func (t *restoringTask) restoreMemory() error {
 }
 
 // needsWrite reports a VMA that is mapped writable while its pages are
-// filled, and given its real protection afterwards.
-func needsWrite(v *vma.VmaEntry) bool {
-	return v.GetProt()&unix.PROT_WRITE == 0 && v.GetStatus()&(vmaAnonPrivate|vmaAnonShared|vmaFilePrivate) != 0
+// filled, and given its real protection afterwards. Only VMAs with pages
+// in the image are: mapping a never-written one writable would change its
+// flags (VM_ACCOUNT) and let the kernel merge it with its neighbours.
+func (t *restoringTask) needsWrite(v *vma.VmaEntry) bool {
+	return v.GetProt()&unix.PROT_WRITE == 0 && t.filled[v.GetStart()]
+}
+
+// vmasWithPages returns the start addresses of the VMAs that have pages
+// in the pagemap. Both lists are sorted by address.
+func vmasWithPages(vmas []*vma.VmaEntry, pm []*pagemap.PagemapEntry) map[uint64]bool {
+	out := map[uint64]bool{}
+	i := 0
+	for _, e := range pm {
+		s := e.GetVaddr()
+		end := s + uint64(e.GetNrPages())*pageSize
+		for i < len(vmas) && vmas[i].GetEnd() <= s {
+			i++
+		}
+		for j := i; j < len(vmas) && vmas[j].GetStart() < end; j++ {
+			out[vmas[j].GetStart()] = true
+		}
+	}
+	return out
 }
 
 // moveVdso puts the kernel's [vvar], [vvar_vclock] and [vdso] where the
@@ -134,7 +156,7 @@ func (t *restoringTask) moveVdso(cur []proc.Mapping) error {
 func (t *restoringTask) mapVMA(v *vma.VmaEntry, files map[uint64]int, shmemFirst map[uint64]*vma.VmaEntry) error {
 	start, size := v.GetStart(), v.GetEnd()-v.GetStart()
 	prot := int(v.GetProt())
-	if needsWrite(v) {
+	if t.needsWrite(v) {
 		prot |= unix.PROT_WRITE
 	}
 	flags := int(v.GetFlags())&(unix.MAP_SHARED|unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_GROWSDOWN) | unix.MAP_FIXED

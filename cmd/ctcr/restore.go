@@ -95,7 +95,3 @@ func writePidFile(path string, pid int) error {
 	}
 	return nil
 }
-
-func checkCmd(g *globalFlags, stdout io.Writer) *cobra.Command {
-	return &cobra.Command{Use: "check", Short: "Report whether this kernel has what ctcr needs"}
-}
