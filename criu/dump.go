@@ -21,7 +21,6 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/ctcr/ctcr/criu/images"
-	"github.com/ctcr/ctcr/criu/kernel"
 	"github.com/ctcr/ctcr/criu/proc"
 	"github.com/ctcr/ctcr/criu/ptrace"
 )
@@ -142,6 +141,7 @@ func Dump(opts DumpOptions) (*DumpStats, error) {
 	}); err != nil {
 		return nil, err
 	}
+	opts.logf("task %d: state read (%v since seize)", pid, time.Since(frozenAt))
 
 	files := newFileTable()
 	if err := dumpTaskFiles(t, files, opts.ShellJob); err != nil {
@@ -154,6 +154,7 @@ func Dump(opts DumpOptions) (*DumpStats, error) {
 		return nil, err
 	}
 	memTime := time.Since(memStart)
+	opts.logf("task %d: files and %d bytes of memory dumped (%v since seize)", pid, pagesBytes, time.Since(frozenAt))
 
 	if err := writeDumpImages(stage, t, files, entries); err != nil {
 		return nil, err
@@ -161,7 +162,7 @@ func Dump(opts DumpOptions) (*DumpStats, error) {
 	if err := stage.Commit(); err != nil {
 		return nil, err
 	}
-	opts.logf("images written to %s", opts.Dir)
+	opts.logf("images written to %s (%v since seize)", opts.Dir, time.Since(frozenAt))
 
 	// Committed: from here on the checkpoint exists. Drop the rollback
 	// of the images and end the task as asked.
@@ -221,57 +222,16 @@ func dumpTaskState(t *dumpedTask) (*taskCtl, error) {
 	if err := ptrace.SetSigmask(pid, ^uint64(0)); err != nil {
 		return ctl, err
 	}
-	addr, err := ctl.mmap(0, scratchSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS, -1, 0)
-	if err != nil {
-		return ctl, fmt.Errorf("task %d: scratch %w", pid, err)
+	if err := ctl.mapScratch(); err != nil {
+		return ctl, err
 	}
-	ctl.scratch, ctl.size = addr, scratchSize
-
 	if t.stat, err = proc.ReadStat(pid, pid); err != nil {
 		return ctl, fmt.Errorf("task %d: %w", pid, err)
 	}
 	if t.status, err = proc.ReadStatus(pid, pid); err != nil {
 		return ctl, fmt.Errorf("task %d: %w", pid, err)
 	}
-	sas, err := dumpSigactions(ctl)
-	if err != nil {
-		return ctl, fmt.Errorf("task %d: sigactions: %w", pid, err)
-	}
-	timers, err := dumpItimers(ctl)
-	if err != nil {
-		return ctl, fmt.Errorf("task %d: itimers: %w", pid, err)
-	}
-	altstack, err := dumpSigaltstack(ctl)
-	if err != nil {
-		return ctl, fmt.Errorf("task %d: sigaltstack: %w", pid, err)
-	}
-	pdeath, err := prctlGetInt(ctl, unix.PR_GET_PDEATHSIG)
-	if err != nil {
-		return ctl, fmt.Errorf("task %d: %w", pid, err)
-	}
-	dumpable, err := ctl.call(unix.SYS_PRCTL, unix.PR_GET_DUMPABLE)
-	if err != nil {
-		return ctl, fmt.Errorf("task %d: %w", pid, err)
-	}
-	secbits, err := ctl.call(unix.SYS_PRCTL, unix.PR_GET_SECUREBITS)
-	if err != nil {
-		return ctl, fmt.Errorf("task %d: %w", pid, err)
-	}
-	subreaper, err := prctlGetInt(ctl, unix.PR_GET_CHILD_SUBREAPER)
-	if err != nil {
-		return ctl, fmt.Errorf("task %d: %w", pid, err)
-	}
-	thp, err := ctl.call(unix.SYS_PRCTL, unix.PR_GET_THP_DISABLE)
-	if err != nil {
-		return ctl, fmt.Errorf("task %d: %w", pid, err)
-	}
-	var clearTid uint64
-	if _, err := ctl.call(unix.SYS_PRCTL, kernel.PR_GET_TID_ADDRESS, ctl.scratch); err == nil {
-		if err := ctl.get(0, &clearTid); err != nil {
-			return ctl, err
-		}
-	}
-	brk, err := ctl.call(unix.SYS_BRK, 0)
+	q, err := queryTask(ctl)
 	if err != nil {
 		return ctl, fmt.Errorf("task %d: %w", pid, err)
 	}
@@ -316,7 +276,7 @@ func dumpTaskState(t *dumpedTask) (*taskCtl, error) {
 	t.core = &criucore.CoreEntry{
 		Mtype: criucore.CoreEntry_X86_64.Enum(),
 		ThreadInfo: &corex86.ThreadInfoX86{
-			ClearTidAddr: proto.Uint64(clearTid),
+			ClearTidAddr: proto.Uint64(q.clearTid),
 			Gpregs:       gpregsToImage(&gp),
 			Fpregs:       fp,
 		},
@@ -327,11 +287,11 @@ func dumpTaskState(t *dumpedTask) (*taskCtl, error) {
 			Flags:          proto.Uint32(t.stat.Flags),
 			BlkSigset:      proto.Uint64(t.sigmask),
 			Comm:           proto.String(comm),
-			Timers:         timers,
+			Timers:         q.timers,
 			Rlimits:        rlims,
 			SignalsS:       signalQueue(t.shared),
-			Sigactions:     sas,
-			ChildSubreaper: proto.Bool(subreaper != 0),
+			Sigactions:     q.sigactions,
+			ChildSubreaper: proto.Bool(q.subreaper),
 		},
 		ThreadCore: &criucore.ThreadCoreEntry{
 			FutexRla:    proto.Uint64(robust),
@@ -340,10 +300,10 @@ func dumpTaskState(t *dumpedTask) (*taskCtl, error) {
 			SchedPolicy: proto.Uint32(attr.Policy),
 			SchedPrio:   proto.Uint32(attr.Priority),
 			BlkSigset:   proto.Uint64(t.sigmask),
-			Sas:         altstack,
-			PdeathSig:   proto.Uint32(uint32(pdeath)),
+			Sas:         q.altstack,
+			PdeathSig:   proto.Uint32(q.pdeathsig),
 			SignalsP:    signalQueue(allPending),
-			Creds:       dumpCreds(t.status, uint32(secbits)),
+			Creds:       dumpCreds(t.status, uint32(q.secbits)),
 			Comm:        proto.String(comm),
 		},
 	}
@@ -358,10 +318,10 @@ func dumpTaskState(t *dumpedTask) (*taskCtl, error) {
 	t.mm = &mm.MmEntry{
 		MmStartCode: proto.Uint64(s.StartCode), MmEndCode: proto.Uint64(s.EndCode),
 		MmStartData: proto.Uint64(s.StartData), MmEndData: proto.Uint64(s.EndData),
-		MmStartStack: proto.Uint64(s.StartStack), MmStartBrk: proto.Uint64(s.StartBrk), MmBrk: proto.Uint64(brk),
+		MmStartStack: proto.Uint64(s.StartStack), MmStartBrk: proto.Uint64(s.StartBrk), MmBrk: proto.Uint64(q.brk),
 		MmArgStart: proto.Uint64(s.ArgStart), MmArgEnd: proto.Uint64(s.ArgEnd),
 		MmEnvStart: proto.Uint64(s.EnvStart), MmEnvEnd: proto.Uint64(s.EnvEnd),
-		MmSavedAuxv: auxv, Dumpable: proto.Int32(int32(dumpable)), ThpDisabled: proto.Bool(thp != 0),
+		MmSavedAuxv: auxv, Dumpable: proto.Int32(int32(q.dumpable)), ThpDisabled: proto.Bool(q.thpOff),
 	}
 	// The scratch mapping must be gone before memory is read.
 	if err := ctl.dropScratch(); err != nil {
@@ -370,12 +330,24 @@ func dumpTaskState(t *dumpedTask) (*taskCtl, error) {
 	return ctl, nil
 }
 
+// mapScratch maps an executable scratch area in a task being dumped:
+// the syscall runner in its first page, argument data after it.
+func (c *taskCtl) mapScratch() error {
+	addr, err := c.mmap(0, scratchSize, unix.PROT_READ|unix.PROT_WRITE|unix.PROT_EXEC, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS, -1, 0)
+	if err != nil {
+		return fmt.Errorf("task %d: scratch %w", c.tid, err)
+	}
+	c.scratch, c.size = addr+pageSize, scratchSize-pageSize
+	return c.installRunner(addr)
+}
+
 // dropScratch unmaps the scratch area.
 func (c *taskCtl) dropScratch() error {
 	if c.scratch == 0 {
 		return nil
 	}
-	if _, err := c.call(unix.SYS_MUNMAP, c.scratch, c.size); err != nil {
+	c.runner = 0
+	if _, err := c.call(unix.SYS_MUNMAP, c.scratch-pageSize, c.size+pageSize); err != nil {
 		return fmt.Errorf("task %d: unmap scratch: %w", c.tid, err)
 	}
 	c.scratch = 0
@@ -536,11 +508,7 @@ func resumeTask(t *dumpedTask, ctl *taskCtl) error {
 	if ctl != nil {
 		stolen := append(t.stolen, ctl.r.Stolen...)
 		if len(stolen) > 0 && ctl.scratch == 0 {
-			addr, err := ctl.mmap(0, scratchSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS, -1, 0)
-			if err == nil {
-				ctl.scratch, ctl.size = addr, scratchSize
-			}
-			errs = append(errs, err)
+			errs = append(errs, ctl.mapScratch())
 		}
 		if ctl.scratch != 0 {
 			for i := range stolen {

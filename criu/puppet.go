@@ -27,6 +27,10 @@ const puppetTransportFd = 3
 // arguments (clone_args, iovec arrays, control messages, strings).
 const ctlSize = 1 << 20
 
+// runnerOffset is where the syscall runner sits in the control area's
+// first page, after the lone syscall instruction.
+const runnerOffset = 64
+
 // puppet is a traced process that exists only to clone the restored
 // task with its original PID.
 type puppet struct {
@@ -179,7 +183,7 @@ func (p *puppet) prepare(imageSpans []span) error {
 	}
 	p.ctl.r.IP = addr
 	p.ctl.scratch, p.ctl.size = addr+pageSize, ctlSize-pageSize
-	return nil
+	return p.ctl.installRunner(addr + runnerOffset)
 }
 
 // cloneTask makes the puppet clone3 a child with the given PID. The

@@ -21,6 +21,7 @@ type taskCtl struct {
 	mem     *ptrace.Mem
 	scratch uint64 // address of the scratch area in the task
 	size    uint64 // its size
+	runner  uint64 // address of syscallRunner in the task, or 0
 }
 
 const scratchSize = 64 << 10
@@ -29,26 +30,33 @@ func (c *taskCtl) call(nr uintptr, args ...uint64) (uint64, error) {
 	return c.r.Syscall(nr, args...)
 }
 
-// put writes v (a fixed-size value, or []byte) at offset off of the
-// scratch area and returns its address in the task.
+// put writes v at offset off of the scratch area and returns its
+// address in the task.
 func (c *taskCtl) put(off uint64, v any) (uint64, error) {
-	var b []byte
-	switch x := v.(type) {
-	case []byte:
-		b = x
-	case string:
-		b = append([]byte(x), 0)
-	default:
-		var buf bytes.Buffer
-		if err := binary.Write(&buf, binary.LittleEndian, v); err != nil {
-			return 0, err
-		}
-		b = buf.Bytes()
+	b, err := encode(v)
+	if err != nil {
+		return 0, err
 	}
 	if off+uint64(len(b)) > c.size {
 		return 0, fmt.Errorf("task %d: %d bytes do not fit the scratch area at offset %d", c.tid, len(b), off)
 	}
 	return c.scratch + off, c.mem.WriteAt(b, c.scratch+off)
+}
+
+// encode lays out v as the kernel reads it: []byte as is, a string with
+// its NUL, anything else little-endian with encoding/binary.
+func encode(v any) ([]byte, error) {
+	switch x := v.(type) {
+	case []byte:
+		return x, nil
+	case string:
+		return append([]byte(x), 0), nil
+	}
+	var buf bytes.Buffer
+	if err := binary.Write(&buf, binary.LittleEndian, v); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
 }
 
 // get reads a fixed-size value from offset off of the scratch area into v.

@@ -202,7 +202,7 @@ func (t *restoringTask) attach() error {
 		return err
 	}
 	t.ctl = &taskCtl{tid: t.pid, mem: mem, r: &ptrace.Remote{Tid: t.pid, IP: t.ctlAddr, Base: regs},
-		scratch: t.ctlAddr + pageSize, size: ctlSize - pageSize}
+		scratch: t.ctlAddr + pageSize, size: ctlSize - pageSize, runner: t.ctlAddr + runnerOffset}
 	// Nothing the task would do on its own may interrupt the work:
 	// block every signal until the final mask is set.
 	return ptrace.SetSigmask(t.pid, ^uint64(0))
@@ -264,13 +264,14 @@ func (t *restoringTask) installTransport(sock *os.File) error {
 	if err != nil {
 		return fmt.Errorf("task %d: %w", t.pid, err)
 	}
+	b := t.ctl.newBatch()
 	for _, fd := range fds {
-		if fd == t.tfd {
-			continue
+		if fd != t.tfd {
+			b.add(unix.SYS_CLOSE, uint64(fd))
 		}
-		if _, err := t.ctl.call(unix.SYS_CLOSE, uint64(fd)); err != nil {
-			return fmt.Errorf("task %d: close puppet fd %d: %w", t.pid, fd, err)
-		}
+	}
+	if _, err := b.run(); err != nil {
+		return fmt.Errorf("task %d: close puppet fds: %w", t.pid, err)
 	}
 	return nil
 }

@@ -21,6 +21,7 @@ func (t *restoringTask) restoreMemory() error {
 		return fmt.Errorf("%s: %w", t.where(), err)
 	}
 	var cur []proc.Mapping
+	unmap := t.ctl.newBatch()
 	for _, m := range maps {
 		switch {
 		case m.Start >= t.ctlAddr && m.End <= t.ctlAddr+ctlSize:
@@ -28,40 +29,75 @@ func (t *restoringTask) restoreMemory() error {
 			cur = append(cur, m)
 		case m.Path == "[vsyscall]":
 		default:
-			if _, err := t.ctl.call(unix.SYS_MUNMAP, m.Start, m.End-m.Start); err != nil {
-				return fmt.Errorf("%s: unmap puppet mapping %#x-%#x %s: %w", t.where(), m.Start, m.End, m.Path, err)
-			}
+			unmap.add(unix.SYS_MUNMAP, m.Start, m.End-m.Start)
 		}
+	}
+	if _, err := unmap.run(); err != nil {
+		return fmt.Errorf("%s: unmap the puppet's memory: %w", t.where(), err)
 	}
 	if err := t.moveVdso(cur); err != nil {
 		return err
 	}
 	t.filled = vmasWithPages(t.img.mm.Vmas, t.img.pagemap)
-	shmemFirst := map[uint64]*vma.VmaEntry{}
+	// Files first (each travels over the socket), then every mapping
+	// in one batch; pieces of a shared memory object mapped twice need
+	// the first piece to exist and are mapped one by one afterwards.
 	files := map[uint64]int{} // file id -> fd in the task
+	for _, v := range t.img.mm.Vmas {
+		if vmaSpecial(v) || v.GetStatus()&(vmaFilePrivate|vmaFileShared) == 0 {
+			continue
+		}
+		if _, ok := files[v.GetShmid()]; ok {
+			continue
+		}
+		fd, err := t.sendMappedFile(v)
+		if err != nil {
+			return fmt.Errorf("%s mapping %#x-%#x: %w", t.where(), v.GetStart(), v.GetEnd(), err)
+		}
+		files[v.GetShmid()] = fd
+	}
+	maps2 := t.ctl.newBatch()
+	var mapped []*vma.VmaEntry
+	shmemFirst := map[uint64]*vma.VmaEntry{}
+	var later []*vma.VmaEntry
 	for _, v := range t.img.mm.Vmas {
 		if vmaSpecial(v) {
 			continue
 		}
-		if err := t.mapVMA(v, files, shmemFirst); err != nil {
-			return fmt.Errorf("%s mapping %#x-%#x: %w", t.where(), v.GetStart(), v.GetEnd(), err)
+		if v.GetStatus()&vmaAnonShared != 0 {
+			if _, ok := shmemFirst[v.GetShmid()]; ok {
+				later = append(later, v)
+				continue
+			}
+			shmemFirst[v.GetShmid()] = v
 		}
+		nr, args := t.mmapCall(v, files)
+		maps2.add(nr, args...)
+		mapped = append(mapped, v)
 	}
-	for _, fd := range files {
-		if err := t.closeRemote(fd); err != nil {
-			return err
+	if res, err := maps2.run(); err != nil {
+		v := mapped[len(res)]
+		return fmt.Errorf("%s mapping %#x-%#x: %w", t.where(), v.GetStart(), v.GetEnd(), err)
+	}
+	for _, v := range later {
+		if err := t.mapShmemPiece(v, shmemFirst[v.GetShmid()]); err != nil {
+			return fmt.Errorf("%s mapping %#x-%#x: %w", t.where(), v.GetStart(), v.GetEnd(), err)
 		}
 	}
 	if err := t.fillPages(); err != nil {
 		return err
 	}
+	fix := t.ctl.newBatch()
+	for _, fd := range files {
+		fix.add(unix.SYS_CLOSE, uint64(fd))
+	}
 	for _, v := range t.img.mm.Vmas {
-		if vmaSpecial(v) || !t.needsWrite(v) {
-			continue
+		if !vmaSpecial(v) && t.needsWrite(v) {
+			fix.add(unix.SYS_MPROTECT, v.GetStart(), v.GetEnd()-v.GetStart(), uint64(v.GetProt()))
 		}
-		if _, err := t.ctl.call(unix.SYS_MPROTECT, v.GetStart(), v.GetEnd()-v.GetStart(), uint64(v.GetProt())); err != nil {
-			return fmt.Errorf("%s mapping %#x-%#x: %w", t.where(), v.GetStart(), v.GetEnd(), err)
-		}
+	}
+	if _, err := fix.run(); err != nil {
+		return fmt.Errorf("%s: protect mappings: %w", t.where(), err)
 	}
 	return nil
 }
@@ -152,67 +188,65 @@ func (t *restoringTask) moveVdso(cur []proc.Mapping) error {
 	return nil
 }
 
-// mapVMA creates one mapping of the image at its address.
-func (t *restoringTask) mapVMA(v *vma.VmaEntry, files map[uint64]int, shmemFirst map[uint64]*vma.VmaEntry) error {
+// mmapCall returns the mmap syscall that recreates v at its address.
+func (t *restoringTask) mmapCall(v *vma.VmaEntry, files map[uint64]int) (uintptr, []uint64) {
 	start, size := v.GetStart(), v.GetEnd()-v.GetStart()
-	prot := int(v.GetProt())
+	prot := uint64(v.GetProt())
 	if t.needsWrite(v) {
 		prot |= unix.PROT_WRITE
 	}
-	flags := int(v.GetFlags())&(unix.MAP_SHARED|unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_GROWSDOWN) | unix.MAP_FIXED
-	st := v.GetStatus()
-	switch {
-	case st&vmaAnonPrivate != 0:
-		_, err := t.ctl.mmap(start, size, prot, flags|unix.MAP_ANONYMOUS, -1, 0)
-		return err
-	case st&vmaAnonShared != 0:
-		first, ok := shmemFirst[v.GetShmid()]
-		if !ok {
-			shmemFirst[v.GetShmid()] = v
-			_, err := t.ctl.mmap(start, size, prot, flags|unix.MAP_ANONYMOUS, -1, 0)
-			return err
+	flags := uint64(v.GetFlags())&(unix.MAP_SHARED|unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_GROWSDOWN) | unix.MAP_FIXED
+	fd := int64(-1)
+	off := uint64(0)
+	if v.GetStatus()&(vmaFilePrivate|vmaFileShared) != 0 {
+		fd = int64(files[v.GetShmid()])
+		off = v.GetPgoff()
+		flags &^= unix.MAP_ANONYMOUS
+	} else {
+		flags |= unix.MAP_ANONYMOUS
+	}
+	return unix.SYS_MMAP, []uint64{start, size, prot, flags, uint64(fd), off}
+}
+
+// sendMappedFile opens the file a mapping maps and passes it to the task.
+func (t *restoringTask) sendMappedFile(v *vma.VmaEntry) (int, error) {
+	reg := t.cp.files[uint32(v.GetShmid())].GetReg()
+	f, err := os.OpenFile(reg.GetName(), int(reg.GetFlags())&unix.O_ACCMODE|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("open mapped file: %w", err)
+	}
+	defer f.Close()
+	if reg.Size != nil && v.GetStatus()&vmaFilePrivate != 0 {
+		if fi, err := f.Stat(); err == nil && uint64(fi.Size()) != reg.GetSize() {
+			// Pages past a new end would fault with SIGBUS.
+			t.opts.logf("%s: mapped file %s changed size from %d to %d", t.where(), reg.GetName(), reg.GetSize(), fi.Size())
 		}
-		// Another piece of an object mapped earlier: map the same shmem
-		// file, reached through the first piece's map_files entry.
-		f, err := os.OpenFile(fmt.Sprintf("/proc/%d/map_files/%x-%x", t.pid, first.GetStart(), first.GetEnd()), os.O_RDWR, 0)
-		if err != nil {
-			return fmt.Errorf("shared memory %d: %w", v.GetShmid(), err)
-		}
-		defer f.Close()
-		fd, err := t.sendFd(f)
-		if err != nil {
-			return err
-		}
-		defer t.closeRemote(fd)
-		_, err = t.ctl.mmap(start, size, prot, flags&^unix.MAP_ANONYMOUS, int64(fd), v.GetPgoff())
-		return err
-	case st&(vmaFilePrivate|vmaFileShared) != 0:
-		fd, ok := files[v.GetShmid()]
-		if !ok {
-			fe := t.cp.files[uint32(v.GetShmid())]
-			reg := fe.GetReg()
-			oflags := int(reg.GetFlags()) & unix.O_ACCMODE
-			f, err := os.OpenFile(reg.GetName(), oflags|unix.O_CLOEXEC, 0)
-			if err != nil {
-				return fmt.Errorf("open mapped file: %w", err)
-			}
-			if reg.Size != nil && st&vmaFilePrivate != 0 {
-				if fi, err := f.Stat(); err == nil && uint64(fi.Size()) != reg.GetSize() {
-					// Pages past the new end would fault with SIGBUS.
-					t.opts.logf("%s: mapped file %s changed size from %d to %d", t.where(), reg.GetName(), reg.GetSize(), fi.Size())
-				}
-			}
-			fd, err = t.sendFd(f)
-			f.Close()
-			if err != nil {
-				return err
-			}
-			files[v.GetShmid()] = fd
-		}
-		_, err := t.ctl.mmap(start, size, prot, flags&^unix.MAP_ANONYMOUS, int64(fd), v.GetPgoff())
+	}
+	return t.sendFd(f)
+}
+
+// mapShmemPiece maps another piece of a shared memory object whose
+// first piece is mapped: the same shmem file, reached through the first
+// piece's map_files entry.
+func (t *restoringTask) mapShmemPiece(v, first *vma.VmaEntry) error {
+	f, err := os.OpenFile(fmt.Sprintf("/proc/%d/map_files/%x-%x", t.pid, first.GetStart(), first.GetEnd()), os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("shared memory %d: %w", v.GetShmid(), err)
+	}
+	defer f.Close()
+	fd, err := t.sendFd(f)
+	if err != nil {
 		return err
 	}
-	return fmt.Errorf("status %#x: %w", st, ErrUnsupported)
+	prot := uint64(v.GetProt())
+	if t.needsWrite(v) {
+		prot |= unix.PROT_WRITE
+	}
+	flags := uint64(v.GetFlags())&(unix.MAP_SHARED|unix.MAP_PRIVATE) | unix.MAP_FIXED
+	if _, err := t.ctl.call(unix.SYS_MMAP, v.GetStart(), v.GetEnd()-v.GetStart(), prot, flags, uint64(fd), v.GetPgoff()); err != nil {
+		return err
+	}
+	return t.closeRemote(fd)
 }
 
 // fillPages reads the pages image into the task's memory with remote
@@ -242,15 +276,17 @@ func (t *restoringTask) fillPages() error {
 		if len(batch) == 0 {
 			return nil
 		}
-		addr, err := t.ctl.put(0, batch)
+		b := t.ctl.newBatch()
+		addr, err := b.put(batch)
 		if err != nil {
 			return err
 		}
-		n, err := t.ctl.call(unix.SYS_PREADV, uint64(fd), addr, uint64(len(batch)), off, 0)
+		b.add(unix.SYS_PREADV, uint64(fd), addr, uint64(len(batch)), off, 0)
+		res, err := b.run()
 		if err != nil {
 			return fmt.Errorf("%s: read pages at %#x from %s offset %d: %w", t.where(), batch[0].Base, t.img.pagesPath, off, err)
 		}
-		if n != batchBytes {
+		if n := res[0]; n != batchBytes {
 			return fmt.Errorf("%s: read pages at %#x from %s offset %d: got %d of %d bytes", t.where(), batch[0].Base, t.img.pagesPath, off, n, batchBytes)
 		}
 		off += batchBytes

@@ -32,7 +32,8 @@ func (t *restoringTask) restoreMm() error {
 	if err != nil {
 		return err
 	}
-	auxvAddr, err := t.ctl.put(512, m.MmSavedAuxv)
+	b := t.ctl.newBatch()
+	auxvAddr, err := b.put(m.MmSavedAuxv)
 	if err != nil {
 		return err
 	}
@@ -43,31 +44,27 @@ func (t *restoringTask) restoreMm() error {
 		ArgStart: m.GetMmArgStart(), ArgEnd: m.GetMmArgEnd(), EnvStart: m.GetMmEnvStart(), EnvEnd: m.GetMmEnvEnd(),
 		Auxv: auxvAddr, AuxvSize: uint32(8 * len(m.MmSavedAuxv)), ExeFd: uint32(exeFd),
 	}
-	mmAddr, err := t.ctl.put(0, &mm)
+	mmAddr, err := b.put(&mm)
 	if err != nil {
 		return err
 	}
-	if _, err := t.ctl.call(unix.SYS_PRCTL, kernel.PR_SET_MM, kernel.PR_SET_MM_MAP, mmAddr, kernel.PrctlMmMapSize); err != nil {
-		return fmt.Errorf("%s: set mm fields: %w", t.where(), err)
-	}
-	if err := t.closeRemote(exeFd); err != nil {
-		return err
-	}
+	what := map[int]string{}
+	what[b.add(unix.SYS_PRCTL, kernel.PR_SET_MM, kernel.PR_SET_MM_MAP, mmAddr, kernel.PrctlMmMapSize)] = "set mm fields"
+	what[b.add(unix.SYS_CLOSE, uint64(exeFd))] = "close the executable"
 	if m.GetThpDisabled() {
-		if _, err := t.ctl.call(unix.SYS_PRCTL, unix.PR_SET_THP_DISABLE, 1, 0, 0, 0); err != nil {
-			return fmt.Errorf("%s: %w", t.where(), err)
-		}
+		what[b.add(unix.SYS_PRCTL, unix.PR_SET_THP_DISABLE, 1, 0, 0, 0)] = "disable THP"
 	}
 	comm := t.img.core.Tc.GetComm()
 	if len(comm) > 15 {
 		comm = comm[:15]
 	}
-	name, err := t.ctl.put(0, comm)
+	name, err := b.put(comm)
 	if err != nil {
 		return err
 	}
-	if _, err := t.ctl.call(unix.SYS_PRCTL, unix.PR_SET_NAME, name); err != nil {
-		return fmt.Errorf("%s: set name: %w", t.where(), err)
+	what[b.add(unix.SYS_PRCTL, unix.PR_SET_NAME, name)] = "set name"
+	if res, err := b.run(); err != nil {
+		return fmt.Errorf("%s: %s: %w", t.where(), what[len(res)], err)
 	}
 	return nil
 }
@@ -190,11 +187,22 @@ func dupOrNeg(fd int) int {
 
 // restoreTaskState gives back signal dispositions, timers, limits,
 // scheduling, the alternate stack, futex/rseq registrations and queued
-// signals.
+// signals, in one batch of syscalls; then the credentials, and what a
+// change of credentials resets (dumpable, the parent-death signal).
 func (t *restoringTask) restoreTaskState() error {
 	core := t.img.core
 	tc, th := core.Tc, core.ThreadCore
 	where := t.where()
+	st, err := proc.ReadStatus(t.pid, t.pid)
+	if err != nil {
+		return fmt.Errorf("%s: %w", where, err)
+	}
+	lims, err := proc.ReadLimits(t.pid)
+	if err != nil {
+		return fmt.Errorf("%s: %w", where, err)
+	}
+	b := t.ctl.newBatch()
+	what := map[int]string{} // call index -> what it restores, for errors
 	sig := 1
 	for _, sa := range tc.Sigactions {
 		for sig == int(unix.SIGKILL) || sig == int(unix.SIGSTOP) {
@@ -204,65 +212,49 @@ func (t *restoringTask) restoreTaskState() error {
 			break
 		}
 		act := kernel.Sigaction{Handler: sa.GetSigaction(), Flags: sa.GetFlags(), Restorer: sa.GetRestorer(), Mask: sa.GetMask()}
-		p, err := t.ctl.put(0, &act)
-		if err != nil {
-			return err
-		}
-		if _, err := t.ctl.call(unix.SYS_RT_SIGACTION, uint64(sig), p, 0, 8); err != nil {
-			return fmt.Errorf("%s: signal %d: %w", where, sig, err)
+		// The new task has every signal at its default but those ctcr's
+		// own parent ignored (exec keeps SIG_IGN): skip what is already so.
+		if act != (kernel.Sigaction{}) || st.SigIgn&(1<<(sig-1)) != 0 {
+			p, err := b.put(&act)
+			if err != nil {
+				return err
+			}
+			what[b.add(unix.SYS_RT_SIGACTION, uint64(sig), p, 0, 8)] = fmt.Sprintf("signal %d disposition", sig)
 		}
 		sig++
 	}
 	for i, l := range tc.GetRlimits().GetRlimits() {
+		if i < len(lims) && lims[i].Soft == l.GetCur() && lims[i].Hard == l.GetMax() {
+			continue
+		}
 		lim := struct{ Cur, Max uint64 }{l.GetCur(), l.GetMax()}
-		p, err := t.ctl.put(0, &lim)
+		p, err := b.put(&lim)
 		if err != nil {
 			return err
 		}
-		if _, err := t.ctl.call(unix.SYS_PRLIMIT64, 0, uint64(i), p, 0); err != nil {
-			return fmt.Errorf("%s: rlimit %d (soft %d, hard %d): %w", where, i, l.GetCur(), l.GetMax(), err)
-		}
+		what[b.add(unix.SYS_PRLIMIT64, 0, uint64(i), p, 0)] = fmt.Sprintf("rlimit %d (soft %d, hard %d)", i, l.GetCur(), l.GetMax())
 	}
-	if _, err := t.ctl.call(unix.SYS_PERSONALITY, uint64(tc.GetPersonality())); err != nil {
-		return fmt.Errorf("%s: personality: %w", where, err)
-	}
-	if _, err := t.ctl.call(unix.SYS_PRCTL, unix.PR_SET_PDEATHSIG, uint64(th.GetPdeathSig())); err != nil {
-		return fmt.Errorf("%s: pdeathsig: %w", where, err)
-	}
+	what[b.add(unix.SYS_PERSONALITY, uint64(tc.GetPersonality()))] = "personality"
 	if tc.GetChildSubreaper() {
-		if _, err := t.ctl.call(unix.SYS_PRCTL, unix.PR_SET_CHILD_SUBREAPER, 1); err != nil {
-			return fmt.Errorf("%s: child subreaper: %w", where, err)
-		}
+		what[b.add(unix.SYS_PRCTL, unix.PR_SET_CHILD_SUBREAPER, 1)] = "child subreaper"
 	}
 	if sas := th.GetSas(); sas != nil {
 		ss := kernel.StackT{Sp: sas.GetSsSp(), Size: sas.GetSsSize(), Flags: int32(sas.GetSsFlags())}
 		// SS_ONSTACK only reports that the task ran on it; it is not a
 		// flag one sets.
 		ss.Flags &^= kernel.SS_ONSTACK
-		p, err := t.ctl.put(0, &ss)
+		p, err := b.put(&ss)
 		if err != nil {
 			return err
 		}
-		if _, err := t.ctl.call(unix.SYS_SIGALTSTACK, p, 0); err != nil {
-			return fmt.Errorf("%s: sigaltstack: %w", where, err)
-		}
+		what[b.add(unix.SYS_SIGALTSTACK, p, 0)] = "sigaltstack"
 	}
-	if _, err := t.ctl.call(unix.SYS_SET_TID_ADDRESS, core.ThreadInfo.GetClearTidAddr()); err != nil {
-		return fmt.Errorf("%s: %w", where, err)
-	}
+	what[b.add(unix.SYS_SET_TID_ADDRESS, core.ThreadInfo.GetClearTidAddr())] = "clear_child_tid"
 	if th.GetFutexRla() != 0 {
-		if _, err := t.ctl.call(unix.SYS_SET_ROBUST_LIST, th.GetFutexRla(), uint64(th.GetFutexRlaLen())); err != nil {
-			return fmt.Errorf("%s: %w", where, err)
-		}
+		what[b.add(unix.SYS_SET_ROBUST_LIST, th.GetFutexRla(), uint64(th.GetFutexRlaLen()))] = "robust futex list"
 	}
 	if rs := th.GetRseqEntry(); rs != nil && rs.GetRseqAbiPointer() != 0 {
-		if _, err := t.ctl.call(unix.SYS_RSEQ, rs.GetRseqAbiPointer(), uint64(rs.GetRseqAbiSize()), 0, uint64(rs.GetSignature())); err != nil {
-			return fmt.Errorf("%s: rseq registration at %#x: %w", where, rs.GetRseqAbiPointer(), err)
-		}
-	}
-	attr := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: th.GetSchedPolicy(), Nice: th.GetSchedNice(), Priority: th.GetSchedPrio()}
-	if err := unix.SchedSetAttr(t.pid, &attr, 0); err != nil {
-		return fmt.Errorf("%s: scheduling policy %d nice %d: %w", where, attr.Policy, attr.Nice, err)
+		what[b.add(unix.SYS_RSEQ, rs.GetRseqAbiPointer(), uint64(rs.GetRseqAbiSize()), 0, uint64(rs.GetSignature()))] = fmt.Sprintf("rseq registration at %#x", rs.GetRseqAbiPointer())
 	}
 	for _, q := range []struct {
 		sigs   [][]byte
@@ -278,17 +270,14 @@ func (t *restoringTask) restoreTaskState() error {
 			if signo <= 0 || signo > kernel.NSIG {
 				return fmt.Errorf("%s: %w", where, corruptf("core image", "queued signal %d", signo))
 			}
-			p, err := t.ctl.put(0, si)
+			p, err := b.put(si)
 			if err != nil {
 				return err
 			}
 			if q.shared {
-				_, err = t.ctl.call(unix.SYS_RT_SIGQUEUEINFO, uint64(t.pid), uint64(signo), p)
+				what[b.add(unix.SYS_RT_SIGQUEUEINFO, uint64(t.pid), uint64(signo), p)] = fmt.Sprintf("queue signal %d", signo)
 			} else {
-				_, err = t.ctl.call(unix.SYS_RT_TGSIGQUEUEINFO, uint64(t.pid), uint64(t.pid), uint64(signo), p)
-			}
-			if err != nil {
-				return fmt.Errorf("%s: queue signal %d: %w", where, signo, err)
+				what[b.add(unix.SYS_RT_TGSIGQUEUEINFO, uint64(t.pid), uint64(t.pid), uint64(signo), p)] = fmt.Sprintf("queue signal %d", signo)
 			}
 		}
 	}
@@ -303,22 +292,34 @@ func (t *restoringTask) restoreTaskState() error {
 			if v == (kernel.Itimerval{}) {
 				continue
 			}
-			p, err := t.ctl.put(0, &v)
+			p, err := b.put(&v)
 			if err != nil {
 				return err
 			}
-			if _, err := t.ctl.call(unix.SYS_SETITIMER, uint64(which), p, 0); err != nil {
-				return fmt.Errorf("%s: itimer %d: %w", where, which, err)
-			}
+			what[b.add(unix.SYS_SETITIMER, uint64(which), p, 0)] = fmt.Sprintf("itimer %d", which)
 		}
 	}
+	if res, err := b.run(); err != nil {
+		return fmt.Errorf("%s: %s: %w", where, what[len(res)], err)
+	}
+	attr := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: th.GetSchedPolicy(), Nice: th.GetSchedNice(), Priority: th.GetSchedPrio()}
+	if err := unix.SchedSetAttr(t.pid, &attr, 0); err != nil {
+		return fmt.Errorf("%s: scheduling policy %d nice %d: %w", where, attr.Policy, attr.Nice, err)
+	}
+	if err := t.restoreCreds(); err != nil {
+		return err
+	}
+	// A change of credentials resets both of these: set them after.
+	after := t.ctl.newBatch()
+	after.add(unix.SYS_PRCTL, unix.PR_SET_PDEATHSIG, uint64(th.GetPdeathSig()))
 	if d := t.img.mm.GetDumpable(); d == 0 || d == 1 {
 		// 2 (suid_dumpable) cannot be set by prctl; the kernel chose it.
-		if _, err := t.ctl.call(unix.SYS_PRCTL, unix.PR_SET_DUMPABLE, uint64(d)); err != nil {
-			return fmt.Errorf("%s: dumpable: %w", where, err)
-		}
+		after.add(unix.SYS_PRCTL, unix.PR_SET_DUMPABLE, uint64(d))
 	}
-	return t.restoreCreds()
+	if _, err := after.run(); err != nil {
+		return fmt.Errorf("%s: pdeathsig/dumpable: %w", where, err)
+	}
+	return nil
 }
 
 func siginfos(q []*siginfo.SiginfoEntry) [][]byte {

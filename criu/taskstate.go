@@ -1,7 +1,8 @@
 package criu
 
 import (
-	"fmt"
+	"bytes"
+	"encoding/binary"
 
 	"github.com/checkpoint-restore/go-criu/v7/crit/images/creds"
 	criucore "github.com/checkpoint-restore/go-criu/v7/crit/images/criu-core"
@@ -20,36 +21,91 @@ import (
 // What a task can only tell about itself is asked with remote syscalls
 // (dump side) and given back the same way (restore side, restore.go).
 
-// dumpSigactions reads the disposition of every signal.
-func dumpSigactions(c *taskCtl) ([]*criusa.SaEntry, error) {
-	var out []*criusa.SaEntry
+// taskQuery is what one batch of remote syscalls learns about a task.
+type taskQuery struct {
+	sigactions []*criusa.SaEntry
+	timers     *timer.TaskTimersEntry
+	altstack   *criucore.ThreadSasEntry
+	pdeathsig  uint32
+	dumpable   uint64
+	secbits    uint64
+	subreaper  bool
+	thpOff     bool
+	brk        uint64
+	clearTid   uint64
+}
+
+// queryTask asks the task, in one batch of syscalls, for every signal
+// disposition, its interval timers, alternate signal stack, prctl state
+// and current brk.
+func queryTask(c *taskCtl) (*taskQuery, error) {
+	b := c.newBatch()
+	var saAddr []uint64
 	for sig := 1; sig <= kernel.NSIG; sig++ {
 		if sig == int(unix.SIGKILL) || sig == int(unix.SIGSTOP) {
 			continue
 		}
-		if _, err := c.call(unix.SYS_RT_SIGACTION, uint64(sig), 0, c.scratch, 8); err != nil {
-			return nil, fmt.Errorf("signal %d: %w", sig, err)
-		}
-		var sa kernel.Sigaction
-		if err := c.get(0, &sa); err != nil {
+		a, err := b.space(32)
+		if err != nil {
 			return nil, err
 		}
-		out = append(out, &criusa.SaEntry{
+		saAddr = append(saAddr, a)
+		b.add(unix.SYS_RT_SIGACTION, uint64(sig), 0, a, 8)
+	}
+	var itAddr [3]uint64
+	for which := range itAddr {
+		a, err := b.space(32)
+		if err != nil {
+			return nil, err
+		}
+		itAddr[which] = a
+		b.add(unix.SYS_GETITIMER, uint64(which), a)
+	}
+	ssAddr, err := b.space(24)
+	if err != nil {
+		return nil, err
+	}
+	b.add(unix.SYS_SIGALTSTACK, 0, ssAddr)
+	pdAddr, err := b.space(4)
+	if err != nil {
+		return nil, err
+	}
+	b.add(unix.SYS_PRCTL, unix.PR_GET_PDEATHSIG, pdAddr)
+	iDump := b.add(unix.SYS_PRCTL, unix.PR_GET_DUMPABLE)
+	iSec := b.add(unix.SYS_PRCTL, unix.PR_GET_SECUREBITS)
+	subAddr, err := b.space(4)
+	if err != nil {
+		return nil, err
+	}
+	b.add(unix.SYS_PRCTL, unix.PR_GET_CHILD_SUBREAPER, subAddr)
+	iThp := b.add(unix.SYS_PRCTL, unix.PR_GET_THP_DISABLE)
+	iBrk := b.add(unix.SYS_BRK, 0)
+	res, err := b.run()
+	if err != nil {
+		return nil, err
+	}
+	data, err := b.readBack()
+	if err != nil {
+		return nil, err
+	}
+	get := func(addr uint64, v any) error {
+		return binary.Read(bytes.NewReader(data[addr-c.scratch:]), binary.LittleEndian, v)
+	}
+	q := &taskQuery{dumpable: res[iDump], secbits: res[iSec], thpOff: res[iThp] != 0, brk: res[iBrk]}
+	for _, a := range saAddr {
+		var sa kernel.Sigaction
+		if err := get(a, &sa); err != nil {
+			return nil, err
+		}
+		q.sigactions = append(q.sigactions, &criusa.SaEntry{
 			Sigaction: proto.Uint64(sa.Handler), Flags: proto.Uint64(sa.Flags),
 			Restorer: proto.Uint64(sa.Restorer), Mask: proto.Uint64(sa.Mask),
 		})
 	}
-	return out, nil
-}
-
-func dumpItimers(c *taskCtl) (*timer.TaskTimersEntry, error) {
 	var t [3]*timer.ItimerEntry
-	for which := 0; which < 3; which++ {
-		if _, err := c.call(unix.SYS_GETITIMER, uint64(which), c.scratch); err != nil {
-			return nil, err
-		}
+	for which, a := range itAddr {
 		var v kernel.Itimerval
-		if err := c.get(0, &v); err != nil {
+		if err := get(a, &v); err != nil {
 			return nil, err
 		}
 		t[which] = &timer.ItimerEntry{
@@ -57,28 +113,28 @@ func dumpItimers(c *taskCtl) (*timer.TaskTimersEntry, error) {
 			Vsec: proto.Uint64(uint64(v.ValueSec)), Vusec: proto.Uint64(uint64(v.ValueUsec)),
 		}
 	}
-	return &timer.TaskTimersEntry{Real: t[0], Virt: t[1], Prof: t[2]}, nil
-}
-
-func dumpSigaltstack(c *taskCtl) (*criucore.ThreadSasEntry, error) {
-	if _, err := c.call(unix.SYS_SIGALTSTACK, 0, c.scratch); err != nil {
-		return nil, err
-	}
+	q.timers = &timer.TaskTimersEntry{Real: t[0], Virt: t[1], Prof: t[2]}
 	var ss kernel.StackT
-	if err := c.get(0, &ss); err != nil {
+	if err := get(ssAddr, &ss); err != nil {
 		return nil, err
 	}
-	return &criucore.ThreadSasEntry{SsSp: proto.Uint64(ss.Sp), SsSize: proto.Uint64(ss.Size), SsFlags: proto.Uint32(uint32(ss.Flags))}, nil
-}
-
-// prctlGetInt runs prctl(op, &int) and returns the int.
-func prctlGetInt(c *taskCtl, op int) (int32, error) {
-	if _, err := c.call(unix.SYS_PRCTL, uint64(op), c.scratch); err != nil {
-		return 0, err
+	q.altstack = &criucore.ThreadSasEntry{SsSp: proto.Uint64(ss.Sp), SsSize: proto.Uint64(ss.Size), SsFlags: proto.Uint32(uint32(ss.Flags))}
+	var pd, sub int32
+	if err := get(pdAddr, &pd); err != nil {
+		return nil, err
 	}
-	var v int32
-	err := c.get(0, &v)
-	return v, err
+	if err := get(subAddr, &sub); err != nil {
+		return nil, err
+	}
+	q.pdeathsig, q.subreaper = uint32(pd), sub != 0
+	// PR_GET_TID_ADDRESS needs CONFIG_CHECKPOINT_RESTORE; without it the
+	// address stays 0, as if the task had none.
+	if _, err := c.call(unix.SYS_PRCTL, kernel.PR_GET_TID_ADDRESS, c.scratch); err == nil {
+		if err := c.get(0, &q.clearTid); err != nil {
+			return nil, err
+		}
+	}
+	return q, nil
 }
 
 func signalQueue(sis []ptrace.Siginfo) *siginfo.SignalQueueEntry {

@@ -180,3 +180,53 @@ var syscallNames = map[uintptr]string{
 	unix.SYS_SET_ROBUST_LIST: "set_robust_list", unix.SYS_RSEQ: "rseq", unix.SYS_MADVISE: "madvise",
 	unix.SYS_OPENAT: "openat", unix.SYS_LSEEK: "lseek", unix.SYS_EXIT_GROUP: "exit_group",
 }
+
+// RunCode runs the task from entry with the given registers changed
+// (keys: "rbx", "r12", ... as set by setup) until it executes an int3,
+// and returns the registers at that point. It is how a batch of syscalls
+// runs in one ptrace round trip (see the engine's syscall runner).
+// Signals that arrive meanwhile are kept in Stolen and not delivered.
+func (r *Remote) RunCode(entry uint64, setup func(*Regs)) (Regs, error) {
+	regs := r.Base
+	regs.Rip = entry
+	regs.Orig_rax = ^uint64(0)
+	setup(&regs)
+	if err := SetRegs(r.Tid, &regs); err != nil {
+		return regs, err
+	}
+	for {
+		if err := Cont(r.Tid, 0); err != nil {
+			return regs, err
+		}
+		st, err := Wait(r.Tid)
+		if err != nil {
+			return regs, err
+		}
+		switch {
+		case st.Exited():
+			return regs, fmt.Errorf("task %d %v while running syscalls: %w", r.Tid, st, ErrExited)
+		case st.Event() != 0:
+			msg, err := EventMsg(r.Tid)
+			if err != nil {
+				return regs, err
+			}
+			r.Events = append(r.Events, msg)
+			continue
+		case st.SignalDelivery():
+			si, err := GetSiginfo(r.Tid)
+			if err != nil {
+				return regs, err
+			}
+			if si.Signo() != int(unix.SIGSTOP) {
+				r.Stolen = append(r.Stolen, si)
+			}
+			continue
+		}
+		// SIGTRAP: our int3, or a fault in the runner.
+		out, err := GetRegs(r.Tid)
+		if err != nil {
+			return out, err
+		}
+		return out, nil
+	}
+}

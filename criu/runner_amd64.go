@@ -1,0 +1,194 @@
+package criu
+
+import (
+	"encoding/binary"
+	"fmt"
+	"syscall"
+
+	"github.com/ctcr/ctcr/criu/ptrace"
+)
+
+// syscallRunner is x86-64 machine code that executes a table of
+// syscalls and stops on int3, so a batch of N calls costs one ptrace
+// round trip instead of N. Each table entry is 8 words: nr, six
+// arguments, and the result the runner stores back. It stops early,
+// leaving r12 > 0, when a call returns an error.
+//
+//	loop: test r12, r12        ; entries left?
+//	      jz   done
+//	      mov  rax, [rbx]      ; nr
+//	      mov  rdi, [rbx+8]
+//	      mov  rsi, [rbx+16]
+//	      mov  rdx, [rbx+24]
+//	      mov  r10, [rbx+32]
+//	      mov  r8,  [rbx+40]
+//	      mov  r9,  [rbx+48]
+//	      syscall
+//	      mov  [rbx+56], rax   ; result
+//	      cmp  rax, -4095      ; an errno?
+//	      jae  done
+//	      add  rbx, 64
+//	      dec  r12
+//	      jmp  loop
+//	done: int3
+var syscallRunner = []byte{
+	0x4d, 0x85, 0xe4, // test r12, r12
+	0x74, 0x32, // jz done
+	0x48, 0x8b, 0x03, // mov rax, [rbx]
+	0x48, 0x8b, 0x7b, 0x08, // mov rdi, [rbx+8]
+	0x48, 0x8b, 0x73, 0x10, // mov rsi, [rbx+16]
+	0x48, 0x8b, 0x53, 0x18, // mov rdx, [rbx+24]
+	0x4c, 0x8b, 0x53, 0x20, // mov r10, [rbx+32]
+	0x4c, 0x8b, 0x43, 0x28, // mov r8, [rbx+40]
+	0x4c, 0x8b, 0x4b, 0x30, // mov r9, [rbx+48]
+	0x0f, 0x05, // syscall
+	0x48, 0x89, 0x43, 0x38, // mov [rbx+56], rax
+	0x48, 0x3d, 0x01, 0xf0, 0xff, 0xff, // cmp rax, -4095
+	0x73, 0x09, // jae done
+	0x48, 0x83, 0xc3, 0x40, // add rbx, 64
+	0x49, 0xff, 0xcc, // dec r12
+	0xeb, 0xc9, // jmp loop
+	0xcc, // done: int3
+}
+
+const batchEntrySize = 64
+
+// batch collects syscalls to run together in a task, with the argument
+// data they point to. Data lives in the first half of the task's scratch
+// area, the call table in the second half.
+type batch struct {
+	c     *taskCtl
+	calls [][8]uint64
+	data  []byte
+}
+
+func (c *taskCtl) newBatch() *batch { return &batch{c: c} }
+
+// add queues a call and returns its index.
+func (b *batch) add(nr uintptr, args ...uint64) int {
+	var e [8]uint64
+	e[0] = uint64(nr)
+	copy(e[1:7], args)
+	b.calls = append(b.calls, e)
+	return len(b.calls) - 1
+}
+
+// put places v (a fixed-size value, []byte or string) in the data area
+// and returns its address in the task; outputs are allocated the same way
+// with space(n).
+func (b *batch) put(v any) (uint64, error) {
+	raw, err := encode(v)
+	if err != nil {
+		return 0, err
+	}
+	addr, err := b.space(uint64(len(raw)))
+	if err != nil {
+		return 0, err
+	}
+	copy(b.data[addr-b.c.scratch:], raw)
+	return addr, nil
+}
+
+// space reserves n bytes of the data area.
+func (b *batch) space(n uint64) (uint64, error) {
+	off := (uint64(len(b.data)) + 7) &^ 7
+	if off+n > b.c.size/2 {
+		return 0, fmt.Errorf("task %d: batch data of %d bytes does not fit the scratch area", b.c.tid, off+n)
+	}
+	b.data = append(b.data, make([]byte, off+n-uint64(len(b.data)))...)
+	return b.c.scratch + off, nil
+}
+
+// run executes the queued calls in order and returns their results; it
+// stops at the first error, which names the call.
+func (b *batch) run() ([]uint64, error) {
+	c := b.c
+	if len(b.calls) == 0 {
+		return nil, nil
+	}
+	if len(b.data) > 0 {
+		if err := c.mem.WriteAt(b.data, c.scratch); err != nil {
+			return nil, err
+		}
+	}
+	out := make([]uint64, 0, len(b.calls))
+	max := int(c.size/2) / batchEntrySize
+	for start := 0; start < len(b.calls); start += max {
+		end := min(len(b.calls), start+max)
+		res, err := c.runCalls(b.calls[start:end])
+		out = append(out, res...)
+		if err != nil {
+			return out, err
+		}
+	}
+	return out, nil
+}
+
+// read copies the data area back from the task (after run) and returns
+// the bytes at address addr.
+func (b *batch) readBack() ([]byte, error) {
+	buf := make([]byte, len(b.data))
+	if err := b.c.mem.ReadAt(buf, b.c.scratch); err != nil {
+		return nil, err
+	}
+	return buf, nil
+}
+
+func (c *taskCtl) runCalls(calls [][8]uint64) ([]uint64, error) {
+	if c.runner == 0 {
+		// No runner in this task: one remote syscall each.
+		out := make([]uint64, 0, len(calls))
+		for _, e := range calls {
+			r, err := c.call(uintptr(e[0]), e[1:7]...)
+			if err != nil {
+				return out, err
+			}
+			out = append(out, r)
+		}
+		return out, nil
+	}
+	size := uint64(len(calls)) * batchEntrySize
+	buf := make([]byte, size)
+	for i, e := range calls {
+		for j, w := range e {
+			binary.LittleEndian.PutUint64(buf[i*batchEntrySize+8*j:], w)
+		}
+	}
+	table := c.scratch + c.size/2
+	if err := c.mem.WriteAt(buf, table); err != nil {
+		return nil, err
+	}
+	regs, err := c.r.RunCode(c.runner, func(r *ptrace.Regs) {
+		r.Rbx = table
+		r.R12 = uint64(len(calls))
+	})
+	if err != nil {
+		return nil, err
+	}
+	if regs.Rip != c.runner+uint64(len(syscallRunner)) {
+		return nil, fmt.Errorf("task %d: syscall runner stopped at %#x, not at its end", c.tid, regs.Rip)
+	}
+	if err := c.mem.ReadAt(buf, table); err != nil {
+		return nil, err
+	}
+	done := len(calls) - int(regs.R12)
+	out := make([]uint64, 0, len(calls))
+	for i := 0; i <= done && i < len(calls); i++ {
+		out = append(out, binary.LittleEndian.Uint64(buf[i*batchEntrySize+56:]))
+	}
+	if regs.R12 > 0 {
+		ret := out[done]
+		return out[:done], fmt.Errorf("remote %s in task %d: %w", ptrace.SyscallName(uintptr(calls[done][0])), c.tid, syscall.Errno(-int64(ret)))
+	}
+	return out, nil
+}
+
+// installRunner writes the syscall runner at addr in the task (which
+// must be executable) and enables batches.
+func (c *taskCtl) installRunner(addr uint64) error {
+	if err := c.mem.WriteAt(syscallRunner, addr); err != nil {
+		return err
+	}
+	c.runner = addr
+	return nil
+}
