@@ -29,19 +29,20 @@ import (
 type DumpOptions struct {
 	Pid          int
 	Dir          string
-	LeaveRunning bool // resume the task after the dump instead of killing it
-	ShellJob     bool // the task may hold terminal fds; restore puts it on ctcr's terminal
+	LeaveRunning bool // resume the tasks after the dump instead of killing them
+	ShellJob     bool // tasks may hold terminal fds; restore puts them on ctcr's terminal
 	Log          func(format string, args ...any)
 }
 
 // DumpStats describes a finished dump.
 type DumpStats struct {
 	Pid        int
-	Tasks      int
+	Tasks      int // processes, zombies included
+	Threads    int
 	PagesBytes uint64
-	Frozen     time.Duration // from seize to resume/kill
+	Frozen     time.Duration // from the first seize to resume/kill
 	Total      time.Duration
-	Memory     time.Duration // copying pages into the image
+	Memory     time.Duration // copying pages into the images
 }
 
 func (o *DumpOptions) logf(format string, args ...any) {
@@ -50,28 +51,45 @@ func (o *DumpOptions) logf(format string, args ...any) {
 	}
 }
 
-// dumpedTask is everything read from one stopped task.
-type dumpedTask struct {
-	pid     int
-	regs    ptrace.Regs // as seized; what the task resumes with after --leave-running
-	xstate  []byte
-	sigmask uint64
-	stolen  []ptrace.Siginfo // signals dequeued while ctcr held the task
-
-	core    *criucore.CoreEntry
-	mm      *mm.MmEntry
-	runs    []pageRun
-	fds     []*fdinfo.FdinfoEntry
-	fs      *fsimg.FsEntry
-	stat    *proc.Stat
-	status  *proc.Status
-	pending []ptrace.Siginfo
-	shared  []ptrace.Siginfo
+// dumpProc is one process of the dumped tree.
+type dumpProc struct {
+	pid, ppid, pgid, sid int
+	zombie               bool
+	exitCode             uint32 // wait status of a zombie
+	threads              []*dumpThread
+	stat                 *proc.Stat
+	status               *proc.Status
+	shared               []ptrace.Siginfo // process-wide queue
+	mm                   *mm.MmEntry
+	fds                  []*fdinfo.FdinfoEntry
+	fs                   *fsimg.FsEntry
+	pagemap              []*pagemap.PagemapEntry
+	pagesID              int
 }
 
-// Dump checkpoints the process opts.Pid into opts.Dir. On failure the
-// task is detached and runs on as before; nothing is left in Dir but
-// what was there.
+func (p *dumpProc) leader() *dumpThread { return p.threads[0] }
+
+// dumpThread is one seized thread.
+type dumpThread struct {
+	tid     int
+	regs    ptrace.Regs // as seized; what it resumes with after --leave-running
+	xstate  []byte
+	sigmask uint64
+	stolen  []ptrace.Siginfo // signals dequeued while ctcr held the thread
+	ctl     *taskCtl
+	core    *criucore.CoreEntry
+}
+
+// dumpTree is every process under the dumped root.
+type dumpTree struct {
+	procs []*dumpProc // parents before children
+	byPid map[int]*dumpProc
+	opts  *DumpOptions
+}
+
+// Dump checkpoints the process tree rooted at opts.Pid into opts.Dir. On
+// failure every task is put back as it was and detached; nothing is left
+// in Dir but what was there.
 func Dump(opts DumpOptions) (*DumpStats, error) {
 	start := time.Now()
 	pid := opts.Pid
@@ -100,63 +118,50 @@ func Dump(opts DumpOptions) (*DumpStats, error) {
 	}
 	rb.add(func() { stage.Abort() })
 
-	t := &dumpedTask{pid: pid}
-	var ctl *taskCtl
+	d := &dumpTree{byPid: map[int]*dumpProc{}, opts: &opts}
 	frozenAt := time.Now()
-	err = tr.Do(func() error {
-		stolen, err := ptrace.Seize(pid, 0)
-		t.stolen = stolen
-		if err != nil {
-			if errors.Is(err, unix.ESRCH) {
-				return fmt.Errorf("task %d: %w", pid, ErrNoTask)
-			}
-			return err
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	// Until the dump succeeds, the task is put back as it was: registers,
-	// mask, the signals it dequeued, then detached.
+	// Until the dump succeeds, every task is put back as it was:
+	// registers, mask, the signals it dequeued, then detached.
 	rb.add(func() {
-		if err := tr.Do(func() error { return resumeTask(t, ctl) }); err != nil {
-			opts.logf("resume task %d: %v", pid, err)
+		if err := tr.Do(d.resume); err != nil {
+			opts.logf("resume: %v", err)
 		}
 	})
-	opts.logf("seized task %d", pid)
-
-	threads, err := proc.Threads(pid)
-	if err != nil {
-		return nil, fmt.Errorf("task %d: %w", pid, err)
-	}
-	if len(threads) > 1 {
-		return nil, fmt.Errorf("task %d has %d threads: multi-threaded processes: %w", pid, len(threads), ErrUnsupported)
-	}
-
-	if err := tr.Do(func() error {
-		var err error
-		ctl, err = dumpTaskState(t)
-		return err
-	}); err != nil {
+	if err := tr.Do(func() error { return d.seize(pid) }); err != nil {
 		return nil, err
 	}
-	opts.logf("task %d: state read (%v since seize)", pid, time.Since(frozenAt))
+	opts.logf("seized %d processes (%v)", len(d.procs), time.Since(frozenAt))
+	if err := d.checkSharing(); err != nil {
+		return nil, err
+	}
+	if err := tr.Do(d.readStates); err != nil {
+		return nil, err
+	}
+	opts.logf("task state read (%v since seize)", time.Since(frozenAt))
 
 	files := newFileTable()
-	if err := dumpTaskFiles(t, files, opts.ShellJob); err != nil {
-		return nil, err
+	shmem := map[uint64]bool{} // shared anonymous objects whose pages are dumped
+	var memTime time.Duration
+	var pagesBytes uint64
+	for i, p := range d.procs {
+		if p.zombie {
+			continue
+		}
+		if err := dumpTaskFiles(p, files, opts.ShellJob); err != nil {
+			return nil, err
+		}
+		p.pagesID = i + 1
+		memStart := time.Now()
+		n, err := dumpMemory(p, files, shmem, stage.Path(images.Pages.FileName(p.pagesID)))
+		if err != nil {
+			return nil, err
+		}
+		memTime += time.Since(memStart)
+		pagesBytes += n
 	}
-	memStart := time.Now()
-	pagesName := images.Pages.FileName(1)
-	entries, pagesBytes, err := dumpMemory(t, files, stage.Path(pagesName))
-	if err != nil {
-		return nil, err
-	}
-	memTime := time.Since(memStart)
-	opts.logf("task %d: files and %d bytes of memory dumped (%v since seize)", pid, pagesBytes, time.Since(frozenAt))
+	opts.logf("files and %d bytes of memory dumped (%v since seize)", pagesBytes, time.Since(frozenAt))
 
-	if err := writeDumpImages(stage, t, files, entries); err != nil {
+	if err := d.writeImages(stage, files); err != nil {
 		return nil, err
 	}
 	if err := stage.Commit(); err != nil {
@@ -164,158 +169,244 @@ func Dump(opts DumpOptions) (*DumpStats, error) {
 	}
 	opts.logf("images written to %s (%v since seize)", opts.Dir, time.Since(frozenAt))
 
-	// Committed: from here on the checkpoint exists. Drop the rollback
-	// of the images and end the task as asked.
+	// Committed: the checkpoint exists. Drop the rollback and end the
+	// tasks as asked.
 	rb.release()
 	if opts.LeaveRunning {
-		err = tr.Do(func() error { return resumeTask(t, ctl) })
+		err = tr.Do(d.resume)
 	} else {
-		err = tr.Do(func() error { return killTask(pid) })
+		err = tr.Do(d.kill)
 	}
 	frozen := time.Since(frozenAt)
 	if err != nil {
 		return nil, err
 	}
-	return &DumpStats{Pid: pid, Tasks: 1, PagesBytes: pagesBytes, Frozen: frozen, Total: time.Since(start), Memory: memTime}, nil
+	threads := 0
+	for _, p := range d.procs {
+		threads += len(p.threads)
+	}
+	return &DumpStats{Pid: pid, Tasks: len(d.procs), Threads: threads, PagesBytes: pagesBytes, Frozen: frozen, Total: time.Since(start), Memory: memTime}, nil
 }
 
-// dumpTaskState reads registers and everything the task must be asked
-// with remote syscalls. It leaves a scratch mapping in the task that
-// resumeTask (or the end of this function) removes.
+// seize stops every thread of every process under root. A process
+// cannot fork or clone once all its threads are seized, so listing
+// threads until no new one appears, then children, finds the whole tree
+// even while it forks.
 //
-// Preconditions: runs on the tracer thread; the task is seized.
-func dumpTaskState(t *dumpedTask) (*taskCtl, error) {
-	pid := t.pid
-	regs, err := ptrace.GetRegs(pid)
-	if err != nil {
-		return nil, err
+// Preconditions: runs on the tracer thread.
+func (d *dumpTree) seize(root int) error {
+	queue := []int{root}
+	for len(queue) > 0 {
+		pid := queue[0]
+		queue = queue[1:]
+		if _, ok := d.byPid[pid]; ok {
+			continue
+		}
+		st, err := proc.ReadStat(pid, pid)
+		if err != nil {
+			if pid == root {
+				return fmt.Errorf("task %d: %w", pid, ErrNoTask)
+			}
+			continue // exited and reaped meanwhile
+		}
+		p := &dumpProc{pid: pid, ppid: st.PPid, pgid: st.Pgrp, sid: st.Session, stat: st}
+		d.procs = append(d.procs, p)
+		d.byPid[pid] = p
+		if st.State == 'Z' {
+			p.zombie = true
+			p.exitCode = uint32(st.ExitCode)
+			continue
+		}
+		seized := map[int]bool{}
+		for {
+			tids, err := proc.Threads(pid)
+			if err != nil {
+				return fmt.Errorf("task %d: %w", pid, err)
+			}
+			fresh := false
+			for _, tid := range tids {
+				if seized[tid] {
+					continue
+				}
+				stolen, err := ptrace.Seize(tid, 0)
+				if err != nil {
+					if tid != pid && (errors.Is(err, unix.ESRCH) || errors.Is(err, ptrace.ErrExited)) {
+						continue // a thread that exited meanwhile
+					}
+					if errors.Is(err, unix.ESRCH) {
+						return fmt.Errorf("task %d: %w", pid, ErrNoTask)
+					}
+					return err
+				}
+				seized[tid] = true
+				fresh = true
+				th := &dumpThread{tid: tid, stolen: stolen}
+				if tid == pid {
+					p.threads = append([]*dumpThread{th}, p.threads...)
+				} else {
+					p.threads = append(p.threads, th)
+				}
+			}
+			if !fresh {
+				break
+			}
+		}
+		if len(p.threads) == 0 || p.threads[0].tid != pid {
+			return fmt.Errorf("task %d: its main thread could not be seized", pid)
+		}
+		// Its state may have changed while it was seized (a new parent
+		// or group): read it again now that it holds still.
+		if st, err := proc.ReadStat(pid, pid); err == nil {
+			p.ppid, p.pgid, p.sid, p.stat = st.PPid, st.Pgrp, st.Session, st
+		}
+		for _, th := range p.threads {
+			kids, err := proc.Children(pid, th.tid)
+			if err != nil {
+				return fmt.Errorf("task %d thread %d: %w", pid, th.tid, err)
+			}
+			queue = append(queue, kids...)
+		}
 	}
-	t.regs = regs
-	if t.xstate, err = ptrace.GetXState(pid); err != nil {
-		return nil, err
+	return nil
+}
+
+// checkSharing refuses processes that share their memory, fd table, fs
+// or signal handlers with another process (CLONE_VM, CLONE_FILES,
+// CLONE_FS, CLONE_SIGHAND without CLONE_THREAD): restore recreates each
+// process with its own.
+func (d *dumpTree) checkSharing() error {
+	kinds := []struct {
+		kind int
+		name string
+	}{{kcmpVM, "memory (CLONE_VM, vfork)"}, {kcmpFiles, "fd table (CLONE_FILES)"}, {kcmpFS, "fs (CLONE_FS)"}, {kcmpSighand, "signal handlers (CLONE_SIGHAND)"}}
+	for _, p := range d.procs {
+		if p.zombie {
+			continue
+		}
+		parent, ok := d.byPid[p.ppid]
+		if !ok || parent.zombie {
+			continue
+		}
+		for _, k := range kinds {
+			if sameObject(parent.pid, p.pid, k.kind) {
+				return fmt.Errorf("task %d shares its %s with its parent %d: %w", p.pid, k.name, parent.pid, ErrUnsupported)
+			}
+		}
 	}
+	return nil
+}
+
+// readStates reads every thread's registers and everything each task
+// must be asked with remote syscalls.
+//
+// Preconditions: runs on the tracer thread; the tree is seized.
+func (d *dumpTree) readStates() error {
+	for _, p := range d.procs {
+		if p.zombie {
+			continue
+		}
+		if err := p.readState(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (p *dumpProc) readState() error {
+	pid := p.pid
 	maps, err := proc.Maps(pid)
 	if err != nil {
-		return nil, fmt.Errorf("task %d: %w", pid, err)
+		return fmt.Errorf("task %d: %w", pid, err)
 	}
 	mem, err := ptrace.OpenMem(pid)
 	if err != nil {
-		return nil, fmt.Errorf("task %d: %w", pid, err)
+		return fmt.Errorf("task %d: %w", pid, err)
 	}
 	ip, ok := findSyscallInsn(mem, maps)
 	if !ok {
 		mem.Close()
-		return nil, fmt.Errorf("task %d has no vDSO to run remote syscalls from: %w", pid, ErrUnsupported)
+		return fmt.Errorf("task %d has no vDSO to run remote syscalls from: %w", pid, ErrUnsupported)
 	}
-	ctl := &taskCtl{tid: pid, mem: mem, r: &ptrace.Remote{Tid: pid, IP: ip, Base: regs}}
-
-	// The first remote call also lets the kernel finish what the
-	// interrupted syscall left pending: after sigsuspend it puts the
-	// saved mask back, so the mask read next is the task's real one.
-	if _, err := ctl.call(unix.SYS_GETPID); err != nil {
-		return ctl, err
+	for _, th := range p.threads {
+		if th.regs, err = ptrace.GetRegs(th.tid); err != nil {
+			return err
+		}
+		if th.xstate, err = ptrace.GetXState(th.tid); err != nil {
+			return err
+		}
+		th.ctl = &taskCtl{tid: th.tid, mem: mem, r: &ptrace.Remote{Tid: th.tid, IP: ip, Base: th.regs}}
+		// The first remote call lets the kernel finish what the
+		// interrupted syscall left pending: after sigsuspend it puts the
+		// saved mask back, so the mask read next is the thread's own.
+		if _, err := th.ctl.call(unix.SYS_GETPID); err != nil {
+			return err
+		}
+		if th.sigmask, err = ptrace.GetSigmask(th.tid); err != nil {
+			return err
+		}
+		// Block everything while ctcr works in the task: no handler runs.
+		if err := ptrace.SetSigmask(th.tid, ^uint64(0)); err != nil {
+			return err
+		}
 	}
-	if t.sigmask, err = ptrace.GetSigmask(pid); err != nil {
-		return ctl, err
+	lead := p.leader().ctl
+	if err := lead.mapScratch(); err != nil {
+		return err
 	}
-	// Block everything while ctcr works in the task, so no handler runs.
-	if err := ptrace.SetSigmask(pid, ^uint64(0)); err != nil {
-		return ctl, err
+	for _, th := range p.threads[1:] {
+		th.ctl.scratch, th.ctl.size, th.ctl.runner = lead.scratch, lead.size, lead.runner
 	}
-	if err := ctl.mapScratch(); err != nil {
-		return ctl, err
+	if p.status, err = proc.ReadStatus(pid, pid); err != nil {
+		return fmt.Errorf("task %d: %w", pid, err)
 	}
-	if t.stat, err = proc.ReadStat(pid, pid); err != nil {
-		return ctl, fmt.Errorf("task %d: %w", pid, err)
-	}
-	if t.status, err = proc.ReadStatus(pid, pid); err != nil {
-		return ctl, fmt.Errorf("task %d: %w", pid, err)
-	}
-	q, err := queryTask(ctl)
+	q, err := queryTask(lead)
 	if err != nil {
-		return ctl, fmt.Errorf("task %d: %w", pid, err)
+		return fmt.Errorf("task %d: %w", pid, err)
 	}
-	robust, robustLen, err := getRobustList(pid)
-	if err != nil {
-		return ctl, fmt.Errorf("task %d: %w", pid, err)
-	}
-	rs, err := ptrace.GetRseq(pid)
-	if err != nil {
-		return ctl, err
-	}
-	if t.pending, err = ptrace.PendingSignals(pid, false); err != nil {
-		return ctl, err
-	}
-	if t.shared, err = ptrace.PendingSignals(pid, true); err != nil {
-		return ctl, err
+	if p.shared, err = ptrace.PendingSignals(pid, true); err != nil {
+		return err
 	}
 	if timersFile, err := os.ReadFile(fmt.Sprintf("/proc/%d/timers", pid)); err == nil && len(strings.TrimSpace(string(timersFile))) > 0 {
-		return ctl, fmt.Errorf("task %d has POSIX timers: %w", pid, ErrUnsupported)
+		return fmt.Errorf("task %d has POSIX timers: %w", pid, ErrUnsupported)
 	}
 	personality, err := proc.ReadPersonality(pid)
 	if err != nil {
-		return ctl, fmt.Errorf("task %d: %w", pid, err)
+		return fmt.Errorf("task %d: %w", pid, err)
 	}
 	rlims, err := dumpRlimits(pid)
 	if err != nil {
-		return ctl, fmt.Errorf("task %d: %w", pid, err)
+		return fmt.Errorf("task %d: %w", pid, err)
 	}
-	attr, err := unix.SchedGetAttr(pid, 0)
-	if err != nil {
-		return ctl, fmt.Errorf("task %d: sched_getattr: %w", pid, err)
+	for i, th := range p.threads {
+		tq := &q.threadQuery
+		if i > 0 {
+			if tq, err = queryThread(th.ctl); err != nil {
+				return fmt.Errorf("task %d thread %d: %w", pid, th.tid, err)
+			}
+		}
+		if th.core, err = dumpThreadCore(p, th, tq); err != nil {
+			return err
+		}
 	}
-
-	gp := restartedRegs(regs)
-	fp, err := fpregsToImage(t.xstate)
-	if err != nil {
-		return ctl, fmt.Errorf("task %d: %w", pid, err)
-	}
-	comm := t.stat.Comm
-	allPending := append(append([]ptrace.Siginfo(nil), t.pending...), t.stolen...)
-	ctl.r.Stolen = nil
-	t.core = &criucore.CoreEntry{
-		Mtype: criucore.CoreEntry_X86_64.Enum(),
-		ThreadInfo: &corex86.ThreadInfoX86{
-			ClearTidAddr: proto.Uint64(q.clearTid),
-			Gpregs:       gpregsToImage(&gp),
-			Fpregs:       fp,
-		},
-		Tc: &criucore.TaskCoreEntry{
-			TaskState:      proto.Uint32(taskAlive),
-			ExitCode:       proto.Uint32(0),
-			Personality:    proto.Uint32(personality),
-			Flags:          proto.Uint32(t.stat.Flags),
-			BlkSigset:      proto.Uint64(t.sigmask),
-			Comm:           proto.String(comm),
-			Timers:         q.timers,
-			Rlimits:        rlims,
-			SignalsS:       signalQueue(t.shared),
-			Sigactions:     q.sigactions,
-			ChildSubreaper: proto.Bool(q.subreaper),
-		},
-		ThreadCore: &criucore.ThreadCoreEntry{
-			FutexRla:    proto.Uint64(robust),
-			FutexRlaLen: proto.Uint32(uint32(robustLen)),
-			SchedNice:   proto.Int32(attr.Nice),
-			SchedPolicy: proto.Uint32(attr.Policy),
-			SchedPrio:   proto.Uint32(attr.Priority),
-			BlkSigset:   proto.Uint64(t.sigmask),
-			Sas:         q.altstack,
-			PdeathSig:   proto.Uint32(q.pdeathsig),
-			SignalsP:    signalQueue(allPending),
-			Creds:       dumpCreds(t.status, uint32(q.secbits)),
-			Comm:        proto.String(comm),
-		},
-	}
-	if rs.Pointer != 0 {
-		t.core.ThreadCore.RseqEntry = &rseqimg.RseqEntry{RseqAbiPointer: proto.Uint64(rs.Pointer), RseqAbiSize: proto.Uint32(rs.Size), Signature: proto.Uint32(rs.Signature)}
+	p.leader().core.Tc = &criucore.TaskCoreEntry{
+		TaskState:      proto.Uint32(taskAlive),
+		ExitCode:       proto.Uint32(0),
+		Personality:    proto.Uint32(personality),
+		Flags:          proto.Uint32(p.stat.Flags),
+		BlkSigset:      proto.Uint64(p.leader().sigmask),
+		Comm:           proto.String(p.stat.Comm),
+		Timers:         q.timers,
+		Rlimits:        rlims,
+		SignalsS:       signalQueue(p.shared),
+		Sigactions:     q.sigactions,
+		ChildSubreaper: proto.Bool(q.subreaper),
 	}
 	auxv, err := proc.ReadAuxv(pid)
 	if err != nil {
-		return ctl, fmt.Errorf("task %d: %w", pid, err)
+		return fmt.Errorf("task %d: %w", pid, err)
 	}
-	s := t.stat
-	t.mm = &mm.MmEntry{
+	s := p.stat
+	p.mm = &mm.MmEntry{
 		MmStartCode: proto.Uint64(s.StartCode), MmEndCode: proto.Uint64(s.EndCode),
 		MmStartData: proto.Uint64(s.StartData), MmEndData: proto.Uint64(s.EndData),
 		MmStartStack: proto.Uint64(s.StartStack), MmStartBrk: proto.Uint64(s.StartBrk), MmBrk: proto.Uint64(q.brk),
@@ -324,10 +415,69 @@ func dumpTaskState(t *dumpedTask) (*taskCtl, error) {
 		MmSavedAuxv: auxv, Dumpable: proto.Int32(int32(q.dumpable)), ThpDisabled: proto.Bool(q.thpOff),
 	}
 	// The scratch mapping must be gone before memory is read.
-	if err := ctl.dropScratch(); err != nil {
-		return ctl, err
+	return lead.dropScratch()
+}
+
+// dumpThreadCore builds the core image of one thread.
+func dumpThreadCore(p *dumpProc, th *dumpThread, q *threadQuery) (*criucore.CoreEntry, error) {
+	tid := th.tid
+	where := fmt.Sprintf("task %d thread %d", p.pid, tid)
+	st, err := proc.ReadStatus(p.pid, tid)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", where, err)
 	}
-	return ctl, nil
+	tstat, err := proc.ReadStat(p.pid, tid)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", where, err)
+	}
+	robust, robustLen, err := getRobustList(tid)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", where, err)
+	}
+	rs, err := ptrace.GetRseq(tid)
+	if err != nil {
+		return nil, err
+	}
+	pending, err := ptrace.PendingSignals(tid, false)
+	if err != nil {
+		return nil, err
+	}
+	attr, err := unix.SchedGetAttr(tid, 0)
+	if err != nil {
+		return nil, fmt.Errorf("%s: sched_getattr: %w", where, err)
+	}
+	gp := restartedRegs(th.regs)
+	fp, err := fpregsToImage(th.xstate)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", where, err)
+	}
+	pending = append(pending, th.stolen...)
+	pending = append(pending, th.ctl.r.Stolen...)
+	c := &criucore.CoreEntry{
+		Mtype: criucore.CoreEntry_X86_64.Enum(),
+		ThreadInfo: &corex86.ThreadInfoX86{
+			ClearTidAddr: proto.Uint64(q.clearTid),
+			Gpregs:       gpregsToImage(&gp),
+			Fpregs:       fp,
+		},
+		ThreadCore: &criucore.ThreadCoreEntry{
+			FutexRla:    proto.Uint64(robust),
+			FutexRlaLen: proto.Uint32(uint32(robustLen)),
+			SchedNice:   proto.Int32(attr.Nice),
+			SchedPolicy: proto.Uint32(attr.Policy),
+			SchedPrio:   proto.Uint32(attr.Priority),
+			BlkSigset:   proto.Uint64(th.sigmask),
+			Sas:         q.altstack,
+			PdeathSig:   proto.Uint32(q.pdeathsig),
+			SignalsP:    signalQueue(pending),
+			Creds:       dumpCreds(st, uint32(q.secbits)),
+			Comm:        proto.String(tstat.Comm),
+		},
+	}
+	if rs.Pointer != 0 {
+		c.ThreadCore.RseqEntry = &rseqimg.RseqEntry{RseqAbiPointer: proto.Uint64(rs.Pointer), RseqAbiSize: proto.Uint32(rs.Size), Signature: proto.Uint32(rs.Signature)}
+	}
+	return c, nil
 }
 
 // mapScratch maps an executable scratch area in a task being dumped:
@@ -362,26 +512,26 @@ const (
 )
 
 // dumpTaskFiles records fds, cwd, root, umask and the executable.
-func dumpTaskFiles(t *dumpedTask, files *fileTable, shellJob bool) error {
-	pid := t.pid
+func dumpTaskFiles(p *dumpProc, files *fileTable, shellJob bool) error {
+	pid := p.pid
 	fds, err := dumpFds(pid, files, shellJob)
 	if err != nil {
 		return err
 	}
-	t.fds = fds
+	p.fds = fds
 	fsID := func(name string) (uint32, error) {
-		p, err := os.Readlink(fmt.Sprintf("/proc/%d/%s", pid, name))
+		path, err := os.Readlink(fmt.Sprintf("/proc/%d/%s", pid, name))
 		if err != nil {
 			return 0, fmt.Errorf("task %d %s: %w", pid, name, err)
 		}
-		if strings.HasSuffix(p, " (deleted)") {
-			return 0, fmt.Errorf("task %d: %s %s was removed: %w", pid, name, p, ErrUnsupported)
+		if strings.HasSuffix(path, " (deleted)") {
+			return 0, fmt.Errorf("task %d: %s %s was removed: %w", pid, name, path, ErrUnsupported)
 		}
 		var st unix.Stat_t
-		if err := unix.Stat(p, &st); err != nil {
-			return 0, fmt.Errorf("task %d %s %s: %w", pid, name, p, err)
+		if err := unix.Stat(path, &st); err != nil {
+			return 0, fmt.Errorf("task %d %s %s: %w", pid, name, path, err)
 		}
-		return files.regFile(p, unix.O_RDONLY|unix.O_DIRECTORY, 0, &st), nil
+		return files.regFile(path, unix.O_RDONLY|unix.O_DIRECTORY, 0, &st), nil
 	}
 	cwd, err := fsID("cwd")
 	if err != nil {
@@ -391,7 +541,7 @@ func dumpTaskFiles(t *dumpedTask, files *fileTable, shellJob bool) error {
 	if err != nil {
 		return err
 	}
-	t.fs = &fsimg.FsEntry{CwdId: proto.Uint32(cwd), RootId: proto.Uint32(root), Umask: proto.Uint32(t.status.Umask)}
+	p.fs = &fsimg.FsEntry{CwdId: proto.Uint32(cwd), RootId: proto.Uint32(root), Umask: proto.Uint32(p.status.Umask)}
 
 	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
 	if err != nil {
@@ -404,68 +554,117 @@ func dumpTaskFiles(t *dumpedTask, files *fileTable, shellJob bool) error {
 	if err := unix.Stat(exe, &st); err != nil {
 		return fmt.Errorf("task %d exe %s: %w", pid, exe, err)
 	}
-	t.mm.ExeFileId = proto.Uint32(files.regFile(exe, unix.O_RDONLY, 0, &st))
+	p.mm.ExeFileId = proto.Uint32(files.regFile(exe, unix.O_RDONLY, 0, &st))
 	return nil
 }
 
-// dumpMemory records the VMAs and writes the pages image.
-func dumpMemory(t *dumpedTask, files *fileTable, pagesPath string) ([]*pagemap.PagemapEntry, uint64, error) {
-	pid := t.pid
+// dumpMemory records the VMAs of p and writes its pages image. Pages of a
+// shared anonymous object are written once, by the first process that
+// maps it (shmem).
+func dumpMemory(p *dumpProc, files *fileTable, shmem map[uint64]bool, pagesPath string) (uint64, error) {
+	pid := p.pid
 	maps, err := proc.Maps(pid)
 	if err != nil {
-		return nil, 0, fmt.Errorf("task %d: %w", pid, err)
+		return 0, fmt.Errorf("task %d: %w", pid, err)
 	}
 	var vmas []*vma.VmaEntry
+	var skip []*vma.VmaEntry
+	seenHere := map[uint64]bool{}
 	for _, m := range maps {
 		e, err := classifyVMA(pid, m, files)
 		if err != nil {
-			return nil, 0, err
+			return 0, err
 		}
-		if e != nil {
-			vmas = append(vmas, e)
+		if e == nil {
+			continue
 		}
+		vmas = append(vmas, e)
+		if e.GetStatus()&vmaAnonShared != 0 {
+			id := e.GetShmid()
+			if shmem[id] && !seenHere[id] {
+				skip = append(skip, e)
+			}
+			seenHere[id] = true
+		}
+	}
+	for id := range seenHere {
+		shmem[id] = true
 	}
 	sortVMAs(vmas)
-	t.mm.Vmas = vmas
-	runs, err := collectPages(pid, vmas)
+	p.mm.Vmas = vmas
+	runs, err := collectPages(pid, vmas, skip)
 	if err != nil {
-		return nil, 0, err
+		return 0, err
 	}
-	return writePages(pid, runs, pagesPath)
+	var n uint64
+	p.pagemap, n, err = writePages(pid, runs, pagesPath)
+	return n, err
 }
 
-func writeDumpImages(stage *images.Staging, t *dumpedTask, files *fileTable, pm []*pagemap.PagemapEntry) error {
-	pid := t.pid
-	ids := &criucore.TaskKobjIdsEntry{VmId: proto.Uint32(1), FilesId: proto.Uint32(1), FsId: proto.Uint32(1), SighandId: proto.Uint32(1)}
-	t.core.Ids = ids
+func (d *dumpTree) writeImages(stage *images.Staging, files *fileTable) error {
 	w := func(k images.Kind, name string, msgs ...proto.Message) error {
 		if err := images.WriteFile(stage.Path(name), k, msgs...); err != nil {
 			return fmt.Errorf("write %s: %w", name, err)
 		}
 		return nil
 	}
-	ps := &pstree.PstreeEntry{
-		Pid: proto.Uint32(uint32(pid)), Ppid: proto.Uint32(uint32(t.stat.PPid)),
-		Pgid: proto.Uint32(uint32(t.stat.Pgrp)), Sid: proto.Uint32(uint32(t.stat.Session)),
-		Threads: []uint32{uint32(pid)},
+	var tree []proto.Message
+	var rootIDs *criucore.TaskKobjIdsEntry
+	for i, p := range d.procs {
+		id := uint32(i + 1)
+		ids := &criucore.TaskKobjIdsEntry{VmId: proto.Uint32(id), FilesId: proto.Uint32(id), FsId: proto.Uint32(id), SighandId: proto.Uint32(id)}
+		if i == 0 {
+			rootIDs = ids
+		}
+		ps := &pstree.PstreeEntry{Pid: proto.Uint32(uint32(p.pid)), Ppid: proto.Uint32(uint32(p.ppid)), Pgid: proto.Uint32(uint32(p.pgid)), Sid: proto.Uint32(uint32(p.sid))}
+		if p.zombie {
+			// A zombie's core holds only its state and exit status.
+			ps.Threads = []uint32{uint32(p.pid)}
+			core := &criucore.CoreEntry{Mtype: criucore.CoreEntry_X86_64.Enum(), Tc: &criucore.TaskCoreEntry{
+				TaskState: proto.Uint32(taskZombie), ExitCode: proto.Uint32(p.exitCode), Personality: proto.Uint32(0),
+				Flags: proto.Uint32(0), BlkSigset: proto.Uint64(0), Comm: proto.String(p.stat.Comm),
+			}}
+			if err := w(images.Core, images.Core.FileName(p.pid), core); err != nil {
+				return err
+			}
+			tree = append(tree, ps)
+			continue
+		}
+		for _, th := range p.threads {
+			ps.Threads = append(ps.Threads, uint32(th.tid))
+		}
+		tree = append(tree, ps)
+		p.leader().core.Ids = ids
+		for _, th := range p.threads {
+			if err := w(images.Core, images.Core.FileName(th.tid), th.core); err != nil {
+				return err
+			}
+		}
+		if err := w(images.Ids, images.Ids.FileName(p.pid), ids); err != nil {
+			return err
+		}
+		if err := w(images.Mm, images.Mm.FileName(p.pid), p.mm); err != nil {
+			return err
+		}
+		msgs := []proto.Message{&pagemap.PagemapHead{PagesId: proto.Uint32(uint32(p.pagesID))}}
+		for _, e := range p.pagemap {
+			msgs = append(msgs, e)
+		}
+		if err := w(images.Pagemap, images.Pagemap.FileName(p.pid), msgs...); err != nil {
+			return err
+		}
+		var fd []proto.Message
+		for _, e := range p.fds {
+			fd = append(fd, e)
+		}
+		if err := w(images.Fdinfo, images.Fdinfo.FileName(int(id)), fd...); err != nil {
+			return err
+		}
+		if err := w(images.Fs, images.Fs.FileName(p.pid), p.fs); err != nil {
+			return err
+		}
 	}
-	if err := w(images.Pstree, images.Pstree.FileName(), ps); err != nil {
-		return err
-	}
-	if err := w(images.Core, images.Core.FileName(pid), t.core); err != nil {
-		return err
-	}
-	if err := w(images.Ids, images.Ids.FileName(pid), ids); err != nil {
-		return err
-	}
-	if err := w(images.Mm, images.Mm.FileName(pid), t.mm); err != nil {
-		return err
-	}
-	msgs := []proto.Message{&pagemap.PagemapHead{PagesId: proto.Uint32(1)}}
-	for _, e := range pm {
-		msgs = append(msgs, e)
-	}
-	if err := w(images.Pagemap, images.Pagemap.FileName(pid), msgs...); err != nil {
+	if err := w(images.Pstree, images.Pstree.FileName(), tree...); err != nil {
 		return err
 	}
 	var fe []proto.Message
@@ -475,16 +674,6 @@ func writeDumpImages(stage *images.Staging, t *dumpedTask, files *fileTable, pm 
 	if err := w(images.Files, images.Files.FileName(), fe...); err != nil {
 		return err
 	}
-	var fd []proto.Message
-	for _, e := range t.fds {
-		fd = append(fd, e)
-	}
-	if err := w(images.Fdinfo, images.Fdinfo.FileName(1), fd...); err != nil {
-		return err
-	}
-	if err := w(images.Fs, images.Fs.FileName(pid), t.fs); err != nil {
-		return err
-	}
 	var uptime uint64
 	var ts unix.Timespec
 	if unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts) == nil {
@@ -492,57 +681,84 @@ func writeDumpImages(stage *images.Staging, t *dumpedTask, files *fileTable, pm 
 	}
 	inv := &inventory.InventoryEntry{
 		ImgVersion: proto.Uint32(images.ImagesV1_1), FdinfoPerId: proto.Bool(true),
-		RootIds: ids, NsPerId: proto.Bool(true), Lsmtype: inventory.Lsmtype_NO_LSM.Enum(),
+		RootIds: rootIDs, NsPerId: proto.Bool(true), Lsmtype: inventory.Lsmtype_NO_LSM.Enum(),
 		DumpUptime: proto.Uint64(uptime),
 	}
 	return w(images.Inventory, images.Inventory.FileName(), inv)
 }
 
-// resumeTask puts a seized task back as it was and detaches it: the
+// resume puts every seized thread back as it was and detaches it: the
 // signals it dequeued are queued again, its mask and registers restored.
 //
 // Preconditions: runs on the tracer thread.
-func resumeTask(t *dumpedTask, ctl *taskCtl) error {
-	pid := t.pid
+func (d *dumpTree) resume() error {
 	var errs []error
-	if ctl != nil {
-		stolen := append(t.stolen, ctl.r.Stolen...)
-		if len(stolen) > 0 && ctl.scratch == 0 {
-			errs = append(errs, ctl.mapScratch())
+	for _, p := range d.procs {
+		if p.zombie || len(p.threads) == 0 {
+			continue
 		}
-		if ctl.scratch != 0 {
-			for i := range stolen {
-				si := stolen[i]
-				if _, err := ctl.put(0, si[:]); err != nil {
-					errs = append(errs, err)
+		lead := p.leader().ctl
+		if lead != nil {
+			stolen := false
+			for _, th := range p.threads {
+				stolen = stolen || len(th.stolen) > 0 || (th.ctl != nil && len(th.ctl.r.Stolen) > 0)
+			}
+			if stolen && lead.scratch == 0 {
+				errs = append(errs, lead.mapScratch())
+			}
+			for _, th := range p.threads {
+				if th.ctl == nil || lead.scratch == 0 {
 					continue
 				}
-				if _, err := ctl.call(unix.SYS_RT_TGSIGQUEUEINFO, uint64(pid), uint64(pid), uint64(si.Signo()), ctl.scratch); err != nil {
-					errs = append(errs, fmt.Errorf("task %d: queue signal %d again: %w", pid, si.Signo(), err))
+				th.ctl.scratch, th.ctl.size = lead.scratch, lead.size
+				for _, si := range append(th.stolen, th.ctl.r.Stolen...) {
+					if _, err := th.ctl.put(0, si[:]); err != nil {
+						errs = append(errs, err)
+						continue
+					}
+					if _, err := th.ctl.call(unix.SYS_RT_TGSIGQUEUEINFO, uint64(p.pid), uint64(th.tid), uint64(si.Signo()), th.ctl.scratch); err != nil {
+						errs = append(errs, fmt.Errorf("task %d thread %d: queue signal %d again: %w", p.pid, th.tid, si.Signo(), err))
+					}
 				}
 			}
-			errs = append(errs, ctl.dropScratch())
+			errs = append(errs, lead.dropScratch())
+			lead.mem.Close()
 		}
-		errs = append(errs, ptrace.SetSigmask(pid, t.sigmask))
-		errs = append(errs, ctl.r.Restore())
-		ctl.mem.Close()
-	} else if len(t.stolen) > 0 {
-		errs = append(errs, fmt.Errorf("task %d: %d dequeued signals could not be queued again", pid, len(t.stolen)))
+		for _, th := range p.threads {
+			if th.ctl != nil {
+				errs = append(errs, ptrace.SetSigmask(th.tid, th.sigmask))
+				errs = append(errs, th.ctl.r.Restore())
+			} else if len(th.stolen) > 0 {
+				errs = append(errs, fmt.Errorf("task %d thread %d: %d dequeued signals could not be queued again", p.pid, th.tid, len(th.stolen)))
+			}
+			errs = append(errs, ptrace.Detach(th.tid))
+		}
 	}
-	errs = append(errs, ptrace.Detach(pid))
 	return errors.Join(errs...)
 }
 
-// killTask ends a dumped task. It is still traced: SIGKILL ends it at
-// once, and the tracer sees it die before its parent reaps it.
-func killTask(pid int) error {
-	if err := unix.Kill(pid, unix.SIGKILL); err != nil {
-		return fmt.Errorf("kill task %d: %w", pid, err)
-	}
-	for {
-		st, err := ptrace.Wait(pid)
-		if err != nil || st.Exited() {
-			return nil
+// kill ends every dumped task. They are traced: SIGKILL ends them at
+// once, and the tracer sees each thread die before its parent reaps it.
+//
+// Preconditions: runs on the tracer thread.
+func (d *dumpTree) kill() error {
+	for _, p := range d.procs {
+		if !p.zombie {
+			unix.Kill(p.pid, unix.SIGKILL)
 		}
 	}
+	for _, p := range d.procs {
+		for _, th := range p.threads {
+			for {
+				st, err := ptrace.Wait(th.tid)
+				if err != nil || st.Exited() {
+					break
+				}
+			}
+		}
+		if len(p.threads) > 0 && p.threads[0].ctl != nil {
+			p.threads[0].ctl.mem.Close()
+		}
+	}
+	return nil
 }

@@ -20,6 +20,15 @@ import (
 type fileTable struct {
 	entries []*fdinfo.FileEntry
 	byKey   map[string]uint32 // mapped files and fs paths, deduplicated
+	opened  []openFd          // every fd dumped so far, in every task
+}
+
+// openFd is one dumped fd, kept to find the same open file description
+// in later fds and tasks.
+type openFd struct {
+	pid, fd  int
+	id       uint32
+	ino, dev uint64
 }
 
 func newFileTable() *fileTable { return &fileTable{byKey: map[string]uint32{}} }
@@ -81,13 +90,6 @@ func dumpFds(pid int, files *fileTable, shellJob bool) ([]*fdinfo.FdinfoEntry, e
 		return nil, fmt.Errorf("task %d: list fds: %w", pid, err)
 	}
 	var out []*fdinfo.FdinfoEntry
-	type seen struct {
-		fd  int
-		id  uint32
-		ino uint64
-		dev uint64
-	}
-	var prev []seen
 	for _, fd := range fds {
 		where := fmt.Sprintf("task %d fd %d", pid, fd)
 		link, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%d", pid, fd))
@@ -107,10 +109,11 @@ func dumpFds(pid int, files *fileTable, shellJob bool) ([]*fdinfo.FdinfoEntry, e
 			fdFlags = unix.FD_CLOEXEC
 		}
 		fileFlags := info.Flags &^ unix.O_CLOEXEC
-		// Same open file description as an earlier fd?
+		// Same open file description as an earlier fd, here or in an
+		// earlier task (dup, or inherited across fork)?
 		var id uint32
-		for _, p := range prev {
-			if p.ino == st.Ino && p.dev == st.Dev && sameFile(pid, p.fd, fd) {
+		for _, p := range files.opened {
+			if p.ino == st.Ino && p.dev == st.Dev && sameFile(p.pid, p.fd, pid, fd) {
 				id = p.id
 				break
 			}
@@ -120,7 +123,7 @@ func dumpFds(pid int, files *fileTable, shellJob bool) ([]*fdinfo.FdinfoEntry, e
 				return nil, err
 			}
 		}
-		prev = append(prev, seen{fd: fd, id: id, ino: st.Ino, dev: st.Dev})
+		files.opened = append(files.opened, openFd{pid: pid, fd: fd, id: id, ino: st.Ino, dev: st.Dev})
 		out = append(out, &fdinfo.FdinfoEntry{Id: proto.Uint32(id), Flags: proto.Uint32(fdFlags), Type: fdinfo.FdTypes_REG.Enum(), Fd: proto.Uint32(uint32(fd))})
 	}
 	return out, nil

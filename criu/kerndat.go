@@ -52,7 +52,7 @@ func probeFeatures() []Feature {
 		out = append(out, f)
 	}
 	add("process_vm_readv", true, probeProcessVMReadv(), "copies a task's memory into the pages image")
-	add("kcmp", true, errnoErr(unix.Syscall6(unix.SYS_KCMP, uintptr(os.Getpid()), uintptr(os.Getpid()), 1 /* KCMP_VM */, 0, 0, 0)), "tells shared open files apart")
+	add("kcmp", true, errnoErr(unix.Syscall6(unix.SYS_KCMP, uintptr(os.Getpid()), uintptr(os.Getpid()), kcmpVM, 0, 0, 0)), "tells shared open files apart")
 	add("prctl PR_GET_TID_ADDRESS (CONFIG_CHECKPOINT_RESTORE)", true, probeTidAddress(), "reads clear_child_tid")
 	add("prctl PR_SET_MM_MAP", true, probeSetMmMap(), "restores mm fields and the executable link")
 	add("clone3 with set_tid", true, probeClone3(), "creates tasks with their original PIDs")

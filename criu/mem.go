@@ -156,9 +156,9 @@ func wantPage(e *vma.VmaEntry, pm uint64) bool {
 	return false
 }
 
-// collectPages reads the pagemap of every dumpable VMA and returns the
-// runs of pages to save, in address order.
-func collectPages(pid int, vmas []*vma.VmaEntry) ([]pageRun, error) {
+// collectPages reads the pagemap of every dumpable VMA but those in skip
+// and returns the runs of pages to save, in address order.
+func collectPages(pid int, vmas, skip []*vma.VmaEntry) ([]pageRun, error) {
 	pmr, err := proc.OpenPagemap(pid)
 	if err != nil {
 		return nil, fmt.Errorf("task %d: %w", pid, err)
@@ -166,10 +166,16 @@ func collectPages(pid int, vmas []*vma.VmaEntry) ([]pageRun, error) {
 	defer pmr.Close()
 	var runs []pageRun
 	var buf []uint64
+outer:
 	for _, e := range vmas {
 		st := e.GetStatus()
 		if st&(vmaAnonShared|vmaAnonPrivate|vmaFilePrivate) == 0 {
 			continue
+		}
+		for _, s := range skip {
+			if s == e {
+				continue outer
+			}
 		}
 		start, end := e.GetStart(), e.GetEnd()
 		unread := e.GetProt()&unix.PROT_READ == 0

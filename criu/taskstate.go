@@ -23,16 +23,64 @@ import (
 
 // taskQuery is what one batch of remote syscalls learns about a task.
 type taskQuery struct {
+	threadQuery
 	sigactions []*criusa.SaEntry
 	timers     *timer.TaskTimersEntry
-	altstack   *criucore.ThreadSasEntry
-	pdeathsig  uint32
 	dumpable   uint64
-	secbits    uint64
 	subreaper  bool
 	thpOff     bool
 	brk        uint64
-	clearTid   uint64
+}
+
+// threadQuery is what each thread is asked for itself.
+type threadQuery struct {
+	altstack  *criucore.ThreadSasEntry
+	pdeathsig uint32
+	secbits   uint64
+	clearTid  uint64
+}
+
+// queryThread asks one thread of a process for its alternate signal
+// stack, parent-death signal, securebits and clear_child_tid address.
+func queryThread(c *taskCtl) (*threadQuery, error) {
+	b := c.newBatch()
+	ssAddr, err := b.space(24)
+	if err != nil {
+		return nil, err
+	}
+	b.add(unix.SYS_SIGALTSTACK, 0, ssAddr)
+	pdAddr, err := b.space(4)
+	if err != nil {
+		return nil, err
+	}
+	b.add(unix.SYS_PRCTL, unix.PR_GET_PDEATHSIG, pdAddr)
+	iSec := b.add(unix.SYS_PRCTL, unix.PR_GET_SECUREBITS)
+	res, err := b.run()
+	if err != nil {
+		return nil, err
+	}
+	data, err := b.readBack()
+	if err != nil {
+		return nil, err
+	}
+	var ss kernel.StackT
+	if err := binary.Read(bytes.NewReader(data[ssAddr-c.scratch:]), binary.LittleEndian, &ss); err != nil {
+		return nil, err
+	}
+	var pd int32
+	if err := binary.Read(bytes.NewReader(data[pdAddr-c.scratch:]), binary.LittleEndian, &pd); err != nil {
+		return nil, err
+	}
+	q := &threadQuery{
+		altstack:  &criucore.ThreadSasEntry{SsSp: proto.Uint64(ss.Sp), SsSize: proto.Uint64(ss.Size), SsFlags: proto.Uint32(uint32(ss.Flags))},
+		pdeathsig: uint32(pd), secbits: res[iSec],
+	}
+	if _, err := c.call(unix.SYS_PRCTL, kernel.PR_GET_TID_ADDRESS, c.scratch); err == nil {
+		if err := c.get(0, &q.clearTid); err != nil {
+			return nil, err
+		}
+	}
+	return q, nil
 }
 
 // queryTask asks the task, in one batch of syscalls, for every signal
@@ -91,7 +139,8 @@ func queryTask(c *taskCtl) (*taskQuery, error) {
 	get := func(addr uint64, v any) error {
 		return binary.Read(bytes.NewReader(data[addr-c.scratch:]), binary.LittleEndian, v)
 	}
-	q := &taskQuery{dumpable: res[iDump], secbits: res[iSec], thpOff: res[iThp] != 0, brk: res[iBrk]}
+	q := &taskQuery{dumpable: res[iDump], thpOff: res[iThp] != 0, brk: res[iBrk]}
+	q.secbits = res[iSec]
 	for _, a := range saAddr {
 		var sa kernel.Sigaction
 		if err := get(a, &sa); err != nil {

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sort"
 	"strconv"
+	"strings"
 )
 
 func pidFile(pid int, name string) string {
@@ -74,4 +76,23 @@ func (l *lines) err() error {
 
 func (l *lines) errorf(format string, args ...any) error {
 	return lineErr(l.file, l.n, format, args...)
+}
+
+// Children lists the children of thread tid of process pid, from
+// /proc/PID/task/TID/children (CONFIG_PROC_CHILDREN), sorted ascending.
+func Children(pid, tid int) ([]int, error) {
+	b, err := readFile(taskFile(pid, tid, "children"))
+	if err != nil {
+		return nil, err
+	}
+	var out []int
+	for _, f := range strings.Fields(string(b)) {
+		n, err := strconv.Atoi(f)
+		if err != nil || n <= 0 {
+			return nil, fileErr(taskFile(pid, tid, "children"), "bad pid %q", f)
+		}
+		out = append(out, n)
+	}
+	sort.Ints(out)
+	return out, nil
 }
