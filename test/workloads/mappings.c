@@ -17,7 +17,8 @@
  *               clock_gettime, gettimeofday and time still work
  *
  * ready holds /proc/self/maps; after restore every mapping listed there
- * must exist with the same start-end, permissions, offset and path.
+ * must exist with the same start-end, permissions, offset and path, once
+ * neighbours that the kernel may merge are merged (see merged_maps).
  */
 #include "workload.h"
 
@@ -89,6 +90,34 @@ static int find_mapping(const char *maps, unsigned long start, struct maps_line 
 			return 0;
 	}
 	return -1;
+}
+
+/*
+ * merged_maps parses maps into v and merges neighbours the kernel may merge
+ * or keep apart at will (same permissions and path, contiguous offsets: for
+ * instance a RELRO range whose pages were written next to one never
+ * written): which of them is split is no state of the program. CRIU's zdtm
+ * merges adjacent mappings before comparing, too.
+ */
+static size_t merged_maps(const char *maps, struct maps_line *v, size_t cap)
+{
+	size_t n = 0;
+	for (const char *p = maps; p && *p && n < cap; p = strchr(p, '\n'), p = p ? p + 1 : NULL) {
+		struct maps_line m;
+		if (parse_maps_line(p, &m) < 0)
+			continue;
+		if (n > 0) {
+			struct maps_line *last = &v[n - 1];
+			int anon = last->path[0] == 0 || last->path[0] == '[';
+			if (last->end == m.start && !strcmp(last->perms, m.perms) && !strcmp(last->path, m.path) &&
+			    (anon || last->offset + (last->end - last->start) == m.offset)) {
+				last->end = m.end;
+				continue;
+			}
+		}
+		v[n++] = m;
+	}
+	return n;
 }
 
 static int find_named(const char *maps, const char *name, struct maps_line *out)
@@ -230,22 +259,28 @@ int main(int argc, char **argv)
 		errno = ENOENT;
 		wl_die("maps in ready");
 	}
-	for (const char *p = before; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL) {
-		struct maps_line b, a;
-		if (parse_maps_line(p, &b) < 0)
-			continue;
-		if (find_mapping(maps_now, b.start, &a) < 0) {
-			wl_fail("mapping %lx-%lx %s %s is gone after restore", b.start, b.end, b.perms, b.path);
+	static struct maps_line was[1024], is[1024];
+	size_t nwas = merged_maps(before, was, 1024), nis = merged_maps(maps_now, is, 1024);
+	for (size_t i = 0; i < nwas; i++) {
+		const struct maps_line *b = &was[i], *a = NULL;
+		for (size_t j = 0; j < nis && !a; j++)
+			if (is[j].start == b->start)
+				a = &is[j];
+		if (!a) {
+			wl_fail("mapping %lx-%lx %s %lx %s is gone after restore", b->start, b->end, b->perms, b->offset, b->path);
 			continue;
 		}
-		if (a.end != b.end || strcmp(a.perms, b.perms) || a.offset != b.offset || strcmp(a.path, b.path))
+		if (a->end != b->end || strcmp(a->perms, b->perms) || a->offset != b->offset || strcmp(a->path, b->path))
 			wl_fail("mapping %lx-%lx %s %lx %s is %lx-%lx %s %lx %s after restore",
-				b.start, b.end, b.perms, b.offset, b.path, a.start, a.end, a.perms, a.offset, a.path);
+				b->start, b->end, b->perms, b->offset, b->path, a->start, a->end, a->perms, a->offset, a->path);
 	}
-	for (const char *p = maps_now; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL) {
-		struct maps_line a, b;
-		if (parse_maps_line(p, &a) == 0 && find_mapping(before, a.start, &b) < 0)
-			wl_printf("note: mapping %lx-%lx %s %s is new after restore\n", a.start, a.end, a.perms, a.path);
+	for (size_t j = 0; j < nis; j++) {
+		int old = 0;
+		for (size_t i = 0; i < nwas && !old; i++)
+			old = was[i].start <= is[j].start && is[j].start < was[i].end;
+		if (!old)
+			wl_printf("note: mapping %lx-%lx %s %s is new after restore\n", is[j].start, is[j].end, is[j].perms,
+				  is[j].path);
 	}
 	static const char *const specials[] = { "[vdso]", "[vvar]", "[vvar_vclock]", "[heap]", "[stack]" };
 	for (size_t i = 0; i < sizeof(specials) / sizeof(specials[0]); i++) {
