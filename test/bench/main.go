@@ -328,26 +328,26 @@ func median(runs []run, f func(run) float64) float64 {
 
 func report(runs []run) error {
 	type row struct {
-		name, unit string
-		f          func(run) float64
+		key, name, unit string
+		f               func(run) float64
 	}
 	rows := []row{
-		{"first-touch bandwidth (memset of fresh memory)", "GB/s", func(r run) float64 { return r.FirstTouchGBs }},
-		{"memcpy bandwidth (warm buffers)", "GB/s", func(r run) float64 { return r.MemcpyGBs }},
-		{"dump throughput (pages_bytes / dump_seconds)", "GB/s", func(r run) float64 { return r.DumpGBs }},
-		{"dump memory throughput (pages_bytes / memory_seconds)", "GB/s", func(r run) float64 { return r.DumpMemoryGBs }},
-		{"restore throughput (pages_bytes / restore_seconds)", "GB/s", func(r run) float64 { return r.RestoreGBs }},
-		{"restore memory throughput (pages_bytes / memory_seconds)", "GB/s", func(r run) float64 { return r.RestoreMemGBs }},
-		{"frozen time", "s", func(r run) float64 { return r.FrozenSeconds }},
-		{"dump time", "s", func(r run) float64 { return r.DumpSeconds }},
-		{"restore time", "s", func(r run) float64 { return r.RestoreSeconds }},
-		{"dump / first-touch", "", func(r run) float64 { return r.DumpPerTouch }},
-		{"restore / first-touch", "", func(r run) float64 { return r.RestorePerTouch }},
+		{"first_touch_gb_s", "first-touch bandwidth (memset of fresh memory)", "GB/s", func(r run) float64 { return r.FirstTouchGBs }},
+		{"memcpy_gb_s", "memcpy bandwidth (warm buffers)", "GB/s", func(r run) float64 { return r.MemcpyGBs }},
+		{"dump_gb_s", "dump throughput (pages_bytes / dump_seconds)", "GB/s", func(r run) float64 { return r.DumpGBs }},
+		{"dump_memory_gb_s", "dump memory throughput (pages_bytes / memory_seconds)", "GB/s", func(r run) float64 { return r.DumpMemoryGBs }},
+		{"restore_gb_s", "restore throughput (pages_bytes / restore_seconds)", "GB/s", func(r run) float64 { return r.RestoreGBs }},
+		{"restore_memory_gb_s", "restore memory throughput (pages_bytes / memory_seconds)", "GB/s", func(r run) float64 { return r.RestoreMemGBs }},
+		{"frozen_seconds", "frozen time", "s", func(r run) float64 { return r.FrozenSeconds }},
+		{"dump_seconds", "dump time", "s", func(r run) float64 { return r.DumpSeconds }},
+		{"restore_seconds", "restore time", "s", func(r run) float64 { return r.RestoreSeconds }},
+		{"dump_per_first_touch", "dump / first-touch", "", func(r run) float64 { return r.DumpPerTouch }},
+		{"restore_per_first_touch", "restore / first-touch", "", func(r run) float64 { return r.RestorePerTouch }},
 	}
 	if *jsonFlag {
 		med := map[string]float64{}
 		for _, rw := range rows {
-			med[rw.name] = median(runs, rw.f)
+			med[rw.key] = median(runs, rw.f)
 		}
 		return json.NewEncoder(os.Stdout).Encode(map[string]any{"mib": *mibFlag, "runs": runs, "median": med})
 	}

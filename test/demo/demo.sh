@@ -36,7 +36,6 @@ tail -n 3 "$work/counter.log"
 
 say "ctcr dump -t $pid -D $work/images"
 "$ctcr" dump -t "$pid" -D "$work/images" --json
-echo
 wait "$pid" 2>/dev/null || true # reap it: its PID must be free for restore
 if kill -0 "$pid" 2>/dev/null; then
 	echo "demo: PID $pid still runs after the dump" >&2
@@ -52,7 +51,6 @@ tail -n 1 "$work/counter.log"
 
 say "ctcr restore -D $work/images -d"
 "$ctcr" restore -D "$work/images" -d --pidfile "$work/pid" --json
-echo
 sleep 2
 say "PID $(cat "$work/pid") counts on:"
 tail -n 6 "$work/counter.log"
