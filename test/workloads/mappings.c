@@ -17,8 +17,8 @@
  *               clock_gettime, gettimeofday and time still work
  *
  * ready holds /proc/self/maps; after restore every mapping listed there
- * must exist with the same start-end, permissions, offset and path, once
- * neighbours that the kernel may merge are merged (see merged_maps).
+ * must exist with the same start-end, permissions, offset and path (a
+ * failure says whether only the VMA boundaries differ, see merged_maps).
  */
 #include "workload.h"
 
@@ -93,11 +93,11 @@ static int find_mapping(const char *maps, unsigned long start, struct maps_line 
 }
 
 /*
- * merged_maps parses maps into v and merges neighbours the kernel may merge
- * or keep apart at will (same permissions and path, contiguous offsets: for
- * instance a RELRO range whose pages were written next to one never
- * written): which of them is split is no state of the program. CRIU's zdtm
- * merges adjacent mappings before comparing, too.
+ * merged_maps parses maps into v and merges neighbours that the kernel
+ * keeps apart only for reasons of its own (same permissions and path,
+ * contiguous offsets: for instance a RELRO range whose pages were written
+ * next to one never written). The comparison is strict; merging only tells
+ * a failure that is about VMA boundaries from one about what is mapped.
  */
 static size_t merged_maps(const char *maps, struct maps_line *v, size_t cap)
 {
@@ -259,21 +259,35 @@ int main(int argc, char **argv)
 		errno = ENOENT;
 		wl_die("maps in ready");
 	}
+	/* Strictly: every VMA with its own boundaries. */
+	size_t strict_bad = 0;
+	for (const char *p = before; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL) {
+		struct maps_line b, a;
+		if (parse_maps_line(p, &b) < 0)
+			continue;
+		if (find_mapping(maps_now, b.start, &a) < 0) {
+			wl_fail("mapping %lx-%lx %s %lx %s is gone after restore", b.start, b.end, b.perms, b.offset, b.path);
+			strict_bad++;
+		} else if (a.end != b.end || strcmp(a.perms, b.perms) || a.offset != b.offset || strcmp(a.path, b.path)) {
+			wl_fail("mapping %lx-%lx %s %lx %s is %lx-%lx %s %lx %s after restore",
+				b.start, b.end, b.perms, b.offset, b.path, a.start, a.end, a.perms, a.offset, a.path);
+			strict_bad++;
+		}
+	}
+	/* Then merged, to tell a split that differs from a range that does. */
 	static struct maps_line was[1024], is[1024];
 	size_t nwas = merged_maps(before, was, 1024), nis = merged_maps(maps_now, is, 1024);
+	size_t merged_bad = 0;
 	for (size_t i = 0; i < nwas; i++) {
 		const struct maps_line *b = &was[i], *a = NULL;
 		for (size_t j = 0; j < nis && !a; j++)
 			if (is[j].start == b->start)
 				a = &is[j];
-		if (!a) {
-			wl_fail("mapping %lx-%lx %s %lx %s is gone after restore", b->start, b->end, b->perms, b->offset, b->path);
-			continue;
-		}
-		if (a->end != b->end || strcmp(a->perms, b->perms) || a->offset != b->offset || strcmp(a->path, b->path))
-			wl_fail("mapping %lx-%lx %s %lx %s is %lx-%lx %s %lx %s after restore",
-				b->start, b->end, b->perms, b->offset, b->path, a->start, a->end, a->perms, a->offset, a->path);
+		if (!a || a->end != b->end || strcmp(a->perms, b->perms) || a->offset != b->offset || strcmp(a->path, b->path))
+			merged_bad++;
 	}
+	if (strict_bad && !merged_bad)
+		wl_fail("(merging neighbours with the same perms, path and contiguous offsets, the ranges do match: only VMA boundaries differ)");
 	for (size_t j = 0; j < nis; j++) {
 		int old = 0;
 		for (size_t i = 0; i < nwas && !old; i++)
