@@ -3,6 +3,7 @@ package criu
 import (
 	"fmt"
 
+	"github.com/checkpoint-restore/go-criu/v7/crit/images/creds"
 	"golang.org/x/sys/unix"
 
 	"github.com/ctcr/ctcr/criu/kernel"
@@ -27,13 +28,11 @@ const capVersion3 = 0x20080522
 // CAP_SETPCAP, so they go while the task is still root; keep-caps carries
 // the permitted set across the uid change; capset then sets the three
 // sets exactly.
-func (t *restoringTask) restoreCreds() error {
-	c := t.img.core.ThreadCore.GetCreds()
+func restoreCreds(ctl *taskCtl, where string, c *creds.CredsEntry) error {
 	if c == nil {
 		return nil
 	}
-	where := t.where()
-	b := t.ctl.newBatch()
+	b := ctl.newBatch()
 	what := map[int]string{}
 	groups := c.GetGroups()
 	if len(groups) > 65536 {

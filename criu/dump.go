@@ -748,7 +748,10 @@ func (d *dumpTree) kill() error {
 		}
 	}
 	for _, p := range d.procs {
-		for _, th := range p.threads {
+		// A thread-group leader's death is reported only after every
+		// other thread's: wait for the leader last.
+		for i := len(p.threads) - 1; i >= 0; i-- {
+			th := p.threads[i]
 			for {
 				st, err := ptrace.Wait(th.tid)
 				if err != nil || st.Exited() {

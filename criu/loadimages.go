@@ -29,7 +29,9 @@ type checkpoint struct {
 
 type restoredTaskImages struct {
 	pstree    *pstree.PstreeEntry
-	core      *criucore.CoreEntry
+	core      *criucore.CoreEntry   // the main thread's (with the task core)
+	threads   []*criucore.CoreEntry // every thread's, main thread first
+	zombie    bool
 	mm        *mm.MmEntry
 	pagemap   []*pagemap.PagemapEntry
 	pagesID   uint32
@@ -67,8 +69,8 @@ func loadCheckpoint(dir string) (*checkpoint, error) {
 	if len(tree) == 0 {
 		return nil, corruptf(cd.Path("pstree.img"), "no task")
 	}
-	if len(tree) > 1 {
-		return nil, fmt.Errorf("%s: %d tasks: restoring process trees: %w", cd.Path("pstree.img"), len(tree), ErrUnsupported)
+	if len(tree) > 1<<16 {
+		return nil, corruptf(cd.Path("pstree.img"), "%d tasks", len(tree))
 	}
 	fileEntries, err := images.ReadAll(cd.Path(images.Files.FileName()), images.Files, func() *fdinfo.FileEntry { return &fdinfo.FileEntry{} })
 	if err != nil {
@@ -83,7 +85,14 @@ func loadCheckpoint(dir string) (*checkpoint, error) {
 		}
 		c.files[f.GetId()] = f
 	}
+	ids := map[uint32]bool{}
 	for _, ps := range tree {
+		for _, id := range append([]uint32{ps.GetPid()}, ps.Threads...) {
+			if ids[id] && id != ps.GetPid() {
+				return nil, corruptf(cd.Path("pstree.img"), "id %d used twice", id)
+			}
+			ids[id] = true
+		}
 		t, err := c.loadTask(ps)
 		if err != nil {
 			return nil, err
@@ -99,19 +108,43 @@ func (c *checkpoint) loadTask(ps *pstree.PstreeEntry) (*restoredTaskImages, erro
 	if pid <= 0 || pid > 1<<22 {
 		return nil, corruptf(pstreePath, "pid %d", pid)
 	}
-	if len(ps.Threads) != 1 || int(ps.Threads[0]) != pid {
-		return nil, fmt.Errorf("%s: task %d has %d threads: multi-threaded processes: %w", pstreePath, pid, len(ps.Threads), ErrUnsupported)
+	if len(ps.Threads) == 0 || int(ps.Threads[0]) != pid || len(ps.Threads) > 1<<16 {
+		return nil, corruptf(pstreePath, "task %d: threads %v do not start with the task itself", pid, ps.Threads)
 	}
-	t := &restoredTaskImages{pstree: ps, core: &criucore.CoreEntry{}, mm: &mm.MmEntry{}, fs: &fsimg.FsEntry{}}
-	corePath := c.dir.Path(images.Core.FileName(pid))
-	if err := images.ReadOne(corePath, images.Core, t.core); err != nil {
-		return nil, err
+	if ps.GetPpid() > 1<<22 || ps.GetPgid() == 0 || ps.GetPgid() > 1<<22 || ps.GetSid() > 1<<22 {
+		return nil, corruptf(pstreePath, "task %d: parent, group or session out of range", pid)
 	}
-	if t.core.GetMtype() != criucore.CoreEntry_X86_64 || t.core.ThreadInfo == nil || t.core.Tc == nil || t.core.ThreadCore == nil {
-		return nil, corruptf(corePath, "not an x86-64 task core")
-	}
-	if st := t.core.Tc.GetTaskState(); st != taskAlive {
-		return nil, fmt.Errorf("%s: task state %d: only live tasks are restored: %w", corePath, st, ErrUnsupported)
+	t := &restoredTaskImages{pstree: ps, mm: &mm.MmEntry{}, fs: &fsimg.FsEntry{}}
+	for i, tid := range ps.Threads {
+		if tid == 0 || tid > 1<<22 {
+			return nil, corruptf(pstreePath, "task %d: thread id %d", pid, tid)
+		}
+		core := &criucore.CoreEntry{}
+		corePath := c.dir.Path(images.Core.FileName(int(tid)))
+		if err := images.ReadOne(corePath, images.Core, core); err != nil {
+			return nil, err
+		}
+		if i == 0 && core.Tc == nil {
+			return nil, corruptf(corePath, "main thread without a task core")
+		}
+		if i == 0 && core.Tc.GetTaskState() == taskZombie {
+			if len(ps.Threads) != 1 {
+				return nil, corruptf(corePath, "zombie with threads")
+			}
+			t.zombie = true
+			t.core = core
+			return t, nil
+		}
+		if core.GetMtype() != criucore.CoreEntry_X86_64 || core.ThreadInfo == nil || core.ThreadCore == nil || core.ThreadInfo.Gpregs == nil {
+			return nil, corruptf(corePath, "not an x86-64 thread core")
+		}
+		if i == 0 {
+			if st := core.Tc.GetTaskState(); st != taskAlive {
+				return nil, fmt.Errorf("%s: task state %d: %w", corePath, st, ErrUnsupported)
+			}
+			t.core = core
+		}
+		t.threads = append(t.threads, core)
 	}
 	mmPath := c.dir.Path(images.Mm.FileName(pid))
 	if err := images.ReadOne(mmPath, images.Mm, t.mm); err != nil {

@@ -9,7 +9,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/ctcr/ctcr/criu/kernel"
 	"github.com/ctcr/ctcr/criu/proc"
 	"github.com/ctcr/ctcr/criu/ptrace"
 )
@@ -83,8 +82,10 @@ func startPuppet() (*puppet, error) {
 		p.kill()
 		return nil, fmt.Errorf("puppet %d: %v at exec, want a SIGTRAP stop", pid, st)
 	}
-	// EXITKILL: if ctcr dies, every task it was building dies with it.
-	if err := ptrace.SetOptions(pid, unix.PTRACE_O_TRACECLONE|unix.PTRACE_O_EXITKILL); err != nil {
+	// Every task the puppet's descendants create is traced from birth
+	// (the options are inherited); EXITKILL: if ctcr dies, every task it
+	// was building dies with it.
+	if err := ptrace.SetOptions(pid, unix.PTRACE_O_TRACECLONE|unix.PTRACE_O_TRACEFORK|unix.PTRACE_O_TRACEVFORK|unix.PTRACE_O_EXITKILL); err != nil {
 		p.kill()
 		return nil, err
 	}
@@ -184,46 +185,4 @@ func (p *puppet) prepare(imageSpans []span) error {
 	p.ctl.r.IP = addr
 	p.ctl.scratch, p.ctl.size = addr+pageSize, ctlSize-pageSize
 	return p.ctl.installRunner(addr + runnerOffset)
-}
-
-// cloneTask makes the puppet clone3 a child with the given PID. The
-// child is created with CLONE_PARENT, so it is ctcr's child (ctcr can
-// wait for it), and is traced from birth (PTRACE_O_TRACECLONE).
-//
-// Preconditions: runs on the tracer thread.
-func (p *puppet) cloneTask(pid int) (int, error) {
-	tidAddr, err := p.ctl.put(0, int32(pid))
-	if err != nil {
-		return 0, err
-	}
-	args := kernel.CloneArgs{Flags: unix.CLONE_PARENT, SetTid: tidAddr, SetTidSize: 1}
-	argsAddr, err := p.ctl.put(64, &args)
-	if err != nil {
-		return 0, err
-	}
-	ret, err := p.ctl.call(unix.SYS_CLONE3, argsAddr, kernel.CloneArgsSize)
-	if err != nil {
-		if errors.Is(err, unix.EEXIST) {
-			return 0, fmt.Errorf("PID %d: %w", pid, ErrPidBusy)
-		}
-		return 0, fmt.Errorf("clone task %d: %w", pid, err)
-	}
-	child := int(ret)
-	if child != pid {
-		unix.Kill(child, unix.SIGKILL)
-		return 0, fmt.Errorf("clone3 gave PID %d, asked for %d", child, pid)
-	}
-	// The new task starts in a stop of its own; wait for it.
-	for {
-		st, err := ptrace.Wait(child)
-		if err != nil {
-			return 0, err
-		}
-		if st.Exited() {
-			return 0, fmt.Errorf("new task %d %v: %w", child, st, ptrace.ErrExited)
-		}
-		if st.Status.Stopped() {
-			return child, nil
-		}
-	}
 }

@@ -9,6 +9,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	criucore "github.com/checkpoint-restore/go-criu/v7/crit/images/criu-core"
+
 	"github.com/ctcr/ctcr/criu/proc"
 	"github.com/ctcr/ctcr/criu/ptrace"
 )
@@ -56,12 +58,15 @@ func (r *Restored) Wait() (unix.WaitStatus, error) {
 //
 //  1. read and check every image (nothing is changed before this ends);
 //  2. start a puppet stopped at exec and give it a control area;
-//  3. clone each task with its PID (clone3 set_tid);
-//  4. replace the task's memory: unmap the puppet's, move the vDSO,
-//     map every VMA and fill it from the pages image;
+//  3. build the tree: the puppet clones the root (clone3 set_tid), each
+//     task clones its children, sessions and groups are formed, helpers
+//     stand in for dead session or group leaders, zombies exit;
+//  4. turn each process into its checkpointed self: unmap the puppet's
+//     memory, move the vDSO, map every VMA and fill it, clone its threads;
 //  5. mm fields, name, fds, cwd/root/umask;
 //  6. signal dispositions, timers, limits, scheduling, pending signals;
-//  7. credentials last, then the mask and registers; detach.
+//  7. credentials last; then every thread's mask and registers are set
+//     and all tasks are detached together.
 //
 // If any stage fails, every task it created is killed.
 func Restore(opts RestoreOptions) (*Restored, error) {
@@ -70,76 +75,87 @@ func Restore(opts RestoreOptions) (*Restored, error) {
 	if err != nil {
 		return nil, err
 	}
-	ti := cp.tasks[0]
-	pid := int(ti.pstree.GetPid())
+	rt, err := planTree(cp, &opts)
+	if err != nil {
+		return nil, err
+	}
 	if opts.PidWait == 0 {
 		opts.PidWait = 10 * time.Second
 	}
-	if err := waitPidFree(pid, opts.PidWait); err != nil {
-		return nil, err
+	deadline := time.Now().Add(opts.PidWait)
+	for _, id := range rt.ids() {
+		if err := waitPidFree(id, time.Until(deadline)); err != nil {
+			return nil, err
+		}
 	}
 
 	tr := ptrace.NewTracer()
 	defer tr.Close()
 	var rb rollback
 	defer func() { tr.Do(func() error { rb.run(); return nil }) }()
+	rb.add(rt.killAll)
 
+	res := &Restored{Pid: rt.root.pid, Tasks: len(rt.procs)}
+	for _, p := range rt.procs {
+		if !p.img.zombie {
+			res.PagesBytes += p.img.pagesSize
+		}
+	}
 	var pp *puppet
-	var child *restoringTask
-	res := &Restored{Pid: pid, Tasks: 1, PagesBytes: ti.pagesSize}
 	err = tr.Do(func() error {
 		var err error
 		if pp, err = startPuppet(); err != nil {
 			return err
 		}
 		rb.add(pp.kill)
-		var imageSpans []span
-		for _, v := range ti.mm.Vmas {
-			imageSpans = append(imageSpans, span{v.GetStart(), v.GetEnd()})
-		}
-		if err := pp.prepare(imageSpans); err != nil {
+		if err := pp.prepare(rt.imageSpans()); err != nil {
 			return err
 		}
 		opts.logf("puppet %d ready, control area at %#x", pp.pid, pp.ctl.r.IP)
-		tid, err := pp.cloneTask(pid)
-		if err != nil {
+		rt.sock = pp.sock
+		rt.ctlAddr = pp.ctl.r.IP
+		if err := rt.build(pp); err != nil {
 			return err
 		}
-		child = &restoringTask{pid: tid, img: ti, cp: cp, opts: &opts, ctlAddr: pp.ctl.r.IP}
-		rb.add(child.kill)
 		pp.kill()
-		return child.attach()
+		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	opts.logf("task %d cloned", pid)
+	opts.logf("%d tasks created (%v)", len(rt.procs), time.Since(start))
 
 	err = tr.Do(func() error {
-		if err := child.restoreSession(); err != nil {
-			return err
+		for _, p := range rt.procs {
+			if p.helper || p.img.zombie {
+				continue
+			}
+			if err := p.installTransport(rt.sock); err != nil {
+				return err
+			}
+			memStart := time.Now()
+			if err := p.restoreMemory(); err != nil {
+				return err
+			}
+			res.Memory += time.Since(memStart)
+			if err := p.createThreads(); err != nil {
+				return err
+			}
+			if err := p.restoreMm(); err != nil {
+				return err
+			}
+			if err := p.restoreFiles(); err != nil {
+				return err
+			}
+			if err := p.restoreTaskState(); err != nil {
+				return err
+			}
 		}
-		if err := child.installTransport(pp.sock); err != nil {
-			return err
-		}
-		memStart := time.Now()
-		if err := child.restoreMemory(); err != nil {
-			return err
-		}
-		res.Memory = time.Since(memStart)
-		opts.logf("task %d memory restored (%d bytes in %v)", pid, ti.pagesSize, res.Memory)
-		if err := child.restoreMm(); err != nil {
-			return err
-		}
-		if err := child.restoreFiles(); err != nil {
-			return err
-		}
-		if err := child.restoreTaskState(); err != nil {
-			return err
-		}
-		return child.finish()
+		opts.logf("tasks restored (%v)", time.Since(start))
+		return rt.finish()
 	})
 	pp.sock.Close()
+	rt.closeFiles()
 	if err != nil {
 		return nil, err
 	}
@@ -174,18 +190,33 @@ func waitPidFree(pid int, limit time.Duration) error {
 	}
 }
 
-// restoringTask is one task being turned into its checkpointed self.
+// restoringTask is one process being turned into its checkpointed self.
 type restoringTask struct {
 	pid     int
 	img     *restoredTaskImages
 	cp      *checkpoint
+	tree    *restoreTree
 	opts    *RestoreOptions
-	ctl     *taskCtl
+	ctl     *taskCtl // remote calls in the main thread
 	ctlAddr uint64
 	sock    *os.File // ctcr's end of the fd transport
 	tfd     int      // the task's end
 	killed  bool
 	filled  map[uint64]bool // VMA starts that have pages in the image
+
+	// The tree being built (tree.go).
+	parent   *restoringTask   // the task that creates this one
+	children []*restoringTask // tasks this one creates
+	helper   bool             // stands in for a dead session or group leader
+	birthSid int              // the session this task must be created in
+	threads  []*restoringThread
+}
+
+// restoringThread is a thread other than the main one.
+type restoringThread struct {
+	tid  int
+	core *criucore.CoreEntry
+	ctl  *taskCtl
 }
 
 // attach sets up remote syscalls in the freshly cloned task, which
@@ -217,32 +248,17 @@ func (t *restoringTask) kill() {
 	}
 	t.killed = true
 	unix.Kill(t.pid, unix.SIGKILL)
-	for {
-		st, err := ptrace.Wait(t.pid)
-		if err != nil || st.Exited() {
-			break
+	for _, id := range append([]int{t.pid}, t.threadIDs()...) {
+		for {
+			st, err := ptrace.Wait(id)
+			if err != nil || st.Exited() {
+				break
+			}
 		}
 	}
 	if t.ctl != nil {
 		t.ctl.mem.Close()
 	}
-}
-
-// restoreSession makes the task lead its session or process group again
-// where it did; a task in a foreign session stays in ctcr's.
-func (t *restoringTask) restoreSession() error {
-	ps := t.img.pstree
-	switch {
-	case int(ps.GetSid()) == t.pid:
-		if _, err := t.ctl.call(unix.SYS_SETSID); err != nil {
-			return fmt.Errorf("task %d: %w", t.pid, err)
-		}
-	case int(ps.GetPgid()) == t.pid:
-		if _, err := t.ctl.call(unix.SYS_SETPGID, 0, 0); err != nil {
-			return fmt.Errorf("task %d: %w", t.pid, err)
-		}
-	}
-	return nil
 }
 
 // installTransport moves the task's end of the fd socket above every fd

@@ -185,13 +185,13 @@ func dupOrNeg(fd int) int {
 	return n
 }
 
-// restoreTaskState gives back signal dispositions, timers, limits,
-// scheduling, the alternate stack, futex/rseq registrations and queued
-// signals, in one batch of syscalls; then the credentials, and what a
-// change of credentials resets (dumpable, the parent-death signal).
+// restoreTaskState gives back the process-wide state (signal
+// dispositions, limits, personality, interval timers, the shared signal
+// queue) in one batch in the main thread, then each thread's own state
+// and credentials, then what a change of credentials resets.
 func (t *restoringTask) restoreTaskState() error {
 	core := t.img.core
-	tc, th := core.Tc, core.ThreadCore
+	tc := core.Tc
 	where := t.where()
 	st, err := proc.ReadStatus(t.pid, t.pid)
 	if err != nil {
@@ -238,48 +238,8 @@ func (t *restoringTask) restoreTaskState() error {
 	if tc.GetChildSubreaper() {
 		what[b.add(unix.SYS_PRCTL, unix.PR_SET_CHILD_SUBREAPER, 1)] = "child subreaper"
 	}
-	if sas := th.GetSas(); sas != nil {
-		ss := kernel.StackT{Sp: sas.GetSsSp(), Size: sas.GetSsSize(), Flags: int32(sas.GetSsFlags())}
-		// SS_ONSTACK only reports that the task ran on it; it is not a
-		// flag one sets.
-		ss.Flags &^= kernel.SS_ONSTACK
-		p, err := b.put(&ss)
-		if err != nil {
-			return err
-		}
-		what[b.add(unix.SYS_SIGALTSTACK, p, 0)] = "sigaltstack"
-	}
-	what[b.add(unix.SYS_SET_TID_ADDRESS, core.ThreadInfo.GetClearTidAddr())] = "clear_child_tid"
-	if th.GetFutexRla() != 0 {
-		what[b.add(unix.SYS_SET_ROBUST_LIST, th.GetFutexRla(), uint64(th.GetFutexRlaLen()))] = "robust futex list"
-	}
-	if rs := th.GetRseqEntry(); rs != nil && rs.GetRseqAbiPointer() != 0 {
-		what[b.add(unix.SYS_RSEQ, rs.GetRseqAbiPointer(), uint64(rs.GetRseqAbiSize()), 0, uint64(rs.GetSignature()))] = fmt.Sprintf("rseq registration at %#x", rs.GetRseqAbiPointer())
-	}
-	for _, q := range []struct {
-		sigs   [][]byte
-		shared bool
-	}{{siginfos(tc.GetSignalsS().GetSignals()), true}, {siginfos(th.GetSignalsP().GetSignals()), false}} {
-		for _, si := range q.sigs {
-			if len(si) != 128 {
-				return fmt.Errorf("%s: %w", where, corruptf("core image", "siginfo of %d bytes", len(si)))
-			}
-			var info ptrace.Siginfo
-			copy(info[:], si)
-			signo := info.Signo()
-			if signo <= 0 || signo > kernel.NSIG {
-				return fmt.Errorf("%s: %w", where, corruptf("core image", "queued signal %d", signo))
-			}
-			p, err := b.put(si)
-			if err != nil {
-				return err
-			}
-			if q.shared {
-				what[b.add(unix.SYS_RT_SIGQUEUEINFO, uint64(t.pid), uint64(signo), p)] = fmt.Sprintf("queue signal %d", signo)
-			} else {
-				what[b.add(unix.SYS_RT_TGSIGQUEUEINFO, uint64(t.pid), uint64(t.pid), uint64(signo), p)] = fmt.Sprintf("queue signal %d", signo)
-			}
-		}
+	if err := queueSignals(b, what, t.pid, t.pid, tc.GetSignalsS().GetSignals(), true); err != nil {
+		return fmt.Errorf("%s: %w", where, err)
 	}
 	if timers := tc.GetTimers(); timers != nil {
 		for which, it := range []interface {
@@ -302,49 +262,138 @@ func (t *restoringTask) restoreTaskState() error {
 	if res, err := b.run(); err != nil {
 		return fmt.Errorf("%s: %s: %w", where, what[len(res)], err)
 	}
-	attr := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: th.GetSchedPolicy(), Nice: th.GetSchedNice(), Priority: th.GetSchedPrio()}
-	if err := unix.SchedSetAttr(t.pid, &attr, 0); err != nil {
-		return fmt.Errorf("%s: scheduling policy %d nice %d: %w", where, attr.Policy, attr.Nice, err)
-	}
-	if err := t.restoreCreds(); err != nil {
-		return err
+	threads := append([]*restoringThread{{tid: t.pid, core: t.img.core, ctl: t.ctl}}, t.threads...)
+	for _, th := range threads {
+		if err := t.restoreThreadState(th); err != nil {
+			return err
+		}
 	}
 	// A change of credentials resets both of these: set them after.
-	after := t.ctl.newBatch()
-	after.add(unix.SYS_PRCTL, unix.PR_SET_PDEATHSIG, uint64(th.GetPdeathSig()))
 	if d := t.img.mm.GetDumpable(); d == 0 || d == 1 {
 		// 2 (suid_dumpable) cannot be set by prctl; the kernel chose it.
-		after.add(unix.SYS_PRCTL, unix.PR_SET_DUMPABLE, uint64(d))
-	}
-	if _, err := after.run(); err != nil {
-		return fmt.Errorf("%s: pdeathsig/dumpable: %w", where, err)
+		if _, err := t.ctl.call(unix.SYS_PRCTL, unix.PR_SET_DUMPABLE, uint64(d)); err != nil {
+			return fmt.Errorf("%s: dumpable: %w", where, err)
+		}
 	}
 	return nil
 }
 
-func siginfos(q []*siginfo.SiginfoEntry) [][]byte {
-	out := make([][]byte, len(q))
-	for i, e := range q {
-		out[i] = e.GetSiginfo()
+// restoreThreadState gives one thread its alternate stack, futex and
+// rseq registrations, private signal queue, name, scheduling and
+// credentials, with a batch run in that thread.
+func (t *restoringTask) restoreThreadState(th *restoringThread) error {
+	core := th.core
+	tcore := core.ThreadCore
+	where := fmt.Sprintf("task %d thread %d", t.pid, th.tid)
+	b := th.ctl.newBatch()
+	what := map[int]string{}
+	if sas := tcore.GetSas(); sas != nil {
+		ss := kernel.StackT{Sp: sas.GetSsSp(), Size: sas.GetSsSize(), Flags: int32(sas.GetSsFlags())}
+		// SS_ONSTACK only reports that the thread ran on it; it is not a
+		// flag one sets.
+		ss.Flags &^= kernel.SS_ONSTACK
+		p, err := b.put(&ss)
+		if err != nil {
+			return err
+		}
+		what[b.add(unix.SYS_SIGALTSTACK, p, 0)] = "sigaltstack"
 	}
-	return out
-}
-
-// finish sets the mask and registers, unmaps the control area and lets
-// the task go.
-func (t *restoringTask) finish() error {
-	core := t.img.core
-	regs, err := gpregsFromImage(core.ThreadInfo.GetGpregs())
-	if err != nil {
-		return fmt.Errorf("%s: %w", t.where(), err)
+	what[b.add(unix.SYS_SET_TID_ADDRESS, core.ThreadInfo.GetClearTidAddr())] = "clear_child_tid"
+	if tcore.GetFutexRla() != 0 {
+		what[b.add(unix.SYS_SET_ROBUST_LIST, tcore.GetFutexRla(), uint64(tcore.GetFutexRlaLen()))] = "robust futex list"
 	}
-	xs, err := ptrace.GetXState(t.pid)
-	if err != nil {
+	if rs := tcore.GetRseqEntry(); rs != nil && rs.GetRseqAbiPointer() != 0 {
+		what[b.add(unix.SYS_RSEQ, rs.GetRseqAbiPointer(), uint64(rs.GetRseqAbiSize()), 0, uint64(rs.GetSignature()))] = fmt.Sprintf("rseq registration at %#x", rs.GetRseqAbiPointer())
+	}
+	if err := queueSignals(b, what, t.pid, th.tid, tcore.GetSignalsP().GetSignals(), false); err != nil {
+		return fmt.Errorf("%s: %w", where, err)
+	}
+	if th.tid != t.pid && tcore.GetComm() != "" {
+		comm := tcore.GetComm()
+		if len(comm) > 15 {
+			comm = comm[:15]
+		}
+		p, err := b.put(comm)
+		if err != nil {
+			return err
+		}
+		what[b.add(unix.SYS_PRCTL, unix.PR_SET_NAME, p)] = "set name"
+	}
+	if res, err := b.run(); err != nil {
+		return fmt.Errorf("%s: %s: %w", where, what[len(res)], err)
+	}
+	attr := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: tcore.GetSchedPolicy(), Nice: tcore.GetSchedNice(), Priority: tcore.GetSchedPrio()}
+	if err := unix.SchedSetAttr(th.tid, &attr, 0); err != nil {
+		return fmt.Errorf("%s: scheduling policy %d nice %d: %w", where, attr.Policy, attr.Nice, err)
+	}
+	if err := restoreCreds(th.ctl, where, tcore.GetCreds()); err != nil {
 		return err
 	}
-	if err := fpregsFromImage(core.ThreadInfo.GetFpregs(), xs); err != nil {
-		return fmt.Errorf("%s: %w", t.where(), err)
+	if _, err := th.ctl.call(unix.SYS_PRCTL, unix.PR_SET_PDEATHSIG, uint64(tcore.GetPdeathSig())); err != nil {
+		return fmt.Errorf("%s: pdeathsig: %w", where, err)
 	}
+	return nil
+}
+
+// queueSignals adds the calls that queue sigs again: on the process
+// (shared) or on thread tid.
+func queueSignals(b *batch, what map[int]string, pid, tid int, sigs []*siginfo.SiginfoEntry, shared bool) error {
+	for _, e := range sigs {
+		si := e.GetSiginfo()
+		if len(si) != 128 {
+			return corruptf("core image", "siginfo of %d bytes", len(si))
+		}
+		var info ptrace.Siginfo
+		copy(info[:], si)
+		signo := info.Signo()
+		if signo <= 0 || signo > kernel.NSIG {
+			return corruptf("core image", "queued signal %d", signo)
+		}
+		p, err := b.put(si)
+		if err != nil {
+			return err
+		}
+		if shared {
+			what[b.add(unix.SYS_RT_SIGQUEUEINFO, uint64(pid), uint64(signo), p)] = fmt.Sprintf("queue signal %d", signo)
+		} else {
+			what[b.add(unix.SYS_RT_TGSIGQUEUEINFO, uint64(pid), uint64(tid), uint64(signo), p)] = fmt.Sprintf("queue signal %d", signo)
+		}
+	}
+	return nil
+}
+
+// finish sets every thread's registers, FPU state and mask, unmaps the
+// control areas, and detaches all tasks together.
+//
+// Preconditions: runs on the tracer thread.
+func (rt *restoreTree) finish() error {
+	var live []*restoringTask
+	for _, t := range rt.procs {
+		if t.helper || t.img.zombie {
+			continue
+		}
+		if err := t.finish(); err != nil {
+			return err
+		}
+		live = append(live, t)
+	}
+	// Everything is in place: let the tree run, threads before their
+	// main thread, children before parents.
+	for i := len(live) - 1; i >= 0; i-- {
+		t := live[i]
+		for _, id := range append(t.threadIDs(), t.pid) {
+			if err := ptrace.Detach(id); err != nil {
+				return err
+			}
+		}
+		t.killed = true // no longer ours to kill
+	}
+	return nil
+}
+
+// finish prepares one process to run: the control area goes, each
+// thread gets its registers and mask.
+func (t *restoringTask) finish() error {
 	// The last call unmaps the control area, so it runs from the syscall
 	// instruction of the restored vDSO.
 	maps, err := proc.Maps(t.pid)
@@ -357,22 +406,32 @@ func (t *restoringTask) finish() error {
 	if _, err := t.ctl.call(unix.SYS_MUNMAP, t.ctlAddr, ctlSize); err != nil {
 		return fmt.Errorf("%s: unmap control area: %w", t.where(), err)
 	}
-	if len(t.ctl.r.Stolen) > 0 {
-		return fmt.Errorf("%s: %d unexpected signals arrived during restore", t.where(), len(t.ctl.r.Stolen))
-	}
-	if err := ptrace.SetXState(t.pid, xs); err != nil {
-		return err
-	}
-	if err := ptrace.SetRegs(t.pid, &regs); err != nil {
-		return err
-	}
-	if err := ptrace.SetSigmask(t.pid, core.ThreadCore.GetBlkSigset()); err != nil {
-		return err
+	threads := append([]*restoringThread{{tid: t.pid, core: t.img.core, ctl: t.ctl}}, t.threads...)
+	for _, th := range threads {
+		if len(th.ctl.r.Stolen) > 0 {
+			return fmt.Errorf("task %d thread %d: %d unexpected signals arrived during restore", t.pid, th.tid, len(th.ctl.r.Stolen))
+		}
+		regs, err := gpregsFromImage(th.core.ThreadInfo.GetGpregs())
+		if err != nil {
+			return fmt.Errorf("task %d thread %d: %w", t.pid, th.tid, err)
+		}
+		xs, err := ptrace.GetXState(th.tid)
+		if err != nil {
+			return err
+		}
+		if err := fpregsFromImage(th.core.ThreadInfo.GetFpregs(), xs); err != nil {
+			return fmt.Errorf("task %d thread %d: %w", t.pid, th.tid, err)
+		}
+		if err := ptrace.SetXState(th.tid, xs); err != nil {
+			return err
+		}
+		if err := ptrace.SetRegs(th.tid, &regs); err != nil {
+			return err
+		}
+		if err := ptrace.SetSigmask(th.tid, th.core.ThreadCore.GetBlkSigset()); err != nil {
+			return err
+		}
 	}
 	t.ctl.mem.Close()
-	if err := ptrace.Detach(t.pid); err != nil {
-		return err
-	}
-	t.killed = true // no longer ours to kill
 	return nil
 }

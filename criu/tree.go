@@ -1,0 +1,475 @@
+package criu
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ctcr/ctcr/criu/kernel"
+	"github.com/ctcr/ctcr/criu/ptrace"
+)
+
+// restoreTree is the plan and the state of building a process tree.
+//
+// Each task is created by its parent (an orphan, whose parent was outside
+// the tree, by the root with CLONE_PARENT, so it ends up beside the root
+// as it did). A session is inherited at fork, so each task must be
+// created while its creator is in the session the task needs: a session
+// leader creates the children that keep its old session before it calls
+// setsid, the others after. A session or process group whose leader is
+// gone is recreated by a helper task with the leader's id, which leaves
+// once everything that needs it exists (CRIU does the same).
+type restoreTree struct {
+	cp      *checkpoint
+	opts    *RestoreOptions
+	procs   []*restoringTask // pstree order, then helpers
+	byPid   map[int]*restoringTask
+	root    *restoringTask
+	sock    *os.File
+	ctlAddr uint64
+	files   map[uint32]*os.File // open file descriptions, opened once each
+	// outerSid and outerPgid are the root's session and group when they
+	// are outside the tree: the restored tree joins ctcr's instead.
+	outerSid, outerPgid int
+}
+
+func (t *restoringTask) sid() int  { return int(t.img.pstree.GetSid()) }
+func (t *restoringTask) pgid() int { return int(t.img.pstree.GetPgid()) }
+
+// threadIDs lists the task's threads other than the main one.
+func (t *restoringTask) threadIDs() []int {
+	var out []int
+	for _, th := range t.threads {
+		out = append(out, th.tid)
+	}
+	return out
+}
+
+// planTree decides who creates whom, and in which session.
+func planTree(cp *checkpoint, opts *RestoreOptions) (*restoreTree, error) {
+	rt := &restoreTree{cp: cp, opts: opts, byPid: map[int]*restoringTask{}, files: map[uint32]*os.File{}}
+	for _, img := range cp.tasks {
+		t := &restoringTask{pid: int(img.pstree.GetPid()), img: img, cp: cp, tree: rt, opts: opts}
+		rt.procs = append(rt.procs, t)
+		rt.byPid[t.pid] = t
+	}
+	rt.root = rt.procs[0]
+	root := rt.root
+	if root.img.zombie {
+		return nil, fmt.Errorf("the root task %d is a zombie: %w", root.pid, ErrUnsupported)
+	}
+	if root.sid() != root.pid {
+		rt.outerSid = root.sid()
+	}
+	if root.pgid() != root.pid {
+		rt.outerPgid = root.pgid()
+	}
+	for _, t := range rt.procs[1:] {
+		parent, ok := rt.byPid[int(t.img.pstree.GetPpid())]
+		if !ok || parent.img.zombie || parent == t {
+			parent = root // an orphan: created beside the root
+		}
+		t.parent = parent
+		parent.children = append(parent.children, t)
+	}
+	// The session each task must be born in: its own unless it leads
+	// one; a leader must be born in the session its non-leader children
+	// keep (they were forked before it called setsid).
+	var need func(t *restoringTask) (int, error)
+	need = func(t *restoringTask) (int, error) {
+		if t.sid() != t.pid {
+			return t.sid(), nil
+		}
+		want := 0
+		for _, c := range t.children {
+			n, err := need(c)
+			if err != nil {
+				return 0, err
+			}
+			if n == t.pid || n == 0 {
+				continue
+			}
+			if want != 0 && want != n {
+				return 0, fmt.Errorf("task %d has children in sessions %d and %d besides its own: %w", t.pid, want, n, ErrUnsupported)
+			}
+			want = n
+		}
+		return want, nil
+	}
+	for _, t := range rt.procs {
+		n, err := need(t)
+		if err != nil {
+			return nil, err
+		}
+		t.birthSid = n
+	}
+	return rt, nil
+}
+
+// ids lists every PID and TID the tree needs.
+func (rt *restoreTree) ids() []int {
+	var out []int
+	for _, t := range rt.procs {
+		for _, id := range t.img.pstree.Threads {
+			out = append(out, int(id))
+		}
+	}
+	return out
+}
+
+// imageSpans lists the mappings of every process, which the control area
+// must avoid.
+func (rt *restoreTree) imageSpans() []span {
+	var out []span
+	for _, t := range rt.procs {
+		if t.img.zombie {
+			continue
+		}
+		for _, v := range t.img.mm.Vmas {
+			out = append(out, span{v.GetStart(), v.GetEnd()})
+		}
+	}
+	return out
+}
+
+// realSid maps a session id of the image to the one the restored task
+// really gets: the root's outer session is ctcr's.
+func (rt *restoreTree) realSid(sid int) int {
+	if sid == rt.outerSid {
+		return -1
+	}
+	return sid
+}
+
+// build creates every task of the tree, stopped, with its PID, session
+// and group.
+//
+// Preconditions: runs on the tracer thread.
+func (rt *restoreTree) build(pp *puppet) error {
+	root := rt.root
+	tid, err := cloneFrom(pp.ctl, root.pid, unix.CLONE_PARENT, 0)
+	if err != nil {
+		return err
+	}
+	root.ctlAddr = rt.ctlAddr
+	if err := root.attach(); err != nil {
+		return err
+	}
+	if tid != root.pid {
+		return fmt.Errorf("root cloned as %d, not %d", tid, root.pid)
+	}
+	if err := rt.grow(root); err != nil {
+		return err
+	}
+	if err := rt.formGroups(); err != nil {
+		return err
+	}
+	for _, t := range rt.procs {
+		if t.img.zombie {
+			if err := t.becomeZombie(); err != nil {
+				return err
+			}
+		}
+	}
+	for _, t := range rt.procs {
+		if t.helper {
+			if err := t.leave(); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// grow makes t create its children, then recursively theirs.
+func (rt *restoreTree) grow(t *restoringTask) error {
+	leads := t.sid() == t.pid
+	var before, after []*restoringTask
+	helpers := map[int][]*restoringTask{}
+	for _, c := range t.children {
+		switch n := c.birthSid; {
+		case n == 0 || (leads && n == t.pid) || (!leads && rt.realSid(n) == rt.realSid(t.sid())):
+			after = append(after, c)
+		case leads && n == t.birthSid:
+			before = append(before, c)
+		case n == rt.outerSid:
+			return fmt.Errorf("task %d must be in the session %d outside the dumped tree, but its parent %d is not: %w", c.pid, n, t.pid, ErrUnsupported)
+		default:
+			if l, ok := rt.byPid[n]; ok && !l.helper {
+				return fmt.Errorf("task %d must be created in session %d, led by task %d, but its parent %d is in another one: %w", c.pid, n, l.pid, t.pid, ErrUnsupported)
+			}
+			helpers[n] = append(helpers[n], c)
+		}
+	}
+	for _, c := range before {
+		if err := rt.spawn(t, c, 0); err != nil {
+			return err
+		}
+	}
+	if leads {
+		if _, err := t.ctl.call(unix.SYS_SETSID); err != nil {
+			return fmt.Errorf("task %d: %w", t.pid, err)
+		}
+	}
+	for _, c := range after {
+		if err := rt.spawn(t, c, 0); err != nil {
+			return err
+		}
+	}
+	sids := make([]int, 0, len(helpers))
+	for sid := range helpers {
+		sids = append(sids, sid)
+	}
+	sort.Ints(sids)
+	for _, sid := range sids {
+		// A dead session leader: a helper with its id leads the session
+		// again and creates the children in it, as the parent's children
+		// (CLONE_PARENT).
+		h, err := rt.newHelper(t, sid)
+		if err != nil {
+			return err
+		}
+		if _, err := h.ctl.call(unix.SYS_SETSID); err != nil {
+			return fmt.Errorf("helper %d: %w", sid, err)
+		}
+		for _, c := range helpers[sid] {
+			if err := rt.spawn(h, c, unix.CLONE_PARENT); err != nil {
+				return err
+			}
+		}
+	}
+	for _, c := range t.children {
+		if c.img.zombie {
+			continue
+		}
+		if err := rt.grow(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// spawn makes creator clone c with c's PID.
+func (rt *restoreTree) spawn(creator, c *restoringTask, flags uint64) error {
+	exitSignal := uint64(unix.SIGCHLD)
+	if flags&unix.CLONE_PARENT != 0 {
+		exitSignal = 0 // the kernel takes the creator's
+	}
+	if _, err := cloneFrom(creator.ctl, c.pid, flags, exitSignal); err != nil {
+		return err
+	}
+	c.ctlAddr = rt.ctlAddr
+	return c.attach()
+}
+
+// newHelper creates a helper task with id under creator; it is a clone
+// child (no exit signal), so it leaves without signalling anyone.
+func (rt *restoreTree) newHelper(creator *restoringTask, id int) (*restoringTask, error) {
+	if _, err := cloneFrom(creator.ctl, id, 0, 0); err != nil {
+		return nil, fmt.Errorf("helper for the dead leader %d: %w", id, err)
+	}
+	h := &restoringTask{pid: id, cp: rt.cp, tree: rt, opts: rt.opts, helper: true, parent: creator, ctlAddr: rt.ctlAddr}
+	if err := h.attach(); err != nil {
+		return nil, err
+	}
+	rt.procs = append(rt.procs, h)
+	rt.byPid[id] = h
+	return h, nil
+}
+
+// formGroups puts every task in its process group: leaders first, then
+// members; a group whose leader is gone gets a helper leader.
+func (rt *restoreTree) formGroups() error {
+	var tasks []*restoringTask
+	for _, t := range rt.procs {
+		if !t.helper {
+			tasks = append(tasks, t)
+		}
+	}
+	for _, t := range tasks {
+		if t.pgid() == t.pid && t.sid() != t.pid {
+			if _, err := t.ctl.call(unix.SYS_SETPGID, 0, 0); err != nil {
+				return fmt.Errorf("task %d: lead process group: %w", t.pid, err)
+			}
+		}
+	}
+	for _, t := range tasks {
+		g := t.pgid()
+		if g == t.pid || (rt.outerPgid != 0 && g == rt.outerPgid) {
+			continue
+		}
+		if _, ok := rt.byPid[g]; !ok {
+			// The group's leader is gone: a helper child of t leads it.
+			h, err := rt.newHelper(t, g)
+			if err != nil {
+				return err
+			}
+			if _, err := h.ctl.call(unix.SYS_SETPGID, 0, 0); err != nil {
+				return fmt.Errorf("helper %d: lead process group: %w", g, err)
+			}
+		}
+		if _, err := t.ctl.call(unix.SYS_SETPGID, 0, uint64(g)); err != nil {
+			return fmt.Errorf("task %d: join process group %d: %w", t.pid, g, err)
+		}
+	}
+	return nil
+}
+
+// becomeZombie ends a task that was a zombie with its exit status; its
+// parent finds it as it was.
+func (t *restoringTask) becomeZombie() error {
+	ws := unix.WaitStatus(t.img.core.Tc.GetExitCode())
+	if comm := t.img.core.Tc.GetComm(); comm != "" {
+		if len(comm) > 15 {
+			comm = comm[:15]
+		}
+		p, err := t.ctl.put(0, comm)
+		if err != nil {
+			return err
+		}
+		if _, err := t.ctl.call(unix.SYS_PRCTL, unix.PR_SET_NAME, p); err != nil {
+			return fmt.Errorf("zombie %d: set name: %w", t.pid, err)
+		}
+	}
+	switch {
+	case ws.Signaled():
+		sig := ws.Signal()
+		// Die by the signal, without a core file.
+		if err := unix.Prlimit(t.pid, unix.RLIMIT_CORE, &unix.Rlimit{}, nil); err != nil {
+			return fmt.Errorf("zombie %d: %w", t.pid, err)
+		}
+		if err := ptrace.SetSigmask(t.pid, 0); err != nil {
+			return err
+		}
+		if err := unix.Tgkill(t.pid, t.pid, sig); err != nil {
+			return fmt.Errorf("zombie %d: %w", t.pid, err)
+		}
+		deliver := unix.Signal(0)
+		for {
+			if err := ptrace.Cont(t.pid, deliver); err != nil {
+				return err
+			}
+			st, err := ptrace.Wait(t.pid)
+			if err != nil {
+				return err
+			}
+			if st.Exited() {
+				break
+			}
+			deliver = 0
+			if st.SignalDelivery() && st.Signal() == sig {
+				deliver = sig
+			}
+		}
+	default:
+		if _, err := t.ctl.call(unix.SYS_EXIT_GROUP, uint64(ws.ExitStatus())); !errors.Is(err, ptrace.ErrExited) {
+			return fmt.Errorf("zombie %d: exit: %v", t.pid, err)
+		}
+	}
+	t.killed = true
+	t.ctl.mem.Close()
+	return nil
+}
+
+// leave ends a helper and lets its creator reap it.
+func (t *restoringTask) leave() error {
+	if _, err := t.ctl.call(unix.SYS_EXIT_GROUP, 0); !errors.Is(err, ptrace.ErrExited) {
+		return fmt.Errorf("helper %d: exit: %v", t.pid, err)
+	}
+	t.killed = true
+	t.ctl.mem.Close()
+	if _, err := t.parent.ctl.call(unix.SYS_WAIT4, uint64(t.pid), 0, unix.WALL, 0); err != nil {
+		return fmt.Errorf("task %d: reap helper %d: %w", t.parent.pid, t.pid, err)
+	}
+	return nil
+}
+
+// cloneFrom makes the task behind c clone3 a child with id. The child
+// is traced from birth (the PTRACE_O_TRACE* options are inherited) and
+// this returns once it sits in its first stop.
+//
+// Preconditions: runs on the tracer thread.
+func cloneFrom(c *taskCtl, id int, flags, exitSignal uint64) (int, error) {
+	tidAddr, err := c.put(0, int32(id))
+	if err != nil {
+		return 0, err
+	}
+	args := kernel.CloneArgs{Flags: flags, ExitSignal: exitSignal, SetTid: tidAddr, SetTidSize: 1}
+	argsAddr, err := c.put(64, &args)
+	if err != nil {
+		return 0, err
+	}
+	ret, err := c.call(unix.SYS_CLONE3, argsAddr, kernel.CloneArgsSize)
+	if err != nil {
+		if errors.Is(err, unix.EEXIST) {
+			return 0, fmt.Errorf("PID %d: %w", id, ErrPidBusy)
+		}
+		return 0, fmt.Errorf("task %d: clone %d: %w", c.tid, id, err)
+	}
+	child := int(ret)
+	if child != id {
+		unix.Kill(child, unix.SIGKILL)
+		return 0, fmt.Errorf("clone3 gave id %d, asked for %d", child, id)
+	}
+	for {
+		st, err := ptrace.Wait(child)
+		if err != nil {
+			return 0, err
+		}
+		if st.Exited() {
+			return 0, fmt.Errorf("new task %d %v: %w", child, st, ptrace.ErrExited)
+		}
+		if st.Status.Stopped() {
+			return child, nil
+		}
+	}
+}
+
+// killAll kills every task created so far.
+//
+// Preconditions: runs on the tracer thread.
+func (rt *restoreTree) killAll() {
+	for i := len(rt.procs) - 1; i >= 0; i-- {
+		t := rt.procs[i]
+		if t.ctl != nil {
+			t.kill()
+		}
+	}
+}
+
+// closeFiles closes ctcr's copies of the restored files.
+func (rt *restoreTree) closeFiles() {
+	for _, f := range rt.files {
+		f.Close()
+	}
+}
+
+// createThreads clones every thread of t with its TID, sharing
+// everything a thread shares.
+//
+// Preconditions: runs on the tracer thread; t's memory is restored.
+func (t *restoringTask) createThreads() error {
+	const threadFlags = unix.CLONE_VM | unix.CLONE_FS | unix.CLONE_FILES | unix.CLONE_SIGHAND |
+		unix.CLONE_THREAD | unix.CLONE_SYSVSEM
+	for i, core := range t.img.threads[1:] {
+		tid := int(t.img.pstree.Threads[i+1])
+		if _, err := cloneFrom(t.ctl, tid, threadFlags, 0); err != nil {
+			return fmt.Errorf("task %d: thread %d: %w", t.pid, tid, err)
+		}
+		regs, err := ptrace.GetRegs(tid)
+		if err != nil {
+			return err
+		}
+		c := *t.ctl
+		c.tid = tid
+		c.r = &ptrace.Remote{Tid: tid, IP: t.ctl.r.IP, Base: regs}
+		t.threads = append(t.threads, &restoringThread{tid: tid, core: core, ctl: &c})
+		if err := ptrace.SetSigmask(tid, ^uint64(0)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
