@@ -674,6 +674,9 @@ func (d *dumpTree) writeImages(stage *images.Staging, files *fileTable) error {
 	if err := w(images.Files, images.Files.FileName(), fe...); err != nil {
 		return err
 	}
+	if err := files.writeExtra(stage); err != nil {
+		return err
+	}
 	var uptime uint64
 	var ts unix.Timespec
 	if unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts) == nil {

@@ -18,9 +18,11 @@ import (
 // fileTable collects the entries of files.img: every open file
 // description, mapped file, cwd and root, each with an id.
 type fileTable struct {
-	entries []*fdinfo.FileEntry
-	byKey   map[string]uint32 // mapped files and fs paths, deduplicated
-	opened  []openFd          // every fd dumped so far, in every task
+	entries    []*fdinfo.FileEntry
+	byKey      map[string]uint32 // mapped files and fs paths, deduplicated
+	opened     []openFd          // every fd dumped so far, in every task
+	extra      map[string]*extraImage
+	extraOrder []string
 }
 
 // openFd is one dumped fd, kept to find the same open file description
@@ -53,6 +55,13 @@ func (t *fileTable) regFile(path string, flags uint32, pos uint64, st *unix.Stat
 }
 
 func (t *fileTable) add(path string, flags uint32, pos uint64, st *unix.Stat_t) uint32 {
+	e := t.regEntry(path, flags, pos, st)
+	t.entries = append(t.entries, e)
+	return e.GetId()
+}
+
+// regEntry builds a reg-file entry with the next id, without adding it.
+func (t *fileTable) regEntry(path string, flags uint32, pos uint64, st *unix.Stat_t) *fdinfo.FileEntry {
 	id := t.nextID()
 	reg := &regfile.RegFileEntry{
 		Id: proto.Uint32(id), Flags: proto.Uint32(flags), Pos: proto.Uint64(pos),
@@ -65,25 +74,13 @@ func (t *fileTable) add(path string, flags uint32, pos uint64, st *unix.Stat_t) 
 			reg.Size = proto.Uint64(uint64(st.Size))
 		}
 	}
-	t.entries = append(t.entries, &fdinfo.FileEntry{Type: fdinfo.FdTypes_REG.Enum(), Id: proto.Uint32(id), Reg: reg})
-	return id
-}
-
-// harmlessCharDevs are character devices a task may hold that mean the
-// same thing on any Linux machine (major, minor).
-var harmlessCharDevs = map[[2]uint32]string{
-	{1, 3}: "/dev/null", {1, 5}: "/dev/zero", {1, 7}: "/dev/full",
-	{1, 8}: "/dev/random", {1, 9}: "/dev/urandom",
-}
-
-func isTTY(st *unix.Stat_t) bool {
-	maj := unix.Major(st.Rdev)
-	return st.Mode&unix.S_IFMT == unix.S_IFCHR && (maj == 4 || maj == 5 || (maj >= 136 && maj <= 143))
+	return &fdinfo.FileEntry{Type: fdinfo.FdTypes_REG.Enum(), Id: proto.Uint32(id), Reg: reg}
 }
 
 // dumpFds records every open fd of pid. Each fd whose file description
-// is shared with an earlier fd (dup, or inherited) gets the same id, found
-// with kcmp(KCMP_FILE).
+// is shared with an earlier fd (dup, or inherited across fork) gets the
+// same id, found with kcmp(KCMP_FILE); the file itself is dumped once, by
+// the first kind in fileKinds that recognizes it.
 func dumpFds(pid int, files *fileTable, shellJob bool) ([]*fdinfo.FdinfoEntry, error) {
 	fds, err := proc.Fds(pid)
 	if err != nil {
@@ -91,69 +88,61 @@ func dumpFds(pid int, files *fileTable, shellJob bool) ([]*fdinfo.FdinfoEntry, e
 	}
 	var out []*fdinfo.FdinfoEntry
 	for _, fd := range fds {
-		where := fmt.Sprintf("task %d fd %d", pid, fd)
-		link, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%d", pid, fd))
+		d := &fdDump{pid: pid, fd: fd, where: fmt.Sprintf("task %d fd %d", pid, fd), files: files, shellJob: shellJob}
+		e, err := dumpOneFd(d)
+		if d.dup != nil {
+			d.dup.Close()
+		}
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", where, err)
+			return nil, err
 		}
-		info, err := proc.ReadFdinfo(pid, fd)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", where, err)
-		}
-		var st unix.Stat_t
-		if err := unix.Stat(fmt.Sprintf("/proc/%d/fd/%d", pid, fd), &st); err != nil {
-			return nil, fmt.Errorf("%s (%s): %w", where, link, err)
-		}
-		fdFlags := uint32(0)
-		if info.Flags&unix.O_CLOEXEC != 0 {
-			fdFlags = unix.FD_CLOEXEC
-		}
-		fileFlags := info.Flags &^ unix.O_CLOEXEC
-		// Same open file description as an earlier fd, here or in an
-		// earlier task (dup, or inherited across fork)?
-		var id uint32
-		for _, p := range files.opened {
-			if p.ino == st.Ino && p.dev == st.Dev && sameFile(p.pid, p.fd, pid, fd) {
-				id = p.id
-				break
-			}
-		}
-		if id == 0 {
-			if id, err = dumpFile(where, link, fileFlags, info, &st, files, shellJob); err != nil {
-				return nil, err
-			}
-		}
-		files.opened = append(files.opened, openFd{pid: pid, fd: fd, id: id, ino: st.Ino, dev: st.Dev})
-		out = append(out, &fdinfo.FdinfoEntry{Id: proto.Uint32(id), Flags: proto.Uint32(fdFlags), Type: fdinfo.FdTypes_REG.Enum(), Fd: proto.Uint32(uint32(fd))})
+		out = append(out, e)
 	}
 	return out, nil
 }
 
-// dumpFile records one open file description and returns its id, or says
-// which kind of file is not supported.
-func dumpFile(where, link string, flags uint32, info *proc.Fdinfo, st *unix.Stat_t, files *fileTable, shellJob bool) (uint32, error) {
-	switch st.Mode & unix.S_IFMT {
-	case unix.S_IFREG, unix.S_IFDIR:
-		if strings.HasSuffix(link, " (deleted)") {
-			return 0, fmt.Errorf("%s: file %s is unlinked: open unlinked files: %w", where, link, ErrUnsupported)
-		}
-		if !strings.HasPrefix(link, "/") {
-			return 0, fmt.Errorf("%s: %s: %w", where, fdKind(link), ErrUnsupported)
-		}
-		return files.add(link, flags, uint64(info.Pos), st), nil
-	case unix.S_IFCHR:
-		if name, ok := harmlessCharDevs[[2]uint32{unix.Major(st.Rdev), unix.Minor(st.Rdev)}]; ok {
-			return files.add(name, flags, uint64(info.Pos), st), nil
-		}
-		if isTTY(st) {
-			if !shellJob {
-				return 0, fmt.Errorf("%s: terminal %s (use --shell-job to restore it on ctcr's own terminal): %w", where, link, ErrUnsupported)
-			}
-			return files.add(link, flags, 0, st), nil
-		}
-		return 0, fmt.Errorf("%s: character device %s (%d:%d): %w", where, link, unix.Major(st.Rdev), unix.Minor(st.Rdev), ErrUnsupported)
+func dumpOneFd(d *fdDump) (*fdinfo.FdinfoEntry, error) {
+	var err error
+	if d.link, err = os.Readlink(fmt.Sprintf("/proc/%d/fd/%d", d.pid, d.fd)); err != nil {
+		return nil, fmt.Errorf("%s: %w", d.where, err)
 	}
-	return 0, fmt.Errorf("%s: %s: %w", where, fdKind(link), ErrUnsupported)
+	if d.info, err = proc.ReadFdinfo(d.pid, d.fd); err != nil {
+		return nil, fmt.Errorf("%s: %w", d.where, err)
+	}
+	if err := unix.Stat(fmt.Sprintf("/proc/%d/fd/%d", d.pid, d.fd), &d.st); err != nil {
+		return nil, fmt.Errorf("%s (%s): %w", d.where, d.link, err)
+	}
+	fdFlags := uint32(0)
+	if d.info.Flags&unix.O_CLOEXEC != 0 {
+		fdFlags = unix.FD_CLOEXEC
+	}
+	d.flags = d.info.Flags &^ unix.O_CLOEXEC
+	files := d.files
+	for _, p := range files.opened {
+		if p.ino == d.st.Ino && p.dev == d.st.Dev && sameFile(p.pid, p.fd, d.pid, d.fd) {
+			files.opened = append(files.opened, openFd{pid: d.pid, fd: d.fd, id: p.id, ino: d.st.Ino, dev: d.st.Dev})
+			return &fdinfo.FdinfoEntry{Id: proto.Uint32(p.id), Flags: proto.Uint32(fdFlags), Type: files.byID(p.id).Type, Fd: proto.Uint32(uint32(d.fd))}, nil
+		}
+	}
+	for _, k := range fileKinds {
+		e, err := k.dump(d)
+		if err != nil {
+			return nil, err
+		}
+		if e == nil {
+			continue
+		}
+		e.Type = k.fdType.Enum()
+		files.entries = append(files.entries, e)
+		files.opened = append(files.opened, openFd{pid: d.pid, fd: d.fd, id: e.GetId(), ino: d.st.Ino, dev: d.st.Dev})
+		return &fdinfo.FdinfoEntry{Id: proto.Uint32(e.GetId()), Flags: proto.Uint32(fdFlags), Type: k.fdType.Enum(), Fd: proto.Uint32(uint32(d.fd))}, nil
+	}
+	return nil, d.unsupported(fdKind(d.link))
+}
+
+// byID returns the entry with id.
+func (t *fileTable) byID(id uint32) *fdinfo.FileEntry {
+	return t.entries[id-1]
 }
 
 // fdKind names what a /proc/PID/fd link points at: "pipe pipe:[123]",

@@ -80,7 +80,7 @@ func loadCheckpoint(dir string) (*checkpoint, error) {
 		if _, dup := c.files[f.GetId()]; dup {
 			return nil, corruptf(cd.Path("files.img"), "file id %d twice", f.GetId())
 		}
-		if f.GetType() != fdinfo.FdTypes_REG || f.GetReg() == nil {
+		if fileKindOf(f.GetType()) == nil {
 			return nil, fmt.Errorf("%s: file id %d of type %v: %w", cd.Path("files.img"), f.GetId(), f.GetType(), ErrUnsupported)
 		}
 		c.files[f.GetId()] = f

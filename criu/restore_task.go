@@ -88,12 +88,11 @@ func (t *restoringTask) restoreFiles() error {
 			}
 			continue
 		}
-		f, err := t.openFile(e.GetId())
+		f, err := t.tree.files.get(e.GetId())
 		if err != nil {
 			return fmt.Errorf("%s: %w", where, err)
 		}
 		got, err := t.sendFd(f)
-		f.Close()
 		if err != nil {
 			return fmt.Errorf("%s: %w", where, err)
 		}
@@ -112,6 +111,14 @@ func (t *restoringTask) restoreFiles() error {
 			}
 		}
 		installed[e.GetId()] = target
+	}
+	for _, e := range fds {
+		fe := t.cp.files[e.GetId()]
+		if k := fileKindOf(fe.GetType()); k != nil && k.fixup != nil {
+			if err := k.fixup(t.tree.files, t, int(e.GetFd()), fe); err != nil {
+				return fmt.Errorf("%s fd %d: %w", t.where(), e.GetFd(), err)
+			}
+		}
 	}
 	if err := t.closeRemote(t.tfd); err != nil {
 		return err
@@ -141,48 +148,6 @@ func (t *restoringTask) restoreFiles() error {
 		return fmt.Errorf("%s: %w", t.where(), err)
 	}
 	return nil
-}
-
-// openFile opens file id of the image as the task had it open.
-func (t *restoringTask) openFile(id uint32) (*os.File, error) {
-	reg := t.cp.files[id].GetReg()
-	name := reg.GetName()
-	mode := reg.GetMode()
-	if t.opts.ShellJob && mode&unix.S_IFMT == unix.S_IFCHR && isTTYName(name) {
-		// --shell-job: the task's terminal becomes ctcr's own.
-		return os.NewFile(uintptr(dupOrNeg(0)), "/dev/stdin"), nil
-	}
-	flags := int(reg.GetFlags()) &^ (unix.O_CREAT | unix.O_EXCL | unix.O_TRUNC | unix.O_NOCTTY)
-	f, err := os.OpenFile(name, flags|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", name, err)
-	}
-	if mode&unix.S_IFMT == unix.S_IFREG && reg.GetPos() != 0 {
-		if _, err := f.Seek(int64(reg.GetPos()), 0); err != nil {
-			f.Close()
-			return nil, fmt.Errorf("seek %s to %d: %w", name, reg.GetPos(), err)
-		}
-	}
-	if mode != 0 && reg.Mode != nil {
-		var st unix.Stat_t
-		if err := unix.Fstat(int(f.Fd()), &st); err == nil && st.Mode&unix.S_IFMT != mode&unix.S_IFMT {
-			f.Close()
-			return nil, fmt.Errorf("%s is no longer the same kind of file", name)
-		}
-	}
-	return f, nil
-}
-
-func isTTYName(name string) bool {
-	return len(name) > 5 && (name[:5] == "/dev/")
-}
-
-func dupOrNeg(fd int) int {
-	n, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
-	if err != nil {
-		return -1
-	}
-	return n
 }
 
 // restoreTaskState gives back the process-wide state (signal

@@ -30,7 +30,7 @@ type restoreTree struct {
 	root    *restoringTask
 	sock    *os.File
 	ctlAddr uint64
-	files   map[uint32]*os.File // open file descriptions, opened once each
+	files   *fileRestore // open file descriptions, opened once each
 	// outerSid and outerPgid are the root's session and group when they
 	// are outside the tree: the restored tree joins ctcr's instead.
 	outerSid, outerPgid int
@@ -50,7 +50,7 @@ func (t *restoringTask) threadIDs() []int {
 
 // planTree decides who creates whom, and in which session.
 func planTree(cp *checkpoint, opts *RestoreOptions) (*restoreTree, error) {
-	rt := &restoreTree{cp: cp, opts: opts, byPid: map[int]*restoringTask{}, files: map[uint32]*os.File{}}
+	rt := &restoreTree{cp: cp, opts: opts, byPid: map[int]*restoringTask{}, files: newFileRestore(cp, opts)}
 	for _, img := range cp.tasks {
 		t := &restoringTask{pid: int(img.pstree.GetPid()), img: img, cp: cp, tree: rt, opts: opts}
 		rt.procs = append(rt.procs, t)
@@ -441,11 +441,7 @@ func (rt *restoreTree) killAll() {
 }
 
 // closeFiles closes ctcr's copies of the restored files.
-func (rt *restoreTree) closeFiles() {
-	for _, f := range rt.files {
-		f.Close()
-	}
-}
+func (rt *restoreTree) closeFiles() { rt.files.close() }
 
 // createThreads clones every thread of t with its TID, sharing
 // everything a thread shares.

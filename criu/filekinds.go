@@ -1,0 +1,223 @@
+package criu
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/checkpoint-restore/go-criu/v7/crit/images/fdinfo"
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/ctcr/ctcr/criu/images"
+	"github.com/ctcr/ctcr/criu/proc"
+)
+
+// A fileKind is one kind of open file: regular files, pipes, sockets,
+// event fds... Each kind lives in its own file with its dump and restore
+// sides (files_reg.go, pipes.go, ...) and is listed once in fileKinds.
+type fileKind struct {
+	name   string
+	fdType fdinfo.FdTypes
+	// dump records the open file description behind d if it is of this
+	// kind and returns its entry for files.img; (nil, nil) means the fd
+	// is not of this kind.
+	dump func(d *fdDump) (*fdinfo.FileEntry, error)
+	// open recreates the open file description in ctcr; restore passes
+	// it to every task that had it.
+	open func(r *fileRestore, e *fdinfo.FileEntry) (*os.File, error)
+	// fixup, if set, runs once the task has all its fds (epoll targets,
+	// locks): fd is the number the file has in the task.
+	fixup func(r *fileRestore, t *restoringTask, fd int, e *fdinfo.FileEntry) error
+}
+
+// fileKinds are tried in order on every fd at dump.
+var fileKinds = []*fileKind{&regularFiles}
+
+func fileKindOf(t fdinfo.FdTypes) *fileKind {
+	for _, k := range fileKinds {
+		if k.fdType == t {
+			return k
+		}
+	}
+	return nil
+}
+
+// fdDump is one fd being dumped.
+type fdDump struct {
+	pid, fd  int
+	where    string // "task P fd N", for errors
+	link     string // what /proc/PID/fd/N points at
+	st       unix.Stat_t
+	info     *proc.Fdinfo
+	flags    uint32 // file status flags (O_CLOEXEC is the fd's, not the file's)
+	files    *fileTable
+	shellJob bool
+	dup      *os.File
+}
+
+// file returns the open file description itself, duplicated into ctcr
+// with pidfd_getfd: a kind inspects pipes, sockets and event fds through
+// it without disturbing the task. ctcr closes it after the dump.
+func (d *fdDump) file() (*os.File, error) {
+	if d.dup != nil {
+		return d.dup, nil
+	}
+	pfd, err := unix.PidfdOpen(d.pid, 0)
+	if err != nil {
+		return nil, fmt.Errorf("%s: pidfd_open: %w", d.where, err)
+	}
+	defer unix.Close(pfd)
+	fd, err := unix.PidfdGetfd(pfd, d.fd, 0)
+	if err != nil {
+		return nil, fmt.Errorf("%s: pidfd_getfd: %w", d.where, err)
+	}
+	d.dup = os.NewFile(uintptr(fd), d.link)
+	return d.dup, nil
+}
+
+// unsupported names an fd ctcr cannot checkpoint.
+func (d *fdDump) unsupported(what string) error {
+	return fmt.Errorf("%s: %s: %w", d.where, what, ErrUnsupported)
+}
+
+// extraImage is an image a file kind writes besides files.img (pipes,
+// pipes-data, unixsk, ...): entries, each optionally followed by raw data.
+type extraImage struct {
+	kind    images.Kind
+	entries []proto.Message
+	payload [][]byte
+}
+
+// addImage appends an entry (and raw data after it, or nil) to the image
+// of kind k.
+func (t *fileTable) addImage(k images.Kind, m proto.Message, payload []byte) {
+	if t.extra == nil {
+		t.extra = map[string]*extraImage{}
+	}
+	x, ok := t.extra[k.Name]
+	if !ok {
+		x = &extraImage{kind: k}
+		t.extra[k.Name] = x
+		t.extraOrder = append(t.extraOrder, k.Name)
+	}
+	x.entries = append(x.entries, m)
+	x.payload = append(x.payload, payload)
+}
+
+// writeExtra writes every extra image into the staging dir.
+func (t *fileTable) writeExtra(stage *images.Staging) error {
+	for _, name := range t.extraOrder {
+		x := t.extra[name]
+		if err := writeWithPayloads(stage.Path(x.kind.FileName()), x); err != nil {
+			return fmt.Errorf("write %s: %w", x.kind.FileName(), err)
+		}
+	}
+	return nil
+}
+
+func writeWithPayloads(path string, x *extraImage) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	w, err := images.NewWriter(f, x.kind)
+	if err != nil {
+		f.Close()
+		return err
+	}
+	for i, m := range x.entries {
+		if err := w.Write(m); err != nil {
+			f.Close()
+			return err
+		}
+		if len(x.payload[i]) > 0 {
+			if err := w.WritePayload(x.payload[i]); err != nil {
+				f.Close()
+				return err
+			}
+		}
+	}
+	return f.Close()
+}
+
+// fileRestore opens the files of a checkpoint for the tasks being
+// restored: each open file description once, shared by every fd and task
+// that had it.
+type fileRestore struct {
+	cp    *checkpoint
+	opts  *RestoreOptions
+	files map[uint32]*os.File
+	// state keeps what a kind builds across files (a pipe's two ends,
+	// a socket pair), by kind name.
+	state map[string]any
+}
+
+func newFileRestore(cp *checkpoint, opts *RestoreOptions) *fileRestore {
+	return &fileRestore{cp: cp, opts: opts, files: map[uint32]*os.File{}, state: map[string]any{}}
+}
+
+// get returns the open file description with id, opening it on first use.
+func (r *fileRestore) get(id uint32) (*os.File, error) {
+	if f, ok := r.files[id]; ok {
+		return f, nil
+	}
+	e := r.cp.files[id]
+	k := fileKindOf(e.GetType())
+	if k == nil {
+		return nil, fmt.Errorf("file id %d of type %v: %w", id, e.GetType(), ErrUnsupported)
+	}
+	f, err := k.open(r, e)
+	if err != nil {
+		return nil, err
+	}
+	r.files[id] = f
+	return f, nil
+}
+
+func (r *fileRestore) close() {
+	for _, f := range r.files {
+		f.Close()
+	}
+}
+
+// readExtra reads an extra image of kind k with its payloads, once.
+func (r *fileRestore) readExtra(k images.Kind, newMsg func() proto.Message, payloadSize func(proto.Message) int64) (*extraImage, error) {
+	key := "image:" + k.Name
+	if x, ok := r.state[key]; ok {
+		return x.(*extraImage), nil
+	}
+	path := r.cp.dir.Path(k.FileName())
+	x := &extraImage{kind: k}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	rd, err := images.NewReader(f, k, path)
+	if err != nil {
+		return nil, err
+	}
+	for {
+		m := newMsg()
+		if err := rd.Next(m); err != nil {
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			return nil, err
+		}
+		var data []byte
+		if payloadSize != nil {
+			if n := payloadSize(m); n > 0 {
+				if data, err = rd.ReadPayload(n); err != nil {
+					return nil, err
+				}
+			}
+		}
+		x.entries = append(x.entries, m)
+		x.payload = append(x.payload, data)
+	}
+	r.state[key] = x
+	return x, nil
+}

@@ -1,0 +1,94 @@
+package criu
+
+import (
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/checkpoint-restore/go-criu/v7/crit/images/fdinfo"
+	"golang.org/x/sys/unix"
+)
+
+// regularFiles are files with a path: regular files, directories, and
+// character devices that mean the same on every machine (/dev/null...).
+// With --shell-job, a terminal is one too: restore gives the task ctcr's.
+var regularFiles = fileKind{
+	name:   "regular file",
+	fdType: fdinfo.FdTypes_REG,
+	dump:   dumpRegularFile,
+	open:   openRegularFile,
+}
+
+// harmlessCharDevs are character devices a task may hold that mean the
+// same thing on any Linux machine (major, minor).
+var harmlessCharDevs = map[[2]uint32]string{
+	{1, 3}: "/dev/null", {1, 5}: "/dev/zero", {1, 7}: "/dev/full",
+	{1, 8}: "/dev/random", {1, 9}: "/dev/urandom",
+}
+
+func isTTY(st *unix.Stat_t) bool {
+	maj := unix.Major(st.Rdev)
+	return st.Mode&unix.S_IFMT == unix.S_IFCHR && (maj == 4 || maj == 5 || (maj >= 136 && maj <= 143))
+}
+
+func dumpRegularFile(d *fdDump) (*fdinfo.FileEntry, error) {
+	st := &d.st
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFREG, unix.S_IFDIR:
+		if !strings.HasPrefix(d.link, "/") {
+			return nil, nil // an anonymous inode or the like: another kind's
+		}
+		if strings.HasSuffix(d.link, " (deleted)") {
+			return nil, d.unsupported(fmt.Sprintf("file %s is unlinked: open unlinked files", d.link))
+		}
+		return d.files.regEntry(d.link, d.flags, uint64(d.info.Pos), st), nil
+	case unix.S_IFCHR:
+		if name, ok := harmlessCharDevs[[2]uint32{unix.Major(st.Rdev), unix.Minor(st.Rdev)}]; ok {
+			return d.files.regEntry(name, d.flags, uint64(d.info.Pos), st), nil
+		}
+		if isTTY(st) {
+			if !d.shellJob {
+				return nil, d.unsupported(fmt.Sprintf("terminal %s (use --shell-job to restore it on ctcr's own terminal)", d.link))
+			}
+			return d.files.regEntry(d.link, d.flags, 0, st), nil
+		}
+		return nil, d.unsupported(fmt.Sprintf("character device %s (%d:%d)", d.link, unix.Major(st.Rdev), unix.Minor(st.Rdev)))
+	}
+	return nil, nil
+}
+
+func openRegularFile(r *fileRestore, e *fdinfo.FileEntry) (*os.File, error) {
+	reg := e.GetReg()
+	if reg == nil {
+		return nil, corruptf("files.img", "regular file id %d without its entry", e.GetId())
+	}
+	name := reg.GetName()
+	mode := reg.GetMode()
+	if r.opts.ShellJob && mode&unix.S_IFMT == unix.S_IFCHR && strings.HasPrefix(name, "/dev/") {
+		// --shell-job: the task's terminal becomes ctcr's own.
+		fd, err := unix.FcntlInt(0, unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			return nil, fmt.Errorf("--shell-job: ctcr's stdin: %w", err)
+		}
+		return os.NewFile(uintptr(fd), "/dev/stdin"), nil
+	}
+	flags := int(reg.GetFlags()) &^ (unix.O_CREAT | unix.O_EXCL | unix.O_TRUNC | unix.O_NOCTTY)
+	f, err := os.OpenFile(name, flags|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", name, err)
+	}
+	if mode&unix.S_IFMT == unix.S_IFREG && reg.GetPos() != 0 {
+		if _, err := f.Seek(int64(reg.GetPos()), 0); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("seek %s to %d: %w", name, reg.GetPos(), err)
+		}
+	}
+	if mode != 0 && reg.Mode != nil {
+		var st unix.Stat_t
+		if err := unix.Fstat(int(f.Fd()), &st); err == nil && st.Mode&unix.S_IFMT != mode&unix.S_IFMT {
+			f.Close()
+			return nil, fmt.Errorf("%s is no longer the same kind of file", name)
+		}
+	}
+	return f, nil
+}
