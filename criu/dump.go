@@ -31,6 +31,7 @@ type DumpOptions struct {
 	Dir          string
 	LeaveRunning bool // resume the tasks after the dump instead of killing them
 	ShellJob     bool // tasks may hold terminal fds; restore puts them on ctcr's terminal
+	FileLocks    bool // keep the file locks tasks hold; without it a held lock fails the dump
 	Log          func(format string, args ...any)
 }
 
@@ -140,6 +141,7 @@ func Dump(opts DumpOptions) (*DumpStats, error) {
 	opts.logf("task state read (%v since seize)", time.Since(frozenAt))
 
 	files := newFileTable()
+	files.fileLocks = opts.FileLocks
 	shmem := map[uint64]bool{} // shared anonymous objects whose pages are dumped
 	var memTime time.Duration
 	var pagesBytes uint64

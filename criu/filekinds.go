@@ -33,7 +33,7 @@ type fileKind struct {
 }
 
 // fileKinds are tried in order on every fd at dump.
-var fileKinds = []*fileKind{&regularFiles}
+var fileKinds = []*fileKind{&memfds, &regularFiles, &eventfdFiles, &epolls, &inotifies, &signalfdFiles, &timerfdFiles}
 
 func fileKindOf(t fdinfo.FdTypes) *fileKind {
 	for _, k := range fileKinds {
@@ -121,6 +121,16 @@ func writeWithPayloads(path string, x *extraImage) error {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return err
+	}
+	if x.kind.Prefix == images.PrefixRaw {
+		// A raw image (pages) is its payloads alone, without entries.
+		for _, p := range x.payload {
+			if _, err := f.Write(p); err != nil {
+				f.Close()
+				return err
+			}
+		}
+		return f.Close()
 	}
 	w, err := images.NewWriter(f, x.kind)
 	if err != nil {

@@ -23,6 +23,23 @@ type fileTable struct {
 	opened     []openFd          // every fd dumped so far, in every task
 	extra      map[string]*extraImage
 	extraOrder []string
+	kinds      map[string]any // what a file kind keeps across fds and tasks, by kind name
+	// fileLocks: dump the locks tasks hold (--file-locks) instead of
+	// failing on them.
+	fileLocks bool
+}
+
+// kindState returns what kind name keeps in t, made by mk on first use.
+func (t *fileTable) kindState(name string, mk func() any) any {
+	if t.kinds == nil {
+		t.kinds = map[string]any{}
+	}
+	v, ok := t.kinds[name]
+	if !ok {
+		v = mk()
+		t.kinds[name] = v
+	}
+	return v
 }
 
 // openFd is one dumped fd, kept to find the same open file description
@@ -121,6 +138,9 @@ func dumpOneFd(d *fdDump) (*fdinfo.FdinfoEntry, error) {
 	for _, p := range files.opened {
 		if p.ino == d.st.Ino && p.dev == d.st.Dev && sameFile(p.pid, p.fd, d.pid, d.fd) {
 			files.opened = append(files.opened, openFd{pid: d.pid, fd: d.fd, id: p.id, ino: d.st.Ino, dev: d.st.Dev})
+			if err := dumpFileLocks(d, p.id); err != nil {
+				return nil, err
+			}
 			return &fdinfo.FdinfoEntry{Id: proto.Uint32(p.id), Flags: proto.Uint32(fdFlags), Type: files.byID(p.id).Type, Fd: proto.Uint32(uint32(d.fd))}, nil
 		}
 	}
@@ -135,6 +155,9 @@ func dumpOneFd(d *fdDump) (*fdinfo.FdinfoEntry, error) {
 		e.Type = k.fdType.Enum()
 		files.entries = append(files.entries, e)
 		files.opened = append(files.opened, openFd{pid: d.pid, fd: d.fd, id: e.GetId(), ino: d.st.Ino, dev: d.st.Dev})
+		if err := dumpFileLocks(d, e.GetId()); err != nil {
+			return nil, err
+		}
 		return &fdinfo.FdinfoEntry{Id: proto.Uint32(e.GetId()), Flags: proto.Uint32(fdFlags), Type: k.fdType.Enum(), Fd: proto.Uint32(uint32(d.fd))}, nil
 	}
 	return nil, d.unsupported(fdKind(d.link))

@@ -17,6 +17,7 @@ var regularFiles = fileKind{
 	fdType: fdinfo.FdTypes_REG,
 	dump:   dumpRegularFile,
 	open:   openRegularFile,
+	fixup:  restoreFileLocks,
 }
 
 // harmlessCharDevs are character devices a task may hold that mean the
@@ -39,7 +40,7 @@ func dumpRegularFile(d *fdDump) (*fdinfo.FileEntry, error) {
 			return nil, nil // an anonymous inode or the like: another kind's
 		}
 		if strings.HasSuffix(d.link, " (deleted)") {
-			return nil, d.unsupported(fmt.Sprintf("file %s is unlinked: open unlinked files", d.link))
+			return dumpGhostFile(d) // files_ghost.go
 		}
 		return d.files.regEntry(d.link, d.flags, uint64(d.info.Pos), st), nil
 	case unix.S_IFCHR:
@@ -61,6 +62,9 @@ func openRegularFile(r *fileRestore, e *fdinfo.FileEntry) (*os.File, error) {
 	reg := e.GetReg()
 	if reg == nil {
 		return nil, corruptf("files.img", "regular file id %d without its entry", e.GetId())
+	}
+	if f, ok, err := openGhostFile(r, e); ok {
+		return f, err
 	}
 	name := reg.GetName()
 	mode := reg.GetMode()

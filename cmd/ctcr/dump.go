@@ -56,5 +56,6 @@ resumed untouched and DIR holds no partial checkpoint.`,
 	f.StringVarP(&o.Dir, "images-dir", "D", "", "directory to write the images to")
 	f.BoolVar(&o.LeaveRunning, "leave-running", false, "let the process run on after the dump")
 	f.BoolVar(&o.ShellJob, "shell-job", false, "allow terminal fds; restore attaches them to ctcr's terminal")
+	f.BoolVar(&o.FileLocks, "file-locks", false, "dump the file locks the tasks hold (flock, POSIX, OFD); without it a held lock fails the dump")
 	return c
 }

@@ -82,6 +82,9 @@ if a zombie holds it (a dumped task not yet reaped), restore waits up to
 	f.BoolVarP(&detach, "restore-detached", "d", false, "return once the process runs instead of waiting for it")
 	f.StringVar(&pidFile, "pidfile", "", "write the restored process's PID to this file")
 	f.BoolVar(&o.ShellJob, "shell-job", false, "attach the process's terminal fds to ctcr's terminal")
+	// CRIU wants --file-locks on restore too; ctcr restores whatever
+	// locks the images hold, so it is accepted and changes nothing.
+	f.Bool("file-locks", false, "accepted for CRIU's command line: the locks in the images are always restored")
 	return c
 }
 

@@ -1,0 +1,249 @@
+package criu
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/checkpoint-restore/go-criu/v7/crit/images/fdinfo"
+	ghost "github.com/checkpoint-restore/go-criu/v7/crit/images/ghost-file"
+	remap "github.com/checkpoint-restore/go-criu/v7/crit/images/remap-file-path"
+	timeimg "github.com/checkpoint-restore/go-criu/v7/crit/images/time"
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/ctcr/ctcr/criu/images"
+)
+
+// Ghost files: regular files a task holds open after they were unlinked.
+// Their content exists nowhere but in the open file, so, as CRIU does
+// (criu/files-reg.c), the dump keeps it: the fd's reg-file entry names
+// the path the file had, remap-fpath.img maps that entry to a ghost, and
+// ghost-file-ID.img holds the inode's owner, mode, times and size and
+// then its data in chunks (holes are not saved), each a ghost_chunk
+// entry followed by its bytes.
+//
+// Restore creates the file at its old path (or beside it, when the name
+// was taken since), fills it, opens it, and unlinks it at once: the task
+// gets an fd that works as before, with its flags and position, and the
+// directory does not show the file again. Every open file description of
+// the same ghost is opened from that one inode.
+
+// maxGhostSize caps the content of one unlinked file kept in the images.
+const maxGhostSize = 64 << 20
+
+func ghostImage(id uint32) images.Kind {
+	return images.Kind{Name: fmt.Sprintf("GHOST_FILE %x", id), File: fmt.Sprintf("ghost-file-%x.img", id), Magic: images.GhostFile.Magic, Prefix: images.GhostFile.Prefix}
+}
+
+// ghostDumpState maps unlinked inodes (dev, ino) to their ghost id.
+type ghostDumpState struct {
+	ids map[[2]uint64]uint32
+}
+
+// dumpGhostFile records the unlinked regular file behind d: its
+// reg-file entry and, once per inode, its ghost.
+func dumpGhostFile(d *fdDump) (*fdinfo.FileEntry, error) {
+	path := strings.TrimSuffix(d.link, " (deleted)")
+	st := &d.st
+	if st.Mode&unix.S_IFMT != unix.S_IFREG || st.Nlink != 0 {
+		return nil, d.unsupported(fmt.Sprintf("file %s was removed but is not an unlinked regular file (mode %#o, %d links)", d.link, st.Mode, st.Nlink))
+	}
+	gs := d.files.kindState("ghost", func() any { return &ghostDumpState{ids: map[[2]uint64]uint32{}} }).(*ghostDumpState)
+	key := [2]uint64{st.Dev, st.Ino}
+	gid, ok := gs.ids[key]
+	if !ok {
+		gid = uint32(len(gs.ids) + 1)
+		if err := dumpGhostContent(d, path, gid); err != nil {
+			return nil, err
+		}
+		gs.ids[key] = gid
+	}
+	e := d.files.regEntry(path, d.flags, uint64(d.info.Pos), st)
+	d.files.addImage(images.RemapFpath, &remap.RemapFilePathEntry{
+		OrigId: proto.Uint32(e.GetId()), RemapId: proto.Uint32(gid), RemapType: remap.RemapType_GHOST.Enum(),
+	}, nil)
+	return e, nil
+}
+
+func dumpGhostContent(d *fdDump, path string, gid uint32) error {
+	st := &d.st
+	if st.Size > maxGhostSize {
+		return d.unsupported(fmt.Sprintf("unlinked file %s is %d bytes, over the limit of %d for unlinked files kept in the images", path, st.Size, maxGhostSize))
+	}
+	f, err := d.reopenForRead()
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	runs, err := dataRuns(f, st.Size, 1)
+	if err != nil {
+		return fmt.Errorf("%s: unlinked file %s: %w", d.where, path, err)
+	}
+	k := ghostImage(gid)
+	d.files.addImage(k, &ghost.GhostFileEntry{
+		Uid: proto.Uint32(st.Uid), Gid: proto.Uint32(st.Gid), Mode: proto.Uint32(st.Mode),
+		Dev: proto.Uint32(uint32(st.Dev)), Ino: proto.Uint64(st.Ino),
+		Atim:   &timeimg.Timeval{TvSec: proto.Uint64(uint64(st.Atim.Sec)), TvUsec: proto.Uint64(uint64(st.Atim.Nsec / 1000))},
+		Mtim:   &timeimg.Timeval{TvSec: proto.Uint64(uint64(st.Mtim.Sec)), TvUsec: proto.Uint64(uint64(st.Mtim.Nsec / 1000))},
+		Chunks: proto.Bool(true), Size: proto.Uint64(uint64(st.Size)),
+	}, nil)
+	for _, r := range runs {
+		buf := make([]byte, r.len)
+		n, err := f.ReadAt(buf, r.off)
+		if err != nil && !(errors.Is(err, io.EOF) && int64(n) == r.len) {
+			return fmt.Errorf("%s: unlinked file %s: read %d bytes at %d: %w", d.where, path, r.len, r.off, err)
+		}
+		d.files.addImage(k, &ghost.GhostChunkEntry{Len: proto.Uint64(uint64(r.len)), Off: proto.Uint64(uint64(r.off))}, buf)
+	}
+	return nil
+}
+
+// ghostRestoreState: which file ids are ghosts (from remap-fpath.img),
+// and the ghosts created so far.
+type ghostRestoreState struct {
+	remaps  map[uint32]uint32 // reg-file id -> ghost id
+	created map[uint32]*os.File
+}
+
+func ghostState(r *fileRestore) (*ghostRestoreState, error) {
+	if st, ok := r.state["ghost"].(*ghostRestoreState); ok {
+		return st, nil
+	}
+	st := &ghostRestoreState{remaps: map[uint32]uint32{}, created: map[uint32]*os.File{}}
+	x, err := r.readExtra(images.RemapFpath, func() proto.Message { return &remap.RemapFilePathEntry{} }, nil)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	if x != nil {
+		for _, m := range x.entries {
+			e := m.(*remap.RemapFilePathEntry)
+			if e.GetRemapType() != remap.RemapType_GHOST {
+				return nil, fmt.Errorf("%s: file id %d: remap type %v: %w", images.RemapFpath.FileName(), e.GetOrigId(), e.GetRemapType(), ErrUnsupported)
+			}
+			st.remaps[e.GetOrigId()] = e.GetRemapId()
+		}
+	}
+	r.state["ghost"] = st
+	return st, nil
+}
+
+// openGhostFile opens the reg-file entry e if it is a ghost; ok is false
+// when it is not one.
+func openGhostFile(r *fileRestore, e *fdinfo.FileEntry) (f *os.File, ok bool, err error) {
+	st, err := ghostState(r)
+	if err != nil {
+		return nil, true, err
+	}
+	gid, ok := st.remaps[e.GetId()]
+	if !ok {
+		return nil, false, nil
+	}
+	reg := e.GetReg()
+	inode, ok := st.created[gid]
+	if !ok {
+		if inode, err = createGhost(r, gid, reg.GetName()); err != nil {
+			return nil, true, fmt.Errorf("unlinked file %s: %w", reg.GetName(), err)
+		}
+		st.created[gid] = inode
+		// Kept open until restore ends, like every restored file.
+		r.files[^uint32(0)-(1<<16)-gid] = inode
+	}
+	flags := int(reg.GetFlags()) &^ (unix.O_CREAT | unix.O_EXCL | unix.O_TRUNC | unix.O_NOCTTY)
+	f, err = os.OpenFile(fmt.Sprintf("/proc/self/fd/%d", inode.Fd()), flags|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, true, fmt.Errorf("unlinked file %s: open with flags %#o: %w", reg.GetName(), flags, err)
+	}
+	if _, err := f.Seek(int64(reg.GetPos()), io.SeekStart); err != nil {
+		f.Close()
+		return nil, true, fmt.Errorf("unlinked file %s: seek to %d: %w", reg.GetName(), reg.GetPos(), err)
+	}
+	return f, true, nil
+}
+
+// createGhost makes the file of ghost gid at path (or a free name beside
+// it), fills it, and unlinks it; it returns the file open O_RDWR.
+func createGhost(r *fileRestore, gid uint32, path string) (*os.File, error) {
+	k := ghostImage(gid)
+	imgPath := r.cp.dir.Path(k.FileName())
+	img, err := os.Open(imgPath)
+	if err != nil {
+		return nil, err
+	}
+	defer img.Close()
+	rd, err := images.NewReader(img, k, imgPath)
+	if err != nil {
+		return nil, err
+	}
+	var ge ghost.GhostFileEntry
+	if err := rd.Next(&ge); err != nil {
+		return nil, err
+	}
+	if ge.GetMode()&unix.S_IFMT != unix.S_IFREG || !ge.GetChunks() || ge.GetSize() > maxGhostSize {
+		return nil, corruptf(imgPath, "not a regular file of at most %d bytes in chunks (mode %#o, size %d)", maxGhostSize, ge.GetMode(), ge.GetSize())
+	}
+	var f *os.File
+	name := path
+	for i := 0; ; i++ {
+		f, err = os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL|unix.O_CLOEXEC, 0o600)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, os.ErrExist) || i >= 100 {
+			return nil, fmt.Errorf("create it again: %w", err)
+		}
+		// The name was taken since the dump: another one in the same
+		// directory, which is unlinked at once all the same.
+		name = filepath.Join(filepath.Dir(path), fmt.Sprintf(".%s.ctcr-ghost-%x-%d", filepath.Base(path), gid, i))
+	}
+	// Unlinked before anything else can fail or see it.
+	if err := os.Remove(name); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("unlink %s: %w", name, err)
+	}
+	fail := func(err error) (*os.File, error) {
+		f.Close()
+		return nil, err
+	}
+	for {
+		var c ghost.GhostChunkEntry
+		if err := rd.Next(&c); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			return fail(err)
+		}
+		if c.GetOff() > ge.GetSize() || c.GetLen() > ge.GetSize()-c.GetOff() {
+			return fail(corruptf(imgPath, "chunk of %d bytes at %d past the size %d", c.GetLen(), c.GetOff(), ge.GetSize()))
+		}
+		data, err := rd.ReadPayload(int64(c.GetLen()))
+		if err != nil {
+			return fail(err)
+		}
+		if _, err := f.WriteAt(data, int64(c.GetOff())); err != nil {
+			return fail(err)
+		}
+	}
+	fd := int(f.Fd())
+	if err := f.Truncate(int64(ge.GetSize())); err != nil {
+		return fail(err)
+	}
+	if err := unix.Fchown(fd, int(ge.GetUid()), int(ge.GetGid())); err != nil {
+		return fail(fmt.Errorf("chown %d:%d: %w", ge.GetUid(), ge.GetGid(), err))
+	}
+	if err := unix.Fchmod(fd, ge.GetMode()&0o7777); err != nil {
+		return fail(fmt.Errorf("chmod %#o: %w", ge.GetMode()&0o7777, err))
+	}
+	if ge.Atim != nil && ge.Mtim != nil {
+		ts := []unix.Timespec{
+			{Sec: int64(ge.Atim.GetTvSec()), Nsec: int64(ge.Atim.GetTvUsec()) * 1000},
+			{Sec: int64(ge.Mtim.GetTvSec()), Nsec: int64(ge.Mtim.GetTvUsec()) * 1000},
+		}
+		if err := unix.UtimesNanoAt(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", fd), ts, 0); err != nil {
+			return fail(fmt.Errorf("times: %w", err))
+		}
+	}
+	return f, nil
+}

@@ -1,0 +1,280 @@
+package criu
+
+import (
+	"bufio"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/checkpoint-restore/go-criu/v7/crit/images/fdinfo"
+	"github.com/checkpoint-restore/go-criu/v7/crit/images/fh"
+	"github.com/checkpoint-restore/go-criu/v7/crit/images/fsnotify"
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+)
+
+// inotifies are inotify instances with their watches (criu/fsnotify.c).
+// The kernel prints each watch with the file handle of the watched
+// inode; dump opens the handle to learn the inode's path and keeps both
+// in the watch's entry. Restore adds every watch again by path, with its
+// mask, and makes the kernel hand out the same watch descriptor. Events
+// queued at dump are not kept, as CRIU does not keep them.
+var inotifies = fileKind{
+	name:   "inotify",
+	fdType: fdinfo.FdTypes_INOTIFY,
+	dump:   dumpInotify,
+	open:   openInotify,
+}
+
+// inotifyWatch is one "inotify wd:" line of an inotify's fdinfo.
+type inotifyWatch struct {
+	wd, mask, ignored uint32
+	ino, sdev         uint64
+	handleType        int32
+	handle            []byte
+}
+
+// parseInotifyWatch parses (all numbers hex)
+//
+//	inotify wd:1 ino:10e0 sdev:800013 mask:800afce ignored_mask:0 fhandle-bytes:8 fhandle-type:1 f_handle:e0100000bf1d5a41
+func parseInotifyWatch(line string) (inotifyWatch, error) {
+	var w inotifyWatch
+	rest, ok := strings.CutPrefix(line, "inotify ")
+	if !ok {
+		return w, fmt.Errorf("inotify line %q", line)
+	}
+	var nbytes uint64
+	seen := 0
+	for _, kv := range strings.Fields(rest) {
+		k, v, _ := strings.Cut(kv, ":")
+		var err error
+		var n uint64
+		if k != "f_handle" {
+			if n, err = strconv.ParseUint(v, 16, 64); err != nil {
+				return w, fmt.Errorf("inotify line %q: %s: %w", line, k, err)
+			}
+		}
+		switch k {
+		case "wd":
+			w.wd = uint32(n)
+		case "ino":
+			w.ino = n
+		case "sdev":
+			w.sdev = n
+		case "mask":
+			w.mask = uint32(n)
+		case "ignored_mask":
+			w.ignored = uint32(n)
+		case "fhandle-bytes":
+			nbytes = n
+		case "fhandle-type":
+			w.handleType = int32(n)
+		case "f_handle":
+			if w.handle, err = hex.DecodeString(v); err != nil {
+				return w, fmt.Errorf("inotify line %q: f_handle: %w", line, err)
+			}
+		default:
+			continue
+		}
+		seen++
+	}
+	if seen < 8 || uint64(len(w.handle)) != nbytes || nbytes == 0 || nbytes > 128 {
+		return w, fmt.Errorf("inotify line %q: fields or file handle missing", line)
+	}
+	return w, nil
+}
+
+// mountOf returns the path of a mount of the filesystem with dev
+// (user encoding), preferring one that shows the filesystem's root.
+func mountOf(dev uint64) (string, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	want := fmt.Sprintf("%d:%d", unix.Major(dev), unix.Minor(dev))
+	best := ""
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fl := strings.Fields(sc.Text())
+		if len(fl) < 5 || fl[2] != want {
+			continue
+		}
+		if fl[3] == "/" {
+			return unescapeMount(fl[4]), nil
+		}
+		if best == "" {
+			best = unescapeMount(fl[4])
+		}
+	}
+	if best == "" {
+		return "", fmt.Errorf("no mount of device %s", want)
+	}
+	return best, sc.Err()
+}
+
+// unescapeMount undoes the octal escapes of mountinfo (\040 for space).
+func unescapeMount(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// handlePath opens a file handle of the filesystem with dev and returns
+// the path the kernel gives the inode.
+func handlePath(dev uint64, typ int32, handle []byte) (string, error) {
+	mnt, err := mountOf(dev)
+	if err != nil {
+		return "", err
+	}
+	mfd, err := unix.Open(mnt, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return "", fmt.Errorf("open mount %s: %w", mnt, err)
+	}
+	defer unix.Close(mfd) // an O_PATH fd is refused (EBADF)
+	fd, err := unix.OpenByHandleAt(mfd, unix.NewFileHandle(typ, handle), unix.O_PATH|unix.O_CLOEXEC)
+	if err != nil {
+		return "", fmt.Errorf("open_by_handle_at on %s: %w", mnt, err)
+	}
+	defer unix.Close(fd)
+	return os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd))
+}
+
+// handleWords packs a file handle into CRIU's fh_entry.handle: 64-bit
+// words, at least FH_ENTRY_SIZES__min_entries (16) of them.
+func handleWords(b []byte) []uint64 {
+	n := max(16, (len(b)+7)/8)
+	buf := make([]byte, 8*n)
+	copy(buf, b)
+	w := make([]uint64, n)
+	for i := range w {
+		w[i] = binary.LittleEndian.Uint64(buf[8*i:])
+	}
+	return w
+}
+
+func dumpInotify(d *fdDump) (*fdinfo.FileEntry, error) {
+	if !isAnon(d, "inotify") {
+		return nil, nil
+	}
+	id := d.files.nextID()
+	ify := &fsnotify.InotifyFileEntry{Id: proto.Uint32(id), Flags: proto.Uint32(d.flags), Fown: zeroFown()}
+	for _, l := range d.info.Extra {
+		if !strings.HasPrefix(l, "inotify ") {
+			continue
+		}
+		w, err := parseInotifyWatch(l)
+		if err != nil {
+			return nil, fmt.Errorf("%s (%s): %w", d.where, d.link, err)
+		}
+		path, err := handlePath(kernelDev(w.sdev), w.handleType, w.handle)
+		if err != nil {
+			return nil, fmt.Errorf("%s: inotify watch %d (inode %d): %w", d.where, w.wd, w.ino, err)
+		}
+		if strings.HasSuffix(path, " (deleted)") || !strings.HasPrefix(path, "/") {
+			return nil, d.unsupported(fmt.Sprintf("inotify watch %d on %s, which has no path", w.wd, path))
+		}
+		ify.Wd = append(ify.Wd, &fsnotify.InotifyWdEntry{
+			Id: proto.Uint32(id), IIno: proto.Uint64(w.ino), Mask: proto.Uint32(w.mask), IgnoredMask: proto.Uint32(w.ignored),
+			SDev: proto.Uint32(uint32(w.sdev)), Wd: proto.Uint32(w.wd),
+			FHandle: &fh.FhEntry{Bytes: proto.Uint32(uint32(len(w.handle))), Type: proto.Uint32(uint32(w.handleType)),
+				Handle: handleWords(w.handle), Path: proto.String(path)},
+		})
+	}
+	return &fdinfo.FileEntry{Id: proto.Uint32(id), Ify: ify}, nil
+}
+
+// inotifyUserMask are the mask bits inotify_add_watch takes back; the
+// kernel prints the mark's mask, which may hold others.
+const inotifyUserMask = unix.IN_ALL_EVENTS | unix.IN_ONLYDIR | unix.IN_DONT_FOLLOW | unix.IN_EXCL_UNLINK | unix.IN_ONESHOT
+
+func openInotify(r *fileRestore, e *fdinfo.FileEntry) (*os.File, error) {
+	ify := e.GetIfy()
+	if ify == nil {
+		return nil, corruptf("files.img", "inotify id %d without its entry", e.GetId())
+	}
+	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
+	if err != nil {
+		return nil, fmt.Errorf("inotify id %d: %w", e.GetId(), err)
+	}
+	f := os.NewFile(uintptr(fd), "inotify")
+	wds := append(ify.Wd[:0:0], ify.Wd...)
+	sort.Slice(wds, func(i, j int) bool { return wds[i].GetWd() < wds[j].GetWd() })
+	removed := false
+	for _, w := range wds {
+		path := w.GetFHandle().GetPath()
+		if path == "" {
+			f.Close()
+			return nil, fmt.Errorf("inotify id %d watch %d: no path in the image: %w", e.GetId(), w.GetWd(), ErrUnsupported)
+		}
+		if err := addWatchAt(fd, path, w.GetMask()&inotifyUserMask, int(w.GetWd())); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("inotify id %d: %w", e.GetId(), err)
+		}
+		removed = removed || w.GetWd() > 1
+	}
+	if removed {
+		// Each watch removed to reach a descriptor queued IN_IGNORED:
+		// the task must not read those.
+		buf := make([]byte, 64<<10)
+		for {
+			if _, err := unix.Read(fd, buf); err != nil {
+				break
+			}
+		}
+	}
+	flags := ify.GetFlags()
+	if flags&unix.O_NONBLOCK == 0 {
+		cur, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+		if err == nil {
+			_, err = unix.FcntlInt(uintptr(fd), unix.F_SETFL, cur&^unix.O_NONBLOCK)
+		}
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("inotify id %d: flags: %w", e.GetId(), err)
+		}
+	}
+	if err := setFileFlags(f, flags); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("inotify id %d: flags: %w", e.GetId(), err)
+	}
+	return f, nil
+}
+
+// addWatchAt adds a watch on path and gets it descriptor wd. The kernel
+// hands out descriptors in increasing order: watches added and removed
+// until the next one is wd (as CRIU does) get it there.
+func addWatchAt(fd int, path string, mask uint32, wd int) error {
+	for tries := 0; ; tries++ {
+		got, err := unix.InotifyAddWatch(fd, path, mask)
+		if err != nil {
+			return fmt.Errorf("watch %d on %s (mask %#x): %w", wd, path, mask, err)
+		}
+		if got == wd {
+			return nil
+		}
+		if got > wd || tries > 1<<20 {
+			return fmt.Errorf("watch %d on %s: the kernel gave descriptor %d", wd, path, got)
+		}
+		if _, err := unix.InotifyRmWatch(fd, uint32(got)); err != nil && !errors.Is(err, unix.EINVAL) {
+			return fmt.Errorf("watch %d on %s: remove descriptor %d: %w", wd, path, got, err)
+		}
+	}
+}
