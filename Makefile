@@ -17,6 +17,7 @@ test:
 
 bench: build
 	$(GO) run ./test/bench -ctcr bin/ctcr
+	$(GO) run ./test/bench/tasks -ctcr bin/ctcr
 
 demo: build
 	test/demo/demo.sh

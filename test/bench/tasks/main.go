@@ -1,0 +1,415 @@
+// Command tasks measures what ctcr spends per task: the dump and the
+// restore of a tree of -procs processes (workloads/forktree.c: each one sleeps in
+// sigsuspend) and of one process with -threads threads (workloads/manythreads.c:
+// each one waits on a condition variable). Images go to a tmpfs. Each
+// restored workload must check itself and pass. It prints, for dump and
+// restore, the total time (ctcr's own *_seconds report and the wall time
+// of the ctcr command) and the time per task, against a target of 2 ms
+// per task; the median of -runs runs.
+//
+// Run as root from the repository root: make bench.
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+var (
+	ctcrFlag    = flag.String("ctcr", "bin/ctcr", "the ctcr binary")
+	procsFlag   = flag.Int("procs", 1000, "processes in the tree")
+	threadsFlag = flag.Int("threads", 1000, "threads in the threaded process, the main one included")
+	runsFlag    = flag.Int("runs", 3, "runs of each workload; the median is reported")
+	srcFlag     = flag.String("src", "test/bench/tasks/workloads", "directory of forktree.c and manythreads.c")
+	jsonFlag    = flag.Bool("json", false, "print the result as JSON")
+)
+
+// targetPerTask is what dump and restore should each stay under, per task.
+const targetPerTask = 2 * time.Millisecond
+
+// measure is one run of one workload.
+type measure struct {
+	Tasks          int     `json:"tasks"`
+	DumpSeconds    float64 `json:"dump_seconds"`      // ctcr dump --json: dump_seconds
+	DumpWall       float64 `json:"dump_wall_seconds"` // the ctcr dump command, start to exit
+	FrozenSeconds  float64 `json:"frozen_seconds"`
+	RestoreSeconds float64 `json:"restore_seconds"`      // ctcr restore --json: restore_seconds
+	RestoreWall    float64 `json:"restore_wall_seconds"` // the ctcr restore -d command, start to exit
+}
+
+type workload struct {
+	name  string // forktree or manythreads
+	tasks int    // processes that dump and restore report
+	n     int    // the workload's N argument
+	// wake tells the restored workload (root PID pid, in DIR dir) to check itself.
+	wake func(dir string, pid int) error
+}
+
+func main() {
+	flag.Parse()
+	if err := bench(); err != nil {
+		fmt.Fprintln(os.Stderr, "bench tasks:", err)
+		os.Exit(1)
+	}
+}
+
+func bench() error {
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("run as root (sudo make bench)")
+	}
+	ctcr, err := filepath.Abs(*ctcrFlag)
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(ctcr); err != nil {
+		return fmt.Errorf("no ctcr binary: %w (make build)", err)
+	}
+	// A tree killed by the dump re-parents its orphans here, and a tree
+	// restored with -d outlives ctcr: as a subreaper we reap them all.
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		return fmt.Errorf("prctl(PR_SET_CHILD_SUBREAPER): %w", err)
+	}
+	if err := closeOnExecInherited(); err != nil {
+		return err
+	}
+	if err := checkLimits(); err != nil {
+		return err
+	}
+	work, err := os.MkdirTemp("", "ctcr-bench-tasks-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+	bins := map[string]string{}
+	for _, name := range []string{"forktree", "manythreads"} {
+		bins[name] = filepath.Join(work, name)
+		src := filepath.Join(*srcFlag, name+".c")
+		if out, err := exec.Command("gcc", "-O2", "-Wall", "-Werror", "-pthread", "-o", bins[name], src).CombinedOutput(); err != nil {
+			return fmt.Errorf("gcc %s: %v\n%s", src, err, out)
+		}
+	}
+	images := filepath.Join(work, "images")
+	if err := os.Mkdir(images, 0o700); err != nil {
+		return err
+	}
+	if err := unix.Mount("tmpfs", images, "tmpfs", 0, "size=1g"); err != nil {
+		return fmt.Errorf("mount a tmpfs for the images on %s: %w", images, err)
+	}
+	defer unix.Unmount(images, unix.MNT_DETACH)
+
+	workloads := []workload{
+		{name: "forktree", tasks: *procsFlag, n: *procsFlag, wake: func(_ string, pid int) error {
+			return unix.Kill(-pid, unix.SIGUSR1) // the tree is the root's process group
+		}},
+		{name: "manythreads", tasks: 1, n: *threadsFlag, wake: func(dir string, _ int) error {
+			return os.WriteFile(filepath.Join(dir, "check"), nil, 0o644)
+		}},
+	}
+	results := map[string][]measure{}
+	for _, wl := range workloads {
+		for i := range *runsFlag {
+			m, err := oneRun(ctcr, bins[wl.name], work, images, wl, i)
+			if err != nil {
+				return fmt.Errorf("%s run %d: %w", wl.name, i+1, err)
+			}
+			fmt.Fprintf(os.Stderr, "%s run %d: dump %.3f s, restore %.3f s for %d tasks\n", wl.name, i+1, m.DumpSeconds, m.RestoreSeconds, wl.n)
+			results[wl.name] = append(results[wl.name], m)
+		}
+	}
+	return report(workloads, results)
+}
+
+// checkLimits makes sure pid_max and threads-max leave room for the
+// workloads and their restore.
+func checkLimits() error {
+	for _, l := range []struct {
+		file string
+		need int
+	}{
+		{"/proc/sys/kernel/pid_max", 4 * max(*procsFlag, *threadsFlag)},
+		{"/proc/sys/kernel/threads-max", 2 * (*procsFlag + *threadsFlag)},
+	} {
+		b, err := os.ReadFile(l.file)
+		if err != nil {
+			return err
+		}
+		v, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil {
+			return fmt.Errorf("%s: %q", l.file, b)
+		}
+		if v < l.need {
+			return fmt.Errorf("%s is %d: want at least %d for -procs %d -threads %d", l.file, v, l.need, *procsFlag, *threadsFlag)
+		}
+	}
+	return nil
+}
+
+func oneRun(ctcr, bin, work, images string, wl workload, i int) (m measure, err error) {
+	dir := filepath.Join(work, fmt.Sprintf("%s-%d", wl.name, i))
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return m, err
+	}
+	out, err := os.Create(filepath.Join(dir, "out"))
+	if err != nil {
+		return m, err
+	}
+	defer out.Close()
+	cmd := exec.Command(bin, dir, strconv.Itoa(wl.n))
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return m, err
+	}
+	pid := cmd.Process.Pid
+	defer killByDir(dir)
+	if err := waitFile(filepath.Join(dir, "ready"), 2*time.Minute); err != nil {
+		return m, err
+	}
+	pids := treePids(pid)
+	if len(pids) != wl.tasks {
+		return m, fmt.Errorf("the workload runs %d processes, want %d", len(pids), wl.tasks)
+	}
+
+	img := filepath.Join(images, filepath.Base(dir))
+	defer os.RemoveAll(img)
+	var d struct {
+		Tasks         int     `json:"tasks"`
+		DumpSeconds   float64 `json:"dump_seconds"`
+		FrozenSeconds float64 `json:"frozen_seconds"`
+	}
+	wall, err := ctcrJSON(ctcr, &d, "dump", "-t", strconv.Itoa(pid), "-D", img, "--json")
+	if err != nil {
+		return m, err
+	}
+	if d.Tasks != wl.tasks {
+		return m, fmt.Errorf("dump --json reports %d tasks, want %d", d.Tasks, wl.tasks)
+	}
+	m.Tasks, m.DumpSeconds, m.DumpWall, m.FrozenSeconds = d.Tasks, d.DumpSeconds, wall.Seconds(), d.FrozenSeconds
+	cmd.Wait()
+	if err := reapGone(pids, 30*time.Second); err != nil {
+		return m, fmt.Errorf("after the dump: %w", err)
+	}
+
+	var r struct {
+		Tasks          int     `json:"tasks"`
+		RestoreSeconds float64 `json:"restore_seconds"`
+	}
+	wall, err = ctcrJSON(ctcr, &r, "restore", "-D", img, "-d", "--json")
+	if err != nil {
+		return m, err
+	}
+	if r.Tasks != wl.tasks {
+		return m, fmt.Errorf("restore --json reports %d tasks, want %d", r.Tasks, wl.tasks)
+	}
+	m.RestoreSeconds, m.RestoreWall = r.RestoreSeconds, wall.Seconds()
+	if got := treePids(pid); !slices.Equal(got, pids) {
+		return m, fmt.Errorf("restored %d processes, not the %d dumped (or with other PIDs)", len(got), len(pids))
+	}
+	if err := wl.wake(dir, pid); err != nil {
+		return m, err
+	}
+	var ws unix.WaitStatus
+	if _, err := unix.Wait4(pid, &ws, unix.WALL, nil); err != nil {
+		return m, fmt.Errorf("wait for the restored root %d: %w", pid, err)
+	}
+	res, _ := os.ReadFile(filepath.Join(dir, "result"))
+	if !ws.Exited() || ws.ExitStatus() != 0 || !strings.HasPrefix(string(res), "PASS") {
+		return m, fmt.Errorf("the restored workload did not pass (wait status %#x): %q", uint32(ws), res)
+	}
+	return m, reapGone(pids, 30*time.Second)
+}
+
+// treePids lists root and its descendants, sorted.
+func treePids(root int) []int {
+	kids := map[int][]int{}
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		s := string(b)
+		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+		if ppid, err := strconv.Atoi(f[1]); err == nil {
+			kids[ppid] = append(kids[ppid], pid)
+		}
+	}
+	out := []int{root}
+	for i := 0; i < len(out); i++ {
+		out = append(out, kids[out[i]]...)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// reapGone reaps this process's exited children until none of pids is
+// left. No ctcr command runs meanwhile, so reaping any child is safe.
+func reapGone(pids []int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		for {
+			var ws unix.WaitStatus
+			got, err := unix.Wait4(-1, &ws, unix.WNOHANG|unix.WALL, nil)
+			if got <= 0 || err != nil {
+				break
+			}
+		}
+		left := 0
+		for _, pid := range pids {
+			if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil {
+				left++
+			}
+		}
+		if left == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d of the workload's processes are still there after %v", left, timeout)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// killByDir kills every process whose command line names dir, and reaps.
+func killByDir(dir string) {
+	var pids []int
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); strings.Contains(string(b), dir) {
+			unix.Kill(pid, unix.SIGKILL)
+			pids = append(pids, pid)
+		}
+	}
+	reapGone(pids, 10*time.Second)
+}
+
+func closeOnExecInherited() error {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		fd, err := strconv.Atoi(e.Name())
+		if err != nil || fd <= 2 {
+			continue
+		}
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, unix.FD_CLOEXEC); err != nil && !errors.Is(err, unix.EBADF) {
+			return fmt.Errorf("fcntl(%d, F_SETFD, FD_CLOEXEC): %w", fd, err)
+		}
+	}
+	return nil
+}
+
+func waitFile(p string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		if _, err := os.Stat(p); err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("no %s after %v", p, timeout)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// ctcrJSON runs ctcr, decodes the first line of its stdout into v and
+// returns the command's wall time.
+func ctcrJSON(ctcr string, v any, args ...string) (time.Duration, error) {
+	cmd := exec.Command(ctcr, args...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	t0 := time.Now()
+	out, err := cmd.Output()
+	wall := time.Since(t0)
+	if err != nil {
+		return wall, fmt.Errorf("ctcr %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	line, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
+	if err := json.Unmarshal([]byte(line), v); err != nil {
+		return wall, fmt.Errorf("ctcr %s printed %q: %w", strings.Join(args, " "), out, err)
+	}
+	return wall, nil
+}
+
+func median(ms []measure, f func(measure) float64) float64 {
+	v := make([]float64, len(ms))
+	for i, m := range ms {
+		v[i] = f(m)
+	}
+	slices.Sort(v)
+	if len(v)%2 == 1 {
+		return v[len(v)/2]
+	}
+	return (v[len(v)/2-1] + v[len(v)/2]) / 2
+}
+
+func report(workloads []workload, results map[string][]measure) error {
+	type row struct {
+		key, name string
+		f         func(measure) float64
+	}
+	rows := []row{
+		{"dump_seconds", "dump", func(m measure) float64 { return m.DumpSeconds }},
+		{"dump_wall_seconds", "dump, ctcr command wall time", func(m measure) float64 { return m.DumpWall }},
+		{"frozen_seconds", "frozen", func(m measure) float64 { return m.FrozenSeconds }},
+		{"restore_seconds", "restore", func(m measure) float64 { return m.RestoreSeconds }},
+		{"restore_wall_seconds", "restore -d, ctcr command wall time", func(m measure) float64 { return m.RestoreWall }},
+	}
+	if *jsonFlag {
+		out := map[string]any{"runs": *runsFlag, "target_ms_per_task": targetPerTask.Seconds() * 1000}
+		for _, wl := range workloads {
+			med := map[string]float64{}
+			for _, r := range rows {
+				med[r.key] = median(results[wl.name], r.f)
+				med[strings.TrimSuffix(r.key, "_seconds")+"_ms_per_task"] = 1000 * med[r.key] / float64(wl.n)
+			}
+			out[wl.name] = map[string]any{"tasks": wl.n, "runs": results[wl.name], "median": med}
+		}
+		return json.NewEncoder(os.Stdout).Encode(out)
+	}
+	fmt.Printf("ctcr bench tasks: median of %d runs; a task is a process of the tree or a thread; target < %v per task\n\n", *runsFlag, targetPerTask)
+	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "workload\tmeasure\ttotal s\tms per task\ttarget\truns (s)")
+	for _, wl := range workloads {
+		what := fmt.Sprintf("%d processes", wl.n)
+		if wl.name == "manythreads" {
+			what = fmt.Sprintf("1 process, %d threads", wl.n)
+		}
+		for _, r := range rows {
+			total := median(results[wl.name], r.f)
+			per := time.Duration(total / float64(wl.n) * float64(time.Second))
+			verdict := "ok"
+			if per >= targetPerTask {
+				verdict = "MISSED"
+			}
+			var each []string
+			for _, m := range results[wl.name] {
+				each = append(each, fmt.Sprintf("%.3f", r.f(m)))
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%.3f\t%.3f\t%s\t%s\n", what, r.name, total, per.Seconds()*1000, verdict, strings.Join(each, " "))
+		}
+	}
+	return tw.Flush()
+}
