@@ -54,25 +54,29 @@ func (o *DumpOptions) logf(format string, args ...any) {
 
 // dumpProc is one process of the dumped tree.
 type dumpProc struct {
-	pid, ppid, pgid, sid int
-	zombie               bool
-	exitCode             uint32 // wait status of a zombie
-	threads              []*dumpThread
-	stat                 *proc.Stat
-	status               *proc.Status
-	shared               []ptrace.Siginfo // process-wide queue
-	mm                   *mm.MmEntry
-	fds                  []*fdinfo.FdinfoEntry
-	fs                   *fsimg.FsEntry
-	pagemap              []*pagemap.PagemapEntry
-	pagesID              int
+	pid, ppid, pgid, sid int // as ctcr sees them (host ids)
+	// The ids in the root's PID namespace, which the images hold: the
+	// same as the host ids unless the tree lives in its own namespace.
+	vpid, vppid, vpgid, vsid int
+	zombie                   bool
+	exitCode                 uint32 // wait status of a zombie
+	threads                  []*dumpThread
+	stat                     *proc.Stat
+	status                   *proc.Status
+	shared                   []ptrace.Siginfo // process-wide queue
+	mm                       *mm.MmEntry
+	fds                      []*fdinfo.FdinfoEntry
+	fs                       *fsimg.FsEntry
+	pagemap                  []*pagemap.PagemapEntry
+	pagesID                  int
 }
 
 func (p *dumpProc) leader() *dumpThread { return p.threads[0] }
 
 // dumpThread is one seized thread.
 type dumpThread struct {
-	tid     int
+	tid     int         // host id
+	vtid    int         // id in the root's PID namespace
 	regs    ptrace.Regs // as seized; what it resumes with after --leave-running
 	xstate  []byte
 	sigmask uint64
@@ -86,6 +90,8 @@ type dumpTree struct {
 	procs []*dumpProc // parents before children
 	byPid map[int]*dumpProc
 	opts  *DumpOptions
+	// pidLevel is the depth of the root's PID namespace (1: ctcr's own).
+	pidLevel int
 }
 
 // Dump checkpoints the process tree rooted at opts.Pid into opts.Dir. On
@@ -132,6 +138,9 @@ func Dump(opts DumpOptions) (*DumpStats, error) {
 		return nil, err
 	}
 	opts.logf("seized %d processes (%v)", len(d.procs), time.Since(frozenAt))
+	if err := d.virtualIDs(); err != nil {
+		return nil, err
+	}
 	if err := d.checkSharing(); err != nil {
 		return nil, err
 	}
@@ -268,6 +277,49 @@ func (d *dumpTree) seize(root int) error {
 			}
 			queue = append(queue, kids...)
 		}
+	}
+	return nil
+}
+
+// virtualIDs finds every id as the root's PID namespace sees it, from
+// the NSpid/NSpgid/NSsid lines of /proc/PID/status. A task in a PID
+// namespace nested below the root's is refused.
+func (d *dumpTree) virtualIDs() error {
+	last := func(v []int, host int) int {
+		if len(v) == 0 {
+			return host
+		}
+		return v[len(v)-1]
+	}
+	for i, p := range d.procs {
+		st, err := proc.ReadStatus(p.pid, p.pid)
+		if err != nil {
+			return fmt.Errorf("task %d: %w", p.pid, err)
+		}
+		levels := max(len(st.NSpid), 1)
+		if i == 0 {
+			d.pidLevel = levels
+		} else if levels != d.pidLevel {
+			return fmt.Errorf("task %d is in a PID namespace nested below the root's: %w", p.pid, ErrUnsupported)
+		}
+		p.vpid = last(st.NSpid, p.pid)
+		p.vpgid = last(st.NSpgid, p.pgid)
+		p.vsid = last(st.NSsid, p.sid)
+		for _, th := range p.threads {
+			tst, err := proc.ReadStatus(p.pid, th.tid)
+			if err != nil {
+				return fmt.Errorf("task %d thread %d: %w", p.pid, th.tid, err)
+			}
+			th.vtid = last(tst.NSpid, th.tid)
+		}
+	}
+	for i, p := range d.procs {
+		if parent, ok := d.byPid[p.ppid]; ok && i > 0 {
+			p.vppid = parent.vpid
+		} else if d.pidLevel == 1 {
+			p.vppid = p.ppid
+		}
+		// else: the parent is outside the root's namespace: 0, as CRIU.
 	}
 	return nil
 }
@@ -530,7 +582,7 @@ func dumpTaskFiles(p *dumpProc, files *fileTable, shellJob bool) error {
 			return 0, fmt.Errorf("task %d: %s %s was removed: %w", pid, name, path, ErrUnsupported)
 		}
 		var st unix.Stat_t
-		if err := unix.Stat(path, &st); err != nil {
+		if err := unix.Stat(taskPath(pid, path), &st); err != nil {
 			return 0, fmt.Errorf("task %d %s %s: %w", pid, name, path, err)
 		}
 		return files.regFile(path, unix.O_RDONLY|unix.O_DIRECTORY, 0, &st), nil
@@ -553,7 +605,7 @@ func dumpTaskFiles(p *dumpProc, files *fileTable, shellJob bool) error {
 		return fmt.Errorf("task %d: executable %s was deleted: %w", pid, exe, ErrUnsupported)
 	}
 	var st unix.Stat_t
-	if err := unix.Stat(exe, &st); err != nil {
+	if err := unix.Stat(taskPath(pid, exe), &st); err != nil {
 		return fmt.Errorf("task %d exe %s: %w", pid, exe, err)
 	}
 	p.mm.ExeFileId = proto.Uint32(files.regFile(exe, unix.O_RDONLY, 0, &st))
@@ -612,47 +664,52 @@ func (d *dumpTree) writeImages(stage *images.Staging, files *fileTable) error {
 	}
 	var tree []proto.Message
 	var rootIDs *criucore.TaskKobjIdsEntry
+	nsIDs, err := namespaceIDs(d.procs[0].pid)
+	if err != nil {
+		return err
+	}
 	for i, p := range d.procs {
 		id := uint32(i + 1)
 		ids := &criucore.TaskKobjIdsEntry{VmId: proto.Uint32(id), FilesId: proto.Uint32(id), FsId: proto.Uint32(id), SighandId: proto.Uint32(id)}
+		nsIDs.fill(ids)
 		if i == 0 {
 			rootIDs = ids
 		}
-		ps := &pstree.PstreeEntry{Pid: proto.Uint32(uint32(p.pid)), Ppid: proto.Uint32(uint32(p.ppid)), Pgid: proto.Uint32(uint32(p.pgid)), Sid: proto.Uint32(uint32(p.sid))}
+		ps := &pstree.PstreeEntry{Pid: proto.Uint32(uint32(p.vpid)), Ppid: proto.Uint32(uint32(p.vppid)), Pgid: proto.Uint32(uint32(p.vpgid)), Sid: proto.Uint32(uint32(p.vsid))}
 		if p.zombie {
 			// A zombie's core holds only its state and exit status.
-			ps.Threads = []uint32{uint32(p.pid)}
+			ps.Threads = []uint32{uint32(p.vpid)}
 			core := &criucore.CoreEntry{Mtype: criucore.CoreEntry_X86_64.Enum(), Tc: &criucore.TaskCoreEntry{
 				TaskState: proto.Uint32(taskZombie), ExitCode: proto.Uint32(p.exitCode), Personality: proto.Uint32(0),
 				Flags: proto.Uint32(0), BlkSigset: proto.Uint64(0), Comm: proto.String(p.stat.Comm),
 			}}
-			if err := w(images.Core, images.Core.FileName(p.pid), core); err != nil {
+			if err := w(images.Core, images.Core.FileName(p.vpid), core); err != nil {
 				return err
 			}
 			tree = append(tree, ps)
 			continue
 		}
 		for _, th := range p.threads {
-			ps.Threads = append(ps.Threads, uint32(th.tid))
+			ps.Threads = append(ps.Threads, uint32(th.vtid))
 		}
 		tree = append(tree, ps)
 		p.leader().core.Ids = ids
 		for _, th := range p.threads {
-			if err := w(images.Core, images.Core.FileName(th.tid), th.core); err != nil {
+			if err := w(images.Core, images.Core.FileName(th.vtid), th.core); err != nil {
 				return err
 			}
 		}
-		if err := w(images.Ids, images.Ids.FileName(p.pid), ids); err != nil {
+		if err := w(images.Ids, images.Ids.FileName(p.vpid), ids); err != nil {
 			return err
 		}
-		if err := w(images.Mm, images.Mm.FileName(p.pid), p.mm); err != nil {
+		if err := w(images.Mm, images.Mm.FileName(p.vpid), p.mm); err != nil {
 			return err
 		}
 		msgs := []proto.Message{&pagemap.PagemapHead{PagesId: proto.Uint32(uint32(p.pagesID))}}
 		for _, e := range p.pagemap {
 			msgs = append(msgs, e)
 		}
-		if err := w(images.Pagemap, images.Pagemap.FileName(p.pid), msgs...); err != nil {
+		if err := w(images.Pagemap, images.Pagemap.FileName(p.vpid), msgs...); err != nil {
 			return err
 		}
 		var fd []proto.Message
@@ -662,7 +719,7 @@ func (d *dumpTree) writeImages(stage *images.Staging, files *fileTable) error {
 		if err := w(images.Fdinfo, images.Fdinfo.FileName(int(id)), fd...); err != nil {
 			return err
 		}
-		if err := w(images.Fs, images.Fs.FileName(p.pid), p.fs); err != nil {
+		if err := w(images.Fs, images.Fs.FileName(p.vpid), p.fs); err != nil {
 			return err
 		}
 	}
@@ -743,29 +800,37 @@ func (d *dumpTree) resume() error {
 }
 
 // kill ends every dumped task. They are traced: SIGKILL ends them at
-// once, and the tracer sees each thread die before its parent reaps it.
+// once, and the tracer must collect each thread's death before the
+// kernel lets it go on (a thread-group leader is reported after its
+// threads, the init of a PID namespace after every task in it), so deaths
+// are collected in whatever order they come.
 //
 // Preconditions: runs on the tracer thread.
 func (d *dumpTree) kill() error {
+	left := map[int]bool{}
 	for _, p := range d.procs {
-		if !p.zombie {
-			unix.Kill(p.pid, unix.SIGKILL)
+		if p.zombie {
+			continue
 		}
-	}
-	for _, p := range d.procs {
-		// A thread-group leader's death is reported only after every
-		// other thread's: wait for the leader last.
-		for i := len(p.threads) - 1; i >= 0; i-- {
-			th := p.threads[i]
-			for {
-				st, err := ptrace.Wait(th.tid)
-				if err != nil || st.Exited() {
-					break
-				}
-			}
+		unix.Kill(p.pid, unix.SIGKILL)
+		for _, th := range p.threads {
+			left[th.tid] = true
 		}
 		if len(p.threads) > 0 && p.threads[0].ctl != nil {
 			p.threads[0].ctl.mem.Close()
+		}
+	}
+	for len(left) > 0 {
+		var ws unix.WaitStatus
+		tid, err := unix.Wait4(-1, &ws, unix.WALL, nil)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("wait for the dumped tasks to die: %w (%d left)", err, len(left))
+		}
+		if ws.Exited() || ws.Signaled() {
+			delete(left, tid)
 		}
 	}
 	return nil

@@ -156,9 +156,10 @@ func writeWithPayloads(path string, x *extraImage) error {
 // restored: each open file description once, shared by every fd and task
 // that had it.
 type fileRestore struct {
-	cp    *checkpoint
-	opts  *RestoreOptions
-	files map[uint32]*os.File
+	cp      *checkpoint
+	rootPid int // host PID of the restored root: paths resolve in its root
+	opts    *RestoreOptions
+	files   map[uint32]*os.File
 	// state keeps what a kind builds across files (a pipe's two ends,
 	// a socket pair), by kind name.
 	state map[string]any

@@ -77,7 +77,7 @@ func openRegularFile(r *fileRestore, e *fdinfo.FileEntry) (*os.File, error) {
 		return os.NewFile(uintptr(fd), "/dev/stdin"), nil
 	}
 	flags := int(reg.GetFlags()) &^ (unix.O_CREAT | unix.O_EXCL | unix.O_TRUNC | unix.O_NOCTTY)
-	f, err := os.OpenFile(name, flags|unix.O_CLOEXEC, 0)
+	f, err := os.OpenFile(taskPath(r.rootPid, name), flags|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", name, err)
 	}

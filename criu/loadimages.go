@@ -111,7 +111,8 @@ func (c *checkpoint) loadTask(ps *pstree.PstreeEntry) (*restoredTaskImages, erro
 	if len(ps.Threads) == 0 || int(ps.Threads[0]) != pid || len(ps.Threads) > 1<<16 {
 		return nil, corruptf(pstreePath, "task %d: threads %v do not start with the task itself", pid, ps.Threads)
 	}
-	if ps.GetPpid() > 1<<22 || ps.GetPgid() == 0 || ps.GetPgid() > 1<<22 || ps.GetSid() > 1<<22 {
+	// 0 is a parent, group or session outside the tree's PID namespace.
+	if ps.GetPpid() > 1<<22 || ps.GetPgid() > 1<<22 || ps.GetSid() > 1<<22 {
 		return nil, corruptf(pstreePath, "task %d: parent, group or session out of range", pid)
 	}
 	t := &restoredTaskImages{pstree: ps, mm: &mm.MmEntry{}, fs: &fsimg.FsEntry{}}

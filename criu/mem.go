@@ -104,7 +104,7 @@ func classifyVMA(pid int, m proc.Mapping, files *fileTable) (*vma.VmaEntry, erro
 		return nil, fmt.Errorf("%s: file %s was deleted: mappings of unlinked files: %w", where, m.Path, ErrUnsupported)
 	case strings.HasPrefix(m.Path, "/"):
 		var st unix.Stat_t
-		if err := unix.Stat(m.Path, &st); err != nil {
+		if err := unix.Stat(taskPath(pid, m.Path), &st); err != nil {
 			return nil, fmt.Errorf("%s of %s: %w", where, m.Path, err)
 		}
 		if st.Ino != m.Inode || unix.Major(st.Dev) != m.Major || unix.Minor(st.Dev) != m.Minor {

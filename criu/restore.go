@@ -23,6 +23,14 @@ type RestoreOptions struct {
 	// released (a killed task keeps it until its parent reaps it).
 	PidWait time.Duration
 	Log     func(format string, args ...any)
+	// Namespaces are CLONE_NEW* flags of namespaces to create for the
+	// root besides those the image asks for (a new PID namespace when the
+	// tree had its own).
+	Namespaces uint64
+	// PrepareRoot, if set, runs once the root task exists in its new
+	// namespaces, before it creates any other task: the container front
+	// end mounts the root file system and sets the hostname there.
+	PrepareRoot func(*RootTask) error
 }
 
 func (o *RestoreOptions) logf(format string, args ...any) {
@@ -33,7 +41,8 @@ func (o *RestoreOptions) logf(format string, args ...any) {
 
 // Restored is a running restored process tree.
 type Restored struct {
-	Pid        int
+	Pid        int // the root's host PID (ctcr's child)
+	VPid       int // the root's PID in the image
 	Tasks      int
 	PagesBytes uint64
 	Total      time.Duration
@@ -83,9 +92,12 @@ func Restore(opts RestoreOptions) (*Restored, error) {
 		opts.PidWait = 10 * time.Second
 	}
 	deadline := time.Now().Add(opts.PidWait)
-	for _, id := range rt.ids() {
-		if err := waitPidFree(id, time.Until(deadline)); err != nil {
-			return nil, err
+	if rt.nsFlags&unix.CLONE_NEWPID == 0 {
+		// In a new PID namespace every id is free; here they must be.
+		for _, id := range rt.ids() {
+			if err := waitPidFree(id, time.Until(deadline)); err != nil {
+				return nil, err
+			}
 		}
 	}
 
@@ -95,7 +107,7 @@ func Restore(opts RestoreOptions) (*Restored, error) {
 	defer func() { tr.Do(func() error { rb.run(); return nil }) }()
 	rb.add(rt.killAll)
 
-	res := &Restored{Pid: rt.root.pid, Tasks: len(rt.procs)}
+	res := &Restored{Tasks: len(rt.procs), VPid: rt.root.vpid}
 	for _, p := range rt.procs {
 		if !p.img.zombie {
 			res.PagesBytes += p.img.pagesSize
@@ -117,6 +129,7 @@ func Restore(opts RestoreOptions) (*Restored, error) {
 		if err := rt.build(pp); err != nil {
 			return err
 		}
+		res.Pid = rt.root.pid
 		pp.kill()
 		return nil
 	})
@@ -192,7 +205,8 @@ func waitPidFree(pid int, limit time.Duration) error {
 
 // restoringTask is one process being turned into its checkpointed self.
 type restoringTask struct {
-	pid     int
+	pid     int // host id: what ctcr's /proc, ptrace and kill use
+	vpid    int // id in the image (the tree's PID namespace)
 	img     *restoredTaskImages
 	cp      *checkpoint
 	tree    *restoreTree
@@ -214,7 +228,8 @@ type restoringTask struct {
 
 // restoringThread is a thread other than the main one.
 type restoringThread struct {
-	tid  int
+	tid  int // host id
+	vtid int // id in the image
 	core *criucore.CoreEntry
 	ctl  *taskCtl
 }
@@ -351,7 +366,7 @@ func (t *restoringTask) closeRemote(fd int) error {
 	return nil
 }
 
-func (t *restoringTask) where() string { return fmt.Sprintf("task %d", t.pid) }
+func (t *restoringTask) where() string { return fmt.Sprintf("task %d", t.vpid) }
 
 // errString shortens an error for logs.
 func errString(err error) string { return strings.TrimSpace(err.Error()) }

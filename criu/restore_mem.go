@@ -211,7 +211,7 @@ func (t *restoringTask) mmapCall(v *vma.VmaEntry, files map[uint64]int) (uintptr
 // sendMappedFile opens the file a mapping maps and passes it to the task.
 func (t *restoringTask) sendMappedFile(v *vma.VmaEntry) (int, error) {
 	reg := t.cp.files[uint32(v.GetShmid())].GetReg()
-	f, err := os.OpenFile(reg.GetName(), int(reg.GetFlags())&unix.O_ACCMODE|unix.O_CLOEXEC, 0)
+	f, err := os.OpenFile(t.path(reg.GetName()), int(reg.GetFlags())&unix.O_ACCMODE|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return -1, fmt.Errorf("open mapped file: %w", err)
 	}

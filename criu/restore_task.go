@@ -23,7 +23,7 @@ import (
 func (t *restoringTask) restoreMm() error {
 	m := t.img.mm
 	exe := t.cp.files[m.GetExeFileId()].GetReg()
-	f, err := os.Open(exe.GetName())
+	f, err := os.Open(t.path(exe.GetName()))
 	if err != nil {
 		return fmt.Errorf("%s: executable: %w", t.where(), err)
 	}
@@ -203,7 +203,7 @@ func (t *restoringTask) restoreTaskState() error {
 	if tc.GetChildSubreaper() {
 		what[b.add(unix.SYS_PRCTL, unix.PR_SET_CHILD_SUBREAPER, 1)] = "child subreaper"
 	}
-	if err := queueSignals(b, what, t.pid, t.pid, tc.GetSignalsS().GetSignals(), true); err != nil {
+	if err := queueSignals(b, what, t.vpid, t.vpid, tc.GetSignalsS().GetSignals(), true); err != nil {
 		return fmt.Errorf("%s: %w", where, err)
 	}
 	if timers := tc.GetTimers(); timers != nil {
@@ -227,7 +227,7 @@ func (t *restoringTask) restoreTaskState() error {
 	if res, err := b.run(); err != nil {
 		return fmt.Errorf("%s: %s: %w", where, what[len(res)], err)
 	}
-	threads := append([]*restoringThread{{tid: t.pid, core: t.img.core, ctl: t.ctl}}, t.threads...)
+	threads := append([]*restoringThread{{tid: t.pid, vtid: t.vpid, core: t.img.core, ctl: t.ctl}}, t.threads...)
 	for _, th := range threads {
 		if err := t.restoreThreadState(th); err != nil {
 			return err
@@ -249,7 +249,7 @@ func (t *restoringTask) restoreTaskState() error {
 func (t *restoringTask) restoreThreadState(th *restoringThread) error {
 	core := th.core
 	tcore := core.ThreadCore
-	where := fmt.Sprintf("task %d thread %d", t.pid, th.tid)
+	where := fmt.Sprintf("task %d thread %d", t.vpid, th.vtid)
 	b := th.ctl.newBatch()
 	what := map[int]string{}
 	if sas := tcore.GetSas(); sas != nil {
@@ -270,10 +270,10 @@ func (t *restoringTask) restoreThreadState(th *restoringThread) error {
 	if rs := tcore.GetRseqEntry(); rs != nil && rs.GetRseqAbiPointer() != 0 {
 		what[b.add(unix.SYS_RSEQ, rs.GetRseqAbiPointer(), uint64(rs.GetRseqAbiSize()), 0, uint64(rs.GetSignature()))] = fmt.Sprintf("rseq registration at %#x", rs.GetRseqAbiPointer())
 	}
-	if err := queueSignals(b, what, t.pid, th.tid, tcore.GetSignalsP().GetSignals(), false); err != nil {
+	if err := queueSignals(b, what, t.vpid, th.vtid, tcore.GetSignalsP().GetSignals(), false); err != nil {
 		return fmt.Errorf("%s: %w", where, err)
 	}
-	if th.tid != t.pid && tcore.GetComm() != "" {
+	if th.vtid != t.vpid && tcore.GetComm() != "" {
 		comm := tcore.GetComm()
 		if len(comm) > 15 {
 			comm = comm[:15]

@@ -30,6 +30,7 @@ type restoreTree struct {
 	root    *restoringTask
 	sock    *os.File
 	ctlAddr uint64
+	nsFlags uint64       // CLONE_NEW* for the root
 	files   *fileRestore // open file descriptions, opened once each
 	// outerSid and outerPgid are the root's session and group when they
 	// are outside the tree: the restored tree joins ctcr's instead.
@@ -52,19 +53,23 @@ func (t *restoringTask) threadIDs() []int {
 func planTree(cp *checkpoint, opts *RestoreOptions) (*restoreTree, error) {
 	rt := &restoreTree{cp: cp, opts: opts, byPid: map[int]*restoringTask{}, files: newFileRestore(cp, opts)}
 	for _, img := range cp.tasks {
-		t := &restoringTask{pid: int(img.pstree.GetPid()), img: img, cp: cp, tree: rt, opts: opts}
+		t := &restoringTask{vpid: int(img.pstree.GetPid()), img: img, cp: cp, tree: rt, opts: opts}
 		rt.procs = append(rt.procs, t)
-		rt.byPid[t.pid] = t
+		rt.byPid[t.vpid] = t
 	}
 	rt.root = rt.procs[0]
 	root := rt.root
-	if root.img.zombie {
-		return nil, fmt.Errorf("the root task %d is a zombie: %w", root.pid, ErrUnsupported)
+	rt.nsFlags = opts.Namespaces
+	if root.img.core != nil {
+		rt.nsFlags |= ownNamespaces(root.img.core.GetIds())
 	}
-	if root.sid() != root.pid {
+	if root.img.zombie {
+		return nil, fmt.Errorf("the root task %d is a zombie: %w", root.vpid, ErrUnsupported)
+	}
+	if root.sid() != root.vpid {
 		rt.outerSid = root.sid()
 	}
-	if root.pgid() != root.pid {
+	if root.pgid() != root.vpid {
 		rt.outerPgid = root.pgid()
 	}
 	for _, t := range rt.procs[1:] {
@@ -80,7 +85,7 @@ func planTree(cp *checkpoint, opts *RestoreOptions) (*restoreTree, error) {
 	// keep (they were forked before it called setsid).
 	var need func(t *restoringTask) (int, error)
 	need = func(t *restoringTask) (int, error) {
-		if t.sid() != t.pid {
+		if t.sid() != t.vpid {
 			return t.sid(), nil
 		}
 		want := 0
@@ -89,11 +94,16 @@ func planTree(cp *checkpoint, opts *RestoreOptions) (*restoreTree, error) {
 			if err != nil {
 				return 0, err
 			}
-			if n == t.pid || n == 0 {
+			if n == t.vpid || n == 0 {
+				continue
+			}
+			if l, ok := rt.byPid[n]; !ok || l.img.zombie {
+				// A session whose leader is gone: a helper recreates it,
+				// whatever session t is born in.
 				continue
 			}
 			if want != 0 && want != n {
-				return 0, fmt.Errorf("task %d has children in sessions %d and %d besides its own: %w", t.pid, want, n, ErrUnsupported)
+				return 0, fmt.Errorf("task %d has children in sessions %d and %d besides its own: %w", t.vpid, want, n, ErrUnsupported)
 			}
 			want = n
 		}
@@ -150,16 +160,20 @@ func (rt *restoreTree) realSid(sid int) int {
 // Preconditions: runs on the tracer thread.
 func (rt *restoreTree) build(pp *puppet) error {
 	root := rt.root
-	tid, err := cloneFrom(pp.ctl, root.pid, unix.CLONE_PARENT, 0)
+	host, err := cloneFrom(pp.ctl, root.vpid, unix.CLONE_PARENT|rt.nsFlags, 0)
 	if err != nil {
 		return err
 	}
+	root.pid = host
+	rt.files.rootPid = host
 	root.ctlAddr = rt.ctlAddr
 	if err := root.attach(); err != nil {
 		return err
 	}
-	if tid != root.pid {
-		return fmt.Errorf("root cloned as %d, not %d", tid, root.pid)
+	if rt.opts.PrepareRoot != nil {
+		if err := rt.opts.PrepareRoot(&RootTask{Pid: host, t: root}); err != nil {
+			return fmt.Errorf("prepare the root task's namespaces: %w", err)
+		}
 	}
 	if err := rt.grow(root); err != nil {
 		return err
@@ -168,7 +182,7 @@ func (rt *restoreTree) build(pp *puppet) error {
 		return err
 	}
 	for _, t := range rt.procs {
-		if t.img.zombie {
+		if !t.helper && t.img.zombie {
 			if err := t.becomeZombie(); err != nil {
 				return err
 			}
@@ -186,20 +200,20 @@ func (rt *restoreTree) build(pp *puppet) error {
 
 // grow makes t create its children, then recursively theirs.
 func (rt *restoreTree) grow(t *restoringTask) error {
-	leads := t.sid() == t.pid
+	leads := t.sid() == t.vpid
 	var before, after []*restoringTask
 	helpers := map[int][]*restoringTask{}
 	for _, c := range t.children {
 		switch n := c.birthSid; {
-		case n == 0 || (leads && n == t.pid) || (!leads && rt.realSid(n) == rt.realSid(t.sid())):
+		case n == 0 || (leads && n == t.vpid) || (!leads && rt.realSid(n) == rt.realSid(t.sid())):
 			after = append(after, c)
 		case leads && n == t.birthSid:
 			before = append(before, c)
 		case n == rt.outerSid:
-			return fmt.Errorf("task %d must be in the session %d outside the dumped tree, but its parent %d is not: %w", c.pid, n, t.pid, ErrUnsupported)
+			return fmt.Errorf("task %d must be in the session %d outside the dumped tree, but its parent %d is not: %w", c.vpid, n, t.vpid, ErrUnsupported)
 		default:
 			if l, ok := rt.byPid[n]; ok && !l.helper {
-				return fmt.Errorf("task %d must be created in session %d, led by task %d, but its parent %d is in another one: %w", c.pid, n, l.pid, t.pid, ErrUnsupported)
+				return fmt.Errorf("task %d must be created in session %d, led by task %d, but its parent %d is in another one: %w", c.vpid, n, l.vpid, t.vpid, ErrUnsupported)
 			}
 			helpers[n] = append(helpers[n], c)
 		}
@@ -211,7 +225,7 @@ func (rt *restoreTree) grow(t *restoringTask) error {
 	}
 	if leads {
 		if _, err := t.ctl.call(unix.SYS_SETSID); err != nil {
-			return fmt.Errorf("task %d: %w", t.pid, err)
+			return fmt.Errorf("%s: %w", t.where(), err)
 		}
 	}
 	for _, c := range after {
@@ -258,9 +272,11 @@ func (rt *restoreTree) spawn(creator, c *restoringTask, flags uint64) error {
 	if flags&unix.CLONE_PARENT != 0 {
 		exitSignal = 0 // the kernel takes the creator's
 	}
-	if _, err := cloneFrom(creator.ctl, c.pid, flags, exitSignal); err != nil {
+	host, err := cloneFrom(creator.ctl, c.vpid, flags, exitSignal)
+	if err != nil {
 		return err
 	}
+	c.pid = host
 	c.ctlAddr = rt.ctlAddr
 	return c.attach()
 }
@@ -268,10 +284,11 @@ func (rt *restoreTree) spawn(creator, c *restoringTask, flags uint64) error {
 // newHelper creates a helper task with id under creator; it is a clone
 // child (no exit signal), so it leaves without signalling anyone.
 func (rt *restoreTree) newHelper(creator *restoringTask, id int) (*restoringTask, error) {
-	if _, err := cloneFrom(creator.ctl, id, 0, 0); err != nil {
+	host, err := cloneFrom(creator.ctl, id, 0, 0)
+	if err != nil {
 		return nil, fmt.Errorf("helper for the dead leader %d: %w", id, err)
 	}
-	h := &restoringTask{pid: id, cp: rt.cp, tree: rt, opts: rt.opts, helper: true, parent: creator, ctlAddr: rt.ctlAddr}
+	h := &restoringTask{pid: host, vpid: id, cp: rt.cp, tree: rt, opts: rt.opts, helper: true, parent: creator, ctlAddr: rt.ctlAddr}
 	if err := h.attach(); err != nil {
 		return nil, err
 	}
@@ -290,15 +307,15 @@ func (rt *restoreTree) formGroups() error {
 		}
 	}
 	for _, t := range tasks {
-		if t.pgid() == t.pid && t.sid() != t.pid {
+		if t.pgid() == t.vpid && t.sid() != t.vpid {
 			if _, err := t.ctl.call(unix.SYS_SETPGID, 0, 0); err != nil {
-				return fmt.Errorf("task %d: lead process group: %w", t.pid, err)
+				return fmt.Errorf("%s: lead process group: %w", t.where(), err)
 			}
 		}
 	}
 	for _, t := range tasks {
 		g := t.pgid()
-		if g == t.pid || (rt.outerPgid != 0 && g == rt.outerPgid) {
+		if g == t.vpid || g == 0 || (rt.outerPgid != 0 && g == rt.outerPgid) {
 			continue
 		}
 		if _, ok := rt.byPid[g]; !ok {
@@ -312,7 +329,7 @@ func (rt *restoreTree) formGroups() error {
 			}
 		}
 		if _, err := t.ctl.call(unix.SYS_SETPGID, 0, uint64(g)); err != nil {
-			return fmt.Errorf("task %d: join process group %d: %w", t.pid, g, err)
+			return fmt.Errorf("%s: join process group %d: %w", t.where(), g, err)
 		}
 	}
 	return nil
@@ -381,15 +398,16 @@ func (t *restoringTask) leave() error {
 	}
 	t.killed = true
 	t.ctl.mem.Close()
-	if _, err := t.parent.ctl.call(unix.SYS_WAIT4, uint64(t.pid), 0, unix.WALL, 0); err != nil {
-		return fmt.Errorf("task %d: reap helper %d: %w", t.parent.pid, t.pid, err)
+	if _, err := t.parent.ctl.call(unix.SYS_WAIT4, uint64(t.vpid), 0, unix.WALL, 0); err != nil {
+		return fmt.Errorf("%s: reap helper %d: %w", t.parent.where(), t.vpid, err)
 	}
 	return nil
 }
 
-// cloneFrom makes the task behind c clone3 a child with id. The child
-// is traced from birth (the PTRACE_O_TRACE* options are inherited) and
-// this returns once it sits in its first stop.
+// cloneFrom makes the task behind c clone3 a child with id (as the
+// creator's PID namespace, or the new one with CLONE_NEWPID, sees it).
+// The child is traced from birth (the PTRACE_O_TRACE* options are
+// inherited); this returns its host id once it sits in its first stop.
 //
 // Preconditions: runs on the tracer thread.
 func cloneFrom(c *taskCtl, id int, flags, exitSignal uint64) (int, error) {
@@ -409,10 +427,13 @@ func cloneFrom(c *taskCtl, id int, flags, exitSignal uint64) (int, error) {
 		}
 		return 0, fmt.Errorf("task %d: clone %d: %w", c.tid, id, err)
 	}
-	child := int(ret)
-	if child != id {
+	if len(c.r.Events) == 0 {
+		return 0, fmt.Errorf("task %d: clone of %d reported no new task", c.tid, id)
+	}
+	child := int(c.r.Events[len(c.r.Events)-1])
+	if int(ret) != id && !(flags&unix.CLONE_NEWPID != 0 && int(ret) == child) {
 		unix.Kill(child, unix.SIGKILL)
-		return 0, fmt.Errorf("clone3 gave id %d, asked for %d", child, id)
+		return 0, fmt.Errorf("clone3 gave id %d, asked for %d", ret, id)
 	}
 	for {
 		st, err := ptrace.Wait(child)
@@ -451,9 +472,10 @@ func (t *restoringTask) createThreads() error {
 	const threadFlags = unix.CLONE_VM | unix.CLONE_FS | unix.CLONE_FILES | unix.CLONE_SIGHAND |
 		unix.CLONE_THREAD | unix.CLONE_SYSVSEM
 	for i, core := range t.img.threads[1:] {
-		tid := int(t.img.pstree.Threads[i+1])
-		if _, err := cloneFrom(t.ctl, tid, threadFlags, 0); err != nil {
-			return fmt.Errorf("task %d: thread %d: %w", t.pid, tid, err)
+		vtid := int(t.img.pstree.Threads[i+1])
+		tid, err := cloneFrom(t.ctl, vtid, threadFlags, 0)
+		if err != nil {
+			return fmt.Errorf("%s: thread %d: %w", t.where(), vtid, err)
 		}
 		regs, err := ptrace.GetRegs(tid)
 		if err != nil {
@@ -462,7 +484,7 @@ func (t *restoringTask) createThreads() error {
 		c := *t.ctl
 		c.tid = tid
 		c.r = &ptrace.Remote{Tid: tid, IP: t.ctl.r.IP, Base: regs}
-		t.threads = append(t.threads, &restoringThread{tid: tid, core: core, ctl: &c})
+		t.threads = append(t.threads, &restoringThread{tid: tid, vtid: vtid, core: core, ctl: &c})
 		if err := ptrace.SetSigmask(tid, ^uint64(0)); err != nil {
 			return err
 		}

@@ -1,0 +1,55 @@
+package criu
+
+import (
+	"fmt"
+)
+
+// RootTask is the root of a tree being restored, stopped in its new
+// namespaces before it has created any other task. Syscalls run in it
+// change those namespaces (mounts, pivot_root, hostname).
+//
+// Preconditions: used only inside RestoreOptions.PrepareRoot.
+type RootTask struct {
+	Pid int // host PID
+	t   *restoringTask
+}
+
+// Call runs syscall nr in the root task. Arguments are integers, or
+// strings and byte slices, which are copied into the task's memory and
+// passed by address; nil passes 0.
+func (r *RootTask) Call(nr uintptr, args ...any) (uint64, error) {
+	b := r.t.ctl.newBatch()
+	var raw []uint64
+	for _, a := range args {
+		switch v := a.(type) {
+		case nil:
+			raw = append(raw, 0)
+		case int:
+			raw = append(raw, uint64(v))
+		case uint64:
+			raw = append(raw, v)
+		case uintptr:
+			raw = append(raw, uint64(v))
+		case string, []byte:
+			addr, err := b.put(v)
+			if err != nil {
+				return 0, err
+			}
+			raw = append(raw, addr)
+		default:
+			return 0, fmt.Errorf("RootTask.Call: argument of type %T", a)
+		}
+	}
+	b.add(nr, raw...)
+	res, err := b.run()
+	if err != nil {
+		return 0, err
+	}
+	return res[0], nil
+}
+
+// path returns where ctcr finds path as the task sees it: through
+// /proc/PID/root, which crosses into the task's mount namespace and root.
+func (t *restoringTask) path(p string) string { return taskPath(t.pid, p) }
+
+func taskPath(pid int, p string) string { return fmt.Sprintf("/proc/%d/root%s", pid, p) }
