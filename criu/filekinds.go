@@ -30,10 +30,13 @@ type fileKind struct {
 	// fixup, if set, runs once the task has all its fds (epoll targets,
 	// locks): fd is the number the file has in the task.
 	fixup func(r *fileRestore, t *restoringTask, fd int, e *fdinfo.FileEntry) error
+	// finish, if set, runs once every task's fds are dumped, before any
+	// image is written: what needs the whole tree (a socket's peer).
+	finish func(t *fileTable) error
 }
 
 // fileKinds are tried in order on every fd at dump.
-var fileKinds = []*fileKind{&memfds, &regularFiles, &eventfdFiles, &epolls, &inotifies, &signalfdFiles, &timerfdFiles}
+var fileKinds = []*fileKind{&memfds, &regularFiles, &pipes, &fifos, &unixSockets, &eventfdFiles, &epolls, &inotifies, &signalfdFiles, &timerfdFiles}
 
 func fileKindOf(t fdinfo.FdTypes) *fileKind {
 	for _, k := range fileKinds {
@@ -108,6 +111,13 @@ func (t *fileTable) addImage(k images.Kind, m proto.Message, payload []byte) {
 
 // writeExtra writes every extra image into the staging dir.
 func (t *fileTable) writeExtra(stage *images.Staging) error {
+	for _, k := range fileKinds {
+		if k.finish != nil {
+			if err := k.finish(t); err != nil {
+				return err
+			}
+		}
+	}
 	for _, name := range t.extraOrder {
 		x := t.extra[name]
 		if err := writeWithPayloads(stage.Path(x.kind.FileName()), x); err != nil {

@@ -1,0 +1,100 @@
+package criu
+
+import (
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/checkpoint-restore/go-criu/v7/crit/images/fdinfo"
+	"github.com/checkpoint-restore/go-criu/v7/crit/images/fifo"
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/ctcr/ctcr/criu/images"
+)
+
+// fifos are named pipes, reopened by path. As in CRIU (criu/fifo.c) a
+// FIFO entry in files.img names the pipe inode and a reg-file entry with
+// the path and flags (regf_id); fifo-data.img holds the buffered data in
+// the layout of pipes-data.img.
+//
+// Restore opens the FIFO once read-write and keeps it open until the
+// tasks have theirs: that holds the pipe (and the data written back)
+// alive and lets every other open, reader or writer, succeed at once.
+var fifos = fileKind{
+	name:   "fifo",
+	fdType: fdinfo.FdTypes_FIFO,
+	dump:   dumpFifo,
+	open:   openFifo,
+}
+
+func dumpFifo(d *fdDump) (*fdinfo.FileEntry, error) {
+	if d.st.Mode&unix.S_IFMT != unix.S_IFIFO || !strings.HasPrefix(d.link, "/") {
+		return nil, nil
+	}
+	if strings.HasSuffix(d.link, " (deleted)") {
+		return nil, d.unsupported(fmt.Sprintf("FIFO %s is unlinked", d.link))
+	}
+	ino := uint32(d.st.Ino)
+	if err := dumpPipeData(d, images.FifoData, ino); err != nil {
+		return nil, err
+	}
+	regID := d.files.add(d.link, d.flags, 0, &d.st)
+	id := d.files.nextID()
+	return &fdinfo.FileEntry{Id: proto.Uint32(id), Fifo: &fifo.FifoEntry{
+		Id: proto.Uint32(id), PipeId: proto.Uint32(ino), RegfId: proto.Uint32(regID),
+	}}, nil
+}
+
+func openFifo(r *fileRestore, e *fdinfo.FileEntry) (*os.File, error) {
+	fe := e.GetFifo()
+	if fe == nil {
+		return nil, corruptf("files.img", "FIFO id %d without its entry", e.GetId())
+	}
+	regE := r.cp.files[fe.GetRegfId()]
+	reg := regE.GetReg()
+	if reg == nil {
+		return nil, corruptf("files.img", "FIFO id %d: no reg-file entry %d for its path", e.GetId(), fe.GetRegfId())
+	}
+	path := reg.GetName()
+	holders, _ := r.state["fifo"].(map[uint32]*os.File)
+	if holders == nil {
+		holders = map[uint32]*os.File{}
+		r.state["fifo"] = holders
+	}
+	id := fe.GetPipeId()
+	if holders[id] == nil {
+		h, err := os.OpenFile(path, unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return nil, fmt.Errorf("FIFO %s: %w", path, err)
+		}
+		var st unix.Stat_t
+		if err := unix.Fstat(int(h.Fd()), &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFIFO {
+			h.Close()
+			return nil, fmt.Errorf("FIFO %s is no longer a FIFO", path)
+		}
+		r.hold(h)
+		holders[id] = h
+		de, data, err := pipeData(r, images.FifoData, id)
+		if err != nil {
+			return nil, fmt.Errorf("FIFO %s: %w", path, err)
+		}
+		if n, err := unix.IoctlGetInt(int(h.Fd()), unix.TIOCINQ); err == nil && n > 0 {
+			return nil, fmt.Errorf("FIFO %s already holds %d bytes that are not the checkpoint's", path, n)
+		}
+		if err := fillPipe(h, de, data); err != nil {
+			return nil, fmt.Errorf("FIFO %s: %w", path, err)
+		}
+	}
+	flags := reg.GetFlags()
+	fd, err := unix.Open(path, int(flags&unix.O_ACCMODE)|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("FIFO %s: %w", path, err)
+	}
+	status := int(flags) & (unix.O_NONBLOCK | unix.O_DIRECT | unix.O_ASYNC | unix.O_NOATIME | unix.O_APPEND)
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFL, status); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("FIFO %s: set flags %#x: %w", path, status, err)
+	}
+	return os.NewFile(uintptr(fd), path), nil
+}

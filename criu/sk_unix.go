@@ -1,0 +1,846 @@
+package criu
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+	"syscall"
+
+	"github.com/checkpoint-restore/go-criu/v7/crit/images/fdinfo"
+	skopts "github.com/checkpoint-restore/go-criu/v7/crit/images/sk-opts"
+	skpacket "github.com/checkpoint-restore/go-criu/v7/crit/images/sk-packet"
+	skunix "github.com/checkpoint-restore/go-criu/v7/crit/images/sk-unix"
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/ctcr/ctcr/criu/images"
+)
+
+// unixSockets are AF_UNIX sockets of every type ctcr knows (stream,
+// datagram, seqpacket): unbound, bound to a path or an abstract name,
+// listening with connections waiting to be accepted, connected (to each
+// other, socketpairs included), shut down in either direction.
+//
+// Dump asks sock_diag (NETLINK_SOCK_DIAG, UNIX_DIAG) once for every unix
+// socket of the network namespace: name, inode of the bound file, peer,
+// pending connections of listeners ("icons"), queue lengths, shutdown.
+// Each socket's entry goes into files.img (a UNIXSK entry, as CRIU's
+// criu/sk-unix.c writes it), its receive queue into sk-queues.img, read
+// with MSG_PEEK and SO_PEEK_OFF on ctcr's pidfd_getfd copy so the task
+// loses nothing:
+//
+//	sk-queues.img: SK_QUEUES magic, then per message (per chunk of a
+//	    stream): sk_packet_entry{id_for: socket's file id, length} | data
+//
+// A socket whose peer is outside the dumped tree makes the dump fail.
+//
+// Restore builds every socket of the checkpoint at the first one asked
+// for, since they depend on each other: named sockets and listeners
+// first; connections accepted from a listener by connecting to it and
+// accepting; then the connections still waiting in its backlog, in
+// their order; other pairs with socketpair(2); one-way datagram
+// connections with connect(2). Queued data is sent again by each
+// socket's peer (or, for a bound datagram socket, from a socket of
+// ctcr's to its name), then shutdown state, options and flags follow.
+var unixSockets = fileKind{
+	name:   unixKindName,
+	fdType: fdinfo.FdTypes_UNIXSK,
+	dump:   dumpUnixSocket,
+	open:   openUnixSocket,
+	finish: finishUnixSockets,
+}
+
+const unixKindName = "unix socket"
+
+// sock_diag for AF_UNIX (include/uapi/linux/unix_diag.h).
+const (
+	udiagShowName     = 0x01
+	udiagShowVFS      = 0x02
+	udiagShowPeer     = 0x04
+	udiagShowIcons    = 0x08
+	udiagShowRQLen    = 0x10
+	unixDiagName      = 0
+	unixDiagVFS       = 1
+	unixDiagPeer      = 2
+	unixDiagIcons     = 3
+	unixDiagRQLen     = 4
+	unixDiagShutdown  = 6
+	sizeofUnixDiagReq = 24
+	sizeofUnixDiagMsg = 16
+)
+
+// Socket states as unix sockets use them (include/net/tcp_states.h).
+const (
+	tcpEstablished = 1
+	tcpClose       = 7
+	tcpListen      = 10
+)
+
+// unixDiag is what sock_diag says of one unix socket.
+type unixDiag struct {
+	ino, typ, state uint32
+	name            []byte // abstract names start with a NUL
+	vfsIno, vfsDev  uint32
+	hasVFS          bool
+	peer            uint32
+	icons           []uint32 // pending connections: their clients' inodes
+	rqueue, wqueue  uint32   // listen: backlog length and limit; else bytes queued in and out
+	shutdown        uint8
+}
+
+// unixDiagAll lists every unix socket of ctcr's network namespace.
+func unixDiagAll() (map[uint32]*unixDiag, error) {
+	s, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
+	if err != nil {
+		return nil, os.NewSyscallError("socket(NETLINK_SOCK_DIAG)", err)
+	}
+	defer unix.Close(s)
+	req := make([]byte, unix.NLMSG_HDRLEN+sizeofUnixDiagReq)
+	le := binary.LittleEndian
+	le.PutUint32(req[0:], uint32(len(req)))
+	le.PutUint16(req[4:], unix.SOCK_DIAG_BY_FAMILY)
+	le.PutUint16(req[6:], unix.NLM_F_REQUEST|unix.NLM_F_DUMP)
+	le.PutUint32(req[8:], 1)
+	b := req[unix.NLMSG_HDRLEN:]
+	b[0] = unix.AF_UNIX
+	le.PutUint32(b[4:], 0xffffffff) // every state
+	le.PutUint32(b[12:], udiagShowName|udiagShowVFS|udiagShowPeer|udiagShowIcons|udiagShowRQLen)
+	le.PutUint32(b[16:], 0xffffffff) // no cookie
+	le.PutUint32(b[20:], 0xffffffff)
+	if err := unix.Sendto(s, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return nil, os.NewSyscallError("sock_diag request", err)
+	}
+	out := map[uint32]*unixDiag{}
+	buf := make([]byte, 1<<16)
+	for {
+		n, _, err := unix.Recvfrom(s, buf, 0)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, os.NewSyscallError("sock_diag reply", err)
+		}
+		msgs, err := syscall.ParseNetlinkMessage(buf[:n])
+		if err != nil {
+			return nil, fmt.Errorf("sock_diag reply: %w", err)
+		}
+		for _, m := range msgs {
+			switch m.Header.Type {
+			case unix.NLMSG_DONE:
+				return out, nil
+			case unix.NLMSG_ERROR:
+				if len(m.Data) >= 4 {
+					if e := int32(le.Uint32(m.Data)); e != 0 {
+						return nil, os.NewSyscallError("sock_diag", unix.Errno(-e))
+					}
+				}
+				continue
+			}
+			d, err := parseUnixDiag(m.Data)
+			if err != nil {
+				return nil, err
+			}
+			out[d.ino] = d
+		}
+	}
+}
+
+func parseUnixDiag(b []byte) (*unixDiag, error) {
+	if len(b) < sizeofUnixDiagMsg {
+		return nil, fmt.Errorf("sock_diag: short unix_diag_msg of %d bytes", len(b))
+	}
+	le := binary.LittleEndian
+	d := &unixDiag{typ: uint32(b[1]), state: uint32(b[2]), ino: le.Uint32(b[4:])}
+	for a := b[sizeofUnixDiagMsg:]; len(a) >= 4; {
+		l := int(le.Uint16(a))
+		if l < 4 || l > len(a) {
+			return nil, fmt.Errorf("sock_diag: socket %d: attribute of %d bytes in %d", d.ino, l, len(a))
+		}
+		v := a[4:l]
+		switch le.Uint16(a[2:]) {
+		case unixDiagName:
+			d.name = append([]byte(nil), v...)
+			if i := strings.IndexByte(string(v), 0); i > 0 {
+				// A path: the kernel counts its terminating NUL (and
+				// whatever bind was given after it).
+				d.name = d.name[:i]
+			}
+		case unixDiagVFS:
+			if len(v) >= 8 {
+				d.vfsIno, d.vfsDev, d.hasVFS = le.Uint32(v), le.Uint32(v[4:]), true
+			}
+		case unixDiagPeer:
+			if len(v) >= 4 {
+				d.peer = le.Uint32(v)
+			}
+		case unixDiagIcons:
+			for i := 0; i+4 <= len(v); i += 4 {
+				d.icons = append(d.icons, le.Uint32(v[i:]))
+			}
+		case unixDiagRQLen:
+			if len(v) >= 8 {
+				d.rqueue, d.wqueue = le.Uint32(v), le.Uint32(v[4:])
+			}
+		case unixDiagShutdown:
+			if len(v) >= 1 {
+				d.shutdown = v[0]
+			}
+		}
+		aligned := (l + 3) &^ 3
+		if aligned >= len(a) {
+			break
+		}
+		a = a[aligned:]
+	}
+	return d, nil
+}
+
+// unixDumpState is what dumping unix sockets keeps across fds and tasks.
+type unixDumpState struct {
+	diag   map[uint32]*unixDiag
+	dumped map[uint32]*dumpedUnixSk // by inode
+	order  []uint32
+}
+
+type dumpedUnixSk struct {
+	where string // "task P fd N"
+	e     *skunix.UnixSkEntry
+	d     *unixDiag
+}
+
+func unixState(t *fileTable) *unixDumpState {
+	return t.kindState(unixKindName, func() any { return &unixDumpState{dumped: map[uint32]*dumpedUnixSk{}} }).(*unixDumpState)
+}
+
+// listenerOf returns the listening socket whose backlog holds a
+// connection from ino, if any.
+func (st *unixDumpState) listenerOf(ino uint32) *unixDiag {
+	for _, d := range st.diag {
+		if d.state != tcpListen {
+			continue
+		}
+		for _, ic := range d.icons {
+			if ic == ino {
+				return d
+			}
+		}
+	}
+	return nil
+}
+
+func skShutdown(mode uint8) skopts.SkShutdown {
+	// sk_shutdown: RCV_SHUTDOWN 1, SEND_SHUTDOWN 2, as SkShutdown's READ
+	// and WRITE.
+	return skopts.SkShutdown(mode & 3)
+}
+
+func dumpUnixSocket(d *fdDump) (*fdinfo.FileEntry, error) {
+	if d.st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+		return nil, nil
+	}
+	f, err := d.file()
+	if err != nil {
+		return nil, err
+	}
+	sfd := int(f.Fd())
+	if dom, err := unix.GetsockoptInt(sfd, unix.SOL_SOCKET, unix.SO_DOMAIN); err != nil || dom != unix.AF_UNIX {
+		return nil, nil // another family: not this kind's
+	}
+	ino := uint32(d.st.Ino)
+	st := unixState(d.files)
+	sk := st.diag[ino]
+	if sk == nil {
+		// First socket, or one sock_diag did not list before: ask again.
+		if st.diag, err = unixDiagAll(); err != nil {
+			return nil, fmt.Errorf("%s (%s): %w", d.where, d.link, err)
+		}
+		if sk = st.diag[ino]; sk == nil {
+			return nil, fmt.Errorf("%s (%s): sock_diag does not know this unix socket", d.where, d.link)
+		}
+	}
+	what := fmt.Sprintf("unix socket %d (%s)", ino, unixSkDesc(sk))
+	switch sk.typ {
+	case unix.SOCK_STREAM, unix.SOCK_DGRAM, unix.SOCK_SEQPACKET:
+	default:
+		return nil, d.unsupported(fmt.Sprintf("%s of type %d", what, sk.typ))
+	}
+	switch sk.state {
+	case tcpListen, tcpEstablished, tcpClose:
+	default:
+		return nil, d.unsupported(fmt.Sprintf("%s in state %d", what, sk.state))
+	}
+	id := d.files.nextID()
+	e := &skunix.UnixSkEntry{
+		Id: proto.Uint32(id), Ino: proto.Uint32(ino), Type: proto.Uint32(sk.typ), State: proto.Uint32(sk.state),
+		Flags: proto.Uint32(d.flags), Uflags: proto.Uint32(0), Backlog: proto.Uint32(0), Peer: proto.Uint32(sk.peer),
+		Fown: noFown(), Name: append([]byte{}, sk.name...), Shutdown: skShutdown(sk.shutdown).Enum(),
+	}
+	if sk.state == tcpListen {
+		e.Backlog = proto.Uint32(sk.wqueue)
+	}
+	if len(sk.name) > 0 && sk.name[0] != 0 {
+		name := string(sk.name)
+		if !strings.HasPrefix(name, "/") {
+			return nil, d.unsupported(fmt.Sprintf("%s is bound to the relative path %q", what, name))
+		}
+		var fst unix.Stat_t
+		if err := unix.Stat(name, &fst); err != nil || !sk.hasVFS || fst.Ino != uint64(sk.vfsIno) {
+			e.Deleted = proto.Bool(true) // the name no longer leads to this socket
+		} else {
+			e.FilePerms = &skunix.FilePermsEntry{Mode: proto.Uint32(fst.Mode), Uid: proto.Uint32(fst.Uid), Gid: proto.Uint32(fst.Gid)}
+		}
+	}
+	if sk.peer == 0 && sk.state == tcpEstablished && sk.typ != unix.SOCK_DGRAM {
+		// A connection not accepted yet: its peer is the embryo socket in
+		// the listener's backlog, which has no inode. Record the listener,
+		// as CRIU does.
+		if l := st.listenerOf(ino); l != nil {
+			if sk.wqueue != 0 {
+				return nil, d.unsupported(fmt.Sprintf("%s: %d bytes sent on a connection listening socket %d has not accepted yet (they cannot be read without accepting it)", what, sk.wqueue, l.ino))
+			}
+			e.Peer = proto.Uint32(l.ino)
+		}
+	}
+	if e.Opts, err = dumpSkOpts(sfd); err != nil {
+		return nil, fmt.Errorf("%s: %s: %w", d.where, what, err)
+	}
+	if sk.state != tcpListen && sk.rqueue > 0 || sk.typ == unix.SOCK_DGRAM {
+		if err := dumpSkQueue(d, sfd, id, sk); err != nil {
+			return nil, err
+		}
+	}
+	st.dumped[ino] = &dumpedUnixSk{where: d.where, e: e, d: sk}
+	st.order = append(st.order, ino)
+	return &fdinfo.FileEntry{Id: proto.Uint32(id), Usk: e}, nil
+}
+
+func unixSkDesc(sk *unixDiag) string {
+	typ := map[uint32]string{unix.SOCK_STREAM: "stream", unix.SOCK_DGRAM: "dgram", unix.SOCK_SEQPACKET: "seqpacket"}[sk.typ]
+	if typ == "" {
+		typ = fmt.Sprintf("type %d", sk.typ)
+	}
+	switch {
+	case len(sk.name) == 0:
+		return typ
+	case sk.name[0] == 0:
+		return fmt.Sprintf("%s @%s", typ, sk.name[1:])
+	}
+	return fmt.Sprintf("%s %s", typ, sk.name)
+}
+
+func dumpSkOpts(fd int) (*skopts.SkOptsEntry, error) {
+	o := &skopts.SkOptsEntry{}
+	snd, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF)
+	if err != nil {
+		return nil, fmt.Errorf("SO_SNDBUF: %w", err)
+	}
+	rcv, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF)
+	if err != nil {
+		return nil, fmt.Errorf("SO_RCVBUF: %w", err)
+	}
+	o.SoSndbuf, o.SoRcvbuf = proto.Uint32(uint32(snd)), proto.Uint32(uint32(rcv))
+	stv, err := unix.GetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO)
+	if err != nil {
+		return nil, fmt.Errorf("SO_SNDTIMEO: %w", err)
+	}
+	rtv, err := unix.GetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO)
+	if err != nil {
+		return nil, fmt.Errorf("SO_RCVTIMEO: %w", err)
+	}
+	o.SoSndTmoSec, o.SoSndTmoUsec = proto.Uint64(uint64(stv.Sec)), proto.Uint64(uint64(stv.Usec))
+	o.SoRcvTmoSec, o.SoRcvTmoUsec = proto.Uint64(uint64(rtv.Sec)), proto.Uint64(uint64(rtv.Usec))
+	pc, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PASSCRED)
+	if err != nil {
+		return nil, fmt.Errorf("SO_PASSCRED: %w", err)
+	}
+	o.SoPasscred = proto.Bool(pc != 0)
+	return o, nil
+}
+
+// dumpSkQueue copies the receive queue of the socket fd into
+// sk-queues.img without taking anything from it: MSG_PEEK from an offset
+// that SO_PEEK_OFF moves on after each read. The socket's own peek offset
+// is put back afterwards.
+func dumpSkQueue(d *fdDump, fd int, id uint32, sk *unixDiag) error {
+	where := fmt.Sprintf("%s: unix socket %d: receive queue", d.where, sk.ino)
+	old, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PEEK_OFF)
+	if err != nil {
+		return fmt.Errorf("%s: SO_PEEK_OFF: %w", where, err)
+	}
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PEEK_OFF, 0); err != nil {
+		return fmt.Errorf("%s: SO_PEEK_OFF: %w", where, err)
+	}
+	defer unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PEEK_OFF, old)
+	size := 1 << 20
+	if int(sk.rqueue) > size {
+		size = int(sk.rqueue)
+	}
+	buf := make([]byte, size)
+	oob := make([]byte, unix.CmsgSpace(253*4))
+	total := 0
+	for {
+		flags := unix.MSG_PEEK | unix.MSG_DONTWAIT
+		if sk.typ != unix.SOCK_STREAM {
+			flags |= unix.MSG_TRUNC // the datagram's real length, to see truncation
+		}
+		n, oobn, _, _, err := unix.Recvmsg(fd, buf, oob, flags)
+		if err == unix.EINTR {
+			continue
+		}
+		if err == unix.EAGAIN {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", where, err)
+		}
+		if oobn > 0 {
+			if cms, err := unix.ParseSocketControlMessage(oob[:oobn]); err == nil {
+				for _, cm := range cms {
+					if fds, err := unix.ParseUnixRights(&cm); err == nil {
+						for _, f := range fds {
+							unix.Close(f) // peeking passed them to ctcr too
+						}
+						return d.unsupported(fmt.Sprintf("unix socket %d has %d fds in flight (SCM_RIGHTS) in its receive queue", sk.ino, len(fds)))
+					}
+				}
+			}
+		}
+		if n == 0 && sk.typ == unix.SOCK_STREAM {
+			break // end of stream: the peer is gone or shut down
+		}
+		if n > len(buf) {
+			return d.unsupported(fmt.Sprintf("unix socket %d has a %d-byte datagram queued, more than ctcr reads (%d)", sk.ino, n, len(buf)))
+		}
+		total += n
+		data := append([]byte(nil), buf[:n]...)
+		d.files.addImage(images.SkQueues, &skpacket.SkPacketEntry{IdFor: proto.Uint32(id), Length: proto.Uint32(uint32(n))}, data)
+	}
+	if sk.typ != unix.SOCK_DGRAM && total != int(sk.rqueue) {
+		return fmt.Errorf("%s: peeked %d bytes, sock_diag counts %d", where, total, sk.rqueue)
+	}
+	return nil
+}
+
+// finishUnixSockets checks, once every task is dumped, that each socket's
+// peer and each pending connection was dumped too.
+func finishUnixSockets(t *fileTable) error {
+	st, _ := t.kinds[unixKindName].(*unixDumpState)
+	if st == nil {
+		return nil
+	}
+	for _, ino := range st.order {
+		s := st.dumped[ino]
+		peer := s.e.GetPeer()
+		if peer != 0 && st.dumped[peer] == nil {
+			pd := st.diag[peer]
+			desc := ""
+			if pd != nil {
+				desc = " (" + unixSkDesc(pd) + ")"
+			}
+			return fmt.Errorf("%s: unix socket %d (%s): its peer, socket %d%s, is outside the dumped tree: %w",
+				s.where, ino, unixSkDesc(s.d), peer, desc, ErrUnsupported)
+		}
+		if peer != 0 && s.d.typ == unix.SOCK_DGRAM {
+			p := st.dumped[peer]
+			if p.e.GetPeer() != ino && len(p.d.name) == 0 {
+				return fmt.Errorf("%s: unix socket %d is connected to socket %d, which has no name to connect to again: %w", s.where, ino, peer, ErrUnsupported)
+			}
+		}
+		for _, ic := range s.d.icons {
+			if st.dumped[ic] == nil {
+				return fmt.Errorf("%s: unix socket %d (%s): a connection waiting in its backlog comes from socket %d, outside the dumped tree: %w",
+					s.where, ino, unixSkDesc(s.d), ic, ErrUnsupported)
+			}
+		}
+	}
+	return nil
+}
+
+// --- restore ---
+
+// unixRestore holds every unix socket of the checkpoint once built.
+type unixRestore struct {
+	byIno map[uint32]*skunix.UnixSkEntry
+	files map[uint32]*os.File // by inode
+}
+
+func openUnixSocket(r *fileRestore, e *fdinfo.FileEntry) (*os.File, error) {
+	ue := e.GetUsk()
+	if ue == nil {
+		return nil, corruptf("files.img", "unix socket id %d without its entry", e.GetId())
+	}
+	ur, _ := r.state[unixKindName].(*unixRestore)
+	if ur == nil {
+		ur = &unixRestore{byIno: map[uint32]*skunix.UnixSkEntry{}, files: map[uint32]*os.File{}}
+		r.state[unixKindName] = ur
+		if err := ur.build(r); err != nil {
+			return nil, err
+		}
+	}
+	f := ur.files[ue.GetIno()]
+	if f == nil {
+		return nil, fmt.Errorf("unix socket %d was not built", ue.GetIno())
+	}
+	return f, nil
+}
+
+func unixAddr(name []byte) *unix.SockaddrUnix {
+	if len(name) > 0 && name[0] == 0 {
+		return &unix.SockaddrUnix{Name: "@" + string(name[1:])}
+	}
+	return &unix.SockaddrUnix{Name: string(name)}
+}
+
+func unixName(name []byte) string {
+	if len(name) > 0 && name[0] == 0 {
+		return "@" + string(name[1:])
+	}
+	return string(name)
+}
+
+func (ur *unixRestore) newSocket(r *fileRestore, e *skunix.UnixSkEntry, fd int) *os.File {
+	f := os.NewFile(uintptr(fd), fmt.Sprintf("socket:[%d]", e.GetIno()))
+	r.hold(f)
+	ur.files[e.GetIno()] = f
+	return f
+}
+
+// bind gives fd the name of e. A path left behind by the dumped socket
+// is removed first; one that leads elsewhere makes bind fail.
+func bindUnix(fd int, e *skunix.UnixSkEntry) error {
+	name := e.GetName()
+	if len(name) == 0 {
+		return nil
+	}
+	path := string(name)
+	if name[0] != 0 {
+		var st unix.Stat_t
+		if err := unix.Lstat(path, &st); err == nil && st.Mode&unix.S_IFMT == unix.S_IFSOCK {
+			if err := unix.Unlink(path); err != nil {
+				return fmt.Errorf("remove the old socket file %s: %w", path, err)
+			}
+		}
+	}
+	if err := unix.Bind(fd, unixAddr(name)); err != nil {
+		return fmt.Errorf("bind to %q: %w", unixName(name), err)
+	}
+	if name[0] != 0 {
+		if p := e.GetFilePerms(); p != nil {
+			if err := unix.Chmod(path, p.GetMode()&07777); err != nil {
+				return fmt.Errorf("chmod %s: %w", path, err)
+			}
+			if err := unix.Chown(path, int(p.GetUid()), int(p.GetGid())); err != nil {
+				return fmt.Errorf("chown %s: %w", path, err)
+			}
+		}
+		if e.GetDeleted() {
+			if err := unix.Unlink(path); err != nil {
+				return fmt.Errorf("unlink %s: %w", path, err)
+			}
+		}
+	}
+	return nil
+}
+
+func unixSocket(typ uint32) (int, error) {
+	fd, err := unix.Socket(unix.AF_UNIX, int(typ)|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, os.NewSyscallError("socket(AF_UNIX)", err)
+	}
+	return fd, nil
+}
+
+// build makes every unix socket of the checkpoint, in the order their
+// relations need (see unixSockets).
+func (ur *unixRestore) build(r *fileRestore) error {
+	var all []*skunix.UnixSkEntry
+	for _, fe := range r.cp.files {
+		if ue := fe.GetUsk(); fe.GetType() == fdinfo.FdTypes_UNIXSK && ue != nil {
+			all = append(all, ue)
+			ur.byIno[ue.GetIno()] = ue
+		}
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i].GetId() < all[j].GetId() })
+	fail := func(e *skunix.UnixSkEntry, err error) error {
+		return fmt.Errorf("unix socket %d (file id %d): %w", e.GetIno(), e.GetId(), err)
+	}
+	mutual := func(e *skunix.UnixSkEntry) *skunix.UnixSkEntry {
+		if p := ur.byIno[e.GetPeer()]; p != nil && p.GetPeer() == e.GetIno() && p.GetIno() != e.GetIno() {
+			return p
+		}
+		return nil
+	}
+	// 1. Listeners and bound sockets without a mutual peer: these have
+	// names others connect to.
+	for _, e := range all {
+		if mutual(e) != nil || len(e.GetName()) == 0 {
+			continue
+		}
+		if e.GetState() == tcpEstablished && e.GetType() != unix.SOCK_DGRAM {
+			continue // a pending connection's client, or a half of a pair
+		}
+		fd, err := unixSocket(e.GetType())
+		if err != nil {
+			return fail(e, err)
+		}
+		ur.newSocket(r, e, fd)
+		if err := bindUnix(fd, e); err != nil {
+			return fail(e, err)
+		}
+		if e.GetState() == tcpListen {
+			if err := unix.Listen(fd, int(e.GetBacklog())); err != nil {
+				return fail(e, fmt.Errorf("listen: %w", err))
+			}
+		}
+	}
+	// 2. Connections accepted from a listener: connect to it, accept.
+	// Before the pending ones, which would otherwise be accepted first.
+	for _, e := range all {
+		p := mutual(e)
+		if p == nil || ur.files[e.GetIno()] != nil || e.GetType() == unix.SOCK_DGRAM || len(e.GetName()) == 0 {
+			continue
+		}
+		l := ur.listenerNamed(all, e)
+		if l == nil || ur.files[p.GetIno()] != nil {
+			continue
+		}
+		cfd, err := unixSocket(p.GetType())
+		if err != nil {
+			return fail(p, err)
+		}
+		ur.newSocket(r, p, cfd)
+		if err := bindUnix(cfd, p); err != nil {
+			return fail(p, err)
+		}
+		if err := unix.Connect(cfd, unixAddr(l.GetName())); err != nil {
+			return fail(p, fmt.Errorf("connect to %q: %w", unixName(l.GetName()), err))
+		}
+		afd, _, err := unix.Accept4(int(ur.files[l.GetIno()].Fd()), unix.SOCK_CLOEXEC)
+		if err != nil {
+			return fail(e, fmt.Errorf("accept on %q: %w", unixName(l.GetName()), err))
+		}
+		ur.newSocket(r, e, afd)
+	}
+	// 3. Connections waiting in a listener's backlog, in its order (the
+	// clients' file ids follow dump order; the backlog's own order is
+	// kept by connecting in the order of the icons a listener had).
+	for _, e := range all {
+		if ur.files[e.GetIno()] != nil || e.GetState() != tcpEstablished || e.GetType() == unix.SOCK_DGRAM || mutual(e) != nil {
+			continue
+		}
+		l := ur.byIno[e.GetPeer()]
+		if l == nil || l.GetState() != tcpListen {
+			continue
+		}
+		fd, err := unixSocket(e.GetType())
+		if err != nil {
+			return fail(e, err)
+		}
+		ur.newSocket(r, e, fd)
+		if err := bindUnix(fd, e); err != nil {
+			return fail(e, err)
+		}
+		if err := unix.Connect(fd, unixAddr(l.GetName())); err != nil {
+			return fail(e, fmt.Errorf("connect to %q: %w", unixName(l.GetName()), err))
+		}
+	}
+	// 4. Other pairs: socketpair, then names if they had any.
+	for _, e := range all {
+		p := mutual(e)
+		if p == nil || ur.files[e.GetIno()] != nil {
+			continue
+		}
+		fds, err := unix.Socketpair(unix.AF_UNIX, int(e.GetType())|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return fail(e, os.NewSyscallError("socketpair", err))
+		}
+		ur.newSocket(r, e, fds[0])
+		ur.newSocket(r, p, fds[1])
+		if err := bindUnix(fds[0], e); err != nil {
+			return fail(e, err)
+		}
+		if err := bindUnix(fds[1], p); err != nil {
+			return fail(p, err)
+		}
+	}
+	// 5. The rest: unbound or bound sockets, datagram sockets connected
+	// one way to a named one, and connections whose peer had closed.
+	var orphans []*skunix.UnixSkEntry
+	for _, e := range all {
+		if ur.files[e.GetIno()] != nil {
+			continue
+		}
+		if e.GetState() == tcpEstablished && e.GetPeer() == 0 {
+			orphans = append(orphans, e)
+			continue
+		}
+		fd, err := unixSocket(e.GetType())
+		if err != nil {
+			return fail(e, err)
+		}
+		ur.newSocket(r, e, fd)
+		if err := bindUnix(fd, e); err != nil {
+			return fail(e, err)
+		}
+	}
+	for _, e := range all {
+		p := ur.byIno[e.GetPeer()]
+		if e.GetType() != unix.SOCK_DGRAM || p == nil || mutual(e) != nil {
+			continue
+		}
+		if err := unix.Connect(int(ur.files[e.GetIno()].Fd()), unixAddr(p.GetName())); err != nil {
+			return fail(e, fmt.Errorf("connect to %q: %w", unixName(p.GetName()), err))
+		}
+	}
+	// A connection whose peer is gone: a pair whose other end sends the
+	// queue, then closes.
+	closing := map[uint32]int{}
+	for _, e := range orphans {
+		fds, err := unix.Socketpair(unix.AF_UNIX, int(e.GetType())|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return fail(e, os.NewSyscallError("socketpair", err))
+		}
+		ur.newSocket(r, e, fds[0])
+		closing[e.GetIno()] = fds[1]
+	}
+	// Queued data, sent by whoever reaches the socket.
+	if err := ur.refill(r, mutual, closing); err != nil {
+		return err
+	}
+	for _, fd := range closing {
+		unix.Close(fd)
+	}
+	// Shutdown, options, flags.
+	for _, e := range all {
+		f := ur.files[e.GetIno()]
+		fd := int(f.Fd())
+		if how := e.GetShutdown(); how != skopts.SkShutdown_NONE {
+			m := map[skopts.SkShutdown]int{skopts.SkShutdown_READ: unix.SHUT_RD, skopts.SkShutdown_WRITE: unix.SHUT_WR, skopts.SkShutdown_BOTH: unix.SHUT_RDWR}[how]
+			if err := unix.Shutdown(fd, m); err != nil && err != unix.ENOTCONN {
+				return fail(e, fmt.Errorf("shutdown %v: %w", how, err))
+			}
+		}
+		if err := restoreSkOpts(fd, e.GetOpts()); err != nil {
+			return fail(e, err)
+		}
+		status := int(e.GetFlags()) & (unix.O_NONBLOCK | unix.O_ASYNC)
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFL, status); err != nil {
+			return fail(e, fmt.Errorf("set flags %#x: %w", status, err))
+		}
+	}
+	return nil
+}
+
+// listenerNamed returns the listening socket e was accepted from: the
+// one of its type with its name.
+func (ur *unixRestore) listenerNamed(all []*skunix.UnixSkEntry, e *skunix.UnixSkEntry) *skunix.UnixSkEntry {
+	for _, l := range all {
+		if l.GetState() == tcpListen && l.GetType() == e.GetType() && string(l.GetName()) == string(e.GetName()) {
+			return l
+		}
+	}
+	return nil
+}
+
+// refill sends every queued message again into the socket it was queued
+// on: from its peer, from the closing end of an orphan's pair, or for a
+// named datagram socket from a socket of ctcr's.
+func (ur *unixRestore) refill(r *fileRestore, mutual func(*skunix.UnixSkEntry) *skunix.UnixSkEntry, closing map[uint32]int) error {
+	x, err := r.readExtra(images.SkQueues, func() proto.Message { return &skpacket.SkPacketEntry{} }, func(m proto.Message) int64 {
+		return int64(m.(*skpacket.SkPacketEntry).GetLength())
+	})
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		return err
+	}
+	byID := map[uint32]*skunix.UnixSkEntry{}
+	for _, e := range ur.byIno {
+		byID[e.GetId()] = e
+	}
+	// Raise the senders' buffers while refilling: the original queue may
+	// have been filled by a sender with room to spare.
+	raised := map[int]bool{}
+	var tmp = map[uint32]int{}
+	defer func() {
+		for _, fd := range tmp {
+			unix.Close(fd)
+		}
+	}()
+	for i, m := range x.entries {
+		pe := m.(*skpacket.SkPacketEntry)
+		e := byID[pe.GetIdFor()]
+		if e == nil {
+			return corruptf(images.SkQueues.FileName(), "queued data for file id %d, which is no unix socket", pe.GetIdFor())
+		}
+		data := x.payload[i]
+		var from int
+		var to unix.Sockaddr
+		switch p := mutual(e); {
+		case p != nil:
+			from = int(ur.files[p.GetIno()].Fd())
+		case closing[e.GetIno()] != 0:
+			from = closing[e.GetIno()]
+		case e.GetType() == unix.SOCK_DGRAM && len(e.GetName()) > 0:
+			if tmp[e.GetType()] == 0 {
+				fd, err := unixSocket(e.GetType())
+				if err != nil {
+					return err
+				}
+				tmp[e.GetType()] = fd
+			}
+			from, to = tmp[e.GetType()], unixAddr(e.GetName())
+		default:
+			return fmt.Errorf("unix socket %d: no way to queue its %d bytes again: no peer and no name", e.GetIno(), len(data))
+		}
+		if !raised[from] {
+			unix.SetsockoptInt(from, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, 64<<20)
+			raised[from] = true
+		}
+		for off := 0; off < len(data) || len(data) == 0; {
+			n, err := unix.SendmsgN(from, data[off:], nil, to, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
+			if err == unix.EINTR {
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("unix socket %d: queue %d bytes again: %w", e.GetIno(), len(data), err)
+			}
+			off += n
+			if len(data) == 0 {
+				break
+			}
+		}
+	}
+	return nil
+}
+
+func restoreSkOpts(fd int, o *skopts.SkOptsEntry) error {
+	if o == nil {
+		return nil
+	}
+	// getsockopt reports twice what setsockopt was given: give half back.
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, int(o.GetSoSndbuf()/2)); err != nil {
+		return fmt.Errorf("SO_SNDBUF %d: %w", o.GetSoSndbuf(), err)
+	}
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, int(o.GetSoRcvbuf()/2)); err != nil {
+		return fmt.Errorf("SO_RCVBUF %d: %w", o.GetSoRcvbuf(), err)
+	}
+	stv := unix.Timeval{Sec: int64(o.GetSoSndTmoSec()), Usec: int64(o.GetSoSndTmoUsec())}
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &stv); err != nil {
+		return fmt.Errorf("SO_SNDTIMEO: %w", err)
+	}
+	rtv := unix.Timeval{Sec: int64(o.GetSoRcvTmoSec()), Usec: int64(o.GetSoRcvTmoUsec())}
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &rtv); err != nil {
+		return fmt.Errorf("SO_RCVTIMEO: %w", err)
+	}
+	if o.GetSoPasscred() {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PASSCRED, 1); err != nil {
+			return fmt.Errorf("SO_PASSCRED: %w", err)
+		}
+	}
+	return nil
+}
