@@ -1,0 +1,150 @@
+package test
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestIPCDumpRestore dumps the ipc workload (pipes within a process and
+// with a child, a FIFO, unix sockets of every type with queued data, a
+// listener with a pending connection, bound datagram sockets), restores
+// it and expects it to find every queue, boundary, flag and option again.
+func TestIPCDumpRestore(t *testing.T) {
+	t.Run("pipes, a FIFO and unix sockets keep their data, peers and options", func(t *testing.T) {
+		needCtcr(t)
+		w := startWorkload(t, "ipc")
+		kids := childrenOf(w.pid)
+		if len(kids) != 1 {
+			t.Fatalf("ipc has %d children, want 1", len(kids))
+		}
+		img := filepath.Join(t.TempDir(), "img")
+		dump(t, w, img, false, 0)
+		// The child, killed by the dump, was re-parented to this
+		// subreaper: reap it, or its PID stays taken.
+		for pid := range kids {
+			if _, _, err := reap(pid, 10*time.Second); err != nil {
+				t.Fatal(err)
+			}
+		}
+		restoreForeground(t, w, img, scenario{}, nil)
+	})
+	t.Run("the ipc workload passes when it is never dumped", func(t *testing.T) {
+		w := startWorkload(t, "ipc")
+		w.requestCheck()
+		ps, err := w.waitOriginal(30 * time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ps.ExitCode() != 0 {
+			t.Errorf("ipc: %v, want exit status 0%s", ps, w.report())
+		}
+		w.assertPassed()
+	})
+}
+
+// pipelineCmd is a three-stage shell pipeline of ipcpipe: a producer of
+// numbered lines, a filter that rewrites them, a consumer that appends
+// them to out.
+func pipelineCmd(t *testing.T, out string, lines int) string {
+	bin := workloadBin(t, "ipcpipe")
+	return bin + " produce " + strconv.Itoa(lines) + " | " + bin + " filter | " + bin + " consume " + out
+}
+
+func startPipeline(t *testing.T, out string, lines int) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command("/bin/sh", "-c", pipelineCmd(t, out, lines))
+	logf, err := os.Create(out + ".err")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		if cmd.ProcessState == nil {
+			cmd.Wait()
+		}
+	})
+	return cmd
+}
+
+// TestPipelineDumpRestore dumps `sh -c 'producer | filter | consumer'`
+// while data flows through its pipes, restores it and expects the
+// consumer's file to equal that of a run that was never interrupted.
+func TestPipelineDumpRestore(t *testing.T) {
+	needCtcr(t)
+	const lines = 3000
+	dir := t.TempDir()
+
+	ref := filepath.Join(dir, "reference")
+	cmd := startPipeline(t, ref, lines)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("the uninterrupted pipeline: %v", err)
+	}
+	want, err := os.ReadFile(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(want), "\n"); n != lines+1 {
+		t.Fatalf("the uninterrupted pipeline wrote %d lines, want %d", n, lines+1)
+	}
+
+	out := filepath.Join(dir, "out")
+	cmd = startPipeline(t, out, lines)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		b, _ := os.ReadFile(out)
+		if strings.Count(string(b), "\n") >= 300 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the pipeline wrote only %q in 20 s", tail(string(b), 200))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// The stages, killed by the dump, are re-parented to this subreaper:
+	// reap them, or their PIDs stay taken.
+	stages := childrenOf(cmd.Process.Pid)
+	if len(stages) != 3 {
+		t.Fatalf("the shell has %d children, want 3 stages", len(stages))
+	}
+	img := filepath.Join(dir, "img")
+	logFile := filepath.Join(dir, "dump.log")
+	r := runCtcr(t, 120*time.Second, "dump", "-t", strconv.Itoa(cmd.Process.Pid), "-D", img, "-v", "--log-file", logFile)
+	if r.code() != 0 {
+		b, _ := os.ReadFile(logFile)
+		t.Fatalf("%s: exit status %d; stderr: %s\nlog:\n%s", r, r.code(), r.stderr(), tail(string(b), 3000))
+	}
+	cmd.Wait()
+	for pid := range stages {
+		if _, _, err := reap(pid, 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, _ := os.ReadFile(out)
+	if len(got) >= len(want) {
+		t.Fatalf("the pipeline had finished before the dump: the test proves nothing")
+	}
+	rr := runCtcr(t, 120*time.Second, "restore", "-D", img)
+	if rr.code() != 0 {
+		t.Fatalf("%s: exit status %d, want 0 (the shell's); stderr: %s", rr, rr.code(), rr.stderr())
+	}
+	got, err = os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != string(want) {
+		t.Errorf("after dump and restore the consumer wrote %d bytes, the uninterrupted run %d; they differ\ngot tail: %q\nwant tail: %q",
+			len(got), len(want), tail(string(got), 200), tail(string(want), 200))
+	}
+}
