@@ -1,6 +1,7 @@
 package test
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -9,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestIPCDumpRestore dumps the ipc workload (pipes within a process and
@@ -146,5 +149,65 @@ func TestPipelineDumpRestore(t *testing.T) {
 	if string(got) != string(want) {
 		t.Errorf("after dump and restore the consumer wrote %d bytes, the uninterrupted run %d; they differ\ngot tail: %q\nwant tail: %q",
 			len(got), len(want), tail(string(got), 200), tail(string(want), 200))
+	}
+}
+
+// TestIPCRefusals: a dump that meets a socket it cannot restore fails
+// naming the task, the fd and what is wrong, and leaves the task running.
+func TestIPCRefusals(t *testing.T) {
+	cases := []struct {
+		name  string
+		file  func(t *testing.T) *os.File // fd 3 of the dumped process
+		names []string                    // stderr must name all of these
+	}{
+		{
+			name: "a unix socket whose peer is outside the dumped tree is refused naming both inodes",
+			file: func(t *testing.T) *os.File {
+				fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				ours := os.NewFile(uintptr(fds[1]), "ours")
+				t.Cleanup(func() { ours.Close() })
+				return os.NewFile(uintptr(fds[0]), "theirs")
+			},
+			names: []string{"fd 3", "unix socket", "peer", "outside the dumped tree"},
+		},
+		{
+			name: "a UDP socket, a kind ctcr does not handle, is refused naming the fd and its type",
+			file: func(t *testing.T) *os.File {
+				fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return os.NewFile(uintptr(fd), "udp")
+			},
+			names: []string{"fd 3", "socket:["},
+		},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			needCtcr(t)
+			f := c.file(t)
+			cmd := exec.Command("/bin/sleep", "60")
+			cmd.ExtraFiles = []*os.File{f}
+			cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			f.Close()
+			t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+			pid := cmd.Process.Pid
+			r := runCtcr(t, 60*time.Second, "dump", "-t", strconv.Itoa(pid), "-D", filepath.Join(t.TempDir(), "img"))
+			assertFailed(t, r, c.names[0])
+			for _, n := range append([]string{fmt.Sprintf("task %d", pid)}, c.names...) {
+				if !strings.Contains(r.stderr(), n) {
+					t.Errorf("%s: stderr %q does not name %q", r, strings.TrimSpace(r.stderr()), n)
+				}
+			}
+			if err := assertRunnable(pid); err != nil {
+				t.Errorf("after the failed dump: %v", err)
+			}
+		})
 	}
 }
