@@ -33,6 +33,13 @@ type DumpOptions struct {
 	ShellJob     bool // tasks may hold terminal fds; restore puts them on ctcr's terminal
 	FileLocks    bool // keep the file locks tasks hold; without it a held lock fails the dump
 	Log          func(format string, args ...any)
+	// Thaw, if set, says the tree is frozen by its cgroup: every thread
+	// is seized while frozen (the tree cannot change), then Thaw lets
+	// them reach their ptrace stops.
+	Thaw func() error
+	// Extra, if set, runs once every task is dumped and still stopped,
+	// to add images of the tree's namespaces to the checkpoint.
+	Extra func(rootPid int, stage *images.Staging) error
 }
 
 // DumpStats describes a finished dump.
@@ -134,7 +141,11 @@ func Dump(opts DumpOptions) (*DumpStats, error) {
 			opts.logf("resume: %v", err)
 		}
 	})
-	if err := tr.Do(func() error { return d.seize(pid) }); err != nil {
+	seize := d.seize
+	if opts.Thaw != nil {
+		seize = d.seizeFrozen
+	}
+	if err := tr.Do(func() error { return seize(pid) }); err != nil {
 		return nil, err
 	}
 	opts.logf("seized %d processes (%v)", len(d.procs), time.Since(frozenAt))
@@ -172,6 +183,11 @@ func Dump(opts DumpOptions) (*DumpStats, error) {
 	}
 	opts.logf("files and %d bytes of memory dumped (%v since seize)", pagesBytes, time.Since(frozenAt))
 
+	if opts.Extra != nil {
+		if err := opts.Extra(d.procs[0].pid, stage); err != nil {
+			return nil, err
+		}
+	}
 	if err := d.writeImages(stage, files); err != nil {
 		return nil, err
 	}
@@ -276,6 +292,80 @@ func (d *dumpTree) seize(root int) error {
 				return fmt.Errorf("task %d thread %d: %w", pid, th.tid, err)
 			}
 			queue = append(queue, kids...)
+		}
+	}
+	return nil
+}
+
+// seizeFrozen seizes a tree its cgroup froze: it cannot fork or exit, so
+// one walk finds every thread. Each is attached, the cgroup thawed, and
+// then each reaches its stop.
+//
+// Preconditions: runs on the tracer thread.
+func (d *dumpTree) seizeFrozen(root int) error {
+	var all []*dumpThread
+	thawed := false
+	defer func() {
+		if !thawed {
+			d.opts.Thaw()
+		}
+	}()
+	queue := []int{root}
+	for len(queue) > 0 {
+		pid := queue[0]
+		queue = queue[1:]
+		if _, ok := d.byPid[pid]; ok {
+			continue
+		}
+		st, err := proc.ReadStat(pid, pid)
+		if err != nil {
+			if pid == root {
+				return fmt.Errorf("task %d: %w", pid, ErrNoTask)
+			}
+			continue
+		}
+		p := &dumpProc{pid: pid, ppid: st.PPid, pgid: st.Pgrp, sid: st.Session, stat: st}
+		d.procs = append(d.procs, p)
+		d.byPid[pid] = p
+		if st.State == 'Z' {
+			p.zombie = true
+			p.exitCode = uint32(st.ExitCode)
+			continue
+		}
+		tids, err := proc.Threads(pid)
+		if err != nil {
+			return fmt.Errorf("task %d: %w", pid, err)
+		}
+		for _, tid := range tids {
+			if err := ptrace.Attach(tid, 0); err != nil {
+				return err
+			}
+			th := &dumpThread{tid: tid}
+			if tid == pid {
+				p.threads = append([]*dumpThread{th}, p.threads...)
+			} else {
+				p.threads = append(p.threads, th)
+			}
+			all = append(all, th)
+			kids, err := proc.Children(pid, tid)
+			if err != nil {
+				return fmt.Errorf("task %d thread %d: %w", pid, tid, err)
+			}
+			queue = append(queue, kids...)
+		}
+		if len(p.threads) == 0 || p.threads[0].tid != pid {
+			return fmt.Errorf("task %d: its main thread could not be seized", pid)
+		}
+	}
+	thawed = true
+	if err := d.opts.Thaw(); err != nil {
+		return err
+	}
+	for _, th := range all {
+		stolen, err := ptrace.WaitSeized(th.tid)
+		th.stolen = stolen
+		if err != nil {
+			return err
 		}
 	}
 	return nil

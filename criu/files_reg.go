@@ -2,12 +2,33 @@ package criu
 
 import (
 	"fmt"
+	"strconv"
 	"os"
 	"strings"
 
 	"github.com/checkpoint-restore/go-criu/v7/crit/images/fdinfo"
 	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/ctcr/ctcr/criu/proc"
 )
+
+// outsideMountNamespace reports whether the fd's mount is not one of
+// its task's mount namespace (fdinfo mnt_id against mountinfo).
+func (d *fdDump) outsideMountNamespace() bool {
+	ids := d.files.kindState("mount ids of "+strconv.Itoa(d.pid), func() any {
+		m := map[int]bool{}
+		ms, err := proc.ReadMountinfo(d.pid)
+		if err != nil {
+			return m
+		}
+		for _, x := range ms {
+			m[x.ID] = true
+		}
+		return m
+	}).(map[int]bool)
+	return len(ids) > 0 && !ids[d.info.MntID]
+}
 
 // regularFiles are files with a path: regular files, directories, and
 // character devices that mean the same on every machine (/dev/null...).
@@ -42,7 +63,14 @@ func dumpRegularFile(d *fdDump) (*fdinfo.FileEntry, error) {
 		if strings.HasSuffix(d.link, " (deleted)") {
 			return dumpGhostFile(d) // files_ghost.go
 		}
-		return d.files.regEntry(d.link, d.flags, uint64(d.info.Pos), st), nil
+		e := d.files.regEntry(d.link, d.flags, uint64(d.info.Pos), st)
+		if d.outsideMountNamespace() {
+			// A file the task's mount namespace does not have (a
+			// container's stdout that its runtime opened on the host):
+			// its path is the host's, and restore opens it there.
+			e.Reg.Ext = proto.Bool(true)
+		}
+		return e, nil
 	case unix.S_IFCHR:
 		if name, ok := harmlessCharDevs[[2]uint32{unix.Major(st.Rdev), unix.Minor(st.Rdev)}]; ok {
 			return d.files.regEntry(name, d.flags, uint64(d.info.Pos), st), nil
@@ -77,7 +105,11 @@ func openRegularFile(r *fileRestore, e *fdinfo.FileEntry) (*os.File, error) {
 		return os.NewFile(uintptr(fd), "/dev/stdin"), nil
 	}
 	flags := int(reg.GetFlags()) &^ (unix.O_CREAT | unix.O_EXCL | unix.O_TRUNC | unix.O_NOCTTY)
-	f, err := os.OpenFile(taskPath(r.rootPid, name), flags|unix.O_CLOEXEC, 0)
+	path := taskPath(r.rootPid, name)
+	if reg.GetExt() {
+		path = name
+	}
+	f, err := os.OpenFile(path, flags|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", name, err)
 	}

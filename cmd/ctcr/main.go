@@ -62,7 +62,7 @@ task, fd, mapping or image that failed), 2 on bad usage.`,
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetArgs(args)
-	root.AddCommand(dumpCmd(&g, stdout), restoreCmd(&g, stdout), checkCmd(&g, stdout))
+	root.AddCommand(dumpCmd(&g, stdout), restoreCmd(&g, stdout), checkCmd(&g, stdout), checkpointCmd(&g, stdout))
 
 	err := root.Execute()
 	if err == nil {
@@ -73,6 +73,10 @@ task, fd, mapping or image that failed), 2 on bad usage.`,
 		return int(ee)
 	}
 	fmt.Fprintf(stderr, "ctcr: %v\n", err)
+	var ce codedError
+	if errors.As(err, &ce) {
+		return ce.code
+	}
 	var ue usageError
 	if errors.As(err, &ue) || isCobraUsage(err) {
 		return exitUsage

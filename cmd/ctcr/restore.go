@@ -16,9 +16,11 @@ func restoreCmd(g *globalFlags, stdout io.Writer) *cobra.Command {
 	var detach bool
 	var pidFile string
 	c := &cobra.Command{
-		Use:   "restore -D DIR",
-		Short: "Restore a process from a directory of images",
-		Long: `Restore the process checkpointed in DIR, with its original PID.
+		Use:   "restore [CTID] -D DIR",
+		Short: "Restore a process tree, or a container, from a checkpoint",
+		Long: `Restore the process tree checkpointed in DIR, with its original PIDs.
+With CTID, restore the container checkpointed by 'ctcr checkpoint CTID'
+(DIR defaults to /var/lib/ctcr/CTID); ctcr returns once it runs.
 
 Without -d, ctcr stays the parent of the restored process, waits for it
 and exits with its exit status (128+N if it was killed by signal N).
@@ -27,8 +29,11 @@ With -d, ctcr returns as soon as the process runs.
 The PID must be free: if another process holds it, restore fails at once;
 if a zombie holds it (a dumped task not yet reaped), restore waits up to
 10 seconds. A failed restore kills everything it created.`,
-		Args: cobra.NoArgs,
+		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 1 {
+				return restoreContainer(g, cmd, stdout, args[0], o.Dir, pidFile)
+			}
 			if o.Dir == "" {
 				return usageError{fmt.Errorf("restore needs -D DIR")}
 			}

@@ -81,12 +81,27 @@ func (si *Siginfo) Signo() int {
 // image, or queued again when the task is resumed): they are never lost
 // and never delivered while ctcr holds the task.
 func Seize(tid int, options int) ([]Siginfo, error) {
+	if err := Attach(tid, options); err != nil {
+		return nil, err
+	}
+	return WaitSeized(tid)
+}
+
+// Attach seizes tid and asks it to stop, without waiting: a task frozen
+// by its cgroup stops only once thawed (WaitSeized).
+func Attach(tid int, options int) error {
 	if err := ptrace(unix.PTRACE_SEIZE, tid, 0, uintptr(options)); err != nil {
-		return nil, os.NewSyscallError(fmt.Sprintf("ptrace(SEIZE) of task %d", tid), err)
+		return os.NewSyscallError(fmt.Sprintf("ptrace(SEIZE) of task %d", tid), err)
 	}
 	if err := ptrace(unix.PTRACE_INTERRUPT, tid, 0, 0); err != nil {
-		return nil, os.NewSyscallError(fmt.Sprintf("ptrace(INTERRUPT) of task %d", tid), err)
+		return os.NewSyscallError(fmt.Sprintf("ptrace(INTERRUPT) of task %d", tid), err)
 	}
+	return nil
+}
+
+// WaitSeized waits for an attached task to reach its interrupt stop,
+// keeping the signals it dequeues on the way (see Seize).
+func WaitSeized(tid int) ([]Siginfo, error) {
 	var stolen []Siginfo
 	for {
 		st, err := Wait(tid)

@@ -1,0 +1,155 @@
+// Package cgroup owns the cgroups of a checkpointed container: finding
+// them from a task, freezing and thawing them (cgroup v1 freezer.state or
+// v2 cgroup.freeze, through github.com/opencontainers/cgroups), saving the
+// limits they set, and recreating them with those limits at restore.
+//
+// Machines may be hybrid: v1 controllers under /sys/fs/cgroup/NAME and
+// the v2 hierarchy at /sys/fs/cgroup/unified; both are handled.
+package cgroup
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/opencontainers/cgroups"
+	"github.com/opencontainers/cgroups/fs"
+	"github.com/opencontainers/cgroups/fs2"
+)
+
+// Root is where cgroup hierarchies are mounted.
+const Root = "/sys/fs/cgroup"
+
+// Set is the cgroups of one task: the path inside each v1 hierarchy
+// (keyed by controller list as /proc/PID/cgroup names it, e.g. "cpu",
+// "name=systemd") and inside the v2 hierarchy.
+type Set struct {
+	V1 map[string]string `json:"v1,omitempty"`
+	V2 string            `json:"v2,omitempty"`
+}
+
+// ForPid reads the cgroups of pid.
+func ForPid(pid int) (*Set, error) {
+	m, err := cgroups.ParseCgroupFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		return nil, fmt.Errorf("cgroups of task %d: %w", pid, err)
+	}
+	s := &Set{V1: map[string]string{}}
+	for k, v := range m {
+		if k == "" {
+			s.V2 = v
+		} else {
+			s.V1[k] = v
+		}
+	}
+	return s, nil
+}
+
+// v1Dir returns the directory of controller ctrl, or "" if not mounted.
+func (s *Set) v1Dir(ctrl string) string {
+	p, ok := s.V1[ctrl]
+	if !ok {
+		return ""
+	}
+	name := strings.TrimPrefix(ctrl, "name=")
+	d := filepath.Join(Root, name, p)
+	if _, err := os.Stat(d); err != nil {
+		return ""
+	}
+	return d
+}
+
+// v2Dir returns the directory of the v2 cgroup, or "".
+func (s *Set) v2Dir() string {
+	if s.V2 == "" {
+		return ""
+	}
+	for _, mnt := range []string{Root, filepath.Join(Root, "unified")} {
+		if _, err := os.Stat(filepath.Join(mnt, "cgroup.controllers")); err != nil {
+			if _, err := os.Stat(filepath.Join(mnt, "cgroup.procs")); err != nil {
+				continue
+			}
+		}
+		d := filepath.Join(mnt, s.V2)
+		if _, err := os.Stat(d); err == nil {
+			return d
+		}
+	}
+	return ""
+}
+
+// FreezerPath names the freezer the set uses, for messages.
+func (s *Set) FreezerPath() string {
+	if d := s.v1Dir("freezer"); d != "" {
+		return filepath.Join(d, "freezer.state")
+	}
+	if d := s.v2Dir(); d != "" {
+		return filepath.Join(d, "cgroup.freeze")
+	}
+	return ""
+}
+
+// ErrNoFreezer means the task's cgroups offer no freezer.
+var ErrNoFreezer = errors.New("no cgroup freezer (v1 freezer controller or v2 cgroup.freeze)")
+
+// Freeze freezes every task of the set's freezer cgroup and waits, up to
+// timeout, until all are frozen. On failure the cgroup is left thawed.
+func (s *Set) Freeze(timeout time.Duration) error {
+	done := make(chan error, 1)
+	go func() { done <- s.setFreezer(cgroups.Frozen) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			s.Thaw()
+			return fmt.Errorf("freeze %s: %w", s.FreezerPath(), err)
+		}
+		return nil
+	case <-time.After(timeout):
+		s.Thaw()
+		return fmt.Errorf("freeze %s: not frozen after %v", s.FreezerPath(), timeout)
+	}
+}
+
+// Thaw lets the cgroup's tasks run again.
+func (s *Set) Thaw() error {
+	if err := s.setFreezer(cgroups.Thawed); err != nil {
+		return fmt.Errorf("thaw %s: %w", s.FreezerPath(), err)
+	}
+	return nil
+}
+
+func (s *Set) setFreezer(state cgroups.FreezerState) error {
+	if d := s.v1Dir("freezer"); d != "" {
+		return (&fs.FreezerGroup{}).Set(d, &cgroups.Resources{Freezer: state})
+	}
+	if d := s.v2Dir(); d != "" {
+		m, err := fs2.NewManager(&cgroups.Cgroup{Resources: &cgroups.Resources{}}, d)
+		if err != nil {
+			return err
+		}
+		return m.Freeze(state)
+	}
+	return ErrNoFreezer
+}
+
+// Tasks lists every process in the set's freezer cgroup (or v2 cgroup)
+// and below it.
+func (s *Set) Tasks() ([]int, error) {
+	d := s.v1Dir("freezer")
+	if d == "" {
+		d = s.v2Dir()
+	}
+	if d == "" {
+		return nil, ErrNoFreezer
+	}
+	pids, err := cgroups.GetAllPids(d)
+	if err != nil {
+		return nil, fmt.Errorf("tasks of %s: %w", d, err)
+	}
+	sort.Ints(pids)
+	return pids, nil
+}

@@ -1,0 +1,133 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ctcr/ctcr/container"
+)
+
+// Exit codes of the container commands, with vzctl's meanings: wrapper
+// scripts branch on them.
+const (
+	exitLocked          = 9  // another ctcr holds the container's lock
+	exitCheckpointError = 16 // checkpoint failed; the container runs on
+	exitRestoreError    = 17 // restore failed; nothing of it is left
+	exitNotRunning      = 31 // the container is not running
+	exitRunning         = 32 // the container is running already
+)
+
+const containerExitCodes = `Exit status:
+   0  success
+   1  unknown container (the message lists where ctcr looked), or a
+      failure before anything was done
+   2  bad usage
+   9  the container is locked by another ctcr
+  16  checkpoint failed (the container was thawed and runs on)
+  17  restore failed (everything it created was removed)
+  31  the container is not running
+  32  the container is running already`
+
+// defaultDir is where container checkpoints go without -D.
+func defaultDir(id string) string { return filepath.Join("/var/lib/ctcr", id) }
+
+// containerExit maps an error of a container command to its exit code.
+func containerExit(err error, stage int) error {
+	code := stage
+	switch {
+	case errors.Is(err, container.ErrUnknown):
+		code = exitFailure
+	case errors.Is(err, container.ErrLocked):
+		code = exitLocked
+	case errors.Is(err, container.ErrNotRunning):
+		code = exitNotRunning
+	case errors.Is(err, container.ErrRunning):
+		code = exitRunning
+	}
+	return codedError{err, code}
+}
+
+// codedError is an error with the exit status it must produce.
+type codedError struct {
+	error
+	code int
+}
+
+func (e codedError) Unwrap() error { return e.error }
+
+func checkpointCmd(g *globalFlags, stdout io.Writer) *cobra.Command {
+	var o container.CheckpointOptions
+	c := &cobra.Command{
+		Use:   "checkpoint CTID",
+		Short: "Checkpoint a whole container (runc, crun, LXC, or --pid)",
+		Long: `Checkpoint container CTID into DIR (default /var/lib/ctcr/CTID).
+
+The container's cgroup is frozen, every task seized with ptrace, the
+cgroup thawed (tasks stay stopped), and the process tree, its mounts and
+names are dumped into DIR/images; DIR also gets config.json, stats.json
+and ctcr.json (written last). The container is then killed, or with
+--leave-running it runs on. If anything fails it is thawed and runs on
+untouched.
+
+` + containerExitCodes,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o.ID = args[0]
+			if o.Dir == "" {
+				o.Dir = defaultDir(o.ID)
+			}
+			logf, done, err := g.logger(cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			defer done()
+			o.Log = logf
+			m, st, err := container.Checkpoint(o)
+			if err != nil {
+				return containerExit(err, exitCheckpointError)
+			}
+			if g.json {
+				return printJSON(stdout, map[string]any{"id": m.ID, "runtime": m.Runtime, "dir": o.Dir, "tasks": st.Tasks,
+					"pages_bytes": st.PagesBytes, "frozen_seconds": st.FrozenSeconds, "dump_seconds": st.DumpSeconds})
+			}
+			fmt.Fprintf(stdout, "container %s checkpointed to %s: %d tasks, %d bytes of memory, frozen %.3f s\n", m.ID, o.Dir, st.Tasks, st.PagesBytes, st.FrozenSeconds)
+			return nil
+		},
+	}
+	f := c.Flags()
+	f.StringVarP(&o.Dir, "images-dir", "D", "", "directory to write the checkpoint to (default /var/lib/ctcr/CTID)")
+	f.BoolVar(&o.LeaveRunning, "leave-running", false, "let the container run on after the checkpoint")
+	f.IntVar(&o.Pid, "pid", 0, "init PID of a container ctcr cannot find by its id")
+	return c
+}
+
+// restoreContainer restores container id from dir.
+func restoreContainer(g *globalFlags, cmd *cobra.Command, stdout io.Writer, id, dir, pidFile string) error {
+	if dir == "" {
+		dir = defaultDir(id)
+	}
+	logf, done, err := g.logger(cmd.ErrOrStderr())
+	if err != nil {
+		return err
+	}
+	defer done()
+	r, m, err := container.Restore(container.RestoreOptions{ID: id, Dir: dir, Log: logf})
+	if err != nil {
+		return containerExit(err, exitRestoreError)
+	}
+	if pidFile != "" {
+		if err := writePidFile(pidFile, r.Pid); err != nil {
+			return err
+		}
+	}
+	if g.json {
+		return printJSON(stdout, map[string]any{"id": m.ID, "runtime": m.Runtime, "pid": r.Pid, "tasks": r.Tasks,
+			"pages_bytes": r.PagesBytes, "restore_seconds": r.Total.Seconds()})
+	}
+	fmt.Fprintf(stdout, "container %s restored from %s: init is PID %d, %d tasks\n", id, dir, r.Pid, r.Tasks)
+	return nil
+}

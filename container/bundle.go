@@ -1,0 +1,126 @@
+package container
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ctcr/ctcr/cgroup"
+)
+
+// Version is ctcr's version, recorded in bundles.
+const Version = "0.1.0"
+
+// Meta is ctcr.json.
+type Meta struct {
+	ID          string        `json:"id"`
+	Runtime     string        `json:"runtime"`
+	Bundle      string        `json:"bundle,omitempty"`
+	Rootfs      string        `json:"rootfs,omitempty"`
+	StateDir    string        `json:"state_dir,omitempty"`
+	Cgroups     *cgroup.Set   `json:"cgroups,omitempty"`
+	Limits      cgroup.Limits `json:"limits,omitempty"`
+	InitPid     int           `json:"init_pid"` // host PID at checkpoint
+	Created     time.Time     `json:"created"`
+	CtcrVersion string        `json:"ctcr_version"`
+}
+
+// Stats is stats.json.
+type Stats struct {
+	Tasks         int     `json:"tasks"`
+	PagesBytes    uint64  `json:"pages_bytes"`
+	FrozenSeconds float64 `json:"frozen_seconds"`
+	DumpSeconds   float64 `json:"dump_seconds"`
+	MemorySeconds float64 `json:"memory_seconds"`
+}
+
+// ImagesDir is where a bundle keeps its images.
+func ImagesDir(dir string) string { return filepath.Join(dir, "images") }
+
+// WriteBundle writes config.json (copied from the container's bundle),
+// stats.json and, last, ctcr.json into dir.
+func WriteBundle(dir string, c *Container, m *Meta, st *Stats) error {
+	if c.Bundle != "" {
+		if b, err := os.ReadFile(filepath.Join(c.Bundle, "config.json")); err == nil {
+			if err := WriteFileAtomic(filepath.Join(dir, "config.json"), b); err != nil {
+				return err
+			}
+		}
+	}
+	sb, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := WriteFileAtomic(filepath.Join(dir, "stats.json"), sb); err != nil {
+		return err
+	}
+	mb, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return err
+	}
+	return WriteFileAtomic(filepath.Join(dir, "ctcr.json"), mb)
+}
+
+// ReadBundle reads ctcr.json and stats.json of a finished checkpoint.
+func ReadBundle(dir string) (*Meta, *Stats, error) {
+	read := func(name string, v any) error {
+		f, err := os.Open(filepath.Join(dir, name))
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		b, err := io.ReadAll(io.LimitReader(f, 16<<20))
+		if err != nil {
+			return err
+		}
+		if err := json.Unmarshal(b, v); err != nil {
+			return fmt.Errorf("%s: %w", filepath.Join(dir, name), err)
+		}
+		return nil
+	}
+	m := &Meta{}
+	if err := read("ctcr.json", m); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, nil, fmt.Errorf("no container checkpoint in %s: ctcr.json missing", dir)
+		}
+		return nil, nil, err
+	}
+	st := &Stats{}
+	if err := read("stats.json", st); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, nil, err
+	}
+	return m, st, nil
+}
+
+// LockDir holds one lock file per container id.
+var LockDir = "/run/ctcr"
+
+// Lock takes the lock of container id, so only one ctcr checkpoints or
+// restores it at a time. wait says whether to wait for it.
+func Lock(id string, wait bool) (func(), error) {
+	if err := os.MkdirAll(LockDir, 0o755); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(filepath.Join(LockDir, id+".lock"), os.O_RDWR|os.O_CREATE|unix.O_CLOEXEC, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	how := unix.LOCK_EX
+	if !wait {
+		how |= unix.LOCK_NB
+	}
+	if err := unix.Flock(int(f.Fd()), how); err != nil {
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("container %s: %w (%s)", id, ErrLocked, f.Name())
+		}
+		return nil, err
+	}
+	return func() { f.Close() }, nil
+}

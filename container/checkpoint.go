@@ -1,0 +1,222 @@
+package container
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/ctcr/ctcr/cgroup"
+	"github.com/ctcr/ctcr/criu"
+	"github.com/ctcr/ctcr/criu/images"
+	"github.com/ctcr/ctcr/criu/proc"
+	"github.com/ctcr/ctcr/ns"
+)
+
+// CheckpointOptions says which container to checkpoint and where.
+type CheckpointOptions struct {
+	ID            string
+	Pid           int // init PID, for containers of other runtimes
+	Dir           string
+	LeaveRunning  bool
+	FreezeTimeout time.Duration
+	Log           func(format string, args ...any)
+}
+
+func (o *CheckpointOptions) logf(format string, args ...any) {
+	if o.Log != nil {
+		o.Log(format, args...)
+	}
+}
+
+// Checkpoint freezes the container, seizes every task, thaws it (the
+// tasks stay stopped under ptrace), dumps the process tree and its
+// namespaces into DIR, then kills the container (or lets it run on). If
+// anything fails, the container is thawed and runs on untouched.
+func Checkpoint(o CheckpointOptions) (*Meta, *Stats, error) {
+	unlock, err := Lock(o.ID, false)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer unlock()
+	c, err := Resolve(o.ID, o.Pid)
+	if err != nil {
+		return nil, nil, err
+	}
+	if _, err := os.Stat(filepath.Join(o.Dir, "ctcr.json")); err == nil {
+		return nil, nil, fmt.Errorf("%s already holds a checkpoint (ctcr.json): remove it or choose another -D", o.Dir)
+	}
+	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
+		return nil, nil, fmt.Errorf("checkpoint directory: %w", err)
+	}
+	cg, err := cgroup.ForPid(c.Pid)
+	if err != nil {
+		return nil, nil, err
+	}
+	limits := cg.SaveLimits()
+	own, err := ns.Own(c.Pid)
+	if err != nil {
+		return nil, nil, err
+	}
+	if o.FreezeTimeout == 0 {
+		o.FreezeTimeout = 10 * time.Second
+	}
+	freezeStart := time.Now()
+	if err := cg.Freeze(o.FreezeTimeout); err != nil {
+		return nil, nil, fmt.Errorf("container %s: %w", o.ID, err)
+	}
+	frozen := true
+	defer func() {
+		if frozen {
+			cg.Thaw()
+		}
+	}()
+	o.logf("container %s frozen (%s) in %v", o.ID, cg.FreezerPath(), time.Since(freezeStart))
+	if err := checkTasks(c.Pid, cg); err != nil {
+		return nil, nil, fmt.Errorf("container %s: %w", o.ID, err)
+	}
+	st, err := criu.Dump(criu.DumpOptions{
+		Pid: c.Pid, Dir: ImagesDir(o.Dir), LeaveRunning: o.LeaveRunning, Log: o.Log,
+		Thaw: func() error { frozen = false; return cg.Thaw() },
+		Extra: func(pid int, stage *images.Staging) error {
+			if own["mnt"] {
+				if err := ns.DumpMounts(pid, stage); err != nil {
+					return err
+				}
+			}
+			if own["uts"] {
+				if err := ns.DumpUTS(pid, stage); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("checkpoint of container %s: %w", o.ID, err)
+	}
+	m := &Meta{ID: c.ID, Runtime: c.Runtime, Bundle: c.Bundle, Rootfs: c.Rootfs, StateDir: c.StateDir,
+		Cgroups: cg, Limits: limits, InitPid: c.Pid, Created: time.Now().UTC(), CtcrVersion: Version}
+	stats := &Stats{Tasks: st.Tasks, PagesBytes: st.PagesBytes, FrozenSeconds: time.Since(freezeStart).Seconds() - (st.Total - st.Frozen).Seconds(),
+		DumpSeconds: st.Total.Seconds(), MemorySeconds: st.Memory.Seconds()}
+	if stats.FrozenSeconds < st.Frozen.Seconds() {
+		stats.FrozenSeconds = st.Frozen.Seconds()
+	}
+	if err := WriteBundle(o.Dir, c, m, stats); err != nil {
+		return nil, nil, fmt.Errorf("write the bundle in %s: %w", o.Dir, err)
+	}
+	return m, stats, nil
+}
+
+// checkTasks makes sure every task in the container's cgroup belongs to
+// the tree of its init: a stray task would be left out of the dump.
+func checkTasks(init int, cg *cgroup.Set) error {
+	pids, err := cg.Tasks()
+	if err != nil {
+		return err
+	}
+	tree := map[int]bool{}
+	queue := []int{init}
+	for len(queue) > 0 {
+		p := queue[0]
+		queue = queue[1:]
+		if tree[p] {
+			continue
+		}
+		tree[p] = true
+		tids, _ := proc.Threads(p)
+		for _, t := range tids {
+			kids, _ := proc.Children(p, t)
+			queue = append(queue, kids...)
+		}
+	}
+	var stray []string
+	for _, p := range pids {
+		if !tree[p] {
+			comm := "?"
+			if st, err := proc.ReadStat(p, p); err == nil {
+				comm = st.Comm
+			}
+			stray = append(stray, fmt.Sprintf("%d (%s)", p, comm))
+		}
+	}
+	if len(stray) > 0 {
+		return fmt.Errorf("tasks in its cgroup outside the tree of init %d: %s", init, strings.Join(stray, ", "))
+	}
+	return nil
+}
+
+// RestoreOptions says which checkpoint to restore.
+type RestoreOptions struct {
+	ID  string
+	Dir string
+	Log func(format string, args ...any)
+}
+
+// Restore recreates the container from its bundle: its cgroups with
+// their limits, its namespaces and mounts, its process tree; then points
+// the runtime's state at the new init. If anything fails, nothing of it
+// is left.
+func Restore(o RestoreOptions) (*criu.Restored, *Meta, error) {
+	unlock, err := Lock(o.ID, false)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer unlock()
+	m, _, err := ReadBundle(o.Dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	if m.ID != o.ID {
+		return nil, nil, fmt.Errorf("%s holds a checkpoint of container %s, not %s", o.Dir, m.ID, o.ID)
+	}
+	if c, err := Resolve(o.ID, 0); err == nil {
+		return nil, nil, fmt.Errorf("container %s: init %d: %w", o.ID, c.Pid, ErrRunning)
+	} else if !errors.Is(err, ErrNotRunning) && !errors.Is(err, ErrUnknown) {
+		return nil, nil, err
+	}
+	if m.Cgroups == nil {
+		return nil, nil, fmt.Errorf("%s: no cgroups recorded", filepath.Join(o.Dir, "ctcr.json"))
+	}
+	undo, err := m.Cgroups.Create(m.Limits)
+	if err != nil {
+		return nil, nil, err
+	}
+	imgDir := ImagesDir(o.Dir)
+	exists := func(name string) bool {
+		_, err := os.Stat(filepath.Join(imgDir, name))
+		return err == nil
+	}
+	r, err := criu.Restore(criu.RestoreOptions{
+		Dir: imgDir, Log: o.Log,
+		PrepareRoot: func(rt *criu.RootTask) error {
+			// Before it forks: every task it creates inherits them.
+			if err := m.Cgroups.Enter(rt.Pid); err != nil {
+				return err
+			}
+			if exists(images.Mnts.FileName(1)) {
+				if err := ns.RestoreMounts(rt, rt.Pid, imgDir); err != nil {
+					return fmt.Errorf("mounts: %w", err)
+				}
+			}
+			if exists(images.Utsns.FileName(1)) {
+				if err := ns.RestoreUTS(rt, imgDir); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+	})
+	if err != nil {
+		undo()
+		return nil, nil, fmt.Errorf("restore of container %s: %w", o.ID, err)
+	}
+	if m.Runtime == "runc" && m.StateDir != "" {
+		if err := UpdateRuncState(m.StateDir, r.Pid); err != nil && o.Log != nil {
+			o.Log("runc state of %s not updated (runc list will not show it running): %v", o.ID, err)
+		}
+	}
+	return r, m, nil
+}

@@ -1,0 +1,22 @@
+// Package ns dumps and restores what lives in a container's namespaces
+// besides its processes: the mount tree (mountinfo, with the content of
+// tmpfs mounts), the UTS names, and SysV IPC objects.
+//
+// It never traces a task. Dumping reads /proc/PID/mountinfo, walks files
+// through /proc/PID/root, and enters a namespace on a locked OS thread
+// where that is needed. Restoring runs mount and pivot_root as syscalls
+// of the restored root task through the Syscaller the engine hands it.
+//
+// Images (CRIU's formats, in the checkpoint's image directory):
+//
+//	mountpoints-1.img        MntEntry per mount, in mount order
+//	tmpfs-dev-N.tar.gz.img   content of the tmpfs with mount id N
+//	utsns-1.img              UtsnsEntry
+package ns
+
+// Syscaller runs syscalls in the root task of a restored tree (the
+// engine's criu.RootTask): strings and byte slices are copied into the
+// task and passed by address.
+type Syscaller interface {
+	Call(nr uintptr, args ...any) (uint64, error)
+}
