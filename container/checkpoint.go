@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/ctcr/ctcr/cgroup"
 	"github.com/ctcr/ctcr/criu"
 	"github.com/ctcr/ctcr/criu/images"
@@ -88,6 +90,11 @@ func Checkpoint(o CheckpointOptions) (*Meta, *Stats, error) {
 			}
 			if own["uts"] {
 				if err := ns.DumpUTS(pid, stage); err != nil {
+					return err
+				}
+			}
+			if own["ipc"] {
+				if err := ns.DumpIPC(pid, stage); err != nil {
 					return err
 				}
 			}
@@ -185,6 +192,11 @@ func Restore(o RestoreOptions) (*criu.Restored, *Meta, error) {
 		return nil, nil, err
 	}
 	imgDir := ImagesDir(o.Dir)
+	nsFlags, err := criu.ImageNamespaces(imgDir)
+	if err != nil {
+		undo()
+		return nil, nil, err
+	}
 	exists := func(name string) bool {
 		_, err := os.Stat(filepath.Join(imgDir, name))
 		return err == nil
@@ -203,6 +215,16 @@ func Restore(o RestoreOptions) (*criu.Restored, *Meta, error) {
 			}
 			if exists(images.Utsns.FileName(1)) {
 				if err := ns.RestoreUTS(rt, imgDir); err != nil {
+					return err
+				}
+			}
+			if exists(images.IpcShm.FileName(1)) || exists(images.IpcSem.FileName(1)) || exists(images.IpcMsg.FileName(1)) {
+				if err := ns.RestoreIPC(rt.Pid, imgDir); err != nil {
+					return err
+				}
+			}
+			if nsFlags&unix.CLONE_NEWNET != 0 {
+				if err := ns.LoopbackUp(rt.Pid); err != nil {
 					return err
 				}
 			}
