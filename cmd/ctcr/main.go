@@ -62,7 +62,8 @@ task, fd, mapping or image that failed), 2 on bad usage.`,
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetArgs(args)
-	root.AddCommand(dumpCmd(&g, stdout), restoreCmd(&g, stdout), checkCmd(&g, stdout), checkpointCmd(&g, stdout))
+	root.AddCommand(dumpCmd(&g, stdout), restoreCmd(&g, stdout), checkCmd(&g, stdout), checkpointCmd(&g, stdout),
+		hookCmd(&g, stdout), hookCheckpointCmd(&g, stdout), listCmd(&g, stdout), psCmd(&g, stdout), killCmd(&g, stdout))
 
 	err := root.Execute()
 	if err == nil {
