@@ -19,10 +19,12 @@ import (
 
 // CheckpointOptions says which container to checkpoint and where.
 type CheckpointOptions struct {
-	ID            string
-	Pid           int // init PID, for containers of other runtimes
-	Dir           string
-	LeaveRunning  bool
+	ID           string
+	Pid          int // init PID, for containers of other runtimes
+	Dir          string
+	LeaveRunning bool
+	// Stage "dump": the container is suspended already and stays so.
+	Stage         Stage
 	FreezeTimeout time.Duration
 	Log           func(format string, args ...any)
 }
@@ -66,12 +68,19 @@ func Checkpoint(o CheckpointOptions) (*Meta, *Stats, error) {
 		o.FreezeTimeout = 10 * time.Second
 	}
 	freezeStart := time.Now()
-	if err := cg.Freeze(o.FreezeTimeout); err != nil {
+	if o.Stage == StageDump {
+		if !frozen(cg) {
+			return nil, nil, fmt.Errorf("container %s is not suspended (%s): run the suspend stage first", o.ID, cg.FreezerPath())
+		}
+		o.LeaveRunning = true
+	} else if err := cg.Freeze(o.FreezeTimeout); err != nil {
 		return nil, nil, fmt.Errorf("container %s: %w", o.ID, err)
 	}
-	frozen := true
+	isFrozen := true
 	defer func() {
-		if frozen {
+		// A failed dump stage leaves the container as it found it:
+		// suspended. Anything else runs on.
+		if isFrozen && o.Stage != StageDump {
 			cg.Thaw()
 		}
 	}()
@@ -81,7 +90,15 @@ func Checkpoint(o CheckpointOptions) (*Meta, *Stats, error) {
 	}
 	st, err := criu.Dump(criu.DumpOptions{
 		Pid: c.Pid, Dir: ImagesDir(o.Dir), LeaveRunning: o.LeaveRunning, Log: o.Log,
-		Thaw: func() error { frozen = false; return cg.Thaw() },
+		Thaw: func() error { isFrozen = false; return cg.Thaw() },
+		BeforeResume: func() error {
+			if o.Stage == StageDump {
+				// Tasks stopped under ptrace freeze at once and stay
+				// frozen when let go.
+				return cg.Freeze(o.FreezeTimeout)
+			}
+			return nil
+		},
 		Extra: func(pid int, stage *images.Staging) error {
 			if own["mnt"] {
 				if err := ns.DumpMounts(pid, stage); err != nil {
@@ -159,7 +176,9 @@ func checkTasks(init int, cg *cgroup.Set) error {
 type RestoreOptions struct {
 	ID  string
 	Dir string
-	Log func(format string, args ...any)
+	// Stage "undump": the restored container is left suspended.
+	Stage Stage
+	Log   func(format string, args ...any)
 }
 
 // Restore recreates the container from its bundle: its cgroups with
@@ -203,6 +222,12 @@ func Restore(o RestoreOptions) (*criu.Restored, *Meta, error) {
 	}
 	r, err := criu.Restore(criu.RestoreOptions{
 		Dir: imgDir, Log: o.Log,
+		BeforeResume: func() error {
+			if o.Stage == StageUndump {
+				return m.Cgroups.Freeze(10 * time.Second)
+			}
+			return nil
+		},
 		PrepareRoot: func(rt *criu.RootTask) error {
 			// Before it forks: every task it creates inherits them.
 			if err := m.Cgroups.Enter(rt.Pid); err != nil {

@@ -40,6 +40,10 @@ type DumpOptions struct {
 	// Extra, if set, runs once every task is dumped and still stopped,
 	// to add images of the tree's namespaces to the checkpoint.
 	Extra func(rootPid int, stage *images.Staging) error
+	// BeforeResume, if set with LeaveRunning, runs once the checkpoint is
+	// complete, just before the tasks are let go (vzctl's --dump stage
+	// freezes the cgroup again here, so they stay suspended).
+	BeforeResume func() error
 }
 
 // DumpStats describes a finished dump.
@@ -200,6 +204,12 @@ func Dump(opts DumpOptions) (*DumpStats, error) {
 	// tasks as asked.
 	rb.release()
 	if opts.LeaveRunning {
+		if opts.BeforeResume != nil {
+			if err := opts.BeforeResume(); err != nil {
+				tr.Do(d.resume)
+				return nil, err
+			}
+		}
 		err = tr.Do(d.resume)
 	} else {
 		err = tr.Do(d.kill)

@@ -31,6 +31,9 @@ type RestoreOptions struct {
 	// namespaces, before it creates any other task: the container front
 	// end mounts the root file system and sets the hostname there.
 	PrepareRoot func(*RootTask) error
+	// BeforeResume, if set, runs when every task is ready, just before
+	// they are let go (vzctl's --undump freezes the cgroup here).
+	BeforeResume func() error
 }
 
 func (o *RestoreOptions) logf(format string, args ...any) {

@@ -342,6 +342,11 @@ func (rt *restoreTree) finish() error {
 		}
 		live = append(live, t)
 	}
+	if rt.opts.BeforeResume != nil {
+		if err := rt.opts.BeforeResume(); err != nil {
+			return err
+		}
+	}
 	// Everything is in place: let the tree run, threads before their
 	// main thread, children before parents.
 	for i := len(live) - 1; i >= 0; i-- {

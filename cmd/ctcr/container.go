@@ -61,6 +61,7 @@ func (e codedError) Unwrap() error { return e.error }
 
 func checkpointCmd(g *globalFlags, stdout io.Writer) *cobra.Command {
 	var o container.CheckpointOptions
+	var suspend, dumpStage, kill, resume bool
 	c := &cobra.Command{
 		Use:   "checkpoint CTID",
 		Short: "Checkpoint a whole container (runc, crun, LXC, or --pid)",
@@ -80,6 +81,19 @@ untouched.
 			if o.Dir == "" {
 				o.Dir = defaultDir(o.ID)
 			}
+			stage, err := oneStage(map[container.Stage]bool{container.StageSuspend: suspend, container.StageDump: dumpStage, container.StageKill: kill, container.StageResume: resume})
+			if err != nil {
+				return err
+			}
+			switch stage {
+			case container.StageSuspend:
+				return stageDone(container.Suspend(o.ID, o.Pid), exitCheckpointError)
+			case container.StageKill:
+				return stageDone(container.Kill(o.ID, o.Pid), exitCheckpointError)
+			case container.StageResume:
+				return stageDone(container.Resume(o.ID, o.Pid), exitCheckpointError)
+			}
+			o.Stage = stage
 			logf, done, err := g.logger(cmd.ErrOrStderr())
 			if err != nil {
 				return err
@@ -102,11 +116,40 @@ untouched.
 	f.StringVarP(&o.Dir, "images-dir", "D", "", "directory to write the checkpoint to (default /var/lib/ctcr/CTID)")
 	f.BoolVar(&o.LeaveRunning, "leave-running", false, "let the container run on after the checkpoint")
 	f.IntVar(&o.Pid, "pid", 0, "init PID of a container ctcr cannot find by its id")
+	f.BoolVar(&suspend, "suspend", false, "stage: only freeze the container")
+	f.BoolVar(&dumpStage, "dump", false, "stage: dump a suspended container, which stays suspended")
+	f.BoolVar(&kill, "kill", false, "stage: kill every task of the container")
+	f.BoolVar(&resume, "resume", false, "stage: thaw a suspended container")
 	return c
 }
 
+// oneStage returns the stage flag given, if any; two are bad usage.
+func oneStage(flags map[container.Stage]bool) (container.Stage, error) {
+	var got container.Stage
+	for s, on := range flags {
+		if !on {
+			continue
+		}
+		if got != "" {
+			return "", usageError{fmt.Errorf("--%s and --%s are separate stages: give one", got, s)}
+		}
+		got = s
+	}
+	return got, nil
+}
+
+func stageDone(err error, code int) error {
+	if err != nil {
+		return containerExit(err, code)
+	}
+	return nil
+}
+
 // restoreContainer restores container id from dir.
-func restoreContainer(g *globalFlags, cmd *cobra.Command, stdout io.Writer, id, dir, pidFile string) error {
+func restoreContainer(g *globalFlags, cmd *cobra.Command, stdout io.Writer, id, dir, pidFile string, stage container.Stage) error {
+	if stage == container.StageResume {
+		return stageDone(container.Resume(id, 0), exitRestoreError)
+	}
 	if dir == "" {
 		dir = defaultDir(id)
 	}
@@ -115,7 +158,7 @@ func restoreContainer(g *globalFlags, cmd *cobra.Command, stdout io.Writer, id, 
 		return err
 	}
 	defer done()
-	r, m, err := container.Restore(container.RestoreOptions{ID: id, Dir: dir, Log: logf})
+	r, m, err := container.Restore(container.RestoreOptions{ID: id, Dir: dir, Log: logf, Stage: stage})
 	if err != nil {
 		return containerExit(err, exitRestoreError)
 	}

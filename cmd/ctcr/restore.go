@@ -8,12 +8,13 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/ctcr/ctcr/container"
 	"github.com/ctcr/ctcr/criu"
 )
 
 func restoreCmd(g *globalFlags, stdout io.Writer) *cobra.Command {
 	var o criu.RestoreOptions
-	var detach bool
+	var detach, undump, resume bool
 	var pidFile string
 	c := &cobra.Command{
 		Use:   "restore [CTID] -D DIR",
@@ -32,7 +33,14 @@ if a zombie holds it (a dumped task not yet reaped), restore waits up to
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 1 {
-				return restoreContainer(g, cmd, stdout, args[0], o.Dir, pidFile)
+				stage, err := oneStage(map[container.Stage]bool{container.StageUndump: undump, container.StageResume: resume})
+				if err != nil {
+					return err
+				}
+				return restoreContainer(g, cmd, stdout, args[0], o.Dir, pidFile, stage)
+			}
+			if undump || resume {
+				return usageError{fmt.Errorf("--undump and --resume are stages of a container restore: give CTID")}
 			}
 			if o.Dir == "" {
 				return usageError{fmt.Errorf("restore needs -D DIR")}
@@ -87,6 +95,8 @@ if a zombie holds it (a dumped task not yet reaped), restore waits up to
 	f.BoolVarP(&detach, "restore-detached", "d", false, "return once the process runs instead of waiting for it")
 	f.StringVar(&pidFile, "pidfile", "", "write the restored process's PID to this file")
 	f.BoolVar(&o.ShellJob, "shell-job", false, "attach the process's terminal fds to ctcr's terminal")
+	f.BoolVar(&undump, "undump", false, "stage (with CTID): restore the container and leave it suspended")
+	f.BoolVar(&resume, "resume", false, "stage (with CTID): thaw a container restored with --undump")
 	// CRIU wants --file-locks on restore too; ctcr restores whatever
 	// locks the images hold, so it is accepted and changes nothing.
 	f.Bool("file-locks", false, "accepted for CRIU's command line: the locks in the images are always restored")
