@@ -67,9 +67,9 @@ func Resume(id string, pid int) error {
 	return cg.Thaw()
 }
 
-// Kill kills every task of the container and waits, up to 10 s, until
+// KillTasks kills every task of the container and waits, up to 10 s, until
 // its cgroup is empty.
-func Kill(id string, pid int) error {
+func KillTasks(id string, pid int) error {
 	unlock, err := Lock(id, false)
 	if err != nil {
 		return err

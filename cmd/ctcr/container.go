@@ -89,7 +89,7 @@ untouched.
 			case container.StageSuspend:
 				return stageDone(container.Suspend(o.ID, o.Pid), exitCheckpointError)
 			case container.StageKill:
-				return stageDone(container.Kill(o.ID, o.Pid), exitCheckpointError)
+				return stageDone(container.KillTasks(o.ID, o.Pid), exitCheckpointError)
 			case container.StageResume:
 				return stageDone(container.Resume(o.ID, o.Pid), exitCheckpointError)
 			}
