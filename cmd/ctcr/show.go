@@ -1,0 +1,68 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ctcr/ctcr/container"
+	"github.com/ctcr/ctcr/criu"
+)
+
+func showCmd(g *globalFlags, stdout io.Writer) *cobra.Command {
+	return &cobra.Command{
+		Use:   "show DIR",
+		Short: "Describe a checkpoint: its tasks, memory, fds, namespaces and timings",
+		Long: `Describe the checkpoint in DIR: a process checkpoint (DIR holds
+inventory.img) or a container bundle (DIR holds ctcr.json and images/).
+Every image is read and checked, so show also tells whether a checkpoint
+is complete and sound. --json prints the same as one object.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			dir := args[0]
+			imgDir := dir
+			var meta *container.Meta
+			var stats *container.Stats
+			if _, err := os.Stat(filepath.Join(dir, "ctcr.json")); err == nil {
+				m, st, err := container.ReadBundle(dir)
+				if err != nil {
+					return err
+				}
+				meta, stats, imgDir = m, st, container.ImagesDir(dir)
+			}
+			sum, err := criu.Inspect(imgDir)
+			if err != nil {
+				return fmt.Errorf("checkpoint in %s: %w", dir, err)
+			}
+			if g.json {
+				return printJSON(stdout, map[string]any{"container": meta, "stats": stats, "checkpoint": sum})
+			}
+			if meta != nil {
+				fmt.Fprintf(stdout, "container %s (%s), checkpointed %s by ctcr %s\n", meta.ID, meta.Runtime, meta.Created.Format("2006-01-02 15:04:05 MST"), meta.CtcrVersion)
+				if meta.Rootfs != "" {
+					fmt.Fprintf(stdout, "  rootfs   %s\n", meta.Rootfs)
+				}
+				if stats != nil {
+					fmt.Fprintf(stdout, "  frozen   %.3f s, dump %.3f s, memory copy %.3f s\n", stats.FrozenSeconds, stats.DumpSeconds, stats.MemorySeconds)
+				}
+			}
+			ns := "none (the host's)"
+			if len(sum.Namespaces) > 0 {
+				ns = strings.Join(sum.Namespaces, ", ")
+			}
+			fmt.Fprintf(stdout, "%d tasks, %d bytes of memory, own namespaces: %s\n\n", len(sum.Tasks), sum.PagesBytes, ns)
+			fmt.Fprintf(stdout, "%7s %7s %7s %7s %7s %10s  %-16s %s\n", "PID", "PPID", "PGID", "SID", "THREADS", "MEMORY", "COMMAND", "STATE")
+			for _, t := range sum.Tasks {
+				fmt.Fprintf(stdout, "%7d %7d %7d %7d %7d %10d  %-16s %s\n", t.Pid, t.Ppid, t.Pgid, t.Sid, len(t.Threads), t.PagesBytes, t.Comm, t.State)
+				for _, f := range t.Fds {
+					fmt.Fprintf(stdout, "%18s fd %-3d %-9s %s\n", "", f.Fd, f.Type, f.Name)
+				}
+			}
+			return nil
+		},
+	}
+}

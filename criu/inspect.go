@@ -1,0 +1,81 @@
+package criu
+
+import (
+	"fmt"
+
+	"github.com/checkpoint-restore/go-criu/v7/crit/images/fdinfo"
+	"golang.org/x/sys/unix"
+)
+
+// Summary describes a checkpoint for people and scripts (ctcr show).
+type Summary struct {
+	Dir        string        `json:"dir"`
+	Namespaces []string      `json:"namespaces"` // those the tree had of its own
+	Tasks      []TaskSummary `json:"tasks"`
+	PagesBytes uint64        `json:"pages_bytes"`
+}
+
+// TaskSummary is one process of a checkpoint.
+type TaskSummary struct {
+	Pid        int         `json:"pid"`
+	Ppid       int         `json:"ppid"`
+	Pgid       int         `json:"pgid"`
+	Sid        int         `json:"sid"`
+	Comm       string      `json:"comm"`
+	State      string      `json:"state"` // alive, zombie
+	Threads    []int       `json:"threads"`
+	Mappings   int         `json:"mappings"`
+	PagesBytes uint64      `json:"pages_bytes"`
+	Fds        []FdSummary `json:"fds,omitempty"`
+}
+
+// FdSummary is one fd of a task.
+type FdSummary struct {
+	Fd   int    `json:"fd"`
+	Type string `json:"type"`
+	Name string `json:"name,omitempty"`
+}
+
+// Inspect reads and checks the checkpoint in dir and summarizes it.
+func Inspect(dir string) (*Summary, error) {
+	cp, err := loadCheckpoint(dir)
+	if err != nil {
+		return nil, err
+	}
+	s := &Summary{Dir: dir}
+	flags := ownNamespaces(cp.tasks[0].core.GetIds())
+	for _, k := range nsKinds {
+		if flags&k.flag != 0 {
+			s.Namespaces = append(s.Namespaces, k.name)
+		}
+	}
+	for _, t := range cp.tasks {
+		ps := t.pstree
+		ts := TaskSummary{Pid: int(ps.GetPid()), Ppid: int(ps.GetPpid()), Pgid: int(ps.GetPgid()), Sid: int(ps.GetSid()),
+			Comm: t.core.GetTc().GetComm(), State: "alive"}
+		for _, id := range ps.Threads {
+			ts.Threads = append(ts.Threads, int(id))
+		}
+		if t.zombie {
+			ws := unix.WaitStatus(t.core.GetTc().GetExitCode())
+			ts.State = fmt.Sprintf("zombie (exit status %d)", ws.ExitStatus())
+			if ws.Signaled() {
+				ts.State = fmt.Sprintf("zombie (killed by %v)", ws.Signal())
+			}
+		} else {
+			ts.Mappings = len(t.mm.Vmas)
+			ts.PagesBytes = t.pagesSize
+			s.PagesBytes += t.pagesSize
+			for _, fd := range t.fds {
+				fe := cp.files[fd.GetId()]
+				f := FdSummary{Fd: int(fd.GetFd()), Type: fe.GetType().String()}
+				if fe.GetType() == fdinfo.FdTypes_REG {
+					f.Name = fe.GetReg().GetName()
+				}
+				ts.Fds = append(ts.Fds, f)
+			}
+		}
+		s.Tasks = append(s.Tasks, ts)
+	}
+	return s, nil
+}
