@@ -1,0 +1,604 @@
+package test
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	"github.com/ctcr/ctcr/container"
+)
+
+// psInside lists the processes of the container as seen from inside it
+// (its /proc), "PID command" per line, sorted, without the processes of
+// the runc exec that lists them and without the short-lived sleeps of
+// the counting loops.
+func psInside(t *testing.T, c *runcContainer) []string {
+	t.Helper()
+	out := c.mustExec(t, `echo "self $$"; for p in /proc/[0-9]*; do echo "@ ${p#/proc/}"; cat $p/stat; tr '\000\n' '  ' < $p/cmdline; echo; done 2>/dev/null`)
+	lines := strings.Split(out, "\n")
+	self := ""
+	var procs []string
+	for i := 0; i < len(lines); i++ {
+		if s, ok := strings.CutPrefix(lines[i], "self "); ok {
+			self = s
+			continue
+		}
+		pid, ok := strings.CutPrefix(lines[i], "@ ")
+		if !ok || i+2 >= len(lines) {
+			continue
+		}
+		stat, cmdline := lines[i+1], strings.TrimSpace(strings.ReplaceAll(lines[i+2], "\x00", " "))
+		i += 2
+		ppid := ""
+		if j := strings.LastIndexByte(stat, ')'); j >= 0 {
+			if f := strings.Fields(stat[j+1:]); len(f) > 1 {
+				ppid = f[1]
+			}
+		}
+		if stat == "" || pid == self || ppid == self || cmdline == "sleep 0.2" || cmdline == "sleep 0.3" {
+			continue
+		}
+		procs = append(procs, pid+" "+cmdline)
+	}
+	sort.Strings(procs)
+	return procs
+}
+
+// checkpointContainer runs ctcr checkpoint and fails the test unless it
+// succeeds.
+func checkpointContainer(t *testing.T, c *runcContainer, dir string, extra ...string) {
+	t.Helper()
+	args := append([]string{"checkpoint", c.id, "-D", dir}, extra...)
+	r := runCtcr(t, 60*time.Second, args...)
+	if r.code() != 0 {
+		t.Fatalf("%s: exit status %d, want 0\nstdout: %s\nstderr: %s", r, r.code(), r.stdout(), r.stderr())
+	}
+}
+
+// restoreContainer runs ctcr restore and fails the test unless the
+// container runs again.
+func restoreContainer(t *testing.T, c *runcContainer, dir string) {
+	t.Helper()
+	r := runCtcr(t, 60*time.Second, "restore", c.id, "-D", dir)
+	if r.code() != 0 {
+		t.Fatalf("%s: exit status %d, want 0\nstdout: %s\nstderr: %s", r, r.code(), r.stdout(), r.stderr())
+	}
+	c.notePid()
+	c.waitStatus(t, "running", 5*time.Second)
+}
+
+// TestContainerCheckpointRestore: a runc busybox container with a small
+// process tree, a tmpfs and a hostname is checkpointed (and so stopped)
+// and restored; seen from inside it counts on, keeps its files, name and
+// PIDs, and runc still manages it.
+func TestContainerCheckpointRestore(t *testing.T) {
+	c := newContainer(t, "cr", nil)
+	c.start()
+	before := psInside(t, c)
+	if len(before) != 3 {
+		t.Fatalf("before the checkpoint the container runs %d long-lived processes, want 3 (init, counting subshell, sleep):\n%s", len(before), strings.Join(before, "\n"))
+	}
+	sums := c.mustExec(t, "md5sum /data/seq; cat /data/hello; hostname; readlink /proc/1/exe; tr '\\0' ' ' < /proc/1/cmdline")
+	oldPid := c.inits[0]
+	dir := filepath.Join(t.TempDir(), "ck")
+	countAt := c.waitCount(t, 10, 10*time.Second)
+	subAt, _ := c.count("sub")
+
+	checkpointContainer(t, c, dir)
+	if got := c.status(); got != "stopped" {
+		t.Fatalf("after ctcr checkpoint runc says the container is %q, want stopped", got)
+	}
+	if exists(oldPid) {
+		if st, err := readStat(oldPid); err == nil && st.state != 'Z' {
+			t.Fatalf("after ctcr checkpoint the old init %d still runs: %s", oldPid, describe(oldPid))
+		}
+	}
+	for _, f := range []string{"ctcr.json", "config.json", "stats.json", "images/inventory.img"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Errorf("the checkpoint has no %s: %v", f, err)
+		}
+	}
+
+	restoreContainer(t, c, dir)
+	st, _ := c.state()
+	if st.Pid == oldPid {
+		t.Errorf("the restored init has the old host PID %d; a new one was expected (the old may not be reaped yet)", oldPid)
+	}
+	t.Run("the counters continue from where they were", func(t *testing.T) {
+		got, err := c.count("count")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got < countAt {
+			t.Errorf("/data/count is %d after restore, below %d read before the checkpoint: the loop started over", got, countAt)
+		}
+		c.assertCounting(t, "after restore")
+		if sub, err := c.count("sub"); err != nil || sub < subAt {
+			t.Errorf("/data/sub (the child subshell's counter) is %d (%v) after restore, below %d", sub, err, subAt)
+		}
+	})
+	t.Run("tmpfs files, hostname and PID 1 are the same", func(t *testing.T) {
+		after := c.mustExec(t, "md5sum /data/seq; cat /data/hello; hostname; readlink /proc/1/exe; tr '\\0' ' ' < /proc/1/cmdline")
+		if after != sums {
+			t.Errorf("seen from inside, after restore:\n%s\nbefore the checkpoint:\n%s", after, sums)
+		}
+		if !strings.Contains(after, "h-cr\n") {
+			t.Errorf("hostname is not h-cr:\n%s", after)
+		}
+	})
+	t.Run("the process tree has the same PIDs", func(t *testing.T) {
+		after := psInside(t, c)
+		if strings.Join(after, "\n") != strings.Join(before, "\n") {
+			t.Errorf("processes inside after restore:\n%s\nbefore the checkpoint:\n%s", strings.Join(after, "\n"), strings.Join(before, "\n"))
+		}
+	})
+	t.Run("runc list shows it running", func(t *testing.T) {
+		out, err := runcCmd(10*time.Second, "", "list", "--format", "json")
+		if err != nil {
+			t.Fatalf("runc list: %v: %s", err, out)
+		}
+		var list []struct {
+			ID     string `json:"id"`
+			Pid    int    `json:"pid"`
+			Status string `json:"status"`
+		}
+		if err := json.Unmarshal(out, &list); err != nil {
+			t.Fatalf("runc list: %v: %s", err, out)
+		}
+		for _, e := range list {
+			if e.ID == c.id {
+				if e.Status != "running" || e.Pid != st.Pid {
+					t.Errorf("runc list: %s is %s with PID %d, want running with %d", c.id, e.Status, e.Pid, st.Pid)
+				}
+				return
+			}
+		}
+		t.Errorf("runc list does not show %s: %s", c.id, out)
+	})
+	t.Run("ctcr list and ps show it", func(t *testing.T) {
+		r := runCtcr(t, 20*time.Second, "list", "--json")
+		var ents []container.Entry
+		if err := json.Unmarshal([]byte(r.stdout()), &ents); err != nil || r.code() != 0 {
+			t.Fatalf("%s: exit %d, %v: %s %s", r, r.code(), err, r.stdout(), r.stderr())
+		}
+		found := false
+		for _, e := range ents {
+			if e.ID == c.id {
+				found = true
+				if e.Status != "running" || e.Pid != st.Pid || e.Runtime != "runc" {
+					t.Errorf("ctcr list: %+v, want runc, running, PID %d", e, st.Pid)
+				}
+			}
+		}
+		if !found {
+			t.Errorf("ctcr list does not show %s: %s", c.id, r.stdout())
+		}
+		r = runCtcr(t, 20*time.Second, "ps", c.id, "--json")
+		var ps []container.Process
+		if err := json.Unmarshal([]byte(r.stdout()), &ps); err != nil || r.code() != 0 {
+			t.Fatalf("%s: exit %d, %v: %s %s", r, r.code(), err, r.stdout(), r.stderr())
+		}
+		inside := map[int]string{}
+		for _, p := range ps {
+			inside[p.NSPid] = strings.Join(strings.Fields(p.Command), " ")
+			if p.NSPid == 1 && p.Pid != st.Pid {
+				t.Errorf("ctcr ps: PID 1 inside is host PID %d, runc says the init is %d", p.Pid, st.Pid)
+			}
+		}
+		for _, line := range before {
+			pid, cmd, _ := strings.Cut(line, " ")
+			n, _ := strconv.Atoi(pid)
+			if cmd = strings.Join(strings.Fields(cmd), " "); inside[n] != cmd {
+				t.Errorf("ctcr ps: PID %d inside runs %q, want %q (from inside: %v)", n, inside[n], cmd, before)
+			}
+		}
+	})
+	t.Run("runc kill ends it", func(t *testing.T) {
+		if out, err := runcCmd(10*time.Second, "", "kill", c.id, "KILL"); err != nil {
+			t.Fatalf("runc kill %s KILL: %v: %s", c.id, err, out)
+		}
+		c.waitStatus(t, "stopped", 5*time.Second)
+	})
+}
+
+// TestContainerSysVIPC: shared memory, semaphores and message queues made
+// with ipcmk inside the container are there after restore (ipcs).
+func TestContainerSysVIPC(t *testing.T) {
+	c := newContainer(t, "ipc", nil)
+	for _, bin := range []string{"/usr/bin/ipcmk", "/usr/bin/ipcs"} {
+		if _, err := os.Stat(bin); err != nil {
+			t.Skipf("%s is missing (util-linux): it makes and lists the IPC objects", bin)
+		}
+		if err := c.installHostBinary(bin); err != nil {
+			t.Fatalf("copy %s into the rootfs: %v", bin, err)
+		}
+	}
+	c.start()
+	c.mustExec(t, "/usr/bin/ipcmk -M 8192 -p 0640 && /usr/bin/ipcmk -S 3 && /usr/bin/ipcmk -Q -p 0600")
+	const list = "/usr/bin/ipcs -m | tail -n +4; /usr/bin/ipcs -s | tail -n +4; /usr/bin/ipcs -q | tail -n +4"
+	before := c.mustExec(t, list)
+	if strings.Count(strings.TrimSpace(before), "\n") < 2 {
+		t.Fatalf("ipcs inside the container lists fewer than 3 objects after ipcmk:\n%s", before)
+	}
+	dir := filepath.Join(t.TempDir(), "ck")
+	checkpointContainer(t, c, dir)
+	ipcImages, _ := filepath.Glob(filepath.Join(dir, "images", "ipcns-*.img"))
+	restoreContainer(t, c, dir)
+	after := c.mustExec(t, list)
+	if after == before {
+		return
+	}
+	if len(ipcImages) == 0 {
+		t.Skipf("IPC namespace content is not restored yet: the checkpoint has no ipcns-*.img (ipcs before:\n%safter:\n%s)", before, after)
+	}
+	t.Errorf("ipcs inside the container after restore:\n%s\nbefore the checkpoint:\n%s", after, before)
+}
+
+// freezerState reads the freezer state of pid's cgroup: v1 freezer.state,
+// or FROZEN/THAWED from v2 cgroup.freeze.
+func freezerState(pid int) (string, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		return "", err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.SplitN(line, ":", 3)
+		if len(f) == 3 && f[1] == "freezer" {
+			s, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/freezer", f[2], "freezer.state"))
+			return strings.TrimSpace(string(s)), err
+		}
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if p, ok := strings.CutPrefix(line, "0::"); ok {
+			for _, mnt := range []string{"/sys/fs/cgroup", "/sys/fs/cgroup/unified"} {
+				if s, err := os.ReadFile(filepath.Join(mnt, p, "cgroup.freeze")); err == nil {
+					if strings.TrimSpace(string(s)) == "1" {
+						return "FROZEN", nil
+					}
+					return "THAWED", nil
+				}
+			}
+		}
+	}
+	return "", fmt.Errorf("no freezer cgroup for %d", pid)
+}
+
+// TestContainerCheckpointFailures: a checkpoint that cannot write its
+// images exits 16 and leaves the container running and thawed.
+func TestContainerCheckpointFailures(t *testing.T) {
+	c := newContainer(t, "fail", nil)
+	c.start()
+	pid := c.inits[0]
+	cases := []struct {
+		name string
+		dir  func(t *testing.T) string
+	}{
+		{"an image directory under a regular file", func(t *testing.T) string {
+			f := filepath.Join(t.TempDir(), "file")
+			os.WriteFile(f, nil, 0o644)
+			return filepath.Join(f, "ck")
+		}},
+		{"an image directory on a read-only bind mount", func(t *testing.T) string {
+			d := t.TempDir()
+			ro := filepath.Join(d, "ro")
+			os.Mkdir(ro, 0o755)
+			os.Mkdir(filepath.Join(ro, "ck"), 0o755)
+			if err := unix.Mount(ro, ro, "", unix.MS_BIND, ""); err != nil {
+				t.Fatalf("bind mount %s: %v", ro, err)
+			}
+			t.Cleanup(func() { unix.Unmount(ro, unix.MNT_DETACH) })
+			if err := unix.Mount("", ro, "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY, ""); err != nil {
+				t.Fatalf("remount %s read-only: %v", ro, err)
+			}
+			return filepath.Join(ro, "ck")
+		}},
+		{"a full image directory (a 64 KiB tmpfs)", func(t *testing.T) string {
+			d := filepath.Join(t.TempDir(), "small")
+			os.Mkdir(d, 0o755)
+			if err := unix.Mount("tmpfs", d, "tmpfs", 0, "size=64k"); err != nil {
+				t.Fatalf("mount a tmpfs on %s: %v", d, err)
+			}
+			t.Cleanup(func() { unix.Unmount(d, unix.MNT_DETACH) })
+			return filepath.Join(d, "ck")
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name+" fails with 16 and the container runs on thawed", func(t *testing.T) {
+			dir := tc.dir(t)
+			r := runCtcr(t, 60*time.Second, "checkpoint", c.id, "-D", dir)
+			if r.code() != 16 {
+				t.Errorf("%s: exit status %d, want 16\nstderr: %s", r, r.code(), r.stderr())
+			}
+			if strings.Count(strings.TrimSpace(r.stderr()), "\n") != 0 || r.stderr() == "" {
+				t.Errorf("%s: stderr is not one line: %q", r, r.stderr())
+			}
+			if st := c.status(); st != "running" {
+				t.Fatalf("after the failed checkpoint runc says %q, want running", st)
+			}
+			if s, err := freezerState(pid); err != nil || s != "THAWED" {
+				t.Errorf("after the failed checkpoint the freezer is %q (%v), want THAWED", s, err)
+			}
+			if err := assertRunnable(pid); err != nil {
+				t.Errorf("after the failed checkpoint the init is %v", err)
+			}
+			c.assertCounting(t, "after the failed checkpoint")
+			if _, err := os.Stat(filepath.Join(dir, "ctcr.json")); err == nil {
+				t.Errorf("the failed checkpoint left a ctcr.json in %s", dir)
+			}
+		})
+	}
+}
+
+// TestContainerExitCodes: the vzctl-style exit codes of checkpoint and
+// restore, and --leave-running.
+func TestContainerExitCodes(t *testing.T) {
+	needRunc(t)
+	t.Run("checkpoint of an unknown container exits 1 and says where ctcr looked", func(t *testing.T) {
+		id := fmt.Sprintf("ctcrt-nosuch-%d", os.Getpid())
+		r := runCtcr(t, 20*time.Second, "checkpoint", id, "-D", filepath.Join(t.TempDir(), "ck"))
+		if r.code() != 1 {
+			t.Errorf("%s: exit status %d, want 1; stderr: %s", r, r.code(), r.stderr())
+		}
+		for _, place := range []string{"/run/runc/" + id + "/state.json", "/var/lib/lxc/" + id} {
+			if !strings.Contains(r.stderr(), place) {
+				t.Errorf("%s: stderr does not name %s: %s", r, place, r.stderr())
+			}
+		}
+		os.Remove(filepath.Join("/run/ctcr", id+".lock"))
+	})
+
+	c := newContainer(t, "codes", nil)
+	c.start()
+	dir := filepath.Join(t.TempDir(), "ck")
+	t.Run("a second checkpoint while another holds the lock exits 9", func(t *testing.T) {
+		unlock, err := container.Lock(c.id, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := runCtcr(t, 20*time.Second, "checkpoint", c.id, "-D", dir)
+		unlock()
+		if r.code() != 9 {
+			t.Errorf("%s while the test holds %s: exit status %d, want 9; stderr: %s", r, "/run/ctcr/"+c.id+".lock", r.code(), r.stderr())
+		}
+		if st := c.status(); st != "running" {
+			t.Errorf("after the locked-out checkpoint runc says %q, want running", st)
+		}
+		c.assertCounting(t, "after the locked-out checkpoint")
+	})
+	t.Run("with --leave-running the container runs on", func(t *testing.T) {
+		pid := c.inits[0]
+		checkpointContainer(t, c, dir, "--leave-running")
+		if st, _ := c.state(); st.Status != "running" || st.Pid != pid {
+			t.Fatalf("after checkpoint --leave-running runc says %+v, want running with PID %d", st, pid)
+		}
+		if err := assertRunnable(pid); err != nil {
+			t.Fatalf("after checkpoint --leave-running the init is %v", err)
+		}
+		c.assertCounting(t, "after checkpoint --leave-running")
+		if _, err := os.Stat(filepath.Join(dir, "ctcr.json")); err != nil {
+			t.Errorf("checkpoint --leave-running wrote no ctcr.json: %v", err)
+		}
+	})
+	t.Run("restore of a running container exits 32", func(t *testing.T) {
+		r := runCtcr(t, 20*time.Second, "restore", c.id, "-D", dir)
+		if r.code() != 32 {
+			t.Errorf("%s: exit status %d, want 32; stderr: %s", r, r.code(), r.stderr())
+		}
+		c.assertCounting(t, "after the refused restore")
+	})
+	t.Run("ctcr kill sends TERM to the init", func(t *testing.T) {
+		r := runCtcr(t, 20*time.Second, "kill", c.id)
+		if r.code() != 0 {
+			t.Fatalf("%s: exit status %d, want 0; stderr: %s", r, r.code(), r.stderr())
+		}
+		c.waitStatus(t, "stopped", 5*time.Second)
+	})
+	t.Run("checkpoint of a stopped container exits 31", func(t *testing.T) {
+		r := runCtcr(t, 20*time.Second, "checkpoint", c.id, "-D", filepath.Join(t.TempDir(), "ck"))
+		if r.code() != 31 {
+			t.Errorf("%s: exit status %d, want 31; stderr: %s", r, r.code(), r.stderr())
+		}
+		r = runCtcr(t, 20*time.Second, "kill", c.id, "KILL")
+		if r.code() != 31 {
+			t.Errorf("%s: exit status %d, want 31; stderr: %s", r, r.code(), r.stderr())
+		}
+	})
+	t.Run("the --leave-running checkpoint restores the stopped container", func(t *testing.T) {
+		restoreContainer(t, c, dir)
+		c.assertCounting(t, "after restore")
+	})
+}
+
+// TestContainerHook: runc runs `ctcr hook poststart`, which checkpoints
+// the container once it wrote its ready file and leaves it running; the
+// checkpoint restores; `ctcr hook poststop` at runc delete removes the
+// lock. Malformed states exit 1 and start nothing.
+func TestContainerHook(t *testing.T) {
+	needRunc(t)
+	dir := filepath.Join(t.TempDir(), "hook-ck")
+	c := newContainer(t, "hook", func(s *specs.Spec) {
+		s.Annotations = map[string]string{"ctcr.checkpoint.dir": dir, "ctcr.checkpoint.ready-file": "/data/ready"}
+		s.Hooks = &specs.Hooks{
+			Poststart: []specs.Hook{{Path: ctcrBin, Args: []string{"ctcr", "hook", "poststart"}}},
+			Poststop:  []specs.Hook{{Path: ctcrBin, Args: []string{"ctcr", "hook", "poststop"}}},
+		}
+	})
+	c.start()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "ctcr.json")); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			log, _ := os.ReadFile(filepath.Join("/run/ctcr", c.id+".hook.log"))
+			t.Fatalf("no checkpoint in %s 30 s after the container started; hook log:\n%s", dir, log)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Run("the container runs on after the hook's checkpoint", func(t *testing.T) {
+		if st := c.status(); st != "running" {
+			t.Fatalf("runc says %q, want running", st)
+		}
+		c.assertCounting(t, "after the hook's checkpoint")
+		b, err := os.ReadFile(filepath.Join(dir, "ctcr.json"))
+		if err != nil || !bytes.Contains(b, []byte(`"runtime": "runc"`)) {
+			t.Errorf("ctcr.json does not record runtime runc (%v):\n%s", err, b)
+		}
+	})
+	t.Run("the hook's checkpoint restores", func(t *testing.T) {
+		if out, err := runcCmd(10*time.Second, "", "kill", c.id, "KILL"); err != nil {
+			t.Fatalf("runc kill: %v: %s", err, out)
+		}
+		c.waitStatus(t, "stopped", 5*time.Second)
+		restoreContainer(t, c, dir)
+		if n := c.assertCounting(t, "after restore"); n < 5 {
+			t.Errorf("/data/count is %d after restore, the checkpoint was taken at 5 or later", n)
+		}
+	})
+	t.Run("poststop at runc delete removes the lock", func(t *testing.T) {
+		lock := filepath.Join("/run/ctcr", c.id+".lock")
+		if _, err := os.Stat(lock); err != nil {
+			t.Fatalf("no %s before runc delete: %v", lock, err)
+		}
+		if out, err := runcCmd(20*time.Second, "", "delete", "-f", c.id); err != nil {
+			t.Fatalf("runc delete -f: %v: %s", err, out)
+		}
+		if _, err := os.Stat(lock); err == nil {
+			t.Errorf("%s is still there after runc delete ran the poststop hook", lock)
+		}
+	})
+
+	id := fmt.Sprintf("ctcrt-badhook-%d", os.Getpid())
+	self := os.Getpid()
+	for _, tc := range []struct{ name, action, state string }{
+		{"malformed JSON", "poststart", `{"id": "` + id},
+		{"no id", "poststart", `{"pid": 1, "annotations": {"ctcr.checkpoint.dir": "/tmp/x"}}`},
+		{"no pid", "poststart", `{"id": "` + id + `", "annotations": {"ctcr.checkpoint.dir": "/tmp/x"}}`},
+		{"no checkpoint dir", "poststart", fmt.Sprintf(`{"id": %q, "pid": %d}`, id, self)},
+		{"a bad delay", "poststart", fmt.Sprintf(`{"id": %q, "pid": %d, "annotations": {"ctcr.checkpoint.dir": "/tmp/x", "ctcr.checkpoint.delay": "soon"}}`, id, self)},
+		{"malformed JSON at poststop", "poststop", `[`},
+	} {
+		t.Run("a state with "+tc.name+" exits 1 and does nothing", func(t *testing.T) {
+			code, _, stderr := ctcrWithStdin(t, tc.state, "hook", tc.action)
+			if code != 1 || !strings.Contains(stderr, "bad OCI state") {
+				t.Errorf("ctcr hook %s <<< %s: exit status %d, stderr %q; want 1 and a message about the bad state", tc.action, tc.state, code, stderr)
+			}
+			for _, f := range []string{id + ".hook.log", id + ".lock"} {
+				if _, err := os.Stat(filepath.Join("/run/ctcr", f)); err == nil {
+					t.Errorf("the failed hook left /run/ctcr/%s", f)
+					os.Remove(filepath.Join("/run/ctcr", f))
+				}
+			}
+		})
+	}
+	t.Run("an unknown action exits 2", func(t *testing.T) {
+		if code, _, stderr := ctcrWithStdin(t, "{}", "hook", "prestart"); code != 2 {
+			t.Errorf("ctcr hook prestart: exit status %d, want 2; stderr %q", code, stderr)
+		}
+	})
+}
+
+// TestContribVzctlScripts: contrib/vzctl-chkpnt and vzctl-restore map
+// vzctl's stages onto ctcr and pass its exit codes through.
+func TestContribVzctlScripts(t *testing.T) {
+	needRunc(t)
+	scripts, err := filepath.Abs("../contrib")
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := func(t *testing.T, script string, args ...string) (int, string) {
+		t.Helper()
+		cmd := exec.Command(filepath.Join(scripts, script), args...)
+		cmd.Env = append(os.Environ(), "CTCR="+ctcrBin)
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := runWithTimeout(cmd, 60*time.Second); err != nil {
+			if _, ok := err.(*exec.ExitError); !ok {
+				t.Fatalf("%s %v: %v", script, args, err)
+			}
+		}
+		return cmd.ProcessState.ExitCode(), out.String()
+	}
+	must := func(t *testing.T, script string, args ...string) {
+		t.Helper()
+		if code, out := run(t, script, args...); code != 0 {
+			t.Fatalf("%s %s: exit status %d, want 0: %s", script, strings.Join(args, " "), code, out)
+		}
+	}
+	c := newContainer(t, "vz", nil)
+	c.start()
+	freezer := func(t *testing.T, want string) {
+		t.Helper()
+		st, err := c.state()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s, err := freezerState(st.Pid); err != nil || s != want {
+			t.Errorf("the container's freezer is %q (%v), want %s", s, err, want)
+		}
+	}
+	dir := filepath.Join(t.TempDir(), "dump")
+	t.Run("chkpnt --suspend --dump --resume leaves it running", func(t *testing.T) {
+		must(t, "vzctl-chkpnt", c.id, "--dumpfile", dir, "--suspend", "--dump", "--resume")
+		freezer(t, "THAWED")
+		c.assertCounting(t, "after chkpnt --suspend --dump --resume")
+		if _, err := os.Stat(filepath.Join(dir, "ctcr.json")); err != nil {
+			t.Errorf("no checkpoint in %s: %v", dir, err)
+		}
+		os.RemoveAll(dir)
+	})
+	t.Run("chkpnt stage by stage: suspend, dump, kill", func(t *testing.T) {
+		must(t, "vzctl-chkpnt", c.id, "--dumpfile", dir, "--suspend")
+		freezer(t, "FROZEN")
+		must(t, "vzctl-chkpnt", c.id, "--dumpfile", dir, "--dump")
+		freezer(t, "FROZEN")
+		must(t, "vzctl-chkpnt", c.id, "--dumpfile", dir, "--kill")
+		c.waitStatus(t, "stopped", 5*time.Second)
+	})
+	t.Run("chkpnt of the stopped container passes exit 31 through", func(t *testing.T) {
+		if code, out := run(t, "vzctl-chkpnt", c.id, "--dumpfile", filepath.Join(t.TempDir(), "d")); code != 31 {
+			t.Errorf("vzctl-chkpnt of a stopped container: exit %d, want 31: %s", code, out)
+		}
+	})
+	t.Run("restore --undump leaves it suspended, --resume lets it run", func(t *testing.T) {
+		must(t, "vzctl-restore", c.id, "--dumpfile", dir, "--undump")
+		c.notePid()
+		c.waitStatus(t, "paused", 5*time.Second) // runc's word for a frozen cgroup
+		freezer(t, "FROZEN")
+		must(t, "vzctl-restore", c.id, "--dumpfile", dir, "--resume")
+		c.assertCounting(t, "after vzctl-restore --resume")
+	})
+	t.Run("restore of the running container passes exit 32 through", func(t *testing.T) {
+		if code, out := run(t, "vzctl-restore", c.id, "--dumpfile", dir); code != 32 {
+			t.Errorf("vzctl-restore of a running container: exit %d, want 32: %s", code, out)
+		}
+	})
+	t.Run("chkpnt and restore with all stages", func(t *testing.T) {
+		dir2 := filepath.Join(t.TempDir(), "dump")
+		must(t, "vzctl-chkpnt", c.id, "--dumpfile", dir2)
+		c.waitStatus(t, "stopped", 5*time.Second)
+		must(t, "vzctl-restore", c.id, "--dumpfile", dir2)
+		c.notePid()
+		c.waitStatus(t, "running", 5*time.Second)
+		c.assertCounting(t, "after vzctl-restore")
+	})
+	t.Run("bad usage exits 2", func(t *testing.T) {
+		if code, out := run(t, "vzctl-chkpnt", c.id, "--bogus"); code != 2 {
+			t.Errorf("vzctl-chkpnt --bogus: exit %d, want 2: %s", code, out)
+		}
+		if code, out := run(t, "vzctl-restore"); code != 2 {
+			t.Errorf("vzctl-restore without CTID: exit %d, want 2: %s", code, out)
+		}
+	})
+}

@@ -1,0 +1,385 @@
+package test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// Real runc containers for the container tests: a busybox-static rootfs
+// built in a temporary directory, a config.json from `runc spec` edited
+// for the test, `runc run -d`. Every container gets a unique id, and its
+// cleanup (runc delete -f, /var/lib/ctcr/ID, /run/ctcr/ID.*) runs even
+// when the test fails.
+
+// needRunc skips the test unless runc and /bin/busybox (busybox-static)
+// are installed.
+func needRunc(t *testing.T) {
+	t.Helper()
+	if _, err := exec.LookPath("runc"); err != nil {
+		t.Skip("runc is not installed (apt-get install runc): the container tests run real runc containers")
+	}
+	if _, err := os.Stat("/bin/busybox"); err != nil {
+		t.Skip("/bin/busybox is missing (apt-get install busybox-static): the container tests build a busybox rootfs")
+	}
+	needCtcr(t)
+}
+
+var containerSeq atomic.Int32
+
+// runcContainer is one test container.
+type runcContainer struct {
+	t      *testing.T
+	id     string
+	bundle string
+	rootfs string
+	spec   *specs.Spec
+	inits  []int // host PIDs its init had, reaped at cleanup
+}
+
+// containerScript is the init of most test containers: it writes a file
+// to its tmpfs, starts two long-lived children (a subshell that counts
+// in /data/sub and a sleep) and counts in /data/count every 0.2 s. Only
+// the `sleep 0.2`/`sleep 0.3` of the loops come and go.
+const containerScript = `trap 'echo term > /data/term; exit 3' TERM
+seq 1 3000 > /data/seq
+echo "written before the checkpoint" > /data/hello
+(j=0; while :; do j=$((j+1)); echo $j > /data/sub; sleep 0.3; done) &
+sleep 100000 &
+i=0
+while :; do
+	i=$((i+1)); echo $i > /data/count
+	[ $i = 5 ] && touch /data/ready
+	sleep 0.2
+done`
+
+// newContainer prepares a busybox bundle for a container named after
+// name; edit (optional) changes its spec before it is written.
+func newContainer(t *testing.T, name string, edit func(*specs.Spec)) *runcContainer {
+	t.Helper()
+	needRunc(t)
+	c := &runcContainer{t: t, id: fmt.Sprintf("ctcrt-%s-%d-%d", name, os.Getpid(), containerSeq.Add(1))}
+	c.bundle = t.TempDir()
+	c.rootfs = filepath.Join(c.bundle, "rootfs")
+	for _, d := range []string{"bin", "proc", "sys", "dev", "tmp", "data", "etc"} {
+		if err := os.MkdirAll(filepath.Join(c.rootfs, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	copyFile(t, "/bin/busybox", filepath.Join(c.rootfs, "bin/busybox"), 0o755)
+	out, err := exec.Command("/bin/busybox", "--list").Output()
+	if err != nil {
+		t.Fatalf("busybox --list: %v", err)
+	}
+	for _, app := range strings.Fields(string(out)) {
+		if app == "busybox" {
+			continue // it lists itself
+		}
+		if err := os.Symlink("busybox", filepath.Join(c.rootfs, "bin", app)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.WriteFile(filepath.Join(c.rootfs, "etc/passwd"), []byte("root:x:0:0:root:/:/bin/sh\n"), 0o644)
+	os.WriteFile(filepath.Join(c.rootfs, "etc/group"), []byte("root:x:0:\n"), 0o644)
+	if out, err := runcCmd(30*time.Second, c.bundle, "spec"); err != nil {
+		t.Fatalf("runc spec: %v\n%s", err, out)
+	}
+	b, err := os.ReadFile(filepath.Join(c.bundle, "config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.spec = &specs.Spec{}
+	if err := json.Unmarshal(b, c.spec); err != nil {
+		t.Fatal(err)
+	}
+	c.spec.Process.Terminal = false
+	c.spec.Process.Args = []string{"sh", "-c", containerScript}
+	c.spec.Root.Readonly = false
+	c.spec.Hostname = "h-" + name
+	c.spec.Mounts = append(c.spec.Mounts, specs.Mount{Destination: "/data", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "mode=755", "size=16m"}})
+	if edit != nil {
+		edit(c.spec)
+	}
+	b, err = json.MarshalIndent(c.spec, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(c.bundle, "config.json"), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.cleanup)
+	return c
+}
+
+// start runs the container detached, stdio on /dev/null and a log file,
+// and waits until its init has counted to 5 (tmpfs written, children
+// started).
+func (c *runcContainer) start() {
+	c.t.Helper()
+	logf, err := os.Create(filepath.Join(c.bundle, "runc.log"))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer logf.Close()
+	cmd := exec.Command("runc", "run", "-d", c.id)
+	cmd.Dir = c.bundle
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := runWithTimeout(cmd, 30*time.Second); err != nil {
+		b, _ := os.ReadFile(logf.Name())
+		c.t.Fatalf("runc run -d %s: %v\n%s", c.id, err, b)
+	}
+	c.notePid()
+	c.waitCount(c.t, 5, 10*time.Second)
+}
+
+func (c *runcContainer) cleanup() {
+	runcCmd(30*time.Second, "", "delete", "-f", c.id)
+	c.notePid()
+	for _, pid := range c.inits {
+		// The test process is a subreaper: an init whose runc exited is
+		// its child. Collect the zombie, or wait for it to vanish.
+		reap(pid, 5*time.Second)
+	}
+	os.RemoveAll(filepath.Join("/var/lib/ctcr", c.id))
+	for _, suffix := range []string{".lock", ".hook.log"} {
+		os.Remove(filepath.Join("/run/ctcr", c.id+suffix))
+	}
+}
+
+// notePid records the init's current host PID for cleanup.
+func (c *runcContainer) notePid() {
+	if st, err := c.state(); err == nil && st.Pid > 0 {
+		for _, p := range c.inits {
+			if p == st.Pid {
+				return
+			}
+		}
+		c.inits = append(c.inits, st.Pid)
+	}
+}
+
+// runcState is the output of `runc state`.
+type runcStateOut struct {
+	Status string `json:"status"`
+	Pid    int    `json:"pid"`
+}
+
+func (c *runcContainer) state() (runcStateOut, error) {
+	var st runcStateOut
+	out, err := runcCmd(10*time.Second, "", "state", c.id)
+	if err != nil {
+		return st, fmt.Errorf("runc state %s: %v: %s", c.id, err, out)
+	}
+	if err := json.Unmarshal(out, &st); err != nil {
+		return st, fmt.Errorf("runc state %s: %v: %s", c.id, err, out)
+	}
+	return st, nil
+}
+
+// status is runc's status of the container, or the error text.
+func (c *runcContainer) status() string {
+	st, err := c.state()
+	if err != nil {
+		return err.Error()
+	}
+	return st.Status
+}
+
+// waitStatus waits until runc reports want.
+func (c *runcContainer) waitStatus(t *testing.T, want string, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		got := c.status()
+		if got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("container %s: runc state says %q after %v, want %q", c.id, got, timeout, want)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// exec runs script with sh inside the container (runc exec).
+func (c *runcContainer) exec(script string) (string, error) {
+	out, err := runcCmd(30*time.Second, "", "exec", c.id, "sh", "-c", script)
+	if err != nil {
+		return string(out), fmt.Errorf("runc exec %s sh -c %q: %v: %s", c.id, script, err, out)
+	}
+	return string(out), nil
+}
+
+// mustExec is exec that fails the test on error.
+func (c *runcContainer) mustExec(t *testing.T, script string) string {
+	t.Helper()
+	out, err := c.exec(script)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// count reads a counter file of the container from the host, through
+// its init's root: the file is on the container's tmpfs.
+func (c *runcContainer) count(name string) (int, error) {
+	st, err := c.state()
+	if err != nil {
+		return 0, err
+	}
+	if st.Pid <= 0 {
+		return 0, fmt.Errorf("container %s is %s", c.id, st.Status)
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/root/data/%s", st.Pid, name))
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(strings.TrimSpace(string(b)))
+}
+
+// waitCount waits until /data/count reaches at least n.
+func (c *runcContainer) waitCount(t *testing.T, n int, timeout time.Duration) int {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		got, err := c.count("count")
+		if err == nil && got >= n {
+			return got
+		}
+		if time.Now().After(deadline) {
+			b, _ := os.ReadFile(filepath.Join(c.bundle, "runc.log"))
+			t.Fatalf("container %s: /data/count is %d (%v) after %v, want >= %d; runc log: %s", c.id, got, err, timeout, n, b)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// assertCounting fails unless /data/count moves within a few seconds.
+func (c *runcContainer) assertCounting(t *testing.T, what string) int {
+	t.Helper()
+	first, err := c.count("count")
+	if err != nil {
+		t.Fatalf("%s: container %s: /data/count: %v", what, c.id, err)
+	}
+	return c.waitCountMsg(t, first+2, 5*time.Second, what)
+}
+
+func (c *runcContainer) waitCountMsg(t *testing.T, n int, timeout time.Duration, what string) int {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		got, err := c.count("count")
+		if err == nil && got >= n {
+			return got
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: container %s: /data/count stuck at %d (%v) for %v, want >= %d", what, c.id, got, err, timeout, n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// runcCmd runs runc with args in dir (if not empty).
+func runcCmd(timeout time.Duration, dir string, args ...string) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "runc", args...)
+	cmd.Dir = dir
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	if ctx.Err() != nil {
+		err = fmt.Errorf("timed out after %v", timeout)
+	}
+	return out.Bytes(), err
+}
+
+func runWithTimeout(cmd *exec.Cmd, timeout time.Duration) error {
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(timeout):
+		cmd.Process.Kill()
+		<-done
+		return fmt.Errorf("timed out after %v", timeout)
+	}
+}
+
+func copyFile(t *testing.T, src, dst string, mode os.FileMode) {
+	t.Helper()
+	b, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dst, b, mode); err != nil {
+		t.Fatal(err)
+	}
+}
+
+var lddLib = regexp.MustCompile(`(?m)(/\S+) \(0x`)
+
+// installHostBinary copies a dynamically linked host binary and the
+// libraries ldd names into the rootfs, at the same paths.
+func (c *runcContainer) installHostBinary(bin string) error {
+	out, err := exec.Command("ldd", bin).Output()
+	if err != nil {
+		return fmt.Errorf("ldd %s: %v", bin, err)
+	}
+	files := []string{bin}
+	for _, m := range lddLib.FindAllStringSubmatch(string(out), -1) {
+		files = append(files, m[1])
+	}
+	for _, f := range files {
+		real, err := filepath.EvalSymlinks(f)
+		if err != nil {
+			return err
+		}
+		b, err := os.ReadFile(real)
+		if err != nil {
+			return err
+		}
+		dst := filepath.Join(c.rootfs, f)
+		os.MkdirAll(filepath.Dir(dst), 0o755)
+		os.Remove(dst) // busybox may have put a symlink there
+		if err := os.WriteFile(dst, b, 0o755); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ctcrWithStdin runs ctcr with args and stdin, as a runtime runs a hook.
+func ctcrWithStdin(t *testing.T, stdin string, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	needCtcr(t)
+	cmd := exec.Command(ctcrBin, args...)
+	cmd.Stdin = strings.NewReader(stdin)
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	if err := runWithTimeout(cmd, 30*time.Second); err != nil {
+		if _, ok := err.(*exec.ExitError); !ok {
+			t.Fatalf("ctcr %s: %v", strings.Join(args, " "), err)
+		}
+	}
+	return cmd.ProcessState.ExitCode(), o.String(), e.String()
+}
