@@ -312,9 +312,41 @@ func (t *restoringTask) installTransport(sock *os.File) error {
 
 // sendFd passes f to the task and returns the fd number it got there.
 func (t *restoringTask) sendFd(f *os.File) (int, error) {
-	rights := unix.UnixRights(int(f.Fd()))
+	fds, err := t.sendFds([]*os.File{f})
+	if err != nil {
+		return -1, err
+	}
+	return fds[0], nil
+}
+
+// scmMaxFd is how many fds one SCM_RIGHTS message may carry (SCM_MAX_FD).
+const scmMaxFd = 253
+
+// sendFds passes files to the task over the fd socket, as many as one
+// message carries at a time, each message received with one remote
+// recvmsg; it returns the fd numbers the task got, in order.
+func (t *restoringTask) sendFds(files []*os.File) ([]int, error) {
+	var out []int
+	for len(files) > 0 {
+		n := min(len(files), scmMaxFd)
+		got, err := t.sendFdChunk(files[:n])
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, got...)
+		files = files[n:]
+	}
+	return out, nil
+}
+
+func (t *restoringTask) sendFdChunk(files []*os.File) ([]int, error) {
+	fds := make([]int, len(files))
+	for i, f := range files {
+		fds[i] = int(f.Fd())
+	}
+	rights := unix.UnixRights(fds...)
 	if err := unix.Sendmsg(int(t.sock.Fd()), []byte{0}, rights, nil, 0); err != nil {
-		return -1, fmt.Errorf("send %s to task %d: %w", f.Name(), t.pid, err)
+		return nil, fmt.Errorf("send %d files (%s...) to task %d: %w", len(files), files[0].Name(), t.pid, err)
 	}
 	// struct msghdr + iovec + control buffer in the scratch area.
 	const (
@@ -324,10 +356,10 @@ func (t *restoringTask) sendFd(f *os.File) (int, error) {
 		offCtl  = 128
 	)
 	s := t.ctl.scratch
-	ctlLen := uint64(unix.CmsgSpace(4))
+	ctlLen := uint64(unix.CmsgSpace(4 * len(files)))
 	iov := struct{ Base, Len uint64 }{s + offData, 1}
 	if _, err := t.ctl.put(offIov, &iov); err != nil {
-		return -1, err
+		return nil, err
 	}
 	msg := struct {
 		Name       uint64
@@ -341,24 +373,24 @@ func (t *restoringTask) sendFd(f *os.File) (int, error) {
 		_          int32
 	}{Iov: s + offIov, Iovlen: 1, Control: s + offCtl, Controllen: ctlLen}
 	if _, err := t.ctl.put(offMsg, &msg); err != nil {
-		return -1, err
+		return nil, err
 	}
 	if _, err := t.ctl.call(unix.SYS_RECVMSG, uint64(t.tfd), s+offMsg, unix.MSG_CMSG_CLOEXEC); err != nil {
-		return -1, fmt.Errorf("task %d: receive %s: %w", t.pid, f.Name(), err)
+		return nil, fmt.Errorf("task %d: receive %s: %w", t.pid, files[0].Name(), err)
 	}
 	buf := make([]byte, ctlLen)
 	if err := t.ctl.mem.ReadAt(buf, s+offCtl); err != nil {
-		return -1, err
+		return nil, err
 	}
 	cmsgs, err := unix.ParseSocketControlMessage(buf)
 	if err != nil || len(cmsgs) != 1 {
-		return -1, fmt.Errorf("task %d: no fd arrived for %s", t.pid, f.Name())
+		return nil, fmt.Errorf("task %d: no fd arrived for %s", t.pid, files[0].Name())
 	}
-	fds, err := unix.ParseUnixRights(&cmsgs[0])
-	if err != nil || len(fds) != 1 {
-		return -1, fmt.Errorf("task %d: no fd arrived for %s", t.pid, f.Name())
+	got, err := unix.ParseUnixRights(&cmsgs[0])
+	if err != nil || len(got) != len(files) {
+		return nil, fmt.Errorf("task %d: %d of %d fds arrived", t.pid, len(got), len(files))
 	}
-	return fds[0], nil
+	return got, nil
 }
 
 // closeRemote closes fd in the task.

@@ -39,10 +39,18 @@ func (t *restoringTask) restoreMemory() error {
 		return err
 	}
 	t.filled = vmasWithPages(t.img.mm.Vmas, t.img.pagemap)
-	// Files first (each travels over the socket), then every mapping
-	// in one batch; pieces of a shared memory object mapped twice need
-	// the first piece to exist and are mapped one by one afterwards.
+	// Files first, all in one message over the socket (the mapped files
+	// and the pages image), then every mapping in one batch; pieces of a
+	// shared memory object mapped twice need the first piece to exist and
+	// are mapped one by one afterwards.
 	files := map[uint64]int{} // file id -> fd in the task
+	var toSend []*os.File
+	var ids []uint64
+	defer func() {
+		for _, f := range toSend {
+			f.Close()
+		}
+	}()
 	for _, v := range t.img.mm.Vmas {
 		if vmaSpecial(v) || v.GetStatus()&(vmaFilePrivate|vmaFileShared) == 0 {
 			continue
@@ -50,11 +58,33 @@ func (t *restoringTask) restoreMemory() error {
 		if _, ok := files[v.GetShmid()]; ok {
 			continue
 		}
-		fd, err := t.sendMappedFile(v)
+		f, err := t.openMappedFile(v)
 		if err != nil {
 			return fmt.Errorf("%s mapping %#x-%#x: %w", t.where(), v.GetStart(), v.GetEnd(), err)
 		}
-		files[v.GetShmid()] = fd
+		files[v.GetShmid()] = -1
+		toSend = append(toSend, f)
+		ids = append(ids, v.GetShmid())
+	}
+	pagesFd := -1
+	if len(t.img.pagemap) > 0 {
+		f, err := os.Open(t.img.pagesPath)
+		if err != nil {
+			return err
+		}
+		toSend = append(toSend, f)
+	}
+	if len(toSend) > 0 {
+		got, err := t.sendFds(toSend)
+		if err != nil {
+			return err
+		}
+		for i, id := range ids {
+			files[id] = got[i]
+		}
+		if len(t.img.pagemap) > 0 {
+			pagesFd = got[len(got)-1]
+		}
 	}
 	maps2 := t.ctl.newBatch()
 	var mapped []*vma.VmaEntry
@@ -84,10 +114,13 @@ func (t *restoringTask) restoreMemory() error {
 			return fmt.Errorf("%s mapping %#x-%#x: %w", t.where(), v.GetStart(), v.GetEnd(), err)
 		}
 	}
-	if err := t.fillPages(); err != nil {
+	if err := t.fillPages(pagesFd); err != nil {
 		return err
 	}
 	fix := t.ctl.newBatch()
+	if pagesFd >= 0 {
+		fix.add(unix.SYS_CLOSE, uint64(pagesFd))
+	}
 	for _, fd := range files {
 		fix.add(unix.SYS_CLOSE, uint64(fd))
 	}
@@ -208,21 +241,20 @@ func (t *restoringTask) mmapCall(v *vma.VmaEntry, files map[uint64]int) (uintptr
 	return unix.SYS_MMAP, []uint64{start, size, prot, flags, uint64(fd), off}
 }
 
-// sendMappedFile opens the file a mapping maps and passes it to the task.
-func (t *restoringTask) sendMappedFile(v *vma.VmaEntry) (int, error) {
+// openMappedFile opens the file a mapping maps, to pass it to the task.
+func (t *restoringTask) openMappedFile(v *vma.VmaEntry) (*os.File, error) {
 	reg := t.cp.files[uint32(v.GetShmid())].GetReg()
 	f, err := os.OpenFile(t.path(reg.GetName()), int(reg.GetFlags())&unix.O_ACCMODE|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return -1, fmt.Errorf("open mapped file: %w", err)
+		return nil, fmt.Errorf("open mapped file: %w", err)
 	}
-	defer f.Close()
 	if reg.Size != nil && v.GetStatus()&vmaFilePrivate != 0 {
 		if fi, err := f.Stat(); err == nil && uint64(fi.Size()) != reg.GetSize() {
 			// Pages past a new end would fault with SIGBUS.
 			t.opts.logf("%s: mapped file %s changed size from %d to %d", t.where(), reg.GetName(), reg.GetSize(), fi.Size())
 		}
 	}
-	return t.sendFd(f)
+	return f, nil
 }
 
 // mapShmemPiece maps another piece of a shared memory object whose
@@ -249,21 +281,12 @@ func (t *restoringTask) mapShmemPiece(v, first *vma.VmaEntry) error {
 	return t.closeRemote(fd)
 }
 
-// fillPages reads the pages image into the task's memory with remote
-// preadv calls: the kernel copies straight from the image file into the
+// fillPages reads the pages image (fd, in the task) into the task's
+// memory with remote preadv calls: the kernel copies straight from the image file into the
 // new mappings, up to 1024 runs a call.
-func (t *restoringTask) fillPages() error {
+func (t *restoringTask) fillPages(fd int) error {
 	if len(t.img.pagemap) == 0 {
 		return nil
-	}
-	f, err := os.Open(t.img.pagesPath)
-	if err != nil {
-		return err
-	}
-	fd, err := t.sendFd(f)
-	f.Close()
-	if err != nil {
-		return err
 	}
 	const (
 		maxIov   = 1024
@@ -308,8 +331,5 @@ func (t *restoringTask) fillPages() error {
 			}
 		}
 	}
-	if err := flush(); err != nil {
-		return err
-	}
-	return t.closeRemote(fd)
+	return flush()
 }

@@ -74,43 +74,59 @@ func (t *restoringTask) restoreMm() error {
 func (t *restoringTask) restoreFiles() error {
 	fds := append(t.img.fds[:0:0], t.img.fds...)
 	sort.Slice(fds, func(i, j int) bool { return fds[i].GetFd() < fds[j].GetFd() })
-	installed := map[uint32]int{} // file id -> first fd installed with it
+	// Every open file description once, all in one message; then one
+	// batch moves each received fd above every number in use and dups it
+	// to each fd that had it (the received ones take the lowest free
+	// numbers, which may be targets of others).
+	slot := map[uint32]int{} // file id -> index in files
+	var files []*os.File
+	high := t.tfd
 	for _, e := range fds {
-		target := int(e.GetFd())
-		where := fmt.Sprintf("%s fd %d", t.where(), target)
-		cloexec := uint64(0)
-		if e.GetFlags()&unix.FD_CLOEXEC != 0 {
-			cloexec = unix.O_CLOEXEC
-		}
-		if first, ok := installed[e.GetId()]; ok {
-			if _, err := t.ctl.call(unix.SYS_DUP3, uint64(first), uint64(target), cloexec); err != nil {
-				return fmt.Errorf("%s: %w", where, err)
-			}
+		high = max(high, int(e.GetFd()))
+		if _, ok := slot[e.GetId()]; ok {
 			continue
 		}
 		f, err := t.tree.files.get(e.GetId())
 		if err != nil {
-			return fmt.Errorf("%s: %w", where, err)
+			return fmt.Errorf("%s fd %d: %w", t.where(), e.GetFd(), err)
 		}
-		got, err := t.sendFd(f)
+		slot[e.GetId()] = len(files)
+		files = append(files, f)
+	}
+	if len(files) > 0 {
+		got, err := t.sendFds(files)
 		if err != nil {
-			return fmt.Errorf("%s: %w", where, err)
+			return err
 		}
-		// Fds are installed in increasing order and the received one
-		// takes the lowest free number, so it is never a later target.
-		if got != target {
-			if _, err := t.ctl.call(unix.SYS_DUP3, uint64(got), uint64(target), cloexec); err != nil {
-				return fmt.Errorf("%s: %w", where, err)
+		for _, g := range got {
+			high = max(high, g)
+		}
+		base := uint64(high + 1)
+		b := t.ctl.newBatch()
+		what := map[int]string{}
+		for i, g := range got {
+			what[b.add(unix.SYS_FCNTL, uint64(g), unix.F_DUPFD_CLOEXEC, base+uint64(i))] = fmt.Sprintf("move received fd %d", g)
+			b.add(unix.SYS_CLOSE, uint64(g))
+		}
+		for _, e := range fds {
+			cloexec := uint64(0)
+			if e.GetFlags()&unix.FD_CLOEXEC != 0 {
+				cloexec = unix.O_CLOEXEC
 			}
-			if err := t.closeRemote(got); err != nil {
-				return err
-			}
-		} else if cloexec == 0 {
-			if _, err := t.ctl.call(unix.SYS_FCNTL, uint64(target), unix.F_SETFD, 0); err != nil {
-				return fmt.Errorf("%s: %w", where, err)
+			what[b.add(unix.SYS_DUP3, base+uint64(slot[e.GetId()]), uint64(e.GetFd()), cloexec)] = fmt.Sprintf("install fd %d", e.GetFd())
+		}
+		for i := range got {
+			b.add(unix.SYS_CLOSE, base+uint64(i))
+		}
+		res, err := b.run()
+		if err != nil {
+			return fmt.Errorf("%s: %s: %w", t.where(), what[len(res)], err)
+		}
+		for i := range got {
+			if res[2*i] != base+uint64(i) {
+				return fmt.Errorf("%s: received fd %d moved to %d, not %d", t.where(), got[i], res[2*i], base+uint64(i))
 			}
 		}
-		installed[e.GetId()] = target
 	}
 	for _, e := range fds {
 		fe := t.cp.files[e.GetId()]
@@ -120,33 +136,29 @@ func (t *restoringTask) restoreFiles() error {
 			}
 		}
 	}
-	if err := t.closeRemote(t.tfd); err != nil {
-		return err
-	}
-	t.tfd = -1
-
 	fs := t.img.fs
 	root := t.cp.files[fs.GetRootId()].GetReg().GetName()
 	cwd := t.cp.files[fs.GetCwdId()].GetReg().GetName()
+	b := t.ctl.newBatch()
+	what := map[int]string{}
+	what[b.add(unix.SYS_CLOSE, uint64(t.tfd))] = "close the fd transport"
 	if root != "/" {
-		p, err := t.ctl.put(0, root)
+		p, err := b.put(root)
 		if err != nil {
 			return err
 		}
-		if _, err := t.ctl.call(unix.SYS_CHROOT, p); err != nil {
-			return fmt.Errorf("%s: root %s: %w", t.where(), root, err)
-		}
+		what[b.add(unix.SYS_CHROOT, p)] = "root " + root
 	}
-	p, err := t.ctl.put(0, cwd)
+	p, err := b.put(cwd)
 	if err != nil {
 		return err
 	}
-	if _, err := t.ctl.call(unix.SYS_CHDIR, p); err != nil {
-		return fmt.Errorf("%s: cwd %s: %w", t.where(), cwd, err)
+	what[b.add(unix.SYS_CHDIR, p)] = "cwd " + cwd
+	what[b.add(unix.SYS_UMASK, uint64(fs.GetUmask()))] = "umask"
+	if res, err := b.run(); err != nil {
+		return fmt.Errorf("%s: %s: %w", t.where(), what[len(res)], err)
 	}
-	if _, err := t.ctl.call(unix.SYS_UMASK, uint64(fs.GetUmask())); err != nil {
-		return fmt.Errorf("%s: %w", t.where(), err)
-	}
+	t.tfd = -1
 	return nil
 }
 
