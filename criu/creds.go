@@ -28,12 +28,19 @@ const capVersion3 = 0x20080522
 // CAP_SETPCAP, so they go while the task is still root; keep-caps carries
 // the permitted set across the uid change; capset then sets the three
 // sets exactly.
-func restoreCreds(ctl *taskCtl, where string, c *creds.CredsEntry) error {
-	if c == nil {
-		return nil
-	}
+//
+// pdeathsig, which a change of credentials clears, is set at the end of
+// the same batch.
+func restoreCreds(ctl *taskCtl, where string, c *creds.CredsEntry, pdeathsig uint32) error {
 	b := ctl.newBatch()
 	what := map[int]string{}
+	if c == nil {
+		what[b.add(unix.SYS_PRCTL, unix.PR_SET_PDEATHSIG, uint64(pdeathsig))] = "pdeathsig"
+		if res, err := b.run(); err != nil {
+			return fmt.Errorf("%s: %s: %w", where, what[len(res)], err)
+		}
+		return nil
+	}
 	groups := c.GetGroups()
 	if len(groups) > 65536 {
 		return fmt.Errorf("%s: %w", where, corruptf("core image", "%d supplementary groups", len(groups)))
@@ -77,6 +84,7 @@ func restoreCreds(ctl *taskCtl, where string, c *creds.CredsEntry) error {
 	if c.GetSecbits()&noNewPrivsBit != 0 {
 		what[b.add(unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)] = "no_new_privs"
 	}
+	what[b.add(unix.SYS_PRCTL, unix.PR_SET_PDEATHSIG, uint64(pdeathsig))] = "pdeathsig"
 	if res, err := b.run(); err != nil {
 		return fmt.Errorf("%s: %s: %w", where, what[len(res)], err)
 	}

@@ -287,26 +287,23 @@ func (t *restoringTask) installTransport(sock *os.File) error {
 	for _, fd := range t.img.fds {
 		high = max(high, int(fd.GetFd())+1)
 	}
-	nfd, err := t.ctl.call(unix.SYS_FCNTL, puppetTransportFd, unix.F_DUPFD_CLOEXEC, uint64(high))
-	if err != nil {
-		return fmt.Errorf("task %d: move fd transport: %w", t.pid, err)
-	}
-	t.tfd = int(nfd)
-	// Close everything else the puppet had: its stdio and whatever fds
-	// without O_CLOEXEC ctcr itself inherited and passed through exec.
+	// Close everything else the puppet had, in the same batch: its
+	// stdio and whatever fds without O_CLOEXEC ctcr itself inherited and
+	// passed through exec.
 	fds, err := proc.Fds(t.pid)
 	if err != nil {
 		return fmt.Errorf("task %d: %w", t.pid, err)
 	}
 	b := t.ctl.newBatch()
+	b.add(unix.SYS_FCNTL, puppetTransportFd, unix.F_DUPFD_CLOEXEC, uint64(high))
 	for _, fd := range fds {
-		if fd != t.tfd {
-			b.add(unix.SYS_CLOSE, uint64(fd))
-		}
+		b.add(unix.SYS_CLOSE, uint64(fd))
 	}
-	if _, err := b.run(); err != nil {
-		return fmt.Errorf("task %d: close puppet fds: %w", t.pid, err)
+	res, err := b.run()
+	if err != nil {
+		return fmt.Errorf("task %d: move the fd transport, close the puppet's fds: %w", t.pid, err)
 	}
+	t.tfd = int(res[0])
 	return nil
 }
 

@@ -208,15 +208,17 @@ func (t *restoringTask) moveVdso(cur []proc.Mapping) error {
 		}
 		moves = [][2]uint64{{lo, tmp}, {tmp, wlo}}
 	}
+	b := t.ctl.newBatch()
 	for _, mv := range moves {
 		for _, m := range cur {
 			from := mv[0] + (m.Start - lo)
 			to := mv[1] + (m.Start - lo)
 			size := m.End - m.Start
-			if _, err := t.ctl.call(unix.SYS_MREMAP, from, size, size, unix.MREMAP_MAYMOVE|unix.MREMAP_FIXED, to); err != nil {
-				return fmt.Errorf("%s: move %s %#x to %#x: %w", t.where(), m.Path, from, to, err)
-			}
+			b.add(unix.SYS_MREMAP, from, size, size, unix.MREMAP_MAYMOVE|unix.MREMAP_FIXED, to)
 		}
+	}
+	if _, err := b.run(); err != nil {
+		return fmt.Errorf("%s: move the vDSO from %#x to %#x: %w", t.where(), lo, wlo, err)
 	}
 	return nil
 }

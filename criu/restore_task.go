@@ -303,13 +303,7 @@ func (t *restoringTask) restoreThreadState(th *restoringThread) error {
 	if err := unix.SchedSetAttr(th.tid, &attr, 0); err != nil {
 		return fmt.Errorf("%s: scheduling policy %d nice %d: %w", where, attr.Policy, attr.Nice, err)
 	}
-	if err := restoreCreds(th.ctl, where, tcore.GetCreds()); err != nil {
-		return err
-	}
-	if _, err := th.ctl.call(unix.SYS_PRCTL, unix.PR_SET_PDEATHSIG, uint64(tcore.GetPdeathSig())); err != nil {
-		return fmt.Errorf("%s: pdeathsig: %w", where, err)
-	}
-	return nil
+	return restoreCreds(th.ctl, where, tcore.GetCreds(), tcore.GetPdeathSig())
 }
 
 // queueSignals adds the calls that queue sigs again: on the process
