@@ -195,6 +195,42 @@ func (rt *restoreTree) build(pp *puppet) error {
 			}
 		}
 	}
+	if rt.nsFlags&unix.CLONE_NEWPID != 0 {
+		return rt.setLastPid()
+	}
+	return nil
+}
+
+// setLastPid makes the new PID namespace hand out ids after the highest
+// one of the image, as the old one would have (roughly: the dumped
+// namespace's own counter is not visible from outside). clone3 with
+// set_tid left it at the last id asked for, which may be low.
+func (rt *restoreTree) setLastPid() error {
+	last := 0
+	for _, id := range rt.ids() {
+		last = max(last, id)
+	}
+	c := rt.root.ctl
+	path, err := c.put(0, "/proc/sys/kernel/ns_last_pid")
+	if err != nil {
+		return err
+	}
+	atFdcwd := int64(unix.AT_FDCWD)
+	fd, err := c.call(unix.SYS_OPENAT, uint64(atFdcwd), path, unix.O_WRONLY|unix.O_CLOEXEC)
+	if err != nil {
+		return fmt.Errorf("%s: open ns_last_pid: %w", rt.root.where(), err)
+	}
+	val, err := c.put(256, []byte(fmt.Sprint(last)))
+	if err != nil {
+		return err
+	}
+	_, werr := c.call(unix.SYS_WRITE, fd, val, uint64(len(fmt.Sprint(last))))
+	if _, err := c.call(unix.SYS_CLOSE, fd); err != nil {
+		return err
+	}
+	if werr != nil {
+		return fmt.Errorf("%s: set ns_last_pid to %d: %w", rt.root.where(), last, werr)
+	}
 	return nil
 }
 
