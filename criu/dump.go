@@ -32,6 +32,7 @@ type DumpOptions struct {
 	LeaveRunning bool // resume the tasks after the dump instead of killing them
 	ShellJob     bool // tasks may hold terminal fds; restore puts them on ctcr's terminal
 	FileLocks    bool // keep the file locks tasks hold; without it a held lock fails the dump
+	ExtUnixSk    bool // keep unix sockets whose peer is outside the tree; restore reconnects them by the peer's name
 	Log          func(format string, args ...any)
 	// Thaw, if set, says the tree is frozen by its cgroup: every thread
 	// is seized while frozen (the tree cannot change), then Thaw lets
@@ -166,6 +167,9 @@ func Dump(opts DumpOptions) (*DumpStats, error) {
 
 	files := newFileTable()
 	files.fileLocks = opts.FileLocks
+	if opts.ExtUnixSk {
+		allowExternalUnixPeers(files, d.procs)
+	}
 	shmem := map[uint64]bool{} // shared anonymous objects whose pages are dumped
 	var memTime time.Duration
 	var pagesBytes uint64

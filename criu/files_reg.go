@@ -32,7 +32,8 @@ func (d *fdDump) outsideMountNamespace() bool {
 
 // regularFiles are files with a path: regular files, directories, and
 // character devices that mean the same on every machine (/dev/null...).
-// With --shell-job, a terminal is one too: restore gives the task ctcr's.
+// With --shell-job, a terminal other than a pty (tty.go) is one too:
+// restore gives the task ctcr's.
 var regularFiles = fileKind{
 	name:   "regular file",
 	fdType: fdinfo.FdTypes_REG,
@@ -74,6 +75,9 @@ func dumpRegularFile(d *fdDump) (*fdinfo.FileEntry, error) {
 	case unix.S_IFCHR:
 		if name, ok := harmlessCharDevs[[2]uint32{unix.Major(st.Rdev), unix.Minor(st.Rdev)}]; ok {
 			return d.files.regEntry(name, d.flags, uint64(d.info.Pos), st), nil
+		}
+		if master, slave := ptyEnd(st); master || slave {
+			return nil, nil // tty.go's
 		}
 		if isTTY(st) {
 			if !d.shellJob {

@@ -19,6 +19,9 @@ import (
 type RestoreOptions struct {
 	Dir      string
 	ShellJob bool // terminal fds of the image become ctcr's own terminal
+	// ExtUnixSk lets unix sockets whose peer was outside the dumped tree
+	// connect to that peer's name again; without it they fail restore.
+	ExtUnixSk bool
 	// PidWait bounds how long restore waits for a dumped task's PID to be
 	// released (a killed task keeps it until its parent reaps it).
 	PidWait time.Duration

@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/checkpoint-restore/go-criu/v7/crit/images/fdinfo"
 	skopts "github.com/checkpoint-restore/go-criu/v7/crit/images/sk-opts"
@@ -17,6 +18,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/ctcr/ctcr/criu/images"
+	"github.com/ctcr/ctcr/criu/proc"
 )
 
 // unixSockets are AF_UNIX sockets of every type ctcr knows (stream,
@@ -35,7 +37,11 @@ import (
 //	sk-queues.img: SK_QUEUES magic, then per message (per chunk of a
 //	    stream): sk_packet_entry{id_for: socket's file id, length} | data
 //
-// A socket whose peer is outside the dumped tree makes the dump fail.
+// A socket whose peer is outside the dumped tree makes the dump fail,
+// unless external peers are allowed (--ext-unix-sk, as in CRIU): then the
+// socket is dumped with its own state and queue, and its peer gets an
+// entry of its own in files.img flagged USK_EXTERN, with the name to
+// reach it by. Such an entry belongs to no fd.
 //
 // Restore builds every socket of the checkpoint at the first one asked
 // for, since they depend on each other: named sockets and listeners
@@ -44,7 +50,10 @@ import (
 // their order; other pairs with socketpair(2); one-way datagram
 // connections with connect(2). Queued data is sent again by each
 // socket's peer (or, for a bound datagram socket, from a socket of
-// ctcr's to its name), then shutdown state, options and flags follow.
+// ctcr's to its name); then sockets whose peer was external connect to
+// that peer's name again (a stream or seqpacket socket to the listener
+// it had been accepted by, a datagram socket to its peer's name); then
+// shutdown state, options and flags follow.
 var unixSockets = fileKind{
 	name:   unixKindName,
 	fdType: fdinfo.FdTypes_UNIXSK,
@@ -71,6 +80,10 @@ const (
 	sizeofUnixDiagReq = 24
 	sizeofUnixDiagMsg = 16
 )
+
+// uskExtern flags a unix_sk_entry that stands for a socket outside the
+// dumped tree (CRIU's USK_EXTERN, criu/include/sockets.h).
+const uskExtern = 1 << 0
 
 // Socket states as unix sockets use them (include/net/tcp_states.h).
 const (
@@ -203,6 +216,13 @@ type unixDumpState struct {
 	diag   map[uint32]*unixDiag
 	dumped map[uint32]*dumpedUnixSk // by inode
 	order  []uint32
+
+	// Set by allowExternalUnixPeers (--ext-unix-sk): the dumped tasks,
+	// and the inodes of every socket they hold (read on first need).
+	extAllowed bool
+	procs      []*dumpProc
+	held       map[uint32]bool
+	external   map[uint32]*skunix.UnixSkEntry // USK_EXTERN entries, by inode
 }
 
 type dumpedUnixSk struct {
@@ -212,7 +232,107 @@ type dumpedUnixSk struct {
 }
 
 func unixState(t *fileTable) *unixDumpState {
-	return t.kindState(unixKindName, func() any { return &unixDumpState{dumped: map[uint32]*dumpedUnixSk{}} }).(*unixDumpState)
+	return t.kindState(unixKindName, func() any {
+		return &unixDumpState{dumped: map[uint32]*dumpedUnixSk{}, external: map[uint32]*skunix.UnixSkEntry{}}
+	}).(*unixDumpState)
+}
+
+// allowExternalUnixPeers lets the dump keep unix sockets connected to a
+// socket no task of procs holds (--ext-unix-sk).
+func allowExternalUnixPeers(t *fileTable, procs []*dumpProc) {
+	st := unixState(t)
+	st.extAllowed, st.procs = true, procs
+}
+
+// heldByTree reports whether a task of the dumped tree has the socket
+// with inode ino open. Whether a peer is external must be known when the
+// socket is dumped, before every task's fds are: files.img, where the
+// peer's entry goes, is written before the tree-wide checks run.
+func (st *unixDumpState) heldByTree(ino uint32) (bool, error) {
+	if st.held == nil {
+		held := map[uint32]bool{}
+		for _, p := range st.procs {
+			if p.zombie {
+				continue
+			}
+			fds, err := proc.Fds(p.pid)
+			if err != nil {
+				return false, fmt.Errorf("task %d: list fds: %w", p.pid, err)
+			}
+			for _, fd := range fds {
+				link, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%d", p.pid, fd))
+				if err != nil {
+					continue // closed since listed: a stopped task cannot, so not a socket
+				}
+				var n uint32
+				if _, err := fmt.Sscanf(link, "socket:[%d]", &n); err == nil {
+					held[n] = true
+				}
+			}
+		}
+		st.held = held
+	}
+	return st.held[ino], nil
+}
+
+// externalPeer returns the USK_EXTERN entry of the peer of sk (d), made
+// and added to files.img on first use, when external peers are allowed
+// and the peer is outside the tree; nil when the peer is in the tree or
+// external peers are not allowed (finishUnixSockets then refuses it). A
+// peer that cannot be reached again by its name is refused here.
+func (st *unixDumpState) externalPeer(d *fdDump, sk *unixDiag, peer uint32, what string) (*skunix.UnixSkEntry, error) {
+	if !st.extAllowed || peer == 0 {
+		return nil, nil
+	}
+	if e := st.external[peer]; e != nil {
+		return e, nil
+	}
+	if in, err := st.heldByTree(peer); err != nil || in {
+		return nil, err
+	}
+	pd := st.diag[peer]
+	if pd == nil {
+		return nil, d.unsupported(fmt.Sprintf("%s: its peer, socket %d outside the dumped tree, is unknown to sock_diag", what, peer))
+	}
+	pdesc := fmt.Sprintf("socket %d (%s)", peer, unixSkDesc(pd))
+	if len(pd.name) == 0 {
+		return nil, d.unsupported(fmt.Sprintf("%s: its peer, %s outside the dumped tree, has no name to connect to again", what, pdesc))
+	}
+	if sk.typ != unix.SOCK_DGRAM {
+		// Reconnecting makes a new connection to a listener: the peer
+		// must be one, or a connection accepted from one (which has its
+		// listener's name).
+		if pd.state != tcpListen && st.listenerByName(pd.name, pd.typ) == nil {
+			return nil, d.unsupported(fmt.Sprintf("%s: its peer, %s outside the dumped tree, is no connection accepted from a listening socket: nothing to connect to again", what, pdesc))
+		}
+		if sk.rqueue > 0 {
+			return nil, d.unsupported(fmt.Sprintf("%s: %d bytes sent by its peer %s outside the dumped tree are queued: only that peer could queue them again", what, sk.rqueue, pdesc))
+		}
+	} else if sk.rqueue > 0 && len(sk.name) == 0 {
+		return nil, d.unsupported(fmt.Sprintf("%s: datagrams are queued on it, but it has no name to send them to again before it connects to its peer %s outside the dumped tree", what, pdesc))
+	}
+	e := &skunix.UnixSkEntry{
+		Id: proto.Uint32(d.files.nextID()), Ino: proto.Uint32(peer), Type: proto.Uint32(pd.typ), State: proto.Uint32(pd.state),
+		Flags: proto.Uint32(0), Uflags: proto.Uint32(uskExtern), Backlog: proto.Uint32(0), Peer: proto.Uint32(pd.peer),
+		Fown: noFown(), Name: append([]byte{}, pd.name...), Shutdown: skShutdown(pd.shutdown).Enum(),
+		Opts: &skopts.SkOptsEntry{
+			SoSndbuf: proto.Uint32(0), SoRcvbuf: proto.Uint32(0), SoSndTmoSec: proto.Uint64(0), SoSndTmoUsec: proto.Uint64(0),
+			SoRcvTmoSec: proto.Uint64(0), SoRcvTmoUsec: proto.Uint64(0),
+		},
+	}
+	d.files.entries = append(d.files.entries, &fdinfo.FileEntry{Type: fdinfo.FdTypes_UNIXSK.Enum(), Id: proto.Uint32(e.GetId()), Usk: e})
+	st.external[peer] = e
+	return e, nil
+}
+
+// listenerByName returns the listening socket of type typ bound to name.
+func (st *unixDumpState) listenerByName(name []byte, typ uint32) *unixDiag {
+	for _, d := range st.diag {
+		if d.state == tcpListen && d.typ == typ && string(d.name) == string(name) {
+			return d
+		}
+	}
+	return nil
 }
 
 // listenerOf returns the listening socket whose backlog holds a
@@ -272,10 +392,27 @@ func dumpUnixSocket(d *fdDump) (*fdinfo.FileEntry, error) {
 	default:
 		return nil, d.unsupported(fmt.Sprintf("%s in state %d", what, sk.state))
 	}
+	peer := sk.peer
+	if peer == 0 && sk.state == tcpEstablished && sk.typ != unix.SOCK_DGRAM {
+		// A connection not accepted yet: its peer is the embryo socket in
+		// the listener's backlog, which has no inode. Record the listener,
+		// as CRIU does.
+		if l := st.listenerOf(ino); l != nil {
+			if sk.wqueue != 0 {
+				return nil, d.unsupported(fmt.Sprintf("%s: %d bytes sent on a connection listening socket %d has not accepted yet (they cannot be read without accepting it)", what, sk.wqueue, l.ino))
+			}
+			peer = l.ino
+		}
+	}
+	// The peer's own entry, if it is external, takes the id before this
+	// socket's: dumpOneFd adds this one after it.
+	if _, err := st.externalPeer(d, sk, peer, what); err != nil {
+		return nil, err
+	}
 	id := d.files.nextID()
 	e := &skunix.UnixSkEntry{
 		Id: proto.Uint32(id), Ino: proto.Uint32(ino), Type: proto.Uint32(sk.typ), State: proto.Uint32(sk.state),
-		Flags: proto.Uint32(d.flags), Uflags: proto.Uint32(0), Backlog: proto.Uint32(0), Peer: proto.Uint32(sk.peer),
+		Flags: proto.Uint32(d.flags), Uflags: proto.Uint32(0), Backlog: proto.Uint32(0), Peer: proto.Uint32(peer),
 		Fown: noFown(), Name: append([]byte{}, sk.name...), Shutdown: skShutdown(sk.shutdown).Enum(),
 	}
 	if sk.state == tcpListen {
@@ -291,17 +428,6 @@ func dumpUnixSocket(d *fdDump) (*fdinfo.FileEntry, error) {
 			e.Deleted = proto.Bool(true) // the name no longer leads to this socket
 		} else {
 			e.FilePerms = &skunix.FilePermsEntry{Mode: proto.Uint32(fst.Mode), Uid: proto.Uint32(fst.Uid), Gid: proto.Uint32(fst.Gid)}
-		}
-	}
-	if sk.peer == 0 && sk.state == tcpEstablished && sk.typ != unix.SOCK_DGRAM {
-		// A connection not accepted yet: its peer is the embryo socket in
-		// the listener's backlog, which has no inode. Record the listener,
-		// as CRIU does.
-		if l := st.listenerOf(ino); l != nil {
-			if sk.wqueue != 0 {
-				return nil, d.unsupported(fmt.Sprintf("%s: %d bytes sent on a connection listening socket %d has not accepted yet (they cannot be read without accepting it)", what, sk.wqueue, l.ino))
-			}
-			e.Peer = proto.Uint32(l.ino)
 		}
 	}
 	if e.Opts, err = dumpSkOpts(sfd); err != nil {
@@ -434,14 +560,20 @@ func finishUnixSockets(t *fileTable) error {
 	for _, ino := range st.order {
 		s := st.dumped[ino]
 		peer := s.e.GetPeer()
+		if peer != 0 && st.external[peer] != nil {
+			continue // dumped as external (--ext-unix-sk)
+		}
 		if peer != 0 && st.dumped[peer] == nil {
 			pd := st.diag[peer]
-			desc := ""
+			desc, hint := "", ""
 			if pd != nil {
 				desc = " (" + unixSkDesc(pd) + ")"
+				if len(pd.name) > 0 && !st.extAllowed {
+					hint = "; --ext-unix-sk dumps it and reconnects it to that name at restore"
+				}
 			}
-			return fmt.Errorf("%s: unix socket %d (%s): its peer, socket %d%s, is outside the dumped tree: %w",
-				s.where, ino, unixSkDesc(s.d), peer, desc, ErrUnsupported)
+			return fmt.Errorf("%s: unix socket %d (%s): its peer, socket %d%s, is outside the dumped tree%s: %w",
+				s.where, ino, unixSkDesc(s.d), peer, desc, hint, ErrUnsupported)
 		}
 		if peer != 0 && s.d.typ == unix.SOCK_DGRAM {
 			p := st.dumped[peer]
@@ -463,8 +595,9 @@ func finishUnixSockets(t *fileTable) error {
 
 // unixRestore holds every unix socket of the checkpoint once built.
 type unixRestore struct {
-	byIno map[uint32]*skunix.UnixSkEntry
-	files map[uint32]*os.File // by inode
+	byIno    map[uint32]*skunix.UnixSkEntry
+	external map[uint32]*skunix.UnixSkEntry // USK_EXTERN entries: peers outside the tree
+	files    map[uint32]*os.File            // by inode
 }
 
 func openUnixSocket(r *fileRestore, e *fdinfo.FileEntry) (*os.File, error) {
@@ -474,7 +607,7 @@ func openUnixSocket(r *fileRestore, e *fdinfo.FileEntry) (*os.File, error) {
 	}
 	ur, _ := r.state[unixKindName].(*unixRestore)
 	if ur == nil {
-		ur = &unixRestore{byIno: map[uint32]*skunix.UnixSkEntry{}, files: map[uint32]*os.File{}}
+		ur = &unixRestore{byIno: map[uint32]*skunix.UnixSkEntry{}, external: map[uint32]*skunix.UnixSkEntry{}, files: map[uint32]*os.File{}}
 		r.state[unixKindName] = ur
 		if err := ur.build(r); err != nil {
 			return nil, err
@@ -559,6 +692,10 @@ func (ur *unixRestore) build(r *fileRestore) error {
 	var all []*skunix.UnixSkEntry
 	for _, fe := range r.cp.files {
 		if ue := fe.GetUsk(); fe.GetType() == fdinfo.FdTypes_UNIXSK && ue != nil {
+			if ue.GetUflags()&uskExtern != 0 {
+				ur.external[ue.GetIno()] = ue
+				continue
+			}
 			all = append(all, ue)
 			ur.byIno[ue.GetIno()] = ue
 		}
@@ -713,6 +850,16 @@ func (ur *unixRestore) build(r *fileRestore) error {
 	for _, fd := range closing {
 		unix.Close(fd)
 	}
+	// Sockets whose peer was outside the tree connect to it again, once
+	// their queue is back: a connected datagram socket takes datagrams
+	// from its peer only.
+	for _, e := range all {
+		if p := ur.external[e.GetPeer()]; p != nil {
+			if err := connectExternal(r, int(ur.files[e.GetIno()].Fd()), e, p); err != nil {
+				return fail(e, err)
+			}
+		}
+	}
 	// Shutdown, options, flags.
 	for _, e := range all {
 		f := ur.files[e.GetIno()]
@@ -732,6 +879,36 @@ func (ur *unixRestore) build(r *fileRestore) error {
 		}
 	}
 	return nil
+}
+
+// extConnectTimeout bounds a connect to an external listener whose
+// backlog is full (unix stream connect waits for room for SO_SNDTIMEO).
+const extConnectTimeout = 10 * time.Second
+
+// connectExternal connects fd, the socket of e, to its peer p outside
+// the tree by p's name, as CRIU does with --ext-unix-sk.
+func connectExternal(r *fileRestore, fd int, e, p *skunix.UnixSkEntry) error {
+	where := fmt.Sprintf("its peer, socket %d %q, was outside the dumped tree", p.GetIno(), unixName(p.GetName()))
+	if !r.opts.ExtUnixSk {
+		return fmt.Errorf("%s: restore with --ext-unix-sk to connect to it again: %w", where, ErrUnsupported)
+	}
+	if len(p.GetName()) == 0 {
+		return corruptf(images.Files.FileName(), "external unix socket %d without a name", p.GetIno())
+	}
+	tv := unix.NsecToTimeval(extConnectTimeout.Nanoseconds())
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv); err != nil {
+		return fmt.Errorf("SO_SNDTIMEO: %w", err)
+	}
+	for {
+		err := unix.Connect(fd, unixAddr(p.GetName()))
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("%s: connect to %q again: %w", where, unixName(p.GetName()), err)
+		}
+		return nil
+	}
 }
 
 // listenerNamed returns the listening socket e was accepted from: the

@@ -57,5 +57,6 @@ resumed untouched and DIR holds no partial checkpoint.`,
 	f.BoolVar(&o.LeaveRunning, "leave-running", false, "let the process run on after the dump")
 	f.BoolVar(&o.ShellJob, "shell-job", false, "allow terminal fds; restore attaches them to ctcr's terminal")
 	f.BoolVar(&o.FileLocks, "file-locks", false, "dump the file locks the tasks hold (flock, POSIX, OFD); without it a held lock fails the dump")
+	f.BoolVar(&o.ExtUnixSk, "ext-unix-sk", false, "dump unix sockets whose peer is outside the tree; restore --ext-unix-sk connects them to the peer's name again")
 	return c
 }

@@ -95,6 +95,7 @@ if a zombie holds it (a dumped task not yet reaped), restore waits up to
 	f.BoolVarP(&detach, "restore-detached", "d", false, "return once the process runs instead of waiting for it")
 	f.StringVar(&pidFile, "pidfile", "", "write the restored process's PID to this file")
 	f.BoolVar(&o.ShellJob, "shell-job", false, "attach the process's terminal fds to ctcr's terminal")
+	f.BoolVar(&o.ExtUnixSk, "ext-unix-sk", false, "connect unix sockets whose peer was outside the dumped tree to that peer's name again")
 	f.BoolVar(&undump, "undump", false, "stage (with CTID): restore the container and leave it suspended")
 	f.BoolVar(&resume, "resume", false, "stage (with CTID): thaw a container restored with --undump")
 	// CRIU wants --file-locks on restore too; ctcr restores whatever

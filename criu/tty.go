@@ -1,0 +1,486 @@
+package criu
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+
+	"github.com/checkpoint-restore/go-criu/v7/crit/images/fdinfo"
+	"github.com/checkpoint-restore/go-criu/v7/crit/images/tty"
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/ctcr/ctcr/criu/images"
+)
+
+// ttys are Unix98 pseudo-terminals: the master a task opened from
+// /dev/ptmx and the slave /dev/pts/N. A pair whose two ends are held in
+// the dumped tree is restored as a new pair with the same settings; a
+// slave whose master is outside (the terminal the job runs on) becomes
+// ctcr's own terminal with --shell-job and is refused without it.
+//
+// The images are CRIU's (criu/tty.c), so crit decodes them:
+//
+//	files.img:     FileEntry{type TTY, tty: tty_file_entry{id, tty_info_id, flags}}
+//	               one per open file description of either end
+//	tty-info.img:  TTY_INFO magic, then one tty_info_entry per end of a
+//	               pair, with id = index<<1 | 1 for the master, index<<1
+//	               for the slave: type PTY, the pty index, termios,
+//	               locked termios, window size, packet mode, the slave's
+//	               lock, exclusive mode, session and foreground group
+//
+// The termios and window size of a pty live in the slave's tty; ioctls on
+// the master reach them through its link, so both entries carry the same
+// values and restore sets them once through the new master. No
+// tty_file_entry has a regf_id: CRIU then makes the path up itself
+// (pty_alloc_reg), /dev/ptmx or /dev/pts/<index>.
+//
+// Data buffered in a terminal is not kept, as CRIU does not keep it by
+// default: reading it is the only way to see it, and that consumes it.
+var ttys = fileKind{
+	name:   "tty",
+	fdType: fdinfo.FdTypes_TTY,
+	dump:   dumpTTY,
+	open:   openTTY,
+	fixup:  fixupTTY,
+	finish: finishTTYs,
+}
+
+// Device numbers of Unix98 ptys (include/uapi/linux/major.h).
+const (
+	ttyauxMajor           = 5 // minor 2: /dev/ptmx
+	unix98PtySlaveMajor   = 136
+	unix98PtyMajorCount   = 8
+	ptmxMinor             = 2
+	termiosNCC            = 19 // NCCS of the kernel's struct termios (asm-generic/termbits.h)
+	maxPtyIndex           = unix98PtyMajorCount * 256
+	ptmxIndexSearchLength = 32 // /dev/ptmx opens tried to get a pty's old index back
+)
+
+// ptyEnd says whether st is the master or a slave of a Unix98 pty.
+func ptyEnd(st *unix.Stat_t) (master, slave bool) {
+	if st.Mode&unix.S_IFMT != unix.S_IFCHR {
+		return false, false
+	}
+	maj, min := unix.Major(st.Rdev), unix.Minor(st.Rdev)
+	return maj == ttyauxMajor && min == ptmxMinor, maj >= unix98PtySlaveMajor && maj < unix98PtySlaveMajor+unix98PtyMajorCount
+}
+
+func ttyInfoID(index uint32, master bool) uint32 {
+	id := index << 1
+	if master {
+		id |= 1
+	}
+	return id
+}
+
+// ttyDumpState is what the tty kind keeps across the fds of a dump.
+type ttyDumpState struct {
+	infos   map[uint32]bool     // tty_info ids written
+	masters map[uint32]bool     // pty indexes whose master is in the tree
+	slaves  map[uint32][]string // pty index -> "task P fd N" holding a slave
+	// shellJob: a slave whose master is outside may stay (--shell-job).
+	shellJob bool
+}
+
+func dumpTTY(d *fdDump) (*fdinfo.FileEntry, error) {
+	master, slave := ptyEnd(&d.st)
+	if !master && !slave {
+		return nil, nil
+	}
+	s := d.files.kindState("tty", func() any {
+		return &ttyDumpState{infos: map[uint32]bool{}, masters: map[uint32]bool{}, slaves: map[uint32][]string{}}
+	}).(*ttyDumpState)
+	f, err := d.file()
+	if err != nil {
+		return nil, err
+	}
+	fd := int(f.Fd())
+	var index uint32
+	if master {
+		n, err := unix.IoctlGetUint32(fd, unix.TIOCGPTN)
+		if err != nil {
+			return nil, fmt.Errorf("%s (%s): TIOCGPTN: %w", d.where, d.link, err)
+		}
+		index = n
+		s.masters[index] = true
+	} else {
+		index = (unix.Major(d.st.Rdev)-unix98PtySlaveMajor)*256 + unix.Minor(d.st.Rdev)
+		s.slaves[index] = append(s.slaves[index], fmt.Sprintf("%s (%s)", d.where, d.link))
+		s.shellJob = s.shellJob || d.shellJob
+	}
+	infoID := ttyInfoID(index, master)
+	if !s.infos[infoID] {
+		ie, err := ttyInfo(fd, infoID, index, master, &d.st)
+		if err != nil {
+			return nil, fmt.Errorf("%s (%s): %w", d.where, d.link, err)
+		}
+		s.infos[infoID] = true
+		d.files.addImage(images.TtyInfo, ie, nil)
+	}
+	id := d.files.nextID()
+	return &fdinfo.FileEntry{Id: proto.Uint32(id), Tty: &tty.TtyFileEntry{
+		Id: proto.Uint32(id), TtyInfoId: proto.Uint32(infoID), Flags: proto.Uint32(d.flags), Fown: noFown(),
+	}}, nil
+}
+
+// ttyInfo reads the state of one end of a pty through fd, ctcr's
+// duplicate of the task's file.
+func ttyInfo(fd int, id, index uint32, master bool, st *unix.Stat_t) (*tty.TtyInfoEntry, error) {
+	e := &tty.TtyInfoEntry{
+		Id: proto.Uint32(id), Type: tty.TtyType_PTY.Enum(), Rdev: proto.Uint32(uint32(st.Rdev)), Dev: proto.Uint32(uint32(st.Dev)),
+		Pty: &tty.TtyPtyEntry{Index: proto.Uint32(index)},
+		Uid: proto.Uint32(st.Uid), Gid: proto.Uint32(st.Gid),
+	}
+	// The lock and packet mode are the master's (the kernel answers them
+	// on a master only); exclusive mode is each end's own.
+	flag := func(req uint) (bool, error) {
+		v, err := unix.IoctlGetInt(fd, req)
+		return v != 0, err
+	}
+	var locked, pkt bool
+	var err error
+	if master {
+		if locked, err = flag(unix.TIOCGPTLCK); err != nil {
+			return nil, fmt.Errorf("TIOCGPTLCK: %w", err)
+		}
+		if pkt, err = flag(unix.TIOCGPKT); err != nil {
+			return nil, fmt.Errorf("TIOCGPKT: %w", err)
+		}
+	}
+	excl, err := flag(unix.TIOCGEXCL)
+	if err != nil {
+		return nil, fmt.Errorf("TIOCGEXCL: %w", err)
+	}
+	e.Locked, e.PacketMode, e.Exclusive = proto.Bool(locked), proto.Bool(pkt), proto.Bool(excl)
+	// The session and foreground group of the slave: the kernel answers
+	// them through a master, and through a slave only to a task it is the
+	// controlling terminal of (ENOTTY otherwise, as when it has none).
+	sid, pgrp := 0, 0
+	if master {
+		if v, err := unix.IoctlGetInt(fd, unix.TIOCGSID); err == nil {
+			sid = v
+			if v, err := unix.IoctlGetInt(fd, unix.TIOCGPGRP); err == nil {
+				pgrp = v
+			}
+		}
+	}
+	e.Sid, e.Pgrp = proto.Uint32(uint32(sid)), proto.Uint32(uint32(pgrp))
+	t, err := unix.IoctlGetTermios(fd, unix.TCGETS)
+	if errors.Is(err, unix.EIO) {
+		// A hung-up terminal has no settings left: CRIU writes the
+		// entry without them.
+		return e, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("TCGETS: %w", err)
+	}
+	lt, err := unix.IoctlGetTermios(fd, unix.TIOCGLCKTRMIOS)
+	if err != nil {
+		return nil, fmt.Errorf("TIOCGLCKTRMIOS: %w", err)
+	}
+	ws, err := unix.IoctlGetWinsize(fd, unix.TIOCGWINSZ)
+	if err != nil {
+		return nil, fmt.Errorf("TIOCGWINSZ: %w", err)
+	}
+	e.Termios, e.TermiosLocked = termiosEntry(t), termiosEntry(lt)
+	e.Winsize = &tty.WinsizeEntry{WsRow: proto.Uint32(uint32(ws.Row)), WsCol: proto.Uint32(uint32(ws.Col)),
+		WsXpixel: proto.Uint32(uint32(ws.Xpixel)), WsYpixel: proto.Uint32(uint32(ws.Ypixel))}
+	return e, nil
+}
+
+func termiosEntry(t *unix.Termios) *tty.TermiosEntry {
+	cc := make([]uint32, termiosNCC)
+	for i := range cc {
+		cc[i] = uint32(t.Cc[i])
+	}
+	return &tty.TermiosEntry{
+		CIflag: proto.Uint32(t.Iflag), COflag: proto.Uint32(t.Oflag), CCflag: proto.Uint32(t.Cflag), CLflag: proto.Uint32(t.Lflag),
+		CLine: proto.Uint32(uint32(t.Line)), CIspeed: proto.Uint32(t.Ispeed), COspeed: proto.Uint32(t.Ospeed), CCc: cc,
+	}
+}
+
+func termiosFromEntry(e *tty.TermiosEntry) (*unix.Termios, error) {
+	if len(e.GetCCc()) < termiosNCC {
+		return nil, fmt.Errorf("termios with %d control characters, want %d", len(e.GetCCc()), termiosNCC)
+	}
+	t := &unix.Termios{Iflag: e.GetCIflag(), Oflag: e.GetCOflag(), Cflag: e.GetCCflag(), Lflag: e.GetCLflag(),
+		Line: uint8(e.GetCLine()), Ispeed: e.GetCIspeed(), Ospeed: e.GetCOspeed()}
+	for i := 0; i < termiosNCC; i++ {
+		t.Cc[i] = uint8(e.GetCCc()[i])
+	}
+	return t, nil
+}
+
+// finishTTYs refuses a slave whose master is not in the tree, unless the
+// dump is a shell job: restore then gives it ctcr's own terminal.
+func finishTTYs(t *fileTable) error {
+	v, ok := t.kinds["tty"]
+	if !ok {
+		return nil
+	}
+	s := v.(*ttyDumpState)
+	var outside []uint32
+	for index := range s.slaves {
+		if !s.masters[index] {
+			outside = append(outside, index)
+		}
+	}
+	if len(outside) == 0 || s.shellJob {
+		return nil
+	}
+	sort.Slice(outside, func(i, j int) bool { return outside[i] < outside[j] })
+	return fmt.Errorf("%s: a terminal whose master is outside the dumped tree (use --shell-job to restore it on ctcr's own terminal): %w",
+		s.slaves[outside[0]][0], ErrUnsupported)
+}
+
+// restoredPty is a pair made at restore: its master, and the slave
+// descriptions opened for the file ids that had one.
+type restoredPty struct {
+	master *os.File
+	slaves map[uint32]*os.File // file id -> description
+}
+
+// ttyInfos returns tty-info.img's entries by id, read once.
+func ttyInfos(r *fileRestore) (map[uint32]*tty.TtyInfoEntry, error) {
+	if m, ok := r.state["tty-info"].(map[uint32]*tty.TtyInfoEntry); ok {
+		return m, nil
+	}
+	x, err := r.readExtra(images.TtyInfo, func() proto.Message { return &tty.TtyInfoEntry{} }, nil)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", images.TtyInfo.FileName(), err)
+	}
+	m := map[uint32]*tty.TtyInfoEntry{}
+	for _, msg := range x.entries {
+		e := msg.(*tty.TtyInfoEntry)
+		if e.GetType() != tty.TtyType_PTY || e.GetPty() == nil || e.GetPty().GetIndex() >= maxPtyIndex || e.GetId() != ttyInfoID(e.GetPty().GetIndex(), e.GetId()&1 != 0) {
+			return nil, corruptf(images.TtyInfo.FileName(), "tty %d: type %v, pty %v: not a Unix98 pty ctcr wrote", e.GetId(), e.GetType(), e.GetPty())
+		}
+		m[e.GetId()] = e
+	}
+	r.state["tty-info"] = m
+	return m, nil
+}
+
+func openTTY(r *fileRestore, e *fdinfo.FileEntry) (*os.File, error) {
+	tfe := e.GetTty()
+	if tfe == nil {
+		return nil, corruptf("files.img", "tty id %d without its entry", e.GetId())
+	}
+	infos, err := ttyInfos(r)
+	if err != nil {
+		return nil, err
+	}
+	info := infos[tfe.GetTtyInfoId()]
+	if info == nil {
+		return nil, corruptf("files.img", "tty id %d: tty_info_id %d is not in %s", e.GetId(), tfe.GetTtyInfoId(), images.TtyInfo.FileName())
+	}
+	index := info.GetPty().GetIndex()
+	master := tfe.GetTtyInfoId()&1 != 0
+	pairs, _ := r.state["tty"].(map[uint32]*restoredPty)
+	if pairs == nil {
+		pairs = map[uint32]*restoredPty{}
+		r.state["tty"] = pairs
+	}
+	p := pairs[index]
+	if p == nil {
+		mi := infos[ttyInfoID(index, true)]
+		if mi == nil {
+			// The master was outside the dumped tree: the job's own
+			// terminal, which --shell-job replaces by ctcr's.
+			if !r.opts.ShellJob {
+				return nil, fmt.Errorf("tty id %d: /dev/pts/%d, whose master was outside the dumped tree, needs --shell-job: %w", e.GetId(), index, ErrUnsupported)
+			}
+			fd, err := unix.FcntlInt(0, unix.F_DUPFD_CLOEXEC, 0)
+			if err != nil {
+				return nil, fmt.Errorf("--shell-job: ctcr's stdin: %w", err)
+			}
+			return os.NewFile(uintptr(fd), "/dev/stdin"), nil
+		}
+		if p, err = restorePty(r, index, mi, infos[ttyInfoID(index, false)]); err != nil {
+			return nil, fmt.Errorf("pty %d: %w", index, err)
+		}
+		pairs[index] = p
+	}
+	if master {
+		// Every description of a master is the one /dev/ptmx gave:
+		// opening the master again would make another pty.
+		if _, err := unix.FcntlInt(p.master.Fd(), unix.F_SETFL, int(tfe.GetFlags())&^unix.O_ACCMODE); err != nil {
+			return nil, fmt.Errorf("pty %d master: set flags %#x: %w", index, tfe.GetFlags(), err)
+		}
+		return p.master, nil
+	}
+	f := p.slaves[e.GetId()]
+	if f == nil {
+		return nil, fmt.Errorf("pty %d: no slave was opened for tty id %d", index, e.GetId())
+	}
+	return f, nil
+}
+
+// openTTYPath opens a terminal with flags, never as ctcr's controlling
+// terminal. Not with os.OpenFile: that registers a character device with
+// Go's poller, and the Fd() restore calls later would clear the
+// O_NONBLOCK the task had.
+func openTTYPath(path string, flags int) (*os.File, error) {
+	fd, err := unix.Open(path, flags|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	return os.NewFile(uintptr(fd), path), nil
+}
+
+// openPtmx opens root's /dev/ptmx, trying for the pty index want: the
+// kernel hands out the lowest free index, so opening until it comes up
+// gets it back when it is free. Otherwise the pty gets another index.
+func openPtmx(root int, want uint32) (*os.File, uint32, error) {
+	path := taskPath(root, "/dev/ptmx")
+	var spare []*os.File
+	defer func() {
+		for _, f := range spare {
+			f.Close()
+		}
+	}()
+	for i := 0; ; i++ {
+		f, err := openTTYPath(path, unix.O_RDWR)
+		if err != nil {
+			return nil, 0, err
+		}
+		n, err := unix.IoctlGetUint32(int(f.Fd()), unix.TIOCGPTN)
+		if err != nil {
+			f.Close()
+			return nil, 0, fmt.Errorf("TIOCGPTN: %w", err)
+		}
+		if n >= want || i == ptmxIndexSearchLength {
+			return f, n, nil
+		}
+		spare = append(spare, f)
+	}
+}
+
+// restorePty makes a new pty for index with the settings of its master
+// mi (and slave si, if a task held one), and opens every slave
+// description of it in the checkpoint: they must be open before the pty
+// is locked again.
+func restorePty(r *fileRestore, index uint32, mi, si *tty.TtyInfoEntry) (*restoredPty, error) {
+	m, got, err := openPtmx(r.rootPid, index)
+	if err != nil {
+		return nil, err
+	}
+	ok := false
+	p := &restoredPty{master: m, slaves: map[uint32]*os.File{}}
+	defer func() {
+		if !ok {
+			m.Close()
+			for _, f := range p.slaves {
+				f.Close()
+			}
+		}
+	}()
+	mfd := int(m.Fd())
+	if err := unix.IoctlSetPointerInt(mfd, unix.TIOCSPTLCK, 0); err != nil {
+		return nil, fmt.Errorf("unlock: %w", err)
+	}
+	if mi.GetTermios() != nil {
+		t, err := termiosFromEntry(mi.GetTermios())
+		if err != nil {
+			return nil, corruptf(images.TtyInfo.FileName(), "tty %d: %v", mi.GetId(), err)
+		}
+		lt, err := termiosFromEntry(mi.GetTermiosLocked())
+		if err != nil {
+			return nil, corruptf(images.TtyInfo.FileName(), "tty %d locked: %v", mi.GetId(), err)
+		}
+		// The locked bits first would forbid setting the others.
+		if err := unix.IoctlSetTermios(mfd, unix.TCSETS, t); err != nil {
+			return nil, fmt.Errorf("TCSETS: %w", err)
+		}
+		if err := unix.IoctlSetTermios(mfd, unix.TIOCSLCKTRMIOS, lt); err != nil {
+			return nil, fmt.Errorf("TIOCSLCKTRMIOS: %w", err)
+		}
+		if ws := mi.GetWinsize(); ws != nil {
+			w := &unix.Winsize{Row: uint16(ws.GetWsRow()), Col: uint16(ws.GetWsCol()), Xpixel: uint16(ws.GetWsXpixel()), Ypixel: uint16(ws.GetWsYpixel())}
+			if err := unix.IoctlSetWinsize(mfd, unix.TIOCSWINSZ, w); err != nil {
+				return nil, fmt.Errorf("TIOCSWINSZ: %w", err)
+			}
+		}
+	}
+	if mi.GetPacketMode() {
+		if err := unix.IoctlSetPointerInt(mfd, unix.TIOCPKT, 1); err != nil {
+			return nil, fmt.Errorf("packet mode: %w", err)
+		}
+	}
+	slavePath := taskPath(r.rootPid, fmt.Sprintf("/dev/pts/%d", got))
+	ids := make([]uint32, 0)
+	for id, fe := range r.cp.files {
+		if fe.GetType() == fdinfo.FdTypes_TTY && fe.GetTty().GetTtyInfoId() == ttyInfoID(index, false) {
+			ids = append(ids, id)
+		}
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	for _, id := range ids {
+		flags := int(r.cp.files[id].GetTty().GetFlags()) &^ (unix.O_CREAT | unix.O_EXCL | unix.O_TRUNC)
+		f, err := openTTYPath(slavePath, flags)
+		if err != nil {
+			return nil, fmt.Errorf("tty id %d: %w", id, err)
+		}
+		p.slaves[id] = f
+	}
+	if si.GetExclusive() && len(ids) > 0 {
+		if err := unix.IoctlSetInt(int(p.slaves[ids[0]].Fd()), unix.TIOCEXCL, 0); err != nil {
+			return nil, fmt.Errorf("slave exclusive mode: %w", err)
+		}
+	}
+	if mi.GetExclusive() {
+		if err := unix.IoctlSetInt(mfd, unix.TIOCEXCL, 0); err != nil {
+			return nil, fmt.Errorf("master exclusive mode: %w", err)
+		}
+	}
+	if mi.GetLocked() {
+		if err := unix.IoctlSetPointerInt(mfd, unix.TIOCSPTLCK, 1); err != nil {
+			return nil, fmt.Errorf("lock: %w", err)
+		}
+	}
+	ok = true
+	return p, nil
+}
+
+// fixupTTY makes a slave the controlling terminal of the session leader
+// it was that of, with its foreground process group: only the leader
+// itself can, once the slave is one of its fds (TIOCSCTTY).
+func fixupTTY(r *fileRestore, t *restoringTask, fd int, e *fdinfo.FileEntry) error {
+	tfe := e.GetTty()
+	if tfe.GetTtyInfoId()&1 != 0 {
+		return nil
+	}
+	infos, err := ttyInfos(r)
+	if err != nil {
+		return err
+	}
+	mi := infos[tfe.GetTtyInfoId()|1]
+	if mi == nil || mi.GetSid() == 0 || int(mi.GetSid()) != t.vpid || t.sid() != t.vpid {
+		return nil
+	}
+	done, _ := r.state["tty-ctty"].(map[int]bool)
+	if done == nil {
+		done = map[int]bool{}
+		r.state["tty-ctty"] = done
+	}
+	if done[t.vpid] {
+		return nil
+	}
+	done[t.vpid] = true
+	b := t.ctl.newBatch()
+	what := map[int]string{}
+	what[b.add(unix.SYS_IOCTL, uint64(fd), unix.TIOCSCTTY, 0)] = "make it the controlling terminal"
+	if pg := mi.GetPgrp(); pg != 0 {
+		p, err := b.put(int32(pg))
+		if err != nil {
+			return err
+		}
+		what[b.add(unix.SYS_IOCTL, uint64(fd), unix.TIOCSPGRP, p)] = fmt.Sprintf("foreground group %d", pg)
+	}
+	if res, err := b.run(); err != nil {
+		return fmt.Errorf("pty %d: %s: %w", mi.GetPty().GetIndex(), what[len(res)], err)
+	}
+	return nil
+}
