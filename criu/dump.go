@@ -243,20 +243,12 @@ func (d *dumpTree) seize(root int) error {
 		if _, ok := d.byPid[pid]; ok {
 			continue
 		}
-		st, err := proc.ReadStat(pid, pid)
+		p, err := d.addProc(pid, root)
 		if err != nil {
-			if pid == root {
-				return fmt.Errorf("task %d: %w", pid, ErrNoTask)
-			}
-			continue // exited and reaped meanwhile
+			return err
 		}
-		p := &dumpProc{pid: pid, ppid: st.PPid, pgid: st.Pgrp, sid: st.Session, stat: st}
-		d.procs = append(d.procs, p)
-		d.byPid[pid] = p
-		if st.State == 'Z' {
-			p.zombie = true
-			p.exitCode = uint32(st.ExitCode)
-			continue
+		if p == nil || p.zombie {
+			continue // exited and reaped meanwhile, or a zombie: nothing to seize
 		}
 		seized := map[int]bool{}
 		for {
@@ -311,6 +303,26 @@ func (d *dumpTree) seize(root int) error {
 	return nil
 }
 
+// addProc records process pid of the tree; nil if it is gone already
+// (the root must not be).
+func (d *dumpTree) addProc(pid, root int) (*dumpProc, error) {
+	st, err := proc.ReadStat(pid, pid)
+	if err != nil {
+		if pid == root {
+			return nil, fmt.Errorf("task %d: %w", pid, ErrNoTask)
+		}
+		return nil, nil
+	}
+	p := &dumpProc{pid: pid, ppid: st.PPid, pgid: st.Pgrp, sid: st.Session, stat: st}
+	d.procs = append(d.procs, p)
+	d.byPid[pid] = p
+	if st.State == 'Z' {
+		p.zombie = true
+		p.exitCode = uint32(st.ExitCode)
+	}
+	return p, nil
+}
+
 // seizeFrozen seizes a tree its cgroup froze: it cannot fork or exit, so
 // one walk finds every thread. Each is attached, the cgroup thawed, and
 // then each reaches its stop.
@@ -331,20 +343,12 @@ func (d *dumpTree) seizeFrozen(root int) error {
 		if _, ok := d.byPid[pid]; ok {
 			continue
 		}
-		st, err := proc.ReadStat(pid, pid)
+		p, err := d.addProc(pid, root)
 		if err != nil {
-			if pid == root {
-				return fmt.Errorf("task %d: %w", pid, ErrNoTask)
-			}
-			continue
+			return err
 		}
-		p := &dumpProc{pid: pid, ppid: st.PPid, pgid: st.Pgrp, sid: st.Session, stat: st}
-		d.procs = append(d.procs, p)
-		d.byPid[pid] = p
-		if st.State == 'Z' {
-			p.zombie = true
-			p.exitCode = uint32(st.ExitCode)
-			continue
+		if p == nil || p.zombie {
+			continue // exited and reaped meanwhile, or a zombie: nothing to seize
 		}
 		tids, err := proc.Threads(pid)
 		if err != nil {

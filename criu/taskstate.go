@@ -40,10 +40,19 @@ type threadQuery struct {
 	clearTid  uint64
 }
 
-// queryThread asks one thread of a process for its alternate signal
-// stack, parent-death signal, securebits and clear_child_tid address.
-func queryThread(c *taskCtl) (*threadQuery, error) {
-	b := c.newBatch()
+// getter decodes a value the batch left at addr in the scratch area.
+type getter func(addr uint64, v any) error
+
+func scratchGetter(c *taskCtl, data []byte) getter {
+	return func(addr uint64, v any) error {
+		return binary.Read(bytes.NewReader(data[addr-c.scratch:]), binary.LittleEndian, v)
+	}
+}
+
+// threadQueries adds to b the calls that ask a thread about itself
+// (alternate signal stack, parent-death signal, securebits) and returns
+// how to read their answers once b has run.
+func threadQueries(b *batch) (func(res []uint64, get getter) (threadQuery, error), error) {
 	ssAddr, err := b.space(24)
 	if err != nil {
 		return nil, err
@@ -55,6 +64,42 @@ func queryThread(c *taskCtl) (*threadQuery, error) {
 	}
 	b.add(unix.SYS_PRCTL, unix.PR_GET_PDEATHSIG, pdAddr)
 	iSec := b.add(unix.SYS_PRCTL, unix.PR_GET_SECUREBITS)
+	return func(res []uint64, get getter) (threadQuery, error) {
+		var ss kernel.StackT
+		if err := get(ssAddr, &ss); err != nil {
+			return threadQuery{}, err
+		}
+		var pd int32
+		if err := get(pdAddr, &pd); err != nil {
+			return threadQuery{}, err
+		}
+		return threadQuery{
+			altstack:  &criucore.ThreadSasEntry{SsSp: proto.Uint64(ss.Sp), SsSize: proto.Uint64(ss.Size), SsFlags: proto.Uint32(uint32(ss.Flags))},
+			pdeathsig: uint32(pd), secbits: res[iSec],
+		}, nil
+	}, nil
+}
+
+// clearTidAddress asks the thread for its clear_child_tid address.
+// PR_GET_TID_ADDRESS needs CONFIG_CHECKPOINT_RESTORE; without it the
+// address stays 0, as if the thread had none.
+func (c *taskCtl) clearTidAddress() (uint64, error) {
+	var addr uint64
+	if _, err := c.call(unix.SYS_PRCTL, kernel.PR_GET_TID_ADDRESS, c.scratch); err == nil {
+		if err := c.get(0, &addr); err != nil {
+			return 0, err
+		}
+	}
+	return addr, nil
+}
+
+// queryThread asks one thread of a process about itself.
+func queryThread(c *taskCtl) (*threadQuery, error) {
+	b := c.newBatch()
+	decode, err := threadQueries(b)
+	if err != nil {
+		return nil, err
+	}
 	res, err := b.run()
 	if err != nil {
 		return nil, err
@@ -63,24 +108,14 @@ func queryThread(c *taskCtl) (*threadQuery, error) {
 	if err != nil {
 		return nil, err
 	}
-	var ss kernel.StackT
-	if err := binary.Read(bytes.NewReader(data[ssAddr-c.scratch:]), binary.LittleEndian, &ss); err != nil {
+	q, err := decode(res, scratchGetter(c, data))
+	if err != nil {
 		return nil, err
 	}
-	var pd int32
-	if err := binary.Read(bytes.NewReader(data[pdAddr-c.scratch:]), binary.LittleEndian, &pd); err != nil {
+	if q.clearTid, err = c.clearTidAddress(); err != nil {
 		return nil, err
 	}
-	q := &threadQuery{
-		altstack:  &criucore.ThreadSasEntry{SsSp: proto.Uint64(ss.Sp), SsSize: proto.Uint64(ss.Size), SsFlags: proto.Uint32(uint32(ss.Flags))},
-		pdeathsig: uint32(pd), secbits: res[iSec],
-	}
-	if _, err := c.call(unix.SYS_PRCTL, kernel.PR_GET_TID_ADDRESS, c.scratch); err == nil {
-		if err := c.get(0, &q.clearTid); err != nil {
-			return nil, err
-		}
-	}
-	return q, nil
+	return &q, nil
 }
 
 // queryTask asks the task, in one batch of syscalls, for every signal
@@ -109,18 +144,11 @@ func queryTask(c *taskCtl) (*taskQuery, error) {
 		itAddr[which] = a
 		b.add(unix.SYS_GETITIMER, uint64(which), a)
 	}
-	ssAddr, err := b.space(24)
+	decodeThread, err := threadQueries(b)
 	if err != nil {
 		return nil, err
 	}
-	b.add(unix.SYS_SIGALTSTACK, 0, ssAddr)
-	pdAddr, err := b.space(4)
-	if err != nil {
-		return nil, err
-	}
-	b.add(unix.SYS_PRCTL, unix.PR_GET_PDEATHSIG, pdAddr)
 	iDump := b.add(unix.SYS_PRCTL, unix.PR_GET_DUMPABLE)
-	iSec := b.add(unix.SYS_PRCTL, unix.PR_GET_SECUREBITS)
 	subAddr, err := b.space(4)
 	if err != nil {
 		return nil, err
@@ -136,11 +164,11 @@ func queryTask(c *taskCtl) (*taskQuery, error) {
 	if err != nil {
 		return nil, err
 	}
-	get := func(addr uint64, v any) error {
-		return binary.Read(bytes.NewReader(data[addr-c.scratch:]), binary.LittleEndian, v)
-	}
+	get := scratchGetter(c, data)
 	q := &taskQuery{dumpable: res[iDump], thpOff: res[iThp] != 0, brk: res[iBrk]}
-	q.secbits = res[iSec]
+	if q.threadQuery, err = decodeThread(res, get); err != nil {
+		return nil, err
+	}
 	for _, a := range saAddr {
 		var sa kernel.Sigaction
 		if err := get(a, &sa); err != nil {
@@ -163,25 +191,13 @@ func queryTask(c *taskCtl) (*taskQuery, error) {
 		}
 	}
 	q.timers = &timer.TaskTimersEntry{Real: t[0], Virt: t[1], Prof: t[2]}
-	var ss kernel.StackT
-	if err := get(ssAddr, &ss); err != nil {
-		return nil, err
-	}
-	q.altstack = &criucore.ThreadSasEntry{SsSp: proto.Uint64(ss.Sp), SsSize: proto.Uint64(ss.Size), SsFlags: proto.Uint32(uint32(ss.Flags))}
-	var pd, sub int32
-	if err := get(pdAddr, &pd); err != nil {
-		return nil, err
-	}
+	var sub int32
 	if err := get(subAddr, &sub); err != nil {
 		return nil, err
 	}
-	q.pdeathsig, q.subreaper = uint32(pd), sub != 0
-	// PR_GET_TID_ADDRESS needs CONFIG_CHECKPOINT_RESTORE; without it the
-	// address stays 0, as if the task had none.
-	if _, err := c.call(unix.SYS_PRCTL, kernel.PR_GET_TID_ADDRESS, c.scratch); err == nil {
-		if err := c.get(0, &q.clearTid); err != nil {
-			return nil, err
-		}
+	q.subreaper = sub != 0
+	if q.clearTid, err = c.clearTidAddress(); err != nil {
+		return nil, err
 	}
 	return q, nil
 }

@@ -170,6 +170,13 @@ func (rt *restoreTree) build(pp *puppet) error {
 	if err := root.attach(); err != nil {
 		return err
 	}
+	if rt.nsFlags&unix.CLONE_NEWPID != 0 {
+		// Now, while the root still sees ctcr's /proc (a container's
+		// /proc/sys is read-only); set_tid does not move the counter.
+		if err := rt.setLastPid(); err != nil {
+			rt.opts.logf("%v: new processes may get low ids", err)
+		}
+	}
 	if rt.opts.PrepareRoot != nil {
 		if err := rt.opts.PrepareRoot(&RootTask{Pid: host, t: root}); err != nil {
 			return fmt.Errorf("prepare the root task's namespaces: %w", err)
@@ -195,16 +202,14 @@ func (rt *restoreTree) build(pp *puppet) error {
 			}
 		}
 	}
-	if rt.nsFlags&unix.CLONE_NEWPID != 0 {
-		return rt.setLastPid()
-	}
 	return nil
 }
 
 // setLastPid makes the new PID namespace hand out ids after the highest
 // one of the image, as the old one would have (roughly: the dumped
-// namespace's own counter is not visible from outside). clone3 with
-// set_tid left it at the last id asked for, which may be low.
+// namespace's own counter is not visible from outside). Otherwise the
+// first process forked after restore could get an id the old namespace
+// had long passed.
 func (rt *restoreTree) setLastPid() error {
 	last := 0
 	for _, id := range rt.ids() {
