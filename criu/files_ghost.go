@@ -31,6 +31,11 @@ import (
 // gets an fd that works as before, with its flags and position, and the
 // directory does not show the file again. Every open file description of
 // the same ghost is opened from that one inode.
+//
+// A mapping of an unlinked file (classifyVMA) gets the same: a reg-file
+// entry remapped to the ghost, whose content is saved once for every fd
+// and mapping of the inode; restore maps the recreated inode, so a
+// MAP_SHARED mapping stays shared with the task's fds of that file.
 
 // maxGhostSize caps the content of one unlinked file kept in the images.
 const maxGhostSize = 64 << 20
@@ -52,15 +57,9 @@ func dumpGhostFile(d *fdDump) (*fdinfo.FileEntry, error) {
 	if st.Mode&unix.S_IFMT != unix.S_IFREG || st.Nlink != 0 {
 		return nil, d.unsupported(fmt.Sprintf("file %s was removed but is not an unlinked regular file (mode %#o, %d links)", d.link, st.Mode, st.Nlink))
 	}
-	gs := d.files.kindState("ghost", func() any { return &ghostDumpState{ids: map[[2]uint64]uint32{}} }).(*ghostDumpState)
-	key := [2]uint64{st.Dev, st.Ino}
-	gid, ok := gs.ids[key]
-	if !ok {
-		gid = uint32(len(gs.ids) + 1)
-		if err := dumpGhostContent(d, path, gid); err != nil {
-			return nil, err
-		}
-		gs.ids[key] = gid
+	gid, err := ghostID(d.files, d.procFile(), path)
+	if err != nil {
+		return nil, err
 	}
 	e := d.files.regEntry(path, d.flags, uint64(d.info.Pos), st)
 	d.files.addImage(images.RemapFpath, &remap.RemapFilePathEntry{
@@ -69,22 +68,69 @@ func dumpGhostFile(d *fdDump) (*fdinfo.FileEntry, error) {
 	return e, nil
 }
 
-func dumpGhostContent(d *fdDump, path string, gid uint32) error {
-	st := &d.st
-	if st.Size > maxGhostSize {
-		return d.unsupported(fmt.Sprintf("unlinked file %s is %d bytes, over the limit of %d for unlinked files kept in the images", path, st.Size, maxGhostSize))
+// ghostID returns the id of the ghost of the unlinked file src (whose
+// path was path), dumping its content the first time: an fd and a
+// mapping of one unlinked file share it.
+func ghostID(t *fileTable, src procFile, path string) (uint32, error) {
+	gs := t.kindState("ghost", func() any { return &ghostDumpState{ids: map[[2]uint64]uint32{}} }).(*ghostDumpState)
+	key := [2]uint64{src.st.Dev, src.st.Ino}
+	if gid, ok := gs.ids[key]; ok {
+		return gid, nil
 	}
-	f, err := d.reopenForRead()
+	gid := uint32(len(gs.ids) + 1)
+	if err := dumpGhostContent(t, src, path, gid); err != nil {
+		return 0, err
+	}
+	gs.ids[key] = gid
+	return gid, nil
+}
+
+// dumpMappedGhost records the unlinked regular file that mapping src
+// maps (path is where it was): its ghost once, and a reg-file entry
+// remapped to it to map it from at restore, read-write for a shared
+// mapping and read-only for a private one. It returns the entry's id.
+func dumpMappedGhost(t *fileTable, src procFile, path string, shared bool) (uint32, error) {
+	st := src.st
+	if st.Mode&unix.S_IFMT != unix.S_IFREG || st.Nlink != 0 {
+		return 0, src.unsupported(fmt.Sprintf("file %s was removed but is not an unlinked regular file (mode %#o, %d links)", path, st.Mode, st.Nlink))
+	}
+	gid, err := ghostID(t, src, path)
+	if err != nil {
+		return 0, err
+	}
+	flags := uint32(unix.O_RDONLY)
+	if shared {
+		flags = unix.O_RDWR
+	}
+	key := fmt.Sprintf("\x00ghost\x00%d\x00%d", gid, flags)
+	if id, ok := t.byKey[key]; ok {
+		return id, nil
+	}
+	e := t.regEntry(path, flags, 0, st)
+	t.entries = append(t.entries, e)
+	t.addImage(images.RemapFpath, &remap.RemapFilePathEntry{
+		OrigId: proto.Uint32(e.GetId()), RemapId: proto.Uint32(gid), RemapType: remap.RemapType_GHOST.Enum(),
+	}, nil)
+	t.byKey[key] = e.GetId()
+	return e.GetId(), nil
+}
+
+func dumpGhostContent(t *fileTable, src procFile, path string, gid uint32) error {
+	st := src.st
+	if st.Size > maxGhostSize {
+		return src.unsupported(fmt.Sprintf("unlinked file %s is %d bytes, over the limit of %d for unlinked files kept in the images", path, st.Size, maxGhostSize))
+	}
+	f, err := src.openForRead()
 	if err != nil {
 		return err
 	}
 	defer f.Close()
 	runs, err := dataRuns(f, st.Size, 1)
 	if err != nil {
-		return fmt.Errorf("%s: unlinked file %s: %w", d.where, path, err)
+		return fmt.Errorf("%s: unlinked file %s: %w", src.where, path, err)
 	}
 	k := ghostImage(gid)
-	d.files.addImage(k, &ghost.GhostFileEntry{
+	t.addImage(k, &ghost.GhostFileEntry{
 		Uid: proto.Uint32(st.Uid), Gid: proto.Uint32(st.Gid), Mode: proto.Uint32(st.Mode),
 		Dev: proto.Uint32(uint32(st.Dev)), Ino: proto.Uint64(st.Ino),
 		Atim:   &timeimg.Timeval{TvSec: proto.Uint64(uint64(st.Atim.Sec)), TvUsec: proto.Uint64(uint64(st.Atim.Nsec / 1000))},
@@ -95,9 +141,9 @@ func dumpGhostContent(d *fdDump, path string, gid uint32) error {
 		buf := make([]byte, r.len)
 		n, err := f.ReadAt(buf, r.off)
 		if err != nil && !(errors.Is(err, io.EOF) && int64(n) == r.len) {
-			return fmt.Errorf("%s: unlinked file %s: read %d bytes at %d: %w", d.where, path, r.len, r.off, err)
+			return fmt.Errorf("%s: unlinked file %s: read %d bytes at %d: %w", src.where, path, r.len, r.off, err)
 		}
-		d.files.addImage(k, &ghost.GhostChunkEntry{Len: proto.Uint64(uint64(r.len)), Off: proto.Uint64(uint64(r.off))}, buf)
+		t.addImage(k, &ghost.GhostChunkEntry{Len: proto.Uint64(uint64(r.len)), Off: proto.Uint64(uint64(r.off))}, buf)
 	}
 	return nil
 }

@@ -23,9 +23,14 @@ import (
 // memory object: pagemap-shmem-SHMID.img lists the pages that hold data
 // (holes are not saved) and pages-N.img holds them.
 //
+// A mapping of a memfd (classifyVMA) has a memfd file entry of its own
+// (VMA_AREA_MEMFD, shmid = that entry's id) on the same inode entry, so
+// the content is saved once however many fds and mappings reach it.
+//
 // Restore creates the inode once with memfd_create, fills it, seals it,
 // and opens every file description of it again through /proc/self/fd,
-// with its own flags and position.
+// with its own flags and position; mappings map it from such a file, so
+// a MAP_SHARED mapping stays shared with the task's fds of the memfd.
 var memfds = fileKind{
 	name:   "memfd",
 	fdType: fdinfo.FdTypes_MEMFD,
@@ -63,19 +68,32 @@ func isMemfd(d *fdDump) bool {
 		d.st.Mode&unix.S_IFMT == unix.S_IFREG && d.st.Nlink == 0
 }
 
+func memfdState(t *fileTable) *memfdDumpState {
+	return t.kindState("memfd", func() any { return &memfdDumpState{ids: map[[2]uint64]uint32{}} }).(*memfdDumpState)
+}
+
+// inodeID returns the memfd.img id of the memfd src reaches, dumping the
+// inode the first time: an fd and a mapping of one memfd share it.
+func (st *memfdDumpState) inodeID(t *fileTable, src procFile, name string) (uint32, error) {
+	key := [2]uint64{src.st.Dev, src.st.Ino}
+	if id, ok := st.ids[key]; ok {
+		return id, nil
+	}
+	id := uint32(len(st.ids) + 1)
+	if err := dumpMemfdInode(t, src, name, id); err != nil {
+		return 0, err
+	}
+	st.ids[key] = id
+	return id, nil
+}
+
 func dumpMemfd(d *fdDump) (*fdinfo.FileEntry, error) {
 	if !isMemfd(d) {
 		return nil, nil
 	}
-	st := d.files.kindState("memfd", func() any { return &memfdDumpState{ids: map[[2]uint64]uint32{}} }).(*memfdDumpState)
-	key := [2]uint64{d.st.Dev, d.st.Ino}
-	inodeID, ok := st.ids[key]
-	if !ok {
-		inodeID = uint32(len(st.ids) + 1)
-		if err := dumpMemfdInode(d, inodeID); err != nil {
-			return nil, err
-		}
-		st.ids[key] = inodeID
+	inodeID, err := memfdState(d.files).inodeID(d.files, d.procFile(), memfdName(d.link))
+	if err != nil {
+		return nil, err
 	}
 	id := d.files.nextID()
 	return &fdinfo.FileEntry{Id: proto.Uint32(id), Memfd: &memfd.MemfdFileEntry{
@@ -83,64 +101,115 @@ func dumpMemfd(d *fdDump) (*fdinfo.FileEntry, error) {
 	}}, nil
 }
 
-// dumpMemfdInode saves the name, seals and content of the memfd behind d.
-func dumpMemfdInode(d *fdDump, inodeID uint32) error {
-	name := strings.TrimSuffix(strings.TrimPrefix(d.link, "/memfd:"), " (deleted)")
-	size := d.st.Size
+// memfdName is the name memfd_create was given, from the link
+// "/memfd:NAME (deleted)" (or a maps path without the suffix).
+func memfdName(link string) string {
+	return strings.TrimSuffix(strings.TrimPrefix(link, "/memfd:"), " (deleted)")
+}
+
+// dumpMappedMemfd records the memfd that mapping src (of path, as maps
+// shows it) maps: its inode once, shared with the fds of that memfd, and
+// a memfd file entry to map it from at restore, opened read-write for a
+// shared mapping (so that mprotect may make it writable, as it could
+// before) and read-only for a private one. It returns the entry's id.
+func dumpMappedMemfd(t *fileTable, src procFile, path string, shared bool) (uint32, error) {
+	inodeID, err := memfdState(t).inodeID(t, src, memfdName(path))
+	if err != nil {
+		return 0, err
+	}
+	flags := uint32(unix.O_RDONLY)
+	if shared {
+		flags = unix.O_RDWR
+	}
+	key := fmt.Sprintf("\x00memfd\x00%d\x00%d", inodeID, flags)
+	if id, ok := t.byKey[key]; ok {
+		return id, nil
+	}
+	id := t.nextID()
+	t.entries = append(t.entries, &fdinfo.FileEntry{Type: fdinfo.FdTypes_MEMFD.Enum(), Id: proto.Uint32(id), Memfd: &memfd.MemfdFileEntry{
+		Id: proto.Uint32(id), Flags: proto.Uint32(flags), Pos: proto.Uint64(0), Fown: zeroFown(), InodeId: proto.Uint32(inodeID),
+	}})
+	t.byKey[key] = id
+	return id, nil
+}
+
+// dumpMemfdInode saves the name, seals and content of the memfd src.
+func dumpMemfdInode(t *fileTable, src procFile, name string, inodeID uint32) error {
+	size := src.st.Size
 	if size > maxMemfdSize {
-		return d.unsupported(fmt.Sprintf("memfd %q is %d bytes, over the limit of %d", name, size, maxMemfdSize))
+		return src.unsupported(fmt.Sprintf("memfd %q is %d bytes, over the limit of %d", name, size, maxMemfdSize))
 	}
-	f, err := d.file()
+	f, err := src.openForRead()
 	if err != nil {
-		return err
-	}
-	seals, err := unix.FcntlInt(f.Fd(), unix.F_GET_SEALS, 0)
-	if err != nil {
-		return fmt.Errorf("%s: memfd %q: F_GET_SEALS: %w", d.where, name, err)
-	}
-	shmid := d.st.Ino
-	pagesID := uint32(memfdPagesBase + inodeID)
-	if f, err = d.reopenForRead(); err != nil {
 		return err
 	}
 	defer f.Close()
+	seals, err := unix.FcntlInt(f.Fd(), unix.F_GET_SEALS, 0)
+	if err != nil {
+		return fmt.Errorf("%s: memfd %q: F_GET_SEALS: %w", src.where, name, err)
+	}
+	shmid := src.st.Ino
+	pagesID := uint32(memfdPagesBase + inodeID)
 	runs, err := dataRuns(f, size, pageSize)
 	if err != nil {
-		return fmt.Errorf("%s: memfd %q: %w", d.where, name, err)
+		return fmt.Errorf("%s: memfd %q: %w", src.where, name, err)
 	}
-	d.files.addImage(pagemapShmem(shmid), &pagemap.PagemapHead{PagesId: proto.Uint32(pagesID)}, nil)
+	t.addImage(pagemapShmem(shmid), &pagemap.PagemapHead{PagesId: proto.Uint32(pagesID)}, nil)
 	for _, r := range runs {
 		// Pages are whole: the tail of the last one reads as zeros.
 		buf := make([]byte, r.len)
 		n, err := f.ReadAt(buf, r.off)
 		if err != nil && !errors.Is(err, io.EOF) {
-			return fmt.Errorf("%s: memfd %q: read at %d: %w", d.where, name, r.off, err)
+			return fmt.Errorf("%s: memfd %q: read at %d: %w", src.where, name, r.off, err)
 		}
 		clear(buf[n:])
-		d.files.addImage(pagemapShmem(shmid), &pagemap.PagemapEntry{
+		t.addImage(pagemapShmem(shmid), &pagemap.PagemapEntry{
 			Vaddr: proto.Uint64(uint64(r.off)), NrPages: proto.Uint32(uint32(r.len / pageSize)), Flags: proto.Uint32(pePresent),
 		}, nil)
-		d.files.addImage(pagesImage(pagesID), nil, buf)
+		t.addImage(pagesImage(pagesID), nil, buf)
 	}
-	d.files.addImage(images.Memfd, &memfd.MemfdInodeEntry{
-		Name: proto.String(name), Uid: proto.Uint32(d.st.Uid), Gid: proto.Uint32(d.st.Gid), Size: proto.Uint64(uint64(size)),
+	t.addImage(images.Memfd, &memfd.MemfdInodeEntry{
+		Name: proto.String(name), Uid: proto.Uint32(src.st.Uid), Gid: proto.Uint32(src.st.Gid), Size: proto.Uint64(uint64(size)),
 		Shmid: proto.Uint32(uint32(shmid)), Seals: proto.Uint32(uint32(seals)), InodeId: proto.Uint64(uint64(inodeID)),
 	}, nil)
 	return nil
 }
 
-// reopenForRead opens the file behind d again, read-only, as a new open
-// file description: seeking it (SEEK_DATA) leaves the task's offset alone,
-// which the duplicate from d.file() would not.
-func (d *fdDump) reopenForRead() (*os.File, error) {
-	f, err := os.OpenFile(fmt.Sprintf("/proc/%d/fd/%d", d.pid, d.fd), os.O_RDONLY|unix.O_CLOEXEC|unix.O_NOATIME, 0)
+// procFile is a file a task has open or mapped, reached through /proc:
+// /proc/PID/fd/N or /proc/PID/map_files/START-END. Memfds and unlinked
+// files are read through it, whichever way the task holds them.
+type procFile struct {
+	where string // "task P fd N" or "task P mapping A-B", for errors
+	path  string
+	st    *unix.Stat_t
+}
+
+func (d *fdDump) procFile() procFile {
+	return procFile{where: d.where, path: fmt.Sprintf("/proc/%d/fd/%d", d.pid, d.fd), st: &d.st}
+}
+
+func (p procFile) unsupported(what string) error {
+	return fmt.Errorf("%s: %s: %w", p.where, what, ErrUnsupported)
+}
+
+// openForRead opens the file again, read-only, as a new open file
+// description: seeking it (SEEK_DATA) leaves the task's offset alone,
+// which a duplicate of the task's fd would not.
+func (p procFile) openForRead() (*os.File, error) {
+	f, err := os.OpenFile(p.path, os.O_RDONLY|unix.O_CLOEXEC|unix.O_NOATIME, 0)
 	if errors.Is(err, unix.EPERM) {
-		f, err = os.OpenFile(fmt.Sprintf("/proc/%d/fd/%d", d.pid, d.fd), os.O_RDONLY|unix.O_CLOEXEC, 0)
+		f, err = os.OpenFile(p.path, os.O_RDONLY|unix.O_CLOEXEC, 0)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%s: reopen %s to read it: %w", d.where, d.link, err)
+		return nil, fmt.Errorf("%s: reopen %s to read it: %w", p.where, p.path, err)
 	}
 	return f, nil
+}
+
+// reopenForRead opens the file behind d again, read-only (see
+// procFile.openForRead).
+func (d *fdDump) reopenForRead() (*os.File, error) {
+	return d.procFile().openForRead()
 }
 
 // dataRun is a stretch of a file that holds data.

@@ -100,8 +100,31 @@ func classifyVMA(pid int, m proc.Mapping, files *fileTable) (*vma.VmaEntry, erro
 		}
 	case strings.HasPrefix(m.Path, "/SYSV"):
 		return nil, fmt.Errorf("%s: SysV shared memory %s: %w", where, m.Path, ErrUnsupported)
-	case m.Deleted:
-		return nil, fmt.Errorf("%s: file %s was deleted: mappings of unlinked files: %w", where, m.Path, ErrUnsupported)
+	case m.Deleted && strings.HasPrefix(m.Path, "/"):
+		// A memfd, or a file unlinked since it was mapped: its content is
+		// kept in the images (memfd.img or a ghost file), once, however
+		// many fds and mappings reach it.
+		src, err := mappedFile(pid, m, where)
+		if err != nil {
+			return nil, err
+		}
+		var id uint32
+		if strings.HasPrefix(m.Path, "/memfd:") && src.st.Nlink == 0 {
+			id, err = dumpMappedMemfd(files, src, m.Path, m.Shared)
+			status = vmaAreaRegular | vmaAreaMemfd
+		} else {
+			id, err = dumpMappedGhost(files, src, m.Path, m.Shared)
+			status = vmaAreaRegular
+		}
+		if err != nil {
+			return nil, err
+		}
+		e.Shmid = proto.Uint64(uint64(id))
+		if m.Shared {
+			status |= vmaFileShared
+		} else {
+			status |= vmaFilePrivate
+		}
 	case strings.HasPrefix(m.Path, "/"):
 		var st unix.Stat_t
 		if err := unix.Stat(taskPath(pid, m.Path), &st); err != nil {
@@ -127,6 +150,20 @@ func classifyVMA(pid int, m proc.Mapping, files *fileTable) (*vma.VmaEntry, erro
 	e.Flags = proto.Uint32(flags)
 	e.Status = proto.Uint32(status)
 	return e, nil
+}
+
+// mappedFile reaches the file mapping m of task pid maps through
+// /proc/PID/map_files, which leads to the mapped inode even once its
+// name is gone, and checks that it is the one maps names.
+func mappedFile(pid int, m proc.Mapping, where string) (procFile, error) {
+	src := procFile{where: where, path: fmt.Sprintf("/proc/%d/map_files/%x-%x", pid, m.Start, m.End), st: &unix.Stat_t{}}
+	if err := unix.Stat(src.path, src.st); err != nil {
+		return src, fmt.Errorf("%s: %s: %w", where, m.Path, err)
+	}
+	if src.st.Ino != m.Inode || src.st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return src, fmt.Errorf("%s: %s: map_files leads to inode %d of mode %#o, maps says inode %d: %w", where, m.Path, src.st.Ino, src.st.Mode, m.Inode, ErrUnsupported)
+	}
+	return src, nil
 }
 
 // pageRun is a run of contiguous pages to dump.

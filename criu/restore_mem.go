@@ -5,6 +5,7 @@ import (
 	"os"
 	"sort"
 
+	"github.com/checkpoint-restore/go-criu/v7/crit/images/fdinfo"
 	"github.com/checkpoint-restore/go-criu/v7/crit/images/pagemap"
 	"github.com/checkpoint-restore/go-criu/v7/crit/images/vma"
 	"golang.org/x/sys/unix"
@@ -243,9 +244,26 @@ func (t *restoringTask) mmapCall(v *vma.VmaEntry, files map[uint64]int) (uintptr
 	return unix.SYS_MMAP, []uint64{start, size, prot, flags, uint64(fd), off}
 }
 
-// openMappedFile opens the file a mapping maps, to pass it to the task.
+// openMappedFile opens the file a mapping maps, to pass it to the task:
+// a memfd or an unlinked file is the one restore recreates (once, for
+// every fd and mapping of it, so a shared mapping stays shared with the
+// fds), any other file is opened by its path.
 func (t *restoringTask) openMappedFile(v *vma.VmaEntry) (*os.File, error) {
-	reg := t.cp.files[uint32(v.GetShmid())].GetReg()
+	fe := t.cp.files[uint32(v.GetShmid())]
+	if fe.GetType() == fdinfo.FdTypes_MEMFD {
+		f, err := openMemfd(t.tree.files, fe)
+		if err != nil {
+			return nil, fmt.Errorf("mapped memfd: %w", err)
+		}
+		return f, nil
+	}
+	if f, ok, err := openGhostFile(t.tree.files, fe); ok {
+		if err != nil {
+			return nil, fmt.Errorf("mapped file: %w", err)
+		}
+		return f, nil
+	}
+	reg := fe.GetReg()
 	f, err := os.OpenFile(t.path(reg.GetName()), int(reg.GetFlags())&unix.O_ACCMODE|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("open mapped file: %w", err)
