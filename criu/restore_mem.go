@@ -89,18 +89,20 @@ func (t *restoringTask) restoreMemory() error {
 	}
 	maps2 := t.ctl.newBatch()
 	var mapped []*vma.VmaEntry
-	shmemFirst := map[uint64]*vma.VmaEntry{}
+	// A shared anonymous object is created by the first task that maps
+	// it (whose image holds its pages); every other mapping of it, in
+	// this task or a later one, maps that same object.
 	var later []*vma.VmaEntry
 	for _, v := range t.img.mm.Vmas {
 		if vmaSpecial(v) {
 			continue
 		}
 		if v.GetStatus()&vmaAnonShared != 0 {
-			if _, ok := shmemFirst[v.GetShmid()]; ok {
+			if _, ok := t.tree.shmem[v.GetShmid()]; ok {
 				later = append(later, v)
 				continue
 			}
-			shmemFirst[v.GetShmid()] = v
+			t.tree.shmem[v.GetShmid()] = shmemPiece{pid: t.pid, start: v.GetStart(), end: v.GetEnd()}
 		}
 		nr, args := t.mmapCall(v, files)
 		maps2.add(nr, args...)
@@ -111,7 +113,7 @@ func (t *restoringTask) restoreMemory() error {
 		return fmt.Errorf("%s mapping %#x-%#x: %w", t.where(), v.GetStart(), v.GetEnd(), err)
 	}
 	for _, v := range later {
-		if err := t.mapShmemPiece(v, shmemFirst[v.GetShmid()]); err != nil {
+		if err := t.mapShmemPiece(v, t.tree.shmem[v.GetShmid()]); err != nil {
 			return fmt.Errorf("%s mapping %#x-%#x: %w", t.where(), v.GetStart(), v.GetEnd(), err)
 		}
 	}
@@ -277,11 +279,18 @@ func (t *restoringTask) openMappedFile(v *vma.VmaEntry) (*os.File, error) {
 	return f, nil
 }
 
+// shmemPiece is the first mapping of a shared anonymous object: which
+// task (host PID) has it where.
+type shmemPiece struct {
+	pid        int
+	start, end uint64
+}
+
 // mapShmemPiece maps another piece of a shared memory object whose
 // first piece is mapped: the same shmem file, reached through the first
 // piece's map_files entry.
-func (t *restoringTask) mapShmemPiece(v, first *vma.VmaEntry) error {
-	f, err := os.OpenFile(fmt.Sprintf("/proc/%d/map_files/%x-%x", t.pid, first.GetStart(), first.GetEnd()), os.O_RDWR, 0)
+func (t *restoringTask) mapShmemPiece(v *vma.VmaEntry, first shmemPiece) error {
+	f, err := os.OpenFile(fmt.Sprintf("/proc/%d/map_files/%x-%x", first.pid, first.start, first.end), os.O_RDWR, 0)
 	if err != nil {
 		return fmt.Errorf("shared memory %d: %w", v.GetShmid(), err)
 	}

@@ -30,8 +30,9 @@ type restoreTree struct {
 	root    *restoringTask
 	sock    *os.File
 	ctlAddr uint64
-	nsFlags uint64       // CLONE_NEW* for the root
-	files   *fileRestore // open file descriptions, opened once each
+	nsFlags uint64                // CLONE_NEW* for the root
+	files   *fileRestore          // open file descriptions, opened once each
+	shmem   map[uint64]shmemPiece // shared anonymous objects mapped so far
 	// outerSid and outerPgid are the root's session and group when they
 	// are outside the tree: the restored tree joins ctcr's instead.
 	outerSid, outerPgid int
@@ -51,7 +52,7 @@ func (t *restoringTask) threadIDs() []int {
 
 // planTree decides who creates whom, and in which session.
 func planTree(cp *checkpoint, opts *RestoreOptions) (*restoreTree, error) {
-	rt := &restoreTree{cp: cp, opts: opts, byPid: map[int]*restoringTask{}, files: newFileRestore(cp, opts)}
+	rt := &restoreTree{cp: cp, opts: opts, byPid: map[int]*restoringTask{}, files: newFileRestore(cp, opts), shmem: map[uint64]shmemPiece{}}
 	for _, img := range cp.tasks {
 		t := &restoringTask{vpid: int(img.pstree.GetPid()), img: img, cp: cp, tree: rt, opts: opts}
 		rt.procs = append(rt.procs, t)

@@ -2,7 +2,10 @@ package test
 
 import (
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
+	"time"
 )
 
 // TestTaskState checks the per-task state that the other scenarios do
@@ -21,6 +24,34 @@ func TestTaskState(t *testing.T) {
 		w := startWorkload(t, sc.workload, sc.args...)
 		img := filepath.Join(t.TempDir(), "img")
 		d := dump(t, w, img, sc.json, sc.minPagesBytes)
+		restoreForeground(t, w, img, sc, d)
+	})
+}
+
+// TestSharedAcrossFork checks that MAP_SHARED anonymous memory inherited
+// across fork is one object after restore, seen by parent and child.
+func TestSharedAcrossFork(t *testing.T) {
+	sc := scenario{
+		name: "shared anonymous memory stays shared between parent and child", workload: "sharedfork",
+		// The killed child is re-parented to this test (a subreaper):
+		// reap it, or its PID stays taken.
+		beforeRestore: func(t *testing.T, w *workload) {
+			for _, line := range strings.Split(w.read("ready"), "\n") {
+				if v, ok := strings.CutPrefix(line, "child="); ok {
+					pid, _ := strconv.Atoi(v)
+					if _, reaped, err := reap(pid, 10*time.Second); !reaped {
+						t.Fatalf("the dumped child %d was not reaped: %v", pid, err)
+					}
+				}
+			}
+		},
+	}
+	t.Run(sc.name, func(t *testing.T) {
+		needCtcr(t)
+		w := startWorkload(t, sc.workload, sc.args...)
+		img := filepath.Join(t.TempDir(), "img")
+		d := dump(t, w, img, sc.json, sc.minPagesBytes)
+		sc.beforeRestore(t, w)
 		restoreForeground(t, w, img, sc, d)
 	})
 }
