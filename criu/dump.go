@@ -81,6 +81,10 @@ type dumpProc struct {
 	fs                       *fsimg.FsEntry
 	pagemap                  []*pagemap.PagemapEntry
 	pagesID                  int
+	// filesOf and fsOf are the parent whose fd table or fs this process
+	// shares (CLONE_FILES, CLONE_FS), or nil.
+	filesOf, fsOf *dumpProc
+	index         int // position in the tree, from 1: the id of its objects
 }
 
 func (p *dumpProc) leader() *dumpThread { return p.threads[0] }
@@ -440,19 +444,28 @@ func (d *dumpTree) checkSharing() error {
 	kinds := []struct {
 		kind int
 		name string
-	}{{kcmpVM, "memory (CLONE_VM, vfork)"}, {kcmpFiles, "fd table (CLONE_FILES)"}, {kcmpFS, "fs (CLONE_FS)"}, {kcmpSighand, "signal handlers (CLONE_SIGHAND)"}}
-	for _, p := range d.procs {
+	}{{kcmpVM, "memory (CLONE_VM, vfork)"}, {kcmpSighand, "signal handlers (CLONE_SIGHAND)"}}
+	for i, p := range d.procs {
 		if p.zombie {
 			continue
 		}
 		parent, ok := d.byPid[p.ppid]
-		if !ok || parent.zombie {
+		if !ok || parent.zombie || i == 0 {
 			continue
 		}
 		for _, k := range kinds {
 			if sameObject(parent.pid, p.pid, k.kind) {
 				return fmt.Errorf("task %d shares its %s with its parent %d: %w", p.pid, k.name, parent.pid, ErrUnsupported)
 			}
+		}
+		// An fd table or fs shared with the parent (CLONE_FILES,
+		// CLONE_FS) is dumped once, by the parent, and shared again at
+		// restore.
+		if sameObject(parent.pid, p.pid, kcmpFiles) {
+			p.filesOf = parent
+		}
+		if sameObject(parent.pid, p.pid, kcmpFS) {
+			p.fsOf = parent
 		}
 	}
 	return nil
@@ -676,11 +689,13 @@ const (
 // dumpTaskFiles records fds, cwd, root, umask and the executable.
 func dumpTaskFiles(p *dumpProc, files *fileTable, shellJob bool) error {
 	pid := p.pid
-	fds, err := dumpFds(pid, files, shellJob)
-	if err != nil {
-		return err
+	if p.filesOf == nil {
+		fds, err := dumpFds(pid, files, shellJob)
+		if err != nil {
+			return err
+		}
+		p.fds = fds
 	}
-	p.fds = fds
 	fsID := func(name string) (uint32, error) {
 		path, err := os.Readlink(fmt.Sprintf("/proc/%d/%s", pid, name))
 		if err != nil {
@@ -778,7 +793,15 @@ func (d *dumpTree) writeImages(stage *images.Staging, files *fileTable) error {
 	}
 	for i, p := range d.procs {
 		id := uint32(i + 1)
-		ids := &criucore.TaskKobjIdsEntry{VmId: proto.Uint32(id), FilesId: proto.Uint32(id), FsId: proto.Uint32(id), SighandId: proto.Uint32(id)}
+		p.index = i + 1
+		filesID, fsID := id, id
+		if p.filesOf != nil {
+			filesID = uint32(p.filesOf.index)
+		}
+		if p.fsOf != nil {
+			fsID = uint32(p.fsOf.index)
+		}
+		ids := &criucore.TaskKobjIdsEntry{VmId: proto.Uint32(id), FilesId: proto.Uint32(filesID), FsId: proto.Uint32(fsID), SighandId: proto.Uint32(id)}
 		nsIDs.fill(ids)
 		if i == 0 {
 			rootIDs = ids
@@ -824,8 +847,10 @@ func (d *dumpTree) writeImages(stage *images.Staging, files *fileTable) error {
 		for _, e := range p.fds {
 			fd = append(fd, e)
 		}
-		if err := w(images.Fdinfo, images.Fdinfo.FileName(int(id)), fd...); err != nil {
-			return err
+		if p.filesOf == nil {
+			if err := w(images.Fdinfo, images.Fdinfo.FileName(int(id)), fd...); err != nil {
+				return err
+			}
 		}
 		if err := w(images.Fs, images.Fs.FileName(p.vpid), p.fs); err != nil {
 			return err

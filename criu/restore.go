@@ -228,8 +228,14 @@ type restoringTask struct {
 	parent   *restoringTask   // the task that creates this one
 	children []*restoringTask // tasks this one creates
 	helper   bool             // stands in for a dead session or group leader
-	birthSid int              // the session this task must be created in
-	threads  []*restoringThread
+	// filesOwner is the task whose fd table this one shares (CLONE_FILES)
+	// or nil; sharers counts the tasks still to restore that share this
+	// task's table, which keeps the fd transport open for them.
+	filesOwner *restoringTask
+	sharers    int
+	shareFS    bool // shares its creator's cwd, root and umask (CLONE_FS)
+	birthSid   int  // the session this task must be created in
+	threads    []*restoringThread
 }
 
 // restoringThread is a thread other than the main one.
@@ -286,6 +292,11 @@ func (t *restoringTask) kill() {
 // number of the image and closes the puppet's stdio.
 func (t *restoringTask) installTransport(sock *os.File) error {
 	t.sock = sock
+	if o := t.filesOwner; o != nil {
+		// The owner set up the shared table and left the transport in it.
+		t.tfd = o.tfd
+		return nil
+	}
 	high := 64
 	for _, fd := range t.img.fds {
 		high = max(high, int(fd.GetFd())+1)

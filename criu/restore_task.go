@@ -72,6 +72,18 @@ func (t *restoringTask) restoreMm() error {
 // restoreFiles opens every file of the image in ctcr, positions it, and
 // passes it to the task, then puts cwd, root and umask back.
 func (t *restoringTask) restoreFiles() error {
+	if o := t.filesOwner; o != nil {
+		// The table is the owner's, restored already; the last task
+		// sharing it closes the transport.
+		o.sharers--
+		if o.sharers == 0 {
+			if err := t.closeRemote(t.tfd); err != nil {
+				return err
+			}
+		}
+		t.tfd = -1
+		return t.restoreFS()
+	}
 	fds := append(t.img.fds[:0:0], t.img.fds...)
 	sort.Slice(fds, func(i, j int) bool { return fds[i].GetFd() < fds[j].GetFd() })
 	// Every open file description once, all in one message; then one
@@ -136,12 +148,27 @@ func (t *restoringTask) restoreFiles() error {
 			}
 		}
 	}
+	if t.sharers == 0 {
+		// Tasks sharing the table still need the transport otherwise.
+		if err := t.closeRemote(t.tfd); err != nil {
+			return err
+		}
+		t.tfd = -1
+	}
+	return t.restoreFS()
+}
+
+// restoreFS gives the task its root, cwd and umask, unless it shares
+// them with its creator, which set them already.
+func (t *restoringTask) restoreFS() error {
+	if t.shareFS {
+		return nil
+	}
 	fs := t.img.fs
 	root := t.cp.files[fs.GetRootId()].GetReg().GetName()
 	cwd := t.cp.files[fs.GetCwdId()].GetReg().GetName()
 	b := t.ctl.newBatch()
 	what := map[int]string{}
-	what[b.add(unix.SYS_CLOSE, uint64(t.tfd))] = "close the fd transport"
 	if root != "/" {
 		p, err := b.put(root)
 		if err != nil {
@@ -158,7 +185,6 @@ func (t *restoringTask) restoreFiles() error {
 	if res, err := b.run(); err != nil {
 		return fmt.Errorf("%s: %s: %w", t.where(), what[len(res)], err)
 	}
-	t.tfd = -1
 	return nil
 }
 

@@ -75,11 +75,30 @@ func planTree(cp *checkpoint, opts *RestoreOptions) (*restoreTree, error) {
 	}
 	for _, t := range rt.procs[1:] {
 		parent, ok := rt.byPid[int(t.img.pstree.GetPpid())]
-		if !ok || parent.img.zombie || parent == t {
+		orphan := !ok || parent.img.zombie || parent == t
+		if orphan {
 			parent = root // an orphan: created beside the root
 		}
 		t.parent = parent
 		parent.children = append(parent.children, t)
+		if t.img.zombie {
+			continue
+		}
+		ids, pids := t.img.core.GetIds(), parent.img.core.GetIds()
+		if ids.GetFilesId() == pids.GetFilesId() || ids.GetFsId() == pids.GetFsId() {
+			if orphan {
+				return nil, fmt.Errorf("task %d shares its fd table or fs with a task that is not its parent: %w", t.vpid, ErrUnsupported)
+			}
+		}
+		if ids.GetFilesId() == pids.GetFilesId() {
+			owner := parent
+			if parent.filesOwner != nil {
+				owner = parent.filesOwner
+			}
+			t.filesOwner = owner
+			owner.sharers++
+		}
+		t.shareFS = ids.GetFsId() == pids.GetFsId()
 	}
 	// The session each task must be born in: its own unless it leads
 	// one; a leader must be born in the session its non-leader children
@@ -313,6 +332,13 @@ func (rt *restoreTree) spawn(creator, c *restoringTask, flags uint64) error {
 	exitSignal := uint64(unix.SIGCHLD)
 	if flags&unix.CLONE_PARENT != 0 {
 		exitSignal = 0 // the kernel takes the creator's
+	} else {
+		if c.filesOwner != nil {
+			flags |= unix.CLONE_FILES
+		}
+		if c.shareFS {
+			flags |= unix.CLONE_FS
+		}
 	}
 	host, err := cloneFrom(creator.ctl, c.vpid, flags, exitSignal)
 	if err != nil {

@@ -35,16 +35,7 @@ func TestSharedAcrossFork(t *testing.T) {
 		name: "shared anonymous memory stays shared between parent and child", workload: "sharedfork",
 		// The killed child is re-parented to this test (a subreaper):
 		// reap it, or its PID stays taken.
-		beforeRestore: func(t *testing.T, w *workload) {
-			for _, line := range strings.Split(w.read("ready"), "\n") {
-				if v, ok := strings.CutPrefix(line, "child="); ok {
-					pid, _ := strconv.Atoi(v)
-					if _, reaped, err := reap(pid, 10*time.Second); !reaped {
-						t.Fatalf("the dumped child %d was not reaped: %v", pid, err)
-					}
-				}
-			}
-		},
+		beforeRestore: reapChild,
 	}
 	t.Run(sc.name, func(t *testing.T) {
 		needCtcr(t)
@@ -54,4 +45,29 @@ func TestSharedAcrossFork(t *testing.T) {
 		sc.beforeRestore(t, w)
 		restoreForeground(t, w, img, sc, d)
 	})
+}
+
+// TestSharedFdTableAndFS checks that a child cloned with CLONE_FILES and
+// CLONE_FS still shares its parent's fd table, cwd and umask.
+func TestSharedFdTableAndFS(t *testing.T) {
+	needCtcr(t)
+	w := startWorkload(t, "sharefiles")
+	img := filepath.Join(t.TempDir(), "img")
+	sc := scenario{name: "a CLONE_FILES|CLONE_FS child shares its parent's fd table and fs", workload: "sharefiles"}
+	d := dump(t, w, img, sc.json, sc.minPagesBytes)
+	reapChild(t, w)
+	restoreForeground(t, w, img, sc, d)
+}
+
+// reapChild reaps the workload's child (child=PID in DIR/ready), which
+// the dump killed and this test, a subreaper, inherited.
+func reapChild(t *testing.T, w *workload) {
+	for _, line := range strings.Split(w.read("ready"), "\n") {
+		if v, ok := strings.CutPrefix(line, "child="); ok {
+			pid, _ := strconv.Atoi(v)
+			if _, reaped, err := reap(pid, 10*time.Second); !reaped {
+				t.Fatalf("the dumped child %d was not reaped: %v", pid, err)
+			}
+		}
+	}
 }
