@@ -186,7 +186,7 @@ func Dump(opts DumpOptions) (*DumpStats, error) {
 		}
 		p.pagesID = i + 1
 		memStart := time.Now()
-		n, err := dumpMemory(p, files, shmem, stage.Path(images.Pages.FileName(p.pagesID)))
+		n, err := dumpMemory(p, d.byPid[p.ppid], files, shmem, stage.Path(images.Pages.FileName(p.pagesID)))
 		if err != nil {
 			return nil, err
 		}
@@ -738,8 +738,17 @@ func dumpTaskFiles(p *dumpProc, files *fileTable, shellJob bool) error {
 // dumpMemory records the VMAs of p and writes its pages image. Pages of a
 // shared anonymous object are written once, by the first process that
 // maps it (shmem).
-func dumpMemory(p *dumpProc, files *fileTable, shmem map[uint64]bool, pagesPath string) (uint64, error) {
+func dumpMemory(p, parent *dumpProc, files *fileTable, shmem map[uint64]bool, pagesPath string) (uint64, error) {
 	pid := p.pid
+	var pp *parentPages
+	if parent != nil && parent != p && !parent.zombie && parent.mm != nil && len(parent.mm.Vmas) > 0 {
+		pmr, err := proc.OpenPagemap(parent.pid)
+		if err != nil {
+			return 0, fmt.Errorf("task %d: %w", parent.pid, err)
+		}
+		defer pmr.Close()
+		pp = &parentPages{vmas: parent.mm.Vmas, pmr: pmr}
+	}
 	maps, err := proc.Maps(pid)
 	if err != nil {
 		return 0, fmt.Errorf("task %d: %w", pid, err)
@@ -769,7 +778,7 @@ func dumpMemory(p *dumpProc, files *fileTable, shmem map[uint64]bool, pagesPath 
 	}
 	sortVMAs(vmas)
 	p.mm.Vmas = vmas
-	runs, err := collectPages(pid, vmas, skip)
+	runs, err := collectPages(pid, vmas, skip, pp)
 	if err != nil {
 		return 0, err
 	}

@@ -170,7 +170,9 @@ func (c *checkpoint) loadTask(ps *pstree.PstreeEntry) (*restoredTaskImages, erro
 		if !insideVMAs(t.mm.Vmas, e.GetVaddr(), e.GetVaddr()+uint64(e.GetNrPages())*pageSize) {
 			return nil, corruptf(pmPath, "pages at %#x (%d pages) outside every dumpable mapping", e.GetVaddr(), e.GetNrPages())
 		}
-		pages += uint64(e.GetNrPages())
+		if e.GetFlags()&peParent == 0 {
+			pages += uint64(e.GetNrPages())
+		}
 	}
 	t.pagesSize = pages * pageSize
 	fi, err := os.Stat(t.pagesPath)

@@ -170,7 +170,40 @@ func mappedFile(pid int, m proc.Mapping, where string) (procFile, error) {
 type pageRun struct {
 	addr   uint64
 	npages uint64
-	unread bool // the task cannot read it (PROT_NONE): use /proc/PID/mem
+	unread bool // read through /proc/PID/mem: PROT_NONE, or mapped more than once
+	// inParent: the very pages the parent has at the same addresses
+	// (shared copy-on-write since fork). They are written once, in the
+	// parent's image; restore forks the task from its restored parent so
+	// it shares them again.
+	inParent bool
+}
+
+// Pagemap entry flag of pages that are the parent's (criu/include/pagemap.h).
+const peParent = 1 << 1
+
+// pfnMask selects the page frame number of a pagemap entry (bits 0-54,
+// visible to CAP_SYS_ADMIN).
+const pfnMask = 1<<55 - 1
+
+// parentPages lets the dump of a child compare its pages with its
+// parent's, which is still stopped.
+type parentPages struct {
+	vmas []*vma.VmaEntry
+	pmr  *proc.PagemapReader
+}
+
+// sameVMA reports whether a child VMA is the parent's, inherited by fork.
+func (pp *parentPages) sameVMA(e *vma.VmaEntry) bool {
+	if pp == nil || e.GetStatus()&(vmaAnonPrivate|vmaFilePrivate) == 0 {
+		return false
+	}
+	for _, v := range pp.vmas {
+		if v.GetStart() == e.GetStart() {
+			return v.GetEnd() == e.GetEnd() && v.GetProt() == e.GetProt() && v.GetFlags() == e.GetFlags() &&
+				v.GetStatus() == e.GetStatus() && v.GetShmid() == e.GetShmid() && v.GetPgoff() == e.GetPgoff()
+		}
+	}
+	return false
 }
 
 // wantPage decides from a pagemap entry whether a page of this VMA holds
@@ -194,15 +227,17 @@ func wantPage(e *vma.VmaEntry, pm uint64) bool {
 }
 
 // collectPages reads the pagemap of every dumpable VMA but those in skip
-// and returns the runs of pages to save, in address order.
-func collectPages(pid int, vmas, skip []*vma.VmaEntry) ([]pageRun, error) {
+// and returns the runs of pages to save, in address order. With parent,
+// pages a private VMA still shares with the same VMA of the parent (the
+// same page frame) become inParent runs.
+func collectPages(pid int, vmas, skip []*vma.VmaEntry, parent *parentPages) ([]pageRun, error) {
 	pmr, err := proc.OpenPagemap(pid)
 	if err != nil {
 		return nil, fmt.Errorf("task %d: %w", pid, err)
 	}
 	defer pmr.Close()
 	var runs []pageRun
-	var buf []uint64
+	var buf, pbuf []uint64
 outer:
 	for _, e := range vmas {
 		st := e.GetStatus()
@@ -216,6 +251,10 @@ outer:
 		}
 		start, end := e.GetStart(), e.GetEnd()
 		unread := e.GetProt()&unix.PROT_READ == 0
+		inherited := parent.sameVMA(e)
+		// Runs never cross a VMA boundary, so each pagemap entry lies in
+		// one mapping (restore decides per mapping what it inherits).
+		first := len(runs)
 		// Read the pagemap in slices so a huge sparse VMA costs bounded memory.
 		const chunk = 1 << 18 // pages
 		for s := start; s < end; s += chunk * pageSize {
@@ -224,15 +263,28 @@ outer:
 			if err != nil {
 				return nil, fmt.Errorf("task %d pagemap of %#x-%#x: %w", pid, s, ce, err)
 			}
+			if inherited {
+				if pbuf, err = parent.pmr.Read(s, ce, pbuf); err != nil {
+					return nil, fmt.Errorf("pagemap of the parent of task %d at %#x-%#x: %w", pid, s, ce, err)
+				}
+			}
 			for i, pm := range buf {
 				if !wantPage(e, pm) {
 					continue
 				}
 				addr := s + uint64(i)*pageSize
-				if n := len(runs); n > 0 && runs[n-1].addr+runs[n-1].npages*pageSize == addr && runs[n-1].unread == unread {
+				shared := inherited && pm&proc.PagemapPresent != 0 && pbuf[i]&proc.PagemapPresent != 0 &&
+					pm&pfnMask != 0 && pm&pfnMask == pbuf[i]&pfnMask
+				// A page mapped more than once (copy-on-write after fork,
+				// or shmem) is read through /proc/PID/mem: process_vm_readv
+				// pins pages, and pinning a shared anonymous page makes
+				// the kernel give the task its own copy, breaking the
+				// sharing the tree had (and that restore recreates).
+				viaMem := unread || pm&proc.PagemapExclusive == 0
+				if n := len(runs); n > first && runs[n-1].addr+runs[n-1].npages*pageSize == addr && runs[n-1].unread == viaMem && runs[n-1].inParent == shared {
 					runs[n-1].npages++
 				} else {
-					runs = append(runs, pageRun{addr: addr, npages: 1, unread: unread})
+					runs = append(runs, pageRun{addr: addr, npages: 1, unread: viaMem, inParent: shared})
 				}
 			}
 		}
@@ -246,8 +298,12 @@ outer:
 // task's pages straight into it: one copy, no bounce buffer.
 func writePages(pid int, runs []pageRun, path string) ([]*pagemap.PagemapEntry, uint64, error) {
 	var total uint64
+	var copied []pageRun
 	for _, r := range runs {
-		total += r.npages * pageSize
+		if !r.inParent {
+			total += r.npages * pageSize
+			copied = append(copied, r)
+		}
 	}
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
@@ -259,7 +315,11 @@ func writePages(pid int, runs []pageRun, path string) ([]*pagemap.PagemapEntry, 
 		// An entry's nr_pages is 32 bits.
 		for a, left := r.addr, r.npages; left > 0; {
 			n := min(left, 1<<30)
-			entries = append(entries, &pagemap.PagemapEntry{Vaddr: proto.Uint64(a), NrPages: proto.Uint32(uint32(n)), Flags: proto.Uint32(pePresent)})
+			flags := uint32(pePresent)
+			if r.inParent {
+				flags = peParent
+			}
+			entries = append(entries, &pagemap.PagemapEntry{Vaddr: proto.Uint64(a), NrPages: proto.Uint32(uint32(n)), Flags: proto.Uint32(flags)})
 			a += n * pageSize
 			left -= n
 		}
@@ -275,7 +335,7 @@ func writePages(pid int, runs []pageRun, path string) ([]*pagemap.PagemapEntry, 
 		return nil, 0, fmt.Errorf("map %s: %w", path, err)
 	}
 	defer unix.Munmap(out)
-	if err := copyRuns(pid, runs, out); err != nil {
+	if err := copyRuns(pid, copied, out); err != nil {
 		return nil, 0, err
 	}
 	return entries, total, nil

@@ -142,21 +142,16 @@ func Restore(opts RestoreOptions) (*Restored, error) {
 	if err != nil {
 		return nil, err
 	}
-	opts.logf("%d tasks created (%v)", len(rt.procs), time.Since(start))
+	res.Memory = rt.memTime
+	opts.logf("%d tasks created, their memory restored (%v)", len(rt.procs), time.Since(start))
 
 	err = tr.Do(func() error {
 		for _, p := range rt.procs {
 			if p.helper || p.img.zombie {
 				continue
 			}
-			if err := p.installTransport(rt.sock); err != nil {
-				return err
-			}
-			memStart := time.Now()
-			if err := p.restoreMemory(); err != nil {
-				return err
-			}
-			res.Memory += time.Since(memStart)
+			// Memory was restored while the tree was built, before each
+			// task forked its children.
 			if err := p.createThreads(); err != nil {
 				return err
 			}
@@ -234,8 +229,13 @@ type restoringTask struct {
 	filesOwner *restoringTask
 	sharers    int
 	shareFS    bool // shares its creator's cwd, root and umask (CLONE_FS)
-	birthSid   int  // the session this task must be created in
-	threads    []*restoringThread
+	// memFrom is the restored task whose memory this one got by fork:
+	// its private mappings are kept and their pages shared copy-on-write
+	// where the image says they were the parent's. Nil for the root.
+	memFrom  *restoringTask
+	kept     map[uint64]bool // starts of the mappings kept from memFrom
+	birthSid int             // the session this task must be created in
+	threads  []*restoringThread
 }
 
 // restoringThread is a thread other than the main one.
@@ -295,6 +295,12 @@ func (t *restoringTask) installTransport(sock *os.File) error {
 	if o := t.filesOwner; o != nil {
 		// The owner set up the shared table and left the transport in it.
 		t.tfd = o.tfd
+		return nil
+	}
+	if m := t.memFrom; m != nil {
+		// Forked from a task that set up its fds already: only the
+		// transport is there, at the same number.
+		t.tfd = m.tfd
 		return nil
 	}
 	high := 64

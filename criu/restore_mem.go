@@ -10,6 +10,7 @@ import (
 	"github.com/checkpoint-restore/go-criu/v7/crit/images/vma"
 	"golang.org/x/sys/unix"
 
+	"github.com/ctcr/ctcr/criu/images"
 	"github.com/ctcr/ctcr/criu/proc"
 )
 
@@ -23,12 +24,17 @@ func (t *restoringTask) restoreMemory() error {
 	}
 	var cur []proc.Mapping
 	unmap := t.ctl.newBatch()
+	t.kept = map[uint64]bool{}
 	for _, m := range maps {
 		switch {
 		case m.Start >= t.ctlAddr && m.End <= t.ctlAddr+ctlSize:
 		case isVdsoName(m.Path):
 			cur = append(cur, m)
 		case m.Path == "[vsyscall]":
+		case t.keeps(m):
+			// A private mapping forked from the parent as it is in the
+			// image: its pages stay shared copy-on-write.
+			t.kept[m.Start] = true
 		default:
 			unmap.add(unix.SYS_MUNMAP, m.Start, m.End-m.Start)
 		}
@@ -97,6 +103,13 @@ func (t *restoringTask) restoreMemory() error {
 		if vmaSpecial(v) {
 			continue
 		}
+		if t.kept[v.GetStart()] {
+			if t.needsWrite(v) {
+				maps2.add(unix.SYS_MPROTECT, v.GetStart(), v.GetEnd()-v.GetStart(), uint64(v.GetProt()|unix.PROT_WRITE))
+				mapped = append(mapped, v)
+			}
+			continue
+		}
 		if v.GetStatus()&vmaAnonShared != 0 {
 			if _, ok := t.tree.shmem[v.GetShmid()]; ok {
 				later = append(later, v)
@@ -116,6 +129,18 @@ func (t *restoringTask) restoreMemory() error {
 		if err := t.mapShmemPiece(v, t.tree.shmem[v.GetShmid()]); err != nil {
 			return fmt.Errorf("%s mapping %#x-%#x: %w", t.where(), v.GetStart(), v.GetEnd(), err)
 		}
+	}
+	for _, e := range t.img.pagemap {
+		if e.GetFlags()&peParent == 0 {
+			continue
+		}
+		v := vmaAt(t.img.mm.Vmas, e.GetVaddr())
+		if v == nil || !t.kept[v.GetStart()] {
+			return fmt.Errorf("%s: pages at %#x were its parent's, but its mapping there did not come from the restored parent: %w", t.where(), e.GetVaddr(), images.ErrCorrupt)
+		}
+	}
+	if err := t.dropForeignPages(); err != nil {
+		return err
 	}
 	if err := t.fillPages(pagesFd); err != nil {
 		return err
@@ -346,6 +371,9 @@ func (t *restoringTask) fillPages(fd int) error {
 		return nil
 	}
 	for _, e := range t.img.pagemap {
+		if e.GetFlags()&peParent != 0 {
+			continue // inherited from the parent, not in this image
+		}
 		addr, size := e.GetVaddr(), uint64(e.GetNrPages())*pageSize
 		for size > 0 {
 			n := min(size, maxBatch-batchBytes)
@@ -361,4 +389,95 @@ func (t *restoringTask) fillPages(fd int) error {
 		}
 	}
 	return flush()
+}
+
+// keeps reports whether a mapping the task got by fork is one of its
+// image's private mappings, unchanged: same bounds, protection, sharing
+// and file. Only such mappings can hold pages shared with the parent.
+func (t *restoringTask) keeps(m proc.Mapping) bool {
+	if t.memFrom == nil || m.Shared {
+		return false
+	}
+	for _, v := range t.img.mm.Vmas {
+		if v.GetStart() != m.Start {
+			continue
+		}
+		st := v.GetStatus()
+		if v.GetEnd() != m.End || st&(vmaAnonPrivate|vmaFilePrivate) == 0 || v.GetFlags()&unix.MAP_SHARED != 0 {
+			return false
+		}
+		prot := uint32(0)
+		if m.Read {
+			prot |= unix.PROT_READ
+		}
+		if m.Write {
+			prot |= unix.PROT_WRITE
+		}
+		if m.Exec {
+			prot |= unix.PROT_EXEC
+		}
+		if prot != v.GetProt() {
+			return false
+		}
+		if st&vmaFilePrivate != 0 {
+			fe := t.cp.files[uint32(v.GetShmid())]
+			return m.Inode != 0 && m.Offset == v.GetPgoff() && fe.GetReg().GetName() == m.Path
+		}
+		// [heap] and [stack] are names the kernel derives from mm fields
+		// that are set later (PR_SET_MM_MAP): any anonymous name will do.
+		return m.Inode == 0 && (m.Path == "" || m.Path == "[heap]" || m.Path == "[stack]")
+	}
+	return false
+}
+
+// dropForeignPages discards, in the mappings kept from the parent, every
+// page the image does not say is the parent's: those the task never had
+// read zero (anonymous) or the file again, those it changed are filled
+// from its own image next.
+func (t *restoringTask) dropForeignPages() error {
+	if len(t.kept) == 0 {
+		return nil
+	}
+	b := t.ctl.newBatch()
+	pm := t.img.pagemap
+	i := 0
+	for _, v := range t.img.mm.Vmas {
+		if !t.kept[v.GetStart()] {
+			continue
+		}
+		pos, end := v.GetStart(), v.GetEnd()
+		// An entry may start in the VMA before (runs of pages cross VMA
+		// boundaries): skip only those that end before this one.
+		entryEnd := func(e *pagemap.PagemapEntry) uint64 { return e.GetVaddr() + uint64(e.GetNrPages())*pageSize }
+		for i < len(pm) && entryEnd(pm[i]) <= pos {
+			i++
+		}
+		for j := i; j < len(pm) && pm[j].GetVaddr() < end && pos < end; j++ {
+			e := pm[j]
+			if e.GetFlags()&peParent == 0 {
+				continue // filled from the image: dropped with the rest
+			}
+			if s := max(e.GetVaddr(), pos); s > pos {
+				b.add(unix.SYS_MADVISE, pos, s-pos, unix.MADV_DONTNEED)
+			}
+			pos = max(pos, min(entryEnd(e), end))
+		}
+		if pos < end {
+			b.add(unix.SYS_MADVISE, pos, end-pos, unix.MADV_DONTNEED)
+		}
+	}
+	if _, err := b.run(); err != nil {
+		return fmt.Errorf("%s: drop pages not shared with the parent: %w", t.where(), err)
+	}
+	return nil
+}
+
+// vmaAt returns the VMA holding addr, or nil.
+func vmaAt(vmas []*vma.VmaEntry, addr uint64) *vma.VmaEntry {
+	for _, v := range vmas {
+		if v.GetStart() <= addr && addr < v.GetEnd() {
+			return v
+		}
+	}
+	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"sort"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -33,6 +34,7 @@ type restoreTree struct {
 	nsFlags uint64                // CLONE_NEW* for the root
 	files   *fileRestore          // open file descriptions, opened once each
 	shmem   map[uint64]shmemPiece // shared anonymous objects mapped so far
+	memTime time.Duration         // spent restoring memory
 	// outerSid and outerPgid are the root's session and group when they
 	// are outside the tree: the restored tree joins ctcr's instead.
 	outerSid, outerPgid int
@@ -202,6 +204,9 @@ func (rt *restoreTree) build(pp *puppet) error {
 			return fmt.Errorf("prepare the root task's namespaces: %w", err)
 		}
 	}
+	if err := rt.restoreMemoryOf(root); err != nil {
+		return err
+	}
 	if err := rt.grow(root); err != nil {
 		return err
 	}
@@ -346,7 +351,31 @@ func (rt *restoreTree) spawn(creator, c *restoringTask, flags uint64) error {
 	}
 	c.pid = host
 	c.ctlAddr = rt.ctlAddr
-	return c.attach()
+	if err := c.attach(); err != nil {
+		return err
+	}
+	if c.img.zombie {
+		return nil
+	}
+	// c has its creator's memory (a helper's is its own creator's):
+	// restore its own now, before it forks, so its children share pages
+	// with it copy-on-write as they did.
+	c.memFrom = creator
+	if creator.helper {
+		c.memFrom = creator.parent
+	}
+	return rt.restoreMemoryOf(c)
+}
+
+// restoreMemoryOf gives t its address space.
+func (rt *restoreTree) restoreMemoryOf(t *restoringTask) error {
+	if err := t.installTransport(rt.sock); err != nil {
+		return err
+	}
+	start := time.Now()
+	err := t.restoreMemory()
+	rt.memTime += time.Since(start)
+	return err
 }
 
 // newHelper creates a helper task with id under creator; it is a clone
