@@ -39,8 +39,9 @@ func cgroupsOf(id string, pid int) (*Container, *cgroup.Set, error) {
 	return c, cg, nil
 }
 
-// Suspend freezes the container.
-func Suspend(id string, pid int) error {
+// withCgroups runs fn on the cgroups of running container id, holding
+// its lock.
+func withCgroups(id string, pid int, fn func(cg *cgroup.Set) error) error {
 	unlock, err := Lock(id, false)
 	if err != nil {
 		return err
@@ -50,61 +51,49 @@ func Suspend(id string, pid int) error {
 	if err != nil {
 		return err
 	}
-	return cg.Freeze(10 * time.Second)
+	return fn(cg)
+}
+
+// Suspend freezes the container.
+func Suspend(id string, pid int) error {
+	return withCgroups(id, pid, func(cg *cgroup.Set) error { return cg.Freeze(10 * time.Second) })
 }
 
 // Resume thaws the container (after Suspend, a --dump, or an undump).
 func Resume(id string, pid int) error {
-	unlock, err := Lock(id, false)
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	_, cg, err := cgroupsOf(id, pid)
-	if err != nil {
-		return err
-	}
-	return cg.Thaw()
+	return withCgroups(id, pid, func(cg *cgroup.Set) error { return cg.Thaw() })
 }
 
 // KillTasks kills every task of the container and waits, up to 10 s, until
 // its cgroup is empty.
 func KillTasks(id string, pid int) error {
-	unlock, err := Lock(id, false)
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	_, cg, err := cgroupsOf(id, pid)
-	if err != nil {
-		return err
-	}
-	pids, err := cg.Tasks()
-	if err != nil {
-		return err
-	}
-	for _, p := range pids {
-		unix.Kill(p, unix.SIGKILL)
-	}
-	// Frozen tasks die only once thawed.
-	cg.Thaw()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		left, err := cg.Tasks()
-		if err != nil || len(left) == 0 {
-			return nil
+	return withCgroups(id, pid, func(cg *cgroup.Set) error {
+		pids, err := cg.Tasks()
+		if err != nil {
+			return err
 		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("container %s: %d tasks still alive 10 s after SIGKILL", id, len(left))
+		for _, p := range pids {
+			unix.Kill(p, unix.SIGKILL)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		// Frozen tasks die only once thawed.
+		cg.Thaw()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			left, err := cg.Tasks()
+			if err != nil || len(left) == 0 {
+				return nil
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("container %s: %d tasks still alive 10 s after SIGKILL", id, len(left))
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	})
 }
 
 // frozen reports whether the container's freezer says FROZEN.
 func frozen(cg *cgroup.Set) bool {
-	p := cg.FreezerPath()
-	b, err := os.ReadFile(p)
+	b, err := os.ReadFile(cg.FreezerPath())
 	if err != nil {
 		return false
 	}

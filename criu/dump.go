@@ -240,25 +240,14 @@ func Dump(opts DumpOptions) (*DumpStats, error) {
 //
 // Preconditions: runs on the tracer thread.
 func (d *dumpTree) seize(root int) error {
-	queue := []int{root}
-	for len(queue) > 0 {
-		pid := queue[0]
-		queue = queue[1:]
-		if _, ok := d.byPid[pid]; ok {
-			continue
-		}
-		p, err := d.addProc(pid, root)
-		if err != nil {
-			return err
-		}
-		if p == nil || p.zombie {
-			continue // exited and reaped meanwhile, or a zombie: nothing to seize
-		}
+	return d.walk(root, func(p *dumpProc) ([]int, error) {
+		pid := p.pid
+		var children []int
 		seized := map[int]bool{}
 		for {
 			tids, err := proc.Threads(pid)
 			if err != nil {
-				return fmt.Errorf("task %d: %w", pid, err)
+				return nil, fmt.Errorf("task %d: %w", pid, err)
 			}
 			fresh := false
 			for _, tid := range tids {
@@ -271,9 +260,9 @@ func (d *dumpTree) seize(root int) error {
 						continue // a thread that exited meanwhile
 					}
 					if errors.Is(err, unix.ESRCH) {
-						return fmt.Errorf("task %d: %w", pid, ErrNoTask)
+						return nil, fmt.Errorf("task %d: %w", pid, ErrNoTask)
 					}
-					return err
+					return nil, err
 				}
 				seized[tid] = true
 				fresh = true
@@ -289,7 +278,7 @@ func (d *dumpTree) seize(root int) error {
 			}
 		}
 		if len(p.threads) == 0 || p.threads[0].tid != pid {
-			return fmt.Errorf("task %d: its main thread could not be seized", pid)
+			return nil, fmt.Errorf("task %d: its main thread could not be seized", pid)
 		}
 		// Its state may have changed while it was seized (a new parent
 		// or group): read it again now that it holds still.
@@ -299,10 +288,37 @@ func (d *dumpTree) seize(root int) error {
 		for _, th := range p.threads {
 			kids, err := proc.Children(pid, th.tid)
 			if err != nil {
-				return fmt.Errorf("task %d thread %d: %w", pid, th.tid, err)
+				return nil, fmt.Errorf("task %d thread %d: %w", pid, th.tid, err)
 			}
-			queue = append(queue, kids...)
+			children = append(children, kids...)
 		}
+		return children, nil
+	})
+}
+
+// walk visits every process of the tree under root, breadth first,
+// once each: visit (not called for zombies and tasks already gone)
+// returns the children to visit next.
+func (d *dumpTree) walk(root int, visit func(p *dumpProc) ([]int, error)) error {
+	queue := []int{root}
+	for len(queue) > 0 {
+		pid := queue[0]
+		queue = queue[1:]
+		if _, ok := d.byPid[pid]; ok {
+			continue
+		}
+		p, err := d.addProc(pid, root)
+		if err != nil {
+			return err
+		}
+		if p == nil || p.zombie {
+			continue // exited and reaped meanwhile, or a zombie: nothing to seize
+		}
+		kids, err := visit(p)
+		if err != nil {
+			return err
+		}
+		queue = append(queue, kids...)
 	}
 	return nil
 }
@@ -340,27 +356,16 @@ func (d *dumpTree) seizeFrozen(root int) error {
 			d.opts.Thaw()
 		}
 	}()
-	queue := []int{root}
-	for len(queue) > 0 {
-		pid := queue[0]
-		queue = queue[1:]
-		if _, ok := d.byPid[pid]; ok {
-			continue
-		}
-		p, err := d.addProc(pid, root)
-		if err != nil {
-			return err
-		}
-		if p == nil || p.zombie {
-			continue // exited and reaped meanwhile, or a zombie: nothing to seize
-		}
+	err := d.walk(root, func(p *dumpProc) ([]int, error) {
+		pid := p.pid
+		var children []int
 		tids, err := proc.Threads(pid)
 		if err != nil {
-			return fmt.Errorf("task %d: %w", pid, err)
+			return nil, fmt.Errorf("task %d: %w", pid, err)
 		}
 		for _, tid := range tids {
 			if err := ptrace.Attach(tid, 0); err != nil {
-				return err
+				return nil, err
 			}
 			th := &dumpThread{tid: tid}
 			if tid == pid {
@@ -371,13 +376,17 @@ func (d *dumpTree) seizeFrozen(root int) error {
 			all = append(all, th)
 			kids, err := proc.Children(pid, tid)
 			if err != nil {
-				return fmt.Errorf("task %d thread %d: %w", pid, tid, err)
+				return nil, fmt.Errorf("task %d thread %d: %w", pid, tid, err)
 			}
-			queue = append(queue, kids...)
+			children = append(children, kids...)
 		}
 		if len(p.threads) == 0 || p.threads[0].tid != pid {
-			return fmt.Errorf("task %d: its main thread could not be seized", pid)
+			return nil, fmt.Errorf("task %d: its main thread could not be seized", pid)
 		}
+		return children, nil
+	})
+	if err != nil {
+		return err
 	}
 	thawed = true
 	if err := d.opts.Thaw(); err != nil {
