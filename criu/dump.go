@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -84,7 +85,10 @@ type dumpProc struct {
 	// filesOf and fsOf are the parent whose fd table or fs this process
 	// shares (CLONE_FILES, CLONE_FS), or nil.
 	filesOf, fsOf *dumpProc
-	index         int // position in the tree, from 1: the id of its objects
+	// vmOf is the process whose memory this one shares (CLONE_VM without
+	// being a thread), sighandOf the one whose signal handlers it shares.
+	vmOf, sighandOf *dumpProc
+	index           int // position in the tree, from 1: the id of its objects
 }
 
 func (p *dumpProc) leader() *dumpThread { return p.threads[0] }
@@ -186,6 +190,9 @@ func Dump(opts DumpOptions) (*DumpStats, error) {
 		}
 		p.pagesID = i + 1
 		memStart := time.Now()
+		if p.vmOf != nil {
+			continue // its memory is the one vmOf dumps
+		}
 		n, err := dumpMemory(p, d.byPid[p.ppid], files, shmem, stage.Path(images.Pages.FileName(p.pagesID)))
 		if err != nil {
 			return nil, err
@@ -300,6 +307,20 @@ func (d *dumpTree) seize(root int) error {
 // once each: visit (not called for zombies and tasks already gone)
 // returns the children to visit next.
 func (d *dumpTree) walk(root int, visit func(p *dumpProc) ([]int, error)) error {
+	// A vfork parent waits inside the kernel until its child execs or
+	// exits; ptrace cannot stop it there, so seizing it would hang.
+	refuseVfork := func(p *dumpProc) error {
+		nr, err := blockedSyscall(p.pid)
+		if err != nil {
+			return nil
+		}
+		// clone and clone3 with CLONE_VFORK (posix_spawn) wait the same
+		// way, uninterruptibly.
+		if nr == unix.SYS_VFORK || ((nr == unix.SYS_CLONE || nr == unix.SYS_CLONE3) && p.stat.State == 'D') {
+			return fmt.Errorf("task %d waits in vfork for its child: %w", p.pid, ErrUnsupported)
+		}
+		return nil
+	}
 	queue := []int{root}
 	for len(queue) > 0 {
 		pid := queue[0]
@@ -313,6 +334,9 @@ func (d *dumpTree) walk(root int, visit func(p *dumpProc) ([]int, error)) error 
 		}
 		if p == nil || p.zombie {
 			continue // exited and reaped meanwhile, or a zombie: nothing to seize
+		}
+		if err := refuseVfork(p); err != nil {
+			return err
 		}
 		kids, err := visit(p)
 		if err != nil {
@@ -450,10 +474,6 @@ func (d *dumpTree) virtualIDs() error {
 // CLONE_FS, CLONE_SIGHAND without CLONE_THREAD): restore recreates each
 // process with its own.
 func (d *dumpTree) checkSharing() error {
-	kinds := []struct {
-		kind int
-		name string
-	}{{kcmpVM, "memory (CLONE_VM, vfork)"}, {kcmpSighand, "signal handlers (CLONE_SIGHAND)"}}
 	for i, p := range d.procs {
 		if p.zombie {
 			continue
@@ -462,10 +482,20 @@ func (d *dumpTree) checkSharing() error {
 		if !ok || parent.zombie || i == 0 {
 			continue
 		}
-		for _, k := range kinds {
-			if sameObject(parent.pid, p.pid, k.kind) {
-				return fmt.Errorf("task %d shares its %s with its parent %d: %w", p.pid, k.name, parent.pid, ErrUnsupported)
+		if sameObject(parent.pid, p.pid, kcmpVM) {
+			// Memory shared with the parent (CLONE_VM): dumped once, by
+			// the parent, and shared again at restore. (A vfork parent
+			// was refused while the tree was walked.)
+
+			p.vmOf = parent
+			if parent.vmOf != nil {
+				p.vmOf = parent.vmOf
 			}
+			if sameObject(parent.pid, p.pid, kcmpSighand) {
+				p.sighandOf = parent
+			}
+		} else if sameObject(parent.pid, p.pid, kcmpSighand) {
+			return fmt.Errorf("task %d shares its signal handlers with its parent %d: %w", p.pid, parent.pid, ErrUnsupported)
 		}
 		// An fd table or fs shared with the parent (CLONE_FILES,
 		// CLONE_FS) is dumped once, by the parent, and shared again at
@@ -819,7 +849,14 @@ func (d *dumpTree) writeImages(stage *images.Staging, files *fileTable) error {
 		if p.fsOf != nil {
 			fsID = uint32(p.fsOf.index)
 		}
-		ids := &criucore.TaskKobjIdsEntry{VmId: proto.Uint32(id), FilesId: proto.Uint32(filesID), FsId: proto.Uint32(fsID), SighandId: proto.Uint32(id)}
+		vmID, sighandID := id, id
+		if p.vmOf != nil {
+			vmID = uint32(p.vmOf.index)
+		}
+		if p.sighandOf != nil {
+			sighandID = uint32(p.sighandOf.index)
+		}
+		ids := &criucore.TaskKobjIdsEntry{VmId: proto.Uint32(vmID), FilesId: proto.Uint32(filesID), FsId: proto.Uint32(fsID), SighandId: proto.Uint32(sighandID)}
 		nsIDs.fill(ids)
 		if i == 0 {
 			rootIDs = ids
@@ -851,15 +888,17 @@ func (d *dumpTree) writeImages(stage *images.Staging, files *fileTable) error {
 		if err := w(images.Ids, images.Ids.FileName(p.vpid), ids); err != nil {
 			return err
 		}
-		if err := w(images.Mm, images.Mm.FileName(p.vpid), p.mm); err != nil {
-			return err
-		}
-		msgs := []proto.Message{&pagemap.PagemapHead{PagesId: proto.Uint32(uint32(p.pagesID))}}
-		for _, e := range p.pagemap {
-			msgs = append(msgs, e)
-		}
-		if err := w(images.Pagemap, images.Pagemap.FileName(p.vpid), msgs...); err != nil {
-			return err
+		if p.vmOf == nil {
+			if err := w(images.Mm, images.Mm.FileName(p.vpid), p.mm); err != nil {
+				return err
+			}
+			msgs := []proto.Message{&pagemap.PagemapHead{PagesId: proto.Uint32(uint32(p.pagesID))}}
+			for _, e := range p.pagemap {
+				msgs = append(msgs, e)
+			}
+			if err := w(images.Pagemap, images.Pagemap.FileName(p.vpid), msgs...); err != nil {
+				return err
+			}
 		}
 		var fd []proto.Message
 		for _, e := range p.fds {
@@ -985,4 +1024,18 @@ func (d *dumpTree) kill() error {
 		}
 	}
 	return nil
+}
+
+// blockedSyscall returns the syscall a stopped task is in, from
+// /proc/PID/syscall.
+func blockedSyscall(pid int) (int, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/syscall", pid))
+	if err != nil {
+		return 0, err
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0, fmt.Errorf("task %d: empty syscall file", pid)
+	}
+	return strconv.Atoi(f[0])
 }

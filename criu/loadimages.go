@@ -25,6 +25,7 @@ type checkpoint struct {
 	inventory *inventory.InventoryEntry
 	tasks     []*restoredTaskImages
 	files     map[uint32]*fdinfo.FileEntry
+	vmOwners  map[uint32]*restoredTaskImages // by vm id: the task that holds the mm images
 }
 
 type restoredTaskImages struct {
@@ -32,6 +33,7 @@ type restoredTaskImages struct {
 	core      *criucore.CoreEntry   // the main thread's (with the task core)
 	threads   []*criucore.CoreEntry // every thread's, main thread first
 	zombie    bool
+	vmOwner   *restoredTaskImages // the task whose memory this one shares (CLONE_VM)
 	mm        *mm.MmEntry
 	pagemap   []*pagemap.PagemapEntry
 	pagesID   uint32
@@ -54,7 +56,7 @@ func loadCheckpoint(dir string) (*checkpoint, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &checkpoint{dir: cd, files: map[uint32]*fdinfo.FileEntry{}}
+	c := &checkpoint{dir: cd, files: map[uint32]*fdinfo.FileEntry{}, vmOwners: map[uint32]*restoredTaskImages{}}
 	c.inventory = &inventory.InventoryEntry{}
 	if err := images.ReadOne(cd.Path(images.Inventory.FileName()), images.Inventory, c.inventory); err != nil {
 		return nil, err
@@ -147,9 +149,21 @@ func (c *checkpoint) loadTask(ps *pstree.PstreeEntry) (*restoredTaskImages, erro
 		}
 		t.threads = append(t.threads, core)
 	}
+	if owner, ok := c.vmOwners[t.core.GetIds().GetVmId()]; ok && t.core.GetIds() != nil {
+		// Its memory is an earlier task's (CLONE_VM): no mm or pages
+		// of its own.
+		t.mm, t.vmOwner = owner.mm, owner
+		if err := c.loadFilesAndFS(t, pid); err != nil {
+			return nil, err
+		}
+		return t, nil
+	}
 	mmPath := c.dir.Path(images.Mm.FileName(pid))
 	if err := images.ReadOne(mmPath, images.Mm, t.mm); err != nil {
 		return nil, err
+	}
+	if ids := t.core.GetIds(); ids != nil {
+		c.vmOwners[ids.GetVmId()] = t
 	}
 	if err := checkVMAs(mmPath, t.mm.Vmas, c.files); err != nil {
 		return nil, err
@@ -185,6 +199,15 @@ func (c *checkpoint) loadTask(ps *pstree.PstreeEntry) (*restoredTaskImages, erro
 	} else if uint64(fi.Size()) != t.pagesSize {
 		return nil, corruptf(t.pagesPath, "%d bytes, but %s describes %d pages (%d bytes)", fi.Size(), pmPath, pages, t.pagesSize)
 	}
+	if err := c.loadFilesAndFS(t, pid); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// loadFilesAndFS reads the fd table and fs images of task pid.
+func (c *checkpoint) loadFilesAndFS(t *restoredTaskImages, pid int) error {
+	var err error
 	ids := t.core.GetIds()
 	filesID := 1
 	if ids != nil {
@@ -192,28 +215,28 @@ func (c *checkpoint) loadTask(ps *pstree.PstreeEntry) (*restoredTaskImages, erro
 	}
 	fdPath := c.dir.Path(images.Fdinfo.FileName(filesID))
 	if t.fds, err = images.ReadAll(fdPath, images.Fdinfo, func() *fdinfo.FdinfoEntry { return &fdinfo.FdinfoEntry{} }); err != nil {
-		return nil, err
+		return err
 	}
 	seen := map[uint32]bool{}
 	for _, fd := range t.fds {
 		if _, ok := c.files[fd.GetId()]; !ok {
-			return nil, corruptf(fdPath, "fd %d refers to file id %d not in files.img", fd.GetFd(), fd.GetId())
+			return corruptf(fdPath, "fd %d refers to file id %d not in files.img", fd.GetFd(), fd.GetId())
 		}
 		if fd.GetFd() > 1<<20 || seen[fd.GetFd()] {
-			return nil, corruptf(fdPath, "fd number %d repeated or out of range", fd.GetFd())
+			return corruptf(fdPath, "fd number %d repeated or out of range", fd.GetFd())
 		}
 		seen[fd.GetFd()] = true
 	}
 	fsPath := c.dir.Path(images.Fs.FileName(pid))
 	if err := images.ReadOne(fsPath, images.Fs, t.fs); err != nil {
-		return nil, err
+		return err
 	}
 	for _, id := range []uint32{t.fs.GetCwdId(), t.fs.GetRootId()} {
 		if _, ok := c.files[id]; !ok {
-			return nil, corruptf(fsPath, "file id %d not in files.img", id)
+			return corruptf(fsPath, "file id %d not in files.img", id)
 		}
 	}
-	return t, nil
+	return nil
 }
 
 // checkVMAs verifies that mappings are page aligned, ordered, disjoint,

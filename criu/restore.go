@@ -229,6 +229,9 @@ type restoringTask struct {
 	filesOwner *restoringTask
 	sharers    int
 	shareFS    bool // shares its creator's cwd, root and umask (CLONE_FS)
+	// shareVM: shares its creator's memory (CLONE_VM), restored by the
+	// creator; shareSighand: its signal handlers too (CLONE_SIGHAND).
+	shareVM, shareSighand bool
 	// memFrom is the restored task whose memory this one got by fork:
 	// its private mappings are kept and their pages shared copy-on-write
 	// where the image says they were the parent's. Nil for the root.

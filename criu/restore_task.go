@@ -21,6 +21,10 @@ import (
 // Preconditions: runs on the tracer thread; the puppet's mappings are
 // gone (the kernel refuses a new exe_fd while the old file is mapped).
 func (t *restoringTask) restoreMm() error {
+	if t.shareVM {
+		// The mm is the creator's, set already: only the name is its own.
+		return t.setName(t.img.core.Tc.GetComm())
+	}
 	m := t.img.mm
 	exe := t.cp.files[m.GetExeFileId()].GetReg()
 	f, err := os.Open(t.path(exe.GetName()))
@@ -207,7 +211,11 @@ func (t *restoringTask) restoreTaskState() error {
 	b := t.ctl.newBatch()
 	what := map[int]string{} // call index -> what it restores, for errors
 	sig := 1
-	for _, sa := range tc.Sigactions {
+	sigactions := tc.Sigactions
+	if t.shareSighand {
+		sigactions = nil // shared with the creator, which set them
+	}
+	for _, sa := range sigactions {
 		for sig == int(unix.SIGKILL) || sig == int(unix.SIGSTOP) {
 			sig++
 		}
@@ -435,5 +443,22 @@ func (t *restoringTask) finish() error {
 		}
 	}
 	t.ctl.mem.Close()
+	return nil
+}
+
+// setName sets the task's name (comm).
+func (t *restoringTask) setName(comm string) error {
+	if len(comm) > 15 {
+		comm = comm[:15]
+	}
+	b := t.ctl.newBatch()
+	p, err := b.put(comm)
+	if err != nil {
+		return err
+	}
+	b.add(unix.SYS_PRCTL, unix.PR_SET_NAME, p)
+	if _, err := b.run(); err != nil {
+		return fmt.Errorf("%s: set name: %w", t.where(), err)
+	}
 	return nil
 }

@@ -101,6 +101,15 @@ func planTree(cp *checkpoint, opts *RestoreOptions) (*restoreTree, error) {
 			owner.sharers++
 		}
 		t.shareFS = ids.GetFsId() == pids.GetFsId()
+		if o := t.img.vmOwner; o != nil {
+			if o != parent.img && o != parent.img.vmOwner {
+				return nil, fmt.Errorf("task %d shares its memory with a task that is not its parent: %w", t.vpid, ErrUnsupported)
+			}
+			t.shareVM = true
+			t.shareSighand = ids.GetSighandId() == pids.GetSighandId()
+		} else if ids.GetSighandId() == pids.GetSighandId() {
+			return nil, fmt.Errorf("task %d shares its signal handlers but not its memory: %w", t.vpid, ErrUnsupported)
+		}
 	}
 	// The session each task must be born in: its own unless it leads
 	// one; a leader must be born in the session its non-leader children
@@ -344,6 +353,12 @@ func (rt *restoreTree) spawn(creator, c *restoringTask, flags uint64) error {
 		if c.shareFS {
 			flags |= unix.CLONE_FS
 		}
+		if c.shareVM {
+			flags |= unix.CLONE_VM
+			if c.shareSighand {
+				flags |= unix.CLONE_SIGHAND
+			}
+		}
 	}
 	host, err := cloneFrom(creator.ctl, c.vpid, flags, exitSignal)
 	if err != nil {
@@ -371,6 +386,9 @@ func (rt *restoreTree) spawn(creator, c *restoringTask, flags uint64) error {
 func (rt *restoreTree) restoreMemoryOf(t *restoringTask) error {
 	if err := t.installTransport(rt.sock); err != nil {
 		return err
+	}
+	if t.shareVM {
+		return nil // the creator's memory is its own
 	}
 	start := time.Now()
 	err := t.restoreMemory()

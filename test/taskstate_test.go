@@ -1,11 +1,15 @@
 package test
 
 import (
+	"fmt"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestTaskState checks the per-task state that the other scenarios do
@@ -69,5 +73,39 @@ func reapChild(t *testing.T, w *workload) {
 				t.Fatalf("the dumped child %d was not reaped: %v", pid, err)
 			}
 		}
+	}
+}
+
+// TestSharedMemoryAndHandlers checks that a child cloned with CLONE_VM
+// and CLONE_SIGHAND still shares its parent's memory and handlers.
+func TestSharedMemoryAndHandlers(t *testing.T) {
+	needCtcr(t)
+	w := startWorkload(t, "sharevm")
+	img := filepath.Join(t.TempDir(), "img")
+	sc := scenario{name: "a CLONE_VM|CLONE_SIGHAND child shares its parent's memory and handlers", workload: "sharevm"}
+	d := dump(t, w, img, sc.json, sc.minPagesBytes)
+	reapChild(t, w)
+	restoreForeground(t, w, img, sc, d)
+}
+
+// TestVforkRefused checks that a parent waiting in vfork, which ptrace
+// cannot stop, makes the dump fail at once, naming it, instead of hanging.
+func TestVforkRefused(t *testing.T) {
+	needCtcr(t)
+	w := startWorkload(t, "vforker")
+	// The vfork child outlives the workload's own cleanup: kill it too.
+	t.Cleanup(func() {
+		kids, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", w.pid, w.pid))
+		for _, f := range strings.Fields(string(kids)) {
+			if pid, err := strconv.Atoi(f); err == nil {
+				unix.Kill(pid, unix.SIGKILL)
+				reap(pid, 5*time.Second)
+			}
+		}
+	})
+	r := runCtcr(t, 20*time.Second, "dump", "-t", strconv.Itoa(w.pid), "-D", filepath.Join(t.TempDir(), "img"))
+	errOut, _ := os.ReadFile(r.errP)
+	if r.status.ExitCode() != 1 || !strings.Contains(string(errOut), "vfork") || !strings.Contains(string(errOut), strconv.Itoa(w.pid)) {
+		t.Errorf("dump of a vfork parent exited %d: %s", r.status.ExitCode(), errOut)
 	}
 }
