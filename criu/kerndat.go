@@ -56,7 +56,7 @@ func probeFeatures() []Feature {
 	add("prctl PR_GET_TID_ADDRESS (CONFIG_CHECKPOINT_RESTORE)", true, probeTidAddress(), "reads clear_child_tid")
 	add("prctl PR_SET_MM_MAP", true, probeSetMmMap(), "restores mm fields and the executable link")
 	add("clone3 with set_tid", true, probeClone3(), "creates tasks with their original PIDs")
-	add("pidfd_open and pidfd_getfd", false, probePidfd(), "duplicates a task's fds into ctcr (not used yet)")
+	add("pidfd_open and pidfd_getfd", true, probePidfd(), "duplicates a task's pipes, sockets and event fds into ctcr to read them")
 	add("userfaultfd", false, probeUserfaultfd(), "lazy restore and dirty tracking (not used yet)")
 	add("vDSO", true, probeVdso(), "runs remote syscalls without writing into the task")
 	add("XSAVE", true, probeXsave(), "saves AVX and AVX-512 registers")
