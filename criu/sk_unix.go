@@ -634,6 +634,23 @@ func unixName(name []byte) string {
 	return string(name)
 }
 
+// dial recreates socket e (its type, its own name) and connects it to
+// the listener l restored already.
+func (ur *unixRestore) dial(r *fileRestore, e, l *skunix.UnixSkEntry) error {
+	fd, err := unixSocket(e.GetType())
+	if err != nil {
+		return err
+	}
+	ur.newSocket(r, e, fd)
+	if err := bindUnix(fd, e); err != nil {
+		return err
+	}
+	if err := unix.Connect(fd, unixAddr(l.GetName())); err != nil {
+		return fmt.Errorf("connect to %q: %w", unixName(l.GetName()), err)
+	}
+	return nil
+}
+
 func (ur *unixRestore) newSocket(r *fileRestore, e *skunix.UnixSkEntry, fd int) *os.File {
 	f := os.NewFile(uintptr(fd), fmt.Sprintf("socket:[%d]", e.GetIno()))
 	r.hold(f)
@@ -744,16 +761,8 @@ func (ur *unixRestore) build(r *fileRestore) error {
 		if l == nil || ur.files[p.GetIno()] != nil {
 			continue
 		}
-		cfd, err := unixSocket(p.GetType())
-		if err != nil {
+		if err := ur.dial(r, p, l); err != nil {
 			return fail(p, err)
-		}
-		ur.newSocket(r, p, cfd)
-		if err := bindUnix(cfd, p); err != nil {
-			return fail(p, err)
-		}
-		if err := unix.Connect(cfd, unixAddr(l.GetName())); err != nil {
-			return fail(p, fmt.Errorf("connect to %q: %w", unixName(l.GetName()), err))
 		}
 		afd, _, err := unix.Accept4(int(ur.files[l.GetIno()].Fd()), unix.SOCK_CLOEXEC)
 		if err != nil {
@@ -772,16 +781,8 @@ func (ur *unixRestore) build(r *fileRestore) error {
 		if l == nil || l.GetState() != tcpListen {
 			continue
 		}
-		fd, err := unixSocket(e.GetType())
-		if err != nil {
+		if err := ur.dial(r, e, l); err != nil {
 			return fail(e, err)
-		}
-		ur.newSocket(r, e, fd)
-		if err := bindUnix(fd, e); err != nil {
-			return fail(e, err)
-		}
-		if err := unix.Connect(fd, unixAddr(l.GetName())); err != nil {
-			return fail(e, fmt.Errorf("connect to %q: %w", unixName(l.GetName()), err))
 		}
 	}
 	// 4. Other pairs: socketpair, then names if they had any.

@@ -12,11 +12,11 @@ package test
 import (
 	"bytes"
 	"fmt"
+	"github.com/ctcr/ctcr/test/harness"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -55,7 +55,7 @@ func runMain(m *testing.M) int {
 	}
 	// An fd inherited without O_CLOEXEC (from a shell, a CI runner) would
 	// pass on to every workload, and ctcr may not support its kind.
-	if err := closeOnExecInherited(); err != nil {
+	if err := harness.CloseOnExecInherited(); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
@@ -74,25 +74,6 @@ func runMain(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "ctcr is not available, every test that needs it fails: %v\n", ctcrErr)
 	}
 	return m.Run()
-}
-
-// closeOnExecInherited sets FD_CLOEXEC on every fd above stderr.
-func closeOnExecInherited() error {
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		return err
-	}
-	for _, e := range ents {
-		fd, err := strconv.Atoi(e.Name())
-		if err != nil || fd <= 2 {
-			continue
-		}
-		// The fd of the directory listing itself is already gone: EBADF.
-		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, unix.FD_CLOEXEC); err != nil && err != unix.EBADF {
-			return fmt.Errorf("fcntl(%d, F_SETFD, FD_CLOEXEC): %w", fd, err)
-		}
-	}
-	return nil
 }
 
 // compileWorkloads compiles every workloads/*.c into dir, and counter.c a

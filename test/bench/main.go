@@ -16,6 +16,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"github.com/ctcr/ctcr/test/harness"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -62,21 +63,8 @@ func main() {
 }
 
 func bench() error {
-	if os.Geteuid() != 0 {
-		return fmt.Errorf("run as root (sudo make bench)")
-	}
-	ctcr, err := filepath.Abs(*ctcrFlag)
+	ctcr, err := harness.PrepareBench(*ctcrFlag)
 	if err != nil {
-		return err
-	}
-	if _, err := os.Stat(ctcr); err != nil {
-		return fmt.Errorf("no ctcr binary: %w (make build)", err)
-	}
-	// Restored tasks outlive `ctcr restore -d`: as a subreaper we reap them.
-	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
-		return fmt.Errorf("prctl(PR_SET_CHILD_SUBREAPER): %w", err)
-	}
-	if err := closeOnExecInherited(); err != nil {
 		return err
 	}
 	work, err := os.MkdirTemp("", "ctcr-bench-")
@@ -164,7 +152,7 @@ func oneRun(ctcr, bigmem, work, images string, i int) (run, error) {
 			unix.Wait4(pid, &ws, unix.WALL, nil)
 		}
 	}()
-	if err := waitFile(filepath.Join(dir, "ready"), 2*time.Minute); err != nil {
+	if err := harness.WaitFile(filepath.Join(dir, "ready"), 2*time.Minute); err != nil {
 		return r, err
 	}
 
@@ -263,38 +251,6 @@ func fill(b []byte) {
 	}
 	for done := min(seed, len(b)); done < len(b); {
 		done += copy(b[done:], b[:min(done, 64<<20)])
-	}
-}
-
-// closeOnExecInherited sets FD_CLOEXEC on every fd above stderr, so that
-// fds inherited from a shell do not reach the workload (ctcr may refuse them).
-func closeOnExecInherited() error {
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		return err
-	}
-	for _, e := range ents {
-		fd, err := strconv.Atoi(e.Name())
-		if err != nil || fd <= 2 {
-			continue
-		}
-		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, unix.FD_CLOEXEC); err != nil && err != unix.EBADF {
-			return fmt.Errorf("fcntl(%d, F_SETFD, FD_CLOEXEC): %w", fd, err)
-		}
-	}
-	return nil
-}
-
-func waitFile(p string, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		if _, err := os.Stat(p); err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("no %s after %v", p, timeout)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 

@@ -12,9 +12,9 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
+	"github.com/ctcr/ctcr/test/harness"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -67,22 +67,8 @@ func main() {
 }
 
 func bench() error {
-	if os.Geteuid() != 0 {
-		return fmt.Errorf("run as root (sudo make bench)")
-	}
-	ctcr, err := filepath.Abs(*ctcrFlag)
+	ctcr, err := harness.PrepareBench(*ctcrFlag)
 	if err != nil {
-		return err
-	}
-	if _, err := os.Stat(ctcr); err != nil {
-		return fmt.Errorf("no ctcr binary: %w (make build)", err)
-	}
-	// A tree killed by the dump re-parents its orphans here, and a tree
-	// restored with -d outlives ctcr: as a subreaper we reap them all.
-	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
-		return fmt.Errorf("prctl(PR_SET_CHILD_SUBREAPER): %w", err)
-	}
-	if err := closeOnExecInherited(); err != nil {
 		return err
 	}
 	if err := checkLimits(); err != nil {
@@ -175,7 +161,7 @@ func oneRun(ctcr, bin, work, images string, wl workload, i int) (m measure, err 
 	}
 	pid := cmd.Process.Pid
 	defer killByDir(dir)
-	if err := waitFile(filepath.Join(dir, "ready"), 2*time.Minute); err != nil {
+	if err := harness.WaitFile(filepath.Join(dir, "ready"), 2*time.Minute); err != nil {
 		return m, err
 	}
 	pids := treePids(pid)
@@ -302,36 +288,6 @@ func killByDir(dir string) {
 		}
 	}
 	reapGone(pids, 10*time.Second)
-}
-
-func closeOnExecInherited() error {
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		return err
-	}
-	for _, e := range ents {
-		fd, err := strconv.Atoi(e.Name())
-		if err != nil || fd <= 2 {
-			continue
-		}
-		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, unix.FD_CLOEXEC); err != nil && !errors.Is(err, unix.EBADF) {
-			return fmt.Errorf("fcntl(%d, F_SETFD, FD_CLOEXEC): %w", fd, err)
-		}
-	}
-	return nil
-}
-
-func waitFile(p string, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		if _, err := os.Stat(p); err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("no %s after %v", p, timeout)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 // ctcrJSON runs ctcr, decodes the first line of its stdout into v and
