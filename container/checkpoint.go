@@ -260,9 +260,9 @@ func Restore(o RestoreOptions) (*criu.Restored, *Meta, error) {
 		undo()
 		return nil, nil, fmt.Errorf("restore of container %s: %w", o.ID, err)
 	}
-	if m.Runtime == "runc" && m.StateDir != "" {
-		if err := UpdateRuncState(m.StateDir, r.Pid); err != nil && o.Log != nil {
-			o.Log("runc state of %s not updated (runc list will not show it running): %v", o.ID, err)
+	if m.StateDir != "" {
+		if err := UpdateRuntimeState(m.Runtime, m.StateDir, r.Pid); err != nil && o.Log != nil {
+			o.Log("%s state of %s not updated (%s list will not show it running): %v", m.Runtime, o.ID, m.Runtime, err)
 		}
 	}
 	return r, m, nil

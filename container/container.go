@@ -12,6 +12,7 @@
 package container
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -65,6 +66,17 @@ type runcState struct {
 	} `json:"config"`
 }
 
+// crunStatus is the part of crun's status file (/run/crun/ID/status)
+// ctcr reads. crun 1.8 writes pid, process-start-time (field 22 of
+// /proc/PID/stat), cgroup-path, rootfs (as config.json gives it), bundle,
+// created, owner, detached and external_descriptors.
+type crunStatus struct {
+	Pid       int    `json:"pid"`
+	StartTime uint64 `json:"process-start-time"`
+	Bundle    string `json:"bundle"`
+	Rootfs    string `json:"rootfs"`
+}
+
 // Resolve finds container id. With pid > 0, id names the container and
 // pid is its init (for anything that is not runc, crun or LXC).
 func Resolve(id string, pid int) (*Container, error) {
@@ -107,16 +119,19 @@ func Resolve(id string, pid int) (*Container, error) {
 		if err != nil {
 			continue
 		}
-		var st struct {
-			Pid    int    `json:"pid"`
-			Bundle string `json:"bundle"`
-			Rootfs string `json:"rootfs"`
-		}
+		var st crunStatus
 		if err := json.Unmarshal(b, &st); err != nil {
 			return nil, fmt.Errorf("container %s: %s: %w", id, filepath.Join(dir, "status"), err)
 		}
 		c := &Container{ID: id, Runtime: "crun", Pid: st.Pid, Bundle: st.Bundle, Rootfs: st.Rootfs, StateDir: dir}
-		if !alive(c.Pid) {
+		if c.Rootfs != "" && !filepath.IsAbs(c.Rootfs) && c.Bundle != "" {
+			// crun records root.path as the spec gives it: relative
+			// to the bundle.
+			c.Rootfs = filepath.Join(c.Bundle, c.Rootfs)
+		}
+		// crun itself calls a container running only while the PID in
+		// its status has the start time recorded next to it.
+		if !alive(c.Pid) || (st.StartTime != 0 && startTime(c.Pid) != st.StartTime) {
 			return c, fmt.Errorf("container %s (crun): %w", id, ErrNotRunning)
 		}
 		return c, nil
@@ -158,41 +173,97 @@ func startTime(pid int) uint64 {
 	return st.StartTime
 }
 
-// UpdateRuncState points runc's state of a restored container at its
-// new init, so runc list, runc kill and runc delete keep working: the
-// init PID and start time, and the namespace paths. Other fields stay.
+// UpdateRuntimeState points the runtime's state of a restored container
+// at its new init pid, so the runtime's own list, exec, kill and delete
+// keep working. It knows runc and crun; other runtimes are left alone.
+func UpdateRuntimeState(runtime, stateDir string, pid int) error {
+	switch runtime {
+	case "runc":
+		return UpdateRuncState(stateDir, pid)
+	case "crun":
+		return UpdateCrunState(stateDir, pid)
+	}
+	return nil
+}
+
+// UpdateRuncState rewrites runc's state.json for a restored init: the
+// init PID and start time (runc compares them to tell a running
+// container from a dead one whose PID was reused), and the namespace
+// paths. Other fields stay.
 func UpdateRuncState(stateDir string, pid int) error {
-	path := filepath.Join(stateDir, "state.json")
+	return rewriteState(filepath.Join(stateDir, "state.json"), func(st map[string]any) {
+		st["init_process_pid"] = pid
+		st["init_process_start"] = startTime(pid)
+		if nsp, ok := st["namespace_paths"].(map[string]any); ok {
+			names := map[string]string{"NEWNS": "mnt", "NEWPID": "pid", "NEWNET": "net", "NEWIPC": "ipc", "NEWUTS": "uts", "NEWUSER": "user", "NEWCGROUP": "cgroup"}
+			for k := range nsp {
+				if n, ok := names[k]; ok {
+					nsp[k] = fmt.Sprintf("/proc/%d/ns/%s", pid, n)
+				}
+			}
+		}
+	})
+}
+
+// UpdateCrunState rewrites crun's status file for a restored init: pid
+// and process-start-time, the pair crun checks before it calls a
+// container running (crun list, state, exec, kill). crun keeps no
+// namespace paths: exec joins /proc/PID/ns of the pid it reads here, and
+// the cgroup path stays valid because the restore recreates the same
+// cgroups.
+func UpdateCrunState(stateDir string, pid int) error {
+	return rewriteState(filepath.Join(stateDir, "status"), func(st map[string]any) {
+		st["pid"] = pid
+		st["process-start-time"] = startTime(pid)
+	})
+}
+
+// rewriteState applies edit to the JSON object in path and writes it
+// back atomically, with the file's mode kept (runc and crun make their
+// state readable by root only). Numbers stay as written.
+func rewriteState(path string, edit func(map[string]any)) error {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return err
 	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
 	var st map[string]any
-	if err := json.Unmarshal(b, &st); err != nil {
+	if err := dec.Decode(&st); err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
-	st["init_process_pid"] = pid
-	st["init_process_start"] = startTime(pid)
-	if nsp, ok := st["namespace_paths"].(map[string]any); ok {
-		names := map[string]string{"NEWNS": "mnt", "NEWPID": "pid", "NEWNET": "net", "NEWIPC": "ipc", "NEWUTS": "uts", "NEWUSER": "user", "NEWCGROUP": "cgroup"}
-		for k := range nsp {
-			if n, ok := names[k]; ok {
-				nsp[k] = fmt.Sprintf("/proc/%d/ns/%s", pid, n)
-			}
-		}
+	if st == nil {
+		return fmt.Errorf("%s: not a JSON object", path)
 	}
+	edit(st)
 	out, err := json.Marshal(st)
 	if err != nil {
 		return err
 	}
-	return WriteFileAtomic(path, out)
+	return writeFileAtomicMode(path, out, fi.Mode().Perm())
 }
 
 // WriteFileAtomic writes b to path through a temporary file and rename.
 func WriteFileAtomic(path string, b []byte) error {
+	return writeFileAtomicMode(path, b, 0o644)
+}
+
+func writeFileAtomicMode(path string, b []byte, mode os.FileMode) error {
 	tmp := path + ".ctcr-tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
+		return err
+	}
+	// Created private and given its final mode before any byte is
+	// written: a runtime's state is never readable by others, not even
+	// for a moment.
+	if err := f.Chmod(mode); err != nil {
+		f.Close()
+		os.Remove(tmp)
 		return err
 	}
 	if _, err := f.Write(b); err != nil {

@@ -16,20 +16,28 @@ import (
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 )
 
-// Real runc containers for the container tests: a busybox-static rootfs
-// built in a temporary directory, a config.json from `runc spec` edited
-// for the test, `runc run -d`. Every container gets a unique id, and its
-// cleanup (runc delete -f, /var/lib/ctcr/ID, /run/ctcr/ID.*) runs even
-// when the test fails.
+// Real runc (or crun) containers for the container tests: a
+// busybox-static rootfs built in a temporary directory, a config.json
+// from `runc spec` edited for the test, `runc run -d`. Every container
+// gets a unique id, and its cleanup (runc delete -f, /var/lib/ctcr/ID,
+// /run/ctcr/ID.*) runs even when the test fails.
 
 // needRunc skips the test unless runc and /bin/busybox (busybox-static)
 // are installed.
 func needRunc(t *testing.T) {
 	t.Helper()
-	if _, err := exec.LookPath("runc"); err != nil {
-		t.Skip("runc is not installed (apt-get install runc): the container tests run real runc containers")
+	needRuntime(t, "runc")
+}
+
+// needRuntime skips the test unless the OCI runtime (runc or crun) and
+// /bin/busybox are installed.
+func needRuntime(t *testing.T, runtime string) {
+	t.Helper()
+	if _, err := exec.LookPath(runtime); err != nil {
+		t.Skipf("%s is not installed (apt-get install %s): the container tests run real %s containers", runtime, runtime, runtime)
 	}
 	if _, err := os.Stat("/bin/busybox"); err != nil {
 		t.Skip("/bin/busybox is missing (apt-get install busybox-static): the container tests build a busybox rootfs")
@@ -41,12 +49,13 @@ var containerSeq atomic.Int32
 
 // runcContainer is one test container.
 type runcContainer struct {
-	t      *testing.T
-	id     string
-	bundle string
-	rootfs string
-	spec   *specs.Spec
-	inits  []int // host PIDs its init had, reaped at cleanup
+	t       *testing.T
+	runtime string // runc or crun: the binary every command of it runs
+	id      string
+	bundle  string
+	rootfs  string
+	spec    *specs.Spec
+	inits   []int // host PIDs its init had, reaped at cleanup
 }
 
 // containerScript is the init of most test containers: it writes a file
@@ -69,8 +78,14 @@ done`
 // name; edit (optional) changes its spec before it is written.
 func newContainer(t *testing.T, name string, edit func(*specs.Spec)) *runcContainer {
 	t.Helper()
-	needRunc(t)
-	c := &runcContainer{t: t, id: fmt.Sprintf("ctcrt-%s-%d-%d", name, os.Getpid(), containerSeq.Add(1))}
+	return newRuntimeContainer(t, "runc", name, edit)
+}
+
+// newRuntimeContainer is newContainer for the OCI runtime given.
+func newRuntimeContainer(t *testing.T, runtime, name string, edit func(*specs.Spec)) *runcContainer {
+	t.Helper()
+	needRuntime(t, runtime)
+	c := &runcContainer{t: t, runtime: runtime, id: fmt.Sprintf("ctcrt-%s-%d-%d", name, os.Getpid(), containerSeq.Add(1))}
 	c.bundle = t.TempDir()
 	c.rootfs = filepath.Join(c.bundle, "rootfs")
 	for _, d := range []string{"bin", "proc", "sys", "dev", "tmp", "data", "etc"} {
@@ -93,8 +108,8 @@ func newContainer(t *testing.T, name string, edit func(*specs.Spec)) *runcContai
 	}
 	os.WriteFile(filepath.Join(c.rootfs, "etc/passwd"), []byte("root:x:0:0:root:/:/bin/sh\n"), 0o644)
 	os.WriteFile(filepath.Join(c.rootfs, "etc/group"), []byte("root:x:0:\n"), 0o644)
-	if out, err := runcCmd(30*time.Second, c.bundle, "spec"); err != nil {
-		t.Fatalf("runc spec: %v\n%s", err, out)
+	if out, err := c.cmd(30*time.Second, c.bundle, "spec"); err != nil {
+		t.Fatalf("%s spec: %v\n%s", runtime, err, out)
 	}
 	b, err := os.ReadFile(filepath.Join(c.bundle, "config.json"))
 	if err != nil {
@@ -128,24 +143,25 @@ func newContainer(t *testing.T, name string, edit func(*specs.Spec)) *runcContai
 // started).
 func (c *runcContainer) start() {
 	c.t.Helper()
-	logf, err := os.Create(filepath.Join(c.bundle, "runc.log"))
+	logf, err := os.Create(c.logFile())
 	if err != nil {
 		c.t.Fatal(err)
 	}
 	defer logf.Close()
-	cmd := exec.Command("runc", "run", "-d", c.id)
+	argv := c.runArgv()
+	cmd := exec.Command(argv[0], append(argv[1:], "run", "-d", c.id)...)
 	cmd.Dir = c.bundle
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := runWithTimeout(cmd, 30*time.Second); err != nil {
 		b, _ := os.ReadFile(logf.Name())
-		c.t.Fatalf("runc run -d %s: %v\n%s", c.id, err, b)
+		c.t.Fatalf("%s run -d %s: %v\n%s", c.runtime, c.id, err, b)
 	}
 	c.notePid()
 	c.waitCount(c.t, 5, 10*time.Second)
 }
 
 func (c *runcContainer) cleanup() {
-	runcCmd(30*time.Second, "", "delete", "-f", c.id)
+	c.cmd(30*time.Second, "", "delete", "-f", c.id)
 	c.notePid()
 	for _, pid := range c.inits {
 		// The test process is a subreaper: an init whose runc exited is
@@ -170,7 +186,7 @@ func (c *runcContainer) notePid() {
 	}
 }
 
-// runcState is the output of `runc state`.
+// runcStateOut is the output of `runc state` (and `crun state`).
 type runcStateOut struct {
 	Status string `json:"status"`
 	Pid    int    `json:"pid"`
@@ -178,12 +194,12 @@ type runcStateOut struct {
 
 func (c *runcContainer) state() (runcStateOut, error) {
 	var st runcStateOut
-	out, err := runcCmd(10*time.Second, "", "state", c.id)
+	out, err := c.cmd(10*time.Second, "", "state", c.id)
 	if err != nil {
-		return st, fmt.Errorf("runc state %s: %v: %s", c.id, err, out)
+		return st, fmt.Errorf("%s state %s: %v: %s", c.runtime, c.id, err, out)
 	}
 	if err := json.Unmarshal(out, &st); err != nil {
-		return st, fmt.Errorf("runc state %s: %v: %s", c.id, err, out)
+		return st, fmt.Errorf("%s state %s: %v: %s", c.runtime, c.id, err, out)
 	}
 	return st, nil
 }
@@ -207,7 +223,7 @@ func (c *runcContainer) waitStatus(t *testing.T, want string, timeout time.Durat
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("container %s: runc state says %q after %v, want %q", c.id, got, timeout, want)
+			t.Fatalf("container %s: %s state says %q after %v, want %q", c.id, c.runtime, got, timeout, want)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -215,9 +231,9 @@ func (c *runcContainer) waitStatus(t *testing.T, want string, timeout time.Durat
 
 // exec runs script with sh inside the container (runc exec).
 func (c *runcContainer) exec(script string) (string, error) {
-	out, err := runcCmd(30*time.Second, "", "exec", c.id, "sh", "-c", script)
+	out, err := c.cmd(30*time.Second, "", "exec", c.id, "sh", "-c", script)
 	if err != nil {
-		return string(out), fmt.Errorf("runc exec %s sh -c %q: %v: %s", c.id, script, err, out)
+		return string(out), fmt.Errorf("%s exec %s sh -c %q: %v: %s", c.runtime, c.id, script, err, out)
 	}
 	return string(out), nil
 }
@@ -259,8 +275,8 @@ func (c *runcContainer) waitCount(t *testing.T, n int, timeout time.Duration) in
 			return got
 		}
 		if time.Now().After(deadline) {
-			b, _ := os.ReadFile(filepath.Join(c.bundle, "runc.log"))
-			t.Fatalf("container %s: /data/count is %d (%v) after %v, want >= %d; runc log: %s", c.id, got, err, timeout, n, b)
+			b, _ := os.ReadFile(c.logFile())
+			t.Fatalf("container %s: /data/count is %d (%v) after %v, want >= %d; %s log: %s", c.id, got, err, timeout, n, c.runtime, b)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -293,9 +309,58 @@ func (c *runcContainer) waitCountMsg(t *testing.T, n int, timeout time.Duration,
 
 // runcCmd runs runc with args in dir (if not empty).
 func runcCmd(timeout time.Duration, dir string, args ...string) ([]byte, error) {
+	return runtimeCmd(timeout, dir, "runc", args...)
+}
+
+// cmd runs the container's runtime with args in dir (if not empty).
+func (c *runcContainer) cmd(timeout time.Duration, dir string, args ...string) ([]byte, error) {
+	return runtimeCmd(timeout, dir, c.runtime, args...)
+}
+
+// logFile is where start sends the runtime's output.
+func (c *runcContainer) logFile() string {
+	return filepath.Join(c.bundle, c.runtime+".log")
+}
+
+// runArgv is the command that runs `RUNTIME run` for this container.
+// crun 1.8 refuses to create a container on a hybrid cgroup hierarchy
+// whose cgroup2 part has any controller available ("cgroups in hybrid
+// mode not supported, drop all controllers from cgroupv2"), even with
+// --cgroup-manager=disabled; the hosts the tests run on have hugetlb
+// there. crun uses only the v1 controllers and the bare unified
+// hierarchy in hybrid mode, so it is run in a private mount namespace in
+// which that cgroup.controllers is an empty file. Nothing of that
+// namespace outlives `crun run -d` (the container gets a mount namespace
+// of its own); every other crun command runs unchanged.
+func (c *runcContainer) runArgv() []string {
+	if c.runtime != "crun" || !hybridWithV2Controllers() {
+		return []string{c.runtime}
+	}
+	empty := filepath.Join(c.bundle, "no-controllers")
+	if err := os.WriteFile(empty, nil, 0o644); err != nil {
+		c.t.Fatal(err)
+	}
+	return []string{"unshare", "--mount", "--propagation", "private", "sh", "-c",
+		`mount --bind "$0" /sys/fs/cgroup/unified/cgroup.controllers && exec crun "$@"`, empty}
+}
+
+// hybridWithV2Controllers reports whether /sys/fs/cgroup is a hybrid
+// hierarchy (a tmpfs with cgroup2 on unified/) whose cgroup2 root lists
+// controllers.
+func hybridWithV2Controllers() bool {
+	var fs unix.Statfs_t
+	if err := unix.Statfs("/sys/fs/cgroup", &fs); err != nil || fs.Type != unix.TMPFS_MAGIC {
+		return false
+	}
+	b, err := os.ReadFile("/sys/fs/cgroup/unified/cgroup.controllers")
+	return err == nil && len(bytes.TrimSpace(b)) > 0
+}
+
+// runtimeCmd runs runtime (runc or crun) with args in dir (if not empty).
+func runtimeCmd(timeout time.Duration, dir, runtime string, args ...string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "runc", args...)
+	cmd := exec.CommandContext(ctx, runtime, args...)
 	cmd.Dir = dir
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
