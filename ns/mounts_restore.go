@@ -29,6 +29,7 @@ func RestoreMounts(sc Syscaller, pid int, imgDir string) error {
 	if len(entries) == 0 || entries[0].GetMountpoint() != "/" || !entries[0].GetExtMount() {
 		return fmt.Errorf("%s: the first mount is not the root bind: %w", path, images.ErrCorrupt)
 	}
+	entries = parentsFirst(entries)
 	call := func(what string, nr uintptr, args ...any) error {
 		if _, err := sc.Call(nr, args...); err != nil {
 			return fmt.Errorf("%s: %w", what, err)
@@ -128,6 +129,51 @@ func RestoreMounts(sc Syscaller, pid int, imgDir string) error {
 		}
 	}
 	return nil
+}
+
+// parentsFirst orders the mounts so that each comes after the mount it
+// sits on, moving a mount no further than that: of the mounts whose
+// parent is placed, the earliest recorded goes next. mountinfo lists a
+// namespace's mounts in the order of its mount list, which is not always
+// parents first: LXC binds /proc/sys/net onto itself and then /proc/sys,
+// and the older bind ends up on top of the newer one, so /proc/sys/net
+// is listed before the /proc/sys it sits on. Mounted in that order, the
+// later /proc/sys would hide it. The recorded order is otherwise kept
+// because a bind must come after the first mount of its file system.
+func parentsFirst(entries []*mnt.MntEntry) []*mnt.MntEntry {
+	ids := map[uint32]bool{}
+	for _, e := range entries {
+		ids[e.GetMntId()] = true
+	}
+	out := make([]*mnt.MntEntry, 0, len(entries))
+	placed := map[uint32]bool{}
+	ready := func(e *mnt.MntEntry) bool {
+		p := e.GetParentMntId()
+		return !ids[p] || p == e.GetMntId() || placed[p]
+	}
+	for len(out) < len(entries) {
+		next := -1
+		for i, e := range entries {
+			if !placed[e.GetMntId()] && ready(e) {
+				next = i
+				break
+			}
+		}
+		if next < 0 {
+			// A cycle of parent ids (only in a corrupt image): keep
+			// the rest in recorded order; mounting them will fail.
+			for _, e := range entries {
+				if !placed[e.GetMntId()] {
+					placed[e.GetMntId()] = true
+					out = append(out, e)
+				}
+			}
+			break
+		}
+		placed[entries[next].GetMntId()] = true
+		out = append(out, entries[next])
+	}
+	return out
 }
 
 func firstOf(a, b *mnt.MntEntry) *mnt.MntEntry {
