@@ -37,6 +37,12 @@ type RestoreOptions struct {
 	// BeforeResume, if set, runs when every task is ready, just before
 	// they are let go (vzctl's --undump freezes the cgroup here).
 	BeforeResume func() error
+	// DropRootPdeathsig restores the root task without its parent-death
+	// signal. The parent it had (LXC's monitor, which sets SIGKILL on
+	// its container's init) is not restored; the root's parent is now
+	// ctcr's thread that started it, and a signal kept from the image
+	// would kill the root as soon as a detached restore's ctcr exits.
+	DropRootPdeathsig bool
 }
 
 func (o *RestoreOptions) logf(format string, args ...any) {

@@ -337,7 +337,11 @@ func (t *restoringTask) restoreThreadState(th *restoringThread) error {
 	if err := unix.SchedSetAttr(th.tid, &attr, 0); err != nil {
 		return fmt.Errorf("%s: scheduling policy %d nice %d: %w", where, attr.Policy, attr.Nice, err)
 	}
-	return restoreCreds(th.ctl, where, tcore.GetCreds(), tcore.GetPdeathSig())
+	pdeathsig := tcore.GetPdeathSig()
+	if t.parent == nil && t.opts.DropRootPdeathsig {
+		pdeathsig = 0
+	}
+	return restoreCreds(th.ctl, where, tcore.GetCreds(), pdeathsig)
 }
 
 // queueSignals adds the calls that queue sigs again: on the process
