@@ -198,7 +198,11 @@ func Restore(o RestoreOptions) (*criu.Restored, *Meta, error) {
 	if m.ID != o.ID {
 		return nil, nil, fmt.Errorf("%s holds a checkpoint of container %s, not %s", o.Dir, m.ID, o.ID)
 	}
-	if c, err := Resolve(o.ID, 0); err == nil {
+	lxcpath := ""
+	if m.Runtime == "lxc" && m.StateDir != "" {
+		lxcpath = filepath.Dir(m.StateDir) // where it was, with or without --lxcpath
+	}
+	if c, err := resolve(o.ID, 0, lxcpath); err == nil {
 		return nil, nil, fmt.Errorf("container %s: init %d: %w", o.ID, c.Pid, ErrRunning)
 	} else if !errors.Is(err, ErrNotRunning) && !errors.Is(err, ErrUnknown) {
 		return nil, nil, err
@@ -222,6 +226,8 @@ func Restore(o RestoreOptions) (*criu.Restored, *Meta, error) {
 	}
 	r, err := criu.Restore(criu.RestoreOptions{
 		Dir: imgDir, Log: o.Log,
+		// A container's init outlives this ctcr, its new parent.
+		DropRootPdeathsig: true,
 		BeforeResume: func() error {
 			if o.Stage == StageUndump {
 				return m.Cgroups.Freeze(10 * time.Second)
@@ -262,7 +268,7 @@ func Restore(o RestoreOptions) (*criu.Restored, *Meta, error) {
 	}
 	if m.StateDir != "" {
 		if err := UpdateRuntimeState(m.Runtime, m.StateDir, r.Pid); err != nil && o.Log != nil {
-			o.Log("%s state of %s not updated (%s list will not show it running): %v", m.Runtime, o.ID, m.Runtime, err)
+			o.Log("%s state of %s not updated (the runtime's tools will not see it running): %v", m.Runtime, o.ID, err)
 		}
 	}
 	return r, m, nil

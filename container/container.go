@@ -80,6 +80,12 @@ type crunStatus struct {
 // Resolve finds container id. With pid > 0, id names the container and
 // pid is its init (for anything that is not runc, crun or LXC).
 func Resolve(id string, pid int) (*Container, error) {
+	return resolve(id, pid, "")
+}
+
+// resolve is Resolve that also searches lxcpath (if not empty) for LXC
+// containers, first.
+func resolve(id string, pid int, lxcpath string) (*Container, error) {
 	if pid > 0 {
 		if !alive(pid) {
 			return nil, fmt.Errorf("container %s: init %d: %w", id, pid, ErrNotRunning)
@@ -136,25 +142,103 @@ func Resolve(id string, pid int) (*Container, error) {
 		}
 		return c, nil
 	}
-	for _, root := range Places.LXC {
+	for _, root := range lxcPaths(lxcpath) {
 		cfg := filepath.Join(root, id, "config")
 		looked = append(looked, cfg)
 		if _, err := os.Stat(cfg); err != nil {
 			continue
 		}
-		c := &Container{ID: id, Runtime: "lxc", Bundle: filepath.Join(root, id), Rootfs: filepath.Join(root, id, "rootfs")}
-		out, err := exec.Command("lxc-info", "-P", root, "-n", id, "-p", "-H").Output()
-		if err != nil {
-			return c, fmt.Errorf("container %s (lxc): lxc-info: %v: %w", id, err, ErrNotRunning)
+		c := &Container{ID: id, Runtime: "lxc", Bundle: filepath.Join(root, id), Rootfs: filepath.Join(root, id, "rootfs"), StateDir: filepath.Join(root, id)}
+		if pid, err := lxcInfoPid(root, id); err == nil && alive(pid) {
+			c.Pid = pid
+			return c, nil
 		}
-		pid, err := strconv.Atoi(strings.TrimSpace(string(out)))
-		if err != nil || !alive(pid) {
-			return c, fmt.Errorf("container %s (lxc): %w", id, ErrNotRunning)
+		// LXC's monitor, which answers lxc-info, ends with the container:
+		// a container ctcr restored has none, only ctcr's record.
+		if r, err := readLXCInit(id); err == nil && r.LXCPath == root && alive(r.Pid) && startTime(r.Pid) == r.Start {
+			c.Pid = r.Pid
+			return c, nil
 		}
-		c.Pid = pid
-		return c, nil
+		return c, fmt.Errorf("container %s (lxc, %s): %w", id, root, ErrNotRunning)
 	}
 	return nil, fmt.Errorf("container %s: %w (looked in %s; give --pid for other runtimes)", id, ErrUnknown, strings.Join(looked, ", "))
+}
+
+// lxcPaths are the lxcpaths Resolve searches: first (if not empty),
+// Places.LXC, then the lxc.lxcpath of LXC's system configuration if it
+// names another.
+func lxcPaths(first string) []string {
+	var paths []string
+	if first != "" {
+		paths = append(paths, first)
+	}
+	paths = append(paths, Places.LXC...)
+	if b, err := os.ReadFile(LXCConfig); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(line, "="); ok && strings.TrimSpace(k) == "lxc.lxcpath" {
+				paths = append(paths, filepath.Clean(strings.TrimSpace(v)))
+			}
+		}
+	}
+	var out []string
+	seen := map[string]bool{}
+	for _, p := range paths {
+		if !seen[p] {
+			seen[p] = true
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// LXCConfig is LXC's system configuration, where lxc.lxcpath may move
+// the default /var/lib/lxc.
+var LXCConfig = "/etc/lxc/lxc.conf"
+
+// lxcInfoPid asks LXC's monitor of container id in lxcpath for its
+// init's PID.
+func lxcInfoPid(lxcpath, id string) (int, error) {
+	out, err := exec.Command("lxc-info", "-P", lxcpath, "-n", id, "-p", "-H").Output()
+	if err != nil {
+		return 0, fmt.Errorf("lxc-info: %w", err)
+	}
+	return strconv.Atoi(strings.TrimSpace(string(out)))
+}
+
+// lxcInit is ctcr's record of the init of an LXC container it restored,
+// LockDir/ID.lxc-init.json: LXC's tools cannot be told of a new init
+// (lxc-info, lxc-attach and lxc-stop ask the container's monitor, which
+// exited when the checkpoint ended the container), so ctcr keeps it for
+// its own commands (checkpoint, ps, kill, restore's running check).
+type lxcInit struct {
+	LXCPath string `json:"lxcpath"`
+	Pid     int    `json:"pid"`
+	Start   uint64 `json:"start"` // field 22 of /proc/PID/stat
+}
+
+func lxcInitPath(id string) string { return filepath.Join(LockDir, id+".lxc-init.json") }
+
+func readLXCInit(id string) (lxcInit, error) {
+	var r lxcInit
+	b, err := os.ReadFile(lxcInitPath(id))
+	if err != nil {
+		return r, err
+	}
+	err = json.Unmarshal(b, &r)
+	return r, err
+}
+
+// UpdateLXCInit records pid as the init of the LXC container whose
+// directory (lxcpath/ID) is stateDir.
+func UpdateLXCInit(stateDir string, pid int) error {
+	b, err := json.Marshal(lxcInit{LXCPath: filepath.Dir(stateDir), Pid: pid, Start: startTime(pid)})
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(LockDir, 0o755); err != nil {
+		return err
+	}
+	return writeFileAtomicMode(lxcInitPath(filepath.Base(stateDir)), b, 0o600)
 }
 
 func alive(pid int) bool {
@@ -175,13 +259,17 @@ func startTime(pid int) uint64 {
 
 // UpdateRuntimeState points the runtime's state of a restored container
 // at its new init pid, so the runtime's own list, exec, kill and delete
-// keep working. It knows runc and crun; other runtimes are left alone.
+// keep working. It knows runc and crun; for LXC, whose tools cannot
+// learn of a new init, it keeps ctcr's own record. Other runtimes are
+// left alone.
 func UpdateRuntimeState(runtime, stateDir string, pid int) error {
 	switch runtime {
 	case "runc":
 		return UpdateRuncState(stateDir, pid)
 	case "crun":
 		return UpdateCrunState(stateDir, pid)
+	case "lxc":
+		return UpdateLXCInit(stateDir, pid)
 	}
 	return nil
 }

@@ -23,7 +23,9 @@ import (
 // (its /proc), "PID command" per line, sorted, without the processes of
 // the runc exec that lists them and without the short-lived sleeps of
 // the counting loops.
-func psInside(t *testing.T, c *runcContainer) []string {
+func psInside(t *testing.T, c interface {
+	mustExec(t *testing.T, script string) string
+}) []string {
 	t.Helper()
 	out := c.mustExec(t, `echo "self $$"; for p in /proc/[0-9]*; do echo "@ ${p#/proc/}"; cat $p/stat; tr '\000\n' '  ' < $p/cmdline; echo; done 2>/dev/null`)
 	lines := strings.Split(out, "\n")

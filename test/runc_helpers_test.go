@@ -88,26 +88,7 @@ func newRuntimeContainer(t *testing.T, runtime, name string, edit func(*specs.Sp
 	c := &runcContainer{t: t, runtime: runtime, id: fmt.Sprintf("ctcrt-%s-%d-%d", name, os.Getpid(), containerSeq.Add(1))}
 	c.bundle = t.TempDir()
 	c.rootfs = filepath.Join(c.bundle, "rootfs")
-	for _, d := range []string{"bin", "proc", "sys", "dev", "tmp", "data", "etc"} {
-		if err := os.MkdirAll(filepath.Join(c.rootfs, d), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	copyFile(t, "/bin/busybox", filepath.Join(c.rootfs, "bin/busybox"), 0o755)
-	out, err := exec.Command("/bin/busybox", "--list").Output()
-	if err != nil {
-		t.Fatalf("busybox --list: %v", err)
-	}
-	for _, app := range strings.Fields(string(out)) {
-		if app == "busybox" {
-			continue // it lists itself
-		}
-		if err := os.Symlink("busybox", filepath.Join(c.rootfs, "bin", app)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	os.WriteFile(filepath.Join(c.rootfs, "etc/passwd"), []byte("root:x:0:0:root:/:/bin/sh\n"), 0o644)
-	os.WriteFile(filepath.Join(c.rootfs, "etc/group"), []byte("root:x:0:\n"), 0o644)
+	buildBusyboxRootfs(t, c.rootfs)
 	if out, err := c.cmd(30*time.Second, c.bundle, "spec"); err != nil {
 		t.Fatalf("%s spec: %v\n%s", runtime, err, out)
 	}
@@ -136,6 +117,32 @@ func newRuntimeContainer(t *testing.T, runtime, name string, edit func(*specs.Sp
 	}
 	t.Cleanup(c.cleanup)
 	return c
+}
+
+// buildBusyboxRootfs makes a root file system of busybox-static and its
+// applets in rootfs, with /data for the workload's files.
+func buildBusyboxRootfs(t *testing.T, rootfs string) {
+	t.Helper()
+	for _, d := range []string{"bin", "proc", "sys", "dev", "tmp", "data", "etc"} {
+		if err := os.MkdirAll(filepath.Join(rootfs, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	copyFile(t, "/bin/busybox", filepath.Join(rootfs, "bin/busybox"), 0o755)
+	out, err := exec.Command("/bin/busybox", "--list").Output()
+	if err != nil {
+		t.Fatalf("busybox --list: %v", err)
+	}
+	for _, app := range strings.Fields(string(out)) {
+		if app == "busybox" {
+			continue // it lists itself
+		}
+		if err := os.Symlink("busybox", filepath.Join(rootfs, "bin", app)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.WriteFile(filepath.Join(rootfs, "etc/passwd"), []byte("root:x:0:0:root:/:/bin/sh\n"), 0o644)
+	os.WriteFile(filepath.Join(rootfs, "etc/group"), []byte("root:x:0:\n"), 0o644)
 }
 
 // start runs the container detached, stdio on /dev/null and a log file,

@@ -14,6 +14,8 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
+
+	"github.com/ctcr/ctcr/container"
 )
 
 // Exit codes are a contract with wrapper scripts.
@@ -27,9 +29,10 @@ const (
 type usageError struct{ error }
 
 type globalFlags struct {
-	json    bool
-	verbose bool
-	logFile string
+	json     bool
+	verbose  bool
+	logFile  string
+	lxcPaths []string
 }
 
 func main() {
@@ -58,6 +61,10 @@ task, fd, mapping or image that failed), 2 on bad usage.`,
 	root.PersistentFlags().BoolVar(&g.json, "json", false, "print a machine-readable JSON result on stdout")
 	root.PersistentFlags().BoolVarP(&g.verbose, "verbose", "v", false, "log progress to stderr (or --log-file)")
 	root.PersistentFlags().StringVar(&g.logFile, "log-file", "", "write the detailed log to this file")
+	root.PersistentFlags().StringArrayVar(&g.lxcPaths, "lxcpath", nil, "also look for LXC containers in this lxcpath (lxc-start -P), before the default ones")
+	root.PersistentPreRun = func(*cobra.Command, []string) {
+		container.Places.LXC = append(append([]string(nil), g.lxcPaths...), container.Places.LXC...)
+	}
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
 	root.SetOut(stdout)
 	root.SetErr(stderr)
