@@ -175,6 +175,8 @@ func Dump(opts DumpOptions) (*DumpStats, error) {
 
 	files := newFileTable()
 	files.fileLocks = opts.FileLocks
+	// Runs before the tasks are resumed (the rollback runs newest first).
+	rb.add(func() { files.giveBack(true, opts.logf) })
 	if opts.ExtUnixSk {
 		allowExternalUnixPeers(files, d.procs)
 	}
@@ -218,6 +220,7 @@ func Dump(opts DumpOptions) (*DumpStats, error) {
 	// Committed: the checkpoint exists. Drop the rollback and end the
 	// tasks as asked.
 	rb.release()
+	files.giveBack(opts.LeaveRunning, opts.logf)
 	if opts.LeaveRunning {
 		if opts.BeforeResume != nil {
 			if err := opts.BeforeResume(); err != nil {

@@ -27,6 +27,28 @@ type fileTable struct {
 	// fileLocks: dump the locks tasks hold (--file-locks) instead of
 	// failing on them.
 	fileLocks bool
+	// giveBacks put back what reading a file took from it (the bytes
+	// buffered in a terminal) for tasks that run on after the dump.
+	giveBacks []func() error
+	closers   []func()
+}
+
+// giveBack puts back, newest first, everything the dump took out of the
+// tasks' files, if the tasks are to run on (keep), and lets go of what
+// the kinds held for that.
+func (t *fileTable) giveBack(keep bool, logf func(string, ...any)) {
+	if keep {
+		for i := len(t.giveBacks) - 1; i >= 0; i-- {
+			if err := t.giveBacks[i](); err != nil {
+				logf("%v", err)
+			}
+		}
+	}
+	t.giveBacks = nil
+	for _, c := range t.closers {
+		c()
+	}
+	t.closers = nil
 }
 
 // kindState returns what kind name keeps in t, made by mk on first use.

@@ -36,8 +36,14 @@ import (
 // tty_file_entry has a regf_id: CRIU then makes the path up itself
 // (pty_alloc_reg), /dev/ptmx or /dev/pts/<index>.
 //
-// Data buffered in a terminal is not kept, as CRIU does not keep it by
-// default: reading it is the only way to see it, and that consumes it.
+//	tty-data.img:  TTY_DATA magic, then one tty_data_entry per end of a
+//	               pair with bytes buffered for its readers: tty_id is
+//	               the end's tty_info id (tty_data.go says how they are
+//	               taken and put back)
+//
+// CRIU keeps buffered bytes only with --tty-data, and names the entry by
+// a tty file id; ctcr always keeps them, by tty_info id: an end has one
+// buffer, whichever of its files a task holds.
 var ttys = fileKind{
 	name:   "tty",
 	fdType: fdinfo.FdTypes_TTY,
@@ -82,6 +88,9 @@ type ttyDumpState struct {
 	slaves  map[uint32][]string // pty index -> "task P fd N" holding a slave
 	// shellJob: a slave whose master is outside may stay (--shell-job).
 	shellJob bool
+	// masterFiles holds a description of each master in the tree, to
+	// read its pair's buffered bytes once every fd is known.
+	masterFiles map[uint32]*os.File
 }
 
 func dumpTTY(d *fdDump) (*fdinfo.FileEntry, error) {
@@ -90,7 +99,7 @@ func dumpTTY(d *fdDump) (*fdinfo.FileEntry, error) {
 		return nil, nil
 	}
 	s := d.files.kindState("tty", func() any {
-		return &ttyDumpState{infos: map[uint32]bool{}, masters: map[uint32]bool{}, slaves: map[uint32][]string{}}
+		return &ttyDumpState{infos: map[uint32]bool{}, masters: map[uint32]bool{}, slaves: map[uint32][]string{}, masterFiles: map[uint32]*os.File{}}
 	}).(*ttyDumpState)
 	f, err := d.file()
 	if err != nil {
@@ -105,6 +114,15 @@ func dumpTTY(d *fdDump) (*fdinfo.FileEntry, error) {
 		}
 		index = n
 		s.masters[index] = true
+		if s.masterFiles[index] == nil {
+			dfd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+			if err != nil {
+				return nil, fmt.Errorf("%s (%s): %w", d.where, d.link, err)
+			}
+			mf := os.NewFile(uintptr(dfd), d.link)
+			s.masterFiles[index] = mf
+			d.files.closers = append(d.files.closers, func() { mf.Close() })
+		}
 	} else {
 		index = (unix.Major(d.st.Rdev)-unix98PtySlaveMajor)*256 + unix.Minor(d.st.Rdev)
 		s.slaves[index] = append(s.slaves[index], fmt.Sprintf("%s (%s)", d.where, d.link))
@@ -227,12 +245,40 @@ func finishTTYs(t *fileTable) error {
 			outside = append(outside, index)
 		}
 	}
-	if len(outside) == 0 || s.shellJob {
-		return nil
+	if len(outside) > 0 && !s.shellJob {
+		sort.Slice(outside, func(i, j int) bool { return outside[i] < outside[j] })
+		return fmt.Errorf("%s: a terminal whose master is outside the dumped tree (use --shell-job to restore it on ctcr's own terminal): %w",
+			s.slaves[outside[0]][0], ErrUnsupported)
 	}
-	sort.Slice(outside, func(i, j int) bool { return outside[i] < outside[j] })
-	return fmt.Errorf("%s: a terminal whose master is outside the dumped tree (use --shell-job to restore it on ctcr's own terminal): %w",
-		s.slaves[outside[0]][0], ErrUnsupported)
+	indexes := make([]uint32, 0, len(s.masterFiles))
+	for index := range s.masterFiles {
+		indexes = append(indexes, index)
+	}
+	sort.Slice(indexes, func(i, j int) bool { return indexes[i] < indexes[j] })
+	for _, index := range indexes {
+		d, peer, err := takePtyData(s.masterFiles[index], len(s.slaves[index]) > 0)
+		if err != nil {
+			return fmt.Errorf("pty %d: buffered bytes: %w", index, err)
+		}
+		if peer != nil {
+			t.closers = append(t.closers, func() { peer.Close() })
+			t.giveBacks = append(t.giveBacks, func() error {
+				if err := d.put(peer); err != nil {
+					return fmt.Errorf("pty %d: give its buffered bytes back: %w", index, err)
+				}
+				return nil
+			})
+		}
+		for _, e := range []struct {
+			master bool
+			data   []byte
+		}{{true, d.out}, {false, d.in}} {
+			if len(e.data) > 0 {
+				t.addImage(images.TtyData, &tty.TtyDataEntry{TtyId: proto.Uint32(ttyInfoID(index, e.master)), Data: e.data}, nil)
+			}
+		}
+	}
+	return nil
 }
 
 // restoredPty is a pair made at restore: its master, and the slave
@@ -425,6 +471,9 @@ func restorePty(r *fileRestore, index uint32, mi, si *tty.TtyInfoEntry) (*restor
 		}
 		p.slaves[id] = f
 	}
+	if err := restorePtyData(r, index, m); err != nil {
+		return nil, err
+	}
 	if si.GetExclusive() && len(ids) > 0 {
 		if err := unix.IoctlSetInt(int(p.slaves[ids[0]].Fd()), unix.TIOCEXCL, 0); err != nil {
 			return nil, fmt.Errorf("slave exclusive mode: %w", err)
@@ -442,6 +491,52 @@ func restorePty(r *fileRestore, index uint32, mi, si *tty.TtyInfoEntry) (*restor
 	}
 	ok = true
 	return p, nil
+}
+
+// ttyData returns tty-data.img's bytes by tty_info id, read once; a
+// checkpoint without buffered bytes has no tty-data.img.
+func ttyData(r *fileRestore) (map[uint32][]byte, error) {
+	if m, ok := r.state["tty-data"].(map[uint32][]byte); ok {
+		return m, nil
+	}
+	m := map[uint32][]byte{}
+	x, err := r.readExtra(images.TtyData, func() proto.Message { return &tty.TtyDataEntry{} }, nil)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("%s: %w", images.TtyData.FileName(), err)
+	}
+	if err == nil {
+		for _, msg := range x.entries {
+			e := msg.(*tty.TtyDataEntry)
+			if e.GetTtyId() >= ttyInfoID(maxPtyIndex, false) || m[e.GetTtyId()] != nil {
+				return nil, corruptf(images.TtyData.FileName(), "tty %d: not a pty end, or twice", e.GetTtyId())
+			}
+			m[e.GetTtyId()] = e.GetData()
+		}
+	}
+	r.state["tty-data"] = m
+	return m, nil
+}
+
+// restorePtyData puts the bytes buffered in pty index at dump back into
+// the new pair of master m.
+func restorePtyData(r *fileRestore, index uint32, m *os.File) error {
+	all, err := ttyData(r)
+	if err != nil {
+		return err
+	}
+	d := &ptyData{out: all[ttyInfoID(index, true)], in: all[ttyInfoID(index, false)]}
+	if len(d.out) == 0 && len(d.in) == 0 {
+		return nil
+	}
+	peer, err := ptyPeer(m)
+	if err != nil {
+		return err
+	}
+	defer peer.Close()
+	if err := d.put(peer); err != nil {
+		return fmt.Errorf("buffered bytes: %w", err)
+	}
+	return nil
 }
 
 // fixupTTY makes a slave the controlling terminal of the session leader

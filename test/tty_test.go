@@ -14,10 +14,13 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// TestTTYDumpRestore dumps the tty workload, which holds both ends of two
-// ptys (termios, locked termios, window size, exclusive mode, the slave
-// as its controlling terminal; a locked master in packet mode), restores
-// it and expects it to find every setting and a working connection.
+// TestTTYDumpRestore dumps the tty workload, which holds both ends of
+// three ptys (termios, locked termios, window size, exclusive mode, the
+// slave as its controlling terminal; a locked master in packet mode; a
+// canonical echoing pair) with bytes buffered both ways, restores it and
+// expects it to find every setting, the buffered bytes exactly once and
+// a working connection; dumped with --leave-running it must find the
+// same.
 func TestTTYDumpRestore(t *testing.T) {
 	t.Run("a pty pair held by the tree comes back with its settings and carries bytes both ways", func(t *testing.T) {
 		needCtcr(t)
@@ -28,6 +31,27 @@ func TestTTYDumpRestore(t *testing.T) {
 		if !t.Failed() {
 			decodeWithCrit(t, img)
 		}
+	})
+	t.Run("with --leave-running the tree runs on with the bytes buffered in its ptys given back", func(t *testing.T) {
+		needCtcr(t)
+		w := startWorkload(t, "tty")
+		img := filepath.Join(t.TempDir(), "img")
+		r := runCtcr(t, 120*time.Second, "dump", "-t", strconv.Itoa(w.pid), "-D", img, "--leave-running")
+		if r.code() != 0 {
+			t.Fatalf("%s: exit status %d, want 0; stderr: %s", r, r.code(), r.stderr())
+		}
+		if _, err := os.Stat(filepath.Join(img, "tty-data.img")); err != nil {
+			t.Errorf("the dump wrote no tty-data.img: %v", err)
+		}
+		w.requestCheck()
+		ps, err := w.waitOriginal(30 * time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ps.ExitCode() != 0 {
+			t.Errorf("tty after dump --leave-running: %v, want exit status 0%s", ps, w.report())
+		}
+		w.assertPassed()
 	})
 	t.Run("the tty workload passes when it is never dumped", func(t *testing.T) {
 		w := startWorkload(t, "tty")

@@ -5,13 +5,21 @@
  *           slave this session leader's controlling terminal, with odd
  *           termios (raw-ish input, VMIN 3, VTIME 7, VINTR ^G, ONLCR
  *           output), locked termios bits, a window size, exclusive mode
+ *           and bytes buffered both ways: input "abc" for the slave,
+ *           output "hi\n" (read as "hi\r\n") for the master
  *   pair B: a master never unlocked, in packet mode
+ *   pair C: canonical mode with echo (the defaults), the master wrote
+ *           "line one\npartial" (one complete line, one partial) and
+ *           the slave wrote "pending output\n", none of it read yet
  *
  * After restore each setting must be back, the pty index too when it is
- * free, and bytes must flow both ways between master and slave.
+ * free, the buffered bytes must be there exactly once (not echoed or
+ * translated twice, lines still lines) and bytes must flow both ways
+ * between master and slave.
  */
 #include "workload.h"
 
+#include <poll.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <termios.h>
@@ -36,6 +44,10 @@ static void read_n(int fd, char *buf, size_t n, const char *what)
 	size_t off = 0;
 	double end = wl_now() + 2;
 	while (off < n && wl_now() < end) {
+		/* A blocking read would wait for ever for bytes that are lost. */
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		if (poll(&p, 1, 100) != 1)
+			continue;
 		ssize_t r = read(fd, buf + off, n - off);
 		if (r > 0)
 			off += r;
@@ -97,6 +109,30 @@ int main(int argc, char **argv)
 		wl_die("pair B");
 	int ib = get_int(mb, TIOCGPTN, "TIOCGPTN B");
 
+	/* Pair A: bytes left buffered both ways. */
+	write_all(ma, "abc", 3, "input for pair A's slave");
+	write_all(sa2, "hi\n", 3, "output for pair A's master");
+
+	/* Pair C: canonical, echoing; a line and a half typed, output waiting. */
+	int mc = posix_openpt(O_RDWR | O_NOCTTY | O_NONBLOCK);
+	if (mc < 0 || grantpt(mc) < 0 || unlockpt(mc) < 0)
+		wl_die("pair C master");
+	char namec[64];
+	if (ptsname_r(mc, namec, sizeof(namec)))
+		wl_die("ptsname C");
+	int sc = open(namec, O_RDWR | O_NOCTTY | O_NONBLOCK);
+	if (sc < 0)
+		wl_die(namec);
+	write_all(mc, "line one\npartial", 16, "input for pair C's slave");
+	/* The line discipline takes input, and echoes it, asynchronously:
+	 * the output must come after the echo. */
+	struct pollfd pc[2] = { { .fd = sc, .events = POLLIN }, { .fd = mc, .events = POLLIN } };
+	if (poll(&pc[0], 1, 2000) != 1 || poll(&pc[1], 1, 2000) != 1)
+		wl_die("pair C's line never reached the slave, or its echo the master");
+	wl_sleep_ms(20);
+	write_all(sc, "pending output\n", 15, "output for pair C's master");
+	wl_sleep_ms(20);
+
 	wl_ready("name %s\nindexB %d\n", name, ib);
 	while (!wl_check_requested())
 		wl_sleep_ms(10);
@@ -146,8 +182,15 @@ int main(int argc, char **argv)
 	else
 		close(ctty);
 
-	/* Bytes flow both ways, through the restored settings. */
+	/* What was buffered at dump is there once, then bytes flow both
+	 * ways through the restored settings. */
 	char buf[64];
+	read_n(sa, buf, 3, "pair A's buffered input");
+	if (memcmp(buf, "abc", 3) != 0)
+		wl_fail("pair A's slave read buffered %s, want abc", buf);
+	read_n(ma, buf, 4, "pair A's buffered output");
+	if (memcmp(buf, "hi\r\n", 4) != 0)
+		wl_fail("pair A's master read buffered %s, want hi\\r\\n", buf);
 	write_all(ma, "in\r\n", 4, "to the master");
 	read_n(sa, buf, 4, "from the slave");
 	if (memcmp(buf, "in\r\n", 4) != 0)
@@ -166,5 +209,38 @@ int main(int argc, char **argv)
 		wl_fail("pair B has index %d, had %d", get_int(mb, TIOCGPTN, "TIOCGPTN B"), (int)wl_saved_num("indexB"));
 	if (!(fcntl(mb, F_GETFL) & O_NONBLOCK))
 		wl_fail("pair B's master lost O_NONBLOCK");
+
+	/* Pair C: the echo and the output, once each, translated once. */
+	const char *wantc = "line one\r\npartialpending output\r\n";
+	char bufc[128];
+	read_n(mc, bufc, strlen(wantc), "pair C's buffered output");
+	if (strcmp(bufc, wantc) != 0)
+		wl_fail("pair C's master read %s, want %s", bufc, wantc);
+	wl_sleep_ms(50);
+	ssize_t n = read(mc, bufc, sizeof(bufc) - 1);
+	if (n > 0) {
+		bufc[n] = 0;
+		wl_fail("pair C's master read %s more than was buffered", bufc);
+	}
+	/* One line per read; the partial line waits for its end. */
+	n = read(sc, bufc, sizeof(bufc) - 1);
+	bufc[n > 0 ? n : 0] = 0;
+	if (n != 9 || memcmp(bufc, "line one\n", 9) != 0)
+		wl_fail("pair C's slave read %zd bytes %s, want the line \"line one\\n\"", n, bufc);
+	n = read(sc, bufc, sizeof(bufc) - 1);
+	if (n >= 0 || errno != EAGAIN) {
+		bufc[n > 0 ? n : 0] = 0;
+		wl_fail("pair C's slave read %zd bytes %s (%s) before its partial line ended, want EAGAIN", n, bufc, n < 0 ? strerror(errno) : "");
+	}
+	write_all(mc, " done\n", 6, "the end of pair C's line");
+	struct pollfd pd = { .fd = sc, .events = POLLIN };
+	poll(&pd, 1, 2000);
+	n = read(sc, bufc, sizeof(bufc) - 1);
+	bufc[n > 0 ? n : 0] = 0;
+	if (n != 13 || memcmp(bufc, "partial done\n", 13) != 0)
+		wl_fail("pair C's slave read %zd bytes %s, want \"partial done\\n\"", n, bufc);
+	read_n(mc, bufc, 7, "pair C's echo");
+	if (strcmp(bufc, " done\r\n") != 0)
+		wl_fail("pair C's master read %s, want the echo \" done\\r\\n\"", bufc);
 	return wl_finish();
 }
