@@ -919,6 +919,9 @@ func (d *dumpTree) writeImages(stage *images.Staging, files *fileTable) error {
 	if err := w(images.Pstree, images.Pstree.FileName(), tree...); err != nil {
 		return err
 	}
+	if err := files.finish(); err != nil {
+		return err
+	}
 	var fe []proto.Message
 	for _, e := range files.entries {
 		fe = append(fe, e)

@@ -35,8 +35,13 @@ type fileKind struct {
 	finish func(t *fileTable) error
 }
 
-// fileKinds are tried in order on every fd at dump.
-var fileKinds = []*fileKind{&memfds, &regularFiles, &pipes, &fifos, &unixSockets, &eventfdFiles, &epolls, &inotifies, &signalfdFiles, &timerfdFiles, &ttys}
+// fileKinds are tried in order on every fd at dump. Set in init: a unix
+// socket's dump dumps the fds in flight in its queue through them.
+var fileKinds []*fileKind
+
+func init() {
+	fileKinds = []*fileKind{&memfds, &regularFiles, &pipes, &fifos, &unixSockets, &eventfdFiles, &epolls, &inotifies, &signalfdFiles, &timerfdFiles, &ttys}
+}
 
 func fileKindOf(t fdinfo.FdTypes) *fileKind {
 	for _, k := range fileKinds {
@@ -109,8 +114,12 @@ func (t *fileTable) addImage(k images.Kind, m proto.Message, payload []byte) {
 	x.payload = append(x.payload, payload)
 }
 
-// writeExtra writes every extra image into the staging dir.
-func (t *fileTable) writeExtra(stage *images.Staging) error {
+// finish dumps the fds in flight in socket queues and runs every kind's
+// finish, once every task's fds are dumped: files.img is complete after.
+func (t *fileTable) finish() error {
+	if err := t.dumpInFlight(); err != nil {
+		return err
+	}
 	for _, k := range fileKinds {
 		if k.finish != nil {
 			if err := k.finish(t); err != nil {
@@ -118,6 +127,11 @@ func (t *fileTable) writeExtra(stage *images.Staging) error {
 			}
 		}
 	}
+	return nil
+}
+
+// writeExtra writes every extra image into the staging dir.
+func (t *fileTable) writeExtra(stage *images.Staging) error {
 	for _, name := range t.extraOrder {
 		x := t.extra[name]
 		if err := writeWithPayloads(stage.Path(x.kind.FileName()), x); err != nil {

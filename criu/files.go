@@ -31,6 +31,10 @@ type fileTable struct {
 	// buffered in a terminal) for tasks that run on after the dump.
 	giveBacks []func() error
 	closers   []func()
+	// flights are the queued messages carrying fds; inFlight: the fd
+	// being dumped is one of those.
+	flights  []inFlightMsg
+	inFlight bool
 }
 
 // giveBack puts back, newest first, everything the dump took out of the

@@ -35,8 +35,12 @@ import (
 // loses nothing:
 //
 //	sk-queues.img: SK_QUEUES magic, then per message (per chunk of a
-//	    stream): sk_packet_entry{id_for: socket's file id, length} | data
+//	    stream): sk_packet_entry{id_for: socket's file id, length,
+//	    scm: the file ids of the fds it carries (SCM_RIGHTS)} | data
 //
+// Fds in flight are dumped as files of their own (an entry in files.img
+// that no task's fd names, or a task's if it holds the same file) and
+// sent again with their message at restore.
 // A socket whose peer is outside the dumped tree makes the dump fail,
 // unless external peers are allowed (--ext-unix-sk, as in CRIU): then the
 // socket is dumped with its own state and queue, and its peer gets an
@@ -512,7 +516,7 @@ func dumpSkQueue(d *fdDump, fd int, id uint32, sk *unixDiag) error {
 		if sk.typ != unix.SOCK_STREAM {
 			flags |= unix.MSG_TRUNC // the datagram's real length, to see truncation
 		}
-		n, oobn, _, _, err := unix.Recvmsg(fd, buf, oob, flags)
+		n, oobn, _, _, err := unix.Recvmsg(fd, buf, oob, flags|unix.MSG_CMSG_CLOEXEC)
 		if err == unix.EINTR {
 			continue
 		}
@@ -522,16 +526,10 @@ func dumpSkQueue(d *fdDump, fd int, id uint32, sk *unixDiag) error {
 		if err != nil {
 			return fmt.Errorf("%s: %w", where, err)
 		}
+		var scm []*skpacket.ScmEntry
 		if oobn > 0 {
-			if cms, err := unix.ParseSocketControlMessage(oob[:oobn]); err == nil {
-				for _, cm := range cms {
-					if fds, err := unix.ParseUnixRights(&cm); err == nil {
-						for _, f := range fds {
-							unix.Close(f) // peeking passed them to ctcr too
-						}
-						return d.unsupported(fmt.Sprintf("unix socket %d has %d fds in flight (SCM_RIGHTS) in its receive queue", sk.ino, len(fds)))
-					}
-				}
+			if scm, err = takeRights(d, sk, oob[:oobn]); err != nil {
+				return err
 			}
 		}
 		if n == 0 && sk.typ == unix.SOCK_STREAM {
@@ -542,11 +540,71 @@ func dumpSkQueue(d *fdDump, fd int, id uint32, sk *unixDiag) error {
 		}
 		total += n
 		data := append([]byte(nil), buf[:n]...)
-		d.files.addImage(images.SkQueues, &skpacket.SkPacketEntry{IdFor: proto.Uint32(id), Length: proto.Uint32(uint32(n))}, data)
+		d.files.addImage(images.SkQueues, &skpacket.SkPacketEntry{IdFor: proto.Uint32(id), Length: proto.Uint32(uint32(n)), Scm: scm}, data)
 	}
 	if sk.typ != unix.SOCK_DGRAM && total != int(sk.rqueue) {
 		return fmt.Errorf("%s: peeked %d bytes, sock_diag counts %d", where, total, sk.rqueue)
 	}
+	return nil
+}
+
+// inFlightMsg is a queued message that carries fds (SCM_RIGHTS): peeking
+// at it passed them to ctcr. They are dumped as files of their own once
+// every task's fds are (dumpInFlight), and the message's scm entry lists
+// their file ids, as CRIU's does.
+type inFlightMsg struct {
+	scm   *skpacket.ScmEntry
+	fds   []int
+	where string
+}
+
+// takeRights records the fds a peeked message carries for dumpInFlight.
+// ctcr keeps them open until the dump ends, so that a task's fd to the
+// same file is found to share it. An fd in flight on a socket that is
+// itself in flight is refused: it could lead back to itself.
+func takeRights(d *fdDump, sk *unixDiag, oob []byte) ([]*skpacket.ScmEntry, error) {
+	cms, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return nil, fmt.Errorf("%s: unix socket %d: control message: %w", d.where, sk.ino, err)
+	}
+	var out []*skpacket.ScmEntry
+	for _, cm := range cms {
+		fds, err := unix.ParseUnixRights(&cm)
+		if err != nil {
+			continue // credentials (SO_PASSCRED) are the sender's, made again when sent again
+		}
+		for _, f := range fds {
+			d.files.closers = append(d.files.closers, func() { unix.Close(f) })
+		}
+		if d.files.inFlight {
+			return nil, d.unsupported(fmt.Sprintf("unix socket %d, itself in flight, carries %d fds in flight (SCM_RIGHTS)", sk.ino, len(fds)))
+		}
+		e := &skpacket.ScmEntry{Type: proto.Uint32(unix.SCM_RIGHTS)}
+		d.files.flights = append(d.files.flights, inFlightMsg{scm: e, fds: fds, where: fmt.Sprintf("%s: unix socket %d", d.where, sk.ino)})
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// dumpInFlight dumps the fds in flight in every socket queue, through
+// the file kinds as if ctcr's copy were a task's fd.
+func (t *fileTable) dumpInFlight() error {
+	t.inFlight = true
+	defer func() { t.inFlight = false }()
+	for _, m := range t.flights {
+		for i, f := range m.fds {
+			fd := &fdDump{pid: os.Getpid(), fd: f, where: fmt.Sprintf("%s: fd %d of %d in flight", m.where, i+1, len(m.fds)), files: t}
+			fe, err := dumpOneFd(fd)
+			if fd.dup != nil {
+				fd.dup.Close()
+			}
+			if err != nil {
+				return err
+			}
+			m.scm.Rights = append(m.scm.Rights, fe.GetId())
+		}
+	}
+	t.flights = nil
 	return nil
 }
 
@@ -979,8 +1037,13 @@ func (ur *unixRestore) refill(r *fileRestore, mutual func(*skunix.UnixSkEntry) *
 			unix.SetsockoptInt(from, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, 64<<20)
 			raised[from] = true
 		}
+		oob, err := inFlightRights(r, e, pe)
+		if err != nil {
+			return err
+		}
 		for off := 0; off < len(data) || len(data) == 0; {
-			n, err := unix.SendmsgN(from, data[off:], nil, to, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
+			n, err := unix.SendmsgN(from, data[off:], oob, to, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
+			oob = nil // the fds go with the first part only
 			if err == unix.EINTR {
 				continue
 			}
@@ -994,6 +1057,31 @@ func (ur *unixRestore) refill(r *fileRestore, mutual func(*skunix.UnixSkEntry) *
 		}
 	}
 	return nil
+}
+
+// inFlightRights returns the control message that sends the fds a
+// queued message carried (SCM_RIGHTS) along with it again, opening their
+// files.
+func inFlightRights(r *fileRestore, e *skunix.UnixSkEntry, pe *skpacket.SkPacketEntry) ([]byte, error) {
+	var oob []byte
+	for _, scm := range pe.GetScm() {
+		if scm.GetType() != unix.SCM_RIGHTS {
+			return nil, corruptf(images.SkQueues.FileName(), "unix socket %d: control message of type %d, not SCM_RIGHTS", e.GetIno(), scm.GetType())
+		}
+		fds := make([]int, 0, len(scm.GetRights()))
+		for _, id := range scm.GetRights() {
+			if r.cp.files[id] == nil {
+				return nil, corruptf(images.SkQueues.FileName(), "unix socket %d: an fd in flight is file id %d, which files.img lacks", e.GetIno(), id)
+			}
+			f, err := r.get(id)
+			if err != nil {
+				return nil, fmt.Errorf("unix socket %d: fd in flight (file id %d): %w", e.GetIno(), id, err)
+			}
+			fds = append(fds, int(f.Fd()))
+		}
+		oob = append(oob, unix.UnixRights(fds...)...)
+	}
+	return oob, nil
 }
 
 func restoreSkOpts(fd int, o *skopts.SkOptsEntry) error {

@@ -51,6 +51,36 @@ func TestIPCDumpRestore(t *testing.T) {
 	})
 }
 
+// TestSCMRights dumps the scmrights workload, whose unix sockets hold
+// messages carrying fds nobody has received yet (a pipe, a file, an
+// eventfd, a memfd, a unix socket), restores it and expects every fd to
+// arrive with its message, in its state, and still shared with what the
+// workload kept.
+func TestSCMRights(t *testing.T) {
+	t.Run("fds in flight in unix socket queues come back with their messages", func(t *testing.T) {
+		needCtcr(t)
+		w := startWorkload(t, "scmrights")
+		img := filepath.Join(t.TempDir(), "img")
+		dump(t, w, img, false, 0)
+		restoreForeground(t, w, img, scenario{}, nil)
+		if !t.Failed() {
+			decodeWithCrit(t, img)
+		}
+	})
+	t.Run("the scmrights workload passes when it is never dumped", func(t *testing.T) {
+		w := startWorkload(t, "scmrights")
+		w.requestCheck()
+		ps, err := w.waitOriginal(30 * time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ps.ExitCode() != 0 {
+			t.Errorf("scmrights: %v, want exit status 0%s", ps, w.report())
+		}
+		w.assertPassed()
+	})
+}
+
 // pipelineCmd is a three-stage shell pipeline of ipcpipe: a producer of
 // numbered lines, a filter that rewrites them, a consumer that appends
 // them to out.
