@@ -57,6 +57,10 @@ type DumpStats struct {
 	Frozen     time.Duration // from the first seize to resume/kill
 	Total      time.Duration
 	Memory     time.Duration // copying pages into the images
+	// Warnings name what the checkpoint keeps differently from how it
+	// was (a connection to a peer outside the tree that comes back
+	// closed), for the user to see.
+	Warnings []string
 }
 
 func (o *DumpOptions) logf(format string, args ...any) {
@@ -175,6 +179,11 @@ func Dump(opts DumpOptions) (*DumpStats, error) {
 
 	files := newFileTable()
 	files.fileLocks = opts.FileLocks
+	var warnings []string
+	files.warnf = func(format string, args ...any) {
+		opts.logf("warning: "+format, args...)
+		warnings = append(warnings, fmt.Sprintf(format, args...))
+	}
 	// Runs before the tasks are resumed (the rollback runs newest first).
 	rb.add(func() { files.giveBack(true, opts.logf) })
 	if opts.ExtUnixSk {
@@ -240,7 +249,7 @@ func Dump(opts DumpOptions) (*DumpStats, error) {
 	for _, p := range d.procs {
 		threads += len(p.threads)
 	}
-	return &DumpStats{Pid: pid, Tasks: len(d.procs), Threads: threads, PagesBytes: pagesBytes, Frozen: frozen, Total: time.Since(start), Memory: memTime}, nil
+	return &DumpStats{Pid: pid, Tasks: len(d.procs), Threads: threads, PagesBytes: pagesBytes, Frozen: frozen, Total: time.Since(start), Memory: memTime, Warnings: warnings}, nil
 }
 
 // seize stops every thread of every process under root. A process

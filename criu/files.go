@@ -35,6 +35,9 @@ type fileTable struct {
 	// being dumped is one of those.
 	flights  []inFlightMsg
 	inFlight bool
+	// warnf reports what the checkpoint keeps differently from how it
+	// was, which the user should know.
+	warnf func(format string, args ...any)
 }
 
 // giveBack puts back, newest first, everything the dump took out of the
@@ -76,7 +79,9 @@ type openFd struct {
 	ino, dev uint64
 }
 
-func newFileTable() *fileTable { return &fileTable{byKey: map[string]uint32{}} }
+func newFileTable() *fileTable {
+	return &fileTable{byKey: map[string]uint32{}, warnf: func(string, ...any) {}}
+}
 
 func (t *fileTable) nextID() uint32 { return uint32(len(t.entries) + 1) }
 

@@ -329,6 +329,26 @@ func (st *unixDumpState) externalPeer(d *fdDump, sk *unixDiag, peer uint32, what
 	return e, nil
 }
 
+// unreachablePeer reports whether, with external peers allowed, the
+// stream or seqpacket connection sk has its peer outside the tree with
+// nothing to connect to again: a client without a name that connected to
+// a listener of the tree, say. Like a TCP connection whose far end is
+// gone, it is then restored as a connection its peer has closed: what
+// was queued for it can be read, then end of file.
+func (st *unixDumpState) unreachablePeer(sk *unixDiag, peer uint32) (bool, error) {
+	if !st.extAllowed || peer == 0 || sk.typ == unix.SOCK_DGRAM {
+		return false, nil
+	}
+	if in, err := st.heldByTree(peer); err != nil || in {
+		return false, err
+	}
+	pd := st.diag[peer]
+	if pd == nil || len(pd.name) == 0 {
+		return true, nil
+	}
+	return pd.state != tcpListen && st.listenerByName(pd.name, pd.typ) == nil, nil
+}
+
 // listenerByName returns the listening socket of type typ bound to name.
 func (st *unixDumpState) listenerByName(name []byte, typ uint32) *unixDiag {
 	for _, d := range st.diag {
@@ -407,6 +427,12 @@ func dumpUnixSocket(d *fdDump) (*fdinfo.FileEntry, error) {
 			}
 			peer = l.ino
 		}
+	}
+	if gone, err := st.unreachablePeer(sk, peer); err != nil {
+		return nil, err
+	} else if gone {
+		d.files.warnf("%s: %s: its peer, socket %d outside the dumped tree, has nothing to connect to again: it comes back as a connection its peer has closed", d.where, what, peer)
+		peer = 0
 	}
 	// The peer's own entry, if it is external, takes the id before this
 	// socket's: dumpOneFd adds this one after it.

@@ -2,6 +2,7 @@ package test
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -77,6 +78,37 @@ func (rc *respConn) do(args ...string) (string, error) {
 
 func (rc *respConn) close() { rc.c.Close() }
 
+// unixSocketsIn counts the unix socket fds of the tasks of the checkpoint
+// in img, as ctcr show --json lists them.
+func unixSocketsIn(t *testing.T, img string) int {
+	t.Helper()
+	r := runCtcr(t, 60*time.Second, "show", img, "--json")
+	if r.code() != 0 {
+		t.Fatalf("%s: exit status %d; stderr: %s", r, r.code(), r.stderr())
+	}
+	var sum struct {
+		Checkpoint struct {
+			Tasks []struct {
+				Fds []struct {
+					Type string `json:"type"`
+				} `json:"fds"`
+			} `json:"tasks"`
+		} `json:"checkpoint"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout()), &sum); err != nil {
+		t.Fatalf("%s: %v", r, err)
+	}
+	n := 0
+	for _, task := range sum.Checkpoint.Tasks {
+		for _, fd := range task.Fds {
+			if fd.Type == "UNIXSK" {
+				n++
+			}
+		}
+	}
+	return n
+}
+
 // socketFds counts the fds of pid that are sockets.
 func socketFds(pid int) int {
 	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
@@ -94,9 +126,9 @@ func socketFds(pid int) int {
 
 // TestRedis dumps a Debian redis-server that serves on a unix socket only
 // (epoll, pipes, an eventfd or two, a listening unix socket, background
-// threads), restores it with -d and reads back the keys written before
-// the dump, over a client connection that existed before the dump and
-// over new ones.
+// threads) with a client connected: refused without --ext-unix-sk, kept
+// with it as a connection its client has closed. It restores it with -d
+// and reads back the keys written before the dump over new connections.
 func TestRedis(t *testing.T) {
 	needCtcr(t)
 	bin, err := exec.LookPath("redis-server")
@@ -165,28 +197,36 @@ func TestRedis(t *testing.T) {
 		t.Fatalf("INCRBY counter 41: %q, %v", r, err)
 	}
 
-	// A connection whose client is outside the dumped tree cannot be
-	// dumped (ctcr refuses an external unix peer, as CRIU does without
-	// --ext-unix-sk): close it and wait until redis has closed its end,
-	// leaving the listener its only socket.
-	client.close()
-	deadline = time.Now().Add(10 * time.Second)
-	for n := socketFds(pid); n != 1; n = socketFds(pid) {
-		if time.Now().After(deadline) {
-			t.Fatalf("redis-server holds %d sockets 10 s after its only client left, want 1 (the listener)", n)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-
+	// The client's connection has its peer outside the dumped tree, with
+	// no name to connect to again: a dump refuses it and leaves redis
+	// serving; with --ext-unix-sk the connection is kept as one its
+	// client has closed, with a warning.
 	img := filepath.Join(dir, "img")
 	r := runCtcr(t, 120*time.Second, "dump", "-t", strconv.Itoa(pid), "-D", img)
+	if r.code() != 1 || !strings.Contains(r.stderr(), "outside the dumped tree") {
+		t.Fatalf("%s with a client connected: exit status %d, stderr %q; want 1 and a message naming the client's socket", r, r.code(), r.stderr())
+	}
+	if got, err := client.do("PING"); err != nil || got != "PONG" {
+		t.Fatalf("PING after the refused dump: %q, %v; want PONG%s", got, err, logs())
+	}
+	r = runCtcr(t, 120*time.Second, "dump", "-t", strconv.Itoa(pid), "-D", img, "--ext-unix-sk")
 	if r.code() != 0 {
 		t.Fatalf("%s: exit status %d; stderr: %s%s", r, r.code(), r.stderr(), logs())
+	}
+	if !strings.Contains(r.stderr(), "warning:") || !strings.Contains(r.stderr(), "its peer has closed") {
+		t.Errorf("%s: stderr %q, want a warning that the client's connection comes back closed", r, r.stderr())
 	}
 	cmd.Wait()
 	waited = true
 	if exists(pid) {
 		t.Fatalf("redis-server (PID %d) still exists after a dump that kills it", pid)
+	}
+	if got, err := client.do("PING"); err == nil {
+		t.Errorf("PING to the dumped (killed) redis answered %q", got)
+	}
+	client.close()
+	if n := unixSocketsIn(t, img); n != 2 {
+		t.Errorf("the checkpoint holds %d unix sockets, want 2 (the listener and the client's connection)", n)
 	}
 
 	r = runCtcr(t, 120*time.Second, "restore", "-D", img, "-d")
@@ -195,6 +235,15 @@ func TestRedis(t *testing.T) {
 	}
 	if !exists(pid) {
 		t.Fatalf("restore -d exited 0 but PID %d does not exist%s", pid, logs())
+	}
+
+	// The restored connection reads end of file: redis closes it.
+	deadline = time.Now().Add(10 * time.Second)
+	for n := socketFds(pid); n != 1; n = socketFds(pid) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the restored redis-server holds %d sockets 10 s after restore, want 1 (the listener): the client's connection should read end of file", n)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 
 	// New clients connect to the restored listener and see every key.

@@ -38,11 +38,14 @@ resumed untouched and DIR holds no partial checkpoint.`,
 			if err != nil {
 				return fmt.Errorf("dump of task %d failed: %w", o.Pid, err)
 			}
+			for _, w := range st.Warnings {
+				fmt.Fprintf(cmd.ErrOrStderr(), "ctcr: warning: %s\n", w)
+			}
 			if g.json {
 				return printJSON(stdout, map[string]any{
 					"pid": st.Pid, "dir": o.Dir, "tasks": st.Tasks, "pages_bytes": st.PagesBytes,
 					"frozen_seconds": st.Frozen.Seconds(), "dump_seconds": st.Total.Seconds(),
-					"memory_seconds": st.Memory.Seconds(),
+					"memory_seconds": st.Memory.Seconds(), "warnings": st.Warnings,
 				})
 			}
 			if logf != nil {
@@ -57,6 +60,6 @@ resumed untouched and DIR holds no partial checkpoint.`,
 	f.BoolVar(&o.LeaveRunning, "leave-running", false, "let the process run on after the dump")
 	f.BoolVar(&o.ShellJob, "shell-job", false, "allow terminal fds; restore attaches them to ctcr's terminal")
 	f.BoolVar(&o.FileLocks, "file-locks", false, "dump the file locks the tasks hold (flock, POSIX, OFD); without it a held lock fails the dump")
-	f.BoolVar(&o.ExtUnixSk, "ext-unix-sk", false, "dump unix sockets whose peer is outside the tree; restore --ext-unix-sk connects them to the peer's name again")
+	f.BoolVar(&o.ExtUnixSk, "ext-unix-sk", false, "dump unix sockets whose peer is outside the tree; restore --ext-unix-sk connects them to the peer's name again (a connection from a client with no name comes back closed by that client, with a warning)")
 	return c
 }
