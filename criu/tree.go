@@ -191,7 +191,9 @@ func (rt *restoreTree) realSid(sid int) int {
 // Preconditions: runs on the tracer thread.
 func (rt *restoreTree) build(pp *puppet) error {
 	root := rt.root
-	host, err := cloneFrom(pp.ctl, root.vpid, unix.CLONE_PARENT|rt.nsFlags, 0)
+	// A cgroup namespace is rooted where its creator stands: the root
+	// makes it once PrepareRoot has put it in the tree's cgroups.
+	host, err := cloneFrom(pp.ctl, root.vpid, unix.CLONE_PARENT|rt.nsFlags&^unix.CLONE_NEWCGROUP, 0)
 	if err != nil {
 		return err
 	}
@@ -211,6 +213,11 @@ func (rt *restoreTree) build(pp *puppet) error {
 	if rt.opts.PrepareRoot != nil {
 		if err := rt.opts.PrepareRoot(&RootTask{Pid: host, t: root}); err != nil {
 			return fmt.Errorf("prepare the root task's namespaces: %w", err)
+		}
+	}
+	if rt.nsFlags&unix.CLONE_NEWCGROUP != 0 {
+		if _, err := (&RootTask{Pid: host, t: root}).Call(unix.SYS_UNSHARE, unix.CLONE_NEWCGROUP); err != nil {
+			return fmt.Errorf("the root task's cgroup namespace: %w", err)
 		}
 	}
 	if err := rt.restoreMemoryOf(root); err != nil {

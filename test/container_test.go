@@ -81,17 +81,21 @@ func restoreContainer(t *testing.T, c *runcContainer, dir string) {
 }
 
 // TestContainerCheckpointRestore: a runc busybox container with a small
-// process tree, a tmpfs and a hostname is checkpointed (and so stopped)
+// process tree, a tmpfs, a hostname and a cgroup namespace is
+// checkpointed (and so stopped)
 // and restored; seen from inside it counts on, keeps its files, name and
 // PIDs, and runc still manages it.
 func TestContainerCheckpointRestore(t *testing.T) {
-	c := newContainer(t, "cr", nil)
+	c := newContainer(t, "cr", func(s *specs.Spec) {
+		// A cgroup namespace rooted at the container's own cgroups.
+		s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: specs.CgroupNamespace})
+	})
 	c.start()
 	before := psInside(t, c)
 	if len(before) != 3 {
 		t.Fatalf("before the checkpoint the container runs %d long-lived processes, want 3 (init, counting subshell, sleep):\n%s", len(before), strings.Join(before, "\n"))
 	}
-	sums := c.mustExec(t, "md5sum /data/seq; cat /data/hello; hostname; readlink /proc/1/exe; tr '\\0' ' ' < /proc/1/cmdline")
+	sums := c.mustExec(t, "md5sum /data/seq; cat /data/hello; hostname; readlink /proc/1/exe; tr '\\0' ' ' < /proc/1/cmdline; cat /proc/1/cgroup")
 	oldPid := c.inits[0]
 	dir := filepath.Join(t.TempDir(), "ck")
 	countAt := c.waitCount(t, 10, 10*time.Second)
@@ -130,8 +134,8 @@ func TestContainerCheckpointRestore(t *testing.T) {
 			t.Errorf("/data/sub (the child subshell's counter) is %d (%v) after restore, below %d", sub, err, subAt)
 		}
 	})
-	t.Run("tmpfs files, hostname and PID 1 are the same", func(t *testing.T) {
-		after := c.mustExec(t, "md5sum /data/seq; cat /data/hello; hostname; readlink /proc/1/exe; tr '\\0' ' ' < /proc/1/cmdline")
+	t.Run("tmpfs files, hostname, PID 1 and its cgroups (seen through its cgroup namespace) are the same", func(t *testing.T) {
+		after := c.mustExec(t, "md5sum /data/seq; cat /data/hello; hostname; readlink /proc/1/exe; tr '\\0' ' ' < /proc/1/cmdline; cat /proc/1/cgroup")
 		if after != sums {
 			t.Errorf("seen from inside, after restore:\n%s\nbefore the checkpoint:\n%s", after, sums)
 		}
