@@ -38,6 +38,9 @@ type Stats struct {
 	FrozenSeconds float64 `json:"frozen_seconds"`
 	DumpSeconds   float64 `json:"dump_seconds"`
 	MemorySeconds float64 `json:"memory_seconds"`
+	// Warnings name what the checkpoint keeps differently from how it
+	// was (a unix connection from outside that comes back closed).
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // ImagesDir is where a bundle keeps its images.

@@ -23,6 +23,8 @@ type CheckpointOptions struct {
 	Pid          int // init PID, for containers of other runtimes
 	Dir          string
 	LeaveRunning bool
+	FileLocks    bool // keep the file locks tasks hold (else a held lock fails the checkpoint)
+	ExtUnixSk    bool // keep unix sockets whose peer is outside the container
 	// Stage "dump": the container is suspended already and stays so.
 	Stage         Stage
 	FreezeTimeout time.Duration
@@ -90,6 +92,7 @@ func Checkpoint(o CheckpointOptions) (*Meta, *Stats, error) {
 	}
 	st, err := criu.Dump(criu.DumpOptions{
 		Pid: c.Pid, Dir: ImagesDir(o.Dir), LeaveRunning: o.LeaveRunning, Log: o.Log,
+		FileLocks: o.FileLocks, ExtUnixSk: o.ExtUnixSk,
 		Thaw: func() error { isFrozen = false; return cg.Thaw() },
 		BeforeResume: func() error {
 			if o.Stage == StageDump {
@@ -124,7 +127,7 @@ func Checkpoint(o CheckpointOptions) (*Meta, *Stats, error) {
 	m := &Meta{ID: c.ID, Runtime: c.Runtime, Bundle: c.Bundle, Rootfs: c.Rootfs, StateDir: c.StateDir,
 		Cgroups: cg, Limits: limits, InitPid: c.Pid, Created: time.Now().UTC(), CtcrVersion: Version}
 	stats := &Stats{Tasks: st.Tasks, PagesBytes: st.PagesBytes, FrozenSeconds: time.Since(freezeStart).Seconds() - (st.Total - st.Frozen).Seconds(),
-		DumpSeconds: st.Total.Seconds(), MemorySeconds: st.Memory.Seconds()}
+		DumpSeconds: st.Total.Seconds(), MemorySeconds: st.Memory.Seconds(), Warnings: st.Warnings}
 	if stats.FrozenSeconds < st.Frozen.Seconds() {
 		stats.FrozenSeconds = st.Frozen.Seconds()
 	}
@@ -178,7 +181,10 @@ type RestoreOptions struct {
 	Dir string
 	// Stage "undump": the restored container is left suspended.
 	Stage Stage
-	Log   func(format string, args ...any)
+	// ExtUnixSk connects unix sockets whose peer was outside the
+	// container to that peer's name again.
+	ExtUnixSk bool
+	Log       func(format string, args ...any)
 }
 
 // Restore recreates the container from its bundle: its cgroups with
@@ -225,7 +231,7 @@ func Restore(o RestoreOptions) (*criu.Restored, *Meta, error) {
 		return err == nil
 	}
 	r, err := criu.Restore(criu.RestoreOptions{
-		Dir: imgDir, Log: o.Log,
+		Dir: imgDir, Log: o.Log, ExtUnixSk: o.ExtUnixSk,
 		// A container's init outlives this ctcr, its new parent.
 		DropRootPdeathsig: true,
 		BeforeResume: func() error {

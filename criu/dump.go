@@ -741,7 +741,7 @@ const (
 func dumpTaskFiles(p *dumpProc, files *fileTable, shellJob bool) error {
 	pid := p.pid
 	if p.filesOf == nil {
-		fds, err := dumpFds(pid, files, shellJob)
+		fds, err := dumpFds(pid, p.vpid, files, shellJob)
 		if err != nil {
 			return err
 		}

@@ -102,6 +102,9 @@ func dumpFileLocks(d *fdDump, id uint32) error {
 		if !d.files.fileLocks {
 			return fmt.Errorf("%s (%s) holds a %v: dump with --file-locks to keep it: %w", d.where, d.link, l, ErrUnsupported)
 		}
+		if d.vpid == 0 {
+			return d.unsupported(fmt.Sprintf("%v held through a file in flight (%s)", l, d.link))
+		}
 		var flag uint32
 		owner := ""
 		switch l.kind {
@@ -131,7 +134,7 @@ func dumpFileLocks(d *fdDump, id uint32) error {
 			typ = unix.F_WRLCK
 		}
 		d.files.addImage(images.FileLocks, &filelock.FileLockEntry{
-			Flag: proto.Uint32(flag), Type: proto.Uint32(typ), Pid: proto.Int32(int32(d.pid)), Fd: proto.Int32(int32(d.fd)),
+			Flag: proto.Uint32(flag), Type: proto.Uint32(typ), Pid: proto.Int32(int32(d.vpid)), Fd: proto.Int32(int32(d.fd)),
 			Start: proto.Int64(l.start), Len: proto.Int64(length),
 		}, nil)
 	}
@@ -154,7 +157,7 @@ func restoreFileLocks(r *fileRestore, t *restoringTask, fd int, e *fdinfo.FileEn
 	what := map[int]string{}
 	for _, m := range x.entries {
 		l := m.(*filelock.FileLockEntry)
-		if int(l.GetPid()) != t.pid || int(l.GetFd()) != fd {
+		if int(l.GetPid()) != t.vpid || int(l.GetFd()) != fd {
 			continue
 		}
 		typ := l.GetType()

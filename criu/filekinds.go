@@ -55,6 +55,7 @@ func fileKindOf(t fdinfo.FdTypes) *fileKind {
 // fdDump is one fd being dumped.
 type fdDump struct {
 	pid, fd  int
+	vpid     int    // pid as the tree's PID namespace sees it (0: ctcr's own fd)
 	where    string // "task P fd N", for errors
 	link     string // what /proc/PID/fd/N points at
 	st       unix.Stat_t

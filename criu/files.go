@@ -129,14 +129,14 @@ func (t *fileTable) regEntry(path string, flags uint32, pos uint64, st *unix.Sta
 // is shared with an earlier fd (dup, or inherited across fork) gets the
 // same id, found with kcmp(KCMP_FILE); the file itself is dumped once, by
 // the first kind in fileKinds that recognizes it.
-func dumpFds(pid int, files *fileTable, shellJob bool) ([]*fdinfo.FdinfoEntry, error) {
+func dumpFds(pid, vpid int, files *fileTable, shellJob bool) ([]*fdinfo.FdinfoEntry, error) {
 	fds, err := proc.Fds(pid)
 	if err != nil {
 		return nil, fmt.Errorf("task %d: list fds: %w", pid, err)
 	}
 	var out []*fdinfo.FdinfoEntry
 	for _, fd := range fds {
-		d := &fdDump{pid: pid, fd: fd, where: fmt.Sprintf("task %d fd %d", pid, fd), files: files, shellJob: shellJob}
+		d := &fdDump{pid: pid, vpid: vpid, fd: fd, where: fmt.Sprintf("task %d fd %d", pid, fd), files: files, shellJob: shellJob}
 		e, err := dumpOneFd(d)
 		if d.dup != nil {
 			d.dup.Close()

@@ -608,3 +608,37 @@ func TestContribVzctlScripts(t *testing.T) {
 		}
 	})
 }
+
+// TestContainerFileLocks: a container whose init holds a flock on a file
+// is refused without --file-locks (exit 16, the lock named, the container
+// running on); with it, the lock is still held after restore.
+func TestContainerFileLocks(t *testing.T) {
+	const script = `exec 8>/data/lock
+/usr/bin/flock 8
+i=0
+while :; do i=$((i+1)); echo $i > /data/count; sleep 0.2; done`
+	c := newContainer(t, "locks", func(s *specs.Spec) { s.Process.Args = []string{"sh", "-c", script} })
+	if _, err := os.Stat("/usr/bin/flock"); err != nil {
+		t.Skipf("/usr/bin/flock is missing (util-linux): it takes the lock: %v", err)
+	}
+	if err := c.installHostBinary("/usr/bin/flock"); err != nil {
+		t.Fatalf("copy flock into the rootfs: %v", err)
+	}
+	c.start()
+	const probe = "/usr/bin/flock -n /data/lock true; echo $?"
+	if got := strings.TrimSpace(c.mustExec(t, probe)); got != "1" {
+		t.Fatalf("before the checkpoint flock -n on the init's lock says %q, want 1 (held)", got)
+	}
+	dir := filepath.Join(t.TempDir(), "ck")
+	r := runCtcr(t, 60*time.Second, "checkpoint", c.id, "-D", dir)
+	if r.code() != 16 || !strings.Contains(r.stderr(), "lock") || !strings.Contains(r.stderr(), "--file-locks") {
+		t.Fatalf("%s: exit status %d, stderr %q; want 16 and a message naming the lock and --file-locks", r, r.code(), r.stderr())
+	}
+	c.assertCounting(t, "after the refused checkpoint")
+	checkpointContainer(t, c, dir, "--file-locks")
+	restoreContainer(t, c, dir)
+	c.assertCounting(t, "after restore")
+	if got := strings.TrimSpace(c.mustExec(t, probe)); got != "1" {
+		t.Errorf("after restore flock -n on the init's lock says %q, want 1 (still held)", got)
+	}
+}

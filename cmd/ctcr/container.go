@@ -104,9 +104,12 @@ untouched.
 			if err != nil {
 				return containerExit(err, exitCheckpointError)
 			}
+			for _, w := range st.Warnings {
+				fmt.Fprintf(cmd.ErrOrStderr(), "ctcr: warning: %s\n", w)
+			}
 			if g.json {
 				return printJSON(stdout, map[string]any{"id": m.ID, "runtime": m.Runtime, "dir": o.Dir, "tasks": st.Tasks,
-					"pages_bytes": st.PagesBytes, "frozen_seconds": st.FrozenSeconds, "dump_seconds": st.DumpSeconds})
+					"pages_bytes": st.PagesBytes, "frozen_seconds": st.FrozenSeconds, "dump_seconds": st.DumpSeconds, "warnings": st.Warnings})
 			}
 			fmt.Fprintf(stdout, "container %s checkpointed to %s: %d tasks, %d bytes of memory, frozen %.3f s\n", m.ID, o.Dir, st.Tasks, st.PagesBytes, st.FrozenSeconds)
 			return nil
@@ -116,6 +119,8 @@ untouched.
 	f.StringVarP(&o.Dir, "images-dir", "D", "", "directory to write the checkpoint to (default /var/lib/ctcr/CTID)")
 	f.BoolVar(&o.LeaveRunning, "leave-running", false, "let the container run on after the checkpoint")
 	f.IntVar(&o.Pid, "pid", 0, "init PID of a container ctcr cannot find by its id")
+	f.BoolVar(&o.FileLocks, "file-locks", false, "keep the file locks the container's tasks hold (flock, POSIX, OFD); without it a held lock fails the checkpoint")
+	f.BoolVar(&o.ExtUnixSk, "ext-unix-sk", false, "keep unix sockets whose peer is outside the container; restore --ext-unix-sk connects them to the peer's name again (a connection from a client with no name comes back closed by that client, with a warning)")
 	f.BoolVar(&suspend, "suspend", false, "stage: only freeze the container")
 	f.BoolVar(&dumpStage, "dump", false, "stage: dump a suspended container, which stays suspended")
 	f.BoolVar(&kill, "kill", false, "stage: kill every task of the container")
@@ -146,7 +151,7 @@ func stageDone(err error, code int) error {
 }
 
 // restoreContainer restores container id from dir.
-func restoreContainer(g *globalFlags, cmd *cobra.Command, stdout io.Writer, id, dir, pidFile string, stage container.Stage) error {
+func restoreContainer(g *globalFlags, cmd *cobra.Command, stdout io.Writer, id, dir, pidFile string, stage container.Stage, extUnixSk bool) error {
 	if stage == container.StageResume {
 		return stageDone(container.Resume(id, 0), exitRestoreError)
 	}
@@ -158,7 +163,7 @@ func restoreContainer(g *globalFlags, cmd *cobra.Command, stdout io.Writer, id, 
 		return err
 	}
 	defer done()
-	r, m, err := container.Restore(container.RestoreOptions{ID: id, Dir: dir, Log: logf, Stage: stage})
+	r, m, err := container.Restore(container.RestoreOptions{ID: id, Dir: dir, Log: logf, Stage: stage, ExtUnixSk: extUnixSk})
 	if err != nil {
 		return containerExit(err, exitRestoreError)
 	}

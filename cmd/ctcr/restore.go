@@ -37,7 +37,7 @@ if a zombie holds it (a dumped task not yet reaped), restore waits up to
 				if err != nil {
 					return err
 				}
-				return restoreContainer(g, cmd, stdout, args[0], o.Dir, pidFile, stage)
+				return restoreContainer(g, cmd, stdout, args[0], o.Dir, pidFile, stage, o.ExtUnixSk)
 			}
 			if undump || resume {
 				return usageError{fmt.Errorf("--undump and --resume are stages of a container restore: give CTID")}
