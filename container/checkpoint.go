@@ -272,8 +272,8 @@ func Restore(o RestoreOptions) (*criu.Restored, *Meta, error) {
 		undo()
 		return nil, nil, fmt.Errorf("restore of container %s: %w", o.ID, err)
 	}
-	if m.StateDir != "" {
-		if err := UpdateRuntimeState(m.Runtime, m.StateDir, r.Pid); err != nil && o.Log != nil {
+	if m.StateDir != "" || m.Runtime == "pid" {
+		if err := UpdateRuntimeState(m.Runtime, m.ID, m.StateDir, r.Pid); err != nil && o.Log != nil {
 			o.Log("%s state of %s not updated (the runtime's tools will not see it running): %v", m.Runtime, o.ID, err)
 		}
 	}

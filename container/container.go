@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 
@@ -155,13 +156,65 @@ func resolve(id string, pid int, lxcpath string) (*Container, error) {
 		}
 		// LXC's monitor, which answers lxc-info, ends with the container:
 		// a container ctcr restored has none, only ctcr's record.
-		if r, err := readLXCInit(id); err == nil && r.LXCPath == root && alive(r.Pid) && startTime(r.Pid) == r.Start {
+		if r, err := readInitRecord(id); err == nil && r.Runtime == "lxc" && r.LXCPath == root && r.running() {
 			c.Pid = r.Pid
 			return c, nil
 		}
 		return c, fmt.Errorf("container %s (lxc, %s): %w", id, root, ErrNotRunning)
 	}
-	return nil, fmt.Errorf("container %s: %w (looked in %s; give --pid for other runtimes)", id, ErrUnknown, strings.Join(looked, ", "))
+	looked = append(looked, initRecordPath(id))
+	if r, err := readInitRecord(id); err == nil && r.Runtime == "pid" {
+		c := &Container{ID: id, Runtime: "pid", Pid: r.Pid}
+		if !r.running() {
+			return c, fmt.Errorf("container %s (restored by ctcr as init %d): %w", id, r.Pid, ErrNotRunning)
+		}
+		return c, nil
+	}
+	return nil, fmt.Errorf("container %s: %w (looked in %s; give --pid or --cgroup for other runtimes)", id, ErrUnknown, strings.Join(looked, ", "))
+}
+
+// CgroupRoots are where InitOfCgroup looks for a cgroup path: the v1
+// freezer hierarchy, the v2 one of a hybrid layout, a pure v2 one.
+var CgroupRoots = []string{"/sys/fs/cgroup/freezer", "/sys/fs/cgroup/unified", "/sys/fs/cgroup"}
+
+// InitOfCgroup returns the init of the container whose tasks are those of
+// cgroup path (as /proc/PID/cgroup names it): the one task whose parent
+// is outside the cgroup. A cgroup holding several trees, or none, is
+// refused: ctcr checkpoints one tree.
+func InitOfCgroup(path string) (int, error) {
+	if !strings.HasPrefix(path, "/") || strings.Contains(path, "/../") || strings.HasSuffix(path, "/..") {
+		return 0, fmt.Errorf("cgroup %q: %w (give its absolute path, as /proc/PID/cgroup shows it)", path, ErrUnknown)
+	}
+	var looked []string
+	for _, root := range CgroupRoots {
+		procs := filepath.Join(root, path, "cgroup.procs")
+		looked = append(looked, procs)
+		b, err := os.ReadFile(procs)
+		if err != nil {
+			continue
+		}
+		in := map[int]bool{}
+		for _, f := range strings.Fields(string(b)) {
+			if pid, err := strconv.Atoi(f); err == nil {
+				in[pid] = true
+			}
+		}
+		var roots []int
+		for pid := range in {
+			if st, err := proc.ReadStat(pid, pid); err == nil && !in[st.PPid] {
+				roots = append(roots, pid)
+			}
+		}
+		sort.Ints(roots)
+		switch len(roots) {
+		case 0:
+			return 0, fmt.Errorf("cgroup %s (%s) has no tasks: %w", path, procs, ErrNotRunning)
+		case 1:
+			return roots[0], nil
+		}
+		return 0, fmt.Errorf("cgroup %s holds %d process trees (rooted at %v), not one container: give --pid", path, len(roots), roots)
+	}
+	return 0, fmt.Errorf("cgroup %s: %w (looked in %s)", path, ErrUnknown, strings.Join(looked, ", "))
 }
 
 // lxcPaths are the lxcpaths Resolve searches: first (if not empty),
@@ -205,22 +258,24 @@ func lxcInfoPid(lxcpath, id string) (int, error) {
 	return strconv.Atoi(strings.TrimSpace(string(out)))
 }
 
-// lxcInit is ctcr's record of the init of an LXC container it restored,
-// LockDir/ID.lxc-init.json: LXC's tools cannot be told of a new init
-// (lxc-info, lxc-attach and lxc-stop ask the container's monitor, which
-// exited when the checkpoint ended the container), so ctcr keeps it for
-// its own commands (checkpoint, ps, kill, restore's running check).
-type lxcInit struct {
-	LXCPath string `json:"lxcpath"`
+// LockDir/ID.init.json: the init ctcr restored for a container whose
+// runtime cannot be told of it. LXC's tools cannot (lxc-info, lxc-attach
+// and lxc-stop ask the container's monitor, which exited when the
+// checkpoint ended the container), and a container given by --pid or
+// --cgroup has no runtime at all; ctcr keeps the record for its own
+// commands (checkpoint, ps, kill, restore's running check).
+type initRecord struct {
+	Runtime string `json:"runtime"`           // lxc or pid
+	LXCPath string `json:"lxcpath,omitempty"` // LXC's lxcpath of the container
 	Pid     int    `json:"pid"`
 	Start   uint64 `json:"start"` // field 22 of /proc/PID/stat
 }
 
-func lxcInitPath(id string) string { return filepath.Join(LockDir, id+".lxc-init.json") }
+func initRecordPath(id string) string { return filepath.Join(LockDir, id+".init.json") }
 
-func readLXCInit(id string) (lxcInit, error) {
-	var r lxcInit
-	b, err := os.ReadFile(lxcInitPath(id))
+func readInitRecord(id string) (initRecord, error) {
+	var r initRecord
+	b, err := os.ReadFile(initRecordPath(id))
 	if err != nil {
 		return r, err
 	}
@@ -228,17 +283,26 @@ func readLXCInit(id string) (lxcInit, error) {
 	return r, err
 }
 
-// UpdateLXCInit records pid as the init of the LXC container whose
-// directory (lxcpath/ID) is stateDir.
-func UpdateLXCInit(stateDir string, pid int) error {
-	b, err := json.Marshal(lxcInit{LXCPath: filepath.Dir(stateDir), Pid: pid, Start: startTime(pid)})
+// running reports whether the init r records still runs.
+func (r initRecord) running() bool { return alive(r.Pid) && startTime(r.Pid) == r.Start }
+
+// writeInitRecord records pid as the restored init of container id.
+func writeInitRecord(id string, r initRecord) error {
+	r.Start = startTime(r.Pid)
+	b, err := json.Marshal(r)
 	if err != nil {
 		return err
 	}
 	if err := os.MkdirAll(LockDir, 0o755); err != nil {
 		return err
 	}
-	return writeFileAtomicMode(lxcInitPath(filepath.Base(stateDir)), b, 0o600)
+	return writeFileAtomicMode(initRecordPath(id), b, 0o600)
+}
+
+// UpdateLXCInit records pid as the init of the LXC container whose
+// directory (lxcpath/ID) is stateDir.
+func UpdateLXCInit(stateDir string, pid int) error {
+	return writeInitRecord(filepath.Base(stateDir), initRecord{Runtime: "lxc", LXCPath: filepath.Dir(stateDir), Pid: pid})
 }
 
 func alive(pid int) bool {
@@ -257,12 +321,12 @@ func startTime(pid int) uint64 {
 	return st.StartTime
 }
 
-// UpdateRuntimeState points the runtime's state of a restored container
-// at its new init pid, so the runtime's own list, exec, kill and delete
-// keep working. It knows runc and crun; for LXC, whose tools cannot
-// learn of a new init, it keeps ctcr's own record. Other runtimes are
-// left alone.
-func UpdateRuntimeState(runtime, stateDir string, pid int) error {
+// UpdateRuntimeState points the runtime's state of restored container
+// id at its new init pid, so the runtime's own list, exec, kill and
+// delete keep working. It knows runc and crun; for LXC, whose tools
+// cannot learn of a new init, and for a container given by --pid or
+// --cgroup, it keeps ctcr's own record. Other runtimes are left alone.
+func UpdateRuntimeState(runtime, id, stateDir string, pid int) error {
 	switch runtime {
 	case "runc":
 		return UpdateRuncState(stateDir, pid)
@@ -270,6 +334,8 @@ func UpdateRuntimeState(runtime, stateDir string, pid int) error {
 		return UpdateCrunState(stateDir, pid)
 	case "lxc":
 		return UpdateLXCInit(stateDir, pid)
+	case "pid":
+		return writeInitRecord(id, initRecord{Runtime: "pid", Pid: pid})
 	}
 	return nil
 }

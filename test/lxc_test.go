@@ -165,7 +165,7 @@ func (c *lxcContainer) cleanup() {
 			}
 		}
 	}
-	for _, suffix := range []string{".lock", ".lxc-init.json"} {
+	for _, suffix := range []string{".lock", ".init.json"} {
 		os.Remove(filepath.Join("/run/ctcr", c.name+suffix))
 	}
 }

@@ -62,6 +62,7 @@ func (e codedError) Unwrap() error { return e.error }
 func checkpointCmd(g *globalFlags, stdout io.Writer) *cobra.Command {
 	var o container.CheckpointOptions
 	var suspend, dumpStage, kill, resume bool
+	var cgroupPath string
 	c := &cobra.Command{
 		Use:   "checkpoint CTID",
 		Short: "Checkpoint a whole container (runc, crun, LXC, or --pid)",
@@ -78,6 +79,16 @@ untouched.
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.ID = args[0]
+			if cgroupPath != "" {
+				if o.Pid != 0 {
+					return usageError{fmt.Errorf("--pid and --cgroup both name the init: give one")}
+				}
+				pid, err := container.InitOfCgroup(cgroupPath)
+				if err != nil {
+					return containerExit(err, exitCheckpointError)
+				}
+				o.Pid = pid
+			}
 			if o.Dir == "" {
 				o.Dir = defaultDir(o.ID)
 			}
@@ -119,6 +130,7 @@ untouched.
 	f.StringVarP(&o.Dir, "images-dir", "D", "", "directory to write the checkpoint to (default /var/lib/ctcr/CTID)")
 	f.BoolVar(&o.LeaveRunning, "leave-running", false, "let the container run on after the checkpoint")
 	f.IntVar(&o.Pid, "pid", 0, "init PID of a container ctcr cannot find by its id")
+	f.StringVar(&cgroupPath, "cgroup", "", "cgroup of a container ctcr cannot find by its id (as /proc/PID/cgroup names it): its init is the task whose parent is outside it")
 	f.BoolVar(&o.FileLocks, "file-locks", false, "keep the file locks the container's tasks hold (flock, POSIX, OFD); without it a held lock fails the checkpoint")
 	f.BoolVar(&o.ExtUnixSk, "ext-unix-sk", false, "keep unix sockets whose peer is outside the container; restore --ext-unix-sk connects them to the peer's name again (a connection from a client with no name comes back closed by that client, with a warning)")
 	f.BoolVar(&suspend, "suspend", false, "stage: only freeze the container")
