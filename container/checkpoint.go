@@ -114,6 +114,9 @@ func Checkpoint(o CheckpointOptions) (*Meta, *Stats, error) {
 				if err := ns.DumpIPC(pid, stage); err != nil {
 					return err
 				}
+				if err := ns.DumpMqueues(pid, stage); err != nil {
+					return err
+				}
 			}
 			return nil
 		},
@@ -245,6 +248,12 @@ func Restore(o RestoreOptions) (*criu.Restored, *Meta, error) {
 			}
 			if exists(images.IpcShm.FileName(1)) || exists(images.IpcSem.FileName(1)) || exists(images.IpcMsg.FileName(1)) {
 				if err := ns.RestoreIPC(rt.Pid, imgDir); err != nil {
+					return err
+				}
+			}
+			// Before any task opens its queue descriptors.
+			if exists(ns.PosixMqFile) {
+				if err := ns.RestoreMqueues(rt.Pid, imgDir); err != nil {
 					return err
 				}
 			}
