@@ -36,7 +36,7 @@ type fileKind struct {
 }
 
 // fileKinds are tried in order on every fd at dump.
-var fileKinds = []*fileKind{&memfds, &regularFiles, &pipes, &fifos, &unixSockets, &eventfdFiles, &epolls, &inotifies, &signalfdFiles, &timerfdFiles, &ttys}
+var fileKinds = []*fileKind{&memfds, &mqueueFiles, &regularFiles, &pipes, &fifos, &unixSockets, &eventfdFiles, &epolls, &inotifies, &signalfdFiles, &timerfdFiles, &ttys}
 
 func fileKindOf(t fdinfo.FdTypes) *fileKind {
 	for _, k := range fileKinds {
