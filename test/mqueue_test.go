@@ -64,6 +64,12 @@ func TestMqueueProcess(t *testing.T) {
 		if r.code() != 0 || strings.Count(r.stdout(), "/dev/mqueue"+prefix+"a") != 2 {
 			t.Errorf("%s: exit status %d; want two fds on /dev/mqueue%sa in:\n%s%s", r, r.code(), prefix, r.stdout(), r.stderr())
 		}
+		if crit, err := exec.LookPath("crit"); err != nil {
+			t.Logf("crit is not installed (apt-get install criu python3-protobuf): files.img not decoded")
+		} else if out, err := exec.Command(crit, "decode", "-i", filepath.Join(img, "files.img")).CombinedOutput(); err != nil ||
+			!strings.Contains(string(out), `"/dev/mqueue`+prefix+`a"`) {
+			t.Errorf("crit decode files.img: %v; want a REG entry named /dev/mqueue%sa in:\n%s", err, prefix, tail(string(out), 3000))
+		}
 		restoreForeground(t, w, img, scenario{}, nil)
 	})
 }
