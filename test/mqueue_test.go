@@ -15,6 +15,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
+	"github.com/ctcr/ctcr/criu/kernel"
 	"github.com/ctcr/ctcr/test/harness"
 )
 
@@ -54,6 +55,27 @@ func TestMqueueProcess(t *testing.T) {
 			t.Errorf("mqueue: %v, want exit status 0%s", ps, w.report())
 		}
 		w.assertPassed()
+	})
+	t.Run("the workload fails when a message of its queue is taken", func(t *testing.T) {
+		w := startWorkload(t, "mqueue", prefix)
+		fd, err := kernel.MqOpen(strings.TrimPrefix(prefix, "/")+"a", unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 64)
+		_, _, err = kernel.MqReceive(fd, buf)
+		unix.Close(fd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.requestCheck()
+		ps, err := w.waitOriginal(30 * time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res := w.read("result"); ps.ExitCode() != 1 || !strings.Contains(res, "curmsgs 3") {
+			t.Errorf("mqueue: %v, result %q; want exit status 1 and a FAIL naming 3 messages", ps, res)
+		}
 	})
 	t.Run("queue descriptors are reopened on the host's queues with their access mode and O_NONBLOCK", func(t *testing.T) {
 		needCtcr(t)
