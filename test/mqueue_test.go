@@ -96,22 +96,14 @@ func TestMqueueProcess(t *testing.T) {
 	})
 }
 
-var mqueueStatic string
-
-// staticMqueue builds workloads/mqueue.c statically, for a busybox
-// container that has no libc.
-func staticMqueue(t *testing.T) string {
+// buildStaticMqueue builds workloads/mqueue.c statically into bin, for
+// a busybox container that has no libc.
+func buildStaticMqueue(t *testing.T, bin string) {
 	t.Helper()
-	if mqueueStatic != "" {
-		return mqueueStatic
-	}
-	bin := filepath.Join(os.TempDir(), fmt.Sprintf("ctcrt-mqueue-static-%d", os.Getpid()))
 	out, err := exec.Command("gcc", "-O2", "-Wall", "-Wextra", "-Werror", "-std=gnu11", "-static", "-o", bin, "workloads/mqueue.c").CombinedOutput()
 	if err != nil {
 		t.Fatalf("gcc -static workloads/mqueue.c: %v\n%s", err, out)
 	}
-	mqueueStatic = bin
-	return bin
 }
 
 // mqContainer starts a busybox container whose init runs the mqueue
@@ -119,7 +111,6 @@ func staticMqueue(t *testing.T) string {
 // notify) beside the usual counting loops, and waits for it to be ready.
 func mqContainer(t *testing.T, name string, args ...string) *runcContainer {
 	t.Helper()
-	bin := staticMqueue(t)
 	c := newContainer(t, name, func(s *specs.Spec) {
 		s.Process.Args = []string{"sh", "-c", "mkdir -p /data/mq; /bin/mqueue /data/mq /ctcr- " + strings.Join(args, " ") +
 			" </dev/null >/data/mq/out 2>/data/mq/err &\n" + containerScript}
@@ -130,7 +121,7 @@ func mqContainer(t *testing.T, name string, args ...string) *runcContainer {
 			*set = append(*set, "CAP_CHOWN")
 		}
 	})
-	copyFile(t, bin, filepath.Join(c.rootfs, "bin/mqueue"), 0o755)
+	buildStaticMqueue(t, filepath.Join(c.rootfs, "bin/mqueue"))
 	c.start()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
