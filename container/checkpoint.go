@@ -89,7 +89,7 @@ func Checkpoint(o CheckpointOptions) (*Meta, *Stats, error) {
 		return nil, nil, fmt.Errorf("container %s: %w", o.ID, err)
 	}
 	st, err := criu.Dump(criu.DumpOptions{
-		Pid: c.Pid, Dir: ImagesDir(o.Dir), LeaveRunning: o.LeaveRunning, Log: o.Log,
+		Pid: c.Pid, Dir: ImagesDir(o.Dir), LeaveRunning: o.LeaveRunning, Log: o.Log, SavesIPC: own["ipc"],
 		Thaw: func() error { isFrozen = false; return cg.Thaw() },
 		BeforeResume: func() error {
 			if o.Stage == StageDump {

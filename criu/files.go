@@ -27,6 +27,9 @@ type fileTable struct {
 	// fileLocks: dump the locks tasks hold (--file-locks) instead of
 	// failing on them.
 	fileLocks bool
+	// savesIPC: the queues of the tree's own IPC namespace are saved
+	// besides (DumpOptions.SavesIPC).
+	savesIPC bool
 }
 
 // kindState returns what kind name keeps in t, made by mk on first use.

@@ -71,6 +71,17 @@ func dumpMqueueFd(d *fdDump) (*fdinfo.FileEntry, error) {
 	if name == "/" || name == "." {
 		return nil, d.unsupported(fmt.Sprintf("file %s on an mqueue filesystem", d.link))
 	}
+	// A queue of the tree's own namespace exists after restore only if
+	// the caller saves that namespace (a container checkpoint does).
+	if !d.files.savesIPC {
+		own, err := ownIPCNamespace(d.pid)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", d.where, err)
+		}
+		if own {
+			return nil, d.unsupported(fmt.Sprintf("POSIX message queue /%s of the task's own IPC namespace: a process dump does not save that namespace's queues (checkpoint it as a container)", name))
+		}
+	}
 	// A queue of another IPC namespace than the task's (an mqueue mount
 	// of the host bound into a container) would be reopened in the wrong
 	// one.
@@ -111,6 +122,18 @@ func mqueueDev(d *fdDump) (uint64, error) {
 		return 0, fmt.Errorf("%s (%s): the mqueue filesystem of the task's IPC namespace: %w", d.where, d.link, v.err)
 	}
 	return v.dev, nil
+}
+
+// ownIPCNamespace reports whether pid's IPC namespace is not ctcr's.
+func ownIPCNamespace(pid int) (bool, error) {
+	var mine, theirs unix.Stat_t
+	if err := unix.Stat("/proc/self/ns/ipc", &mine); err != nil {
+		return false, err
+	}
+	if err := unix.Stat(fmt.Sprintf("/proc/%d/ns/ipc", pid), &theirs); err != nil {
+		return false, fmt.Errorf("IPC namespace: %w", err)
+	}
+	return mine.Ino != theirs.Ino || mine.Dev != theirs.Dev, nil
 }
 
 // inIPCNamespace runs fn on a thread in pid's IPC namespace: ctcr's own

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 	"unsafe"
@@ -94,6 +95,41 @@ func TestMqueueProcess(t *testing.T) {
 		}
 		restoreForeground(t, w, img, scenario{}, nil)
 	})
+}
+
+// TestMqueueOwnNamespaceRefused: a plain dump saves no IPC namespace,
+// so a process of its own IPC namespace holding a queue descriptor is
+// refused (its queue would be gone at restore), naming the fd and the
+// queue, and runs on with its queue as it was.
+func TestMqueueOwnNamespaceRefused(t *testing.T) {
+	needCtcr(t)
+	dir := t.TempDir()
+	cmd := exec.Command(workloadBin(t, "mqueue"), dir, "/own-")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Cloneflags: syscall.CLONE_NEWIPC}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	if err := harness.WaitFile(filepath.Join(dir, "ready"), 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	pid := cmd.Process.Pid
+	r := runCtcr(t, 60*time.Second, "dump", "-t", strconv.Itoa(pid), "-D", filepath.Join(t.TempDir(), "img"))
+	assertFailed(t, r, "own IPC namespace")
+	for _, n := range []string{fmt.Sprintf("task %d fd 3", pid), "/own-a"} {
+		if !strings.Contains(r.stderr(), n) {
+			t.Errorf("%s: stderr %q does not name %q", r, strings.TrimSpace(r.stderr()), n)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "check"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := harness.WaitFile(filepath.Join(dir, "result"), 20*time.Second); err != nil {
+		t.Fatalf("after the refused dump: %v", err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "result")); !strings.HasPrefix(string(b), "PASS") {
+		t.Errorf("after the refused dump the workload says %s", b)
+	}
 }
 
 // buildStaticMqueue builds workloads/mqueue.c statically into bin, for
