@@ -18,7 +18,8 @@ import (
 // task: for a container, ns.DumpMqueues saves the queues of its
 // namespace and ns.RestoreMqueues recreates them before any task runs;
 // for a process of the host's namespace the queue lives on and is only
-// reopened.
+// reopened. A plain dump of a tree with its own IPC namespace saves no
+// queue, so it refuses a descriptor on one (DumpOptions.SavesIPC).
 //
 // Image: CRIU has no fd type for them. A queue is a regular file of the
 // mqueue filesystem, and an fd opened on it by path is the same kind of
