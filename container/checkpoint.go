@@ -92,7 +92,7 @@ func Checkpoint(o CheckpointOptions) (*Meta, *Stats, error) {
 	}
 	st, err := criu.Dump(criu.DumpOptions{
 		Pid: c.Pid, Dir: ImagesDir(o.Dir), LeaveRunning: o.LeaveRunning, Log: o.Log,
-		FileLocks: o.FileLocks, ExtUnixSk: o.ExtUnixSk,
+		FileLocks: o.FileLocks, ExtUnixSk: o.ExtUnixSk, SavesIPC: own["ipc"],
 		Thaw: func() error { isFrozen = false; return cg.Thaw() },
 		BeforeResume: func() error {
 			if o.Stage == StageDump {
@@ -115,6 +115,9 @@ func Checkpoint(o CheckpointOptions) (*Meta, *Stats, error) {
 			}
 			if own["ipc"] {
 				if err := ns.DumpIPC(pid, stage); err != nil {
+					return err
+				}
+				if err := ns.DumpMqueues(pid, stage); err != nil {
 					return err
 				}
 			}
@@ -257,6 +260,12 @@ func Restore(o RestoreOptions) (*criu.Restored, *Meta, error) {
 			}
 			if exists(images.IpcShm.FileName(1)) || exists(images.IpcSem.FileName(1)) || exists(images.IpcMsg.FileName(1)) {
 				if err := ns.RestoreIPC(rt.Pid, imgDir); err != nil {
+					return err
+				}
+			}
+			// Before any task opens its queue descriptors.
+			if exists(ns.PosixMqFile) {
+				if err := ns.RestoreMqueues(rt.Pid, imgDir); err != nil {
 					return err
 				}
 			}

@@ -46,6 +46,10 @@ type DumpOptions struct {
 	// complete, just before the tasks are let go (vzctl's --dump stage
 	// freezes the cgroup again here, so they stay suspended).
 	BeforeResume func() error
+	// SavesIPC says Extra saves the tree's own IPC namespace (the
+	// container front end): descriptors on POSIX message queues of that
+	// namespace are then restorable. Without it they fail the dump.
+	SavesIPC bool
 }
 
 // DumpStats describes a finished dump.
@@ -186,6 +190,7 @@ func Dump(opts DumpOptions) (*DumpStats, error) {
 	}
 	// Runs before the tasks are resumed (the rollback runs newest first).
 	rb.add(func() { files.giveBack(true, opts.logf) })
+	files.savesIPC = opts.SavesIPC
 	if opts.ExtUnixSk {
 		allowExternalUnixPeers(files, d.procs)
 	}

@@ -1,6 +1,7 @@
 // Package ns dumps and restores what lives in a container's namespaces
 // besides its processes: the mount tree (mountinfo, with the content of
-// tmpfs mounts), the UTS names, and SysV IPC objects.
+// tmpfs mounts), the UTS names, SysV IPC objects and POSIX message
+// queues.
 //
 // It never traces a task. Dumping reads /proc/PID/mountinfo, walks files
 // through /proc/PID/root, and enters a namespace on a locked OS thread
@@ -12,6 +13,8 @@
 //	mountpoints-1.img        MntEntry per mount, in mount order
 //	tmpfs-dev-N.tar.gz.img   content of the tmpfs with mount id N
 //	utsns-1.img              UtsnsEntry
+//	ipcns-{shm,sem,msg}-1.img  SysV objects with their content
+//	posix-mq.json            POSIX message queues (not CRIU's: see mqueue.go)
 package ns
 
 // Syscaller runs syscalls in the root task of a restored tree (the
