@@ -48,6 +48,9 @@ is complete and sound. --json prints the same as one object.`,
 				}
 				if stats != nil {
 					fmt.Fprintf(stdout, "  frozen   %.3f s, dump %.3f s, memory copy %.3f s\n", stats.FrozenSeconds, stats.DumpSeconds, stats.MemorySeconds)
+					for _, w := range stats.Warnings {
+						fmt.Fprintf(stdout, "  warning  %s\n", w)
+					}
 				}
 			}
 			ns := "none (the host's)"
