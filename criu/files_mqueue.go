@@ -4,13 +4,13 @@ import (
 	"fmt"
 	"os"
 	"path"
-	"runtime"
 	"strings"
 
 	"github.com/checkpoint-restore/go-criu/v7/crit/images/fdinfo"
 	"golang.org/x/sys/unix"
 
 	"github.com/ctcr/ctcr/criu/kernel"
+	"github.com/ctcr/ctcr/criu/nsthread"
 )
 
 // POSIX message queue descriptors (mq_open, or open on an mqueue
@@ -137,54 +137,17 @@ func ownIPCNamespace(pid int) (bool, error) {
 	return mine.Ino != theirs.Ino || mine.Dev != theirs.Dev, nil
 }
 
-// inIPCNamespace runs fn on a thread in pid's IPC namespace: ctcr's own
-// thread if it is ctcr's namespace too, else a locked thread that joined
-// it and ends with fn, so that no other goroutine runs in it. It is the
-// engine's twin of ns.inNamespace, which the engine cannot import.
+// inIPCNamespace runs fn in pid's IPC namespace: on ctcr's own thread if
+// it is ctcr's namespace too, else on a thread of its own that joined it.
 func inIPCNamespace(pid int, fn func() error) error {
-	var mine, theirs unix.Stat_t
-	if err := unix.Stat("/proc/thread-self/ns/ipc", &mine); err != nil {
-		return err
-	}
-	nsPath := fmt.Sprintf("/proc/%d/ns/ipc", pid)
-	if err := unix.Stat(nsPath, &theirs); err != nil {
-		return fmt.Errorf("task %d: IPC namespace: %w", pid, err)
-	}
-	if mine.Ino == theirs.Ino && mine.Dev == theirs.Dev {
+	same, err := nsthread.Same(pid, "ipc")
+	if err != nil || same {
+		if err != nil {
+			return err
+		}
 		return fn()
 	}
-	errc := make(chan error, 1)
-	var run func()
-	run = func() {
-		runtime.LockOSThread()
-		if unix.Gettid() == unix.Getpid() {
-			// The main thread: the runtime never ends it, and
-			// /proc/self/ns shows its namespaces as ctcr's own (what
-			// the dump compares every task with). Keep it locked, and
-			// out of the way, while another thread joins.
-			done := make(chan struct{})
-			go func() { run(); close(done) }()
-			<-done
-			runtime.UnlockOSThread()
-			return
-		}
-		// Never unlocked: the thread ends with this goroutine, namespace
-		// and all.
-		f, err := os.Open(nsPath)
-		if err != nil {
-			errc <- err
-			return
-		}
-		err = unix.Setns(int(f.Fd()), unix.CLONE_NEWIPC)
-		f.Close()
-		if err != nil {
-			errc <- fmt.Errorf("enter the IPC namespace of task %d: %w", pid, err)
-			return
-		}
-		errc <- fn()
-	}
-	go run()
-	return <-errc
+	return nsthread.Run(func() error { return nsthread.Join(pid, "ipc", unix.CLONE_NEWIPC) }, fn)
 }
 
 // openMqueueFile reopens a queue descriptor by name in the IPC namespace

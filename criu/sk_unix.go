@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/ctcr/ctcr/criu/images"
+	"github.com/ctcr/ctcr/criu/nsthread"
 	"github.com/ctcr/ctcr/criu/proc"
 )
 
@@ -108,9 +109,26 @@ type unixDiag struct {
 	shutdown        uint8
 }
 
-// unixDiagAll lists every unix socket of ctcr's network namespace.
-func unixDiagAll() (map[uint32]*unixDiag, error) {
-	s, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
+// unixDiagAll lists every unix socket of task pid's network namespace:
+// sock_diag answers for the namespace its socket was made in.
+func unixDiagAll(pid int) (map[uint32]*unixDiag, error) {
+	newSocket := func() (int, error) {
+		return unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
+	}
+	var s int
+	same, err := nsthread.Same(pid, "net")
+	if err != nil {
+		return nil, err
+	}
+	if same {
+		s, err = newSocket()
+	} else {
+		err = nsthread.Run(func() error { return nsthread.Join(pid, "net", unix.CLONE_NEWNET) }, func() error {
+			var err error
+			s, err = newSocket()
+			return err
+		})
+	}
 	if err != nil {
 		return nil, os.NewSyscallError("socket(NETLINK_SOCK_DIAG)", err)
 	}
@@ -218,6 +236,7 @@ func parseUnixDiag(b []byte) (*unixDiag, error) {
 // unixDumpState is what dumping unix sockets keeps across fds and tasks.
 type unixDumpState struct {
 	diag   map[uint32]*unixDiag
+	diagNs int                      // a task of the network namespace diag lists
 	dumped map[uint32]*dumpedUnixSk // by inode
 	order  []uint32
 
@@ -398,7 +417,10 @@ func dumpUnixSocket(d *fdDump) (*fdinfo.FileEntry, error) {
 	sk := st.diag[ino]
 	if sk == nil {
 		// First socket, or one sock_diag did not list before: ask again.
-		if st.diag, err = unixDiagAll(); err != nil {
+		if st.diagNs == 0 || d.vpid != 0 {
+			st.diagNs = d.pid // a socket in flight is of the tree's namespace
+		}
+		if st.diag, err = unixDiagAll(st.diagNs); err != nil {
 			return nil, fmt.Errorf("%s (%s): %w", d.where, d.link, err)
 		}
 		if sk = st.diag[ino]; sk == nil {
@@ -454,7 +476,7 @@ func dumpUnixSocket(d *fdDump) (*fdinfo.FileEntry, error) {
 			return nil, d.unsupported(fmt.Sprintf("%s is bound to the relative path %q", what, name))
 		}
 		var fst unix.Stat_t
-		if err := unix.Stat(name, &fst); err != nil || !sk.hasVFS || fst.Ino != uint64(sk.vfsIno) {
+		if err := unix.Stat(taskPath(d.pid, name), &fst); err != nil || !sk.hasVFS || fst.Ino != uint64(sk.vfsIno) {
 			e.Deleted = proto.Bool(true) // the name no longer leads to this socket
 		} else {
 			e.FilePerms = &skunix.FilePermsEntry{Mode: proto.Uint32(fst.Mode), Uid: proto.Uint32(fst.Uid), Gid: proto.Uint32(fst.Gid)}
@@ -693,7 +715,7 @@ func openUnixSocket(r *fileRestore, e *fdinfo.FileEntry) (*os.File, error) {
 	if ur == nil {
 		ur = &unixRestore{byIno: map[uint32]*skunix.UnixSkEntry{}, external: map[uint32]*skunix.UnixSkEntry{}, files: map[uint32]*os.File{}}
 		r.state[unixKindName] = ur
-		if err := ur.build(r); err != nil {
+		if err := ur.buildInView(r); err != nil {
 			return nil, err
 		}
 	}
@@ -785,6 +807,45 @@ func unixSocket(typ uint32) (int, error) {
 		return -1, os.NewSyscallError("socket(AF_UNIX)", err)
 	}
 	return fd, nil
+}
+
+// buildInView builds every unix socket as the restored tree sees the
+// world: in its network namespace (abstract names, and sock_diag at the
+// next dump, are per namespace) and under its root (names are paths in
+// its mounts). For a container that runs on a thread of its own; the
+// other files fds in flight carry are opened first, outside it, since
+// their kinds find paths through ctcr's /proc.
+func (ur *unixRestore) buildInView(r *fileRestore) error {
+	foreign, err := nsthread.Foreign(r.rootPid)
+	if err != nil || !foreign {
+		if err != nil {
+			return err
+		}
+		return ur.build(r)
+	}
+	x, err := r.readExtra(images.SkQueues, func() proto.Message { return &skpacket.SkPacketEntry{} }, func(m proto.Message) int64 {
+		return int64(m.(*skpacket.SkPacketEntry).GetLength())
+	})
+	if errors.Is(err, os.ErrNotExist) {
+		// Inside the view the images' path would mean the tree's.
+		x, err = &extraImage{kind: images.SkQueues}, nil
+		r.state["image:"+images.SkQueues.Name] = x
+	}
+	if err != nil {
+		return err
+	}
+	for _, m := range x.entries {
+		for _, scm := range m.(*skpacket.SkPacketEntry).GetScm() {
+			for _, id := range scm.GetRights() {
+				if fe := r.cp.files[id]; fe != nil && fe.GetType() != fdinfo.FdTypes_UNIXSK {
+					if _, err := r.get(id); err != nil {
+						return fmt.Errorf("fd in flight (file id %d): %w", id, err)
+					}
+				}
+			}
+		}
+	}
+	return nsthread.Run(func() error { return nsthread.View(r.rootPid) }, func() error { return ur.build(r) })
 }
 
 // build makes every unix socket of the checkpoint, in the order their

@@ -182,6 +182,11 @@ func archiveTree(dir, mountpoint string, mountpoints map[string]bool, out string
 		if err != nil {
 			return err
 		}
+		if fi.Mode()&fs.ModeSocket != 0 {
+			// A bound unix socket's file: restoring the socket binds
+			// it again (tar has no socket files, nor does CRIU's).
+			return nil
+		}
 		link := ""
 		if fi.Mode()&fs.ModeSymlink != 0 {
 			if link, err = os.Readlink(path); err != nil {

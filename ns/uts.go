@@ -2,72 +2,23 @@ package ns
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
-	"runtime"
 
 	"github.com/checkpoint-restore/go-criu/v7/crit/images/utsns"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/ctcr/ctcr/criu/images"
+	"github.com/ctcr/ctcr/criu/nsthread"
 )
 
 const utsNsID = 1
 
-// inNamespace runs fn on an OS thread that joined pid's namespace of the
-// given kind (ipc, uts, net: kinds a thread of a multi-threaded process
-// may join). The thread is never reused: it exits with the goroutine.
+// inNamespace runs fn on an OS thread of its own that joined pid's
+// namespace of the given kind (ipc, uts, net: kinds a thread of a
+// multi-threaded process may join); ctcr's own namespace is refused.
 func inNamespace(pid int, kind string, flag int, fn func() error) error {
-	errc := make(chan error, 1)
-	var run func()
-	run = func() {
-		runtime.LockOSThread()
-		if unix.Gettid() == unix.Getpid() {
-			// The main thread: the runtime can never throw it away, and
-			// /proc/self/ns shows its namespaces as ctcr's own. Keep it
-			// locked while another thread does the work.
-			done := make(chan struct{})
-			go func() { run(); close(done) }()
-			<-done
-			runtime.UnlockOSThread()
-			return
-		}
-		// Not unlocked: the thread carries the foreign namespace and
-		// must end with this goroutine.
-		f, err := os.Open(fmt.Sprintf("/proc/%d/ns/%s", pid, kind))
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer f.Close()
-		var want, mine, now unix.Stat_t
-		if err := unix.Fstat(int(f.Fd()), &want); err != nil {
-			errc <- err
-			return
-		}
-		if err := unix.Stat("/proc/thread-self/ns/"+kind, &mine); err != nil {
-			errc <- err
-			return
-		}
-		if want.Ino == mine.Ino {
-			// Restoring into, or dumping, ctcr's own namespace would
-			// touch the host's objects: the caller asked for the tree's.
-			errc <- fmt.Errorf("task %d is in ctcr's own %s namespace, not one of its own", pid, kind)
-			return
-		}
-		if err := unix.Setns(int(f.Fd()), flag); err != nil {
-			errc <- fmt.Errorf("enter the %s namespace of task %d: %w", kind, pid, err)
-			return
-		}
-		if err := unix.Stat("/proc/thread-self/ns/"+kind, &now); err != nil || now.Ino != want.Ino {
-			errc <- fmt.Errorf("entering the %s namespace of task %d did not take", kind, pid)
-			return
-		}
-		errc <- fn()
-	}
-	go run()
-	return <-errc
+	return nsthread.Run(func() error { return nsthread.Join(pid, kind, flag) }, fn)
 }
 
 // DumpUTS records the host and domain names of pid's UTS namespace.

@@ -642,3 +642,43 @@ while :; do i=$((i+1)); echo $i > /data/count; sleep 0.2; done`
 		t.Errorf("after restore flock -n on the init's lock says %q, want 1 (still held)", got)
 	}
 }
+
+// TestContainerUnixSockets: busybox syslogd in a container listens on its
+// /dev/log (a unix datagram socket bound inside the container's root and
+// network namespace); after restore logger's messages still reach it,
+// and the container can be checkpointed again.
+func TestContainerUnixSockets(t *testing.T) {
+	const script = `syslogd -n -O /data/messages &
+i=0
+while :; do i=$((i+1)); echo $i > /data/count; sleep 0.2; done`
+	c := newContainer(t, "unixsk", func(s *specs.Spec) { s.Process.Args = []string{"sh", "-c", script} })
+	c.start()
+	logged := func(msg string) bool {
+		for end := time.Now().Add(5 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+			if out, err := c.exec("cat /data/messages"); err == nil && strings.Contains(out, msg) {
+				return true
+			}
+		}
+		return false
+	}
+	c.mustExec(t, "logger before-the-checkpoint")
+	if !logged("before-the-checkpoint") {
+		t.Fatalf("syslogd did not log before the checkpoint")
+	}
+	dir := filepath.Join(t.TempDir(), "ck")
+	checkpointContainer(t, c, dir)
+	restoreContainer(t, c, dir)
+	c.mustExec(t, "logger after-the-restore")
+	if !logged("after-the-restore") {
+		out, _ := c.exec("cat /data/messages; ls -l /dev/log")
+		t.Errorf("after restore, syslogd did not log logger's message:\n%s", out)
+	}
+	c.assertCounting(t, "after restore")
+	// The restored socket is in the container's network namespace, where
+	// the next checkpoint looks for it.
+	checkpointContainer(t, c, filepath.Join(t.TempDir(), "ck2"), "--leave-running")
+	c.mustExec(t, "logger after-a-second-checkpoint")
+	if !logged("after-a-second-checkpoint") {
+		t.Errorf("after a second checkpoint with --leave-running, syslogd did not log logger's message")
+	}
+}
