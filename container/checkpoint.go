@@ -234,7 +234,7 @@ func Restore(o RestoreOptions) (*criu.Restored, *Meta, error) {
 				return err
 			}
 			if exists(images.Mnts.FileName(1)) {
-				if err := ns.RestoreMounts(rt, rt.Pid, imgDir); err != nil {
+				if err := ns.RestoreMounts(rt, rt.Pid, imgDir, o.Log); err != nil {
 					return fmt.Errorf("mounts: %w", err)
 				}
 			}
