@@ -115,6 +115,11 @@ func Checkpoint(o CheckpointOptions) (*Meta, *Stats, error) {
 					return err
 				}
 			}
+			if own["net"] {
+				if err := ns.DumpNet(pid, stage); err != nil {
+					return err
+				}
+			}
 			return nil
 		},
 	})
@@ -249,7 +254,7 @@ func Restore(o RestoreOptions) (*criu.Restored, *Meta, error) {
 				}
 			}
 			if nsFlags&unix.CLONE_NEWNET != 0 {
-				if err := ns.LoopbackUp(rt.Pid); err != nil {
+				if err := ns.RestoreNet(rt.Pid, imgDir); err != nil {
 					return err
 				}
 			}

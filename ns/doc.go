@@ -1,6 +1,7 @@
 // Package ns dumps and restores what lives in a container's namespaces
 // besides its processes: the mount tree (mountinfo, with the content of
-// tmpfs mounts), the UTS names, and SysV IPC objects.
+// tmpfs mounts and each mount's propagation), the UTS names, SysV IPC
+// objects, and the loopback device with its addresses.
 //
 // It never traces a task. Dumping reads /proc/PID/mountinfo, walks files
 // through /proc/PID/root, and enters a namespace on a locked OS thread
@@ -12,6 +13,8 @@
 //	mountpoints-1.img        MntEntry per mount, in mount order
 //	tmpfs-dev-N.tar.gz.img   content of the tmpfs with mount id N
 //	utsns-1.img              UtsnsEntry
+//	netdev-1.img             NetDeviceEntry of lo
+//	ifaddr-1.img             lo's addresses, raw as `ip addr save` writes them (net.go)
 package ns
 
 // Syscaller runs syscalls in the root task of a restored tree (the
