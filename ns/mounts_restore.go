@@ -368,6 +368,7 @@ func planPropagation(entries []*mnt.MntEntry, hosts []*hostMount) (*propPlan, er
 	}
 	warn := func(format string, args ...any) { plan.warnings = append(plan.warnings, fmt.Sprintf(format, args...)) }
 	done, visiting := map[uint32]bool{}, map[uint32]bool{}
+	leaders := map[uint32]int{}
 	var group func(g uint32) error
 	// enslave makes private mount i a slave of peer group master.
 	enslave := func(i int, master uint32) error {
@@ -379,7 +380,8 @@ func planPropagation(entries []*mnt.MntEntry, hosts []*hostMount) (*propPlan, er
 			if err := group(master); err != nil {
 				return err
 			}
-			for _, j := range members {
+			// The leader first: it shows the most.
+			for _, j := range append([]int{leaders[master]}, members...) {
 				if covers(j, i) {
 					plan.steps = append(plan.steps, propStep{to: mp(i), fromMount: mp(j)}, propStep{to: mp(i), change: unix.MS_SLAVE})
 					return nil
@@ -436,6 +438,7 @@ func planPropagation(entries []*mnt.MntEntry, hosts []*hostMount) (*propPlan, er
 			}
 			return fmt.Errorf("peer group %d: no member shows all the others show: %s: %w", g, strings.Join(mps, ", "), ErrUnsupported)
 		}
+		leaders[g] = leader
 		if h := host(leader); h != nil && h.prop.shared == g {
 			// A peer of the host mount it was bound from: join it again.
 			plan.steps = append(plan.steps, propStep{to: mp(leader), fromHost: hostRef(h)})
