@@ -243,8 +243,8 @@ type hostMount struct {
 }
 
 // hostSources finds the host mount under each host path (nil where
-// the path is empty or gone): the mount statx names, looked up in
-// ctcr's mountinfo.
+// the path is empty or gone, or the mount is hidden under another):
+// the mount statx names, looked up in ctcr's mountinfo.
 func hostSources(paths []string) ([]*hostMount, error) {
 	out := make([]*hostMount, len(paths))
 	var byID map[uint64]proc.Mount
@@ -266,7 +266,11 @@ func hostSources(paths []string) ([]*hostMount, error) {
 				byID[uint64(m.ID)] = m
 			}
 		}
-		if m, ok := byID[stx.Mnt_id]; ok {
+		m, ok := byID[stx.Mnt_id]
+		// The restored root task reaches the host mount through its
+		// mount point: another mount on top of it would stand in.
+		var top unix.Statx_t
+		if ok && unix.Statx(unix.AT_FDCWD, m.MountPoint, unix.AT_SYMLINK_NOFOLLOW, unix.STATX_MNT_ID, &top) == nil && top.Mnt_id == stx.Mnt_id {
 			out[i] = &hostMount{mountpoint: m.MountPoint, dev: kdev(m.Major, m.Minor), prop: parsePropagation(m.Optional)}
 		}
 	}

@@ -68,8 +68,9 @@ var groupNumber = regexp.MustCompile(`^(shared|master|propagate_from):(\d+)$`)
 // sorted, FIELDS being its optional fields with group numbers made
 // comparable: a group that has a member in the host's namespace keeps
 // its number (host:N), any other is named by the order in which the
-// sorted lines first mention it (g1, g2, ...). Mounts the restored tree
-// does not need to have the same ids for map to the same text.
+// sorted lines first mention it (g1, g2, ...). So a restored tree whose
+// groups got new numbers reads the same when its groups have the same
+// members.
 func propagationOf(t *testing.T, mountinfo string, host map[string]bool) []string {
 	t.Helper()
 	ms, err := proc.ParseMountinfo(strings.NewReader(mountinfo))
