@@ -121,6 +121,11 @@ func Checkpoint(o CheckpointOptions) (*Meta, *Stats, error) {
 					return err
 				}
 			}
+			if own["net"] {
+				if err := ns.DumpNet(pid, stage); err != nil {
+					return err
+				}
+			}
 			return nil
 		},
 	})
@@ -249,7 +254,7 @@ func Restore(o RestoreOptions) (*criu.Restored, *Meta, error) {
 				return err
 			}
 			if exists(images.Mnts.FileName(1)) {
-				if err := ns.RestoreMounts(rt, rt.Pid, imgDir); err != nil {
+				if err := ns.RestoreMounts(rt, rt.Pid, imgDir, o.Log); err != nil {
 					return fmt.Errorf("mounts: %w", err)
 				}
 			}
@@ -270,7 +275,7 @@ func Restore(o RestoreOptions) (*criu.Restored, *Meta, error) {
 				}
 			}
 			if nsFlags&unix.CLONE_NEWNET != 0 {
-				if err := ns.LoopbackUp(rt.Pid); err != nil {
+				if err := ns.RestoreNet(rt.Pid, imgDir); err != nil {
 					return err
 				}
 			}

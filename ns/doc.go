@@ -1,7 +1,8 @@
 // Package ns dumps and restores what lives in a container's namespaces
 // besides its processes: the mount tree (mountinfo, with the content of
-// tmpfs mounts), the UTS names, SysV IPC objects and POSIX message
-// queues.
+// tmpfs mounts and each mount's propagation), the UTS names, SysV IPC
+// objects, POSIX message queues, and the loopback device with its
+// addresses.
 //
 // It never traces a task. Dumping reads /proc/PID/mountinfo, walks files
 // through /proc/PID/root, and enters a namespace on a locked OS thread
@@ -15,6 +16,8 @@
 //	utsns-1.img              UtsnsEntry
 //	ipcns-{shm,sem,msg}-1.img  SysV objects with their content
 //	posix-mq.json            POSIX message queues (not CRIU's: see mqueue.go)
+//	netdev-1.img             NetDeviceEntry of lo
+//	ifaddr-1.img             lo's addresses, raw as `ip addr save` writes them (net.go)
 package ns
 
 // Syscaller runs syscalls in the root task of a restored tree (the

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/checkpoint-restore/go-criu/v7/crit/images/mnt"
@@ -54,6 +55,8 @@ func kdev(major, minor uint32) uint32 { return major<<20 | minor }
 // system that ctcr's own namespace also has is recorded as an external
 // bind of the host path (ext_key); the first mount of any other file
 // system must be one ctcr can mount anew; later mounts of it are binds.
+// Each mount's propagation (its peer group, master, unbindable) goes
+// into shared_id, master_id and MS_UNBINDABLE in flags, as CRIU keeps it.
 func DumpMounts(pid int, stage *images.Staging) error {
 	ms, err := proc.ReadMountinfo(pid)
 	if err != nil {
@@ -69,26 +72,53 @@ func DumpMounts(pid int, stage *images.Staging) error {
 	seen := map[uint32]bool{}
 	var entries []proto.Message
 	mountpoints := map[string]bool{}
+	// Peer groups with a member in the container, and groups with a
+	// member in ctcr's namespace (the host's).
+	inside, onHost := map[uint32]bool{}, map[uint32]bool{}
 	for _, m := range ms {
 		mountpoints[m.MountPoint] = true
+		if p := parsePropagation(m.Optional); p.shared != 0 {
+			inside[p.shared] = true
+		}
+	}
+	for _, h := range host {
+		if p := parsePropagation(h.Optional); p.shared != 0 {
+			onHost[p.shared] = true
+		}
 	}
 	for _, m := range ms {
 		dev := kdev(m.Major, m.Minor)
+		p := parsePropagation(m.Optional)
+		flags := parseFlags(m.Options)
+		if p.unbindable {
+			flags |= unix.MS_UNBINDABLE // where CRIU keeps it too
+		}
 		e := &mnt.MntEntry{
 			Fstype: proto.Uint32(uint32(mnt.Fstype_AUTO)), MntId: proto.Uint32(uint32(m.ID)), RootDev: proto.Uint32(dev),
-			ParentMntId: proto.Uint32(uint32(m.ParentID)), Flags: proto.Uint32(parseFlags(m.Options)), Root: proto.String(m.Root),
+			ParentMntId: proto.Uint32(uint32(m.ParentID)), Flags: proto.Uint32(flags), Root: proto.String(m.Root),
 			Mountpoint: proto.String(m.MountPoint), Source: proto.String(m.Source), Options: proto.String(superOptions(m.SuperOptions)),
 			Fsname: proto.String(m.FSType),
+		}
+		if p.shared != 0 {
+			e.SharedId = proto.Uint32(p.shared)
+		}
+		if master := p.dominantMaster(inside, onHost); master != 0 {
+			e.MasterId = proto.Uint32(master)
 		}
 		if t, ok := newFS[m.FSType]; ok {
 			e.Fstype = proto.Uint32(uint32(t))
 		}
 		switch {
-		case seen[dev]:
-			// A bind of a file system mounted earlier in the tree.
 		case hostPath(host, m) != "":
+			// Bound from where the host shows the same content, even if
+			// an earlier mount of the tree has the file system too: that
+			// one may show another part of it (two binds of two host
+			// directories), and the host mount is what the restored
+			// mount's propagation follows.
 			e.ExtMount = proto.Bool(true)
 			e.ExtKey = proto.String(hostPath(host, m))
+		case seen[dev]:
+			// A bind of a file system mounted earlier in the tree.
 		case m.MountPoint == "/":
 			return fmt.Errorf("task %d: its root file system (%s on device %d:%d) is not mounted in ctcr's namespace: %w", pid, m.FSType, m.Major, m.Minor, ErrUnsupported)
 		default:
@@ -109,6 +139,53 @@ func DumpMounts(pid int, stage *images.Staging) error {
 		entries = append(entries, e)
 	}
 	return images.WriteFile(stage.Path(images.Mnts.FileName(mntNsID)), images.Mnts, entries...)
+}
+
+// propagation is what the optional fields of a mountinfo line say
+// about a mount's propagation (Documentation/filesystems/sharedsubtree.rst,
+// proc_pid_mountinfo(5)). Zero means none.
+type propagation struct {
+	shared     uint32 // shared:N, the peer group the mount belongs to
+	master     uint32 // master:N, the peer group it is a slave of
+	from       uint32 // propagate_from:N, the closest group it receives from that the reader can see
+	unbindable bool
+}
+
+func parsePropagation(optional []string) propagation {
+	var p propagation
+	num := func(s string) uint32 {
+		n, err := strconv.ParseUint(s, 10, 32)
+		if err != nil {
+			return 0
+		}
+		return uint32(n)
+	}
+	for _, o := range optional {
+		switch k, v, _ := strings.Cut(o, ":"); k {
+		case "shared":
+			p.shared = num(v)
+		case "master":
+			p.master = num(v)
+		case "propagate_from":
+			p.from = num(v)
+		case "unbindable":
+			p.unbindable = true
+		}
+	}
+	return p
+}
+
+// dominantMaster is the group to record as the mount's master. The
+// kernel shows propagate_from when the master group has no member in
+// the container's view; the mount then receives from that dominating
+// group. Keep the master itself when it is inside the container or
+// visible on the host (restore makes the mount its slave again); else
+// the dominating group is the one a restore can recreate.
+func (p propagation) dominantMaster(inside, onHost map[uint32]bool) uint32 {
+	if p.master == 0 || inside[p.master] || onHost[p.master] || p.from == 0 {
+		return p.master
+	}
+	return p.from
 }
 
 // superOptions drops rw/ro, which are per-mount flags.

@@ -14,13 +14,24 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ctcr/ctcr/criu/images"
+	"github.com/ctcr/ctcr/criu/proc"
 )
+
+// propagationFlags are the mount(2) flags that change a mount's
+// propagation. mount(2) treats a call carrying any of them as a change
+// of propagation only, so they never go with a new mount or a remount.
+const propagationFlags = unix.MS_SHARED | unix.MS_SLAVE | unix.MS_PRIVATE | unix.MS_UNBINDABLE
 
 // RestoreMounts rebuilds the mount tree recorded in imgDir inside the
 // new mount namespace of the restored root task (host PID pid), then
-// makes it the task's root with pivot_root. Nothing propagates back to
-// ctcr's namespace: the new namespace is made private first.
-func RestoreMounts(sc Syscaller, pid int, imgDir string) error {
+// makes it the task's root with pivot_root, then restores propagation.
+//
+// Nothing propagates back to ctcr's namespace while the tree is built:
+// the new namespace is made private first, every mount is created
+// private, and only once all of them exist (and the old root is gone)
+// do mounts join their peer groups again (see planPropagation). logf
+// (may be nil) hears about propagation that could not be restored.
+func RestoreMounts(sc Syscaller, pid int, imgDir string, logf func(format string, args ...any)) error {
 	path := filepath.Join(imgDir, images.Mnts.FileName(mntNsID))
 	entries, err := images.ReadAll(path, images.Mnts, func() *mnt.MntEntry { return &mnt.MntEntry{} })
 	if err != nil {
@@ -30,45 +41,84 @@ func RestoreMounts(sc Syscaller, pid int, imgDir string) error {
 		return fmt.Errorf("%s: the first mount is not the root bind: %w", path, images.ErrCorrupt)
 	}
 	entries = parentsFirst(entries)
-	call := func(what string, nr uintptr, args ...any) error {
-		if _, err := sc.Call(nr, args...); err != nil {
-			return fmt.Errorf("%s: %w", what, err)
+	call := func(what string, nr uintptr, args ...any) (uint64, error) {
+		r, err := sc.Call(nr, args...)
+		if err != nil {
+			return 0, fmt.Errorf("%s: %w", what, err)
 		}
-		return nil
+		return r, nil
 	}
-	if err := call("make the mount namespace private", unix.SYS_MOUNT, "none", "/", "", uint64(unix.MS_REC|unix.MS_PRIVATE), nil); err != nil {
+	if _, err := call("make the mount namespace private", unix.SYS_MOUNT, "none", "/", "", uint64(unix.MS_REC|unix.MS_PRIVATE), nil); err != nil {
 		return err
 	}
 	base := entries[0].GetExtKey()
-	if err := call("bind the root file system "+base, unix.SYS_MOUNT, base, base, "", uint64(unix.MS_BIND|unix.MS_REC), nil); err != nil {
+	// Host paths below the rootfs directory (a host mount there, bound
+	// into the container) are hidden once the rootfs is bound on itself:
+	// hold them open first and bind them from /proc/self/fd/N.
+	srcFds := map[int]uint64{}
+	defer func() {
+		for _, fd := range srcFds {
+			sc.Call(unix.SYS_CLOSE, fd)
+		}
+	}()
+	for i, e := range entries {
+		if k := e.GetExtKey(); i > 0 && e.GetExtMount() && strings.HasPrefix(k, strings.TrimSuffix(base, "/")+"/") {
+			fd, err := call("open "+k, unix.SYS_OPENAT, unix.AT_FDCWD, k, uint64(unix.O_PATH|unix.O_CLOEXEC), 0)
+			if err != nil {
+				return err
+			}
+			srcFds[i] = fd
+		}
+	}
+	extSource := func(i int, rel string) string {
+		if fd, ok := srcFds[i]; ok {
+			return filepath.Join(fmt.Sprintf("/proc/self/fd/%d", fd), rel)
+		}
+		return filepath.Join(entries[i].GetExtKey(), rel)
+	}
+	// Not recursive: every mount the container had below its root is in
+	// the image; the host's mounts below the rootfs directory are not
+	// the container's.
+	if _, err := call("bind the root file system "+base, unix.SYS_MOUNT, base, base, "", uint64(unix.MS_BIND), nil); err != nil {
 		return err
 	}
-	byDev := map[uint32]*mnt.MntEntry{entries[0].GetRootDev(): entries[0]}
+	// hostSrc[i] is where entry i's content lies in ctcr's namespace,
+	// for mounts bound from the host: the source of their propagation.
+	hostSrc := make([]string, len(entries))
+	hostSrc[0] = base
+	byDev := map[uint32]int{entries[0].GetRootDev(): 0}
 	var remount []*mnt.MntEntry
-	for _, e := range entries[1:] {
+	for i, e := range entries[1:] {
+		i++
 		mp := e.GetMountpoint()
 		if !strings.HasPrefix(mp, "/") || strings.Contains(mp, "/../") || strings.HasSuffix(mp, "/..") {
 			return fmt.Errorf("%s: mount point %q: %w", path, mp, images.ErrCorrupt)
 		}
 		target := filepath.Join(base, mp)
-		first, bind := byDev[e.GetRootDev()]
-		flags := uint64(e.GetFlags())
+		fi, bind := byDev[e.GetRootDev()]
+		flags := uint64(e.GetFlags()) &^ propagationFlags
 		switch {
 		case e.GetExtMount():
-			if err := call("bind "+e.GetExtKey()+" at "+mp, unix.SYS_MOUNT, e.GetExtKey(), target, "", uint64(unix.MS_BIND), nil); err != nil {
+			if _, err := call("bind "+e.GetExtKey()+" at "+mp, unix.SYS_MOUNT, extSource(i, ""), target, "", uint64(unix.MS_BIND), nil); err != nil {
 				return err
 			}
+			hostSrc[i] = e.GetExtKey()
 			remount = append(remount, e)
 		case bind:
+			first := entries[fi]
 			rel, ok := strings.CutPrefix(e.GetRoot(), first.GetRoot())
 			if !ok {
 				return fmt.Errorf("%s: %s binds %s, outside what %s shows: %w", path, mp, e.GetRoot(), first.GetMountpoint(), ErrUnsupported)
 			}
-			src := filepath.Join(base, first.GetMountpoint(), rel)
+			src, what := filepath.Join(base, first.GetMountpoint(), rel), ""
 			if first.GetExtMount() {
-				src = filepath.Join(first.GetExtKey(), rel)
+				hostSrc[i] = filepath.Join(first.GetExtKey(), rel)
+				src, what = extSource(fi, rel), hostSrc[i]
 			}
-			if err := call("bind "+src+" at "+mp, unix.SYS_MOUNT, src, target, "", uint64(unix.MS_BIND), nil); err != nil {
+			if what == "" {
+				what = src
+			}
+			if _, err := call("bind "+what+" at "+mp, unix.SYS_MOUNT, src, target, "", uint64(unix.MS_BIND), nil); err != nil {
 				return err
 			}
 			remount = append(remount, e)
@@ -79,7 +129,7 @@ func RestoreMounts(sc Syscaller, pid int, imgDir string) error {
 			}
 			data := e.GetOptions()
 			// Fill a read-only tmpfs first, make it read-only after.
-			if err := call("mount "+fstype+" at "+mp, unix.SYS_MOUNT, e.GetSource(), target, fstype, flags&^unix.MS_RDONLY, data); err != nil {
+			if _, err := call("mount "+fstype+" at "+mp, unix.SYS_MOUNT, e.GetSource(), target, fstype, flags&^unix.MS_RDONLY, data); err != nil {
 				return err
 			}
 			if fstype == "tmpfs" {
@@ -89,30 +139,70 @@ func RestoreMounts(sc Syscaller, pid int, imgDir string) error {
 				}
 			}
 			if flags&unix.MS_RDONLY != 0 {
-				if err := call("make "+mp+" read-only", unix.SYS_MOUNT, "none", target, "", flags|unix.MS_REMOUNT, data); err != nil {
+				if _, err := call("make "+mp+" read-only", unix.SYS_MOUNT, "none", target, "", flags|unix.MS_REMOUNT, data); err != nil {
 					return err
 				}
 			}
 		}
-		byDev[e.GetRootDev()] = firstOf(byDev[e.GetRootDev()], e)
+		if !bind {
+			byDev[e.GetRootDev()] = i
+		}
 	}
 	for _, e := range remount {
-		flags := uint64(e.GetFlags())
+		flags := uint64(e.GetFlags()) &^ propagationFlags
 		if flags == 0 {
 			continue
 		}
 		target := filepath.Join(base, e.GetMountpoint())
-		if err := call("set the flags of "+e.GetMountpoint(), unix.SYS_MOUNT, "none", target, "", flags|unix.MS_REMOUNT|unix.MS_BIND, nil); err != nil {
+		if _, err := call("set the flags of "+e.GetMountpoint(), unix.SYS_MOUNT, "none", target, "", flags|unix.MS_REMOUNT|unix.MS_BIND, nil); err != nil {
 			return err
 		}
 	}
 	if root := entries[0]; root.GetFlags()&unix.MS_RDONLY != 0 {
-		if err := call("make the root read-only", unix.SYS_MOUNT, "none", base, "", uint64(root.GetFlags())|unix.MS_REMOUNT|unix.MS_BIND, nil); err != nil {
+		if _, err := call("make the root read-only", unix.SYS_MOUNT, "none", base, "", uint64(root.GetFlags())&^propagationFlags|unix.MS_REMOUNT|unix.MS_BIND, nil); err != nil {
 			return err
 		}
 	}
+
+	hosts, err := hostSources(hostSrc)
+	if err != nil {
+		return err
+	}
+	plan, err := planPropagation(entries, hosts)
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	for _, w := range plan.warnings {
+		if logf != nil {
+			logf("mount propagation: %s", w)
+		}
+	}
+	// The host mounts that restored mounts join or follow, held open
+	// in the root task across pivot_root: after it, the task sees
+	// nothing of ctcr's namespace. /proc here is still the host's, and
+	// /proc/PID/root of ctcr leads into ctcr's namespace.
+	hostFds := make([]uint64, len(plan.hostMounts))
+	closeFds := func() {
+		for _, fd := range hostFds {
+			if fd != 0 {
+				sc.Call(unix.SYS_CLOSE, fd)
+			}
+		}
+	}
+	defer closeFds()
+	for i, mp := range plan.hostMounts {
+		p := fmt.Sprintf("/proc/%d/root%s", os.Getpid(), mp)
+		fd, err := call("open the host mount "+mp, unix.SYS_OPENAT, unix.AT_FDCWD, p, uint64(unix.O_PATH|unix.O_CLOEXEC), 0)
+		if err != nil {
+			return err
+		}
+		hostFds[i] = fd
+	}
+
 	// pivot_root(".", "."): the old root ends up on top of the new one
-	// and is detached at once (runc does the same).
+	// and is detached at once (runc does the same). The new root may
+	// not be shared yet: pivot_root refuses a shared new root, and the
+	// detach of the old root would propagate.
 	steps := []struct {
 		what string
 		nr   uintptr
@@ -124,7 +214,21 @@ func RestoreMounts(sc Syscaller, pid int, imgDir string) error {
 		{"chdir /", unix.SYS_CHDIR, []any{"/"}},
 	}
 	for _, s := range steps {
-		if err := call(s.what, s.nr, s.args...); err != nil {
+		if _, err := call(s.what, s.nr, s.args...); err != nil {
+			return err
+		}
+	}
+	for _, s := range plan.steps {
+		var err error
+		switch {
+		case s.fromHost > 0:
+			_, err = call(s.String(), unix.SYS_MOVE_MOUNT, hostFds[s.fromHost-1], "", unix.AT_FDCWD, s.to, uint64(unix.MOVE_MOUNT_SET_GROUP|unix.MOVE_MOUNT_F_EMPTY_PATH))
+		case s.fromMount != "":
+			_, err = call(s.String(), unix.SYS_MOVE_MOUNT, unix.AT_FDCWD, s.fromMount, unix.AT_FDCWD, s.to, uint64(unix.MOVE_MOUNT_SET_GROUP))
+		default:
+			_, err = call(s.String(), unix.SYS_MOUNT, "none", s.to, "", s.change, nil)
+		}
+		if err != nil {
 			return err
 		}
 	}
@@ -176,11 +280,250 @@ func parentsFirst(entries []*mnt.MntEntry) []*mnt.MntEntry {
 	return out
 }
 
-func firstOf(a, b *mnt.MntEntry) *mnt.MntEntry {
-	if a != nil {
-		return a
+// hostMount is a mount of ctcr's namespace that restored mounts were
+// bound from.
+type hostMount struct {
+	mountpoint string // as ctcr sees it
+	dev        uint32
+	prop       propagation
+}
+
+// hostSources finds the host mount under each host path (nil where
+// the path is empty or gone, or the mount is hidden under another):
+// the mount statx names, looked up in ctcr's mountinfo.
+func hostSources(paths []string) ([]*hostMount, error) {
+	out := make([]*hostMount, len(paths))
+	var byID map[uint64]proc.Mount
+	for i, p := range paths {
+		if p == "" {
+			continue
+		}
+		var stx unix.Statx_t
+		if err := unix.Statx(unix.AT_FDCWD, p, unix.AT_SYMLINK_NOFOLLOW, unix.STATX_MNT_ID, &stx); err != nil || stx.Mask&unix.STATX_MNT_ID == 0 {
+			continue
+		}
+		if byID == nil {
+			ms, err := proc.ReadMountinfo(os.Getpid())
+			if err != nil {
+				return nil, err
+			}
+			byID = map[uint64]proc.Mount{}
+			for _, m := range ms {
+				byID[uint64(m.ID)] = m
+			}
+		}
+		m, ok := byID[stx.Mnt_id]
+		// The restored root task reaches the host mount through its
+		// mount point: another mount on top of it would stand in.
+		var top unix.Statx_t
+		if ok && unix.Statx(unix.AT_FDCWD, m.MountPoint, unix.AT_SYMLINK_NOFOLLOW, unix.STATX_MNT_ID, &top) == nil && top.Mnt_id == stx.Mnt_id {
+			out[i] = &hostMount{mountpoint: m.MountPoint, dev: kdev(m.Major, m.Minor), prop: parsePropagation(m.Optional)}
+		}
 	}
-	return b
+	return out, nil
+}
+
+// propStep is one step of restoring propagation, run in the restored
+// root task after pivot_root. Either to joins the peer group (and the
+// master) of another mount with move_mount(MOVE_MOUNT_SET_GROUP), that
+// mount being fromMount inside the container or host mount fromHost
+// (an index+1 into propPlan.hostMounts); or mount(2) changes to's
+// propagation with change (MS_SHARED, MS_SLAVE, MS_UNBINDABLE).
+type propStep struct {
+	to        string
+	fromMount string
+	fromHost  int
+	change    uint64
+}
+
+func (s propStep) String() string {
+	switch {
+	case s.fromHost > 0:
+		return fmt.Sprintf("join %s to the peer group of host mount #%d", s.to, s.fromHost)
+	case s.fromMount != "":
+		return fmt.Sprintf("join %s to the peer group of %s", s.to, s.fromMount)
+	}
+	name := map[uint64]string{unix.MS_SHARED: "shared", unix.MS_SLAVE: "a slave", unix.MS_UNBINDABLE: "unbindable"}[s.change]
+	return fmt.Sprintf("make %s %s", s.to, name)
+}
+
+// propPlan is how to restore the propagation of a mount tree.
+type propPlan struct {
+	steps      []propStep
+	hostMounts []string // mount points in ctcr's namespace to hold open
+	warnings   []string
+}
+
+// planPropagation turns the shared_id/master_id/MS_UNBINDABLE of the
+// image (CRIU's meaning: the peer group a mount belongs to and the one
+// it is a slave of, as mountinfo numbered them at dump time) into steps,
+// for mounts that all exist and are private. hosts[i] is the host mount
+// entry i was bound from, if any.
+//
+// The numbers are the kernel's and global: a group with members inside
+// the container may also have members on the host (a bind with
+// "rshared" of a shared host directory), and a master may be a host
+// group ("rslave"). So:
+//   - A group whose member was bound from a host mount of that same
+//     group joins it again. Any other group is new: its leader (the
+//     member whose root covers the others': move_mount(SET_GROUP) wants
+//     that) first becomes a slave of its master, if any, then shared;
+//     the other members join the leader.
+//   - A slave of a group inside the container joins a member of it,
+//     then becomes a slave (that leaves it a slave of the group).
+//   - A slave of a group outside the container is made a slave of the
+//     group of the host mount it was bound from, if that mount is still
+//     shared (its group number may differ after a reboot: that is
+//     reported). Otherwise it stays private, and that is reported too.
+//   - Unbindable mounts are made so last: they cannot be slaves.
+//
+// Groups are done masters first, so a leader's master exists when it
+// becomes a slave.
+func planPropagation(entries []*mnt.MntEntry, hosts []*hostMount) (*propPlan, error) {
+	plan := &propPlan{}
+	groups := map[uint32][]int{}
+	var order []uint32
+	for i, e := range entries {
+		if g := e.GetSharedId(); g != 0 {
+			if groups[g] == nil {
+				order = append(order, g)
+			}
+			groups[g] = append(groups[g], i)
+		}
+	}
+	mp := func(i int) string { return entries[i].GetMountpoint() }
+	// covers: mount a shows all that mount b shows.
+	covers := func(a, b int) bool {
+		ea, eb := entries[a], entries[b]
+		if ea.GetRootDev() != eb.GetRootDev() {
+			return false
+		}
+		ra, rb := ea.GetRoot(), eb.GetRoot()
+		return ra == "/" || rb == ra || strings.HasPrefix(rb, strings.TrimSuffix(ra, "/")+"/")
+	}
+	hostRef := func(h *hostMount) int {
+		for i, m := range plan.hostMounts {
+			if m == h.mountpoint {
+				return i + 1
+			}
+		}
+		plan.hostMounts = append(plan.hostMounts, h.mountpoint)
+		return len(plan.hostMounts)
+	}
+	host := func(i int) *hostMount {
+		if h := hosts[i]; h != nil && h.dev == entries[i].GetRootDev() {
+			return h
+		}
+		return nil
+	}
+	warn := func(format string, args ...any) { plan.warnings = append(plan.warnings, fmt.Sprintf(format, args...)) }
+	done, visiting := map[uint32]bool{}, map[uint32]bool{}
+	leaders := map[uint32]int{}
+	var group func(g uint32) error
+	// enslave makes private mount i a slave of peer group master.
+	enslave := func(i int, master uint32) error {
+		if master == 0 {
+			return nil
+		}
+		h := host(i)
+		if members := groups[master]; members != nil {
+			if err := group(master); err != nil {
+				return err
+			}
+			// The leader first: it shows the most.
+			for _, j := range append([]int{leaders[master]}, members...) {
+				if covers(j, i) {
+					plan.steps = append(plan.steps, propStep{to: mp(i), fromMount: mp(j)}, propStep{to: mp(i), change: unix.MS_SLAVE})
+					return nil
+				}
+			}
+			// The group has members on the host too (binds of two
+			// directories of a shared host mount, one "rshared", one
+			// "rslave"): the host mount shows it all.
+			if h == nil || h.prop.shared != master {
+				return fmt.Errorf("%s is a slave of peer group %d, but no mount of that group shows its root %s: %w", mp(i), master, entries[i].GetRoot(), ErrUnsupported)
+			}
+		}
+		switch {
+		case h == nil:
+			warn("%s was a slave of peer group %d outside the container, and was not bound from a host mount: it is private now", mp(i), master)
+		case h.prop.shared != 0:
+			if h.prop.shared != master {
+				warn("%s was a slave of host peer group %d; its host source %s is in group %d now: it is that group's slave", mp(i), master, h.mountpoint, h.prop.shared)
+			}
+			plan.steps = append(plan.steps, propStep{to: mp(i), fromHost: hostRef(h)}, propStep{to: mp(i), change: unix.MS_SLAVE})
+		case h.prop.master == master:
+			// The host mount is itself a slave of that group, and only
+			// that: joining it copies just the master.
+			plan.steps = append(plan.steps, propStep{to: mp(i), fromHost: hostRef(h)})
+		default:
+			warn("%s was a slave of host peer group %d; its host source %s is no longer shared: it is private now", mp(i), master, h.mountpoint)
+		}
+		return nil
+	}
+	group = func(g uint32) error {
+		if done[g] {
+			return nil
+		}
+		if visiting[g] {
+			return fmt.Errorf("peer group %d is a slave of itself: %w", g, images.ErrCorrupt)
+		}
+		visiting[g] = true
+		members := groups[g]
+		leader := -1
+		for _, i := range members {
+			all := true
+			for _, j := range members {
+				all = all && covers(i, j)
+			}
+			if all {
+				leader = i
+				break
+			}
+		}
+		if leader < 0 {
+			var mps []string
+			for _, i := range members {
+				mps = append(mps, mp(i)+" ("+entries[i].GetRoot()+")")
+			}
+			return fmt.Errorf("peer group %d: no member shows all the others show: %s: %w", g, strings.Join(mps, ", "), ErrUnsupported)
+		}
+		leaders[g] = leader
+		if h := host(leader); h != nil && h.prop.shared == g {
+			// A peer of the host mount it was bound from: join it again.
+			plan.steps = append(plan.steps, propStep{to: mp(leader), fromHost: hostRef(h)})
+		} else {
+			if err := enslave(leader, entries[leader].GetMasterId()); err != nil {
+				return err
+			}
+			plan.steps = append(plan.steps, propStep{to: mp(leader), change: unix.MS_SHARED})
+		}
+		for _, i := range members {
+			if i != leader {
+				plan.steps = append(plan.steps, propStep{to: mp(i), fromMount: mp(leader)})
+			}
+		}
+		done[g] = true
+		return nil
+	}
+	for _, g := range order {
+		if err := group(g); err != nil {
+			return nil, err
+		}
+	}
+	for i, e := range entries {
+		if e.GetSharedId() == 0 {
+			if err := enslave(i, e.GetMasterId()); err != nil {
+				return nil, err
+			}
+		}
+	}
+	for i, e := range entries {
+		if e.GetFlags()&unix.MS_UNBINDABLE != 0 {
+			plan.steps = append(plan.steps, propStep{to: mp(i), change: unix.MS_UNBINDABLE})
+		}
+	}
+	return plan, nil
 }
 
 // extractTree unpacks a tmpfs archive into dir. Names must stay inside
