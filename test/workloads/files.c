@@ -7,6 +7,8 @@
  *   ...     DIR/app.log O_WRONLY|O_APPEND
  *   ...     DIR O_RDONLY|O_DIRECTORY|O_CLOEXEC
  *   ...     /dev/null O_WRONLY|O_NONBLOCK
+ *   ...     an eventfd made EFD_CLOEXEC, then FD_CLOEXEC cleared: the
+ *           kernel keeps O_CLOEXEC in its file flags, which fdinfo shows
  *   cwd     DIR/cwd, umask 027
  *
  * After restore: the same set of fds is open with the same F_GETFL and
@@ -18,12 +20,13 @@
 #include "workload.h"
 
 #include <dirent.h>
+#include <sys/eventfd.h>
 #include <sys/stat.h>
 
 #define DUP_FD 200
 
-enum { RW, DUP, RO, APP, DIRFD, DEVNULL, NFDS };
-static const char *const names[NFDS] = { "rw", "dup", "ro", "app", "dir", "null" };
+enum { RW, DUP, RO, APP, DIRFD, DEVNULL, STALE, NFDS };
+static const char *const names[NFDS] = { "rw", "dup", "ro", "app", "dir", "null", "stale" };
 static int fds[NFDS];
 
 static void open_at(int i, const char *path, int flags)
@@ -85,6 +88,9 @@ int main(int argc, char **argv)
 	open_at(DIRFD, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	open_at(DEVNULL, "/dev/null", O_WRONLY);
 	fcntl(fds[DEVNULL], F_SETFL, O_NONBLOCK);
+	fds[STALE] = eventfd(0, EFD_CLOEXEC);
+	if (fds[STALE] < 0 || fcntl(fds[STALE], F_SETFD, 0) < 0)
+		wl_die("clear FD_CLOEXEC");
 
 	snprintf(cwd, sizeof(cwd), "%s/cwd", dir);
 	if (mkdir(cwd, 0755) < 0 || chdir(cwd) < 0)
