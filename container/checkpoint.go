@@ -25,6 +25,7 @@ type CheckpointOptions struct {
 	LeaveRunning bool
 	FileLocks    bool // keep the file locks tasks hold (else a held lock fails the checkpoint)
 	ExtUnixSk    bool // keep unix sockets whose peer is outside the container
+	TCPClose     bool // established TCP connections come back as ended instead of failing the checkpoint
 	// Stage "dump": the container is suspended already and stays so.
 	Stage         Stage
 	FreezeTimeout time.Duration
@@ -92,7 +93,7 @@ func Checkpoint(o CheckpointOptions) (*Meta, *Stats, error) {
 	}
 	st, err := criu.Dump(criu.DumpOptions{
 		Pid: c.Pid, Dir: ImagesDir(o.Dir), LeaveRunning: o.LeaveRunning, Log: o.Log,
-		FileLocks: o.FileLocks, ExtUnixSk: o.ExtUnixSk, SavesIPC: own["ipc"],
+		FileLocks: o.FileLocks, ExtUnixSk: o.ExtUnixSk, TCPClose: o.TCPClose, SavesIPC: own["ipc"],
 		Thaw: func() error { isFrozen = false; return cg.Thaw() },
 		BeforeResume: func() error {
 			if o.Stage == StageDump {

@@ -34,6 +34,7 @@ type DumpOptions struct {
 	ShellJob     bool // tasks may hold terminal fds; restore puts them on ctcr's terminal
 	FileLocks    bool // keep the file locks tasks hold; without it a held lock fails the dump
 	ExtUnixSk    bool // keep unix sockets whose peer is outside the tree; restore reconnects them by the peer's name
+	TCPClose     bool // dump established TCP connections to come back as ended, instead of failing
 	Log          func(format string, args ...any)
 	// Thaw, if set, says the tree is frozen by its cgroup: every thread
 	// is seized while frozen (the tree cannot change), then Thaw lets
@@ -183,6 +184,7 @@ func Dump(opts DumpOptions) (*DumpStats, error) {
 
 	files := newFileTable()
 	files.fileLocks = opts.FileLocks
+	files.tcpClose = opts.TCPClose
 	var warnings []string
 	files.warnf = func(format string, args ...any) {
 		opts.logf("warning: "+format, args...)

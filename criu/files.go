@@ -38,6 +38,9 @@ type fileTable struct {
 	// warnf reports what the checkpoint keeps differently from how it
 	// was, which the user should know.
 	warnf func(format string, args ...any)
+	// tcpClose: established TCP connections are dumped to come back as
+	// ended (--tcp-close) instead of failing the dump.
+	tcpClose bool
 	// savesIPC: the queues of the tree's own IPC namespace are saved
 	// besides (DumpOptions.SavesIPC).
 	savesIPC bool

@@ -531,6 +531,9 @@ func dumpSkOpts(fd int) (*skopts.SkOptsEntry, error) {
 	o.SoSndTmoSec, o.SoSndTmoUsec = proto.Uint64(uint64(stv.Sec)), proto.Uint64(uint64(stv.Usec))
 	o.SoRcvTmoSec, o.SoRcvTmoUsec = proto.Uint64(uint64(rtv.Sec)), proto.Uint64(uint64(rtv.Usec))
 	pc, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PASSCRED)
+	if errors.Is(err, unix.EOPNOTSUPP) {
+		pc, err = 0, nil // only unix and netlink sockets have it (Linux 6.5 on)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("SO_PASSCRED: %w", err)
 	}

@@ -682,3 +682,28 @@ while :; do i=$((i+1)); echo $i > /data/count; sleep 0.2; done`
 		t.Errorf("after a second checkpoint with --leave-running, syslogd did not log logger's message")
 	}
 }
+
+// TestContainerTCPListener: busybox nc listens on TCP port 8080 in a
+// container's network namespace; after restore a client inside reaches
+// it there.
+func TestContainerTCPListener(t *testing.T) {
+	const script = `nc -l -p 8080 > /data/got &
+i=0
+while :; do i=$((i+1)); echo $i > /data/count; sleep 0.2; done`
+	c := newContainer(t, "tcp", func(s *specs.Spec) { s.Process.Args = []string{"sh", "-c", script} })
+	c.start()
+	dir := filepath.Join(t.TempDir(), "ck")
+	checkpointContainer(t, c, dir)
+	restoreContainer(t, c, dir)
+	c.mustExec(t, "echo hello-after-restore | timeout 3 nc 127.0.0.1 8080; true")
+	for end := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		out, _ := c.exec("cat /data/got")
+		if strings.Contains(out, "hello-after-restore") {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("the restored listener did not get the client's line: /data/got is %q", out)
+		}
+	}
+	c.assertCounting(t, "after restore")
+}

@@ -1,0 +1,374 @@
+package criu
+
+import (
+	"encoding/binary"
+	"fmt"
+	"os"
+
+	"github.com/checkpoint-restore/go-criu/v7/crit/images/fdinfo"
+	skinet "github.com/checkpoint-restore/go-criu/v7/crit/images/sk-inet"
+	skopts "github.com/checkpoint-restore/go-criu/v7/crit/images/sk-opts"
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/ctcr/ctcr/criu/nsthread"
+)
+
+// inetSockets are TCP and UDP sockets over IPv4 and IPv6 that carry no
+// connection state ctcr would have to move: TCP listeners (address,
+// backlog), TCP sockets not connected (bound or not), UDP sockets bound
+// and connected. Their entries in files.img are CRIU's inet_sk_entry
+// (criu/sk-inet.c): addresses as 32-bit words in network order, the TCP
+// state as the kernel numbers it, the listen backlog, socket options.
+//
+// An established TCP connection would need TCP_REPAIR to move its
+// sequence numbers and queues, and the network held still while it
+// moves: a dump refuses it by name, unless --tcp-close says to restore
+// it as a connection that has ended (the peer is told nothing; reads and
+// writes on the restored socket fail, as after a reset). Connections
+// waiting in a listener's queue are refused the same way, and dropped
+// with --tcp-close. Datagrams queued on a UDP socket cannot be sent again
+// from their senders' addresses: they are dropped with a warning.
+//
+// Restore makes each socket in the restored root's network namespace,
+// binds it with SO_REUSEADDR and IP_FREEBIND for the moment (the old
+// socket may linger, the address may not be configured yet), then
+// listens or connects.
+var inetSockets = fileKind{
+	name:   "inet socket",
+	fdType: fdinfo.FdTypes_INETSK,
+	dump:   dumpInetSocket,
+	open:   openInetSocket,
+}
+
+// TCP states (include/net/tcp_states.h) beyond those sk_unix.go names.
+var tcpStateNames = map[uint8]string{
+	1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5: "FIN_WAIT2", 6: "TIME_WAIT",
+	7: "CLOSE", 8: "CLOSE_WAIT", 9: "LAST_ACK", 10: "LISTEN", 11: "CLOSING",
+}
+
+// inetAddr returns the address and port of sa as inet_sk_entry has them.
+func inetAddr(sa unix.Sockaddr) (words []uint32, port uint32, ok bool) {
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return []uint32{binary.LittleEndian.Uint32(a.Addr[:])}, uint32(a.Port), true
+	case *unix.SockaddrInet6:
+		w := make([]uint32, 4)
+		for i := range w {
+			w[i] = binary.LittleEndian.Uint32(a.Addr[i*4:])
+		}
+		return w, uint32(a.Port), true
+	}
+	return nil, 0, false
+}
+
+// inetSockaddr is the inverse of inetAddr.
+func inetSockaddr(family uint32, words []uint32, port uint32) (unix.Sockaddr, error) {
+	switch {
+	case family == unix.AF_INET && len(words) == 1:
+		a := &unix.SockaddrInet4{Port: int(port)}
+		binary.LittleEndian.PutUint32(a.Addr[:], words[0])
+		return a, nil
+	case family == unix.AF_INET6 && len(words) == 4:
+		a := &unix.SockaddrInet6{Port: int(port)}
+		for i, w := range words {
+			binary.LittleEndian.PutUint32(a.Addr[i*4:], w)
+		}
+		return a, nil
+	}
+	return nil, fmt.Errorf("family %d with a %d-word address", family, len(words))
+}
+
+func inetDesc(typ, family uint32, src, dst unix.Sockaddr) string {
+	name := map[uint32]string{unix.SOCK_STREAM: "tcp", unix.SOCK_DGRAM: "udp"}[typ]
+	if family == unix.AF_INET6 {
+		name += "6"
+	}
+	s := name + " " + sockaddrString(src)
+	if dst != nil {
+		s += " -> " + sockaddrString(dst)
+	}
+	return s
+}
+
+func sockaddrString(sa unix.Sockaddr) string {
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return fmt.Sprintf("%d.%d.%d.%d:%d", a.Addr[0], a.Addr[1], a.Addr[2], a.Addr[3], a.Port)
+	case *unix.SockaddrInet6:
+		s := "["
+		for i := 0; i < 16; i += 2 {
+			if i > 0 {
+				s += ":"
+			}
+			s += fmt.Sprintf("%x", uint16(a.Addr[i])<<8|uint16(a.Addr[i+1]))
+		}
+		return s + fmt.Sprintf("]:%d", a.Port)
+	}
+	return "?"
+}
+
+func dumpInetSocket(d *fdDump) (*fdinfo.FileEntry, error) {
+	if d.st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+		return nil, nil
+	}
+	f, err := d.file()
+	if err != nil {
+		return nil, err
+	}
+	fd := int(f.Fd())
+	family, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DOMAIN)
+	if err != nil || (family != unix.AF_INET && family != unix.AF_INET6) {
+		return nil, nil // another family: not this kind's
+	}
+	typ, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
+	if err != nil {
+		return nil, fmt.Errorf("%s: SO_TYPE: %w", d.where, err)
+	}
+	protocol, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PROTOCOL)
+	if err != nil {
+		return nil, fmt.Errorf("%s: SO_PROTOCOL: %w", d.where, err)
+	}
+	src, err := unix.Getsockname(fd)
+	if err != nil {
+		return nil, fmt.Errorf("%s: getsockname: %w", d.where, err)
+	}
+	dst, err := unix.Getpeername(fd)
+	if err != nil {
+		dst = nil // not connected
+	}
+	what := fmt.Sprintf("%s (%s)", d.link, inetDesc(uint32(typ), uint32(family), src, dst))
+	if !(typ == unix.SOCK_STREAM && protocol == unix.IPPROTO_TCP) && !(typ == unix.SOCK_DGRAM && protocol == unix.IPPROTO_UDP) {
+		return nil, d.unsupported(fmt.Sprintf("socket %s of family %d, type %d, protocol %d (only TCP and UDP are)", d.link, family, typ, protocol))
+	}
+	srcWords, srcPort, _ := inetAddr(src)
+	e := &skinet.InetSkEntry{
+		Id: proto.Uint32(d.files.nextID()), Ino: proto.Uint32(uint32(d.st.Ino)), Family: proto.Uint32(uint32(family)),
+		Type: proto.Uint32(uint32(typ)), Proto: proto.Uint32(uint32(protocol)), State: proto.Uint32(tcpClose),
+		SrcPort: proto.Uint32(srcPort), DstPort: proto.Uint32(0), Flags: proto.Uint32(d.flags), Backlog: proto.Uint32(0),
+		SrcAddr: srcWords, Fown: noFown(),
+	}
+	if dst != nil {
+		words, port, _ := inetAddr(dst)
+		e.DstAddr, e.DstPort = words, proto.Uint32(port)
+	}
+	if typ == unix.SOCK_STREAM {
+		info, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %s: TCP_INFO: %w", d.where, what, err)
+		}
+		e.State = proto.Uint32(uint32(info.State))
+		switch info.State {
+		case tcpListen:
+			// For a listener the kernel reports the backlog limit in
+			// tcpi_sacked and the connections waiting in tcpi_unacked.
+			e.Backlog = proto.Uint32(info.Sacked)
+			if info.Unacked > 0 {
+				if !d.files.tcpClose {
+					return nil, d.unsupported(fmt.Sprintf("%s: %d connections wait to be accepted: established TCP connections are not checkpointed (--tcp-close drops them)", what, info.Unacked))
+				}
+				d.files.warnf("%s: %s: %d connections waiting to be accepted are dropped (--tcp-close)", d.where, what, info.Unacked)
+			}
+		case tcpClose:
+		default:
+			if !d.files.tcpClose {
+				return nil, d.unsupported(fmt.Sprintf("%s in state %s: established TCP connections are not checkpointed (--tcp-close restores them as ended)", what, tcpStateNames[info.State]))
+			}
+			d.files.warnf("%s: %s in state %s comes back as a connection that has ended (--tcp-close)", d.where, what, tcpStateNames[info.State])
+		}
+	} else {
+		if dst != nil {
+			e.State = proto.Uint32(tcpEstablished)
+		}
+		if n, err := unix.IoctlGetInt(fd, unix.SIOCINQ); err == nil && n > 0 {
+			d.files.warnf("%s: %s: the datagrams queued on it (%d bytes next) are dropped: only their senders could send them again", d.where, what, n)
+		}
+	}
+	if family == unix.AF_INET6 {
+		v6, err := unix.GetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY)
+		if err != nil {
+			return nil, fmt.Errorf("%s: IPV6_V6ONLY: %w", d.where, err)
+		}
+		e.V6Only = proto.Bool(v6 != 0)
+	}
+	freebind, err := unix.GetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_FREEBIND)
+	if err == nil {
+		e.IpOpts = &skinet.IpOptsEntry{Freebind: proto.Bool(freebind != 0)}
+	}
+	if e.Opts, err = dumpSkOpts(fd); err != nil {
+		return nil, fmt.Errorf("%s: %s: %w", d.where, what, err)
+	}
+	if err := dumpInetOpts(fd, typ, e.Opts); err != nil {
+		return nil, fmt.Errorf("%s: %s: %w", d.where, what, err)
+	}
+	return &fdinfo.FileEntry{Id: e.Id, Isk: e}, nil
+}
+
+// dumpInetOpts adds the options of TCP and UDP sockets to o.
+func dumpInetOpts(fd, typ int, o *skopts.SkOptsEntry) error {
+	flag := func(level, opt int, name string) (*bool, error) {
+		v, err := unix.GetsockoptInt(fd, level, opt)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		return proto.Bool(v != 0), nil
+	}
+	var err error
+	if o.Reuseaddr, err = flag(unix.SOL_SOCKET, unix.SO_REUSEADDR, "SO_REUSEADDR"); err != nil {
+		return err
+	}
+	if o.SoReuseport, err = flag(unix.SOL_SOCKET, unix.SO_REUSEPORT, "SO_REUSEPORT"); err != nil {
+		return err
+	}
+	if o.SoKeepalive, err = flag(unix.SOL_SOCKET, unix.SO_KEEPALIVE, "SO_KEEPALIVE"); err != nil {
+		return err
+	}
+	if o.SoBroadcast, err = flag(unix.SOL_SOCKET, unix.SO_BROADCAST, "SO_BROADCAST"); err != nil {
+		return err
+	}
+	if typ == unix.SOCK_STREAM {
+		for _, k := range []struct {
+			opt  int
+			name string
+			to   **uint32
+		}{{unix.TCP_KEEPCNT, "TCP_KEEPCNT", &o.TcpKeepcnt}, {unix.TCP_KEEPIDLE, "TCP_KEEPIDLE", &o.TcpKeepidle}, {unix.TCP_KEEPINTVL, "TCP_KEEPINTVL", &o.TcpKeepintvl}} {
+			v, err := unix.GetsockoptInt(fd, unix.IPPROTO_TCP, k.opt)
+			if err != nil {
+				return fmt.Errorf("%s: %w", k.name, err)
+			}
+			*k.to = proto.Uint32(uint32(v))
+		}
+	}
+	return nil
+}
+
+// restoreInetOpts sets what dumpInetOpts read, after bind.
+func restoreInetOpts(fd, typ int, o *skopts.SkOptsEntry) error {
+	set := func(level, opt int, name string, v int) error {
+		if err := unix.SetsockoptInt(fd, level, opt, v); err != nil {
+			return fmt.Errorf("%s %d: %w", name, v, err)
+		}
+		return nil
+	}
+	b := func(p *bool) int {
+		if p != nil && *p {
+			return 1
+		}
+		return 0
+	}
+	for _, s := range []struct {
+		opt  int
+		name string
+		v    *bool
+	}{{unix.SO_REUSEADDR, "SO_REUSEADDR", o.Reuseaddr}, {unix.SO_REUSEPORT, "SO_REUSEPORT", o.SoReuseport},
+		{unix.SO_KEEPALIVE, "SO_KEEPALIVE", o.SoKeepalive}, {unix.SO_BROADCAST, "SO_BROADCAST", o.SoBroadcast}} {
+		if err := set(unix.SOL_SOCKET, s.opt, s.name, b(s.v)); err != nil {
+			return err
+		}
+	}
+	if typ == unix.SOCK_STREAM {
+		for _, k := range []struct {
+			opt  int
+			name string
+			v    *uint32
+		}{{unix.TCP_KEEPCNT, "TCP_KEEPCNT", o.TcpKeepcnt}, {unix.TCP_KEEPIDLE, "TCP_KEEPIDLE", o.TcpKeepidle}, {unix.TCP_KEEPINTVL, "TCP_KEEPINTVL", o.TcpKeepintvl}} {
+			if k.v != nil && *k.v > 0 {
+				if err := set(unix.IPPROTO_TCP, k.opt, k.name, int(*k.v)); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return restoreSkOpts(fd, o)
+}
+
+func openInetSocket(r *fileRestore, e *fdinfo.FileEntry) (*os.File, error) {
+	isk := e.GetIsk()
+	if isk == nil {
+		return nil, corruptf("files.img", "inet socket id %d without its entry", e.GetId())
+	}
+	family, typ := isk.GetFamily(), int(isk.GetType())
+	if (family != unix.AF_INET && family != unix.AF_INET6) ||
+		!(typ == unix.SOCK_STREAM && isk.GetProto() == unix.IPPROTO_TCP || typ == unix.SOCK_DGRAM && isk.GetProto() == unix.IPPROTO_UDP) {
+		return nil, corruptf("files.img", "inet socket id %d: family %d, type %d, protocol %d", e.GetId(), family, typ, isk.GetProto())
+	}
+	src, err := inetSockaddr(family, isk.GetSrcAddr(), isk.GetSrcPort())
+	if err != nil {
+		return nil, corruptf("files.img", "inet socket id %d: source: %v", e.GetId(), err)
+	}
+	var dst unix.Sockaddr
+	if isk.GetDstPort() != 0 {
+		if dst, err = inetSockaddr(family, isk.GetDstAddr(), isk.GetDstPort()); err != nil {
+			return nil, corruptf("files.img", "inet socket id %d: destination: %v", e.GetId(), err)
+		}
+	}
+	what := fmt.Sprintf("inet socket id %d (%s)", e.GetId(), inetDesc(uint32(typ), family, src, dst))
+	state := isk.GetState()
+	var fd int
+	build := func() error {
+		var err error
+		if fd, err = unix.Socket(int(family), typ|unix.SOCK_CLOEXEC, int(isk.GetProto())); err != nil {
+			return os.NewSyscallError("socket", err)
+		}
+		if family == unix.AF_INET6 {
+			if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, b2i(isk.GetV6Only())); err != nil {
+				return fmt.Errorf("IPV6_V6ONLY: %w", err)
+			}
+		}
+		// A TCP socket that was connected comes back as one that has
+		// ended (--tcp-close): not bound, for its port is its
+		// listener's.
+		ended := typ == unix.SOCK_STREAM && state != tcpListen && state != tcpClose
+		if isk.GetSrcPort() != 0 && !ended {
+			unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
+			unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_FREEBIND, 1)
+			if err := unix.Bind(fd, src); err != nil {
+				return fmt.Errorf("bind: %w", err)
+			}
+		}
+		if err := restoreInetOpts(fd, typ, isk.GetOpts()); err != nil {
+			return err
+		}
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_FREEBIND, b2i(isk.GetIpOpts().GetFreebind())); err != nil {
+			return fmt.Errorf("IP_FREEBIND: %w", err)
+		}
+		switch {
+		case typ == unix.SOCK_STREAM && state == tcpListen:
+			if err := unix.Listen(fd, int(isk.GetBacklog())); err != nil {
+				return fmt.Errorf("listen: %w", err)
+			}
+		case typ == unix.SOCK_DGRAM && dst != nil:
+			if err := unix.Connect(fd, dst); err != nil {
+				return fmt.Errorf("connect: %w", err)
+			}
+		}
+		return nil
+	}
+	same, err := nsthread.Same(r.rootPid, "net")
+	if err == nil {
+		if same {
+			err = build()
+		} else {
+			err = nsthread.Run(func() error { return nsthread.Join(r.rootPid, "net", unix.CLONE_NEWNET) }, build)
+		}
+	}
+	if err != nil {
+		if fd > 0 {
+			unix.Close(fd)
+		}
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	status := int(isk.GetFlags()) & (unix.O_NONBLOCK | unix.O_ASYNC)
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFL, status); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("%s: set flags %#x: %w", what, status, err)
+	}
+	return os.NewFile(uintptr(fd), fmt.Sprintf("socket:[%d]", isk.GetIno())), nil
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}

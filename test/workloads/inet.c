@@ -1,0 +1,191 @@
+/*
+ * inet: TCP and UDP sockets over IPv4 and IPv6.
+ *
+ *   L4      TCP listener on 127.0.0.1:<ephemeral>, backlog 7,
+ *           SO_REUSEADDR, O_NONBLOCK
+ *   L6      TCP listener on [::1]:<ephemeral>, IPV6_V6ONLY
+ *   K       TCP socket never bound, SO_KEEPALIVE, TCP_KEEPIDLE 77
+ *   UA, UB  UDP sockets bound to 127.0.0.1, UA connected to UB
+ *   with the argument "conn": C and S, the two ends of a TCP connection
+ *   to L4, with bytes in flight
+ *
+ * After restore every address, port and option is the same, the
+ * listeners accept new connections that carry bytes, and UA and UB
+ * exchange datagrams both ways. With "conn" (dumped with --tcp-close)
+ * both ends of the connection have ended: reads and writes fail.
+ */
+#include "workload.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+
+static int port_of(int fd)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
+		return -1;
+	if (ss.ss_family == AF_INET)
+		return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+	return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+}
+
+static int opt(int fd, int level, int name)
+{
+	int v = -1;
+	socklen_t len = sizeof(v);
+	if (getsockopt(fd, level, name, &v, &len) < 0)
+		return -1;
+	return v;
+}
+
+static int tcp_listener(int family, int backlog)
+{
+	int fd = socket(family, SOCK_STREAM, 0);
+	int one = 1;
+	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0)
+		wl_die("tcp socket");
+	if (family == AF_INET) {
+		struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+		if (bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0)
+			wl_die("bind 127.0.0.1");
+	} else {
+		if (setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) < 0)
+			wl_die("IPV6_V6ONLY");
+		struct sockaddr_in6 a = { .sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT };
+		if (bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0)
+			wl_die("bind ::1");
+	}
+	if (listen(fd, backlog) < 0)
+		wl_die("listen");
+	return fd;
+}
+
+static int udp_bound(void)
+{
+	int fd = socket(AF_INET, SOCK_DGRAM, 0);
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0)
+		wl_die("udp bind");
+	return fd;
+}
+
+static void connect_port(int fd, int family, int port)
+{
+	if (family == AF_INET) {
+		struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+		if (connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0)
+			wl_fail("connect to 127.0.0.1:%d: %s", port, strerror(errno));
+	} else {
+		struct sockaddr_in6 a = { .sin6_family = AF_INET6, .sin6_port = htons(port), .sin6_addr = IN6ADDR_LOOPBACK_INIT };
+		if (connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0)
+			wl_fail("connect to [::1]:%d: %s", port, strerror(errno));
+	}
+}
+
+/* wait_in waits up to 2 s for fd to be readable. */
+static int wait_in(int fd)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	return poll(&p, 1, 2000) == 1;
+}
+
+/* serve checks that listener l (of family, on port) takes a new
+ * connection that carries bytes. */
+static void serve(int l, int family, int port, const char *what)
+{
+	int c = socket(family, SOCK_STREAM, 0);
+	connect_port(c, family, port);
+	if (!wait_in(l)) {
+		wl_fail("%s: no connection to accept", what);
+		close(c);
+		return;
+	}
+	int s = accept(l, NULL, NULL);
+	if (s < 0) {
+		wl_fail("%s: accept: %s", what, strerror(errno));
+		close(c);
+		return;
+	}
+	char buf[8] = { 0 };
+	if (write(c, "ping", 4) != 4 || !wait_in(s) || read(s, buf, 4) != 4 || memcmp(buf, "ping", 4))
+		wl_fail("%s: the accepted connection did not carry ping (%s)", what, buf);
+	close(s);
+	close(c);
+}
+
+int main(int argc, char **argv)
+{
+	wl_init(argc, argv);
+	int conn = argc > 2 && strcmp(argv[2], "conn") == 0;
+
+	int l4 = tcp_listener(AF_INET, 7);
+	fcntl(l4, F_SETFL, O_NONBLOCK);
+	int l6 = tcp_listener(AF_INET6, 5);
+	int k = socket(AF_INET, SOCK_STREAM, 0);
+	int one = 1, idle = 77;
+	if (k < 0 || setsockopt(k, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one)) < 0 ||
+	    setsockopt(k, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle)) < 0)
+		wl_die("keepalive socket");
+	int ua = udp_bound(), ub = udp_bound();
+	connect_port(ua, AF_INET, port_of(ub));
+	int c = -1, s = -1;
+	if (conn) {
+		c = socket(AF_INET, SOCK_STREAM, 0);
+		connect_port(c, AF_INET, port_of(l4));
+		wait_in(l4);
+		s = accept(l4, NULL, NULL);
+		if (s < 0 || write(c, "in flight", 9) != 9)
+			wl_die("connection");
+	}
+
+	wl_ready("p4 %d\np6 %d\nua %d\nub %d\n", port_of(l4), port_of(l6), port_of(ua), port_of(ub));
+	while (!wl_check_requested())
+		wl_sleep_ms(10);
+
+	int p4 = (int)wl_saved_num("p4"), p6 = (int)wl_saved_num("p6");
+	if (port_of(l4) != p4 || port_of(l6) != p6 || port_of(ua) != (int)wl_saved_num("ua") || port_of(ub) != (int)wl_saved_num("ub"))
+		wl_fail("ports %d %d %d %d, were %d %d %llu %llu", port_of(l4), port_of(l6), port_of(ua), port_of(ub), p4, p6,
+			wl_saved_num("ua"), wl_saved_num("ub"));
+	if (opt(l4, SOL_SOCKET, SO_ACCEPTCONN) != 1 || opt(l6, SOL_SOCKET, SO_ACCEPTCONN) != 1)
+		wl_fail("a listener no longer listens");
+	if (opt(l4, SOL_SOCKET, SO_REUSEADDR) != 1 || !(fcntl(l4, F_GETFL) & O_NONBLOCK))
+		wl_fail("L4 lost SO_REUSEADDR or O_NONBLOCK");
+	struct tcp_info ti;
+	socklen_t tl = sizeof(ti);
+	if (getsockopt(l4, IPPROTO_TCP, TCP_INFO, &ti, &tl) < 0 || ti.tcpi_sacked != 7)
+		wl_fail("L4's backlog is %u, was 7", ti.tcpi_sacked);
+	if (opt(l6, IPPROTO_IPV6, IPV6_V6ONLY) != 1)
+		wl_fail("L6 lost IPV6_V6ONLY");
+	if (opt(k, SOL_SOCKET, SO_KEEPALIVE) != 1 || opt(k, IPPROTO_TCP, TCP_KEEPIDLE) != 77)
+		wl_fail("K: SO_KEEPALIVE %d, TCP_KEEPIDLE %d; were 1, 77", opt(k, SOL_SOCKET, SO_KEEPALIVE), opt(k, IPPROTO_TCP, TCP_KEEPIDLE));
+	if (port_of(k) != 0)
+		wl_fail("K is bound to port %d, was never bound", port_of(k));
+
+	if (conn) {
+		/* Ended by --tcp-close: nothing can be read or written. */
+		char buf[16];
+		int fl = fcntl(s, F_GETFL);
+		fcntl(s, F_SETFL, fl | O_NONBLOCK);
+		ssize_t n = read(s, buf, sizeof(buf));
+		if (n > 0)
+			wl_fail("the accepted end read %zd bytes after --tcp-close", n);
+		if (send(c, "x", 1, MSG_NOSIGNAL) == 1)
+			wl_fail("the connecting end could still send after --tcp-close");
+	}
+	serve(l4, AF_INET, p4, "L4");
+	serve(l6, AF_INET6, p6, "L6");
+
+	char buf[16] = { 0 };
+	if (send(ua, "to b", 4, 0) != 4 || !wait_in(ub) || recv(ub, buf, sizeof(buf), 0) != 4 || memcmp(buf, "to b", 4))
+		wl_fail("UA -> UB: got %s", buf);
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(port_of(ua)), .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	memset(buf, 0, sizeof(buf));
+	if (sendto(ub, "to a", 4, 0, (struct sockaddr *)&a, sizeof(a)) != 4 || !wait_in(ua) || recv(ua, buf, sizeof(buf), 0) != 4 ||
+	    memcmp(buf, "to a", 4))
+		wl_fail("UB -> UA: got %s", buf);
+	return wl_finish();
+}
