@@ -95,6 +95,7 @@ func (d *fdDump) unsupported(what string) error {
 // pipes-data, unixsk, ...): entries, each optionally followed by raw data.
 type extraImage struct {
 	kind    images.Kind
+	file    string // its file name in the images directory
 	entries []proto.Message
 	payload [][]byte
 }
@@ -102,14 +103,19 @@ type extraImage struct {
 // addImage appends an entry (and raw data after it, or nil) to the image
 // of kind k.
 func (t *fileTable) addImage(k images.Kind, m proto.Message, payload []byte) {
+	t.addImageAs(k, k.FileName(), m, payload)
+}
+
+// addImageAs is addImage for a kind with one file per object (file).
+func (t *fileTable) addImageAs(k images.Kind, file string, m proto.Message, payload []byte) {
 	if t.extra == nil {
 		t.extra = map[string]*extraImage{}
 	}
-	x, ok := t.extra[k.Name]
+	x, ok := t.extra[file]
 	if !ok {
-		x = &extraImage{kind: k}
-		t.extra[k.Name] = x
-		t.extraOrder = append(t.extraOrder, k.Name)
+		x = &extraImage{kind: k, file: file}
+		t.extra[file] = x
+		t.extraOrder = append(t.extraOrder, file)
 	}
 	x.entries = append(x.entries, m)
 	x.payload = append(x.payload, payload)
@@ -135,8 +141,8 @@ func (t *fileTable) finish() error {
 func (t *fileTable) writeExtra(stage *images.Staging) error {
 	for _, name := range t.extraOrder {
 		x := t.extra[name]
-		if err := writeWithPayloads(stage.Path(x.kind.FileName()), x); err != nil {
-			return fmt.Errorf("write %s: %w", x.kind.FileName(), err)
+		if err := writeWithPayloads(stage.Path(x.file), x); err != nil {
+			return fmt.Errorf("write %s: %w", x.file, err)
 		}
 	}
 	return nil
@@ -188,6 +194,20 @@ type fileRestore struct {
 	// state keeps what a kind builds across files (a pipe's two ends,
 	// a socket pair), by kind name.
 	state map[string]any
+	// finals run once every task has its files, before any task runs
+	// (a TCP connection leaves repair mode once both its ends exist).
+	finals []func() error
+}
+
+// finalize runs the finals in the order they were added.
+func (r *fileRestore) finalize() error {
+	for _, f := range r.finals {
+		if err := f(); err != nil {
+			return err
+		}
+	}
+	r.finals = nil
+	return nil
 }
 
 func newFileRestore(cp *checkpoint, opts *RestoreOptions) *fileRestore {

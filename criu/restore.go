@@ -171,6 +171,9 @@ func Restore(opts RestoreOptions) (*Restored, error) {
 				return err
 			}
 		}
+		if err := rt.files.finalize(); err != nil {
+			return err
+		}
 		opts.logf("tasks restored (%v)", time.Since(start))
 		return rt.finish()
 	})

@@ -2,6 +2,7 @@ package criu
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"os"
 
@@ -39,6 +40,7 @@ var inetSockets = fileKind{
 	fdType: fdinfo.FdTypes_INETSK,
 	dump:   dumpInetSocket,
 	open:   openInetSocket,
+	finish: finishTCP,
 }
 
 // TCP states (include/net/tcp_states.h) beyond those sk_unix.go names.
@@ -171,10 +173,16 @@ func dumpInetSocket(d *fdDump) (*fdinfo.FileEntry, error) {
 			}
 		case tcpClose:
 		default:
-			if !d.files.tcpClose {
-				return nil, d.unsupported(fmt.Sprintf("%s in state %s: established TCP connections are not checkpointed (--tcp-close restores them as ended)", what, tcpStateNames[info.State]))
+			if d.files.tcpClose {
+				d.files.warnf("%s: %s in state %s comes back as a connection that has ended (--tcp-close)", d.where, what, tcpStateNames[info.State])
+				break
 			}
-			d.files.warnf("%s: %s in state %s comes back as a connection that has ended (--tcp-close)", d.where, what, tcpStateNames[info.State])
+			if info.State != tcpEstablished || dst == nil {
+				return nil, d.unsupported(fmt.Sprintf("%s in state %s: only established TCP connections move (--tcp-close restores it as ended)", what, tcpStateNames[info.State]))
+			}
+			if err := dumpTCPStream(d, fd, e, src, dst, what); err != nil {
+				return nil, err
+			}
 		}
 	} else {
 		if dst != nil {
@@ -304,6 +312,21 @@ func openInetSocket(r *fileRestore, e *fdinfo.FileEntry) (*os.File, error) {
 	}
 	what := fmt.Sprintf("inet socket id %d (%s)", e.GetId(), inetDesc(uint32(typ), family, src, dst))
 	state := isk.GetState()
+	connected := typ == unix.SOCK_STREAM && state != tcpListen && state != tcpClose
+	var stream *tcpStream
+	if connected {
+		// Moved with its stream image, or dumped with --tcp-close.
+		se, inq, outq, err := tcpStreamOf(r, isk.GetIno())
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("%s: %w", what, err)
+		}
+		if err == nil {
+			if dst == nil {
+				return nil, corruptf("files.img", "%s: connected without a destination", what)
+			}
+			stream = &tcpStream{e: se, inq: inq, outq: outq}
+		}
+	}
 	var fd int
 	build := func() error {
 		var err error
@@ -315,10 +338,20 @@ func openInetSocket(r *fileRestore, e *fdinfo.FileEntry) (*os.File, error) {
 				return fmt.Errorf("IPV6_V6ONLY: %w", err)
 			}
 		}
+		if stream != nil {
+			if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR, 1); err != nil {
+				return fmt.Errorf("TCP_REPAIR: %w", err)
+			}
+			// Buffers first: the queues must fit.
+			if err := restoreInetOpts(fd, typ, isk.GetOpts()); err != nil {
+				return err
+			}
+			return restoreTCPStream(r, fd, isk, src, dst, stream)
+		}
 		// A TCP socket that was connected comes back as one that has
 		// ended (--tcp-close): not bound, for its port is its
 		// listener's.
-		ended := typ == unix.SOCK_STREAM && state != tcpListen && state != tcpClose
+		ended := connected
 		if isk.GetSrcPort() != 0 && !ended {
 			unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
 			unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_FREEBIND, 1)

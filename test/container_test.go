@@ -684,17 +684,39 @@ while :; do i=$((i+1)); echo $i > /data/count; sleep 0.2; done`
 }
 
 // TestContainerTCPListener: busybox nc listens on TCP port 8080 in a
-// container's network namespace; after restore a client inside reaches
-// it there.
+// container's network namespace, and another pair of nc keeps a
+// connection on port 9090 busy with a line every 0.2 s; after restore a
+// new client reaches the listener, and the lines keep coming over the
+// old connection.
 func TestContainerTCPListener(t *testing.T) {
 	const script = `nc -l -p 8080 > /data/got &
+echo 'while read l; do echo "$l" > /data/line; done' > /data/srv.sh
+nc -l -p 9090 -e sh /data/srv.sh &
+sleep 0.3
+(j=0; while :; do j=$((j+1)); echo $j; sleep 0.2; done) | nc 127.0.0.1 9090 &
 i=0
 while :; do i=$((i+1)); echo $i > /data/count; sleep 0.2; done`
 	c := newContainer(t, "tcp", func(s *specs.Spec) { s.Process.Args = []string{"sh", "-c", script} })
 	c.start()
+	line := func() int {
+		out, _ := c.exec("cat /data/line")
+		n, _ := strconv.Atoi(strings.TrimSpace(out))
+		return n
+	}
+	for end := time.Now().Add(5 * time.Second); line() < 3; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("no lines over the connection on port 9090 before the checkpoint")
+		}
+	}
 	dir := filepath.Join(t.TempDir(), "ck")
 	checkpointContainer(t, c, dir)
 	restoreContainer(t, c, dir)
+	before := line()
+	for end := time.Now().Add(5 * time.Second); line() <= before+2; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("the connection on port 9090 carries no new lines after restore: the last is %d", line())
+		}
+	}
 	c.mustExec(t, "echo hello-after-restore | timeout 3 nc 127.0.0.1 8080; true")
 	for end := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		out, _ := c.exec("cat /data/got")

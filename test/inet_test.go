@@ -1,6 +1,8 @@
 package test
 
 import (
+	"fmt"
+	"net"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -12,8 +14,9 @@ import (
 // IPv6, a TCP socket with keepalive options, a pair of UDP sockets one
 // connected to the other), restores it and expects every address, port
 // and option back, listeners that accept and UDP sockets that carry
-// datagrams. With an established connection the dump is refused by
-// name, and --tcp-close restores the connection as ended.
+// datagrams. An established connection with both ends in the tree moves
+// with TCP repair, its queues and all; --tcp-close restores it as ended
+// instead.
 func TestInetSockets(t *testing.T) {
 	t.Run("listeners, unconnected TCP and UDP sockets keep their addresses and options", func(t *testing.T) {
 		needCtcr(t)
@@ -25,18 +28,65 @@ func TestInetSockets(t *testing.T) {
 			decodeWithCrit(t, img)
 		}
 	})
-	t.Run("an established connection is refused, and with --tcp-close comes back ended", func(t *testing.T) {
+	t.Run("an established connection with both ends in the tree moves with its queues", func(t *testing.T) {
 		needCtcr(t)
 		w := startWorkload(t, "inet", "conn")
 		img := filepath.Join(t.TempDir(), "img")
+		dump(t, w, img, false, 0)
+		if streams, _ := filepath.Glob(filepath.Join(img, "tcp-stream-*.img")); len(streams) != 2 {
+			t.Errorf("the checkpoint has %d tcp-stream images, want 2 (both ends)", len(streams))
+		}
+		restoreForeground(t, w, img, scenario{}, nil)
+		if !t.Failed() {
+			decodeWithCrit(t, img)
+		}
+	})
+	t.Run("with --leave-running the connection goes on where it was", func(t *testing.T) {
+		needCtcr(t)
+		w := startWorkload(t, "inet", "conn")
+		img := filepath.Join(t.TempDir(), "img")
+		r := runCtcr(t, 60*time.Second, "dump", "-t", strconv.Itoa(w.pid), "-D", img, "--leave-running")
+		if r.code() != 0 {
+			t.Fatalf("%s: exit status %d; stderr: %s%s", r, r.code(), r.stderr(), w.report())
+		}
+		w.requestCheck()
+		ps, err := w.waitOriginal(30 * time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ps.ExitCode() != 0 {
+			t.Errorf("inet conn after dump --leave-running: %v, want exit status 0%s", ps, w.report())
+		}
+		w.assertPassed()
+	})
+	t.Run("a connection from outside the tree, waiting to be accepted, is refused by name", func(t *testing.T) {
+		needCtcr(t)
+		w := startWorkload(t, "inet")
+		var port int
+		for _, line := range strings.Split(w.read("ready"), "\n") {
+			if v, ok := strings.CutPrefix(line, "p4 "); ok {
+				port, _ = strconv.Atoi(v)
+			}
+		}
+		conn, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			t.Fatalf("dial the workload's listener on port %d: %v", port, err)
+		}
+		defer conn.Close()
+		img := filepath.Join(t.TempDir(), "img")
 		r := runCtcr(t, 60*time.Second, "dump", "-t", strconv.Itoa(w.pid), "-D", img)
-		if r.code() != 1 || !strings.Contains(r.stderr(), "ESTABLISHED") || !strings.Contains(r.stderr(), "--tcp-close") {
-			t.Fatalf("%s: exit status %d, stderr %q; want 1 and a message naming the connection and --tcp-close", r, r.code(), r.stderr())
+		if r.code() != 1 || !strings.Contains(r.stderr(), "wait to be accepted") || !strings.Contains(r.stderr(), fmt.Sprintf("127.0.0.1:%d", port)) {
+			t.Fatalf("%s: exit status %d, stderr %q; want 1 and a message naming the listener and its waiting connection", r, r.code(), r.stderr())
 		}
 		if err := assertRunnable(w.pid); err != nil {
 			t.Fatalf("after the refused dump: %v", err)
 		}
-		r = runCtcr(t, 60*time.Second, "dump", "-t", strconv.Itoa(w.pid), "-D", img, "--tcp-close")
+	})
+	t.Run("with --tcp-close a connection comes back ended", func(t *testing.T) {
+		needCtcr(t)
+		w := startWorkload(t, "inet", "ended")
+		img := filepath.Join(t.TempDir(), "img")
+		r := runCtcr(t, 60*time.Second, "dump", "-t", strconv.Itoa(w.pid), "-D", img, "--tcp-close")
 		if r.code() != 0 {
 			t.Fatalf("%s: exit status %d; stderr: %s%s", r, r.code(), r.stderr(), w.report())
 		}
@@ -48,16 +98,18 @@ func TestInetSockets(t *testing.T) {
 		}
 		restoreForeground(t, w, img, scenario{}, nil)
 	})
-	t.Run("the inet workload passes when it is never dumped", func(t *testing.T) {
-		w := startWorkload(t, "inet")
-		w.requestCheck()
-		ps, err := w.waitOriginal(30 * time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if ps.ExitCode() != 0 {
-			t.Errorf("inet: %v, want exit status 0%s", ps, w.report())
-		}
-		w.assertPassed()
-	})
+	for _, mode := range []string{"plain", "conn"} {
+		t.Run("the inet workload passes when it is never dumped: "+mode, func(t *testing.T) {
+			w := startWorkload(t, "inet", mode)
+			w.requestCheck()
+			ps, err := w.waitOriginal(30 * time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ps.ExitCode() != 0 {
+				t.Errorf("inet %s: %v, want exit status 0%s", mode, ps, w.report())
+			}
+			w.assertPassed()
+		})
+	}
 }

@@ -204,15 +204,26 @@ func TestIPCRefusals(t *testing.T) {
 			names: []string{"fd 3", "unix socket", "peer", "outside the dumped tree"},
 		},
 		{
-			name: "a UDP socket, a kind ctcr does not handle, is refused naming the fd and its type",
+			name: "a netlink socket, a kind ctcr does not handle, is refused naming the fd and its type",
 			file: func(t *testing.T) *os.File {
-				fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+				fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_ROUTE)
 				if err != nil {
 					t.Fatal(err)
 				}
-				return os.NewFile(uintptr(fd), "udp")
+				return os.NewFile(uintptr(fd), "netlink")
 			},
 			names: []string{"fd 3", "socket:["},
+		},
+		{
+			name: "a raw IP socket is refused naming the fd, its family and type",
+			file: func(t *testing.T) *os.File {
+				fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_ICMP)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return os.NewFile(uintptr(fd), "raw")
+			},
+			names: []string{"fd 3", "socket:[", "only TCP and UDP"},
 		},
 	}
 	for _, c := range cases {

@@ -132,7 +132,7 @@ untouched.
 	f.IntVar(&o.Pid, "pid", 0, "init PID of a container ctcr cannot find by its id")
 	f.StringVar(&cgroupPath, "cgroup", "", "cgroup of a container ctcr cannot find by its id (as /proc/PID/cgroup names it): its init is the task whose parent is outside it")
 	f.BoolVar(&o.FileLocks, "file-locks", false, "keep the file locks the container's tasks hold (flock, POSIX, OFD); without it a held lock fails the checkpoint")
-	f.BoolVar(&o.TCPClose, "tcp-close", false, "checkpoint established TCP connections (and connections waiting to be accepted) to come back as ended, instead of failing")
+	f.BoolVar(&o.TCPClose, "tcp-close", false, "checkpoint every established TCP connection (and those waiting to be accepted) to come back as ended, instead of moving it (both ends in the container) or failing (an end outside)")
 	f.BoolVar(&o.ExtUnixSk, "ext-unix-sk", false, "keep unix sockets whose peer is outside the container; restore --ext-unix-sk connects them to the peer's name again (a connection from a client with no name comes back closed by that client, with a warning)")
 	f.BoolVar(&suspend, "suspend", false, "stage: only freeze the container")
 	f.BoolVar(&dumpStage, "dump", false, "stage: dump a suspended container, which stays suspended")

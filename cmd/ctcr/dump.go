@@ -60,7 +60,7 @@ resumed untouched and DIR holds no partial checkpoint.`,
 	f.BoolVar(&o.LeaveRunning, "leave-running", false, "let the process run on after the dump")
 	f.BoolVar(&o.ShellJob, "shell-job", false, "allow terminal fds; restore attaches them to ctcr's terminal")
 	f.BoolVar(&o.FileLocks, "file-locks", false, "dump the file locks the tasks hold (flock, POSIX, OFD); without it a held lock fails the dump")
-	f.BoolVar(&o.TCPClose, "tcp-close", false, "dump established TCP connections (and connections waiting to be accepted) to come back as ended, instead of failing; listeners and UDP sockets need no flag")
+	f.BoolVar(&o.TCPClose, "tcp-close", false, "dump every established TCP connection (and those waiting to be accepted) to come back as ended, instead of moving it (both ends in the tree) or failing (an end outside)")
 	f.BoolVar(&o.ExtUnixSk, "ext-unix-sk", false, "dump unix sockets whose peer is outside the tree; restore --ext-unix-sk connects them to the peer's name again (a connection from a client with no name comes back closed by that client, with a warning)")
 	return c
 }

@@ -6,13 +6,18 @@
  *   L6      TCP listener on [::1]:<ephemeral>, IPV6_V6ONLY
  *   K       TCP socket never bound, SO_KEEPALIVE, TCP_KEEPIDLE 77
  *   UA, UB  UDP sockets bound to 127.0.0.1, UA connected to UB
- *   with the argument "conn": C and S, the two ends of a TCP connection
- *   to L4, with bytes in flight
+ *   with the argument "conn" or "ended": C and S, the two ends of a TCP
+ *           connection to a listener LC whose connections have a small
+ *           receive buffer: C wrote until it could not (bytes queued in
+ *           S's receive queue and in C's send queue, some never sent),
+ *           S wrote "from s" that C has not read
  *
  * After restore every address, port and option is the same, the
  * listeners accept new connections that carry bytes, and UA and UB
- * exchange datagrams both ways. With "conn" (dumped with --tcp-close)
- * both ends of the connection have ended: reads and writes fail.
+ * exchange datagrams both ways. With "conn" the connection goes on:
+ * every byte C wrote arrives at S in order, C reads "from s", and new
+ * bytes go both ways. With "ended" (dumped with --tcp-close) both ends
+ * have ended: reads and writes fail.
  */
 #include "workload.h"
 
@@ -121,6 +126,7 @@ int main(int argc, char **argv)
 {
 	wl_init(argc, argv);
 	int conn = argc > 2 && strcmp(argv[2], "conn") == 0;
+	int ended = argc > 2 && strcmp(argv[2], "ended") == 0;
 
 	int l4 = tcp_listener(AF_INET, 7);
 	fcntl(l4, F_SETFL, O_NONBLOCK);
@@ -133,16 +139,40 @@ int main(int argc, char **argv)
 	int ua = udp_bound(), ub = udp_bound();
 	connect_port(ua, AF_INET, port_of(ub));
 	int c = -1, s = -1;
-	if (conn) {
+	long sent = 0;
+	if (conn || ended) {
+		int lc = socket(AF_INET, SOCK_STREAM, 0), small = 4096, sndbuf = 65536;
+		struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+		if (lc < 0 || setsockopt(lc, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)) < 0 ||
+		    bind(lc, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(lc, 1) < 0)
+			wl_die("listener LC");
 		c = socket(AF_INET, SOCK_STREAM, 0);
-		connect_port(c, AF_INET, port_of(l4));
-		wait_in(l4);
-		s = accept(l4, NULL, NULL);
-		if (s < 0 || write(c, "in flight", 9) != 9)
+		if (c < 0 || setsockopt(c, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf)) < 0)
+			wl_die("socket C");
+		connect_port(c, AF_INET, port_of(lc));
+		wait_in(lc);
+		s = accept(lc, NULL, NULL);
+		if (s < 0 || write(s, "from s", 6) != 6)
 			wl_die("connection");
+		close(lc);
+		fcntl(c, F_SETFL, O_NONBLOCK);
+		unsigned char chunk[1000];
+		for (int stalls = 0; stalls < 20;) {
+			for (int i = 0; i < (int)sizeof(chunk); i++)
+				chunk[i] = (unsigned char)((sent + i) % 251);
+			ssize_t n = write(c, chunk, sizeof(chunk));
+			if (n > 0) {
+				sent += n;
+				stalls = 0;
+			} else {
+				stalls++;
+				wl_sleep_ms(5);
+			}
+		}
+		fcntl(c, F_SETFL, 0);
 	}
 
-	wl_ready("p4 %d\np6 %d\nua %d\nub %d\n", port_of(l4), port_of(l6), port_of(ua), port_of(ub));
+	wl_ready("p4 %d\np6 %d\nua %d\nub %d\nsent %ld\n", port_of(l4), port_of(l6), port_of(ua), port_of(ub), sent);
 	while (!wl_check_requested())
 		wl_sleep_ms(10);
 
@@ -166,6 +196,33 @@ int main(int argc, char **argv)
 		wl_fail("K is bound to port %d, was never bound", port_of(k));
 
 	if (conn) {
+		/* Every byte C wrote arrives, in order; then both ways again. */
+		long want = (long)wl_saved_num("sent"), got = 0, bad = -1;
+		unsigned char buf[4096];
+		while (got < want && wait_in(s)) {
+			ssize_t n = read(s, buf, sizeof(buf));
+			if (n <= 0) {
+				wl_fail("S: read after %ld of %ld bytes: %s", got, want, n < 0 ? strerror(errno) : "end of file");
+				break;
+			}
+			for (ssize_t i = 0; i < n && bad < 0; i++)
+				if (buf[i] != (unsigned char)((got + i) % 251))
+					bad = got + i;
+			got += n;
+		}
+		if (got != want || bad >= 0)
+			wl_fail("S read %ld of the %ld bytes C wrote, first wrong byte at %ld", got, want, bad);
+		char small[16] = { 0 };
+		if (!wait_in(c) || read(c, small, 6) != 6 || memcmp(small, "from s", 6))
+			wl_fail("C read \"%s\", want \"from s\"", small);
+		memset(small, 0, sizeof(small));
+		if (write(c, "after", 5) != 5 || !wait_in(s) || read(s, small, 5) != 5 || memcmp(small, "after", 5))
+			wl_fail("C -> S after restore: \"%s\"", small);
+		memset(small, 0, sizeof(small));
+		if (write(s, "back", 4) != 4 || !wait_in(c) || read(c, small, 4) != 4 || memcmp(small, "back", 4))
+			wl_fail("S -> C after restore: \"%s\"", small);
+	}
+	if (ended) {
 		/* Ended by --tcp-close: nothing can be read or written. */
 		char buf[16];
 		int fl = fcntl(s, F_GETFL);

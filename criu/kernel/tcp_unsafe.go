@@ -1,0 +1,53 @@
+package kernel
+
+import (
+	"os"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+func getsockopt(fd, level, opt int, p unsafe.Pointer, n uintptr) (uintptr, error) {
+	l := uint32(n)
+	_, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(fd), uintptr(level), uintptr(opt), uintptr(p), uintptr(unsafe.Pointer(&l)), 0)
+	if e != 0 {
+		return 0, os.NewSyscallError("getsockopt", e)
+	}
+	return uintptr(l), nil
+}
+
+func setsockopt(fd, level, opt int, p unsafe.Pointer, n uintptr) error {
+	_, _, e := unix.Syscall6(unix.SYS_SETSOCKOPT, uintptr(fd), uintptr(level), uintptr(opt), uintptr(p), n, 0)
+	if e != 0 {
+		return os.NewSyscallError("setsockopt", e)
+	}
+	return nil
+}
+
+// TCPInfoBytes returns struct tcp_info of fd as the kernel wrote it.
+func TCPInfoBytes(fd int) ([]byte, error) {
+	b := make([]byte, TCPInfoSize)
+	n, err := getsockopt(fd, unix.IPPROTO_TCP, unix.TCP_INFO, unsafe.Pointer(&b[0]), uintptr(len(b)))
+	return b[:n], err
+}
+
+// GetTCPRepairWindow reads TCP_REPAIR_WINDOW of fd (in repair mode).
+func GetTCPRepairWindow(fd int) (TCPRepairWindow, error) {
+	var w TCPRepairWindow
+	_, err := getsockopt(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR_WINDOW, unsafe.Pointer(&w), unsafe.Sizeof(w))
+	return w, err
+}
+
+// SetTCPRepairWindow sets TCP_REPAIR_WINDOW of fd (in repair mode).
+func SetTCPRepairWindow(fd int, w TCPRepairWindow) error {
+	return setsockopt(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR_WINDOW, unsafe.Pointer(&w), unsafe.Sizeof(w))
+}
+
+// SetTCPRepairOptions sets TCP_REPAIR_OPTIONS of fd (in repair mode,
+// once connected).
+func SetTCPRepairOptions(fd int, opts []TCPRepairOpt) error {
+	if len(opts) == 0 {
+		return nil
+	}
+	return setsockopt(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR_OPTIONS, unsafe.Pointer(&opts[0]), uintptr(len(opts))*unsafe.Sizeof(opts[0]))
+}

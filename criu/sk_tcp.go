@@ -1,0 +1,362 @@
+package criu
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+
+	skinet "github.com/checkpoint-restore/go-criu/v7/crit/images/sk-inet"
+	tcpstream "github.com/checkpoint-restore/go-criu/v7/crit/images/tcp-stream"
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/ctcr/ctcr/criu/images"
+	"github.com/ctcr/ctcr/criu/kernel"
+)
+
+// An established TCP connection whose two ends are both in the dumped
+// tree moves with TCP repair mode, as CRIU's libsoccr moves it. In repair
+// mode a socket sends nothing (no ACK, no retransmit, no FIN or RST when
+// closed), and its state can be read and set from outside:
+//
+//	tcp-stream-INO.img: TCP_STREAM magic, one tcp_stream_entry (the
+//	    sequence numbers of both queues, their lengths and how much of
+//	    the send queue was never sent, the options the handshake agreed
+//	    on, the windows, the timestamp), then the receive queue's bytes,
+//	    then the send queue's
+//
+// Dump turns repair mode on through ctcr's copy of the socket and reads
+// both queues with MSG_PEEK; the tasks are killed with their sockets
+// still in repair mode, so the connection's end says nothing to anyone.
+// If the tasks run on, repair mode is turned off again before they do.
+//
+// Restore makes the socket in repair mode, sets both sequence numbers,
+// binds and connects it (no handshake happens in repair mode), sets the
+// options and windows, puts the queues back (bytes received and sent
+// but not acknowledged, as they were), leaves repair mode, then sends
+// what had never been sent.
+//
+// A connection with an end outside the tree would need the network held
+// still while its other end moves (CRIU drops its packets with netfilter
+// meanwhile): it is refused, or ended with --tcp-close.
+
+// tcpEnd is one end of a connection, as "addr:port->addr:port". An IPv6
+// socket's IPv4-mapped address (::ffff:a.b.c.d) is written as IPv4, as
+// the other end, an IPv4 socket, may see it.
+func tcpEnd(src, dst unix.Sockaddr) string {
+	return sockaddrString(unmap(src)) + "->" + sockaddrString(unmap(dst))
+}
+
+func unmap(sa unix.Sockaddr) unix.Sockaddr {
+	a, ok := sa.(*unix.SockaddrInet6)
+	if !ok || [12]byte(a.Addr[:12]) != [12]byte{10: 0xff, 11: 0xff} {
+		return sa
+	}
+	v4 := &unix.SockaddrInet4{Port: a.Port}
+	copy(v4.Addr[:], a.Addr[12:])
+	return v4
+}
+
+// tcpConns is what the inet kind keeps of the connections it dumped with
+// repair, to check in finish that each one's peer was dumped too.
+type tcpConns struct {
+	ends  map[string]string // "src->dst" -> where it was dumped
+	peers map[string]string // "src->dst" -> the peer's "dst->src"
+}
+
+func tcpState(t *fileTable) *tcpConns {
+	return t.kindState("tcp connections", func() any {
+		return &tcpConns{ends: map[string]string{}, peers: map[string]string{}}
+	}).(*tcpConns)
+}
+
+// finishTCP refuses a connection whose other end the dump did not meet.
+func finishTCP(t *fileTable) error {
+	st, ok := t.kinds["tcp connections"].(*tcpConns)
+	if !ok {
+		return nil
+	}
+	var ends []string
+	for end := range st.ends {
+		ends = append(ends, end)
+	}
+	sort.Strings(ends)
+	for _, end := range ends {
+		if _, ok := st.ends[st.peers[end]]; !ok {
+			return fmt.Errorf("%s: TCP connection %s: its other end is outside the dumped tree: moving it needs the network held still (--tcp-close restores it as ended): %w",
+				st.ends[end], end, ErrUnsupported)
+		}
+	}
+	return nil
+}
+
+// dumpTCPStream puts the established connection of fd (ctcr's copy of
+// the task's socket, entry e) in repair mode and writes its stream image.
+func dumpTCPStream(d *fdDump, fd int, e *skinet.InetSkEntry, src, dst unix.Sockaddr, what string) error {
+	fail := func(step string, err error) error { return fmt.Errorf("%s: %s: %s: %w", d.where, what, step, err) }
+	if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR, 1); err != nil {
+		return fail("TCP_REPAIR", err)
+	}
+	// Repair mode off again if the tasks run on; a copy ctcr holds to do
+	// it, since ctcr's dup of the fd is closed after this fd's dump.
+	keep, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR, 0)
+		return fail("dup", err)
+	}
+	d.files.giveBacks = append(d.files.giveBacks, func() error {
+		if err := unix.SetsockoptInt(keep, unix.IPPROTO_TCP, unix.TCP_REPAIR, unix.TCP_REPAIR_OFF_NO_WP); err != nil {
+			return fmt.Errorf("%s: %s: leave TCP repair mode: %w", d.where, what, err)
+		}
+		return nil
+	})
+	d.files.closers = append(d.files.closers, func() { unix.Close(keep) })
+
+	seq := func(queue int) (uint32, error) {
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR_QUEUE, queue); err != nil {
+			return 0, err
+		}
+		v, err := unix.GetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_QUEUE_SEQ)
+		return uint32(v), err
+	}
+	inSeq, err := seq(kernel.TCP_RECV_QUEUE)
+	if err != nil {
+		return fail("receive queue sequence", err)
+	}
+	inq, err := peekQueue(fd, kernel.TCP_RECV_QUEUE, unix.SIOCINQ)
+	if err != nil {
+		return fail("receive queue", err)
+	}
+	outSeq, err := seq(kernel.TCP_SEND_QUEUE)
+	if err != nil {
+		return fail("send queue sequence", err)
+	}
+	outq, err := peekQueue(fd, kernel.TCP_SEND_QUEUE, unix.SIOCOUTQ)
+	if err != nil {
+		return fail("send queue", err)
+	}
+	unsent, err := unix.IoctlGetInt(fd, unix.SIOCOUTQNSD)
+	if err != nil {
+		return fail("SIOCOUTQNSD", err)
+	}
+	info, err := kernel.TCPInfoBytes(fd)
+	if err != nil || len(info) <= kernel.TCPInfoWscaleOffset {
+		return fail("TCP_INFO", err)
+	}
+	mss, err := unix.GetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_MAXSEG)
+	if err != nil {
+		return fail("TCP_MAXSEG", err)
+	}
+	win, err := kernel.GetTCPRepairWindow(fd)
+	if err != nil {
+		return fail("TCP_REPAIR_WINDOW", err)
+	}
+	s := &tcpstream.TcpStreamEntry{
+		InqLen: proto.Uint32(uint32(len(inq))), InqSeq: proto.Uint32(inSeq),
+		OutqLen: proto.Uint32(uint32(len(outq))), OutqSeq: proto.Uint32(outSeq), UnsqLen: proto.Uint32(uint32(unsent)),
+		OptMask: proto.Uint32(uint32(info[5])), SndWscale: proto.Uint32(uint32(info[kernel.TCPInfoWscaleOffset] & 0xf)),
+		RcvWscale: proto.Uint32(uint32(info[kernel.TCPInfoWscaleOffset] >> 4)), MssClamp: proto.Uint32(uint32(mss)),
+		SndWl1: proto.Uint32(win.SndWl1), SndWnd: proto.Uint32(win.SndWnd), MaxWindow: proto.Uint32(win.MaxWindow),
+		RcvWnd: proto.Uint32(win.RcvWnd), RcvWup: proto.Uint32(win.RcvWup),
+	}
+	if info[5]&kernel.TCPI_OPT_TIMESTAMPS != 0 {
+		ts, err := unix.GetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_TIMESTAMP)
+		if err != nil {
+			return fail("TCP_TIMESTAMP", err)
+		}
+		s.Timestamp = proto.Uint32(uint32(ts))
+	}
+	nodelay, err := unix.GetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY)
+	if err != nil {
+		return fail("TCP_NODELAY", err)
+	}
+	cork, err := unix.GetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_CORK)
+	if err != nil {
+		return fail("TCP_CORK", err)
+	}
+	s.Nodelay, s.Cork = proto.Bool(nodelay != 0), proto.Bool(cork != 0)
+	d.files.addImageAs(images.TCPStream, images.TCPStream.FileName(int(e.GetIno())), s, append(inq, outq...))
+
+	st := tcpState(d.files)
+	end := tcpEnd(src, dst)
+	st.ends[end] = d.where
+	st.peers[end] = tcpEnd(dst, src)
+	return nil
+}
+
+// peekQueue reads queue (in repair mode) without taking from it: the
+// length ioctl says how much there is.
+func peekQueue(fd, queue int, lenIoctl uint) ([]byte, error) {
+	if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR_QUEUE, queue); err != nil {
+		return nil, err
+	}
+	n, err := unix.IoctlGetInt(fd, lenIoctl)
+	if err != nil || n == 0 {
+		return nil, err
+	}
+	buf := make([]byte, n)
+	got, _, err := unix.Recvfrom(fd, buf, unix.MSG_PEEK|unix.MSG_DONTWAIT)
+	if err != nil {
+		return nil, err
+	}
+	if got != n {
+		return nil, fmt.Errorf("peeked %d bytes of %d", got, n)
+	}
+	return buf, nil
+}
+
+// tcpStream is a connection's stream image, read.
+type tcpStream struct {
+	e         *tcpstream.TcpStreamEntry
+	inq, outq []byte
+}
+
+// tcpStreamOf reads the stream image of the socket with inode ino.
+func tcpStreamOf(r *fileRestore, ino uint32) (*tcpstream.TcpStreamEntry, []byte, []byte, error) {
+	name := images.TCPStream.FileName(int(ino))
+	path := r.cp.dir.Path(name)
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	defer f.Close()
+	rd, err := images.NewReader(f, images.TCPStream, path)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	s := &tcpstream.TcpStreamEntry{}
+	if err := rd.Next(s); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, nil, nil, corruptf(name, "no entry")
+		}
+		return nil, nil, nil, err
+	}
+	const max = 1 << 30
+	if s.GetInqLen() > max || s.GetOutqLen() > max || s.GetUnsqLen() > s.GetOutqLen() {
+		return nil, nil, nil, corruptf(name, "queues of %d and %d bytes, %d unsent", s.GetInqLen(), s.GetOutqLen(), s.GetUnsqLen())
+	}
+	data, err := rd.ReadPayload(int64(s.GetInqLen()) + int64(s.GetOutqLen()))
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return s, data[:s.GetInqLen()], data[s.GetInqLen():], nil
+}
+
+// restoreTCPStream makes fd, a new TCP socket in repair mode, the end of
+// the connection src -> dst the image holds; repair mode is left.
+func restoreTCPStream(r *fileRestore, fd int, isk *skinet.InetSkEntry, src, dst unix.Sockaddr, ts *tcpStream) error {
+	s, inq, outq := ts.e, ts.inq, ts.outq
+	setSeq := func(queue int, seq uint32) error {
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR_QUEUE, queue); err != nil {
+			return err
+		}
+		return unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_QUEUE_SEQ, int(seq))
+	}
+	if err := setSeq(kernel.TCP_RECV_QUEUE, s.GetInqSeq()-s.GetInqLen()); err != nil {
+		return fmt.Errorf("receive sequence: %w", err)
+	}
+	if err := setSeq(kernel.TCP_SEND_QUEUE, s.GetOutqSeq()-s.GetOutqLen()); err != nil {
+		return fmt.Errorf("send sequence: %w", err)
+	}
+	unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_FREEBIND, 1)
+	if err := unix.Bind(fd, src); err != nil {
+		return fmt.Errorf("bind: %w", err)
+	}
+	if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_FREEBIND, b2i(isk.GetIpOpts().GetFreebind())); err != nil {
+		return fmt.Errorf("IP_FREEBIND: %w", err)
+	}
+	if err := unix.Connect(fd, dst); err != nil {
+		return fmt.Errorf("connect in repair mode: %w", err)
+	}
+	opts := []kernel.TCPRepairOpt{{Code: unix.TCPOPT_MAXSEG, Val: s.GetMssClamp()}}
+	if s.GetOptMask()&kernel.TCPI_OPT_WSCALE != 0 {
+		opts = append(opts, kernel.TCPRepairOpt{Code: unix.TCPOPT_WINDOW, Val: s.GetSndWscale() | s.GetRcvWscale()<<16})
+	}
+	if s.GetOptMask()&kernel.TCPI_OPT_SACK != 0 {
+		opts = append(opts, kernel.TCPRepairOpt{Code: unix.TCPOPT_SACK_PERMITTED})
+	}
+	if s.GetOptMask()&kernel.TCPI_OPT_TIMESTAMPS != 0 {
+		opts = append(opts, kernel.TCPRepairOpt{Code: unix.TCPOPT_TIMESTAMP})
+	}
+	if err := kernel.SetTCPRepairOptions(fd, opts); err != nil {
+		return fmt.Errorf("TCP_REPAIR_OPTIONS: %w", err)
+	}
+	if s.GetOptMask()&kernel.TCPI_OPT_TIMESTAMPS != 0 {
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_TIMESTAMP, int(s.GetTimestamp())); err != nil {
+			return fmt.Errorf("TCP_TIMESTAMP: %w", err)
+		}
+	}
+	// The queues go back whole: room for them beyond the buffer sizes,
+	// which the kernel counts with overhead. Set back in the final step.
+	room := 2*(len(inq)+len(outq)) + 1<<20
+	unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, room)
+	unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, room)
+	sent := outq[:len(outq)-int(s.GetUnsqLen())]
+	for _, q := range []struct {
+		queue int
+		data  []byte
+		name  string
+	}{{kernel.TCP_RECV_QUEUE, inq, "receive"}, {kernel.TCP_SEND_QUEUE, sent, "send"}} {
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR_QUEUE, q.queue); err != nil {
+			return err
+		}
+		if err := sendAll(fd, q.data); err != nil {
+			return fmt.Errorf("%s queue, %d bytes: %w", q.name, len(q.data), err)
+		}
+	}
+	if s.SndWnd != nil {
+		w := kernel.TCPRepairWindow{SndWl1: s.GetSndWl1(), SndWnd: s.GetSndWnd(), MaxWindow: s.GetMaxWindow(), RcvWnd: s.GetRcvWnd(), RcvWup: s.GetRcvWup()}
+		if err := kernel.SetTCPRepairWindow(fd, w); err != nil {
+			return fmt.Errorf("TCP_REPAIR_WINDOW: %w", err)
+		}
+	}
+	// Out of repair mode only once every socket of the tree exists: a
+	// segment to an end not made yet would be answered with a reset.
+	unsent := outq[len(sent):]
+	r.finals = append(r.finals, func() error {
+		fail := func(step string, err error) error {
+			return fmt.Errorf("TCP connection %s (socket %d): %s: %w", tcpEnd(src, dst), isk.GetIno(), step, err)
+		}
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR, 0); err != nil {
+			return fail("leave repair mode", err)
+		}
+		// Queued, not waited for: the peer may have no room yet.
+		for b := unsent; len(b) > 0; {
+			n, err := unix.SendmsgN(fd, b, nil, nil, unix.MSG_NOSIGNAL|unix.MSG_DONTWAIT)
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			if err != nil {
+				return fail(fmt.Sprintf("queue the %d bytes never sent", len(unsent)), err)
+			}
+			b = b[n:]
+		}
+		if err := restoreSkOpts(fd, isk.GetOpts()); err != nil {
+			return fail("buffer sizes", err)
+		}
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, b2i(s.GetNodelay())); err != nil {
+			return fail("TCP_NODELAY", err)
+		}
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_CORK, b2i(s.GetCork())); err != nil {
+			return fail("TCP_CORK", err)
+		}
+		return nil
+	})
+	return nil
+}
+
+func sendAll(fd int, b []byte) error {
+	for len(b) > 0 {
+		n, err := unix.SendmsgN(fd, b, nil, nil, unix.MSG_NOSIGNAL)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		b = b[n:]
+	}
+	return nil
+}
