@@ -57,6 +57,8 @@ func probeFeatures() []Feature {
 	add("prctl PR_SET_MM_MAP", true, probeSetMmMap(), "restores mm fields and the executable link")
 	add("clone3 with set_tid", true, probeClone3(), "creates tasks with their original PIDs")
 	add("pidfd_open and pidfd_getfd", true, probePidfd(), "duplicates a task's pipes, sockets and event fds into ctcr to read them")
+	add("TCP repair mode", false, probeTCPRepair(), "moves established TCP connections (without it only --tcp-close dumps them)")
+	add("unix sock_diag", false, probeUnixDiag(), "finds the peers and queues of unix sockets (without it a unix socket fails the dump)")
 	add("userfaultfd", false, probeUserfaultfd(), "lazy restore and dirty tracking (not used yet)")
 	add("vDSO", true, probeVdso(), "runs remote syscalls without writing into the task")
 	add("XSAVE", true, probeXsave(), "saves AVX and AVX-512 registers")
@@ -128,6 +130,23 @@ func probePidfd() error {
 	}
 	unix.Close(nfd)
 	return nil
+}
+
+func probeTCPRepair() error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR, 1); err != nil {
+		return fmt.Errorf("TCP_REPAIR: %w (needs CAP_NET_ADMIN)", err)
+	}
+	return nil
+}
+
+func probeUnixDiag() error {
+	_, err := unixDiagAll(os.Getpid())
+	return err
 }
 
 func probeUserfaultfd() error {
