@@ -66,23 +66,7 @@ func inNetns(t *testing.T, pid int, stdin []byte, args ...string) string {
 // one, where `ip addr show dev lo` prints the same; `ip addr restore`
 // applies the same ifaddr image (CRIU's way of restoring it).
 func TestLoopbackRoundTrip(t *testing.T) {
-	src := newNetns(t)
-	inNetns(t, src, nil, "sh", "-c", "ip link set lo up mtu 1500 && ip addr add 10.77.0.1/32 dev lo && ip addr add 10.78.0.1/24 brd + dev lo label lo:x && ip -6 addr add fd00:77::1/128 dev lo")
-	want := inNetns(t, src, nil, "ip", "addr", "show", "dev", "lo")
-	stage, err := images.NewStaging(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := DumpNet(src, stage); err != nil {
-		t.Fatal(err)
-	}
-	dst := newNetns(t)
-	if err := RestoreNet(dst, stage.Dir); err != nil {
-		t.Fatal(err)
-	}
-	if got := inNetns(t, dst, nil, "ip", "addr", "show", "dev", "lo"); got != want {
-		t.Errorf("lo after RestoreNet:\n%s\nwant:\n%s", got, want)
-	}
+	want, stage := loRoundTrip(t, "ip link set lo up mtu 1500 && ip addr add 10.77.0.1/32 dev lo && ip addr add 10.78.0.1/24 brd + dev lo label lo:x && ip -6 addr add fd00:77::1/128 dev lo")
 
 	img, err := os.ReadFile(stage.Path(ifaddrImage))
 	if err != nil {
@@ -99,8 +83,16 @@ func TestLoopbackRoundTrip(t *testing.T) {
 // TestLoopbackDownStaysDown: lo that was down comes back down, with
 // the address it had.
 func TestLoopbackDownStaysDown(t *testing.T) {
+	loRoundTrip(t, "ip addr add 10.79.0.1/32 dev lo")
+}
+
+// loRoundTrip runs the shell commands setup in a new network namespace,
+// dumps it and restores it into another, where `ip addr show dev lo`
+// must print the same. It returns that and the images.
+func loRoundTrip(t *testing.T, setup string) (string, *images.Staging) {
+	t.Helper()
 	src := newNetns(t)
-	inNetns(t, src, nil, "ip", "addr", "add", "10.79.0.1/32", "dev", "lo")
+	inNetns(t, src, nil, "sh", "-c", setup)
 	want := inNetns(t, src, nil, "ip", "addr", "show", "dev", "lo")
 	stage, err := images.NewStaging(t.TempDir())
 	if err != nil {
@@ -116,6 +108,7 @@ func TestLoopbackDownStaysDown(t *testing.T) {
 	if got := inNetns(t, dst, nil, "ip", "addr", "show", "dev", "lo"); got != want {
 		t.Errorf("lo after RestoreNet:\n%s\nwant:\n%s", got, want)
 	}
+	return want, stage
 }
 
 // TestIfaddrImageBounds: a damaged ifaddr image is refused with an

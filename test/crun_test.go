@@ -100,17 +100,7 @@ func TestCrunCheckpointRestore(t *testing.T) {
 		t.Errorf("the restored init has the old host PID %d; a new one was expected", oldPid)
 	}
 	t.Run("the counters continue from where they were", func(t *testing.T) {
-		got, err := c.count("count")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got < countAt {
-			t.Errorf("/data/count is %d after restore, below %d read before the checkpoint: the loop started over", got, countAt)
-		}
-		c.assertCounting(t, "after restore")
-		if sub, err := c.count("sub"); err != nil || sub < subAt {
-			t.Errorf("/data/sub (the child subshell's counter) is %d (%v) after restore, below %d", sub, err, subAt)
-		}
+		c.assertCountersContinue(t, countAt, subAt)
 	})
 	t.Run("tmpfs files, hostname, PID 1 and the shm segment are the same (crun exec)", func(t *testing.T) {
 		after := c.mustExec(t, inside)

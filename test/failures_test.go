@@ -111,15 +111,7 @@ func TestDumpFailures(t *testing.T) {
 			if err := assertRunnable(w.pid); err != nil {
 				t.Fatalf("after the failed dump the task is %v", err)
 			}
-			w.requestCheck()
-			ps, err := w.waitOriginal(60 * time.Second)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if ps.ExitCode() != 0 {
-				t.Errorf("the task that survived a failed dump: %v, want exit status 0%s", ps, w.report())
-			}
-			w.assertPassed()
+			w.checkPasses(60*time.Second, "the task that survived a failed dump")
 		})
 	}
 }
@@ -145,15 +137,7 @@ func TestRestoreFailures(t *testing.T) {
 		if err := assertRunnable(w.pid); err != nil {
 			t.Fatalf("the original task is %v", err)
 		}
-		w.requestCheck()
-		ps, err := w.waitOriginal(30 * time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if ps.ExitCode() != 0 {
-			t.Errorf("the original task: %v, want exit status 0%s", ps, w.report())
-		}
-		w.assertPassed()
+		w.checkPasses(30*time.Second, "the original task")
 	})
 
 	t.Run("restoring from a missing directory fails naming it", func(t *testing.T) {

@@ -49,15 +49,7 @@ func TestInetSockets(t *testing.T) {
 		if r.code() != 0 {
 			t.Fatalf("%s: exit status %d; stderr: %s%s", r, r.code(), r.stderr(), w.report())
 		}
-		w.requestCheck()
-		ps, err := w.waitOriginal(30 * time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if ps.ExitCode() != 0 {
-			t.Errorf("inet conn after dump --leave-running: %v, want exit status 0%s", ps, w.report())
-		}
-		w.assertPassed()
+		w.checkPasses(30*time.Second, "inet conn after dump --leave-running")
 	})
 	t.Run("a connection from outside the tree, waiting to be accepted, is refused by name", func(t *testing.T) {
 		needCtcr(t)
@@ -101,15 +93,7 @@ func TestInetSockets(t *testing.T) {
 	for _, mode := range []string{"plain", "conn"} {
 		t.Run("the inet workload passes when it is never dumped: "+mode, func(t *testing.T) {
 			w := startWorkload(t, "inet", mode)
-			w.requestCheck()
-			ps, err := w.waitOriginal(30 * time.Second)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if ps.ExitCode() != 0 {
-				t.Errorf("inet %s: %v, want exit status 0%s", mode, ps, w.report())
-			}
-			w.assertPassed()
+			w.checkPasses(30*time.Second, fmt.Sprintf("inet %s", mode))
 		})
 	}
 }

@@ -39,15 +39,7 @@ func TestIPCDumpRestore(t *testing.T) {
 	})
 	t.Run("the ipc workload passes when it is never dumped", func(t *testing.T) {
 		w := startWorkload(t, "ipc")
-		w.requestCheck()
-		ps, err := w.waitOriginal(30 * time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if ps.ExitCode() != 0 {
-			t.Errorf("ipc: %v, want exit status 0%s", ps, w.report())
-		}
-		w.assertPassed()
+		w.checkPasses(30*time.Second, "ipc")
 	})
 }
 
@@ -69,15 +61,7 @@ func TestSCMRights(t *testing.T) {
 	})
 	t.Run("the scmrights workload passes when it is never dumped", func(t *testing.T) {
 		w := startWorkload(t, "scmrights")
-		w.requestCheck()
-		ps, err := w.waitOriginal(30 * time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if ps.ExitCode() != 0 {
-			t.Errorf("scmrights: %v, want exit status 0%s", ps, w.report())
-		}
-		w.assertPassed()
+		w.checkPasses(30*time.Second, "scmrights")
 	})
 }
 

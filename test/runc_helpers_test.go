@@ -299,6 +299,24 @@ func (c *runcContainer) assertCounting(t *testing.T, what string) int {
 	return c.waitCountMsg(t, first+2, 5*time.Second, what)
 }
 
+// assertCountersContinue checks after a restore that the init's counter
+// and its child subshell's went on from countAt and subAt, read before
+// the checkpoint, instead of starting over, and that the init counts.
+func (c *runcContainer) assertCountersContinue(t *testing.T, countAt, subAt int) {
+	t.Helper()
+	got, err := c.count("count")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got < countAt {
+		t.Errorf("/data/count is %d after restore, below %d read before the checkpoint: the loop started over", got, countAt)
+	}
+	c.assertCounting(t, "after restore")
+	if sub, err := c.count("sub"); err != nil || sub < subAt {
+		t.Errorf("/data/sub (the child subshell's counter) is %d (%v) after restore, below %d", sub, err, subAt)
+	}
+}
+
 func (c *runcContainer) waitCountMsg(t *testing.T, n int, timeout time.Duration, what string) int {
 	t.Helper()
 	deadline := time.Now().Add(timeout)

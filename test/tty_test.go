@@ -43,27 +43,11 @@ func TestTTYDumpRestore(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(img, "tty-data.img")); err != nil {
 			t.Errorf("the dump wrote no tty-data.img: %v", err)
 		}
-		w.requestCheck()
-		ps, err := w.waitOriginal(30 * time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if ps.ExitCode() != 0 {
-			t.Errorf("tty after dump --leave-running: %v, want exit status 0%s", ps, w.report())
-		}
-		w.assertPassed()
+		w.checkPasses(30*time.Second, "tty after dump --leave-running")
 	})
 	t.Run("the tty workload passes when it is never dumped", func(t *testing.T) {
 		w := startWorkload(t, "tty")
-		w.requestCheck()
-		ps, err := w.waitOriginal(30 * time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if ps.ExitCode() != 0 {
-			t.Errorf("tty: %v, want exit status 0%s", ps, w.report())
-		}
-		w.assertPassed()
+		w.checkPasses(30*time.Second, "tty")
 	})
 }
 

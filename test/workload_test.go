@@ -92,6 +92,21 @@ func (w *workload) requestCheck() {
 	}
 }
 
+// checkPasses asks the original process to check itself and expects it
+// to exit 0 within timeout with a PASS result; what names it in errors.
+func (w *workload) checkPasses(timeout time.Duration, what string) {
+	w.t.Helper()
+	w.requestCheck()
+	ps, err := w.waitOriginal(timeout)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	if ps.ExitCode() != 0 {
+		w.t.Errorf("%s: %v, want exit status 0%s", what, ps, w.report())
+	}
+	w.assertPassed()
+}
+
 // waitOriginal reaps the original process, which must exit within timeout.
 func (w *workload) waitOriginal(timeout time.Duration) (*os.ProcessState, error) {
 	done := make(chan error, 1)
