@@ -26,6 +26,9 @@ type CheckpointOptions struct {
 	FileLocks    bool // keep the file locks tasks hold (else a held lock fails the checkpoint)
 	ExtUnixSk    bool // keep unix sockets whose peer is outside the container
 	TCPClose     bool // established TCP connections come back as ended instead of failing the checkpoint
+	// TCPEstablished moves connections with an end outside the container
+	// too, holding their segments still until the restore.
+	TCPEstablished bool
 	// Stage "dump": the container is suspended already and stays so.
 	Stage         Stage
 	FreezeTimeout time.Duration
@@ -93,7 +96,7 @@ func Checkpoint(o CheckpointOptions) (*Meta, *Stats, error) {
 	}
 	st, err := criu.Dump(criu.DumpOptions{
 		Pid: c.Pid, Dir: ImagesDir(o.Dir), LeaveRunning: o.LeaveRunning, Log: o.Log,
-		FileLocks: o.FileLocks, ExtUnixSk: o.ExtUnixSk, TCPClose: o.TCPClose, SavesIPC: own["ipc"],
+		FileLocks: o.FileLocks, ExtUnixSk: o.ExtUnixSk, TCPClose: o.TCPClose, TCPEstablished: o.TCPEstablished, SavesIPC: own["ipc"],
 		Thaw: func() error { isFrozen = false; return cg.Thaw() },
 		BeforeResume: func() error {
 			if o.Stage == StageDump {

@@ -35,7 +35,10 @@ type DumpOptions struct {
 	FileLocks    bool // keep the file locks tasks hold; without it a held lock fails the dump
 	ExtUnixSk    bool // keep unix sockets whose peer is outside the tree; restore reconnects them by the peer's name
 	TCPClose     bool // dump established TCP connections to come back as ended, instead of failing
-	Log          func(format string, args ...any)
+	// TCPEstablished moves TCP connections with an end outside the tree
+	// too, dropping their segments from the dump until the restore.
+	TCPEstablished bool
+	Log            func(format string, args ...any)
 	// Thaw, if set, says the tree is frozen by its cgroup: every thread
 	// is seized while frozen (the tree cannot change), then Thaw lets
 	// them reach their ptrace stops.
@@ -185,6 +188,7 @@ func Dump(opts DumpOptions) (*DumpStats, error) {
 	files := newFileTable()
 	files.fileLocks = opts.FileLocks
 	files.tcpClose = opts.TCPClose
+	files.tcpEstablished = opts.TCPEstablished
 	var warnings []string
 	files.warnf = func(format string, args ...any) {
 		opts.logf("warning: "+format, args...)

@@ -139,6 +139,9 @@ func (t *fileTable) finish() error {
 
 // writeExtra writes every extra image into the staging dir.
 func (t *fileTable) writeExtra(stage *images.Staging) error {
+	if err := t.writeNetLock(stage.Path(netLockFile)); err != nil {
+		return fmt.Errorf("write %s: %w", netLockFile, err)
+	}
 	for _, name := range t.extraOrder {
 		x := t.extra[name]
 		if err := writeWithPayloads(stage.Path(x.file), x); err != nil {
@@ -199,7 +202,8 @@ type fileRestore struct {
 	finals []func() error
 }
 
-// finalize runs the finals in the order they were added.
+// finalize runs the finals in the order they were added, then lets the
+// segments of TCP connections the dump held still through.
 func (r *fileRestore) finalize() error {
 	for _, f := range r.finals {
 		if err := f(); err != nil {
@@ -207,7 +211,11 @@ func (r *fileRestore) finalize() error {
 		}
 	}
 	r.finals = nil
-	return nil
+	table, err := readNetLock(r.cp.dir.Path(netLockFile))
+	if err != nil || table == "" {
+		return err
+	}
+	return unlockTable(r.rootPid, table)
 }
 
 func newFileRestore(cp *checkpoint, opts *RestoreOptions) *fileRestore {

@@ -41,6 +41,10 @@ type fileTable struct {
 	// tcpClose: established TCP connections are dumped to come back as
 	// ended (--tcp-close) instead of failing the dump.
 	tcpClose bool
+	// tcpEstablished: connections with an end outside the tree move
+	// too, held still by netLock meanwhile (--tcp-established).
+	tcpEstablished bool
+	netLock        *netLock
 	// savesIPC: the queues of the tree's own IPC namespace are saved
 	// besides (DumpOptions.SavesIPC).
 	savesIPC bool

@@ -342,11 +342,13 @@ func openInetSocket(r *fileRestore, e *fdinfo.FileEntry) (*os.File, error) {
 			if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR, 1); err != nil {
 				return fmt.Errorf("TCP_REPAIR: %w", err)
 			}
-			// Buffers first: the queues must fit.
-			if err := restoreInetOpts(fd, typ, isk.GetOpts()); err != nil {
+			if err := restoreTCPStream(r, fd, isk, src, dst, stream); err != nil {
 				return err
 			}
-			return restoreTCPStream(r, fd, isk, src, dst, stream)
+			// After bind: SO_REUSEADDR would end the forced reuse repair
+			// mode gives, which binding beside the listener of the same
+			// port needs.
+			return restoreInetOpts(fd, typ, isk.GetOpts())
 		}
 		// A TCP socket that was connected comes back as one that has
 		// ended (--tcp-close): not bound, for its port is its

@@ -72,10 +72,11 @@ func tcpState(t *fileTable) *tcpConns {
 	}).(*tcpConns)
 }
 
-// finishTCP refuses a connection whose other end the dump did not meet.
+// finishTCP refuses a connection whose other end the dump did not meet,
+// unless --tcp-established held it still.
 func finishTCP(t *fileTable) error {
 	st, ok := t.kinds["tcp connections"].(*tcpConns)
-	if !ok {
+	if !ok || t.tcpEstablished {
 		return nil
 	}
 	var ends []string
@@ -85,7 +86,7 @@ func finishTCP(t *fileTable) error {
 	sort.Strings(ends)
 	for _, end := range ends {
 		if _, ok := st.ends[st.peers[end]]; !ok {
-			return fmt.Errorf("%s: TCP connection %s: its other end is outside the dumped tree: moving it needs the network held still (--tcp-close restores it as ended): %w",
+			return fmt.Errorf("%s: TCP connection %s: its other end is outside the dumped tree: --tcp-established moves it, holding its segments still meanwhile (--tcp-close restores it as ended): %w",
 				st.ends[end], end, ErrUnsupported)
 		}
 	}
@@ -96,6 +97,11 @@ func finishTCP(t *fileTable) error {
 // the task's socket, entry e) in repair mode and writes its stream image.
 func dumpTCPStream(d *fdDump, fd int, e *skinet.InetSkEntry, src, dst unix.Sockaddr, what string) error {
 	fail := func(step string, err error) error { return fmt.Errorf("%s: %s: %s: %w", d.where, what, step, err) }
+	if d.files.tcpEstablished {
+		if err := d.files.lockNetwork(d.pid, src, dst); err != nil {
+			return fail("hold the connection still", err)
+		}
+	}
 	if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR, 1); err != nil {
 		return fail("TCP_REPAIR", err)
 	}
@@ -322,7 +328,9 @@ func restoreTCPStream(r *fileRestore, fd int, isk *skinet.InetSkEntry, src, dst 
 		if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR, 0); err != nil {
 			return fail("leave repair mode", err)
 		}
-		// Queued, not waited for: the peer may have no room yet.
+		// Queued, not waited for: the peer may have no room yet. Room in
+		// the send buffer for it all, then its own size back.
+		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, 2*len(outq)+1<<20)
 		for b := unsent; len(b) > 0; {
 			n, err := unix.SendmsgN(fd, b, nil, nil, unix.MSG_NOSIGNAL|unix.MSG_DONTWAIT)
 			if errors.Is(err, unix.EINTR) {

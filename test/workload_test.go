@@ -31,6 +31,14 @@ type workload struct {
 // place, whatever the test's outcome.
 func startWorkload(t *testing.T, name string, args ...string) *workload {
 	t.Helper()
+	w := launchWorkload(t, name, args...)
+	w.waitReady()
+	return w
+}
+
+// launchWorkload starts workload name without waiting until it is ready.
+func launchWorkload(t *testing.T, name string, args ...string) *workload {
+	t.Helper()
 	bin := workloadBin(t, name)
 	w := &workload{t: t, name: name, dir: t.TempDir()}
 	out, err := os.Create(w.path("out"))
@@ -51,7 +59,6 @@ func startWorkload(t *testing.T, name string, args ...string) *workload {
 	}
 	w.pid = w.cmd.Process.Pid
 	t.Cleanup(w.cleanup)
-	w.waitReady()
 	return w
 }
 

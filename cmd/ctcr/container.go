@@ -79,6 +79,9 @@ untouched.
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.ID = args[0]
+			if o.TCPClose && o.TCPEstablished {
+				return usageError{fmt.Errorf("--tcp-close ends the connections --tcp-established would move: give one")}
+			}
 			if cgroupPath != "" {
 				if o.Pid != 0 {
 					return usageError{fmt.Errorf("--pid and --cgroup both name the init: give one")}
@@ -132,6 +135,7 @@ untouched.
 	f.IntVar(&o.Pid, "pid", 0, "init PID of a container ctcr cannot find by its id")
 	f.StringVar(&cgroupPath, "cgroup", "", "cgroup of a container ctcr cannot find by its id (as /proc/PID/cgroup names it): its init is the task whose parent is outside it")
 	f.BoolVar(&o.FileLocks, "file-locks", false, "keep the file locks the container's tasks hold (flock, POSIX, OFD); without it a held lock fails the checkpoint")
+	f.BoolVar(&o.TCPEstablished, "tcp-established", false, "move TCP connections whose other end is outside the container too: their segments are dropped (an nftables table) from the checkpoint until the restore")
 	f.BoolVar(&o.TCPClose, "tcp-close", false, "checkpoint every established TCP connection (and those waiting to be accepted) to come back as ended, instead of moving it (both ends in the container) or failing (an end outside)")
 	f.BoolVar(&o.ExtUnixSk, "ext-unix-sk", false, "keep unix sockets whose peer is outside the container; restore --ext-unix-sk connects them to the peer's name again (a connection from a client with no name comes back closed by that client, with a warning)")
 	f.BoolVar(&suspend, "suspend", false, "stage: only freeze the container")

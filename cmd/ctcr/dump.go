@@ -28,6 +28,9 @@ resumed untouched and DIR holds no partial checkpoint.`,
 			if o.Dir == "" {
 				return usageError{fmt.Errorf("dump needs -D DIR")}
 			}
+			if o.TCPClose && o.TCPEstablished {
+				return usageError{fmt.Errorf("--tcp-close ends the connections --tcp-established would move: give one")}
+			}
 			logf, done, err := g.logger(cmd.ErrOrStderr())
 			if err != nil {
 				return err
@@ -60,6 +63,7 @@ resumed untouched and DIR holds no partial checkpoint.`,
 	f.BoolVar(&o.LeaveRunning, "leave-running", false, "let the process run on after the dump")
 	f.BoolVar(&o.ShellJob, "shell-job", false, "allow terminal fds; restore attaches them to ctcr's terminal")
 	f.BoolVar(&o.FileLocks, "file-locks", false, "dump the file locks the tasks hold (flock, POSIX, OFD); without it a held lock fails the dump")
+	f.BoolVar(&o.TCPEstablished, "tcp-established", false, "move TCP connections whose other end is outside the tree too: their segments are dropped (an nftables table) from the dump until the restore")
 	f.BoolVar(&o.TCPClose, "tcp-close", false, "dump every established TCP connection (and those waiting to be accepted) to come back as ended, instead of moving it (both ends in the tree) or failing (an end outside)")
 	f.BoolVar(&o.ExtUnixSk, "ext-unix-sk", false, "dump unix sockets whose peer is outside the tree; restore --ext-unix-sk connects them to the peer's name again (a connection from a client with no name comes back closed by that client, with a warning)")
 	return c

@@ -12,12 +12,16 @@
  *           S's receive queue and in C's send queue, some never sent),
  *           S wrote "from s" that C has not read
  *
+ *   with "ext": X, a connection accepted from a client outside the tree
+ *           (the test), after the port went to DIR/port
+ *
  * After restore every address, port and option is the same, the
  * listeners accept new connections that carry bytes, and UA and UB
  * exchange datagrams both ways. With "conn" the connection goes on:
  * every byte C wrote arrives at S in order, C reads "from s", and new
  * bytes go both ways. With "ended" (dumped with --tcp-close) both ends
- * have ended: reads and writes fail.
+ * have ended: reads and writes fail. With "ext" X goes on: what the
+ * client sent while the tree was away arrives, and the answer goes back.
  */
 #include "workload.h"
 
@@ -127,6 +131,7 @@ int main(int argc, char **argv)
 	wl_init(argc, argv);
 	int conn = argc > 2 && strcmp(argv[2], "conn") == 0;
 	int ended = argc > 2 && strcmp(argv[2], "ended") == 0;
+	int ext = argc > 2 && strcmp(argv[2], "ext") == 0;
 
 	int l4 = tcp_listener(AF_INET, 7);
 	fcntl(l4, F_SETFL, O_NONBLOCK);
@@ -170,6 +175,22 @@ int main(int argc, char **argv)
 			}
 		}
 		fcntl(c, F_SETFL, 0);
+	}
+
+	int x = -1;
+	if (ext) {
+		/* A client outside the tree (the test) connects to L4 and says
+		 * hello; the port goes out first, in DIR/port. */
+		char p[32];
+		int n = snprintf(p, sizeof(p), "%d\n", port_of(l4));
+		wl_write_file("port", p, n);
+		struct pollfd pl = { .fd = l4, .events = POLLIN };
+		if (poll(&pl, 1, 10000) != 1 || (x = accept(l4, NULL, NULL)) < 0)
+			wl_die("no client from outside in 10 s");
+		fcntl(x, F_SETFL, 0);
+		char hello[8] = { 0 };
+		if (!wait_in(x) || read(x, hello, 5) != 5 || memcmp(hello, "hello", 5))
+			wl_die("the client did not say hello");
 	}
 
 	wl_ready("p4 %d\np6 %d\nua %d\nub %d\nsent %ld\n", port_of(l4), port_of(l6), port_of(ua), port_of(ub), sent);
@@ -232,6 +253,17 @@ int main(int argc, char **argv)
 			wl_fail("the accepted end read %zd bytes after --tcp-close", n);
 		if (send(c, "x", 1, MSG_NOSIGNAL) == 1)
 			wl_fail("the connecting end could still send after --tcp-close");
+	}
+	if (ext) {
+		/* What the client sent while this end was away arrives (its
+		 * retransmissions got through once restored), and the answer
+		 * goes back. */
+		char got[16] = { 0 };
+		struct pollfd px = { .fd = x, .events = POLLIN };
+		if (poll(&px, 1, 15000) != 1 || read(x, got, 6) != 6 || memcmp(got, "during", 6))
+			wl_fail("the client's \"during\" did not arrive: \"%s\" (%s)", got, strerror(errno));
+		else if (write(x, "got during", 10) != 10)
+			wl_fail("answer the client: %s", strerror(errno));
 	}
 	serve(l4, AF_INET, p4, "L4");
 	serve(l6, AF_INET6, p6, "L6");
