@@ -1,6 +1,7 @@
 package container
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -8,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
 	"github.com/ctcr/ctcr/cgroup"
@@ -149,6 +151,37 @@ func Checkpoint(o CheckpointOptions) (*Meta, *Stats, error) {
 	return m, stats, nil
 }
 
+// runtimeNetns returns the network namespace the container's OCI config
+// (dir/config.json) names by path, if it still exists: the runtime (or
+// CNI) made and configured it, its interfaces and addresses outlive the
+// container, and the restored tree joins it again. Without one, or if
+// it is gone, the restore makes a new namespace with the loopback device
+// of the checkpoint.
+func runtimeNetns(dir string, logf func(string, ...any)) string {
+	b, err := os.ReadFile(filepath.Join(dir, "config.json"))
+	if err != nil {
+		return ""
+	}
+	var spec specs.Spec
+	if json.Unmarshal(b, &spec) != nil || spec.Linux == nil {
+		return ""
+	}
+	for _, n := range spec.Linux.Namespaces {
+		if n.Type != specs.NetworkNamespace || n.Path == "" {
+			continue
+		}
+		var st unix.Statfs_t
+		if err := unix.Statfs(n.Path, &st); err != nil || (st.Type != unix.NSFS_MAGIC && st.Type != unix.PROC_SUPER_MAGIC) {
+			if logf != nil {
+				logf("the network namespace %s of the container's config is gone: the restore makes a new one", n.Path)
+			}
+			return ""
+		}
+		return n.Path
+	}
+	return ""
+}
+
 // checkTasks makes sure every task in the container's cgroup belongs to
 // the tree of its init: a stray task would be left out of the dump.
 func checkTasks(init int, cg *cgroup.Set) error {
@@ -242,8 +275,12 @@ func Restore(o RestoreOptions) (*criu.Restored, *Meta, error) {
 		_, err := os.Stat(filepath.Join(imgDir, name))
 		return err == nil
 	}
+	joinNet := ""
+	if nsFlags&unix.CLONE_NEWNET != 0 {
+		joinNet = runtimeNetns(o.Dir, o.Log)
+	}
 	r, err := criu.Restore(criu.RestoreOptions{
-		Dir: imgDir, Log: o.Log, ExtUnixSk: o.ExtUnixSk,
+		Dir: imgDir, Log: o.Log, ExtUnixSk: o.ExtUnixSk, JoinNet: joinNet,
 		// A container's init outlives this ctcr, its new parent.
 		DropRootPdeathsig: true,
 		BeforeResume: func() error {
@@ -278,7 +315,7 @@ func Restore(o RestoreOptions) (*criu.Restored, *Meta, error) {
 					return err
 				}
 			}
-			if nsFlags&unix.CLONE_NEWNET != 0 {
+			if nsFlags&unix.CLONE_NEWNET != 0 && joinNet == "" {
 				if err := ns.RestoreNet(rt.Pid, imgDir); err != nil {
 					return err
 				}

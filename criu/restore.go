@@ -43,6 +43,11 @@ type RestoreOptions struct {
 	// ctcr's thread that started it, and a signal kept from the image
 	// would kill the root as soon as a detached restore's ctcr exits.
 	DropRootPdeathsig bool
+	// JoinNet, if set, is a network namespace (a path, such as
+	// /var/run/netns/NAME) the root joins instead of making a new one:
+	// the one a container runtime made and configured, with its
+	// interfaces and addresses, which outlived the checkpoint.
+	JoinNet string
 }
 
 func (o *RestoreOptions) logf(format string, args ...any) {

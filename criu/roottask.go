@@ -2,6 +2,8 @@ package criu
 
 import (
 	"fmt"
+
+	"golang.org/x/sys/unix"
 )
 
 // RootTask is the root of a tree being restored, stopped in its new
@@ -53,3 +55,16 @@ func (r *RootTask) Call(nr uintptr, args ...any) (uint64, error) {
 func (t *restoringTask) path(p string) string { return taskPath(t.pid, p) }
 
 func taskPath(pid int, p string) string { return fmt.Sprintf("/proc/%d/root%s", pid, p) }
+
+// joinNamespace makes the root task join the namespace at path (of kind
+// flag), which must be one: setns checks it.
+func (r *RootTask) joinNamespace(path string, flag int) error {
+	atFdcwd := unix.AT_FDCWD
+	fd, err := r.Call(unix.SYS_OPENAT, uint64(int64(atFdcwd)), path, unix.O_RDONLY|unix.O_CLOEXEC)
+	if err != nil {
+		return fmt.Errorf("open: %w", err)
+	}
+	_, err = r.Call(unix.SYS_SETNS, fd, int(flag))
+	r.Call(unix.SYS_CLOSE, fd)
+	return err
+}

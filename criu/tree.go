@@ -193,7 +193,11 @@ func (rt *restoreTree) build(pp *puppet) error {
 	root := rt.root
 	// A cgroup namespace is rooted where its creator stands: the root
 	// makes it once PrepareRoot has put it in the tree's cgroups.
-	host, err := cloneFrom(pp.ctl, root.vpid, unix.CLONE_PARENT|rt.nsFlags&^unix.CLONE_NEWCGROUP, 0)
+	flags := rt.nsFlags &^ unix.CLONE_NEWCGROUP
+	if rt.opts.JoinNet != "" {
+		flags &^= unix.CLONE_NEWNET
+	}
+	host, err := cloneFrom(pp.ctl, root.vpid, unix.CLONE_PARENT|flags, 0)
 	if err != nil {
 		return err
 	}
@@ -202,6 +206,11 @@ func (rt *restoreTree) build(pp *puppet) error {
 	root.ctlAddr = rt.ctlAddr
 	if err := root.attach(); err != nil {
 		return err
+	}
+	if rt.opts.JoinNet != "" {
+		if err := (&RootTask{Pid: host, t: root}).joinNamespace(rt.opts.JoinNet, unix.CLONE_NEWNET); err != nil {
+			return fmt.Errorf("join the network namespace %s: %w", rt.opts.JoinNet, err)
+		}
 	}
 	if rt.nsFlags&unix.CLONE_NEWPID != 0 {
 		// Now, while the root still sees ctcr's /proc (a container's

@@ -1,9 +1,11 @@
 package test
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -718,4 +720,89 @@ while :; do i=$((i+1)); echo $i > /data/count; sleep 0.2; done`
 		}
 	}
 	c.assertCounting(t, "after restore")
+}
+
+// TestContainerRuntimeNetns: a runc container joins a network namespace
+// made beforehand (as CNI makes one), with a veth to the host. A client
+// on the host keeps a TCP connection to a server in the container across
+// a checkpoint with --tcp-established: the restored container joins the
+// same namespace again, and what the client sent meanwhile is answered.
+func TestContainerRuntimeNetns(t *testing.T) {
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Skipf("ip (iproute2) is missing: it makes the namespace and the veth: %v", err)
+	}
+	n := os.Getpid() % 200
+	netns := fmt.Sprintf("ctcrt-net-%d", os.Getpid())
+	host, peer := fmt.Sprintf("ctcrh%d", os.Getpid()), fmt.Sprintf("ctcrc%d", os.Getpid())
+	hostIP, ctIP := fmt.Sprintf("10.201.%d.1", n), fmt.Sprintf("10.201.%d.2", n)
+	ip := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	ip("netns", "add", netns)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", netns).Run() })
+	ip("link", "add", host, "type", "veth", "peer", "name", peer)
+	t.Cleanup(func() { exec.Command("ip", "link", "del", host).Run() })
+	ip("link", "set", peer, "netns", netns)
+	ip("addr", "add", hostIP+"/24", "dev", host)
+	ip("link", "set", host, "up")
+	ip("-n", netns, "addr", "add", ctIP+"/24", "dev", peer)
+	ip("-n", netns, "link", "set", peer, "up")
+	ip("-n", netns, "link", "set", "lo", "up")
+
+	const script = `echo 'while read l; do echo "echo:$l"; done' > /data/srv.sh
+nc -l -p 7000 -e sh /data/srv.sh &
+i=0
+while :; do i=$((i+1)); echo $i > /data/count; sleep 0.2; done`
+	c := newContainer(t, "netns", func(s *specs.Spec) {
+		s.Process.Args = []string{"sh", "-c", script}
+		for i, ns := range s.Linux.Namespaces {
+			if ns.Type == specs.NetworkNamespace {
+				s.Linux.Namespaces[i].Path = "/var/run/netns/" + netns
+			}
+		}
+	})
+	c.start()
+	var conn net.Conn
+	var err error
+	for end := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if conn, err = net.DialTimeout("tcp", ctIP+":7000", time.Second); err == nil {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("connect to the container's server at %s:7000: %v", ctIP, err)
+		}
+	}
+	defer conn.Close()
+	rd := bufio.NewReader(conn)
+	ask := func(line string) {
+		t.Helper()
+		conn.SetDeadline(time.Now().Add(15 * time.Second))
+		if _, err := fmt.Fprintf(conn, "%s\n", line); err != nil {
+			t.Fatalf("send %q: %v", line, err)
+		}
+		if got, err := rd.ReadString('\n'); err != nil || got != "echo:"+line+"\n" {
+			t.Fatalf("sent %q, the server answered %q (%v)", line, got, err)
+		}
+	}
+	ask("before")
+
+	dir := filepath.Join(t.TempDir(), "ck")
+	checkpointContainer(t, c, dir, "--tcp-established")
+	// Sent while the container is away: held by the lock, retransmitted
+	// to the restored server.
+	if _, err := fmt.Fprintf(conn, "during\n"); err != nil {
+		t.Fatalf("send while the container is away: %v", err)
+	}
+	restoreContainer(t, c, dir)
+	conn.SetDeadline(time.Now().Add(15 * time.Second))
+	if got, err := rd.ReadString('\n'); err != nil || got != "echo:during\n" {
+		t.Fatalf("the restored server answered %q (%v) to what was sent while it was away, want echo:during", got, err)
+	}
+	ask("after")
+	if out := c.mustExec(t, "ip addr show "+peer); !strings.Contains(out, ctIP+"/24") {
+		t.Errorf("after restore the container's %s is not the runtime's (no %s):\n%s", peer, ctIP, out)
+	}
 }
