@@ -147,33 +147,31 @@ func tcpTupleMatch(src, dst unix.Sockaddr) ([]expr.Any, error) {
 		return &expr.Payload{DestRegister: 1, Base: base, Offset: off, Len: n}
 	}
 	port := func(p int) []byte { return []byte{byte(p >> 8), byte(p)} }
-	var out []expr.Any
+	// The family's protocol number, where its header holds the source
+	// address (the destination follows it), and both addresses.
+	var nfproto byte
+	var off uint32
+	var sa, da []byte
 	switch s := src.(type) {
 	case *unix.SockaddrInet4:
-		d, ok := dst.(*unix.SockaddrInet4)
-		if !ok {
-			return nil, fmt.Errorf("TCP %s: mixed address families", tcpEnd(src, dst))
+		if d, ok := dst.(*unix.SockaddrInet4); ok {
+			nfproto, off, sa, da = unix.NFPROTO_IPV4, 12, s.Addr[:], d.Addr[:]
 		}
-		out = append(out, &expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1}, cmp([]byte{unix.NFPROTO_IPV4}),
-			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1}, cmp([]byte{unix.IPPROTO_TCP}),
-			payload(expr.PayloadBaseNetworkHeader, 12, 4), cmp(s.Addr[:]),
-			payload(expr.PayloadBaseNetworkHeader, 16, 4), cmp(d.Addr[:]),
-			payload(expr.PayloadBaseTransportHeader, 0, 2), cmp(port(s.Port)),
-			payload(expr.PayloadBaseTransportHeader, 2, 2), cmp(port(d.Port)))
 	case *unix.SockaddrInet6:
-		d, ok := dst.(*unix.SockaddrInet6)
-		if !ok {
-			return nil, fmt.Errorf("TCP %s: mixed address families", tcpEnd(src, dst))
+		if d, ok := dst.(*unix.SockaddrInet6); ok {
+			nfproto, off, sa, da = unix.NFPROTO_IPV6, 8, s.Addr[:], d.Addr[:]
 		}
-		out = append(out, &expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1}, cmp([]byte{unix.NFPROTO_IPV6}),
-			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1}, cmp([]byte{unix.IPPROTO_TCP}),
-			payload(expr.PayloadBaseNetworkHeader, 8, 16), cmp(s.Addr[:]),
-			payload(expr.PayloadBaseNetworkHeader, 24, 16), cmp(d.Addr[:]),
-			payload(expr.PayloadBaseTransportHeader, 0, 2), cmp(port(s.Port)),
-			payload(expr.PayloadBaseTransportHeader, 2, 2), cmp(port(d.Port)))
-	default:
-		return nil, fmt.Errorf("TCP %s: not an IP address", tcpEnd(src, dst))
 	}
+	if sa == nil {
+		return nil, fmt.Errorf("TCP %s: not two addresses of one IP family", tcpEnd(src, dst))
+	}
+	n := uint32(len(sa))
+	out := []expr.Any{&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1}, cmp([]byte{nfproto}),
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1}, cmp([]byte{unix.IPPROTO_TCP}),
+		payload(expr.PayloadBaseNetworkHeader, off, n), cmp(sa),
+		payload(expr.PayloadBaseNetworkHeader, off+n, n), cmp(da),
+		payload(expr.PayloadBaseTransportHeader, 0, 2), cmp(port(sockPort(src))),
+		payload(expr.PayloadBaseTransportHeader, 2, 2), cmp(port(sockPort(dst)))}
 	return out, nil
 }
 
@@ -194,4 +192,14 @@ func readNetLock(path string) (string, error) {
 		return "", corruptf(netLockFile, "table name %q", img.Table)
 	}
 	return img.Table, nil
+}
+
+func sockPort(sa unix.Sockaddr) int {
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return a.Port
+	case *unix.SockaddrInet6:
+		return a.Port
+	}
+	return 0
 }
