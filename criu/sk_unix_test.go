@@ -76,3 +76,22 @@ func TestParseUnixDiag(t *testing.T) {
 		}
 	})
 }
+
+// FuzzParseUnixDiag: whatever sock_diag sends, the parser returns a
+// socket or an error, never panics, and never reports more pending
+// connections than the message has room for.
+func FuzzParseUnixDiag(f *testing.F) {
+	f.Add(diagMsg(1, tcpListen, 42, nlattr(unixDiagName, []byte("/run/x.sock\x00")), nlattr(unixDiagVFS, u32s(7, 8)),
+		nlattr(unixDiagPeer, u32s(0)), nlattr(unixDiagIcons, u32s(43, 44)), nlattr(unixDiagRQLen, u32s(2, 16)), nlattr(unixDiagShutdown, []byte{2})))
+	f.Add(diagMsg(2, tcpClose, 5, nlattr(unixDiagName, []byte("\x00abc"))))
+	f.Add([]byte{1, 2, 3})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		d, err := parseUnixDiag(b)
+		if err != nil {
+			return
+		}
+		if len(d.icons)*4 > len(b) || len(d.name) > len(b) {
+			t.Errorf("parsed %d icons and a %d-byte name from %d bytes", len(d.icons), len(d.name), len(b))
+		}
+	})
+}

@@ -249,3 +249,27 @@ func mqNotify(fd int, sigevent []byte) error {
 	}
 	return nil
 }
+
+// FuzzReadMqImage: any posix-mq.json is read or refused, never panics,
+// and what is read holds to the limits restore trusts.
+func FuzzReadMqImage(f *testing.F) {
+	f.Add([]byte(`{"limits":{"queues_max":256,"msg_max":10,"msgsize_max":8192,"msg_default":10,"msgsize_default":8192},` +
+		`"queues":[{"name":"q","mode":416,"uid":0,"gid":0,"maxmsg":2,"msgsize":4,"messages":[{"priority":3,"data":"YWJjZA=="}]}]}`))
+	f.Add([]byte(`{"queues":[{"name":"../x"}]}`))
+	f.Add([]byte(`[]`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		p := filepath.Join(t.TempDir(), PosixMqFile)
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		img, err := readMqImage(p)
+		if err != nil {
+			return
+		}
+		for _, q := range img.Queues {
+			if q.Name == "" || strings.ContainsAny(q.Name, "/\x00") || q.Maxmsg == 0 || int64(len(q.Messages)) > q.Maxmsg {
+				t.Errorf("read a queue restore must not trust: %+v", q)
+			}
+		}
+	})
+}
