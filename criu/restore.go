@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -96,6 +97,18 @@ func (r *Restored) Wait() (unix.WaitStatus, error) {
 //
 // If any stage fails, every task it created is killed.
 func Restore(opts RestoreOptions) (*Restored, error) {
+	r, err := restore(opts)
+	if err != nil {
+		// The dump's hold on TCP connections stays, so that another
+		// restore can take them over; say so.
+		if table, terr := readNetLock(filepath.Join(opts.Dir, netLockFile)); terr == nil && table != "" {
+			err = fmt.Errorf("%w (its TCP connections stay held by nftables table %s until a restore succeeds)", err, table)
+		}
+	}
+	return r, err
+}
+
+func restore(opts RestoreOptions) (*Restored, error) {
 	start := time.Now()
 	cp, err := loadCheckpoint(opts.Dir)
 	if err != nil {
