@@ -17,6 +17,7 @@ import (
 	"github.com/checkpoint-restore/go-criu/v7/crit/images/pagemap"
 	"github.com/checkpoint-restore/go-criu/v7/crit/images/pstree"
 	rseqimg "github.com/checkpoint-restore/go-criu/v7/crit/images/rseq"
+	"github.com/checkpoint-restore/go-criu/v7/crit/images/userns"
 	"github.com/checkpoint-restore/go-criu/v7/crit/images/vma"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
@@ -84,6 +85,7 @@ type dumpProc struct {
 	// same as the host ids unless the tree lives in its own namespace.
 	vpid, vppid, vpgid, vsid int
 	zombie                   bool
+	uidMap, gidMap           idMap  // the tree's user namespace's, if its own
 	exitCode                 uint32 // wait status of a zombie
 	threads                  []*dumpThread
 	stat                     *proc.Stat
@@ -124,6 +126,9 @@ type dumpTree struct {
 	opts  *DumpOptions
 	// pidLevel is the depth of the root's PID namespace (1: ctcr's own).
 	pidLevel int
+	// uidMap and gidMap are those of the tree's own user namespace (nil
+	// in ctcr's).
+	uidMap, gidMap idMap
 }
 
 // Dump checkpoints the process tree rooted at opts.Pid into opts.Dir. On
@@ -175,6 +180,9 @@ func Dump(opts DumpOptions) (*DumpStats, error) {
 	}
 	opts.logf("seized %d processes (%v)", len(d.procs), time.Since(frozenAt))
 	if err := d.virtualIDs(); err != nil {
+		return nil, err
+	}
+	if err := d.userIDMaps(); err != nil {
 		return nil, err
 	}
 	if err := d.checkSharing(); err != nil {
@@ -449,6 +457,24 @@ func (d *dumpTree) seizeFrozen(root int) error {
 	return nil
 }
 
+// userIDMaps reads the id maps of the tree's user namespace, if it has
+// one of its own: credentials are dumped as seen inside it.
+func (d *dumpTree) userIDMaps() error {
+	root := d.procs[0].pid
+	ids, err := namespaceIDs(root)
+	if err != nil || ids["user"] != nsOwn {
+		return err
+	}
+	if d.uidMap, err = readIDMap(root, "uid_map"); err != nil {
+		return err
+	}
+	d.gidMap, err = readIDMap(root, "gid_map")
+	for _, p := range d.procs {
+		p.uidMap, p.gidMap = d.uidMap, d.gidMap
+	}
+	return err
+}
+
 // virtualIDs finds every id as the root's PID namespace sees it, from
 // the NSpid/NSpgid/NSsid lines of /proc/PID/status. A task in a PID
 // namespace nested below the root's is refused.
@@ -707,7 +733,7 @@ func dumpThreadCore(p *dumpProc, th *dumpThread, q *threadQuery) (*criucore.Core
 			Sas:         q.altstack,
 			PdeathSig:   proto.Uint32(q.pdeathsig),
 			SignalsP:    signalQueue(pending),
-			Creds:       dumpCreds(st, uint32(q.secbits)),
+			Creds:       dumpCreds(st, uint32(q.secbits), p.uidMap, p.gidMap),
 			Comm:        proto.String(tstat.Comm),
 		},
 	}
@@ -861,6 +887,11 @@ func (d *dumpTree) writeImages(stage *images.Staging, files *fileTable) error {
 	nsIDs, err := namespaceIDs(d.procs[0].pid)
 	if err != nil {
 		return err
+	}
+	if d.uidMap != nil {
+		if err := w(images.Userns, images.Userns.FileName(nsOwn), &userns.UsernsEntry{UidMap: d.uidMap, GidMap: d.gidMap}); err != nil {
+			return err
+		}
 	}
 	for i, p := range d.procs {
 		id := uint32(i + 1)

@@ -50,9 +50,6 @@ func namespaceIDs(pid int) (nsSet, error) {
 			out[k.name] = nsOwn
 		}
 	}
-	if out["user"] == nsOwn {
-		return nil, fmt.Errorf("task %d is in its own user namespace: %w", pid, ErrUnsupported)
-	}
 	return out, nil
 }
 
@@ -92,6 +89,9 @@ func ownNamespaces(ids *criucore.TaskKobjIdsEntry) uint64 {
 	}
 	if ids.GetCgroupNsId() == nsOwn {
 		flags |= unix.CLONE_NEWCGROUP
+	}
+	if ids.GetUserNsId() == nsOwn {
+		flags |= unix.CLONE_NEWUSER
 	}
 	return flags
 }

@@ -227,15 +227,24 @@ func capValue(w []uint32) uint64 {
 // the low byte only; CRIU's creds entry has no field for the flag.
 const noNewPrivsBit = 1 << 31
 
-func dumpCreds(st *proc.Status, secbits uint32) *creds.CredsEntry {
+// dumpCreds records a thread's credentials as its user namespace sees
+// them: /proc shows them as ctcr's does, and uids and gids map them
+// inside (nil: the same namespace).
+func dumpCreds(st *proc.Status, secbits uint32, uids, gids idMap) *creds.CredsEntry {
 	if st.NoNewPrivs {
 		secbits |= noNewPrivsBit
 	}
+	groups := make([]uint32, len(st.Groups))
+	for i, g := range st.Groups {
+		groups[i] = gids.inside(g)
+	}
+	u := func(i int) *uint32 { return proto.Uint32(uids.inside(st.Uid[i])) }
+	g := func(i int) *uint32 { return proto.Uint32(gids.inside(st.Gid[i])) }
 	return &creds.CredsEntry{
-		Uid: proto.Uint32(st.Uid[0]), Euid: proto.Uint32(st.Uid[1]), Suid: proto.Uint32(st.Uid[2]), Fsuid: proto.Uint32(st.Uid[3]),
-		Gid: proto.Uint32(st.Gid[0]), Egid: proto.Uint32(st.Gid[1]), Sgid: proto.Uint32(st.Gid[2]), Fsgid: proto.Uint32(st.Gid[3]),
+		Uid: u(0), Euid: u(1), Suid: u(2), Fsuid: u(3),
+		Gid: g(0), Egid: g(1), Sgid: g(2), Fsgid: g(3),
 		CapInh: capWords(st.CapInh), CapPrm: capWords(st.CapPrm), CapEff: capWords(st.CapEff), CapBnd: capWords(st.CapBnd),
-		Secbits: proto.Uint32(secbits), Groups: st.Groups,
+		Secbits: proto.Uint32(secbits), Groups: groups,
 	}
 }
 

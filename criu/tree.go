@@ -207,6 +207,12 @@ func (rt *restoreTree) build(pp *puppet) error {
 	if err := root.attach(); err != nil {
 		return err
 	}
+	if rt.nsFlags&unix.CLONE_NEWUSER != 0 {
+		// Before the root does anything: it has no ids until then.
+		if err := writeIDMaps(host, rt.opts.Dir); err != nil {
+			return err
+		}
+	}
 	if rt.opts.JoinNet != "" {
 		if err := (&RootTask{Pid: host, t: root}).joinNamespace(rt.opts.JoinNet, unix.CLONE_NEWNET); err != nil {
 			return fmt.Errorf("join the network namespace %s: %w", rt.opts.JoinNet, err)

@@ -8,12 +8,15 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/checkpoint-restore/go-criu/v7/crit/images/mnt"
 	"golang.org/x/sys/unix"
 
+	"github.com/ctcr/ctcr/criu"
 	"github.com/ctcr/ctcr/criu/images"
+	"github.com/ctcr/ctcr/criu/nsthread"
 	"github.com/ctcr/ctcr/criu/proc"
 )
 
@@ -41,6 +44,10 @@ func RestoreMounts(sc Syscaller, pid int, imgDir string, logf func(format string
 		return fmt.Errorf("%s: the first mount is not the root bind: %w", path, images.ErrCorrupt)
 	}
 	entries = parentsFirst(entries)
+	uidIn, gidIn, err := criu.InsideIDs(imgDir)
+	if err != nil {
+		return err
+	}
 	call := func(what string, nr uintptr, args ...any) (uint64, error) {
 		r, err := sc.Call(nr, args...)
 		if err != nil {
@@ -127,19 +134,29 @@ func RestoreMounts(sc Syscaller, pid int, imgDir string, logf func(format string
 			if _, ok := newFS[fstype]; !ok {
 				return fmt.Errorf("%s: %s at %s: %w", path, fstype, mp, ErrUnsupported)
 			}
-			data := e.GetOptions()
-			// Fill a read-only tmpfs first, make it read-only after.
-			if _, err := call("mount "+fstype+" at "+mp, unix.SYS_MOUNT, e.GetSource(), target, fstype, flags&^unix.MS_RDONLY, data); err != nil {
+			data := insideIDOptions(e.GetOptions(), uidIn, gidIn)
+			// Fill a read-only tmpfs first, make it read-only after;
+			// anything else is read-only from the start (a remount of
+			// the superblock is not allowed to all: sysfs in a user
+			// namespace).
+			mflags := flags
+			if fstype == "tmpfs" {
+				mflags &^= unix.MS_RDONLY
+			}
+			if _, err := call("mount "+fstype+" at "+mp, unix.SYS_MOUNT, e.GetSource(), target, fstype, mflags, data); err != nil {
 				return err
 			}
 			if fstype == "tmpfs" {
 				tarPath := filepath.Join(imgDir, fmt.Sprintf("tmpfs-dev-%d.tar.gz.img", e.GetMntId()))
-				if err := extractTree(tarPath, taskPath(pid, target)); err != nil {
+				// As the namespace's root if the tree has a user namespace:
+				// its tmpfs takes no file of an id it does not map.
+				if err := nsthread.Run(func() error { return criu.AsInsideRoot(imgDir) }, func() error { return extractTree(tarPath, taskPath(pid, target)) }); err != nil {
 					return fmt.Errorf("tmpfs at %s: %w", mp, err)
 				}
 			}
-			if flags&unix.MS_RDONLY != 0 {
-				if _, err := call("make "+mp+" read-only", unix.SYS_MOUNT, "none", target, "", flags|unix.MS_REMOUNT, data); err != nil {
+			if mflags != flags {
+				// The mount's own read-only flag, not the superblock's.
+				if _, err := call("make "+mp+" read-only", unix.SYS_MOUNT, "none", target, "", flags|unix.MS_REMOUNT|unix.MS_BIND, nil); err != nil {
 					return err
 				}
 			}
@@ -602,4 +619,30 @@ func extractTree(archive, dir string) error {
 		os.Chtimes(p, h.ModTime, h.ModTime)
 	}
 	return nil
+}
+
+// insideIDOptions rewrites the uid= and gid= of mount options, which
+// mountinfo shows with host ids, as the restored tree's user namespace
+// has them (nil functions: the host's namespace, nothing to do).
+func insideIDOptions(opts string, uidIn, gidIn func(uint32) uint32) string {
+	if uidIn == nil {
+		return opts
+	}
+	parts := strings.Split(opts, ",")
+	for i, p := range parts {
+		k, v, ok := strings.Cut(p, "=")
+		if !ok || (k != "uid" && k != "gid") {
+			continue
+		}
+		n, err := strconv.ParseUint(v, 10, 32)
+		if err != nil {
+			continue
+		}
+		in := uidIn
+		if k == "gid" {
+			in = gidIn
+		}
+		parts[i] = fmt.Sprintf("%s=%d", k, in(uint32(n)))
+	}
+	return strings.Join(parts, ",")
 }

@@ -13,8 +13,10 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ctcr/ctcr/criu"
 	"github.com/ctcr/ctcr/criu/images"
 	"github.com/ctcr/ctcr/criu/kernel"
+	"github.com/ctcr/ctcr/criu/nsthread"
 )
 
 // POSIX message queues (mq_open) of a container's IPC namespace.
@@ -346,7 +348,13 @@ func RestoreMqueues(pid int, imgDir string) error {
 		wide.MsgMax = max(wide.MsgMax, uint32(q.Maxmsg))
 		wide.MsgsizeMax = max(wide.MsgsizeMax, uint32(q.Msgsize))
 	}
-	err = inNamespace(pid, "ipc", unix.CLONE_NEWIPC, func() error {
+	err = nsthread.Run(func() error {
+		if err := nsthread.Join(pid, "ipc", unix.CLONE_NEWIPC); err != nil {
+			return err
+		}
+		// A namespace's mqueue limits are its root's to write.
+		return criu.AsInsideRoot(imgDir)
+	}, func() error {
 		if err := writeMqLimits(wide); err != nil {
 			return err
 		}

@@ -806,3 +806,39 @@ while :; do i=$((i+1)); echo $i > /data/count; sleep 0.2; done`
 		t.Errorf("after restore the container's %s is not the runtime's (no %s):\n%s", peer, ctIP, out)
 	}
 }
+
+// TestContainerUserns: a runc container in a user namespace of its own
+// (container root is host uid 100000) keeps its id maps, its credentials
+// as seen inside, and the owners of its files across a checkpoint.
+func TestContainerUserns(t *testing.T) {
+	c := newContainer(t, "userns", func(s *specs.Spec) {
+		s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: specs.UserNamespace})
+		s.Linux.UIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: 100000, Size: 65536}}
+		s.Linux.GIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: 100000, Size: 65536}}
+	})
+	// The container's root, host uid 100000, must reach its rootfs.
+	for _, d := range []string{filepath.Dir(c.bundle), c.bundle} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.start()
+	const look = "id; cat /proc/1/uid_map /proc/1/gid_map; grep -E '^(Uid|Gid|CapEff)' /proc/1/status; touch /data/mine; ls -ln /data/hello /data/mine | cut -c1-30"
+	before := c.mustExec(t, look)
+	if !strings.Contains(before, "uid=0(") && !strings.Contains(before, "uid=0 ") {
+		t.Fatalf("inside the container id says:\n%s\nwant uid 0", before)
+	}
+	countAt := c.waitCount(t, 10, 10*time.Second)
+	subAt, _ := c.count("sub")
+	dir := filepath.Join(t.TempDir(), "ck")
+	checkpointContainer(t, c, dir)
+	restoreContainer(t, c, dir)
+	c.assertCountersContinue(t, countAt, subAt)
+	if after := c.mustExec(t, look); after != before {
+		t.Errorf("inside, after restore:\n%s\nbefore the checkpoint:\n%s", after, before)
+	}
+	st, _ := c.state()
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/uid_map", st.Pid)); err != nil || !strings.Contains(string(b), "100000") {
+		t.Errorf("seen from the host, the restored init's uid_map is %q (%v), want 0 -> 100000", b, err)
+	}
+}
