@@ -182,6 +182,9 @@ func Dump(opts DumpOptions) (*DumpStats, error) {
 	if err := d.virtualIDs(); err != nil {
 		return nil, err
 	}
+	if err := d.sameNamespaces(); err != nil {
+		return nil, err
+	}
 	if err := d.userIDMaps(); err != nil {
 		return nil, err
 	}
@@ -452,6 +455,35 @@ func (d *dumpTree) seizeFrozen(root int) error {
 		th.stolen = stolen
 		if err != nil {
 			return err
+		}
+	}
+	return nil
+}
+
+// sameNamespaces refuses a task whose namespaces are not its root's: the
+// images give the tree one set (a task in a nested PID namespace is
+// virtualIDs' to name).
+func (d *dumpTree) sameNamespaces() error {
+	root := d.procs[0]
+	for _, k := range nsKinds {
+		var want unix.Stat_t
+		if err := unix.Stat(fmt.Sprintf("/proc/%d/ns/%s", root.pid, k.name), &want); err != nil {
+			continue // a kind this kernel lacks
+		}
+		for _, p := range d.procs[1:] {
+			if p.zombie {
+				continue
+			}
+			var got unix.Stat_t
+			if err := unix.Stat(fmt.Sprintf("/proc/%d/ns/%s", p.pid, k.name), &got); err != nil {
+				return fmt.Errorf("task %d: %s namespace: %w", p.pid, k.name, err)
+			}
+			if k.name == "pid" {
+				continue // its children's namespace may differ; virtualIDs checks
+			}
+			if got.Ino != want.Ino || got.Dev != want.Dev {
+				return fmt.Errorf("task %d is in another %s namespace than the root task %d of the tree: %w", p.pid, k.name, root.pid, ErrUnsupported)
+			}
 		}
 	}
 	return nil

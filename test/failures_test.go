@@ -3,9 +3,11 @@ package test
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -70,6 +72,35 @@ func TestDumpFailures(t *testing.T) {
 		pid := freePID(t)
 		r := runCtcr(t, 30*time.Second, "dump", "-t", strconv.Itoa(pid), "-D", filepath.Join(t.TempDir(), "img"))
 		assertFailed(t, r, strconv.Itoa(pid))
+	})
+
+	t.Run("a task in another namespace than its tree's root is refused naming it and the namespace", func(t *testing.T) {
+		needCtcr(t)
+		cmd := exec.Command("sh", "-c", "unshare --uts sleep 100 & sleep 100")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { unix.Kill(-cmd.Process.Pid, unix.SIGKILL); cmd.Wait() })
+		var child int
+		for end := time.Now().Add(10 * time.Second); child == 0 && time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+			for pid := range childrenOf(cmd.Process.Pid) {
+				if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); strings.TrimSpace(string(b)) == "sleep" {
+					var a, b unix.Stat_t
+					if unix.Stat(fmt.Sprintf("/proc/%d/ns/uts", pid), &a) == nil && unix.Stat("/proc/self/ns/uts", &b) == nil && a.Ino != b.Ino {
+						child = pid
+					}
+				}
+			}
+		}
+		if child == 0 {
+			t.Fatal("no child in its own UTS namespace within 10 s")
+		}
+		r := runCtcr(t, 60*time.Second, "dump", "-t", strconv.Itoa(cmd.Process.Pid), "-D", filepath.Join(t.TempDir(), "img"))
+		assertFailed(t, r, fmt.Sprintf("task %d is in another uts namespace", child))
+		if err := assertRunnable(cmd.Process.Pid); err != nil {
+			t.Errorf("after the refused dump: %v", err)
+		}
 	})
 
 	cases := []struct {
