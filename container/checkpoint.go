@@ -35,6 +35,8 @@ type CheckpointOptions struct {
 	Stage         Stage
 	FreezeTimeout time.Duration
 	Log           func(format string, args ...any)
+	// Progress, if set, hears the bytes of memory dumped so far.
+	Progress func(bytes uint64)
 }
 
 func (o *CheckpointOptions) logf(format string, args ...any) {
@@ -98,7 +100,7 @@ func Checkpoint(o CheckpointOptions) (*Meta, *Stats, error) {
 	}
 	st, err := criu.Dump(criu.DumpOptions{
 		Pid: c.Pid, Dir: ImagesDir(o.Dir), LeaveRunning: o.LeaveRunning, Log: o.Log,
-		FileLocks: o.FileLocks, ExtUnixSk: o.ExtUnixSk, TCPClose: o.TCPClose, TCPEstablished: o.TCPEstablished, SavesIPC: own["ipc"],
+		FileLocks: o.FileLocks, ExtUnixSk: o.ExtUnixSk, TCPClose: o.TCPClose, TCPEstablished: o.TCPEstablished, Progress: o.Progress, SavesIPC: own["ipc"],
 		Thaw: func() error { isFrozen = false; return cg.Thaw() },
 		BeforeResume: func() error {
 			if o.Stage == StageDump {
@@ -230,6 +232,8 @@ type RestoreOptions struct {
 	// container to that peer's name again.
 	ExtUnixSk bool
 	Log       func(format string, args ...any)
+	// Progress, if set, hears the bytes of memory restored so far.
+	Progress func(bytes uint64)
 }
 
 // Restore recreates the container from its bundle: its cgroups with
@@ -280,7 +284,7 @@ func Restore(o RestoreOptions) (*criu.Restored, *Meta, error) {
 		joinNet = runtimeNetns(o.Dir, o.Log)
 	}
 	r, err := criu.Restore(criu.RestoreOptions{
-		Dir: imgDir, Log: o.Log, ExtUnixSk: o.ExtUnixSk, JoinNet: joinNet,
+		Dir: imgDir, Log: o.Log, ExtUnixSk: o.ExtUnixSk, JoinNet: joinNet, Progress: o.Progress,
 		// A container's init outlives this ctcr, its new parent.
 		DropRootPdeathsig: true,
 		BeforeResume: func() error {

@@ -36,6 +36,9 @@ type DumpOptions struct {
 	FileLocks    bool // keep the file locks tasks hold; without it a held lock fails the dump
 	ExtUnixSk    bool // keep unix sockets whose peer is outside the tree; restore reconnects them by the peer's name
 	TCPClose     bool // dump established TCP connections to come back as ended, instead of failing
+	// Progress, if set, hears the bytes of memory dumped so far, a few
+	// times a second while pages are copied.
+	Progress func(bytes uint64)
 	// TCPEstablished moves TCP connections with an end outside the tree
 	// too, dropping their segments from the dump until the restore.
 	TCPEstablished bool
@@ -212,6 +215,7 @@ func Dump(opts DumpOptions) (*DumpStats, error) {
 		allowExternalUnixPeers(files, d.procs)
 	}
 	shmem := map[uint64]bool{} // shared anonymous objects whose pages are dumped
+	pr := newProgress(opts.Progress)
 	var memTime time.Duration
 	var pagesBytes uint64
 	for i, p := range d.procs {
@@ -226,13 +230,14 @@ func Dump(opts DumpOptions) (*DumpStats, error) {
 		if p.vmOf != nil {
 			continue // its memory is the one vmOf dumps
 		}
-		n, err := dumpMemory(p, d.byPid[p.ppid], files, shmem, stage.Path(images.Pages.FileName(p.pagesID)))
+		n, err := dumpMemory(p, d.byPid[p.ppid], files, shmem, stage.Path(images.Pages.FileName(p.pagesID)), pr)
 		if err != nil {
 			return nil, err
 		}
 		memTime += time.Since(memStart)
 		pagesBytes += n
 	}
+	pr.done()
 	opts.logf("files and %d bytes of memory dumped (%v since seize)", pagesBytes, time.Since(frozenAt))
 
 	if opts.Extra != nil {
@@ -858,7 +863,7 @@ func dumpTaskFiles(p *dumpProc, files *fileTable, shellJob bool) error {
 // dumpMemory records the VMAs of p and writes its pages image. Pages of a
 // shared anonymous object are written once, by the first process that
 // maps it (shmem).
-func dumpMemory(p, parent *dumpProc, files *fileTable, shmem map[uint64]bool, pagesPath string) (uint64, error) {
+func dumpMemory(p, parent *dumpProc, files *fileTable, shmem map[uint64]bool, pagesPath string, pr *progress) (uint64, error) {
 	pid := p.pid
 	var pp *parentPages
 	if parent != nil && parent != p && !parent.zombie && parent.mm != nil && len(parent.mm.Vmas) > 0 {
@@ -903,7 +908,7 @@ func dumpMemory(p, parent *dumpProc, files *fileTable, shmem map[uint64]bool, pa
 		return 0, err
 	}
 	var n uint64
-	p.pagemap, n, err = writePages(pid, runs, pagesPath)
+	p.pagemap, n, err = writePages(pid, runs, pagesPath, pr)
 	return n, err
 }
 

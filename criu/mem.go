@@ -296,7 +296,7 @@ outer:
 // image at path, in order, and returns the pagemap entries describing
 // them. The image is mapped into ctcr and process_vm_readv copies the
 // task's pages straight into it: one copy, no bounce buffer.
-func writePages(pid int, runs []pageRun, path string) ([]*pagemap.PagemapEntry, uint64, error) {
+func writePages(pid int, runs []pageRun, path string, pr *progress) ([]*pagemap.PagemapEntry, uint64, error) {
 	var total uint64
 	var copied []pageRun
 	for _, r := range runs {
@@ -335,14 +335,14 @@ func writePages(pid int, runs []pageRun, path string) ([]*pagemap.PagemapEntry, 
 		return nil, 0, fmt.Errorf("map %s: %w", path, err)
 	}
 	defer unix.Munmap(out)
-	if err := copyRuns(pid, copied, out); err != nil {
+	if err := copyRuns(pid, copied, out, pr); err != nil {
 		return nil, 0, err
 	}
 	return entries, total, nil
 }
 
-// copyRuns copies every run, in order, into out.
-func copyRuns(pid int, runs []pageRun, out []byte) error {
+// copyRuns copies every run, in order, into out, counting it in pr.
+func copyRuns(pid int, runs []pageRun, out []byte, pr *progress) error {
 	const maxIov = 1024 // IOV_MAX
 	var local []unix.Iovec
 	var remote []unix.RemoteIovec
@@ -369,6 +369,7 @@ func copyRuns(pid int, runs []pageRun, out []byte) error {
 			return fmt.Errorf("task %d: read memory at %#x: %w", pid, remote[0].Base, err)
 		}
 		local, remote = local[:0], remote[:0]
+		pr.add(uint64(n))
 		return nil
 	}
 	for _, r := range runs {
@@ -388,6 +389,7 @@ func copyRuns(pid int, runs []pageRun, out []byte) error {
 			if _, err := mem.ReadAt(dst, int64(r.addr)); err != nil {
 				return fmt.Errorf("task %d: read protected memory at %#x: %w", pid, r.addr, err)
 			}
+			pr.add(size)
 			continue
 		}
 		// Split huge runs so a single iovec stays well below the

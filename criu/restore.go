@@ -49,6 +49,9 @@ type RestoreOptions struct {
 	// the one a container runtime made and configured, with its
 	// interfaces and addresses, which outlived the checkpoint.
 	JoinNet string
+	// Progress, if set, hears the bytes of memory restored so far, a
+	// few times a second while pages are read in.
+	Progress func(bytes uint64)
 }
 
 func (o *RestoreOptions) logf(format string, args ...any) {
@@ -167,6 +170,7 @@ func restore(opts RestoreOptions) (*Restored, error) {
 		return nil, err
 	}
 	res.Memory = rt.memTime
+	rt.progress.done()
 	opts.logf("%d tasks created, their memory restored (%v)", len(rt.procs), time.Since(start))
 
 	err = tr.Do(func() error {

@@ -367,6 +367,7 @@ func (t *restoringTask) fillPages(fd int) error {
 			return fmt.Errorf("%s: read pages at %#x from %s offset %d: got %d of %d bytes", t.where(), batch[0].Base, t.img.pagesPath, off, n, batchBytes)
 		}
 		off += batchBytes
+		t.tree.progress.add(batchBytes)
 		batch, batchBytes = batch[:0], 0
 		return nil
 	}

@@ -24,17 +24,18 @@ import (
 // gone is recreated by a helper task with the leader's id, which leaves
 // once everything that needs it exists (CRIU does the same).
 type restoreTree struct {
-	cp      *checkpoint
-	opts    *RestoreOptions
-	procs   []*restoringTask // pstree order, then helpers
-	byPid   map[int]*restoringTask
-	root    *restoringTask
-	sock    *os.File
-	ctlAddr uint64
-	nsFlags uint64                // CLONE_NEW* for the root
-	files   *fileRestore          // open file descriptions, opened once each
-	shmem   map[uint64]shmemPiece // shared anonymous objects mapped so far
-	memTime time.Duration         // spent restoring memory
+	cp       *checkpoint
+	opts     *RestoreOptions
+	procs    []*restoringTask // pstree order, then helpers
+	byPid    map[int]*restoringTask
+	root     *restoringTask
+	sock     *os.File
+	ctlAddr  uint64
+	nsFlags  uint64                // CLONE_NEW* for the root
+	progress *progress             // memory restored, for RestoreOptions.Progress
+	files    *fileRestore          // open file descriptions, opened once each
+	shmem    map[uint64]shmemPiece // shared anonymous objects mapped so far
+	memTime  time.Duration         // spent restoring memory
 	// outerSid and outerPgid are the root's session and group when they
 	// are outside the tree: the restored tree joins ctcr's instead.
 	outerSid, outerPgid int
@@ -63,6 +64,7 @@ func planTree(cp *checkpoint, opts *RestoreOptions) (*restoreTree, error) {
 	rt.root = rt.procs[0]
 	root := rt.root
 	rt.nsFlags = opts.Namespaces
+	rt.progress = newProgress(opts.Progress)
 	if root.img.core != nil {
 		rt.nsFlags |= ownNamespaces(root.img.core.GetIds())
 	}

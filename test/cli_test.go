@@ -97,3 +97,22 @@ func TestImagesDecodeWithCrit(t *testing.T) {
 		})
 	}
 }
+
+// TestProgress: on a terminal, dump and restore keep one line of stderr
+// up to date with the memory moved; without a terminal they print
+// nothing of it (the other tests).
+func TestProgress(t *testing.T) {
+	needCtcr(t)
+	w := startWorkload(t, "bigmem", "64")
+	img := filepath.Join(t.TempDir(), "img")
+	m, s := openPty(t)
+	cmd := exec.Command(ctcrBin, "dump", "-t", strconv.Itoa(w.pid), "-D", img)
+	cmd.Stderr = s
+	if err := runWithTimeout(cmd, 120*time.Second); err != nil {
+		t.Fatalf("ctcr dump with stderr on a terminal: %v: %s", err, readUntil(m, "\n", time.Second))
+	}
+	if got := readUntil(m, "MiB of memory\r\n", 5*time.Second); !strings.Contains(got, "ctcr: dumped: ") || !strings.Contains(got, "MiB of memory") {
+		t.Errorf("ctcr dump printed %q on its terminal, want a progress line", got)
+	}
+	w.waitOriginal(10 * time.Second)
+}

@@ -114,7 +114,10 @@ untouched.
 			}
 			defer done()
 			o.Log = logf
+			var endLine func()
+			o.Progress, endLine = g.progressLine(cmd.ErrOrStderr(), "dumped")
 			m, st, err := container.Checkpoint(o)
+			endLine()
 			if err != nil {
 				return containerExit(err, exitCheckpointError)
 			}
@@ -180,7 +183,9 @@ func restoreContainer(g *globalFlags, cmd *cobra.Command, stdout io.Writer, id, 
 		return err
 	}
 	defer done()
-	r, m, err := container.Restore(container.RestoreOptions{ID: id, Dir: dir, Log: logf, Stage: stage, ExtUnixSk: extUnixSk})
+	progress, endLine := g.progressLine(cmd.ErrOrStderr(), "restored")
+	r, m, err := container.Restore(container.RestoreOptions{ID: id, Dir: dir, Log: logf, Stage: stage, ExtUnixSk: extUnixSk, Progress: progress})
+	endLine()
 	if err != nil {
 		return containerExit(err, exitRestoreError)
 	}

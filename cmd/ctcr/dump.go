@@ -37,7 +37,10 @@ resumed untouched and DIR holds no partial checkpoint.`,
 			}
 			defer done()
 			o.Log = logf
+			var endLine func()
+			o.Progress, endLine = g.progressLine(cmd.ErrOrStderr(), "dumped")
 			st, err := criu.Dump(o)
+			endLine()
 			if err != nil {
 				return fmt.Errorf("dump of task %d failed: %w", o.Pid, err)
 			}

@@ -14,6 +14,7 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 
 	"github.com/ctcr/ctcr/container"
 )
@@ -138,4 +139,26 @@ func (g *globalFlags) logger(stderr io.Writer) (func(string, ...any), func(), er
 func printJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	return enc.Encode(v)
+}
+
+// progressLine returns a Progress option that keeps one line of stderr
+// up to date while memory moves, when stderr is a terminal and the
+// output is not --json, and a func that ends that line.
+func (g *globalFlags) progressLine(stderr io.Writer, verb string) (func(bytes uint64), func()) {
+	f, ok := stderr.(*os.File)
+	if !ok || g.json {
+		return nil, func() {}
+	}
+	if _, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS); err != nil {
+		return nil, func() {}
+	}
+	shown := false
+	return func(b uint64) {
+			fmt.Fprintf(f, "\rctcr: %s: %d MiB of memory", verb, b>>20)
+			shown = true
+		}, func() {
+			if shown {
+				fmt.Fprintln(f)
+			}
+		}
 }

@@ -51,7 +51,10 @@ if a zombie holds it (a dumped task not yet reaped), restore waits up to
 			}
 			defer done()
 			o.Log = logf
+			var endLine func()
+			o.Progress, endLine = g.progressLine(cmd.ErrOrStderr(), "restored")
 			r, err := criu.Restore(o)
+			endLine()
 			if err != nil {
 				return fmt.Errorf("restore from %s failed: %w", o.Dir, err)
 			}
