@@ -666,8 +666,18 @@ func (p *dumpProc) readState() error {
 	if p.shared, err = ptrace.PendingSignals(pid, true); err != nil {
 		return err
 	}
-	if timersFile, err := os.ReadFile(fmt.Sprintf("/proc/%d/timers", pid)); err == nil && len(strings.TrimSpace(string(timersFile))) > 0 {
-		return fmt.Errorf("task %d has POSIX timers: %w", pid, ErrUnsupported)
+	ptimers, err := proc.ReadTimers(pid)
+	if err != nil {
+		return fmt.Errorf("task %d: %w", pid, err)
+	}
+	if len(ptimers) > 0 {
+		tidOf := map[int]int{}
+		for _, th := range p.threads {
+			tidOf[th.tid] = th.vtid
+		}
+		if q.timers.Posix, err = queryPosixTimers(lead, fmt.Sprintf("task %d", pid), ptimers, tidOf); err != nil {
+			return err
+		}
 	}
 	personality, err := proc.ReadPersonality(pid)
 	if err != nil {

@@ -57,6 +57,7 @@ func probeFeatures() []Feature {
 	add("prctl PR_SET_MM_MAP", true, probeSetMmMap(), "restores mm fields and the executable link")
 	add("clone3 with set_tid", true, probeClone3(), "creates tasks with their original PIDs")
 	add("pidfd_open and pidfd_getfd", true, probePidfd(), "duplicates a task's pipes, sockets and event fds into ctcr to read them")
+	add("prctl PR_TIMER_CREATE_RESTORE_IDS (Linux 6.17)", false, errnoErr(unix.Syscall6(unix.SYS_PRCTL, kernel.PR_TIMER_CREATE_RESTORE_IDS, 2, 0, 0, 0, 0)), "restores POSIX timers with their ids (without it a task with timers fails the restore)")
 	add("TCP repair mode", false, probeTCPRepair(), "moves established TCP connections (without it only --tcp-close dumps them)")
 	add("unix sock_diag", false, probeUnixDiag(), "finds the peers and queues of unix sockets (without it a unix socket fails the dump)")
 	add("userfaultfd", false, probeUserfaultfd(), "lazy restore and dirty tracking (not used yet)")

@@ -6,11 +6,11 @@ import (
 	"sort"
 
 	"github.com/checkpoint-restore/go-criu/v7/crit/images/siginfo"
+	"github.com/checkpoint-restore/go-criu/v7/crit/images/timer"
 	"golang.org/x/sys/unix"
 
-	"github.com/ctcr/ctcr/criu/proc"
-
 	"github.com/ctcr/ctcr/criu/kernel"
+	"github.com/ctcr/ctcr/criu/proc"
 	"github.com/ctcr/ctcr/criu/ptrace"
 )
 
@@ -269,6 +269,9 @@ func (t *restoringTask) restoreTaskState() error {
 			}
 			what[b.add(unix.SYS_SETITIMER, uint64(which), p, 0)] = fmt.Sprintf("itimer %d", which)
 		}
+		if err := restorePosixTimers(b, what, timers.GetPosix()); err != nil {
+			return fmt.Errorf("%s: %w", where, err)
+		}
 	}
 	if res, err := b.run(); err != nil {
 		return fmt.Errorf("%s: %s: %w", where, what[len(res)], err)
@@ -464,5 +467,42 @@ func (t *restoringTask) setName(comm string) error {
 	if _, err := b.run(); err != nil {
 		return fmt.Errorf("%s: set name: %w", t.where(), err)
 	}
+	return nil
+}
+
+// restorePosixTimers queues, in b, the creation of each POSIX timer with
+// its id (PR_TIMER_CREATE_RESTORE_IDS asks timer_create for it), its
+// clock, its signal and target, then arms it with the time it had left.
+// Threads a timer signals must exist already.
+func restorePosixTimers(b *batch, what map[int]string, timers []*timer.PosixTimerEntry) error {
+	if len(timers) == 0 {
+		return nil
+	}
+	what[b.add(unix.SYS_PRCTL, kernel.PR_TIMER_CREATE_RESTORE_IDS, kernel.PR_TIMER_CREATE_RESTORE_IDS_ON)] = "ask timer_create for ids (PR_TIMER_CREATE_RESTORE_IDS, Linux 6.17)"
+	// /proc/PID/timers, which the image follows, lists the newest first:
+	// create the oldest first for the same list.
+	for i := len(timers) - 1; i >= 0; i-- {
+		t := timers[i]
+		sev := kernel.Sigevent{Value: t.GetSivalPtr(), Signo: int32(t.GetSiSigno()), Notify: int32(t.GetItSigevNotify()), Tid: t.GetNotifyThreadId()}
+		sp, err := b.put(&sev)
+		if err != nil {
+			return err
+		}
+		idp, err := b.put(int32(t.GetItId()))
+		if err != nil {
+			return err
+		}
+		what[b.add(unix.SYS_TIMER_CREATE, uint64(t.GetClockId()), sp, idp)] = fmt.Sprintf("POSIX timer %d (clock %d)", t.GetItId(), t.GetClockId())
+		its := kernel.Itimerspec{IntervalSec: int64(t.GetIsec()), IntervalNsec: int64(t.GetInsec()), ValueSec: int64(t.GetVsec()), ValueNsec: int64(t.GetVnsec())}
+		if its.ValueSec == 0 && its.ValueNsec == 0 {
+			continue // disarmed
+		}
+		ip, err := b.put(&its)
+		if err != nil {
+			return err
+		}
+		what[b.add(unix.SYS_TIMER_SETTIME, uint64(t.GetItId()), 0, ip, 0)] = fmt.Sprintf("arm POSIX timer %d", t.GetItId())
+	}
+	what[b.add(unix.SYS_PRCTL, kernel.PR_TIMER_CREATE_RESTORE_IDS, kernel.PR_TIMER_CREATE_RESTORE_IDS_OFF)] = "PR_TIMER_CREATE_RESTORE_IDS off"
 	return nil
 }

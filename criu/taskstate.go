@@ -3,6 +3,7 @@ package criu
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 
 	"github.com/checkpoint-restore/go-criu/v7/crit/images/creds"
 	criucore "github.com/checkpoint-restore/go-criu/v7/crit/images/criu-core"
@@ -256,6 +257,58 @@ func dumpRlimits(pid int) (*criucore.TaskRlimitsEntry, error) {
 	out := &criucore.TaskRlimitsEntry{}
 	for _, l := range lims {
 		out.Rlimits = append(out.Rlimits, &rlimit.RlimitEntry{Cur: proto.Uint64(l.Soft), Max: proto.Uint64(l.Hard)})
+	}
+	return out, nil
+}
+
+// queryPosixTimers reads, in the task of c, what /proc/PID/timers does
+// not show of its POSIX timers: each one's time left and interval
+// (timer_gettime) and overrun count. tidOf maps a target thread's host
+// id to its id in the tree's PID namespace.
+func queryPosixTimers(c *taskCtl, where string, timers []proc.PosixTimer, tidOf map[int]int) ([]*timer.PosixTimerEntry, error) {
+	b := c.newBatch()
+	addrs := make([]uint64, len(timers))
+	for i, t := range timers {
+		a, err := b.space(32)
+		if err != nil {
+			return nil, err
+		}
+		addrs[i] = a
+		b.add(unix.SYS_TIMER_GETTIME, uint64(t.ID), a)
+		b.add(unix.SYS_TIMER_GETOVERRUN, uint64(t.ID))
+	}
+	res, err := b.run()
+	if err != nil {
+		return nil, fmt.Errorf("%s: POSIX timer %d: %w", where, timers[len(res)/2].ID, err)
+	}
+	data, err := b.readBack()
+	if err != nil {
+		return nil, err
+	}
+	get := scratchGetter(c, data)
+	var out []*timer.PosixTimerEntry
+	for i, t := range timers {
+		var its kernel.Itimerspec
+		if err := get(addrs[i], &its); err != nil {
+			return nil, err
+		}
+		notify := map[string]uint32{"signal": kernel.SIGEV_SIGNAL, "none": kernel.SIGEV_NONE, "thread": kernel.SIGEV_THREAD}[t.Notify]
+		e := &timer.PosixTimerEntry{
+			ItId: proto.Uint32(uint32(t.ID)), ClockId: proto.Uint32(uint32(t.Clock)), SiSigno: proto.Uint32(uint32(t.Signo)),
+			SivalPtr: proto.Uint64(t.Value), Overrun: proto.Uint32(uint32(res[2*i+1])),
+			Isec: proto.Uint64(uint64(its.IntervalSec)), Insec: proto.Uint64(uint64(its.IntervalNsec)),
+			Vsec: proto.Uint64(uint64(its.ValueSec)), Vnsec: proto.Uint64(uint64(its.ValueNsec)),
+		}
+		if t.ToThread {
+			vtid, ok := tidOf[t.Target]
+			if !ok {
+				return nil, fmt.Errorf("%s: POSIX timer %d signals thread %d, not one of the task's: %w", where, t.ID, t.Target, ErrUnsupported)
+			}
+			notify |= kernel.SIGEV_THREAD_ID
+			e.NotifyThreadId = proto.Int32(int32(vtid))
+		}
+		e.ItSigevNotify = proto.Uint32(notify)
+		out = append(out, e)
 	}
 	return out, nil
 }

@@ -109,3 +109,24 @@ func TestVforkRefused(t *testing.T) {
 		t.Errorf("dump of a vfork parent exited %d: %s", r.status.ExitCode(), errOut)
 	}
 }
+
+// TestPosixTimers dumps the ptimers workload (three POSIX timers: a
+// periodic one signalling the process with a value, one without a
+// signal, one signalling a thread), restores it and expects the same
+// timers with their ids, signals, targets and time left, ticking on.
+func TestPosixTimers(t *testing.T) {
+	t.Run("POSIX timers come back with their ids, signals, targets and time left", func(t *testing.T) {
+		needCtcr(t)
+		w := startWorkload(t, "ptimers")
+		img := filepath.Join(t.TempDir(), "img")
+		dump(t, w, img, false, 0)
+		restoreForeground(t, w, img, scenario{}, nil)
+		if !t.Failed() {
+			decodeWithCrit(t, img)
+		}
+	})
+	t.Run("the ptimers workload passes when it is never dumped", func(t *testing.T) {
+		w := startWorkload(t, "ptimers")
+		w.checkPasses(30*time.Second, "ptimers")
+	})
+}

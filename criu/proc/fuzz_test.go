@@ -87,3 +87,16 @@ func FuzzParsePersonality(f *testing.F) {
 		ParsePersonality(bytes.NewReader(b))
 	})
 }
+
+func FuzzParseTimers(f *testing.F) {
+	f.Add([]byte("ID: 2\nsignal: 12/0000000000000000\nnotify: signal/tid.17989\nClockID: 1\n"))
+	f.Add([]byte("ID: 0\nsignal: 10/0000000000001234\nnotify: none/pid.17987\nClockID: 0\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		ts, err := ParseTimers(bytes.NewReader(b))
+		for _, tm := range ts {
+			if err == nil && (tm.Signo < 0 || tm.Signo > 64) {
+				t.Errorf("took signal %d", tm.Signo)
+			}
+		}
+	})
+}

@@ -545,3 +545,20 @@ func TestParsePersonality(t *testing.T) {
 		}
 	})
 }
+
+func TestParseTimers(t *testing.T) {
+	in := "ID: 2\nsignal: 12/0000000000000000\nnotify: signal/tid.17989\nClockID: 1\nID: 0\nsignal: 10/0000000000001234\nnotify: none/pid.17987\nClockID: 0\n"
+	got, err := ParseTimers(strings.NewReader(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []PosixTimer{{ID: 2, Signo: 12, Notify: "signal", ToThread: true, Target: 17989, Clock: 1}, {ID: 0, Signo: 10, Value: 0x1234, Notify: "none", Target: 17987}}
+	if len(got) != 2 || got[0] != want[0] || got[1] != want[1] {
+		t.Errorf("parsed %+v, want %+v", got, want)
+	}
+	for _, bad := range []string{"signal: 10/0\n", "ID: x\n", "ID: 1\nnotify: signal/who.3\n", "ID: 1\nsignal: 99/0\n"} {
+		if _, err := ParseTimers(strings.NewReader(bad)); err == nil {
+			t.Errorf("ParseTimers(%q) took it", bad)
+		}
+	}
+}
