@@ -17,6 +17,7 @@ import (
 	"github.com/checkpoint-restore/go-criu/v7/crit/images/pagemap"
 	"github.com/checkpoint-restore/go-criu/v7/crit/images/pstree"
 	rseqimg "github.com/checkpoint-restore/go-criu/v7/crit/images/rseq"
+	seccompimg "github.com/checkpoint-restore/go-criu/v7/crit/images/seccomp"
 	"github.com/checkpoint-restore/go-criu/v7/crit/images/userns"
 	"github.com/checkpoint-restore/go-criu/v7/crit/images/vma"
 	"golang.org/x/sys/unix"
@@ -88,8 +89,9 @@ type dumpProc struct {
 	// same as the host ids unless the tree lives in its own namespace.
 	vpid, vppid, vpgid, vsid int
 	zombie                   bool
-	uidMap, gidMap           idMap  // the tree's user namespace's, if its own
-	exitCode                 uint32 // wait status of a zombie
+	uidMap, gidMap           idMap         // the tree's user namespace's, if its own
+	seccomp                  *seccompTable // the dump's seccomp filters
+	exitCode                 uint32        // wait status of a zombie
 	threads                  []*dumpThread
 	stat                     *proc.Stat
 	status                   *proc.Status
@@ -132,6 +134,7 @@ type dumpTree struct {
 	// uidMap and gidMap are those of the tree's own user namespace (nil
 	// in ctcr's).
 	uidMap, gidMap idMap
+	seccomp        seccompTable
 }
 
 // Dump checkpoints the process tree rooted at opts.Pid into opts.Dir. On
@@ -300,7 +303,7 @@ func (d *dumpTree) seize(root int) error {
 				if seized[tid] {
 					continue
 				}
-				stolen, err := ptrace.Seize(tid, 0)
+				stolen, err := ptrace.Seize(tid, unix.PTRACE_O_SUSPEND_SECCOMP)
 				if err != nil {
 					if tid != pid && (errors.Is(err, unix.ESRCH) || errors.Is(err, ptrace.ErrExited)) {
 						continue // a thread that exited meanwhile
@@ -427,7 +430,7 @@ func (d *dumpTree) seizeFrozen(root int) error {
 			return nil, fmt.Errorf("task %d: %w", pid, err)
 		}
 		for _, tid := range tids {
-			if err := ptrace.Attach(tid, 0); err != nil {
+			if err := ptrace.Attach(tid, unix.PTRACE_O_SUSPEND_SECCOMP); err != nil {
 				return nil, err
 			}
 			th := &dumpThread{tid: tid}
@@ -602,6 +605,7 @@ func (d *dumpTree) checkSharing() error {
 // Preconditions: runs on the tracer thread; the tree is seized.
 func (d *dumpTree) readStates() error {
 	for _, p := range d.procs {
+		p.seccomp = &d.seccomp
 		if p.zombie {
 			continue
 		}
@@ -784,6 +788,9 @@ func dumpThreadCore(p *dumpProc, th *dumpThread, q *threadQuery) (*criucore.Core
 			Comm:        proto.String(tstat.Comm),
 		},
 	}
+	if err := p.seccomp.dumpSeccomp(st, tid, c.ThreadCore); err != nil {
+		return nil, fmt.Errorf("task %d: %w", p.pid, err)
+	}
 	if rs.Pointer != 0 {
 		c.ThreadCore.RseqEntry = &rseqimg.RseqEntry{RseqAbiPointer: proto.Uint64(rs.Pointer), RseqAbiSize: proto.Uint32(rs.Size), Signature: proto.Uint32(rs.Signature)}
 	}
@@ -937,6 +944,11 @@ func (d *dumpTree) writeImages(stage *images.Staging, files *fileTable) error {
 	}
 	if d.uidMap != nil {
 		if err := w(images.Userns, images.Userns.FileName(nsOwn), &userns.UsernsEntry{UidMap: d.uidMap, GidMap: d.gidMap}); err != nil {
+			return err
+		}
+	}
+	if len(d.seccomp.filters) > 0 {
+		if err := w(images.Seccomp, images.Seccomp.FileName(), &seccompimg.SeccompEntry{SeccompFilters: d.seccomp.filters}); err != nil {
 			return err
 		}
 	}

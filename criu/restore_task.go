@@ -333,6 +333,17 @@ func (t *restoringTask) restoreThreadState(th *restoringThread) error {
 		}
 		what[b.add(unix.SYS_PRCTL, unix.PR_SET_NAME, p)] = "set name"
 	}
+	// Before the credentials, while the task may still install filters
+	// without no_new_privs; they bind it only once ctcr lets it go.
+	if tcore.GetSeccompMode() != 0 {
+		filters, err := t.tree.seccompFilters()
+		if err != nil {
+			return err
+		}
+		if err := restoreSeccomp(b, what, tcore, filters); err != nil {
+			return fmt.Errorf("%s: %w", where, err)
+		}
+	}
 	if res, err := b.run(); err != nil {
 		return fmt.Errorf("%s: %s: %w", where, what[len(res)], err)
 	}

@@ -3,6 +3,7 @@ package criu
 import (
 	"errors"
 	"fmt"
+	seccompimg "github.com/checkpoint-restore/go-criu/v7/crit/images/seccomp"
 	"os"
 	"sort"
 	"time"
@@ -31,11 +32,14 @@ type restoreTree struct {
 	root     *restoringTask
 	sock     *os.File
 	ctlAddr  uint64
-	nsFlags  uint64                // CLONE_NEW* for the root
-	progress *progress             // memory restored, for RestoreOptions.Progress
-	files    *fileRestore          // open file descriptions, opened once each
-	shmem    map[uint64]shmemPiece // shared anonymous objects mapped so far
-	memTime  time.Duration         // spent restoring memory
+	nsFlags  uint64    // CLONE_NEW* for the root
+	progress *progress // memory restored, for RestoreOptions.Progress
+	// seccomp is seccomp.img's filters once read (seccompRead).
+	seccomp     []*seccompimg.SeccompFilter
+	seccompRead bool
+	files       *fileRestore          // open file descriptions, opened once each
+	shmem       map[uint64]shmemPiece // shared anonymous objects mapped so far
+	memTime     time.Duration         // spent restoring memory
 	// outerSid and outerPgid are the root's session and group when they
 	// are outside the tree: the restored tree joins ctcr's instead.
 	outerSid, outerPgid int
@@ -629,4 +633,16 @@ func (t *restoringTask) createThreads() error {
 		}
 	}
 	return nil
+}
+
+// seccompFilters returns seccomp.img's filters, read once.
+func (rt *restoreTree) seccompFilters() ([]*seccompimg.SeccompFilter, error) {
+	if !rt.seccompRead {
+		f, err := seccompFilters(rt.opts.Dir)
+		if err != nil {
+			return nil, err
+		}
+		rt.seccomp, rt.seccompRead = f, true
+	}
+	return rt.seccomp, nil
 }

@@ -842,3 +842,37 @@ func TestContainerUserns(t *testing.T) {
 		t.Errorf("seen from the host, the restored init's uid_map is %q (%v), want 0 -> 100000", b, err)
 	}
 }
+
+// TestContainerSeccomp: a runc container whose seccomp profile denies
+// mkdir keeps its filter across a checkpoint: after restore its init,
+// and the processes it forks, are still denied.
+func TestContainerSeccomp(t *testing.T) {
+	const script = `i=0
+while :; do
+	i=$((i+1)); echo $i > /data/count
+	if mkdir /data/m$i 2>/dev/null; then echo allowed > /data/mkdir; else echo denied > /data/mkdir; fi
+	sleep 0.2
+done`
+	c := newContainer(t, "seccomp", func(s *specs.Spec) {
+		s.Process.Args = []string{"sh", "-c", script}
+		s.Linux.Seccomp = &specs.LinuxSeccomp{
+			DefaultAction: specs.ActAllow,
+			Architectures: []specs.Arch{specs.ArchX86_64},
+			Syscalls:      []specs.LinuxSyscall{{Names: []string{"mkdir", "mkdirat"}, Action: specs.ActErrno}},
+		}
+	})
+	c.start()
+	const look = "grep -E '^(Seccomp|Seccomp_filters|NoNewPrivs):' /proc/1/status; cat /data/mkdir"
+	before := c.mustExec(t, look)
+	if !strings.Contains(before, "Seccomp:\t2") || !strings.Contains(before, "denied") {
+		t.Fatalf("before the checkpoint the container's init is not filtered as its profile says:\n%s", before)
+	}
+	dir := filepath.Join(t.TempDir(), "ck")
+	checkpointContainer(t, c, dir)
+	restoreContainer(t, c, dir)
+	c.assertCounting(t, "after restore")
+	time.Sleep(500 * time.Millisecond) // a few mkdir attempts of the restored tree
+	if after := c.mustExec(t, look); after != before {
+		t.Errorf("after restore:\n%s\nbefore the checkpoint:\n%s", after, before)
+	}
+}

@@ -130,3 +130,23 @@ func TestPosixTimers(t *testing.T) {
 		w.checkPasses(30*time.Second, "ptimers")
 	})
 }
+
+// TestSeccomp dumps the seccomp workload (two filters in the main
+// thread, none in a worker), restores it and expects the same filters in
+// the same threads, denying what they denied.
+func TestSeccomp(t *testing.T) {
+	t.Run("seccomp filters come back in the threads that had them", func(t *testing.T) {
+		needCtcr(t)
+		w := startWorkload(t, "seccomp")
+		img := filepath.Join(t.TempDir(), "img")
+		dump(t, w, img, false, 0)
+		restoreForeground(t, w, img, scenario{}, nil)
+		if !t.Failed() {
+			decodeWithCrit(t, img)
+		}
+	})
+	t.Run("the seccomp workload passes when it is never dumped", func(t *testing.T) {
+		w := startWorkload(t, "seccomp")
+		w.checkPasses(30*time.Second, "seccomp")
+	})
+}
