@@ -715,6 +715,9 @@ func (p *dumpProc) readState() error {
 		Sigactions:     q.sigactions,
 		ChildSubreaper: proto.Bool(q.subreaper),
 	}
+	if err := dumpProcKnobs(pid, p.leader().core.Tc); err != nil {
+		return err
+	}
 	auxv, err := proc.ReadAuxv(pid)
 	if err != nil {
 		return fmt.Errorf("task %d: %w", pid, err)
@@ -787,6 +790,10 @@ func dumpThreadCore(p *dumpProc, th *dumpThread, q *threadQuery) (*criucore.Core
 			Creds:       dumpCreds(st, uint32(q.secbits), p.uidMap, p.gidMap),
 			Comm:        proto.String(tstat.Comm),
 		},
+	}
+	if st.CapAmb != 0 {
+		// creds_entry has no field for them: they would be lost.
+		return nil, fmt.Errorf("%s has ambient capabilities %#x, which the images cannot hold: %w", where, st.CapAmb, ErrUnsupported)
 	}
 	if err := p.seccomp.dumpSeccomp(st, tid, c.ThreadCore); err != nil {
 		return nil, fmt.Errorf("task %d: %w", p.pid, err)

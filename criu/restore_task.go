@@ -276,6 +276,9 @@ func (t *restoringTask) restoreTaskState() error {
 	if res, err := b.run(); err != nil {
 		return fmt.Errorf("%s: %s: %w", where, what[len(res)], err)
 	}
+	if err := restoreProcKnobs(t.pid, where, tc); err != nil {
+		return err
+	}
 	threads := append([]*restoringThread{{tid: t.pid, vtid: t.vpid, core: t.img.core, ctl: t.ctl}}, t.threads...)
 	for _, th := range threads {
 		if err := t.restoreThreadState(th); err != nil {

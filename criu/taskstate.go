@@ -3,7 +3,11 @@ package criu
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"os"
+	"strconv"
+	"strings"
 
 	"github.com/checkpoint-restore/go-criu/v7/crit/images/creds"
 	criucore "github.com/checkpoint-restore/go-criu/v7/crit/images/criu-core"
@@ -311,4 +315,65 @@ func queryPosixTimers(c *taskCtl, where string, timers []proc.PosixTimer, tidOf 
 		out = append(out, e)
 	}
 	return out, nil
+}
+
+// dumpProcKnobs reads what a process keeps in /proc files ctcr writes
+// back from outside: the OOM killer's adjustment and the audit login uid
+// (without audit support the file is absent and nothing is kept).
+func dumpProcKnobs(pid int, tc *criucore.TaskCoreEntry) error {
+	read := func(name string) (string, bool, error) {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/%s", pid, name))
+		if errors.Is(err, os.ErrNotExist) {
+			return "", false, nil
+		}
+		if err != nil {
+			return "", false, fmt.Errorf("task %d: %w", pid, err)
+		}
+		return strings.TrimSpace(string(b)), true, nil
+	}
+	if v, ok, err := read("oom_score_adj"); err != nil {
+		return err
+	} else if ok {
+		n, err := strconv.ParseInt(v, 10, 32)
+		if err != nil {
+			return fmt.Errorf("task %d: oom_score_adj %q", pid, v)
+		}
+		tc.OomScoreAdj = proto.Int32(int32(n))
+	}
+	if v, ok, err := read("loginuid"); err != nil {
+		return err
+	} else if ok {
+		n, err := strconv.ParseUint(v, 10, 32)
+		if err != nil {
+			return fmt.Errorf("task %d: loginuid %q", pid, v)
+		}
+		tc.Loginuid = proto.Uint32(uint32(n))
+	}
+	return nil
+}
+
+// restoreProcKnobs writes them back into restored process pid, from
+// outside; a login uid already right is left alone (the kernel may
+// refuse to change it again).
+func restoreProcKnobs(pid int, where string, tc *criucore.TaskCoreEntry) error {
+	write := func(name, v string) error {
+		if err := os.WriteFile(fmt.Sprintf("/proc/%d/%s", pid, name), []byte(v), 0); err != nil {
+			return fmt.Errorf("%s: %s %s: %w", where, name, v, err)
+		}
+		return nil
+	}
+	if tc.OomScoreAdj != nil {
+		if err := write("oom_score_adj", strconv.Itoa(int(tc.GetOomScoreAdj()))); err != nil {
+			return err
+		}
+	}
+	if tc.Loginuid != nil {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/loginuid", pid))
+		if err == nil && strings.TrimSpace(string(b)) != strconv.FormatUint(uint64(tc.GetLoginuid()), 10) {
+			if err := write("loginuid", strconv.FormatUint(uint64(tc.GetLoginuid()), 10)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }

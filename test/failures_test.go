@@ -103,6 +103,21 @@ func TestDumpFailures(t *testing.T) {
 		}
 	})
 
+	t.Run("a task with ambient capabilities, which the images cannot hold, is refused naming them", func(t *testing.T) {
+		needCtcr(t)
+		cmd := exec.Command("/bin/sleep", "100")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, AmbientCaps: []uintptr{unix.CAP_NET_BIND_SERVICE}}
+		if err := cmd.Start(); err != nil {
+			t.Skipf("cannot start a task with an ambient capability here: %v", err)
+		}
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		r := runCtcr(t, 60*time.Second, "dump", "-t", strconv.Itoa(cmd.Process.Pid), "-D", filepath.Join(t.TempDir(), "img"))
+		assertFailed(t, r, "ambient capabilities")
+		if err := assertRunnable(cmd.Process.Pid); err != nil {
+			t.Errorf("after the refused dump: %v", err)
+		}
+	})
+
 	cases := []struct {
 		name     string
 		workload string

@@ -249,6 +249,11 @@ int main(int argc, char **argv)
 	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0 || prctl(PR_SET_PDEATHSIG, SIGWINCH, 0, 0, 0) < 0)
 		wl_die("dumpable/pdeathsig");
 
+	/* The OOM killer's adjustment, which ctcr writes from outside. */
+	int ofd = open("/proc/self/oom_score_adj", O_WRONLY);
+	if (ofd < 0 || write(ofd, "123", 3) != 3 || close(ofd) < 0)
+		wl_die("oom_score_adj");
+
 	char exe[4096];
 	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
 	if (n < 0)
@@ -288,6 +293,13 @@ int main(int argc, char **argv)
 	check_eq("pdeathsig", SIGWINCH, pd);
 	check_eq("dumpable", 0, prctl(PR_GET_DUMPABLE, 0, 0, 0, 0));
 	check_eq("no_new_privs", 1, prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0));
+	char oom[16] = {0};
+	ofd = open("/proc/self/oom_score_adj", O_RDONLY);
+	if (ofd < 0 || read(ofd, oom, sizeof(oom) - 1) <= 0)
+		wl_fail("read oom_score_adj: %s", strerror(errno));
+	if (ofd >= 0)
+		close(ofd);
+	check_eq("oom_score_adj", 123, atoi(oom));
 	check_eq("securebits", SECBIT_NO_SETUID_FIXUP, prctl(PR_GET_SECUREBITS, 0, 0, 0, 0));
 	check_eq("CAP_SYS_BOOT in the bounding set", 0, prctl(PR_CAPBSET_READ, CAP_SYS_BOOT, 0, 0, 0));
 	check_eq("CAP_KILL in the bounding set", 1, prctl(PR_CAPBSET_READ, CAP_KILL, 0, 0, 0));
