@@ -902,6 +902,10 @@ func dumpMemory(p, parent *dumpProc, files *fileTable, shmem map[uint64]bool, pa
 	if err != nil {
 		return 0, fmt.Errorf("task %d: %w", pid, err)
 	}
+	vmFlags, err := proc.ReadVmFlags(pid)
+	if err != nil {
+		return 0, fmt.Errorf("task %d: %w", pid, err)
+	}
 	var vmas []*vma.VmaEntry
 	var skip []*vma.VmaEntry
 	seenHere := map[uint64]bool{}
@@ -913,6 +917,7 @@ func dumpMemory(p, parent *dumpProc, files *fileTable, shmem map[uint64]bool, pa
 		if e == nil {
 			continue
 		}
+		adviseVMA(e, vmFlags[e.GetStart()])
 		vmas = append(vmas, e)
 		if e.GetStatus()&vmaAnonShared != 0 {
 			id := e.GetShmid()

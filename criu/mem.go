@@ -413,3 +413,28 @@ func copyRuns(pid int, runs []pageRun, out []byte, pr *progress) error {
 func sortVMAs(v []*vma.VmaEntry) {
 	sort.Slice(v, func(i, j int) bool { return v[i].GetStart() < v[j].GetStart() })
 }
+
+// vmAdvice maps smaps' VmFlags names to the madvise advice that sets
+// them; CRIU's vma_entry.madv holds 1 << advice for each.
+var vmAdvice = map[string]uint64{
+	"dc": unix.MADV_DONTFORK, "wf": unix.MADV_WIPEONFORK, "dd": unix.MADV_DONTDUMP,
+	"hg": unix.MADV_HUGEPAGE, "nh": unix.MADV_NOHUGEPAGE, "mg": unix.MADV_MERGEABLE,
+	"sr": unix.MADV_SEQUENTIAL, "rr": unix.MADV_RANDOM,
+}
+
+// adviseVMA records the advice and lock state of mapping e from its
+// VmFlags: advice in madv, an mlock'ed mapping as MAP_LOCKED in flags.
+func adviseVMA(e *vma.VmaEntry, flags []string) {
+	var madv uint64
+	for _, f := range flags {
+		if a, ok := vmAdvice[f]; ok {
+			madv |= 1 << a
+		}
+		if f == "lo" {
+			e.Flags = proto.Uint32(e.GetFlags() | unix.MAP_LOCKED)
+		}
+	}
+	if madv != 0 {
+		e.Madv = proto.Uint64(madv)
+	}
+}

@@ -156,9 +156,19 @@ func (t *restoringTask) restoreMemory() error {
 		if !vmaSpecial(v) && t.needsWrite(v) {
 			fix.add(unix.SYS_MPROTECT, v.GetStart(), v.GetEnd()-v.GetStart(), uint64(v.GetProt()))
 		}
+		// Advice and locks last: a fork must not miss a mapping that
+		// becomes MADV_DONTFORK, nor lock pages not yet filled.
+		for a := uint64(0); a < 64; a++ {
+			if v.GetMadv()&(1<<a) != 0 {
+				fix.add(unix.SYS_MADVISE, v.GetStart(), v.GetEnd()-v.GetStart(), a)
+			}
+		}
+		if v.GetFlags()&unix.MAP_LOCKED != 0 {
+			fix.add(unix.SYS_MLOCK, v.GetStart(), v.GetEnd()-v.GetStart())
+		}
 	}
 	if _, err := fix.run(); err != nil {
-		return fmt.Errorf("%s: protect mappings: %w", t.where(), err)
+		return fmt.Errorf("%s: protect, advise and lock mappings: %w", t.where(), err)
 	}
 	return nil
 }

@@ -100,3 +100,11 @@ func FuzzParseTimers(f *testing.F) {
 		}
 	})
 }
+
+func FuzzParseVmFlags(f *testing.F) {
+	f.Add([]byte("7f6a63406000-7f6a63407000 rw-p 00000000 00:00 0 \nSize:                  4 kB\nVmFlags: rd wr mr mw me ac wf \n"))
+	f.Add([]byte("VmFlags: rd\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		ParseVmFlags(bytes.NewReader(b))
+	})
+}

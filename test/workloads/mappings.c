@@ -15,6 +15,8 @@
  *   readonly    anonymous page filled, then made PROT_READ
  *   vdso        [vdso], [vvar], [vvar_vclock] at the same addresses, and
  *               clock_gettime, gettimeofday and time still work
+ *   advised     four pages: MADV_WIPEONFORK, MADV_DONTDUMP, mlock'ed,
+ *               MADV_DONTFORK; their VmFlags in smaps read the same
  *
  * ready holds /proc/self/maps; after restore every mapping listed there
  * must exist with the same start-end, permissions, offset and path (a
@@ -170,6 +172,34 @@ static double ts_sec(struct timespec ts)
 	return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+/* vmflags copies the VmFlags of the mapping holding addr from smaps. */
+static void vmflags(void *addr, char *out, size_t cap)
+{
+	static char buf[1 << 20];
+	out[0] = 0;
+	int fd = open("/proc/self/smaps", O_RDONLY);
+	ssize_t n = 0, r;
+	while (fd >= 0 && (r = read(fd, buf + n, sizeof(buf) - 1 - n)) > 0)
+		n += r;
+	if (fd >= 0)
+		close(fd);
+	buf[n > 0 ? n : 0] = 0;
+	int in = 0;
+	for (char *line = buf; line && *line;) {
+		char *nl = strchr(line, '\n');
+		if (nl)
+			*nl = 0;
+		unsigned long lo, hi;
+		if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' '))
+			in = (unsigned long)addr >= lo && (unsigned long)addr < hi;
+		else if (in && !strncmp(line, "VmFlags:", 8)) {
+			snprintf(out, cap, "%s", line + 9);
+			return;
+		}
+		line = nl ? nl + 1 : NULL;
+	}
+}
+
 int main(int argc, char **argv)
 {
 	wl_init(argc, argv);
@@ -238,16 +268,28 @@ int main(int argc, char **argv)
 	if (mprotect(ro, pg, PROT_READ) < 0)
 		wl_die("mprotect ro");
 
+	/* advised: one page of each advice, each its own VMA */
+	unsigned char *adv = mmap(NULL, 4 * pg, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (adv == MAP_FAILED)
+		wl_die("mmap advised");
+	memset(adv, 'A', 4 * pg);
+	if (madvise(adv, pg, MADV_WIPEONFORK) || madvise(adv + pg, pg, MADV_DONTDUMP) || mlock(adv + 2 * pg, pg) ||
+	    madvise(adv + 3 * pg, pg, MADV_DONTFORK))
+		wl_die("madvise advised");
+	char advflags[4][256];
+	for (int i = 0; i < 4; i++)
+		vmflags(adv + i * pg, advflags[i], sizeof(advflags[i]));
+
 	struct timespec mono_before, real_before;
 	clock_gettime(CLOCK_MONOTONIC, &mono_before);
 	clock_gettime(CLOCK_REALTIME, &real_before);
 
 	read_maps(maps_now, sizeof(maps_now));
 	wl_ready("pid %d\nbrk %p\nheap %p\nbig %p\npriv %p\nshared %p\nshanon %p\nguard %p\nro %p\n"
-		 "stack %p\nmono %.9f\nreal %.9f\nmaps\n%s",
+		 "stack %p\nmono %.9f\nreal %.9f\nadv0 %s\nadv1 %s\nadv2 %s\nadv3 %s\nmaps\n%s",
 		 getpid(), brk_before, (void *)heap, (void *)big, (void *)priv, (void *)shared,
 		 (void *)shanon, (void *)guard, (void *)ro, (void *)stack,
-		 ts_sec(mono_before), ts_sec(real_before), maps_now);
+		 ts_sec(mono_before), ts_sec(real_before), advflags[0], advflags[1], advflags[2], advflags[3], maps_now);
 
 	while (!wl_check_requested())
 		wl_sleep_ms(10);
@@ -386,6 +428,16 @@ int main(int argc, char **argv)
 		wl_fail("gettimeofday %ld, before %.0f", (long)tv.tv_sec, saved_real);
 	if (now < (time_t)saved_real - 1 || now > (time_t)saved_real + 3600)
 		wl_fail("time() %ld, before %.0f", (long)now, saved_real);
+
+	/* The advice of each page of advised. */
+	for (int i = 0; i < 4; i++) {
+		char key[8], now[256];
+		snprintf(key, sizeof(key), "adv%d", i);
+		vmflags(adv + i * pg, now, sizeof(now));
+		const char *was = wl_saved(key);
+		if (!was || strncmp(was, now, strlen(now)) || was[strlen(now)] != '\n')
+			wl_fail("advised page %d has VmFlags %s, had %.60s", i, now, was ? was : "?");
+	}
 
 	/* The heap still grows. */
 	unsigned char *more = malloc(HEAP_BYTES);

@@ -1,0 +1,57 @@
+package proc
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+)
+
+// ParseVmFlags parses /proc/PID/smaps into the VmFlags of each mapping,
+// by start address: two-letter names ("dc" MADV_DONTFORK, "wf"
+// MADV_WIPEONFORK, "lo" mlock'ed, ...).
+func ParseVmFlags(r io.Reader) (map[uint64][]string, error) { return parseVmFlags(r, "smaps") }
+
+// ReadVmFlags reads /proc/PID/smaps for the VmFlags of its mappings.
+func ReadVmFlags(pid int) (map[uint64][]string, error) {
+	path := pidFile(pid, "smaps")
+	b, err := readFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return parseVmFlags(bytes.NewReader(b), path)
+}
+
+func parseVmFlags(r io.Reader, file string) (map[uint64][]string, error) {
+	out := map[uint64][]string{}
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	line := 0
+	var start uint64
+	have := false
+	for sc.Scan() {
+		line++
+		t := sc.Text()
+		if rest, ok := strings.CutPrefix(t, "VmFlags:"); ok {
+			if !have {
+				return nil, &ParseError{File: file, Line: line, Err: fmt.Errorf("VmFlags before any mapping")}
+			}
+			out[start] = strings.Fields(rest)
+			continue
+		}
+		// A mapping's first line: "start-end perms ...".
+		if sp := strings.IndexByte(t, ' '); sp > 0 {
+			if lo, _, ok := strings.Cut(t[:sp], "-"); ok && !strings.HasSuffix(t[:sp], ":") {
+				if v, err := strconv.ParseUint(lo, 16, 64); err == nil {
+					start, have = v, true
+				}
+			}
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, &ParseError{File: file, Err: err}
+	}
+	return out, nil
+}
