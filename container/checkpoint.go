@@ -206,6 +206,27 @@ func checkTasks(init int, cg *cgroup.Set) error {
 			queue = append(queue, kids...)
 		}
 	}
+	// One cgroup for the whole tree is what the checkpoint keeps: a task
+	// in a cgroup below it would come back in the container's own.
+	initCg, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", init))
+	if err != nil {
+		return fmt.Errorf("init %d: %w", init, err)
+	}
+	initLines := map[string]bool{}
+	for _, l := range strings.Split(string(initCg), "\n") {
+		initLines[l] = true
+	}
+	for _, p := range pids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", p))
+		if err != nil {
+			continue // gone: the freezer holds the rest
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			if !initLines[l] {
+				return fmt.Errorf("task %d is in cgroup %q, below the container's, which the checkpoint does not keep (its init %d is not): %w", p, l, init, criu.ErrUnsupported)
+			}
+		}
+	}
 	var stray []string
 	for _, p := range pids {
 		if !tree[p] {

@@ -876,3 +876,47 @@ done`
 		t.Errorf("after restore:\n%s\nbefore the checkpoint:\n%s", after, before)
 	}
 }
+
+// TestContainerSubCgroupRefused: a task moved to a cgroup below the
+// container's is refused by name (the checkpoint keeps one cgroup for
+// the tree), and the container runs on thawed.
+func TestContainerSubCgroupRefused(t *testing.T) {
+	c := newContainer(t, "subcg", nil)
+	c.start()
+	init := c.inits[0]
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", init, init))
+	kids := strings.Fields(string(b))
+	if err != nil || len(kids) == 0 {
+		t.Fatalf("the container's init %d has no children: %q, %v", init, b, err)
+	}
+	var cgPath string
+	cgFile, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", init))
+	for _, l := range strings.Split(string(cgFile), "\n") {
+		if f := strings.SplitN(l, ":", 3); len(f) == 3 && f[1] == "freezer" {
+			cgPath = f[2]
+		}
+	}
+	if cgPath == "" {
+		t.Skipf("no v1 freezer hierarchy: %q", cgFile)
+	}
+	sub := filepath.Join("/sys/fs/cgroup/freezer", cgPath, "sub")
+	if err := os.Mkdir(sub, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if pids, err := os.ReadFile(filepath.Join(sub, "cgroup.procs")); err == nil {
+			for _, p := range strings.Fields(string(pids)) {
+				os.WriteFile(filepath.Join(filepath.Dir(sub), "cgroup.procs"), []byte(p), 0o644)
+			}
+		}
+		os.Remove(sub)
+	})
+	if err := os.WriteFile(filepath.Join(sub, "cgroup.procs"), []byte(kids[0]), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := runCtcr(t, 60*time.Second, "checkpoint", c.id, "-D", filepath.Join(t.TempDir(), "ck"))
+	if r.code() != 16 || !strings.Contains(r.stderr(), "task "+kids[0]) || !strings.Contains(r.stderr(), "below the container's") {
+		t.Fatalf("%s: exit status %d, stderr %q; want 16 naming task %s and its cgroup", r, r.code(), r.stderr(), kids[0])
+	}
+	c.assertCounting(t, "after the refused checkpoint")
+}
