@@ -718,6 +718,9 @@ func (p *dumpProc) readState() error {
 	if err := dumpProcKnobs(pid, p.leader().core.Tc); err != nil {
 		return err
 	}
+	if err := sameLSMLabel(pid); err != nil {
+		return err
+	}
 	auxv, err := proc.ReadAuxv(pid)
 	if err != nil {
 		return fmt.Errorf("task %d: %w", pid, err)

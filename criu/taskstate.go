@@ -377,3 +377,21 @@ func restoreProcKnobs(pid int, where string, tc *criucore.TaskCoreEntry) error {
 	}
 	return nil
 }
+
+// sameLSMLabel refuses a task whose LSM label (AppArmor profile, SELinux
+// context) is not ctcr's own: restored tasks take ctcr's, and ctcr does
+// not set another yet. Without an LSM the files answer EINVAL.
+func sameLSMLabel(pid int) error {
+	mine, err := os.ReadFile("/proc/self/attr/current")
+	if err != nil {
+		return nil // no LSM with labels
+	}
+	theirs, err := os.ReadFile(fmt.Sprintf("/proc/%d/attr/current", pid))
+	if err != nil {
+		return fmt.Errorf("task %d: LSM label: %w", pid, err)
+	}
+	if t := strings.TrimRight(string(theirs), "\x00\n"); t != strings.TrimRight(string(mine), "\x00\n") {
+		return fmt.Errorf("task %d runs under the LSM label %q, not ctcr's own %q, which a restored task would get: %w", pid, t, strings.TrimRight(string(mine), "\x00\n"), ErrUnsupported)
+	}
+	return nil
+}
