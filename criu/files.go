@@ -175,6 +175,11 @@ func dumpOneFd(d *fdDump) (*fdinfo.FdinfoEntry, error) {
 		fdFlags = unix.FD_CLOEXEC
 	}
 	d.flags = d.info.Flags &^ unix.O_CLOEXEC
+	if d.flags&unix.O_ASYNC != 0 {
+		// Its SIGIO owner and signal (F_SETOWN, F_SETSIG) live in the
+		// task: the images would keep the flag without them.
+		return nil, fmt.Errorf("%s (%s) is in O_ASYNC mode, whose signal owner ctcr does not keep: %w", d.where, d.link, ErrUnsupported)
+	}
 	files := d.files
 	for _, p := range files.opened {
 		if p.ino == d.st.Ino && p.dev == d.st.Dev && sameFile(p.pid, p.fd, d.pid, d.fd) {

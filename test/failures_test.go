@@ -103,6 +103,32 @@ func TestDumpFailures(t *testing.T) {
 		}
 	})
 
+	t.Run("an fd in O_ASYNC mode, whose signal owner is not kept, is refused naming it", func(t *testing.T) {
+		needCtcr(t)
+		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		theirs := os.NewFile(uintptr(fds[0]), "async")
+		defer os.NewFile(uintptr(fds[1]), "ours").Close()
+		if _, err := unix.FcntlInt(theirs.Fd(), unix.F_SETFL, unix.O_ASYNC); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command("/bin/sleep", "100")
+		cmd.ExtraFiles = []*os.File{theirs}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		theirs.Close()
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		r := runCtcr(t, 60*time.Second, "dump", "-t", strconv.Itoa(cmd.Process.Pid), "-D", filepath.Join(t.TempDir(), "img"))
+		assertFailed(t, r, "fd 3")
+		if !strings.Contains(r.stderr(), "O_ASYNC") {
+			t.Errorf("%s: stderr %q does not name O_ASYNC", r, r.stderr())
+		}
+	})
+
 	t.Run("a task with ambient capabilities, which the images cannot hold, is refused naming them", func(t *testing.T) {
 		needCtcr(t)
 		cmd := exec.Command("/bin/sleep", "100")
