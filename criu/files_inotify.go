@@ -174,6 +174,12 @@ func dumpInotify(d *fdDump) (*fdinfo.FileEntry, error) {
 	if !isAnon(d, "inotify") {
 		return nil, nil
 	}
+	if f, err := d.file(); err == nil {
+		// FIONREAD (SIOCINQ) counts the bytes of events queued.
+		if n, err := unix.IoctlGetInt(int(f.Fd()), unix.SIOCINQ); err == nil && n > 0 {
+			d.files.warnf("%s (%s): the %d bytes of events queued on it are dropped: they cannot be queued again", d.where, d.link, n)
+		}
+	}
 	id := d.files.nextID()
 	ify := &fsnotify.InotifyFileEntry{Id: proto.Uint32(id), Flags: proto.Uint32(d.flags), Fown: zeroFown()}
 	for _, l := range d.info.Extra {

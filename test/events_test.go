@@ -6,8 +6,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestEventsAndLocks checkpoints a task that holds eventfds, an epoll
@@ -101,5 +104,38 @@ func decodeWithCrit(t *testing.T, dir string) {
 		if err != nil {
 			t.Errorf("crit decode -i %s: %v\n%s", base, err, tail(string(out), 2000))
 		}
+	}
+}
+
+// TestInotifyQueuedEventsWarned: events queued on an inotify fd cannot
+// be queued again; the dump says so in a warning and goes on.
+func TestInotifyQueuedEventsWarned(t *testing.T) {
+	needCtcr(t)
+	dir := t.TempDir()
+	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := os.NewFile(uintptr(fd), "inotify")
+	if _, err := unix.InotifyAddWatch(fd, dir, unix.IN_CREATE); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "new"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("/bin/sleep", "100")
+	cmd.ExtraFiles = []*os.File{f}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	r := runCtcr(t, 60*time.Second, "dump", "-t", strconv.Itoa(cmd.Process.Pid), "-D", filepath.Join(t.TempDir(), "img"), "--leave-running")
+	if r.code() != 0 {
+		t.Fatalf("%s: exit status %d; stderr: %s", r, r.code(), r.stderr())
+	}
+	if !strings.Contains(r.stderr(), "warning:") || !strings.Contains(r.stderr(), "events queued") || !strings.Contains(r.stderr(), "fd 3") {
+		t.Errorf("%s: stderr %q, want a warning that fd 3's queued events are dropped", r, r.stderr())
 	}
 }
