@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/ctcr/ctcr/criu/images"
+	"github.com/ctcr/ctcr/criu/kernel"
 	"github.com/ctcr/ctcr/criu/nsthread"
 	"github.com/ctcr/ctcr/criu/proc"
 )
@@ -538,7 +539,119 @@ func dumpSkOpts(fd int) (*skopts.SkOptsEntry, error) {
 		return nil, fmt.Errorf("SO_PASSCRED: %w", err)
 	}
 	o.SoPasscred = proto.Bool(pc != 0)
+	if err := dumpMoreSkOpts(fd, o); err != nil {
+		return nil, err
+	}
 	return o, nil
+}
+
+// dumpMoreSkOpts reads the socket options every socket family has beyond
+// buffers, timeouts and credentials. An option this socket lacks is left
+// out.
+func dumpMoreSkOpts(fd int, o *skopts.SkOptsEntry) error {
+	absent := func(err error) bool {
+		return errors.Is(err, unix.ENOPROTOOPT) || errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EINVAL)
+	}
+	for _, u := range []struct {
+		opt  int
+		name string
+		to   **uint32
+	}{{unix.SO_PRIORITY, "SO_PRIORITY", &o.SoPriority}, {unix.SO_RCVLOWAT, "SO_RCVLOWAT", &o.SoRcvlowat},
+		{unix.SO_MARK, "SO_MARK", &o.SoMark}, {kernel.SO_BUF_LOCK, "SO_BUF_LOCK", &o.SoBufLock}} {
+		v, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, u.opt)
+		if absent(err) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", u.name, err)
+		}
+		*u.to = proto.Uint32(uint32(v))
+	}
+	for _, b := range []struct {
+		opt  int
+		name string
+		to   **bool
+	}{{unix.SO_DONTROUTE, "SO_DONTROUTE", &o.SoDontroute}, {unix.SO_NO_CHECK, "SO_NO_CHECK", &o.SoNoCheck}} {
+		v, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, b.opt)
+		if absent(err) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", b.name, err)
+		}
+		*b.to = proto.Bool(v != 0)
+	}
+	if v, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_OOBINLINE); err == nil && v != 0 {
+		o.SoOobinline = proto.Uint32(1)
+	}
+	if l, err := unix.GetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER); err == nil && l.Onoff != 0 {
+		o.SoLinger = proto.Uint32(uint32(l.Linger))
+	}
+	if dev, err := unix.GetsockoptString(fd, unix.SOL_SOCKET, unix.SO_BINDTODEVICE); err == nil && dev != "" {
+		o.SoBoundDev = proto.String(dev)
+	}
+	prog, err := kernel.SocketFilter(fd)
+	if err != nil && !absent(err) {
+		return fmt.Errorf("SO_GET_FILTER: %w", err)
+	}
+	o.SoFilter = prog
+	return nil
+}
+
+// restoreMoreSkOpts sets what dumpMoreSkOpts read, the buffer locks
+// last: forcing the sizes locked them both.
+func restoreMoreSkOpts(fd int, o *skopts.SkOptsEntry) error {
+	set := func(opt int, name string, v int) error {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, opt, v); err != nil {
+			return fmt.Errorf("%s %d: %w", name, v, err)
+		}
+		return nil
+	}
+	for _, u := range []struct {
+		opt  int
+		name string
+		v    *uint32
+	}{{unix.SO_PRIORITY, "SO_PRIORITY", o.SoPriority}, {unix.SO_RCVLOWAT, "SO_RCVLOWAT", o.SoRcvlowat}, {unix.SO_MARK, "SO_MARK", o.SoMark}} {
+		if u.v != nil && *u.v != 0 {
+			if err := set(u.opt, u.name, int(*u.v)); err != nil {
+				return err
+			}
+		}
+	}
+	if o.GetSoDontroute() {
+		if err := set(unix.SO_DONTROUTE, "SO_DONTROUTE", 1); err != nil {
+			return err
+		}
+	}
+	if o.GetSoNoCheck() {
+		if err := set(unix.SO_NO_CHECK, "SO_NO_CHECK", 1); err != nil {
+			return err
+		}
+	}
+	if o.GetSoOobinline() != 0 {
+		if err := set(unix.SO_OOBINLINE, "SO_OOBINLINE", 1); err != nil {
+			return err
+		}
+	}
+	if o.SoLinger != nil {
+		if err := unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: int32(o.GetSoLinger())}); err != nil {
+			return fmt.Errorf("SO_LINGER %d: %w", o.GetSoLinger(), err)
+		}
+	}
+	if dev := o.GetSoBoundDev(); dev != "" {
+		if err := unix.SetsockoptString(fd, unix.SOL_SOCKET, unix.SO_BINDTODEVICE, dev); err != nil {
+			return fmt.Errorf("SO_BINDTODEVICE %q: %w", dev, err)
+		}
+	}
+	if err := kernel.SetSocketFilter(fd, o.GetSoFilter()); err != nil {
+		return fmt.Errorf("SO_ATTACH_FILTER (%d instructions): %w", len(o.GetSoFilter()), err)
+	}
+	if o.SoBufLock != nil {
+		if err := set(kernel.SO_BUF_LOCK, "SO_BUF_LOCK", int(o.GetSoBufLock())); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // dumpSkQueue copies the receive queue of the socket fd into
@@ -1198,5 +1311,5 @@ func restoreSkOpts(fd int, o *skopts.SkOptsEntry) error {
 			return fmt.Errorf("SO_PASSCRED: %w", err)
 		}
 	}
-	return nil
+	return restoreMoreSkOpts(fd, o)
 }

@@ -31,3 +31,8 @@ type TCPRepairOpt struct {
 	Code uint32
 	Val  uint32
 }
+
+// SO_BUF_LOCK (Linux 5.14; include/uapi/asm-generic/socket.h) reads and
+// sets which of the buffer sizes the user fixed (SOCK_SNDBUF_LOCK 1,
+// SOCK_RCVBUF_LOCK 2); the kernel tunes the others itself.
+const SO_BUF_LOCK = 72

@@ -51,3 +51,32 @@ func SetTCPRepairOptions(fd int, opts []TCPRepairOpt) error {
 	}
 	return setsockopt(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR_OPTIONS, unsafe.Pointer(&opts[0]), uintptr(len(opts))*unsafe.Sizeof(opts[0]))
 }
+
+// SocketFilter reads the classic BPF program attached to socket fd
+// (SO_GET_FILTER), one uint64 per struct sock_filter; none: nil.
+func SocketFilter(fd int) ([]uint64, error) {
+	// The length asked is in instructions; 0 asks how many there are.
+	n, err := getsockopt(fd, unix.SOL_SOCKET, unix.SO_GET_FILTER, nil, 0)
+	if err != nil || n == 0 {
+		return nil, err
+	}
+	prog := make([]uint64, n)
+	got, err := getsockopt(fd, unix.SOL_SOCKET, unix.SO_GET_FILTER, unsafe.Pointer(&prog[0]), n)
+	if err != nil {
+		return nil, err
+	}
+	return prog[:got], nil
+}
+
+// SetSocketFilter attaches prog to socket fd (SO_ATTACH_FILTER).
+func SetSocketFilter(fd int, prog []uint64) error {
+	if len(prog) == 0 {
+		return nil
+	}
+	fprog := struct {
+		Len    uint16
+		_      [6]byte
+		Filter *uint64
+	}{Len: uint16(len(prog)), Filter: &prog[0]}
+	return setsockopt(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, unsafe.Pointer(&fprog), unsafe.Sizeof(fprog))
+}

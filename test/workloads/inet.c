@@ -6,6 +6,9 @@
  *   L6      TCP listener on [::1]:<ephemeral>, IPV6_V6ONLY
  *   K       TCP socket never bound, SO_KEEPALIVE, TCP_KEEPIDLE 77
  *   UA, UB  UDP sockets bound to 127.0.0.1, UA connected to UB
+ *   options SO_PRIORITY, SO_MARK, SO_BINDTODEVICE on UA, a BPF filter on
+ *           UB, SO_LINGER, SO_RCVLOWAT, SO_DONTROUTE on K; no socket's
+ *           buffer sizes fixed (SO_BUF_LOCK 0)
  *   with the argument "conn" or "ended": C and S, the two ends of a TCP
  *           connection to a listener LC whose connections have a small
  *           receive buffer: C wrote until it could not (bytes queued in
@@ -26,6 +29,7 @@
 #include "workload.h"
 
 #include <arpa/inet.h>
+#include <linux/filter.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -143,6 +147,17 @@ int main(int argc, char **argv)
 		wl_die("keepalive socket");
 	int ua = udp_bound(), ub = udp_bound();
 	connect_port(ua, AF_INET, port_of(ub));
+
+	/* Socket options of every family. */
+	int prio = 5, mark = 7, lowat = 3;
+	struct linger lg = { .l_onoff = 1, .l_linger = 9 };
+	struct sock_filter accept_all[] = { BPF_STMT(BPF_RET | BPF_K, 0xffff) };
+	struct sock_fprog fprog = { .len = 1, .filter = accept_all };
+	if (setsockopt(ua, SOL_SOCKET, SO_PRIORITY, &prio, sizeof(prio)) || setsockopt(ua, SOL_SOCKET, SO_MARK, &mark, sizeof(mark)) ||
+	    setsockopt(ua, SOL_SOCKET, SO_BINDTODEVICE, "lo", 3) || setsockopt(ub, SOL_SOCKET, SO_ATTACH_FILTER, &fprog, sizeof(fprog)) ||
+	    setsockopt(k, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)) || setsockopt(k, SOL_SOCKET, SO_RCVLOWAT, &lowat, sizeof(lowat)) ||
+	    setsockopt(k, SOL_SOCKET, SO_DONTROUTE, &one, sizeof(one)))
+		wl_die("socket options");
 	int c = -1, s = -1;
 	long sent = 0;
 	if (conn || ended) {
@@ -215,6 +230,24 @@ int main(int argc, char **argv)
 		wl_fail("K: SO_KEEPALIVE %d, TCP_KEEPIDLE %d; were 1, 77", opt(k, SOL_SOCKET, SO_KEEPALIVE), opt(k, IPPROTO_TCP, TCP_KEEPIDLE));
 	if (port_of(k) != 0)
 		wl_fail("K is bound to port %d, was never bound", port_of(k));
+	if (opt(ua, SOL_SOCKET, SO_PRIORITY) != 5 || opt(ua, SOL_SOCKET, SO_MARK) != 7)
+		wl_fail("UA: SO_PRIORITY %d, SO_MARK %d; were 5, 7", opt(ua, SOL_SOCKET, SO_PRIORITY), opt(ua, SOL_SOCKET, SO_MARK));
+	char dev[16] = { 0 };
+	socklen_t dl = sizeof(dev);
+	if (getsockopt(ua, SOL_SOCKET, SO_BINDTODEVICE, dev, &dl) || strcmp(dev, "lo"))
+		wl_fail("UA is bound to device \"%s\", was lo", dev);
+	socklen_t fl = 0;
+	if (getsockopt(ub, SOL_SOCKET, SO_GET_FILTER, NULL, &fl) || fl != 1)
+		wl_fail("UB has a filter of %u instructions, had 1", fl);
+	struct linger lgot;
+	socklen_t ll = sizeof(lgot);
+	if (getsockopt(k, SOL_SOCKET, SO_LINGER, &lgot, &ll) || !lgot.l_onoff || lgot.l_linger != 9)
+		wl_fail("K: SO_LINGER %d/%d, was 1/9", lgot.l_onoff, lgot.l_linger);
+	if (opt(k, SOL_SOCKET, SO_RCVLOWAT) != 3 || opt(k, SOL_SOCKET, SO_DONTROUTE) != 1)
+		wl_fail("K: SO_RCVLOWAT %d, SO_DONTROUTE %d; were 3, 1", opt(k, SOL_SOCKET, SO_RCVLOWAT), opt(k, SOL_SOCKET, SO_DONTROUTE));
+	/* Buffer sizes nobody fixed are still the kernel's to tune. */
+	if (opt(k, SOL_SOCKET, 72 /* SO_BUF_LOCK */) != 0 || opt(l4, SOL_SOCKET, 72) != 0)
+		wl_fail("SO_BUF_LOCK of K %d, of L4 %d; were 0", opt(k, SOL_SOCKET, 72), opt(l4, SOL_SOCKET, 72));
 
 	if (conn) {
 		/* Every byte C wrote arrives, in order; then both ways again. */
