@@ -29,9 +29,10 @@ type Entry struct {
 	Checkpoint string `json:"checkpoint,omitempty"` // its directory
 }
 
-// List returns the containers that runc or crun report (in Places) and
-// those with a complete checkpoint (ctcr.json) under CheckpointRoot,
-// sorted by id. LXC containers appear only once they have a checkpoint:
+// List returns the containers that runc or crun report (in Places), those
+// ctcr restored and keeps a record of (LXC, --pid, --cgroup), and those
+// with a complete checkpoint (ctcr.json) under CheckpointRoot, sorted by
+// id. Other LXC containers appear only once they have a checkpoint:
 // listing them needs lxc-ls, and a host without LXC has none.
 func List() ([]Entry, error) {
 	byID := map[string]*Entry{}
@@ -53,6 +54,21 @@ func List() ([]Entry, error) {
 					byID[c.ID] = &Entry{ID: c.ID, Runtime: c.Runtime, Status: "stopped"}
 				}
 			}
+		}
+	}
+	// Containers ctcr restored that no runtime can tell of (LXC, --pid,
+	// --cgroup): ctcr's own record of their init.
+	recs, _ := filepath.Glob(filepath.Join(LockDir, "*.init.json"))
+	for _, rp := range recs {
+		id := strings.TrimSuffix(filepath.Base(rp), ".init.json")
+		r, err := readInitRecord(id)
+		if err != nil || byID[id] != nil {
+			continue
+		}
+		if r.running() {
+			byID[id] = &Entry{ID: id, Runtime: r.Runtime, Status: "running", Pid: r.Pid}
+		} else {
+			byID[id] = &Entry{ID: id, Runtime: r.Runtime, Status: "stopped"}
 		}
 	}
 	ents, err := os.ReadDir(CheckpointRoot)

@@ -133,7 +133,22 @@ while :; do i=$((i+1)); echo $i > "$0/count"; sleep 0.2; done`
 		t.Errorf("the restored init is not in its freezer cgroup %s: %q, %v", cgDir, b, err)
 	}
 
-	// Found again by its id: ctcr ps, a checkpoint by --pid, ctcr kill.
+	// Found again by its id: ctcr list and ps, a checkpoint by --pid,
+	// ctcr kill.
+	r = runCtcr(t, 20*time.Second, "list", "--json")
+	var ents []container.Entry
+	if err := json.Unmarshal([]byte(r.stdout()), &ents); err != nil || r.code() != 0 {
+		t.Fatalf("%s: exit %d, %v: %s %s", r, r.code(), err, r.stdout(), r.stderr())
+	}
+	listed := false
+	for _, e := range ents {
+		if e.ID == id {
+			listed = e.Status == "running" && e.Pid == restored && e.Runtime == "pid"
+		}
+	}
+	if !listed {
+		t.Errorf("ctcr list does not show %s running as init %d: %s", id, restored, r.stdout())
+	}
 	r = runCtcr(t, 20*time.Second, "ps", id, "--json")
 	var ps []container.Process
 	if err := json.Unmarshal([]byte(r.stdout()), &ps); err != nil || r.code() != 0 || len(ps) < 2 || ps[0].Pid != restored || ps[0].NSPid != 1 {
