@@ -200,6 +200,13 @@ func Dump(opts DumpOptions) (*DumpStats, error) {
 	if err := tr.Do(d.readStates); err != nil {
 		return nil, err
 	}
+	sched, err := d.dumpSched()
+	if err != nil {
+		return nil, err
+	}
+	if err := writeSched(stage.Path(schedFile), sched); err != nil {
+		return nil, fmt.Errorf("write %s: %w", schedFile, err)
+	}
 	opts.logf("task state read (%v since seize)", time.Since(frozenAt))
 
 	files := newFileTable()

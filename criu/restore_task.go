@@ -354,6 +354,13 @@ func (t *restoringTask) restoreThreadState(th *restoringThread) error {
 	if err := unix.SchedSetAttr(th.tid, &attr, 0); err != nil {
 		return fmt.Errorf("%s: scheduling policy %d nice %d: %w", where, attr.Policy, attr.Nice, err)
 	}
+	sched, err := t.tree.schedImage()
+	if err != nil {
+		return err
+	}
+	if err := restoreSched(sched, th.tid, th.vtid, th.vtid == t.vpid, t.opts.logf); err != nil {
+		return fmt.Errorf("%s: %w", where, err)
+	}
 	pdeathsig := tcore.GetPdeathSig()
 	if t.parent == nil && t.opts.DropRootPdeathsig {
 		pdeathsig = 0

@@ -37,6 +37,7 @@ type restoreTree struct {
 	// seccomp is seccomp.img's filters once read (seccompRead).
 	seccomp     []*seccompimg.SeccompFilter
 	seccompRead bool
+	sched       *schedImage           // sched.json, once read
 	files       *fileRestore          // open file descriptions, opened once each
 	shmem       map[uint64]shmemPiece // shared anonymous objects mapped so far
 	memTime     time.Duration         // spent restoring memory
@@ -645,4 +646,16 @@ func (rt *restoreTree) seccompFilters() ([]*seccompimg.SeccompFilter, error) {
 		rt.seccomp, rt.seccompRead = f, true
 	}
 	return rt.seccomp, nil
+}
+
+// schedImage returns sched.json's scheduling state, read once.
+func (rt *restoreTree) schedImage() (*schedImage, error) {
+	if rt.sched == nil {
+		img, err := readSched(rt.opts.Dir)
+		if err != nil {
+			return nil, err
+		}
+		rt.sched = img
+	}
+	return rt.sched, nil
 }

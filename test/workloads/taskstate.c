@@ -249,6 +249,18 @@ int main(int argc, char **argv)
 	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0 || prctl(PR_SET_PDEATHSIG, SIGWINCH, 0, 0, 0) < 0)
 		wl_die("dumpable/pdeathsig");
 
+	/* CPU affinity, I/O priority and timer slack (sched.json). */
+	int last_cpu = sysconf(_SC_NPROCESSORS_ONLN) - 1;
+	cpu_set_t cpus;
+	CPU_ZERO(&cpus);
+	CPU_SET(last_cpu, &cpus);
+	if (sched_setaffinity(0, sizeof(cpus), &cpus) < 0)
+		wl_die("sched_setaffinity");
+	if (syscall(SYS_ioprio_set, 1 /* IOPRIO_WHO_PROCESS */, 0, (2 << 13) | 6 /* best effort, level 6 */) < 0)
+		wl_die("ioprio_set");
+	if (prctl(PR_SET_TIMERSLACK, 123456, 0, 0, 0) < 0)
+		wl_die("timer slack");
+
 	/* The OOM killer's adjustment, which ctcr writes from outside. */
 	int ofd = open("/proc/self/oom_score_adj", O_WRONLY);
 	if (ofd < 0 || write(ofd, "123", 3) != 3 || close(ofd) < 0)
@@ -300,6 +312,14 @@ int main(int argc, char **argv)
 	if (ofd >= 0)
 		close(ofd);
 	check_eq("oom_score_adj", 123, atoi(oom));
+	cpu_set_t got_cpus;
+	if (sched_getaffinity(0, sizeof(got_cpus), &got_cpus) < 0)
+		wl_fail("sched_getaffinity: %s", strerror(errno));
+	int lastc = sysconf(_SC_NPROCESSORS_ONLN) - 1;
+	check_eq("CPUs in the affinity", 1, CPU_COUNT(&got_cpus));
+	check_eq("the CPU of the affinity", 1, CPU_ISSET(lastc, &got_cpus));
+	check_eq("I/O priority", (2 << 13) | 6, syscall(SYS_ioprio_get, 1, 0));
+	check_eq("timer slack", 123456, prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0));
 	check_eq("securebits", SECBIT_NO_SETUID_FIXUP, prctl(PR_GET_SECUREBITS, 0, 0, 0, 0));
 	check_eq("CAP_SYS_BOOT in the bounding set", 0, prctl(PR_CAPBSET_READ, CAP_SYS_BOOT, 0, 0, 0));
 	check_eq("CAP_KILL in the bounding set", 1, prctl(PR_CAPBSET_READ, CAP_KILL, 0, 0, 0));

@@ -1,0 +1,123 @@
+package criu
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// Scheduling state CRIU's images have no field for, read and set by ctcr
+// from outside the tasks: each thread's CPU affinity and I/O priority,
+// and each process's timer slack. It goes beside the images:
+//
+//	sched.json: {"threads": {"VTID": {"cpus": [0, 2], "ioprio": 16390}},
+//	             "timerslack_ns": {"VPID": 50000}}
+//
+// A thread keeps only the CPUs the restoring machine has; if it has none
+// of them, the thread may run anywhere and the restore says so.
+
+const schedFile = "sched.json"
+
+type schedThread struct {
+	CPUs   []int `json:"cpus"`
+	Ioprio int   `json:"ioprio"`
+}
+
+type schedImage struct {
+	Threads    map[string]schedThread `json:"threads"`
+	TimerSlack map[string]uint64      `json:"timerslack_ns,omitempty"`
+}
+
+// dumpSched reads the scheduling state of every thread of the tree.
+func (d *dumpTree) dumpSched() (*schedImage, error) {
+	img := &schedImage{Threads: map[string]schedThread{}, TimerSlack: map[string]uint64{}}
+	for _, p := range d.procs {
+		if p.zombie {
+			continue
+		}
+		for _, th := range p.threads {
+			var set unix.CPUSet
+			if err := unix.SchedGetaffinity(th.tid, &set); err != nil {
+				return nil, fmt.Errorf("task %d thread %d: CPU affinity: %w", p.pid, th.tid, err)
+			}
+			var cpus []int
+			for c := 0; c < len(set)*64; c++ {
+				if set.IsSet(c) {
+					cpus = append(cpus, c)
+				}
+			}
+			prio, _, errno := unix.Syscall(unix.SYS_IOPRIO_GET, 1 /* IOPRIO_WHO_PROCESS */, uintptr(th.tid), 0)
+			if errno != 0 {
+				return nil, fmt.Errorf("task %d thread %d: I/O priority: %w", p.pid, th.tid, errno)
+			}
+			img.Threads[strconv.Itoa(th.vtid)] = schedThread{CPUs: cpus, Ioprio: int(prio)}
+		}
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/timerslack_ns", p.pid))
+		if err == nil {
+			if v, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64); err == nil {
+				img.TimerSlack[strconv.Itoa(p.vpid)] = v
+			}
+		}
+	}
+	return img, nil
+}
+
+func writeSched(path string, img *schedImage) error {
+	b, err := json.Marshal(img)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, b, 0o600)
+}
+
+// readSched reads sched.json; a checkpoint without one keeps nothing.
+func readSched(dir string) (*schedImage, error) {
+	b, err := os.ReadFile(filepath.Join(dir, schedFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return &schedImage{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var img schedImage
+	if err := json.Unmarshal(b, &img); err != nil {
+		return nil, corruptf(schedFile, "%v", err)
+	}
+	return &img, nil
+}
+
+// restoreSched gives thread tid (vtid in the image) its affinity and I/O
+// priority; a process's main thread also its timer slack.
+func restoreSched(img *schedImage, tid, vtid int, main bool, warnf func(string, ...any)) error {
+	if st, ok := img.Threads[strconv.Itoa(vtid)]; ok {
+		var have, want unix.CPUSet
+		if err := unix.SchedGetaffinity(0, &have); err != nil {
+			return err
+		}
+		for _, c := range st.CPUs {
+			if c >= 0 && c < len(want)*64 && have.IsSet(c) {
+				want.Set(c)
+			}
+		}
+		if want.Count() == 0 {
+			warnf("thread %d ran on CPUs %v, none of which this machine lets it use: it may run on any", vtid, st.CPUs)
+		} else if err := unix.SchedSetaffinity(tid, &want); err != nil {
+			return fmt.Errorf("thread %d: CPU affinity %v: %w", vtid, st.CPUs, err)
+		}
+		if _, _, errno := unix.Syscall(unix.SYS_IOPRIO_SET, 1 /* IOPRIO_WHO_PROCESS */, uintptr(tid), uintptr(st.Ioprio)); errno != 0 {
+			return fmt.Errorf("thread %d: I/O priority %#x: %w", vtid, st.Ioprio, errno)
+		}
+	}
+	if v, ok := img.TimerSlack[strconv.Itoa(vtid)]; ok && main {
+		if err := os.WriteFile(fmt.Sprintf("/proc/%d/timerslack_ns", tid), []byte(strconv.FormatUint(v, 10)), 0); err != nil {
+			return fmt.Errorf("task %d: timer slack %d ns: %w", vtid, v, err)
+		}
+	}
+	return nil
+}
