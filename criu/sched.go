@@ -19,8 +19,9 @@ import (
 //	sched.json: {"threads": {"VTID": {"cpus": [0, 2], "ioprio": 16390}},
 //	             "timerslack_ns": {"VPID": 50000}}
 //
-// A thread keeps only the CPUs the restoring machine has; if it has none
-// of them, the thread may run anywhere and the restore says so.
+// A thread keeps only the CPUs the restoring machine (and its cgroup's
+// cpuset) lets it use; if none of them, it may run on any and the
+// restore log says so.
 
 const schedFile = "sched.json"
 
@@ -96,9 +97,11 @@ func readSched(dir string) (*schedImage, error) {
 // priority; a process's main thread also its timer slack.
 func restoreSched(img *schedImage, tid, vtid int, main bool, warnf func(string, ...any)) error {
 	if st, ok := img.Threads[strconv.Itoa(vtid)]; ok {
+		// What the thread may use now: the machine's CPUs, within its
+		// cgroup's cpuset.
 		var have, want unix.CPUSet
-		if err := unix.SchedGetaffinity(0, &have); err != nil {
-			return err
+		if err := unix.SchedGetaffinity(tid, &have); err != nil {
+			return fmt.Errorf("thread %d: CPU affinity: %w", vtid, err)
 		}
 		for _, c := range st.CPUs {
 			if c >= 0 && c < len(want)*64 && have.IsSet(c) {
