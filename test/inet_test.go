@@ -24,14 +24,7 @@ import (
 // instead.
 func TestInetSockets(t *testing.T) {
 	t.Run("listeners, unconnected TCP and UDP sockets keep their addresses and options", func(t *testing.T) {
-		needCtcr(t)
-		w := startWorkload(t, "inet")
-		img := filepath.Join(t.TempDir(), "img")
-		dump(t, w, img, false, 0)
-		restoreForeground(t, w, img, scenario{}, nil)
-		if !t.Failed() {
-			decodeWithCrit(t, img)
-		}
+		dumpRestoreWorkload(t, "inet")
 	})
 	t.Run("an established connection with both ends in the tree moves with its queues", func(t *testing.T) {
 		needCtcr(t)

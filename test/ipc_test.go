@@ -50,14 +50,7 @@ func TestIPCDumpRestore(t *testing.T) {
 // workload kept.
 func TestSCMRights(t *testing.T) {
 	t.Run("fds in flight in unix socket queues come back with their messages", func(t *testing.T) {
-		needCtcr(t)
-		w := startWorkload(t, "scmrights")
-		img := filepath.Join(t.TempDir(), "img")
-		dump(t, w, img, false, 0)
-		restoreForeground(t, w, img, scenario{}, nil)
-		if !t.Failed() {
-			decodeWithCrit(t, img)
-		}
+		dumpRestoreWorkload(t, "scmrights")
 	})
 	t.Run("the scmrights workload passes when it is never dumped", func(t *testing.T) {
 		w := startWorkload(t, "scmrights")

@@ -116,14 +116,7 @@ func TestVforkRefused(t *testing.T) {
 // timers with their ids, signals, targets and time left, ticking on.
 func TestPosixTimers(t *testing.T) {
 	t.Run("POSIX timers come back with their ids, signals, targets and time left", func(t *testing.T) {
-		needCtcr(t)
-		w := startWorkload(t, "ptimers")
-		img := filepath.Join(t.TempDir(), "img")
-		dump(t, w, img, false, 0)
-		restoreForeground(t, w, img, scenario{}, nil)
-		if !t.Failed() {
-			decodeWithCrit(t, img)
-		}
+		dumpRestoreWorkload(t, "ptimers")
 	})
 	t.Run("the ptimers workload passes when it is never dumped", func(t *testing.T) {
 		w := startWorkload(t, "ptimers")
@@ -136,14 +129,7 @@ func TestPosixTimers(t *testing.T) {
 // the same threads, denying what they denied.
 func TestSeccomp(t *testing.T) {
 	t.Run("seccomp filters come back in the threads that had them", func(t *testing.T) {
-		needCtcr(t)
-		w := startWorkload(t, "seccomp")
-		img := filepath.Join(t.TempDir(), "img")
-		dump(t, w, img, false, 0)
-		restoreForeground(t, w, img, scenario{}, nil)
-		if !t.Failed() {
-			decodeWithCrit(t, img)
-		}
+		dumpRestoreWorkload(t, "seccomp")
 	})
 	t.Run("the seccomp workload passes when it is never dumped", func(t *testing.T) {
 		w := startWorkload(t, "seccomp")

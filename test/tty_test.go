@@ -23,14 +23,7 @@ import (
 // same.
 func TestTTYDumpRestore(t *testing.T) {
 	t.Run("a pty pair held by the tree comes back with its settings and carries bytes both ways", func(t *testing.T) {
-		needCtcr(t)
-		w := startWorkload(t, "tty")
-		img := filepath.Join(t.TempDir(), "img")
-		dump(t, w, img, false, 0)
-		restoreForeground(t, w, img, scenario{}, nil)
-		if !t.Failed() {
-			decodeWithCrit(t, img)
-		}
+		dumpRestoreWorkload(t, "tty")
 	})
 	t.Run("with --leave-running the tree runs on with the bytes buffered in its ptys given back", func(t *testing.T) {
 		needCtcr(t)

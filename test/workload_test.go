@@ -99,6 +99,21 @@ func (w *workload) requestCheck() {
 	}
 }
 
+// dumpRestoreWorkload starts workload name, dumps it (killing it),
+// restores it in the foreground, where it must check itself and pass,
+// and has crit decode the images.
+func dumpRestoreWorkload(t *testing.T, name string, args ...string) {
+	t.Helper()
+	needCtcr(t)
+	w := startWorkload(t, name, args...)
+	img := filepath.Join(t.TempDir(), "img")
+	dump(t, w, img, false, 0)
+	restoreForeground(t, w, img, scenario{}, nil)
+	if !t.Failed() {
+		decodeWithCrit(t, img)
+	}
+}
+
 // checkPasses asks the original process to check itself and expects it
 // to exit 0 within timeout with a PASS result; what names it in errors.
 func (w *workload) checkPasses(timeout time.Duration, what string) {
