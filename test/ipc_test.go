@@ -58,6 +58,18 @@ func TestSCMRights(t *testing.T) {
 	})
 }
 
+// TestNetlinkSockets dumps the netlink workload (a NETLINK_ROUTE socket
+// with groups below and above 32), restores it and expects the same port
+// id and groups, and answers to its requests.
+func TestNetlinkSockets(t *testing.T) {
+	t.Run("a netlink socket keeps its port id and groups and is answered", func(t *testing.T) {
+		dumpRestoreWorkload(t, "netlink")
+	})
+	t.Run("the netlink workload passes when it is never dumped", func(t *testing.T) {
+		startWorkload(t, "netlink").checkPasses(30*time.Second, "netlink")
+	})
+}
+
 // pipelineCmd is a three-stage shell pipeline of ipcpipe: a producer of
 // numbered lines, a filter that rewrites them, a consumer that appends
 // them to out.
@@ -181,15 +193,26 @@ func TestIPCRefusals(t *testing.T) {
 			names: []string{"fd 3", "unix socket", "peer", "outside the dumped tree"},
 		},
 		{
-			name: "a netlink socket, a kind ctcr does not handle, is refused naming the fd and its type",
+			name: "a packet socket, a kind ctcr does not handle, is refused naming the fd and its type",
 			file: func(t *testing.T) *os.File {
-				fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_ROUTE)
+				fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
 				if err != nil {
 					t.Fatal(err)
 				}
-				return os.NewFile(uintptr(fd), "netlink")
+				return os.NewFile(uintptr(fd), "packet")
 			},
 			names: []string{"fd 3", "socket:["},
+		},
+		{
+			name: "a pidfd is refused naming the fd and its type",
+			file: func(t *testing.T) *os.File {
+				fd, err := unix.PidfdOpen(os.Getpid(), 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return os.NewFile(uintptr(fd), "pidfd")
+			},
+			names: []string{"fd 3", "pidfd"},
 		},
 		{
 			name: "a raw IP socket is refused naming the fd, its family and type",

@@ -80,3 +80,19 @@ func SetSocketFilter(fd int, prog []uint64) error {
 	}{Len: uint16(len(prog)), Filter: &prog[0]}
 	return setsockopt(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, unsafe.Pointer(&fprog), unsafe.Sizeof(fprog))
 }
+
+// NetlinkMemberships returns the multicast groups netlink socket fd
+// joined, as bitmask words (NETLINK_LIST_MEMBERSHIPS): group g is bit
+// (g-1)%32 of word (g-1)/32.
+func NetlinkMemberships(fd int) ([]uint32, error) {
+	words := make([]uint32, 64)
+	n, err := getsockopt(fd, unix.SOL_NETLINK, unix.NETLINK_LIST_MEMBERSHIPS, unsafe.Pointer(&words[0]), uintptr(len(words)*4))
+	if err != nil {
+		return nil, err
+	}
+	words = words[:min(int(n)/4, len(words))]
+	for len(words) > 0 && words[len(words)-1] == 0 {
+		words = words[:len(words)-1]
+	}
+	return words, nil
+}
