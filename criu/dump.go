@@ -969,6 +969,15 @@ func (d *dumpTree) writeImages(stage *images.Staging, files *fileTable) error {
 			return err
 		}
 	}
+	if nsIDs["time"] == nsOwn {
+		e, err := dumpTimens(d.procs[0].pid)
+		if err != nil {
+			return err
+		}
+		if err := w(images.Timens, images.Timens.FileName(nsOwn), e); err != nil {
+			return err
+		}
+	}
 	if len(d.seccomp.filters) > 0 {
 		if err := w(images.Seccomp, images.Seccomp.FileName(), &seccompimg.SeccompEntry{SeccompFilters: d.seccomp.filters}); err != nil {
 			return err

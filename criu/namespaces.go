@@ -24,7 +24,7 @@ var nsKinds = []struct {
 }{
 	{"pid", unix.CLONE_NEWPID}, {"net", unix.CLONE_NEWNET}, {"ipc", unix.CLONE_NEWIPC},
 	{"uts", unix.CLONE_NEWUTS}, {"mnt", unix.CLONE_NEWNS}, {"cgroup", unix.CLONE_NEWCGROUP},
-	{"user", unix.CLONE_NEWUSER},
+	{"user", unix.CLONE_NEWUSER}, {"time", unix.CLONE_NEWTIME},
 }
 
 // nsSet records, per kind, whether the tree has its own namespace.
@@ -50,13 +50,6 @@ func namespaceIDs(pid int) (nsSet, error) {
 			out[k.name] = nsOwn
 		}
 	}
-	// A time namespace has no place in the images yet: its clock offsets
-	// would be lost.
-	var mine, theirs unix.Stat_t
-	if unix.Stat("/proc/self/ns/time", &mine) == nil && unix.Stat(fmt.Sprintf("/proc/%d/ns/time", pid), &theirs) == nil &&
-		(mine.Ino != theirs.Ino || mine.Dev != theirs.Dev) {
-		return nil, fmt.Errorf("task %d is in a time namespace of its own, whose clock offsets ctcr does not keep: %w", pid, ErrUnsupported)
-	}
 	return out, nil
 }
 
@@ -73,6 +66,7 @@ func (s nsSet) fill(ids *criucore.TaskKobjIdsEntry) {
 	set("mnt", &ids.MntNsId)
 	set("cgroup", &ids.CgroupNsId)
 	set("user", &ids.UserNsId)
+	set("time", &ids.TimeNsId)
 }
 
 // ownNamespaces returns the CLONE_NEW* flags of the namespaces the image
@@ -99,6 +93,9 @@ func ownNamespaces(ids *criucore.TaskKobjIdsEntry) uint64 {
 	}
 	if ids.GetUserNsId() == nsOwn {
 		flags |= unix.CLONE_NEWUSER
+	}
+	if ids.GetTimeNsId() == nsOwn {
+		flags |= unix.CLONE_NEWTIME
 	}
 	return flags
 }

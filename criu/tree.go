@@ -200,9 +200,15 @@ func (rt *restoreTree) build(pp *puppet) error {
 	root := rt.root
 	// A cgroup namespace is rooted where its creator stands: the root
 	// makes it once PrepareRoot has put it in the tree's cgroups.
-	flags := rt.nsFlags &^ unix.CLONE_NEWCGROUP
+	flags := rt.nsFlags &^ (unix.CLONE_NEWCGROUP | unix.CLONE_NEWTIME)
 	if rt.opts.JoinNet != "" {
 		flags &^= unix.CLONE_NEWNET
+	}
+	if rt.nsFlags&unix.CLONE_NEWTIME != 0 {
+		// The root enters the puppet's namespace for children.
+		if err := prepareTimens(pp, rt.opts.Dir); err != nil {
+			return err
+		}
 	}
 	host, err := cloneFrom(pp.ctl, root.vpid, unix.CLONE_PARENT|flags, 0)
 	if err != nil {
