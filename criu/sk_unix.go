@@ -113,13 +113,36 @@ type unixDiag struct {
 // unixDiagAll lists every unix socket of task pid's network namespace:
 // sock_diag answers for the namespace its socket was made in.
 func unixDiagAll(pid int) (map[uint32]*unixDiag, error) {
+	req := make([]byte, sizeofUnixDiagReq)
+	le := binary.LittleEndian
+	req[0] = unix.AF_UNIX
+	le.PutUint32(req[4:], 0xffffffff) // every state
+	le.PutUint32(req[12:], udiagShowName|udiagShowVFS|udiagShowPeer|udiagShowIcons|udiagShowRQLen)
+	le.PutUint32(req[16:], 0xffffffff) // no cookie
+	le.PutUint32(req[20:], 0xffffffff)
+	out := map[uint32]*unixDiag{}
+	err := sockDiag(pid, req, func(b []byte) error {
+		d, err := parseUnixDiag(b)
+		if err != nil {
+			return err
+		}
+		out[d.ino] = d
+		return nil
+	})
+	return out, err
+}
+
+// sockDiag sends the sock_diag dump request req (a family's *_diag_req)
+// from task pid's network namespace, where it answers, and hands each
+// reply message to each.
+func sockDiag(pid int, req []byte, each func([]byte) error) error {
 	newSocket := func() (int, error) {
 		return unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
 	}
 	var s int
 	same, err := nsthread.Same(pid, "net")
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if same {
 		s, err = newSocket()
@@ -131,25 +154,19 @@ func unixDiagAll(pid int) (map[uint32]*unixDiag, error) {
 		})
 	}
 	if err != nil {
-		return nil, os.NewSyscallError("socket(NETLINK_SOCK_DIAG)", err)
+		return os.NewSyscallError("socket(NETLINK_SOCK_DIAG)", err)
 	}
 	defer unix.Close(s)
-	req := make([]byte, unix.NLMSG_HDRLEN+sizeofUnixDiagReq)
+	msg := make([]byte, unix.NLMSG_HDRLEN+len(req))
 	le := binary.LittleEndian
-	le.PutUint32(req[0:], uint32(len(req)))
-	le.PutUint16(req[4:], unix.SOCK_DIAG_BY_FAMILY)
-	le.PutUint16(req[6:], unix.NLM_F_REQUEST|unix.NLM_F_DUMP)
-	le.PutUint32(req[8:], 1)
-	b := req[unix.NLMSG_HDRLEN:]
-	b[0] = unix.AF_UNIX
-	le.PutUint32(b[4:], 0xffffffff) // every state
-	le.PutUint32(b[12:], udiagShowName|udiagShowVFS|udiagShowPeer|udiagShowIcons|udiagShowRQLen)
-	le.PutUint32(b[16:], 0xffffffff) // no cookie
-	le.PutUint32(b[20:], 0xffffffff)
-	if err := unix.Sendto(s, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-		return nil, os.NewSyscallError("sock_diag request", err)
+	le.PutUint32(msg[0:], uint32(len(msg)))
+	le.PutUint16(msg[4:], unix.SOCK_DIAG_BY_FAMILY)
+	le.PutUint16(msg[6:], unix.NLM_F_REQUEST|unix.NLM_F_DUMP)
+	le.PutUint32(msg[8:], 1)
+	copy(msg[unix.NLMSG_HDRLEN:], req)
+	if err := unix.Sendto(s, msg, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return os.NewSyscallError("sock_diag request", err)
 	}
-	out := map[uint32]*unixDiag{}
 	buf := make([]byte, 1<<16)
 	for {
 		n, _, err := unix.Recvfrom(s, buf, 0)
@@ -157,29 +174,27 @@ func unixDiagAll(pid int) (map[uint32]*unixDiag, error) {
 			continue
 		}
 		if err != nil {
-			return nil, os.NewSyscallError("sock_diag reply", err)
+			return os.NewSyscallError("sock_diag reply", err)
 		}
 		msgs, err := syscall.ParseNetlinkMessage(buf[:n])
 		if err != nil {
-			return nil, fmt.Errorf("sock_diag reply: %w", err)
+			return fmt.Errorf("sock_diag reply: %w", err)
 		}
 		for _, m := range msgs {
 			switch m.Header.Type {
 			case unix.NLMSG_DONE:
-				return out, nil
+				return nil
 			case unix.NLMSG_ERROR:
 				if len(m.Data) >= 4 {
 					if e := int32(le.Uint32(m.Data)); e != 0 {
-						return nil, os.NewSyscallError("sock_diag", unix.Errno(-e))
+						return os.NewSyscallError("sock_diag", unix.Errno(-e))
 					}
 				}
 				continue
 			}
-			d, err := parseUnixDiag(m.Data)
-			if err != nil {
-				return nil, err
+			if err := each(m.Data); err != nil {
+				return err
 			}
-			out[d.ino] = d
 		}
 	}
 }
