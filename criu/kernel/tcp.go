@@ -36,3 +36,28 @@ type TCPRepairOpt struct {
 // sets which of the buffer sizes the user fixed (SOCK_SNDBUF_LOCK 1,
 // SOCK_RCVBUF_LOCK 2); the kernel tunes the others itself.
 const SO_BUF_LOCK = 72
+
+// Packet sockets' sock_diag (include/uapi/linux/packet_diag.h).
+const (
+	PACKET_SHOW_INFO     = 1 << 0
+	PACKET_SHOW_MCLIST   = 1 << 1
+	PACKET_SHOW_RING_CFG = 1 << 2
+	PACKET_SHOW_FANOUT   = 1 << 3
+
+	PACKET_DIAG_INFO    = 0
+	PACKET_DIAG_MCLIST  = 1
+	PACKET_DIAG_RX_RING = 2
+	PACKET_DIAG_TX_RING = 3
+	PACKET_DIAG_FANOUT  = 4
+
+	// pdi_flags of struct packet_diag_info.
+	PDI_AUXDATA = 0x2
+	PDI_ORIGDEV = 0x4
+	PDI_VNETHDR = 0x8
+	PDI_LOSS    = 0x10
+
+	SizeofPacketDiagReq    = 20
+	SizeofPacketDiagMsg    = 16
+	SizeofPacketDiagInfo   = 24
+	SizeofPacketDiagMclist = 44
+)
