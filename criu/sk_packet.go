@@ -72,7 +72,7 @@ func parsePacketDiag(b []byte) (uint32, *packetDiag, error) {
 				d.fanout = proto.Uint32(le.Uint32(v))
 			}
 		}
-		a = a[(l+3)&^3:]
+		a = a[min((l+3)&^3, len(a)):]
 	}
 	return ino, d, nil
 }
