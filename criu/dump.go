@@ -210,6 +210,10 @@ func Dump(opts DumpOptions) (*DumpStats, error) {
 	opts.logf("task state read (%v since seize)", time.Since(frozenAt))
 
 	files := newFileTable()
+	files.vpidOf = map[int]int{}
+	for _, p := range d.procs {
+		files.vpidOf[p.pid] = p.vpid
+	}
 	files.fileLocks = opts.FileLocks
 	files.tcpClose = opts.TCPClose
 	files.tcpEstablished = opts.TCPEstablished

@@ -40,7 +40,7 @@ type fileKind struct {
 var fileKinds []*fileKind
 
 func init() {
-	fileKinds = []*fileKind{&memfds, &mqueueFiles, &regularFiles, &pipes, &fifos, &unixSockets, &inetSockets, &netlinkSockets, &packetSockets, &eventfdFiles, &epolls, &inotifies, &signalfdFiles, &timerfdFiles, &ttys}
+	fileKinds = []*fileKind{&memfds, &mqueueFiles, &regularFiles, &pipes, &fifos, &unixSockets, &inetSockets, &netlinkSockets, &packetSockets, &eventfdFiles, &pidfds, &epolls, &inotifies, &signalfdFiles, &timerfdFiles, &ttys}
 }
 
 func fileKindOf(t fdinfo.FdTypes) *fileKind {
@@ -139,6 +139,11 @@ func (t *fileTable) finish() error {
 
 // writeExtra writes every extra image into the staging dir.
 func (t *fileTable) writeExtra(stage *images.Staging) error {
+	for _, sc := range t.sidecars {
+		if err := os.WriteFile(stage.Path(sc.name), sc.data, 0o600); err != nil {
+			return fmt.Errorf("write %s: %w", sc.name, err)
+		}
+	}
 	if err := t.writeNetLock(stage.Path(netLockFile)); err != nil {
 		return fmt.Errorf("write %s: %w", netLockFile, err)
 	}
@@ -197,6 +202,8 @@ type fileRestore struct {
 	// state keeps what a kind builds across files (a pipe's two ends,
 	// a socket pair), by kind name.
 	state map[string]any
+	// hostPid returns the host PID of the restored process with id vpid.
+	hostPid func(vpid int) (int, bool)
 	// finals run once every task has its files, before any task runs
 	// (a TCP connection leaves repair mode once both its ends exist).
 	finals []func() error

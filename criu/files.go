@@ -45,6 +45,12 @@ type fileTable struct {
 	// too, held still by netLock meanwhile (--tcp-established).
 	tcpEstablished bool
 	netLock        *netLock
+	// vpidOf maps the host PID of each process of the tree to its PID
+	// in the tree's namespace (what a pidfd names).
+	vpidOf map[int]int
+	// sidecars are files a kind writes beside the images (JSON where
+	// CRIU has no image type).
+	sidecars []sidecar
 	// savesIPC: the queues of the tree's own IPC namespace are saved
 	// besides (DumpOptions.SavesIPC).
 	savesIPC bool
@@ -227,4 +233,10 @@ func fdKind(link string) string {
 		return name + " " + link
 	}
 	return "file " + strconv.Quote(link)
+}
+
+// sidecar is a file written beside the images.
+type sidecar struct {
+	name string
+	data []byte
 }

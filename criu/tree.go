@@ -61,6 +61,13 @@ func (t *restoringTask) threadIDs() []int {
 // planTree decides who creates whom, and in which session.
 func planTree(cp *checkpoint, opts *RestoreOptions) (*restoreTree, error) {
 	rt := &restoreTree{cp: cp, opts: opts, byPid: map[int]*restoringTask{}, files: newFileRestore(cp, opts), shmem: map[uint64]shmemPiece{}}
+	rt.files.hostPid = func(vpid int) (int, bool) {
+		t := rt.byPid[vpid]
+		if t == nil || t.pid == 0 {
+			return 0, false
+		}
+		return t.pid, true
+	}
 	for _, img := range cp.tasks {
 		t := &restoringTask{vpid: int(img.pstree.GetPid()), img: img, cp: cp, tree: rt, opts: opts}
 		rt.procs = append(rt.procs, t)

@@ -70,6 +70,17 @@ func TestNetlinkSockets(t *testing.T) {
 	})
 }
 
+// TestPidfds dumps the pidfd workload (a pidfd of its child and one of
+// itself), restores it and expects both to name the restored processes.
+func TestPidfds(t *testing.T) {
+	t.Run("pidfds name the restored processes", func(t *testing.T) {
+		dumpRestoreWorkload(t, "pidfd")
+	})
+	t.Run("the pidfd workload passes when it is never dumped", func(t *testing.T) {
+		startWorkload(t, "pidfd").checkPasses(30*time.Second, "pidfd")
+	})
+}
+
 // TestPacketSockets dumps the packet workload (an AF_PACKET socket bound
 // to lo with auxdata and an all-multicast membership), restores it and
 // expects the same binding, options and membership, and frames.
@@ -205,7 +216,7 @@ func TestIPCRefusals(t *testing.T) {
 			names: []string{"fd 3", "unix socket", "peer", "outside the dumped tree"},
 		},
 		{
-			name: "a pidfd is refused naming the fd and its type",
+			name: "a pidfd of a process outside the tree is refused naming the fd and the process",
 			file: func(t *testing.T) *os.File {
 				fd, err := unix.PidfdOpen(os.Getpid(), 0)
 				if err != nil {
@@ -213,7 +224,7 @@ func TestIPCRefusals(t *testing.T) {
 				}
 				return os.NewFile(uintptr(fd), "pidfd")
 			},
-			names: []string{"fd 3", "pidfd"},
+			names: []string{"fd 3", "pidfd of process " + strconv.Itoa(os.Getpid())},
 		},
 		{
 			name: "a raw IP socket is refused naming the fd, its family and type",

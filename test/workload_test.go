@@ -99,15 +99,23 @@ func (w *workload) requestCheck() {
 	}
 }
 
-// dumpRestoreWorkload starts workload name, dumps it (killing it),
-// restores it in the foreground, where it must check itself and pass,
-// and has crit decode the images.
+// dumpRestoreWorkload starts workload name, dumps it (killing it and its
+// children), restores it in the foreground, where it must check itself
+// and pass, and has crit decode the images.
 func dumpRestoreWorkload(t *testing.T, name string, args ...string) {
 	t.Helper()
 	needCtcr(t)
 	w := startWorkload(t, name, args...)
+	kids := childrenOf(w.pid)
 	img := filepath.Join(t.TempDir(), "img")
 	dump(t, w, img, false, 0)
+	// Its children, killed by the dump, were re-parented to this
+	// subreaper: reap them, or their PIDs stay taken.
+	for pid := range kids {
+		if _, _, err := reap(pid, 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
 	restoreForeground(t, w, img, scenario{}, nil)
 	if !t.Failed() {
 		decodeWithCrit(t, img)
