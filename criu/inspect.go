@@ -68,14 +68,41 @@ func Inspect(dir string) (*Summary, error) {
 			s.PagesBytes += t.pagesSize
 			for _, fd := range t.fds {
 				fe := cp.files[fd.GetId()]
-				f := FdSummary{Fd: int(fd.GetFd()), Type: fe.GetType().String()}
-				if fe.GetType() == fdinfo.FdTypes_REG {
-					f.Name = fe.GetReg().GetName()
-				}
-				ts.Fds = append(ts.Fds, f)
+				ts.Fds = append(ts.Fds, FdSummary{Fd: int(fd.GetFd()), Type: fe.GetType().String(), Name: fileName(fe)})
 			}
 		}
 		s.Tasks = append(s.Tasks, ts)
 	}
 	return s, nil
+}
+
+// fileName says what a file entry is, for people: a path, a socket's
+// addresses, a pipe's id.
+func fileName(fe *fdinfo.FileEntry) string {
+	switch fe.GetType() {
+	case fdinfo.FdTypes_REG:
+		return fe.GetReg().GetName()
+	case fdinfo.FdTypes_UNIXSK:
+		return unixName(fe.GetUsk().GetName())
+	case fdinfo.FdTypes_INETSK:
+		i := fe.GetIsk()
+		src, err1 := inetSockaddr(i.GetFamily(), i.GetSrcAddr(), i.GetSrcPort())
+		if err1 != nil {
+			return ""
+		}
+		var dst unix.Sockaddr
+		if i.GetDstPort() != 0 {
+			dst, _ = inetSockaddr(i.GetFamily(), i.GetDstAddr(), i.GetDstPort())
+		}
+		desc := inetDesc(i.GetType(), i.GetFamily(), src, dst)
+		if i.GetType() == unix.SOCK_STREAM && i.GetState() == tcpListen {
+			desc += " listening"
+		}
+		return desc
+	case fdinfo.FdTypes_PIPE:
+		return fmt.Sprintf("pipe:[%d]", fe.GetPipe().GetPipeId())
+	case fdinfo.FdTypes_NETLINKSK:
+		return fmt.Sprintf("netlink protocol %d port %d", fe.GetNlsk().GetProtocol(), fe.GetNlsk().GetPortid())
+	}
+	return ""
 }
