@@ -111,17 +111,9 @@ func sockaddrString(sa unix.Sockaddr) string {
 }
 
 func dumpInetSocket(d *fdDump) (*fdinfo.FileEntry, error) {
-	if d.st.Mode&unix.S_IFMT != unix.S_IFSOCK {
-		return nil, nil
-	}
-	f, err := d.file()
-	if err != nil {
+	fd, family, err := socketOf(d, unix.AF_INET, unix.AF_INET6)
+	if fd < 0 || err != nil {
 		return nil, err
-	}
-	fd := int(f.Fd())
-	family, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DOMAIN)
-	if err != nil || (family != unix.AF_INET && family != unix.AF_INET6) {
-		return nil, nil // another family: not this kind's
 	}
 	typ, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
 	if err != nil {
@@ -327,7 +319,7 @@ func openInetSocket(r *fileRestore, e *fdinfo.FileEntry) (*os.File, error) {
 			stream = &tcpStream{e: se, inq: inq, outq: outq}
 		}
 	}
-	var fd int
+	fd := -1
 	build := func() error {
 		var err error
 		if fd, err = unix.Socket(int(family), typ|unix.SOCK_CLOEXEC, int(isk.GetProto())); err != nil {
@@ -379,6 +371,21 @@ func openInetSocket(r *fileRestore, e *fdinfo.FileEntry) (*os.File, error) {
 		}
 		return nil
 	}
+	return socketInTreeNet(r, what, &fd, isk.GetFlags(), fmt.Sprintf("socket:[%d]", isk.GetIno()), build)
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// socketInTreeNet runs build, which makes socket *fd and sets it up, in
+// the restored tree's network namespace (a socket belongs to the one it
+// is made in), then gives the socket the image's status flags. On
+// failure it closes what build made.
+func socketInTreeNet(r *fileRestore, what string, fd *int, flags uint32, name string, build func() error) (*os.File, error) {
 	same, err := nsthread.Same(r.rootPid, "net")
 	if err == nil {
 		if same {
@@ -388,22 +395,39 @@ func openInetSocket(r *fileRestore, e *fdinfo.FileEntry) (*os.File, error) {
 		}
 	}
 	if err != nil {
-		if fd > 0 {
-			unix.Close(fd)
+		if *fd >= 0 {
+			unix.Close(*fd)
 		}
 		return nil, fmt.Errorf("%s: %w", what, err)
 	}
-	status := int(isk.GetFlags()) & (unix.O_NONBLOCK | unix.O_ASYNC)
-	if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFL, status); err != nil {
-		unix.Close(fd)
+	status := int(flags) & (unix.O_NONBLOCK | unix.O_ASYNC)
+	if _, err := unix.FcntlInt(uintptr(*fd), unix.F_SETFL, status); err != nil {
+		unix.Close(*fd)
 		return nil, fmt.Errorf("%s: set flags %#x: %w", what, status, err)
 	}
-	return os.NewFile(uintptr(fd), fmt.Sprintf("socket:[%d]", isk.GetIno())), nil
+	return os.NewFile(uintptr(*fd), name), nil
 }
 
-func b2i(b bool) int {
-	if b {
-		return 1
+// socketOf returns ctcr's copy of the fd d and its address family if it
+// is a socket of one of families; -1 (and no error) if it is anything
+// else, another kind's.
+func socketOf(d *fdDump, families ...int) (int, int, error) {
+	if d.st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+		return -1, 0, nil
 	}
-	return 0
+	f, err := d.file()
+	if err != nil {
+		return -1, 0, err
+	}
+	fd := int(f.Fd())
+	family, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DOMAIN)
+	if err != nil {
+		return -1, 0, nil
+	}
+	for _, want := range families {
+		if family == want {
+			return fd, family, nil
+		}
+	}
+	return -1, 0, nil
 }

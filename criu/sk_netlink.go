@@ -10,7 +10,6 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/ctcr/ctcr/criu/kernel"
-	"github.com/ctcr/ctcr/criu/nsthread"
 )
 
 // netlinkSockets are AF_NETLINK sockets: their protocol, port id, the
@@ -28,16 +27,9 @@ var netlinkSockets = fileKind{
 }
 
 func dumpNetlinkSocket(d *fdDump) (*fdinfo.FileEntry, error) {
-	if d.st.Mode&unix.S_IFMT != unix.S_IFSOCK {
-		return nil, nil
-	}
-	f, err := d.file()
-	if err != nil {
+	fd, _, err := socketOf(d, unix.AF_NETLINK)
+	if fd < 0 || err != nil {
 		return nil, err
-	}
-	fd := int(f.Fd())
-	if dom, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DOMAIN); err != nil || dom != unix.AF_NETLINK {
-		return nil, nil
 	}
 	protocol, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PROTOCOL)
 	if err != nil {
@@ -125,24 +117,5 @@ func openNetlinkSocket(r *fileRestore, e *fdinfo.FileEntry) (*os.File, error) {
 		}
 		return restoreSkOpts(fd, nl.GetOpts())
 	}
-	same, err := nsthread.Same(r.rootPid, "net")
-	if err == nil {
-		if same {
-			err = build()
-		} else {
-			err = nsthread.Run(func() error { return nsthread.Join(r.rootPid, "net", unix.CLONE_NEWNET) }, build)
-		}
-	}
-	if err != nil {
-		if fd >= 0 {
-			unix.Close(fd)
-		}
-		return nil, fmt.Errorf("%s: %w", what, err)
-	}
-	status := int(nl.GetFlags()) & (unix.O_NONBLOCK | unix.O_ASYNC)
-	if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFL, status); err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("%s: set flags %#x: %w", what, status, err)
-	}
-	return os.NewFile(uintptr(fd), fmt.Sprintf("socket:[%d]", nl.GetIno())), nil
+	return socketInTreeNet(r, what, &fd, nl.GetFlags(), fmt.Sprintf("socket:[%d]", nl.GetIno()), build)
 }

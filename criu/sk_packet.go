@@ -11,7 +11,6 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/ctcr/ctcr/criu/kernel"
-	"github.com/ctcr/ctcr/criu/nsthread"
 )
 
 // packetSockets are AF_PACKET sockets (DHCP clients, capture tools):
@@ -78,16 +77,9 @@ func parsePacketDiag(b []byte) (uint32, *packetDiag, error) {
 }
 
 func dumpPacketSocket(d *fdDump) (*fdinfo.FileEntry, error) {
-	if d.st.Mode&unix.S_IFMT != unix.S_IFSOCK {
-		return nil, nil
-	}
-	f, err := d.file()
-	if err != nil {
+	fd, _, err := socketOf(d, unix.AF_PACKET)
+	if fd < 0 || err != nil {
 		return nil, err
-	}
-	fd := int(f.Fd())
-	if dom, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DOMAIN); err != nil || dom != unix.AF_PACKET {
-		return nil, nil
 	}
 	req := make([]byte, kernel.SizeofPacketDiagReq)
 	req[0] = unix.AF_PACKET
@@ -188,24 +180,5 @@ func openPacketSocket(r *fileRestore, e *fdinfo.FileEntry) (*os.File, error) {
 		}
 		return restoreSkOpts(fd, p.GetOpts())
 	}
-	same, err := nsthread.Same(r.rootPid, "net")
-	if err == nil {
-		if same {
-			err = build()
-		} else {
-			err = nsthread.Run(func() error { return nsthread.Join(r.rootPid, "net", unix.CLONE_NEWNET) }, build)
-		}
-	}
-	if err != nil {
-		if fd >= 0 {
-			unix.Close(fd)
-		}
-		return nil, fmt.Errorf("%s: %w", what, err)
-	}
-	status := int(p.GetFlags()) & (unix.O_NONBLOCK | unix.O_ASYNC)
-	if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFL, status); err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("%s: set flags %#x: %w", what, status, err)
-	}
-	return os.NewFile(uintptr(fd), "packet socket"), nil
+	return socketInTreeNet(r, what, &fd, p.GetFlags(), "packet socket", build)
 }
