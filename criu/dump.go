@@ -124,6 +124,10 @@ type dumpThread struct {
 	core    *criucore.CoreEntry
 }
 
+// vforkWait bounds how long the dump waits for a parent in vfork to be
+// let go by its child.
+const vforkWait = time.Second
+
 // dumpTree is every process under the dumped root.
 type dumpTree struct {
 	procs []*dumpProc // parents before children
@@ -361,18 +365,30 @@ func (d *dumpTree) seize(root int) error {
 // returns the children to visit next.
 func (d *dumpTree) walk(root int, visit func(p *dumpProc) ([]int, error)) error {
 	// A vfork parent waits inside the kernel until its child execs or
-	// exits; ptrace cannot stop it there, so seizing it would hang.
+	// exits; ptrace cannot stop it there, so seizing it would hang. The
+	// wait is short in practice (posix_spawn's child execs at once): give
+	// it vforkWait, unless the tree is frozen and the child cannot run.
 	refuseVfork := func(p *dumpProc) error {
-		nr, err := blockedSyscall(p.pid)
-		if err != nil {
-			return nil
+		deadline := time.Now().Add(vforkWait)
+		for {
+			nr, err := blockedSyscall(p.pid)
+			if err != nil {
+				return nil
+			}
+			st, err := proc.ReadStat(p.pid, p.pid)
+			if err != nil {
+				return nil
+			}
+			// clone and clone3 with CLONE_VFORK (posix_spawn) wait the
+			// same way, uninterruptibly.
+			if nr != unix.SYS_VFORK && !((nr == unix.SYS_CLONE || nr == unix.SYS_CLONE3) && st.State == 'D') {
+				return nil
+			}
+			if d.opts.Thaw != nil || time.Now().After(deadline) {
+				return fmt.Errorf("task %d waits in vfork for its child (for over %v): %w", p.pid, vforkWait, ErrUnsupported)
+			}
+			time.Sleep(10 * time.Millisecond)
 		}
-		// clone and clone3 with CLONE_VFORK (posix_spawn) wait the same
-		// way, uninterruptibly.
-		if nr == unix.SYS_VFORK || ((nr == unix.SYS_CLONE || nr == unix.SYS_CLONE3) && p.stat.State == 'D') {
-			return fmt.Errorf("task %d waits in vfork for its child: %w", p.pid, ErrUnsupported)
-		}
-		return nil
 	}
 	queue := []int{root}
 	for len(queue) > 0 {

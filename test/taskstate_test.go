@@ -89,13 +89,16 @@ func TestSharedMemoryAndHandlers(t *testing.T) {
 }
 
 // TestVforkRefused checks that a parent waiting in vfork, which ptrace
-// cannot stop, makes the dump fail at once, naming it, instead of hanging.
+// cannot stop, makes the dump fail after a second, naming it, instead of
+// hanging.
 func TestVforkRefused(t *testing.T) {
 	needCtcr(t)
 	w := startWorkload(t, "vforker")
-	// The vfork child outlives the workload's own cleanup: kill it too.
+	// The vfork child outlives the workload's own cleanup: kill it too,
+	// and its parent, so that it comes to this subreaper to be reaped.
 	t.Cleanup(func() {
 		kids, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", w.pid, w.pid))
+		unix.Kill(w.pid, unix.SIGKILL)
 		for _, f := range strings.Fields(string(kids)) {
 			if pid, err := strconv.Atoi(f); err == nil {
 				unix.Kill(pid, unix.SIGKILL)
@@ -107,6 +110,29 @@ func TestVforkRefused(t *testing.T) {
 	errOut, _ := os.ReadFile(r.errP)
 	if r.status.ExitCode() != 1 || !strings.Contains(string(errOut), "vfork") || !strings.Contains(string(errOut), strconv.Itoa(w.pid)) {
 		t.Errorf("dump of a vfork parent exited %d: %s", r.status.ExitCode(), errOut)
+	}
+}
+
+// TestVforkReleased checks that a dump finding a parent in vfork waits
+// for its child to exec (here after 300 ms), then dumps and restores the
+// parent and the exec'd child, which the parent finds alive.
+func TestVforkReleased(t *testing.T) {
+	needCtcr(t)
+	w := startWorkload(t, "vforker", "late")
+	kids := childrenOf(w.pid)
+	img := filepath.Join(t.TempDir(), "img")
+	dump(t, w, img, false, 0)
+	for pid := range kids {
+		if _, _, err := reap(pid, 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	restoreForeground(t, w, img, scenario{}, nil)
+	// The restored parent killed its child and left it to this subreaper.
+	for pid := range kids {
+		if _, reaped, err := reap(pid, 10*time.Second); !reaped {
+			t.Errorf("the restored vfork child %d was not reaped: %v", pid, err)
+		}
 	}
 }
 
