@@ -59,6 +59,11 @@ type DumpOptions struct {
 	// container front end): descriptors on POSIX message queues of that
 	// namespace are then restorable. Without it they fail the dump.
 	SavesIPC bool
+	// PreCopy, if set, holds the tree's memory copied while it ran
+	// (StartPreCopy): the dump copies only the pages written since, and
+	// the checkpoint keeps the rest in its parent image. The caller
+	// closes it after the dump.
+	PreCopy *PreCopy
 }
 
 // DumpStats describes a finished dump.
@@ -248,7 +253,7 @@ func Dump(opts DumpOptions) (*DumpStats, error) {
 		if p.vmOf != nil {
 			continue // its memory is the one vmOf dumps
 		}
-		n, err := dumpMemory(p, d.byPid[p.ppid], files, shmem, stage.Path(images.Pages.FileName(p.pagesID)), pr)
+		n, err := dumpMemory(p, d.byPid[p.ppid], files, shmem, stage.Path(images.Pages.FileName(p.pagesID)), pr, opts.PreCopy.of(p.pid))
 		if err != nil {
 			return nil, err
 		}
@@ -257,6 +262,9 @@ func Dump(opts DumpOptions) (*DumpStats, error) {
 	}
 	pr.done()
 	opts.logf("files and %d bytes of memory dumped (%v since seize)", pagesBytes, time.Since(frozenAt))
+	if err := opts.PreCopy.stage(stage, d.procs); err != nil {
+		return nil, err
+	}
 
 	if opts.Extra != nil {
 		if err := opts.Extra(d.procs[0].pid, stage); err != nil {
@@ -917,7 +925,10 @@ func dumpTaskFiles(p *dumpProc, files *fileTable, shellJob bool) error {
 // dumpMemory records the VMAs of p and writes its pages image. Pages of a
 // shared anonymous object are written once, by the first process that
 // maps it (shmem).
-func dumpMemory(p, parent *dumpProc, files *fileTable, shmem map[uint64]bool, pagesPath string, pr *progress) (uint64, error) {
+//
+// With pre, the pages pre-copied and not written since are left in the
+// parent image.
+func dumpMemory(p, parent *dumpProc, files *fileTable, shmem map[uint64]bool, pagesPath string, pr *progress, pre *preProc) (uint64, error) {
 	pid := p.pid
 	var pp *parentPages
 	if parent != nil && parent != p && !parent.zombie && parent.mm != nil && len(parent.mm.Vmas) > 0 {
@@ -927,6 +938,16 @@ func dumpMemory(p, parent *dumpProc, files *fileTable, shmem map[uint64]bool, pa
 		}
 		defer pmr.Close()
 		pp = &parentPages{vmas: parent.mm.Vmas, pmr: pmr}
+	}
+	var clean []proc.PageRange
+	if pre != nil {
+		// First: the end of the tracking clears the protection marks
+		// (the pagemap shows them as swapped pages) and the registered
+		// flags of mappings (which keep them apart).
+		var err error
+		if clean, err = pre.clean(); err != nil {
+			return 0, fmt.Errorf("task %d: pre-copied pages: %w", pid, err)
+		}
 	}
 	maps, err := proc.Maps(pid)
 	if err != nil {
@@ -966,6 +987,7 @@ func dumpMemory(p, parent *dumpProc, files *fileTable, shmem map[uint64]bool, pa
 	if err != nil {
 		return 0, err
 	}
+	runs = splitPreCopied(runs, clean)
 	var n uint64
 	p.pagemap, n, err = writePages(pid, runs, pagesPath, pr)
 	return n, err

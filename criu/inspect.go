@@ -64,8 +64,8 @@ func Inspect(dir string) (*Summary, error) {
 			}
 		} else {
 			ts.Mappings = len(t.mm.Vmas)
-			ts.PagesBytes = t.pagesSize
-			s.PagesBytes += t.pagesSize
+			ts.PagesBytes = t.pagesSize + t.parentSize
+			s.PagesBytes += ts.PagesBytes
 			for _, fd := range t.fds {
 				fe := cp.files[fd.GetId()]
 				ts.Fds = append(ts.Fds, FdSummary{Fd: int(fd.GetFd()), Type: fe.GetType().String(), Name: fileName(fe)})

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
+	"sort"
 
 	criucore "github.com/checkpoint-restore/go-criu/v7/crit/images/criu-core"
 	"github.com/checkpoint-restore/go-criu/v7/crit/images/fdinfo"
@@ -39,8 +41,14 @@ type restoredTaskImages struct {
 	pagesID   uint32
 	pagesPath string
 	pagesSize uint64
-	fds       []*fdinfo.FdinfoEntry
-	fs        *fsimg.FsEntry
+	// parentPath is the pages file of the parent image (a pre-copy),
+	// and parentRuns where its pages lie in it, for the entries flagged
+	// pePreCopied; parentSize is the bytes those entries take from it.
+	parentPath string
+	parentRuns []fileRun
+	parentSize uint64
+	fds        []*fdinfo.FdinfoEntry
+	fs         *fsimg.FsEntry
 }
 
 // corruptf reports an image whose content makes no sense.
@@ -184,11 +192,19 @@ func (c *checkpoint) loadTask(ps *pstree.PstreeEntry) (*restoredTaskImages, erro
 		if !insideVMAs(t.mm.Vmas, e.GetVaddr(), e.GetVaddr()+uint64(e.GetNrPages())*pageSize) {
 			return nil, corruptf(pmPath, "pages at %#x (%d pages) outside every dumpable mapping", e.GetVaddr(), e.GetNrPages())
 		}
-		if e.GetFlags()&peParent == 0 {
+		switch {
+		case e.GetFlags()&pePreCopied != 0:
+			t.parentSize += uint64(e.GetNrPages()) * pageSize
+		case e.GetFlags()&peParentTask == 0:
 			pages += uint64(e.GetNrPages())
 		}
 	}
 	t.pagesSize = pages * pageSize
+	if t.parentSize > 0 {
+		if err := c.loadParentPages(t, pid); err != nil {
+			return nil, err
+		}
+	}
 	fi, err := os.Stat(t.pagesPath)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) && pages == 0 {
@@ -277,4 +293,65 @@ func insideVMAs(vmas []*vma.VmaEntry, s, e uint64) bool {
 		}
 	}
 	return true
+}
+
+// fileRun is a run of pages [addr, end) at offset off of a pages file.
+type fileRun struct{ addr, end, off uint64 }
+
+// loadParentPages reads the parent image's pagemap of task pid and
+// checks that it holds every page the task's pagemap says is there.
+func (c *checkpoint) loadParentPages(t *restoredTaskImages, pid int) error {
+	pmPath := c.dir.Path(filepath.Join(parentLink, images.Pagemap.FileName(pid)))
+	head, entries, err := images.ReadPagemap(pmPath)
+	if err != nil {
+		return fmt.Errorf("parent image: %w", err)
+	}
+	t.parentPath = c.dir.Path(filepath.Join(parentLink, images.Pages.FileName(int(head.GetPagesId()))))
+	var off uint64
+	for _, e := range entries {
+		if e.GetFlags()&(pePreCopied|peParentTask) != 0 {
+			return corruptf(pmPath, "pages at %#x are in a parent image of their own: only one level is supported", e.GetVaddr())
+		}
+		end := e.GetVaddr() + uint64(e.GetNrPages())*pageSize
+		if n := len(t.parentRuns); n > 0 && t.parentRuns[n-1].end > e.GetVaddr() {
+			return corruptf(pmPath, "pages at %#x overlap or are out of order", e.GetVaddr())
+		}
+		t.parentRuns = append(t.parentRuns, fileRun{addr: e.GetVaddr(), end: end, off: off})
+		off += end - e.GetVaddr()
+	}
+	fi, err := os.Stat(t.parentPath)
+	if err != nil {
+		return fmt.Errorf("parent image: %w", err)
+	}
+	if uint64(fi.Size()) != off {
+		return corruptf(t.parentPath, "%d bytes, but %s describes %d bytes", fi.Size(), pmPath, off)
+	}
+	for _, e := range t.pagemap {
+		if e.GetFlags()&pePreCopied == 0 {
+			continue
+		}
+		addr := e.GetVaddr()
+		end := addr + uint64(e.GetNrPages())*pageSize
+		if err := t.eachParentRun(addr, end, func(uint64, uint64, uint64) {}); err != nil {
+			return corruptf(pmPath, "%v", err)
+		}
+	}
+	return nil
+}
+
+// eachParentRun calls fn for each piece of [addr, end) with its place in
+// the parent's pages file, or fails if a page is not there.
+func (t *restoredTaskImages) eachParentRun(addr, end uint64, fn func(addr, size, off uint64)) error {
+	runs := t.parentRuns
+	i := sort.Search(len(runs), func(i int) bool { return runs[i].end > addr })
+	for addr < end {
+		if i == len(runs) || runs[i].addr > addr {
+			return fmt.Errorf("the page at %#x is not in the parent image", addr)
+		}
+		n := min(end, runs[i].end) - addr
+		fn(addr, n, runs[i].off+(addr-runs[i].addr))
+		addr += n
+		i++
+	}
+	return nil
 }

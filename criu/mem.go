@@ -176,10 +176,16 @@ type pageRun struct {
 	// parent's image; restore forks the task from its restored parent so
 	// it shares them again.
 	inParent bool
+	// preCopied: pages copied by the pre-copy and not written since;
+	// they stay in the parent image.
+	preCopied bool
 }
 
-// Pagemap entry flag of pages that are the parent's (criu/include/pagemap.h).
-const peParent = 1 << 1
+// peParentTask flags a pagemap entry whose pages are the parent task's.
+// It is ctcr's own: CRIU writes such pages again in the child's image
+// (its bits 0-3 are PE_PARENT, PE_LAZY, PE_PRESENT and
+// PE_PAYLOAD_ALIGNED, criu/include/pagemap.h).
+const peParentTask = 1 << 16
 
 // pfnMask selects the page frame number of a pagemap entry (bits 0-54,
 // visible to CAP_SYS_ADMIN).
@@ -300,7 +306,7 @@ func writePages(pid int, runs []pageRun, path string, pr *progress) ([]*pagemap.
 	var total uint64
 	var copied []pageRun
 	for _, r := range runs {
-		if !r.inParent {
+		if !r.inParent && !r.preCopied {
 			total += r.npages * pageSize
 			copied = append(copied, r)
 		}
@@ -317,7 +323,9 @@ func writePages(pid int, runs []pageRun, path string, pr *progress) ([]*pagemap.
 			n := min(left, 1<<30)
 			flags := uint32(pePresent)
 			if r.inParent {
-				flags = peParent
+				flags = peParentTask
+			} else if r.preCopied {
+				flags = pePreCopied
 			}
 			entries = append(entries, &pagemap.PagemapEntry{Vaddr: proto.Uint64(a), NrPages: proto.Uint32(uint32(n)), Flags: proto.Uint32(flags)})
 			a += n * pageSize

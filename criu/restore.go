@@ -143,7 +143,7 @@ func restore(opts RestoreOptions) (*Restored, error) {
 	res := &Restored{Tasks: len(rt.procs), VPid: rt.root.vpid}
 	for _, p := range rt.procs {
 		if !p.img.zombie {
-			res.PagesBytes += p.img.pagesSize
+			res.PagesBytes += p.img.pagesSize + p.img.parentSize
 		}
 	}
 	var pp *puppet

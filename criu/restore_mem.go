@@ -73,11 +73,18 @@ func (t *restoringTask) restoreMemory() error {
 		toSend = append(toSend, f)
 		ids = append(ids, v.GetShmid())
 	}
-	pagesFd := -1
+	pagesFd, parentFd := -1, -1
 	if len(t.img.pagemap) > 0 {
 		f, err := os.Open(t.img.pagesPath)
 		if err != nil {
 			return err
+		}
+		toSend = append(toSend, f)
+	}
+	if t.img.parentSize > 0 {
+		f, err := os.Open(t.img.parentPath)
+		if err != nil {
+			return fmt.Errorf("parent image: %w", err)
 		}
 		toSend = append(toSend, f)
 	}
@@ -89,8 +96,12 @@ func (t *restoringTask) restoreMemory() error {
 		for i, id := range ids {
 			files[id] = got[i]
 		}
+		got = got[len(ids):]
 		if len(t.img.pagemap) > 0 {
-			pagesFd = got[len(got)-1]
+			pagesFd, got = got[0], got[1:]
+		}
+		if t.img.parentSize > 0 {
+			parentFd = got[0]
 		}
 	}
 	maps2 := t.ctl.newBatch()
@@ -131,7 +142,7 @@ func (t *restoringTask) restoreMemory() error {
 		}
 	}
 	for _, e := range t.img.pagemap {
-		if e.GetFlags()&peParent == 0 {
+		if e.GetFlags()&peParentTask == 0 {
 			continue
 		}
 		v := vmaAt(t.img.mm.Vmas, e.GetVaddr())
@@ -142,12 +153,15 @@ func (t *restoringTask) restoreMemory() error {
 	if err := t.dropForeignPages(); err != nil {
 		return err
 	}
-	if err := t.fillPages(pagesFd); err != nil {
+	if err := t.fillPages(pagesFd, parentFd); err != nil {
 		return err
 	}
 	fix := t.ctl.newBatch()
 	if pagesFd >= 0 {
 		fix.add(unix.SYS_CLOSE, uint64(pagesFd))
+	}
+	if parentFd >= 0 {
+		fix.add(unix.SYS_CLOSE, uint64(parentFd))
 	}
 	for _, fd := range files {
 		fix.add(unix.SYS_CLOSE, uint64(fd))
@@ -345,10 +359,11 @@ func (t *restoringTask) mapShmemPiece(v *vma.VmaEntry, first shmemPiece) error {
 	return t.closeRemote(fd)
 }
 
-// fillPages reads the pages image (fd, in the task) into the task's
-// memory with remote preadv calls: the kernel copies straight from the image file into the
-// new mappings, up to 1024 runs a call.
-func (t *restoringTask) fillPages(fd int) error {
+// fillPages reads the pages image (fd, in the task) and the parent
+// image's (parentFd, for pre-copied pages) into the task's memory with
+// remote preadv calls: the kernel copies straight from the image files
+// into the new mappings, up to 1024 runs a call.
+func (t *restoringTask) fillPages(fd, parentFd int) error {
 	if len(t.img.pagemap) == 0 {
 		return nil
 	}
@@ -358,7 +373,16 @@ func (t *restoringTask) fillPages(fd int) error {
 	)
 	type iovec struct{ Base, Len uint64 }
 	var batch []iovec
-	var batchBytes, off uint64
+	var batchBytes uint64
+	// The batch reads from batchFd at batchOff, where the last read
+	// ended at batchEnd.
+	batchFd, batchOff, batchEnd := -1, uint64(0), uint64(0)
+	path := func(fd int) string {
+		if fd == parentFd {
+			return t.img.parentPath
+		}
+		return t.img.pagesPath
+	}
 	flush := func() error {
 		if len(batch) == 0 {
 			return nil
@@ -368,35 +392,63 @@ func (t *restoringTask) fillPages(fd int) error {
 		if err != nil {
 			return err
 		}
-		b.add(unix.SYS_PREADV, uint64(fd), addr, uint64(len(batch)), off, 0)
+		b.add(unix.SYS_PREADV, uint64(batchFd), addr, uint64(len(batch)), batchOff, 0)
 		res, err := b.run()
 		if err != nil {
-			return fmt.Errorf("%s: read pages at %#x from %s offset %d: %w", t.where(), batch[0].Base, t.img.pagesPath, off, err)
+			return fmt.Errorf("%s: read pages at %#x from %s offset %d: %w", t.where(), batch[0].Base, path(batchFd), batchOff, err)
 		}
 		if n := res[0]; n != batchBytes {
-			return fmt.Errorf("%s: read pages at %#x from %s offset %d: got %d of %d bytes", t.where(), batch[0].Base, t.img.pagesPath, off, n, batchBytes)
+			return fmt.Errorf("%s: read pages at %#x from %s offset %d: got %d of %d bytes", t.where(), batch[0].Base, path(batchFd), batchOff, n, batchBytes)
 		}
-		off += batchBytes
 		t.tree.progress.add(batchBytes)
 		batch, batchBytes = batch[:0], 0
 		return nil
 	}
-	for _, e := range t.img.pagemap {
-		if e.GetFlags()&peParent != 0 {
-			continue // inherited from the parent, not in this image
-		}
-		addr, size := e.GetVaddr(), uint64(e.GetNrPages())*pageSize
+	// read adds size bytes at addr, from offset off of file fd.
+	read := func(fd int, addr, size, off uint64) error {
 		for size > 0 {
+			if len(batch) > 0 && (fd != batchFd || off != batchEnd) {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+			if len(batch) == 0 {
+				batchFd, batchOff = fd, off
+			}
 			n := min(size, maxBatch-batchBytes)
 			batch = append(batch, iovec{addr, n})
 			batchBytes += n
-			addr += n
-			size -= n
+			addr, off, size = addr+n, off+n, size-n
+			batchEnd = off
 			if len(batch) == maxIov || batchBytes == maxBatch {
 				if err := flush(); err != nil {
 					return err
 				}
 			}
+		}
+		return nil
+	}
+	var off uint64 // in the task's own pages file
+	for _, e := range t.img.pagemap {
+		addr, size := e.GetVaddr(), uint64(e.GetNrPages())*pageSize
+		switch {
+		case e.GetFlags()&peParentTask != 0:
+			continue // inherited from the parent, not in this image
+		case e.GetFlags()&pePreCopied != 0:
+			var err error
+			t.img.eachParentRun(addr, addr+size, func(a, n, poff uint64) {
+				if err == nil {
+					err = read(parentFd, a, n, poff)
+				}
+			})
+			if err != nil {
+				return err
+			}
+		default:
+			if err := read(fd, addr, size, off); err != nil {
+				return err
+			}
+			off += size
 		}
 	}
 	return flush()
@@ -465,7 +517,7 @@ func (t *restoringTask) dropForeignPages() error {
 		}
 		for j := i; j < len(pm) && pm[j].GetVaddr() < end && pos < end; j++ {
 			e := pm[j]
-			if e.GetFlags()&peParent == 0 {
+			if e.GetFlags()&peParentTask == 0 {
 				continue // filled from the image: dropped with the rest
 			}
 			if s := max(e.GetVaddr(), pos); s > pos {

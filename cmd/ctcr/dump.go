@@ -11,6 +11,7 @@ import (
 
 func dumpCmd(g *globalFlags, stdout io.Writer) *cobra.Command {
 	var o criu.DumpOptions
+	var preCopy bool
 	c := &cobra.Command{
 		Use:   "dump -t PID -D DIR",
 		Short: "Checkpoint a process into a directory of images",
@@ -19,7 +20,13 @@ func dumpCmd(g *globalFlags, stdout io.Writer) *cobra.Command {
 The process is stopped with ptrace while its state is read; by default it
 is killed once the images are complete (as CRIU and vzctl do). With
 --leave-running it resumes instead. If the dump fails, the process is
-resumed untouched and DIR holds no partial checkpoint.`,
+resumed untouched and DIR holds no partial checkpoint.
+
+With --pre-copy the memory is copied while the process runs, in rounds
+that copy again what it wrote meanwhile; the process is then stopped and
+only the pages written since are copied, so it stays stopped for less
+time. The pages copied early stay in DIR/pre-copy, which DIR/parent links
+to, as in CRIU's pre-dump images.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if o.Pid <= 0 {
@@ -37,6 +44,17 @@ resumed untouched and DIR holds no partial checkpoint.`,
 			}
 			defer done()
 			o.Log = logf
+			var pc *criu.PreCopy
+			if preCopy {
+				progress, endLine := g.progressLine(cmd.ErrOrStderr(), "pre-copied")
+				pc, err = criu.StartPreCopy(criu.PreCopyOptions{Pid: o.Pid, Dir: o.Dir, Log: logf, Progress: progress})
+				endLine()
+				if err != nil {
+					return fmt.Errorf("pre-copy of task %d failed: %w", o.Pid, err)
+				}
+				defer pc.Close()
+				o.PreCopy = pc
+			}
 			var endLine func()
 			o.Progress, endLine = g.progressLine(cmd.ErrOrStderr(), "dumped")
 			st, err := criu.Dump(o)
@@ -48,11 +66,15 @@ resumed untouched and DIR holds no partial checkpoint.`,
 				fmt.Fprintf(cmd.ErrOrStderr(), "ctcr: warning: %s\n", w)
 			}
 			if g.json {
-				return printJSON(stdout, map[string]any{
+				out := map[string]any{
 					"pid": st.Pid, "dir": o.Dir, "tasks": st.Tasks, "pages_bytes": st.PagesBytes,
 					"frozen_seconds": st.Frozen.Seconds(), "dump_seconds": st.Total.Seconds(),
 					"memory_seconds": st.Memory.Seconds(), "warnings": st.Warnings,
-				})
+				}
+				if pc != nil {
+					out["pre_copy_bytes"], out["pre_copy_rounds"], out["pre_copy_seconds"] = pc.Bytes, pc.Rounds, pc.Time.Seconds()
+				}
+				return printJSON(stdout, out)
 			}
 			if logf != nil {
 				logf("dumped task %d: %d bytes of memory, frozen %v, total %v", st.Pid, st.PagesBytes, st.Frozen, st.Total)
@@ -62,6 +84,7 @@ resumed untouched and DIR holds no partial checkpoint.`,
 	}
 	f := c.Flags()
 	f.IntVarP(&o.Pid, "tree", "t", 0, "PID of the process to checkpoint")
+	f.BoolVar(&preCopy, "pre-copy", false, "copy the memory while the tree runs first (write tracking with userfaultfd, Linux 6.7), so that the dump, with the tree stopped, copies only the pages written since; the rest stays in DIR/pre-copy, the checkpoint's parent image")
 	f.StringVarP(&o.Dir, "images-dir", "D", "", "directory to write the images to")
 	f.BoolVar(&o.LeaveRunning, "leave-running", false, "let the process run on after the dump")
 	f.BoolVar(&o.ShellJob, "shell-job", false, "allow terminal fds; restore attaches them to ctcr's terminal")

@@ -136,6 +136,15 @@ func (s *Staging) Commit() error {
 				return fmt.Errorf("images: commit: %w", err)
 			}
 		}
+		if s.overwrite {
+			// A directory (a parent image) cannot be renamed over the
+			// old checkpoint's.
+			if fi, err := os.Lstat(filepath.Join(s.Dir, n)); err == nil && fi.IsDir() {
+				if err := os.RemoveAll(filepath.Join(s.FinalDir, n)); err != nil {
+					return fmt.Errorf("images: commit: %w", err)
+				}
+			}
+		}
 		if err := rename(filepath.Join(s.Dir, n), filepath.Join(s.FinalDir, n)); err != nil {
 			return fmt.Errorf("images: commit: %w", err)
 		}

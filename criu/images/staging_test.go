@@ -174,3 +174,29 @@ func TestOpenCheckpoint(t *testing.T) {
 		t.Errorf("Path: %s", c.Path("core-1.img"))
 	}
 }
+
+// TestStagingOverwriteReplacesADirectory: a parent image (a directory)
+// replaces the old checkpoint's with Overwrite.
+func TestStagingOverwriteReplacesADirectory(t *testing.T) {
+	final := t.TempDir()
+	for _, n := range []string{InventoryFile, "pre-copy/pages-1.img"} {
+		os.MkdirAll(filepath.Dir(filepath.Join(final, n)), 0o700)
+		if err := os.WriteFile(filepath.Join(final, n), []byte("old"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, err := NewStaging(final, Overwrite)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(s.Path("pre-copy"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	stage(t, s, InventoryFile, "pre-copy/pages-2.img")
+	if err := s.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if got := dirNames(t, filepath.Join(final, "pre-copy")); !slices.Equal(got, []string{"pages-2.img"}) {
+		t.Errorf("pre-copy holds %v after the overwrite, want only the new pages-2.img", got)
+	}
+}

@@ -1,0 +1,34 @@
+package kernel
+
+import (
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// UffdAPI negotiates the API and features on a new userfaultfd.
+func UffdAPI(fd int, features uint64) error {
+	a := UffdioAPI{API: UFFD_API, Features: features}
+	return ioctl(fd, UFFDIO_API, unsafe.Pointer(&a))
+}
+
+// UffdRegisterWP registers [start, start+length) of the userfaultfd's
+// mm for write-protect tracking.
+func UffdRegisterWP(fd int, start, length uint64) error {
+	r := UffdioRegister{Range: UffdioRange{Start: start, Len: length}, Mode: UFFDIO_REGISTER_MODE_WP}
+	return ioctl(fd, UFFDIO_REGISTER, unsafe.Pointer(&r))
+}
+
+// UffdUnregister ends the tracking of [start, start+length) and clears
+// the pages' protection bits.
+func UffdUnregister(fd int, start, length uint64) error {
+	r := UffdioRange{Start: start, Len: length}
+	return ioctl(fd, UFFDIO_UNREGISTER, unsafe.Pointer(&r))
+}
+
+func ioctl(fd int, req uint, arg unsafe.Pointer) error {
+	if _, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), uintptr(req), uintptr(arg)); e != 0 {
+		return e
+	}
+	return nil
+}

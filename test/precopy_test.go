@@ -1,0 +1,125 @@
+package test
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// preCopyReport is what `ctcr dump --pre-copy --json` prints.
+type preCopyReport struct {
+	PagesBytes     int64   `json:"pages_bytes"`
+	FrozenSeconds  float64 `json:"frozen_seconds"`
+	PreCopyBytes   int64   `json:"pre_copy_bytes"`
+	PreCopyRounds  int     `json:"pre_copy_rounds"`
+	PreCopySeconds float64 `json:"pre_copy_seconds"`
+}
+
+// preCopyDump runs `ctcr dump --pre-copy --json` on w (with extra
+// arguments) and returns its report.
+func preCopyDump(t *testing.T, w *workload, img string, extra ...string) preCopyReport {
+	t.Helper()
+	logFile := filepath.Join(t.TempDir(), "dump.log")
+	w.logs = append(w.logs, logFile)
+	args := append([]string{"dump", "--pre-copy", "--json", "-t", strconv.Itoa(w.pid), "-D", img, "-v", "--log-file", logFile}, extra...)
+	r := runCtcr(t, 120*time.Second, args...)
+	w.logs = append(w.logs, r.errP)
+	if r.code() != 0 {
+		t.Fatalf("%s: exit status %d, want 0; stderr: %s%s", r, r.code(), r.stderr(), w.report())
+	}
+	var rep preCopyReport
+	if err := json.Unmarshal([]byte(r.stdout()), &rep); err != nil {
+		t.Fatalf("%s printed %q: %v", r, r.stdout(), err)
+	}
+	t.Logf("pre-copy: %d bytes in %d rounds (%.3f s); dump: %d bytes, frozen %.3f s",
+		rep.PreCopyBytes, rep.PreCopyRounds, rep.PreCopySeconds, rep.PagesBytes, rep.FrozenSeconds)
+	if rep.PreCopyRounds < 1 || rep.PreCopyBytes <= 0 {
+		t.Errorf("the pre-copy copied %d bytes in %d rounds: want some", rep.PreCopyBytes, rep.PreCopyRounds)
+	}
+	if target, err := os.Readlink(filepath.Join(img, "parent")); err != nil || target != "pre-copy" {
+		t.Errorf("%s/parent links to %q (%v), want pre-copy", img, target, err)
+	}
+	return rep
+}
+
+// TestPreCopy dumps with --pre-copy: the memory is copied while the task
+// runs, and the dump copies only what was written since.
+func TestPreCopy(t *testing.T) {
+	t.Run("a task that keeps writing, dropping and remapping pages comes back with every page as it last was", func(t *testing.T) {
+		needCtcr(t)
+		w := startWorkload(t, "dirtier", "64")
+		img := filepath.Join(t.TempDir(), "img")
+		preCopyDump(t, w, img)
+		if _, err := w.waitOriginal(10 * time.Second); err != nil {
+			t.Fatalf("after the dump: %v", err)
+		}
+		restoreForeground(t, w, img, scenario{}, nil)
+		if !t.Failed() {
+			decodeWithCrit(t, img)
+			decodeWithCrit(t, filepath.Join(img, "pre-copy"))
+		}
+	})
+	t.Run("a task left running after a pre-copied dump has all its memory, untracked", func(t *testing.T) {
+		needCtcr(t)
+		w := startWorkload(t, "dirtier", "16")
+		img := filepath.Join(t.TempDir(), "img")
+		preCopyDump(t, w, img, "--leave-running")
+		w.checkPasses(30*time.Second, "dirtier after dump --pre-copy --leave-running")
+	})
+	t.Run("memory nobody writes is copied while the task runs, not while it is stopped", func(t *testing.T) {
+		needCtcr(t)
+		w := startWorkload(t, "bigmem", "128")
+		img := filepath.Join(t.TempDir(), "img")
+		rep := preCopyDump(t, w, img)
+		if rep.PreCopyBytes < 128<<20 {
+			t.Errorf("the pre-copy copied %d bytes, want the 128 MiB the task filled", rep.PreCopyBytes)
+		}
+		if rep.PagesBytes > 16<<20 {
+			t.Errorf("the dump copied %d bytes with the task stopped, want only what changed (well under 16 MiB)", rep.PagesBytes)
+		}
+		if _, err := w.waitOriginal(10 * time.Second); err != nil {
+			t.Fatalf("after the dump: %v", err)
+		}
+		restoreForeground(t, w, img, scenario{}, nil)
+	})
+}
+
+// TestPreCopyRestoreNeedsParent: a checkpoint whose parent image is gone
+// or damaged fails to restore with exit 1, naming it, and leaves no task.
+func TestPreCopyRestoreNeedsParent(t *testing.T) {
+	needCtcr(t)
+	w := startWorkload(t, "bigmem", "8")
+	img := filepath.Join(t.TempDir(), "img")
+	preCopyDump(t, w, img)
+	if _, err := w.waitOriginal(10 * time.Second); err != nil {
+		t.Fatalf("after the dump: %v", err)
+	}
+	pages, _ := filepath.Glob(filepath.Join(img, "pre-copy", "pages-*.img"))
+	if len(pages) != 1 {
+		t.Fatalf("pre-copy pages images: %v, want one", pages)
+	}
+	if err := os.Truncate(pages[0], 4096); err != nil {
+		t.Fatal(err)
+	}
+	r := runCtcr(t, 60*time.Second, "restore", "-D", img)
+	if r.code() != 1 || !strings.Contains(r.stderr(), "pages-1.img") || !strings.Contains(r.stderr(), "corrupt") {
+		t.Errorf("%s with a truncated parent image: exit %d, want 1 naming it; stderr: %s", r, r.code(), r.stderr())
+	}
+	if exists(w.pid) {
+		t.Errorf("task %d exists after the failed restore", w.pid)
+	}
+	if err := os.Remove(filepath.Join(img, "parent")); err != nil {
+		t.Fatal(err)
+	}
+	r = runCtcr(t, 60*time.Second, "restore", "-D", img)
+	if r.code() != 1 || !strings.Contains(r.stderr(), "parent") {
+		t.Errorf("%s without its parent image: exit %d, want 1 naming it; stderr: %s", r, r.code(), r.stderr())
+	}
+	if exists(w.pid) {
+		t.Errorf("task %d exists after the failed restore", w.pid)
+	}
+}
