@@ -38,6 +38,12 @@ type Stats struct {
 	FrozenSeconds float64 `json:"frozen_seconds"`
 	DumpSeconds   float64 `json:"dump_seconds"`
 	MemorySeconds float64 `json:"memory_seconds"`
+	// The pre-copy (checkpoint --pre-copy): bytes copied while the
+	// container ran, in how many rounds and how long. PagesBytes are
+	// then only the bytes copied frozen.
+	PreCopyBytes   uint64  `json:"pre_copy_bytes,omitempty"`
+	PreCopyRounds  int     `json:"pre_copy_rounds,omitempty"`
+	PreCopySeconds float64 `json:"pre_copy_seconds,omitempty"`
 	// Warnings name what the checkpoint keeps differently from how it
 	// was (a unix connection from outside that comes back closed).
 	Warnings []string `json:"warnings,omitempty"`

@@ -37,6 +37,11 @@ type CheckpointOptions struct {
 	Log           func(format string, args ...any)
 	// Progress, if set, hears the bytes of memory dumped so far.
 	Progress func(bytes uint64)
+	// PreCopy copies the memory while the container runs, before it is
+	// frozen: the dump then copies only what was written since.
+	PreCopy bool
+	// PreCopyProgress, if set, hears the bytes pre-copied so far.
+	PreCopyProgress func(bytes uint64)
 }
 
 func (o *CheckpointOptions) logf(format string, args ...any) {
@@ -77,6 +82,16 @@ func Checkpoint(o CheckpointOptions) (*Meta, *Stats, error) {
 	if o.FreezeTimeout == 0 {
 		o.FreezeTimeout = 10 * time.Second
 	}
+	var pc *criu.PreCopy
+	if o.PreCopy {
+		if o.Stage == StageDump {
+			return nil, nil, fmt.Errorf("container %s is suspended: it cannot be pre-copied while it runs", o.ID)
+		}
+		if pc, err = criu.StartPreCopy(criu.PreCopyOptions{Pid: c.Pid, Dir: ImagesDir(o.Dir), Log: o.Log, Progress: o.PreCopyProgress}); err != nil {
+			return nil, nil, fmt.Errorf("pre-copy of container %s: %w", o.ID, err)
+		}
+		defer pc.Close()
+	}
 	freezeStart := time.Now()
 	if o.Stage == StageDump {
 		if !frozen(cg) {
@@ -101,7 +116,8 @@ func Checkpoint(o CheckpointOptions) (*Meta, *Stats, error) {
 	st, err := criu.Dump(criu.DumpOptions{
 		Pid: c.Pid, Dir: ImagesDir(o.Dir), LeaveRunning: o.LeaveRunning, Log: o.Log,
 		FileLocks: o.FileLocks, ExtUnixSk: o.ExtUnixSk, TCPClose: o.TCPClose, TCPEstablished: o.TCPEstablished, Progress: o.Progress, SavesIPC: own["ipc"],
-		Thaw: func() error { isFrozen = false; return cg.Thaw() },
+		Thaw:    func() error { isFrozen = false; return cg.Thaw() },
+		PreCopy: pc,
 		BeforeResume: func() error {
 			if o.Stage == StageDump {
 				// Tasks stopped under ptrace freeze at once and stay
@@ -146,6 +162,9 @@ func Checkpoint(o CheckpointOptions) (*Meta, *Stats, error) {
 		DumpSeconds: st.Total.Seconds(), MemorySeconds: st.Memory.Seconds(), Warnings: st.Warnings}
 	if stats.FrozenSeconds < st.Frozen.Seconds() {
 		stats.FrozenSeconds = st.Frozen.Seconds()
+	}
+	if pc != nil {
+		stats.PreCopyBytes, stats.PreCopyRounds, stats.PreCopySeconds = pc.Bytes, pc.Rounds, pc.Time.Seconds()
 	}
 	if err := WriteBundle(o.Dir, c, m, stats); err != nil {
 		return nil, nil, fmt.Errorf("write the bundle in %s: %w", o.Dir, err)

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
 // preCopyReport is what `ctcr dump --pre-copy --json` prints.
@@ -121,5 +123,52 @@ func TestPreCopyRestoreNeedsParent(t *testing.T) {
 	}
 	if exists(w.pid) {
 		t.Errorf("task %d exists after the failed restore", w.pid)
+	}
+}
+
+// TestContainerPreCopy: `ctcr checkpoint --pre-copy` of a runc container
+// whose dirtier keeps writing, dropping and remapping its pages; after
+// restore dirtier finds every page as it last was, the container counts
+// on, and stats.json and `ctcr show` tell the pre-copy.
+func TestContainerPreCopy(t *testing.T) {
+	bin := workloadBin(t, "dirtier")
+	script := "mkdir -p /data/wl; " + bin + " /data/wl 24 > /data/wl/out 2>&1 &\n" + containerScript
+	c := newContainer(t, "precopy", func(s *specs.Spec) { s.Process.Args = []string{"sh", "-c", script} })
+	if err := c.installHostBinary(bin); err != nil {
+		t.Fatalf("copy dirtier into the rootfs: %v", err)
+	}
+	c.start()
+	waitFile := func(path, want string) string {
+		var out string
+		for end := time.Now().Add(20 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+			if o, err := c.exec("cat " + path); err == nil && strings.Contains(o, want) {
+				return o
+			} else {
+				out = o
+			}
+		}
+		t.Fatalf("%s in the container never held %q: %q", path, want, out)
+		return ""
+	}
+	waitFile("/data/wl/ready", "pid")
+	dir := filepath.Join(t.TempDir(), "ck")
+	checkpointContainer(t, c, dir, "--pre-copy")
+	b, err := os.ReadFile(filepath.Join(dir, "stats.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st preCopyReport
+	if err := json.Unmarshal(b, &st); err != nil || st.PreCopyBytes < 24<<20 || st.PreCopyRounds < 1 {
+		t.Errorf("stats.json %s (%v): want pre_copy_bytes of at least dirtier's 24 MiB and pre_copy_rounds", b, err)
+	}
+	t.Logf("stats.json: %s", b)
+	if out := runCtcr(t, 30*time.Second, "show", dir).stdout(); !strings.Contains(out, "pre-copy") {
+		t.Errorf("ctcr show %s does not tell the pre-copy:\n%s", dir, out)
+	}
+	restoreContainer(t, c, dir)
+	c.assertCounting(t, "after restore")
+	c.mustExec(t, "touch /data/wl/check")
+	if res := waitFile("/data/wl/result", "PASS"); !strings.HasPrefix(res, "PASS") {
+		t.Errorf("dirtier after restore: %s", res)
 	}
 }

@@ -114,9 +114,25 @@ untouched.
 			}
 			defer done()
 			o.Log = logf
-			var endLine func()
+			var endLine, endPre func()
 			o.Progress, endLine = g.progressLine(cmd.ErrOrStderr(), "dumped")
+			if o.PreCopy {
+				o.PreCopyProgress, endPre = g.progressLine(cmd.ErrOrStderr(), "pre-copied")
+				// The pre-copy's line ends when the dump's begins.
+				if dumped := o.Progress; dumped != nil {
+					o.Progress = func(b uint64) {
+						if endPre != nil {
+							endPre()
+							endPre = nil
+						}
+						dumped(b)
+					}
+				}
+			}
 			m, st, err := container.Checkpoint(o)
+			if endPre != nil {
+				endPre()
+			}
 			endLine()
 			if err != nil {
 				return containerExit(err, exitCheckpointError)
@@ -125,8 +141,15 @@ untouched.
 				fmt.Fprintf(cmd.ErrOrStderr(), "ctcr: warning: %s\n", w)
 			}
 			if g.json {
-				return printJSON(stdout, map[string]any{"id": m.ID, "runtime": m.Runtime, "dir": o.Dir, "tasks": st.Tasks,
-					"pages_bytes": st.PagesBytes, "frozen_seconds": st.FrozenSeconds, "dump_seconds": st.DumpSeconds, "warnings": st.Warnings})
+				out := map[string]any{"id": m.ID, "runtime": m.Runtime, "dir": o.Dir, "tasks": st.Tasks,
+					"pages_bytes": st.PagesBytes, "frozen_seconds": st.FrozenSeconds, "dump_seconds": st.DumpSeconds, "warnings": st.Warnings}
+				if o.PreCopy {
+					out["pre_copy_bytes"], out["pre_copy_rounds"], out["pre_copy_seconds"] = st.PreCopyBytes, st.PreCopyRounds, st.PreCopySeconds
+				}
+				return printJSON(stdout, out)
+			}
+			if o.PreCopy {
+				fmt.Fprintf(stdout, "container %s pre-copied: %d bytes of memory in %d rounds, %.3f s\n", m.ID, st.PreCopyBytes, st.PreCopyRounds, st.PreCopySeconds)
 			}
 			fmt.Fprintf(stdout, "container %s checkpointed to %s: %d tasks, %d bytes of memory, frozen %.3f s\n", m.ID, o.Dir, st.Tasks, st.PagesBytes, st.FrozenSeconds)
 			return nil
@@ -135,6 +158,7 @@ untouched.
 	f := c.Flags()
 	f.StringVarP(&o.Dir, "images-dir", "D", "", "directory to write the checkpoint to (default /var/lib/ctcr/CTID)")
 	f.BoolVar(&o.LeaveRunning, "leave-running", false, "let the container run on after the checkpoint")
+	f.BoolVar(&o.PreCopy, "pre-copy", false, "copy the memory while the container runs, before freezing it (write tracking with userfaultfd, Linux 6.7): the frozen dump then copies only the pages written since; the rest stays in DIR/images/pre-copy, the images' parent")
 	f.IntVar(&o.Pid, "pid", 0, "init PID of a container ctcr cannot find by its id")
 	f.StringVar(&cgroupPath, "cgroup", "", "cgroup of a container ctcr cannot find by its id (as /proc/PID/cgroup names it): its init is the task whose parent is outside it")
 	f.BoolVar(&o.FileLocks, "file-locks", false, "keep the file locks the container's tasks hold (flock, POSIX, OFD); without it a held lock fails the checkpoint")

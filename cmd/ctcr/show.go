@@ -47,6 +47,9 @@ is complete and sound. --json prints the same as one object.`,
 					fmt.Fprintf(stdout, "  rootfs   %s\n", meta.Rootfs)
 				}
 				if stats != nil {
+					if stats.PreCopyRounds > 0 {
+						fmt.Fprintf(stdout, "  pre-copy %d bytes in %d rounds, %.3f s, while it ran\n", stats.PreCopyBytes, stats.PreCopyRounds, stats.PreCopySeconds)
+					}
 					fmt.Fprintf(stdout, "  frozen   %.3f s, dump %.3f s, memory copy %.3f s\n", stats.FrozenSeconds, stats.DumpSeconds, stats.MemorySeconds)
 					for _, w := range stats.Warnings {
 						fmt.Fprintf(stdout, "  warning  %s\n", w)
