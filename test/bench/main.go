@@ -52,6 +52,11 @@ type run struct {
 	RestoreSeconds  float64 `json:"restore_seconds"`
 	DumpPerTouch    float64 `json:"dump_per_first_touch"`
 	RestorePerTouch float64 `json:"restore_per_first_touch"`
+	// A second dump of the restored workload, with --pre-copy and
+	// --leave-running: how long it stays frozen, and how fast the
+	// pre-copy moves memory while it runs.
+	PreCopyFrozenSeconds float64 `json:"pre_copy_frozen_seconds"`
+	PreCopyGBs           float64 `json:"pre_copy_gb_s"`
 }
 
 func main() {
@@ -89,8 +94,8 @@ func bench() error {
 			return fmt.Errorf("run %d: %w", i+1, err)
 		}
 		runs = append(runs, r)
-		fmt.Fprintf(os.Stderr, "run %d: dump %.2f GB/s, restore %.2f GB/s, frozen %.3f s\n",
-			i+1, r.DumpGBs, r.RestoreGBs, r.FrozenSeconds)
+		fmt.Fprintf(os.Stderr, "run %d: dump %.2f GB/s, restore %.2f GB/s, frozen %.3f s (with --pre-copy %.3f s)\n",
+			i+1, r.DumpGBs, r.RestoreGBs, r.FrozenSeconds, r.PreCopyFrozenSeconds)
 	}
 	return report(runs)
 }
@@ -177,6 +182,17 @@ func oneRun(ctcr, bigmem, work, images string, i int) (run, error) {
 	if err := ctcrJSON(ctcr, &rs, "restore", "-D", img, "-d", "--json"); err != nil {
 		return r, err
 	}
+	// The images are on a tmpfs sized for one checkpoint.
+	os.RemoveAll(img)
+	var pc struct {
+		FrozenSeconds  float64 `json:"frozen_seconds"`
+		PreCopyBytes   int64   `json:"pre_copy_bytes"`
+		PreCopySeconds float64 `json:"pre_copy_seconds"`
+	}
+	if err := ctcrJSON(ctcr, &pc, "dump", "--pre-copy", "--leave-running", "-t", strconv.Itoa(pid), "-D", img, "--json"); err != nil {
+		return r, err
+	}
+	os.RemoveAll(img)
 	if err := os.WriteFile(filepath.Join(dir, "check"), nil, 0o644); err != nil {
 		return r, err
 	}
@@ -205,6 +221,8 @@ func oneRun(ctcr, bigmem, work, images string, i int) (run, error) {
 	r.RestoreSeconds = rs.RestoreSeconds
 	r.DumpPerTouch = r.DumpGBs / r.FirstTouchGBs
 	r.RestorePerTouch = r.RestoreGBs / r.FirstTouchGBs
+	r.PreCopyFrozenSeconds = pc.FrozenSeconds
+	r.PreCopyGBs = gbs(pc.PreCopyBytes, pc.PreCopySeconds)
 	return r, nil
 }
 
@@ -295,6 +313,8 @@ func report(runs []run) error {
 		{"restore_gb_s", "restore throughput (pages_bytes / restore_seconds)", "GB/s", func(r run) float64 { return r.RestoreGBs }},
 		{"restore_memory_gb_s", "restore memory throughput (pages_bytes / memory_seconds)", "GB/s", func(r run) float64 { return r.RestoreMemGBs }},
 		{"frozen_seconds", "frozen time", "s", func(r run) float64 { return r.FrozenSeconds }},
+		{"pre_copy_frozen_seconds", "frozen time with --pre-copy (--leave-running)", "s", func(r run) float64 { return r.PreCopyFrozenSeconds }},
+		{"pre_copy_gb_s", "pre-copy throughput (pre_copy_bytes / pre_copy_seconds)", "GB/s", func(r run) float64 { return r.PreCopyGBs }},
 		{"dump_seconds", "dump time", "s", func(r run) float64 { return r.DumpSeconds }},
 		{"restore_seconds", "restore time", "s", func(r run) float64 { return r.RestoreSeconds }},
 		{"dump_per_first_touch", "dump / first-touch", "", func(r run) float64 { return r.DumpPerTouch }},
