@@ -60,14 +60,14 @@ func probeFeatures() []Feature {
 	add("prctl PR_TIMER_CREATE_RESTORE_IDS (Linux 6.17)", false, errnoErr(unix.Syscall6(unix.SYS_PRCTL, kernel.PR_TIMER_CREATE_RESTORE_IDS, 2, 0, 0, 0, 0)), "restores POSIX timers with their ids (without it a task with timers fails the restore)")
 	add("TCP repair mode", false, probeTCPRepair(), "moves established TCP connections (without it only --tcp-close dumps them)")
 	add("unix sock_diag", false, probeUnixDiag(), "finds the peers and queues of unix sockets (without it a unix socket fails the dump)")
-	add("userfaultfd", false, probeUserfaultfd(), "lazy restore and dirty tracking (not used yet)")
+	add("userfaultfd write tracking (Linux 6.7)", false, probeWriteTracking(), "tracks the pages written during --pre-copy (without it --pre-copy fails)")
 	add("vDSO", true, probeVdso(), "runs remote syscalls without writing into the task")
 	add("XSAVE", true, probeXsave(), "saves AVX and AVX-512 registers")
-	softDirty := fmt.Errorf("CONFIG_MEM_SOFT_DIRTY is off: incremental dumps need another dirty tracker")
+	softDirty := fmt.Errorf("CONFIG_MEM_SOFT_DIRTY is off (not needed: --pre-copy tracks writes with userfaultfd)")
 	if probeSoftDirty() {
 		softDirty = nil
 	}
-	add("soft-dirty bit", false, softDirty, "incremental dumps (not used yet)")
+	add("soft-dirty bit", false, softDirty, "present, but not used: --pre-copy tracks writes with userfaultfd")
 	return out
 }
 
@@ -150,12 +150,43 @@ func probeUnixDiag() error {
 	return err
 }
 
-func probeUserfaultfd() error {
-	fd, _, e := unix.Syscall(unix.SYS_USERFAULTFD, unix.O_CLOEXEC|unix.O_NONBLOCK, 0, 0)
+// probeWriteTracking tracks a write to a page of ctcr's own, as the
+// pre-copy tracks a task's.
+func probeWriteTracking() error {
+	fd, _, e := unix.Syscall(unix.SYS_USERFAULTFD, unix.O_CLOEXEC|unix.O_NONBLOCK|kernel.UFFD_USER_MODE_ONLY, 0, 0)
 	if e != 0 {
-		return e
+		return fmt.Errorf("userfaultfd: %w", e)
 	}
-	unix.Close(int(fd))
+	defer unix.Close(int(fd))
+	if err := kernel.UffdAPI(int(fd), kernel.UFFD_FEATURE_WP_ASYNC); err != nil {
+		return fmt.Errorf("userfaultfd async write-protection: %w", err)
+	}
+	page, err := unix.Mmap(-1, 0, pageSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		return err
+	}
+	defer unix.Munmap(page)
+	page[0] = 1
+	addr := uint64(uintptr(unsafe.Pointer(&page[0])))
+	if err := kernel.UffdRegisterWP(int(fd), addr, pageSize); err != nil {
+		return fmt.Errorf("userfaultfd register: %w", err)
+	}
+	pmr, err := proc.OpenPagemap(os.Getpid())
+	if err != nil {
+		return err
+	}
+	defer pmr.Close()
+	if _, err := pmr.Written(addr, addr+pageSize, true, nil); err != nil {
+		return err
+	}
+	page[0] = 2
+	w, err := pmr.Written(addr, addr+pageSize, false, nil)
+	if err != nil {
+		return err
+	}
+	if len(w) != 1 {
+		return fmt.Errorf("PAGEMAP_SCAN did not see a write to a protected page")
+	}
 	return nil
 }
 
