@@ -2,8 +2,10 @@ package test
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -171,4 +173,94 @@ func TestContainerPreCopy(t *testing.T) {
 	if res := waitFile("/data/wl/result", "PASS"); !strings.HasPrefix(res, "PASS") {
 		t.Errorf("dirtier after restore: %s", res)
 	}
+}
+
+// TestPreCopyScenarios runs every scenario of TestDumpRestore with
+// --pre-copy: a task stopped for a moment while it blocks in a syscall
+// (to make its userfaultfd) goes on as before, and every kind of memory
+// is taken from the pre-copy or the dump as it should.
+func TestPreCopyScenarios(t *testing.T) {
+	for _, sc := range scenarios {
+		t.Run(sc.name, func(t *testing.T) {
+			needCtcr(t)
+			w := startWorkload(t, sc.workload, sc.args...)
+			if sc.wake == bySIGUSR1 {
+				waitBlocked(t, w, sc.blockedIn[:1], 10*time.Second)
+			}
+			img := filepath.Join(t.TempDir(), "img")
+			preCopyDump(t, w, img)
+			if _, err := w.waitOriginal(10 * time.Second); err != nil {
+				t.Fatalf("after the dump: %v", err)
+			}
+			if sc.beforeRestore != nil {
+				sc.beforeRestore(t, w)
+			}
+			if sc.detached {
+				restoreDetached(t, w, img, sc, nil)
+			} else {
+				restoreForeground(t, w, img, sc, nil)
+			}
+			if !t.Failed() && sc.afterPass != nil {
+				sc.afterPass(t, w)
+			}
+		})
+	}
+}
+
+// TestPreCopySharing: a child's memory shared copy-on-write with its
+// parent, and memory shared through CLONE_VM, come back shared after a
+// pre-copied dump (the pre-copy reads without breaking the sharing).
+func TestPreCopySharing(t *testing.T) {
+	for _, name := range []string{"sharedfork", "sharevm"} {
+		t.Run(name, func(t *testing.T) {
+			needCtcr(t)
+			w := startWorkload(t, name)
+			kids := childrenOf(w.pid)
+			img := filepath.Join(t.TempDir(), "img")
+			preCopyDump(t, w, img)
+			if _, err := w.waitOriginal(10 * time.Second); err != nil {
+				t.Fatalf("after the dump: %v", err)
+			}
+			for pid := range kids {
+				if _, _, err := reap(pid, 10*time.Second); err != nil {
+					t.Fatal(err)
+				}
+			}
+			restoreForeground(t, w, img, scenario{}, nil)
+		})
+	}
+}
+
+// TestPreCopyFailedDump: a dump that fails after its pre-copy (a held
+// lock without --file-locks) leaves the task running untracked (no
+// userfaultfd among its fds, no mapping registered with one: smaps
+// shows no "uw") with all its memory, and nothing in DIR.
+func TestPreCopyFailedDump(t *testing.T) {
+	needCtcr(t)
+	w := startWorkload(t, "dirtier", "16", "locked")
+	img := filepath.Join(t.TempDir(), "img")
+	r := runCtcr(t, 60*time.Second, "dump", "--pre-copy", "-t", strconv.Itoa(w.pid), "-D", img)
+	if r.code() != 1 || !strings.Contains(r.stderr(), "lock") {
+		t.Fatalf("%s of a task holding a flock: exit %d, want 1 naming the lock; stderr: %s", r, r.code(), r.stderr())
+	}
+	smaps, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps", w.pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(smaps), "\n") {
+		if f, ok := strings.CutPrefix(line, "VmFlags:"); ok && slices.Contains(strings.Fields(f), "uw") {
+			t.Errorf("after the failed dump a mapping is still registered for write tracking: %s", line)
+			break
+		}
+	}
+	fds, _ := filepath.Glob(fmt.Sprintf("/proc/%d/fd/*", w.pid))
+	for _, fd := range fds {
+		if target, _ := os.Readlink(fd); strings.Contains(target, "userfaultfd") {
+			t.Errorf("after the failed dump the task holds a userfaultfd: %s -> %s", fd, target)
+		}
+	}
+	if ents, err := os.ReadDir(img); err != nil || len(ents) != 0 {
+		t.Errorf("after the failed dump %s holds %v (%v), want nothing", img, ents, err)
+	}
+	w.checkPasses(30*time.Second, "dirtier after a failed dump --pre-copy")
 }

@@ -1,5 +1,5 @@
 /*
- * dirtier MIB: keeps changing its memory while it is checkpointed, for
+ * dirtier MIB [locked]: keeps changing its memory while it is checkpointed, for
  * the pre-copy (ctcr dump --pre-copy), whose dump must copy again every
  * page changed since it was first copied.
  *
@@ -17,10 +17,14 @@
  * changes also lives in a local variable (a register or the stack, which
  * every dump copies): the versions in the table must add up to it, so a
  * table restored from an old copy fails too.
+ *
+ * With "locked" it also holds a flock on DIR/lock, which a dump without
+ * --file-locks refuses: a dump that fails after its pre-copy.
  */
 #include "workload.h"
 
 #include <stdint.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 
 #define PAGE 4096UL
@@ -62,6 +66,12 @@ int main(int argc, char **argv)
 	size_t pages = anon_pages + file_pages;
 
 	char path[4096];
+	if (argc > 3 && strcmp(argv[3], "locked") == 0) {
+		wl_path(path, sizeof(path), "lock");
+		int lfd = open(path, O_RDWR | O_CREAT, 0600);
+		if (lfd < 0 || flock(lfd, LOCK_EX) < 0)
+			wl_die("flock DIR/lock");
+	}
 	wl_path(path, sizeof(path), "dirtier.data");
 	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
 	if (fd < 0)
