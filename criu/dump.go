@@ -554,12 +554,7 @@ func (d *dumpTree) userIDMaps() error {
 // the NSpid/NSpgid/NSsid lines of /proc/PID/status. A task in a PID
 // namespace nested below the root's is refused.
 func (d *dumpTree) virtualIDs() error {
-	last := func(v []int, host int) int {
-		if len(v) == 0 {
-			return host
-		}
-		return v[len(v)-1]
-	}
+	last := innermost
 	for i, p := range d.procs {
 		st, err := proc.ReadStatus(p.pid, p.pid)
 		if err != nil {
@@ -1152,12 +1147,24 @@ func (d *dumpTree) resume() error {
 					continue
 				}
 				th.ctl.scratch, th.ctl.size = lead.scratch, lead.size
-				for _, si := range append(th.stolen, th.ctl.r.Stolen...) {
+				stolen := append(th.stolen, th.ctl.r.Stolen...)
+				if len(stolen) == 0 {
+					continue
+				}
+				// The task names itself with its ids in its own PID
+				// namespace: the kernel lets a task queue a signal with
+				// a kernel si_code (SIGCHLD's) only to itself.
+				tgid, tid, err := ownIDs(p.pid, th.tid)
+				if err != nil {
+					errs = append(errs, err)
+					continue
+				}
+				for _, si := range stolen {
 					if _, err := th.ctl.put(0, si[:]); err != nil {
 						errs = append(errs, err)
 						continue
 					}
-					if _, err := th.ctl.call(unix.SYS_RT_TGSIGQUEUEINFO, uint64(p.pid), uint64(th.tid), uint64(si.Signo()), th.ctl.scratch); err != nil {
+					if _, err := th.ctl.call(unix.SYS_RT_TGSIGQUEUEINFO, uint64(tgid), uint64(tid), uint64(si.Signo()), th.ctl.scratch); err != nil {
 						errs = append(errs, fmt.Errorf("task %d thread %d: queue signal %d again: %w", p.pid, th.tid, si.Signo(), err))
 					}
 				}
@@ -1176,6 +1183,26 @@ func (d *dumpTree) resume() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// ownIDs returns the process and thread ids of thread tid of process
+// pid as they see themselves, in their own PID namespace.
+func ownIDs(pid, tid int) (int, int, error) {
+	st, err := proc.ReadStatus(pid, tid)
+	if err != nil {
+		return 0, 0, fmt.Errorf("task %d thread %d: %w", pid, tid, err)
+	}
+	return innermost(st.NStgid, pid), innermost(st.NSpid, tid), nil
+}
+
+// innermost returns the last of the ids /proc lists for each PID
+// namespace (NSpid and the others), the one in the task's own, or host
+// if the list is empty (a kernel without them).
+func innermost(ids []int, host int) int {
+	if len(ids) == 0 {
+		return host
+	}
+	return ids[len(ids)-1]
 }
 
 // kill ends every dumped task. They are traced: SIGKILL ends them at
