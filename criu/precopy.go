@@ -48,8 +48,10 @@ const (
 
 // Pre-copy rounds: after the first (every page), a round copies again
 // the pages written during the one before, until few are (less than
-// 1/preCopyConverged of the first round's bytes) or preCopyMaxRounds
-// rounds are done. Each round shortens what the dump copies frozen.
+// 1/preCopyConverged of the first round's bytes), a round no longer
+// copies much less than the one before (the tree writes those pages all
+// the time), or preCopyMaxRounds rounds are done. Each round shortens
+// what the dump copies frozen.
 const (
 	preCopyMaxRounds = 4
 	preCopyConverged = 32
@@ -143,7 +145,7 @@ func StartPreCopy(o PreCopyOptions) (*PreCopy, error) {
 		pc.Bytes += pc.procs[pid].bytes
 	}
 	pc.Rounds = 1
-	first := pc.Bytes
+	first, prev := pc.Bytes, pc.Bytes
 	for pc.Rounds < preCopyMaxRounds {
 		var again uint64
 		for _, pid := range pids {
@@ -162,9 +164,10 @@ func StartPreCopy(o PreCopyOptions) (*PreCopy, error) {
 		pc.Rounds++
 		pc.Bytes += again
 		logf("pre-copy round %d: %d bytes written since the round before", pc.Rounds, again)
-		if again*preCopyConverged <= first {
+		if again*preCopyConverged <= first || again*4 >= prev*3 {
 			break
 		}
+		prev = again
 	}
 	// On disk before the tree is frozen: the dump's commit syncs only
 	// what it wrote itself.
@@ -320,11 +323,9 @@ func (p *preProc) first(dir string, pr *progress) error {
 	// From here on a write shows: what is copied next is at least as
 	// new as the protection. A mapping the task replaced meanwhile is
 	// left out.
-	var protected []proc.PageRange
-	for _, e := range p.vmas {
-		if _, err := pmr.Written(e.GetStart(), e.GetEnd(), true, nil); err == nil {
-			protected = append(protected, proc.PageRange{Start: e.GetStart(), End: e.GetEnd()})
-		}
+	_, protected, err := p.written(pmr, true)
+	if err != nil {
+		return err
 	}
 	return p.copyFirst(filepath.Join(dir, images.Pages.FileName(p.index)), clip(runs, protected), pr)
 }
@@ -378,18 +379,22 @@ func (p *preProc) copyFirst(path string, runs []pageRun, pr *progress) error {
 		return fmt.Errorf("map %s: %w", path, err)
 	}
 	defer unix.Munmap(out)
-	var off uint64
+	var off uint64 // the file holds only what was read, in order
 	for _, r := range runs {
-		size := r.npages * pageSize
-		n, _ := mem.ReadAt(out[off:off+size], int64(r.addr))
-		got := uint64(n) / pageSize * pageSize
-		if got == 0 {
-			continue
+		for pos, end := r.addr, r.addr+r.npages*pageSize; pos < end; {
+			n, _ := mem.ReadAt(out[off:off+end-pos], int64(pos))
+			got := uint64(n) / pageSize * pageSize
+			if got > 0 {
+				p.pages = append(p.pages, &pagemap.PagemapEntry{Vaddr: proto.Uint64(pos), NrPages: proto.Uint32(uint32(got / pageSize)), Flags: proto.Uint32(pePresent)})
+				p.offs = append(p.offs, off)
+				off += got
+				pr.add(got)
+			}
+			pos += got
+			if pos < end {
+				pos += pageSize // unmapped meanwhile: read on after it
+			}
 		}
-		p.pages = append(p.pages, &pagemap.PagemapEntry{Vaddr: proto.Uint64(r.addr), NrPages: proto.Uint32(uint32(got / pageSize)), Flags: proto.Uint32(pePresent)})
-		p.offs = append(p.offs, off)
-		off += got
-		pr.add(got)
 	}
 	p.bytes = off
 	return f.Truncate(int64(off))

@@ -264,3 +264,12 @@ func TestPreCopyFailedDump(t *testing.T) {
 	}
 	w.checkPasses(30*time.Second, "dirtier after a failed dump --pre-copy")
 }
+
+// TestPreCopyTrees runs every scenario of TestDumpRestoreTrees with
+// --pre-copy: 100 processes forking, zombies and orphans among them, 64
+// threads counting, a Go and a Python program.
+func TestPreCopyTrees(t *testing.T) {
+	for _, sc := range treeScenarios {
+		t.Run(sc.name, func(t *testing.T) { runTreeScenario(t, sc, "--pre-copy") })
+	}
+}

@@ -88,43 +88,46 @@ var treeScenarios = []treeScenario{
 // it check itself; ctcr must exit 0, the root's status.
 func TestDumpRestoreTrees(t *testing.T) {
 	for _, sc := range treeScenarios {
-		t.Run(sc.name, func(t *testing.T) {
-			needCtcr(t)
-			if sc.prepare != nil {
-				sc.prepare(t)
-			}
-			w := startWorkload(t, sc.workload, sc.args...)
-			t.Cleanup(func() { killByDir(t, w.dir) })
-			pids := []int{w.pid}
-			if sc.beforeDump != nil {
-				pids = sc.beforeDump(t, w)
-			}
-			if t.Failed() {
-				return
-			}
-			img := filepath.Join(t.TempDir(), "img")
-			dumpTree(t, w, img, sc.tasks, pids)
-			r := startCtcr(t, "restore", "-D", img, "--json")
-			w.logs = append(w.logs, r.errP)
-			rep := waitRestoreJSON(t, r, w)
-			if rep.PID != w.pid || rep.Tasks != sc.tasks {
-				t.Errorf("restore --json: pid %d tasks %d, want %d %d", rep.PID, rep.Tasks, w.pid, sc.tasks)
-			}
-			t.Logf("restore: %d tasks in %.3f s (%.2f ms per task)", rep.Tasks, rep.RestoreSeconds, 1000*rep.RestoreSeconds/float64(max(rep.Tasks, 1)))
-			if sc.afterRestore != nil {
-				sc.afterRestore(t, w, r.cmd.Process.Pid)
-			}
-			w.requestCheck()
-			if err := r.wait(120 * time.Second); err != nil {
-				t.Fatalf("%v%s", err, w.report())
-			}
-			if r.code() != 0 {
-				t.Errorf("%s: exit status %d, want 0 (the restored root's own status)%s", r, r.code(), w.report())
-				return
-			}
-			w.assertPassed()
-		})
+		t.Run(sc.name, func(t *testing.T) { runTreeScenario(t, sc) })
 	}
+}
+
+// runTreeScenario runs sc, dumping with the extra dump arguments given.
+func runTreeScenario(t *testing.T, sc treeScenario, extra ...string) {
+	needCtcr(t)
+	if sc.prepare != nil {
+		sc.prepare(t)
+	}
+	w := startWorkload(t, sc.workload, sc.args...)
+	t.Cleanup(func() { killByDir(t, w.dir) })
+	pids := []int{w.pid}
+	if sc.beforeDump != nil {
+		pids = sc.beforeDump(t, w)
+	}
+	if t.Failed() {
+		return
+	}
+	img := filepath.Join(t.TempDir(), "img")
+	dumpTree(t, w, img, sc.tasks, pids, extra...)
+	r := startCtcr(t, "restore", "-D", img, "--json")
+	w.logs = append(w.logs, r.errP)
+	rep := waitRestoreJSON(t, r, w)
+	if rep.PID != w.pid || rep.Tasks != sc.tasks {
+		t.Errorf("restore --json: pid %d tasks %d, want %d %d", rep.PID, rep.Tasks, w.pid, sc.tasks)
+	}
+	t.Logf("restore: %d tasks in %.3f s (%.2f ms per task)", rep.Tasks, rep.RestoreSeconds, 1000*rep.RestoreSeconds/float64(max(rep.Tasks, 1)))
+	if sc.afterRestore != nil {
+		sc.afterRestore(t, w, r.cmd.Process.Pid)
+	}
+	w.requestCheck()
+	if err := r.wait(120 * time.Second); err != nil {
+		t.Fatalf("%v%s", err, w.report())
+	}
+	if r.code() != 0 {
+		t.Errorf("%s: exit status %d, want 0 (the restored root's own status)%s", r, r.code(), w.report())
+		return
+	}
+	w.assertPassed()
 }
 
 // TestTreeWorkloadsCheckThemselves runs each workload of
@@ -153,14 +156,15 @@ func TestTreeWorkloadsCheckThemselves(t *testing.T) {
 	}
 }
 
-// dumpTree dumps the tree rooted at w with --json, checks the task count,
-// and reaps every process of it: the root here, the others wherever they
-// went (orphans come to this subreaper) so that their PIDs are free.
-func dumpTree(t *testing.T, w *workload, img string, tasks int, pids []int) {
+// dumpTree dumps the tree rooted at w with --json (and the extra
+// arguments), checks the task count, and reaps every process of it: the
+// root here, the others wherever they went (orphans come to this
+// subreaper) so that their PIDs are free.
+func dumpTree(t *testing.T, w *workload, img string, tasks int, pids []int, extra ...string) {
 	t.Helper()
 	logFile := filepath.Join(t.TempDir(), "dump.log")
 	w.logs = append(w.logs, logFile)
-	r := runCtcr(t, 120*time.Second, "dump", "-t", strconv.Itoa(w.pid), "-D", img, "--json", "-v", "--log-file", logFile)
+	r := runCtcr(t, 120*time.Second, append([]string{"dump", "-t", strconv.Itoa(w.pid), "-D", img, "--json", "-v", "--log-file", logFile}, extra...)...)
 	w.logs = append(w.logs, r.errP)
 	if r.code() != 0 {
 		t.Fatalf("%s: exit status %d, want 0; stderr: %s%s", r, r.code(), r.stderr(), w.report())
