@@ -12,6 +12,9 @@
 //	                                         inside the container
 //	             ctcr.checkpoint.timeout     give up waiting after this
 //	                                         long (default 10m)
+//	             ctcr.checkpoint.pre-copy    "true": copy the memory while
+//	                                         the container runs first
+//	                                         (checkpoint --pre-copy)
 //	           The runtime waits for its poststart hooks before it
 //	           reports the container started, so the hook only checks its
 //	           input and starts a detached ctcr (its own session, stdio
@@ -49,6 +52,7 @@ const (
 	AnnotationDelay     = "ctcr.checkpoint.delay"
 	AnnotationReadyFile = "ctcr.checkpoint.ready-file"
 	AnnotationTimeout   = "ctcr.checkpoint.timeout"
+	AnnotationPreCopy   = "ctcr.checkpoint.pre-copy"
 )
 
 // DefaultTimeout bounds the wait for a ready file.
@@ -93,6 +97,7 @@ type Plan struct {
 	Delay     time.Duration
 	ReadyFile string // absolute, inside the container
 	Timeout   time.Duration
+	PreCopy   bool
 }
 
 // PoststartPlan checks a poststart state and its annotations.
@@ -126,6 +131,11 @@ func PoststartPlan(st *specs.State) (*Plan, error) {
 			return nil, fmt.Errorf("%w: container %s: annotation %s=%q is not a positive duration", ErrBadState, st.ID, AnnotationTimeout, s)
 		}
 	}
+	if s, ok := a[AnnotationPreCopy]; ok {
+		if p.PreCopy, err = strconv.ParseBool(s); err != nil {
+			return nil, fmt.Errorf("%w: container %s: annotation %s=%q is not true or false", ErrBadState, st.ID, AnnotationPreCopy, s)
+		}
+	}
 	stat, err := proc.ReadStat(st.Pid, st.Pid)
 	if err != nil {
 		return nil, fmt.Errorf("container %s: init %d: %w", st.ID, st.Pid, container.ErrNotRunning)
@@ -140,6 +150,9 @@ func (p *Plan) Args() []string {
 		"--dir", p.Dir, "--delay", p.Delay.String(), "--timeout", p.Timeout.String()}
 	if p.ReadyFile != "" {
 		args = append(args, "--ready-file", p.ReadyFile)
+	}
+	if p.PreCopy {
+		args = append(args, "--pre-copy")
 	}
 	return args
 }
@@ -247,7 +260,7 @@ func (p *Plan) Checkpoint(log func(string, ...any)) (*container.Meta, *container
 	if c, err := container.Resolve(p.ID, 0); err == nil && c.Pid == p.Pid {
 		pid = 0
 	}
-	return container.Checkpoint(container.CheckpointOptions{ID: p.ID, Pid: pid, Dir: p.Dir, LeaveRunning: true, Log: log})
+	return container.Checkpoint(container.CheckpointOptions{ID: p.ID, Pid: pid, Dir: p.Dir, LeaveRunning: true, PreCopy: p.PreCopy, Log: log})
 }
 
 // Poststop removes ctcr's lock file of the container. A ctcr that still

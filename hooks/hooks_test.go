@@ -34,6 +34,7 @@ func TestPoststartInput(t *testing.T) {
 		{"a relative checkpoint dir is refused", fmt.Sprintf(`{"id":"c1","pid":%d,"annotations":{"ctcr.checkpoint.dir":"ck"}}`, self)},
 		{"a delay that is no duration is refused", fmt.Sprintf(`{"id":"c1","pid":%d,"annotations":{"ctcr.checkpoint.dir":"/ck","ctcr.checkpoint.delay":"5"}}`, self)},
 		{"a relative ready file is refused", fmt.Sprintf(`{"id":"c1","pid":%d,"annotations":{"ctcr.checkpoint.dir":"/ck","ctcr.checkpoint.ready-file":"ready"}}`, self)},
+		{"a pre-copy that is no boolean is refused", fmt.Sprintf(`{"id":"c1","pid":%d,"annotations":{"ctcr.checkpoint.dir":"/ck","ctcr.checkpoint.pre-copy":"yes please"}}`, self)},
 		{"a zero timeout is refused", fmt.Sprintf(`{"id":"c1","pid":%d,"annotations":{"ctcr.checkpoint.dir":"/ck","ctcr.checkpoint.timeout":"0s"}}`, self)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -419,14 +419,15 @@ func TestContainerExitCodes(t *testing.T) {
 }
 
 // TestContainerHook: runc runs `ctcr hook poststart`, which checkpoints
-// the container once it wrote its ready file and leaves it running; the
+// the container (with a pre-copy, as its annotation asks) once it wrote
+// its ready file and leaves it running; the
 // checkpoint restores; `ctcr hook poststop` at runc delete removes the
 // lock. Malformed states exit 1 and start nothing.
 func TestContainerHook(t *testing.T) {
 	needRunc(t)
 	dir := filepath.Join(t.TempDir(), "hook-ck")
 	c := newContainer(t, "hook", func(s *specs.Spec) {
-		s.Annotations = map[string]string{"ctcr.checkpoint.dir": dir, "ctcr.checkpoint.ready-file": "/data/ready"}
+		s.Annotations = map[string]string{"ctcr.checkpoint.dir": dir, "ctcr.checkpoint.ready-file": "/data/ready", "ctcr.checkpoint.pre-copy": "true"}
 		s.Hooks = &specs.Hooks{
 			Poststart: []specs.Hook{{Path: ctcrBin, Args: []string{"ctcr", "hook", "poststart"}}},
 			Poststop:  []specs.Hook{{Path: ctcrBin, Args: []string{"ctcr", "hook", "poststop"}}},
@@ -452,6 +453,9 @@ func TestContainerHook(t *testing.T) {
 		b, err := os.ReadFile(filepath.Join(dir, "ctcr.json"))
 		if err != nil || !bytes.Contains(b, []byte(`"runtime": "runc"`)) {
 			t.Errorf("ctcr.json does not record runtime runc (%v):\n%s", err, b)
+		}
+		if b, err := os.ReadFile(filepath.Join(dir, "stats.json")); err != nil || !bytes.Contains(b, []byte(`"pre_copy_rounds"`)) {
+			t.Errorf("stats.json does not tell the pre-copy the annotation asked for (%v):\n%s", err, b)
 		}
 	})
 	t.Run("the hook's checkpoint restores", func(t *testing.T) {

@@ -101,6 +101,7 @@ func hookCheckpointCmd(g *globalFlags, stdout io.Writer) *cobra.Command {
 	f.DurationVar(&p.Delay, "delay", 0, "wait this long")
 	f.StringVar(&p.ReadyFile, "ready-file", "", "wait for this file inside the container")
 	f.DurationVar(&p.Timeout, "timeout", hooks.DefaultTimeout, "wait at most this long for the ready file")
+	f.BoolVar(&p.PreCopy, "pre-copy", false, "copy the memory while the container runs first")
 	c.MarkFlagRequired("id")
 	c.MarkFlagRequired("pid")
 	c.MarkFlagRequired("dir")
