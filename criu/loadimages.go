@@ -41,14 +41,15 @@ type restoredTaskImages struct {
 	pagesID   uint32
 	pagesPath string
 	pagesSize uint64
-	// parentPath is the pages file of the parent image (a pre-copy),
-	// and parentRuns where its pages lie in it, for the entries flagged
-	// pePreCopied; parentSize is the bytes those entries take from it.
-	parentPath string
-	parentRuns []fileRun
-	parentSize uint64
-	fds        []*fdinfo.FdinfoEntry
-	fs         *fsimg.FsEntry
+	// parentPaths are the pages files of the parent images (a pre-copy,
+	// pre-dumps, each the parent of the one before), and parentRuns
+	// where the pages of the entries flagged pePreCopied lie in them;
+	// parentSize is the bytes those entries take.
+	parentPaths []string
+	parentRuns  []fileRun
+	parentSize  uint64
+	fds         []*fdinfo.FdinfoEntry
+	fs          *fsimg.FsEntry
 }
 
 // corruptf reports an image whose content makes no sense.
@@ -295,61 +296,157 @@ func insideVMAs(vmas []*vma.VmaEntry, s, e uint64) bool {
 	return true
 }
 
-// fileRun is a run of pages [addr, end) at offset off of a pages file.
-type fileRun struct{ addr, end, off uint64 }
+// fileRun is a run of pages [addr, end) at offset off of pages file
+// number file (of restoredTaskImages.parentPaths).
+type fileRun struct {
+	addr, end, off uint64
+	file           int
+}
 
-// loadParentPages reads the parent image's pagemap of task pid and
-// checks that it holds every page the task's pagemap says is there.
+// maxParents bounds a chain of parent images (and a loop of links).
+const maxParents = 64
+
+// loadParentPages reads the parent images' pagemaps of task pid, each
+// parent's parent in turn as far as the entries need, and checks that
+// they hold every page the task's pagemap says they do.
 func (c *checkpoint) loadParentPages(t *restoredTaskImages, pid int) error {
-	pmPath := c.dir.Path(filepath.Join(parentLink, images.Pagemap.FileName(pid)))
+	var want []fileRun
+	for _, e := range t.pagemap {
+		if e.GetFlags()&pePreCopied != 0 {
+			want = append(want, fileRun{addr: e.GetVaddr(), end: e.GetVaddr() + uint64(e.GetNrPages())*pageSize})
+		}
+	}
+	runs, err := t.parentLevel(c.dir.Path(parentLink), pid, want, 1)
+	if err != nil {
+		return err
+	}
+	t.parentRuns = runs
+	return nil
+}
+
+// parentLevel returns where the pages of want (sorted ranges) are in
+// the parent image dir and its own parents, or fails naming the page
+// none of them holds.
+func (t *restoredTaskImages) parentLevel(dir string, pid int, want []fileRun, depth int) ([]fileRun, error) {
+	if depth > maxParents {
+		return nil, fmt.Errorf("%s: more than %d parent images (a loop of links?): %w", dir, maxParents, images.ErrCorrupt)
+	}
+	pmPath := filepath.Join(dir, images.Pagemap.FileName(pid))
 	head, entries, err := images.ReadPagemap(pmPath)
 	if err != nil {
-		return fmt.Errorf("parent image: %w", err)
+		return nil, fmt.Errorf("parent image: %w", err)
 	}
-	t.parentPath = c.dir.Path(filepath.Join(parentLink, images.Pages.FileName(int(head.GetPagesId()))))
+	pagesPath := filepath.Join(dir, images.Pages.FileName(int(head.GetPagesId())))
+	file := len(t.parentPaths)
+	t.parentPaths = append(t.parentPaths, pagesPath)
+	// What this level holds: its own pages, then what it takes from
+	// its parent.
+	var here, fromParent []fileRun
 	var off uint64
 	for _, e := range entries {
-		if e.GetFlags()&(pePreCopied|peParentTask) != 0 {
-			return corruptf(pmPath, "pages at %#x are in a parent image of their own: only one level is supported", e.GetVaddr())
+		if e.GetFlags()&peParentTask != 0 {
+			return nil, corruptf(pmPath, "pages at %#x of a parent image are the parent task's", e.GetVaddr())
 		}
-		end := e.GetVaddr() + uint64(e.GetNrPages())*pageSize
-		if n := len(t.parentRuns); n > 0 && t.parentRuns[n-1].end > e.GetVaddr() {
-			return corruptf(pmPath, "pages at %#x overlap or are out of order", e.GetVaddr())
+		r := fileRun{addr: e.GetVaddr(), end: e.GetVaddr() + uint64(e.GetNrPages())*pageSize}
+		if n := len(here) + len(fromParent); n > 0 && r.addr < max(lastEnd(here), lastEnd(fromParent)) {
+			return nil, corruptf(pmPath, "pages at %#x overlap or are out of order", e.GetVaddr())
 		}
-		t.parentRuns = append(t.parentRuns, fileRun{addr: e.GetVaddr(), end: end, off: off})
-		off += end - e.GetVaddr()
-	}
-	fi, err := os.Stat(t.parentPath)
-	if err != nil {
-		return fmt.Errorf("parent image: %w", err)
-	}
-	if uint64(fi.Size()) != off {
-		return corruptf(t.parentPath, "%d bytes, but %s describes %d bytes", fi.Size(), pmPath, off)
-	}
-	for _, e := range t.pagemap {
-		if e.GetFlags()&pePreCopied == 0 {
+		if e.GetFlags()&pePreCopied != 0 {
+			fromParent = append(fromParent, r)
 			continue
 		}
-		addr := e.GetVaddr()
-		end := addr + uint64(e.GetNrPages())*pageSize
-		if err := t.eachParentRun(addr, end, func(uint64, uint64, uint64) {}); err != nil {
-			return corruptf(pmPath, "%v", err)
+		r.off, r.file = off, file
+		off += r.end - r.addr
+		here = append(here, r)
+	}
+	fi, err := os.Stat(pagesPath)
+	if err != nil {
+		if !errors.Is(err, os.ErrNotExist) || off != 0 {
+			return nil, fmt.Errorf("parent image: %w", err)
 		}
+	} else if uint64(fi.Size()) != off {
+		return nil, corruptf(pagesPath, "%d bytes, but %s describes %d bytes", fi.Size(), pmPath, off)
+	}
+	// Only what want needs goes down the chain.
+	need := intersectRuns(fromParent, want)
+	if len(need) > 0 {
+		deeper, err := t.parentLevel(filepath.Join(dir, parentLink), pid, need, depth+1)
+		if err != nil {
+			return nil, err
+		}
+		here = append(here, deeper...)
+		sort.Slice(here, func(i, j int) bool { return here[i].addr < here[j].addr })
+	}
+	// Every wanted page must be somewhere.
+	out := intersectRuns(here, want)
+	var got uint64
+	for _, r := range out {
+		got += r.end - r.addr
+	}
+	var total uint64
+	for _, r := range want {
+		total += r.end - r.addr
+	}
+	if got != total {
+		for _, w := range want {
+			if err := coveredBy(out, w.addr, w.end); err != nil {
+				return nil, corruptf(pmPath, "%v", err)
+			}
+		}
+	}
+	return out, nil
+}
+
+func lastEnd(runs []fileRun) uint64 {
+	if len(runs) == 0 {
+		return 0
+	}
+	return runs[len(runs)-1].end
+}
+
+// intersectRuns returns the pieces of runs (sorted, disjoint, with their
+// file places) that lie in want (sorted, disjoint).
+func intersectRuns(runs, want []fileRun) []fileRun {
+	var out []fileRun
+	j := 0
+	for _, r := range runs {
+		for j < len(want) && want[j].end <= r.addr {
+			j++
+		}
+		for k := j; k < len(want) && want[k].addr < r.end; k++ {
+			a, b := max(r.addr, want[k].addr), min(r.end, want[k].end)
+			if a < b {
+				out = append(out, fileRun{addr: a, end: b, off: r.off + (a - r.addr), file: r.file})
+			}
+		}
+	}
+	return out
+}
+
+// coveredBy fails naming the first page of [addr, end) no run holds.
+func coveredBy(runs []fileRun, addr, end uint64) error {
+	i := sort.Search(len(runs), func(i int) bool { return runs[i].end > addr })
+	for addr < end {
+		if i == len(runs) || runs[i].addr > addr {
+			return fmt.Errorf("the page at %#x is in no parent image", addr)
+		}
+		addr = min(end, runs[i].end)
+		i++
 	}
 	return nil
 }
 
-// eachParentRun calls fn for each piece of [addr, end) with its place in
-// the parent's pages file, or fails if a page is not there.
-func (t *restoredTaskImages) eachParentRun(addr, end uint64, fn func(addr, size, off uint64)) error {
+// eachParentRun calls fn for each piece of [addr, end) with the parent
+// pages file and offset holding it, or fails if a page is in none.
+func (t *restoredTaskImages) eachParentRun(addr, end uint64, fn func(addr, size uint64, file int, off uint64)) error {
 	runs := t.parentRuns
 	i := sort.Search(len(runs), func(i int) bool { return runs[i].end > addr })
 	for addr < end {
 		if i == len(runs) || runs[i].addr > addr {
-			return fmt.Errorf("the page at %#x is not in the parent image", addr)
+			return fmt.Errorf("the page at %#x is in no parent image", addr)
 		}
 		n := min(end, runs[i].end) - addr
-		fn(addr, n, runs[i].off+(addr-runs[i].addr))
+		fn(addr, n, runs[i].file, runs[i].off+(addr-runs[i].addr))
 		addr += n
 		i++
 	}

@@ -94,6 +94,9 @@ type preProc struct {
 	// stale are pre-copied pages that could not be copied again after a
 	// write: never to be taken from the pre-copy.
 	stale []proc.PageRange
+	// covered, if set, are the pages the parent image holds (an earlier
+	// pre-dump's); otherwise those of pages.
+	covered []proc.PageRange
 }
 
 // StartPreCopy arms write tracking in every process of the tree under
@@ -514,8 +517,8 @@ func (p *preProc) overlap(ranges []proc.PageRange, fn func(addr, size, off uint6
 }
 
 // clean ends p's tracking, with the task stopped for its dump, and
-// returns the runs of pre-copied pages not written since (sorted,
-// disjoint), in the mappings still tracked.
+// returns the runs of pages the parent image holds and the task has not
+// written since (sorted, disjoint), in the mappings still tracked.
 func (p *preProc) clean() ([]proc.PageRange, error) {
 	defer p.release()
 	pmr, err := proc.OpenPagemap(p.pid)
@@ -528,37 +531,60 @@ func (p *preProc) clean() ([]proc.PageRange, error) {
 		return nil, err
 	}
 	written = normalize(append(written, p.stale...))
-	// tracked minus written, then intersected with what was pre-copied.
-	var unwritten []proc.PageRange
-	j := 0
-	for _, k := range tracked {
-		pos := k.Start
-		for j < len(written) && written[j].End <= pos {
-			j++
-		}
-		for ; j < len(written) && written[j].Start < k.End; j++ {
-			if written[j].Start > pos {
-				unwritten = append(unwritten, proc.PageRange{Start: pos, End: written[j].Start})
-			}
-			pos = max(pos, written[j].End)
-		}
-		if pos < k.End {
-			unwritten = append(unwritten, proc.PageRange{Start: pos, End: k.End})
-		}
-		if j > 0 {
-			j-- // the last range may reach into the next mapping
-		}
+	return intersect(subtract(tracked, written), p.coveredRanges()), nil
+}
+
+// coveredRanges returns the pages the parent image holds for p: what
+// the pre-copy copied, or what an earlier pre-dump's pagemap lists.
+func (p *preProc) coveredRanges() []proc.PageRange {
+	if p.covered != nil {
+		return p.covered
 	}
 	var out []proc.PageRange
-	p.overlap(unwritten, func(addr, size, _ uint64) error {
-		if n := len(out); n > 0 && out[n-1].End == addr {
-			out[n-1].End += size
-		} else {
-			out = append(out, proc.PageRange{Start: addr, End: addr + size})
+	for _, e := range p.pages {
+		out = append(out, proc.PageRange{Start: e.GetVaddr(), End: e.GetVaddr() + uint64(e.GetNrPages())*pageSize})
+	}
+	return normalize(out)
+}
+
+// subtract returns the parts of a not in b; both sorted and disjoint.
+func subtract(a, b []proc.PageRange) []proc.PageRange {
+	var out []proc.PageRange
+	j := 0
+	for _, r := range a {
+		pos := r.Start
+		for j < len(b) && b[j].End <= pos {
+			j++
 		}
-		return nil
-	})
-	return out, nil
+		for k := j; k < len(b) && b[k].Start < r.End; k++ {
+			if b[k].Start > pos {
+				out = append(out, proc.PageRange{Start: pos, End: b[k].Start})
+			}
+			pos = max(pos, b[k].End)
+		}
+		if pos < r.End {
+			out = append(out, proc.PageRange{Start: pos, End: r.End})
+		}
+	}
+	return out
+}
+
+// intersect returns the parts common to a and b; both sorted and
+// disjoint.
+func intersect(a, b []proc.PageRange) []proc.PageRange {
+	var out []proc.PageRange
+	j := 0
+	for _, r := range a {
+		for j < len(b) && b[j].End <= r.Start {
+			j++
+		}
+		for k := j; k < len(b) && b[k].Start < r.End; k++ {
+			if s, e := max(r.Start, b[k].Start), min(r.End, b[k].End); s < e {
+				out = append(out, proc.PageRange{Start: s, End: e})
+			}
+		}
+	}
+	return out
 }
 
 // normalize sorts ranges and merges those that overlap or touch.

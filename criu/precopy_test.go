@@ -64,15 +64,47 @@ func TestPreCopyOverlap(t *testing.T) {
 
 func TestEachParentRun(t *testing.T) {
 	const p = pageSize
-	ti := &restoredTaskImages{parentRuns: []fileRun{{addr: 0, end: 4 * p, off: 0}, {addr: 4 * p, end: 6 * p, off: 4 * p}, {addr: 10 * p, end: 12 * p, off: 6 * p}}}
-	var offs []uint64
-	if err := ti.eachParentRun(3*p, 5*p, func(_, _, off uint64) { offs = append(offs, off) }); err != nil || !reflect.DeepEqual(offs, []uint64{3 * p, 4 * p}) {
-		t.Errorf("eachParentRun across two runs: offsets %v, err %v", offs, err)
+	ti := &restoredTaskImages{parentRuns: []fileRun{{addr: 0, end: 4 * p, off: 0}, {addr: 4 * p, end: 6 * p, off: 8 * p, file: 1}, {addr: 10 * p, end: 12 * p, off: 6 * p}}}
+	type place struct {
+		file int
+		off  uint64
 	}
-	if err := ti.eachParentRun(5*p, 11*p, func(_, _, _ uint64) {}); err == nil {
-		t.Error("eachParentRun over a hole in the parent image: no error")
+	var got []place
+	if err := ti.eachParentRun(3*p, 5*p, func(_, _ uint64, file int, off uint64) { got = append(got, place{file, off}) }); err != nil || !reflect.DeepEqual(got, []place{{0, 3 * p}, {1, 8 * p}}) {
+		t.Errorf("eachParentRun across two runs in two files: %v, err %v", got, err)
 	}
-	if err := ti.eachParentRun(12*p, 13*p, func(_, _, _ uint64) {}); err == nil {
-		t.Error("eachParentRun past the parent image: no error")
+	if err := ti.eachParentRun(5*p, 11*p, func(_, _ uint64, _ int, _ uint64) {}); err == nil {
+		t.Error("eachParentRun over a hole in the parent images: no error")
+	}
+	if err := ti.eachParentRun(12*p, 13*p, func(_, _ uint64, _ int, _ uint64) {}); err == nil {
+		t.Error("eachParentRun past the parent images: no error")
+	}
+}
+
+func TestIntersectRuns(t *testing.T) {
+	runs := []fileRun{{addr: 0, end: 10, off: 100, file: 2}, {addr: 20, end: 30, off: 0}}
+	want := []fileRun{{addr: 5, end: 25}}
+	got := intersectRuns(runs, want)
+	if exp := []fileRun{{addr: 5, end: 10, off: 105, file: 2}, {addr: 20, end: 25, off: 0}}; !reflect.DeepEqual(got, exp) {
+		t.Errorf("intersectRuns: got %v, want %v", got, exp)
+	}
+}
+
+func TestRangeSetOps(t *testing.T) {
+	r := func(v ...uint64) []proc.PageRange {
+		var out []proc.PageRange
+		for i := 0; i < len(v); i += 2 {
+			out = append(out, proc.PageRange{Start: v[i], End: v[i+1]})
+		}
+		return out
+	}
+	if got, want := subtract(r(0, 10, 20, 30), r(2, 4, 8, 22, 25, 26)), r(0, 2, 4, 8, 22, 25, 26, 30); !reflect.DeepEqual(got, want) {
+		t.Errorf("subtract: got %v, want %v", got, want)
+	}
+	if got, want := intersect(r(0, 10, 20, 30), r(5, 25)), r(5, 10, 20, 25); !reflect.DeepEqual(got, want) {
+		t.Errorf("intersect: got %v, want %v", got, want)
+	}
+	if got := subtract(r(0, 10), r(0, 10)); len(got) != 0 {
+		t.Errorf("subtract of everything: got %v", got)
 	}
 }

@@ -1,6 +1,7 @@
 package criu
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"sort"
@@ -73,7 +74,8 @@ func (t *restoringTask) restoreMemory() error {
 		toSend = append(toSend, f)
 		ids = append(ids, v.GetShmid())
 	}
-	pagesFd, parentFd := -1, -1
+	pagesFd := -1
+	var parentFds []int
 	if len(t.img.pagemap) > 0 {
 		f, err := os.Open(t.img.pagesPath)
 		if err != nil {
@@ -81,8 +83,11 @@ func (t *restoringTask) restoreMemory() error {
 		}
 		toSend = append(toSend, f)
 	}
-	if t.img.parentSize > 0 {
-		f, err := os.Open(t.img.parentPath)
+	for _, path := range t.img.parentPaths {
+		f, err := os.Open(path)
+		if errors.Is(err, os.ErrNotExist) {
+			f, err = os.Open(os.DevNull) // a parent image with no pages of its own
+		}
 		if err != nil {
 			return fmt.Errorf("parent image: %w", err)
 		}
@@ -100,9 +105,7 @@ func (t *restoringTask) restoreMemory() error {
 		if len(t.img.pagemap) > 0 {
 			pagesFd, got = got[0], got[1:]
 		}
-		if t.img.parentSize > 0 {
-			parentFd = got[0]
-		}
+		parentFds = got
 	}
 	maps2 := t.ctl.newBatch()
 	var mapped []*vma.VmaEntry
@@ -153,15 +156,15 @@ func (t *restoringTask) restoreMemory() error {
 	if err := t.dropForeignPages(); err != nil {
 		return err
 	}
-	if err := t.fillPages(pagesFd, parentFd); err != nil {
+	if err := t.fillPages(pagesFd, parentFds); err != nil {
 		return err
 	}
 	fix := t.ctl.newBatch()
 	if pagesFd >= 0 {
 		fix.add(unix.SYS_CLOSE, uint64(pagesFd))
 	}
-	if parentFd >= 0 {
-		fix.add(unix.SYS_CLOSE, uint64(parentFd))
+	for _, fd := range parentFds {
+		fix.add(unix.SYS_CLOSE, uint64(fd))
 	}
 	for _, fd := range files {
 		fix.add(unix.SYS_CLOSE, uint64(fd))
@@ -360,10 +363,11 @@ func (t *restoringTask) mapShmemPiece(v *vma.VmaEntry, first shmemPiece) error {
 }
 
 // fillPages reads the pages image (fd, in the task) and the parent
-// image's (parentFd, for pre-copied pages) into the task's memory with
-// remote preadv calls: the kernel copies straight from the image files
-// into the new mappings, up to 1024 runs a call.
-func (t *restoringTask) fillPages(fd, parentFd int) error {
+// images' (parentFds, in the order of img.parentPaths, for pre-copied
+// pages) into the task's memory with remote preadv calls: the kernel
+// copies straight from the image files into the new mappings, up to
+// 1024 runs a call.
+func (t *restoringTask) fillPages(fd int, parentFds []int) error {
 	if len(t.img.pagemap) == 0 {
 		return nil
 	}
@@ -378,8 +382,10 @@ func (t *restoringTask) fillPages(fd, parentFd int) error {
 	// ended at batchEnd.
 	batchFd, batchOff, batchEnd := -1, uint64(0), uint64(0)
 	path := func(fd int) string {
-		if fd == parentFd {
-			return t.img.parentPath
+		for i, pfd := range parentFds {
+			if fd == pfd {
+				return t.img.parentPaths[i]
+			}
 		}
 		return t.img.pagesPath
 	}
@@ -436,11 +442,13 @@ func (t *restoringTask) fillPages(fd, parentFd int) error {
 			continue // inherited from the parent, not in this image
 		case e.GetFlags()&pePreCopied != 0:
 			var err error
-			t.img.eachParentRun(addr, addr+size, func(a, n, poff uint64) {
+			if perr := t.img.eachParentRun(addr, addr+size, func(a, n uint64, file int, poff uint64) {
 				if err == nil {
-					err = read(parentFd, a, n, poff)
+					err = read(parentFds[file], a, n, poff)
 				}
-			})
+			}); perr != nil && err == nil {
+				err = fmt.Errorf("%s: %w", t.where(), perr)
+			}
 			if err != nil {
 				return err
 			}
