@@ -64,6 +64,10 @@ type DumpOptions struct {
 	// the checkpoint keeps the rest in its parent image. The caller
 	// closes it after the dump.
 	PreCopy *PreCopy
+	// PrevDir is a pre-dump of the tree (PreDump), relative to Dir (as
+	// CRIU's --prev-images-dir) or absolute: the dump copies only the
+	// pages written since, and the checkpoint's parent link names it.
+	PrevDir string
 }
 
 // DumpStats describes a finished dump.
@@ -176,6 +180,26 @@ func Dump(opts DumpOptions) (*DumpStats, error) {
 		return nil, err
 	}
 	rb.add(func() { stage.Abort() })
+	var warnings []string
+	warnf := func(format string, args ...any) {
+		opts.logf("warning: "+format, args...)
+		warnings = append(warnings, fmt.Sprintf(format, args...))
+	}
+	if opts.PrevDir != "" {
+		if opts.PreCopy != nil {
+			return nil, fmt.Errorf("a dump is on top of a pre-dump or of its own pre-copy, not both")
+		}
+		prev, err := prevImages(opts.Dir, opts.PrevDir)
+		if err != nil {
+			return nil, err
+		}
+		pc, err := takePreCopy(pid, prev, opts.PrevDir, warnf)
+		if err != nil {
+			return nil, err
+		}
+		defer pc.Close()
+		opts.PreCopy = pc
+	}
 
 	d := &dumpTree{byPid: map[int]*dumpProc{}, opts: &opts}
 	frozenAt := time.Now()
@@ -195,6 +219,9 @@ func Dump(opts DumpOptions) (*DumpStats, error) {
 	}
 	opts.logf("seized %d processes (%v)", len(d.procs), time.Since(frozenAt))
 	if err := d.virtualIDs(); err != nil {
+		return nil, err
+	}
+	if err := opts.PreCopy.coverFromPrev(d.procs); err != nil {
 		return nil, err
 	}
 	if err := d.sameNamespaces(); err != nil {
@@ -226,11 +253,7 @@ func Dump(opts DumpOptions) (*DumpStats, error) {
 	files.fileLocks = opts.FileLocks
 	files.tcpClose = opts.TCPClose
 	files.tcpEstablished = opts.TCPEstablished
-	var warnings []string
-	files.warnf = func(format string, args ...any) {
-		opts.logf("warning: "+format, args...)
-		warnings = append(warnings, fmt.Sprintf(format, args...))
-	}
+	files.warnf = warnf
 	// Runs before the tasks are resumed (the rollback runs newest first).
 	rb.add(func() { files.giveBack(true, opts.logf) })
 	files.savesIPC = opts.SavesIPC

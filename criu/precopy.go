@@ -70,20 +70,27 @@ type PreCopyOptions struct {
 // of what it writes since. Pass it to Dump in DumpOptions.PreCopy, and
 // Close it once the dump is done (or failed).
 type PreCopy struct {
-	dir    string // staging directory of the pages, inside the images dir
-	procs  map[int]*preProc
-	logf   func(format string, args ...any)
-	taken  bool // dir was moved into a dump's staging
-	Bytes  uint64
-	Rounds int
-	Time   time.Duration
+	dir   string // staging directory of the pages, inside the images dir
+	procs map[int]*preProc
+	// prevDir, for a dump or pre-dump on top of a pre-dump, is where
+	// that pre-dump is, and link what the parent link says (CRIU's
+	// --prev-images-dir: relative to the images dir, or absolute); dir
+	// is then "".
+	prevDir, link string
+	order         []*preProc // the processes to pre-dump, parents first
+	logf          func(format string, args ...any)
+	taken         bool // dir was moved into a dump's staging
+	Bytes         uint64
+	Rounds        int
+	Time          time.Duration
 }
 
 // preProc is the pre-copy of one process.
 type preProc struct {
 	pid   int
-	index int // its pages are pages-<index>.img
-	uffd  int // ctcr's descriptor of the task's userfaultfd, or -1
+	start uint64 // its start time
+	index int    // its pages are pages-<index>.img
+	uffd  int    // ctcr's descriptor of the task's userfaultfd, or -1
 	vmas  []*vma.VmaEntry
 	// tracked are the mappings registered for tracking, by start.
 	// pages are the pagemap entries of what was copied, in the pages
@@ -97,6 +104,8 @@ type preProc struct {
 	// covered, if set, are the pages the parent image holds (an earlier
 	// pre-dump's); otherwise those of pages.
 	covered []proc.PageRange
+	vpid    int  // its id in the images
+	fresh   bool // its userfaultfd was made by this ctcr, not taken from a tracker
 }
 
 // StartPreCopy arms write tracking in every process of the tree under
@@ -293,25 +302,9 @@ func makeUffd(p *dumpProc) (int, error) {
 // first registers p's private mappings for tracking, write-protects
 // them and copies every page the dump would, into pages-<index>.img.
 func (p *preProc) first(dir string, pr *progress) error {
-	maps, err := proc.Maps(p.pid)
-	if err != nil {
+	if err := p.register(); err != nil {
 		return err
 	}
-	files := newFileTable()
-	for _, m := range maps {
-		if m.Shared {
-			continue // shared memory is copied at the dump
-		}
-		e, err := classifyVMA(p.pid, m, files)
-		if err != nil || e == nil || vmaSpecial(e) || e.GetStatus()&(vmaAnonPrivate|vmaFilePrivate) == 0 {
-			continue
-		}
-		if err := kernel.UffdRegisterWP(p.uffd, e.GetStart(), e.GetEnd()-e.GetStart()); err != nil {
-			continue // not trackable (another userfaultfd has it): copied at the dump
-		}
-		p.vmas = append(p.vmas, e)
-	}
-	sortVMAs(p.vmas)
 	// Which pages to copy is read before the protection: a protected
 	// page the task never touched reads as swapped in the pagemap.
 	runs, err := collectPages(p.pid, p.vmas, nil, nil)
@@ -352,44 +345,55 @@ func clip(runs []pageRun, ranges []proc.PageRange) []pageRun {
 	return out
 }
 
-// copyFirst copies the pages of runs into the pages file at path,
-// through /proc/PID/mem: it never pins a page (which would break
-// copy-on-write sharing) and reads any protection. The task runs: a
-// run it unmaps meanwhile is cut where the read stopped.
+// copyFirst copies the pages of runs into p's pages file at path.
 func (p *preProc) copyFirst(path string, runs []pageRun, pr *progress) error {
+	var err error
+	p.pages, p.offs, p.bytes, err = copyRunning(p.pid, runs, path, pr)
+	return err
+}
+
+// copyRunning copies the pages of runs of a running task into the pages
+// file at path, and returns the pagemap entries (PE_PRESENT) of what it
+// copied, their offsets in the file and its size. It reads through
+// /proc/PID/mem: that never pins a page (which would break copy-on-write
+// sharing) and reads any protection. A run the task unmaps meanwhile is
+// cut where the read stopped, and read on after the page that failed.
+func copyRunning(pid int, runs []pageRun, path string, pr *progress) ([]*pagemap.PagemapEntry, []uint64, uint64, error) {
 	var total uint64
 	for _, r := range runs {
 		total += r.npages * pageSize
 	}
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
-		return err
+		return nil, nil, 0, err
 	}
 	defer f.Close()
-	mem, err := os.Open(fmt.Sprintf("/proc/%d/mem", p.pid))
+	mem, err := os.Open(fmt.Sprintf("/proc/%d/mem", pid))
 	if err != nil {
-		return err
+		return nil, nil, 0, err
 	}
 	defer mem.Close()
 	if total == 0 {
-		return nil
+		return nil, nil, 0, nil
 	}
 	if err := f.Truncate(int64(total)); err != nil {
-		return fmt.Errorf("size %s to %d bytes: %w", path, total, err)
+		return nil, nil, 0, fmt.Errorf("size %s to %d bytes: %w", path, total, err)
 	}
 	out, err := unix.Mmap(int(f.Fd()), 0, int(total), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 	if err != nil {
-		return fmt.Errorf("map %s: %w", path, err)
+		return nil, nil, 0, fmt.Errorf("map %s: %w", path, err)
 	}
 	defer unix.Munmap(out)
+	var entries []*pagemap.PagemapEntry
+	var offs []uint64
 	var off uint64 // the file holds only what was read, in order
 	for _, r := range runs {
 		for pos, end := r.addr, r.addr+r.npages*pageSize; pos < end; {
 			n, _ := mem.ReadAt(out[off:off+end-pos], int64(pos))
 			got := uint64(n) / pageSize * pageSize
 			if got > 0 {
-				p.pages = append(p.pages, &pagemap.PagemapEntry{Vaddr: proto.Uint64(pos), NrPages: proto.Uint32(uint32(got / pageSize)), Flags: proto.Uint32(pePresent)})
-				p.offs = append(p.offs, off)
+				entries = append(entries, &pagemap.PagemapEntry{Vaddr: proto.Uint64(pos), NrPages: proto.Uint32(uint32(got / pageSize)), Flags: proto.Uint32(pePresent)})
+				offs = append(offs, off)
 				off += got
 				pr.add(got)
 			}
@@ -399,8 +403,45 @@ func (p *preProc) copyFirst(path string, runs []pageRun, pr *progress) error {
 			}
 		}
 	}
-	p.bytes = off
-	return f.Truncate(int64(off))
+	return entries, offs, off, f.Truncate(int64(off))
+}
+
+// register registers p's private mappings for tracking.
+func (p *preProc) register() error {
+	vmas, err := privateVMAs(p.pid)
+	if err != nil {
+		return err
+	}
+	for _, e := range vmas {
+		if err := kernel.UffdRegisterWP(p.uffd, e.GetStart(), e.GetEnd()-e.GetStart()); err != nil {
+			continue // not trackable (another userfaultfd has it): copied at the dump
+		}
+		p.vmas = append(p.vmas, e)
+	}
+	return nil
+}
+
+// privateVMAs returns the task's private mappings whose pages a dump
+// copies, in address order: shared memory is copied at the dump.
+func privateVMAs(pid int) ([]*vma.VmaEntry, error) {
+	maps, err := proc.Maps(pid)
+	if err != nil {
+		return nil, err
+	}
+	files := newFileTable()
+	var out []*vma.VmaEntry
+	for _, m := range maps {
+		if m.Shared {
+			continue
+		}
+		e, err := classifyVMA(pid, m, files)
+		if err != nil || e == nil || vmaSpecial(e) || e.GetStatus()&(vmaAnonPrivate|vmaFilePrivate) == 0 {
+			continue
+		}
+		out = append(out, e)
+	}
+	sortVMAs(out)
+	return out, nil
 }
 
 // again copies anew, in place, the pre-copied pages written since the
@@ -627,7 +668,9 @@ func (p *preProc) pagemapImage() []proto.Message {
 func (pc *PreCopy) drop(pid int) {
 	if p := pc.procs[pid]; p != nil {
 		p.release()
-		os.Remove(filepath.Join(pc.dir, images.Pages.FileName(p.index)))
+		if pc.dir != "" {
+			os.Remove(filepath.Join(pc.dir, images.Pages.FileName(p.index)))
+		}
 		delete(pc.procs, pid)
 	}
 }
@@ -641,7 +684,7 @@ func (pc *PreCopy) Close() error {
 	for _, p := range pc.procs {
 		p.release()
 	}
-	if pc.taken {
+	if pc.taken || pc.dir == "" {
 		return nil
 	}
 	return os.RemoveAll(pc.dir)
@@ -696,7 +739,17 @@ func (pc *PreCopy) of(pid int) *preProc {
 // its parent image, with a pagemap image for each process (named by its
 // id in the images, known only now).
 func (pc *PreCopy) stage(stage *images.Staging, procs []*dumpProc) error {
-	if pc == nil || len(pc.procs) == 0 {
+	if pc == nil {
+		return nil
+	}
+	if pc.prevDir != "" {
+		// On top of a pre-dump: only the link to it.
+		if err := os.Symlink(pc.link, stage.Path(parentLink)); err != nil {
+			return fmt.Errorf("parent image: %w", err)
+		}
+		return nil
+	}
+	if len(pc.procs) == 0 {
 		return nil
 	}
 	dir := stage.Path(preCopyDir)
@@ -742,4 +795,10 @@ func syncFile(path string) error {
 		return fmt.Errorf("sync %s: %w", path, err)
 	}
 	return nil
+}
+
+// vmaRange is a VMA entry with only bounds and offset: what tracking
+// needs of a mapping.
+func vmaRange(start, end, pgoff uint64) *vma.VmaEntry {
+	return &vma.VmaEntry{Start: proto.Uint64(start), End: proto.Uint64(end), Pgoff: proto.Uint64(pgoff)}
 }

@@ -57,8 +57,9 @@ func TestPreCopy(t *testing.T) {
 		needCtcr(t)
 		w := startWorkload(t, "dirtier", "64")
 		img := filepath.Join(t.TempDir(), "img")
-		if rep := preCopyDump(t, w, img); rep.PreCopyBytes < 64<<20 {
-			t.Errorf("the pre-copy copied %d bytes, want at least the 64 MiB dirtier holds: a mapping changed meanwhile must not leave the rest out", rep.PreCopyBytes)
+		// dirtier drops a page in 16 (MADV_DONTNEED): most of the 64 MiB.
+		if rep := preCopyDump(t, w, img); rep.PreCopyBytes < 48<<20 {
+			t.Errorf("the pre-copy copied %d bytes, want most of the 64 MiB dirtier holds: a mapping changed meanwhile must not leave the rest out", rep.PreCopyBytes)
 		}
 		if _, err := w.waitOriginal(10 * time.Second); err != nil {
 			t.Fatalf("after the dump: %v", err)
@@ -272,6 +273,8 @@ func TestPreCopyFailedDump(t *testing.T) {
 // threads counting, a Go and a Python program.
 func TestPreCopyTrees(t *testing.T) {
 	for _, sc := range treeScenarios {
-		t.Run(sc.name, func(t *testing.T) { runTreeScenario(t, sc, "--pre-copy") })
+		t.Run(sc.name, func(t *testing.T) {
+			runTreeScenario(t, sc, func(*testing.T, *workload, string) []string { return []string{"--pre-copy"} })
+		})
 	}
 }

@@ -88,12 +88,13 @@ var treeScenarios = []treeScenario{
 // it check itself; ctcr must exit 0, the root's status.
 func TestDumpRestoreTrees(t *testing.T) {
 	for _, sc := range treeScenarios {
-		t.Run(sc.name, func(t *testing.T) { runTreeScenario(t, sc) })
+		t.Run(sc.name, func(t *testing.T) { runTreeScenario(t, sc, nil) })
 	}
 }
 
-// runTreeScenario runs sc, dumping with the extra dump arguments given.
-func runTreeScenario(t *testing.T, sc treeScenario, extra ...string) {
+// runTreeScenario runs sc; dumpArgs, if set, runs just before the dump
+// into img and returns extra arguments for it.
+func runTreeScenario(t *testing.T, sc treeScenario, dumpArgs func(t *testing.T, w *workload, img string) []string) {
 	needCtcr(t)
 	if sc.prepare != nil {
 		sc.prepare(t)
@@ -108,6 +109,10 @@ func runTreeScenario(t *testing.T, sc treeScenario, extra ...string) {
 		return
 	}
 	img := filepath.Join(t.TempDir(), "img")
+	var extra []string
+	if dumpArgs != nil {
+		extra = dumpArgs(t, w, img)
+	}
 	dumpTree(t, w, img, sc.tasks, pids, extra...)
 	r := startCtcr(t, "restore", "-D", img, "--json")
 	w.logs = append(w.logs, r.errP)

@@ -35,6 +35,9 @@ to, as in CRIU's pre-dump images.`,
 			if o.Dir == "" {
 				return usageError{fmt.Errorf("dump needs -D DIR")}
 			}
+			if preCopy && o.PrevDir != "" {
+				return usageError{fmt.Errorf("--pre-copy and --prev-images-dir both give the dump a parent image: give one")}
+			}
 			if o.TCPClose && o.TCPEstablished {
 				return usageError{fmt.Errorf("--tcp-close ends the connections --tcp-established would move: give one")}
 			}
@@ -84,6 +87,7 @@ to, as in CRIU's pre-dump images.`,
 	}
 	f := c.Flags()
 	f.IntVarP(&o.Pid, "tree", "t", 0, "PID of the process to checkpoint")
+	f.StringVar(&o.PrevDir, "prev-images-dir", "", "a pre-dump of the tree (ctcr pre-dump; relative to DIR, or absolute): copy only the pages written since, and leave the rest to it (DIR/parent links to it)")
 	f.BoolVar(&preCopy, "pre-copy", false, "copy the memory while the tree runs first (write tracking with userfaultfd, Linux 6.7), so that the dump, with the tree stopped, copies only the pages written since; the rest stays in DIR/pre-copy, the checkpoint's parent image")
 	f.StringVarP(&o.Dir, "images-dir", "D", "", "directory to write the images to")
 	f.BoolVar(&o.LeaveRunning, "leave-running", false, "let the process run on after the dump")

@@ -71,7 +71,8 @@ task, fd, mapping or image that failed), 2 on bad usage.`,
 	root.SetErr(stderr)
 	root.SetArgs(args)
 	root.AddCommand(dumpCmd(&g, stdout), restoreCmd(&g, stdout), checkCmd(&g, stdout), checkpointCmd(&g, stdout),
-		hookCmd(&g, stdout), hookCheckpointCmd(&g, stdout), listCmd(&g, stdout), psCmd(&g, stdout), killCmd(&g, stdout), showCmd(&g, stdout))
+		hookCmd(&g, stdout), hookCheckpointCmd(&g, stdout), listCmd(&g, stdout), psCmd(&g, stdout), killCmd(&g, stdout), showCmd(&g, stdout),
+		preDumpCmd(&g, stdout), trackWritesCmd())
 
 	err := root.Execute()
 	if err == nil {

@@ -37,7 +37,13 @@ const (
 	// a mix of two checkpoints. Old images the new dump does not rewrite
 	// stay; they are unreachable from the new pstree.img.
 	Overwrite StagingOption = iota + 1
+	// PreDump stages a pre-dump: PreDumpFile, not inventory.img, marks it
+	// complete (a pre-dump cannot be restored by itself).
+	PreDump
 )
+
+// PreDumpFile is the file whose presence marks a complete pre-dump.
+const PreDumpFile = "pre-dump.json"
 
 // Staging collects the images of one dump in a temporary directory and
 // moves them into place only when the dump is complete. Typical use:
@@ -54,8 +60,9 @@ type Staging struct {
 	Dir      string // temporary directory to write images into; immutable
 	FinalDir string // where Commit moves them; immutable
 
-	overwrite bool // immutable
-	done      bool // set by Commit or Abort
+	overwrite bool   // immutable
+	marker    string // the file that marks the images complete; immutable
+	done      bool   // set by Commit or Abort
 }
 
 // NewStaging prepares a dump into finalDir. finalDir is created (mode
@@ -63,13 +70,16 @@ type Staging struct {
 // empty, or hold unrelated files, but must not already hold a checkpoint
 // (inventory.img) unless Overwrite is given.
 func NewStaging(finalDir string, opts ...StagingOption) (*Staging, error) {
-	s := &Staging{FinalDir: finalDir, overwrite: slices.Contains(opts, Overwrite)}
+	s := &Staging{FinalDir: finalDir, overwrite: slices.Contains(opts, Overwrite), marker: InventoryFile}
+	if slices.Contains(opts, PreDump) {
+		s.marker = PreDumpFile
+	}
 	if err := os.MkdirAll(finalDir, 0o700); err != nil {
 		return nil, fmt.Errorf("images: creating checkpoint directory: %w", err)
 	}
 	if !s.overwrite {
-		if _, err := os.Lstat(filepath.Join(finalDir, InventoryFile)); err == nil {
-			return nil, fmt.Errorf("images: %s: %w (%s exists; remove it or overwrite)", finalDir, ErrCheckpointExists, InventoryFile)
+		if _, err := os.Lstat(filepath.Join(finalDir, s.marker)); err == nil {
+			return nil, fmt.Errorf("images: %s: %w (%s exists; remove it or overwrite)", finalDir, ErrCheckpointExists, s.marker)
 		} else if !errors.Is(err, fs.ErrNotExist) {
 			return nil, fmt.Errorf("images: %w", err)
 		}
@@ -98,28 +108,33 @@ func (s *Staging) Commit() error {
 		return fmt.Errorf("images: commit: %w", err)
 	}
 	var names []string
-	haveInventory := false
+	haveMarker := false
 	for _, e := range ents {
-		if e.Name() == InventoryFile {
-			haveInventory = true
+		if e.Name() == s.marker {
+			haveMarker = true
 			continue
 		}
 		names = append(names, e.Name())
 	}
-	if !haveInventory {
-		return fmt.Errorf("images: commit %s: no %s staged; the dump is incomplete", s.FinalDir, InventoryFile)
+	if !haveMarker {
+		return fmt.Errorf("images: commit %s: no %s staged; the dump is incomplete", s.FinalDir, s.marker)
 	}
-	names = append(names, InventoryFile) // last: its arrival makes the checkpoint whole
+	names = append(names, s.marker) // last: its arrival makes the checkpoint whole
 
 	// Data first: a renamed file whose blocks are not on disk could
 	// surface after a crash as a complete checkpoint with zeroed images.
 	for _, n := range names {
+		// A link (to a parent image) is made durable with the
+		// directory; opening it would follow it.
+		if fi, err := os.Lstat(filepath.Join(s.Dir, n)); err == nil && fi.Mode()&fs.ModeSymlink != 0 {
+			continue
+		}
 		if err := syncPath(filepath.Join(s.Dir, n)); err != nil {
 			return fmt.Errorf("images: commit: %w", err)
 		}
 	}
 	if s.overwrite {
-		old := filepath.Join(s.FinalDir, InventoryFile)
+		old := filepath.Join(s.FinalDir, s.marker)
 		if err := os.Remove(old); err == nil {
 			if err := syncPath(s.FinalDir); err != nil {
 				return fmt.Errorf("images: commit: %w", err)

@@ -95,7 +95,9 @@ const (
 	// PageWritten is the category of pages written since they were last
 	// write-protected, in a mapping registered with a userfaultfd in
 	// async write-protect mode.
-	PageWritten = 1 << 1
+	PageWritten   = 1 << 1
+	pageIsPresent = 1 << 3
+	pageIsSwapped = 1 << 4
 
 	scanWPMatching   = 1 << 0 // write-protect the pages reported
 	scanCheckWPAsync = 1 << 1 // fail (EPERM) on a mapping not registered in async write-protect mode
@@ -129,7 +131,13 @@ func (r *PagemapReader) Written(start, end uint64, protect bool, out []PageRange
 		arg := pmScanArg{
 			Flags: flags, Start: start, End: end,
 			Vec: uint64(uintptr(unsafe.Pointer(&vec[0]))), VecLen: uint64(len(vec)),
-			CategoryMask: PageWritten, ReturnMask: PageWritten,
+			// Present or swapped pages only: protecting a page never
+			// touched would put a marker in its page table entry,
+			// allocating page tables over the whole of a sparse
+			// mapping (and the pagemap would show the markers as
+			// swapped pages). A page touched for the first time is
+			// written anyway.
+			CategoryMask: PageWritten, CategoryAnyofMask: pageIsPresent | pageIsSwapped, ReturnMask: PageWritten,
 		}
 		arg.Size = uint64(unsafe.Sizeof(arg))
 		n, err := ioctlPtr(r.f, pagemapScan, unsafe.Pointer(&arg))
