@@ -42,6 +42,57 @@ type CheckpointOptions struct {
 	PreCopy bool
 	// PreCopyProgress, if set, hears the bytes pre-copied so far.
 	PreCopyProgress func(bytes uint64)
+	// Parent is the checkpoint directory of a pre-dump of the container
+	// (PreDump): only the pages written since are copied, the rest is
+	// taken from it at restore.
+	Parent string
+}
+
+// PreDump copies the memory of the running container into DIR/images
+// (a pre-dump: DIR/images/pre-dump.json) and leaves its writes tracked
+// for the next pre-dump or checkpoint with o.Parent = DIR. It neither
+// freezes nor stops the container, but for the moment each process
+// gets its write tracker.
+func PreDump(o CheckpointOptions) (*criu.PreDumpStats, error) {
+	unlock, err := Lock(o.ID, false)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	c, err := Resolve(o.ID, o.Pid)
+	if err != nil {
+		return nil, err
+	}
+	prev, err := parentImages(o.Dir, o.Parent)
+	if err != nil {
+		return nil, err
+	}
+	st, err := criu.PreDump(criu.PreDumpOptions{Pid: c.Pid, Dir: ImagesDir(o.Dir), PrevDir: prev, Log: o.Log, Progress: o.Progress})
+	if err != nil {
+		return nil, fmt.Errorf("pre-dump of container %s: %w", o.ID, err)
+	}
+	return st, nil
+}
+
+// parentImages returns the images of the checkpoint directory parent as
+// the images of dir see them (a relative path, so that both can move
+// together), or "" for no parent.
+func parentImages(dir, parent string) (string, error) {
+	if parent == "" {
+		return "", nil
+	}
+	from, err := filepath.Abs(ImagesDir(dir))
+	if err != nil {
+		return "", err
+	}
+	to, err := filepath.Abs(ImagesDir(parent))
+	if err != nil {
+		return "", err
+	}
+	if _, err := os.Stat(filepath.Join(to, images.PreDumpFile)); err != nil {
+		return "", fmt.Errorf("%s holds no pre-dump (%s): %w", parent, filepath.Join(to, images.PreDumpFile), err)
+	}
+	return filepath.Rel(from, to)
 }
 
 func (o *CheckpointOptions) logf(format string, args ...any) {
@@ -82,6 +133,13 @@ func Checkpoint(o CheckpointOptions) (*Meta, *Stats, error) {
 	if o.FreezeTimeout == 0 {
 		o.FreezeTimeout = 10 * time.Second
 	}
+	prev, err := parentImages(o.Dir, o.Parent)
+	if err != nil {
+		return nil, nil, err
+	}
+	if prev != "" && o.PreCopy {
+		return nil, nil, fmt.Errorf("a checkpoint is on top of a pre-dump or of its own pre-copy, not both")
+	}
 	var pc *criu.PreCopy
 	if o.PreCopy {
 		if o.Stage == StageDump {
@@ -118,6 +176,7 @@ func Checkpoint(o CheckpointOptions) (*Meta, *Stats, error) {
 		FileLocks: o.FileLocks, ExtUnixSk: o.ExtUnixSk, TCPClose: o.TCPClose, TCPEstablished: o.TCPEstablished, Progress: o.Progress, SavesIPC: own["ipc"],
 		Thaw:    func() error { isFrozen = false; return cg.Thaw() },
 		PreCopy: pc,
+		PrevDir: prev,
 		BeforeResume: func() error {
 			if o.Stage == StageDump {
 				// Tasks stopped under ptrace freeze at once and stay

@@ -60,14 +60,14 @@ func probeFeatures() []Feature {
 	add("prctl PR_TIMER_CREATE_RESTORE_IDS (Linux 6.17)", false, errnoErr(unix.Syscall6(unix.SYS_PRCTL, kernel.PR_TIMER_CREATE_RESTORE_IDS, 2, 0, 0, 0, 0)), "restores POSIX timers with their ids (without it a task with timers fails the restore)")
 	add("TCP repair mode", false, probeTCPRepair(), "moves established TCP connections (without it only --tcp-close dumps them)")
 	add("unix sock_diag", false, probeUnixDiag(), "finds the peers and queues of unix sockets (without it a unix socket fails the dump)")
-	add("userfaultfd write tracking (Linux 6.7)", false, probeWriteTracking(), "tracks the pages written during --pre-copy (without it --pre-copy fails)")
+	add("userfaultfd write tracking (Linux 6.7)", false, probeWriteTracking(), "tracks the pages written during --pre-copy and after a pre-dump (without it both fail)")
 	add("vDSO", true, probeVdso(), "runs remote syscalls without writing into the task")
 	add("XSAVE", true, probeXsave(), "saves AVX and AVX-512 registers")
-	softDirty := fmt.Errorf("CONFIG_MEM_SOFT_DIRTY is off (not needed: --pre-copy tracks writes with userfaultfd)")
+	softDirty := fmt.Errorf("CONFIG_MEM_SOFT_DIRTY is off (not needed: --pre-copy and pre-dump track writes with userfaultfd)")
 	if probeSoftDirty() {
 		softDirty = nil
 	}
-	add("soft-dirty bit", false, softDirty, "present, but not used: --pre-copy tracks writes with userfaultfd")
+	add("soft-dirty bit", false, softDirty, "present, but not used: --pre-copy and pre-dump track writes with userfaultfd")
 	return out
 }
 

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
 
@@ -220,5 +221,61 @@ func TestPreDumpTrees(t *testing.T) {
 				return []string{"--prev-images-dir", "../pre"}
 			})
 		})
+	}
+}
+
+// TestContainerPreDump: two pre-dumps of a runc container whose dirtier
+// keeps writing, then a checkpoint on top of them (--parent); after
+// restore dirtier finds every page as it last was and the container
+// counts on. A checkpoint naming a directory that holds no pre-dump
+// fails with exit 16 and the container runs on.
+func TestContainerPreDump(t *testing.T) {
+	bin := workloadBin(t, "dirtier")
+	script := "mkdir -p /data/wl; " + bin + " /data/wl 16 > /data/wl/out 2>&1 &\n" + containerScript
+	c := newContainer(t, "predump", func(s *specs.Spec) { s.Process.Args = []string{"sh", "-c", script} })
+	if err := c.installHostBinary(bin); err != nil {
+		t.Fatalf("copy dirtier into the rootfs: %v", err)
+	}
+	c.start()
+	waitFile := func(path, want string) string {
+		var out string
+		for end := time.Now().Add(20 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+			o, err := c.exec("cat " + path)
+			if err == nil && strings.Contains(o, want) {
+				return o
+			}
+			out = o
+		}
+		t.Fatalf("%s in the container never held %q: %q", path, want, out)
+		return ""
+	}
+	waitFile("/data/wl/ready", "pid")
+	base := t.TempDir()
+	for _, step := range [][]string{
+		{"checkpoint", c.id, "--pre-dump", "-D", filepath.Join(base, "pre1")},
+		{"checkpoint", c.id, "--pre-dump", "-D", filepath.Join(base, "pre2"), "--parent", filepath.Join(base, "pre1")},
+	} {
+		r := runCtcr(t, 60*time.Second, step...)
+		if r.code() != 0 {
+			t.Fatalf("%s: exit status %d\nstdout: %s\nstderr: %s", r, r.code(), r.stdout(), r.stderr())
+		}
+		t.Logf("%s: %s", r, strings.TrimSpace(r.stdout()))
+		c.assertCounting(t, "after a pre-dump")
+	}
+	r := runCtcr(t, 60*time.Second, "checkpoint", c.id, "-D", filepath.Join(base, "ck"), "--parent", filepath.Join(base, "ck"))
+	if r.code() != 16 || !strings.Contains(r.stderr(), "pre-dump") {
+		t.Errorf("%s naming no pre-dump: exit %d, want 16 and a message; stderr: %s", r, r.code(), r.stderr())
+	}
+	c.assertCounting(t, "after a refused checkpoint")
+	dir := filepath.Join(base, "ck")
+	checkpointContainer(t, c, dir, "--parent", filepath.Join(base, "pre2"))
+	if target, err := os.Readlink(filepath.Join(dir, "images", "parent")); err != nil || target != "../../pre2/images" {
+		t.Errorf("the images' parent link is %q (%v), want ../../pre2/images", target, err)
+	}
+	restoreContainer(t, c, dir)
+	c.assertCounting(t, "after restore")
+	c.mustExec(t, "touch /data/wl/check")
+	if res := waitFile("/data/wl/result", "PASS"); !strings.HasPrefix(res, "PASS") {
+		t.Errorf("dirtier after restore: %s", res)
 	}
 }

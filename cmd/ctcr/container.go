@@ -61,7 +61,7 @@ func (e codedError) Unwrap() error { return e.error }
 
 func checkpointCmd(g *globalFlags, stdout io.Writer) *cobra.Command {
 	var o container.CheckpointOptions
-	var suspend, dumpStage, kill, resume bool
+	var suspend, dumpStage, kill, resume, preDump bool
 	var cgroupPath string
 	c := &cobra.Command{
 		Use:   "checkpoint CTID",
@@ -94,6 +94,9 @@ untouched.
 			}
 			if o.Dir == "" {
 				o.Dir = defaultDir(o.ID)
+				if preDump {
+					o.Dir += "-pre-dump"
+				}
 			}
 			stage, err := oneStage(map[container.Stage]bool{container.StageSuspend: suspend, container.StageDump: dumpStage, container.StageKill: kill, container.StageResume: resume})
 			if err != nil {
@@ -114,6 +117,28 @@ untouched.
 			}
 			defer done()
 			o.Log = logf
+			if preDump {
+				if stage != "" || o.PreCopy || o.LeaveRunning {
+					return usageError{fmt.Errorf("--pre-dump is a step of its own: no stage, --pre-copy or --leave-running with it")}
+				}
+				var endLine func()
+				o.Progress, endLine = g.progressLine(cmd.ErrOrStderr(), "pre-dumped")
+				st, err := container.PreDump(o)
+				endLine()
+				if err != nil {
+					return containerExit(err, exitCheckpointError)
+				}
+				for _, w := range st.Warnings {
+					fmt.Fprintf(cmd.ErrOrStderr(), "ctcr: warning: %s\n", w)
+				}
+				if g.json {
+					return printJSON(stdout, map[string]any{"id": o.ID, "dir": o.Dir, "tasks": st.Tasks, "pages_bytes": st.PagesBytes,
+						"parent_bytes": st.ParentBytes, "frozen_seconds": st.Frozen, "pre_dump_seconds": st.Total, "warnings": st.Warnings})
+				}
+				fmt.Fprintf(stdout, "container %s pre-dumped to %s: %d tasks, %d bytes of memory copied, %d left to the parent, stopped %.4f s\n",
+					o.ID, o.Dir, st.Tasks, st.PagesBytes, st.ParentBytes, st.Frozen)
+				return nil
+			}
 			var endLine, endPre func()
 			o.Progress, endLine = g.progressLine(cmd.ErrOrStderr(), "dumped")
 			if o.PreCopy {
@@ -158,6 +183,8 @@ untouched.
 	f := c.Flags()
 	f.StringVarP(&o.Dir, "images-dir", "D", "", "directory to write the checkpoint to (default /var/lib/ctcr/CTID)")
 	f.BoolVar(&o.LeaveRunning, "leave-running", false, "let the container run on after the checkpoint")
+	f.BoolVar(&preDump, "pre-dump", false, "only copy the memory of the running container into DIR (a pre-dump, as CRIU's), and track what it writes from then on; a later checkpoint (or pre-dump) with --parent DIR copies only the pages written since")
+	f.StringVar(&o.Parent, "parent", "", "the directory of a pre-dump of the container (--pre-dump): copy only the pages written since; the images link to it, so keep (or move) both together")
 	f.BoolVar(&o.PreCopy, "pre-copy", false, "copy the memory while the container runs, before freezing it (write tracking with userfaultfd, Linux 6.7): the frozen dump then copies only the pages written since; the rest stays in DIR/images/pre-copy, the images' parent")
 	f.IntVar(&o.Pid, "pid", 0, "init PID of a container ctcr cannot find by its id")
 	f.StringVar(&cgroupPath, "cgroup", "", "cgroup of a container ctcr cannot find by its id (as /proc/PID/cgroup names it): its init is the task whose parent is outside it")
