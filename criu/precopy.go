@@ -406,12 +406,15 @@ func copyRunning(pid int, runs []pageRun, path string, pr *progress) ([]*pagemap
 	return entries, offs, off, f.Truncate(int64(off))
 }
 
-// register registers p's private mappings for tracking.
+// register registers p's private mappings for tracking: all of them,
+// those made since an earlier registration too (registering a mapping
+// again with the same userfaultfd changes nothing).
 func (p *preProc) register() error {
 	vmas, err := privateVMAs(p.pid)
 	if err != nil {
 		return err
 	}
+	p.vmas = nil
 	for _, e := range vmas {
 		if err := kernel.UffdRegisterWP(p.uffd, e.GetStart(), e.GetEnd()-e.GetStart()); err != nil {
 			continue // not trackable (another userfaultfd has it): copied at the dump

@@ -235,13 +235,14 @@ func (pc *PreCopy) armNew(root int, logf func(string, ...any)) (time.Duration, e
 			if err := kernel.UffdAPI(pre.uffd, kernel.UFFD_FEATURE_WP_ASYNC); err != nil {
 				return frozen, fmt.Errorf("pre-dump needs userfaultfd write-protection in async mode (Linux 6.7): %w", ErrUnsupported)
 			}
-			if err := pre.register(); err != nil {
-				return frozen, fmt.Errorf("task %d: %w", p.pid, err)
-			}
 		} else if pc.prevDir != "" {
 			if pre.covered, err = coveredByImage(pc.prevDir, p.vpid); err != nil {
 				return frozen, err
 			}
+		}
+		// Mappings made since the last pre-dump are tracked from now on.
+		if err := pre.register(); err != nil {
+			return frozen, fmt.Errorf("task %d: %w", p.pid, err)
 		}
 	}
 	for pid := range pc.procs {
