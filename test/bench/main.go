@@ -57,6 +57,10 @@ type run struct {
 	// pre-copy moves memory while it runs.
 	PreCopyFrozenSeconds float64 `json:"pre_copy_frozen_seconds"`
 	PreCopyGBs           float64 `json:"pre_copy_gb_s"`
+	// Then a pre-dump and a dump on top of it (--leave-running): how
+	// fast the pre-dump copies, how long the dump keeps it frozen.
+	PreDumpGBs             float64 `json:"pre_dump_gb_s"`
+	OnPreDumpFrozenSeconds float64 `json:"on_pre_dump_frozen_seconds"`
 }
 
 func main() {
@@ -193,6 +197,23 @@ func oneRun(ctcr, bigmem, work, images string, i int) (run, error) {
 		return r, err
 	}
 	os.RemoveAll(img)
+	// And a pre-dump, then a dump on top of it.
+	pre := img + "-pre"
+	var pd struct {
+		PagesBytes     int64   `json:"pages_bytes"`
+		PreDumpSeconds float64 `json:"pre_dump_seconds"`
+	}
+	if err := ctcrJSON(ctcr, &pd, "pre-dump", "-t", strconv.Itoa(pid), "-D", pre, "--json"); err != nil {
+		return r, err
+	}
+	var od struct {
+		FrozenSeconds float64 `json:"frozen_seconds"`
+	}
+	if err := ctcrJSON(ctcr, &od, "dump", "--prev-images-dir", "../"+filepath.Base(pre), "--leave-running", "-t", strconv.Itoa(pid), "-D", img, "--json"); err != nil {
+		return r, err
+	}
+	os.RemoveAll(img)
+	os.RemoveAll(pre)
 	if err := os.WriteFile(filepath.Join(dir, "check"), nil, 0o644); err != nil {
 		return r, err
 	}
@@ -223,6 +244,8 @@ func oneRun(ctcr, bigmem, work, images string, i int) (run, error) {
 	r.RestorePerTouch = r.RestoreGBs / r.FirstTouchGBs
 	r.PreCopyFrozenSeconds = pc.FrozenSeconds
 	r.PreCopyGBs = gbs(pc.PreCopyBytes, pc.PreCopySeconds)
+	r.PreDumpGBs = gbs(pd.PagesBytes, pd.PreDumpSeconds)
+	r.OnPreDumpFrozenSeconds = od.FrozenSeconds
 	return r, nil
 }
 
@@ -315,6 +338,8 @@ func report(runs []run) error {
 		{"frozen_seconds", "frozen time", "s", func(r run) float64 { return r.FrozenSeconds }},
 		{"pre_copy_frozen_seconds", "frozen time with --pre-copy (--leave-running)", "s", func(r run) float64 { return r.PreCopyFrozenSeconds }},
 		{"pre_copy_gb_s", "pre-copy throughput (pre_copy_bytes / pre_copy_seconds)", "GB/s", func(r run) float64 { return r.PreCopyGBs }},
+		{"pre_dump_gb_s", "pre-dump throughput (pages_bytes / pre_dump_seconds)", "GB/s", func(r run) float64 { return r.PreDumpGBs }},
+		{"on_pre_dump_frozen_seconds", "frozen time of a dump on top of a pre-dump", "s", func(r run) float64 { return r.OnPreDumpFrozenSeconds }},
 		{"dump_seconds", "dump time", "s", func(r run) float64 { return r.DumpSeconds }},
 		{"restore_seconds", "restore time", "s", func(r run) float64 { return r.RestoreSeconds }},
 		{"dump_per_first_touch", "dump / first-touch", "", func(r run) float64 { return r.DumpPerTouch }},
