@@ -143,19 +143,7 @@ func TestContainerPreCopy(t *testing.T) {
 		t.Fatalf("copy dirtier into the rootfs: %v", err)
 	}
 	c.start()
-	waitFile := func(path, want string) string {
-		var out string
-		for end := time.Now().Add(20 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
-			if o, err := c.exec("cat " + path); err == nil && strings.Contains(o, want) {
-				return o
-			} else {
-				out = o
-			}
-		}
-		t.Fatalf("%s in the container never held %q: %q", path, want, out)
-		return ""
-	}
-	waitFile("/data/wl/ready", "pid")
+	c.waitFileHolds(t, "/data/wl/ready", "pid")
 	dir := filepath.Join(t.TempDir(), "ck")
 	checkpointContainer(t, c, dir, "--pre-copy")
 	b, err := os.ReadFile(filepath.Join(dir, "stats.json"))
@@ -173,7 +161,7 @@ func TestContainerPreCopy(t *testing.T) {
 	restoreContainer(t, c, dir)
 	c.assertCounting(t, "after restore")
 	c.mustExec(t, "touch /data/wl/check")
-	if res := waitFile("/data/wl/result", "PASS"); !strings.HasPrefix(res, "PASS") {
+	if res := c.waitFileHolds(t, "/data/wl/result", "PASS"); !strings.HasPrefix(res, "PASS") {
 		t.Errorf("dirtier after restore: %s", res)
 	}
 }
@@ -185,27 +173,13 @@ func TestContainerPreCopy(t *testing.T) {
 func TestPreCopyScenarios(t *testing.T) {
 	for _, sc := range scenarios {
 		t.Run(sc.name, func(t *testing.T) {
-			needCtcr(t)
-			w := startWorkload(t, sc.workload, sc.args...)
-			if sc.wake == bySIGUSR1 {
-				waitBlocked(t, w, sc.blockedIn[:1], 10*time.Second)
-			}
-			img := filepath.Join(t.TempDir(), "img")
-			preCopyDump(t, w, img)
-			if _, err := w.waitOriginal(10 * time.Second); err != nil {
-				t.Fatalf("after the dump: %v", err)
-			}
-			if sc.beforeRestore != nil {
-				sc.beforeRestore(t, w)
-			}
-			if sc.detached {
-				restoreDetached(t, w, img, sc, nil)
-			} else {
-				restoreForeground(t, w, img, sc, nil)
-			}
-			if !t.Failed() && sc.afterPass != nil {
-				sc.afterPass(t, w)
-			}
+			runScenario(t, sc, func(w *workload, img string) *dumpReport {
+				preCopyDump(t, w, img)
+				if _, err := w.waitOriginal(10 * time.Second); err != nil {
+					t.Fatalf("after the dump: %v", err)
+				}
+				return nil
+			})
 		})
 	}
 }

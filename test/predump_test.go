@@ -237,19 +237,7 @@ func TestContainerPreDump(t *testing.T) {
 		t.Fatalf("copy dirtier into the rootfs: %v", err)
 	}
 	c.start()
-	waitFile := func(path, want string) string {
-		var out string
-		for end := time.Now().Add(20 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
-			o, err := c.exec("cat " + path)
-			if err == nil && strings.Contains(o, want) {
-				return o
-			}
-			out = o
-		}
-		t.Fatalf("%s in the container never held %q: %q", path, want, out)
-		return ""
-	}
-	waitFile("/data/wl/ready", "pid")
+	c.waitFileHolds(t, "/data/wl/ready", "pid")
 	base := t.TempDir()
 	for _, step := range [][]string{
 		{"checkpoint", c.id, "--pre-dump", "-D", filepath.Join(base, "pre1")},
@@ -275,7 +263,7 @@ func TestContainerPreDump(t *testing.T) {
 	restoreContainer(t, c, dir)
 	c.assertCounting(t, "after restore")
 	c.mustExec(t, "touch /data/wl/check")
-	if res := waitFile("/data/wl/result", "PASS"); !strings.HasPrefix(res, "PASS") {
+	if res := c.waitFileHolds(t, "/data/wl/result", "PASS"); !strings.HasPrefix(res, "PASS") {
 		t.Errorf("dirtier after restore: %s", res)
 	}
 }

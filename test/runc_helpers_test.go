@@ -246,6 +246,22 @@ func (c *runcContainer) exec(script string) (string, error) {
 }
 
 // mustExec is exec that fails the test on error.
+// waitFileHolds waits up to 20 s until the file at path in the
+// container holds want, and returns its content.
+func (c *runcContainer) waitFileHolds(t *testing.T, path, want string) string {
+	t.Helper()
+	var out string
+	for end := time.Now().Add(20 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		o, err := c.exec("cat " + path)
+		if err == nil && strings.Contains(o, want) {
+			return o
+		}
+		out = o
+	}
+	t.Fatalf("%s in the container never held %q: %q", path, want, out)
+	return ""
+}
+
 func (c *runcContainer) mustExec(t *testing.T, script string) string {
 	t.Helper()
 	out, err := c.exec(script)

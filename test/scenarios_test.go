@@ -141,25 +141,34 @@ var scenarios = []scenario{
 func TestDumpRestore(t *testing.T) {
 	for _, sc := range scenarios {
 		t.Run(sc.name, func(t *testing.T) {
-			needCtcr(t)
-			w := startWorkload(t, sc.workload, sc.args...)
-			if sc.wake == bySIGUSR1 {
-				waitBlocked(t, w, sc.blockedIn[:1], 10*time.Second)
-			}
-			img := filepath.Join(t.TempDir(), "img")
-			dumpRep := dump(t, w, img, sc.json, sc.minPagesBytes)
-			if sc.beforeRestore != nil {
-				sc.beforeRestore(t, w)
-			}
-			if sc.detached {
-				restoreDetached(t, w, img, sc, dumpRep)
-			} else {
-				restoreForeground(t, w, img, sc, dumpRep)
-			}
-			if !t.Failed() && sc.afterPass != nil {
-				sc.afterPass(t, w)
-			}
+			runScenario(t, sc, func(w *workload, img string) *dumpReport {
+				return dump(t, w, img, sc.json, sc.minPagesBytes)
+			})
 		})
+	}
+}
+
+// runScenario starts sc's workload, has dumpIt dump it into img
+// (killing it; the report may be nil), restores it as sc says and lets
+// it check itself.
+func runScenario(t *testing.T, sc scenario, dumpIt func(w *workload, img string) *dumpReport) {
+	needCtcr(t)
+	w := startWorkload(t, sc.workload, sc.args...)
+	if sc.wake == bySIGUSR1 {
+		waitBlocked(t, w, sc.blockedIn[:1], 10*time.Second)
+	}
+	img := filepath.Join(t.TempDir(), "img")
+	dumpRep := dumpIt(w, img)
+	if sc.beforeRestore != nil {
+		sc.beforeRestore(t, w)
+	}
+	if sc.detached {
+		restoreDetached(t, w, img, sc, dumpRep)
+	} else {
+		restoreForeground(t, w, img, sc, dumpRep)
+	}
+	if !t.Failed() && sc.afterPass != nil {
+		sc.afterPass(t, w)
 	}
 }
 

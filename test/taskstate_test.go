@@ -117,17 +117,7 @@ func TestVforkRefused(t *testing.T) {
 // for its child to exec (here after 300 ms), then dumps and restores the
 // parent and the exec'd child, which the parent finds alive.
 func TestVforkReleased(t *testing.T) {
-	needCtcr(t)
-	w := startWorkload(t, "vforker", "late")
-	kids := childrenOf(w.pid)
-	img := filepath.Join(t.TempDir(), "img")
-	dump(t, w, img, false, 0)
-	for pid := range kids {
-		if _, _, err := reap(pid, 10*time.Second); err != nil {
-			t.Fatal(err)
-		}
-	}
-	restoreForeground(t, w, img, scenario{}, nil)
+	kids := dumpRestoreWorkload(t, "vforker", "late")
 	// The restored parent killed its child and left it to this subreaper.
 	for pid := range kids {
 		if _, reaped, err := reap(pid, 10*time.Second); !reaped {

@@ -101,8 +101,9 @@ func (w *workload) requestCheck() {
 
 // dumpRestoreWorkload starts workload name, dumps it (killing it and its
 // children), restores it in the foreground, where it must check itself
-// and pass, and has crit decode the images.
-func dumpRestoreWorkload(t *testing.T, name string, args ...string) {
+// and pass, and has crit decode the images. It returns the PIDs of the
+// children the workload had.
+func dumpRestoreWorkload(t *testing.T, name string, args ...string) map[int]procStat {
 	t.Helper()
 	needCtcr(t)
 	w := startWorkload(t, name, args...)
@@ -120,6 +121,7 @@ func dumpRestoreWorkload(t *testing.T, name string, args ...string) {
 	if !t.Failed() {
 		decodeWithCrit(t, img)
 	}
+	return kids
 }
 
 // checkPasses asks the original process to check itself and expects it

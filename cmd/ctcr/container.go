@@ -128,9 +128,7 @@ untouched.
 				if err != nil {
 					return containerExit(err, exitCheckpointError)
 				}
-				for _, w := range st.Warnings {
-					fmt.Fprintf(cmd.ErrOrStderr(), "ctcr: warning: %s\n", w)
-				}
+				printWarnings(cmd.ErrOrStderr(), st.Warnings)
 				if g.json {
 					return printJSON(stdout, map[string]any{"id": o.ID, "dir": o.Dir, "tasks": st.Tasks, "pages_bytes": st.PagesBytes,
 						"parent_bytes": st.ParentBytes, "frozen_seconds": st.Frozen, "pre_dump_seconds": st.Total, "warnings": st.Warnings})
@@ -162,9 +160,7 @@ untouched.
 			if err != nil {
 				return containerExit(err, exitCheckpointError)
 			}
-			for _, w := range st.Warnings {
-				fmt.Fprintf(cmd.ErrOrStderr(), "ctcr: warning: %s\n", w)
-			}
+			printWarnings(cmd.ErrOrStderr(), st.Warnings)
 			if g.json {
 				out := map[string]any{"id": m.ID, "runtime": m.Runtime, "dir": o.Dir, "tasks": st.Tasks,
 					"pages_bytes": st.PagesBytes, "frozen_seconds": st.FrozenSeconds, "dump_seconds": st.DumpSeconds, "warnings": st.Warnings}

@@ -65,9 +65,7 @@ to, as in CRIU's pre-dump images.`,
 			if err != nil {
 				return fmt.Errorf("dump of task %d failed: %w", o.Pid, err)
 			}
-			for _, w := range st.Warnings {
-				fmt.Fprintf(cmd.ErrOrStderr(), "ctcr: warning: %s\n", w)
-			}
+			printWarnings(cmd.ErrOrStderr(), st.Warnings)
 			if g.json {
 				out := map[string]any{
 					"pid": st.Pid, "dir": o.Dir, "tasks": st.Tasks, "pages_bytes": st.PagesBytes,

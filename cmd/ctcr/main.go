@@ -163,3 +163,11 @@ func (g *globalFlags) progressLine(stderr io.Writer, verb string) (func(bytes ui
 			}
 		}
 }
+
+// printWarnings writes each warning of a checkpoint (what it keeps
+// otherwise than it was) to stderr.
+func printWarnings(stderr io.Writer, warnings []string) {
+	for _, w := range warnings {
+		fmt.Fprintf(stderr, "ctcr: warning: %s\n", w)
+	}
+}

@@ -52,9 +52,7 @@ gone, or 24 hours pass.`,
 			if err != nil {
 				return fmt.Errorf("pre-dump of task %d failed: %w", o.Pid, err)
 			}
-			for _, w := range st.Warnings {
-				fmt.Fprintf(cmd.ErrOrStderr(), "ctcr: warning: %s\n", w)
-			}
+			printWarnings(cmd.ErrOrStderr(), st.Warnings)
 			if g.json {
 				return printJSON(stdout, map[string]any{
 					"pid": st.Pid, "dir": o.Dir, "tasks": st.Tasks, "pages_bytes": st.PagesBytes, "parent_bytes": st.ParentBytes,
