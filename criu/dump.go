@@ -243,6 +243,9 @@ func Dump(opts DumpOptions) (*DumpStats, error) {
 	if err := writeSched(stage.Path(schedFile), sched); err != nil {
 		return nil, fmt.Errorf("write %s: %w", schedFile, err)
 	}
+	if err := writeVdso(stage.Dir, pid); err != nil {
+		return nil, fmt.Errorf("write %s: %w", vdsoFile, err)
+	}
 	opts.logf("task state read (%v since seize)", time.Since(frozenAt))
 
 	files := newFileTable()

@@ -117,6 +117,9 @@ func restore(opts RestoreOptions) (*Restored, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := checkVdso(opts.Dir); err != nil {
+		return nil, err
+	}
 	rt, err := planTree(cp, &opts)
 	if err != nil {
 		return nil, err

@@ -1,6 +1,7 @@
 package test
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -401,4 +402,39 @@ func TestUsage(t *testing.T) {
 		})
 	}
 	os.RemoveAll("/tmp/ctcr-usage-img")
+}
+
+// TestRestoreOtherVdsoRefused: a checkpoint that ran with another vDSO
+// (as on another kernel; here vdso.json is edited) is refused with exit
+// 1, naming the vDSO, and leaves no task; with its own it restores.
+func TestRestoreOtherVdsoRefused(t *testing.T) {
+	needCtcr(t)
+	w := startWorkload(t, "counter")
+	img := filepath.Join(t.TempDir(), "img")
+	dump(t, w, img, false, 0)
+	path := filepath.Join(img, "vdso.json")
+	good, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("the dump wrote no vdso.json: %v", err)
+	}
+	var v map[string]any
+	if err := json.Unmarshal(good, &v); err != nil || v["sha256"] == nil || v["size"] == nil {
+		t.Fatalf("vdso.json %s (%v): want its size and sha256", good, err)
+	}
+	v["sha256"] = strings.Repeat("0", 64)
+	other, _ := json.Marshal(v)
+	if err := os.WriteFile(path, other, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := runCtcr(t, 60*time.Second, "restore", "-D", img)
+	if r.code() != 1 || !strings.Contains(r.stderr(), "vDSO") {
+		t.Errorf("%s with another kernel's vDSO: exit %d, want 1 naming the vDSO; stderr: %s", r, r.code(), r.stderr())
+	}
+	if exists(w.pid) {
+		t.Errorf("task %d exists after the refused restore", w.pid)
+	}
+	if err := os.WriteFile(path, good, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	restoreDetached(t, w, img, scenario{}, nil)
 }
