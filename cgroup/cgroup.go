@@ -153,3 +153,54 @@ func (s *Set) Tasks() ([]int, error) {
 	sort.Ints(pids)
 	return pids, nil
 }
+
+// ErrNotBelow means a task's cgroup is outside the container's.
+var ErrNotBelow = errors.New("not at or below the container's cgroup")
+
+// Below returns where t's cgroups are relative to s's, hierarchy by
+// hierarchy ("/" for the same cgroup, "/sub" below), and whether that is
+// s itself in every hierarchy. A hierarchy s has and t lacks, or a
+// cgroup of t outside s's, is ErrNotBelow.
+func (s *Set) Below(t *Set) (rel *Set, same bool, err error) {
+	relOf := func(base, p string) (string, bool) {
+		if p == base {
+			return "/", true
+		}
+		prefix := strings.TrimSuffix(base, "/") + "/"
+		if strings.HasPrefix(p, prefix) {
+			return "/" + strings.TrimPrefix(p, prefix), true
+		}
+		return "", false
+	}
+	rel = &Set{V1: map[string]string{}}
+	same = true
+	for ctrl, base := range s.V1 {
+		r, ok := relOf(base, t.V1[ctrl])
+		if !ok {
+			return nil, false, fmt.Errorf("%s cgroup %q: %w (%q)", ctrl, t.V1[ctrl], ErrNotBelow, base)
+		}
+		rel.V1[ctrl] = r
+		same = same && r == "/"
+	}
+	if s.V2 != "" {
+		r, ok := relOf(s.V2, t.V2)
+		if !ok {
+			return nil, false, fmt.Errorf("cgroup %q: %w (%q)", t.V2, ErrNotBelow, s.V2)
+		}
+		rel.V2 = r
+		same = same && r == "/"
+	}
+	return rel, same, nil
+}
+
+// Join returns the set of the cgroups rel (from Below) names under s.
+func (s *Set) Join(rel *Set) *Set {
+	out := &Set{V1: map[string]string{}}
+	for ctrl, base := range s.V1 {
+		out.V1[ctrl] = filepath.Join(base, rel.V1[ctrl])
+	}
+	if s.V2 != "" {
+		out.V2 = filepath.Join(s.V2, rel.V2)
+	}
+	return out
+}

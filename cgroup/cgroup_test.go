@@ -1,6 +1,7 @@
 package cgroup
 
 import (
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -113,4 +114,29 @@ func TestFreezeV2(t *testing.T) {
 			t.Errorf("the task did not tick after Thaw: %s then %s", a, b)
 		}
 	})
+}
+
+func TestBelowAndJoin(t *testing.T) {
+	ct := &Set{V1: map[string]string{"cpu": "/ct", "freezer": "/ct"}, V2: "/ct"}
+	task := &Set{V1: map[string]string{"cpu": "/ct/a/b", "freezer": "/ct"}, V2: "/ct/a"}
+	rel, same, err := ct.Below(task)
+	if err != nil || same || rel.V1["cpu"] != "/a/b" || rel.V1["freezer"] != "/" || rel.V2 != "/a" {
+		t.Fatalf("Below: %+v same %v err %v", rel, same, err)
+	}
+	back := ct.Join(rel)
+	if back.V1["cpu"] != "/ct/a/b" || back.V1["freezer"] != "/ct" || back.V2 != "/ct/a" {
+		t.Errorf("Join: %+v", back)
+	}
+	if _, same, err := ct.Below(ct); err != nil || !same {
+		t.Errorf("Below of itself: same %v err %v", same, err)
+	}
+	for _, out := range []*Set{
+		{V1: map[string]string{"cpu": "/ctx", "freezer": "/ct"}, V2: "/ct"},
+		{V1: map[string]string{"cpu": "/", "freezer": "/ct"}, V2: "/ct"},
+		{V1: map[string]string{"freezer": "/ct"}, V2: "/ct"},
+	} {
+		if _, _, err := ct.Below(out); !errors.Is(err, ErrNotBelow) {
+			t.Errorf("Below(%+v): %v, want ErrNotBelow", out, err)
+		}
+	}
 }

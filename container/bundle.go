@@ -19,16 +19,27 @@ const Version = "0.1.0"
 
 // Meta is ctcr.json.
 type Meta struct {
-	ID          string        `json:"id"`
-	Runtime     string        `json:"runtime"`
-	Bundle      string        `json:"bundle,omitempty"`
-	Rootfs      string        `json:"rootfs,omitempty"`
-	StateDir    string        `json:"state_dir,omitempty"`
-	Cgroups     *cgroup.Set   `json:"cgroups,omitempty"`
-	Limits      cgroup.Limits `json:"limits,omitempty"`
-	InitPid     int           `json:"init_pid"` // host PID at checkpoint
-	Created     time.Time     `json:"created"`
-	CtcrVersion string        `json:"ctcr_version"`
+	ID       string        `json:"id"`
+	Runtime  string        `json:"runtime"`
+	Bundle   string        `json:"bundle,omitempty"`
+	Rootfs   string        `json:"rootfs,omitempty"`
+	StateDir string        `json:"state_dir,omitempty"`
+	Cgroups  *cgroup.Set   `json:"cgroups,omitempty"`
+	Limits   cgroup.Limits `json:"limits,omitempty"`
+	// SubCgroups are the cgroups below the container's that its tasks
+	// were in.
+	SubCgroups  []*SubCgroup `json:"sub_cgroups,omitempty"`
+	InitPid     int          `json:"init_pid"` // host PID at checkpoint
+	Created     time.Time    `json:"created"`
+	CtcrVersion string       `json:"ctcr_version"`
+}
+
+// SubCgroup is a cgroup below the container's, with its limits, and the
+// processes in it (their PIDs in the container).
+type SubCgroup struct {
+	Rel    *cgroup.Set   `json:"cgroups"` // relative to the container's (cgroup.Set.Below)
+	Limits cgroup.Limits `json:"limits,omitempty"`
+	Pids   []int         `json:"pids"`
 }
 
 // Stats is stats.json.

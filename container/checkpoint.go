@@ -168,7 +168,8 @@ func Checkpoint(o CheckpointOptions) (*Meta, *Stats, error) {
 		}
 	}()
 	o.logf("container %s frozen (%s) in %v", o.ID, cg.FreezerPath(), time.Since(freezeStart))
-	if err := checkTasks(c.Pid, cg); err != nil {
+	subs, err := checkTasks(c.Pid, cg)
+	if err != nil {
 		return nil, nil, fmt.Errorf("container %s: %w", o.ID, err)
 	}
 	st, err := criu.Dump(criu.DumpOptions{
@@ -216,7 +217,7 @@ func Checkpoint(o CheckpointOptions) (*Meta, *Stats, error) {
 		return nil, nil, fmt.Errorf("checkpoint of container %s: %w", o.ID, err)
 	}
 	m := &Meta{ID: c.ID, Runtime: c.Runtime, Bundle: c.Bundle, Rootfs: c.Rootfs, StateDir: c.StateDir,
-		Cgroups: cg, Limits: limits, InitPid: c.Pid, Created: time.Now().UTC(), CtcrVersion: Version}
+		Cgroups: cg, Limits: limits, SubCgroups: subs, InitPid: c.Pid, Created: time.Now().UTC(), CtcrVersion: Version}
 	stats := &Stats{Tasks: st.Tasks, PagesBytes: st.PagesBytes, FrozenSeconds: time.Since(freezeStart).Seconds() - (st.Total - st.Frozen).Seconds(),
 		DumpSeconds: st.Total.Seconds(), MemorySeconds: st.Memory.Seconds(), Warnings: st.Warnings}
 	if stats.FrozenSeconds < st.Frozen.Seconds() {
@@ -263,11 +264,12 @@ func runtimeNetns(dir string, logf func(string, ...any)) string {
 }
 
 // checkTasks makes sure every task in the container's cgroup belongs to
-// the tree of its init: a stray task would be left out of the dump.
-func checkTasks(init int, cg *cgroup.Set) error {
+// the tree of its init (a stray task would be left out of the dump),
+// and returns the cgroups below the container's that some hold.
+func checkTasks(init int, cg *cgroup.Set) ([]*SubCgroup, error) {
 	pids, err := cg.Tasks()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	tree := map[int]bool{}
 	queue := []int{init}
@@ -284,26 +286,41 @@ func checkTasks(init int, cg *cgroup.Set) error {
 			queue = append(queue, kids...)
 		}
 	}
-	// One cgroup for the whole tree is what the checkpoint keeps: a task
-	// in a cgroup below it would come back in the container's own.
-	initCg, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", init))
-	if err != nil {
-		return fmt.Errorf("init %d: %w", init, err)
-	}
-	initLines := map[string]bool{}
-	for _, l := range strings.Split(string(initCg), "\n") {
-		initLines[l] = true
-	}
+	// Tasks in cgroups below the container's come back in the same
+	// ones, made again with their limits.
+	byRel := map[string]*SubCgroup{}
+	var subs []*SubCgroup
 	for _, p := range pids {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", p))
+		if !tree[p] {
+			continue
+		}
+		set, err := cgroup.ForPid(p)
 		if err != nil {
 			continue // gone: the freezer holds the rest
 		}
-		for _, l := range strings.Split(string(b), "\n") {
-			if !initLines[l] {
-				return fmt.Errorf("task %d is in cgroup %q, below the container's, which the checkpoint does not keep (its init %d is not): %w", p, l, init, criu.ErrUnsupported)
-			}
+		rel, same, err := cg.Below(set)
+		if err != nil {
+			return nil, fmt.Errorf("task %d: %w", p, err)
 		}
+		if same {
+			continue
+		}
+		st, err := proc.ReadStatus(p, p)
+		if err != nil {
+			continue
+		}
+		vpid := p
+		if n := len(st.NSpid); n > 0 {
+			vpid = st.NSpid[n-1]
+		}
+		b, _ := json.Marshal(rel)
+		sub := byRel[string(b)]
+		if sub == nil {
+			sub = &SubCgroup{Rel: rel, Limits: set.SaveLimits()}
+			byRel[string(b)] = sub
+			subs = append(subs, sub)
+		}
+		sub.Pids = append(sub.Pids, vpid)
 	}
 	var stray []string
 	for _, p := range pids {
@@ -316,9 +333,9 @@ func checkTasks(init int, cg *cgroup.Set) error {
 		}
 	}
 	if len(stray) > 0 {
-		return fmt.Errorf("tasks in its cgroup outside the tree of init %d: %s", init, strings.Join(stray, ", "))
+		return nil, fmt.Errorf("tasks in its cgroup outside the tree of init %d: %s", init, strings.Join(stray, ", "))
 	}
-	return nil
+	return subs, nil
 }
 
 // RestoreOptions says which checkpoint to restore.
@@ -368,6 +385,15 @@ func Restore(o RestoreOptions) (*criu.Restored, *Meta, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	for _, sub := range m.SubCgroups {
+		undoSub, err := m.Cgroups.Join(sub.Rel).Create(sub.Limits)
+		if err != nil {
+			undo()
+			return nil, nil, err
+		}
+		undoParent := undo
+		undo = func() { undoSub(); undoParent() }
+	}
 	imgDir := ImagesDir(o.Dir)
 	nsFlags, err := criu.ImageNamespaces(imgDir)
 	if err != nil {
@@ -386,6 +412,19 @@ func Restore(o RestoreOptions) (*criu.Restored, *Meta, error) {
 		Dir: imgDir, Log: o.Log, ExtUnixSk: o.ExtUnixSk, JoinNet: joinNet, Progress: o.Progress,
 		// A container's init outlives this ctcr, its new parent.
 		DropRootPdeathsig: true,
+		PlaceTasks: func(pids map[int]int) error {
+			for _, sub := range m.SubCgroups {
+				set := m.Cgroups.Join(sub.Rel)
+				for _, vpid := range sub.Pids {
+					if pid, ok := pids[vpid]; ok {
+						if err := set.Enter(pid); err != nil {
+							return err
+						}
+					}
+				}
+			}
+			return nil
+		},
 		BeforeResume: func() error {
 			if o.Stage == StageUndump {
 				return m.Cgroups.Freeze(10 * time.Second)

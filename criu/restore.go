@@ -35,6 +35,11 @@ type RestoreOptions struct {
 	// namespaces, before it creates any other task: the container front
 	// end mounts the root file system and sets the hostname there.
 	PrepareRoot func(*RootTask) error
+	// PlaceTasks, if set, runs when every task is ready, before
+	// BeforeResume, with the host PID of each live process by its PID in
+	// the image (the container front end moves tasks into the cgroups
+	// below the container's that they were in).
+	PlaceTasks func(pids map[int]int) error
 	// BeforeResume, if set, runs when every task is ready, just before
 	// they are let go (vzctl's --undump freezes the cgroup here).
 	BeforeResume func() error

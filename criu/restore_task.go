@@ -410,6 +410,15 @@ func (rt *restoreTree) finish() error {
 		}
 		live = append(live, t)
 	}
+	if rt.opts.PlaceTasks != nil {
+		pids := map[int]int{}
+		for _, t := range live {
+			pids[t.vpid] = t.pid
+		}
+		if err := rt.opts.PlaceTasks(pids); err != nil {
+			return err
+		}
+	}
 	if rt.opts.BeforeResume != nil {
 		if err := rt.opts.BeforeResume(); err != nil {
 			return err

@@ -881,46 +881,95 @@ done`
 	}
 }
 
-// TestContainerSubCgroupRefused: a task moved to a cgroup below the
-// container's is refused by name (the checkpoint keeps one cgroup for
-// the tree), and the container runs on thawed.
-func TestContainerSubCgroupRefused(t *testing.T) {
+// TestContainerSubCgroups: a task moved to cgroups below the
+// container's (freezer and pids, with a pids.max of its own) comes back
+// in cgroups of the same names, with the same limit, after a checkpoint
+// and restore; the others stay in the container's.
+func TestContainerSubCgroups(t *testing.T) {
 	c := newContainer(t, "subcg", nil)
 	c.start()
 	init := c.inits[0]
+	// The long-lived `sleep 100000` of the container's script.
+	var kid string
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", init, init))
-	kids := strings.Fields(string(b))
-	if err != nil || len(kids) == 0 {
-		t.Fatalf("the container's init %d has no children: %q, %v", init, b, err)
+	for _, k := range strings.Fields(string(b)) {
+		if cmd, _ := os.ReadFile("/proc/" + k + "/cmdline"); strings.Contains(string(cmd), "100000") {
+			kid = k
+		}
 	}
-	var cgPath string
+	if err != nil || kid == "" {
+		t.Fatalf("the container's init %d has no sleep 100000 among its children %q: %v", init, b, err)
+	}
+	kidPid, _ := strconv.Atoi(kid)
+	vpid := nsPid(t, kidPid)
+	paths := map[string]string{}
 	cgFile, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", init))
 	for _, l := range strings.Split(string(cgFile), "\n") {
-		if f := strings.SplitN(l, ":", 3); len(f) == 3 && f[1] == "freezer" {
-			cgPath = f[2]
+		if f := strings.SplitN(l, ":", 3); len(f) == 3 && (f[1] == "freezer" || f[1] == "pids") {
+			paths[f[1]] = f[2]
 		}
 	}
-	if cgPath == "" {
-		t.Skipf("no v1 freezer hierarchy: %q", cgFile)
+	if paths["freezer"] == "" || paths["pids"] == "" {
+		t.Skipf("no v1 freezer and pids hierarchies: %q", cgFile)
 	}
-	sub := filepath.Join("/sys/fs/cgroup/freezer", cgPath, "sub")
-	if err := os.Mkdir(sub, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if pids, err := os.ReadFile(filepath.Join(sub, "cgroup.procs")); err == nil {
-			for _, p := range strings.Fields(string(pids)) {
-				os.WriteFile(filepath.Join(filepath.Dir(sub), "cgroup.procs"), []byte(p), 0o644)
+	sub := func(ctrl string) string { return filepath.Join("/sys/fs/cgroup", ctrl, paths[ctrl], "sub") }
+	for _, ctrl := range []string{"freezer", "pids"} {
+		if err := os.Mkdir(sub(ctrl), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			if pids, err := os.ReadFile(filepath.Join(sub(ctrl), "cgroup.procs")); err == nil {
+				for _, p := range strings.Fields(string(pids)) {
+					os.WriteFile(filepath.Join(filepath.Dir(sub(ctrl)), "cgroup.procs"), []byte(p), 0o644)
+				}
 			}
+			os.Remove(sub(ctrl))
+		})
+		if err := os.WriteFile(filepath.Join(sub(ctrl), "cgroup.procs"), []byte(kid), 0o644); err != nil {
+			t.Fatal(err)
 		}
-		os.Remove(sub)
-	})
-	if err := os.WriteFile(filepath.Join(sub, "cgroup.procs"), []byte(kids[0]), 0o644); err != nil {
+	}
+	if err := os.WriteFile(filepath.Join(sub("pids"), "pids.max"), []byte("50"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	r := runCtcr(t, 60*time.Second, "checkpoint", c.id, "-D", filepath.Join(t.TempDir(), "ck"))
-	if r.code() != 16 || !strings.Contains(r.stderr(), "task "+kids[0]) || !strings.Contains(r.stderr(), "below the container's") {
-		t.Fatalf("%s: exit status %d, stderr %q; want 16 naming task %s and its cgroup", r, r.code(), r.stderr(), kids[0])
+	dir := filepath.Join(t.TempDir(), "ck")
+	checkpointContainer(t, c, dir)
+	for _, ctrl := range []string{"freezer", "pids"} {
+		os.Remove(sub(ctrl)) // empty now: the restore makes it again
 	}
-	c.assertCounting(t, "after the refused checkpoint")
+	restoreContainer(t, c, dir)
+	c.assertCounting(t, "after restore")
+	for _, ctrl := range []string{"freezer", "pids"} {
+		procs, err := os.ReadFile(filepath.Join(sub(ctrl), "cgroup.procs"))
+		got := strings.Fields(string(procs))
+		if err != nil || len(got) != 1 {
+			t.Errorf("after restore %s holds %q (%v), want the restored sleep alone", sub(ctrl), procs, err)
+			continue
+		}
+		p, _ := strconv.Atoi(got[0])
+		if v := nsPid(t, p); v != vpid {
+			t.Errorf("after restore %s holds the task with PID %d in the container, want %d (the sleep)", sub(ctrl), v, vpid)
+		}
+	}
+	if max, err := os.ReadFile(filepath.Join(sub("pids"), "pids.max")); err != nil || strings.TrimSpace(string(max)) != "50" {
+		t.Errorf("after restore %s/pids.max is %q (%v), want 50", sub("pids"), max, err)
+	}
+}
+
+// nsPid returns the PID of host task pid in its own PID namespace.
+func nsPid(t *testing.T, pid int) int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "NSpid:"); ok {
+			f := strings.Fields(v)
+			n, _ := strconv.Atoi(f[len(f)-1])
+			return n
+		}
+	}
+	t.Fatalf("no NSpid in /proc/%d/status", pid)
+	return 0
 }
