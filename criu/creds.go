@@ -31,7 +31,9 @@ const capVersion3 = 0x20080522
 //
 // pdeathsig, which a change of credentials clears, is set at the end of
 // the same batch.
-func restoreCreds(ctl *taskCtl, where string, c *creds.CredsEntry, pdeathsig uint32) error {
+//
+// ambient, the thread's ambient capabilities, are raised after capset.
+func restoreCreds(ctl *taskCtl, where string, c *creds.CredsEntry, ambient uint64, pdeathsig uint32) error {
 	b := ctl.newBatch()
 	what := map[int]string{}
 	if c == nil {
@@ -78,6 +80,7 @@ func restoreCreds(ctl *taskCtl, where string, c *creds.CredsEntry, pdeathsig uin
 		return err
 	}
 	what[b.add(unix.SYS_CAPSET, h, d)] = fmt.Sprintf("capset (effective %#x permitted %#x inheritable %#x)", eff, prm, inh)
+	raiseAmbient(b, what, ambient)
 	if secbits&kernel.SECBIT_KEEP_CAPS == 0 {
 		what[b.add(unix.SYS_PRCTL, unix.PR_SET_KEEPCAPS, 0)] = "clear keep-caps"
 	}

@@ -129,6 +129,7 @@ type dumpThread struct {
 	xstate  []byte
 	sigmask uint64
 	stolen  []ptrace.Siginfo // signals dequeued while ctcr held the thread
+	ambient uint64           // ambient capabilities
 	ctl     *taskCtl
 	core    *criucore.CoreEntry
 }
@@ -245,6 +246,9 @@ func Dump(opts DumpOptions) (*DumpStats, error) {
 	}
 	if err := writeVdso(stage.Dir, pid); err != nil {
 		return nil, fmt.Errorf("write %s: %w", vdsoFile, err)
+	}
+	if err := writeAmbient(stage.Dir, d.procs); err != nil {
+		return nil, err
 	}
 	opts.logf("task state read (%v since seize)", time.Since(frozenAt))
 
@@ -850,10 +854,7 @@ func dumpThreadCore(p *dumpProc, th *dumpThread, q *threadQuery) (*criucore.Core
 			Comm:        proto.String(tstat.Comm),
 		},
 	}
-	if st.CapAmb != 0 {
-		// creds_entry has no field for them: they would be lost.
-		return nil, fmt.Errorf("%s has ambient capabilities %#x, which the images cannot hold: %w", where, st.CapAmb, ErrUnsupported)
-	}
+	th.ambient = st.CapAmb // creds_entry has no field for them: caps.json
 	if err := p.seccomp.dumpSeccomp(st, tid, c.ThreadCore); err != nil {
 		return nil, fmt.Errorf("task %d: %w", p.pid, err)
 	}

@@ -154,7 +154,9 @@ func StartPreCopy(o PreCopyOptions) (*PreCopy, error) {
 			pc.drop(pid)
 			continue
 		}
-		pc.Bytes += pc.procs[pid].bytes
+		p := pc.procs[pid]
+		logf("pre-copy: task %d: %d mappings tracked, %d bytes copied", pid, len(p.vmas), p.bytes)
+		pc.Bytes += p.bytes
 	}
 	pc.Rounds = 1
 	first, prev := pc.Bytes, pc.Bytes
@@ -410,16 +412,41 @@ func copyRunning(pid int, runs []pageRun, path string, pr *progress) ([]*pagemap
 // those made since an earlier registration too (registering a mapping
 // again with the same userfaultfd changes nothing).
 func (p *preProc) register() error {
-	vmas, err := privateVMAs(p.pid)
-	if err != nil {
-		return err
-	}
 	p.vmas = nil
-	for _, e := range vmas {
-		if err := kernel.UffdRegisterWP(p.uffd, e.GetStart(), e.GetEnd()-e.GetStart()); err != nil {
-			continue // not trackable (another userfaultfd has it): copied at the dump
+	// A mapping the task unmaps or replaces meanwhile fails to register
+	// (the range has a hole, or is another mapping): read the mappings
+	// again and try those that failed once more, twice.
+	failed := func(*vma.VmaEntry) bool { return true }
+	for try := 0; try < 3; try++ {
+		vmas, err := privateVMAs(p.pid)
+		if err != nil {
+			return err
 		}
-		p.vmas = append(p.vmas, e)
+		var again []*vma.VmaEntry
+		for _, e := range vmas {
+			if !failed(e) || p.trackedAt(e.GetStart()) != nil {
+				continue
+			}
+			if err := kernel.UffdRegisterWP(p.uffd, e.GetStart(), e.GetEnd()-e.GetStart()); err != nil {
+				again = append(again, e)
+				continue
+			}
+			p.vmas = append(p.vmas, e)
+			sortVMAs(p.vmas)
+		}
+		if len(again) == 0 {
+			break
+		}
+		// Not trackable for good (another userfaultfd has it): copied
+		// at the dump.
+		failed = func(e *vma.VmaEntry) bool {
+			for _, a := range again {
+				if e.GetStart() < a.GetEnd() && a.GetStart() < e.GetEnd() {
+					return true
+				}
+			}
+			return false
+		}
 	}
 	return nil
 }

@@ -365,7 +365,11 @@ func (t *restoringTask) restoreThreadState(th *restoringThread) error {
 	if t.parent == nil && t.opts.DropRootPdeathsig {
 		pdeathsig = 0
 	}
-	return restoreCreds(th.ctl, where, tcore.GetCreds(), pdeathsig)
+	ambient, err := t.tree.ambientCaps()
+	if err != nil {
+		return err
+	}
+	return restoreCreds(th.ctl, where, tcore.GetCreds(), ambient[th.vtid], pdeathsig)
 }
 
 // queueSignals adds the calls that queue sigs again: on the process

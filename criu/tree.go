@@ -38,6 +38,7 @@ type restoreTree struct {
 	seccomp     []*seccompimg.SeccompFilter
 	seccompRead bool
 	sched       *schedImage           // sched.json, once read
+	ambient     map[int]uint64        // caps.json, once read
 	files       *fileRestore          // open file descriptions, opened once each
 	shmem       map[uint64]shmemPiece // shared anonymous objects mapped so far
 	memTime     time.Duration         // spent restoring memory
@@ -662,6 +663,22 @@ func (rt *restoreTree) seccompFilters() ([]*seccompimg.SeccompFilter, error) {
 }
 
 // schedImage returns sched.json's scheduling state, read once.
+// ambientCaps returns the ambient capabilities of the checkpoint's
+// threads by their ids in the images (caps.json), read once.
+func (rt *restoreTree) ambientCaps() (map[int]uint64, error) {
+	if rt.ambient == nil {
+		m, err := readAmbient(rt.opts.Dir)
+		if err != nil {
+			return nil, err
+		}
+		if m == nil {
+			m = map[int]uint64{}
+		}
+		rt.ambient = m
+	}
+	return rt.ambient, nil
+}
+
 func (rt *restoreTree) schedImage() (*schedImage, error) {
 	if rt.sched == nil {
 		img, err := readSched(rt.opts.Dir)

@@ -3,6 +3,7 @@ package test
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -127,21 +128,6 @@ func TestDumpFailures(t *testing.T) {
 		assertFailed(t, r, "fd 3")
 		if !strings.Contains(r.stderr(), "O_ASYNC") {
 			t.Errorf("%s: stderr %q does not name O_ASYNC", r, r.stderr())
-		}
-	})
-
-	t.Run("a task with ambient capabilities, which the images cannot hold, is refused naming them", func(t *testing.T) {
-		needCtcr(t)
-		cmd := exec.Command("/bin/sleep", "100")
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, AmbientCaps: []uintptr{unix.CAP_NET_BIND_SERVICE}}
-		if err := cmd.Start(); err != nil {
-			t.Skipf("cannot start a task with an ambient capability here: %v", err)
-		}
-		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-		r := runCtcr(t, 60*time.Second, "dump", "-t", strconv.Itoa(cmd.Process.Pid), "-D", filepath.Join(t.TempDir(), "img"))
-		assertFailed(t, r, "ambient capabilities")
-		if err := assertRunnable(cmd.Process.Pid); err != nil {
-			t.Errorf("after the refused dump: %v", err)
 		}
 	})
 
@@ -444,4 +430,46 @@ func TestRestoreOtherVdsoRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	restoreDetached(t, w, img, scenario{}, nil)
+}
+
+// TestAmbientCapabilities: a task with ambient capabilities (which
+// CRIU's creds_entry cannot hold: caps.json does) gets them back, with
+// its inheritable and permitted sets.
+func TestAmbientCapabilities(t *testing.T) {
+	needCtcr(t)
+	cmd := exec.Command("/bin/sleep", "100")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, AmbientCaps: []uintptr{unix.CAP_NET_BIND_SERVICE, unix.CAP_NET_RAW}}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start a task with ambient capabilities: %v", err)
+	}
+	pid := cmd.Process.Pid
+	t.Cleanup(func() { unix.Kill(pid, unix.SIGKILL); reap(pid, 5*time.Second) })
+	caps := func() map[string]string {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]string{}
+		for _, l := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(l, ":"); ok && strings.HasPrefix(k, "Cap") {
+				out[k] = strings.TrimSpace(v)
+			}
+		}
+		return out
+	}
+	before := caps()
+	if before["CapAmb"] != fmt.Sprintf("%016x", 1<<unix.CAP_NET_BIND_SERVICE|1<<unix.CAP_NET_RAW) {
+		t.Fatalf("the task's CapAmb is %s before the dump", before["CapAmb"])
+	}
+	img := filepath.Join(t.TempDir(), "img")
+	if r := runCtcr(t, 60*time.Second, "dump", "-t", strconv.Itoa(pid), "-D", img); r.code() != 0 {
+		t.Fatalf("%s: exit %d: %s", r, r.code(), r.stderr())
+	}
+	cmd.Wait()
+	if r := runCtcr(t, 60*time.Second, "restore", "-D", img, "-d"); r.code() != 0 {
+		t.Fatalf("%s: exit %d: %s", r, r.code(), r.stderr())
+	}
+	if after := caps(); !maps.Equal(after, before) {
+		t.Errorf("capabilities after restore %v, before the dump %v", after, before)
+	}
 }

@@ -145,7 +145,14 @@ func TestContainerPreCopy(t *testing.T) {
 	c.start()
 	c.waitFileHolds(t, "/data/wl/ready", "pid")
 	dir := filepath.Join(t.TempDir(), "ck")
-	checkpointContainer(t, c, dir, "--pre-copy")
+	logFile := filepath.Join(t.TempDir(), "checkpoint.log")
+	checkpointContainer(t, c, dir, "--pre-copy", "-v", "--log-file", logFile)
+	defer func() {
+		if t.Failed() {
+			b, _ := os.ReadFile(logFile)
+			t.Logf("checkpoint log:\n%s", b)
+		}
+	}()
 	b, err := os.ReadFile(filepath.Join(dir, "stats.json"))
 	if err != nil {
 		t.Fatal(err)
