@@ -325,6 +325,9 @@ func (p *preProc) first(dir string, pr *progress) error {
 	if err != nil {
 		return err
 	}
+	// Nothing is copied yet: what a failed scan lost is copied after
+	// the retry's protection anyway.
+	p.stale = nil
 	return p.copyFirst(filepath.Join(dir, images.Pages.FileName(p.index)), clip(runs, protected), pr)
 }
 
@@ -532,27 +535,49 @@ func (p *preProc) again(dir string, pr *progress) (uint64, error) {
 // mappings; protect protects the pages again. A mapping is still tracked
 // if it lies in one registered at the pre-copy, at the same file offset,
 // and is still registered (a new mapping made at the same place is not).
+//
+// A scan fails if the task changes the mapping meanwhile (the range is
+// then another mapping, not registered): it is tried again, twice, on the
+// mappings read anew. With protect, the pages of a failed scan are stale
+// for good: the scan may have protected some of them again before it
+// failed, and what it found there is lost.
 func (p *preProc) written(pmr *proc.PagemapReader, protect bool) (written, tracked []proc.PageRange, err error) {
-	maps, err := proc.Maps(p.pid)
-	if err != nil {
-		return nil, nil, err
-	}
-	for _, m := range maps {
-		t := p.trackedAt(m.Start)
-		if t == nil || m.End > t.GetEnd() || m.Shared {
-			continue
-		}
-		if m.Inode != 0 && m.Offset != t.GetPgoff()+(m.Start-t.GetStart()) {
-			continue
-		}
-		w, err := pmr.Written(m.Start, m.End, protect, nil)
+	var retry []proc.PageRange // the ranges whose scan failed; nil: all
+	for try := 0; try < 3; try++ {
+		maps, err := proc.Maps(p.pid)
 		if err != nil {
-			continue
+			return nil, nil, err
 		}
-		tracked = append(tracked, proc.PageRange{Start: m.Start, End: m.End})
-		written = append(written, w...)
+		var failed []proc.PageRange
+		for _, m := range maps {
+			if retry != nil && len(intersect([]proc.PageRange{{Start: m.Start, End: m.End}}, retry)) == 0 {
+				continue
+			}
+			t := p.trackedAt(m.Start)
+			if t == nil || m.End > t.GetEnd() || m.Shared {
+				continue
+			}
+			if m.Inode != 0 && m.Offset != t.GetPgoff()+(m.Start-t.GetStart()) {
+				continue
+			}
+			r := proc.PageRange{Start: m.Start, End: m.End}
+			w, err := pmr.Written(m.Start, m.End, protect, nil)
+			if err != nil {
+				failed = append(failed, r)
+				if protect {
+					p.stale = append(p.stale, r)
+				}
+				continue
+			}
+			tracked = append(tracked, r)
+			written = append(written, w...)
+		}
+		if len(failed) == 0 {
+			break
+		}
+		retry = failed
 	}
-	return written, tracked, nil
+	return normalize(written), normalize(tracked), nil
 }
 
 // trackedAt returns the registered mapping holding addr, or nil.

@@ -209,16 +209,15 @@ func (pc *PreCopy) armNew(root int, logf func(string, ...any)) (time.Duration, e
 			}
 			pc.procs[p.pid] = &preProc{pid: p.pid, start: p.stat.StartTime, uffd: fd, fresh: true}
 		}
-		return nil
+		// While the tree is held: a task that exits once it runs on
+		// takes its ids with it.
+		return d.virtualIDs()
 	})
 	if rerr := tr.Do(d.resume); err == nil && rerr != nil {
 		err = fmt.Errorf("let the tree run on: %w", rerr)
 	}
 	frozen := time.Since(stopped)
 	if err != nil {
-		return frozen, err
-	}
-	if err := d.virtualIDs(); err != nil {
 		return frozen, err
 	}
 	// Tracked tasks no longer in the tree are of no use.
@@ -230,7 +229,6 @@ func (pc *PreCopy) armNew(root int, logf func(string, ...any)) (time.Duration, e
 			continue
 		}
 		pre.index, pre.vpid = i+1, p.vpid
-		pc.order = append(pc.order, pre)
 		if pre.fresh {
 			if err := kernel.UffdAPI(pre.uffd, kernel.UFFD_FEATURE_WP_ASYNC); err != nil {
 				return frozen, fmt.Errorf("pre-dump needs userfaultfd write-protection in async mode (Linux 6.7): %w", ErrUnsupported)
@@ -242,8 +240,14 @@ func (pc *PreCopy) armNew(root int, logf func(string, ...any)) (time.Duration, e
 		}
 		// Mappings made since the last pre-dump are tracked from now on.
 		if err := pre.register(); err != nil {
+			if _, serr := os.Stat(fmt.Sprintf("/proc/%d", p.pid)); serr != nil {
+				logf("pre-dump: task %d is gone: %v", p.pid, err)
+				inTree[p.pid] = false
+				continue
+			}
 			return frozen, fmt.Errorf("task %d: %w", p.pid, err)
 		}
+		pc.order = append(pc.order, pre)
 	}
 	for pid := range pc.procs {
 		if !inTree[pid] {
@@ -289,7 +293,10 @@ func (p *preProc) preDump(dir string, pr *progress) (uint64, uint64, error) {
 	if err != nil {
 		return 0, 0, err
 	}
-	clean := intersect(subtract(tracked, normalize(written)), p.covered)
+	// Stale pages are copied here, and protected again since: the next
+	// image may take them from this one.
+	clean := intersect(subtract(tracked, normalize(append(written, p.stale...))), p.covered)
+	p.stale = nil
 	vmas, err := privateVMAs(p.pid)
 	if err != nil {
 		return 0, 0, err
