@@ -50,6 +50,23 @@ func preCopyDump(t *testing.T, w *workload, img string, extra ...string) preCopy
 	return rep
 }
 
+// wantSwaps checks that dirtier w swapped pieces of its memory with
+// mremap: the moves its check followed must have happened.
+func wantSwaps(t *testing.T, w *workload) {
+	t.Helper()
+	out := w.read("out")
+	var changes, swaps, pages int
+	for _, line := range strings.Split(out, "\n") {
+		if n, _ := fmt.Sscanf(line, "%d changes, %d swaps, %d pages checked", &changes, &swaps, &pages); n == 3 {
+			break
+		}
+	}
+	if swaps == 0 {
+		t.Errorf("dirtier swapped no pieces of its memory with mremap before its check: %q", out)
+	}
+	t.Logf("dirtier: %d changes, %d swaps of 1 MiB pieces, %d pages checked", changes, swaps, pages)
+}
+
 // TestPreCopy dumps with --pre-copy: the memory is copied while the task
 // runs, and the dump copies only what was written since.
 func TestPreCopy(t *testing.T) {
@@ -66,6 +83,7 @@ func TestPreCopy(t *testing.T) {
 		}
 		restoreForeground(t, w, img, scenario{}, nil)
 		if !t.Failed() {
+			wantSwaps(t, w)
 			decodeWithCrit(t, img)
 			decodeWithCrit(t, filepath.Join(img, "pre-copy"))
 		}

@@ -90,6 +90,7 @@ func TestPreDump(t *testing.T) {
 		}
 		restoreForeground(t, w, img, scenario{}, nil)
 		if !t.Failed() {
+			wantSwaps(t, w)
 			for _, d := range []string{"p1", "p2", "img"} {
 				decodeWithCrit(t, filepath.Join(base, d))
 			}

@@ -13,7 +13,10 @@
  *         which reads the file again.
  * Until the check, it changes random pages: mostly new versions, every
  * 16th a drop, every 512th an unmap and map again of a 1 MiB piece of
- * anon (a new mapping at the same place, fresh versions). The number of
+ * anon (a new mapping at the same place, fresh versions), every 1024th a
+ * swap of two 1 MiB pieces of anon with mremap (the pages move with their
+ * contents; a table of tags says which page's words each slot holds,
+ * and the versions follow them). The number of
  * changes also lives in a local variable (a register or the stack, which
  * every dump copies): the versions in the table must add up to it, so a
  * table restored from an old copy fails too.
@@ -85,13 +88,17 @@ int main(int argc, char **argv)
 	uint8_t *anon = mmap(NULL, anon_pages * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	uint8_t *file = mmap(NULL, FILE_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
 	uint64_t *version = mmap(NULL, pages * 8, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (anon == MAP_FAILED || file == MAP_FAILED || version == MAP_FAILED)
+	uint64_t *tag = mmap(NULL, anon_pages * 8, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	/* Where a piece waits during a swap: kept reserved. */
+	uint8_t *spare = mmap(NULL, PIECE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (anon == MAP_FAILED || file == MAP_FAILED || version == MAP_FAILED || tag == MAP_FAILED || spare == MAP_FAILED)
 		wl_die("mmap");
 	close(fd);
 
-	uint64_t changes = 0;
+	uint64_t changes = 0, swaps = 0;
 	for (size_t i = 0; i < anon_pages; i++) {
 		fill_page((uint64_t *)(anon + i * PAGE), i, 1);
+		tag[i] = i;
 		version[i] = 1;
 		changes++;
 	}
@@ -103,11 +110,27 @@ int main(int argc, char **argv)
 			x = mix(x + 1);
 			size_t i = x % pages;
 			uint8_t *p = i < anon_pages ? anon + i * PAGE : file + (i - anon_pages) * PAGE;
-			uint64_t tag = i < anon_pages ? i : (1ULL << 40) + (i - anon_pages);
-			if (x % 512 == 7) {
+			uint64_t t = i < anon_pages ? tag[i] : (1ULL << 40) + (i - anon_pages);
+			size_t n = PIECE / PAGE, pieces = anon_pages / n;
+			if (x % 1024 == 5 && pieces >= 2) {
+				/* Swap two pieces of anon, moving their pages. */
+				size_t a = (x >> 12) % pieces, b = (a + 1 + (x >> 24) % (pieces - 1)) % pieces;
+				uint8_t *pa = anon + a * PIECE, *pb = anon + b * PIECE;
+				int mv = MREMAP_MAYMOVE | MREMAP_FIXED;
+				if (mremap(pa, PIECE, PIECE, mv, spare) != spare || mremap(pb, PIECE, PIECE, mv, pa) != pa ||
+				    mremap(spare, PIECE, PIECE, mv, pb) != pb ||
+				    mmap(spare, PIECE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) != spare)
+					wl_die("swap two pieces");
+				for (size_t j = 0; j < n; j++) {
+					size_t ja = a * n + j, jb = b * n + j;
+					uint64_t tv = tag[ja], vv = version[ja];
+					tag[ja] = tag[jb], version[ja] = version[jb];
+					tag[jb] = tv, version[jb] = vv;
+				}
+				swaps++;
+			} else if (x % 512 == 7) {
 				/* A new mapping over a 1 MiB piece of anon. */
-				size_t first = (i % anon_pages) / (PIECE / PAGE) * (PIECE / PAGE);
-				size_t n = PIECE / PAGE;
+				size_t first = (i % anon_pages) / n * n;
 				if (first + n > anon_pages)
 					continue;
 				uint8_t *at = anon + first * PAGE;
@@ -117,7 +140,7 @@ int main(int argc, char **argv)
 				for (size_t j = first; j < first + n; j++) {
 					changes -= version[j];
 					version[j] = 7;
-					fill_page((uint64_t *)(anon + j * PAGE), j, 7);
+					fill_page((uint64_t *)(anon + j * PAGE), tag[j], 7);
 					changes += 7;
 				}
 			} else if (x % 16 == 3) {
@@ -127,7 +150,7 @@ int main(int argc, char **argv)
 				version[i] = 0;
 			} else {
 				changes++;
-				fill_page((uint64_t *)p, tag, ++version[i]);
+				fill_page((uint64_t *)p, t, ++version[i]);
 			}
 		}
 		wl_sleep_ms(1);
@@ -144,7 +167,7 @@ int main(int argc, char **argv)
 		const uint64_t *p = (const uint64_t *)(i < anon_pages ? anon + i * PAGE : file + (i - anon_pages) * PAGE);
 		long w;
 		if (i < anon_pages)
-			w = check_page(p, i, version[i], version[i] == 0);
+			w = check_page(p, tag[i], version[i], version[i] == 0);
 		else
 			w = check_page(p, (1ULL << 40) + (i - anon_pages), version[i], 0);
 		if (w >= 0 && bad++ < 5)
@@ -154,6 +177,6 @@ int main(int argc, char **argv)
 	}
 	if (bad > 5)
 		wl_fail("%zu pages differ in all", bad);
-	wl_printf("%llu changes, %zu pages checked\n", (unsigned long long)changes, pages);
+	wl_printf("%llu changes, %llu swaps, %zu pages checked\n", (unsigned long long)changes, (unsigned long long)swaps, pages);
 	return wl_finish();
 }
