@@ -156,7 +156,7 @@ func Checkpoint(o CheckpointOptions) (*Meta, *Stats, error) {
 			return nil, nil, fmt.Errorf("container %s is not suspended (%s): run the suspend stage first", o.ID, cg.FreezerPath())
 		}
 		o.LeaveRunning = true
-	} else if err := cg.Freeze(o.FreezeTimeout); err != nil {
+	} else if err := freeze(cg, o.FreezeTimeout, o.logf); err != nil {
 		return nil, nil, fmt.Errorf("container %s: %w", o.ID, err)
 	}
 	isFrozen := true
@@ -261,6 +261,50 @@ func runtimeNetns(dir string, logf func(string, ...any)) string {
 		return n.Path
 	}
 	return ""
+}
+
+// vforkSettle bounds how long a container runs on, once frozen, for its
+// tasks waiting in vfork to be let go.
+const vforkSettle = 2 * time.Second
+
+// freeze freezes the cgroup of a container for its dump. A thread that
+// waits in vfork cannot be seized (ptrace cannot stop it there), and
+// frozen, its child cannot let it go: the container is thawed until every
+// such wait ends, and frozen again, for up to vforkSettle. posix_spawn's
+// and Go's children exec at once, so a freeze rarely catches one.
+func freeze(cg *cgroup.Set, timeout time.Duration, logf func(string, ...any)) error {
+	deadline := time.Now().Add(vforkSettle)
+	for {
+		if err := cg.Freeze(timeout); err != nil {
+			return err
+		}
+		pids, err := cg.Tasks()
+		if err != nil {
+			cg.Thaw()
+			return err
+		}
+		var waiting []int
+		for _, p := range pids {
+			if criu.InVfork(p) != 0 {
+				waiting = append(waiting, p)
+			}
+		}
+		if len(waiting) == 0 {
+			return nil
+		}
+		if err := cg.Thaw(); err != nil {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("task %d waits in vfork for its child (for over %v): %w", waiting[0], vforkSettle, criu.ErrUnsupported)
+		}
+		logf("tasks %v wait in vfork: the container runs on until their children exec or exit", waiting)
+		for _, p := range waiting {
+			for criu.InVfork(p) != 0 && time.Now().Before(deadline) {
+				time.Sleep(5 * time.Millisecond)
+			}
+		}
+	}
 }
 
 // checkTasks makes sure every task in the container's cgroup belongs to

@@ -54,9 +54,10 @@ func withCgroups(id string, pid int, fn func(cg *cgroup.Set) error) error {
 	return fn(cg)
 }
 
-// Suspend freezes the container.
+// Suspend freezes the container, with none of its tasks waiting in
+// vfork: the dump stage can seize them all.
 func Suspend(id string, pid int) error {
-	return withCgroups(id, pid, func(cg *cgroup.Set) error { return cg.Freeze(10 * time.Second) })
+	return withCgroups(id, pid, func(cg *cgroup.Set) error { return freeze(cg, 10*time.Second, func(string, ...any) {}) })
 }
 
 // Resume thaws the container (after Suspend, a --dump, or an undump).

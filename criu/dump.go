@@ -409,21 +409,15 @@ func (d *dumpTree) walk(root int, visit func(p *dumpProc) ([]int, error)) error 
 	refuseVfork := func(p *dumpProc) error {
 		deadline := time.Now().Add(vforkWait)
 		for {
-			nr, err := blockedSyscall(p.pid)
-			if err != nil {
+			tid := InVfork(p.pid)
+			if tid == 0 {
 				return nil
 			}
-			st, err := proc.ReadStat(p.pid, p.pid)
-			if err != nil {
-				return nil
+			if d.opts.Thaw != nil {
+				return fmt.Errorf("task %d (thread %d) waits in vfork for its child, frozen with it: %w", p.pid, tid, ErrUnsupported)
 			}
-			// clone and clone3 with CLONE_VFORK (posix_spawn) wait the
-			// same way, uninterruptibly.
-			if nr != unix.SYS_VFORK && !((nr == unix.SYS_CLONE || nr == unix.SYS_CLONE3) && st.State == 'D') {
-				return nil
-			}
-			if d.opts.Thaw != nil || time.Now().After(deadline) {
-				return fmt.Errorf("task %d waits in vfork for its child (for over %v): %w", p.pid, vforkWait, ErrUnsupported)
+			if time.Now().After(deadline) {
+				return fmt.Errorf("task %d (thread %d) waits in vfork for its child (for over %v): %w", p.pid, tid, vforkWait, ErrUnsupported)
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
@@ -1269,9 +1263,43 @@ func (d *dumpTree) kill() error {
 	return nil
 }
 
+// InVfork returns a thread of process pid that waits in vfork, or in
+// clone with CLONE_VFORK (posix_spawn, Go's os/exec), for its child to
+// exec or exit, or 0 if none does. ptrace cannot stop a thread there,
+// and frozen by its cgroup it waits until thawed. The kernel function
+// it sleeps in tells, frozen or not (a thread frozen on its way back
+// from clone sleeps in the freezer's).
+func InVfork(pid int) int {
+	tids, err := proc.Threads(pid)
+	if err != nil {
+		return 0
+	}
+	for _, tid := range tids {
+		nr, err := blockedSyscall(tid)
+		if err != nil || (nr != unix.SYS_VFORK && nr != unix.SYS_CLONE && nr != unix.SYS_CLONE3) {
+			continue
+		}
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/wchan", pid, tid))
+		switch w := string(b); {
+		case err == nil && (w == "kernel_clone" || w == "wait_for_vfork_done"):
+			return tid
+		case err == nil && w != "" && w != "0":
+			continue // asleep elsewhere: in the freezer, or faulting
+		}
+		// No wchan (kernel without symbols): a clone that sleeps
+		// uninterruptibly waits for its child.
+		if st, err := proc.ReadStat(pid, tid); err == nil && (nr == unix.SYS_VFORK || st.State == 'D') {
+			return tid
+		}
+	}
+	return 0
+}
+
 // blockedSyscall returns the syscall a stopped task is in, from
 // /proc/PID/syscall.
 func blockedSyscall(pid int) (int, error) {
+	// /proc/TID/syscall is the thread's own, even for a thread that is
+	// not its process's leader.
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/syscall", pid))
 	if err != nil {
 		return 0, err

@@ -4,10 +4,11 @@
  *   (no argument) the child neither execs nor exits: ctcr must refuse
  *                 the dump, naming the task, instead of hanging; nothing
  *                 is checked after restore
- *   late          the child execs `sleep 1000` 300 ms after the workload
- *                 is ready: a dump started meanwhile waits for the parent
- *                 to be let go, and the tree (parent and sleep) is dumped
- *                 and restored; the parent then checks its child runs
+ *   late [MS]     the child execs `sleep 1000` MS ms (300 if not given)
+ *                 after the workload is ready: a dump started meanwhile
+ *                 waits for the parent to be let go, and the tree (parent
+ *                 and sleep) is dumped and restored; the parent then
+ *                 checks its child runs
  */
 #include "workload.h"
 
@@ -21,7 +22,8 @@ int main(int argc, char **argv)
 	if (child == 0) {
 		wl_ready("vfork child\n");
 		if (late) {
-			struct timespec ts = { 0, 300000000 };
+			long ms = argc > 3 ? atol(argv[3]) : 300;
+			struct timespec ts = { ms / 1000, (ms % 1000) * 1000000 };
 			nanosleep(&ts, NULL);
 			execl("/bin/sleep", "sleep", "1000", (char *)NULL);
 			_exit(127);
