@@ -391,6 +391,8 @@ type RestoreOptions struct {
 	// ExtUnixSk connects unix sockets whose peer was outside the
 	// container to that peer's name again.
 	ExtUnixSk bool
+	// VdsoProxy: as criu.RestoreOptions.VdsoProxy.
+	VdsoProxy bool
 	Log       func(format string, args ...any)
 	// Progress, if set, hears the bytes of memory restored so far.
 	Progress func(bytes uint64)
@@ -453,7 +455,7 @@ func Restore(o RestoreOptions) (*criu.Restored, *Meta, error) {
 		joinNet = runtimeNetns(o.Dir, o.Log)
 	}
 	r, err := criu.Restore(criu.RestoreOptions{
-		Dir: imgDir, Log: o.Log, ExtUnixSk: o.ExtUnixSk, JoinNet: joinNet, Progress: o.Progress,
+		Dir: imgDir, Log: o.Log, ExtUnixSk: o.ExtUnixSk, VdsoProxy: o.VdsoProxy, JoinNet: joinNet, Progress: o.Progress,
 		// A container's init outlives this ctcr, its new parent.
 		DropRootPdeathsig: true,
 		PlaceTasks: func(pids map[int]int) error {

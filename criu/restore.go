@@ -57,6 +57,10 @@ type RestoreOptions struct {
 	// Progress, if set, hears the bytes of memory restored so far, a
 	// few times a second while pages are read in.
 	Progress func(bytes uint64)
+	// VdsoProxy puts the checkpoint's vDSO functions behind jumps into
+	// this kernel's vDSO even when the two match: what a restore on a
+	// kernel whose vDSO differs does (vdsoProxy).
+	VdsoProxy bool
 }
 
 func (o *RestoreOptions) logf(format string, args ...any) {
@@ -122,12 +126,16 @@ func restore(opts RestoreOptions) (*Restored, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := checkVdso(opts.Dir); err != nil {
+	proxy, err := checkVdso(opts.Dir, opts.VdsoProxy)
+	if err != nil {
 		return nil, err
 	}
 	rt, err := planTree(cp, &opts)
 	if err != nil {
 		return nil, err
+	}
+	if rt.vdsoProxy = proxy; proxy != nil {
+		opts.logf("vDSO: the checkpoint's %d functions are reached through jumps at its old place into this kernel's", len(proxy.jumps))
 	}
 	if opts.PidWait == 0 {
 		opts.PidWait = 10 * time.Second
@@ -257,6 +265,7 @@ type restoringTask struct {
 	tfd     int      // the task's end
 	killed  bool
 	filled  map[uint64]bool // VMA starts that have pages in the image
+	vdsoAt  uint64          // where this kernel's vDSO went, if behind a proxy
 
 	// The tree being built (tree.go).
 	parent   *restoringTask   // the task that creates this one

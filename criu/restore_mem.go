@@ -170,6 +170,9 @@ func (t *restoringTask) restoreMemory() error {
 		fix.add(unix.SYS_CLOSE, uint64(fd))
 	}
 	for _, v := range t.img.mm.Vmas {
+		if vmaSpecial(v) && t.vdsoAt != 0 {
+			continue // not there any more: a proxy, or nothing
+		}
 		if !vmaSpecial(v) && t.needsWrite(v) {
 			fix.add(unix.SYS_MPROTECT, v.GetStart(), v.GetEnd()-v.GetStart(), uint64(v.GetProt()))
 		}
@@ -235,6 +238,9 @@ func (t *restoringTask) moveVdso(cur []proc.Mapping) error {
 		return nil
 	}
 	sort.Slice(cur, func(i, j int) bool { return cur[i].Start < cur[j].Start })
+	if t.tree.vdsoProxy != nil {
+		return t.proxyVdso(cur)
+	}
 	if len(cur) != len(want) {
 		return fmt.Errorf("%s: the image has %d vDSO/vvar mappings, this kernel %d: restoring across kernels: %w", t.where(), len(want), len(cur), ErrUnsupported)
 	}
@@ -276,6 +282,95 @@ func (t *restoringTask) moveVdso(cur []proc.Mapping) error {
 		return fmt.Errorf("%s: move the vDSO from %#x to %#x: %w", t.where(), lo, wlo, err)
 	}
 	return nil
+}
+
+// proxyVdso moves this kernel's [vvar], [vvar_vclock] and [vdso] to a
+// place the image leaves free, and puts the proxy of the image's vDSO
+// where that was (vdsoProxy). The image's data pages of its vDSO are not
+// mapped again: only its code used them.
+func (t *restoringTask) proxyVdso(cur []proc.Mapping) error {
+	p := t.tree.vdsoProxy
+	var old *vma.VmaEntry
+	for _, v := range t.img.mm.Vmas {
+		if v.GetStatus()&vmaAreaVDSO != 0 {
+			old = v
+		}
+	}
+	if old == nil || old.GetEnd()-old.GetStart() != (p.size+pageSize-1)/pageSize*pageSize {
+		return fmt.Errorf("%s: its vDSO mapping does not match vdso.json's %d bytes: %w", t.where(), p.size, images.ErrCorrupt)
+	}
+	lo, hi := cur[0].Start, cur[len(cur)-1].End
+	vdso := -1
+	for i, m := range cur {
+		if m.Path == "[vdso]" {
+			vdso = i
+		}
+	}
+	if vdso < 0 {
+		return fmt.Errorf("%s: this kernel gave it no [vdso]: %w", t.where(), ErrUnsupported)
+	}
+	busy := []proc.PageRange{{Start: lo, End: hi}, {Start: t.ctlAddr, End: t.ctlAddr + ctlSize}}
+	for _, v := range t.img.mm.Vmas {
+		r := proc.PageRange{Start: v.GetStart(), End: v.GetEnd()}
+		if v.GetFlags()&unix.MAP_GROWSDOWN != 0 {
+			r.Start -= min(r.Start, stackRoom) // where the stack grows
+		}
+		busy = append(busy, r)
+	}
+	busy = normalize(busy)
+	base, ok := freeBelow(busy, old.GetStart(), hi-lo)
+	if !ok {
+		base, ok = freeBelow(busy, userTop, hi-lo)
+	}
+	if !ok {
+		return fmt.Errorf("%s: no room of %d bytes for this kernel's vDSO: %w", t.where(), hi-lo, ErrUnsupported)
+	}
+	b := t.ctl.newBatch()
+	for _, m := range cur {
+		size := m.End - m.Start
+		b.add(unix.SYS_MREMAP, m.Start, size, size, unix.MREMAP_MAYMOVE|unix.MREMAP_FIXED, base+(m.Start-lo))
+	}
+	b.add(unix.SYS_MMAP, old.GetStart(), old.GetEnd()-old.GetStart(), unix.PROT_READ|unix.PROT_EXEC, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_FIXED, ^uint64(0), 0)
+	if _, err := b.run(); err != nil {
+		return fmt.Errorf("%s: move the vDSO from %#x to %#x and map its proxy at %#x: %w", t.where(), lo, base, old.GetStart(), err)
+	}
+	t.vdsoAt = base + (cur[vdso].Start - lo)
+	if err := t.ctl.mem.WriteAt(p.code(t.vdsoAt), old.GetStart()); err != nil {
+		return fmt.Errorf("%s: write the vDSO proxy at %#x: %w", t.where(), old.GetStart(), err)
+	}
+	return nil
+}
+
+// userTop is the end of the x86-64 user address space (47 bits, less
+// the guard page), and stackRoom the room kept free below a stack for
+// it to grow into.
+const (
+	userTop   = 1<<47 - pageSize
+	stackRoom = 256 << 20
+)
+
+// freeBelow returns the highest address at which size bytes, ending at
+// or below top and above the first 64 KiB, miss every range of busy
+// (sorted, disjoint).
+func freeBelow(busy []proc.PageRange, top, size uint64) (uint64, bool) {
+	const bottom = 0x10000
+	end := top
+	for i := len(busy) - 1; i >= -1; i-- {
+		start := uint64(bottom)
+		if i >= 0 {
+			if busy[i].Start >= end {
+				continue
+			}
+			start = max(start, busy[i].End)
+		}
+		if end > start && end-start >= size {
+			return end - size, true
+		}
+		if i >= 0 {
+			end = min(end, busy[i].Start)
+		}
+	}
+	return 0, false
 }
 
 // mmapCall returns the mmap syscall that recreates v at its address.

@@ -42,6 +42,7 @@ type restoreTree struct {
 	files       *fileRestore          // open file descriptions, opened once each
 	shmem       map[uint64]shmemPiece // shared anonymous objects mapped so far
 	memTime     time.Duration         // spent restoring memory
+	vdsoProxy   *vdsoProxy            // if the checkpoint's vDSO differs from this kernel's
 	// outerSid and outerPgid are the root's session and group when they
 	// are outside the tree: the restored tree joins ctcr's instead.
 	outerSid, outerPgid int

@@ -93,8 +93,9 @@ func TestDumpRestoreTrees(t *testing.T) {
 }
 
 // runTreeScenario runs sc; dumpArgs, if set, runs just before the dump
-// into img and returns extra arguments for it.
-func runTreeScenario(t *testing.T, sc treeScenario, dumpArgs func(t *testing.T, w *workload, img string) []string) {
+// into img and returns extra arguments for it; restoreArgs are extra
+// arguments of the restore.
+func runTreeScenario(t *testing.T, sc treeScenario, dumpArgs func(t *testing.T, w *workload, img string) []string, restoreArgs ...string) {
 	needCtcr(t)
 	if sc.prepare != nil {
 		sc.prepare(t)
@@ -114,7 +115,7 @@ func runTreeScenario(t *testing.T, sc treeScenario, dumpArgs func(t *testing.T, 
 		extra = dumpArgs(t, w, img)
 	}
 	dumpTree(t, w, img, sc.tasks, pids, extra...)
-	r := startCtcr(t, "restore", "-D", img, "--json")
+	r := startCtcr(t, append([]string{"restore", "-D", img, "--json"}, restoreArgs...)...)
 	w.logs = append(w.logs, r.errP)
 	rep := waitRestoreJSON(t, r, w)
 	if rep.PID != w.pid || rep.Tasks != sc.tasks {

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ctcr/ctcr/container"
+	"github.com/ctcr/ctcr/criu"
 )
 
 // Exit codes of the container commands, with vzctl's meanings: wrapper
@@ -218,7 +219,9 @@ func stageDone(err error, code int) error {
 }
 
 // restoreContainer restores container id from dir.
-func restoreContainer(g *globalFlags, cmd *cobra.Command, stdout io.Writer, id, dir, pidFile string, stage container.Stage, extUnixSk bool) error {
+// restoreContainer restores container id from dir; o gives the engine's
+// options that apply to a container too (ExtUnixSk, VdsoProxy).
+func restoreContainer(g *globalFlags, cmd *cobra.Command, stdout io.Writer, id, dir, pidFile string, stage container.Stage, o criu.RestoreOptions) error {
 	if stage == container.StageResume {
 		return stageDone(container.Resume(id, 0), exitRestoreError)
 	}
@@ -231,7 +234,7 @@ func restoreContainer(g *globalFlags, cmd *cobra.Command, stdout io.Writer, id, 
 	}
 	defer done()
 	progress, endLine := g.progressLine(cmd.ErrOrStderr(), "restored")
-	r, m, err := container.Restore(container.RestoreOptions{ID: id, Dir: dir, Log: logf, Stage: stage, ExtUnixSk: extUnixSk, Progress: progress})
+	r, m, err := container.Restore(container.RestoreOptions{ID: id, Dir: dir, Log: logf, Stage: stage, ExtUnixSk: o.ExtUnixSk, VdsoProxy: o.VdsoProxy, Progress: progress})
 	endLine()
 	if err != nil {
 		return containerExit(err, exitRestoreError)

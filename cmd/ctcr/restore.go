@@ -37,7 +37,7 @@ if a zombie holds it (a dumped task not yet reaped), restore waits up to
 				if err != nil {
 					return err
 				}
-				return restoreContainer(g, cmd, stdout, args[0], o.Dir, pidFile, stage, o.ExtUnixSk)
+				return restoreContainer(g, cmd, stdout, args[0], o.Dir, pidFile, stage, o)
 			}
 			if undump || resume {
 				return usageError{fmt.Errorf("--undump and --resume are stages of a container restore: give CTID")}
@@ -99,6 +99,7 @@ if a zombie holds it (a dumped task not yet reaped), restore waits up to
 	f.StringVar(&pidFile, "pidfile", "", "write the restored process's PID to this file")
 	f.BoolVar(&o.ShellJob, "shell-job", false, "attach the process's terminal fds to ctcr's terminal")
 	f.BoolVar(&o.ExtUnixSk, "ext-unix-sk", false, "connect unix sockets whose peer was outside the dumped tree to that peer's name again")
+	f.BoolVar(&o.VdsoProxy, "vdso-proxy", false, "reach the checkpoint's vDSO functions through jumps into this kernel's vDSO, as a restore on a kernel whose vDSO differs does, even if the two match")
 	f.BoolVar(&undump, "undump", false, "stage (with CTID): restore the container and leave it suspended")
 	f.BoolVar(&resume, "resume", false, "stage (with CTID): thaw a container restored with --undump")
 	// CRIU wants --file-locks on restore too; ctcr restores whatever
