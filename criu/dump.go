@@ -254,8 +254,13 @@ func Dump(opts DumpOptions) (*DumpStats, error) {
 
 	files := newFileTable()
 	files.vpidOf = map[int]int{}
+	files.vtidOf, files.vpgidOf = map[int]int{}, map[int]int{}
 	for _, p := range d.procs {
 		files.vpidOf[p.pid] = p.vpid
+		files.vpgidOf[p.pgid] = p.vpgid
+		for _, th := range p.threads {
+			files.vtidOf[th.tid] = th.vtid
+		}
 	}
 	files.fileLocks = opts.FileLocks
 	files.tcpClose = opts.TCPClose

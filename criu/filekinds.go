@@ -202,11 +202,15 @@ type fileRestore struct {
 	// state keeps what a kind builds across files (a pipe's two ends,
 	// a socket pair), by kind name.
 	state map[string]any
-	// hostPid returns the host PID of the restored process with id vpid.
-	hostPid func(vpid int) (int, bool)
+	// hostPid returns the host PID of the restored process with id vpid,
+	// hostTid the host id of the restored thread with id vtid.
+	hostPid, hostTid func(id int) (int, bool)
 	// finals run once every task has its files, before any task runs
 	// (a TCP connection leaves repair mode once both its ends exist).
 	finals []func() error
+	// asyncArmed are the files in O_ASYNC mode whose mode a task set
+	// again through its own fd (rearmAsync).
+	asyncArmed map[uint32]bool
 }
 
 // finalize runs the finals in the order they were added, then lets the
@@ -226,7 +230,7 @@ func (r *fileRestore) finalize() error {
 }
 
 func newFileRestore(cp *checkpoint, opts *RestoreOptions) *fileRestore {
-	return &fileRestore{cp: cp, opts: opts, files: map[uint32]*os.File{}, state: map[string]any{}}
+	return &fileRestore{cp: cp, opts: opts, files: map[uint32]*os.File{}, state: map[string]any{}, asyncArmed: map[uint32]bool{}}
 }
 
 // get returns the open file description with id, opening it on first use.
@@ -244,6 +248,9 @@ func (r *fileRestore) get(id uint32) (*os.File, error) {
 		return nil, err
 	}
 	r.files[id] = f
+	if fo := fownOf(e); fo != nil && (fo.GetPid() != 0 || fo.GetSignum() != 0) {
+		r.finals = append(r.finals, func() error { return r.setFown(id, f, fo) })
+	}
 	return f, nil
 }
 

@@ -48,6 +48,9 @@ type fileTable struct {
 	// vpidOf maps the host PID of each process of the tree to its PID
 	// in the tree's namespace (what a pidfd names).
 	vpidOf map[int]int
+	// vtidOf and vpgidOf do the same for threads and process groups
+	// (what a SIGIO owner names).
+	vtidOf, vpgidOf map[int]int
 	// sidecars are files a kind writes beside the images (JSON where
 	// CRIU has no image type).
 	sidecars []sidecar
@@ -181,11 +184,6 @@ func dumpOneFd(d *fdDump) (*fdinfo.FdinfoEntry, error) {
 		fdFlags = unix.FD_CLOEXEC
 	}
 	d.flags = d.info.Flags &^ unix.O_CLOEXEC
-	if d.flags&unix.O_ASYNC != 0 {
-		// Its SIGIO owner and signal (F_SETOWN, F_SETSIG) live in the
-		// task: the images would keep the flag without them.
-		return nil, fmt.Errorf("%s (%s) is in O_ASYNC mode, whose signal owner ctcr does not keep: %w", d.where, d.link, ErrUnsupported)
-	}
 	files := d.files
 	for _, p := range files.opened {
 		if p.ino == d.st.Ino && p.dev == d.st.Dev && sameFile(p.pid, p.fd, d.pid, d.fd) {
@@ -205,6 +203,9 @@ func dumpOneFd(d *fdDump) (*fdinfo.FdinfoEntry, error) {
 			continue
 		}
 		e.Type = k.fdType.Enum()
+		if err := dumpFown(d, e); err != nil {
+			return nil, err
+		}
 		files.entries = append(files.entries, e)
 		files.opened = append(files.opened, openFd{pid: d.pid, fd: d.fd, id: e.GetId(), ino: d.st.Ino, dev: d.st.Dev})
 		if err := dumpFileLocks(d, e.GetId()); err != nil {

@@ -5,6 +5,7 @@ import (
 	"os"
 	"sort"
 
+	"github.com/checkpoint-restore/go-criu/v7/crit/images/fdinfo"
 	"github.com/checkpoint-restore/go-criu/v7/crit/images/siginfo"
 	"github.com/checkpoint-restore/go-criu/v7/crit/images/timer"
 	"golang.org/x/sys/unix"
@@ -143,6 +144,9 @@ func (t *restoringTask) restoreFiles() error {
 				return fmt.Errorf("%s: received fd %d moved to %d, not %d", t.where(), got[i], res[2*i], base+uint64(i))
 			}
 		}
+		if err := t.rearmAsync(fds, files, slot); err != nil {
+			return err
+		}
 	}
 	for _, e := range fds {
 		fe := t.cp.files[e.GetId()]
@@ -160,6 +164,32 @@ func (t *restoringTask) restoreFiles() error {
 		t.tfd = -1
 	}
 	return t.restoreFS()
+}
+
+// rearmAsync sets O_ASYNC again through the task's own fd on each file
+// in O_ASYNC mode it is the first to get: the signal then carries that
+// fd (si_fd), not the number ctcr had the file at. (The kernel keeps one
+// fd per file, the last one O_ASYNC was set through: the lowest fd of
+// the first task is the restore's choice.)
+func (t *restoringTask) rearmAsync(fds []*fdinfo.FdinfoEntry, files []*os.File, slot map[uint32]int) error {
+	b := t.ctl.newBatch()
+	for _, e := range fds {
+		id := e.GetId()
+		if t.tree.files.asyncArmed[id] {
+			continue
+		}
+		fl, err := fcntlRaw(files[slot[id]], unix.F_GETFL, 0)
+		if err != nil || fl&unix.O_ASYNC == 0 {
+			continue
+		}
+		t.tree.files.asyncArmed[id] = true
+		b.add(unix.SYS_FCNTL, uint64(e.GetFd()), unix.F_SETFL, uint64(fl&^unix.O_ASYNC))
+		b.add(unix.SYS_FCNTL, uint64(e.GetFd()), unix.F_SETFL, uint64(fl))
+	}
+	if _, err := b.run(); err != nil {
+		return fmt.Errorf("%s: set O_ASYNC through its own fds: %w", t.where(), err)
+	}
+	return nil
 }
 
 // restoreFS gives the task its root, cwd and umask, unless it shares

@@ -70,6 +70,19 @@ func planTree(cp *checkpoint, opts *RestoreOptions) (*restoreTree, error) {
 		}
 		return t.pid, true
 	}
+	rt.files.hostTid = func(vtid int) (int, bool) {
+		if t := rt.byPid[vtid]; t != nil && t.pid != 0 {
+			return t.pid, true
+		}
+		for _, t := range rt.procs {
+			for _, th := range t.threads {
+				if th.vtid == vtid && th.tid != 0 {
+					return th.tid, true
+				}
+			}
+		}
+		return 0, false
+	}
 	for _, img := range cp.tasks {
 		t := &restoringTask{vpid: int(img.pstree.GetPid()), img: img, cp: cp, tree: rt, opts: opts}
 		rt.procs = append(rt.procs, t)

@@ -264,3 +264,25 @@ func TestIPCRefusals(t *testing.T) {
 		})
 	}
 }
+
+// TestSigio dumps the sigio workload (a pipe, a socket and a pipe in
+// O_ASYNC mode, owned by the process, its group and a thread, with
+// F_SETSIG signals), restores it and expects the owners, signals and
+// flags kept, and each write signalled where it belongs.
+func TestSigio(t *testing.T) {
+	t.Run("files in O_ASYNC mode keep their SIGIO owners and signals", func(t *testing.T) {
+		dumpRestoreWorkload(t, "sigio")
+	})
+	t.Run("with --leave-running the task goes on with its owners and signals", func(t *testing.T) {
+		needCtcr(t)
+		w := startWorkload(t, "sigio")
+		r := runCtcr(t, 60*time.Second, "dump", "--leave-running", "-t", strconv.Itoa(w.pid), "-D", filepath.Join(t.TempDir(), "img"))
+		if r.code() != 0 {
+			t.Fatalf("%s: exit status %d; stderr: %s", r, r.code(), r.stderr())
+		}
+		w.checkPasses(30*time.Second, "sigio after dump --leave-running")
+	})
+	t.Run("the sigio workload passes when it is never dumped", func(t *testing.T) {
+		startWorkload(t, "sigio").checkPasses(30*time.Second, "sigio")
+	})
+}
