@@ -69,9 +69,11 @@ func TestPreDump(t *testing.T) {
 		w := startWorkload(t, "dirtier", "32")
 		base := t.TempDir()
 		p1 := preDump(t, w, filepath.Join(base, "p1"), "")
-		// dirtier drops a page in 16 (MADV_DONTNEED): most of the 32 MiB.
-		if p1.PagesBytes < 24<<20 || p1.ParentBytes != 0 {
-			t.Errorf("the first pre-dump copied %d bytes and left %d to a parent: want most of dirtier's 32 MiB, nothing left", p1.PagesBytes, p1.ParentBytes)
+		// dirtier drops a page in 16 (MADV_DONTNEED), and the pieces it
+		// moves with mremap are no longer tracked (the dump copies
+		// them): at least half the 32 MiB.
+		if p1.PagesBytes < 16<<20 || p1.ParentBytes != 0 {
+			t.Errorf("the first pre-dump copied %d bytes and left %d to a parent: want at least half dirtier's 32 MiB, nothing left", p1.PagesBytes, p1.ParentBytes)
 		}
 		if len(trackerSockets(w.pid)) != 1 {
 			t.Errorf("after the pre-dump, write trackers of task %d: %v, want one", w.pid, trackerSockets(w.pid))
