@@ -454,11 +454,18 @@ func Restore(o RestoreOptions) (*criu.Restored, *Meta, error) {
 	if nsFlags&unix.CLONE_NEWNET != 0 {
 		joinNet = runtimeNetns(o.Dir, o.Log)
 	}
+	rootPid := 0 // the restored init's host PID, once it exists
 	r, err := criu.Restore(criu.RestoreOptions{
 		Dir: imgDir, Log: o.Log, ExtUnixSk: o.ExtUnixSk, VdsoProxy: o.VdsoProxy, JoinNet: joinNet, Progress: o.Progress,
 		// A container's init outlives this ctcr, its new parent.
 		DropRootPdeathsig: true,
 		PlaceTasks: func(pids map[int]int) error {
+			if rootPid != 0 && exists(images.IpcShm.FileName(1)) {
+				// Every task has attached its segments by now.
+				if err := ns.RemoveDestroyedShm(rootPid, imgDir); err != nil {
+					return err
+				}
+			}
 			for _, sub := range m.SubCgroups {
 				set := m.Cgroups.Join(sub.Rel)
 				for _, vpid := range sub.Pids {
@@ -478,6 +485,7 @@ func Restore(o RestoreOptions) (*criu.Restored, *Meta, error) {
 			return nil
 		},
 		PrepareRoot: func(rt *criu.RootTask) error {
+			rootPid = rt.Pid
 			// Before it forks: every task it creates inherits them.
 			if err := m.Cgroups.Enter(rt.Pid); err != nil {
 				return err

@@ -79,6 +79,15 @@ func classifyVMA(pid int, m proc.Mapping, files *fileTable) (*vma.VmaEntry, erro
 		flags |= unix.MAP_ANONYMOUS
 	case m.Path == "[vsyscall]":
 		return nil, nil // a fixed kernel page in every process
+	case strings.HasPrefix(m.Path, "/SYSV"):
+		// The segment's content is saved with the tree's own IPC
+		// namespace, and its id kept there; the mapping names it (the
+		// inode of the segment's file is its id, 0 for the first).
+		if !files.savesIPC {
+			return nil, fmt.Errorf("%s: SysV shared memory %s of an IPC namespace ctcr does not save (it saves a container's own): %w", where, m.Path, ErrUnsupported)
+		}
+		status = vmaAreaRegular | vmaAreaSysVIPC
+		e.Shmid = proto.Uint64(m.Inode)
 	case m.Path == "/dev/zero" && m.Shared && m.Deleted, m.Path == "/dev/zero (deleted)":
 		// MAP_SHARED|MAP_ANONYMOUS is a shmem file the kernel names so.
 		status = vmaAreaRegular | vmaAnonShared
@@ -98,8 +107,6 @@ func classifyVMA(pid int, m proc.Mapping, files *fileTable) (*vma.VmaEntry, erro
 			status |= vmaAreaStack
 			flags |= unix.MAP_GROWSDOWN
 		}
-	case strings.HasPrefix(m.Path, "/SYSV"):
-		return nil, fmt.Errorf("%s: SysV shared memory %s: %w", where, m.Path, ErrUnsupported)
 	case m.Deleted && strings.HasPrefix(m.Path, "/"):
 		// A memfd, or a file unlinked since it was mapped: its content is
 		// kept in the images (memfd.img or a ghost file), once, however

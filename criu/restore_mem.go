@@ -107,6 +107,9 @@ func (t *restoringTask) restoreMemory() error {
 		}
 		parentFds = got
 	}
+	if err := t.attachSysV(); err != nil {
+		return err
+	}
 	maps2 := t.ctl.newBatch()
 	var mapped []*vma.VmaEntry
 	// A shared anonymous object is created by the first task that maps
@@ -114,7 +117,7 @@ func (t *restoringTask) restoreMemory() error {
 	// this task or a later one, maps that same object.
 	var later []*vma.VmaEntry
 	for _, v := range t.img.mm.Vmas {
-		if vmaSpecial(v) {
+		if vmaSpecial(v) || v.GetStatus()&vmaAreaSysVIPC != 0 {
 			continue
 		}
 		if t.kept[v.GetStart()] {
@@ -280,6 +283,84 @@ func (t *restoringTask) moveVdso(cur []proc.Mapping) error {
 	}
 	if _, err := b.run(); err != nil {
 		return fmt.Errorf("%s: move the vDSO from %#x to %#x: %w", t.where(), lo, wlo, err)
+	}
+	return nil
+}
+
+// shmExec is shmat's SHM_EXEC: the mapping may be executed.
+const shmExec = 0o100000
+
+// attachSysV attaches the SysV shared memory segments the task had
+// mapped, before anything else is mapped: the IPC namespace was restored
+// with their ids and content. shmat maps a whole segment at the address
+// its first mapping less its offset; what the task had unmapped of it
+// is unmapped again (anything mapped there since comes next), and each
+// mapping gets its protection.
+func (t *restoringTask) attachSysV() error {
+	type attach struct {
+		shmid, base uint64
+		flags       uint64
+		vmas        []*vma.VmaEntry
+	}
+	var groups []*attach
+	byBase := map[[2]uint64]*attach{}
+	for _, v := range t.img.mm.Vmas {
+		if v.GetStatus()&vmaAreaSysVIPC == 0 {
+			continue
+		}
+		if v.GetPgoff() > v.GetStart() {
+			return fmt.Errorf("%s: SysV mapping %#x-%#x at offset %#x: %w", t.where(), v.GetStart(), v.GetEnd(), v.GetPgoff(), images.ErrCorrupt)
+		}
+		key := [2]uint64{v.GetShmid(), v.GetStart() - v.GetPgoff()}
+		a := byBase[key]
+		if a == nil {
+			a = &attach{shmid: key[0], base: key[1], flags: unix.SHM_RDONLY}
+			byBase[key] = a
+			groups = append(groups, a)
+		}
+		if v.GetProt()&unix.PROT_WRITE != 0 {
+			a.flags &^= unix.SHM_RDONLY
+		}
+		if v.GetProt()&unix.PROT_EXEC != 0 {
+			a.flags |= shmExec
+		}
+		a.vmas = append(a.vmas, v)
+	}
+	if len(groups) == 0 {
+		return nil
+	}
+	b := t.ctl.newBatch()
+	for _, a := range groups {
+		b.add(unix.SYS_SHMAT, a.shmid, a.base, a.flags)
+	}
+	res, err := b.run()
+	if err != nil {
+		a := groups[len(res)]
+		return fmt.Errorf("%s: attach SysV shared memory segment %d at %#x: %w", t.where(), a.shmid, a.base, err)
+	}
+	maps, err := proc.Maps(t.pid)
+	if err != nil {
+		return fmt.Errorf("%s: %w", t.where(), err)
+	}
+	fix := t.ctl.newBatch()
+	for _, a := range groups {
+		end := a.base
+		for _, m := range maps {
+			if m.Start == a.base {
+				end = m.End
+			}
+		}
+		var keep []proc.PageRange
+		for _, v := range a.vmas {
+			keep = append(keep, proc.PageRange{Start: v.GetStart(), End: v.GetEnd()})
+			fix.add(unix.SYS_MPROTECT, v.GetStart(), v.GetEnd()-v.GetStart(), uint64(v.GetProt()))
+		}
+		for _, r := range subtract([]proc.PageRange{{Start: a.base, End: end}}, normalize(keep)) {
+			fix.add(unix.SYS_MUNMAP, r.Start, r.End-r.Start)
+		}
+	}
+	if _, err := fix.run(); err != nil {
+		return fmt.Errorf("%s: fit its SysV shared memory mappings: %w", t.where(), err)
 	}
 	return nil
 }

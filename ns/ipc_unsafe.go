@@ -133,7 +133,10 @@ func dumpShm(stage *images.Staging) error {
 			}
 			data := append([]byte(nil), seg[:min(size, len(seg))]...)
 			unix.SysvShmDetach(seg)
-			if err := w.Write(&ipcshm.IpcShmEntry{Desc: desc(r, "shmid"), Size: proto.Uint64(uint64(size))}); err != nil {
+			d := desc(r, "shmid")
+			// Removed while attached: removed again after restore.
+			d.Mode = proto.Uint32(d.GetMode() | uint32(r["perms"])&shmDest)
+			if err := w.Write(&ipcshm.IpcShmEntry{Desc: d, Size: proto.Uint64(uint64(size))}); err != nil {
 				return err
 			}
 			if err := w.WritePayload(pad(data, 4)); err != nil {
@@ -219,6 +222,49 @@ func RestoreIPC(pid int, imgDir string) error {
 		}
 		if err := restoreMsg(filepath.Join(imgDir, images.IpcMsg.FileName(ipcNsID))); err != nil {
 			return fmt.Errorf("SysV message queues: %w", err)
+		}
+		return nil
+	})
+}
+
+// shmDest is the mode bit of a segment removed (IPC_RMID) while still
+// attached: it goes once the last task detaches.
+const shmDest = 0o1000
+
+// RemoveDestroyedShm removes again, in pid's IPC namespace, the segments
+// that were removed but still attached at the checkpoint; run it once
+// the restored tasks have attached them.
+func RemoveDestroyedShm(pid int, imgDir string) error {
+	path := filepath.Join(imgDir, images.IpcShm.FileName(ipcNsID))
+	r, done, err := openImage(path, images.IpcShm)
+	if err != nil || r == nil {
+		return err
+	}
+	defer done()
+	var dest []uint32
+	for {
+		e := &ipcshm.IpcShmEntry{}
+		if err := r.Next(e); err != nil {
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			return err
+		}
+		if _, err := r.ReadPayload(int64((e.GetSize() + 3) &^ 3)); err != nil {
+			return err
+		}
+		if e.GetDesc().GetMode()&shmDest != 0 {
+			dest = append(dest, e.GetDesc().GetId())
+		}
+	}
+	if len(dest) == 0 {
+		return nil
+	}
+	return inNamespace(pid, "ipc", unix.CLONE_NEWIPC, func() error {
+		for _, id := range dest {
+			if _, _, errno := unix.Syscall(unix.SYS_SHMCTL, uintptr(id), unix.IPC_RMID, 0); errno != 0 {
+				return fmt.Errorf("remove SysV shared memory segment %d again: %w", id, errno)
+			}
 		}
 		return nil
 	})

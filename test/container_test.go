@@ -1002,3 +1002,28 @@ func TestContainerVfork(t *testing.T) {
 		t.Errorf("vforker after restore: %s", res)
 	}
 }
+
+// TestContainerSysVShmAttached: SysV shared memory attached by a process
+// and its child in the container (sysvshm: a segment shared by both, a
+// part made read-only, one segment attached twice, one removed while
+// attached) is attached again after restore, at the same places with
+// the same protections and content, and still shared: the child answers
+// the parent through it.
+func TestContainerSysVShmAttached(t *testing.T) {
+	bin := workloadBin(t, "sysvshm")
+	script := "mkdir -p /data/wl; " + bin + " /data/wl > /data/wl/out 2>&1 &\n" + containerScript
+	c := newContainer(t, "sysvshm", func(s *specs.Spec) { s.Process.Args = []string{"sh", "-c", script} })
+	if err := c.installHostBinary(bin); err != nil {
+		t.Fatalf("copy sysvshm into the rootfs: %v", err)
+	}
+	c.start()
+	c.waitFileHolds(t, "/data/wl/ready", "child")
+	dir := filepath.Join(t.TempDir(), "ck")
+	checkpointContainer(t, c, dir)
+	restoreContainer(t, c, dir)
+	c.assertCounting(t, "after restore")
+	c.mustExec(t, "touch /data/wl/check")
+	if res := c.waitFileHolds(t, "/data/wl/result", "PASS"); !strings.HasPrefix(res, "PASS") {
+		t.Errorf("sysvshm after restore: %s", res)
+	}
+}
