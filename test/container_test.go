@@ -1020,6 +1020,7 @@ func TestContainerSysVShmAttached(t *testing.T) {
 	c.waitFileHolds(t, "/data/wl/ready", "child")
 	dir := filepath.Join(t.TempDir(), "ck")
 	checkpointContainer(t, c, dir)
+	decodeWithCrit(t, filepath.Join(dir, "images"))
 	restoreContainer(t, c, dir)
 	c.assertCounting(t, "after restore")
 	c.mustExec(t, "touch /data/wl/check")
