@@ -138,6 +138,10 @@ type vdsoProxy struct {
 	jumps map[uint64]uint64 // offset in the old vDSO: offset in the new
 }
 
+// maxVdsoSize bounds the vDSO vdso.json may describe: x86-64's is two
+// pages.
+const maxVdsoSize = 1 << 20
+
 // vdsoJumpSize is the size of one jump: movabs $target, %r11; jmp *%r11.
 // r11 is scratch at a call in the x86-64 ABI (and the syscall
 // instruction clobbers it anyway).
@@ -209,6 +213,9 @@ func checkVdso(dir string, force bool) (*vdsoProxy, error) {
 	var want vdsoImage
 	if err := json.Unmarshal(b, &want); err != nil {
 		return nil, corruptf(filepath.Join(dir, vdsoFile), "%v", err)
+	}
+	if want.Size == 0 || want.Size > maxVdsoSize {
+		return nil, corruptf(filepath.Join(dir, vdsoFile), "a vDSO of %d bytes", want.Size)
 	}
 	got, err := readVdso(os.Getpid())
 	if err != nil {

@@ -980,14 +980,7 @@ func nsPid(t *testing.T, pid int) int {
 // child execs, freezes it again and checkpoints it. After restore the
 // parent finds its exec'd child alive, and the container counts on.
 func TestContainerVfork(t *testing.T) {
-	bin := workloadBin(t, "vforker")
-	script := "mkdir -p /data/wl; " + bin + " /data/wl late 1500 > /data/wl/out 2>&1 &\n" + containerScript
-	c := newContainer(t, "vfork", func(s *specs.Spec) { s.Process.Args = []string{"sh", "-c", script} })
-	if err := c.installHostBinary(bin); err != nil {
-		t.Fatalf("copy vforker into the rootfs: %v", err)
-	}
-	c.start()
-	c.waitFileHolds(t, "/data/wl/ready", "vfork child")
+	c := workloadContainer(t, "vfork", "vforker", "vfork child", "late", "1500")
 	dir := filepath.Join(t.TempDir(), "ck")
 	logFile := filepath.Join(t.TempDir(), "checkpoint.log")
 	checkpointContainer(t, c, dir, "-v", "--log-file", logFile)
@@ -997,10 +990,7 @@ func TestContainerVfork(t *testing.T) {
 	}
 	restoreContainer(t, c, dir)
 	c.assertCounting(t, "after restore")
-	c.mustExec(t, "touch /data/wl/check")
-	if res := c.waitFileHolds(t, "/data/wl/result", "PASS"); !strings.HasPrefix(res, "PASS") {
-		t.Errorf("vforker after restore: %s", res)
-	}
+	c.checkWorkload(t, "vforker after restore")
 }
 
 // TestContainerSysVShmAttached: SysV shared memory attached by a process
@@ -1010,21 +1000,11 @@ func TestContainerVfork(t *testing.T) {
 // the same protections and content, and still shared: the child answers
 // the parent through it.
 func TestContainerSysVShmAttached(t *testing.T) {
-	bin := workloadBin(t, "sysvshm")
-	script := "mkdir -p /data/wl; " + bin + " /data/wl > /data/wl/out 2>&1 &\n" + containerScript
-	c := newContainer(t, "sysvshm", func(s *specs.Spec) { s.Process.Args = []string{"sh", "-c", script} })
-	if err := c.installHostBinary(bin); err != nil {
-		t.Fatalf("copy sysvshm into the rootfs: %v", err)
-	}
-	c.start()
-	c.waitFileHolds(t, "/data/wl/ready", "child")
+	c := workloadContainer(t, "sysvshm", "sysvshm", "child")
 	dir := filepath.Join(t.TempDir(), "ck")
 	checkpointContainer(t, c, dir)
 	decodeWithCrit(t, filepath.Join(dir, "images"))
 	restoreContainer(t, c, dir)
 	c.assertCounting(t, "after restore")
-	c.mustExec(t, "touch /data/wl/check")
-	if res := c.waitFileHolds(t, "/data/wl/result", "PASS"); !strings.HasPrefix(res, "PASS") {
-		t.Errorf("sysvshm after restore: %s", res)
-	}
+	c.checkWorkload(t, "sysvshm after restore")
 }

@@ -10,8 +10,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
 // preCopyReport is what `ctcr dump --pre-copy --json` prints.
@@ -156,14 +154,7 @@ func TestPreCopyRestoreNeedsParent(t *testing.T) {
 // restore dirtier finds every page as it last was, the container counts
 // on, and stats.json and `ctcr show` tell the pre-copy.
 func TestContainerPreCopy(t *testing.T) {
-	bin := workloadBin(t, "dirtier")
-	script := "mkdir -p /data/wl; " + bin + " /data/wl 24 > /data/wl/out 2>&1 &\n" + containerScript
-	c := newContainer(t, "precopy", func(s *specs.Spec) { s.Process.Args = []string{"sh", "-c", script} })
-	if err := c.installHostBinary(bin); err != nil {
-		t.Fatalf("copy dirtier into the rootfs: %v", err)
-	}
-	c.start()
-	c.waitFileHolds(t, "/data/wl/ready", "pid")
+	c := workloadContainer(t, "precopy", "dirtier", "pid", "24")
 	dir := filepath.Join(t.TempDir(), "ck")
 	logFile := filepath.Join(t.TempDir(), "checkpoint.log")
 	checkpointContainer(t, c, dir, "--pre-copy", "-v", "--log-file", logFile)
@@ -187,10 +178,7 @@ func TestContainerPreCopy(t *testing.T) {
 	}
 	restoreContainer(t, c, dir)
 	c.assertCounting(t, "after restore")
-	c.mustExec(t, "touch /data/wl/check")
-	if res := c.waitFileHolds(t, "/data/wl/result", "PASS"); !strings.HasPrefix(res, "PASS") {
-		t.Errorf("dirtier after restore: %s", res)
-	}
+	c.checkWorkload(t, "dirtier after restore")
 }
 
 // TestPreCopyScenarios runs every scenario of TestDumpRestore with

@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
 
@@ -233,14 +232,7 @@ func TestPreDumpTrees(t *testing.T) {
 // counts on. A checkpoint naming a directory that holds no pre-dump
 // fails with exit 16 and the container runs on.
 func TestContainerPreDump(t *testing.T) {
-	bin := workloadBin(t, "dirtier")
-	script := "mkdir -p /data/wl; " + bin + " /data/wl 16 > /data/wl/out 2>&1 &\n" + containerScript
-	c := newContainer(t, "predump", func(s *specs.Spec) { s.Process.Args = []string{"sh", "-c", script} })
-	if err := c.installHostBinary(bin); err != nil {
-		t.Fatalf("copy dirtier into the rootfs: %v", err)
-	}
-	c.start()
-	c.waitFileHolds(t, "/data/wl/ready", "pid")
+	c := workloadContainer(t, "predump", "dirtier", "pid", "16")
 	base := t.TempDir()
 	for _, step := range [][]string{
 		{"checkpoint", c.id, "--pre-dump", "-D", filepath.Join(base, "pre1")},
@@ -265,8 +257,5 @@ func TestContainerPreDump(t *testing.T) {
 	}
 	restoreContainer(t, c, dir)
 	c.assertCounting(t, "after restore")
-	c.mustExec(t, "touch /data/wl/check")
-	if res := c.waitFileHolds(t, "/data/wl/result", "PASS"); !strings.HasPrefix(res, "PASS") {
-		t.Errorf("dirtier after restore: %s", res)
-	}
+	c.checkWorkload(t, "dirtier after restore")
 }

@@ -489,3 +489,31 @@ func ctcrWithStdin(t *testing.T, stdin string, args ...string) (code int, stdout
 	}
 	return cmd.ProcessState.ExitCode(), o.String(), e.String()
 }
+
+// workloadContainer starts a runc container named after name whose init
+// runs the workload (with args, its files in /data/wl) in the background
+// before containerScript, and waits until the workload's ready file
+// holds ready.
+func workloadContainer(t *testing.T, name, workload, ready string, args ...string) *runcContainer {
+	t.Helper()
+	bin := workloadBin(t, workload)
+	cmd := strings.Join(append([]string{bin, "/data/wl"}, args...), " ")
+	script := "mkdir -p /data/wl; " + cmd + " > /data/wl/out 2>&1 &\n" + containerScript
+	c := newContainer(t, name, func(s *specs.Spec) { s.Process.Args = []string{"sh", "-c", script} })
+	if err := c.installHostBinary(bin); err != nil {
+		t.Fatalf("copy %s into the rootfs: %v", workload, err)
+	}
+	c.start()
+	c.waitFileHolds(t, "/data/wl/ready", ready)
+	return c
+}
+
+// checkWorkload asks the workload of a workloadContainer to check itself
+// and wants it to pass.
+func (c *runcContainer) checkWorkload(t *testing.T, what string) {
+	t.Helper()
+	c.mustExec(t, "touch /data/wl/check")
+	if res := c.waitFileHolds(t, "/data/wl/result", "PASS"); !strings.HasPrefix(res, "PASS") {
+		t.Errorf("%s: %s", what, res)
+	}
+}
