@@ -123,15 +123,8 @@ func (s *Staging) Commit() error {
 
 	// Data first: a renamed file whose blocks are not on disk could
 	// surface after a crash as a complete checkpoint with zeroed images.
-	for _, n := range names {
-		// A link (to a parent image) is made durable with the
-		// directory; opening it would follow it.
-		if fi, err := os.Lstat(filepath.Join(s.Dir, n)); err == nil && fi.Mode()&fs.ModeSymlink != 0 {
-			continue
-		}
-		if err := syncPath(filepath.Join(s.Dir, n)); err != nil {
-			return fmt.Errorf("images: commit: %w", err)
-		}
+	if err := syncAll(s.Dir, names); err != nil {
+		return fmt.Errorf("images: commit: %w", err)
 	}
 	if s.overwrite {
 		old := filepath.Join(s.FinalDir, s.marker)
@@ -185,6 +178,48 @@ func (s *Staging) Abort() error {
 		return fmt.Errorf("images: abort: %w", err)
 	}
 	return nil
+}
+
+// syncers is how many files syncAll flushes at once. A journaling file
+// system commits concurrent fsyncs together: a tree of 1,000 processes
+// writes some 8,000 images, whose commit took 3.7-4.0 s one by one and
+// 3.0-3.1 s 32 at a time on this machine's disk (one syncfs of the whole
+// file system: 2.3 s, but it would wait for everybody's dirty data).
+const syncers = 32
+
+// syncAll fsyncs the files names in dir, syncers at a time, and returns
+// the first error. A link (to a parent image) is made durable with the
+// directory; opening it would follow it.
+func syncAll(dir string, names []string) error {
+	work := make(chan string)
+	errs := make(chan error, syncers)
+	for range syncers {
+		go func() {
+			var first error
+			for n := range work {
+				if first != nil {
+					continue
+				}
+				path := filepath.Join(dir, n)
+				if fi, err := os.Lstat(path); err == nil && fi.Mode()&fs.ModeSymlink != 0 {
+					continue
+				}
+				first = syncPath(path)
+			}
+			errs <- first
+		}()
+	}
+	for _, n := range names {
+		work <- n
+	}
+	close(work)
+	var first error
+	for range syncers {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
 }
 
 // rename is os.Rename; tests replace it to observe the order of renames.
