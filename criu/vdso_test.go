@@ -2,6 +2,7 @@ package criu
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"maps"
 	"os"
@@ -114,4 +115,41 @@ func TestFreeBelow(t *testing.T) {
 			t.Errorf("freeBelow(top %#x, size %#x) = %#x, %v; want %#x, %v", c.top, c.size, got, ok, c.want, c.ok)
 		}
 	}
+}
+
+// FuzzVdsoProxy feeds vdso.json contents to the proxy plan against this
+// process's vDSO: a plan is refused with an error or yields a proxy of
+// the old vDSO's size whose jumps all fit, never a panic.
+func FuzzVdsoProxy(f *testing.F) {
+	cur, err := readVdso(os.Getpid())
+	if err != nil || cur == nil {
+		f.Skipf("this process has no vDSO to plan against: %v", err)
+	}
+	good, _ := json.Marshal(cur)
+	f.Add(good)
+	f.Add([]byte(`{"size":8192,"symbols":{"__vdso_time@LINUX_2.6":8180}}`))
+	f.Add([]byte(`{"size":8192,"symbols":{"__vdso_time@LINUX_2.6":1,"time@LINUX_2.6":5}}`))
+	f.Add([]byte(`{"size":16,"symbols":{},"image":"AAAA"}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var old vdsoImage
+		if json.Unmarshal(b, &old) != nil || old.Size == 0 || old.Size > maxVdsoSize {
+			return // checkVdso refuses these as corrupt
+		}
+		p, err := planVdsoProxy(&old, cur)
+		if err != nil {
+			if !errors.Is(err, ErrUnsupported) {
+				t.Fatalf("plan: %v, want an unsupported error", err)
+			}
+			return
+		}
+		code := p.code(0x7f0000000000)
+		if uint64(len(code)) != old.Size {
+			t.Fatalf("a proxy of %d bytes for a vDSO of %d", len(code), old.Size)
+		}
+		for off := range p.jumps {
+			if off+vdsoJumpSize > old.Size || code[off] != 0x49 {
+				t.Fatalf("jump at %#x does not fit or is not there", off)
+			}
+		}
+	})
 }
