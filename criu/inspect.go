@@ -2,6 +2,8 @@ package criu
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 
 	"github.com/checkpoint-restore/go-criu/v7/crit/images/fdinfo"
 	"golang.org/x/sys/unix"
@@ -13,6 +15,10 @@ type Summary struct {
 	Namespaces []string      `json:"namespaces"` // those the tree had of its own
 	Tasks      []TaskSummary `json:"tasks"`
 	PagesBytes uint64        `json:"pages_bytes"`
+	// Vdso says how the checkpoint's vDSO meets this kernel's: "same",
+	// "proxy" (restored behind jumps into this kernel's), "refused: WHY",
+	// or "" when the checkpoint did not record it.
+	Vdso string `json:"vdso"`
 }
 
 // TaskSummary is one process of a checkpoint.
@@ -73,7 +79,24 @@ func Inspect(dir string) (*Summary, error) {
 		}
 		s.Tasks = append(s.Tasks, ts)
 	}
+	s.Vdso = vdsoVerdict(dir)
 	return s, nil
+}
+
+// vdsoVerdict says how the vDSO of the checkpoint in dir meets this
+// kernel's (Summary.Vdso).
+func vdsoVerdict(dir string) string {
+	if _, err := os.Stat(filepath.Join(dir, vdsoFile)); err != nil {
+		return ""
+	}
+	p, err := checkVdso(dir, false)
+	switch {
+	case err != nil:
+		return "refused: " + err.Error()
+	case p != nil:
+		return "proxy"
+	}
+	return "same"
 }
 
 // fileName says what a file entry is, for people: a path, a socket's

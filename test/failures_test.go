@@ -413,6 +413,9 @@ func TestRestoreOtherVdsoRefused(t *testing.T) {
 	if err := os.WriteFile(path, other, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	if out := runCtcr(t, 10*time.Second, "show", img).stdout(); !strings.Contains(out, "vDSO: a restore here is refused") || !strings.Contains(out, extra) {
+		t.Errorf("ctcr show does not say a restore here is refused for want of %s:\n%s", extra, out)
+	}
 	r := runCtcr(t, 60*time.Second, "restore", "-D", img)
 	if r.code() != 1 || !strings.Contains(r.stderr(), "vDSO") || !strings.Contains(r.stderr(), extra) {
 		t.Errorf("%s with another kernel's vDSO: exit %d, want 1 naming the vDSO and %s; stderr: %s", r, r.code(), extra, r.stderr())

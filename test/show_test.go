@@ -22,7 +22,8 @@ func TestShow(t *testing.T) {
 		r := runCtcr(t, 10*time.Second, "show", img)
 		out, _ := os.ReadFile(r.outP)
 		s := string(out)
-		if r.status.ExitCode() != 0 || !strings.Contains(s, strconv.Itoa(w.pid)) || !strings.Contains(s, "counter") || !strings.Contains(s, "/dev/null") {
+		if r.status.ExitCode() != 0 || !strings.Contains(s, strconv.Itoa(w.pid)) || !strings.Contains(s, "counter") || !strings.Contains(s, "/dev/null") ||
+			!strings.Contains(s, "vDSO: the same as this kernel's") {
 			t.Errorf("ctcr show exited %d, printed:\n%s", r.status.ExitCode(), s)
 		}
 	})
@@ -32,6 +33,7 @@ func TestShow(t *testing.T) {
 		var v struct {
 			Checkpoint struct {
 				PagesBytes uint64 `json:"pages_bytes"`
+				Vdso       string `json:"vdso"`
 				Tasks      []struct {
 					Pid  int    `json:"pid"`
 					Comm string `json:"comm"`
@@ -41,7 +43,7 @@ func TestShow(t *testing.T) {
 		if err := json.Unmarshal(out, &v); err != nil {
 			t.Fatalf("not JSON: %v\n%s", err, out)
 		}
-		if len(v.Checkpoint.Tasks) != 1 || v.Checkpoint.Tasks[0].Pid != w.pid || v.Checkpoint.PagesBytes == 0 {
+		if len(v.Checkpoint.Tasks) != 1 || v.Checkpoint.Tasks[0].Pid != w.pid || v.Checkpoint.PagesBytes == 0 || v.Checkpoint.Vdso != "same" {
 			t.Errorf("show --json reported %+v", v.Checkpoint)
 		}
 	})

@@ -60,7 +60,16 @@ is complete and sound. --json prints the same as one object.`,
 			if len(sum.Namespaces) > 0 {
 				ns = strings.Join(sum.Namespaces, ", ")
 			}
-			fmt.Fprintf(stdout, "%d tasks, %d bytes of memory, own namespaces: %s\n\n", len(sum.Tasks), sum.PagesBytes, ns)
+			fmt.Fprintf(stdout, "%d tasks, %d bytes of memory, own namespaces: %s\n", len(sum.Tasks), sum.PagesBytes, ns)
+			switch v := sum.Vdso; {
+			case v == "same":
+				fmt.Fprintf(stdout, "vDSO: the same as this kernel's\n")
+			case v == "proxy":
+				fmt.Fprintf(stdout, "vDSO: differs from this kernel's; a restore puts its functions behind jumps into this kernel's\n")
+			case v != "":
+				fmt.Fprintf(stdout, "vDSO: a restore here is %s\n", v)
+			}
+			fmt.Fprintln(stdout)
 			fmt.Fprintf(stdout, "%7s %7s %7s %7s %7s %10s  %-16s %s\n", "PID", "PPID", "PGID", "SID", "THREADS", "MEMORY", "COMMAND", "STATE")
 			for _, t := range sum.Tasks {
 				fmt.Fprintf(stdout, "%7d %7d %7d %7d %7d %10d  %-16s %s\n", t.Pid, t.Ppid, t.Pgid, t.Sid, len(t.Threads), t.PagesBytes, t.Comm, t.State)
