@@ -1,6 +1,7 @@
 package criu
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"sort"
@@ -263,6 +264,19 @@ outer:
 			}
 		}
 		start, end := e.GetStart(), e.GetEnd()
+		if st&vmaAnonShared != 0 {
+			// The object's pages, whoever touched them: the task's
+			// pagemap lists only those it has mapped itself, not those
+			// its exited children wrote (PostgreSQL's buffers).
+			data, err := shmemData(pid, e)
+			if err != nil {
+				return nil, err
+			}
+			for _, r := range data {
+				runs = append(runs, pageRun{addr: r.Start, npages: (r.End - r.Start) / pageSize, unread: true})
+			}
+			continue
+		}
 		unread := e.GetProt()&unix.PROT_READ == 0
 		inherited := parent.sameVMA(e)
 		// Runs never cross a VMA boundary, so each pagemap entry lies in
@@ -303,6 +317,47 @@ outer:
 		}
 	}
 	return runs, nil
+}
+
+// shmemData returns the pages of the shared anonymous mapping e of task
+// pid that its object holds, resident or swapped (sorted, disjoint,
+// page-aligned addresses): SEEK_DATA over the object, reached through
+// /proc/PID/map_files, finds them wherever they were faulted in. They
+// are read through /proc/PID/mem, which finds them in the object too.
+func shmemData(pid int, e *vma.VmaEntry) ([]proc.PageRange, error) {
+	path := fmt.Sprintf("/proc/%d/map_files/%x-%x", pid, e.GetStart(), e.GetEnd())
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("task %d shared mapping %#x-%#x: %w", pid, e.GetStart(), e.GetEnd(), err)
+	}
+	defer unix.Close(fd)
+	pgoff := int64(e.GetPgoff())
+	end := pgoff + int64(e.GetEnd()-e.GetStart())
+	var out []proc.PageRange
+	for off := pgoff; off < end; {
+		d, err := unix.Seek(fd, off, unix.SEEK_DATA)
+		if errors.Is(err, unix.ENXIO) {
+			break // no data from off to the end of the object
+		}
+		if err != nil {
+			return nil, fmt.Errorf("task %d shared mapping %#x-%#x: SEEK_DATA: %w", pid, e.GetStart(), e.GetEnd(), err)
+		}
+		if d >= end {
+			break
+		}
+		h, err := unix.Seek(fd, d, unix.SEEK_HOLE)
+		if err != nil {
+			return nil, fmt.Errorf("task %d shared mapping %#x-%#x: SEEK_HOLE: %w", pid, e.GetStart(), e.GetEnd(), err)
+		}
+		d &^= pageSize - 1
+		h = min((h+pageSize-1)&^(pageSize-1), end)
+		if h <= d {
+			break
+		}
+		out = append(out, proc.PageRange{Start: e.GetStart() + uint64(d-pgoff), End: e.GetStart() + uint64(h-pgoff)})
+		off = h
+	}
+	return out, nil
 }
 
 // writePages copies the pages of runs from the task into the raw pages

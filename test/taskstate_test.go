@@ -152,3 +152,17 @@ func TestSeccomp(t *testing.T) {
 		w.checkPasses(30*time.Second, "seccomp")
 	})
 }
+
+// TestSharedAnonymousWrittenByChildren dumps shmemchild, whose shared
+// anonymous memory was written by children that exited: its pages are in
+// the shared object but in no page table of the dumped task (as the
+// buffers of a PostgreSQL server its backends filled). After restore the
+// task and a new child find every page.
+func TestSharedAnonymousWrittenByChildren(t *testing.T) {
+	t.Run("pages only exited children touched come back", func(t *testing.T) {
+		dumpRestoreWorkload(t, "shmemchild")
+	})
+	t.Run("the shmemchild workload passes when it is never dumped", func(t *testing.T) {
+		startWorkload(t, "shmemchild").checkPasses(30*time.Second, "shmemchild")
+	})
+}
