@@ -272,7 +272,7 @@ func Dump(opts DumpOptions) (*DumpStats, error) {
 	if opts.ExtUnixSk {
 		allowExternalUnixPeers(files, d.procs)
 	}
-	shmem := map[uint64]bool{} // shared anonymous objects whose pages are dumped
+	shmem := map[uint64][]proc.PageRange{} // parts of shared anonymous objects dumped so far
 	pr := newProgress(opts.Progress)
 	var memTime time.Duration
 	var pagesBytes uint64
@@ -943,13 +943,13 @@ func dumpTaskFiles(p *dumpProc, files *fileTable, shellJob bool) error {
 	return nil
 }
 
-// dumpMemory records the VMAs of p and writes its pages image. Pages of a
-// shared anonymous object are written once, by the first process that
-// maps it (shmem).
+// dumpMemory records the VMAs of p and writes its pages image. Each part
+// of a shared anonymous object is written once, by the first mapping of
+// it (shmem: the parts of each object, by offset, written so far).
 //
 // With pre, the pages pre-copied and not written since are left in the
 // parent image.
-func dumpMemory(p, parent *dumpProc, files *fileTable, shmem map[uint64]bool, pagesPath string, pr *progress, pre *preProc) (uint64, error) {
+func dumpMemory(p, parent *dumpProc, files *fileTable, shmem map[uint64][]proc.PageRange, pagesPath string, pr *progress, pre *preProc) (uint64, error) {
 	pid := p.pid
 	var pp *parentPages
 	if parent != nil && parent != p && !parent.zombie && parent.mm != nil && len(parent.mm.Vmas) > 0 {
@@ -979,8 +979,7 @@ func dumpMemory(p, parent *dumpProc, files *fileTable, shmem map[uint64]bool, pa
 		return 0, fmt.Errorf("task %d: %w", pid, err)
 	}
 	var vmas []*vma.VmaEntry
-	var skip []*vma.VmaEntry
-	seenHere := map[uint64]bool{}
+	only := map[*vma.VmaEntry][]proc.PageRange{}
 	for _, m := range maps {
 		e, err := classifyVMA(pid, m, files)
 		if err != nil {
@@ -992,19 +991,20 @@ func dumpMemory(p, parent *dumpProc, files *fileTable, shmem map[uint64]bool, pa
 		adviseVMA(e, vmFlags[e.GetStart()])
 		vmas = append(vmas, e)
 		if e.GetStatus()&vmaAnonShared != 0 {
-			id := e.GetShmid()
-			if shmem[id] && !seenHere[id] {
-				skip = append(skip, e)
+			// Only the part of the object no mapping before showed.
+			id, off := e.GetShmid(), e.GetPgoff()
+			part := []proc.PageRange{{Start: off, End: off + e.GetEnd() - e.GetStart()}}
+			var addrs []proc.PageRange
+			for _, r := range subtract(part, shmem[id]) {
+				addrs = append(addrs, proc.PageRange{Start: e.GetStart() + r.Start - off, End: e.GetStart() + r.End - off})
 			}
-			seenHere[id] = true
+			only[e] = addrs
+			shmem[id] = normalize(append(shmem[id], part...))
 		}
-	}
-	for id := range seenHere {
-		shmem[id] = true
 	}
 	sortVMAs(vmas)
 	p.mm.Vmas = vmas
-	runs, err := collectPages(pid, vmas, skip, pp)
+	runs, err := collectPages(pid, vmas, only, pp)
 	if err != nil {
 		return 0, err
 	}

@@ -240,11 +240,12 @@ func wantPage(e *vma.VmaEntry, pm uint64) bool {
 	return false
 }
 
-// collectPages reads the pagemap of every dumpable VMA but those in skip
-// and returns the runs of pages to save, in address order. With parent,
-// pages a private VMA still shares with the same VMA of the parent (the
-// same page frame) become inParent runs.
-func collectPages(pid int, vmas, skip []*vma.VmaEntry, parent *parentPages) ([]pageRun, error) {
+// collectPages reads the pagemap of every dumpable VMA and returns the
+// runs of pages to save, in address order; of a shared anonymous VMA in
+// only, just the pages in its ranges there. With parent, pages a private
+// VMA still shares with the same VMA of the parent (the same page frame)
+// become inParent runs.
+func collectPages(pid int, vmas []*vma.VmaEntry, only map[*vma.VmaEntry][]proc.PageRange, parent *parentPages) ([]pageRun, error) {
 	pmr, err := proc.OpenPagemap(pid)
 	if err != nil {
 		return nil, fmt.Errorf("task %d: %w", pid, err)
@@ -252,16 +253,10 @@ func collectPages(pid int, vmas, skip []*vma.VmaEntry, parent *parentPages) ([]p
 	defer pmr.Close()
 	var runs []pageRun
 	var buf, pbuf []uint64
-outer:
 	for _, e := range vmas {
 		st := e.GetStatus()
 		if st&(vmaAnonShared|vmaAnonPrivate|vmaFilePrivate) == 0 {
 			continue
-		}
-		for _, s := range skip {
-			if s == e {
-				continue outer
-			}
 		}
 		start, end := e.GetStart(), e.GetEnd()
 		if st&vmaAnonShared != 0 {
@@ -271,6 +266,9 @@ outer:
 			data, err := shmemData(pid, e)
 			if err != nil {
 				return nil, err
+			}
+			if part, ok := only[e]; ok {
+				data = intersect(data, part)
 			}
 			for _, r := range data {
 				runs = append(runs, pageRun{addr: r.Start, npages: (r.End - r.Start) / pageSize, unread: true})

@@ -115,7 +115,7 @@ func (t *restoringTask) restoreMemory() error {
 	// A shared anonymous object is created by the first task that maps
 	// it (whose image holds its pages); every other mapping of it, in
 	// this task or a later one, maps that same object.
-	var later []*vma.VmaEntry
+	var later, partial []*vma.VmaEntry
 	for _, v := range t.img.mm.Vmas {
 		if vmaSpecial(v) || v.GetStatus()&vmaAreaSysVIPC != 0 {
 			continue
@@ -133,6 +133,11 @@ func (t *restoringTask) restoreMemory() error {
 				continue
 			}
 			t.tree.shmem[v.GetShmid()] = shmemPiece{pid: t.pid, start: v.GetStart(), end: v.GetEnd()}
+			if v.GetPgoff() != 0 || t.tree.shmemExtent(v.GetShmid()) > v.GetEnd()-v.GetStart() {
+				// The object reaches beyond this mapping: made whole first.
+				partial = append(partial, v)
+				continue
+			}
 		}
 		nr, args := t.mmapCall(v, files)
 		maps2.add(nr, args...)
@@ -141,6 +146,11 @@ func (t *restoringTask) restoreMemory() error {
 	if res, err := maps2.run(); err != nil {
 		v := mapped[len(res)]
 		return fmt.Errorf("%s mapping %#x-%#x: %w", t.where(), v.GetStart(), v.GetEnd(), err)
+	}
+	for _, v := range partial {
+		if err := t.mapShmemPart(v); err != nil {
+			return fmt.Errorf("%s mapping %#x-%#x: %w", t.where(), v.GetStart(), v.GetEnd(), err)
+		}
 	}
 	for _, v := range later {
 		if err := t.mapShmemPiece(v, t.tree.shmem[v.GetShmid()]); err != nil {
@@ -536,6 +546,23 @@ func (t *restoringTask) mapShmemPiece(v *vma.VmaEntry, first shmemPiece) error {
 		return err
 	}
 	return t.closeRemote(fd)
+}
+
+// mapShmemPart maps v, the first mapping of a shared anonymous object
+// that reaches beyond it (at its offset, or past its end, in another
+// task's mapping): the object is made at its full size in a mapping of
+// its own, v is mapped from it at its offset, and that mapping goes.
+func (t *restoringTask) mapShmemPart(v *vma.VmaEntry) error {
+	size := t.tree.shmemExtent(v.GetShmid())
+	whole, err := t.ctl.mmap(0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_ANONYMOUS, -1, 0)
+	if err != nil {
+		return fmt.Errorf("shared memory %d of %d bytes: %w", v.GetShmid(), size, err)
+	}
+	err = t.mapShmemPiece(v, shmemPiece{pid: t.pid, start: whole, end: whole + size})
+	if _, uerr := t.ctl.call(unix.SYS_MUNMAP, whole, size); err == nil {
+		err = uerr
+	}
+	return err
 }
 
 // fillPages reads the pages image (fd, in the task) and the parent

@@ -43,6 +43,9 @@ type restoreTree struct {
 	shmem       map[uint64]shmemPiece // shared anonymous objects mapped so far
 	memTime     time.Duration         // spent restoring memory
 	vdsoProxy   *vdsoProxy            // if the checkpoint's vDSO differs from this kernel's
+	// extents is how far into each shared anonymous object (by id) any
+	// mapping of the image reaches; see shmemExtent.
+	extents map[uint64]uint64
 	// outerSid and outerPgid are the root's session and group when they
 	// are outside the tree: the restored tree joins ctcr's instead.
 	outerSid, outerPgid int
@@ -702,4 +705,21 @@ func (rt *restoreTree) schedImage() (*schedImage, error) {
 		rt.sched = img
 	}
 	return rt.sched, nil
+}
+
+// shmemExtent returns how far into shared anonymous object id any
+// mapping of any task of the image reaches: the size to make it.
+func (rt *restoreTree) shmemExtent(id uint64) uint64 {
+	if rt.extents == nil {
+		rt.extents = map[uint64]uint64{}
+		for _, img := range rt.cp.tasks {
+			for _, v := range img.mm.Vmas {
+				if v.GetStatus()&vmaAnonShared != 0 {
+					e := v.GetPgoff() + v.GetEnd() - v.GetStart()
+					rt.extents[v.GetShmid()] = max(rt.extents[v.GetShmid()], e)
+				}
+			}
+		}
+	}
+	return rt.extents[id]
 }

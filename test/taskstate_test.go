@@ -165,4 +165,13 @@ func TestSharedAnonymousWrittenByChildren(t *testing.T) {
 	t.Run("the shmemchild workload passes when it is never dumped", func(t *testing.T) {
 		startWorkload(t, "shmemchild").checkPasses(30*time.Second, "shmemchild")
 	})
+	t.Run("an object no task maps whole comes back whole, each part where it was", func(t *testing.T) {
+		kids := dumpRestoreWorkload(t, "shmemparts")
+		for pid := range kids {
+			reap(pid, 10*time.Second)
+		}
+	})
+	t.Run("the shmemparts workload passes when it is never dumped", func(t *testing.T) {
+		startWorkload(t, "shmemparts").checkPasses(30*time.Second, "shmemparts")
+	})
 }
