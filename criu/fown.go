@@ -10,6 +10,9 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
+
+	"github.com/ctcr/ctcr/criu/images"
+	"github.com/ctcr/ctcr/criu/kernel"
 )
 
 // The SIGIO owner of an open file description (F_SETOWN_EX) and the
@@ -41,24 +44,10 @@ func fcntlPtr(f *os.File, cmd int, arg unsafe.Pointer) error {
 	return err
 }
 
-// fcntlRaw runs fcntl(f, cmd, arg) through f's SyscallConn: f.Fd()
-// would make the file blocking, and the file description is the task's.
+// fcntlRaw runs fcntl(f, cmd, arg) without f.Fd() (kernel.FileSyscall).
 func fcntlRaw(f *os.File, cmd int, arg uintptr) (int, error) {
-	conn, err := f.SyscallConn()
-	if err != nil {
-		return 0, err
-	}
-	var r uintptr
-	var errno unix.Errno
-	if err := conn.Control(func(fd uintptr) {
-		r, _, errno = unix.Syscall(unix.SYS_FCNTL, fd, uintptr(cmd), arg)
-	}); err != nil {
-		return 0, err
-	}
-	if errno != 0 {
-		return 0, errno
-	}
-	return int(r), nil
+	r, err := kernel.FileSyscall(f, unix.SYS_FCNTL, uintptr(cmd), arg)
+	return int(r), err
 }
 
 // dumpFown records in e the SIGIO owner and signal of the open file
@@ -144,6 +133,10 @@ func fownOf(e *fdinfo.FileEntry) *fown.FownEntry {
 // setFown gives the restored file id (f) its SIGIO owner and signal,
 // once every task of the tree exists.
 func (r *fileRestore) setFown(id uint32, f *os.File, fo *fown.FownEntry) error {
+	what := fmt.Sprintf("file id %d", id)
+	if fe := r.cp.files[id]; fe != nil {
+		what = fmt.Sprintf("file id %d (%v %s)", id, fe.GetType(), fileName(fe))
+	}
 	ex := fOwnerEx{Type: int32(fo.GetPidType())}
 	if fo.GetPid() != 0 {
 		lookup := r.hostPid // a group's id is its leader's
@@ -152,15 +145,15 @@ func (r *fileRestore) setFown(id uint32, f *os.File, fo *fown.FownEntry) error {
 		}
 		host, ok := lookup(int(fo.GetPid()))
 		if !ok {
-			return fmt.Errorf("file id %d: its SIGIO owner %d (type %d) is not in the restored tree: %w", id, fo.GetPid(), ex.Type, ErrUnsupported)
+			return fmt.Errorf("%s: its SIGIO owner %d (type %d) is not in the restored tree: %w", what, fo.GetPid(), ex.Type, images.ErrCorrupt)
 		}
 		ex.Pid = int32(host)
 	}
 	if err := fcntlPtr(f, unix.F_SETOWN_EX, unsafe.Pointer(&ex)); err != nil {
-		return fmt.Errorf("file id %d: F_SETOWN_EX: %w", id, err)
+		return fmt.Errorf("%s: F_SETOWN_EX: %w", what, err)
 	}
 	if _, err := fcntlRaw(f, unix.F_SETSIG, uintptr(fo.GetSignum())); err != nil {
-		return fmt.Errorf("file id %d: F_SETSIG %d: %w", id, fo.GetSignum(), err)
+		return fmt.Errorf("%s: F_SETSIG %d: %w", what, fo.GetSignum(), err)
 	}
 	return nil
 }

@@ -8,6 +8,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ctcr/ctcr/criu/kernel"
 )
 
 // Bits of a /proc/PID/pagemap entry (Documentation/admin-guide/mm/pagemap.rst).
@@ -155,19 +157,6 @@ func (r *PagemapReader) Written(start, end uint64, protect bool, out []PageRange
 
 // ioctlPtr runs ioctl(f, req, arg) and returns its non-negative result.
 func ioctlPtr(f *os.File, req uint, arg unsafe.Pointer) (int, error) {
-	conn, err := f.SyscallConn()
-	if err != nil {
-		return 0, err
-	}
-	var n uintptr
-	var errno unix.Errno
-	if err := conn.Control(func(fd uintptr) {
-		n, _, errno = unix.Syscall(unix.SYS_IOCTL, fd, uintptr(req), uintptr(arg))
-	}); err != nil {
-		return 0, err
-	}
-	if errno != 0 {
-		return 0, errno
-	}
-	return int(n), nil
+	n, err := kernel.FileSyscall(f, unix.SYS_IOCTL, uintptr(req), uintptr(arg))
+	return int(n), err
 }
