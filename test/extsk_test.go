@@ -61,7 +61,12 @@ func setRecvTimeout(t *testing.T, fd int, d time.Duration) {
 func (s *extServer) recvDgram(t *testing.T) (string, string) {
 	t.Helper()
 	buf := make([]byte, 256)
+	// A socket with a receive timeout is not restarted after a signal
+	// (Go's preemption sends SIGURG): try again.
 	n, from, err := unix.Recvfrom(s.dgram, buf, 0)
+	for err == unix.EINTR {
+		n, from, err = unix.Recvfrom(s.dgram, buf, 0)
+	}
 	if err != nil {
 		t.Fatalf("receive on %s: %v", s.dgramPath, err)
 	}
@@ -78,6 +83,9 @@ func (s *extServer) recvDgram(t *testing.T) (string, string) {
 func (s *extServer) acceptRead(t *testing.T, keep bool) string {
 	t.Helper()
 	fd, _, err := unix.Accept4(s.listener, unix.SOCK_CLOEXEC)
+	for err == unix.EINTR {
+		fd, _, err = unix.Accept4(s.listener, unix.SOCK_CLOEXEC)
+	}
 	if err != nil {
 		t.Errorf("accept on %s: %v", s.streamPath, err)
 		return ""
@@ -92,6 +100,9 @@ func (s *extServer) acceptRead(t *testing.T, keep bool) string {
 	buf := make([]byte, 256)
 	for {
 		n, err := unix.Read(fd, buf)
+		if err == unix.EINTR {
+			continue
+		}
 		if n <= 0 || err != nil {
 			return string(got)
 		}
