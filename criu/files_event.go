@@ -274,6 +274,16 @@ func openTimerfd(r *fileRestore, e *fdinfo.FileEntry) (*os.File, error) {
 		Interval: unix.Timespec{Sec: int64(t.GetIsec()), Nsec: int64(t.GetInsec())},
 	}
 	flags := int(t.GetSettimeFlags())
+	if spec.Value == (unix.Timespec{}) && spec.Interval != (unix.Timespec{}) && t.GetTicks() != 0 {
+		// A periodic timer that expired and was not read since: the
+		// kernel re-arms it only in read(2) (fs/timerfd.c
+		// timerfd_read), so fdinfo shows it_value 0, and settime with
+		// 0 would switch it off. Its next expiry is at most one
+		// interval away: arm it for one interval, and give the unread
+		// expirations back with TFD_IOC_SET_TICKS below (settime
+		// zeroes them: timerfd_setup).
+		spec.Value = spec.Interval
+	}
 	if spec.Value != (unix.Timespec{}) && flags&unix.TFD_TIMER_ABSTIME != 0 {
 		var now unix.Timespec
 		if err := unix.ClockGettime(int32(clock), &now); err != nil {
