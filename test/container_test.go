@@ -29,28 +29,55 @@ func psInside(t *testing.T, c interface {
 	mustExec(t *testing.T, script string) string
 }) []string {
 	t.Helper()
-	out := c.mustExec(t, `echo "self $$"; for p in /proc/[0-9]*; do echo "@ ${p#/proc/}"; cat $p/stat; tr '\000\n' '  ' < $p/cmdline; echo; done 2>/dev/null`)
-	lines := strings.Split(out, "\n")
+	// A process that exits between the glob and the read of its files
+	// is skipped whole, and a fork caught before it execs (the loops'
+	// sleeps) shows as a copy of its parent: take snapshots until two
+	// in a row agree.
+	var last []string
+	for try := 0; try < 10; try++ {
+		procs := psInsideOnce(t, c)
+		if last != nil && strings.Join(procs, "\n") == strings.Join(last, "\n") {
+			return procs
+		}
+		last = procs
+		time.Sleep(50 * time.Millisecond)
+	}
+	return last
+}
+
+// psInsideOnce lists, once, the long-lived processes a container runs
+// as "PID cmdline" seen from inside it, leaving out the shell that
+// lists them and the loops' sleeps.
+func psInsideOnce(t *testing.T, c interface {
+	mustExec(t *testing.T, script string) string
+}) []string {
+	t.Helper()
+	// One line per process, its fields tab-separated, so that a process
+	// gone meanwhile cannot shift the next one's lines.
+	out := c.mustExec(t, "echo \"self $$\"; for p in /proc/[0-9]*; do s=$(cat $p/stat 2>/dev/null) || continue; m=$(tr '\\000\\n' '  ' < $p/cmdline 2>/dev/null) || continue; echo \"@ ${p#/proc/}\t$s\t$m\"; done")
 	self := ""
 	var procs []string
-	for i := 0; i < len(lines); i++ {
-		if s, ok := strings.CutPrefix(lines[i], "self "); ok {
+	for _, line := range strings.Split(out, "\n") {
+		if s, ok := strings.CutPrefix(line, "self "); ok {
 			self = s
 			continue
 		}
-		pid, ok := strings.CutPrefix(lines[i], "@ ")
-		if !ok || i+2 >= len(lines) {
+		rest, ok := strings.CutPrefix(line, "@ ")
+		if !ok {
 			continue
 		}
-		stat, cmdline := lines[i+1], strings.TrimSpace(strings.ReplaceAll(lines[i+2], "\x00", " "))
-		i += 2
+		f := strings.SplitN(rest, "\t", 3)
+		if len(f) != 3 || f[1] == "" {
+			continue
+		}
+		pid, stat, cmdline := f[0], f[1], strings.TrimSpace(f[2])
 		ppid := ""
 		if j := strings.LastIndexByte(stat, ')'); j >= 0 {
-			if f := strings.Fields(stat[j+1:]); len(f) > 1 {
-				ppid = f[1]
+			if fs := strings.Fields(stat[j+1:]); len(fs) > 1 {
+				ppid = fs[1]
 			}
 		}
-		if stat == "" || pid == self || ppid == self || cmdline == "sleep 0.2" || cmdline == "sleep 0.3" {
+		if pid == self || ppid == self || cmdline == "sleep 0.2" || cmdline == "sleep 0.3" {
 			continue
 		}
 		procs = append(procs, pid+" "+cmdline)
