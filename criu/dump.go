@@ -690,6 +690,11 @@ func (p *dumpProc) readState() error {
 		mem.Close()
 		return fmt.Errorf("task %d has no vDSO to run remote syscalls from: %w", pid, ErrUnsupported)
 	}
+	sig, err := p.stopSignal()
+	if err != nil {
+		mem.Close()
+		return err
+	}
 	for _, th := range p.threads {
 		if th.regs, err = ptrace.GetRegs(th.tid); err != nil {
 			return err
@@ -697,28 +702,32 @@ func (p *dumpProc) readState() error {
 		if th.xstate, err = ptrace.GetXState(th.tid); err != nil {
 			return err
 		}
-		th.ctl = &taskCtl{tid: th.tid, mem: mem, r: &ptrace.Remote{Tid: th.tid, IP: ip, Base: th.regs}}
-		// The first remote call lets the kernel finish what the
-		// interrupted syscall left pending: after sigsuspend it puts the
-		// saved mask back, so the mask read next is the thread's own.
-		if _, err := th.ctl.call(unix.SYS_GETPID); err != nil {
-			return err
-		}
+		// In sigsuspend, ppoll and the like, the kernel reports the mask
+		// the syscall will put back (Linux 5.2+), the thread's own.
 		if th.sigmask, err = ptrace.GetSigmask(th.tid); err != nil {
 			return err
 		}
-		// Block everything while ctcr works in the task: no handler runs.
-		if err := ptrace.SetSigmask(th.tid, ^uint64(0)); err != nil {
+		tgid, vtid, err := ownIDs(pid, th.tid)
+		if err != nil {
 			return err
 		}
+		th.ctl = &taskCtl{tid: th.tid, mem: mem, xstate: th.xstate, r: &ptrace.Remote{Tid: th.tid, IP: ip, Base: th.regs,
+			Own: &ptrace.OwnState{Mask: th.sigmask, Sig: sig, TgkillArgs: [2]uint64{uint64(tgid), uint64(vtid)}}}}
 	}
-	lead := p.leader().ctl
-	if err := lead.mapScratch(); err != nil {
+	if err := p.mapScratch(maps); err != nil {
 		return err
 	}
-	for _, th := range p.threads[1:] {
-		th.ctl.scratch, th.ctl.size, th.ctl.runner = lead.scratch, lead.size, lead.runner
+	// Signals the threads dequeued on their way to the seize stop go
+	// back into their queues now, where they stay while the threads are
+	// held: a ctcr that dies from here on loses none of them, and the
+	// image finds them with the others.
+	for _, th := range p.threads {
+		if err := th.requeue(p.pid, th.stolen); err != nil {
+			return err
+		}
+		th.stolen = nil
 	}
+	lead := p.leader().ctl
 	if p.status, err = proc.ReadStatus(pid, pid); err != nil {
 		return fmt.Errorf("task %d: %w", pid, err)
 	}
@@ -794,7 +803,7 @@ func (p *dumpProc) readState() error {
 		MmSavedAuxv: auxv, Dumpable: proto.Int32(int32(q.dumpable)), ThpDisabled: proto.Bool(q.thpOff),
 	}
 	// The scratch mapping must be gone before memory is read.
-	return lead.dropScratch()
+	return p.dropScratch()
 }
 
 // dumpThreadCore builds the core image of one thread.
@@ -863,27 +872,148 @@ func dumpThreadCore(p *dumpProc, th *dumpThread, q *threadQuery) (*criucore.Core
 	return c, nil
 }
 
-// mapScratch maps an executable scratch area in a task being dumped:
-// the syscall runner in its first page, argument data after it.
-func (c *taskCtl) mapScratch() error {
-	addr, err := c.mmap(0, scratchSize, unix.PROT_READ|unix.PROT_WRITE|unix.PROT_EXEC, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS, -1, 0)
+// scratchName names ctcr's scratch mapping in a dumped task
+// (PR_SET_VMA_ANON_NAME): one a ctcr that died left behind shows in
+// /proc/PID/maps as [anon:ctcr-scratch], and the next dump removes it.
+const scratchName = "ctcr-scratch"
+
+// mapScratch maps an executable scratch area in the process being
+// dumped, shared by its threads: the syscall runner in its first page,
+// argument data after it, then the signal-frame area. It also removes
+// the scratch areas of an earlier ctcr that died (maps: the process's
+// mappings, or nil).
+//
+// Preconditions: runs on the tracer thread; every thread has its ctl.
+func (p *dumpProc) mapScratch(maps []proc.Mapping) error {
+	c := p.leader().ctl
+	size := uint64(scratchSize + frameAreaSize)
+	addr, err := c.mmap(0, size, unix.PROT_READ|unix.PROT_WRITE|unix.PROT_EXEC, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS, -1, 0)
 	if err != nil {
 		return fmt.Errorf("task %d: scratch %w", c.tid, err)
 	}
-	c.scratch, c.size = addr+pageSize, scratchSize-pageSize
-	return c.installRunner(addr)
+	if err := c.installRunner(addr); err != nil {
+		return err
+	}
+	frames := &frameArea{addr: addr + scratchSize}
+	for _, th := range p.threads {
+		t := th.ctl
+		if t == nil || t.r.Own == nil {
+			continue // a rollback before readState reached it
+		}
+		t.scratch, t.size, t.runner, t.frames = addr+pageSize, scratchSize-pageSize, addr, frames
+		t.r.Own.Stop, t.r.Own.FrameSP = addr+runnerStop, frames.addr+8
+	}
+	b := c.newBatch()
+	for _, m := range maps {
+		if m.Path == "[anon:"+scratchName+"]" {
+			b.add(unix.SYS_MUNMAP, m.Start, m.End-m.Start)
+		}
+	}
+	if _, err := b.run(); err != nil {
+		return fmt.Errorf("task %d: remove the scratch area a dead ctcr left: %w", p.pid, err)
+	}
+	// A kernel without CONFIG_ANON_VMA_NAME says EINVAL: the area then
+	// goes unnamed.
+	b = c.newBatch()
+	name, err := b.put(scratchName)
+	if err != nil {
+		return err
+	}
+	b.add(unix.SYS_PRCTL, unix.PR_SET_VMA, unix.PR_SET_VMA_ANON_NAME, addr, size, name)
+	b.run()
+	return nil
 }
 
-// dropScratch unmaps the scratch area.
-func (c *taskCtl) dropScratch() error {
-	if c.scratch == 0 {
+// requeue queues signals again in thread th of process pid, from the
+// thread itself: the kernel lets a task queue a signal with a kernel
+// si_code (SIGCHLD's) only to itself, named with its ids in its own PID
+// namespace.
+//
+// Preconditions: runs on the tracer thread; the scratch area is mapped.
+func (th *dumpThread) requeue(pid int, sigs []ptrace.Siginfo) error {
+	if len(sigs) == 0 {
 		return nil
 	}
-	c.runner = 0
-	if _, err := c.call(unix.SYS_MUNMAP, c.scratch-pageSize, c.size+pageSize); err != nil {
+	tgid, tid := th.ctl.r.Own.TgkillArgs[0], th.ctl.r.Own.TgkillArgs[1]
+	b := th.ctl.newBatch()
+	for _, si := range sigs {
+		at, err := b.put(si[:])
+		if err != nil {
+			return err
+		}
+		b.add(unix.SYS_RT_TGSIGQUEUEINFO, tgid, tid, uint64(si.Signo()), at)
+	}
+	if _, err := b.run(); err != nil {
+		return fmt.Errorf("task %d thread %d: queue %d dequeued signals again: %w", pid, th.tid, len(sigs), err)
+	}
+	return nil
+}
+
+// stopSignal chooses the signal the syscall runner raises to stop p's
+// threads after a batch (see ptrace.OwnState): one the process ignores,
+// so that it is dropped if ctcr dies, and that none of its threads has
+// pending or dequeued, so that it cannot merge with one of theirs.
+func (p *dumpProc) stopSignal() (unix.Signal, error) {
+	st, err := proc.ReadStatus(p.pid, p.pid)
+	if err != nil {
+		return 0, fmt.Errorf("task %d: %w", p.pid, err)
+	}
+	busy := st.SigCgt | st.ShdPnd
+	for _, th := range p.threads {
+		if th.tid != p.pid {
+			ts, err := proc.ReadStatus(p.pid, th.tid)
+			if err != nil {
+				return 0, fmt.Errorf("task %d thread %d: %w", p.pid, th.tid, err)
+			}
+			busy |= ts.SigPnd
+		} else {
+			busy |= st.SigPnd
+		}
+		for _, si := range th.stolen {
+			if n := si.Signo(); n > 0 && n <= 64 {
+				busy |= 1 << (n - 1)
+			}
+		}
+	}
+	free := func(s unix.Signal) bool { return busy&(1<<(uint(s)-1)) == 0 }
+	// Ignored by default, unless the process set a handler.
+	for _, s := range []unix.Signal{unix.SIGURG, unix.SIGWINCH, unix.SIGCHLD} {
+		if free(s) {
+			return s, nil
+		}
+	}
+	for s := unix.Signal(1); s < 32; s++ {
+		if st.SigIgn&(1<<(uint(s)-1)) != 0 && free(s) && s != unix.SIGKILL && s != unix.SIGSTOP {
+			return s, nil
+		}
+	}
+	// Every candidate is caught (the Go runtime catches all of them):
+	// SIGURG, which Go uses to preempt its threads and every runtime
+	// that catches it must take unasked. A ctcr that dies between the
+	// raise and the stop makes the handler run once.
+	return unix.SIGURG, nil
+}
+
+// dropScratch unmaps the process's scratch area. The runner cannot
+// unmap the page it runs from, so this is a single-stepped call: with
+// the one that maps the area, the only window in which a ctcr that dies
+// leaves the thread lost (see ptrace.OwnState).
+//
+// Preconditions: runs on the tracer thread.
+func (p *dumpProc) dropScratch() error {
+	c := p.leader().ctl
+	if c == nil || c.scratch == 0 {
+		return nil
+	}
+	addr := c.runner
+	for _, th := range p.threads {
+		if th.ctl != nil {
+			th.ctl.scratch, th.ctl.size, th.ctl.runner, th.ctl.frames = 0, 0, 0, nil
+		}
+	}
+	if _, err := c.call(unix.SYS_MUNMAP, addr, scratchSize+frameAreaSize); err != nil {
 		return fmt.Errorf("task %d: unmap scratch: %w", c.tid, err)
 	}
-	c.scratch = 0
 	return nil
 }
 
@@ -1166,36 +1296,17 @@ func (d *dumpTree) resume() error {
 				stolen = stolen || len(th.stolen) > 0 || (th.ctl != nil && len(th.ctl.r.Stolen) > 0)
 			}
 			if stolen && lead.scratch == 0 {
-				errs = append(errs, lead.mapScratch())
+				errs = append(errs, p.mapScratch(nil))
 			}
 			for _, th := range p.threads {
 				if th.ctl == nil || lead.scratch == 0 {
 					continue
 				}
-				th.ctl.scratch, th.ctl.size = lead.scratch, lead.size
-				stolen := append(th.stolen, th.ctl.r.Stolen...)
-				if len(stolen) == 0 {
-					continue
-				}
-				// The task names itself with its ids in its own PID
-				// namespace: the kernel lets a task queue a signal with
-				// a kernel si_code (SIGCHLD's) only to itself.
-				tgid, tid, err := ownIDs(p.pid, th.tid)
-				if err != nil {
-					errs = append(errs, err)
-					continue
-				}
-				for _, si := range stolen {
-					if _, err := th.ctl.put(0, si[:]); err != nil {
-						errs = append(errs, err)
-						continue
-					}
-					if _, err := th.ctl.call(unix.SYS_RT_TGSIGQUEUEINFO, uint64(tgid), uint64(tid), uint64(si.Signo()), th.ctl.scratch); err != nil {
-						errs = append(errs, fmt.Errorf("task %d thread %d: queue signal %d again: %w", p.pid, th.tid, si.Signo(), err))
-					}
-				}
+				sigs := append(th.stolen, th.ctl.r.Stolen...)
+				th.stolen, th.ctl.r.Stolen = nil, nil
+				errs = append(errs, th.requeue(p.pid, sigs))
 			}
-			errs = append(errs, lead.dropScratch())
+			errs = append(errs, p.dropScratch())
 			lead.mem.Close()
 		}
 		for _, th := range p.threads {

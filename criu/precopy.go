@@ -267,14 +267,32 @@ func makeUffd(p *dumpProc) (int, error) {
 		mem.Close()
 		return -1, err
 	}
-	th.ctl = &taskCtl{tid: th.tid, mem: mem, r: &ptrace.Remote{Tid: th.tid, IP: ip, Base: th.regs}}
-	// The first remote call finishes what the interrupted syscall left
-	// pending (sigsuspend's mask); the mask read after it is the
-	// thread's own, which resume puts back.
-	fd, callErr := th.ctl.call(unix.SYS_USERFAULTFD, unix.O_CLOEXEC|unix.O_NONBLOCK|kernel.UFFD_USER_MODE_ONLY)
-	if th.sigmask, err = ptrace.GetSigmask(th.tid); err != nil {
+	if th.xstate, err = ptrace.GetXState(th.tid); err != nil {
+		mem.Close()
 		return -1, err
 	}
+	// In sigsuspend and the like the kernel reports the mask the syscall
+	// puts back, the thread's own (Linux 5.2+), which resume puts back.
+	if th.sigmask, err = ptrace.GetSigmask(th.tid); err != nil {
+		mem.Close()
+		return -1, err
+	}
+	// Own: each single-stepped call gives the thread its registers and
+	// mask back before the next (ptrace.OwnState), so that a ctcr dying
+	// here leaves it running, at worst with an fd it never opened.
+	sig, err := p.stopSignal()
+	if err != nil {
+		mem.Close()
+		return -1, err
+	}
+	tgid, vtid, err := ownIDs(p.pid, th.tid)
+	if err != nil {
+		mem.Close()
+		return -1, err
+	}
+	th.ctl = &taskCtl{tid: th.tid, mem: mem, xstate: th.xstate, r: &ptrace.Remote{Tid: th.tid, IP: ip, Base: th.regs,
+		Own: &ptrace.OwnState{Mask: th.sigmask, Sig: sig, TgkillArgs: [2]uint64{uint64(tgid), uint64(vtid)}}}}
+	fd, callErr := th.ctl.call(unix.SYS_USERFAULTFD, unix.O_CLOEXEC|unix.O_NONBLOCK|kernel.UFFD_USER_MODE_ONLY)
 	if callErr != nil {
 		if errors.Is(callErr, ptrace.ErrExited) {
 			return -1, fmt.Errorf("task %d: %w", p.pid, errTaskGone)

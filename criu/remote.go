@@ -22,11 +22,57 @@ type taskCtl struct {
 	scratch uint64 // address of the scratch area in the task
 	size    uint64 // its size
 	runner  uint64 // address of syscallRunner in the task, or 0
+	// For a thread being dumped (r.Own set): its XSAVE area, and the
+	// signal-frame area its process's threads share (sigframe_amd64.go).
+	xstate []byte
+	frames *frameArea
+}
+
+// frameArea is the part of a dumped process's scratch mapping that holds
+// the rt_sigreturn frame of the thread running the runner.
+//
+// Preconditions: used on the tracer thread only.
+type frameArea struct {
+	addr uint64 // 64-byte aligned, frameAreaSize bytes
+	tid  int    // whose frame it holds now, 0: none
+}
+
+// writeFrame makes the frame area hold c's thread's frame.
+func (c *taskCtl) writeFrame() error {
+	if c.frames == nil {
+		return fmt.Errorf("task %d: no signal frame area", c.tid)
+	}
+	if c.frames.tid == c.tid {
+		return nil
+	}
+	b, err := sigreturnFrame(c.r.Base, c.r.Own.Mask, c.xstate, c.frames.addr)
+	if err != nil {
+		return fmt.Errorf("task %d: %w", c.tid, err)
+	}
+	c.frames.tid = 0
+	if err := c.mem.WriteAt(b, c.frames.addr); err != nil {
+		return err
+	}
+	c.frames.tid = c.tid
+	return nil
 }
 
 const scratchSize = 64 << 10
 
+// call runs one syscall in the task. A dumped task runs it through the
+// syscall runner once it has one, which ctcr may abandon at any instant
+// (see ptrace.OwnState); otherwise it is single-stepped at IP.
 func (c *taskCtl) call(nr uintptr, args ...uint64) (uint64, error) {
+	if c.r.Own != nil && c.runner != 0 {
+		var e [8]uint64
+		e[0] = uint64(nr)
+		copy(e[1:7], args)
+		res, err := c.runCalls([][8]uint64{e})
+		if err != nil {
+			return 0, err
+		}
+		return res[0], nil
+	}
 	return c.r.Syscall(nr, args...)
 }
 

@@ -9,10 +9,20 @@ import (
 )
 
 // syscallRunner is x86-64 machine code that executes a table of
-// syscalls and stops on int3, so a batch of N calls costs one ptrace
-// round trip instead of N. Each table entry is 8 words: nr, six
-// arguments, and the result the runner stores back. It stops early,
-// leaving r12 > 0, when a call returns an error.
+// syscalls, so a batch of N calls costs one ptrace round trip instead
+// of N. Each table entry is 8 words: nr, six arguments, and the result
+// the runner stores back. It stops early, leaving r12 > 0, when a call
+// returns an error.
+//
+// How it ends depends on r15. For a restore's puppets (r15 = 0) it
+// stops on int3. For a task being dumped (r15 = a signal) it must be
+// harmless if ctcr dies at any instant (see ptrace.OwnState): it raises
+// that signal at its own thread (tgkill r13, r14, r15), which stops it
+// at runnerStop while traced and is dropped once untraced, and then
+// returns the thread to itself with rt_sigreturn through the frame at
+// rbp-8 (sigframe_amd64.go), which holds the thread's own registers,
+// mask and FPU state. A tgkill that failed ends on int3 instead: traced,
+// that is a stop like any other.
 //
 //	loop: test r12, r12        ; entries left?
 //	      jz   done
@@ -30,7 +40,20 @@ import (
 //	      add  rbx, 64
 //	      dec  r12
 //	      jmp  loop
-//	done: int3
+//	done: test r15, r15
+//	      jz   trap
+//	      mov  eax, 234        ; tgkill(r13, r14, r15)
+//	      mov  rdi, r13
+//	      mov  rsi, r14
+//	      mov  rdx, r15
+//	      syscall
+//	stop: test rax, rax
+//	      jnz  trap
+//	      mov  rsp, rbp
+//	      mov  eax, 15         ; rt_sigreturn
+//	      syscall
+//	      ud2
+//	trap: int3
 var syscallRunner = []byte{
 	0x4d, 0x85, 0xe4, // test r12, r12
 	0x74, 0x32, // jz done
@@ -48,8 +71,25 @@ var syscallRunner = []byte{
 	0x48, 0x83, 0xc3, 0x40, // add rbx, 64
 	0x49, 0xff, 0xcc, // dec r12
 	0xeb, 0xc9, // jmp loop
-	0xcc, // done: int3
+	0x4d, 0x85, 0xff, // done: test r15, r15
+	0x74, 0x21, // jz trap
+	0xb8, 0xea, 0x00, 0x00, 0x00, // mov eax, 234
+	0x4c, 0x89, 0xef, // mov rdi, r13
+	0x4c, 0x89, 0xf6, // mov rsi, r14
+	0x4c, 0x89, 0xfa, // mov rdx, r15
+	0x0f, 0x05, // syscall
+	0x48, 0x85, 0xc0, // stop: test rax, rax
+	0x75, 0x0c, // jnz trap
+	0x48, 0x89, 0xec, // mov rsp, rbp
+	0xb8, 0x0f, 0x00, 0x00, 0x00, // mov eax, 15
+	0x0f, 0x05, // syscall
+	0x0f, 0x0b, // ud2
+	0xcc, // trap: int3
 }
+
+// runnerStop is the offset of the runner's stop label: where a dumped
+// thread stops on its signal after a batch.
+const runnerStop = 0x4c
 
 const batchEntrySize = 64
 
@@ -158,14 +198,25 @@ func (c *taskCtl) runCalls(calls [][8]uint64) ([]uint64, error) {
 	if err := c.mem.WriteAt(buf, table); err != nil {
 		return nil, err
 	}
+	own := c.r.Own
+	if own != nil {
+		if err := c.writeFrame(); err != nil {
+			return nil, err
+		}
+	}
 	regs, err := c.r.RunCode(c.runner, func(r *ptrace.Regs) {
 		r.Rbx = table
 		r.R12 = uint64(len(calls))
+		r.R15 = 0
+		if own != nil {
+			r.R13, r.R14, r.R15 = own.TgkillArgs[0], own.TgkillArgs[1], uint64(own.Sig)
+			r.Rbp = own.FrameSP
+		}
 	})
 	if err != nil {
 		return nil, err
 	}
-	if regs.Rip != c.runner+uint64(len(syscallRunner)) {
+	if end := c.runner + uint64(len(syscallRunner)); regs.Rip != end && (own == nil || regs.Rip != own.Stop) {
 		return nil, fmt.Errorf("task %d: syscall runner stopped at %#x, not at its end", c.tid, regs.Rip)
 	}
 	if err := c.mem.ReadAt(buf, table); err != nil {

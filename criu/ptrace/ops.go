@@ -135,6 +135,14 @@ func WaitSeized(tid int) ([]Siginfo, error) {
 	}
 }
 
+// Interrupt asks a seized tid for an interrupt stop (PTRACE_INTERRUPT).
+func Interrupt(tid int) error {
+	if err := ptrace(unix.PTRACE_INTERRUPT, tid, 0, 0); err != nil {
+		return os.NewSyscallError(fmt.Sprintf("ptrace(INTERRUPT) of task %d", tid), err)
+	}
+	return nil
+}
+
 // Detach lets tid run again.
 func Detach(tid int) error {
 	if err := ptrace(unix.PTRACE_DETACH, tid, 0, 0); err != nil {

@@ -1,6 +1,7 @@
 package ptrace
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"syscall"
@@ -31,6 +32,49 @@ type Remote struct {
 	// Events collects the PTRACE_GETEVENTMSG values of event stops
 	// (PTRACE_EVENT_CLONE: the new task's id) met during the last call.
 	Events []uint
+	// Own, when set, keeps the thread its own between calls (a thread
+	// being dumped, which must run on if ctcr dies at any instant).
+	// Nil for the puppets of a restore, which die with ctcr anyway.
+	Own *OwnState
+}
+
+// OwnState is what a dumped thread needs so that ctcr may vanish at any
+// instant without harming it.
+//
+// Between two calls the thread holds its own registers (Remote.Base) and
+// its own signal mask (Mask), and sits in an interrupt stop or in a
+// signal-delivery-stop that ctcr has already waited for: when a tracer
+// dies the kernel detaches its tracees and a waited stop has no signal
+// left to deliver (wait4 zeroes exit_code), so the thread simply runs on.
+//
+// During a call it runs ctcr's code, and it must come back by itself if
+// ctcr dies meanwhile:
+//   - code run with RunCode ends by raising Sig at itself (tgkill with
+//     TgkillArgs), which stops it at Stop while it is traced, then
+//     executes rt_sigreturn through a frame holding its own registers,
+//     mask and FPU state. Sig is one the thread ignores (or, failing
+//     that, SIGURG, which runtimes such as Go's must tolerate unasked),
+//     so once untraced the signal is dropped and the frame returns it to
+//     itself; a breakpoint (int3) there would kill it with SIGTRAP.
+//   - a single-stepped call (Syscall) leaves the trap flag set until the
+//     next resume, so it is followed by settle; what remains is the
+//     window of the step itself, used only to map and unmap the area the
+//     runner lives in.
+type OwnState struct {
+	Mask       uint64      // the thread's own blocked signals
+	Sig        unix.Signal // the signal RunCode's code raises to stop
+	TgkillArgs [2]uint64   // the thread's process and thread id in its own PID namespace
+	Stop       uint64      // the address at which that signal stops it
+	FrameSP    uint64      // rsp for the closing rt_sigreturn (its frame + 8)
+}
+
+// siTkill is SI_TKILL (include/uapi/asm-generic/siginfo.h), the si_code
+// of a signal sent with tgkill.
+const siTkill = -6
+
+// Code returns si_code.
+func (si *Siginfo) Code() int {
+	return int(int32(uint32(si[8]) | uint32(si[9])<<8 | uint32(si[10])<<16 | uint32(si[11])<<24))
 }
 
 // Syscall runs syscall nr with up to six arguments in the task and
@@ -50,6 +94,23 @@ func (r *Remote) Syscall(nr uintptr, args ...uint64) (uint64, error) {
 	if err := SetRegs(r.Tid, &regs); err != nil {
 		return 0, err
 	}
+	if r.Own == nil {
+		return r.step(nr, &regs)
+	}
+	// Registers first, mask second: whichever of the two a dying ctcr
+	// left, the thread is no worse off than with the call's registers.
+	if err := SetSigmask(r.Tid, ^uint64(0)); err != nil {
+		return 0, err
+	}
+	ret, err := r.step(nr, &regs)
+	if serr := r.settle(); serr != nil && (err == nil || errors.Is(serr, ErrExited)) {
+		return ret, serr
+	}
+	return ret, err
+}
+
+// step single-steps over the syscall instruction with regs loaded.
+func (r *Remote) step(nr uintptr, regs *Regs) (uint64, error) {
 	r.Events = r.Events[:0]
 	for {
 		if err := SingleStep(r.Tid); err != nil {
@@ -80,7 +141,7 @@ func (r *Remote) Syscall(nr uintptr, args ...uint64) (uint64, error) {
 			if si.Signo() != int(unix.SIGSTOP) {
 				r.Stolen = append(r.Stolen, si)
 			}
-			if err := SetRegs(r.Tid, &regs); err != nil {
+			if err := SetRegs(r.Tid, regs); err != nil {
 				return 0, err
 			}
 			continue
@@ -112,6 +173,54 @@ func (r *Remote) Syscall(nr uintptr, args ...uint64) (uint64, error) {
 
 // Restore puts the task's registers back to Base.
 func (r *Remote) Restore() error { return SetRegs(r.Tid, &r.Base) }
+
+// giveBack puts the thread's own mask and registers back after a call,
+// in that order (see Syscall).
+func (r *Remote) giveBack() error {
+	if err := SetSigmask(r.Tid, r.Own.Mask); err != nil {
+		return err
+	}
+	return SetRegs(r.Tid, &r.Base)
+}
+
+// settle gives a thread that single-stepped a call its own mask and
+// registers back and moves it from the step's trap into an interrupt
+// stop. The kernel keeps the trap flag of PTRACE_SINGLESTEP set until
+// the tracee is resumed without it: a thread whose tracer died before
+// that would take a SIGTRAP at its next instruction and die of it.
+// PTRACE_INTERRUPT then PTRACE_CONT without a signal brings it from the
+// trap to the interrupt stop without running one instruction of its
+// own (get_signal handles the pending trap first), clearing the flag.
+func (r *Remote) settle() error {
+	if err := r.giveBack(); err != nil {
+		return err
+	}
+	if err := Interrupt(r.Tid); err != nil {
+		return err
+	}
+	for {
+		if err := Cont(r.Tid, 0); err != nil {
+			return err
+		}
+		st, err := Wait(r.Tid)
+		if err != nil {
+			return err
+		}
+		switch {
+		case st.Exited():
+			return fmt.Errorf("task %d %v: %w", r.Tid, st, ErrExited)
+		case st.Event() == unix.PTRACE_EVENT_STOP:
+			return nil
+		case st.SignalDelivery():
+			// Unblocked again, a signal came in on the way: keep it.
+			si, err := GetSiginfo(r.Tid)
+			if err != nil {
+				return err
+			}
+			r.Stolen = append(r.Stolen, si)
+		}
+	}
+}
 
 // Mem is a task's memory, read and written through /proc/PID/mem, which
 // (unlike process_vm_writev) can write to pages the task cannot write,
@@ -186,6 +295,12 @@ var syscallNames = map[uintptr]string{
 // and returns the registers at that point. It is how a batch of syscalls
 // runs in one ptrace round trip (see the engine's syscall runner).
 // Signals that arrive meanwhile are kept in Stolen and not delivered.
+//
+// With Own set, the code is run the dump's way (see OwnState): setup
+// must load the stop signal and its tgkill arguments and the frame's
+// stack pointer as the code expects them; the thread runs with every
+// signal but Own.Sig blocked, and its own mask and registers are back
+// when RunCode returns.
 func (r *Remote) RunCode(entry uint64, setup func(*Regs)) (Regs, error) {
 	regs := r.Base
 	regs.Rip = entry
@@ -194,6 +309,20 @@ func (r *Remote) RunCode(entry uint64, setup func(*Regs)) (Regs, error) {
 	if err := SetRegs(r.Tid, &regs); err != nil {
 		return regs, err
 	}
+	if r.Own == nil {
+		return r.runCode(regs)
+	}
+	if err := SetSigmask(r.Tid, ^uint64(0)&^(1<<(uint(r.Own.Sig)-1))); err != nil {
+		return regs, err
+	}
+	out, err := r.runCode(regs)
+	if gerr := r.giveBack(); gerr != nil && err == nil {
+		return out, gerr
+	}
+	return out, err
+}
+
+func (r *Remote) runCode(regs Regs) (Regs, error) {
 	for {
 		if err := Cont(r.Tid, 0); err != nil {
 			return regs, err
@@ -216,6 +345,20 @@ func (r *Remote) RunCode(entry uint64, setup func(*Regs)) (Regs, error) {
 			si, err := GetSiginfo(r.Tid)
 			if err != nil {
 				return regs, err
+			}
+			if r.Own != nil && si.Signo() == int(r.Own.Sig) {
+				out, err := GetRegs(r.Tid)
+				if err != nil {
+					return out, err
+				}
+				if out.Rip == r.Own.Stop {
+					// Our stop. A signal of the same number sent by
+					// someone else meanwhile merged with ours: keep it.
+					if si.Code() != siTkill {
+						r.Stolen = append(r.Stolen, si)
+					}
+					return out, nil
+				}
 			}
 			if si.Signo() != int(unix.SIGSTOP) {
 				r.Stolen = append(r.Stolen, si)

@@ -1,0 +1,87 @@
+package criu
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	"github.com/ctcr/ctcr/criu/ptrace"
+)
+
+// A dumped thread that ctcr abandons in the middle of a batch returns to
+// itself through rt_sigreturn (see syscallRunner), so its scratch area
+// holds a signal frame of that thread's own state. The kernel reads the
+// frame at rsp-8 (arch/x86/kernel/signal_64.c, rt_sigreturn):
+//
+//	offset  size  struct rt_sigframe
+//	     0     8  pretcode            (unused: nobody returns through it)
+//	     8   304  struct ucontext
+//	               +0    uc_flags     UC_FP_XSTATE|UC_SIGCONTEXT_SS|UC_STRICT_RESTORE_SS
+//	               +8    uc_link      0
+//	               +16   uc_stack     ss_flags 3: invalid, so restore_altstack
+//	                                   leaves the thread's own alternate stack
+//	               +40   uc_mcontext  struct sigcontext: r8..r15, rdi, rsi,
+//	                                   rbp, rbx, rdx, rax, rcx, rsp, rip,
+//	                                   eflags, cs/gs/fs/ss, err, trapno,
+//	                                   oldmask, cr2, fpstate, reserved
+//	               +296  uc_sigmask   the thread's own blocked signals
+//	   312   128  siginfo             (unused)
+//	   448     -  the XSAVE area, 64-byte aligned, as PTRACE_GETREGSET
+//	              NT_X86_XSTATE gives it (its sw_reserved bytes carry
+//	              FP_XSTATE_MAGIC1 and the sizes), then FP_XSTATE_MAGIC2
+//
+// Without a valid fpstate the kernel would reset the thread's FPU and
+// vector registers (fpu__restore_sig with a NULL buffer), and without
+// the second magic word it would restore only the legacy FXSAVE part.
+const (
+	frameUcontext   = 8
+	frameMcontext   = frameUcontext + 40
+	frameSigmask    = frameUcontext + 296
+	frameFPState    = 448
+	fpXstateMagic1  = 0x46505853 // arch/x86/include/uapi/asm/sigcontext.h
+	fpXstateMagic2  = 0x46505845
+	ucFPXstate      = 0x1 // arch/x86/include/uapi/asm/ucontext.h
+	ucSigcontextSS  = 0x2
+	ucStrictRestore = 0x4
+	swReservedOff   = 464 // struct fxregs_state.sw_reserved
+	frameAreaSize   = 20 << 10
+)
+
+// sigreturnFrame lays out the rt_sigreturn frame that puts a thread back
+// into regs (adjusted as the kernel would restart an interrupted
+// syscall, since rt_sigreturn turns syscall restarting off) with mask
+// blocked and the FPU state xstate, for a frame at address at.
+func sigreturnFrame(regs ptrace.Regs, mask uint64, xstate []byte, at uint64) ([]byte, error) {
+	if at%64 != 0 {
+		return nil, fmt.Errorf("signal frame at %#x is not 64-byte aligned", at)
+	}
+	if len(xstate) < swReservedOff+20 {
+		return nil, fmt.Errorf("XSAVE area of %d bytes", len(xstate))
+	}
+	sw := xstate[swReservedOff:]
+	size := uint64(len(xstate))
+	if binary.LittleEndian.Uint32(sw) == fpXstateMagic1 {
+		size = uint64(binary.LittleEndian.Uint32(sw[16:]))
+	}
+	if size > uint64(len(xstate)) || frameFPState+size+4 > frameAreaSize {
+		return nil, fmt.Errorf("XSAVE area of %d bytes says its size is %d", len(xstate), size)
+	}
+	buf := make([]byte, frameFPState+size+4)
+	le := binary.LittleEndian
+	le.PutUint64(buf[frameUcontext:], ucFPXstate|ucSigcontextSS|ucStrictRestore)
+	le.PutUint32(buf[frameUcontext+24:], 3) // uc_stack.ss_flags
+	r := restartedRegs(regs)
+	mc := buf[frameMcontext:]
+	for i, v := range []uint64{r.R8, r.R9, r.R10, r.R11, r.R12, r.R13, r.R14, r.R15,
+		r.Rdi, r.Rsi, r.Rbp, r.Rbx, r.Rdx, r.Rax, r.Rcx, r.Rsp, r.Rip, r.Eflags} {
+		le.PutUint64(mc[8*i:], v)
+	}
+	le.PutUint16(mc[144:], uint16(r.Cs))
+	le.PutUint16(mc[146:], uint16(r.Gs))
+	le.PutUint16(mc[148:], uint16(r.Fs))
+	le.PutUint16(mc[150:], uint16(r.Ss))
+	le.PutUint64(mc[184:], at+frameFPState) // fpstate
+	le.PutUint64(buf[frameSigmask:], mask)
+	copy(buf[frameFPState:], xstate[:size])
+	le.PutUint32(buf[frameFPState+size:], fpXstateMagic2)
+	return buf, nil
+}
