@@ -106,6 +106,8 @@ func (o *CheckpointOptions) logf(format string, args ...any) {
 // namespaces into DIR, then kills the container (or lets it run on). If
 // anything fails, the container is thawed and runs on untouched.
 func Checkpoint(o CheckpointOptions) (*Meta, *Stats, error) {
+	criu.Begin() // a signal to ctcr rolls the whole checkpoint back
+	defer criu.End()
 	unlock, err := Lock(o.ID, false)
 	if err != nil {
 		return nil, nil, err
@@ -151,6 +153,14 @@ func Checkpoint(o CheckpointOptions) (*Meta, *Stats, error) {
 		defer pc.Close()
 	}
 	freezeStart := time.Now()
+	if o.Stage != StageDump {
+		// Thaws the container if ctcr dies while it is frozen.
+		guard, err := startThawGuard(cg.FreezerPath())
+		if err != nil {
+			return nil, nil, fmt.Errorf("container %s: %w", o.ID, err)
+		}
+		defer guard.release()
+	}
 	if o.Stage == StageDump {
 		if !frozen(cg) {
 			return nil, nil, fmt.Errorf("container %s is not suspended (%s): run the suspend stage first", o.ID, cg.FreezerPath())
@@ -403,6 +413,8 @@ type RestoreOptions struct {
 // the runtime's state at the new init. If anything fails, nothing of it
 // is left.
 func Restore(o RestoreOptions) (*criu.Restored, *Meta, error) {
+	criu.Begin() // a signal to ctcr rolls the whole restore back
+	defer criu.End()
 	unlock, err := Lock(o.ID, false)
 	if err != nil {
 		return nil, nil, err

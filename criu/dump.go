@@ -1,6 +1,7 @@
 package criu
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -170,6 +171,8 @@ func Dump(opts DumpOptions) (*DumpStats, error) {
 		return nil, fmt.Errorf("task %d is a thread of process %d: dump the process", pid, st.Tgid)
 	}
 
+	Begin()
+	defer End()
 	tr := ptrace.NewTracer()
 	defer tr.Close()
 	// Deferred after Close so it runs first: undoing needs the tracer.
@@ -219,6 +222,9 @@ func Dump(opts DumpOptions) (*DumpStats, error) {
 		return nil, err
 	}
 	opts.logf("seized %d processes (%v)", len(d.procs), time.Since(frozenAt))
+	if err := Interrupted(); err != nil {
+		return nil, err
+	}
 	if err := d.virtualIDs(); err != nil {
 		return nil, err
 	}
@@ -280,6 +286,9 @@ func Dump(opts DumpOptions) (*DumpStats, error) {
 		if p.zombie {
 			continue
 		}
+		if err := Interrupted(); err != nil {
+			return nil, err
+		}
 		if err := dumpTaskFiles(p, files, opts.ShellJob); err != nil {
 			return nil, err
 		}
@@ -307,6 +316,10 @@ func Dump(opts DumpOptions) (*DumpStats, error) {
 		}
 	}
 	if err := d.writeImages(stage, files); err != nil {
+		return nil, err
+	}
+	// The last moment a signal to ctcr rolls the dump back.
+	if err := Interrupted(); err != nil {
 		return nil, err
 	}
 	if err := stage.Commit(); err != nil {
@@ -668,6 +681,9 @@ func (d *dumpTree) readStates() error {
 		if p.zombie {
 			continue
 		}
+		if err := Interrupted(); err != nil {
+			return err
+		}
 		if err := p.readState(); err != nil {
 			return err
 		}
@@ -905,7 +921,7 @@ func (p *dumpProc) mapScratch(maps []proc.Mapping) error {
 	}
 	b := c.newBatch()
 	for _, m := range maps {
-		if m.Path == "[anon:"+scratchName+"]" {
+		if isLeftScratch(c.mem, m) {
 			b.add(unix.SYS_MUNMAP, m.Start, m.End-m.Start)
 		}
 	}
@@ -922,6 +938,21 @@ func (p *dumpProc) mapScratch(maps []proc.Mapping) error {
 	b.add(unix.SYS_PRCTL, unix.PR_SET_VMA, unix.PR_SET_VMA_ANON_NAME, addr, size, name)
 	b.run()
 	return nil
+}
+
+// isLeftScratch tells a scratch area a ctcr that died left in a task:
+// named so (kernels with CONFIG_ANON_VMA_NAME), or, unnamed, a private
+// anonymous read-write-execute mapping of the scratch area's size that
+// starts with the syscall runner.
+func isLeftScratch(mem *ptrace.Mem, m proc.Mapping) bool {
+	if m.Path == "[anon:"+scratchName+"]" {
+		return true
+	}
+	if m.Path != "" || !m.Read || !m.Write || !m.Exec || m.End-m.Start != scratchSize+frameAreaSize {
+		return false
+	}
+	b := make([]byte, len(syscallRunner))
+	return mem.ReadAt(b, m.Start) == nil && bytes.Equal(b, syscallRunner)
 }
 
 // requeue queues signals again in thread th of process pid, from the

@@ -112,6 +112,8 @@ type preProc struct {
 // o.Pid and copies their memory while they run. It stops each task only
 // for the moment of a remote syscall.
 func StartPreCopy(o PreCopyOptions) (*PreCopy, error) {
+	Begin()
+	defer End()
 	start := time.Now()
 	logf := func(format string, args ...any) {
 		if o.Log != nil {
@@ -146,6 +148,9 @@ func StartPreCopy(o PreCopyOptions) (*PreCopy, error) {
 	}
 	sort.Ints(pids)
 	for _, pid := range pids {
+		if err := Interrupted(); err != nil {
+			return nil, err
+		}
 		if err := pc.procs[pid].first(dir, pr); err != nil {
 			if errors.Is(err, ErrUnsupported) {
 				return nil, err
@@ -161,6 +166,9 @@ func StartPreCopy(o PreCopyOptions) (*PreCopy, error) {
 	pc.Rounds = 1
 	first, prev := pc.Bytes, pc.Bytes
 	for pc.Rounds < preCopyMaxRounds {
+		if err := Interrupted(); err != nil {
+			return nil, err
+		}
 		var again uint64
 		for _, pid := range pids {
 			p := pc.procs[pid]

@@ -58,6 +58,8 @@ type PreDumpStats struct {
 // and leaves its writes tracked for the next pre-dump or dump. The tree
 // is stopped only for the moment each task makes its userfaultfd.
 func PreDump(o PreDumpOptions) (*PreDumpStats, error) {
+	Begin()
+	defer End()
 	start := time.Now()
 	logf := func(format string, args ...any) {
 		if o.Log != nil {

@@ -109,6 +109,8 @@ func (r *Restored) Wait() (unix.WaitStatus, error) {
 //
 // If any stage fails, every task it created is killed.
 func Restore(opts RestoreOptions) (*Restored, error) {
+	Begin()
+	defer End()
 	r, err := restore(opts)
 	if err != nil {
 		// The dump's hold on TCP connections stays, so that another
@@ -136,6 +138,9 @@ func restore(opts RestoreOptions) (*Restored, error) {
 	}
 	if rt.vdsoProxy = proxy; proxy != nil {
 		opts.logf("vDSO: the checkpoint's %d functions are reached through jumps at its old place into this kernel's", len(proxy.jumps))
+	}
+	if err := Interrupted(); err != nil {
+		return nil, err
 	}
 	if opts.PidWait == 0 {
 		opts.PidWait = 10 * time.Second
@@ -172,6 +177,9 @@ func restore(opts RestoreOptions) (*Restored, error) {
 		if err := pp.prepare(rt.imageSpans()); err != nil {
 			return err
 		}
+		if err := Interrupted(); err != nil {
+			return err
+		}
 		opts.logf("puppet %d ready, control area at %#x", pp.pid, pp.ctl.r.IP)
 		rt.sock = pp.sock
 		rt.ctlAddr = pp.ctl.r.IP
@@ -194,6 +202,9 @@ func restore(opts RestoreOptions) (*Restored, error) {
 			if p.helper || p.img.zombie {
 				continue
 			}
+			if err := Interrupted(); err != nil {
+				return err
+			}
 			// Memory was restored while the tree was built, before each
 			// task forked its children.
 			if err := p.createThreads(); err != nil {
@@ -213,6 +224,11 @@ func restore(opts RestoreOptions) (*Restored, error) {
 			return err
 		}
 		opts.logf("tasks restored (%v)", time.Since(start))
+		// The last moment a signal to ctcr undoes the restore: after
+		// this every task runs.
+		if err := Interrupted(); err != nil {
+			return err
+		}
 		return rt.finish()
 	})
 	pp.sock.Close()

@@ -37,6 +37,10 @@ type globalFlags struct {
 }
 
 func main() {
+	if code, ok := runHidden(os.Args[1:]); ok {
+		os.Exit(code)
+	}
+	rollBackOnSignals()
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 

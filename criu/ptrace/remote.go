@@ -4,7 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
+	"strings"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -315,6 +318,7 @@ func (r *Remote) RunCode(entry uint64, setup func(*Regs)) (Regs, error) {
 	if err := SetSigmask(r.Tid, ^uint64(0)&^(1<<(uint(r.Own.Sig)-1))); err != nil {
 		return regs, err
 	}
+	testKillInRun(r.Tid)
 	out, err := r.runCode(regs)
 	if gerr := r.giveBack(); gerr != nil && err == nil {
 		return out, gerr
@@ -372,4 +376,35 @@ func (r *Remote) runCode(regs Regs) (Regs, error) {
 		}
 		return out, nil
 	}
+}
+
+// killInRun is a test hook: CTCR_TEST_KILL_IN_RUN=N[:MS] makes ctcr kill
+// itself with SIGKILL while a dumped thread runs its Nth batch of calls,
+// MS milliseconds (default 0) after letting it go: at 0 the thread is
+// still in the batch, later it waits at the batch's stop that ctcr never
+// collected. Tests use it to check that a thread abandoned exactly there
+// comes back to itself.
+var killInRun = struct{ n, ms, runs int }{}
+
+func init() {
+	v := os.Getenv("CTCR_TEST_KILL_IN_RUN")
+	if v == "" {
+		return
+	}
+	n, ms, _ := strings.Cut(v, ":")
+	killInRun.n, _ = strconv.Atoi(n)
+	killInRun.ms, _ = strconv.Atoi(ms)
+}
+
+func testKillInRun(tid int) {
+	if killInRun.n == 0 {
+		return
+	}
+	if killInRun.runs++; killInRun.runs != killInRun.n {
+		return
+	}
+	Cont(tid, 0)
+	time.Sleep(time.Duration(killInRun.ms) * time.Millisecond)
+	unix.Kill(os.Getpid(), unix.SIGKILL)
+	select {}
 }

@@ -1,0 +1,44 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ctcr/ctcr/container"
+	"github.com/ctcr/ctcr/criu"
+)
+
+// rollBackOnSignals makes SIGINT, SIGTERM and SIGHUP roll back what ctcr
+// is doing, as a failure would, instead of ending it in the middle: the
+// running dump, checkpoint or restore stops at its next step, undoes what
+// it did (tasks resumed untouched, the container thawed, the tasks a
+// restore made killed, nothing half-written left) and fails with a
+// message naming the signal. A signal that comes while nothing is under
+// way (restore waiting for its task, list, show) ends ctcr as it would
+// have without this: status 128+signal.
+func rollBackOnSignals() {
+	ch := make(chan os.Signal, 4)
+	signal.Notify(ch, unix.SIGINT, unix.SIGTERM, unix.SIGHUP)
+	go func() {
+		for sig := range ch {
+			s := sig.(syscall.Signal)
+			if !criu.Interrupt("interrupted by " + unix.SignalName(s)) {
+				os.Exit(128 + int(s))
+			}
+			fmt.Fprintf(os.Stderr, "ctcr: %s: rolling back\n", unix.SignalName(s))
+		}
+	}()
+}
+
+// runHidden runs the internal commands that are not for users (the
+// container thaw guard), and reports whether args named one.
+func runHidden(args []string) (int, bool) {
+	if len(args) > 0 && args[0] == container.ThawGuardArg {
+		return container.RunThawGuard(args[1:]), true
+	}
+	return 0, false
+}
