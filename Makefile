@@ -6,7 +6,7 @@ GO ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 TEST_TIMEOUT ?= 20m
 FUZZTIME ?= 10s
 
-.PHONY: build test bench demo fuzz clean
+.PHONY: build test stress bench demo fuzz clean
 
 build:
 	$(GO) build -o bin/ctcr ./cmd/ctcr
@@ -14,6 +14,11 @@ build:
 # The integration tests in test/ build bin/ctcr themselves (or use $$CTCR).
 test:
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -v ./...
+
+# The long sweeps: ctcr killed at 30 random moments of each kind of
+# dump, restore and checkpoint (CTCR_STRESS=1 raises the tests' counts).
+stress:
+	CTCR_STRESS=1 $(GO) test -count=1 -timeout 60m -v -run 'TestKill' ./test/
 
 bench: build
 	$(GO) run ./test/bench -ctcr bin/ctcr
