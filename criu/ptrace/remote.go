@@ -6,6 +6,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -326,7 +327,18 @@ func (r *Remote) RunCode(entry uint64, setup func(*Regs)) (Regs, error) {
 	return out, err
 }
 
+// runDeadline bounds how long injected code may run: code that neither
+// stops nor exits by then (a call blocked in the task) is stopped with
+// SIGSTOP, which ctcr sends from any thread, and the run fails.
+const runDeadline = 60 * time.Second
+
 func (r *Remote) runCode(regs Regs) (Regs, error) {
+	var expired atomic.Bool
+	timer := time.AfterFunc(runDeadline, func() {
+		expired.Store(true)
+		unix.Syscall(unix.SYS_TKILL, uintptr(r.Tid), uintptr(unix.SIGSTOP), 0)
+	})
+	defer timer.Stop()
 	for {
 		if err := Cont(r.Tid, 0); err != nil {
 			return regs, err
@@ -363,6 +375,9 @@ func (r *Remote) runCode(regs Regs) (Regs, error) {
 					}
 					return out, nil
 				}
+			}
+			if si.Signo() == int(unix.SIGSTOP) && expired.Load() {
+				return regs, fmt.Errorf("task %d: the system calls ctcr runs in it did not finish within %v", r.Tid, runDeadline)
 			}
 			if si.Signo() != int(unix.SIGSTOP) {
 				r.Stolen = append(r.Stolen, si)
