@@ -25,6 +25,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/ctcr/ctcr/criu/images"
+	"github.com/ctcr/ctcr/criu/kernel"
 	"github.com/ctcr/ctcr/criu/proc"
 	"github.com/ctcr/ctcr/criu/ptrace"
 )
@@ -684,14 +685,14 @@ func (d *dumpTree) readStates() error {
 		if err := Interrupted(); err != nil {
 			return err
 		}
-		if err := p.readState(); err != nil {
+		if err := p.readState(d.opts.logf); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func (p *dumpProc) readState() error {
+func (p *dumpProc) readState(logf func(string, ...any)) error {
 	pid := p.pid
 	maps, err := proc.Maps(pid)
 	if err != nil {
@@ -742,6 +743,9 @@ func (p *dumpProc) readState() error {
 			return err
 		}
 		th.stolen = nil
+	}
+	if err := p.dropLeftUffds(logf); err != nil {
+		return err
 	}
 	lead := p.leader().ctl
 	if p.status, err = proc.ReadStatus(pid, pid); err != nil {
@@ -937,6 +941,52 @@ func (p *dumpProc) mapScratch(maps []proc.Mapping) error {
 	}
 	b.add(unix.SYS_PRCTL, unix.PR_SET_VMA, unix.PR_SET_VMA_ANON_NAME, addr, size, name)
 	b.run()
+	return nil
+}
+
+// dropLeftUffds closes, in the task, the userfaultfds a ctcr that died
+// during a pre-copy left there: it has the task make one, takes it and
+// has it closed, and dying in between leaves an fd the task never
+// opened. Such a userfaultfd never had its API handshake (fdinfo shows
+// no UFFD_FEATURE_INITIALIZED), so nothing can use it; one the program
+// made itself has had it before any use.
+//
+// Preconditions: runs on the tracer thread; the scratch area is mapped.
+func (p *dumpProc) dropLeftUffds(logf func(string, ...any)) error {
+	if p.filesOf != nil {
+		return nil // the parent's fd table
+	}
+	fds, err := proc.Fds(p.pid)
+	if err != nil {
+		return fmt.Errorf("task %d: list fds: %w", p.pid, err)
+	}
+	b := p.leader().ctl.newBatch()
+	var closed []int
+	for _, fd := range fds {
+		link, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%d", p.pid, fd))
+		if err != nil || link != "anon_inode:[userfaultfd]" {
+			continue
+		}
+		info, err := proc.ReadFdinfo(p.pid, fd)
+		if err != nil {
+			continue
+		}
+		api, _ := fdinfoField(info.Extra, "API")
+		f := strings.Split(api, ":")
+		if len(f) != 3 {
+			continue
+		}
+		if features, err := strconv.ParseUint(f[1], 16, 64); err == nil && features&kernel.UFFD_FEATURE_INITIALIZED == 0 {
+			b.add(unix.SYS_CLOSE, uint64(fd))
+			closed = append(closed, fd)
+		}
+	}
+	if _, err := b.run(); err != nil {
+		return fmt.Errorf("task %d: close the userfaultfds %v a dead ctcr left: %w", p.pid, closed, err)
+	}
+	if len(closed) > 0 {
+		logf("task %d: closed fds %v, userfaultfds a ctcr that died during a pre-copy left", p.pid, closed)
+	}
 	return nil
 }
 

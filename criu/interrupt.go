@@ -12,10 +12,29 @@ var ErrInterrupted = errors.New("interrupted")
 // interruption is the state shared by the command's signal handler and
 // the operations it may stop.
 var interruption struct {
-	mu     sync.Mutex
-	busy   int    // operations running (Begin without End)
-	reason string // why they must stop, "" while they may go on
+	mu      sync.Mutex
+	busy    int    // operations running (Begin without End)
+	started bool   // an operation began
+	waiting bool   // a restored task is being waited for
+	reason  string // why they must stop, "" while they may go on
 }
+
+// InterruptAction is what a signal to ctcr should do, given what ctcr is
+// doing (see Interrupt).
+type InterruptAction int
+
+const (
+	// RollBack: an operation runs and will stop and roll back.
+	RollBack InterruptAction = iota
+	// NotStarted: nothing was changed yet; exit saying so.
+	NotStarted
+	// Finish: the operation succeeded and ctcr is only reporting it;
+	// finish that rather than misreport a success as a failure.
+	Finish
+	// StopWaiting: ctcr only waits for a restored task, which runs
+	// on; exit as the signal would have made it.
+	StopWaiting
+)
 
 // Begin marks the start of an operation that a signal must roll back
 // rather than cut short (Dump and Restore mark themselves; callers that
@@ -23,6 +42,7 @@ var interruption struct {
 // End marks its end.
 func Begin() {
 	interruption.mu.Lock()
+	interruption.started = true
 	interruption.busy++
 	interruption.mu.Unlock()
 }
@@ -35,15 +55,31 @@ func End() {
 }
 
 // Interrupt asks the running operations to stop at their next step and
-// roll back, giving reason in their error. It reports whether any runs:
-// if none does, the caller may simply exit.
-func Interrupt(reason string) bool {
+// roll back, giving reason in their error, and says what else the
+// caller should do.
+func Interrupt(reason string) InterruptAction {
 	interruption.mu.Lock()
 	defer interruption.mu.Unlock()
 	if interruption.reason == "" {
 		interruption.reason = reason
 	}
-	return interruption.busy > 0
+	switch {
+	case interruption.busy > 0:
+		return RollBack
+	case interruption.waiting:
+		return StopWaiting
+	case interruption.started:
+		return Finish
+	}
+	return NotStarted
+}
+
+// waitingForRestored marks the time ctcr only waits for a task it
+// restored.
+func waitingForRestored(on bool) {
+	interruption.mu.Lock()
+	interruption.waiting = on
+	interruption.mu.Unlock()
 }
 
 // Interrupted returns ErrInterrupted, with the reason, once Interrupt

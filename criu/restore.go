@@ -82,6 +82,8 @@ type Restored struct {
 // Wait waits for the restored root task (ctcr's child) to end and
 // returns its wait status.
 func (r *Restored) Wait() (unix.WaitStatus, error) {
+	waitingForRestored(true)
+	defer waitingForRestored(false)
 	var ws unix.WaitStatus
 	for {
 		_, err := unix.Wait4(r.Pid, &ws, 0, nil)

@@ -17,19 +17,29 @@ import (
 // running dump, checkpoint or restore stops at its next step, undoes what
 // it did (tasks resumed untouched, the container thawed, the tasks a
 // restore made killed, nothing half-written left) and fails with a
-// message naming the signal. A signal that comes while nothing is under
-// way (restore waiting for its task, list, show) ends ctcr as it would
-// have without this: status 128+signal.
+// message naming the signal. A signal that comes while ctcr only waits
+// for the task it restored ends ctcr as it would
+// have without this: status 128+signal. One that comes before anything
+// started fails at once saying so; one that comes while ctcr reports a
+// finished operation is ignored.
 func rollBackOnSignals() {
 	ch := make(chan os.Signal, 4)
 	signal.Notify(ch, unix.SIGINT, unix.SIGTERM, unix.SIGHUP)
 	go func() {
 		for sig := range ch {
 			s := sig.(syscall.Signal)
-			if !criu.Interrupt("interrupted by " + unix.SignalName(s)) {
+			name := unix.SignalName(s)
+			switch criu.Interrupt("interrupted by " + name) {
+			case criu.RollBack:
+				fmt.Fprintf(os.Stderr, "ctcr: %s: rolling back\n", name)
+			case criu.NotStarted:
+				fmt.Fprintf(os.Stderr, "ctcr: interrupted by %s before anything was done\n", name)
+				os.Exit(exitFailure)
+			case criu.StopWaiting:
 				os.Exit(128 + int(s))
+			case criu.Finish:
+				// Done already: report the success rather than die.
 			}
-			fmt.Fprintf(os.Stderr, "ctcr: %s: rolling back\n", unix.SignalName(s))
 		}
 	}()
 }

@@ -15,6 +15,10 @@ const (
 	// page only clears its protection bit; the kernel resolves the fault
 	// itself and PAGEMAP_SCAN reports the page as written.
 	UFFD_FEATURE_WP_ASYNC = 1 << 15
+	// UFFD_FEATURE_INITIALIZED (fs/userfaultfd.c, not uapi): set in a
+	// userfaultfd's features, as its fdinfo shows them, once its
+	// UFFDIO_API handshake is done.
+	UFFD_FEATURE_INITIALIZED = 1 << 31
 
 	UFFDIO_REGISTER_MODE_WP = 1 << 1
 
