@@ -61,6 +61,11 @@ type DumpOptions struct {
 	// container front end): descriptors on POSIX message queues of that
 	// namespace are then restorable. Without it they fail the dump.
 	SavesIPC bool
+	// HostSysV says Extra saves the SysV shared memory segments of the
+	// host's IPC namespace that the tree maps (ns.DumpHostSysV): the
+	// mappings are then restorable. Without it (or SavesIPC) they fail
+	// the dump.
+	HostSysV bool
 	// PreCopy, if set, holds the tree's memory copied while it ran
 	// (StartPreCopy): the dump copies only the pages written since, and
 	// the checkpoint keeps the rest in its parent image. The caller
@@ -276,6 +281,7 @@ func Dump(opts DumpOptions) (*DumpStats, error) {
 	// Runs before the tasks are resumed (the rollback runs newest first).
 	rb.add(func() { files.giveBack(true, opts.logf) })
 	files.savesIPC = opts.SavesIPC
+	files.hostSysV = opts.HostSysV
 	if opts.ExtUnixSk {
 		allowExternalUnixPeers(files, d.procs)
 	}

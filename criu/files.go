@@ -57,6 +57,9 @@ type fileTable struct {
 	// savesIPC: the queues of the tree's own IPC namespace are saved
 	// besides (DumpOptions.SavesIPC).
 	savesIPC bool
+	// hostSysV: the host's SysV segments the tree maps are saved
+	// besides (DumpOptions.HostSysV).
+	hostSysV bool
 }
 
 // giveBack puts back, newest first, everything the dump took out of the

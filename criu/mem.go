@@ -84,8 +84,8 @@ func classifyVMA(pid int, m proc.Mapping, files *fileTable) (*vma.VmaEntry, erro
 		// The segment's content is saved with the tree's own IPC
 		// namespace, and its id kept there; the mapping names it (the
 		// inode of the segment's file is its id, 0 for the first).
-		if !files.savesIPC {
-			return nil, fmt.Errorf("%s: SysV shared memory %s of an IPC namespace ctcr does not save (it saves a container's own): %w", where, m.Path, ErrUnsupported)
+		if !files.savesIPC && !files.hostSysV {
+			return nil, fmt.Errorf("%s: SysV shared memory %s of an IPC namespace ctcr does not save (it saves a container's own, and the host's segments a tree maps): %w", where, m.Path, ErrUnsupported)
 		}
 		status = vmaAreaRegular | vmaAreaSysVIPC
 		e.Shmid = proto.Uint64(m.Inode)

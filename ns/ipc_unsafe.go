@@ -79,6 +79,20 @@ func desc(r map[string]uint64, id string) *ipcdesc.IpcDescEntry {
 	}
 }
 
+// keepRows returns the rows keep accepts (all if keep is nil).
+func keepRows(rows []map[string]uint64, keep func(map[string]uint64) bool) []map[string]uint64 {
+	if keep == nil {
+		return rows
+	}
+	var out []map[string]uint64
+	for _, r := range rows {
+		if keep(r) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
 func pad(b []byte, to int) []byte {
 	if n := len(b) % to; n != 0 {
 		b = append(b, make([]byte, to-n)...)
@@ -91,13 +105,13 @@ func pad(b []byte, to int) []byte {
 // with MSG_COPY so the queue is left as it was) of pid's IPC namespace.
 func DumpIPC(pid int, stage *images.Staging) error {
 	return inNamespace(pid, "ipc", unix.CLONE_NEWIPC, func() error {
-		if err := dumpShm(stage); err != nil {
+		if err := dumpShm(stage, nil); err != nil {
 			return fmt.Errorf("SysV shared memory: %w", err)
 		}
-		if err := dumpSem(stage); err != nil {
+		if err := dumpSem(stage, nil); err != nil {
 			return fmt.Errorf("SysV semaphores: %w", err)
 		}
-		if err := dumpMsg(stage); err != nil {
+		if err := dumpMsg(stage, nil); err != nil {
 			return fmt.Errorf("SysV message queues: %w", err)
 		}
 		return nil
@@ -119,11 +133,14 @@ func writeImage(path string, k images.Kind, write func(w *images.Writer) error) 
 	return err
 }
 
-func dumpShm(stage *images.Staging) error {
+// dumpShm saves the objects whose /proc/sysvipc row keep accepts
+// (nil: all of them).
+func dumpShm(stage *images.Staging, keep func(map[string]uint64) bool) error {
 	rows, err := sysvRows("shm")
 	if err != nil {
 		return err
 	}
+	rows = keepRows(rows, keep)
 	return writeImage(stage.Path(images.IpcShm.FileName(ipcNsID)), images.IpcShm, func(w *images.Writer) error {
 		for _, r := range rows {
 			id, size := int(r["shmid"]), int(r["size"])
@@ -147,11 +164,14 @@ func dumpShm(stage *images.Staging) error {
 	})
 }
 
-func dumpSem(stage *images.Staging) error {
+// dumpSem saves the objects whose /proc/sysvipc row keep accepts
+// (nil: all of them).
+func dumpSem(stage *images.Staging, keep func(map[string]uint64) bool) error {
 	rows, err := sysvRows("sem")
 	if err != nil {
 		return err
 	}
+	rows = keepRows(rows, keep)
 	return writeImage(stage.Path(images.IpcSem.FileName(ipcNsID)), images.IpcSem, func(w *images.Writer) error {
 		for _, r := range rows {
 			id, n := int(r["semid"]), int(r["nsems"])
@@ -176,11 +196,14 @@ func dumpSem(stage *images.Staging) error {
 	})
 }
 
-func dumpMsg(stage *images.Staging) error {
+// dumpMsg saves the objects whose /proc/sysvipc row keep accepts
+// (nil: all of them).
+func dumpMsg(stage *images.Staging, keep func(map[string]uint64) bool) error {
 	rows, err := sysvRows("msg")
 	if err != nil {
 		return err
 	}
+	rows = keepRows(rows, keep)
 	return writeImage(stage.Path(images.IpcMsg.FileName(ipcNsID)), images.IpcMsg, func(w *images.Writer) error {
 		for _, r := range rows {
 			id, qnum := int(r["msqid"]), int(r["qnum"])
@@ -214,13 +237,13 @@ func dumpMsg(stage *images.Staging) error {
 // namespace, each with its id, key, owner, mode and content.
 func RestoreIPC(pid int, imgDir string) error {
 	return inNamespace(pid, "ipc", unix.CLONE_NEWIPC, func() error {
-		if err := restoreShm(filepath.Join(imgDir, images.IpcShm.FileName(ipcNsID))); err != nil {
+		if err := restoreShm(filepath.Join(imgDir, images.IpcShm.FileName(ipcNsID)), nil); err != nil {
 			return fmt.Errorf("SysV shared memory: %w", err)
 		}
-		if err := restoreSem(filepath.Join(imgDir, images.IpcSem.FileName(ipcNsID))); err != nil {
+		if err := restoreSem(filepath.Join(imgDir, images.IpcSem.FileName(ipcNsID)), nil); err != nil {
 			return fmt.Errorf("SysV semaphores: %w", err)
 		}
-		if err := restoreMsg(filepath.Join(imgDir, images.IpcMsg.FileName(ipcNsID))); err != nil {
+		if err := restoreMsg(filepath.Join(imgDir, images.IpcMsg.FileName(ipcNsID)), nil); err != nil {
 			return fmt.Errorf("SysV message queues: %w", err)
 		}
 		return nil
@@ -270,6 +293,13 @@ func RemoveDestroyedShm(pid int, imgDir string) error {
 	})
 }
 
+func prepareObject(prepare func(*ipcdesc.IpcDescEntry) error, d *ipcdesc.IpcDescEntry) error {
+	if prepare == nil {
+		return nil
+	}
+	return prepare(d)
+}
+
 func openImage(path string, k images.Kind) (*images.Reader, func(), error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -299,7 +329,9 @@ func setOwner(nr uintptr, id int, d *ipcdesc.IpcDescEntry, set func(uid, gid, mo
 	return nil
 }
 
-func restoreShm(path string) error {
+// restoreShm recreates the objects of the image at path; prepare
+// (optional) runs before each is made, to make room for it or refuse.
+func restoreShm(path string, prepare func(*ipcdesc.IpcDescEntry) error) error {
 	r, done, err := openImage(path, images.IpcShm)
 	if err != nil || r == nil {
 		return err
@@ -322,6 +354,9 @@ func restoreShm(path string) error {
 			return err
 		}
 		d := e.GetDesc()
+		if err := prepareObject(prepare, d); err != nil {
+			return err
+		}
 		if err := nextID("shm", d.GetId()); err != nil {
 			return err
 		}
@@ -347,7 +382,9 @@ func restoreShm(path string) error {
 	}
 }
 
-func restoreSem(path string) error {
+// restoreSem recreates the objects of the image at path; prepare
+// (optional) runs before each is made, to make room for it or refuse.
+func restoreSem(path string, prepare func(*ipcdesc.IpcDescEntry) error) error {
 	r, done, err := openImage(path, images.IpcSem)
 	if err != nil || r == nil {
 		return err
@@ -370,6 +407,9 @@ func restoreSem(path string) error {
 			return err
 		}
 		d := e.GetDesc()
+		if err := prepareObject(prepare, d); err != nil {
+			return err
+		}
 		if err := nextID("sem", d.GetId()); err != nil {
 			return err
 		}
@@ -398,7 +438,9 @@ func restoreSem(path string) error {
 	}
 }
 
-func restoreMsg(path string) error {
+// restoreMsg recreates the objects of the image at path; prepare
+// (optional) runs before each is made, to make room for it or refuse.
+func restoreMsg(path string, prepare func(*ipcdesc.IpcDescEntry) error) error {
 	r, done, err := openImage(path, images.IpcMsg)
 	if err != nil || r == nil {
 		return err
@@ -413,6 +455,9 @@ func restoreMsg(path string) error {
 			return err
 		}
 		d := e.GetDesc()
+		if err := prepareObject(prepare, d); err != nil {
+			return err
+		}
 		if err := nextID("msg", d.GetId()); err != nil {
 			return err
 		}

@@ -125,7 +125,7 @@ func (w *workload) resultPasses(t *testing.T, what string) {
 }
 
 // TestKillDuringDump kills ctcr at random moments of a dump (plain,
-// --leave-running, --pre-copy) of a process keeping values in its
+// --leave-running, --pre-copy) and of a pre-dump of a process keeping values in its
 // general and vector registers across blocking syscalls, in two
 // threads, with 64 MiB of memory. After every kill the process runs on
 // untraced; at the end it finds its memory and registers intact.
@@ -136,9 +136,10 @@ func TestKillDuringDump(t *testing.T) {
 		args []string
 		kill bool // a finished dump ends the process
 	}{
-		{"dump", nil, true},
-		{"leave-running", []string{"--leave-running"}, false},
-		{"pre-copy", []string{"--pre-copy"}, true},
+		{"dump", []string{"dump"}, true},
+		{"leave-running", []string{"dump", "--leave-running"}, false},
+		{"pre-copy", []string{"dump", "--pre-copy"}, true},
+		{"pre-dump", []string{"pre-dump"}, false},
 	} {
 		t.Run(mode.name, func(t *testing.T) {
 			w := startWorkload(t, "regcheck", "64")
@@ -146,7 +147,12 @@ func TestKillDuringDump(t *testing.T) {
 			tmp := t.TempDir()
 			// One uninterrupted run tells how long the kills may wait.
 			start := time.Now()
-			r := runCtcr(t, 60*time.Second, append([]string{"dump", "-t", pid, "-D", filepath.Join(tmp, "timed"), "--leave-running"}, mode.args...)...)
+			timed := append([]string{mode.args[0], "-t", pid, "-D", filepath.Join(tmp, "timed")}, mode.args[1:]...)
+			if mode.args[0] == "dump" {
+				timed = append(timed, "--leave-running")
+			}
+			r := runCtcr(t, 60*time.Second, timed...)
+			stopTrackers(t, w.pid)
 			took := time.Since(start)
 			if r.code() != 0 {
 				t.Fatalf("%s: exit %d: %s", r, r.code(), r.stderr())
@@ -156,7 +162,8 @@ func TestKillDuringDump(t *testing.T) {
 				sig := killSignal(i)
 				delay := time.Duration(rand.Int63n(int64(took)))
 				img := filepath.Join(tmp, fmt.Sprint(i))
-				r := interruptCtcr(t, delay, sig, append([]string{"dump", "-t", pid, "-D", img}, mode.args...)...)
+				r := interruptCtcr(t, delay, sig, append([]string{mode.args[0], "-t", pid, "-D", img}, mode.args[1:]...)...)
+				stopTrackers(t, w.pid) // what a finished pre-dump leaves tracking the writes
 				if r.code() == 0 {
 					finished++
 					if mode.kill {

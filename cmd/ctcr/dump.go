@@ -58,6 +58,7 @@ to, as in CRIU's pre-dump images.`,
 				defer pc.Close()
 				o.PreCopy = pc
 			}
+			saveHostSysV(&o)
 			var endLine func()
 			o.Progress, endLine = g.progressLine(cmd.ErrOrStderr(), "dumped")
 			st, err := criu.Dump(o)

@@ -53,10 +53,14 @@ if a zombie holds it (a dumped task not yet reaped), restore waits up to
 			o.Log = logf
 			var endLine func()
 			o.Progress, endLine = g.progressLine(cmd.ErrOrStderr(), "restored")
+			restoreHostSysV(&o)
 			r, err := criu.Restore(o)
 			endLine()
 			if err != nil {
 				return fmt.Errorf("restore from %s failed: %w", o.Dir, err)
+			}
+			if err := afterRestoreHostSysV(o.Dir); err != nil {
+				return fmt.Errorf("restore from %s: %w", o.Dir, err)
 			}
 			if pidFile != "" {
 				if err := writePidFile(pidFile, r.Pid); err != nil {

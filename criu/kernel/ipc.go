@@ -5,6 +5,7 @@ import "golang.org/x/sys/unix"
 // include/uapi/linux/sem.h and include/uapi/linux/msg.h
 
 const (
+	GETPID   = 11
 	GETALL   = 13
 	SETALL   = 17
 	MSG_COPY = 040000 // msgrcv: copy the message at an index, leave it queued
