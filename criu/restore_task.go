@@ -459,9 +459,13 @@ func (rt *restoreTree) finish() error {
 		}
 	}
 	// Everything is in place: let the tree run, threads before their
-	// main thread, children before parents.
+	// main thread, children before parents; a task that was stopped by
+	// job control gets its stop signal first and stops again at once.
 	for i := len(live) - 1; i >= 0; i-- {
 		t := live[i]
+		if err := t.stopAgain(); err != nil {
+			return err
+		}
 		for _, id := range append(t.threadIDs(), t.pid) {
 			if err := ptrace.Detach(id); err != nil {
 				return err

@@ -395,3 +395,65 @@ func sameLSMLabel(pid int) error {
 	}
 	return nil
 }
+
+// taskStopped is compel's COMPEL_TASK_STOPPED: a task stopped by job
+// control (SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU), which core.tc.stop_signo
+// names.
+const taskStopped = 0x3
+
+// jobStopSignal returns the signal that stopped thread tid by job
+// control, or 0 if it was running. Seized in a group-stop, a thread's
+// PTRACE_EVENT_STOP carries the stop signal in its siginfo; stopped by
+// PTRACE_INTERRUPT alone, SIGTRAP.
+//
+// Preconditions: runs on the tracer thread; tid is in its seize stop.
+func jobStopSignal(tid int) int {
+	si, err := ptrace.GetSiginfo(tid)
+	if err != nil {
+		return 0
+	}
+	switch s := unix.Signal(si.Signo()); s {
+	case unix.SIGSTOP, unix.SIGTSTP, unix.SIGTTIN, unix.SIGTTOU:
+		return int(s)
+	}
+	return 0
+}
+
+// keepJobStops records in each stopped process's core that it was
+// stopped and by which signal: restore stops it again (CRIU's
+// TASK_STOPPED and stop_signo).
+func (d *dumpTree) keepJobStops() {
+	for _, p := range d.procs {
+		if p.zombie || p.stopSig == 0 || len(p.threads) == 0 || p.leader().core == nil {
+			continue
+		}
+		tc := p.leader().core.Tc
+		tc.TaskState = proto.Uint32(taskStopped)
+		tc.StopSigno = proto.Uint32(uint32(p.stopSig))
+		d.opts.logf("task %d is stopped by signal %d: it is restored stopped", p.pid, p.stopSig)
+	}
+}
+
+// stopAgain queues, in a restored process about to be let go, the signal
+// that had stopped it: traced, it stays in its ptrace stop; once
+// detached, it dequeues the signal before running an instruction and
+// enters the group stop it was in (its parent is told, as at the
+// original stop).
+func (t *restoringTask) stopAgain() error {
+	tc := t.img.core.Tc
+	if tc.GetTaskState() != taskStopped {
+		return nil
+	}
+	sig := unix.Signal(tc.GetStopSigno())
+	switch sig {
+	case unix.SIGSTOP, unix.SIGTSTP, unix.SIGTTIN, unix.SIGTTOU:
+	case 0:
+		sig = unix.SIGSTOP // an image of CRIU's before stop_signo
+	default:
+		return corruptf("core image", "task %d stopped by signal %d", t.vpid, sig)
+	}
+	if err := unix.Kill(t.pid, sig); err != nil {
+		return fmt.Errorf("%s: stop it again with signal %d: %w", t.where(), sig, err)
+	}
+	return nil
+}

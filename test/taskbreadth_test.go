@@ -1,0 +1,134 @@
+package test
+
+import (
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Task states beyond a running process (issue 10, "Task state"): tasks
+// stopped by job control, zombies of restored parents, scheduling
+// policies, SIGTRAP, the audit login uid, membarrier registrations,
+// seccomp filters synchronised across threads, chrooted tasks.
+
+// readyValues returns every value of "key VALUE" lines of the workload's
+// ready file, as numbers.
+func readyValues(t *testing.T, w *workload, key string) []int {
+	t.Helper()
+	var out []int
+	for _, line := range strings.Split(w.read("ready"), "\n") {
+		if v, ok := strings.CutPrefix(line, key+" "); ok {
+			n, err := strconv.Atoi(strings.Fields(v)[0])
+			if err != nil {
+				t.Fatalf("ready: %q: %v", line, err)
+			}
+			out = append(out, n)
+		}
+	}
+	if len(out) == 0 {
+		t.Fatalf("ready has no %q line: %q", key, w.read("ready"))
+	}
+	return out
+}
+
+// waitStopped waits until every pid is stopped by job control (state T),
+// then checks that each stays so for a while (a task that only passes
+// through a stop would fail here).
+func waitStopped(t *testing.T, w *workload, pids []int, what string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for _, pid := range pids {
+		for {
+			st, err := readStat(pid)
+			if err == nil && st.state == 'T' {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: task %d is not stopped: %s%s", what, pid, describe(pid), w.report())
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	for _, pid := range pids {
+		if st, err := readStat(pid); err != nil || st.state != 'T' {
+			t.Fatalf("%s: task %d did not stay stopped: %s%s", what, pid, describe(pid), w.report())
+		}
+	}
+}
+
+// TestStoppedTasks dumps tasks stopped by SIGSTOP or SIGTSTP and expects
+// them stopped after restore (and after a dump with --leave-running);
+// SIGCONT then resumes them and they check their state.
+func TestStoppedTasks(t *testing.T) {
+	for _, c := range []struct {
+		name, mode string
+	}{
+		{"a process stopped by SIGSTOP comes back stopped", "self"},
+		{"a stopped thread group comes back stopped, every thread counting on after SIGCONT", "threads"},
+		{"a process group of tasks stopped by SIGTSTP comes back stopped and resumes with SIGCONT to the group", "pgrp"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			needCtcr(t)
+			w := startWorkload(t, "stopped", c.mode)
+			stopped := readyValues(t, w, "stopped")
+			waitStopped(t, w, stopped, "before the dump")
+			img := filepath.Join(t.TempDir(), "img")
+			dump(t, w, img, false, 0)
+			reapChild(t, w)
+			r := startCtcr(t, "restore", "-D", img)
+			w.logs = append(w.logs, r.errP)
+			waitStopped(t, w, stopped, "after restore")
+			target := stopped[0]
+			if c.mode == "pgrp" {
+				target = -readyValues(t, w, "pgrp")[0]
+			}
+			if err := unix.Kill(target, unix.SIGCONT); err != nil {
+				t.Fatal(err)
+			}
+			if err := r.wait(60 * time.Second); err != nil {
+				t.Fatalf("%v%s", err, w.report())
+			}
+			if r.code() != 0 {
+				t.Fatalf("%s: exit status %d%s", r, r.code(), w.report())
+			}
+			w.assertPassed()
+		})
+	}
+	t.Run("a stopped process stays stopped after a dump with --leave-running", func(t *testing.T) {
+		needCtcr(t)
+		w := startWorkload(t, "stopped", "threads")
+		stopped := readyValues(t, w, "stopped")
+		waitStopped(t, w, stopped, "before the dump")
+		r := runCtcr(t, 60*time.Second, "dump", "--leave-running", "-t", strconv.Itoa(w.pid), "-D", filepath.Join(t.TempDir(), "img"))
+		if r.code() != 0 {
+			t.Fatalf("%s: exit status %d: %s", r, r.code(), r.stderr())
+		}
+		waitStopped(t, w, stopped, "after dump --leave-running")
+		if tr := statusField(w.pid, "TracerPid"); tr != "0" {
+			t.Fatalf("still traced by %s", tr)
+		}
+		unix.Kill(w.pid, unix.SIGCONT)
+		w.checkPasses(30*time.Second, "stopped threads")
+	})
+}
+
+// TestZombiesOfRestoredParent dumps a task with zombie children it has
+// not waited for (one exited, one killed by SIGKILL, one by SIGTERM, one
+// in a process group whose leader is gone); after restore it reaps each
+// with the status it had.
+func TestZombiesOfRestoredParent(t *testing.T) {
+	t.Run("zombies come back with their exit status under their restored parent", func(t *testing.T) {
+		dumpRestoreWorkload(t, "zombies")
+	})
+	t.Run("the zombies workload passes when it is never dumped", func(t *testing.T) {
+		startWorkload(t, "zombies").checkPasses(30*time.Second, "zombies")
+	})
+}
+
+var _ = fmt.Sprintf
