@@ -98,7 +98,7 @@ type dumpProc struct {
 	// same as the host ids unless the tree lives in its own namespace.
 	vpid, vppid, vpgid, vsid int
 	zombie                   bool
-	stopSig                  int // the job-control signal it was stopped by, or 0 (seize.go)
+	stopSig                  int           // the job-control signal it was stopped by, or 0 (seize.go)
 	uidMap, gidMap           idMap         // the tree's user namespace's, if its own
 	seccomp                  *seccompTable // the dump's seccomp filters
 	exitCode                 uint32        // wait status of a zombie
