@@ -653,7 +653,7 @@ func dumpThreadCore(p *dumpProc, th *dumpThread, q *threadQuery) (*criucore.Core
 			FutexRla:    proto.Uint64(robust),
 			FutexRlaLen: proto.Uint32(uint32(robustLen)),
 			SchedNice:   proto.Int32(attr.Nice),
-			SchedPolicy: proto.Uint32(attr.Policy),
+			SchedPolicy: proto.Uint32(schedPolicyToImage(attr)),
 			SchedPrio:   proto.Uint32(attr.Priority),
 			BlkSigset:   proto.Uint64(th.sigmask),
 			Sas:         q.altstack,

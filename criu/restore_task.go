@@ -77,6 +77,11 @@ func (t *restoringTask) restoreMm() error {
 // restoreFiles opens every file of the image in ctcr, positions it, and
 // passes it to the task, then puts cwd, root and umask back.
 func (t *restoringTask) restoreFiles() error {
+	// While the transport is sure to be open, before cwd and root move
+	// and before the credentials change.
+	if err := t.restoreLoginuid(); err != nil {
+		return err
+	}
 	if o := t.filesOwner; o != nil {
 		// The table is the owner's, restored already; the last task
 		// sharing it closes the transport.
@@ -380,7 +385,7 @@ func (t *restoringTask) restoreThreadState(th *restoringThread) error {
 	if res, err := b.run(); err != nil {
 		return fmt.Errorf("%s: %s: %w", where, what[len(res)], err)
 	}
-	attr := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: tcore.GetSchedPolicy(), Nice: tcore.GetSchedNice(), Priority: tcore.GetSchedPrio()}
+	attr := schedAttrFromImage(tcore)
 	if err := unix.SchedSetAttr(th.tid, &attr, 0); err != nil {
 		return fmt.Errorf("%s: scheduling policy %d nice %d: %w", where, attr.Policy, attr.Nice, err)
 	}

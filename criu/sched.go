@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	criucore "github.com/checkpoint-restore/go-criu/v7/crit/images/criu-core"
 	"golang.org/x/sys/unix"
 )
 
@@ -123,4 +124,27 @@ func restoreSched(img *schedImage, tid, vtid int, main bool, warnf func(string, 
 		}
 	}
 	return nil
+}
+
+// schedPolicyToImage is a thread's policy as CRIU's core keeps it in
+// thread_core.sched_policy: what sched_getscheduler returns, the policy
+// with SCHED_RESET_ON_FORK or'ed in (sched_getattr reports that flag
+// apart, in SCHED_FLAG_RESET_ON_FORK).
+func schedPolicyToImage(attr *unix.SchedAttr) uint32 {
+	p := attr.Policy
+	if attr.Flags&unix.SCHED_FLAG_RESET_ON_FORK != 0 {
+		p |= unix.SCHED_RESET_ON_FORK
+	}
+	return p
+}
+
+// schedAttrFromImage is the sched_setattr argument that gives a thread
+// back its policy, priority, nice value and reset-on-fork flag.
+func schedAttrFromImage(tc *criucore.ThreadCoreEntry) unix.SchedAttr {
+	attr := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: tc.GetSchedPolicy(), Nice: tc.GetSchedNice(), Priority: tc.GetSchedPrio()}
+	if attr.Policy&unix.SCHED_RESET_ON_FORK != 0 {
+		attr.Policy &^= unix.SCHED_RESET_ON_FORK
+		attr.Flags |= unix.SCHED_FLAG_RESET_ON_FORK
+	}
+	return attr
 }
