@@ -352,9 +352,9 @@ func dumpProcKnobs(pid int, tc *criucore.TaskCoreEntry) error {
 	return nil
 }
 
-// restoreProcKnobs writes them back into restored process pid, from
-// outside; a login uid already right is left alone (the kernel may
-// refuse to change it again).
+// restoreProcKnobs writes the OOM killer's adjustment back into
+// restored process pid, from outside (the login uid is the task's own
+// to write: restoreLoginuid).
 func restoreProcKnobs(pid int, where string, tc *criucore.TaskCoreEntry) error {
 	write := func(name, v string) error {
 		if err := os.WriteFile(fmt.Sprintf("/proc/%d/%s", pid, name), []byte(v), 0); err != nil {
@@ -367,13 +367,57 @@ func restoreProcKnobs(pid int, where string, tc *criucore.TaskCoreEntry) error {
 			return err
 		}
 	}
-	if tc.Loginuid != nil {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/loginuid", pid))
-		if err == nil && strings.TrimSpace(string(b)) != strconv.FormatUint(uint64(tc.GetLoginuid()), 10) {
-			if err := write("loginuid", strconv.FormatUint(uint64(tc.GetLoginuid()), 10)); err != nil {
-				return err
-			}
+	return nil
+}
+
+// restoreLoginuid gives the task its audit login uid. The kernel lets
+// only a task write its own /proc/PID/loginuid (any other writer gets
+// EPERM), and changing one already set takes CAP_AUDIT_CONTROL: so ctcr
+// opens the file, passes the fd to the task, and the task writes it,
+// before its credentials are restored (it still has ctcr's
+// capabilities then). A login uid already right is left alone.
+//
+// Preconditions: runs on the tracer thread; the fd transport is open.
+func (t *restoringTask) restoreLoginuid() error {
+	tc := t.img.core.Tc
+	if tc.Loginuid == nil {
+		return nil
+	}
+	want := strconv.FormatUint(uint64(tc.GetLoginuid()), 10)
+	path := fmt.Sprintf("/proc/%d/loginuid", t.pid)
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		// A kernel without audit: nothing to set.
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("%s: loginuid: %w", t.where(), err)
+	}
+	if strings.TrimSpace(string(b)) == want {
+		return nil
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return fmt.Errorf("%s: loginuid: %w", t.where(), err)
+	}
+	fd, err := t.sendFd(f)
+	f.Close()
+	if err != nil {
+		return err
+	}
+	bt := t.ctl.newBatch()
+	p, err := bt.put(want)
+	if err != nil {
+		return err
+	}
+	iWrite := bt.add(unix.SYS_WRITE, uint64(fd), p, uint64(len(want)))
+	bt.add(unix.SYS_CLOSE, uint64(fd))
+	res, err := bt.run()
+	if err != nil {
+		if len(res) == iWrite {
+			return fmt.Errorf("%s: set the audit login uid to %s: %w", t.where(), want, err)
 		}
+		return fmt.Errorf("%s: close the loginuid file: %w", t.where(), err)
 	}
 	return nil
 }

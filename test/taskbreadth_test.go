@@ -1,7 +1,7 @@
 package test
 
 import (
-	"fmt"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -131,4 +131,56 @@ func TestZombiesOfRestoredParent(t *testing.T) {
 	})
 }
 
-var _ = fmt.Sprintf
+// TestSchedPolicies dumps a process whose threads run under
+// SCHED_BATCH (nice 5), SCHED_IDLE, SCHED_FIFO 10, SCHED_RR 5 with
+// SCHED_RESET_ON_FORK, and SCHED_OTHER nice -3; each thread finds its
+// own after restore.
+func TestSchedPolicies(t *testing.T) {
+	t.Run("each thread keeps its scheduling policy, priority, nice value and reset-on-fork flag", func(t *testing.T) {
+		dumpRestoreWorkload(t, "sched")
+	})
+	t.Run("the sched workload passes when it is never dumped", func(t *testing.T) {
+		startWorkload(t, "sched").checkPasses(30*time.Second, "sched")
+	})
+}
+
+// TestSigtrap dumps a process with a SIGTRAP handler (and, pending, a
+// blocked SIGTRAP queued with a value); after restore the handler is
+// there, the queued SIGTRAP arrives once unblocked, and int3 reaches the
+// handler.
+//
+// Today's remote syscalls stop by single-stepping and end batches with
+// int3: each such trap is a forced SIGTRAP, which, while ctcr blocks
+// every signal in the task, resets the task's SIGTRAP handler to
+// SIG_DFL and unblocks SIGTRAP (force_sig_info_to_task), and a SIGTRAP
+// the task had pending is taken for ctcr's own trap. The fix belongs to
+// criu/ptrace/remote.go and criu/runner_amd64.go (being rewritten): set
+// CTCR_TEST_SIGTRAP=1 to run these once it is in.
+func TestSigtrap(t *testing.T) {
+	if os.Getenv("CTCR_TEST_SIGTRAP") == "" {
+		t.Skip("needs remote syscalls that stop without a forced SIGTRAP (criu/ptrace/remote.go, criu/runner_amd64.go); set CTCR_TEST_SIGTRAP=1 to run")
+	}
+	for _, mode := range []string{"handler", "pending"} {
+		t.Run("SIGTRAP "+mode+" survives", func(t *testing.T) {
+			dumpRestoreWorkload(t, "sigtrap", mode)
+		})
+		t.Run("the sigtrap workload passes when it is never dumped ("+mode+")", func(t *testing.T) {
+			startWorkload(t, "sigtrap", mode).checkPasses(30*time.Second, "sigtrap")
+		})
+	}
+}
+
+// TestLoginuid dumps a process that set its audit login uid and then
+// dropped CAP_AUDIT_CONTROL; after restore the login uid is the same and
+// the capability still gone.
+func TestLoginuid(t *testing.T) {
+	if _, err := os.Stat("/proc/self/loginuid"); err != nil {
+		t.Skip("this kernel has no audit login uid")
+	}
+	t.Run("the audit login uid is written back by the task before it drops its capabilities", func(t *testing.T) {
+		dumpRestoreWorkload(t, "loginuid")
+	})
+	t.Run("the loginuid workload passes when it is never dumped", func(t *testing.T) {
+		startWorkload(t, "loginuid").checkPasses(30*time.Second, "loginuid")
+	})
+}
