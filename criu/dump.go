@@ -99,6 +99,7 @@ type dumpProc struct {
 	vpid, vppid, vpgid, vsid int
 	zombie                   bool
 	stopSig                  int           // the job-control signal it was stopped by, or 0 (seize.go)
+	membarrier               uint64        // its membarrier registrations (sched.json)
 	uidMap, gidMap           idMap         // the tree's user namespace's, if its own
 	seccomp                  *seccompTable // the dump's seccomp filters
 	exitCode                 uint32        // wait status of a zombie
@@ -639,6 +640,9 @@ func dumpThreadCore(p *dumpProc, th *dumpThread, q *threadQuery) (*criucore.Core
 	fp, err := fpregsToImage(th.xstate)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", where, err)
+	}
+	if q.membarrier != 0 {
+		p.membarrier = q.membarrier // per process: only its main thread's query asks
 	}
 	pending = append(pending, th.stolen...)
 	pending = append(pending, th.ctl.r.Stolen...)

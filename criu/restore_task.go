@@ -284,6 +284,15 @@ func (t *restoringTask) restoreTaskState() error {
 	if tc.GetChildSubreaper() {
 		what[b.add(unix.SYS_PRCTL, unix.PR_SET_CHILD_SUBREAPER, 1)] = "child subreaper"
 	}
+	if !t.shareVM { // a shared mm was registered by its creator
+		sched, err := t.tree.schedImage()
+		if err != nil {
+			return err
+		}
+		if err := restoreMembarrier(sched, b, what, t.vpid); err != nil {
+			return err
+		}
+	}
 	if err := queueSignals(b, what, t.vpid, t.vpid, tc.GetSignalsS().GetSignals(), true); err != nil {
 		return fmt.Errorf("%s: %w", where, err)
 	}

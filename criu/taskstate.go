@@ -43,6 +43,9 @@ type threadQuery struct {
 	pdeathsig uint32
 	secbits   uint64
 	clearTid  uint64
+	// membarrier is the process's membarrier registrations
+	// (MEMBARRIER_CMD_GET_REGISTRATIONS), asked of the main thread only.
+	membarrier uint64
 }
 
 // getter decodes a value the batch left at addr in the scratch area.
@@ -161,8 +164,11 @@ func queryTask(c *taskCtl) (*taskQuery, error) {
 	b.add(unix.SYS_PRCTL, unix.PR_GET_CHILD_SUBREAPER, subAddr)
 	iThp := b.add(unix.SYS_PRCTL, unix.PR_GET_THP_DISABLE)
 	iBrk := b.add(unix.SYS_BRK, 0)
+	// Last: a kernel before 6.3 answers EINVAL, and the batch stops at
+	// the first error.
+	iMb := b.add(unix.SYS_MEMBARRIER, kernel.MEMBARRIER_CMD_GET_REGISTRATIONS, 0, 0)
 	res, err := b.run()
-	if err != nil {
+	if err != nil && !(len(res) == iMb && errors.Is(err, unix.EINVAL)) {
 		return nil, err
 	}
 	data, err := b.readBack()
@@ -173,6 +179,9 @@ func queryTask(c *taskCtl) (*taskQuery, error) {
 	q := &taskQuery{dumpable: res[iDump], thpOff: res[iThp] != 0, brk: res[iBrk]}
 	if q.threadQuery, err = decodeThread(res, get); err != nil {
 		return nil, err
+	}
+	if len(res) > iMb {
+		q.membarrier = res[iMb] & kernel.MembarrierRegistrations
 	}
 	for _, a := range saAddr {
 		var sa kernel.Sigaction

@@ -184,3 +184,15 @@ func TestLoginuid(t *testing.T) {
 		startWorkload(t, "loginuid").checkPasses(30*time.Second, "loginuid")
 	})
 }
+
+// TestMembarrier dumps a process registered for every expedited
+// membarrier the kernel offers; after restore it has the same
+// registrations and a private expedited barrier works.
+func TestMembarrier(t *testing.T) {
+	t.Run("membarrier registrations are made again at restore", func(t *testing.T) {
+		dumpRestoreWorkload(t, "membarrier")
+	})
+	t.Run("the membarrier workload passes when it is never dumped", func(t *testing.T) {
+		startWorkload(t, "membarrier").checkPasses(30*time.Second, "membarrier")
+	})
+}
