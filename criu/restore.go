@@ -286,6 +286,9 @@ type restoringTask struct {
 	memFrom  *restoringTask
 	kept     map[uint64]bool // starts of the mappings kept from memFrom
 	birthSid int             // the session this task must be created in
+	// seccompShared is how many seccomp filters, oldest first, every
+	// thread got from the main thread at clone (installSharedSeccomp).
+	seccompShared int
 	threads  []*restoringThread
 }
 

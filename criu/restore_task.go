@@ -387,7 +387,7 @@ func (t *restoringTask) restoreThreadState(th *restoringThread) error {
 		if err != nil {
 			return err
 		}
-		if err := restoreSeccomp(b, what, tcore, filters); err != nil {
+		if err := restoreSeccomp(b, what, tcore, filters, t.seccompShared); err != nil {
 			return fmt.Errorf("%s: %w", where, err)
 		}
 	}

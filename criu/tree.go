@@ -653,6 +653,9 @@ func (rt *restoreTree) closeFiles() { rt.files.close() }
 func (t *restoringTask) createThreads() error {
 	const threadFlags = unix.CLONE_VM | unix.CLONE_FS | unix.CLONE_FILES | unix.CLONE_SIGHAND |
 		unix.CLONE_THREAD | unix.CLONE_SYSVSEM
+	if err := t.installSharedSeccomp(); err != nil {
+		return err
+	}
 	for i, core := range t.img.threads[1:] {
 		vtid := int(t.img.pstree.Threads[i+1])
 		tid, err := cloneFrom(t.ctl, vtid, threadFlags, 0)

@@ -196,3 +196,18 @@ func TestMembarrier(t *testing.T) {
 		startWorkload(t, "membarrier").checkPasses(30*time.Second, "membarrier")
 	})
 }
+
+// TestSeccompTsync dumps a process whose threads share a seccomp filter
+// installed with SECCOMP_FILTER_FLAG_TSYNC, and its child, which added
+// one of its own; after restore the threads still share one filter: a
+// new TSYNC filter is accepted and reaches every thread.
+func TestSeccompTsync(t *testing.T) {
+	t.Run("threads keep sharing a TSYNC filter: another TSYNC works after restore", func(t *testing.T) {
+		dumpRestoreWorkload(t, "seccomptsync")
+	})
+	t.Run("the seccomptsync workload passes when it is never dumped", func(t *testing.T) {
+		w := startWorkload(t, "seccomptsync")
+		w.checkPasses(30*time.Second, "seccomptsync")
+		reapChild(t, w)
+	})
+}
