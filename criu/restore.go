@@ -289,7 +289,7 @@ type restoringTask struct {
 	// seccompShared is how many seccomp filters, oldest first, every
 	// thread got from the main thread at clone (installSharedSeccomp).
 	seccompShared int
-	threads  []*restoringThread
+	threads       []*restoringThread
 }
 
 // restoringThread is a thread other than the main one.
