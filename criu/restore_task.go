@@ -208,6 +208,14 @@ func (t *restoringTask) restoreFS() error {
 	cwd := t.cp.files[fs.GetCwdId()].GetReg().GetName()
 	b := t.ctl.newBatch()
 	what := map[int]string{}
+	// Both paths are the tree's, not the task's own root's: chdir first,
+	// then chroot, which leaves the cwd where it is (inside the new root
+	// or, as it may have been, outside it).
+	p, err := b.put(cwd)
+	if err != nil {
+		return err
+	}
+	what[b.add(unix.SYS_CHDIR, p)] = "cwd " + cwd
 	if root != "/" {
 		p, err := b.put(root)
 		if err != nil {
@@ -215,11 +223,6 @@ func (t *restoringTask) restoreFS() error {
 		}
 		what[b.add(unix.SYS_CHROOT, p)] = "root " + root
 	}
-	p, err := b.put(cwd)
-	if err != nil {
-		return err
-	}
-	what[b.add(unix.SYS_CHDIR, p)] = "cwd " + cwd
 	what[b.add(unix.SYS_UMASK, uint64(fs.GetUmask()))] = "umask"
 	if res, err := b.run(); err != nil {
 		return fmt.Errorf("%s: %s: %w", t.where(), what[len(res)], err)

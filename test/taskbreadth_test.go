@@ -209,3 +209,17 @@ func TestSeccompTsync(t *testing.T) {
 		startWorkload(t, "seccomptsync").checkPasses(30*time.Second, "seccomptsync")
 	})
 }
+
+// TestChroot dumps a task chrooted into a subdirectory, with its cwd
+// inside the new root and, the other way, left outside it; after
+// restore it has the same root and cwd.
+func TestChroot(t *testing.T) {
+	for _, mode := range []string{"inside", "outside"} {
+		t.Run("a chrooted task keeps its root and its cwd "+mode+" it", func(t *testing.T) {
+			dumpRestoreWorkload(t, "chroot", mode)
+		})
+	}
+	t.Run("the chroot workload passes when it is never dumped", func(t *testing.T) {
+		startWorkload(t, "chroot", "inside").checkPasses(30*time.Second, "chroot")
+	})
+}
