@@ -97,6 +97,7 @@ func (d *dumpTree) unseenChildren() ([]int, error) {
 func (d *dumpTree) seizeProc(p *dumpProc) ([]int, error) {
 	pid := p.pid
 	seized := map[int]bool{}
+	lost := false // a thread exited between the listing and its seize
 	for {
 		tids, err := proc.Threads(pid)
 		if err != nil {
@@ -110,6 +111,7 @@ func (d *dumpTree) seizeProc(p *dumpProc) ([]int, error) {
 			stolen, err := ptrace.Seize(tid, unix.PTRACE_O_SUSPEND_SECCOMP)
 			if err != nil {
 				if tid != pid && threadGone(pid, tid, err) {
+					lost = true
 					continue // a thread that exited meanwhile
 				}
 				if errors.Is(err, unix.EPERM) {
@@ -138,6 +140,11 @@ func (d *dumpTree) seizeProc(p *dumpProc) ([]int, error) {
 	}
 	if len(p.threads) == 0 || p.threads[0].tid != pid {
 		return nil, fmt.Errorf("task %d: its main thread could not be seized", pid)
+	}
+	if lost && groupExiting(pid) {
+		// The thread that left called exit_group (or the process was
+		// killed): the threads seized already die with it.
+		return nil, d.lostWhileSeized(p, fmt.Errorf("task %d exited while being seized: %w", pid, ptrace.ErrExited))
 	}
 	// Its state may have changed while it was seized (a new parent
 	// or group): read it again now that it holds still.
@@ -201,10 +208,8 @@ func (d *dumpTree) lostWhileSeized(p *dumpProc, cause error) error {
 	pid := p.pid
 	deadline := time.Now().Add(exitSettle)
 	for {
-		st, err := proc.ReadStat(pid, pid)
-		gone := err != nil
-		tids, _ := proc.Threads(pid)
-		dead := gone || ((st.State == 'Z' || st.State == 'X') && len(tids) <= 1)
+		_, err := proc.ReadStat(pid, pid)
+		dead := err != nil || allExited(pid)
 		if !dead {
 			if time.Now().After(deadline) {
 				return cause
@@ -236,6 +241,37 @@ func (d *dumpTree) lostWhileSeized(p *dumpProc, cause error) error {
 		d.opts.logf("seize: task %d exited and was reaped while being seized", pid)
 		return errSeizeGone
 	}
+}
+
+// groupExiting reports whether process pid is on its way out: its main
+// thread has exited, is exiting (PF_EXITING in its stat flags), or has
+// the SIGKILL pending that exit_group (or a fatal signal) sends every
+// thread.
+func groupExiting(pid int) bool {
+	const pfExiting = 0x4 // include/linux/sched.h
+	st, err := proc.ReadStatus(pid, pid)
+	if err != nil {
+		return true
+	}
+	if stat, err := proc.ReadStat(pid, pid); err != nil || stat.Flags&pfExiting != 0 {
+		return true
+	}
+	return st.State == 'Z' || st.State == 'X' || st.SigPnd&(1<<(unix.SIGKILL-1)) != 0
+}
+
+// allExited reports whether every thread of process pid has exited: a
+// thread ctcr seized stays listed, a zombie, until ctcr collects it.
+func allExited(pid int) bool {
+	tids, err := proc.Threads(pid)
+	if err != nil {
+		return true
+	}
+	for _, tid := range tids {
+		if st, err := proc.ReadStat(pid, tid); err == nil && st.State != 'Z' && st.State != 'X' {
+			return false
+		}
+	}
+	return true
 }
 
 // drop removes p from the tree.

@@ -7,6 +7,8 @@
  *                  reaps them as it goes.
  *   storm thread   makes about 150 threads a second the same way; each
  *                  adds to a counter and exits; they are joined.
+ *   storm fork2    as fork, but each child first makes a second thread,
+ *                  so children die with more than one thread
  *
  * Both keep a checksummed buffer. After DIR/check the storm stops; the
  * workload reaps (or joins) what is left, and fails if any child exited
@@ -74,6 +76,7 @@ int main(int argc, char **argv)
 {
 	wl_init(argc, argv);
 	int threads = argc > 2 && strcmp(argv[2], "thread") == 0;
+	int two = argc > 2 && strcmp(argv[2], "fork2") == 0;
 	for (size_t i = 0; i < sizeof(buf) / sizeof(buf[0]); i++)
 		buf[i] = next();
 	uint64_t want = sum();
@@ -97,6 +100,9 @@ int main(int argc, char **argv)
 		} else {
 			pid_t pid = fork();
 			if (pid == 0) {
+				pthread_t t2;
+				if (two && pthread_create(&t2, NULL, thread, (void *)(ms + 50)))
+					_exit(8);
 				if (ms)
 					wl_sleep_ms(ms);
 				_exit(inherited == want ? 0 : 7);
