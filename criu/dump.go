@@ -105,6 +105,8 @@ type dumpProc struct {
 	// same as the host ids unless the tree lives in its own namespace.
 	vpid, vppid, vpgid, vsid int
 	zombie                   bool
+	stopSig                  int           // the job-control signal it was stopped by, or 0 (seize.go)
+	membarrier               uint64        // its membarrier registrations (sched.json)
 	uidMap, gidMap           idMap         // the tree's user namespace's, if its own
 	seccomp                  *seccompTable // the dump's seccomp filters
 	exitCode                 uint32        // wait status of a zombie
@@ -249,6 +251,7 @@ func Dump(opts DumpOptions) (*DumpStats, error) {
 	if err := tr.Do(d.readStates); err != nil {
 		return nil, err
 	}
+	d.keepJobStops()
 	sched, err := d.dumpSched()
 	if err != nil {
 		return nil, err
@@ -358,198 +361,6 @@ func Dump(opts DumpOptions) (*DumpStats, error) {
 		threads += len(p.threads)
 	}
 	return &DumpStats{Pid: pid, Tasks: len(d.procs), Threads: threads, PagesBytes: pagesBytes, Frozen: frozen, Total: time.Since(start), Memory: memTime, Warnings: warnings}, nil
-}
-
-// seize stops every thread of every process under root. A process
-// cannot fork or clone once all its threads are seized, so listing
-// threads until no new one appears, then children, finds the whole tree
-// even while it forks.
-//
-// Preconditions: runs on the tracer thread.
-func (d *dumpTree) seize(root int) error {
-	return d.walk(root, func(p *dumpProc) ([]int, error) {
-		pid := p.pid
-		var children []int
-		seized := map[int]bool{}
-		for {
-			tids, err := proc.Threads(pid)
-			if err != nil {
-				return nil, fmt.Errorf("task %d: %w", pid, err)
-			}
-			fresh := false
-			for _, tid := range tids {
-				if seized[tid] {
-					continue
-				}
-				stolen, err := ptrace.Seize(tid, unix.PTRACE_O_SUSPEND_SECCOMP)
-				if err != nil {
-					if tid != pid && (errors.Is(err, unix.ESRCH) || errors.Is(err, ptrace.ErrExited)) {
-						continue // a thread that exited meanwhile
-					}
-					if errors.Is(err, unix.ESRCH) {
-						return nil, fmt.Errorf("task %d: %w", pid, ErrNoTask)
-					}
-					return nil, err
-				}
-				seized[tid] = true
-				fresh = true
-				th := &dumpThread{tid: tid, stolen: stolen}
-				if tid == pid {
-					p.threads = append([]*dumpThread{th}, p.threads...)
-				} else {
-					p.threads = append(p.threads, th)
-				}
-			}
-			if !fresh {
-				break
-			}
-		}
-		if len(p.threads) == 0 || p.threads[0].tid != pid {
-			return nil, fmt.Errorf("task %d: its main thread could not be seized", pid)
-		}
-		// Its state may have changed while it was seized (a new parent
-		// or group): read it again now that it holds still.
-		if st, err := proc.ReadStat(pid, pid); err == nil {
-			p.ppid, p.pgid, p.sid, p.stat = st.PPid, st.Pgrp, st.Session, st
-		}
-		for _, th := range p.threads {
-			kids, err := proc.Children(pid, th.tid)
-			if err != nil {
-				return nil, fmt.Errorf("task %d thread %d: %w", pid, th.tid, err)
-			}
-			children = append(children, kids...)
-		}
-		return children, nil
-	})
-}
-
-// walk visits every process of the tree under root, breadth first,
-// once each: visit (not called for zombies and tasks already gone)
-// returns the children to visit next.
-func (d *dumpTree) walk(root int, visit func(p *dumpProc) ([]int, error)) error {
-	// A vfork parent waits inside the kernel until its child execs or
-	// exits; ptrace cannot stop it there, so seizing it would hang. The
-	// wait is short in practice (posix_spawn's child execs at once): give
-	// it vforkWait, unless the tree is frozen and the child cannot run.
-	refuseVfork := func(p *dumpProc) error {
-		deadline := time.Now().Add(vforkWait)
-		for {
-			tid := InVfork(p.pid)
-			if tid == 0 {
-				return nil
-			}
-			if d.opts.Thaw != nil {
-				return fmt.Errorf("task %d (thread %d) waits in vfork for its child, frozen with it: %w", p.pid, tid, ErrUnsupported)
-			}
-			if time.Now().After(deadline) {
-				return fmt.Errorf("task %d (thread %d) waits in vfork for its child (for over %v): %w", p.pid, tid, vforkWait, ErrUnsupported)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	}
-	queue := []int{root}
-	for len(queue) > 0 {
-		pid := queue[0]
-		queue = queue[1:]
-		if _, ok := d.byPid[pid]; ok {
-			continue
-		}
-		p, err := d.addProc(pid, root)
-		if err != nil {
-			return err
-		}
-		if p == nil || p.zombie {
-			continue // exited and reaped meanwhile, or a zombie: nothing to seize
-		}
-		if err := refuseVfork(p); err != nil {
-			return err
-		}
-		kids, err := visit(p)
-		if err != nil {
-			return err
-		}
-		queue = append(queue, kids...)
-	}
-	return nil
-}
-
-// addProc records process pid of the tree; nil if it is gone already
-// (the root must not be).
-func (d *dumpTree) addProc(pid, root int) (*dumpProc, error) {
-	st, err := proc.ReadStat(pid, pid)
-	if err != nil {
-		if pid == root {
-			return nil, fmt.Errorf("task %d: %w", pid, ErrNoTask)
-		}
-		return nil, nil
-	}
-	p := &dumpProc{pid: pid, ppid: st.PPid, pgid: st.Pgrp, sid: st.Session, stat: st}
-	d.procs = append(d.procs, p)
-	d.byPid[pid] = p
-	if st.State == 'Z' {
-		p.zombie = true
-		p.exitCode = uint32(st.ExitCode)
-	}
-	return p, nil
-}
-
-// seizeFrozen seizes a tree its cgroup froze: it cannot fork or exit, so
-// one walk finds every thread. Each is attached, the cgroup thawed, and
-// then each reaches its stop.
-//
-// Preconditions: runs on the tracer thread.
-func (d *dumpTree) seizeFrozen(root int) error {
-	var all []*dumpThread
-	thawed := false
-	defer func() {
-		if !thawed {
-			d.opts.Thaw()
-		}
-	}()
-	err := d.walk(root, func(p *dumpProc) ([]int, error) {
-		pid := p.pid
-		var children []int
-		tids, err := proc.Threads(pid)
-		if err != nil {
-			return nil, fmt.Errorf("task %d: %w", pid, err)
-		}
-		for _, tid := range tids {
-			if err := ptrace.Attach(tid, unix.PTRACE_O_SUSPEND_SECCOMP); err != nil {
-				return nil, err
-			}
-			th := &dumpThread{tid: tid}
-			if tid == pid {
-				p.threads = append([]*dumpThread{th}, p.threads...)
-			} else {
-				p.threads = append(p.threads, th)
-			}
-			all = append(all, th)
-			kids, err := proc.Children(pid, tid)
-			if err != nil {
-				return nil, fmt.Errorf("task %d thread %d: %w", pid, tid, err)
-			}
-			children = append(children, kids...)
-		}
-		if len(p.threads) == 0 || p.threads[0].tid != pid {
-			return nil, fmt.Errorf("task %d: its main thread could not be seized", pid)
-		}
-		return children, nil
-	})
-	if err != nil {
-		return err
-	}
-	thawed = true
-	if err := d.opts.Thaw(); err != nil {
-		return err
-	}
-	for _, th := range all {
-		stolen, err := ptrace.WaitSeized(th.tid)
-		th.stolen = stolen
-		if err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // sameNamespaces refuses a task whose namespaces are not its root's: the
@@ -865,6 +676,9 @@ func dumpThreadCore(p *dumpProc, th *dumpThread, q *threadQuery) (*criucore.Core
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", where, err)
 	}
+	if q.membarrier != 0 {
+		p.membarrier = q.membarrier // per process: only its main thread's query asks
+	}
 	pending = append(pending, th.stolen...)
 	pending = append(pending, th.ctl.r.Stolen...)
 	c := &criucore.CoreEntry{
@@ -878,7 +692,7 @@ func dumpThreadCore(p *dumpProc, th *dumpThread, q *threadQuery) (*criucore.Core
 			FutexRla:    proto.Uint64(robust),
 			FutexRlaLen: proto.Uint32(uint32(robustLen)),
 			SchedNice:   proto.Int32(attr.Nice),
-			SchedPolicy: proto.Uint32(attr.Policy),
+			SchedPolicy: proto.Uint32(schedPolicyToImage(attr)),
 			SchedPrio:   proto.Uint32(attr.Priority),
 			BlkSigset:   proto.Uint64(th.sigmask),
 			Sas:         q.altstack,

@@ -151,7 +151,7 @@ func (c *checkpoint) loadTask(ps *pstree.PstreeEntry) (*restoredTaskImages, erro
 			return nil, corruptf(corePath, "not an x86-64 thread core")
 		}
 		if i == 0 {
-			if st := core.Tc.GetTaskState(); st != taskAlive {
+			if st := core.Tc.GetTaskState(); st != taskAlive && st != taskStopped {
 				return nil, fmt.Errorf("%s: task state %d: %w", corePath, st, ErrUnsupported)
 			}
 			t.core = core

@@ -304,7 +304,10 @@ type restoringTask struct {
 	memFrom  *restoringTask
 	kept     map[uint64]bool // starts of the mappings kept from memFrom
 	birthSid int             // the session this task must be created in
-	threads  []*restoringThread
+	// seccompShared is how many seccomp filters, oldest first, every
+	// thread got from the main thread at clone (installSharedSeccomp).
+	seccompShared int
+	threads       []*restoringThread
 }
 
 // restoringThread is a thread other than the main one.

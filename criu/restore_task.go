@@ -77,6 +77,11 @@ func (t *restoringTask) restoreMm() error {
 // restoreFiles opens every file of the image in ctcr, positions it, and
 // passes it to the task, then puts cwd, root and umask back.
 func (t *restoringTask) restoreFiles() error {
+	// While the transport is sure to be open, before cwd and root move
+	// and before the credentials change.
+	if err := t.restoreLoginuid(); err != nil {
+		return err
+	}
 	if o := t.filesOwner; o != nil {
 		// The table is the owner's, restored already; the last task
 		// sharing it closes the transport.
@@ -203,6 +208,14 @@ func (t *restoringTask) restoreFS() error {
 	cwd := t.cp.files[fs.GetCwdId()].GetReg().GetName()
 	b := t.ctl.newBatch()
 	what := map[int]string{}
+	// Both paths are the tree's, not the task's own root's: chdir first,
+	// then chroot, which leaves the cwd where it is (inside the new root
+	// or, as it may have been, outside it).
+	p, err := b.put(cwd)
+	if err != nil {
+		return err
+	}
+	what[b.add(unix.SYS_CHDIR, p)] = "cwd " + cwd
 	if root != "/" {
 		p, err := b.put(root)
 		if err != nil {
@@ -210,11 +223,6 @@ func (t *restoringTask) restoreFS() error {
 		}
 		what[b.add(unix.SYS_CHROOT, p)] = "root " + root
 	}
-	p, err := b.put(cwd)
-	if err != nil {
-		return err
-	}
-	what[b.add(unix.SYS_CHDIR, p)] = "cwd " + cwd
 	what[b.add(unix.SYS_UMASK, uint64(fs.GetUmask()))] = "umask"
 	if res, err := b.run(); err != nil {
 		return fmt.Errorf("%s: %s: %w", t.where(), what[len(res)], err)
@@ -278,6 +286,15 @@ func (t *restoringTask) restoreTaskState() error {
 	what[b.add(unix.SYS_PERSONALITY, uint64(tc.GetPersonality()))] = "personality"
 	if tc.GetChildSubreaper() {
 		what[b.add(unix.SYS_PRCTL, unix.PR_SET_CHILD_SUBREAPER, 1)] = "child subreaper"
+	}
+	if !t.shareVM { // a shared mm was registered by its creator
+		sched, err := t.tree.schedImage()
+		if err != nil {
+			return err
+		}
+		if err := restoreMembarrier(sched, b, what, t.vpid); err != nil {
+			return err
+		}
 	}
 	if err := queueSignals(b, what, t.vpid, t.vpid, tc.GetSignalsS().GetSignals(), true); err != nil {
 		return fmt.Errorf("%s: %w", where, err)
@@ -373,14 +390,14 @@ func (t *restoringTask) restoreThreadState(th *restoringThread) error {
 		if err != nil {
 			return err
 		}
-		if err := restoreSeccomp(b, what, tcore, filters); err != nil {
+		if err := restoreSeccomp(b, what, tcore, filters, t.seccompShared); err != nil {
 			return fmt.Errorf("%s: %w", where, err)
 		}
 	}
 	if res, err := b.run(); err != nil {
 		return fmt.Errorf("%s: %s: %w", where, what[len(res)], err)
 	}
-	attr := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: tcore.GetSchedPolicy(), Nice: tcore.GetSchedNice(), Priority: tcore.GetSchedPrio()}
+	attr := schedAttrFromImage(tcore)
 	if err := unix.SchedSetAttr(th.tid, &attr, 0); err != nil {
 		return fmt.Errorf("%s: scheduling policy %d nice %d: %w", where, attr.Policy, attr.Nice, err)
 	}
@@ -459,9 +476,13 @@ func (rt *restoreTree) finish() error {
 		}
 	}
 	// Everything is in place: let the tree run, threads before their
-	// main thread, children before parents.
+	// main thread, children before parents; a task that was stopped by
+	// job control gets its stop signal first and stops again at once.
 	for i := len(live) - 1; i >= 0; i-- {
 		t := live[i]
+		if err := t.stopAgain(); err != nil {
+			return err
+		}
 		for _, id := range append(t.threadIDs(), t.pid) {
 			if err := ptrace.Detach(id); err != nil {
 				return err

@@ -9,7 +9,10 @@ import (
 	"strconv"
 	"strings"
 
+	criucore "github.com/checkpoint-restore/go-criu/v7/crit/images/criu-core"
 	"golang.org/x/sys/unix"
+
+	"github.com/ctcr/ctcr/criu/kernel"
 )
 
 // Scheduling state CRIU's images have no field for, read and set by ctcr
@@ -17,7 +20,12 @@ import (
 // and each process's timer slack. It goes beside the images:
 //
 //	sched.json: {"threads": {"VTID": {"cpus": [0, 2], "ioprio": 16390}},
-//	             "timerslack_ns": {"VPID": 50000}}
+//	             "timerslack_ns": {"VPID": 50000},
+//	             "membarrier": {"VPID": 16}}
+//
+// membarrier is a process's membarrier registrations, the REGISTER_*
+// commands it issued (MEMBARRIER_CMD_GET_REGISTRATIONS); restore issues
+// them again in the process.
 //
 // A thread keeps only the CPUs the restoring machine (and its cgroup's
 // cpuset) lets it use; if none of them, it may run on any and the
@@ -33,14 +41,18 @@ type schedThread struct {
 type schedImage struct {
 	Threads    map[string]schedThread `json:"threads"`
 	TimerSlack map[string]uint64      `json:"timerslack_ns,omitempty"`
+	Membarrier map[string]uint64      `json:"membarrier,omitempty"`
 }
 
 // dumpSched reads the scheduling state of every thread of the tree.
 func (d *dumpTree) dumpSched() (*schedImage, error) {
-	img := &schedImage{Threads: map[string]schedThread{}, TimerSlack: map[string]uint64{}}
+	img := &schedImage{Threads: map[string]schedThread{}, TimerSlack: map[string]uint64{}, Membarrier: map[string]uint64{}}
 	for _, p := range d.procs {
 		if p.zombie {
 			continue
+		}
+		if p.membarrier != 0 {
+			img.Membarrier[strconv.Itoa(p.vpid)] = p.membarrier
 		}
 		for _, th := range p.threads {
 			var set unix.CPUSet
@@ -120,6 +132,47 @@ func restoreSched(img *schedImage, tid, vtid int, main bool, warnf func(string, 
 	if v, ok := img.TimerSlack[strconv.Itoa(vtid)]; ok && main {
 		if err := os.WriteFile(fmt.Sprintf("/proc/%d/timerslack_ns", tid), []byte(strconv.FormatUint(v, 10)), 0); err != nil {
 			return fmt.Errorf("task %d: timer slack %d ns: %w", vtid, v, err)
+		}
+	}
+	return nil
+}
+
+// schedPolicyToImage is a thread's policy as CRIU's core keeps it in
+// thread_core.sched_policy: what sched_getscheduler returns, the policy
+// with SCHED_RESET_ON_FORK or'ed in (sched_getattr reports that flag
+// apart, in SCHED_FLAG_RESET_ON_FORK).
+func schedPolicyToImage(attr *unix.SchedAttr) uint32 {
+	p := attr.Policy
+	if attr.Flags&unix.SCHED_FLAG_RESET_ON_FORK != 0 {
+		p |= unix.SCHED_RESET_ON_FORK
+	}
+	return p
+}
+
+// schedAttrFromImage is the sched_setattr argument that gives a thread
+// back its policy, priority, nice value and reset-on-fork flag.
+func schedAttrFromImage(tc *criucore.ThreadCoreEntry) unix.SchedAttr {
+	attr := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: tc.GetSchedPolicy(), Nice: tc.GetSchedNice(), Priority: tc.GetSchedPrio()}
+	if attr.Policy&unix.SCHED_RESET_ON_FORK != 0 {
+		attr.Policy &^= unix.SCHED_RESET_ON_FORK
+		attr.Flags |= unix.SCHED_FLAG_RESET_ON_FORK
+	}
+	return attr
+}
+
+// restoreMembarrier adds to b the calls that register process vpid for
+// membarrier again as it was.
+func restoreMembarrier(img *schedImage, b *batch, what map[int]string, vpid int) error {
+	mask, ok := img.Membarrier[strconv.Itoa(vpid)]
+	if !ok {
+		return nil
+	}
+	if mask&^kernel.MembarrierRegistrations != 0 {
+		return corruptf(schedFile, "task %d: membarrier registrations %#x", vpid, mask)
+	}
+	for bit := uint64(1); bit <= mask; bit <<= 1 {
+		if mask&bit != 0 {
+			what[b.add(unix.SYS_MEMBARRIER, bit, 0, 0)] = fmt.Sprintf("membarrier registration %#x", bit)
 		}
 	}
 	return nil

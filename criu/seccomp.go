@@ -117,33 +117,93 @@ func seccompFilters(dir string) ([]*seccompimg.SeccompFilter, error) {
 	return e.GetSeccompFilters(), nil
 }
 
-// restoreSeccomp queues in b the installation of a thread's seccomp
-// state: strict mode, or its chain of filters, oldest first.
-func restoreSeccomp(b *batch, what map[int]string, tc *criucore.ThreadCoreEntry, filters []*seccompimg.SeccompFilter) error {
-	const (
-		seccompSetModeStrict = 0
-		seccompSetModeFilter = 1
-	)
-	switch tc.GetSeccompMode() {
-	case criucore.SeccompMode_disabled:
-		return nil
-	case criucore.SeccompMode_strict:
-		what[b.add(unix.SYS_SECCOMP, seccompSetModeStrict, 0, 0)] = "seccomp strict mode"
-		return nil
-	}
-	var chain []*seccompimg.SeccompFilter
+// seccompChain returns the filters of a thread in filter mode, oldest
+// first, by their indices in filters.
+func seccompChain(tc *criucore.ThreadCoreEntry, filters []*seccompimg.SeccompFilter) ([]uint32, error) {
+	var chain []uint32
 	for i, n := tc.GetSeccompFilter(), 0; ; n++ {
 		if int(i) >= len(filters) || n > len(filters) {
-			return corruptf(images.Seccomp.FileName(), "seccomp filter %d is not in it", i)
+			return nil, corruptf(images.Seccomp.FileName(), "seccomp filter %d is not in it", i)
 		}
+		chain = append([]uint32{i}, chain...)
 		f := filters[i]
-		chain = append([]*seccompimg.SeccompFilter{f}, chain...)
 		if f.Prev == nil {
-			break
+			return chain, nil
 		}
 		i = f.GetPrev()
 	}
-	for i, f := range chain {
+}
+
+// sharedSeccompPrefix returns the filters every thread of a process has
+// at the start of its chain (by index: the image keeps one entry for a
+// filter threads share). Installed in the main thread before the other
+// threads are cloned, they are one filter object shared by all, as they
+// were: a filter installed before pthread_create, or synchronised with
+// SECCOMP_FILTER_FLAG_TSYNC. (Copies per thread would filter the same,
+// but a later TSYNC then fails: the kernel accepts it only if every
+// thread's filter is an ancestor of the caller's.)
+func sharedSeccompPrefix(threads []*criucore.CoreEntry, filters []*seccompimg.SeccompFilter) ([]uint32, error) {
+	var prefix []uint32
+	for i, c := range threads {
+		tc := c.GetThreadCore()
+		if tc.GetSeccompMode() != criucore.SeccompMode_filter {
+			return nil, nil
+		}
+		chain, err := seccompChain(tc, filters)
+		if err != nil {
+			return nil, err
+		}
+		if i == 0 {
+			prefix = chain
+			continue
+		}
+		n := 0
+		for n < len(prefix) && n < len(chain) && prefix[n] == chain[n] {
+			n++
+		}
+		prefix = prefix[:n]
+	}
+	return prefix, nil
+}
+
+// installSharedSeccomp installs, in the main thread of t, the seccomp
+// filters all its threads share, before they are cloned (see
+// sharedSeccompPrefix); restoreThreadState adds each thread's own after.
+// Remote calls are not filtered: ctcr traces the tasks with
+// PTRACE_O_SUSPEND_SECCOMP.
+//
+// Preconditions: runs on the tracer thread; t has no thread but its main
+// one yet.
+func (t *restoringTask) installSharedSeccomp() error {
+	if t.img.threads[0].GetThreadCore().GetSeccompMode() != criucore.SeccompMode_filter {
+		return nil
+	}
+	filters, err := t.tree.seccompFilters()
+	if err != nil {
+		return err
+	}
+	prefix, err := sharedSeccompPrefix(t.img.threads, filters)
+	if err != nil || len(prefix) == 0 {
+		return err
+	}
+	b := t.ctl.newBatch()
+	what := map[int]string{}
+	if err := addSeccompFilters(b, what, filters, prefix); err != nil {
+		return err
+	}
+	if res, err := b.run(); err != nil {
+		return fmt.Errorf("%s: filters its threads share: %s: %w", t.where(), what[len(res)], err)
+	}
+	t.seccompShared = len(prefix)
+	return nil
+}
+
+// addSeccompFilters queues in b the installation of the filters of
+// chain (indices into filters), oldest first.
+func addSeccompFilters(b *batch, what map[int]string, filters []*seccompimg.SeccompFilter, chain []uint32) error {
+	const seccompSetModeFilter = 1
+	for i, idx := range chain {
+		f := filters[idx]
 		prog, err := b.put(f.GetFilter())
 		if err != nil {
 			return err
@@ -162,4 +222,27 @@ func restoreSeccomp(b *batch, what map[int]string, tc *criucore.ThreadCoreEntry,
 		what[b.add(unix.SYS_SECCOMP, seccompSetModeFilter, uint64(f.GetFlags()), fp)] = fmt.Sprintf("seccomp filter %d of %d", i+1, len(chain))
 	}
 	return nil
+}
+
+// restoreSeccomp queues in b the installation of a thread's seccomp
+// state: strict mode, or its chain of filters, oldest first, but for the
+// first skip ones, which the thread got from its main thread at clone
+// (installSharedSeccomp).
+func restoreSeccomp(b *batch, what map[int]string, tc *criucore.ThreadCoreEntry, filters []*seccompimg.SeccompFilter, skip int) error {
+	const seccompSetModeStrict = 0
+	switch tc.GetSeccompMode() {
+	case criucore.SeccompMode_disabled:
+		return nil
+	case criucore.SeccompMode_strict:
+		what[b.add(unix.SYS_SECCOMP, seccompSetModeStrict, 0, 0)] = "seccomp strict mode"
+		return nil
+	}
+	chain, err := seccompChain(tc, filters)
+	if err != nil {
+		return err
+	}
+	if skip > len(chain) {
+		return fmt.Errorf("thread shares %d seccomp filters but has %d", skip, len(chain))
+	}
+	return addSeccompFilters(b, what, filters, chain[skip:])
 }

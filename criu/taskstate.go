@@ -43,6 +43,9 @@ type threadQuery struct {
 	pdeathsig uint32
 	secbits   uint64
 	clearTid  uint64
+	// membarrier is the process's membarrier registrations
+	// (MEMBARRIER_CMD_GET_REGISTRATIONS), asked of the main thread only.
+	membarrier uint64
 }
 
 // getter decodes a value the batch left at addr in the scratch area.
@@ -161,8 +164,11 @@ func queryTask(c *taskCtl) (*taskQuery, error) {
 	b.add(unix.SYS_PRCTL, unix.PR_GET_CHILD_SUBREAPER, subAddr)
 	iThp := b.add(unix.SYS_PRCTL, unix.PR_GET_THP_DISABLE)
 	iBrk := b.add(unix.SYS_BRK, 0)
+	// Last: a kernel before 6.3 answers EINVAL, and the batch stops at
+	// the first error.
+	iMb := b.add(unix.SYS_MEMBARRIER, kernel.MEMBARRIER_CMD_GET_REGISTRATIONS, 0, 0)
 	res, err := b.run()
-	if err != nil {
+	if err != nil && !(len(res) == iMb && errors.Is(err, unix.EINVAL)) {
 		return nil, err
 	}
 	data, err := b.readBack()
@@ -173,6 +179,9 @@ func queryTask(c *taskCtl) (*taskQuery, error) {
 	q := &taskQuery{dumpable: res[iDump], thpOff: res[iThp] != 0, brk: res[iBrk]}
 	if q.threadQuery, err = decodeThread(res, get); err != nil {
 		return nil, err
+	}
+	if len(res) > iMb {
+		q.membarrier = res[iMb] & kernel.MembarrierRegistrations
 	}
 	for _, a := range saAddr {
 		var sa kernel.Sigaction
@@ -352,9 +361,9 @@ func dumpProcKnobs(pid int, tc *criucore.TaskCoreEntry) error {
 	return nil
 }
 
-// restoreProcKnobs writes them back into restored process pid, from
-// outside; a login uid already right is left alone (the kernel may
-// refuse to change it again).
+// restoreProcKnobs writes the OOM killer's adjustment back into
+// restored process pid, from outside (the login uid is the task's own
+// to write: restoreLoginuid).
 func restoreProcKnobs(pid int, where string, tc *criucore.TaskCoreEntry) error {
 	write := func(name, v string) error {
 		if err := os.WriteFile(fmt.Sprintf("/proc/%d/%s", pid, name), []byte(v), 0); err != nil {
@@ -367,13 +376,57 @@ func restoreProcKnobs(pid int, where string, tc *criucore.TaskCoreEntry) error {
 			return err
 		}
 	}
-	if tc.Loginuid != nil {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/loginuid", pid))
-		if err == nil && strings.TrimSpace(string(b)) != strconv.FormatUint(uint64(tc.GetLoginuid()), 10) {
-			if err := write("loginuid", strconv.FormatUint(uint64(tc.GetLoginuid()), 10)); err != nil {
-				return err
-			}
+	return nil
+}
+
+// restoreLoginuid gives the task its audit login uid. The kernel lets
+// only a task write its own /proc/PID/loginuid (any other writer gets
+// EPERM), and changing one already set takes CAP_AUDIT_CONTROL: so ctcr
+// opens the file, passes the fd to the task, and the task writes it,
+// before its credentials are restored (it still has ctcr's
+// capabilities then). A login uid already right is left alone.
+//
+// Preconditions: runs on the tracer thread; the fd transport is open.
+func (t *restoringTask) restoreLoginuid() error {
+	tc := t.img.core.Tc
+	if tc.Loginuid == nil {
+		return nil
+	}
+	want := strconv.FormatUint(uint64(tc.GetLoginuid()), 10)
+	path := fmt.Sprintf("/proc/%d/loginuid", t.pid)
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		// A kernel without audit: nothing to set.
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("%s: loginuid: %w", t.where(), err)
+	}
+	if strings.TrimSpace(string(b)) == want {
+		return nil
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return fmt.Errorf("%s: loginuid: %w", t.where(), err)
+	}
+	fd, err := t.sendFd(f)
+	f.Close()
+	if err != nil {
+		return err
+	}
+	bt := t.ctl.newBatch()
+	p, err := bt.put(want)
+	if err != nil {
+		return err
+	}
+	iWrite := bt.add(unix.SYS_WRITE, uint64(fd), p, uint64(len(want)))
+	bt.add(unix.SYS_CLOSE, uint64(fd))
+	res, err := bt.run()
+	if err != nil {
+		if len(res) == iWrite {
+			return fmt.Errorf("%s: set the audit login uid to %s: %w", t.where(), want, err)
 		}
+		return fmt.Errorf("%s: close the loginuid file: %w", t.where(), err)
 	}
 	return nil
 }
@@ -392,6 +445,68 @@ func sameLSMLabel(pid int) error {
 	}
 	if t := strings.TrimRight(string(theirs), "\x00\n"); t != strings.TrimRight(string(mine), "\x00\n") {
 		return fmt.Errorf("task %d runs under the LSM label %q, not ctcr's own %q, which a restored task would get: %w", pid, t, strings.TrimRight(string(mine), "\x00\n"), ErrUnsupported)
+	}
+	return nil
+}
+
+// taskStopped is compel's COMPEL_TASK_STOPPED: a task stopped by job
+// control (SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU), which core.tc.stop_signo
+// names.
+const taskStopped = 0x3
+
+// jobStopSignal returns the signal that stopped thread tid by job
+// control, or 0 if it was running. Seized in a group-stop, a thread's
+// PTRACE_EVENT_STOP carries the stop signal in its siginfo; stopped by
+// PTRACE_INTERRUPT alone, SIGTRAP.
+//
+// Preconditions: runs on the tracer thread; tid is in its seize stop.
+func jobStopSignal(tid int) int {
+	si, err := ptrace.GetSiginfo(tid)
+	if err != nil {
+		return 0
+	}
+	switch s := unix.Signal(si.Signo()); s {
+	case unix.SIGSTOP, unix.SIGTSTP, unix.SIGTTIN, unix.SIGTTOU:
+		return int(s)
+	}
+	return 0
+}
+
+// keepJobStops records in each stopped process's core that it was
+// stopped and by which signal: restore stops it again (CRIU's
+// TASK_STOPPED and stop_signo).
+func (d *dumpTree) keepJobStops() {
+	for _, p := range d.procs {
+		if p.zombie || p.stopSig == 0 || len(p.threads) == 0 || p.leader().core == nil {
+			continue
+		}
+		tc := p.leader().core.Tc
+		tc.TaskState = proto.Uint32(taskStopped)
+		tc.StopSigno = proto.Uint32(uint32(p.stopSig))
+		d.opts.logf("task %d is stopped by signal %d: it is restored stopped", p.pid, p.stopSig)
+	}
+}
+
+// stopAgain queues, in a restored process about to be let go, the signal
+// that had stopped it: traced, it stays in its ptrace stop; once
+// detached, it dequeues the signal before running an instruction and
+// enters the group stop it was in (its parent is told, as at the
+// original stop).
+func (t *restoringTask) stopAgain() error {
+	tc := t.img.core.Tc
+	if tc.GetTaskState() != taskStopped {
+		return nil
+	}
+	sig := unix.Signal(tc.GetStopSigno())
+	switch sig {
+	case unix.SIGSTOP, unix.SIGTSTP, unix.SIGTTIN, unix.SIGTTOU:
+	case 0:
+		sig = unix.SIGSTOP // an image of CRIU's before stop_signo
+	default:
+		return corruptf("core image", "task %d stopped by signal %d", t.vpid, sig)
+	}
+	if err := unix.Kill(t.pid, sig); err != nil {
+		return fmt.Errorf("%s: stop it again with signal %d: %w", t.where(), sig, err)
 	}
 	return nil
 }

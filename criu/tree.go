@@ -282,16 +282,20 @@ func (rt *restoreTree) build(pp *puppet) error {
 	if err := rt.formGroups(); err != nil {
 		return err
 	}
+	// Helpers leave before zombies die: a helper is reaped by the task
+	// that created it, which may be one of the zombies-to-be (a zombie
+	// in a group whose leader is gone made the helper that leads it).
+	// The groups and sessions the helpers made live on in their members.
 	for _, t := range rt.procs {
-		if !t.helper && t.img.zombie {
-			if err := t.becomeZombie(); err != nil {
+		if t.helper {
+			if err := t.leave(); err != nil {
 				return err
 			}
 		}
 	}
 	for _, t := range rt.procs {
-		if t.helper {
-			if err := t.leave(); err != nil {
+		if !t.helper && t.img.zombie {
+			if err := t.becomeZombie(); err != nil {
 				return err
 			}
 		}
@@ -541,7 +545,10 @@ func (t *restoringTask) becomeZombie() error {
 		}
 		deliver := unix.Signal(0)
 		for {
-			if err := ptrace.Cont(t.pid, deliver); err != nil {
+			// A task SIGKILL woke is already on its way out, no longer
+			// in a ptrace stop: CONT answers ESRCH, and only its death
+			// is left to collect.
+			if err := ptrace.Cont(t.pid, deliver); err != nil && !errors.Is(err, unix.ESRCH) {
 				return err
 			}
 			st, err := ptrace.Wait(t.pid)
@@ -646,6 +653,9 @@ func (rt *restoreTree) closeFiles() { rt.files.close() }
 func (t *restoringTask) createThreads() error {
 	const threadFlags = unix.CLONE_VM | unix.CLONE_FS | unix.CLONE_FILES | unix.CLONE_SIGHAND |
 		unix.CLONE_THREAD | unix.CLONE_SYSVSEM
+	if err := t.installSharedSeccomp(); err != nil {
+		return err
+	}
 	for i, core := range t.img.threads[1:] {
 		vtid := int(t.img.pstree.Threads[i+1])
 		tid, err := cloneFrom(t.ctl, vtid, threadFlags, 0)

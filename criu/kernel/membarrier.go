@@ -1,0 +1,14 @@
+package kernel
+
+// include/uapi/linux/membarrier.h
+
+// membarrier(2) commands: the registrations a process's mm keeps, and
+// the query for them (Linux 6.3).
+const (
+	MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED            = 1 << 2
+	MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED           = 1 << 4
+	MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE = 1 << 6
+	MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ      = 1 << 8
+	MEMBARRIER_CMD_GET_REGISTRATIONS                    = 1 << 9
+	MembarrierRegistrations                             = MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED | MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED | MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE | MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ
+)
