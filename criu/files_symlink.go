@@ -43,5 +43,3 @@ func dumpSymlinkFd(d *fdDump) (*fdinfo.FileEntry, error) {
 	}
 	return d.files.regEntry(d.link, d.flags, 0, &d.st), nil
 }
-
-
