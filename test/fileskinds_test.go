@@ -1,9 +1,41 @@
 package test
 
 import (
+	"path/filepath"
 	"testing"
 	"time"
 )
+
+// dumpRestoreTree is dumpRestoreWorkload for a workload with
+// grandchildren: every descendant the dump killed is re-parented to this
+// subreaper, parents first, and reaped, or its PID stays taken.
+func dumpRestoreTree(t *testing.T, name string, args ...string) {
+	t.Helper()
+	needCtcr(t)
+	w := startWorkload(t, name, args...)
+	var desc []int
+	for gen := []int{w.pid}; len(gen) > 0; {
+		var next []int
+		for _, p := range gen {
+			for k := range childrenOf(p) {
+				next = append(next, k)
+			}
+		}
+		desc = append(desc, next...)
+		gen = next
+	}
+	img := filepath.Join(t.TempDir(), "img")
+	dump(t, w, img, false, 0)
+	for _, pid := range desc {
+		if _, _, err := reap(pid, 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	restoreForeground(t, w, img, scenario{}, nil)
+	if !t.Failed() {
+		decodeWithCrit(t, img)
+	}
+}
 
 // The file kinds of issue 10 that are not regular-file paths: each test
 // dumps one workload holding one kind of fd, restores it, and lets the
@@ -18,5 +50,17 @@ func TestOPathFds(t *testing.T) {
 	})
 	t.Run("the opath workload passes when it is never dumped", func(t *testing.T) {
 		startWorkload(t, "opath").checkPasses(30*time.Second, "opath")
+	})
+}
+
+// TestSharedFdTableChain dumps three generations sharing one fd table
+// (CLONE_FILES twice): the grandchild's table is its grandparent's, and
+// restore must find it there, not in an image of the middle child.
+func TestSharedFdTableChain(t *testing.T) {
+	t.Run("an fd table shared by a child and a grandchild is one table after restore", func(t *testing.T) {
+		dumpRestoreTree(t, "fdtchain")
+	})
+	t.Run("the fdtchain workload passes when it is never dumped", func(t *testing.T) {
+		startWorkload(t, "fdtchain").checkPasses(30*time.Second, "fdtchain")
 	})
 }
