@@ -64,3 +64,15 @@ func TestSharedFdTableChain(t *testing.T) {
 		startWorkload(t, "fdtchain").checkPasses(30*time.Second, "fdtchain")
 	})
 }
+
+// TestEpollTargetsByFile dumps epolls whose targets' fd numbers were
+// closed, duplicated and reused, one of them in flight in an SCM_RIGHTS
+// message: each target must be found by kcmp, not by its number.
+func TestEpollTargetsByFile(t *testing.T) {
+	t.Run("epoll targets whose numbers were closed or reused report their files after restore, also from an epoll in flight", func(t *testing.T) {
+		dumpRestoreWorkload(t, "epolltfd")
+	})
+	t.Run("the epolltfd workload passes when it is never dumped", func(t *testing.T) {
+		startWorkload(t, "epolltfd").checkPasses(30*time.Second, "epolltfd")
+	})
+}
