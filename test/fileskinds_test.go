@@ -76,3 +76,14 @@ func TestEpollTargetsByFile(t *testing.T) {
 		startWorkload(t, "epolltfd").checkPasses(30*time.Second, "epolltfd")
 	})
 }
+
+// TestPidfdOfExitedProcess dumps pidfds of a child that exited and was
+// reaped: they name no process, and restore must make such pidfds.
+func TestPidfdOfExitedProcess(t *testing.T) {
+	t.Run("pidfds of a reaped child come back as pidfds of no process", func(t *testing.T) {
+		dumpRestoreWorkload(t, "pidfdexit")
+	})
+	t.Run("the pidfdexit workload passes when it is never dumped", func(t *testing.T) {
+		startWorkload(t, "pidfdexit").checkPasses(30*time.Second, "pidfdexit")
+	})
+}
