@@ -87,3 +87,15 @@ func TestPidfdOfExitedProcess(t *testing.T) {
 		startWorkload(t, "pidfdexit").checkPasses(30*time.Second, "pidfdexit")
 	})
 }
+
+// TestMemfdModeAndPrivateMapping dumps a memfd with mode 0640 mapped
+// privately, one page read, one written: the mode and every page of the
+// mapping must come back.
+func TestMemfdModeAndPrivateMapping(t *testing.T) {
+	t.Run("a memfd keeps its mode and its private mapping keeps file pages and private copies", func(t *testing.T) {
+		dumpRestoreWorkload(t, "memfdpriv")
+	})
+	t.Run("the memfdpriv workload passes when it is never dumped", func(t *testing.T) {
+		startWorkload(t, "memfdpriv").checkPasses(30*time.Second, "memfdpriv")
+	})
+}
