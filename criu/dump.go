@@ -477,13 +477,21 @@ func (d *dumpTree) checkSharing() error {
 			return fmt.Errorf("task %d shares its signal handlers with its parent %d: %w", p.pid, parent.pid, ErrUnsupported)
 		}
 		// An fd table or fs shared with the parent (CLONE_FILES,
-		// CLONE_FS) is dumped once, by the parent, and shared again at
-		// restore.
+		// CLONE_FS) is dumped once, by its first owner, and shared again
+		// at restore. A parent may share it with its own parent: point
+		// at the owner, whose id names the fdinfo image it writes (the
+		// parent writes none).
 		if sameObject(parent.pid, p.pid, kcmpFiles) {
 			p.filesOf = parent
+			if parent.filesOf != nil {
+				p.filesOf = parent.filesOf
+			}
 		}
 		if sameObject(parent.pid, p.pid, kcmpFS) {
 			p.fsOf = parent
+			if parent.fsOf != nil {
+				p.fsOf = parent.fsOf
+			}
 		}
 	}
 	return nil

@@ -1,10 +1,12 @@
 package criu
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/checkpoint-restore/go-criu/v7/crit/images/fdinfo"
@@ -27,6 +29,12 @@ import (
 // (VMA_AREA_MEMFD, shmid = that entry's id) on the same inode entry, so
 // the content is saved once however many fds and mappings reach it.
 //
+// memfd.img of this version has no field for the inode's mode, which a
+// task may have changed with fchmod (memfd_create makes it 0777): it is
+// kept beside the images, by inode id,
+//
+//	memfd.json: {"INODE ID": {"mode": MODE}}
+//
 // Restore creates the inode once with memfd_create, fills it, seals it,
 // and opens every file description of it again through /proc/self/fd,
 // with its own flags and position; mappings map it from such a file, so
@@ -37,6 +45,14 @@ var memfds = fileKind{
 	dump:   dumpMemfd,
 	open:   openMemfd,
 	fixup:  restoreFileLocks,
+	finish: writeMemfdModes,
+}
+
+const memfdFile = "memfd.json"
+
+// memfdInodeExtra is what memfd.json keeps of one memfd inode.
+type memfdInodeExtra struct {
+	Mode uint32 `json:"mode"` // permission bits, 07777
 }
 
 // maxMemfdSize caps the content of one memfd kept in the images: it is
@@ -60,7 +76,8 @@ func pagesImage(id uint32) images.Kind {
 // memfdDumpState is what a dump knows of memfd inodes: inode id by
 // (dev, ino).
 type memfdDumpState struct {
-	ids map[[2]uint64]uint32
+	ids   map[[2]uint64]uint32
+	extra map[string]memfdInodeExtra
 }
 
 func isMemfd(d *fdDump) bool {
@@ -69,7 +86,7 @@ func isMemfd(d *fdDump) bool {
 }
 
 func memfdState(t *fileTable) *memfdDumpState {
-	return t.kindState("memfd", func() any { return &memfdDumpState{ids: map[[2]uint64]uint32{}} }).(*memfdDumpState)
+	return t.kindState("memfd", func() any { return &memfdDumpState{ids: map[[2]uint64]uint32{}, extra: map[string]memfdInodeExtra{}} }).(*memfdDumpState)
 }
 
 // inodeID returns the memfd.img id of the memfd src reaches, dumping the
@@ -84,6 +101,7 @@ func (st *memfdDumpState) inodeID(t *fileTable, src procFile, name string) (uint
 		return 0, err
 	}
 	st.ids[key] = id
+	st.extra[strconv.Itoa(int(id))] = memfdInodeExtra{Mode: src.st.Mode & 0o7777}
 	return id, nil
 }
 
@@ -99,6 +117,44 @@ func dumpMemfd(d *fdDump) (*fdinfo.FileEntry, error) {
 	return &fdinfo.FileEntry{Id: proto.Uint32(id), Memfd: &memfd.MemfdFileEntry{
 		Id: proto.Uint32(id), Flags: proto.Uint32(d.flags), Pos: proto.Uint64(uint64(d.info.Pos)), Fown: zeroFown(), InodeId: proto.Uint32(inodeID),
 	}}, nil
+}
+
+// writeMemfdModes puts memfd.json beside memfd.img.
+func writeMemfdModes(t *fileTable) error {
+	st, ok := t.kinds["memfd"].(*memfdDumpState)
+	if !ok || len(st.extra) == 0 {
+		return nil
+	}
+	b, err := json.Marshal(st.extra)
+	if err != nil {
+		return err
+	}
+	t.sidecars = append(t.sidecars, sidecar{name: memfdFile, data: b})
+	return nil
+}
+
+// memfdMode returns the mode memfd.json keeps for inode id, or false for
+// images without it.
+func (r *fileRestore) memfdMode(id uint32) (uint32, bool, error) {
+	all, ok := r.state["memfd.json"].(map[string]memfdInodeExtra)
+	if !ok {
+		all = map[string]memfdInodeExtra{}
+		b, err := os.ReadFile(r.cp.dir.Path(memfdFile))
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return 0, false, err
+		}
+		if err == nil {
+			if err := json.Unmarshal(b, &all); err != nil {
+				return 0, false, corruptf(memfdFile, "%v", err)
+			}
+		}
+		r.state["memfd.json"] = all
+	}
+	x, ok := all[strconv.Itoa(int(id))]
+	if ok && x.Mode&^0o7777 != 0 {
+		return 0, false, corruptf(memfdFile, "inode %d: mode %#o", id, x.Mode)
+	}
+	return x.Mode, ok, nil
 }
 
 // memfdName is the name memfd_create was given, from the link
@@ -323,6 +379,16 @@ func createMemfd(r *fileRestore, id uint32) (*os.File, error) {
 	}
 	if err := unix.Fchown(fd, int(ie.GetUid()), int(ie.GetGid())); err != nil {
 		return fail(fmt.Errorf("chown %d:%d: %w", ie.GetUid(), ie.GetGid(), err))
+	}
+	// After chown, which clears set-id bits.
+	mode, ok, err := r.memfdMode(id)
+	if err != nil {
+		return fail(err)
+	}
+	if ok {
+		if err := unix.Fchmod(fd, mode); err != nil {
+			return fail(fmt.Errorf("chmod %#o: %w", mode, err))
+		}
 	}
 	if seals := ie.GetSeals(); seals != 0 {
 		if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, int(seals)); err != nil {

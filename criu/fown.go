@@ -54,6 +54,13 @@ func fcntlRaw(f *os.File, cmd int, arg uintptr) (int, error) {
 // description d has, if it has either. An owner outside the tree is
 // refused, naming it.
 func dumpFown(d *fdDump, e *fdinfo.FileEntry) error {
+	if d.flags&unix.O_PATH != 0 {
+		// An O_PATH file has no owner to read: fcntl refuses every
+		// command but F_DUPFD*, F_GETFD, F_SETFD and F_GETFL on it with
+		// EBADF (fs/fcntl.c check_fcntl_cmd), and nothing can signal
+		// through it.
+		return nil
+	}
 	f, err := d.file()
 	if err != nil {
 		return err

@@ -1,0 +1,101 @@
+package test
+
+import (
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// dumpRestoreTree is dumpRestoreWorkload for a workload with
+// grandchildren: every descendant the dump killed is re-parented to this
+// subreaper, parents first, and reaped, or its PID stays taken.
+func dumpRestoreTree(t *testing.T, name string, args ...string) {
+	t.Helper()
+	needCtcr(t)
+	w := startWorkload(t, name, args...)
+	var desc []int
+	for gen := []int{w.pid}; len(gen) > 0; {
+		var next []int
+		for _, p := range gen {
+			for k := range childrenOf(p) {
+				next = append(next, k)
+			}
+		}
+		desc = append(desc, next...)
+		gen = next
+	}
+	img := filepath.Join(t.TempDir(), "img")
+	dump(t, w, img, false, 0)
+	for _, pid := range desc {
+		if _, _, err := reap(pid, 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	restoreForeground(t, w, img, scenario{}, nil)
+	if !t.Failed() {
+		decodeWithCrit(t, img)
+	}
+}
+
+// The file kinds of issue 10 that are not regular-file paths: each test
+// dumps one workload holding one kind of fd, restores it, and lets the
+// workload check the fd itself.
+
+// TestOPathFds dumps O_PATH fds on a file, a directory and (with
+// O_NOFOLLOW) a symlink: they have no SIGIO owner to read, and the
+// symlink's fd names the link itself.
+func TestOPathFds(t *testing.T) {
+	t.Run("O_PATH fds on a file, a directory and a symlink come back as O_PATH fds on the same inodes", func(t *testing.T) {
+		dumpRestoreWorkload(t, "opath")
+	})
+	t.Run("the opath workload passes when it is never dumped", func(t *testing.T) {
+		startWorkload(t, "opath").checkPasses(30*time.Second, "opath")
+	})
+}
+
+// TestSharedFdTableChain dumps three generations sharing one fd table
+// (CLONE_FILES twice): the grandchild's table is its grandparent's, and
+// restore must find it there, not in an image of the middle child.
+func TestSharedFdTableChain(t *testing.T) {
+	t.Run("an fd table shared by a child and a grandchild is one table after restore", func(t *testing.T) {
+		dumpRestoreTree(t, "fdtchain")
+	})
+	t.Run("the fdtchain workload passes when it is never dumped", func(t *testing.T) {
+		startWorkload(t, "fdtchain").checkPasses(30*time.Second, "fdtchain")
+	})
+}
+
+// TestEpollTargetsByFile dumps epolls whose targets' fd numbers were
+// closed, duplicated and reused, one of them in flight in an SCM_RIGHTS
+// message: each target must be found by kcmp, not by its number.
+func TestEpollTargetsByFile(t *testing.T) {
+	t.Run("epoll targets whose numbers were closed or reused report their files after restore, also from an epoll in flight", func(t *testing.T) {
+		dumpRestoreWorkload(t, "epolltfd")
+	})
+	t.Run("the epolltfd workload passes when it is never dumped", func(t *testing.T) {
+		startWorkload(t, "epolltfd").checkPasses(30*time.Second, "epolltfd")
+	})
+}
+
+// TestPidfdOfExitedProcess dumps pidfds of a child that exited and was
+// reaped: they name no process, and restore must make such pidfds.
+func TestPidfdOfExitedProcess(t *testing.T) {
+	t.Run("pidfds of a reaped child come back as pidfds of no process", func(t *testing.T) {
+		dumpRestoreWorkload(t, "pidfdexit")
+	})
+	t.Run("the pidfdexit workload passes when it is never dumped", func(t *testing.T) {
+		startWorkload(t, "pidfdexit").checkPasses(30*time.Second, "pidfdexit")
+	})
+}
+
+// TestMemfdModeAndPrivateMapping dumps a memfd with mode 0640 mapped
+// privately, one page read, one written: the mode and every page of the
+// mapping must come back.
+func TestMemfdModeAndPrivateMapping(t *testing.T) {
+	t.Run("a memfd keeps its mode and its private mapping keeps file pages and private copies", func(t *testing.T) {
+		dumpRestoreWorkload(t, "memfdpriv")
+	})
+	t.Run("the memfdpriv workload passes when it is never dumped", func(t *testing.T) {
+		startWorkload(t, "memfdpriv").checkPasses(30*time.Second, "memfdpriv")
+	})
+}
