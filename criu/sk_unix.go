@@ -586,7 +586,9 @@ func dumpMoreSkOpts(fd int, o *skopts.SkOptsEntry) error {
 		opt  int
 		name string
 		to   **bool
-	}{{unix.SO_DONTROUTE, "SO_DONTROUTE", &o.SoDontroute}, {unix.SO_NO_CHECK, "SO_NO_CHECK", &o.SoNoCheck}} {
+	}{{unix.SO_DONTROUTE, "SO_DONTROUTE", &o.SoDontroute}, {unix.SO_NO_CHECK, "SO_NO_CHECK", &o.SoNoCheck},
+		// Unix and netlink sockets only, since Linux 6.16.
+		{unix.SO_PASSSEC, "SO_PASSSEC", &o.SoPasssec}} {
 		v, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, b.opt)
 		if absent(err) {
 			continue
@@ -640,6 +642,11 @@ func restoreMoreSkOpts(fd int, o *skopts.SkOptsEntry) error {
 	}
 	if o.GetSoNoCheck() {
 		if err := set(unix.SO_NO_CHECK, "SO_NO_CHECK", 1); err != nil {
+			return err
+		}
+	}
+	if o.GetSoPasssec() {
+		if err := set(unix.SO_PASSSEC, "SO_PASSSEC", 1); err != nil {
 			return err
 		}
 	}

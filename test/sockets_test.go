@@ -28,3 +28,13 @@ func TestSeqpacketShutdown(t *testing.T) {
 		decodeWithCrit(t, img)
 	}
 }
+
+// TestSocketOptions dumps sockets whose options restore must set again:
+// two TCP listeners and two UDP sockets sharing a port with SO_REUSEPORT
+// (the second of each pair binds only if it has SO_REUSEPORT before
+// bind), IP-level options of IPv4 and IPv6 sockets (IP_TOS, IP_TTL,
+// IP_FREEBIND, IPV6_TCLASS, ...) and SO_PASSSEC. The workload checks
+// every value after restore.
+func TestSocketOptions(t *testing.T) {
+	dumpRestoreWorkload(t, "sockopts")
+}
