@@ -191,9 +191,8 @@ func dumpInetSocket(d *fdDump) (*fdinfo.FileEntry, error) {
 		}
 		e.V6Only = proto.Bool(v6 != 0)
 	}
-	freebind, err := unix.GetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_FREEBIND)
-	if err == nil {
-		e.IpOpts = &skinet.IpOptsEntry{Freebind: proto.Bool(freebind != 0)}
+	if e.IpOpts, err = dumpIPOpts(fd, family, typ, protocol); err != nil {
+		return nil, fmt.Errorf("%s: %s: %w", d.where, what, err)
 	}
 	if e.Opts, err = dumpSkOpts(fd); err != nil {
 		return nil, fmt.Errorf("%s: %s: %w", d.where, what, err)
@@ -340,7 +339,10 @@ func openInetSocket(r *fileRestore, e *fdinfo.FileEntry) (*os.File, error) {
 			// After bind: SO_REUSEADDR would end the forced reuse repair
 			// mode gives, which binding beside the listener of the same
 			// port needs.
-			return restoreInetOpts(fd, typ, isk.GetOpts())
+			if err := restoreInetOpts(fd, typ, isk.GetOpts()); err != nil {
+				return err
+			}
+			return restoreIPOpts(fd, int(family), isk.GetIpOpts())
 		}
 		// A TCP socket that was connected comes back as one that has
 		// ended (--tcp-close): not bound, for its port is its
@@ -349,6 +351,14 @@ func openInetSocket(r *fileRestore, e *fdinfo.FileEntry) (*os.File, error) {
 		if isk.GetSrcPort() != 0 && !ended {
 			unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
 			unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_FREEBIND, 1)
+			// Before bind: sockets that share a port with SO_REUSEPORT
+			// (listeners among them) can only bind beside each other if
+			// each has it when it binds.
+			if isk.GetOpts().GetSoReuseport() {
+				if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); err != nil {
+					return fmt.Errorf("SO_REUSEPORT: %w", err)
+				}
+			}
 			if err := unix.Bind(fd, src); err != nil {
 				return fmt.Errorf("bind: %w", err)
 			}
@@ -358,6 +368,9 @@ func openInetSocket(r *fileRestore, e *fdinfo.FileEntry) (*os.File, error) {
 		}
 		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_FREEBIND, b2i(isk.GetIpOpts().GetFreebind())); err != nil {
 			return fmt.Errorf("IP_FREEBIND: %w", err)
+		}
+		if err := restoreIPOpts(fd, int(family), isk.GetIpOpts()); err != nil {
+			return err
 		}
 		switch {
 		case typ == unix.SOCK_STREAM && state == tcpListen:

@@ -586,7 +586,9 @@ func dumpMoreSkOpts(fd int, o *skopts.SkOptsEntry) error {
 		opt  int
 		name string
 		to   **bool
-	}{{unix.SO_DONTROUTE, "SO_DONTROUTE", &o.SoDontroute}, {unix.SO_NO_CHECK, "SO_NO_CHECK", &o.SoNoCheck}} {
+	}{{unix.SO_DONTROUTE, "SO_DONTROUTE", &o.SoDontroute}, {unix.SO_NO_CHECK, "SO_NO_CHECK", &o.SoNoCheck},
+		// Unix and netlink sockets only, since Linux 6.16.
+		{unix.SO_PASSSEC, "SO_PASSSEC", &o.SoPasssec}} {
 		v, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, b.opt)
 		if absent(err) {
 			continue
@@ -643,6 +645,11 @@ func restoreMoreSkOpts(fd int, o *skopts.SkOptsEntry) error {
 			return err
 		}
 	}
+	if o.GetSoPasssec() {
+		if err := set(unix.SO_PASSSEC, "SO_PASSSEC", 1); err != nil {
+			return err
+		}
+	}
 	if o.GetSoOobinline() != 0 {
 		if err := set(unix.SO_OOBINLINE, "SO_OOBINLINE", 1); err != nil {
 			return err
@@ -669,6 +676,9 @@ func restoreMoreSkOpts(fd int, o *skopts.SkOptsEntry) error {
 	return nil
 }
 
+// queuePeekTimeout bounds the reading of one socket's receive queue.
+const queuePeekTimeout = 10 * time.Second
+
 // dumpSkQueue copies the receive queue of the socket fd into
 // sk-queues.img without taking anything from it: MSG_PEEK from an offset
 // that SO_PEEK_OFF moves on after each read. The socket's own peek offset
@@ -683,6 +693,27 @@ func dumpSkQueue(d *fdDump, fd int, id uint32, sk *unixDiag) error {
 		return fmt.Errorf("%s: SO_PEEK_OFF: %w", where, err)
 	}
 	defer unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PEEK_OFF, old)
+	// Past its last message a SOCK_SEQPACKET socket whose peer shut down
+	// or closed answers a non-blocking peek with 0 (end of file), not
+	// EAGAIN, and does so for ever (net/unix/af_unix.c,
+	// unix_dgram_recvmsg). An empty message also reads as 0 bytes; with
+	// SO_PASSCRED on, a message comes with the sender's credentials and
+	// the end of file with no control message at all, which tells them
+	// apart. The socket's own SO_PASSCRED is put back afterwards.
+	if sk.typ == unix.SOCK_SEQPACKET {
+		pc, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PASSCRED)
+		if err != nil {
+			return fmt.Errorf("%s: SO_PASSCRED: %w", where, err)
+		}
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PASSCRED, 1); err != nil {
+			return fmt.Errorf("%s: SO_PASSCRED: %w", where, err)
+		}
+		defer unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PASSCRED, pc)
+	}
+	// A queue holds a bounded number of messages; a peek that goes on
+	// answering past this deadline is a kernel behaviour ctcr does not
+	// know, and fails by name rather than hanging the dump.
+	deadline := time.Now().Add(queuePeekTimeout)
 	size := 1 << 20
 	if int(sk.rqueue) > size {
 		size = int(sk.rqueue)
@@ -713,6 +744,12 @@ func dumpSkQueue(d *fdDump, fd int, id uint32, sk *unixDiag) error {
 		}
 		if n == 0 && sk.typ == unix.SOCK_STREAM {
 			break // end of stream: the peer is gone or shut down
+		}
+		if n == 0 && sk.typ == unix.SOCK_SEQPACKET && oobn == 0 {
+			break // end of file, not a message: no credentials came with it
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s: still peeking after %v (%d bytes read of %d): %w", where, queuePeekTimeout, total, sk.rqueue, os.ErrDeadlineExceeded)
 		}
 		if n > len(buf) {
 			return d.unsupported(fmt.Sprintf("unix socket %d has a %d-byte datagram queued, more than ctcr reads (%d)", sk.ino, n, len(buf)))

@@ -1,0 +1,202 @@
+package criu
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+
+	skinet "github.com/checkpoint-restore/go-criu/v7/crit/images/sk-inet"
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+)
+
+// IP-level options of inet sockets (IPPROTO_IP and IPPROTO_IPV6), kept in
+// the ip_opts_entry of inet_sk_entry.
+//
+// CRIU's ip_opts_entry has fields for IP_FREEBIND (1), the raw socket
+// options (4), IP_PKTINFO (5), IP_TOS (6) and IP_TTL (7); the go-criu
+// types ctcr builds on know fields 1 to 5, so 6 and 7 are written as the
+// protobuf fields they are in CRIU's schema, through the message's
+// unknown fields. An IPv6 socket keeps its traffic class and unicast hop
+// limit in those two, and IPV6_RECVPKTINFO in pktinfo.
+//
+// The other options ctcr keeps have no field in CRIU's schema. They go,
+// each as a varint, into fields numbered from ipOptExtBase: far above
+// CRIU's numbers, so that CRIU and crit skip them as unknown fields and a
+// later CRIU field cannot be mistaken for one of them.
+//
+// Only values that differ from those of a new socket of the same family,
+// type and protocol are written: an option the task never set stays unset
+// (IP_TTL then follows the namespace's sysctl, as it did), and options a
+// socket type refuses to set (IP_MULTICAST_TTL of a TCP socket) are not
+// set at restore.
+
+const (
+	ipOptTos     protowire.Number = 6
+	ipOptTTL     protowire.Number = 7
+	ipOptExtBase protowire.Number = 1000
+)
+
+// ipOpt is one IP-level option as an integer.
+type ipOpt struct {
+	level, opt int
+	name       string
+	field      protowire.Number
+}
+
+var ipv4Opts = []ipOpt{
+	{unix.IPPROTO_IP, unix.IP_TOS, "IP_TOS", ipOptTos},
+	{unix.IPPROTO_IP, unix.IP_TTL, "IP_TTL", ipOptTTL},
+	{unix.IPPROTO_IP, unix.IP_TRANSPARENT, "IP_TRANSPARENT", ipOptExtBase + 1},
+	{unix.IPPROTO_IP, unix.IP_RECVERR, "IP_RECVERR", ipOptExtBase + 2},
+	{unix.IPPROTO_IP, unix.IP_RECVTOS, "IP_RECVTOS", ipOptExtBase + 3},
+	{unix.IPPROTO_IP, unix.IP_RECVTTL, "IP_RECVTTL", ipOptExtBase + 4},
+	{unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, "IP_MTU_DISCOVER", ipOptExtBase + 5},
+	{unix.IPPROTO_IP, unix.IP_MULTICAST_TTL, "IP_MULTICAST_TTL", ipOptExtBase + 6},
+	{unix.IPPROTO_IP, unix.IP_MULTICAST_LOOP, "IP_MULTICAST_LOOP", ipOptExtBase + 7},
+	{unix.IPPROTO_IP, unix.IP_MINTTL, "IP_MINTTL", ipOptExtBase + 8},
+	{unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, "IP_BIND_ADDRESS_NO_PORT", ipOptExtBase + 9},
+	{unix.IPPROTO_IP, unix.IP_RECVORIGDSTADDR, "IP_RECVORIGDSTADDR", ipOptExtBase + 10},
+}
+
+var ipv6Opts = []ipOpt{
+	{unix.IPPROTO_IPV6, unix.IPV6_TCLASS, "IPV6_TCLASS", ipOptTos},
+	{unix.IPPROTO_IPV6, unix.IPV6_UNICAST_HOPS, "IPV6_UNICAST_HOPS", ipOptTTL},
+	{unix.IPPROTO_IP, unix.IP_TRANSPARENT, "IP_TRANSPARENT", ipOptExtBase + 1},
+	{unix.IPPROTO_IPV6, unix.IPV6_RECVERR, "IPV6_RECVERR", ipOptExtBase + 21},
+	{unix.IPPROTO_IPV6, unix.IPV6_RECVTCLASS, "IPV6_RECVTCLASS", ipOptExtBase + 22},
+	{unix.IPPROTO_IPV6, unix.IPV6_RECVHOPLIMIT, "IPV6_RECVHOPLIMIT", ipOptExtBase + 23},
+	{unix.IPPROTO_IPV6, unix.IPV6_MTU_DISCOVER, "IPV6_MTU_DISCOVER", ipOptExtBase + 24},
+	{unix.IPPROTO_IPV6, unix.IPV6_MULTICAST_HOPS, "IPV6_MULTICAST_HOPS", ipOptExtBase + 25},
+	{unix.IPPROTO_IPV6, unix.IPV6_MULTICAST_LOOP, "IPV6_MULTICAST_LOOP", ipOptExtBase + 26},
+	{unix.IPPROTO_IPV6, unix.IPV6_MINHOPCOUNT, "IPV6_MINHOPCOUNT", ipOptExtBase + 27},
+	{unix.IPPROTO_IPV6, unix.IPV6_RECVORIGDSTADDR, "IPV6_RECVORIGDSTADDR", ipOptExtBase + 28},
+	{unix.IPPROTO_IPV6, unix.IPV6_ADDR_PREFERENCES, "IPV6_ADDR_PREFERENCES", ipOptExtBase + 29},
+}
+
+func ipOptsOf(family int) []ipOpt {
+	if family == unix.AF_INET6 {
+		return ipv6Opts
+	}
+	return ipv4Opts
+}
+
+// ipOptAbsent reports whether err means the socket has no such option.
+func ipOptAbsent(err error) bool {
+	return errors.Is(err, unix.ENOPROTOOPT) || errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EINVAL)
+}
+
+// dumpIPOpts reads the IP-level options of fd, a socket of family, typ and
+// protocol, into an ip_opts_entry.
+func dumpIPOpts(fd, family, typ, protocol int) (*skinet.IpOptsEntry, error) {
+	e := &skinet.IpOptsEntry{}
+	freebind, err := unix.GetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_FREEBIND)
+	if err != nil {
+		return nil, fmt.Errorf("IP_FREEBIND: %w", err)
+	}
+	e.Freebind = proto.Bool(freebind != 0)
+	pktLevel, pktOpt, pktName := unix.IPPROTO_IP, unix.IP_PKTINFO, "IP_PKTINFO"
+	if family == unix.AF_INET6 {
+		pktLevel, pktOpt, pktName = unix.IPPROTO_IPV6, unix.IPV6_RECVPKTINFO, "IPV6_RECVPKTINFO"
+	}
+	pkt, err := unix.GetsockoptInt(fd, pktLevel, pktOpt)
+	if err != nil && !ipOptAbsent(err) {
+		return nil, fmt.Errorf("%s: %w", pktName, err)
+	}
+	if err == nil {
+		e.Pktinfo = proto.Bool(pkt != 0)
+	}
+	// The defaults: a new socket of the same kind, in ctcr's namespace.
+	fresh, err := unix.Socket(family, typ|unix.SOCK_CLOEXEC, protocol)
+	if err != nil {
+		return nil, fmt.Errorf("a new socket to compare options with: %w", err)
+	}
+	defer unix.Close(fresh)
+	var ext []byte
+	for _, o := range ipOptsOf(family) {
+		v, err := unix.GetsockoptInt(fd, o.level, o.opt)
+		if ipOptAbsent(err) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", o.name, err)
+		}
+		if def, err := unix.GetsockoptInt(fresh, o.level, o.opt); err == nil && def == v {
+			continue
+		}
+		ext = protowire.AppendTag(ext, o.field, protowire.VarintType)
+		ext = protowire.AppendVarint(ext, uint64(uint32(int32(v))))
+	}
+	e.ProtoReflect().SetUnknown(ext)
+	return e, nil
+}
+
+// ipOptValues returns the options of e outside go-criu's fields, by field
+// number.
+func ipOptValues(e *skinet.IpOptsEntry) (map[protowire.Number]int, error) {
+	out := map[protowire.Number]int{}
+	b := []byte(e.ProtoReflect().GetUnknown())
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return nil, protowire.ParseError(n)
+		}
+		b = b[n:]
+		if typ != protowire.VarintType {
+			n = protowire.ConsumeFieldValue(num, typ, b)
+			if n < 0 {
+				return nil, protowire.ParseError(n)
+			}
+			b = b[n:]
+			continue
+		}
+		v, n := protowire.ConsumeVarint(b)
+		if n < 0 {
+			return nil, protowire.ParseError(n)
+		}
+		b = b[n:]
+		out[num] = int(int32(uint32(v)))
+	}
+	return out, nil
+}
+
+// restoreIPOpts sets on fd, after bind, the IP-level options dumpIPOpts
+// read, but IP_FREEBIND, which bind needs and the caller sets.
+func restoreIPOpts(fd, family int, e *skinet.IpOptsEntry) error {
+	if e == nil {
+		return nil
+	}
+	if e.Pktinfo != nil {
+		level, opt, name := unix.IPPROTO_IP, unix.IP_PKTINFO, "IP_PKTINFO"
+		if family == unix.AF_INET6 {
+			level, opt, name = unix.IPPROTO_IPV6, unix.IPV6_RECVPKTINFO, "IPV6_RECVPKTINFO"
+		}
+		if err := unix.SetsockoptInt(fd, level, opt, b2i(e.GetPktinfo())); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+	}
+	vals, err := ipOptValues(e)
+	if err != nil {
+		return fmt.Errorf("ip_opts_entry: %w", err)
+	}
+	byField := map[protowire.Number]ipOpt{}
+	for _, o := range ipOptsOf(family) {
+		byField[o.field] = o
+	}
+	var fields []protowire.Number
+	for f := range vals {
+		fields = append(fields, f)
+	}
+	sort.Slice(fields, func(i, j int) bool { return fields[i] < fields[j] })
+	for _, f := range fields {
+		o, ok := byField[f]
+		if !ok {
+			continue // a field of a later CRIU or ctcr: not known here
+		}
+		if err := unix.SetsockoptInt(fd, o.level, o.opt, vals[f]); err != nil {
+			return fmt.Errorf("%s %d: %w", o.name, vals[f], err)
+		}
+	}
+	return nil
+}
