@@ -50,10 +50,6 @@ func (r *RootTask) Call(nr uintptr, args ...any) (uint64, error) {
 	return res[0], nil
 }
 
-// path returns where ctcr finds path as the task sees it: through
-// /proc/PID/root, which crosses into the task's mount namespace and root.
-func (t *restoringTask) path(p string) string { return taskPath(t.pid, p) }
-
 func taskPath(pid int, p string) string { return fmt.Sprintf("/proc/%d/root%s", pid, p) }
 
 // joinNamespace makes the root task join the namespace at path (of kind
