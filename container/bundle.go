@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ctcr/ctcr/cgroup"
+	"github.com/ctcr/ctcr/internal/atomicfile"
 )
 
 // Version is ctcr's version, recorded in bundles.
@@ -118,16 +119,17 @@ func ReadBundle(dir string) (*Meta, *Stats, error) {
 	return m, st, nil
 }
 
-// LockDir holds one lock file per container id.
+// LockDir holds one lock file per container id, the records of restored
+// inits and the hooks' logs: a directory of root's, mode 0700.
 var LockDir = "/run/ctcr"
 
 // Lock takes the lock of container id, so only one ctcr checkpoints or
 // restores it at a time. wait says whether to wait for it.
 func Lock(id string, wait bool) (func(), error) {
-	if err := os.MkdirAll(LockDir, 0o755); err != nil {
+	if err := atomicfile.PrivateDir(LockDir); err != nil {
 		return nil, err
 	}
-	f, err := os.OpenFile(filepath.Join(LockDir, id+".lock"), os.O_RDWR|os.O_CREATE|unix.O_CLOEXEC, 0o644)
+	f, err := atomicfile.OpenLock(LockDir, id+".lock", 0o600)
 	if err != nil {
 		return nil, err
 	}

@@ -20,8 +20,8 @@ import (
 	"github.com/ctcr/ctcr/criu/images"
 	"github.com/ctcr/ctcr/criu/kernel"
 	"github.com/ctcr/ctcr/criu/nsthread"
-	"github.com/ctcr/ctcr/internal/inroot"
 	"github.com/ctcr/ctcr/criu/proc"
+	"github.com/ctcr/ctcr/internal/inroot"
 )
 
 // unixSockets are AF_UNIX sockets of every type ctcr knows (stream,

@@ -44,6 +44,7 @@ import (
 
 	"github.com/ctcr/ctcr/container"
 	"github.com/ctcr/ctcr/criu/proc"
+	"github.com/ctcr/ctcr/internal/atomicfile"
 )
 
 // Annotations the poststart hook reads.
@@ -165,10 +166,12 @@ func LogPath(id string) string { return filepath.Join(container.LockDir, id+".ho
 // runtime waits for the hook and for the pipes it gave it, so the child
 // must hold neither.
 func Detach(exe string, args []string, logPath string) (int, error) {
-	if err := os.MkdirAll(filepath.Dir(logPath), 0o755); err != nil {
+	if err := atomicfile.PrivateDir(filepath.Dir(logPath)); err != nil {
 		return 0, err
 	}
-	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	// A new file renamed over the old log, never one opened by its name:
+	// a link planted there is replaced, not written through.
+	logf, err := atomicfile.Create(filepath.Dir(logPath), filepath.Base(logPath), 0o600)
 	if err != nil {
 		return 0, err
 	}
