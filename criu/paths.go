@@ -3,6 +3,8 @@ package criu
 import (
 	"os"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/ctcr/ctcr/internal/inroot"
 )
 
@@ -18,6 +20,32 @@ func openInTree(pid int, p string, flags int) (*os.File, error) {
 	}
 	defer root.Close()
 	return root.OpenFile(p, flags, 0, inroot.NoLinks)
+}
+
+// statInTree stats p, a path found in task pid's file system at the
+// dump (the link of its cwd, root, executable, a mapping, a socket's
+// name), inside that task's root: a symlink there resolves as the task
+// would resolve it, never to the host's file.
+func statInTree(pid int, p string) (unix.Stat_t, error) {
+	root, err := inroot.OfTask(pid)
+	if err != nil {
+		return unix.Stat_t{}, err
+	}
+	defer root.Close()
+	return root.Stat(p, inroot.InRoot)
+}
+
+// openTTYInTree opens a terminal (root's /dev/ptmx, a /dev/pts/N) inside
+// the root of task pid with flags, never as ctcr's controlling terminal.
+// Symlinks inside that root are followed (runc makes /dev/ptmx one to
+// pts/ptmx), none out of it.
+func openTTYInTree(pid int, p string, flags int) (*os.File, error) {
+	root, err := inroot.OfTask(pid)
+	if err != nil {
+		return nil, err
+	}
+	defer root.Close()
+	return root.OpenFile(p, flags|unix.O_NOCTTY, 0, inroot.InRoot)
 }
 
 // openOnHost opens p, a path the kernel reported in ctcr's own mount

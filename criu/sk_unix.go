@@ -492,8 +492,7 @@ func dumpUnixSocket(d *fdDump) (*fdinfo.FileEntry, error) {
 		if !strings.HasPrefix(name, "/") {
 			return nil, d.unsupported(fmt.Sprintf("%s is bound to the relative path %q", what, name))
 		}
-		var fst unix.Stat_t
-		if err := unix.Stat(taskPath(d.pid, name), &fst); err != nil || !sk.hasVFS || fst.Ino != uint64(sk.vfsIno) {
+		if fst, err := statInTree(d.pid, name); err != nil || !sk.hasVFS || fst.Ino != uint64(sk.vfsIno) {
 			e.Deleted = proto.Bool(true) // the name no longer leads to this socket
 		} else {
 			e.FilePerms = &skunix.FilePermsEntry{Mode: proto.Uint32(fst.Mode), Uid: proto.Uint32(fst.Uid), Gid: proto.Uint32(fst.Gid)}

@@ -165,10 +165,11 @@ func (r *Root) Sub(p string, links Links, name string) (*Root, error) {
 	return &Root{fd: fd, name: name}, nil
 }
 
-// Stat stats p inside the root without following a final symlink.
+// Stat stats p inside the root, as stat(2) would with the root as "/":
+// a final symlink is followed too when links allows it.
 func (r *Root) Stat(p string, links Links) (unix.Stat_t, error) {
 	var st unix.Stat_t
-	f, err := r.OpenFile(p, unix.O_PATH|unix.O_NOFOLLOW, 0, links)
+	f, err := r.OpenFile(p, unix.O_PATH, 0, links)
 	if err != nil {
 		return st, err
 	}
