@@ -48,6 +48,31 @@ func openTTYInTree(pid int, p string, flags int) (*os.File, error) {
 	return root.OpenFile(p, flags|unix.O_NOCTTY, 0, inroot.InRoot)
 }
 
+// openWatched opens, O_PATH, the object an inotify watch was on: path
+// is in ctcr's own view, its directories resolved with no symlink
+// followed, and the last component taken as it is (it may be a symlink
+// watched with IN_DONT_FOLLOW).
+func openWatched(path string) (*os.File, error) {
+	if path == "/" {
+		return os.OpenFile("/", unix.O_PATH, 0)
+	}
+	root, err := inroot.Open("/", "ctcr's root")
+	if err != nil {
+		return nil, err
+	}
+	defer root.Close()
+	d, err := root.Parent(path, inroot.NoLinks)
+	if err != nil {
+		return nil, err
+	}
+	defer d.Close()
+	fd, err := unix.Openat(d.Fd(), d.Base, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	return os.NewFile(uintptr(fd), path), nil
+}
+
 // openOnHost opens p, a path the kernel reported in ctcr's own mount
 // namespace (a container's stdout its runtime opened on the host), with
 // the same care.
