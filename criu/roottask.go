@@ -50,8 +50,6 @@ func (r *RootTask) Call(nr uintptr, args ...any) (uint64, error) {
 	return res[0], nil
 }
 
-func taskPath(pid int, p string) string { return fmt.Sprintf("/proc/%d/root%s", pid, p) }
-
 // joinNamespace makes the root task join the namespace at path (of kind
 // flag), which must be one: setns checks it.
 func (r *RootTask) joinNamespace(path string, flag int) error {

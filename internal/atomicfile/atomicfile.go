@@ -104,7 +104,7 @@ func Create(dir, name string, mode os.FileMode) (*os.File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create %s: %w", target, err)
 	}
-	if err := f.Chmod(mode.Perm()); err == nil {
+	if err = f.Chmod(mode.Perm()); err == nil {
 		err = unix.Renameat(d, tmp, d, name)
 	}
 	if err != nil {
