@@ -7,11 +7,13 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/ctcr/ctcr/cgroup"
+	"github.com/ctcr/ctcr/internal/atomicfile"
 )
 
 // Version is ctcr's version, recorded in bundles.
@@ -111,6 +113,9 @@ func ReadBundle(dir string) (*Meta, *Stats, error) {
 		}
 		return nil, nil, err
 	}
+	if err := m.checkCgroupPaths(); err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", filepath.Join(dir, "ctcr.json"), err)
+	}
 	st := &Stats{}
 	if err := read("stats.json", st); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, nil, err
@@ -118,16 +123,79 @@ func ReadBundle(dir string) (*Meta, *Stats, error) {
 	return m, st, nil
 }
 
-// LockDir holds one lock file per container id.
+// checkCgroupPaths refuses cgroup names in ctcr.json that would lead
+// out of the cgroup file systems once joined to /sys/fs/cgroup/CTRL:
+// restore makes those directories and writes limits and PIDs into them.
+func (m *Meta) checkCgroupPaths() error {
+	plain := func(what, name string) error {
+		if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") {
+			return fmt.Errorf("%s %q is not a plain name: %w", what, name, ErrBadBundle)
+		}
+		return nil
+	}
+	path := func(what, p string) error {
+		for _, c := range strings.Split(p, "/") {
+			if c == ".." || strings.ContainsRune(c, 0) {
+				return fmt.Errorf("%s %q leads out of its cgroup hierarchy: %w", what, p, ErrBadBundle)
+			}
+		}
+		return nil
+	}
+	set := func(what string, s *cgroup.Set) error {
+		if s == nil {
+			return nil
+		}
+		for ctrl, p := range s.V1 {
+			if err := plain(what+" controller", strings.TrimPrefix(ctrl, "name=")); err != nil {
+				return err
+			}
+			if err := path(what+" "+ctrl, p); err != nil {
+				return err
+			}
+		}
+		return path(what+" v2", s.V2)
+	}
+	limits := func(what string, l cgroup.Limits) error {
+		for ctrl, files := range l {
+			for f := range files {
+				if err := plain(what+" "+ctrl+" limit file", f); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	if err := set("cgroup", m.Cgroups); err != nil {
+		return err
+	}
+	if err := limits("cgroup", m.Limits); err != nil {
+		return err
+	}
+	for _, sub := range m.SubCgroups {
+		if err := set("sub-cgroup", sub.Rel); err != nil {
+			return err
+		}
+		if err := limits("sub-cgroup", sub.Limits); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ErrBadBundle is a bundle file whose content restore refuses.
+var ErrBadBundle = errors.New("refused")
+
+// LockDir holds one lock file per container id, the records of restored
+// inits and the hooks' logs: a directory of root's, mode 0700.
 var LockDir = "/run/ctcr"
 
 // Lock takes the lock of container id, so only one ctcr checkpoints or
 // restores it at a time. wait says whether to wait for it.
 func Lock(id string, wait bool) (func(), error) {
-	if err := os.MkdirAll(LockDir, 0o755); err != nil {
+	if err := atomicfile.PrivateDir(LockDir); err != nil {
 		return nil, err
 	}
-	f, err := os.OpenFile(filepath.Join(LockDir, id+".lock"), os.O_RDWR|os.O_CREATE|unix.O_CLOEXEC, 0o644)
+	f, err := atomicfile.OpenLock(LockDir, id+".lock", 0o600)
 	if err != nil {
 		return nil, err
 	}

@@ -24,6 +24,7 @@ import (
 	"strings"
 
 	"github.com/ctcr/ctcr/criu/proc"
+	"github.com/ctcr/ctcr/internal/atomicfile"
 )
 
 // Errors callers branch on (they map to vzctl's exit codes).
@@ -293,7 +294,7 @@ func writeInitRecord(id string, r initRecord) error {
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(LockDir, 0o755); err != nil {
+	if err := atomicfile.PrivateDir(LockDir); err != nil {
 		return err
 	}
 	return writeFileAtomicMode(initRecordPath(id), b, 0o600)
@@ -401,38 +402,13 @@ func rewriteState(path string, edit func(map[string]any)) error {
 	return writeFileAtomicMode(path, out, fi.Mode().Perm())
 }
 
-// WriteFileAtomic writes b to path through a temporary file and rename.
+// WriteFileAtomic writes b to path, readable by root only (a bundle's
+// files hold the container's spec and what was dumped), through a new
+// file under a random name renamed into place (see atomicfile).
 func WriteFileAtomic(path string, b []byte) error {
-	return writeFileAtomicMode(path, b, 0o644)
+	return writeFileAtomicMode(path, b, 0o600)
 }
 
 func writeFileAtomicMode(path string, b []byte, mode os.FileMode) error {
-	tmp := path + ".ctcr-tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	// Created private and given its final mode before any byte is
-	// written: a runtime's state is never readable by others, not even
-	// for a moment.
-	if err := f.Chmod(mode); err != nil {
-		f.Close()
-		os.Remove(tmp)
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		os.Remove(tmp)
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		os.Remove(tmp)
-		return err
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return os.Rename(tmp, path)
+	return atomicfile.WritePath(path, b, mode)
 }

@@ -951,9 +951,9 @@ func dumpTaskFiles(p *dumpProc, files *fileTable, shellJob bool) error {
 		if strings.HasSuffix(path, " (deleted)") {
 			return 0, fmt.Errorf("task %d: %s %s was removed: %w", pid, name, path, ErrUnsupported)
 		}
-		var st unix.Stat_t
-		if err := unix.Stat(taskPath(pid, path), &st); err != nil {
-			return 0, fmt.Errorf("task %d %s %s: %w", pid, name, path, err)
+		st, err := statInTree(pid, path)
+		if err != nil {
+			return 0, fmt.Errorf("task %d %s: %w", pid, name, err)
 		}
 		return files.regFile(path, unix.O_RDONLY|unix.O_DIRECTORY, 0, &st), nil
 	}
@@ -974,9 +974,9 @@ func dumpTaskFiles(p *dumpProc, files *fileTable, shellJob bool) error {
 	if strings.HasSuffix(exe, " (deleted)") {
 		return fmt.Errorf("task %d: executable %s was deleted: %w", pid, exe, ErrUnsupported)
 	}
-	var st unix.Stat_t
-	if err := unix.Stat(taskPath(pid, exe), &st); err != nil {
-		return fmt.Errorf("task %d exe %s: %w", pid, exe, err)
+	st, err := statInTree(pid, exe)
+	if err != nil {
+		return fmt.Errorf("task %d exe: %w", pid, err)
 	}
 	p.mm.ExeFileId = proto.Uint32(files.regFile(exe, unix.O_RDONLY, 0, &st))
 	return nil

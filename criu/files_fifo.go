@@ -64,9 +64,11 @@ func openFifo(r *fileRestore, e *fdinfo.FileEntry) (*os.File, error) {
 	}
 	id := fe.GetPipeId()
 	if holders[id] == nil {
-		h, err := os.OpenFile(path, unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+		// Inside the tree's root, through no symlink: the data written
+		// back must not land in a FIFO of the host.
+		h, err := openInTree(r.rootPid, path, unix.O_RDWR|unix.O_NONBLOCK)
 		if err != nil {
-			return nil, fmt.Errorf("FIFO %s: %w", path, err)
+			return nil, fmt.Errorf("FIFO %w", err)
 		}
 		var st unix.Stat_t
 		if err := unix.Fstat(int(h.Fd()), &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFIFO {
@@ -87,7 +89,9 @@ func openFifo(r *fileRestore, e *fdinfo.FileEntry) (*os.File, error) {
 		}
 	}
 	flags := reg.GetFlags()
-	fd, err := unix.Open(path, int(flags&unix.O_ACCMODE)|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	// Reopened through the holder, not by name: the same pipe, whatever
+	// the name leads to now.
+	fd, err := unix.Open(fmt.Sprintf("/proc/self/fd/%d", holders[id].Fd()), int(flags&unix.O_ACCMODE)|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("FIFO %s: %w", path, err)
 	}

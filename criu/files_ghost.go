@@ -231,10 +231,19 @@ func createGhost(r *fileRestore, gid uint32, path string) (*os.File, error) {
 	if ge.GetMode()&unix.S_IFMT != unix.S_IFREG || !ge.GetChunks() || ge.GetSize() > maxGhostSize {
 		return nil, corruptf(imgPath, "not a regular file of at most %d bytes in chunks (mode %#o, size %d)", maxGhostSize, ge.GetMode(), ge.GetSize())
 	}
+	// Created in its old directory as the tree sees it, resolved inside
+	// the tree's root through no symlink, and by *at calls on that
+	// directory only: a symlink planted since cannot make it land, or be
+	// unlinked, on the host.
+	dir, err := parentInTree(r.rootPid, path)
+	if err != nil {
+		return nil, fmt.Errorf("create it again: %w", err)
+	}
+	defer dir.Close()
 	var f *os.File
-	name := path
+	want := dir.Base
 	for i := 0; ; i++ {
-		f, err = os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL|unix.O_CLOEXEC, 0o600)
+		f, err = dir.Open(os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 		if err == nil {
 			break
 		}
@@ -243,10 +252,11 @@ func createGhost(r *fileRestore, gid uint32, path string) (*os.File, error) {
 		}
 		// The name was taken since the dump: another one in the same
 		// directory, which is unlinked at once all the same.
-		name = filepath.Join(filepath.Dir(path), fmt.Sprintf(".%s.ctcr-ghost-%x-%d", filepath.Base(path), gid, i))
+		dir.Base = fmt.Sprintf(".%s.ctcr-ghost-%x-%d", want, gid, i)
 	}
+	name := filepath.Join(filepath.Dir(path), dir.Base)
 	// Unlinked before anything else can fail or see it.
-	if err := os.Remove(name); err != nil {
+	if err := dir.Unlink(); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("unlink %s: %w", name, err)
 	}

@@ -267,9 +267,23 @@ func openInotify(r *fileRestore, e *fdinfo.FileEntry) (*os.File, error) {
 // addWatchAt adds a watch on path and gets it descriptor wd. The kernel
 // hands out descriptors in increasing order: watches added and removed
 // until the next one is wd (as CRIU does) get it there.
+//
+// The path is the one the kernel gave the watched inode at the dump
+// (ctcr's view, no symlink in it): it is resolved once, with no symlink
+// followed (package inroot), and the watch is put on what that reached,
+// through its fd: a symlink planted along the path since does not put a
+// watch on a file of the host.
 func addWatchAt(fd int, path string, mask uint32, wd int) error {
+	obj, err := openWatched(path)
+	if err != nil {
+		return fmt.Errorf("watch %d: %w", wd, err)
+	}
+	defer obj.Close()
+	target := fmt.Sprintf("/proc/self/fd/%d", obj.Fd())
 	for tries := 0; ; tries++ {
-		got, err := unix.InotifyAddWatch(fd, path, mask)
+		// IN_DONT_FOLLOW would watch the /proc/self/fd link itself;
+		// obj is already the object watched, symlink or not.
+		got, err := unix.InotifyAddWatch(fd, target, mask&^unix.IN_DONT_FOLLOW)
 		if err != nil {
 			return fmt.Errorf("watch %d on %s (mask %#x): %w", wd, path, mask, err)
 		}

@@ -109,13 +109,16 @@ func openRegularFile(r *fileRestore, e *fdinfo.FileEntry) (*os.File, error) {
 		return os.NewFile(uintptr(fd), "/dev/stdin"), nil
 	}
 	flags := int(reg.GetFlags()) &^ (unix.O_CREAT | unix.O_EXCL | unix.O_TRUNC | unix.O_NOCTTY)
-	path := taskPath(r.rootPid, name)
+	// Resolved inside the restored tree's root and through no symlink:
+	// one planted along the path since the checkpoint must not hand the
+	// task a file of the host.
+	open := openInTree
 	if reg.GetExt() {
-		path = name
+		open = func(_ int, p string, flags int) (*os.File, error) { return openOnHost(p, flags) }
 	}
-	f, err := os.OpenFile(path, flags|unix.O_CLOEXEC, 0)
+	f, err := open(r.rootPid, name, flags)
 	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", name, err)
+		return nil, fmt.Errorf("open %w", err)
 	}
 	if mode&unix.S_IFMT == unix.S_IFREG && reg.GetPos() != 0 {
 		if _, err := f.Seek(int64(reg.GetPos()), 0); err != nil {

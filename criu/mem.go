@@ -134,9 +134,9 @@ func classifyVMA(pid int, m proc.Mapping, files *fileTable) (*vma.VmaEntry, erro
 			status |= vmaFilePrivate
 		}
 	case strings.HasPrefix(m.Path, "/"):
-		var st unix.Stat_t
-		if err := unix.Stat(taskPath(pid, m.Path), &st); err != nil {
-			return nil, fmt.Errorf("%s of %s: %w", where, m.Path, err)
+		st, err := statInTree(pid, m.Path)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", where, err)
 		}
 		if st.Ino != m.Inode || unix.Major(st.Dev) != m.Major || unix.Minor(st.Dev) != m.Minor {
 			return nil, fmt.Errorf("%s: %s is no longer the mapped file (replaced after mmap): %w", where, m.Path, ErrUnsupported)

@@ -504,9 +504,9 @@ func (t *restoringTask) openMappedFile(v *vma.VmaEntry) (*os.File, error) {
 		return f, nil
 	}
 	reg := fe.GetReg()
-	f, err := os.OpenFile(t.path(reg.GetName()), int(reg.GetFlags())&unix.O_ACCMODE|unix.O_CLOEXEC, 0)
+	f, err := openInTree(t.pid, reg.GetName(), int(reg.GetFlags())&unix.O_ACCMODE)
 	if err != nil {
-		return nil, fmt.Errorf("open mapped file: %w", err)
+		return nil, fmt.Errorf("open mapped file %w", err)
 	}
 	if reg.Size != nil && v.GetStatus()&vmaFilePrivate != 0 {
 		if fi, err := f.Stat(); err == nil && uint64(fi.Size()) != reg.GetSize() {

@@ -28,7 +28,7 @@ func (t *restoringTask) restoreMm() error {
 	}
 	m := t.img.mm
 	exe := t.cp.files[m.GetExeFileId()].GetReg()
-	f, err := os.Open(t.path(exe.GetName()))
+	f, err := openInTree(t.pid, exe.GetName(), unix.O_RDONLY)
 	if err != nil {
 		return fmt.Errorf("%s: executable: %w", t.where(), err)
 	}

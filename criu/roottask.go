@@ -50,36 +50,6 @@ func (r *RootTask) Call(nr uintptr, args ...any) (uint64, error) {
 	return res[0], nil
 }
 
-// path returns where ctcr finds path as the task sees it: through
-// /proc/PID/root, which crosses into the task's mount namespace and root.
-func (t *restoringTask) path(p string) string { return taskPath(t.pid, p) }
-
-// taskPath returns where ctcr finds path p, as /proc shows the paths of
-// task pid (its fd, cwd, root, exe and map links), from ctcr's side.
-//
-// /proc renders a task's path from the reader's root when the reader can
-// reach it: for a task in ctcr's own mount namespace p is a path of
-// ctcr's, whatever the task's root, so it is used as is (going through
-// /proc/PID/root would resolve it again below a task's chroot, where it
-// does not exist). For a task in another mount namespace (a container),
-// p is rendered from that namespace's root, which /proc/PID/root reaches
-// when the task is not chrooted inside it.
-func taskPath(pid int, p string) string {
-	if inMountNSOfCtcr(pid) {
-		return p
-	}
-	return fmt.Sprintf("/proc/%d/root%s", pid, p)
-}
-
-// inMountNSOfCtcr reports whether task pid is in ctcr's mount namespace.
-func inMountNSOfCtcr(pid int) bool {
-	var mine, theirs unix.Stat_t
-	if unix.Stat("/proc/self/ns/mnt", &mine) != nil || unix.Stat(fmt.Sprintf("/proc/%d/ns/mnt", pid), &theirs) != nil {
-		return false
-	}
-	return mine.Dev == theirs.Dev && mine.Ino == theirs.Ino
-}
-
 // joinNamespace makes the root task join the namespace at path (of kind
 // flag), which must be one: setns checks it.
 func (r *RootTask) joinNamespace(path string, flag int) error {

@@ -21,6 +21,7 @@ import (
 	"github.com/ctcr/ctcr/criu/kernel"
 	"github.com/ctcr/ctcr/criu/nsthread"
 	"github.com/ctcr/ctcr/criu/proc"
+	"github.com/ctcr/ctcr/internal/inroot"
 )
 
 // unixSockets are AF_UNIX sockets of every type ctcr knows (stream,
@@ -491,8 +492,7 @@ func dumpUnixSocket(d *fdDump) (*fdinfo.FileEntry, error) {
 		if !strings.HasPrefix(name, "/") {
 			return nil, d.unsupported(fmt.Sprintf("%s is bound to the relative path %q", what, name))
 		}
-		var fst unix.Stat_t
-		if err := unix.Stat(taskPath(d.pid, name), &fst); err != nil || !sk.hasVFS || fst.Ino != uint64(sk.vfsIno) {
+		if fst, err := statInTree(d.pid, name); err != nil || !sk.hasVFS || fst.Ino != uint64(sk.vfsIno) {
 			e.Deleted = proto.Bool(true) // the name no longer leads to this socket
 		} else {
 			e.FilePerms = &skunix.FilePermsEntry{Mode: proto.Uint32(fst.Mode), Uid: proto.Uint32(fst.Uid), Gid: proto.Uint32(fst.Gid)}
@@ -932,38 +932,66 @@ func (ur *unixRestore) newSocket(r *fileRestore, e *skunix.UnixSkEntry, fd int) 
 	return f
 }
 
-// bind gives fd the name of e. A path left behind by the dumped socket
-// is removed first; one that leads elsewhere makes bind fail.
+// bindUnix gives fd the name of e. A path left behind by the dumped
+// socket is removed first; one that leads elsewhere makes bind fail.
+//
+// It runs with the restored tree's root as its own (buildInView chroots
+// its thread into it when that is not ctcr's), so bind and connect
+// resolve a name as the tree's processes would, never above that root,
+// and the kernel records the name the task gave. The removal before and
+// the owner, mode and unlink after act through the socket's directory,
+// resolved once inside that root, on the entry itself: never on what a
+// symlink planted there points at.
 func bindUnix(fd int, e *skunix.UnixSkEntry) error {
 	name := e.GetName()
 	if len(name) == 0 {
 		return nil
 	}
+	if name[0] == 0 {
+		if err := unix.Bind(fd, unixAddr(name)); err != nil {
+			return fmt.Errorf("bind to %q: %w", unixName(name), err)
+		}
+		return nil
+	}
 	path := string(name)
-	if name[0] != 0 {
-		var st unix.Stat_t
-		if err := unix.Lstat(path, &st); err == nil && st.Mode&unix.S_IFMT == unix.S_IFSOCK {
-			if err := unix.Unlink(path); err != nil {
-				return fmt.Errorf("remove the old socket file %s: %w", path, err)
-			}
+	// A relative name is bound from the working directory (the root's
+	// top inside the view).
+	top := "."
+	if strings.HasPrefix(path, "/") {
+		top = "/"
+	}
+	root, err := inroot.Open(top, "the restored tree's root")
+	if err != nil {
+		return err
+	}
+	dir, err := root.Parent(path, inroot.InRoot)
+	root.Close()
+	if err != nil {
+		return fmt.Errorf("bind to %q: %w", path, err)
+	}
+	defer dir.Close()
+	if st, err := dir.Lstat(); err == nil && st.Mode&unix.S_IFMT == unix.S_IFSOCK {
+		if err := dir.Unlink(); err != nil {
+			return fmt.Errorf("remove the old socket file: %w", err)
 		}
 	}
 	if err := unix.Bind(fd, unixAddr(name)); err != nil {
 		return fmt.Errorf("bind to %q: %w", unixName(name), err)
 	}
-	if name[0] != 0 {
-		if p := e.GetFilePerms(); p != nil {
-			if err := unix.Chmod(path, p.GetMode()&07777); err != nil {
-				return fmt.Errorf("chmod %s: %w", path, err)
-			}
-			if err := unix.Chown(path, int(p.GetUid()), int(p.GetGid())); err != nil {
-				return fmt.Errorf("chown %s: %w", path, err)
-			}
+	if st, err := dir.Lstat(); err != nil || st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+		return fmt.Errorf("bind to %q: the name does not lead to the socket bound through it", path)
+	}
+	if p := e.GetFilePerms(); p != nil {
+		if err := dir.Lchmod(p.GetMode() & 07777); err != nil {
+			return err
 		}
-		if e.GetDeleted() {
-			if err := unix.Unlink(path); err != nil {
-				return fmt.Errorf("unlink %s: %w", path, err)
-			}
+		if err := dir.Lchown(int(p.GetUid()), int(p.GetGid())); err != nil {
+			return err
+		}
+	}
+	if e.GetDeleted() {
+		if err := dir.Unlink(); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ctcr/ctcr/criu/proc"
+	"github.com/ctcr/ctcr/internal/atomicfile"
 )
 
 // The write tracking of a pre-dump must outlive the ctcr that made it:
@@ -236,7 +237,7 @@ func startTracker(root int, procs []*preProc) error {
 	if len(tasks) == 0 {
 		return nil
 	}
-	if err := os.MkdirAll(TrackerDir, 0o700); err != nil {
+	if err := atomicfile.PrivateDir(TrackerDir); err != nil {
 		return err
 	}
 	b, err := json.Marshal(tasks)

@@ -364,23 +364,11 @@ func openTTY(r *fileRestore, e *fdinfo.FileEntry) (*os.File, error) {
 	return f, nil
 }
 
-// openTTYPath opens a terminal with flags, never as ctcr's controlling
-// terminal. Not with os.OpenFile: that registers a character device with
-// Go's poller, and the Fd() restore calls later would clear the
-// O_NONBLOCK the task had.
-func openTTYPath(path string, flags int) (*os.File, error) {
-	fd, err := unix.Open(path, flags|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, &os.PathError{Op: "open", Path: path, Err: err}
-	}
-	return os.NewFile(uintptr(fd), path), nil
-}
-
 // openPtmx opens root's /dev/ptmx, trying for the pty index want: the
 // kernel hands out the lowest free index, so opening until it comes up
 // gets it back when it is free. Otherwise the pty gets another index.
 func openPtmx(root int, want uint32) (*os.File, uint32, error) {
-	path := taskPath(root, "/dev/ptmx")
+	const path = "/dev/ptmx"
 	var spare []*os.File
 	defer func() {
 		for _, f := range spare {
@@ -388,7 +376,7 @@ func openPtmx(root int, want uint32) (*os.File, uint32, error) {
 		}
 	}()
 	for i := 0; ; i++ {
-		f, err := openTTYPath(path, unix.O_RDWR)
+		f, err := openTTYInTree(root, path, unix.O_RDWR)
 		if err != nil {
 			return nil, 0, err
 		}
@@ -455,7 +443,7 @@ func restorePty(r *fileRestore, index uint32, mi, si *tty.TtyInfoEntry) (*restor
 			return nil, fmt.Errorf("packet mode: %w", err)
 		}
 	}
-	slavePath := taskPath(r.rootPid, fmt.Sprintf("/dev/pts/%d", got))
+	slavePath := fmt.Sprintf("/dev/pts/%d", got)
 	ids := make([]uint32, 0)
 	for id, fe := range r.cp.files {
 		if fe.GetType() == fdinfo.FdTypes_TTY && fe.GetTty().GetTtyInfoId() == ttyInfoID(index, false) {
@@ -465,7 +453,7 @@ func restorePty(r *fileRestore, index uint32, mi, si *tty.TtyInfoEntry) (*restor
 	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
 	for _, id := range ids {
 		flags := int(r.cp.files[id].GetTty().GetFlags()) &^ (unix.O_CREAT | unix.O_EXCL | unix.O_TRUNC)
-		f, err := openTTYPath(slavePath, flags)
+		f, err := openTTYInTree(r.rootPid, slavePath, flags)
 		if err != nil {
 			return nil, fmt.Errorf("tty id %d: %w", id, err)
 		}

@@ -44,6 +44,8 @@ import (
 
 	"github.com/ctcr/ctcr/container"
 	"github.com/ctcr/ctcr/criu/proc"
+	"github.com/ctcr/ctcr/internal/atomicfile"
+	"github.com/ctcr/ctcr/internal/inroot"
 )
 
 // Annotations the poststart hook reads.
@@ -165,10 +167,12 @@ func LogPath(id string) string { return filepath.Join(container.LockDir, id+".ho
 // runtime waits for the hook and for the pipes it gave it, so the child
 // must hold neither.
 func Detach(exe string, args []string, logPath string) (int, error) {
-	if err := os.MkdirAll(filepath.Dir(logPath), 0o755); err != nil {
+	if err := atomicfile.PrivateDir(filepath.Dir(logPath)); err != nil {
 		return 0, err
 	}
-	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	// A new file renamed over the old log, never one opened by its name:
+	// a link planted there is replaced, not written through.
+	logf, err := atomicfile.Create(filepath.Dir(logPath), filepath.Base(logPath), 0o600)
 	if err != nil {
 		return 0, err
 	}
@@ -229,21 +233,19 @@ func (p *Plan) initAlive() error {
 // readyFileExists resolves ReadyFile with the init's root as "/", so an
 // absolute symlink inside the container cannot point at the host.
 func (p *Plan) readyFileExists() (bool, error) {
-	root, err := unix.Open(fmt.Sprintf("/proc/%d/root", p.Pid), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	root, err := inroot.OfTask(p.Pid)
 	if err != nil {
 		return false, fmt.Errorf("container %s: init %d: %w", p.ID, p.Pid, ErrInitGone)
 	}
-	defer unix.Close(root)
-	fd, err := unix.Openat2(root, strings.TrimPrefix(p.ReadyFile, "/"), &unix.OpenHow{
-		Flags: unix.O_PATH | unix.O_CLOEXEC, Resolve: unix.RESOLVE_IN_ROOT})
+	defer root.Close()
+	_, err = root.Stat(p.ReadyFile, inroot.InRoot)
 	if err == nil {
-		unix.Close(fd)
 		return true, nil
 	}
 	if errors.Is(err, unix.ENOENT) {
 		return false, nil
 	}
-	return false, fmt.Errorf("container %s: ready file %s: %w", p.ID, p.ReadyFile, os.NewSyscallError("openat2", err))
+	return false, fmt.Errorf("container %s: ready file: %w", p.ID, err)
 }
 
 // Checkpoint waits for p and checkpoints the container with

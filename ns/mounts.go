@@ -288,7 +288,9 @@ func archiveTree(dir, mountpoint string, mountpoints map[string]bool, out string
 			return err
 		}
 		if fi.Mode().IsRegular() {
-			src, err := os.Open(path)
+			// The walk saw a regular file here: never a link followed
+			// to a file outside the tmpfs.
+			src, err := os.OpenFile(path, os.O_RDONLY|unix.O_NOFOLLOW, 0)
 			if err != nil {
 				return err
 			}

@@ -18,6 +18,7 @@ import (
 	"github.com/ctcr/ctcr/criu/images"
 	"github.com/ctcr/ctcr/criu/nsthread"
 	"github.com/ctcr/ctcr/criu/proc"
+	"github.com/ctcr/ctcr/internal/inroot"
 )
 
 // propagationFlags are the mount(2) flags that change a mount's
@@ -89,6 +90,23 @@ func RestoreMounts(sc Syscaller, pid int, imgDir string, logf func(format string
 	if _, err := call("bind the root file system "+base, unix.SYS_MOUNT, base, base, "", uint64(unix.MS_BIND), nil); err != nil {
 		return err
 	}
+	// Mount points and the sources of binds inside the container are
+	// paths mountinfo showed, which hold no symlink: each is checked
+	// inside the container's root file system, as the root task sees it,
+	// before the root task mounts on it by name, so that a symlink the
+	// container planted since (/proc -> /etc) cannot put a mount, or bind
+	// a source, outside it. Nothing of the container runs meanwhile.
+	rootfs, err := inroot.Open(taskPath(pid, base), "the container's root file system "+base)
+	if err != nil {
+		return err
+	}
+	defer rootfs.Close()
+	inRootfs := func(what, p string) error {
+		if _, err := rootfs.Stat(p, inroot.NoLinks); err != nil {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+		return nil
+	}
 	// hostSrc[i] is where entry i's content lies in ctcr's namespace,
 	// for mounts bound from the host: the source of their propagation.
 	hostSrc := make([]string, len(entries))
@@ -102,6 +120,9 @@ func RestoreMounts(sc Syscaller, pid int, imgDir string, logf func(format string
 			return fmt.Errorf("%s: mount point %q: %w", path, mp, images.ErrCorrupt)
 		}
 		target := filepath.Join(base, mp)
+		if err := inRootfs("mount point", mp); err != nil {
+			return err
+		}
 		fi, bind := byDev[e.GetRootDev()]
 		flags := uint64(e.GetFlags()) &^ propagationFlags
 		switch {
@@ -121,6 +142,8 @@ func RestoreMounts(sc Syscaller, pid int, imgDir string, logf func(format string
 			if first.GetExtMount() {
 				hostSrc[i] = filepath.Join(first.GetExtKey(), rel)
 				src, what = extSource(fi, rel), hostSrc[i]
+			} else if err := inRootfs("source of the bind at "+mp, filepath.Join(first.GetMountpoint(), rel)); err != nil {
+				return err
 			}
 			if what == "" {
 				what = src
@@ -150,7 +173,13 @@ func RestoreMounts(sc Syscaller, pid int, imgDir string, logf func(format string
 				tarPath := filepath.Join(imgDir, fmt.Sprintf("tmpfs-dev-%d.tar.gz.img", e.GetMntId()))
 				// As the namespace's root if the tree has a user namespace:
 				// its tmpfs takes no file of an id it does not map.
-				if err := nsthread.Run(func() error { return criu.AsInsideRoot(imgDir) }, func() error { return extractTree(tarPath, taskPath(pid, target)) }); err != nil {
+				fsRoot, err := rootfs.Sub(mp, inroot.NoLinks, "the tmpfs at "+mp)
+				if err != nil {
+					return fmt.Errorf("tmpfs at %s: %w", mp, err)
+				}
+				err = nsthread.Run(func() error { return criu.AsInsideRoot(imgDir) }, func() error { return extractTree(tarPath, fsRoot) })
+				fsRoot.Close()
+				if err != nil {
 					return fmt.Errorf("tmpfs at %s: %w", mp, err)
 				}
 			}
@@ -543,9 +572,15 @@ func planPropagation(entries []*mnt.MntEntry, hosts []*hostMount) (*propPlan, er
 	return plan, nil
 }
 
-// extractTree unpacks a tmpfs archive into dir. Names must stay inside
-// dir; sizes come from the archive, which is read as a stream.
-func extractTree(archive, dir string) error {
+// extractTree unpacks a tmpfs archive into root, the tmpfs just
+// mounted. Names must stay inside it, and no entry is reached through a
+// symlink: every entry is created, chowned and chmodded by *at calls on
+// its parent directory, resolved inside root with no symlink followed,
+// and never through the entry if it is a symlink itself. An archive
+// holding `esc -> /host/dir` and then `esc/x` fails; one holding a
+// symlink and then a directory of the same name fails too. Sizes come
+// from the archive, which is read as a stream.
+func extractTree(archive string, root *inroot.Root) error {
 	f, err := os.Open(archive)
 	if err != nil {
 		return err
@@ -557,6 +592,21 @@ func extractTree(archive, dir string) error {
 	}
 	tr := tar.NewReader(gz)
 	var dirs []*tar.Header
+	// attrs gives the entry its owner, mode and times, on the entry
+	// itself (a symlink's own owner and times; no mode).
+	attrs := func(d *inroot.Dir, h *tar.Header, mode uint32) error {
+		if err := d.Lchown(h.Uid, h.Gid); err != nil {
+			return err
+		}
+		if h.Typeflag != tar.TypeSymlink {
+			if err := d.Lchmod(mode); err != nil {
+				return err
+			}
+		}
+		ts := unix.NsecToTimespec(h.ModTime.UnixNano())
+		d.Lutimes([]unix.Timespec{ts, ts})
+		return nil
+	}
 	for {
 		h, err := tr.Next()
 		if errors.Is(err, io.EOF) {
@@ -566,59 +616,78 @@ func extractTree(archive, dir string) error {
 			return fmt.Errorf("%s: %w (%w)", archive, err, images.ErrCorrupt)
 		}
 		name := filepath.Clean(h.Name)
+		if name == "." {
+			continue // the tmpfs itself: its mode is a mount option
+		}
 		if filepath.IsAbs(name) || name == ".." || strings.HasPrefix(name, "../") {
 			return fmt.Errorf("%s: entry %q leaves the tmpfs: %w", archive, h.Name, images.ErrCorrupt)
 		}
-		p := filepath.Join(dir, name)
-		mode := uint32(h.Mode & 07777)
-		switch h.Typeflag {
-		case tar.TypeDir:
-			if err := os.Mkdir(p, 0o700); err != nil && !os.IsExist(err) {
-				return err
-			}
+		d, err := root.Parent(name, inroot.NoLinks)
+		if err != nil {
+			return fmt.Errorf("%s: entry %q: %w", archive, h.Name, err)
+		}
+		err = extractEntry(tr, d, h)
+		if err == nil && h.Typeflag != tar.TypeDir {
+			err = attrs(d, h, uint32(h.Mode&07777))
+		}
+		d.Close()
+		if err != nil {
+			return fmt.Errorf("%s: entry %q: %w", archive, h.Name, err)
+		}
+		if h.Typeflag == tar.TypeDir {
 			dirs = append(dirs, h)
-			continue
-		case tar.TypeReg:
-			out, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|unix.O_NOFOLLOW, 0o600)
-			if err != nil {
-				return err
-			}
-			_, err = io.Copy(out, tr)
-			out.Close()
-			if err != nil {
-				return fmt.Errorf("%s: %s: %w", archive, h.Name, err)
-			}
-		case tar.TypeSymlink:
-			if err := os.Symlink(h.Linkname, p); err != nil {
-				return err
-			}
-			os.Lchown(p, h.Uid, h.Gid)
-			continue
-		case tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
-			kind := map[byte]uint32{tar.TypeChar: unix.S_IFCHR, tar.TypeBlock: unix.S_IFBLK, tar.TypeFifo: unix.S_IFIFO}[h.Typeflag]
-			if err := unix.Mknod(p, kind|mode, int(unix.Mkdev(uint32(h.Devmajor), uint32(h.Devminor)))); err != nil {
-				return fmt.Errorf("mknod %s: %w", h.Name, err)
-			}
-		default:
-			return fmt.Errorf("%s: %s: entry type %c: %w", archive, h.Name, h.Typeflag, ErrUnsupported)
 		}
-		if err := os.Lchown(p, h.Uid, h.Gid); err != nil {
-			return err
-		}
-		if err := unix.Fchmodat(unix.AT_FDCWD, p, mode, 0); err != nil {
-			return err
-		}
-		os.Chtimes(p, h.ModTime, h.ModTime)
 	}
 	// Directories last: their modes may forbid writing into them.
 	for i := len(dirs) - 1; i >= 0; i-- {
 		h := dirs[i]
-		p := filepath.Join(dir, filepath.Clean(h.Name))
-		os.Lchown(p, h.Uid, h.Gid)
-		unix.Fchmodat(unix.AT_FDCWD, p, uint32(h.Mode&07777), 0)
-		os.Chtimes(p, h.ModTime, h.ModTime)
+		d, err := root.Parent(filepath.Clean(h.Name), inroot.NoLinks)
+		if err == nil {
+			err = attrs(d, h, uint32(h.Mode&07777))
+			d.Close()
+		}
+		if err != nil {
+			return fmt.Errorf("%s: entry %q: %w", archive, h.Name, err)
+		}
 	}
 	return nil
+}
+
+// extractEntry creates the entry h names in directory d, and writes a
+// regular file's content from tr.
+func extractEntry(tr *tar.Reader, d *inroot.Dir, h *tar.Header) error {
+	mode := uint32(h.Mode & 07777)
+	switch h.Typeflag {
+	case tar.TypeDir:
+		if err := d.Mkdir(0o700); err != nil && !errors.Is(err, unix.EEXIST) {
+			return err
+		}
+		// What is there now must be a directory, not a symlink the
+		// archive made before under that name.
+		if st, err := d.Lstat(); err != nil {
+			return err
+		} else if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+			return fmt.Errorf("a directory entry where the archive made another kind of file (mode %#o)", st.Mode)
+		}
+		return nil
+	case tar.TypeReg:
+		out, err := d.Open(os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return err
+		}
+		_, err = io.Copy(out, tr)
+		if cerr := out.Close(); err == nil {
+			err = cerr
+		}
+		return err
+	case tar.TypeSymlink:
+		return d.Symlink(h.Linkname)
+	case tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
+		kind := map[byte]uint32{tar.TypeChar: unix.S_IFCHR, tar.TypeBlock: unix.S_IFBLK, tar.TypeFifo: unix.S_IFIFO}[h.Typeflag]
+		return d.Mknod(kind|mode, int(unix.Mkdev(uint32(h.Devmajor), uint32(h.Devminor))))
+	default:
+		return fmt.Errorf("entry type %c: %w", h.Typeflag, ErrUnsupported)
+	}
 }
 
 // insideIDOptions rewrites the uid= and gid= of mount options, which

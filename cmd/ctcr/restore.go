@@ -3,13 +3,13 @@ package main
 import (
 	"fmt"
 	"io"
-	"os"
 	"strconv"
 
 	"github.com/spf13/cobra"
 
 	"github.com/ctcr/ctcr/container"
 	"github.com/ctcr/ctcr/criu"
+	"github.com/ctcr/ctcr/internal/atomicfile"
 )
 
 func restoreCmd(g *globalFlags, stdout io.Writer) *cobra.Command {
@@ -113,11 +113,9 @@ if a zombie holds it (a dumped task not yet reaped), restore waits up to
 }
 
 func writePidFile(path string, pid int) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(strconv.Itoa(pid)+"\n"), 0o644); err != nil {
-		return fmt.Errorf("pidfile: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
+	// Under a random name, O_EXCL|O_NOFOLLOW, renamed over path: a link
+	// planted at path or beside it is never written through.
+	if err := atomicfile.WritePath(path, []byte(strconv.Itoa(pid)+"\n"), 0o644); err != nil {
 		return fmt.Errorf("pidfile: %w", err)
 	}
 	return nil

@@ -1,0 +1,98 @@
+package criu
+
+import (
+	"os"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ctcr/ctcr/internal/inroot"
+)
+
+// openInTree opens p, a path the kernel reported at the checkpoint (an
+// fd's or a mapping's file, the executable), as the restored tree sees
+// it: inside the root of its root task (host PID pid), never through a
+// symlink (see package inroot: such a path had none at the checkpoint,
+// so one there now was planted since).
+func openInTree(pid int, p string, flags int) (*os.File, error) {
+	root, err := inroot.OfTask(pid)
+	if err != nil {
+		return nil, err
+	}
+	defer root.Close()
+	return root.OpenFile(p, flags, 0, inroot.NoLinks)
+}
+
+// statInTree stats p, a path found in task pid's file system at the
+// dump (the link of its cwd, root, executable, a mapping, a socket's
+// name), inside that task's root: a symlink there resolves as the task
+// would resolve it, never to the host's file.
+func statInTree(pid int, p string) (unix.Stat_t, error) {
+	root, err := inroot.OfTask(pid)
+	if err != nil {
+		return unix.Stat_t{}, err
+	}
+	defer root.Close()
+	return root.Stat(p, inroot.InRoot)
+}
+
+// openTTYInTree opens a terminal (root's /dev/ptmx, a /dev/pts/N) inside
+// the root of task pid with flags, never as ctcr's controlling terminal.
+// Symlinks inside that root are followed (runc makes /dev/ptmx one to
+// pts/ptmx), none out of it.
+func openTTYInTree(pid int, p string, flags int) (*os.File, error) {
+	root, err := inroot.OfTask(pid)
+	if err != nil {
+		return nil, err
+	}
+	defer root.Close()
+	return root.OpenFile(p, flags|unix.O_NOCTTY, 0, inroot.InRoot)
+}
+
+// openWatched opens, O_PATH, the object an inotify watch was on: path
+// is in ctcr's own view, its directories resolved with no symlink
+// followed, and the last component taken as it is (it may be a symlink
+// watched with IN_DONT_FOLLOW).
+func openWatched(path string) (*os.File, error) {
+	if path == "/" {
+		return os.OpenFile("/", unix.O_PATH, 0)
+	}
+	root, err := inroot.Open("/", "ctcr's root")
+	if err != nil {
+		return nil, err
+	}
+	defer root.Close()
+	d, err := root.Parent(path, inroot.NoLinks)
+	if err != nil {
+		return nil, err
+	}
+	defer d.Close()
+	fd, err := unix.Openat(d.Fd(), d.Base, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	return os.NewFile(uintptr(fd), path), nil
+}
+
+// openOnHost opens p, a path the kernel reported in ctcr's own mount
+// namespace (a container's stdout its runtime opened on the host), with
+// the same care.
+func openOnHost(p string, flags int) (*os.File, error) {
+	root, err := inroot.Open("/", "ctcr's root")
+	if err != nil {
+		return nil, err
+	}
+	defer root.Close()
+	return root.OpenFile(p, flags, 0, inroot.NoLinks)
+}
+
+// parentInTree resolves the directory that holds p inside the root of
+// task pid, without following any symlink, for creating, binding or
+// removing p's last component there.
+func parentInTree(pid int, p string) (*inroot.Dir, error) {
+	root, err := inroot.OfTask(pid)
+	if err != nil {
+		return nil, err
+	}
+	defer root.Close()
+	return root.Parent(p, inroot.NoLinks)
+}
