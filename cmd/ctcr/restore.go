@@ -58,6 +58,7 @@ if a zombie holds it (a dumped task not yet reaped), restore waits up to
 			if err != nil {
 				return fmt.Errorf("restore from %s failed: %w", o.Dir, err)
 			}
+			printWarnings(cmd.ErrOrStderr(), r.Warnings)
 			if pidFile != "" {
 				if err := writePidFile(pidFile, r.Pid); err != nil {
 					return err
