@@ -181,7 +181,11 @@ func (s *pageSink) buffer() (*pageBuf, error) {
 		return nil, errors.New("page buffers all in use")
 	}
 	b := <-s.free
-	return b, s.failed()
+	if err := s.failed(); err != nil {
+		s.free <- b
+		return nil, err
+	}
+	return b, nil
 }
 
 // submit checksums the first n bytes of b and hands them to the writer
@@ -203,8 +207,20 @@ func (s *pageSink) finish() {
 	close(s.work)
 	s.wg.Wait()
 	s.work = nil
-	for ; s.owned > 0; s.owned-- {
-		putPageBuf(<-s.free)
+	// The writer is done: every buffer not lost by the caller is free.
+	for s.owned > 0 {
+		select {
+		case b := <-s.free:
+			putPageBuf(b)
+			s.owned--
+		default:
+			// A buffer the caller kept (a bug): let the pool make
+			// another rather than wait for it.
+			pageBufPool.Lock()
+			pageBufPool.made -= s.owned
+			pageBufPool.Unlock()
+			s.owned = 0
+		}
 	}
 }
 

@@ -480,5 +480,8 @@ func WriteError(dir, name string, err error) error {
 	if errors.As(err, &pe) {
 		err = pe.Err // the path is said once, by dir and name
 	}
+	if strings.HasPrefix(filepath.Base(dir), PartialPrefix) {
+		dir = filepath.Dir(dir) // the staging directory is ctcr's business
+	}
 	return fmt.Errorf("%s: writing %s: %w", dir, name, err)
 }
