@@ -264,23 +264,24 @@ func copyRuns(pid int, runs []pageRun, s *pageSink, pr *progress) error {
 		}
 	}()
 	var buf *pageBuf
-	fill := 0 // bytes of buf taken by the gathered iovecs
+	fill := 0 // bytes of buf filled or to be filled by the gathered iovecs
+	want := 0 // bytes the gathered iovecs read
 	flush := func() error {
 		if buf == nil {
 			return nil
 		}
 		if len(remote) > 0 {
 			n, err := unix.ProcessVMReadv(pid, local, remote, 0)
-			if err != nil || n != fill {
+			if err != nil || n != want {
 				if err == nil {
-					err = fmt.Errorf("%d of %d bytes read: part of it was unmapped", n, fill)
+					err = fmt.Errorf("%d of %d bytes read: part of it was unmapped", n, want)
 				}
 				return fmt.Errorf("task %d: read memory at %#x: %w", pid, remote[0].Base, err)
 			}
 		}
 		s.submit(buf, fill)
 		pr.add(uint64(fill))
-		buf, fill = nil, 0
+		buf, fill, want = nil, 0, 0
 		local, remote = local[:0], remote[:0]
 		return nil
 	}
@@ -316,6 +317,7 @@ func copyRuns(pid int, runs []pageRun, s *pageSink, pr *progress) error {
 			} else {
 				local = append(local, unix.Iovec{Base: (*byte)(unsafe.Pointer(&dst[0])), Len: k})
 				remote = append(remote, unix.RemoteIovec{Base: uintptr(addr), Len: int(k)})
+				want += int(k)
 			}
 			fill += int(k)
 			addr, left = addr+k, left-k
