@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -225,6 +226,32 @@ func TestDiskFull(t *testing.T) {
 		})
 	}
 	w.checkPasses(60*time.Second, "bigmem after the failed dumps")
+
+	t.Run("container checkpoint", func(t *testing.T) {
+		small := filepath.Join(t.TempDir(), "small")
+		os.Mkdir(small, 0o700)
+		// A busybox container's images are some hundreds of KiB.
+		if err := unix.Mount("tmpfs", small, "tmpfs", 0, "size=256k"); err != nil {
+			t.Fatalf("mount tmpfs: %v", err)
+		}
+		t.Cleanup(func() { unix.Unmount(small, unix.MNT_DETACH) })
+		c := newContainer(t, "full", nil)
+		c.start()
+		dir := filepath.Join(small, "ck")
+		r := runCtcr(t, 60*time.Second, "checkpoint", c.id, "-D", dir)
+		stderr := strings.TrimSpace(r.stderr())
+		if r.code() == 0 || !strings.Contains(stderr, "no space left on device") || !strings.Contains(stderr, dir) || strings.Contains(stderr, "\n") {
+			t.Errorf("%s: exit status %d, stderr %q: want a failure, one line naming %s and the errno", r, r.code(), stderr, dir)
+		}
+		ents, _ := os.ReadDir(dir)
+		for _, e := range ents {
+			t.Errorf("the failed checkpoint left %s behind", filepath.Join(dir, e.Name()))
+		}
+		if st := c.status(); st != "running" {
+			t.Fatalf("after the failed checkpoint runc says %q, want running", st)
+		}
+		c.assertCounting(t, "after the failed checkpoint")
+	})
 }
 
 // TestStalePartialsRemoved: a dump removes the staging directories that
@@ -261,4 +288,55 @@ func TestStalePartialsRemoved(t *testing.T) {
 		t.Errorf("%s, of a live PID, was removed: %v", live, err)
 	}
 	w.checkPasses(30*time.Second, "counter")
+}
+
+// maxRSSMiB is the peak RSS of a finished ctcr run.
+func (r *ctcrRun) maxRSSMiB() float64 {
+	if ru, ok := r.status.SysUsage().(*syscall.Rusage); ok {
+		return float64(ru.Maxrss) / 1024
+	}
+	return 0
+}
+
+// TestMemoryBounded: ctcr's own peak RSS stays far below the size of
+// what it dumps and restores (it once mapped the whole pages image), and
+// the pre-copy and a dump on top of it too.
+func TestMemoryBounded(t *testing.T) {
+	needCtcr(t)
+	const mib = 256
+	const limit = 128.0 // MiB
+	w := startWorkload(t, "bigmem", strconv.Itoa(mib))
+	pid := strconv.Itoa(w.pid)
+	dir := t.TempDir()
+	pc := runCtcr(t, 120*time.Second, "dump", "--pre-copy", "--leave-running", "-t", pid, "-D", filepath.Join(dir, "pc"))
+	if pc.code() != 0 {
+		t.Fatalf("%s: exit status %d: %s", pc, pc.code(), pc.stderr())
+	}
+	img := filepath.Join(dir, "img")
+	d := runCtcr(t, 120*time.Second, "dump", "-t", pid, "-D", img)
+	if d.code() != 0 {
+		t.Fatalf("%s: exit status %d: %s", d, d.code(), d.stderr())
+	}
+	if _, err := w.waitOriginal(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	r := runCtcr(t, 120*time.Second, "restore", "-d", "-D", img)
+	if r.code() != 0 {
+		t.Fatalf("%s: exit status %d: %s", r, r.code(), r.stderr())
+	}
+	t.Logf("peak RSS for %d MiB: pre-copy dump %.1f MiB, dump %.1f MiB, restore %.1f MiB", mib, pc.maxRSSMiB(), d.maxRSSMiB(), r.maxRSSMiB())
+	for _, x := range []*ctcrRun{pc, d, r} {
+		if x.maxRSSMiB() > limit {
+			t.Errorf("%s: peak RSS %.1f MiB, over %.0f MiB", x, x.maxRSSMiB(), limit)
+		}
+	}
+	w.requestCheck()
+	ws, _, err := reap(w.pid, 60*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !ws.Exited() || ws.ExitStatus() != 0 {
+		t.Errorf("the restored workload ended with %s", exitText(ws))
+	}
+	w.assertPassed()
 }
