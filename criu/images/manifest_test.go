@@ -146,3 +146,19 @@ func TestStalePartialsRemoved(t *testing.T) {
 		}
 	}
 }
+
+func TestAbortRemovesWhatItMade(t *testing.T) {
+	base := t.TempDir()
+	final := filepath.Join(base, "a", "b")
+	s, err := NewStaging(final)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stage(t, s, "core-1.img")
+	if err := s.Abort(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(base, "a")); err == nil {
+		t.Errorf("the failed dump left %s behind", filepath.Join(base, "a"))
+	}
+}

@@ -63,9 +63,10 @@ type Staging struct {
 	Dir      string // temporary directory to write images into; immutable
 	FinalDir string // where Commit moves them; immutable
 
-	overwrite bool   // immutable
-	marker    string // the file that marks the images complete; immutable
-	done      bool   // set by Commit or Abort
+	overwrite bool     // immutable
+	marker    string   // the file that marks the images complete; immutable
+	created   []string // directories NewStaging made, deepest first; immutable
+	done      bool     // set by Commit or Abort
 }
 
 // NewStaging prepares a dump into finalDir. finalDir is created (mode
@@ -77,7 +78,16 @@ func NewStaging(finalDir string, opts ...StagingOption) (*Staging, error) {
 	if slices.Contains(opts, PreDump) {
 		s.marker = PreDumpFile
 	}
+	// Those made here go again if the dump fails: a failed dump
+	// leaves no directory behind.
+	for d := filepath.Clean(finalDir); ; d = filepath.Dir(d) {
+		if _, err := os.Lstat(d); err == nil || d == filepath.Dir(d) {
+			break
+		}
+		s.created = append(s.created, d)
+	}
 	if err := os.MkdirAll(finalDir, 0o700); err != nil {
+		s.removeCreated()
 		return nil, fmt.Errorf("images: creating checkpoint directory: %w", err)
 	}
 	if !s.overwrite {
@@ -90,6 +100,7 @@ func NewStaging(finalDir string, opts ...StagingOption) (*Staging, error) {
 	RemoveStalePartials(finalDir)
 	dir, err := MkdirPartial(finalDir, "")
 	if err != nil {
+		s.removeCreated()
 		return nil, fmt.Errorf("images: creating staging directory: %w", err)
 	}
 	s.Dir = dir
@@ -259,7 +270,17 @@ func (s *Staging) Abort() error {
 	if err := os.RemoveAll(s.Dir); err != nil {
 		return fmt.Errorf("images: abort: %w", err)
 	}
+	s.removeCreated()
 	return nil
+}
+
+// removeCreated removes the directories NewStaging made, if empty.
+func (s *Staging) removeCreated() {
+	for _, d := range s.created {
+		if os.Remove(d) != nil {
+			return
+		}
+	}
 }
 
 // syncers is how many files syncAll flushes at once. A journaling file
