@@ -43,6 +43,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -354,13 +355,17 @@ func verifyManifest(dir string, depth int) ([]string, error) {
 			m.Format, m.Version, m.Checksum, manifestFormat, manifestVersion, "crc32c")}
 	}
 	listed := map[string]bool{}
-	var warnings []string
 	for _, e := range m.Files {
 		if err := checkEntryName(e.Name); err != nil || listed[e.Name] {
 			return nil, &ManifestError{Path: mpath, What: fmt.Sprintf("bad or repeated file name %q", e.Name)}
 		}
 		listed[e.Name] = true
-		path := filepath.Join(dir, e.Name)
+	}
+	if err := verifyFiles(dir, m.Files); err != nil {
+		return nil, err
+	}
+	var warnings []string
+	for _, e := range m.Files {
 		if e.Link != "" {
 			w, err := verifyLink(dir, e, depth)
 			if err != nil {
@@ -368,9 +373,6 @@ func verifyManifest(dir string, depth int) ([]string, error) {
 			}
 			warnings = append(warnings, w...)
 			continue
-		}
-		if err := verifyFile(path, e); err != nil {
-			return nil, err
 		}
 		if sub, ok := strings.CutSuffix(e.Name, "/"+ManifestFile); ok {
 			w, err := verifyManifest(filepath.Join(dir, sub), depth+1)
@@ -407,6 +409,49 @@ func checkEntryName(name string) error {
 	first, rest, sub := strings.Cut(name, "/")
 	if first == "" || first == "." || first == ".." || strings.ContainsRune(name, 0) || (sub && rest != ManifestFile) {
 		return errors.New("bad name")
+	}
+	return nil
+}
+
+// verifyFiles checks the regular files of entries, on every CPU (a
+// checkpoint of a 1 GiB process is 1 GiB to read and checksum), and
+// returns the error of the first bad one in the manifest's order, so
+// that every reader names the same file.
+func verifyFiles(dir string, entries []manifestEntry) error {
+	errs := make([]error, len(entries))
+	next := make(chan int)
+	var failed sync.Once
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range max(1, min(runtime.NumCPU(), 4)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				if errs[i] = verifyFile(filepath.Join(dir, entries[i].Name), entries[i]); errs[i] != nil {
+					failed.Do(func() { close(stop) })
+				}
+			}
+		}()
+	}
+feed:
+	for i, e := range entries {
+		if e.Link != "" {
+			continue
+		}
+		select {
+		case next <- i:
+		case <-stop:
+			// Those before i may still fail; they are all handed out.
+			break feed
+		}
+	}
+	close(next)
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
 	}
 	return nil
 }
