@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ctcr/ctcr/cgroup"
+	"github.com/ctcr/ctcr/criu/images"
 	"github.com/ctcr/ctcr/internal/atomicfile"
 )
 
@@ -86,7 +87,23 @@ func WriteBundle(dir string, c *Container, m *Meta, st *Stats) error {
 	if err != nil {
 		return err
 	}
-	return WriteFileAtomic(filepath.Join(dir, "ctcr.json"), mb)
+	if err := WriteFileAtomic(filepath.Join(dir, "ctcr.json"), mb); err != nil {
+		return err
+	}
+	// Last: sizes and checksums of the json files and of images/ (by
+	// its own manifest), checked before a restore creates anything.
+	return images.WriteManifest(dir)
+}
+
+// VerifyBundle checks the bundle in dir against its manifest, images
+// included (images.VerifyManifest); a bundle without one (an older
+// ctcr's) gives a warning.
+func VerifyBundle(dir string) ([]string, error) {
+	w, err := images.VerifyManifest(dir)
+	if errors.Is(err, images.ErrNoManifest) {
+		return append(w, err.Error()), nil
+	}
+	return w, err
 }
 
 // ReadBundle reads ctcr.json and stats.json of a finished checkpoint.

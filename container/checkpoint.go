@@ -420,6 +420,11 @@ func Restore(o RestoreOptions) (*criu.Restored, *Meta, error) {
 		return nil, nil, err
 	}
 	defer unlock()
+	// Every file of the bundle is checked before anything is created.
+	warnings, err := VerifyBundle(o.Dir)
+	if err != nil {
+		return nil, nil, err
+	}
 	m, _, err := ReadBundle(o.Dir)
 	if err != nil {
 		return nil, nil, err
@@ -540,5 +545,6 @@ func Restore(o RestoreOptions) (*criu.Restored, *Meta, error) {
 			o.Log("%s state of %s not updated (the runtime's tools will not see it running): %v", m.Runtime, o.ID, err)
 		}
 	}
+	r.Warnings = append(warnings, r.Warnings...)
 	return r, m, nil
 }

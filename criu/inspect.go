@@ -19,6 +19,8 @@ type Summary struct {
 	// "proxy" (restored behind jumps into this kernel's), "refused: WHY",
 	// or "" when the checkpoint did not record it.
 	Vdso string `json:"vdso"`
+	// Warnings say what could not be checked (no manifest).
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // TaskSummary is one process of a checkpoint.
@@ -48,7 +50,7 @@ func Inspect(dir string) (*Summary, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Summary{Dir: dir}
+	s := &Summary{Dir: dir, Warnings: cp.warnings}
 	flags := ownNamespaces(cp.tasks[0].core.GetIds())
 	for _, k := range nsKinds {
 		if flags&k.flag != 0 {

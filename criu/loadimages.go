@@ -28,6 +28,9 @@ type checkpoint struct {
 	tasks     []*restoredTaskImages
 	files     map[uint32]*fdinfo.FileEntry
 	vmOwners  map[uint32]*restoredTaskImages // by vm id: the task that holds the mm images
+	// warnings say what could not be checked (a checkpoint without a
+	// manifest).
+	warnings []string
 }
 
 type restoredTaskImages struct {
@@ -66,6 +69,15 @@ func loadCheckpoint(dir string) (*checkpoint, error) {
 		return nil, err
 	}
 	c := &checkpoint{dir: cd, files: map[uint32]*fdinfo.FileEntry{}, vmOwners: map[uint32]*restoredTaskImages{}}
+	// Every file against the manifest first: a damaged image is named
+	// as such, before any of it is believed.
+	c.warnings, err = images.VerifyManifest(dir)
+	if errors.Is(err, images.ErrNoManifest) {
+		c.warnings, err = append(c.warnings, err.Error()), nil
+	}
+	if err != nil {
+		return nil, err
+	}
 	c.inventory = &inventory.InventoryEntry{}
 	if err := images.ReadOne(cd.Path(images.Inventory.FileName()), images.Inventory, c.inventory); err != nil {
 		return nil, err

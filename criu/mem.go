@@ -3,10 +3,8 @@ package criu
 import (
 	"errors"
 	"fmt"
-	"os"
 	"sort"
 	"strings"
-	"unsafe"
 
 	"github.com/checkpoint-restore/go-criu/v7/crit/images/pagemap"
 	"github.com/checkpoint-restore/go-criu/v7/crit/images/vma"
@@ -360,8 +358,9 @@ func shmemData(pid int, e *vma.VmaEntry) ([]proc.PageRange, error) {
 
 // writePages copies the pages of runs from the task into the raw pages
 // image at path, in order, and returns the pagemap entries describing
-// them. The image is mapped into ctcr and process_vm_readv copies the
-// task's pages straight into it: one copy, no bounce buffer.
+// them and the bytes written. The pages go through ctcr's small page
+// buffers (pageSink): no mapping of the image, so no page fault per page
+// and no RSS the size of the task.
 func writePages(pid int, runs []pageRun, path string, pr *progress) ([]*pagemap.PagemapEntry, uint64, error) {
 	var total uint64
 	var copied []pageRun
@@ -371,11 +370,6 @@ func writePages(pid int, runs []pageRun, path string, pr *progress) ([]*pagemap.
 			copied = append(copied, r)
 		}
 	}
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return nil, 0, err
-	}
-	defer f.Close()
 	var entries []*pagemap.PagemapEntry
 	for _, r := range runs {
 		// An entry's nr_pages is 32 bits.
@@ -392,89 +386,22 @@ func writePages(pid int, runs []pageRun, path string, pr *progress) ([]*pagemap.
 			left -= n
 		}
 	}
-	if total == 0 {
-		return entries, 0, nil
-	}
-	if err := f.Truncate(int64(total)); err != nil {
-		return nil, 0, fmt.Errorf("size %s to %d bytes: %w", path, total, err)
-	}
-	out, err := unix.Mmap(int(f.Fd()), 0, int(total), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	s, err := newPageSink(path)
 	if err != nil {
-		return nil, 0, fmt.Errorf("map %s: %w", path, err)
+		return nil, 0, err
 	}
-	defer unix.Munmap(out)
-	if err := copyRuns(pid, copied, out, pr); err != nil {
+	if err := copyRuns(pid, copied, s, pr); err != nil {
+		s.abort()
+		// The disk's error first: a full disk, not the task, stopped it.
+		if werr := s.failed(); werr != nil {
+			return nil, 0, werr
+		}
+		return nil, 0, err
+	}
+	if err := s.close(); err != nil {
 		return nil, 0, err
 	}
 	return entries, total, nil
-}
-
-// copyRuns copies every run, in order, into out, counting it in pr.
-func copyRuns(pid int, runs []pageRun, out []byte, pr *progress) error {
-	const maxIov = 1024 // IOV_MAX
-	var local []unix.Iovec
-	var remote []unix.RemoteIovec
-	var off uint64
-	var mem *os.File
-	defer func() {
-		if mem != nil {
-			mem.Close()
-		}
-	}()
-	flush := func() error {
-		if len(remote) == 0 {
-			return nil
-		}
-		var want int
-		for _, r := range remote {
-			want += r.Len
-		}
-		n, err := unix.ProcessVMReadv(pid, local, remote, 0)
-		if err != nil || n != want {
-			if err == nil {
-				err = fmt.Errorf("short copy of %d of %d bytes", n, want)
-			}
-			return fmt.Errorf("task %d: read memory at %#x: %w", pid, remote[0].Base, err)
-		}
-		local, remote = local[:0], remote[:0]
-		pr.add(uint64(n))
-		return nil
-	}
-	for _, r := range runs {
-		size := r.npages * pageSize
-		dst := out[off : off+size]
-		off += size
-		if r.unread {
-			// process_vm_readv honours the task's protection;
-			// /proc/PID/mem reads a PROT_NONE page as the kernel's
-			// ptrace access does.
-			if mem == nil {
-				var err error
-				if mem, err = os.Open(fmt.Sprintf("/proc/%d/mem", pid)); err != nil {
-					return err
-				}
-			}
-			if _, err := mem.ReadAt(dst, int64(r.addr)); err != nil {
-				return fmt.Errorf("task %d: read protected memory at %#x: %w", pid, r.addr, err)
-			}
-			pr.add(size)
-			continue
-		}
-		// Split huge runs so a single iovec stays well below the
-		// kernel's MAX_RW_COUNT.
-		const maxChunk = 1 << 30
-		for p := uint64(0); p < size; p += maxChunk {
-			n := min(size-p, maxChunk)
-			local = append(local, unix.Iovec{Base: (*byte)(unsafe.Pointer(&dst[p])), Len: n})
-			remote = append(remote, unix.RemoteIovec{Base: uintptr(r.addr + p), Len: int(n)})
-			if len(remote) == maxIov {
-				if err := flush(); err != nil {
-					return err
-				}
-			}
-		}
-	}
-	return flush()
 }
 
 // sortVMAs orders entries by start address.

@@ -126,7 +126,8 @@ func StartPreCopy(o PreCopyOptions) (*PreCopy, error) {
 	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("images: creating checkpoint directory: %w", err)
 	}
-	dir, err := os.MkdirTemp(o.Dir, images.PartialPrefix+"pre-copy-")
+	images.RemoveStalePartials(o.Dir)
+	dir, err := images.MkdirPartial(o.Dir, "pre-copy-")
 	if err != nil {
 		return nil, fmt.Errorf("pre-copy directory: %w", err)
 	}
@@ -152,7 +153,7 @@ func StartPreCopy(o PreCopyOptions) (*PreCopy, error) {
 			return nil, err
 		}
 		if err := pc.procs[pid].first(dir, pr); err != nil {
-			if errors.Is(err, ErrUnsupported) {
+			if errors.Is(err, ErrUnsupported) || diskError(err) {
 				return nil, err
 			}
 			logf("pre-copy: task %d is dumped whole: %v", pid, err)
@@ -176,6 +177,9 @@ func StartPreCopy(o PreCopyOptions) (*PreCopy, error) {
 				continue
 			}
 			n, err := p.again(dir, pr)
+			if diskError(err) {
+				return nil, err
+			}
 			if err != nil {
 				logf("pre-copy: task %d is dumped whole: %v", pid, err)
 				pc.drop(pid)
@@ -194,7 +198,13 @@ func StartPreCopy(o PreCopyOptions) (*PreCopy, error) {
 	// On disk before the tree is frozen: the dump's commit syncs only
 	// what it wrote itself.
 	for _, p := range pc.procs {
-		if err := syncFile(filepath.Join(dir, images.Pages.FileName(p.index))); err != nil {
+		path := filepath.Join(dir, images.Pages.FileName(p.index))
+		if err := syncFile(path); err != nil {
+			return nil, err
+		}
+		// Checksummed now, while the tree runs, not at the commit of
+		// the dump, while it is frozen.
+		if err := images.RecordFileSum(path); err != nil {
 			return nil, err
 		}
 	}
@@ -389,52 +399,60 @@ func (p *preProc) copyFirst(path string, runs []pageRun, pr *progress) error {
 // /proc/PID/mem: that never pins a page (which would break copy-on-write
 // sharing) and reads any protection. A run the task unmaps meanwhile is
 // cut where the read stopped, and read on after the page that failed.
+// The pages go through ctcr's page buffers (pageSink), never through a
+// mapping of the file; a write error (a full disk) stops it at once.
 func copyRunning(pid int, runs []pageRun, path string, pr *progress) ([]*pagemap.PagemapEntry, []uint64, uint64, error) {
-	var total uint64
-	for _, r := range runs {
-		total += r.npages * pageSize
-	}
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return nil, nil, 0, err
-	}
-	defer f.Close()
 	mem, err := os.Open(fmt.Sprintf("/proc/%d/mem", pid))
 	if err != nil {
 		return nil, nil, 0, err
 	}
 	defer mem.Close()
-	if total == 0 {
-		return nil, nil, 0, nil
-	}
-	if err := f.Truncate(int64(total)); err != nil {
-		return nil, nil, 0, fmt.Errorf("size %s to %d bytes: %w", path, total, err)
-	}
-	out, err := unix.Mmap(int(f.Fd()), 0, int(total), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	s, err := newPageSink(path)
 	if err != nil {
-		return nil, nil, 0, fmt.Errorf("map %s: %w", path, err)
+		return nil, nil, 0, err
 	}
-	defer unix.Munmap(out)
+	ok := false
+	defer func() {
+		if !ok {
+			s.abort()
+		}
+	}()
 	var entries []*pagemap.PagemapEntry
 	var offs []uint64
 	var off uint64 // the file holds only what was read, in order
 	for _, r := range runs {
 		for pos, end := r.addr, r.addr+r.npages*pageSize; pos < end; {
-			n, _ := mem.ReadAt(out[off:off+end-pos], int64(pos))
+			buf, err := s.buffer()
+			if err != nil {
+				return nil, nil, 0, err
+			}
+			k := min(end-pos, uint64(len(buf.b)))
+			n, _ := mem.ReadAt(buf.b[:k], int64(pos))
 			got := uint64(n) / pageSize * pageSize
-			if got > 0 {
-				entries = append(entries, &pagemap.PagemapEntry{Vaddr: proto.Uint64(pos), NrPages: proto.Uint32(uint32(got / pageSize)), Flags: proto.Uint32(pePresent)})
-				offs = append(offs, off)
+			if got == 0 {
+				s.release(buf)
+			} else {
+				s.submit(buf, int(got))
+				if i := len(entries) - 1; i >= 0 && entries[i].GetVaddr()+uint64(entries[i].GetNrPages())*pageSize == pos && entries[i].GetNrPages() < 1<<30 {
+					entries[i].NrPages = proto.Uint32(entries[i].GetNrPages() + uint32(got/pageSize))
+				} else {
+					entries = append(entries, &pagemap.PagemapEntry{Vaddr: proto.Uint64(pos), NrPages: proto.Uint32(uint32(got / pageSize)), Flags: proto.Uint32(pePresent)})
+					offs = append(offs, off)
+				}
 				off += got
 				pr.add(got)
 			}
 			pos += got
-			if pos < end {
+			if got < k {
 				pos += pageSize // unmapped meanwhile: read on after it
 			}
 		}
 	}
-	return entries, offs, off, f.Truncate(int64(off))
+	ok = true
+	if err := s.close(); err != nil {
+		return nil, nil, 0, err
+	}
+	return entries, offs, off, nil
 }
 
 // register registers p's private mappings for tracking: all of them,
@@ -523,6 +541,8 @@ func (p *preProc) again(dir string, pr *progress) (uint64, error) {
 		return 0, err
 	}
 	defer f.Close()
+	// Written in place: the checksum of the first copy no longer holds.
+	images.ForgetSum(f)
 	mem, err := os.Open(fmt.Sprintf("/proc/%d/mem", p.pid))
 	if err != nil {
 		return 0, err
@@ -544,8 +564,8 @@ func (p *preProc) again(dir string, pr *progress) (uint64, error) {
 					return nil
 				}
 			}
-			if _, err := f.WriteAt(buf[:k], int64(off)); err != nil {
-				return err
+			if err := pwriteAll(f, buf[:k], int64(off)); err != nil {
+				return images.WriteError(dir, filepath.Base(f.Name()), err)
 			}
 			pr.add(k)
 			n += k

@@ -107,6 +107,9 @@ func PreDump(o PreDumpOptions) (*PreDumpStats, error) {
 				pc.drop(p.pid)
 				continue
 			}
+			if diskError(err) {
+				return nil, err
+			}
 			return nil, fmt.Errorf("pre-dump of task %d: %w", p.pid, err)
 		}
 		st.PagesBytes += n

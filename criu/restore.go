@@ -77,6 +77,9 @@ type Restored struct {
 	PagesBytes uint64
 	Total      time.Duration
 	Memory     time.Duration
+	// Warnings say what of the checkpoint could not be checked (no
+	// manifest).
+	Warnings []string
 }
 
 // Wait waits for the restored root task (ctcr's child) to end and
@@ -163,7 +166,7 @@ func restore(opts RestoreOptions) (*Restored, error) {
 	defer func() { tr.Do(func() error { rb.run(); return nil }) }()
 	rb.add(rt.killAll)
 
-	res := &Restored{Tasks: len(rt.procs), VPid: rt.root.vpid}
+	res := &Restored{Tasks: len(rt.procs), VPid: rt.root.vpid, Warnings: cp.warnings}
 	for _, p := range rt.procs {
 		if !p.img.zombie {
 			res.PagesBytes += p.img.pagesSize + p.img.parentSize

@@ -239,6 +239,7 @@ func restoreContainer(g *globalFlags, cmd *cobra.Command, stdout io.Writer, id, 
 	if err != nil {
 		return containerExit(err, exitRestoreError)
 	}
+	printWarnings(cmd.ErrOrStderr(), r.Warnings)
 	if pidFile != "" {
 		if err := writePidFile(pidFile, r.Pid); err != nil {
 			return err

@@ -62,6 +62,7 @@ if a zombie holds it (a dumped task not yet reaped), restore waits up to
 			if err := afterRestoreHostSysV(o.Dir); err != nil {
 				return fmt.Errorf("restore from %s: %w", o.Dir, err)
 			}
+			printWarnings(cmd.ErrOrStderr(), r.Warnings)
 			if pidFile != "" {
 				if err := writePidFile(pidFile, r.Pid); err != nil {
 					return err

@@ -27,7 +27,12 @@ is complete and sound. --json prints the same as one object.`,
 			imgDir := dir
 			var meta *container.Meta
 			var stats *container.Stats
+			var warnings []string
 			if _, err := os.Stat(filepath.Join(dir, "ctcr.json")); err == nil {
+				// The same checks as a restore, in the same order.
+				if warnings, err = container.VerifyBundle(dir); err != nil {
+					return fmt.Errorf("checkpoint in %s: %w", dir, err)
+				}
 				m, st, err := container.ReadBundle(dir)
 				if err != nil {
 					return err
@@ -38,6 +43,7 @@ is complete and sound. --json prints the same as one object.`,
 			if err != nil {
 				return fmt.Errorf("checkpoint in %s: %w", dir, err)
 			}
+			sum.Warnings = append(warnings, sum.Warnings...)
 			if g.json {
 				return printJSON(stdout, map[string]any{"container": meta, "stats": stats, "checkpoint": sum})
 			}
@@ -68,6 +74,9 @@ is complete and sound. --json prints the same as one object.`,
 				fmt.Fprintf(stdout, "vDSO: differs from this kernel's; a restore puts its functions behind jumps into this kernel's\n")
 			case v != "":
 				fmt.Fprintf(stdout, "vDSO: a restore here is %s\n", v)
+			}
+			for _, w := range sum.Warnings {
+				fmt.Fprintf(stdout, "warning: %s\n", w)
 			}
 			fmt.Fprintln(stdout)
 			fmt.Fprintf(stdout, "%7s %7s %7s %7s %7s %10s  %-16s %s\n", "PID", "PPID", "PGID", "SID", "THREADS", "MEMORY", "COMMAND", "STATE")

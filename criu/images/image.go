@@ -46,6 +46,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"io/fs"
 	"os"
@@ -327,7 +328,9 @@ func WriteFile(path string, k Kind, msgs ...proto.Message) (err error) {
 			os.Remove(path)
 		}
 	}()
-	bw := bufio.NewWriter(f)
+	// Checksummed on the way out, for the manifest.
+	sum := crc32.New(Castagnoli)
+	bw := bufio.NewWriter(io.MultiWriter(f, sum))
 	w, err := NewWriter(bw, k)
 	if err != nil {
 		return fmt.Errorf("%s: %w", path, err)
@@ -340,7 +343,7 @@ func WriteFile(path string, k Kind, msgs ...proto.Message) (err error) {
 	if err := bw.Flush(); err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
-	return nil
+	return RecordSum(f, sum.Sum32())
 }
 
 // ReadAll reads every entry of the image at path, each into a new message

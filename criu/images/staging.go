@@ -7,7 +7,10 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // InventoryFile is the image whose presence marks a complete checkpoint.
@@ -60,9 +63,10 @@ type Staging struct {
 	Dir      string // temporary directory to write images into; immutable
 	FinalDir string // where Commit moves them; immutable
 
-	overwrite bool   // immutable
-	marker    string // the file that marks the images complete; immutable
-	done      bool   // set by Commit or Abort
+	overwrite bool     // immutable
+	marker    string   // the file that marks the images complete; immutable
+	created   []string // directories NewStaging made, deepest first; immutable
+	done      bool     // set by Commit or Abort
 }
 
 // NewStaging prepares a dump into finalDir. finalDir is created (mode
@@ -74,7 +78,16 @@ func NewStaging(finalDir string, opts ...StagingOption) (*Staging, error) {
 	if slices.Contains(opts, PreDump) {
 		s.marker = PreDumpFile
 	}
+	// Those made here go again if the dump fails: a failed dump
+	// leaves no directory behind.
+	for d := filepath.Clean(finalDir); ; d = filepath.Dir(d) {
+		if _, err := os.Lstat(d); err == nil || d == filepath.Dir(d) {
+			break
+		}
+		s.created = append(s.created, d)
+	}
 	if err := os.MkdirAll(finalDir, 0o700); err != nil {
+		s.removeCreated()
 		return nil, fmt.Errorf("images: creating checkpoint directory: %w", err)
 	}
 	if !s.overwrite {
@@ -84,8 +97,10 @@ func NewStaging(finalDir string, opts ...StagingOption) (*Staging, error) {
 			return nil, fmt.Errorf("images: %w", err)
 		}
 	}
-	dir, err := os.MkdirTemp(finalDir, PartialPrefix)
+	RemoveStalePartials(finalDir)
+	dir, err := MkdirPartial(finalDir, "")
 	if err != nil {
+		s.removeCreated()
 		return nil, fmt.Errorf("images: creating staging directory: %w", err)
 	}
 	s.Dir = dir
@@ -119,7 +134,12 @@ func (s *Staging) Commit() error {
 	if !haveMarker {
 		return fmt.Errorf("images: commit %s: no %s staged; the dump is incomplete", s.FinalDir, s.marker)
 	}
-	names = append(names, s.marker) // last: its arrival makes the checkpoint whole
+	// The manifest covers every file, the marker too, and is published
+	// just before the marker: a checkpoint that reads as complete has it.
+	if err := WriteManifest(s.Dir); err != nil {
+		return fmt.Errorf("images: commit: %w", err)
+	}
+	names = append(names, ManifestFile, s.marker) // last: its arrival makes the checkpoint whole
 
 	// Data first: a renamed file whose blocks are not on disk could
 	// surface after a crash as a complete checkpoint with zeroed images.
@@ -133,6 +153,11 @@ func (s *Staging) Commit() error {
 				return fmt.Errorf("images: commit: %w", err)
 			}
 		} else if !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("images: commit: %w", err)
+		}
+		// Images of the old checkpoint that the new one does not
+		// replace would not be in its manifest.
+		if err := removeOldImages(s.FinalDir, names); err != nil {
 			return fmt.Errorf("images: commit: %w", err)
 		}
 	}
@@ -167,6 +192,74 @@ func (s *Staging) Commit() error {
 	return nil
 }
 
+// removeOldImages removes from dir the images (*.img, links, manifest)
+// whose names are not in keep.
+func removeOldImages(dir string, keep []string) error {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		n := e.Name()
+		if slices.Contains(keep, n) || strings.HasPrefix(n, ".") {
+			continue
+		}
+		if strings.HasSuffix(n, ".img") || n == ManifestFile || e.Type()&fs.ModeSymlink != 0 {
+			if err := os.Remove(filepath.Join(dir, n)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// MkdirPartial makes a staging directory in dir, named PartialPrefix,
+// then kind, then "pid" and ctcr's PID, so that a later run knows whether
+// its maker is still at work (RemoveStalePartials).
+func MkdirPartial(dir, kind string) (string, error) {
+	return os.MkdirTemp(dir, fmt.Sprintf("%s%spid%d-", PartialPrefix, kind, os.Getpid()))
+}
+
+// RemoveStalePartials removes the staging directories in dir that a
+// ctcr which is gone left behind (killed, or its machine crashed): those
+// whose name carries the PID of a process that no longer exists. A
+// directory whose PID is alive may be another dump at work and stays;
+// one of an older ctcr without a PID in its name stays too.
+func RemoveStalePartials(dir string) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		pid, ok := partialPid(e.Name())
+		if !ok || !e.IsDir() || pid == os.Getpid() {
+			continue
+		}
+		if err := unix.Kill(pid, 0); errors.Is(err, unix.ESRCH) {
+			os.RemoveAll(filepath.Join(dir, e.Name()))
+		}
+	}
+}
+
+// partialPid returns the PID in the name of a staging directory
+// MkdirPartial made.
+func partialPid(name string) (int, bool) {
+	rest, ok := strings.CutPrefix(name, PartialPrefix)
+	if !ok {
+		return 0, false
+	}
+	i := strings.LastIndex(rest, "pid")
+	if i < 0 {
+		return 0, false
+	}
+	num, _, ok := strings.Cut(rest[i+3:], "-")
+	pid, err := strconv.Atoi(num)
+	if !ok || err != nil || pid <= 0 {
+		return 0, false
+	}
+	return pid, true
+}
+
 // Abort removes the staging directory and everything in it. It does
 // nothing after Commit or a previous Abort, so it can be deferred.
 func (s *Staging) Abort() error {
@@ -177,7 +270,17 @@ func (s *Staging) Abort() error {
 	if err := os.RemoveAll(s.Dir); err != nil {
 		return fmt.Errorf("images: abort: %w", err)
 	}
+	s.removeCreated()
 	return nil
+}
+
+// removeCreated removes the directories NewStaging made, if empty.
+func (s *Staging) removeCreated() {
+	for _, d := range s.created {
+		if os.Remove(d) != nil {
+			return
+		}
+	}
 }
 
 // syncers is how many files syncAll flushes at once. A journaling file

@@ -53,10 +53,11 @@ func TestStagingCommitMovesInventoryLast(t *testing.T) {
 	if err := s.Commit(); err != nil {
 		t.Fatal(err)
 	}
-	if len(order) != len(files) || order[len(order)-1] != InventoryFile {
-		t.Errorf("rename order %v, want all %d files with %s last", order, len(files), InventoryFile)
+	if len(order) != len(files)+1 || order[len(order)-1] != InventoryFile || order[len(order)-2] != ManifestFile {
+		t.Errorf("rename order %v, want all %d files with %s then %s last", order, len(files), ManifestFile, InventoryFile)
 	}
 	got := dirNames(t, final)
+	files = append(files, ManifestFile)
 	slices.Sort(files)
 	if !slices.Equal(got, files) {
 		t.Errorf("final dir holds %v, want %v (and no staging dir)", got, files)
@@ -196,7 +197,7 @@ func TestStagingOverwriteReplacesADirectory(t *testing.T) {
 	if err := s.Commit(); err != nil {
 		t.Fatal(err)
 	}
-	if got := dirNames(t, filepath.Join(final, "pre-copy")); !slices.Equal(got, []string{"pages-2.img"}) {
+	if got := dirNames(t, filepath.Join(final, "pre-copy")); !slices.Equal(got, []string{ManifestFile, "pages-2.img"}) {
 		t.Errorf("pre-copy holds %v after the overwrite, want only the new pages-2.img", got)
 	}
 }

@@ -4,7 +4,9 @@
 // are what to compare.
 //
 // Each run: first-touch bandwidth (memset of a fresh anonymous mapping),
-// warm memcpy bandwidth (copy between two touched buffers), then the bigmem
+// warm memcpy bandwidth (copy between two touched buffers), `dd` of -mib
+// MiB from /dev/zero into the image tmpfs (the bound of any dump that
+// writes its pages there: the dump is reported as a ratio to it), then the bigmem
 // workload with -mib MiB of random memory is dumped into a tmpfs with
 // `ctcr dump --json`, restored with `ctcr restore -d --json` and must pass
 // its own checksum check. The medians of -runs runs are printed.
@@ -40,18 +42,23 @@ var (
 
 // run is one run's measurements; GB is 1e9 bytes.
 type run struct {
-	FirstTouchGBs   float64 `json:"first_touch_gb_s"`
-	MemcpyGBs       float64 `json:"memcpy_gb_s"`
-	PagesBytes      int64   `json:"pages_bytes"`
-	DumpGBs         float64 `json:"dump_gb_s"`
-	DumpMemoryGBs   float64 `json:"dump_memory_gb_s"`
-	RestoreGBs      float64 `json:"restore_gb_s"`
-	RestoreMemGBs   float64 `json:"restore_memory_gb_s"`
-	FrozenSeconds   float64 `json:"frozen_seconds"`
-	DumpSeconds     float64 `json:"dump_seconds"`
-	RestoreSeconds  float64 `json:"restore_seconds"`
-	DumpPerTouch    float64 `json:"dump_per_first_touch"`
-	RestorePerTouch float64 `json:"restore_per_first_touch"`
+	FirstTouchGBs float64 `json:"first_touch_gb_s"`
+	MemcpyGBs     float64 `json:"memcpy_gb_s"`
+	DdGBs         float64 `json:"dd_gb_s"`
+	DumpPerDd     float64 `json:"dump_per_dd"` // dump memory throughput / dd
+	// Peak RSS of the ctcr process (its VmHWM, from wait4's rusage).
+	DumpMaxRSSMiB    float64 `json:"dump_max_rss_mib"`
+	RestoreMaxRSSMiB float64 `json:"restore_max_rss_mib"`
+	PagesBytes       int64   `json:"pages_bytes"`
+	DumpGBs          float64 `json:"dump_gb_s"`
+	DumpMemoryGBs    float64 `json:"dump_memory_gb_s"`
+	RestoreGBs       float64 `json:"restore_gb_s"`
+	RestoreMemGBs    float64 `json:"restore_memory_gb_s"`
+	FrozenSeconds    float64 `json:"frozen_seconds"`
+	DumpSeconds      float64 `json:"dump_seconds"`
+	RestoreSeconds   float64 `json:"restore_seconds"`
+	DumpPerTouch     float64 `json:"dump_per_first_touch"`
+	RestorePerTouch  float64 `json:"restore_per_first_touch"`
 	// A second dump of the restored workload, with --pre-copy and
 	// --leave-running: how long it stays frozen, and how fast the
 	// pre-copy moves memory while it runs.
@@ -132,7 +139,10 @@ func oneRun(ctcr, bigmem, work, images string, i int) (run, error) {
 	if r.MemcpyGBs, err = memcpyBandwidth(n); err != nil {
 		return r, err
 	}
-	fmt.Fprintf(os.Stderr, "run %d: first-touch %.2f GB/s, memcpy %.2f GB/s\n", i+1, r.FirstTouchGBs, r.MemcpyGBs)
+	if r.DdGBs, err = ddBandwidth(images, *mibFlag); err != nil {
+		return r, err
+	}
+	fmt.Fprintf(os.Stderr, "run %d: first-touch %.2f GB/s, memcpy %.2f GB/s, dd to the image tmpfs %.2f GB/s\n", i+1, r.FirstTouchGBs, r.MemcpyGBs, r.DdGBs)
 
 	dir := filepath.Join(work, fmt.Sprintf("run%d", i))
 	if err := os.Mkdir(dir, 0o755); err != nil {
@@ -173,7 +183,7 @@ func oneRun(ctcr, bigmem, work, images string, i int) (run, error) {
 		DumpSeconds   float64 `json:"dump_seconds"`
 		MemorySeconds float64 `json:"memory_seconds"`
 	}
-	if err := ctcrJSON(ctcr, &d, "dump", "-t", strconv.Itoa(pid), "-D", img, "--json"); err != nil {
+	if r.DumpMaxRSSMiB, err = ctcrJSONRSS(ctcr, &d, "dump", "-t", strconv.Itoa(pid), "-D", img, "--json"); err != nil {
 		return r, err
 	}
 	cmd.Wait()
@@ -183,7 +193,7 @@ func oneRun(ctcr, bigmem, work, images string, i int) (run, error) {
 		RestoreSeconds float64 `json:"restore_seconds"`
 		MemorySeconds  float64 `json:"memory_seconds"`
 	}
-	if err := ctcrJSON(ctcr, &rs, "restore", "-D", img, "-d", "--json"); err != nil {
+	if r.RestoreMaxRSSMiB, err = ctcrJSONRSS(ctcr, &rs, "restore", "-D", img, "-d", "--json"); err != nil {
 		return r, err
 	}
 	// The images are on a tmpfs sized for one checkpoint.
@@ -241,6 +251,7 @@ func oneRun(ctcr, bigmem, work, images string, i int) (run, error) {
 	r.DumpSeconds = d.DumpSeconds
 	r.RestoreSeconds = rs.RestoreSeconds
 	r.DumpPerTouch = r.DumpGBs / r.FirstTouchGBs
+	r.DumpPerDd = r.DumpMemoryGBs / r.DdGBs
 	r.RestorePerTouch = r.RestoreGBs / r.FirstTouchGBs
 	r.PreCopyFrozenSeconds = pc.FrozenSeconds
 	r.PreCopyGBs = gbs(pc.PreCopyBytes, pc.PreCopySeconds)
@@ -295,20 +306,44 @@ func fill(b []byte) {
 	}
 }
 
+// ddBandwidth times `dd if=/dev/zero of=DIR/dd bs=1M count=mib`: what
+// writing into the image file system costs, the bound of a dump's page
+// writes, measured in the same minute as the dump.
+func ddBandwidth(dir string, mib int) (float64, error) {
+	path := filepath.Join(dir, "dd")
+	defer os.Remove(path)
+	t0 := time.Now()
+	out, err := exec.Command("dd", "if=/dev/zero", "of="+path, "bs=1M", "count="+strconv.Itoa(mib), "status=none").CombinedOutput()
+	if err != nil {
+		return 0, fmt.Errorf("dd: %v: %s", err, out)
+	}
+	return float64(mib<<20) / time.Since(t0).Seconds() / 1e9, nil
+}
+
 // ctcrJSON runs ctcr and decodes the first line of its stdout into v.
 func ctcrJSON(ctcr string, v any, args ...string) error {
+	_, err := ctcrJSONRSS(ctcr, v, args...)
+	return err
+}
+
+// ctcrJSONRSS is ctcrJSON, and returns ctcr's peak RSS in MiB.
+func ctcrJSONRSS(ctcr string, v any, args ...string) (float64, error) {
 	cmd := exec.Command(ctcr, args...)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		return fmt.Errorf("ctcr %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+		return 0, fmt.Errorf("ctcr %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
 	}
 	line, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
 	if err := json.Unmarshal([]byte(line), v); err != nil {
-		return fmt.Errorf("ctcr %s printed %q: %w", strings.Join(args, " "), out, err)
+		return 0, fmt.Errorf("ctcr %s printed %q: %w", strings.Join(args, " "), out, err)
 	}
-	return nil
+	var rss float64
+	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+		rss = float64(ru.Maxrss) / 1024 // KiB
+	}
+	return rss, nil
 }
 
 func median(runs []run, f func(run) float64) float64 {
@@ -331,6 +366,7 @@ func report(runs []run) error {
 	rows := []row{
 		{"first_touch_gb_s", "first-touch bandwidth (memset of fresh memory)", "GB/s", func(r run) float64 { return r.FirstTouchGBs }},
 		{"memcpy_gb_s", "memcpy bandwidth (warm buffers)", "GB/s", func(r run) float64 { return r.MemcpyGBs }},
+		{"dd_gb_s", "dd bandwidth into the image tmpfs", "GB/s", func(r run) float64 { return r.DdGBs }},
 		{"dump_gb_s", "dump throughput (pages_bytes / dump_seconds)", "GB/s", func(r run) float64 { return r.DumpGBs }},
 		{"dump_memory_gb_s", "dump memory throughput (pages_bytes / memory_seconds)", "GB/s", func(r run) float64 { return r.DumpMemoryGBs }},
 		{"restore_gb_s", "restore throughput (pages_bytes / restore_seconds)", "GB/s", func(r run) float64 { return r.RestoreGBs }},
@@ -343,6 +379,9 @@ func report(runs []run) error {
 		{"dump_seconds", "dump time", "s", func(r run) float64 { return r.DumpSeconds }},
 		{"restore_seconds", "restore time", "s", func(r run) float64 { return r.RestoreSeconds }},
 		{"dump_per_first_touch", "dump / first-touch", "", func(r run) float64 { return r.DumpPerTouch }},
+		{"dump_per_dd", "dump memory throughput / dd", "", func(r run) float64 { return r.DumpPerDd }},
+		{"dump_max_rss_mib", "ctcr peak RSS while dumping", "MiB", func(r run) float64 { return r.DumpMaxRSSMiB }},
+		{"restore_max_rss_mib", "ctcr peak RSS while restoring", "MiB", func(r run) float64 { return r.RestoreMaxRSSMiB }},
 		{"restore_per_first_touch", "restore / first-touch", "", func(r run) float64 { return r.RestorePerTouch }},
 	}
 	if *jsonFlag {
