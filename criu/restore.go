@@ -61,6 +61,11 @@ type RestoreOptions struct {
 	// this kernel's vDSO even when the two match: what a restore on a
 	// kernel whose vDSO differs does (vdsoProxy).
 	VdsoProxy bool
+	// InheritFds hands the restore files that stand for objects of the
+	// image, by CRIU's inherit-fd keys: "pipe:[INO]" is used for every fd
+	// of the pipe whose inode was INO at the dump (a runtime's stdio
+	// pipes, whose other ends it holds). The caller keeps ownership.
+	InheritFds map[string]*os.File
 }
 
 func (o *RestoreOptions) logf(format string, args ...any) {

@@ -1,0 +1,232 @@
+package criurpc
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/checkpoint-restore/go-criu/v7/crit/images/mnt"
+	"github.com/checkpoint-restore/go-criu/v7/rpc"
+	"golang.org/x/sys/unix"
+
+	"github.com/ctcr/ctcr/cgroup"
+	"github.com/ctcr/ctcr/criu"
+	"github.com/ctcr/ctcr/criu/images"
+	"github.com/ctcr/ctcr/ns"
+)
+
+// restore serves RESTORE and returns the restored root's host PID.
+//
+// Notifications, in CRIU's order: pre-restore before anything is made;
+// setup-namespaces (with the root's PID) once the root exists in its new
+// namespaces, post-setup-namespaces once its mounts, hostname, IPC and
+// network are back; post-restore (with the PID), network-unlock and
+// pre-resume when every task is ready, just before they are let go;
+// post-resume once they run.
+//
+// rst_sibling: CRIU clones the root with CLONE_PARENT so that it is a
+// child of the runtime. ctcr builds the tree from a traced puppet, so
+// the root is ctcr's child; when ctcr exits (right after the response)
+// the kernel hands it to the nearest child subreaper above, which is
+// the runtime itself: runc makes itself one before it starts criu
+// (unless --no-subreaper), podman's conmon and containerd's shim are
+// ones.
+func (s *session) restore(o *rpc.CriuOpts) (_ int, err error) {
+	if o == nil {
+		return 0, fmt.Errorf("the request has no options")
+	}
+	start := time.Now()
+	imgDir, workDir, err := s.dirs(o)
+	if err != nil {
+		return 0, err
+	}
+	closeLog, err := s.openLog(o, workDir, "restore.log")
+	if err != nil {
+		return 0, err
+	}
+	defer func() { s.endLog(err, closeLog) }()
+	if err := checkOpts(o, true); err != nil {
+		return 0, err
+	}
+	s.logf("restore from %s", imgDir)
+	inherit, joinNet, err := inheritedFds(o.GetInheritFd())
+	if err != nil {
+		return 0, err
+	}
+	nsFlags, err := criu.ImageNamespaces(imgDir)
+	if err != nil {
+		return 0, err
+	}
+	exists := func(name string) bool {
+		_, err := os.Stat(filepath.Join(imgDir, name))
+		return err == nil
+	}
+	if err := checkRoot(imgDir, o.GetRoot(), o.GetExtMnt(), exists(images.Mnts.FileName(1))); err != nil {
+		return 0, err
+	}
+	if joinNet != "" && nsFlags&unix.CLONE_NEWNET == 0 {
+		return 0, fmt.Errorf("inherit_fd: a network namespace to join, but the checkpoint's tasks were in ctcr's own")
+	}
+	if cgs := o.GetCgRoot(); len(cgs) > 0 {
+		// runc moved ctcr into the container's cgroups before the
+		// request (criuApplyCgroups): every task ctcr makes is born
+		// there. Say where, for the log.
+		if own, err := cgroup.ForPid(os.Getpid()); err == nil {
+			for _, c := range cgs {
+				if got := own.V1[c.GetCtrl()]; got != "" && got != c.GetPath() {
+					s.logf("cg_root %s:%s: ctcr is in %s, where the tasks are restored", c.GetCtrl(), c.GetPath(), got)
+				}
+			}
+		}
+	}
+	if err := s.notify("pre-restore", 0, -1); err != nil {
+		return 0, err
+	}
+	rootPid := 0
+	var forked time.Duration
+	r, err := criu.Restore(criu.RestoreOptions{
+		Dir: imgDir, Log: s.logf, ShellJob: o.GetShellJob(), ExtUnixSk: o.GetExtUnixSk(), JoinNet: joinNet,
+		InheritFds: inherit,
+		// The root's parent at the dump (runc init's parent) is not
+		// restored, and ctcr, its parent now, exits at once.
+		DropRootPdeathsig: true,
+		PrepareRoot: func(rt *criu.RootTask) error {
+			rootPid = rt.Pid
+			forked = time.Since(start)
+			if err := s.notify("setup-namespaces", rt.Pid, -1); err != nil {
+				return err
+			}
+			if exists(images.Mnts.FileName(1)) {
+				if err := ns.RestoreMounts(rt, rt.Pid, imgDir, s.logf); err != nil {
+					return fmt.Errorf("mounts: %w", err)
+				}
+			}
+			if exists(images.Utsns.FileName(1)) {
+				if err := ns.RestoreUTS(rt, imgDir); err != nil {
+					return err
+				}
+			}
+			if exists(images.IpcShm.FileName(1)) || exists(images.IpcSem.FileName(1)) || exists(images.IpcMsg.FileName(1)) {
+				if err := ns.RestoreIPC(rt.Pid, imgDir); err != nil {
+					return err
+				}
+			}
+			if exists(ns.PosixMqFile) {
+				if err := ns.RestoreMqueues(rt.Pid, imgDir); err != nil {
+					return err
+				}
+			}
+			if nsFlags&unix.CLONE_NEWNET != 0 && joinNet == "" && exists(images.Netdev.FileName(1)) {
+				if err := ns.RestoreNet(rt.Pid, imgDir); err != nil {
+					return err
+				}
+			}
+			return s.notify("post-setup-namespaces", 0, -1)
+		},
+		PlaceTasks: func(map[int]int) error {
+			if rootPid != 0 && exists(images.IpcShm.FileName(1)) {
+				// Every task has attached its segments by now.
+				return ns.RemoveDestroyedShm(rootPid, imgDir)
+			}
+			return nil
+		},
+		BeforeResume: func() error {
+			for _, n := range []string{"post-restore", "network-unlock", "pre-resume"} {
+				pid := 0
+				if n == "post-restore" {
+					pid = rootPid
+				}
+				if err := s.notify(n, pid, -1); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+	})
+	if err != nil {
+		return 0, fmt.Errorf("restore from %s: %w", imgDir, err)
+	}
+	s.logf("restored %d tasks (root %d, %d in its namespace), %d bytes of memory, in %v", r.Tasks, r.Pid, r.VPid, r.PagesBytes, r.Total)
+	// The tasks run: a failed answer now cannot undo the restore; it is
+	// logged and reported, as CRIU does.
+	if err := s.notify("post-resume", 0, -1); err != nil {
+		s.logf("post-resume: %v", err)
+	}
+	if err := writeRestoreStats(workDir, forked, time.Since(start), r.PagesBytes/pageSize); err != nil {
+		s.logf("%v", err)
+	}
+	return r.Pid, nil
+}
+
+// inheritedFds sorts the inherit_fd options: pipes the restored tasks
+// get instead of the dumped ones ("pipe:[INO]", runc's stdio pipes), and
+// a network namespace to join (runc's "extRootNetNS"). The fds are
+// ctcr's own (the runtime passed them as criu's stdio or extra files).
+func inheritedFds(list []*rpc.InheritFd) (map[string]*os.File, string, error) {
+	pipes := map[string]*os.File{}
+	joinNet := ""
+	for _, in := range list {
+		key, fd := in.GetKey(), int(in.GetFd())
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			return nil, "", fmt.Errorf("inherit_fd %s: fd %d: %w", key, fd, err)
+		}
+		switch {
+		case strings.HasPrefix(key, "pipe:[") && strings.HasSuffix(key, "]"):
+			if st.Mode&unix.S_IFMT != unix.S_IFIFO {
+				return nil, "", fmt.Errorf("inherit_fd %s: fd %d is not a pipe", key, fd)
+			}
+			pipes[key] = os.NewFile(uintptr(fd), key)
+		default:
+			t, err := unix.IoctlRetInt(fd, unix.NS_GET_NSTYPE)
+			if err != nil || t != unix.CLONE_NEWNET {
+				return nil, "", fmt.Errorf("inherit_fd %s: fd %d is neither a pipe nor a network namespace: ctcr supports no other", key, fd)
+			}
+			joinNet = fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), fd)
+		}
+	}
+	return pipes, joinNet, nil
+}
+
+// checkRoot makes sure the restore's root directory (runc's criu-root,
+// a bind of the container's rootfs) and the ext_mnt sources are what the
+// checkpoint's mounts were bound from: ctcr binds the recorded host
+// paths, and a restore into another root is refused, not done wrongly.
+func checkRoot(imgDir, root string, extMnt []*rpc.ExtMountMap, hasMounts bool) error {
+	if !hasMounts {
+		if root != "" && root != "/" {
+			return fmt.Errorf("root %s: the checkpoint has no mount namespace to restore in it", root)
+		}
+		return nil
+	}
+	path := filepath.Join(imgDir, images.Mnts.FileName(1))
+	entries, err := images.ReadAll(path, images.Mnts, func() *mnt.MntEntry { return &mnt.MntEntry{} })
+	if err != nil {
+		return err
+	}
+	if len(entries) == 0 {
+		return fmt.Errorf("%s: no mounts: %w", path, images.ErrCorrupt)
+	}
+	same := func(a, b string) bool {
+		var sa, sb unix.Stat_t
+		return unix.Stat(a, &sa) == nil && unix.Stat(b, &sb) == nil && sa.Dev == sb.Dev && sa.Ino == sb.Ino
+	}
+	if root != "" && entries[0].GetMountpoint() == "/" && !same(root, entries[0].GetExtKey()) {
+		return fmt.Errorf("root %s is not the root file system of the checkpoint (%s): restoring into another root is not supported by ctcr", root, entries[0].GetExtKey())
+	}
+	for _, m := range extMnt {
+		for _, e := range entries {
+			if e.GetMountpoint() != m.GetKey() || !e.GetExtMount() {
+				continue
+			}
+			// runc names a cgroup v1 bind by its hierarchy's mount
+			// point; the checkpoint recorded the cgroup directory in it.
+			if k := e.GetExtKey(); !same(m.GetVal(), k) && !strings.HasPrefix(k, strings.TrimSuffix(m.GetVal(), "/")+"/") {
+				return fmt.Errorf("ext_mnt %s:%s: the checkpoint bound %s there; binding another source is not supported by ctcr", m.GetKey(), m.GetVal(), e.GetExtKey())
+			}
+		}
+	}
+	return nil
+}
