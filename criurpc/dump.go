@@ -164,6 +164,7 @@ func (s *session) dump(o *rpc.CriuOpts, preDump bool) (_ *dumpResult, err error)
 	}
 	res.frozen, res.memdump = st.Frozen, st.Memory
 	res.pagesWritten = st.PagesBytes / pageSize
+	res.pagesParent = parentPages(imgDir)
 	s.logf("dumped %d tasks, %d bytes of memory, frozen %v, in %v", st.Tasks, st.PagesBytes, st.Frozen, time.Since(start))
 	return res, writeDumpStats(workDir, res)
 }
@@ -195,4 +196,28 @@ func dumpNamespaces(pid int, stage *images.Staging, own map[string]bool, skipNet
 		}
 	}
 	return nil
+}
+
+// pagePEParent is CRIU's PE_PARENT (criu/include/pagemap.h): the
+// entry's pages are in the parent image.
+const pagePEParent = 1 << 0
+
+// parentPages counts the pages the checkpoint in imgDir left to its
+// parent image (a pre-dump), for the stats: the dump's own counts say
+// only what it copied.
+func parentPages(imgDir string) uint64 {
+	paths, _ := filepath.Glob(filepath.Join(imgDir, "pagemap-*.img"))
+	var n uint64
+	for _, p := range paths {
+		_, entries, err := images.ReadPagemap(p)
+		if err != nil {
+			continue
+		}
+		for _, e := range entries {
+			if e.GetFlags()&pagePEParent != 0 {
+				n += uint64(e.GetNrPages())
+			}
+		}
+	}
+	return n
 }

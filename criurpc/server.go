@@ -195,7 +195,9 @@ func (s *session) handle(req *rpc.CriuReq) *rpc.CriuResp {
 	case rpc.CriuReqType_VERSION:
 		resp.Version = &rpc.CriuVersion{
 			MajorNumber: proto.Int32(criuMajor), MinorNumber: proto.Int32(criuMinor), Sublevel: proto.Int32(criuSublevel),
-			Gitid: proto.String("ctcr-" + CtcrVersion), Name: proto.String("ctcr"),
+			// No gitid: go-criu (and runc) read one as a build from git
+			// after the release, and count the next minor version.
+			Name: proto.String("ctcr " + CtcrVersion),
 		}
 	case rpc.CriuReqType_CHECK:
 		err = criu.CheckFeatures()
