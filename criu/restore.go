@@ -66,6 +66,12 @@ type RestoreOptions struct {
 	// of the pipe whose inode was INO at the dump (a runtime's stdio
 	// pipes, whose other ends it holds). The caller keeps ownership.
 	InheritFds map[string]*os.File
+	// Terminal, if set, gives the terminal that stands in for a pty
+	// slave whose master was outside the dumped tree (a container's
+	// console, whose master the runtime held), instead of ctcr's own
+	// (ShellJob). It is called once, after PrepareRoot; the caller keeps
+	// the file.
+	Terminal func() (*os.File, error)
 }
 
 func (o *RestoreOptions) logf(format string, args ...any) {

@@ -55,9 +55,6 @@ func (s *session) dump(o *rpc.CriuOpts, preDump bool) (_ *dumpResult, err error)
 		// its own caller while talking to it.
 		return nil, fmt.Errorf("the request names no pid to dump (dumping the requesting process is not supported)")
 	}
-	if o.GetShellJob() && o.GetOrphanPtsMaster() {
-		s.logf("shell_job: terminal fds come back on ctcr's terminal")
-	}
 	s.logf("%s of task %d into %s", map[bool]string{false: "dump", true: "pre-dump"}[preDump], pid, imgDir)
 	res := &dumpResult{}
 	if preDump {
@@ -127,7 +124,11 @@ func (s *session) dump(o *rpc.CriuOpts, preDump bool) (_ *dumpResult, err error)
 		return s.notify("network-lock", 0, -1)
 	}
 	opts := criu.DumpOptions{
-		Pid: pid, Dir: imgDir, LeaveRunning: o.GetLeaveRunning(), ShellJob: o.GetShellJob(),
+		Pid: pid, Dir: imgDir, LeaveRunning: o.GetLeaveRunning(),
+		// A console whose master the runtime holds is dumped as a
+		// shell job's terminal; orphan_pts_master gives the restore a
+		// new pty for it.
+		ShellJob:  o.GetShellJob() || o.GetOrphanPtsMaster(),
 		FileLocks: o.GetFileLocks(), ExtUnixSk: o.GetExtUnixSk(), TCPEstablished: o.GetTcpEstablished(),
 		TCPClose: o.GetTcpClose(), SavesIPC: own["ipc"], PrevDir: o.GetParentImg(), Log: s.logf,
 		Extra: func(root int, stage *images.Staging) error {

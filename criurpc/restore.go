@@ -86,8 +86,28 @@ func (s *session) restore(o *rpc.CriuOpts) (_ int, err error) {
 	}
 	rootPid := 0
 	var forked time.Duration
+	var console *consoleForRestore
+	if o.GetOrphanPtsMaster() {
+		orphan, err := orphanPts(imgDir)
+		if err != nil {
+			return 0, err
+		}
+		if orphan {
+			console = &consoleForRestore{s: s, rootPid: func() int { return rootPid }}
+			defer func() {
+				if console.slave != nil {
+					console.slave.Close()
+				}
+			}()
+		}
+	}
+	var terminal func() (*os.File, error)
+	if console != nil {
+		terminal = console.get
+	}
 	r, err := criu.Restore(criu.RestoreOptions{
-		Dir: imgDir, Log: s.logf, ShellJob: o.GetShellJob(), ExtUnixSk: o.GetExtUnixSk(), JoinNet: joinNet,
+		Terminal: terminal,
+		Dir:      imgDir, Log: s.logf, ShellJob: o.GetShellJob(), ExtUnixSk: o.GetExtUnixSk(), JoinNet: joinNet,
 		InheritFds: inherit,
 		// The root's parent at the dump (runc init's parent) is not
 		// restored, and ctcr, its parent now, exits at once.

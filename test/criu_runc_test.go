@@ -1,6 +1,7 @@
 package test
 
 import (
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +12,8 @@ import (
 	gocriu "github.com/checkpoint-restore/go-criu/v7"
 	"github.com/checkpoint-restore/go-criu/v7/rpc"
 	"github.com/checkpoint-restore/go-criu/v7/stats"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -248,4 +251,96 @@ func TestCriuRuncPreDumpThenDump(t *testing.T) {
 	if got := c.mustExec(t, "cat /data/hello"); !strings.Contains(got, "written before the checkpoint") {
 		t.Errorf("/data/hello holds %q after restore", got)
 	}
+}
+
+// consoleSocket listens where runc sends a container's console master
+// (--console-socket) and returns its path and a channel with the master.
+func consoleSocket(t *testing.T, name string) (string, <-chan *os.File) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name)
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch := make(chan *os.File, 1)
+	go func() {
+		defer l.Close()
+		l.SetDeadline(time.Now().Add(60 * time.Second))
+		conn, err := l.AcceptUnix()
+		if err != nil {
+			close(ch)
+			return
+		}
+		defer conn.Close()
+		buf, oob := make([]byte, 4096), make([]byte, 4096)
+		_, oobn, _, _, err := conn.ReadMsgUnix(buf, oob)
+		if err != nil {
+			close(ch)
+			return
+		}
+		msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+		if err != nil || len(msgs) == 0 {
+			close(ch)
+			return
+		}
+		fds, err := unix.ParseUnixRights(&msgs[0])
+		if err != nil || len(fds) == 0 {
+			close(ch)
+			return
+		}
+		ch <- os.NewFile(uintptr(fds[0]), "console-master")
+	}()
+	return path, ch
+}
+
+func receiveConsole(t *testing.T, ch <-chan *os.File, what string) *os.File {
+	t.Helper()
+	select {
+	case f, ok := <-ch:
+		if !ok || f == nil {
+			t.Fatalf("%s: runc sent no console master to the console socket", what)
+		}
+		t.Cleanup(func() { f.Close() })
+		return f
+	case <-time.After(60 * time.Second):
+		t.Fatalf("%s: no console master on the console socket after 60 s", what)
+	}
+	return nil
+}
+
+func TestCriuRuncConsoleSocket(t *testing.T) {
+	link := criuLink(t)
+	c := newContainer(t, "criurpc-tty", func(s *specs.Spec) {
+		s.Process.Terminal = true
+		s.Process.Args = []string{"sh", "-c", `(i=0; while :; do i=$((i+1)); echo $i > /data/count; sleep 0.2; done) &
+while read l; do echo "got $l" > /data/tty; done`}
+	})
+	sock, ch := consoleSocket(t, "console1")
+	if out, err := c.cmd(30*time.Second, c.bundle, "run", "-d", "--console-socket", sock, c.id); err != nil {
+		t.Fatalf("runc run -d --console-socket: %v: %s", err, out)
+	}
+	c.notePid()
+	master := receiveConsole(t, ch, "runc run")
+	c.waitCount(t, 5, 10*time.Second)
+	if _, err := master.Write([]byte("before\n")); err != nil {
+		t.Fatal(err)
+	}
+	c.waitFileHolds(t, "/data/tty", "got before")
+	img, work := filepath.Join(c.bundle, "img"), filepath.Join(c.bundle, "work")
+	c.criuRunc(t, link, "checkpoint", "--image-path", img, "--work-path", work, c.id)
+
+	sock2, ch2 := consoleSocket(t, "console2")
+	c.criuRunc(t, link, "restore", "-d", "--console-socket", sock2, "--image-path", img, "--work-path", work, c.id)
+	c.notePid()
+	master2 := receiveConsole(t, ch2, "runc restore")
+	if b, _ := os.ReadFile(filepath.Join(work, "restore.log")); !strings.Contains(string(b), "notification orphan-pts-master answered") {
+		t.Errorf("restore.log does not show the orphan-pts-master notification:\n%s", b)
+	}
+	// The restored shell reads its new terminal, whose master runc
+	// passed on to the console socket.
+	if _, err := master2.Write([]byte("after\n")); err != nil {
+		t.Fatal(err)
+	}
+	c.waitFileHolds(t, "/data/tty", "got after")
+	c.assertCounting(t, "after restore")
 }
