@@ -88,6 +88,7 @@ func (s *session) dump(o *rpc.CriuOpts, preDump bool) (_ *dumpResult, err error)
 			return nil, fmt.Errorf("external net[%d]:%s: task %d is in network namespace %d", e.ino, e.key, pid, st.Ino)
 		}
 		skipNet = true
+		s.logf("network namespace %d is external (%s): not dumped, the restore joins the runtime's", e.ino, e.key)
 	}
 
 	if err := s.notify("pre-dump", 0, -1); err != nil {

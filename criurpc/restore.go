@@ -55,6 +55,12 @@ func (s *session) restore(o *rpc.CriuOpts) (_ int, err error) {
 	if err != nil {
 		return 0, err
 	}
+	if joinNet != "" {
+		s.logf("the tasks join the runtime's network namespace (inherit_fd, %s)", joinNet)
+	}
+	for k := range inherit {
+		s.logf("inherit_fd %s: the runtime's pipe replaces it", k)
+	}
 	nsFlags, err := criu.ImageNamespaces(imgDir)
 	if err != nil {
 		return 0, err
