@@ -69,8 +69,12 @@ func (s *session) restore(o *rpc.CriuOpts) (_ int, err error) {
 		_, err := os.Stat(filepath.Join(imgDir, name))
 		return err == nil
 	}
-	if err := checkRoot(imgDir, o.GetRoot(), o.GetExtMnt(), exists(images.Mnts.FileName(1))); err != nil {
+	extSources, err := mountSources(imgDir, o.GetRoot(), o.GetExtMnt(), exists(images.Mnts.FileName(1)))
+	if err != nil {
 		return 0, err
+	}
+	for mp, src := range extSources {
+		s.logf("mount %s is bound from %s", mp, src)
 	}
 	if joinNet != "" && nsFlags&unix.CLONE_NEWNET == 0 {
 		return 0, fmt.Errorf("inherit_fd: a network namespace to join, but the checkpoint's tasks were in ctcr's own")
@@ -125,7 +129,7 @@ func (s *session) restore(o *rpc.CriuOpts) (_ int, err error) {
 				return err
 			}
 			if exists(images.Mnts.FileName(1)) {
-				if err := ns.RestoreMounts(rt, rt.Pid, imgDir, s.logf); err != nil {
+				if err := ns.RestoreMounts(rt, rt.Pid, imgDir, s.logf, extSources); err != nil {
 					return fmt.Errorf("mounts: %w", err)
 				}
 			}
@@ -216,43 +220,50 @@ func inheritedFds(list []*rpc.InheritFd) (map[string]*os.File, string, error) {
 	return pipes, joinNet, nil
 }
 
-// checkRoot makes sure the restore's root directory (runc's criu-root,
-// a bind of the container's rootfs) and the ext_mnt sources are what the
-// checkpoint's mounts were bound from: ctcr binds the recorded host
-// paths, and a restore into another root is refused, not done wrongly.
-func checkRoot(imgDir, root string, extMnt []*rpc.ExtMountMap, hasMounts bool) error {
+// mountSources maps the mounts of the checkpoint bound from the host to
+// the sources the runtime gives now (CRIU's ext-mount-map at restore):
+// the root file system to root (runc's criu-root, a bind of the rootfs
+// the container has now: podman's --import makes a new one), each
+// ext_mnt destination to its source (a new container's /etc/hosts).
+//
+// A cgroup v1 bind keeps the directory the checkpoint recorded while it
+// exists: runc names the hierarchy by its own cgroup there (the
+// hierarchy's root, or conmon's cgroup under podman), not the
+// container's, which it has just made again with the same path.
+func mountSources(imgDir, root string, extMnt []*rpc.ExtMountMap, hasMounts bool) (map[string]string, error) {
 	if !hasMounts {
 		if root != "" && root != "/" {
-			return fmt.Errorf("root %s: the checkpoint has no mount namespace to restore in it", root)
+			return nil, fmt.Errorf("root %s: the checkpoint has no mount namespace to restore in it", root)
 		}
-		return nil
+		return nil, nil
 	}
 	path := filepath.Join(imgDir, images.Mnts.FileName(1))
 	entries, err := images.ReadAll(path, images.Mnts, func() *mnt.MntEntry { return &mnt.MntEntry{} })
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if len(entries) == 0 {
-		return fmt.Errorf("%s: no mounts: %w", path, images.ErrCorrupt)
-	}
-	same := func(a, b string) bool {
-		var sa, sb unix.Stat_t
-		return unix.Stat(a, &sa) == nil && unix.Stat(b, &sb) == nil && sa.Dev == sb.Dev && sa.Ino == sb.Ino
-	}
-	if root != "" && entries[0].GetMountpoint() == "/" && !same(root, entries[0].GetExtKey()) {
-		return fmt.Errorf("root %s is not the root file system of the checkpoint (%s): restoring into another root is not supported by ctcr", root, entries[0].GetExtKey())
+	out := map[string]string{}
+	if root != "" {
+		if fi, err := os.Stat(root); err != nil || !fi.IsDir() {
+			return nil, fmt.Errorf("root %s: not a directory (%v)", root, err)
+		}
+		out["/"] = root
 	}
 	for _, m := range extMnt {
 		for _, e := range entries {
-			if e.GetMountpoint() != m.GetKey() || !e.GetExtMount() {
+			if e.GetMountpoint() != m.GetKey() || !e.GetExtMount() || e.GetMountpoint() == "/" {
 				continue
 			}
-			// runc names a cgroup v1 bind by its hierarchy's mount
-			// point; the checkpoint recorded the cgroup directory in it.
-			if k := e.GetExtKey(); !same(m.GetVal(), k) && !strings.HasPrefix(k, strings.TrimSuffix(m.GetVal(), "/")+"/") {
-				return fmt.Errorf("ext_mnt %s:%s: the checkpoint bound %s there; binding another source is not supported by ctcr", m.GetKey(), m.GetVal(), e.GetExtKey())
+			if e.GetFsname() == "cgroup" {
+				if _, err := os.Stat(e.GetExtKey()); err == nil {
+					continue
+				}
 			}
+			if _, err := os.Stat(m.GetVal()); err != nil {
+				return nil, fmt.Errorf("ext_mnt %s:%s: the source: %w", m.GetKey(), m.GetVal(), err)
+			}
+			out[e.GetMountpoint()] = m.GetVal()
 		}
 	}
-	return nil
+	return out, nil
 }

@@ -34,7 +34,11 @@ const propagationFlags = unix.MS_SHARED | unix.MS_SLAVE | unix.MS_PRIVATE | unix
 // private, and only once all of them exist (and the old root is gone)
 // do mounts join their peer groups again (see planPropagation). logf
 // (may be nil) hears about propagation that could not be restored.
-func RestoreMounts(sc Syscaller, pid int, imgDir string, logf func(format string, args ...any)) error {
+//
+// extSources (CRIU's ext-mount-map at restore, from runc and podman)
+// maps a mount point of the checkpoint to the host path to bind there
+// instead of the one recorded; "/" maps the root file system.
+func RestoreMounts(sc Syscaller, pid int, imgDir string, logf func(format string, args ...any), extSources ...map[string]string) error {
 	path := filepath.Join(imgDir, images.Mnts.FileName(mntNsID))
 	entries, err := images.ReadAll(path, images.Mnts, func() *mnt.MntEntry { return &mnt.MntEntry{} })
 	if err != nil {
@@ -44,6 +48,13 @@ func RestoreMounts(sc Syscaller, pid int, imgDir string, logf func(format string
 		return fmt.Errorf("%s: the first mount is not the root bind: %w", path, images.ErrCorrupt)
 	}
 	entries = parentsFirst(entries)
+	for _, m := range extSources {
+		for _, e := range entries {
+			if src, ok := m[e.GetMountpoint()]; ok && e.GetExtMount() {
+				e.ExtKey = &src
+			}
+		}
+	}
 	uidIn, gidIn, err := criu.InsideIDs(imgDir)
 	if err != nil {
 		return err
