@@ -54,6 +54,7 @@ default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]
 runtime = "runc"
 cgroup_manager = "cgroupfs"
 events_logger = "file"
+log_driver = "k8s-file"
 `), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -139,7 +140,10 @@ func (p *podmanEnv) cleanup() {
 // start runs a detached container named name with the counting script.
 func (p *podmanEnv) start(name string) {
 	p.t.Helper()
-	p.must("run", "-d", "--network", "none", "--name", name, p.image, "sh", "-c", containerScript)
+	// The counter also goes to stdout, a pipe conmon reads (podman
+	// logs): the restored tasks must get conmon's new pipes.
+	script := strings.Replace(containerScript, "echo $i > /data/count", "echo $i > /data/count; echo tick $i", 1)
+	p.must("run", "-d", "--network", "none", "--name", name, p.image, "sh", "-c", script)
 	p.waitCount(name, 5, 15*time.Second)
 }
 
@@ -186,6 +190,24 @@ func (p *podmanEnv) assertContinues(name string, countAt, subAt int) {
 	if sub, err := p.count(name, "sub"); err != nil || sub < subAt {
 		p.t.Errorf("%s: /data/sub is %d (%v) after restore, below %d", name, sub, err, subAt)
 	}
+	// What the restored init prints reaches conmon (inherit_fd of the
+	// stdio pipes): podman logs shows a tick after the restore.
+	want := fmt.Sprintf("tick %d\n", got+1)
+	var logs string
+	for end := time.Now().Add(5 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		if logs, _, _ = p.run("logs", name); strings.Contains(logs, want) {
+			return
+		}
+	}
+	p.t.Errorf("%s: podman logs has no %q after restore: the restored init's stdout does not reach conmon; last lines: %q", name, want, lastLines(logs, 3))
+}
+
+func lastLines(s string, n int) string {
+	l := strings.Split(strings.TrimSpace(s), "\n")
+	if len(l) > n {
+		l = l[len(l)-n:]
+	}
+	return strings.Join(l, "\n")
 }
 
 func TestCriuPodmanCheckpointRestore(t *testing.T) {
