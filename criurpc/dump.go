@@ -138,7 +138,12 @@ func (s *session) dump(o *rpc.CriuOpts, preDump bool) (_ *dumpResult, err error)
 			if err := lockNetwork(); err != nil {
 				return err
 			}
-			return dumpNamespaces(root, stage, own, skipNet)
+			nsStart := time.Now()
+			if err := dumpNamespaces(root, stage, own, skipNet); err != nil {
+				return err
+			}
+			s.logf("namespaces saved in %v", time.Since(nsStart))
+			return nil
 		},
 		AfterCommit: func() error { return s.notify("post-dump", 0, -1) },
 	}

@@ -190,8 +190,8 @@ func (s *session) restore(o *rpc.CriuOpts) (_ int, err error) {
 	return r.Pid, nil
 }
 
-// inheritedFds sorts the inherit_fd options: pipes the restored tasks
-// get instead of the dumped ones ("pipe:[INO]", runc's stdio pipes), and
+// inheritedFds sorts the inherit_fd options: fds the restored tasks get
+// instead of the dumped pipes ("pipe:[INO]", runc's stdio pipes), and
 // a network namespace to join (runc's "extRootNetNS"). The fds are
 // ctcr's own (the runtime passed them as criu's stdio or extra files).
 func inheritedFds(list []*rpc.InheritFd) (map[string]*os.File, string, error) {
@@ -205,9 +205,9 @@ func inheritedFds(list []*rpc.InheritFd) (map[string]*os.File, string, error) {
 		}
 		switch {
 		case strings.HasPrefix(key, "pipe:[") && strings.HasSuffix(key, "]"):
-			if st.Mode&unix.S_IFMT != unix.S_IFIFO {
-				return nil, "", fmt.Errorf("inherit_fd %s: fd %d is not a pipe", key, fd)
-			}
+			// Whatever the fd is: runc hands criu's own stdio for the
+			// pipes the container had (a detached restore's may be a
+			// file), and CRIU puts the fd in the pipe's place as it is.
 			pipes[key] = os.NewFile(uintptr(fd), key)
 		default:
 			t, err := unix.IoctlRetInt(fd, unix.NS_GET_NSTYPE)
