@@ -57,6 +57,11 @@ type DumpOptions struct {
 	// complete, just before the tasks are let go (vzctl's --dump stage
 	// freezes the cgroup again here, so they stay suspended).
 	BeforeResume func() error
+	// AfterCommit, if set, runs once the checkpoint is complete on disk,
+	// before the tasks are killed or let go; an error fails the dump and
+	// the tasks run on (CRIU's post-dump notification, which runc and
+	// podman answer).
+	AfterCommit func() error
 	// SavesIPC says Extra saves the tree's own IPC namespace (the
 	// container front end): descriptors on POSIX message queues of that
 	// namespace are then restorable. Without it they fail the dump.
@@ -337,6 +342,13 @@ func Dump(opts DumpOptions) (*DumpStats, error) {
 	}
 	opts.logf("images written to %s (%v since seize)", opts.Dir, time.Since(frozenAt))
 
+	if opts.AfterCommit != nil {
+		// A refusal keeps the tasks running: the rollback resumes them
+		// (CRIU's post-dump script). The images stay.
+		if err := opts.AfterCommit(); err != nil {
+			return nil, err
+		}
+	}
 	// Committed: the checkpoint exists. Drop the rollback and end the
 	// tasks as asked.
 	rb.release()

@@ -250,6 +250,15 @@ func openPipe(r *fileRestore, e *fdinfo.FileEntry) (*os.File, error) {
 		r.state["pipe"] = state
 	}
 	id := pe.GetPipeId()
+	if in := r.opts.InheritFds[fmt.Sprintf("pipe:[%d]", id)]; in != nil {
+		// The caller's pipe replaces the dumped one; its data and other
+		// end are the caller's.
+		fd, err := unix.FcntlInt(in.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			return nil, fmt.Errorf("pipe %d: the inherited fd: %w", id, err)
+		}
+		return os.NewFile(uintptr(fd), in.Name()), nil
+	}
 	p := state[id]
 	if p == nil {
 		var fds [2]int

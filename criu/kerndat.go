@@ -150,6 +150,13 @@ func probeUnixDiag() error {
 	return err
 }
 
+// CanTrackWrites says whether this kernel tracks the writes of a task
+// as pre-dumps need (userfaultfd write-protect with PAGEMAP_SCAN): nil
+// if so. It probes once.
+func CanTrackWrites() error { return writeTracking() }
+
+var writeTracking = sync.OnceValue(probeWriteTracking)
+
 // probeWriteTracking tracks a write to a page of ctcr's own, as the
 // pre-copy tracks a task's.
 func probeWriteTracking() error {

@@ -61,6 +61,17 @@ type RestoreOptions struct {
 	// this kernel's vDSO even when the two match: what a restore on a
 	// kernel whose vDSO differs does (vdsoProxy).
 	VdsoProxy bool
+	// InheritFds hands the restore files that stand for objects of the
+	// image, by CRIU's inherit-fd keys: "pipe:[INO]" is used for every fd
+	// of the pipe whose inode was INO at the dump (a runtime's stdio
+	// pipes, whose other ends it holds). The caller keeps ownership.
+	InheritFds map[string]*os.File
+	// Terminal, if set, gives the terminal that stands in for a pty
+	// slave whose master was outside the dumped tree (a container's
+	// console, whose master the runtime held), instead of ctcr's own
+	// (ShellJob). It is called once, after PrepareRoot; the caller keeps
+	// the file.
+	Terminal func() (*os.File, error)
 }
 
 func (o *RestoreOptions) logf(format string, args ...any) {

@@ -335,6 +335,17 @@ func openTTY(r *fileRestore, e *fdinfo.FileEntry) (*os.File, error) {
 		if mi == nil {
 			// The master was outside the dumped tree: the job's own
 			// terminal, which --shell-job replaces by ctcr's.
+			if r.opts.Terminal != nil {
+				t, err := r.opts.Terminal()
+				if err != nil {
+					return nil, fmt.Errorf("tty id %d: /dev/pts/%d: the terminal that replaces it: %w", e.GetId(), index, err)
+				}
+				fd, err := unix.FcntlInt(t.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+				if err != nil {
+					return nil, fmt.Errorf("tty id %d: the terminal that replaces /dev/pts/%d: %w", e.GetId(), index, err)
+				}
+				return os.NewFile(uintptr(fd), t.Name()), nil
+			}
 			if !r.opts.ShellJob {
 				return nil, fmt.Errorf("tty id %d: /dev/pts/%d, whose master was outside the dumped tree, needs --shell-job: %w", e.GetId(), index, ErrUnsupported)
 			}

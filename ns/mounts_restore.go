@@ -35,7 +35,11 @@ const propagationFlags = unix.MS_SHARED | unix.MS_SLAVE | unix.MS_PRIVATE | unix
 // private, and only once all of them exist (and the old root is gone)
 // do mounts join their peer groups again (see planPropagation). logf
 // (may be nil) hears about propagation that could not be restored.
-func RestoreMounts(sc Syscaller, pid int, imgDir string, logf func(format string, args ...any)) error {
+//
+// extSources (CRIU's ext-mount-map at restore, from runc and podman)
+// maps a mount point of the checkpoint to the host path to bind there
+// instead of the one recorded; "/" maps the root file system.
+func RestoreMounts(sc Syscaller, pid int, imgDir string, logf func(format string, args ...any), extSources ...map[string]string) error {
 	path := filepath.Join(imgDir, images.Mnts.FileName(mntNsID))
 	entries, err := images.ReadAll(path, images.Mnts, func() *mnt.MntEntry { return &mnt.MntEntry{} })
 	if err != nil {
@@ -45,6 +49,13 @@ func RestoreMounts(sc Syscaller, pid int, imgDir string, logf func(format string
 		return fmt.Errorf("%s: the first mount is not the root bind: %w", path, images.ErrCorrupt)
 	}
 	entries = parentsFirst(entries)
+	for _, m := range extSources {
+		for _, e := range entries {
+			if src, ok := m[e.GetMountpoint()]; ok && e.GetExtMount() {
+				e.ExtKey = &src
+			}
+		}
+	}
 	uidIn, gidIn, err := criu.InsideIDs(imgDir)
 	if err != nil {
 		return err
@@ -148,7 +159,13 @@ func RestoreMounts(sc Syscaller, pid int, imgDir string, logf func(format string
 			if what == "" {
 				what = src
 			}
-			if _, err := call("bind "+what+" at "+mp, unix.SYS_MOUNT, src, target, "", uint64(unix.MS_BIND), nil); err != nil {
+			closePtys, err := devptsEntry(call, first, base, rel)
+			if err != nil {
+				return fmt.Errorf("%s: %w", mp, err)
+			}
+			_, err = call("bind "+what+" at "+mp, unix.SYS_MOUNT, src, target, "", uint64(unix.MS_BIND), nil)
+			closePtys()
+			if err != nil {
 				return err
 			}
 			remount = append(remount, e)
@@ -279,6 +296,35 @@ func RestoreMounts(sc Syscaller, pid int, imgDir string, logf func(format string
 		}
 	}
 	return nil
+}
+
+// devptsEntry makes the pty file rel ("/N") exist in the devpts
+// instance first mounted (a container's /dev/console is a bind of its
+// console, /dev/pts/0): a new instance has no pty until /dev/ptmx is
+// opened, and the kernel hands out the lowest free index. The returned
+// func closes the masters; the bind keeps the file, though the pty it
+// was ends with them (the restored tasks get their terminal elsewhere).
+func devptsEntry(call func(string, uintptr, ...any) (uint64, error), first *mnt.MntEntry, base, rel string) (func(), error) {
+	n, err := strconv.Atoi(strings.TrimPrefix(rel, "/"))
+	if first.GetFsname() != "devpts" || first.GetExtMount() || err != nil || n < 0 || n > 64 {
+		return func() {}, nil
+	}
+	var fds []uint64
+	closeAll := func() {
+		for _, fd := range fds {
+			call("close a pty master", unix.SYS_CLOSE, fd)
+		}
+	}
+	ptmx := filepath.Join(base, first.GetMountpoint(), "ptmx")
+	for i := 0; i <= n; i++ {
+		fd, err := call("open "+ptmx, unix.SYS_OPENAT, unix.AT_FDCWD, ptmx, uint64(unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC), 0)
+		if err != nil {
+			closeAll()
+			return nil, err
+		}
+		fds = append(fds, fd)
+	}
+	return closeAll, nil
 }
 
 // parentsFirst orders the mounts so that each comes after the mount it

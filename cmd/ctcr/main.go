@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ctcr/ctcr/container"
+	"github.com/ctcr/ctcr/criurpc"
 )
 
 // Exit codes are a contract with wrapper scripts.
@@ -41,6 +42,12 @@ func main() {
 		os.Exit(code)
 	}
 	rollBackOnSignals()
+	// Installed or linked as criu, ctcr is CRIU to the runtimes that run
+	// it (criu swrk, check, --version, dump, restore). Its own helper
+	// processes run it by its real path, never as criu.
+	if criurpc.IsCRIUName(os.Args[0]) && !isPuppet() {
+		os.Exit(criurpc.Main(os.Args[1:], os.Stdout, os.Stderr))
+	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
@@ -49,6 +56,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		// Never reached: a puppet is stopped by ptrace before its first
 		// instruction and turned into another program.
 		return exitFailure
+	}
+	if len(args) > 0 && args[0] == "criu" {
+		return criurpc.Main(args[1:], stdout, stderr)
 	}
 	var g globalFlags
 	root := &cobra.Command{

@@ -1,0 +1,438 @@
+package test
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	gocriu "github.com/checkpoint-restore/go-criu/v7"
+	"github.com/checkpoint-restore/go-criu/v7/rpc"
+	"github.com/checkpoint-restore/go-criu/v7/stats"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+)
+
+// ctcr as CRIU (issue 12): runtimes run `criu swrk FD` and speak CRIU's
+// RPC; here the real runc 1.1.5 and go-criu's client talk to ctcr
+// installed under the name criu.
+
+// criuLink returns a `criu` symlink to the ctcr under test, in a
+// directory of its own (to put first on PATH, or to give runc --criu).
+func criuLink(t *testing.T) string {
+	t.Helper()
+	needCtcr(t)
+	link := filepath.Join(t.TempDir(), "criu")
+	if err := os.Symlink(ctcrBin, link); err != nil {
+		t.Fatal(err)
+	}
+	return link
+}
+
+func TestCriuNameAnswersVersionCheckAndFeatures(t *testing.T) {
+	link := criuLink(t)
+	out, err := exec.Command(link, "--version").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "Version: 4.2\n") {
+		t.Fatalf("criu --version: %v: %q, want a line \"Version: 4.2\"", err, out)
+	}
+	out, err = exec.Command(ctcrBin, "criu", "check").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "Looks good.") {
+		t.Fatalf("ctcr criu check: %v: %q, want exit 0 and \"Looks good.\"", err, out)
+	}
+
+	c := gocriu.MakeCriu()
+	c.SetCriuPath(link)
+	v, err := c.GetCriuVersion()
+	if err != nil {
+		t.Fatalf("go-criu GetCriuVersion through ctcr: %v", err)
+	}
+	// podman needs 3.11 (3.16 for pods); runc 3.0 and more per feature.
+	if v != 40200 {
+		t.Errorf("VERSION: go-criu reads %d, want 40200 (CRIU 4.2)", v)
+	}
+	feats, err := c.FeatureCheck(&rpc.CriuFeatures{MemTrack: proto.Bool(true)})
+	if err != nil {
+		t.Fatalf("FEATURE_CHECK through ctcr: %v", err)
+	}
+	if feats.MemTrack == nil || !feats.GetMemTrack() {
+		t.Errorf("FEATURE_CHECK mem_track = %v, want true: this kernel tracks writes with userfaultfd (see ctcr check)", feats.MemTrack)
+	}
+	if feats.LazyPages != nil {
+		t.Errorf("FEATURE_CHECK answered lazy_pages (%v), which was not asked", feats.GetLazyPages())
+	}
+}
+
+func TestCriuRefusesOptionsItDoesNotImplement(t *testing.T) {
+	link := criuLink(t)
+	dir := t.TempDir()
+	d, err := os.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	c := gocriu.MakeCriu()
+	c.SetCriuPath(link)
+	// A page server would send the pages elsewhere: a dump that
+	// ignored it would leave the runtime without them.
+	err = c.Dump(&rpc.CriuOpts{
+		ImagesDirFd: proto.Int32(int32(d.Fd())), Pid: proto.Int32(int32(os.Getpid())), LogFile: proto.String("dump.log"),
+		Ps: &rpc.CriuPageServerInfo{Address: proto.String("127.0.0.1"), Port: proto.Int32(27)},
+	}, nil)
+	if err == nil || !strings.Contains(err.Error(), "option ps is not supported") {
+		t.Fatalf("DUMP with a page server: %v, want a refusal naming the option ps", err)
+	}
+	b, _ := os.ReadFile(filepath.Join(dir, "dump.log"))
+	if !strings.Contains(string(b), "option ps is not supported") {
+		t.Errorf("dump.log does not say why the dump was refused:\n%s", b)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "inventory.img")); err == nil {
+		t.Error("a refused dump wrote images")
+	}
+}
+
+// criuRunc runs `runc --criu LINK args...` in the container's bundle and
+// returns how long it took.
+func (c *runcContainer) criuRunc(t *testing.T, link string, args ...string) time.Duration {
+	t.Helper()
+	start := time.Now()
+	out, err := runcCmd(60*time.Second, c.bundle, append([]string{"--criu", link}, args...)...)
+	took := time.Since(start)
+	if err != nil {
+		var logs string
+		for _, l := range []string{"dump.log", "restore.log", "pre-dump.log"} {
+			if b, err := os.ReadFile(filepath.Join(c.bundle, "work", l)); err == nil {
+				logs += "\n--- " + l + ":\n" + string(b)
+			}
+		}
+		t.Fatalf("runc --criu %s %s: %v\n%s%s", link, strings.Join(args, " "), err, out, logs)
+	}
+	return took
+}
+
+// assertStats checks that the work directory holds CRIU's stats image
+// of the given name, readable by go-criu (podman --print-stats).
+func assertStats(t *testing.T, workDir, name string) {
+	t.Helper()
+	d, err := os.Open(workDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	switch name {
+	case stats.StatsDump:
+		st, err := stats.CriuGetDumpStats(d)
+		if err != nil {
+			t.Fatalf("%s in %s: %v", name, workDir, err)
+		}
+		if st.GetPagesWritten() == 0 || st.GetFrozenTime() == 0 {
+			t.Errorf("%s: pages_written %d, frozen_time %d µs: a dump that copied nothing and froze nothing", name, st.GetPagesWritten(), st.GetFrozenTime())
+		}
+	case stats.StatsRestore:
+		st, err := stats.CriuGetRestoreStats(d)
+		if err != nil {
+			t.Fatalf("%s in %s: %v", name, workDir, err)
+		}
+		if st.GetRestoreTime() == 0 {
+			t.Errorf("%s: restore_time 0", name)
+		}
+	}
+}
+
+func TestCriuRuncCheckpointRestore(t *testing.T) {
+	link := criuLink(t)
+	c := newContainer(t, "criurpc", nil)
+	c.start()
+	countAt, _ := c.count("count")
+	subAt, _ := c.count("sub")
+	img, work := filepath.Join(c.bundle, "img"), filepath.Join(c.bundle, "work")
+	dumpTime := c.criuRunc(t, link, "checkpoint", "--image-path", img, "--work-path", work, c.id)
+	t.Logf("runc checkpoint through ctcr: %v", dumpTime)
+	if st := c.status(); !strings.Contains(st, "does not exist") {
+		t.Fatalf("after runc checkpoint the container is %q, want it gone (killed and deleted by runc)", st)
+	}
+	assertStats(t, work, stats.StatsDump)
+	if b, err := os.ReadFile(filepath.Join(work, "dump.log")); err != nil || !strings.Contains(string(b), "notification post-dump answered") {
+		t.Errorf("dump.log (%v) does not show runc answering post-dump:\n%s", err, b)
+	}
+
+	restoreTime := c.criuRunc(t, link, "restore", "-d", "--image-path", img, "--work-path", work, c.id)
+	t.Logf("runc restore through ctcr: %v", restoreTime)
+	c.notePid()
+	c.waitStatus(t, "running", 5*time.Second)
+	c.assertCountersContinue(t, countAt, subAt)
+	assertStats(t, work, stats.StatsRestore)
+	if got := strings.TrimSpace(c.mustExec(t, "hostname")); got != "h-criurpc" {
+		t.Errorf("runc exec hostname in the restored container: %q, want h-criurpc", got)
+	}
+	if got := c.mustExec(t, "cat /data/hello"); !strings.Contains(got, "written before the checkpoint") {
+		t.Errorf("the tmpfs lost its file: /data/hello holds %q", got)
+	}
+	if out, err := c.cmd(10*time.Second, "", "list"); err != nil || !strings.Contains(string(out), c.id) {
+		t.Errorf("runc list: %v: %s, want the restored container listed", err, out)
+	}
+	if out, err := c.cmd(10*time.Second, "", "kill", c.id, "KILL"); err != nil {
+		t.Fatalf("runc kill of the restored container: %v: %s", err, out)
+	}
+	c.waitStatus(t, "stopped", 10*time.Second)
+	if out, err := c.cmd(10*time.Second, "", "delete", c.id); err != nil {
+		t.Fatalf("runc delete of the restored container: %v: %s", err, out)
+	}
+}
+
+func TestCriuRuncLeaveRunning(t *testing.T) {
+	link := criuLink(t)
+	c := newContainer(t, "criurpc-lr", nil)
+	c.start()
+	img, work := filepath.Join(c.bundle, "img"), filepath.Join(c.bundle, "work")
+	c.criuRunc(t, link, "checkpoint", "--leave-running", "--image-path", img, "--work-path", work, c.id)
+	if st := c.status(); st != "running" {
+		t.Fatalf("after checkpoint --leave-running the container is %q", st)
+	}
+	c.assertCounting(t, "after checkpoint --leave-running")
+	b, _ := os.ReadFile(filepath.Join(work, "dump.log"))
+	if !strings.Contains(string(b), "notification network-unlock answered") {
+		t.Errorf("dump.log does not show network-unlock after a leave-running dump:\n%s", b)
+	}
+	countAt, _ := c.count("count")
+	if out, err := c.cmd(10*time.Second, "", "delete", "-f", c.id); err != nil {
+		t.Fatalf("runc delete -f: %v: %s", err, out)
+	}
+	c.criuRunc(t, link, "restore", "-d", "--image-path", img, "--work-path", work, c.id)
+	c.notePid()
+	// The checkpoint was taken before countAt: the restored loop goes
+	// on from below it; that it counts is what matters.
+	got, err := c.count("count")
+	if err != nil || got > countAt {
+		t.Errorf("restored /data/count is %d (%v), want the checkpoint's, at most %d", got, err, countAt)
+	}
+	c.assertCounting(t, "after restore")
+}
+
+func TestCriuRuncPreDumpThenDump(t *testing.T) {
+	link := criuLink(t)
+	c := newContainer(t, "criurpc-pd", nil)
+	c.start()
+	pre, img, work := filepath.Join(c.bundle, "pre"), filepath.Join(c.bundle, "img"), filepath.Join(c.bundle, "work")
+	// runc asks FEATURE_CHECK mem_track first, and refuses a pre-dump
+	// when it is not there (CRIU 4.2 here: no soft-dirty bit).
+	c.criuRunc(t, link, "checkpoint", "--pre-dump", "--image-path", pre, "--work-path", work, c.id)
+	if st := c.status(); st != "running" {
+		t.Fatalf("after a pre-dump the container is %q, want running", st)
+	}
+	c.assertCounting(t, "after the pre-dump")
+	countAt, _ := c.count("count")
+	c.criuRunc(t, link, "checkpoint", "--parent-path", "../pre", "--image-path", img, "--work-path", work, c.id)
+	if l, err := os.Readlink(filepath.Join(img, "parent")); err != nil || l != "../pre" {
+		t.Errorf("the dump's parent link is %q (%v), want ../pre", l, err)
+	}
+	d, err := os.Open(work)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := stats.CriuGetDumpStats(d)
+	d.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.GetPagesSkippedParent() == 0 {
+		t.Errorf("stats-dump: pages_skipped_parent 0: the dump on top of the pre-dump copied everything again (written %d)", st.GetPagesWritten())
+	}
+	c.criuRunc(t, link, "restore", "-d", "--image-path", img, "--work-path", work, c.id)
+	c.notePid()
+	c.waitStatus(t, "running", 5*time.Second)
+	if got, _ := c.count("count"); got < countAt {
+		t.Errorf("/data/count is %d after restore, below %d read before the dump", got, countAt)
+	}
+	c.assertCounting(t, "after restore")
+	if got := c.mustExec(t, "cat /data/hello"); !strings.Contains(got, "written before the checkpoint") {
+		t.Errorf("/data/hello holds %q after restore", got)
+	}
+}
+
+// consoleSocket listens where runc sends a container's console master
+// (--console-socket) and returns its path and a channel with the master.
+func consoleSocket(t *testing.T, name string) (string, <-chan *os.File) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name)
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch := make(chan *os.File, 1)
+	go func() {
+		defer l.Close()
+		l.SetDeadline(time.Now().Add(60 * time.Second))
+		conn, err := l.AcceptUnix()
+		if err != nil {
+			close(ch)
+			return
+		}
+		defer conn.Close()
+		buf, oob := make([]byte, 4096), make([]byte, 4096)
+		_, oobn, _, _, err := conn.ReadMsgUnix(buf, oob)
+		if err != nil {
+			close(ch)
+			return
+		}
+		msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+		if err != nil || len(msgs) == 0 {
+			close(ch)
+			return
+		}
+		fds, err := unix.ParseUnixRights(&msgs[0])
+		if err != nil || len(fds) == 0 {
+			close(ch)
+			return
+		}
+		ch <- os.NewFile(uintptr(fds[0]), "console-master")
+	}()
+	return path, ch
+}
+
+func receiveConsole(t *testing.T, ch <-chan *os.File, what string) *os.File {
+	t.Helper()
+	select {
+	case f, ok := <-ch:
+		if !ok || f == nil {
+			t.Fatalf("%s: runc sent no console master to the console socket", what)
+		}
+		t.Cleanup(func() { f.Close() })
+		return f
+	case <-time.After(60 * time.Second):
+		t.Fatalf("%s: no console master on the console socket after 60 s", what)
+	}
+	return nil
+}
+
+func TestCriuRuncConsoleSocket(t *testing.T) {
+	link := criuLink(t)
+	c := newContainer(t, "criurpc-tty", func(s *specs.Spec) {
+		s.Process.Terminal = true
+		s.Process.Args = []string{"sh", "-c", `(i=0; while :; do i=$((i+1)); echo $i > /data/count; sleep 0.2; done) &
+while read l; do echo "got $l" > /data/tty; done`}
+	})
+	sock, ch := consoleSocket(t, "console1")
+	if out, err := c.cmd(30*time.Second, c.bundle, "run", "-d", "--console-socket", sock, c.id); err != nil {
+		t.Fatalf("runc run -d --console-socket: %v: %s", err, out)
+	}
+	c.notePid()
+	master := receiveConsole(t, ch, "runc run")
+	c.waitCount(t, 5, 10*time.Second)
+	if _, err := master.Write([]byte("before\n")); err != nil {
+		t.Fatal(err)
+	}
+	c.waitFileHolds(t, "/data/tty", "got before")
+	img, work := filepath.Join(c.bundle, "img"), filepath.Join(c.bundle, "work")
+	c.criuRunc(t, link, "checkpoint", "--image-path", img, "--work-path", work, c.id)
+
+	sock2, ch2 := consoleSocket(t, "console2")
+	c.criuRunc(t, link, "restore", "-d", "--console-socket", sock2, "--image-path", img, "--work-path", work, c.id)
+	c.notePid()
+	master2 := receiveConsole(t, ch2, "runc restore")
+	if b, _ := os.ReadFile(filepath.Join(work, "restore.log")); !strings.Contains(string(b), "notification orphan-pts-master answered") {
+		t.Errorf("restore.log does not show the orphan-pts-master notification:\n%s", b)
+	}
+	// The restored shell reads its new terminal, whose master runc
+	// passed on to the console socket.
+	if _, err := master2.Write([]byte("after\n")); err != nil {
+		t.Fatal(err)
+	}
+	c.waitFileHolds(t, "/data/tty", "got after")
+	c.assertCounting(t, "after restore")
+}
+
+// TestCriuRuncTCPEstablishedRuntimeNetns: a runc container in a network
+// namespace made beforehand (as CNI makes one) keeps a TCP connection
+// from a client on the host across `runc checkpoint --tcp-established`
+// and `runc restore` through ctcr: runc names the namespace external
+// (net[INODE]:extRootNetNS) at the dump and hands it back as an
+// inherit_fd at the restore.
+func TestCriuRuncTCPEstablishedRuntimeNetns(t *testing.T) {
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Skipf("ip (iproute2) is missing: it makes the namespace and the veth: %v", err)
+	}
+	link := criuLink(t)
+	n := os.Getpid()%200 + 1
+	netns := fmt.Sprintf("ctcrt-crpc-%d", os.Getpid())
+	host, peer := fmt.Sprintf("crpch%d", os.Getpid()), fmt.Sprintf("crpcc%d", os.Getpid())
+	hostIP, ctIP := fmt.Sprintf("10.202.%d.1", n), fmt.Sprintf("10.202.%d.2", n)
+	ip := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	ip("netns", "add", netns)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", netns).Run() })
+	ip("link", "add", host, "type", "veth", "peer", "name", peer)
+	t.Cleanup(func() { exec.Command("ip", "link", "del", host).Run() })
+	ip("link", "set", peer, "netns", netns)
+	ip("addr", "add", hostIP+"/24", "dev", host)
+	ip("link", "set", host, "up")
+	ip("-n", netns, "addr", "add", ctIP+"/24", "dev", peer)
+	ip("-n", netns, "link", "set", peer, "up")
+	ip("-n", netns, "link", "set", "lo", "up")
+
+	const script = `echo 'while read l; do echo "echo:$l"; done' > /data/srv.sh
+nc -l -p 7000 -e sh /data/srv.sh &
+i=0
+while :; do i=$((i+1)); echo $i > /data/count; sleep 0.2; done`
+	c := newContainer(t, "criurpc-net", func(s *specs.Spec) {
+		s.Process.Args = []string{"sh", "-c", script}
+		for i, ns := range s.Linux.Namespaces {
+			if ns.Type == specs.NetworkNamespace {
+				s.Linux.Namespaces[i].Path = "/var/run/netns/" + netns
+			}
+		}
+	})
+	c.start()
+	var conn net.Conn
+	var err error
+	for end := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if conn, err = net.DialTimeout("tcp", ctIP+":7000", time.Second); err == nil {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("connect to the container's server at %s:7000: %v", ctIP, err)
+		}
+	}
+	defer conn.Close()
+	rd := bufio.NewReader(conn)
+	ask := func(line string) {
+		t.Helper()
+		conn.SetDeadline(time.Now().Add(15 * time.Second))
+		if _, err := fmt.Fprintf(conn, "%s\n", line); err != nil {
+			t.Fatalf("send %q: %v", line, err)
+		}
+		if got, err := rd.ReadString('\n'); err != nil || got != "echo:"+line+"\n" {
+			t.Fatalf("sent %q, the server answered %q (%v)", line, got, err)
+		}
+	}
+	ask("before")
+	img, work := filepath.Join(c.bundle, "img"), filepath.Join(c.bundle, "work")
+	c.criuRunc(t, link, "checkpoint", "--tcp-established", "--image-path", img, "--work-path", work, c.id)
+	// Sent while the container is away: held by the lock, retransmitted
+	// to the restored server.
+	if _, err := fmt.Fprintf(conn, "during\n"); err != nil {
+		t.Fatalf("send while the container is away: %v", err)
+	}
+	c.criuRunc(t, link, "restore", "-d", "--tcp-established", "--image-path", img, "--work-path", work, c.id)
+	c.notePid()
+	conn.SetDeadline(time.Now().Add(15 * time.Second))
+	if got, err := rd.ReadString('\n'); err != nil || got != "echo:during\n" {
+		t.Fatalf("the restored server answered %q (%v) to what was sent while it was away, want echo:during", got, err)
+	}
+	ask("after")
+	if out := c.mustExec(t, "ip addr show "+peer); !strings.Contains(out, ctIP+"/24") {
+		t.Errorf("after restore the container's %s is not the runtime's (no %s):\n%s", peer, ctIP, out)
+	}
+	if b, _ := os.ReadFile(filepath.Join(work, "restore.log")); !strings.Contains(string(b), "join the runtime's network namespace") {
+		t.Errorf("restore.log does not show the runtime's namespace handed back (inherit_fd extRootNetNS):\n%s", b)
+	}
+}
