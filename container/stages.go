@@ -51,7 +51,7 @@ func withCgroups(id string, pid int, fn func(cg *cgroup.Set) error) error {
 	if err != nil {
 		return err
 	}
-	return fn(cg)
+	return attempted(fn(cg))
 }
 
 // Suspend freezes the container, with none of its tasks waiting in

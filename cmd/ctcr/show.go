@@ -14,14 +14,14 @@ import (
 )
 
 func showCmd(g *globalFlags, stdout io.Writer) *cobra.Command {
-	return &cobra.Command{
+	c := &cobra.Command{
 		Use:   "show DIR",
 		Short: "Describe a checkpoint: its tasks, memory, fds, namespaces and timings",
 		Long: `Describe the checkpoint in DIR: a process checkpoint (DIR holds
 inventory.img) or a container bundle (DIR holds ctcr.json and images/).
 Every image is read and checked, so show also tells whether a checkpoint
 is complete and sound. --json prints the same as one object.`,
-		Args: cobra.ExactArgs(1),
+		Args: exactArgs("DIR"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			dir := args[0]
 			imgDir := dir
@@ -80,4 +80,5 @@ is complete and sound. --json prints the same as one object.`,
 			return nil
 		},
 	}
+	return exits(c, exitOK, exitFailure, exitUsage)
 }
