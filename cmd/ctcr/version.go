@@ -81,8 +81,8 @@ kernel features it found and uses (those 'ctcr check' lists).`,
 			}
 			return printJSON(stdout, map[string]any{
 				"version": container.Version, "commit": buildCommit(), "go": runtime.Version(),
-				"image_format": map[string]any{"criu_images": "CRIU images, inventory img_version " + fmt.Sprint(images.ImagesV1_1), "bundle": "ctcr.json, stats.json, config.json, images/"},
-				"kernel":       strings.TrimRight(string(uts.Release[:]), "\x00"),
+				"image_format":    map[string]any{"criu_images": "CRIU images, inventory img_version " + fmt.Sprint(images.ImagesV1_1), "bundle": "ctcr.json, stats.json, config.json, images/"},
+				"kernel":          strings.TrimRight(string(uts.Release[:]), "\x00"),
 				"kernel_features": present, "kernel_features_missing": missing,
 			})
 		},
