@@ -75,6 +75,11 @@ to, as in CRIU's pre-dump images.`,
 			if err != nil {
 				return fmt.Errorf("dump of task %d failed: %w", o.Pid, err)
 			}
+			// The checkpoint is complete without it: a failure only
+			// loses the timings show prints.
+			if err := writeStatsDump(o.Dir, st); err != nil {
+				st.Warnings = append(st.Warnings, err.Error())
+			}
 			printWarnings(cmd.ErrOrStderr(), st.Warnings)
 			if g.json {
 				out := map[string]any{

@@ -9,6 +9,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	criustats "github.com/checkpoint-restore/go-criu/v7/crit/images/stats"
+
 	"github.com/ctcr/ctcr/container"
 	"github.com/ctcr/ctcr/criu"
 )
@@ -38,8 +40,23 @@ is complete and sound. --json prints the same as one object.`,
 			if err != nil {
 				return fmt.Errorf("checkpoint in %s: %w", dir, err)
 			}
+			var timings *criustats.DumpStatsEntry
+			if meta == nil {
+				if timings, err = readStatsDump(imgDir); err != nil {
+					return fmt.Errorf("checkpoint in %s: %w", dir, err)
+				}
+			}
 			if g.json {
-				return printJSON(stdout, map[string]any{"container": meta, "stats": stats, "checkpoint": sum})
+				out := map[string]any{"container": meta, "stats": stats, "checkpoint": sum}
+				if timings != nil {
+					out["stats"] = map[string]any{"frozen_seconds": float64(timings.GetFrozenTime()) / 1e6, "dump_seconds": float64(timings.GetFreezingTime()+timings.GetFrozenTime()) / 1e6,
+						"memory_seconds": float64(timings.GetMemdumpTime()) / 1e6, "pages_written": timings.GetPagesWritten()}
+				}
+				return printJSON(stdout, out)
+			}
+			if timings != nil {
+				fmt.Fprintf(stdout, "frozen %.3f s, dump %.3f s, memory copy %.3f s\n", float64(timings.GetFrozenTime())/1e6,
+					float64(timings.GetFreezingTime()+timings.GetFrozenTime())/1e6, float64(timings.GetMemdumpTime())/1e6)
 			}
 			if meta != nil {
 				fmt.Fprintf(stdout, "container %s (%s), checkpointed %s by ctcr %s\n", meta.ID, meta.Runtime, meta.Created.Format("2006-01-02 15:04:05 MST"), meta.CtcrVersion)
