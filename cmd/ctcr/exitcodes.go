@@ -65,7 +65,7 @@ func exits(c *cobra.Command, codes ...int) *cobra.Command {
 			code = "N"
 		}
 		names = append(names, code)
-		fmt.Fprintf(&b, "%4s  %s\n", code, wrap(e.meaning, 70, "      "))
+		fmt.Fprintf(&b, "%4s  %s\n", code, wrap(e.meaning, 64, "      "))
 	}
 	c.Long = strings.TrimRight(c.Long, "\n") + strings.TrimRight(b.String(), "\n")
 	if c.Annotations == nil {
