@@ -125,8 +125,18 @@ func Checkpoint(o CheckpointOptions) (*Meta, *Stats, error) {
 // wrote (a new generation when o.Dir was empty).
 func CheckpointTo(o *CheckpointOptions) (*Meta, *Stats, error) {
 	// Found before locking, so that an unknown id leaves no lock file.
-	if _, err := Resolve(o.ID, o.Pid); err != nil {
+	c0, err := Resolve(o.ID, o.Pid)
+	if err != nil {
 		return nil, nil, err
+	}
+	if c0.Runtime == "pid" {
+		cg, err := cgroup.ForPid(c0.Pid)
+		if err != nil {
+			return nil, nil, err
+		}
+		if err := ownCgroup(c0, cg); err != nil {
+			return nil, nil, err
+		}
 	}
 	unlock, err := Lock(o.ID, false)
 	if err != nil {
@@ -140,11 +150,6 @@ func CheckpointTo(o *CheckpointOptions) (*Meta, *Stats, error) {
 	cg, err := cgroup.ForPid(c.Pid)
 	if err != nil {
 		return nil, nil, err
-	}
-	if c.Runtime == "pid" {
-		if err := ownCgroup(c, cg); err != nil {
-			return nil, nil, err
-		}
 	}
 	final, home := o.Dir, ""
 	if o.Dir == "" {
