@@ -55,7 +55,7 @@ func TestInstall(t *testing.T) {
 	out, err = exec.Command(bin, "version", "--json").Output()
 	var v struct {
 		Version, Commit, Go string
-		Features            []string `json:"kernel_features"`
+		Features            []string          `json:"kernel_features"`
 		Format              map[string]string `json:"image_format"`
 	}
 	if err != nil || json.Unmarshal(out, &v) != nil || v.Version == "" || v.Commit == "unknown" || v.Go == "" || len(v.Features) == 0 || v.Format["criu_images"] == "" {
