@@ -483,6 +483,21 @@ func TestManagedRestore(t *testing.T) {
 		t.Fatalf("ctcr.json: %v: %s", err, b)
 	}
 	freezer := filepath.Join("/sys/fs/cgroup/freezer", meta.Cgroups.V1["freezer"])
+	t.Cleanup(func() {
+		// Should runc not know the restored container, its tasks and
+		// cgroups are still found here.
+		b, _ := os.ReadFile(filepath.Join(freezer, "cgroup.procs"))
+		for _, f := range strings.Fields(string(b)) {
+			if p, err := strconv.Atoi(f); err == nil {
+				unix.Kill(p, unix.SIGKILL)
+				reap(p, 5*time.Second)
+			}
+		}
+		dirs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", meta.Cgroups.V1["freezer"]))
+		for _, d := range dirs {
+			os.Remove(d)
+		}
+	})
 	if out, err := c.cmd(30*time.Second, "", "delete", "-f", c.id); err != nil {
 		t.Fatalf("runc delete -f: %v: %s", err, out)
 	}
