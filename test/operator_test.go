@@ -461,13 +461,20 @@ func TestContainerGenerations(t *testing.T) {
 	})
 }
 
-// TestManagedRestore: a container checkpointed with --leave-running,
-// then deleted with runc delete -f (its record gone, as when it is moved
-// or replaced), is restored by ctcr restore CTID; runc writes no record,
-// so ctcr writes it back: runc list, state, exec, kill and delete and
-// ctcr list, ps and kill manage it, and runc delete removes its cgroups.
+// TestManagedRestore: a runc (or crun) container checkpointed with
+// --leave-running, then deleted with runc delete -f (its record gone, as
+// when it is moved or replaced), is restored by ctcr restore CTID; ctcr
+// writes the runtime's record back: runc list, state, exec, kill and
+// delete and ctcr list, ps and kill manage it, and runc delete removes
+// its cgroups.
 func TestManagedRestore(t *testing.T) {
-	c := newContainer(t, "managed", nil)
+	for _, runtime := range []string{"runc", "crun"} {
+		t.Run(runtime, func(t *testing.T) { testManagedRestore(t, runtime) })
+	}
+}
+
+func testManagedRestore(t *testing.T, runtime string) {
+	c := newRuntimeContainer(t, runtime, "managed", nil)
 	c.start()
 	dir := filepath.Join(t.TempDir(), "ck")
 	countAt := c.waitCount(t, 8, 10*time.Second)
@@ -499,13 +506,13 @@ func TestManagedRestore(t *testing.T) {
 		}
 	})
 	if out, err := c.cmd(30*time.Second, "", "delete", "-f", c.id); err != nil {
-		t.Fatalf("runc delete -f: %v: %s", err, out)
+		t.Fatalf("%s delete -f: %v: %s", runtime, err, out)
 	}
 	for _, p := range c.inits {
 		reap(p, 5*time.Second)
 	}
 	if _, err := os.Stat(meta.StateDir); err == nil {
-		t.Fatalf("runc delete left %s", meta.StateDir)
+		t.Fatalf("%s delete left %s", runtime, meta.StateDir)
 	}
 	r := runCtcr(t, 60*time.Second, "restore", c.id, "-D", dir)
 	if r.code() != 0 {
@@ -514,7 +521,7 @@ func TestManagedRestore(t *testing.T) {
 	c.notePid()
 	st, err := c.state()
 	if err != nil || st.Status != "running" {
-		t.Fatalf("after the restore runc state says %+v (%v), want running", st, err)
+		t.Fatalf("after the restore %s state says %+v (%v), want running", runtime, st, err)
 	}
 	if got, _ := c.count("count"); got < countAt {
 		t.Errorf("after the restore /data/count is %d, below %d", got, countAt)
@@ -522,13 +529,13 @@ func TestManagedRestore(t *testing.T) {
 	c.assertCounting(t, "after the restore")
 	out, err := c.cmd(10*time.Second, "", "list")
 	if err != nil || !regexp.MustCompile(`(?m)^`+regexp.QuoteMeta(c.id)+`\s+\d+\s+running`).Match(out) {
-		t.Errorf("runc list: %v:\n%s\nwant %s running", err, out, c.id)
+		t.Errorf("%s list: %v:\n%s\nwant %s running", runtime, err, out, c.id)
 	}
 	if out := c.mustExec(t, "cat /data/hello"); !strings.Contains(out, "written before the checkpoint") {
 		t.Errorf("runc exec cat /data/hello: %q", out)
 	}
 	r = runCtcr(t, 20*time.Second, "list", "--json")
-	if r.code() != 0 || !regexp.MustCompile(`"id":"`+regexp.QuoteMeta(c.id)+`","runtime":"runc","status":"running"`).MatchString(r.stdout()) {
+	if r.code() != 0 || !regexp.MustCompile(`"id":"`+regexp.QuoteMeta(c.id)+`","runtime":"`+runtime+`","status":"running"`).MatchString(r.stdout()) {
 		t.Errorf("%s: exit status %d: %s", r, r.code(), r.stdout())
 	}
 	r = runCtcr(t, 20*time.Second, "ps", c.id)
@@ -544,12 +551,12 @@ func TestManagedRestore(t *testing.T) {
 		reap(p, 5*time.Second) // the restored init is the test's child: no zombie in the cgroup
 	}
 	if out, err := c.cmd(30*time.Second, "", "delete", c.id); err != nil {
-		t.Fatalf("runc delete of the restored container: %v: %s", err, out)
+		t.Fatalf("%s delete of the restored container: %v: %s", runtime, err, out)
 	}
 	if _, err := os.Stat(freezer); err == nil {
-		t.Errorf("runc delete left the restored container's cgroup %s", freezer)
+		t.Errorf("%s delete left the restored container's cgroup %s", runtime, freezer)
 	}
 	if _, err := os.Stat(meta.StateDir); err == nil {
-		t.Errorf("runc delete left %s", meta.StateDir)
+		t.Errorf("%s delete left %s", runtime, meta.StateDir)
 	}
 }
