@@ -570,6 +570,13 @@ func Restore(o *RestoreOptions) (*criu.Restored, *Meta, error) {
 	} else if !errors.Is(err, ErrNotRunning) && !errors.Is(err, ErrUnknown) {
 		return nil, nil, err
 	}
+	if m.Runtime == "pid" && m.Cgroups != nil && alive(m.InitPid) {
+		// A container given by --pid has no record until ctcr restores
+		// it: its checkpointed init, still in its cgroup, is it running.
+		if cg, err := cgroup.ForPid(m.InitPid); err == nil && cg.FreezerPath() == m.Cgroups.FreezerPath() {
+			return nil, nil, fmt.Errorf("container %s: init %d: %w", o.ID, m.InitPid, ErrRunning)
+		}
+	}
 	if m.Cgroups == nil {
 		return nil, nil, fmt.Errorf("%s: no cgroups recorded", filepath.Join(o.Dir, "ctcr.json"))
 	}

@@ -66,6 +66,11 @@ func TestInstall(t *testing.T) {
 	if err != nil || !strings.Contains(string(out), "Looks good.") {
 		t.Errorf("%s check: %v\n%s", bin, err, out)
 	}
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.Contains(l, " NO ") && strings.Contains(l, "optional") {
+			t.Errorf("%s check calls a missing optional feature NO, as if ctcr needed it: %s", bin, l)
+		}
+	}
 	if out, err := exec.Command("man", "-l", filepath.Join(dest, "usr/share/man/man8/ctcr-checkpoint.8")).CombinedOutput(); err == nil && !strings.Contains(string(out), "--keep") {
 		t.Errorf("man ctcr-checkpoint does not list --keep:\n%s", out)
 	}
@@ -215,6 +220,7 @@ func TestExitCodeTable(t *testing.T) {
 		{"checkpoint --leave-running", []string{"checkpoint", c.id, "--pid", pid, "-D", ck, "--leave-running"}, 0, ""},
 		{"checkpoint -D onto a checkpoint without --force", []string{"checkpoint", c.id, "--pid", pid, "-D", ck, "--leave-running"}, 1, "--force"},
 		{"checkpoint -D onto a checkpoint with --force", []string{"checkpoint", c.id, "--pid", pid, "-D", ck, "--leave-running", "--force"}, 0, ""},
+		{"restore of the running container", []string{"restore", c.id, "-D", ck}, 32, "running"},
 		{"ps of the container", []string{"ps", c.id, "--pid", pid}, 0, ""},
 		{"kill of the container", []string{"kill", c.id, "KILL", "--pid", pid}, 0, ""},
 		{"checkpoint of the ended container", []string{"checkpoint", c.id, "--pid", pid, "-D", filepath.Join(tmp, "ck2")}, 31, "not running"},
