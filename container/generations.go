@@ -200,7 +200,7 @@ func FindCheckpoint(id, dir, name string) (string, error) {
 		home = Home(id)
 	}
 	if name != "" {
-		if !validName(name) {
+		if name != "." && !validName(name) {
 			return "", fmt.Errorf("checkpoint name %q: one directory name in %s, as 'ctcr checkpoints %s' lists them", name, home, id)
 		}
 		d := filepath.Join(home, name)
