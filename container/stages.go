@@ -42,6 +42,10 @@ func cgroupsOf(id string, pid int) (*Container, *cgroup.Set, error) {
 // withCgroups runs fn on the cgroups of running container id, holding
 // its lock.
 func withCgroups(id string, pid int, fn func(cg *cgroup.Set) error) error {
+	// Found before locking, so that an unknown id leaves no lock file.
+	if _, err := Resolve(id, pid); err != nil {
+		return err
+	}
 	unlock, err := Lock(id, false)
 	if err != nil {
 		return err

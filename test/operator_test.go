@@ -207,6 +207,8 @@ func TestExitCodeTable(t *testing.T) {
 		{"ps of an unknown container", []string{"ps", nosuch}, 1, "no such container"},
 		{"kill of an unknown container", []string{"kill", nosuch}, 1, "no such container"},
 		{"checkpoints of an unknown container", []string{"checkpoints", nosuch}, 1, "no such container"},
+		{"the suspend stage of an unknown container", []string{"checkpoint", nosuch, "--suspend"}, 1, "no such container"},
+		{"the resume stage of a restore of an unknown container", []string{"restore", nosuch, "--resume"}, 1, "no such container"},
 		{"restore --checkpoint of a missing generation", []string{"restore", nosuch, "--checkpoint", "20200101T000000.000Z"}, 1, "no such container"},
 		// Other failures before anything is done: 1.
 		{"dump of a missing process", []string{"dump", "-t", strconv.Itoa(freePID(t)), "-D", filepath.Join(tmp, "d1")}, 1, "task"},
