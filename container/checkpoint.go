@@ -177,16 +177,19 @@ func CheckpointTo(o *CheckpointOptions) (*Meta, *Stats, error) {
 		o.Dir = final
 		return nil, nil, attempted(err)
 	}
+	// The checkpoint is complete (and the container may be gone): what
+	// fails from here on is a warning, never a loss of the checkpoint.
 	if o.Dir != final {
-		tmp := o.Dir
-		o.Dir = final
-		if err := replaceDir(tmp, final); err != nil {
-			return nil, nil, attempted(err)
+		if err := replaceDir(o.Dir, final); err != nil {
+			stats.Warnings = append(stats.Warnings, fmt.Sprintf("the new checkpoint stays in %s: %v", o.Dir, err))
+			return m, stats, nil
 		}
+		o.Dir = final
 	}
 	if home != "" {
 		if err := setLatest(home, filepath.Base(final)); err != nil {
-			return nil, nil, attempted(err)
+			stats.Warnings = append(stats.Warnings, fmt.Sprintf("%s is complete, but %s still names the one before: %v", final, LatestLink, err))
+			return m, stats, nil
 		}
 		removed, err := prune(home, o.Keep)
 		for _, d := range removed {
@@ -201,15 +204,14 @@ func CheckpointTo(o *CheckpointOptions) (*Meta, *Stats, error) {
 
 // replaceDir puts the complete checkpoint tmp in place of the one in
 // final: the old one is renamed away first, then removed.
+// If it cannot, both stay where they were.
 func replaceDir(tmp, final string) error {
 	old := tmp + ".old"
 	if err := os.Rename(final, old); err != nil {
-		os.RemoveAll(tmp)
 		return fmt.Errorf("replace %s: %w", final, err)
 	}
 	if err := os.Rename(tmp, final); err != nil {
 		os.Rename(old, final)
-		os.RemoveAll(tmp)
 		return fmt.Errorf("replace %s: %w", final, err)
 	}
 	if err := os.RemoveAll(old); err != nil {
