@@ -1,4 +1,4 @@
-# ctcr: build, test, bench, demo, fuzz, clean.
+# ctcr: build, install, test, bench, demo, fuzz, clean.
 # test, bench and demo need root (ptrace, mounts, restoring PIDs).
 
 # sudo drops /usr/local/go/bin from PATH: fall back to it.
@@ -6,10 +6,39 @@ GO ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 TEST_TIMEOUT ?= 20m
 FUZZTIME ?= 10s
 
-.PHONY: build test stress bench demo fuzz clean
+# Install layout (DESTDIR for packaging: make install DESTDIR=/tmp/pkg).
+PREFIX ?= /usr/local
+DESTDIR ?=
+SBINDIR = $(DESTDIR)$(PREFIX)/sbin
+LIBEXECDIR = $(DESTDIR)$(PREFIX)/libexec/ctcr
+MANDIR = $(DESTDIR)$(PREFIX)/share/man/man8
+BASHCOMPDIR = $(DESTDIR)$(PREFIX)/share/bash-completion/completions
+ZSHCOMPDIR = $(DESTDIR)$(PREFIX)/share/zsh/site-functions
+
+# `ctcr version` names the commit it was built from.
+COMMIT := $(shell git rev-parse --short=12 HEAD 2>/dev/null)$(shell git diff --quiet HEAD 2>/dev/null || echo -dirty)
+LDFLAGS := -ldflags "-X main.commit=$(COMMIT)"
+
+.PHONY: build install uninstall test stress bench demo fuzz clean
 
 build:
-	$(GO) build -o bin/ctcr ./cmd/ctcr
+	$(GO) build $(LDFLAGS) -o bin/ctcr ./cmd/ctcr
+
+# ctcr to sbin (it needs root), the vzctl wrappers to libexec/ctcr, man
+# pages (section 8, from the commands' --help) and bash/zsh completion
+# (cobra's) under share.
+install: build
+	install -d $(SBINDIR) $(LIBEXECDIR) $(MANDIR) $(BASHCOMPDIR) $(ZSHCOMPDIR)
+	install -m 0755 bin/ctcr $(SBINDIR)/ctcr
+	install -m 0755 contrib/vzctl-chkpnt contrib/vzctl-restore $(LIBEXECDIR)/
+	bin/ctcr man $(MANDIR)
+	bin/ctcr completion bash > $(BASHCOMPDIR)/ctcr
+	bin/ctcr completion zsh > $(ZSHCOMPDIR)/_ctcr
+	@echo "installed $(SBINDIR)/ctcr ($$($(SBINDIR)/ctcr --version))"
+
+uninstall:
+	rm -f $(SBINDIR)/ctcr $(BASHCOMPDIR)/ctcr $(ZSHCOMPDIR)/_ctcr $(MANDIR)/ctcr.8 $(MANDIR)/ctcr-*.8
+	rm -rf $(LIBEXECDIR)
 
 # The integration tests in test/ build bin/ctcr themselves (or use $$CTCR).
 test:
@@ -24,7 +53,23 @@ bench: build
 	$(GO) run ./test/bench -ctcr bin/ctcr
 	$(GO) run ./test/bench/tasks -ctcr bin/ctcr
 
-demo: build
+# The first build compiles for a minute or two: it shows a line per
+# package on a terminal, and says so once otherwise.
+demo:
+	@echo "demo: building bin/ctcr (the first build takes a minute or two)"
+	@mkdir -p bin
+	@if [ -t 1 ]; then \
+		( $(GO) build -v $(LDFLAGS) -o bin/ctcr ./cmd/ctcr 2>&1; echo "build-exit $$?" ) | while IFS= read -r l; do \
+			case "$$l" in \
+			"build-exit 0") printf '\r\033[K' ;; \
+			"build-exit "*) exit 1 ;; \
+			"#"*|*.go:*) printf '\r\033[K%s\n' "$$l" ;; \
+			*) printf '\r\033[K  compiling %s' "$$l" ;; \
+			esac; \
+		done; \
+	else \
+		$(GO) build $(LDFLAGS) -o bin/ctcr ./cmd/ctcr; \
+	fi
 	test/demo/demo.sh
 
 # Runs every Fuzz* function of every package for FUZZTIME each.

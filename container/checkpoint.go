@@ -46,6 +46,13 @@ type CheckpointOptions struct {
 	// (PreDump): only the pages written since are copied, the rest is
 	// taken from it at restore.
 	Parent string
+	// Without Dir, the checkpoint is a new generation in the
+	// container's home (Home), which latest then names; Keep > 0
+	// removes the oldest complete ones beyond Keep after it.
+	Keep int
+	// Force lets a checkpoint into a Dir that holds one already: the
+	// new one is written beside it and replaces it once complete.
+	Force bool
 }
 
 // PreDump copies the memory of the running container into DIR/images
@@ -105,9 +112,34 @@ func (o *CheckpointOptions) logf(format string, args ...any) {
 // tasks stay stopped under ptrace), dumps the process tree and its
 // namespaces into DIR, then kills the container (or lets it run on). If
 // anything fails, the container is thawed and runs on untouched.
+//
+// Errors found before the checkpoint begins (an unknown container, one
+// not running, its lock held, a Dir holding a checkpoint, a process
+// without a cgroup of its own) are returned as they are; those of the
+// checkpoint itself carry ErrAttempted.
 func Checkpoint(o CheckpointOptions) (*Meta, *Stats, error) {
+	return CheckpointTo(&o)
+}
+
+// CheckpointTo is Checkpoint that leaves in o.Dir the checkpoint it
+// wrote (a new generation when o.Dir was empty).
+func CheckpointTo(o *CheckpointOptions) (*Meta, *Stats, error) {
 	criu.Begin() // a signal to ctcr rolls the whole checkpoint back
 	defer criu.End()
+	// Found before locking, so that an unknown id leaves no lock file.
+	c0, err := Resolve(o.ID, o.Pid)
+	if err != nil {
+		return nil, nil, err
+	}
+	if c0.Runtime == "pid" {
+		cg, err := cgroup.ForPid(c0.Pid)
+		if err != nil {
+			return nil, nil, err
+		}
+		if err := ownCgroup(c0, cg); err != nil {
+			return nil, nil, err
+		}
+	}
 	unlock, err := Lock(o.ID, false)
 	if err != nil {
 		return nil, nil, err
@@ -117,14 +149,132 @@ func Checkpoint(o CheckpointOptions) (*Meta, *Stats, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	if _, err := os.Stat(filepath.Join(o.Dir, "ctcr.json")); err == nil {
-		return nil, nil, fmt.Errorf("%s already holds a checkpoint (ctcr.json): remove it or choose another -D", o.Dir)
+	cg, err := cgroup.ForPid(c.Pid)
+	if err != nil {
+		return nil, nil, err
 	}
+	final, home := o.Dir, ""
+	if o.Dir == "" {
+		home = Home(o.ID)
+		if o.Dir, err = newGeneration(home); err != nil {
+			return nil, nil, attempted(err)
+		}
+		final = o.Dir
+	} else if m, _, err := ReadBundle(o.Dir); err == nil {
+		if !o.Force {
+			return nil, nil, fmt.Errorf("%s already holds a checkpoint (of container %s, %s): give --force to replace it once the new one is complete, or choose another -D",
+				o.Dir, m.ID, m.Created.Format(time.RFC3339))
+		}
+		// Written beside it and swapped in once whole: a failure keeps
+		// the old checkpoint.
+		if o.Dir, err = os.MkdirTemp(filepath.Dir(filepath.Clean(o.Dir)), "."+filepath.Base(o.Dir)+".ctcr-new-"); err != nil {
+			return nil, nil, attempted(fmt.Errorf("checkpoint directory: %w", err))
+		}
+	}
+	m, stats, err := checkpoint(*o, c, cg)
+	if err != nil {
+		if o.Dir != final || home != "" {
+			os.RemoveAll(o.Dir)
+		}
+		o.Dir = final
+		return nil, nil, attempted(err)
+	}
+	// The checkpoint is complete (and the container may be gone): what
+	// fails from here on is a warning, never a loss of the checkpoint.
+	if o.Dir != final {
+		if err := replaceDir(o.Dir, final); err != nil {
+			stats.Warnings = append(stats.Warnings, fmt.Sprintf("the new checkpoint stays in %s: %v", o.Dir, err))
+			return m, stats, nil
+		}
+		o.Dir = final
+	}
+	if home != "" {
+		if err := setLatest(home, filepath.Base(final)); err != nil {
+			stats.Warnings = append(stats.Warnings, fmt.Sprintf("%s is complete, but %s still names the one before: %v", final, LatestLink, err))
+			return m, stats, nil
+		}
+		removed, err := prune(home, o.Keep)
+		for _, d := range removed {
+			o.logf("removed the old checkpoint %s (--keep %d)", d, o.Keep)
+		}
+		if err != nil {
+			stats.Warnings = append(stats.Warnings, fmt.Sprintf("--keep %d: %v", o.Keep, err))
+		}
+	}
+	return m, stats, nil
+}
+
+// replaceDir puts the complete checkpoint tmp in place of the one in
+// final: the old one is renamed away first, then removed.
+// If it cannot, both stay where they were.
+func replaceDir(tmp, final string) error {
+	old := tmp + ".old"
+	if err := os.Rename(final, old); err != nil {
+		return fmt.Errorf("replace %s: %w", final, err)
+	}
+	if err := os.Rename(tmp, final); err != nil {
+		os.Rename(old, final)
+		return fmt.Errorf("replace %s: %w", final, err)
+	}
+	if err := os.RemoveAll(old); err != nil {
+		return fmt.Errorf("replace %s: the old checkpoint stays in %s: %w", final, old, err)
+	}
+	return nil
+}
+
+// ownCgroup refuses to checkpoint a process given by --pid that has no
+// cgroup of its own: freezing the cgroup it shares (the root, a login
+// session's) would stop other programs, or cannot be done at all.
+func ownCgroup(c *Container, cg *cgroup.Set) error {
+	how := fmt.Sprintf("move it into one before it starts children, e.g. mkdir /sys/fs/cgroup/freezer/NAME && echo %d > /sys/fs/cgroup/freezer/NAME/cgroup.procs (or start it with systemd-run --scope), then checkpoint --pid %d", c.Pid, c.Pid)
+	if cg.V1["freezer"] == "/" || (cg.V1["freezer"] == "" && (cg.V2 == "/" || cg.V2 == "")) {
+		return fmt.Errorf("process %d has no cgroup of its own (it is in the root cgroup, which cannot be frozen): %s", c.Pid, how)
+	}
+	pids, err := cg.Tasks()
+	if err != nil {
+		return fmt.Errorf("process %d: %w", c.Pid, err)
+	}
+	tree := treeOf(c.Pid)
+	var others []int
+	for _, p := range pids {
+		if !tree[p] {
+			others = append(others, p)
+		}
+	}
+	if len(others) > 0 {
+		return fmt.Errorf("process %d has no cgroup of its own: its cgroup (%s) holds %d other processes (%v), which a checkpoint would freeze too: %s",
+			c.Pid, filepath.Dir(cg.FreezerPath()), len(others), others[:min(len(others), 5)], how)
+	}
+	return nil
+}
+
+// treeOf returns the PIDs of the process tree rooted at init.
+func treeOf(init int) map[int]bool {
+	tree := map[int]bool{}
+	queue := []int{init}
+	for len(queue) > 0 {
+		p := queue[0]
+		queue = queue[1:]
+		if tree[p] {
+			continue
+		}
+		tree[p] = true
+		tids, _ := proc.Threads(p)
+		for _, t := range tids {
+			kids, _ := proc.Children(p, t)
+			queue = append(queue, kids...)
+		}
+	}
+	return tree
+}
+
+// checkpoint is Checkpoint of running container c, whose cgroups are cg,
+// into o.Dir, with its lock held.
+func checkpoint(o CheckpointOptions, c *Container, cg *cgroup.Set) (*Meta, *Stats, error) {
 	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
 		return nil, nil, fmt.Errorf("checkpoint directory: %w", err)
 	}
-	cg, err := cgroup.ForPid(c.Pid)
-	if err != nil {
+	if err := saveRuntimeState(o.Dir, c); err != nil {
 		return nil, nil, err
 	}
 	limits := cg.SaveLimits()
@@ -325,21 +475,7 @@ func checkTasks(init int, cg *cgroup.Set) ([]*SubCgroup, error) {
 	if err != nil {
 		return nil, err
 	}
-	tree := map[int]bool{}
-	queue := []int{init}
-	for len(queue) > 0 {
-		p := queue[0]
-		queue = queue[1:]
-		if tree[p] {
-			continue
-		}
-		tree[p] = true
-		tids, _ := proc.Threads(p)
-		for _, t := range tids {
-			kids, _ := proc.Children(p, t)
-			queue = append(queue, kids...)
-		}
-	}
+	tree := treeOf(init)
 	// Tasks in cgroups below the container's come back in the same
 	// ones, made again with their limits.
 	byRel := map[string]*SubCgroup{}
@@ -394,8 +530,11 @@ func checkTasks(init int, cg *cgroup.Set) ([]*SubCgroup, error) {
 
 // RestoreOptions says which checkpoint to restore.
 type RestoreOptions struct {
-	ID  string
-	Dir string
+	ID string
+	// Dir is a checkpoint, or a container's home of generations ("":
+	// the home of ID); Name picks a generation in it (FindCheckpoint).
+	Dir  string
+	Name string
 	// Stage "undump": the restored container is left suspended.
 	Stage Stage
 	// ExtUnixSk connects unix sockets whose peer was outside the
@@ -411,15 +550,17 @@ type RestoreOptions struct {
 // Restore recreates the container from its bundle: its cgroups with
 // their limits, its namespaces and mounts, its process tree; then points
 // the runtime's state at the new init. If anything fails, nothing of it
-// is left.
-func Restore(o RestoreOptions) (*criu.Restored, *Meta, error) {
+// is left. Errors found before it begins (no checkpoint, the container
+// running, its lock held) are returned as they are; those of the restore
+// itself carry ErrAttempted. o.Dir on return is the checkpoint used.
+func Restore(o *RestoreOptions) (*criu.Restored, *Meta, error) {
 	criu.Begin() // a signal to ctcr rolls the whole restore back
 	defer criu.End()
-	unlock, err := Lock(o.ID, false)
+	dir, err := FindCheckpoint(o.ID, o.Dir, o.Name)
 	if err != nil {
 		return nil, nil, err
 	}
-	defer unlock()
+	o.Dir = dir
 	// Every file of the bundle is checked before anything is created.
 	warnings, err := VerifyBundle(o.Dir)
 	if err != nil {
@@ -432,6 +573,13 @@ func Restore(o RestoreOptions) (*criu.Restored, *Meta, error) {
 	if m.ID != o.ID {
 		return nil, nil, fmt.Errorf("%s holds a checkpoint of container %s, not %s", o.Dir, m.ID, o.ID)
 	}
+	// Locked once there is a checkpoint: a restore of an unknown id
+	// leaves no lock file.
+	unlock, err := Lock(o.ID, false)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer unlock()
 	lxcpath := ""
 	if m.Runtime == "lxc" && m.StateDir != "" {
 		lxcpath = filepath.Dir(m.StateDir) // where it was, with or without --lxcpath
@@ -441,18 +589,35 @@ func Restore(o RestoreOptions) (*criu.Restored, *Meta, error) {
 	} else if !errors.Is(err, ErrNotRunning) && !errors.Is(err, ErrUnknown) {
 		return nil, nil, err
 	}
+	if m.Runtime == "pid" && m.Cgroups != nil && alive(m.InitPid) {
+		// A container given by --pid has no record until ctcr restores
+		// it: its checkpointed init, still in its cgroup, is it running.
+		if cg, err := cgroup.ForPid(m.InitPid); err == nil && cg.FreezerPath() == m.Cgroups.FreezerPath() {
+			return nil, nil, fmt.Errorf("container %s: init %d: %w", o.ID, m.InitPid, ErrRunning)
+		}
+	}
 	if m.Cgroups == nil {
 		return nil, nil, fmt.Errorf("%s: no cgroups recorded", filepath.Join(o.Dir, "ctcr.json"))
 	}
+	r, err := restore(*o, m)
+	if err != nil {
+		return nil, nil, attempted(err)
+	}
+	r.Warnings = append(warnings, r.Warnings...)
+	return r, m, nil
+}
+
+// restore is Restore of checkpoint m in o.Dir, with the lock held.
+func restore(o RestoreOptions, m *Meta) (*criu.Restored, error) {
 	undo, err := m.Cgroups.Create(m.Limits)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	for _, sub := range m.SubCgroups {
 		undoSub, err := m.Cgroups.Join(sub.Rel).Create(sub.Limits)
 		if err != nil {
 			undo()
-			return nil, nil, err
+			return nil, err
 		}
 		undoParent := undo
 		undo = func() { undoSub(); undoParent() }
@@ -461,7 +626,7 @@ func Restore(o RestoreOptions) (*criu.Restored, *Meta, error) {
 	nsFlags, err := criu.ImageNamespaces(imgDir)
 	if err != nil {
 		undo()
-		return nil, nil, err
+		return nil, err
 	}
 	exists := func(name string) bool {
 		_, err := os.Stat(filepath.Join(imgDir, name))
@@ -538,13 +703,20 @@ func Restore(o RestoreOptions) (*criu.Restored, *Meta, error) {
 	})
 	if err != nil {
 		undo()
-		return nil, nil, fmt.Errorf("restore of container %s: %w", o.ID, err)
+		return nil, fmt.Errorf("restore of container %s: %w", o.ID, err)
 	}
 	if m.StateDir != "" || m.Runtime == "pid" {
+		// The runtime's record may be gone (runc delete after a
+		// --leave-running checkpoint): written back, the restored
+		// container is the runtime's to list, exec, kill and delete.
+		if made, err := recreateRuntimeState(o.Dir, m); err != nil && o.Log != nil {
+			o.Log("%s state of %s not recreated (the runtime's tools will not see it): %v", m.Runtime, o.ID, err)
+		} else if made && o.Log != nil {
+			o.Log("%s state of %s recreated in %s", m.Runtime, o.ID, m.StateDir)
+		}
 		if err := UpdateRuntimeState(m.Runtime, m.ID, m.StateDir, r.Pid); err != nil && o.Log != nil {
 			o.Log("%s state of %s not updated (the runtime's tools will not see it running): %v", m.Runtime, o.ID, err)
 		}
 	}
-	r.Warnings = append(warnings, r.Warnings...)
-	return r, m, nil
+	return r, nil
 }

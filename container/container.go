@@ -33,7 +33,22 @@ var (
 	ErrNotRunning = errors.New("container is not running")
 	ErrRunning    = errors.New("container is running")
 	ErrLocked     = errors.New("container is locked by another ctcr")
+	// ErrAttempted marks a failure of a checkpoint or restore under way
+	// (vzctl's 16 and 17), as opposed to one found before it began.
+	ErrAttempted = errors.New("checkpoint or restore attempted")
 )
+
+// attempted marks err with ErrAttempted, its message unchanged.
+func attempted(err error) error {
+	if err == nil {
+		return nil
+	}
+	return attemptedError{err}
+}
+
+type attemptedError struct{ error }
+
+func (e attemptedError) Unwrap() []error { return []error{e.error, ErrAttempted} }
 
 // Container is a running (or known) container.
 type Container struct {

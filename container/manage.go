@@ -31,7 +31,8 @@ type Entry struct {
 
 // List returns the containers that runc or crun report (in Places), those
 // ctcr restored and keeps a record of (LXC, --pid, --cgroup), and those
-// with a complete checkpoint (ctcr.json) under CheckpointRoot, sorted by
+// with a complete checkpoint under CheckpointRoot (the one a restore
+// would take: latest, or ctcr.json of the old layout), sorted by
 // id. Other LXC containers appear only once they have a checkpoint:
 // listing them needs lxc-ls, and a host without LXC has none.
 func List() ([]Entry, error) {
@@ -76,7 +77,11 @@ func List() ([]Entry, error) {
 		return nil, err
 	}
 	for _, e := range ents {
-		dir := filepath.Join(CheckpointRoot, e.Name())
+		// The latest generation, or a checkpoint of the old layout.
+		dir := LatestCheckpoint(e.Name())
+		if dir == "" {
+			continue
+		}
 		m, _, err := ReadBundle(dir)
 		if err != nil {
 			continue // an incomplete checkpoint or a stray directory

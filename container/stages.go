@@ -42,6 +42,10 @@ func cgroupsOf(id string, pid int) (*Container, *cgroup.Set, error) {
 // withCgroups runs fn on the cgroups of running container id, holding
 // its lock.
 func withCgroups(id string, pid int, fn func(cg *cgroup.Set) error) error {
+	// Found before locking, so that an unknown id leaves no lock file.
+	if _, err := Resolve(id, pid); err != nil {
+		return err
+	}
 	unlock, err := Lock(id, false)
 	if err != nil {
 		return err
@@ -51,7 +55,7 @@ func withCgroups(id string, pid int, fn func(cg *cgroup.Set) error) error {
 	if err != nil {
 		return err
 	}
-	return fn(cg)
+	return attempted(fn(cg))
 }
 
 // Suspend freezes the container, with none of its tasks waiting in

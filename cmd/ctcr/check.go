@@ -10,12 +10,13 @@ import (
 )
 
 func checkCmd(g *globalFlags, stdout io.Writer) *cobra.Command {
-	return &cobra.Command{
+	c := &cobra.Command{
 		Use:   "check",
 		Short: "Report whether this kernel has what ctcr needs",
 		Long: `Probe the kernel interfaces ctcr relies on and print a table of them.
-Exits 1 if a required one is missing.`,
-		Args: cobra.NoArgs,
+A required one missing is NO (and ctcr check fails); an optional one
+missing is "no": ctcr works without it.`,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			feats := criu.Features()
 			missing := criu.CheckFeatures()
@@ -26,8 +27,12 @@ Exits 1 if a required one is missing.`,
 			} else {
 				for _, f := range feats {
 					state := "yes"
-					if !f.Present {
+					switch {
+					case !f.Present && f.Required:
 						state = "NO"
+					case !f.Present:
+						// Not a fault: ctcr does without it.
+						state = "no"
 					}
 					need := "optional"
 					if f.Required {
@@ -45,4 +50,5 @@ Exits 1 if a required one is missing.`,
 			return nil
 		},
 	}
+	return exits(c, exitOK, exitFailure, exitUsage)
 }

@@ -1,10 +1,8 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io"
-	"path/filepath"
 
 	"github.com/spf13/cobra"
 
@@ -12,53 +10,8 @@ import (
 	"github.com/ctcr/ctcr/criu"
 )
 
-// Exit codes of the container commands, with vzctl's meanings: wrapper
-// scripts branch on them.
-const (
-	exitLocked          = 9  // another ctcr holds the container's lock
-	exitCheckpointError = 16 // checkpoint failed; the container runs on
-	exitRestoreError    = 17 // restore failed; nothing of it is left
-	exitNotRunning      = 31 // the container is not running
-	exitRunning         = 32 // the container is running already
-)
-
-const containerExitCodes = `Exit status:
-   0  success
-   1  unknown container (the message lists where ctcr looked), or a
-      failure before anything was done
-   2  bad usage
-   9  the container is locked by another ctcr
-  16  checkpoint failed (the container was thawed and runs on)
-  17  restore failed (everything it created was removed)
-  31  the container is not running
-  32  the container is running already`
-
-// defaultDir is where container checkpoints go without -D.
-func defaultDir(id string) string { return filepath.Join("/var/lib/ctcr", id) }
-
-// containerExit maps an error of a container command to its exit code.
-func containerExit(err error, stage int) error {
-	code := stage
-	switch {
-	case errors.Is(err, container.ErrUnknown):
-		code = exitFailure
-	case errors.Is(err, container.ErrLocked):
-		code = exitLocked
-	case errors.Is(err, container.ErrNotRunning):
-		code = exitNotRunning
-	case errors.Is(err, container.ErrRunning):
-		code = exitRunning
-	}
-	return codedError{err, code}
-}
-
-// codedError is an error with the exit status it must produce.
-type codedError struct {
-	error
-	code int
-}
-
-func (e codedError) Unwrap() error { return e.error }
+// preDumpDir is where a container's pre-dump goes without -D.
+func preDumpDir(id string) string { return container.Home(id) + "-pre-dump" }
 
 func checkpointCmd(g *globalFlags, stdout io.Writer) *cobra.Command {
 	var o container.CheckpointOptions
@@ -67,17 +20,24 @@ func checkpointCmd(g *globalFlags, stdout io.Writer) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "checkpoint CTID",
 		Short: "Checkpoint a whole container (runc, crun, LXC, or --pid)",
-		Long: `Checkpoint container CTID into DIR (default /var/lib/ctcr/CTID).
+		Long: `Checkpoint container CTID into DIR.
+
+Without -D each checkpoint is a new generation, /var/lib/ctcr/CTID/TIME
+(TIME in UTC, e.g. 20261205T153120.123Z), and /var/lib/ctcr/CTID/latest
+is switched to it once it is complete: 'ctcr restore CTID' restores
+latest, --checkpoint NAME another ('ctcr checkpoints CTID' lists them);
+--keep N removes all but the N newest after a checkpoint succeeded.
+With -D DIR, a DIR that holds a checkpoint already is refused unless
+--force is given; the new one then replaces it once complete.
 
 The container's cgroup is frozen, every task seized with ptrace, the
 cgroup thawed (tasks stay stopped), and the process tree, its mounts and
-names are dumped into DIR/images; DIR also gets config.json, stats.json
-and ctcr.json (written last). The container is then killed, or with
---leave-running it runs on. If anything fails it is thawed and runs on
-untouched.
-
-` + containerExitCodes,
-		Args: cobra.ExactArgs(1),
+names are dumped into DIR/images; DIR also gets config.json, stats.json,
+the runtime's record (runtime/) and ctcr.json (written last). The
+container is then killed, or with --leave-running it runs on. If
+anything fails it is thawed and runs on untouched, and a new generation
+is removed.`,
+		Args: exactArgs("CTID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.ID = args[0]
 			if o.TCPClose && o.TCPEstablished {
@@ -93,11 +53,14 @@ untouched.
 				}
 				o.Pid = pid
 			}
-			if o.Dir == "" {
-				o.Dir = defaultDir(o.ID)
-				if preDump {
-					o.Dir += "-pre-dump"
-				}
+			if o.Keep < 0 {
+				return usageError{fmt.Errorf("--keep %d: give the number of checkpoints to keep, 1 or more", o.Keep)}
+			}
+			if o.Keep > 0 && o.Dir != "" {
+				return usageError{fmt.Errorf("--keep prunes the generations in /var/lib/ctcr/%s: it does not go with -D", o.ID)}
+			}
+			if o.Dir == "" && preDump {
+				o.Dir = preDumpDir(o.ID)
 			}
 			stage, err := oneStage(map[container.Stage]bool{container.StageSuspend: suspend, container.StageDump: dumpStage, container.StageKill: kill, container.StageResume: resume})
 			if err != nil {
@@ -153,7 +116,7 @@ untouched.
 					}
 				}
 			}
-			m, st, err := container.Checkpoint(o)
+			m, st, err := container.CheckpointTo(&o)
 			if endPre != nil {
 				endPre()
 			}
@@ -178,7 +141,9 @@ untouched.
 		},
 	}
 	f := c.Flags()
-	f.StringVarP(&o.Dir, "images-dir", "D", "", "directory to write the checkpoint to (default /var/lib/ctcr/CTID)")
+	f.StringVarP(&o.Dir, "images-dir", "D", "", "directory to write the checkpoint to (default: a new generation in /var/lib/ctcr/CTID)")
+	f.IntVar(&o.Keep, "keep", 0, "without -D: once the checkpoint succeeded, remove all but the N newest generations of the container")
+	f.BoolVar(&o.Force, "force", false, "with -D: replace the checkpoint DIR holds, once the new one is complete")
 	f.BoolVar(&o.LeaveRunning, "leave-running", false, "let the container run on after the checkpoint")
 	f.BoolVar(&preDump, "pre-dump", false, "only copy the memory of the running container into DIR (a pre-dump, as CRIU's), and track what it writes from then on; a later checkpoint (or pre-dump) with --parent DIR copies only the pages written since")
 	f.StringVar(&o.Parent, "parent", "", "the directory of a pre-dump of the container (--pre-dump): copy only the pages written since; the images link to it, so keep (or move) both together")
@@ -193,7 +158,9 @@ untouched.
 	f.BoolVar(&dumpStage, "dump", false, "stage: dump a suspended container, which stays suspended")
 	f.BoolVar(&kill, "kill", false, "stage: kill every task of the container")
 	f.BoolVar(&resume, "resume", false, "stage: thaw a suspended container")
-	return c
+	lxcPathFlag(c, g)
+	needsCaps(c)
+	return exits(c, exitOK, exitFailure, exitUsage, exitLocked, exitCheckpointError, exitNotRunning)
 }
 
 // oneStage returns the stage flag given, if any; two are bad usage.
@@ -218,15 +185,13 @@ func stageDone(err error, code int) error {
 	return nil
 }
 
-// restoreContainer restores container id from dir.
-// restoreContainer restores container id from dir; o gives the engine's
-// options that apply to a container too (ExtUnixSk, VdsoProxy).
-func restoreContainer(g *globalFlags, cmd *cobra.Command, stdout io.Writer, id, dir, pidFile string, stage container.Stage, o criu.RestoreOptions) error {
+// restoreContainer restores container id from dir (a checkpoint, a
+// home of generations, or "" for id's home) and generation name; o
+// gives the engine's options that apply to a container too (ExtUnixSk,
+// VdsoProxy).
+func restoreContainer(g *globalFlags, cmd *cobra.Command, stdout io.Writer, id, dir, name, pidFile string, stage container.Stage, o criu.RestoreOptions) error {
 	if stage == container.StageResume {
 		return stageDone(container.Resume(id, 0), exitRestoreError)
-	}
-	if dir == "" {
-		dir = defaultDir(id)
 	}
 	logf, done, err := g.logger(cmd.ErrOrStderr())
 	if err != nil {
@@ -234,7 +199,9 @@ func restoreContainer(g *globalFlags, cmd *cobra.Command, stdout io.Writer, id, 
 	}
 	defer done()
 	progress, endLine := g.progressLine(cmd.ErrOrStderr(), "restored")
-	r, m, err := container.Restore(container.RestoreOptions{ID: id, Dir: dir, Log: logf, Stage: stage, ExtUnixSk: o.ExtUnixSk, VdsoProxy: o.VdsoProxy, Progress: progress})
+	ro := &container.RestoreOptions{ID: id, Dir: dir, Name: name, Log: logf, Stage: stage, ExtUnixSk: o.ExtUnixSk, VdsoProxy: o.VdsoProxy, Progress: progress}
+	r, m, err := container.Restore(ro)
+	dir = ro.Dir
 	endLine()
 	if err != nil {
 		return containerExit(err, exitRestoreError)
@@ -246,7 +213,7 @@ func restoreContainer(g *globalFlags, cmd *cobra.Command, stdout io.Writer, id, 
 		}
 	}
 	if g.json {
-		return printJSON(stdout, map[string]any{"id": m.ID, "runtime": m.Runtime, "pid": r.Pid, "tasks": r.Tasks,
+		return printJSON(stdout, map[string]any{"id": m.ID, "runtime": m.Runtime, "dir": dir, "pid": r.Pid, "tasks": r.Tasks,
 			"pages_bytes": r.PagesBytes, "restore_seconds": r.Total.Seconds()})
 	}
 	fmt.Fprintf(stdout, "container %s restored from %s: init is PID %d, %d tasks\n", id, dir, r.Pid, r.Tasks)

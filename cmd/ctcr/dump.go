@@ -1,12 +1,16 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
+	"os"
 
 	"github.com/spf13/cobra"
 
 	"github.com/ctcr/ctcr/criu"
+	"github.com/ctcr/ctcr/criu/images"
+	"github.com/ctcr/ctcr/criu/proc"
 )
 
 func dumpCmd(g *globalFlags, stdout io.Writer) *cobra.Command {
@@ -27,7 +31,7 @@ that copy again what it wrote meanwhile; the process is then stopped and
 only the pages written since are copied, so it stays stopped for less
 time. The pages copied early stay in DIR/pre-copy, which DIR/parent links
 to, as in CRIU's pre-dump images.`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if o.Pid <= 0 {
 				return usageError{fmt.Errorf("dump needs -t PID")}
@@ -40,6 +44,9 @@ to, as in CRIU's pre-dump images.`,
 			}
 			if o.TCPClose && o.TCPEstablished {
 				return usageError{fmt.Errorf("--tcp-close ends the connections --tcp-established would move: give one")}
+			}
+			if err := notInTree(o.Pid); err != nil {
+				return err
 			}
 			logf, done, err := g.logger(cmd.ErrOrStderr())
 			if err != nil {
@@ -63,8 +70,16 @@ to, as in CRIU's pre-dump images.`,
 			o.Progress, endLine = g.progressLine(cmd.ErrOrStderr(), "dumped")
 			st, err := criu.Dump(o)
 			endLine()
+			if errors.Is(err, images.ErrCheckpointExists) {
+				return fmt.Errorf("dump of task %d: %s already holds a checkpoint (inventory.img): remove it or choose another -D", o.Pid, o.Dir)
+			}
 			if err != nil {
 				return fmt.Errorf("dump of task %d failed: %w", o.Pid, err)
+			}
+			// The checkpoint is complete without it: a failure only
+			// loses the timings show prints.
+			if err := writeStatsDump(o.Dir, st); err != nil {
+				st.Warnings = append(st.Warnings, err.Error())
 			}
 			printWarnings(cmd.ErrOrStderr(), st.Warnings)
 			if g.json {
@@ -95,5 +110,27 @@ to, as in CRIU's pre-dump images.`,
 	f.BoolVar(&o.TCPEstablished, "tcp-established", false, "move TCP connections whose other end is outside the tree too: their segments are dropped (an nftables table) from the dump until the restore")
 	f.BoolVar(&o.TCPClose, "tcp-close", false, "dump every established TCP connection (and those waiting to be accepted) to come back as ended, instead of moving it (both ends in the tree) or failing (an end outside)")
 	f.BoolVar(&o.ExtUnixSk, "ext-unix-sk", false, "dump unix sockets whose peer is outside the tree; restore --ext-unix-sk connects them to the peer's name again (a connection from a client with no name comes back closed by that client, with a warning)")
-	return c
+	needsCaps(c)
+	return exits(c, exitOK, exitFailure, exitUsage)
+}
+
+// notInTree refuses a dump of a tree that holds ctcr itself: ctcr
+// cannot seize itself nor keep running while its ancestors are stopped,
+// and a shell running `ctcr dump -t $$` meets exactly that.
+func notInTree(pid int) error {
+	self := os.Getpid()
+	if pid == self {
+		return usageError{fmt.Errorf("PID %d is ctcr itself", pid)}
+	}
+	for p, n := self, 0; p > 1 && n < 4096; n++ {
+		st, err := proc.ReadStat(p, p)
+		if err != nil {
+			return nil // an ancestor exited: the check cannot see further
+		}
+		if st.PPid == pid {
+			return fmt.Errorf("PID %d is an ancestor of ctcr: run ctcr from outside the tree, e.g. from another terminal or with setsid -f", pid)
+		}
+		p = st.PPid
+	}
+	return nil
 }

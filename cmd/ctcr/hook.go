@@ -11,7 +11,7 @@ import (
 )
 
 func hookCmd(g *globalFlags, stdout io.Writer) *cobra.Command {
-	return &cobra.Command{
+	c := &cobra.Command{
 		Use:   "hook ACTION",
 		Short: "OCI runtime hook (poststart, poststop): container state JSON on stdin",
 		Long: `Run as an OCI runtime hook; the runtime passes the container's state
@@ -26,9 +26,9 @@ poststart  checkpoint the container with --leave-running once it is warm:
            checkpoints, logging to /run/ctcr/ID.hook.log.
 poststop   remove ctcr's lock of the container (/run/ctcr/ID.lock).
 
-Exit status: 0 done (poststart: the checkpointer started), 1 malformed
-state or missing field (nothing was done), 2 bad usage.`,
-		Args: cobra.ExactArgs(1),
+A malformed state or a missing field exits 1 and does nothing; 0 for
+poststart means the checkpointer started.`,
+		Args: exactArgs("ACTION"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			action := args[0]
 			if action != "poststart" && action != "poststop" {
@@ -63,6 +63,7 @@ state or missing field (nothing was done), 2 bad usage.`,
 			return nil
 		},
 	}
+	return exits(c, exitOK, exitFailure, exitUsage)
 }
 
 // hookCheckpointName is the hidden subcommand the poststart hook starts
@@ -74,7 +75,7 @@ func hookCheckpointCmd(g *globalFlags, stdout io.Writer) *cobra.Command {
 	c := &cobra.Command{
 		Use:    hookCheckpointName,
 		Hidden: true,
-		Args:   cobra.NoArgs,
+		Args:   noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			logf, done, err := g.logger(cmd.ErrOrStderr())
 			if err != nil {

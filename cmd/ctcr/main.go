@@ -1,8 +1,7 @@
 // Command ctcr checkpoints running Linux processes to a directory of
 // CRIU-format images and restores them, on this host or another.
 //
-// Exit status: 0 success, 1 failure (one line on stderr says what failed
-// and on which object), 2 bad usage.
+// Exit statuses are listed in exitcodes.go, the one table of them.
 package main
 
 import (
@@ -12,6 +11,8 @@ import (
 	"io"
 	"log"
 	"os"
+	"slices"
+	"strings"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
@@ -19,16 +20,6 @@ import (
 	"github.com/ctcr/ctcr/container"
 	"github.com/ctcr/ctcr/criurpc"
 )
-
-// Exit codes are a contract with wrapper scripts.
-const (
-	exitOK      = 0
-	exitFailure = 1
-	exitUsage   = 2
-)
-
-// usageError marks errors in the command line.
-type usageError struct{ error }
 
 type globalFlags struct {
 	json     bool
@@ -63,74 +54,46 @@ func run(args []string, stdout, stderr io.Writer) int {
 	var g globalFlags
 	root := &cobra.Command{
 		Use:   "ctcr",
-		Short: "Checkpoint and restore Linux processes",
-		Long: `ctcr checkpoints a running process tree to a directory of images in
-CRIU's format and restores it later, here or on another host, with the
-same PIDs, memory, registers, files and signal state.
-
-Exit status: 0 on success, 1 when the operation failed (stderr names the
-task, fd, mapping or image that failed), 2 on bad usage.`,
+		Short: "Checkpoint and restore Linux processes and containers",
+		Long: `ctcr checkpoints a running process tree, or a whole container, to a
+directory of images in CRIU's format and restores it later, here or on
+another host, with the same PIDs, memory, registers, files and signal
+state.`,
+		Version:       versionString(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.PersistentFlags().BoolVar(&g.json, "json", false, "print a machine-readable JSON result on stdout")
+	root.SetVersionTemplate("{{.Version}}\n")
+	root.PersistentFlags().BoolVar(&g.json, "json", false, "print a machine-readable JSON result on stdout (and a failure as {\"error\", \"exit\"})")
 	root.PersistentFlags().BoolVarP(&g.verbose, "verbose", "v", false, "log progress to stderr (or --log-file)")
 	root.PersistentFlags().StringVar(&g.logFile, "log-file", "", "write the detailed log to this file")
-	root.PersistentFlags().StringArrayVar(&g.lxcPaths, "lxcpath", nil, "also look for LXC containers in this lxcpath (lxc-start -P), before the default ones")
-	root.PersistentPreRun = func(*cobra.Command, []string) {
+	root.PersistentPreRunE = func(c *cobra.Command, _ []string) error {
 		container.Places.LXC = append(append([]string(nil), g.lxcPaths...), container.Places.LXC...)
+		return checkPrivileges(c)
 	}
-	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		return usageError{fmt.Errorf("%s: %w (see %s --help)", strings.TrimPrefix(c.CommandPath(), "ctcr "), err, c.CommandPath())}
+	})
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetArgs(args)
 	root.AddCommand(dumpCmd(&g, stdout), restoreCmd(&g, stdout), checkCmd(&g, stdout), checkpointCmd(&g, stdout),
-		hookCmd(&g, stdout), hookCheckpointCmd(&g, stdout), listCmd(&g, stdout), psCmd(&g, stdout), killCmd(&g, stdout), showCmd(&g, stdout),
-		preDumpCmd(&g, stdout), trackWritesCmd())
+		checkpointsCmd(&g, stdout), hookCmd(&g, stdout), hookCheckpointCmd(&g, stdout), listCmd(&g, stdout), psCmd(&g, stdout),
+		killCmd(&g, stdout), showCmd(&g, stdout), preDumpCmd(&g, stdout), versionCmd(&g, stdout), manCmd(root), trackWritesCmd())
+	exits(root, exitOK, exitFailure, exitUsage)
 
 	err := root.Execute()
-	if err == nil {
-		return exitOK
-	}
+	code := exitCodeOf(err)
 	var ee exitStatusError
-	if errors.As(err, &ee) {
-		return int(ee)
+	if err == nil || errors.As(err, &ee) {
+		return code
 	}
 	fmt.Fprintf(stderr, "ctcr: %v\n", err)
-	var ce codedError
-	if errors.As(err, &ce) {
-		return ce.code
+	if g.json || slices.Contains(args, "--json") {
+		// A script reading stdout learns of the failure there too.
+		printJSON(stdout, map[string]any{"error": err.Error(), "exit": code})
 	}
-	var ue usageError
-	if errors.As(err, &ue) || isCobraUsage(err) {
-		return exitUsage
-	}
-	return exitFailure
-}
-
-// exitStatusError makes ctcr exit with a given status and no message
-// (restore without -d exits with the restored task's status).
-type exitStatusError int
-
-func (e exitStatusError) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
-
-func isCobraUsage(err error) bool {
-	msg := err.Error()
-	for _, p := range []string{"unknown command"} {
-		if len(msg) >= len(p) && contains(msg, p) {
-			return true
-		}
-	}
-	return false
-}
-
-func contains(s, sub string) bool {
-	for i := 0; i+len(sub) <= len(s); i++ {
-		if s[i:i+len(sub)] == sub {
-			return true
-		}
-	}
-	return false
+	return code
 }
 
 // logger returns the verbose log function, or nil when not verbose.
@@ -184,4 +147,10 @@ func printWarnings(stderr io.Writer, warnings []string) {
 	for _, w := range warnings {
 		fmt.Fprintf(stderr, "ctcr: warning: %s\n", w)
 	}
+}
+
+// lxcPathFlag gives c, a command that looks containers up by id, the
+// --lxcpath flag.
+func lxcPathFlag(c *cobra.Command, g *globalFlags) {
+	c.Flags().StringArrayVar(&g.lxcPaths, "lxcpath", nil, "also look for LXC containers in this lxcpath (lxc-start -P), before the default ones")
 }

@@ -14,14 +14,14 @@ import (
 )
 
 func listCmd(g *globalFlags, stdout io.Writer) *cobra.Command {
-	return &cobra.Command{
+	c := &cobra.Command{
 		Use:   "list",
 		Short: "List the containers ctcr knows",
 		Long: `List the containers runc and crun report and those with a checkpoint
 under /var/lib/ctcr, one line each: ID, RUNTIME, STATUS (running,
 stopped, or checkpointed when only the checkpoint is left), the init's
 host PID, and the checkpoint directory.`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ents, err := container.List()
 			if err != nil {
@@ -45,6 +45,8 @@ host PID, and the checkpoint directory.`,
 			return w.Flush()
 		},
 	}
+	lxcPathFlag(c, g)
+	return exits(c, exitOK, exitFailure, exitUsage)
 }
 
 func psCmd(g *globalFlags, stdout io.Writer) *cobra.Command {
@@ -53,10 +55,8 @@ func psCmd(g *globalFlags, stdout io.Writer) *cobra.Command {
 		Use:   "ps CTID",
 		Short: "List the processes of a running container",
 		Long: `List the processes in the cgroup of container CTID: the host PID, the
-PID inside the container's PID namespace, and the command line.
-
-` + containerExitCodes,
-		Args: cobra.ExactArgs(1),
+PID inside the container's PID namespace, and the command line.`,
+		Args: exactArgs("CTID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ps, err := container.Processes(args[0], pid)
 			if err != nil {
@@ -77,7 +77,8 @@ PID inside the container's PID namespace, and the command line.
 		},
 	}
 	c.Flags().IntVar(&pid, "pid", 0, "init PID of a container ctcr cannot find by its id")
-	return c
+	lxcPathFlag(c, g)
+	return exits(c, exitOK, exitFailure, exitUsage, exitNotRunning)
 }
 
 func killCmd(g *globalFlags, stdout io.Writer) *cobra.Command {
@@ -86,10 +87,8 @@ func killCmd(g *globalFlags, stdout io.Writer) *cobra.Command {
 		Use:   "kill CTID [SIGNAL]",
 		Short: "Send a signal to a container's init (default TERM)",
 		Long: `Send SIGNAL (a name such as TERM, SIGKILL, or a number; default TERM)
-to the init of container CTID.
-
-` + containerExitCodes,
-		Args: cobra.RangeArgs(1, 2),
+to the init of container CTID.`,
+		Args: rangeArgs(1, "CTID", "SIGNAL"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			sig := unix.SIGTERM
 			if len(args) == 2 {
@@ -110,7 +109,8 @@ to the init of container CTID.
 		},
 	}
 	c.Flags().IntVar(&pid, "pid", 0, "init PID of a container ctcr cannot find by its id")
-	return c
+	lxcPathFlag(c, g)
+	return exits(c, exitOK, exitFailure, exitUsage, exitNotRunning)
 }
 
 // parseSignal accepts TERM, SIGTERM, term or 15.

@@ -31,13 +31,16 @@ tracker (a userfaultfd in async write-protect mode, Linux 6.7; this
 needs no soft-dirty bit). A small detached ctcr holds the tracking
 until the next pre-dump or dump takes it, every process of the tree is
 gone, or 24 hours pass.`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if o.Pid <= 0 {
 				return usageError{fmt.Errorf("pre-dump needs -t PID")}
 			}
 			if o.Dir == "" {
 				return usageError{fmt.Errorf("pre-dump needs -D DIR")}
+			}
+			if err := notInTree(o.Pid); err != nil {
+				return err
 			}
 			logf, done, err := g.logger(cmd.ErrOrStderr())
 			if err != nil {
@@ -66,7 +69,8 @@ gone, or 24 hours pass.`,
 	f.IntVarP(&o.Pid, "tree", "t", 0, "PID of the root of the tree")
 	f.StringVarP(&o.Dir, "images-dir", "D", "", "directory to write the pre-dump to")
 	f.StringVar(&o.PrevDir, "prev-images-dir", "", "an earlier pre-dump of the tree (relative to DIR, or absolute): copy only what was written since")
-	return c
+	needsCaps(c)
+	return exits(c, exitOK, exitFailure, exitUsage)
 }
 
 // trackWritesCmd is the hidden tracker a pre-dump starts (criu.TrackerCommand):
@@ -78,7 +82,7 @@ func trackWritesCmd() *cobra.Command {
 	c := &cobra.Command{
 		Use:    criu.TrackerCommand,
 		Hidden: true,
-		Args:   cobra.NoArgs,
+		Args:   noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var tasks []criu.TrackedTask
 			if err := json.NewDecoder(cmd.InOrStdin()).Decode(&tasks); err != nil {

@@ -15,13 +15,18 @@ import (
 func restoreCmd(g *globalFlags, stdout io.Writer) *cobra.Command {
 	var o criu.RestoreOptions
 	var detach, undump, resume bool
-	var pidFile string
+	var pidFile, name string
 	c := &cobra.Command{
-		Use:   "restore [CTID] -D DIR",
+		Use:   "restore [CTID] [-D DIR] [--checkpoint NAME]",
 		Short: "Restore a process tree, or a container, from a checkpoint",
 		Long: `Restore the process tree checkpointed in DIR, with its original PIDs.
-With CTID, restore the container checkpointed by 'ctcr checkpoint CTID'
-(DIR defaults to /var/lib/ctcr/CTID); ctcr returns once it runs.
+With CTID, restore the container checkpointed by 'ctcr checkpoint CTID':
+the latest generation in /var/lib/ctcr/CTID, or the one --checkpoint
+NAME names ('ctcr checkpoints CTID' lists them), or the checkpoint in
+-D DIR (DIR may also be a directory of generations); ctcr returns once
+it runs. If the runtime's record of the container is gone (runc delete
+after a --leave-running checkpoint), it is written back, so the
+runtime's tools manage the restored container.
 
 Without -d, ctcr stays the parent of the restored process, waits for it
 and exits with its exit status (128+N if it was killed by signal N).
@@ -30,17 +35,20 @@ With -d, ctcr returns as soon as the process runs.
 The PID must be free: if another process holds it, restore fails at once;
 if a zombie holds it (a dumped task not yet reaped), restore waits up to
 10 seconds. A failed restore kills everything it created.`,
-		Args: cobra.MaximumNArgs(1),
+		Args: rangeArgs(0, "CTID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 1 {
 				stage, err := oneStage(map[container.Stage]bool{container.StageUndump: undump, container.StageResume: resume})
 				if err != nil {
 					return err
 				}
-				return restoreContainer(g, cmd, stdout, args[0], o.Dir, pidFile, stage, o)
+				return restoreContainer(g, cmd, stdout, args[0], o.Dir, name, pidFile, stage, o)
 			}
 			if undump || resume {
 				return usageError{fmt.Errorf("--undump and --resume are stages of a container restore: give CTID")}
+			}
+			if name != "" {
+				return usageError{fmt.Errorf("--checkpoint names a generation of a container's checkpoints: give CTID")}
 			}
 			if o.Dir == "" {
 				return usageError{fmt.Errorf("restore needs -D DIR")}
@@ -99,7 +107,8 @@ if a zombie holds it (a dumped task not yet reaped), restore waits up to
 		},
 	}
 	f := c.Flags()
-	f.StringVarP(&o.Dir, "images-dir", "D", "", "directory holding the images")
+	f.StringVarP(&o.Dir, "images-dir", "D", "", "directory holding the images (with CTID: the checkpoint, default the latest in /var/lib/ctcr/CTID)")
+	f.StringVar(&name, "checkpoint", "", "with CTID: the generation to restore (a name 'ctcr checkpoints CTID' lists), instead of latest")
 	f.BoolVarP(&detach, "restore-detached", "d", false, "return once the process runs instead of waiting for it")
 	f.StringVar(&pidFile, "pidfile", "", "write the restored process's PID to this file")
 	f.BoolVar(&o.ShellJob, "shell-job", false, "attach the process's terminal fds to ctcr's terminal")
@@ -110,7 +119,9 @@ if a zombie holds it (a dumped task not yet reaped), restore waits up to
 	// CRIU wants --file-locks on restore too; ctcr restores whatever
 	// locks the images hold, so it is accepted and changes nothing.
 	f.Bool("file-locks", false, "accepted for CRIU's command line: the locks in the images are always restored")
-	return c
+	lxcPathFlag(c, g)
+	needsCaps(c)
+	return exits(c, exitOK, exitFailure, exitUsage, exitLocked, exitRestoreError, exitNotRunning, exitRunning, exitProcess)
 }
 
 func writePidFile(path string, pid int) error {

@@ -9,19 +9,21 @@ import (
 
 	"github.com/spf13/cobra"
 
+	criustats "github.com/checkpoint-restore/go-criu/v7/crit/images/stats"
+
 	"github.com/ctcr/ctcr/container"
 	"github.com/ctcr/ctcr/criu"
 )
 
 func showCmd(g *globalFlags, stdout io.Writer) *cobra.Command {
-	return &cobra.Command{
+	c := &cobra.Command{
 		Use:   "show DIR",
 		Short: "Describe a checkpoint: its tasks, memory, fds, namespaces and timings",
 		Long: `Describe the checkpoint in DIR: a process checkpoint (DIR holds
 inventory.img) or a container bundle (DIR holds ctcr.json and images/).
 Every image is read and checked, so show also tells whether a checkpoint
 is complete and sound. --json prints the same as one object.`,
-		Args: cobra.ExactArgs(1),
+		Args: exactArgs("DIR"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			dir := args[0]
 			imgDir := dir
@@ -44,8 +46,23 @@ is complete and sound. --json prints the same as one object.`,
 				return fmt.Errorf("checkpoint in %s: %w", dir, err)
 			}
 			sum.Warnings = append(warnings, sum.Warnings...)
+			var timings *criustats.DumpStatsEntry
+			if meta == nil {
+				if timings, err = readStatsDump(imgDir); err != nil {
+					return fmt.Errorf("checkpoint in %s: %w", dir, err)
+				}
+			}
 			if g.json {
-				return printJSON(stdout, map[string]any{"container": meta, "stats": stats, "checkpoint": sum})
+				out := map[string]any{"container": meta, "stats": stats, "checkpoint": sum}
+				if timings != nil {
+					out["stats"] = map[string]any{"frozen_seconds": float64(timings.GetFrozenTime()) / 1e6, "dump_seconds": float64(timings.GetFreezingTime()+timings.GetFrozenTime()) / 1e6,
+						"memory_seconds": float64(timings.GetMemdumpTime()) / 1e6, "pages_written": timings.GetPagesWritten()}
+				}
+				return printJSON(stdout, out)
+			}
+			if timings != nil {
+				fmt.Fprintf(stdout, "frozen %.3f s, dump %.3f s, memory copy %.3f s\n", float64(timings.GetFrozenTime())/1e6,
+					float64(timings.GetFreezingTime()+timings.GetFrozenTime())/1e6, float64(timings.GetMemdumpTime())/1e6)
 			}
 			if meta != nil {
 				fmt.Fprintf(stdout, "container %s (%s), checkpointed %s by ctcr %s\n", meta.ID, meta.Runtime, meta.Created.Format("2006-01-02 15:04:05 MST"), meta.CtcrVersion)
@@ -89,4 +106,5 @@ is complete and sound. --json prints the same as one object.`,
 			return nil
 		},
 	}
+	return exits(c, exitOK, exitFailure, exitUsage)
 }

@@ -25,7 +25,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+# Bold headings on a terminal only: a log or a pipe gets plain text.
+if [ -t 1 ]; then
+	say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+else
+	say() { printf '\n== %s\n' "$*"; }
+fi
 
 gcc -O2 -Wall -o "$work/counter" "$root/test/demo/counter.c"
 "$work/counter" >"$work/counter.log" 2>&1 </dev/null &
@@ -35,8 +40,16 @@ say "PID $pid counts into $work/counter.log:"
 tail -n 3 "$work/counter.log"
 
 say "ctcr dump -t $pid -D $work/images"
-"$ctcr" dump -t "$pid" -D "$work/images" --json
-wait "$pid" 2>/dev/null || true # reap it: its PID must be free for restore
+# The dump kills the counter, as it should; bash would report that as
+# "line N: PID Killed", which reads as an error: its job notices go to
+# /dev/null while ctcr's own stderr (fd 3) stays visible. The wait reaps
+# the counter: its PID must be free for the restore.
+exec 3>&2
+{
+	"$ctcr" dump -t "$pid" -D "$work/images" --json 2>&3
+	wait "$pid" || true
+} 2>/dev/null
+exec 3>&-
 if kill -0 "$pid" 2>/dev/null; then
 	echo "demo: PID $pid still runs after the dump" >&2
 	exit 1
