@@ -171,16 +171,7 @@ func RestoreHostSysV(imgDir string, root int) error {
 		return nil
 	}
 	restoredRoot = root
-	if err := restoreShm(filepath.Join(imgDir, images.IpcShm.FileName(ipcNsID)), prepareHostShm); err != nil {
-		return fmt.Errorf("SysV shared memory of the host: %w", err)
-	}
-	if err := restoreSem(filepath.Join(imgDir, images.IpcSem.FileName(ipcNsID)), prepareHostSem); err != nil {
-		return fmt.Errorf("SysV semaphores of the host: %w", err)
-	}
-	if err := restoreMsg(filepath.Join(imgDir, images.IpcMsg.FileName(ipcNsID)), prepareHostMsg); err != nil {
-		return fmt.Errorf("SysV message queues of the host: %w", err)
-	}
-	return nil
+	return restoreObjects(imgDir, " of the host", [3]func(*ipcdesc.IpcDescEntry) error{prepareHostShm, prepareHostSem, prepareHostMsg})
 }
 
 // RemoveDestroyedHostShm removes again the host's segments that were

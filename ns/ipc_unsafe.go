@@ -237,17 +237,24 @@ func dumpMsg(stage *images.Staging, keep func(map[string]uint64) bool) error {
 // namespace, each with its id, key, owner, mode and content.
 func RestoreIPC(pid int, imgDir string) error {
 	return inNamespace(pid, "ipc", unix.CLONE_NEWIPC, func() error {
-		if err := restoreShm(filepath.Join(imgDir, images.IpcShm.FileName(ipcNsID)), nil); err != nil {
-			return fmt.Errorf("SysV shared memory: %w", err)
-		}
-		if err := restoreSem(filepath.Join(imgDir, images.IpcSem.FileName(ipcNsID)), nil); err != nil {
-			return fmt.Errorf("SysV semaphores: %w", err)
-		}
-		if err := restoreMsg(filepath.Join(imgDir, images.IpcMsg.FileName(ipcNsID)), nil); err != nil {
-			return fmt.Errorf("SysV message queues: %w", err)
-		}
-		return nil
+		return restoreObjects(imgDir, "", [3]func(*ipcdesc.IpcDescEntry) error{})
 	})
+}
+
+// restoreObjects recreates the segments, semaphore sets and message
+// queues of the images in imgDir, each kind's prepare (if set) running
+// before each object is made; where qualifies the kinds in errors.
+func restoreObjects(imgDir, where string, prepare [3]func(*ipcdesc.IpcDescEntry) error) error {
+	if err := restoreShm(filepath.Join(imgDir, images.IpcShm.FileName(ipcNsID)), prepare[0]); err != nil {
+		return fmt.Errorf("SysV shared memory%s: %w", where, err)
+	}
+	if err := restoreSem(filepath.Join(imgDir, images.IpcSem.FileName(ipcNsID)), prepare[1]); err != nil {
+		return fmt.Errorf("SysV semaphores%s: %w", where, err)
+	}
+	if err := restoreMsg(filepath.Join(imgDir, images.IpcMsg.FileName(ipcNsID)), prepare[2]); err != nil {
+		return fmt.Errorf("SysV message queues%s: %w", where, err)
+	}
+	return nil
 }
 
 // shmDest is the mode bit of a segment removed (IPC_RMID) while still
