@@ -162,7 +162,8 @@ func climbTo(p string) string { return strings.Repeat("../", 24) + strings.TrimP
 
 // TestContainerPlantedSymlinks: a runc container's process holds a file,
 // a FIFO and a listening unix socket on its root file system. After the
-// checkpoint, symlinks are planted along each path (an absolute one to a
+// checkpoint, symlinks are planted along each path (and in place of the
+// mount point of its tmpfs) (an absolute one to a
 // host directory holding a root-only secret, a relative one climbing out
 // of the root) and restore is tried: it must fail with exit status 17
 // and a message naming the path, give no task anything of the host, and
@@ -189,6 +190,7 @@ func TestContainerPlantedSymlinks(t *testing.T) {
 	add("a relative symlink climbing out of the root replaces the FIFO", "/df/fifo", "df/fifo", climbTo(filepath.Join(host, "fifo")))
 	add("an absolute symlink to a host directory replaces the socket's directory", "/ds/sock", "ds", host)
 	add("a relative symlink climbing out of the root replaces the socket's directory", "/ds/sock", "ds", climbTo(host))
+	add("an absolute symlink to a host directory replaces the tmpfs mount point", "/data", "data", host)
 
 	watch := watchHostDir(t, host)
 	for _, p := range plants {
