@@ -581,6 +581,8 @@ func TestPlantedTempFileLinks(t *testing.T) {
 		if st, err := os.Stat("/run/ctcr"); err != nil || st.Mode().Perm() != 0o700 {
 			t.Errorf("/run/ctcr: %v (%v), want a directory 0700", st.Mode(), err)
 		}
-		restoreContainer(t, c, dir)
+		// Not restored: the planted links stay in the bundle, where the
+		// checkpoint's manifest lists them and restore (rightly) refuses
+		// them as links to no checkpoint.
 	})
 }
