@@ -361,9 +361,15 @@ func (d *dumpTree) addProc(pid, root int) (*dumpProc, error) {
 // one walk finds every thread. Each is attached, the cgroup thawed, and
 // then each reaches its stop.
 //
+// A thread stopped by job control is attached only once the
+// cgroup is thawed: PTRACE_SEIZE of a stopped task waits, inside the
+// kernel, until the task has moved from its job-control stop to a
+// ptrace stop, which a frozen task never does (the seize, and ctcr,
+// hung). Stopped, it cannot fork or exit meanwhile either.
+//
 // Preconditions: runs on the tracer thread.
 func (d *dumpTree) seizeFrozen(root int) error {
-	var all []*dumpThread
+	var all, later []*dumpThread
 	thawed := false
 	defer func() {
 		if !thawed {
@@ -378,7 +384,10 @@ func (d *dumpTree) seizeFrozen(root int) error {
 			return nil, fmt.Errorf("task %d: %w", pid, err)
 		}
 		for _, tid := range tids {
-			if err := ptrace.Attach(tid, unix.PTRACE_O_SUSPEND_SECCOMP); err != nil {
+			th := &dumpThread{tid: tid}
+			if jobStopped(pid, tid) {
+				later = append(later, th)
+			} else if err := ptrace.Attach(tid, unix.PTRACE_O_SUSPEND_SECCOMP); err != nil {
 				if errors.Is(err, unix.EPERM) {
 					if terr := tracedBy(pid, tid); terr != nil {
 						return nil, terr
@@ -386,7 +395,6 @@ func (d *dumpTree) seizeFrozen(root int) error {
 				}
 				return nil, err
 			}
-			th := &dumpThread{tid: tid}
 			if tid == pid {
 				p.threads = append([]*dumpThread{th}, p.threads...)
 			} else {
@@ -411,6 +419,11 @@ func (d *dumpTree) seizeFrozen(root int) error {
 	if err := d.opts.Thaw(); err != nil {
 		return err
 	}
+	for _, th := range later {
+		if err := ptrace.Attach(th.tid, unix.PTRACE_O_SUSPEND_SECCOMP); err != nil {
+			return err
+		}
+	}
 	for _, th := range all {
 		stolen, err := ptrace.WaitSeized(th.tid)
 		th.stolen = stolen
@@ -424,4 +437,19 @@ func (d *dumpTree) seizeFrozen(root int) error {
 		}
 	}
 	return nil
+}
+
+// jobStopped reports whether thread tid of pid is stopped by job control:
+// state T, or, frozen by its cgroup, asleep in do_signal_stop (the
+// freezer shows a frozen stopped task as D).
+func jobStopped(pid, tid int) bool {
+	st, err := proc.ReadStat(pid, tid)
+	if err != nil {
+		return false
+	}
+	if st.State == 'T' {
+		return true
+	}
+	wchan, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/wchan", pid, tid))
+	return err == nil && string(wchan) == "do_signal_stop"
 }

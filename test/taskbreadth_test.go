@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
 
@@ -222,4 +223,53 @@ func TestChroot(t *testing.T) {
 	t.Run("the chroot workload passes when it is never dumped", func(t *testing.T) {
 		startWorkload(t, "chroot", "inside").checkPasses(30*time.Second, "chroot")
 	})
+}
+
+// TestContainerStoppedTask checkpoints a runc container in which one
+// task was stopped with SIGSTOP (the tree is frozen by its cgroup, then
+// seized: the stop shows in the seize after the thaw). After restore
+// the task is stopped again, and SIGCONT lets it go on.
+func TestContainerStoppedTask(t *testing.T) {
+	c := newContainer(t, "stopped", func(s *specs.Spec) {
+		s.Process.Args = []string{"sh", "-c", `sleep 100000 &
+kill -STOP $!
+echo $! > /data/stopped
+touch /data/ready
+i=0
+while :; do i=$((i+1)); echo $i > /data/count; sleep 0.2; done`}
+	})
+	c.start()
+	c.waitFileHolds(t, "/data/stopped", "")
+	state := func() string {
+		out := c.mustExec(t, `cut -d' ' -f3 /proc/$(cat /data/stopped)/stat`)
+		return strings.TrimSpace(out)
+	}
+	waitState := func(want, when string) {
+		t.Helper()
+		got := ""
+		for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+			if got = state(); got == want {
+				return
+			}
+		}
+		t.Fatalf("%s the stopped task is in state %q, want %q", when, got, want)
+	}
+	waitState("T", "before the checkpoint")
+	dir := filepath.Join(t.TempDir(), "ck")
+	logFile := filepath.Join(t.TempDir(), "checkpoint.log")
+	r := startCtcr(t, "checkpoint", c.id, "-D", dir, "-v", "--log-file", logFile)
+	if err := r.wait(60 * time.Second); err != nil {
+		log, _ := os.ReadFile(logFile)
+		t.Fatalf("%v\nlog:\n%s", err, log)
+	}
+	if r.code() != 0 {
+		log, _ := os.ReadFile(logFile)
+		t.Fatalf("%s: exit status %d: %s\nlog:\n%s", r, r.code(), r.stderr(), log)
+	}
+	restoreContainer(t, c, dir)
+	waitState("T", "after restore")
+	time.Sleep(300 * time.Millisecond)
+	waitState("T", "300 ms after restore")
+	c.mustExec(t, `kill -CONT $(cat /data/stopped)`)
+	waitState("S", "after SIGCONT")
 }
