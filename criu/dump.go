@@ -916,9 +916,9 @@ func (p *dumpProc) stopSignal() (unix.Signal, error) {
 }
 
 // dropScratch unmaps the process's scratch area. The runner cannot
-// unmap the page it runs from, so this is a single-stepped call: with
-// the one that maps the area, the only window in which a ctcr that dies
-// leaves the thread lost (see ptrace.OwnState).
+// unmap the page it runs from, so this is a lone call from the vDSO:
+// with the one that maps the area, the only window in which a ctcr that
+// dies leaves the thread lost (see ptrace.OwnState).
 //
 // Preconditions: runs on the tracer thread.
 func (p *dumpProc) dropScratch() error {

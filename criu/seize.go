@@ -108,7 +108,7 @@ func (d *dumpTree) seizeProc(p *dumpProc) ([]int, error) {
 			if seized[tid] {
 				continue
 			}
-			stolen, err := ptrace.Seize(tid, unix.PTRACE_O_SUSPEND_SECCOMP)
+			stolen, err := ptrace.Seize(tid, seizeOptions)
 			if err != nil {
 				if tid != pid && threadGone(pid, tid, err) {
 					lost = true
@@ -387,7 +387,7 @@ func (d *dumpTree) seizeFrozen(root int) error {
 			th := &dumpThread{tid: tid}
 			if jobStopped(pid, tid) {
 				later = append(later, th)
-			} else if err := ptrace.Attach(tid, unix.PTRACE_O_SUSPEND_SECCOMP); err != nil {
+			} else if err := ptrace.Attach(tid, seizeOptions); err != nil {
 				if errors.Is(err, unix.EPERM) {
 					if terr := tracedBy(pid, tid); terr != nil {
 						return nil, terr
@@ -420,7 +420,7 @@ func (d *dumpTree) seizeFrozen(root int) error {
 		return err
 	}
 	for _, th := range later {
-		if err := ptrace.Attach(th.tid, unix.PTRACE_O_SUSPEND_SECCOMP); err != nil {
+		if err := ptrace.Attach(th.tid, seizeOptions); err != nil {
 			return err
 		}
 	}
@@ -453,3 +453,8 @@ func jobStopped(pid, tid int) bool {
 	wchan, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/wchan", pid, tid))
 	return err == nil && string(wchan) == "do_signal_stop"
 }
+
+// seizeOptions are the ptrace options of every task a dump seizes:
+// no seccomp filter of the task sees ctcr's remote calls, and syscall
+// stops are told from SIGTRAPs (ptrace.Remote.Syscall stops at them).
+const seizeOptions = unix.PTRACE_O_SUSPEND_SECCOMP | unix.PTRACE_O_TRACESYSGOOD

@@ -60,10 +60,12 @@ type Remote struct {
 //     that, SIGURG, which runtimes such as Go's must tolerate unasked),
 //     so once untraced the signal is dropped and the frame returns it to
 //     itself; a breakpoint (int3) there would kill it with SIGTRAP.
-//   - a single-stepped call (Syscall) leaves the trap flag set until the
-//     next resume, so it is followed by settle; what remains is the
-//     window of the step itself, used only to map and unmap the area the
-//     runner lives in.
+//   - a lone call (Syscall) runs from the vDSO's syscall instruction to
+//     its syscall-exit stop, where the thread gets its own registers
+//     back; a tracer dying while it runs leaves the thread in ctcr's
+//     registers. That window is used only to map and unmap the area the
+//     runner lives in (and, in a pre-copy, to have the task make a
+//     userfaultfd).
 type OwnState struct {
 	Mask       uint64      // the thread's own blocked signals
 	Sig        unix.Signal // the signal RunCode's code raises to stop
@@ -106,11 +108,69 @@ func (r *Remote) Syscall(nr uintptr, args ...uint64) (uint64, error) {
 	if err := SetSigmask(r.Tid, ^uint64(0)); err != nil {
 		return 0, err
 	}
-	ret, err := r.step(nr, &regs)
-	if serr := r.settle(); serr != nil && (err == nil || errors.Is(serr, ErrExited)) {
-		return ret, serr
+	ret, err := r.syscallStops(nr)
+	if gerr := r.giveBack(); gerr != nil && (err == nil || errors.Is(gerr, ErrExited)) {
+		return ret, gerr
 	}
 	return ret, err
+}
+
+// syscallStops runs the syscall the registers hold from the syscall
+// instruction at IP to its syscall-exit stop, for a thread being
+// dumped. Unlike a single step it makes the kernel queue no SIGTRAP: a
+// forced SIGTRAP resets the task's own SIGTRAP handler to SIG_DFL when
+// the signal is blocked or ignored (force_sig_info_to_task), and a trap
+// flag left set kills a task whose tracer died. A syscall stop
+// (PTRACE_O_TRACESYSGOOD: SIGTRAP|0x80) delivers nothing when the task
+// is let go, and the kernel restarts the task's own interrupted syscall
+// from there once its registers are back.
+//
+// Preconditions: the task was seized with PTRACE_O_TRACESYSGOOD.
+func (r *Remote) syscallStops(nr uintptr) (uint64, error) {
+	r.Events = r.Events[:0]
+	for stops := 0; stops < 2; {
+		if err := ptrace(unix.PTRACE_SYSCALL, r.Tid, 0, 0); err != nil {
+			return 0, os.NewSyscallError(fmt.Sprintf("ptrace(SYSCALL) of task %d", r.Tid), err)
+		}
+		st, err := Wait(r.Tid)
+		if err != nil {
+			return 0, err
+		}
+		switch {
+		case st.Exited():
+			return 0, fmt.Errorf("task %d %v during remote %s: %w", r.Tid, st, SyscallName(nr), ErrExited)
+		case st.Status.Stopped() && st.Status.StopSignal() == unix.SIGTRAP|0x80:
+			stops++ // entry, then exit
+		case st.Event() != 0:
+			msg, err := EventMsg(r.Tid)
+			if err != nil {
+				return 0, err
+			}
+			r.Events = append(r.Events, msg)
+		case st.Status.Stopped():
+			// A signal-delivery-stop: with every signal blocked, only a
+			// SIGSTOP. Keep anything else for the task.
+			si, err := GetSiginfo(r.Tid)
+			if err != nil {
+				return 0, err
+			}
+			if si.Signo() != int(unix.SIGSTOP) {
+				r.Stolen = append(r.Stolen, si)
+			}
+		}
+	}
+	out, err := GetRegs(r.Tid)
+	if err != nil {
+		return 0, err
+	}
+	if out.Rip != r.IP+2 {
+		return 0, fmt.Errorf("task %d: remote %s stopped at %#x, want %#x", r.Tid, SyscallName(nr), out.Rip, r.IP+2)
+	}
+	ret := out.Rax
+	if int64(ret) < 0 && int64(ret) > -4096 {
+		return ret, fmt.Errorf("remote %s in task %d: %w", SyscallName(nr), r.Tid, syscall.Errno(-int64(ret)))
+	}
+	return ret, nil
 }
 
 // step single-steps over the syscall instruction with regs loaded.
@@ -187,44 +247,6 @@ func (r *Remote) giveBack() error {
 	return SetRegs(r.Tid, &r.Base)
 }
 
-// settle gives a thread that single-stepped a call its own mask and
-// registers back and moves it from the step's trap into an interrupt
-// stop. The kernel keeps the trap flag of PTRACE_SINGLESTEP set until
-// the tracee is resumed without it: a thread whose tracer died before
-// that would take a SIGTRAP at its next instruction and die of it.
-// PTRACE_INTERRUPT then PTRACE_CONT without a signal brings it from the
-// trap to the interrupt stop without running one instruction of its
-// own (get_signal handles the pending trap first), clearing the flag.
-func (r *Remote) settle() error {
-	if err := r.giveBack(); err != nil {
-		return err
-	}
-	if err := Interrupt(r.Tid); err != nil {
-		return err
-	}
-	for {
-		if err := Cont(r.Tid, 0); err != nil {
-			return err
-		}
-		st, err := Wait(r.Tid)
-		if err != nil {
-			return err
-		}
-		switch {
-		case st.Exited():
-			return fmt.Errorf("task %d %v: %w", r.Tid, st, ErrExited)
-		case st.Event() == unix.PTRACE_EVENT_STOP:
-			return nil
-		case st.SignalDelivery():
-			// Unblocked again, a signal came in on the way: keep it.
-			si, err := GetSiginfo(r.Tid)
-			if err != nil {
-				return err
-			}
-			r.Stolen = append(r.Stolen, si)
-		}
-	}
-}
 
 // Mem is a task's memory, read and written through /proc/PID/mem, which
 // (unlike process_vm_writev) can write to pages the task cannot write,
