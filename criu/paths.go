@@ -1,6 +1,7 @@
 package criu
 
 import (
+	"fmt"
 	"os"
 
 	"golang.org/x/sys/unix"
@@ -8,13 +9,37 @@ import (
 	"github.com/ctcr/ctcr/internal/inroot"
 )
 
+// reportedRoot opens the root in which the paths /proc reports for task
+// pid (its fds', cwd's, root's, executable's and mappings' links) are
+// to be resolved. /proc renders them from the reader's root where it can
+// reach them: for a task in ctcr's own mount namespace they are paths of
+// ctcr's, whatever the task's root (a chrooted task's cwd and root are
+// not below /proc/PID/root, or are found there a second time); for a task
+// in another mount namespace (a container) they are rendered from that
+// namespace's root, which /proc/PID/root reaches.
+func reportedRoot(pid int) (*inroot.Root, error) {
+	if inMountNSOfCtcr(pid) {
+		return inroot.Open("/", "the host's root")
+	}
+	return inroot.OfTask(pid)
+}
+
+// inMountNSOfCtcr reports whether task pid is in ctcr's mount namespace.
+func inMountNSOfCtcr(pid int) bool {
+	var mine, theirs unix.Stat_t
+	if unix.Stat("/proc/self/ns/mnt", &mine) != nil || unix.Stat(fmt.Sprintf("/proc/%d/ns/mnt", pid), &theirs) != nil {
+		return false
+	}
+	return mine.Dev == theirs.Dev && mine.Ino == theirs.Ino
+}
+
 // openInTree opens p, a path the kernel reported at the checkpoint (an
 // fd's or a mapping's file, the executable), as the restored tree sees
 // it: inside the root of its root task (host PID pid), never through a
 // symlink (see package inroot: such a path had none at the checkpoint,
 // so one there now was planted since).
 func openInTree(pid int, p string, flags int) (*os.File, error) {
-	root, err := inroot.OfTask(pid)
+	root, err := reportedRoot(pid)
 	if err != nil {
 		return nil, err
 	}
@@ -27,7 +52,7 @@ func openInTree(pid int, p string, flags int) (*os.File, error) {
 // name), inside that task's root: a symlink there resolves as the task
 // would resolve it, never to the host's file.
 func statInTree(pid int, p string) (unix.Stat_t, error) {
-	root, err := inroot.OfTask(pid)
+	root, err := reportedRoot(pid)
 	if err != nil {
 		return unix.Stat_t{}, err
 	}
@@ -40,7 +65,7 @@ func statInTree(pid int, p string) (unix.Stat_t, error) {
 // Symlinks inside that root are followed (runc makes /dev/ptmx one to
 // pts/ptmx), none out of it.
 func openTTYInTree(pid int, p string, flags int) (*os.File, error) {
-	root, err := inroot.OfTask(pid)
+	root, err := reportedRoot(pid)
 	if err != nil {
 		return nil, err
 	}
