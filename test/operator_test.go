@@ -608,6 +608,14 @@ func TestHostSysVShm(t *testing.T) {
 	})
 	w := startWorkload(t, "sysvshm", "child")
 	kids := childrenOf(w.pid)
+	t.Cleanup(func() {
+		// The child, should the test stop before the dump ends it (or
+		// restored, after).
+		for pid := range kids {
+			unix.Kill(pid, unix.SIGKILL)
+			reap(pid, 5*time.Second)
+		}
+	})
 	img := filepath.Join(t.TempDir(), "img")
 	dump(t, w, img, false, 0)
 	for pid := range kids {
@@ -642,4 +650,126 @@ func TestHostSysVShm(t *testing.T) {
 		}
 	}
 	restoreForeground(t, w, img, scenario{}, nil)
+}
+
+// TestHostPostgres: a PostgreSQL 15 server run on the host (not in a
+// container: the host's IPC namespace, its SysV interlock segment among
+// the host's) is checkpointed with plain dump and restored: rows written
+// before are there, a new connection writes more, and it shuts down
+// cleanly.
+func TestHostPostgres(t *testing.T) {
+	if _, err := os.Stat(filepath.Join(postgresBin, "postgres")); err != nil {
+		t.Skipf("%s/postgres is missing (apt-get install postgresql-15): %v", postgresBin, err)
+	}
+	if _, err := exec.LookPath("setpriv"); err != nil {
+		t.Skip("setpriv is missing")
+	}
+	needCtcr(t)
+	before := hostShmSegments(t)
+	// The postgres user must reach it: t.TempDir's parents are 0700.
+	top, err := os.MkdirTemp("", "ctcr-pg-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(top, 0o755)
+	data, sock := filepath.Join(top, "db"), filepath.Join(top, "sock")
+	os.Mkdir(sock, 0o755)
+	os.Chown(top, 101, 104)
+	os.Chown(sock, 101, 104)
+	asPostgres := func(name string, args ...string) *exec.Cmd {
+		return exec.Command("setpriv", append([]string{"--reuid=postgres", "--regid=postgres", "--init-groups", filepath.Join(postgresBin, name)}, args...)...)
+	}
+	if out, err := outputWithTimeout(asPostgres("initdb", "-D", data, "-A", "trust"), 2*time.Minute); err != nil {
+		t.Fatalf("initdb: %v\n%s", err, out)
+	}
+	logf, err := os.Create(filepath.Join(top, "pg.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	port := strconv.Itoa(20000 + os.Getpid()%20000)
+	pg := asPostgres("postgres", "-D", data, "-k", sock, "-p", port, "-c", "listen_addresses=")
+	pg.Stdout, pg.Stderr = logf, logf
+	pg.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := pg.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := pg.Process.Pid
+	t.Cleanup(func() {
+		// Whatever runs in the postmaster's place (the original, or
+		// the restored one) is stopped, then everything it made goes.
+		asPostgres("pg_ctl", "-D", data, "stop", "-m", "immediate", "-w").Run()
+		unix.Kill(pid, unix.SIGKILL)
+		reap(pid, 10*time.Second)
+		for id := range hostShmSegments(t) {
+			if !before[id] {
+				unix.SysvShmCtl(id, unix.IPC_RMID, nil)
+			}
+		}
+		os.RemoveAll(top)
+	})
+	psql := func(sql string) string {
+		t.Helper()
+		var out string
+		var err error
+		for end := time.Now().Add(60 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+			out, err = outputWithTimeout(asPostgres("psql", "-h", sock, "-p", port, "-d", "postgres", "-Atc", sql), 30*time.Second)
+			if err == nil || time.Now().After(end) {
+				break
+			}
+		}
+		if err != nil {
+			log, _ := os.ReadFile(logf.Name())
+			t.Fatalf("psql -c %q: %v\n%s\n%s", sql, err, out, log)
+		}
+		return strings.TrimSpace(out)
+	}
+	psql("create table t(i int, s text); insert into t select g, md5(g::text) from generate_series(1, 100000) g")
+	const want = "100000|5000050000"
+	if got := psql("select count(*), sum(i) from t"); got != want {
+		t.Fatalf("before the checkpoint: %q, want %q", got, want)
+	}
+	// The backends of the psqls above exit after them: wait until only
+	// the postmaster's own processes remain.
+	for end := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		n := 0
+		for kid := range childrenOf(pid) {
+			if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", kid)); strings.Contains(string(b), "postgres postgres") || strings.Contains(string(b), "[local]") {
+				n++
+			}
+		}
+		if n == 0 || time.Now().After(end) {
+			break
+		}
+	}
+	kids := childrenOf(pid)
+	img := filepath.Join(t.TempDir(), "img")
+	r := runCtcr(t, 120*time.Second, "dump", "-t", strconv.Itoa(pid), "-D", img)
+	if r.code() != 0 {
+		t.Fatalf("%s: exit status %d\nstderr: %s", r, r.code(), r.stderr())
+	}
+	pg.Wait()
+	for k := range kids {
+		reap(k, 10*time.Second)
+	}
+	if _, err := os.Stat(filepath.Join(img, "ipcns-shm-1.img")); err != nil {
+		t.Errorf("the dump of the host's PostgreSQL saved no SysV segment: %v", err)
+	}
+	r = runCtcr(t, 120*time.Second, "restore", "-D", img, "-d")
+	if r.code() != 0 {
+		log, _ := os.ReadFile(logf.Name())
+		t.Fatalf("%s: exit status %d\nstderr: %s\n%s", r, r.code(), r.stderr(), log)
+	}
+	if got := psql("select count(*), sum(i) from t"); got != want {
+		t.Errorf("after restore: %q, want %q", got, want)
+	}
+	if got := psql("insert into t values (0, 'after'); select count(*) from t"); got != "INSERT 0 1\n100001" {
+		t.Errorf("insert after restore: %q, want INSERT 0 1 and a count of 100001", got)
+	}
+	out, err := outputWithTimeout(asPostgres("pg_ctl", "-D", data, "stop", "-m", "fast", "-w"), 60*time.Second)
+	log, _ := os.ReadFile(logf.Name())
+	if err != nil || !strings.Contains(out, "server stopped") || !strings.Contains(string(log), "database system is shut down") {
+		t.Errorf("pg_ctl stop after restore: %v\n%s\n%s", err, out, log)
+	}
+	reap(pid, 10*time.Second)
 }
