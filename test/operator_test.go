@@ -652,9 +652,6 @@ func TestHostSysVShm(t *testing.T) {
 		}
 	}
 	restoreForeground(t, w, img, scenario{}, nil)
-	if !t.Failed() {
-		decodeWithCrit(t, img) // ipcns-shm-1.img and stats-dump too
-	}
 }
 
 // TestHostPostgres: a PostgreSQL 15 server run on the host (not in a
