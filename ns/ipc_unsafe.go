@@ -119,20 +119,13 @@ func writeImage(path string, k images.Kind, write func(w *images.Writer) error) 
 	return err
 }
 
-func dumpShm(stage *images.Staging) error { return dumpShmOf(stage, nil) }
-
-// dumpShmOf writes the segments of the current thread's IPC namespace
-// whose ids keep holds (every one for a nil keep) into stage.
-func dumpShmOf(stage *images.Staging, keep map[uint32]bool) error {
+func dumpShm(stage *images.Staging) error {
 	rows, err := sysvRows("shm")
 	if err != nil {
 		return err
 	}
 	return writeImage(stage.Path(images.IpcShm.FileName(ipcNsID)), images.IpcShm, func(w *images.Writer) error {
 		for _, r := range rows {
-			if keep != nil && !keep[uint32(r["shmid"])] {
-				continue
-			}
 			id, size := int(r["shmid"]), int(r["size"])
 			seg, err := unix.SysvShmAttach(id, 0, unix.SHM_RDONLY)
 			if err != nil {
@@ -242,31 +235,10 @@ const shmDest = 0o1000
 // that were removed but still attached at the checkpoint; run it once
 // the restored tasks have attached them.
 func RemoveDestroyedShm(pid int, imgDir string) error {
-	dest, err := destroyedShm(imgDir)
-	if err != nil || len(dest) == 0 {
-		return err
-	}
-	return inNamespace(pid, "ipc", unix.CLONE_NEWIPC, func() error { return removeShm(dest) })
-}
-
-// removeShm removes (IPC_RMID) the segments ids of the current thread's
-// IPC namespace.
-func removeShm(ids []uint32) error {
-	for _, id := range ids {
-		if _, _, errno := unix.Syscall(unix.SYS_SHMCTL, uintptr(id), unix.IPC_RMID, 0); errno != 0 {
-			return fmt.Errorf("remove SysV shared memory segment %d again: %w", id, errno)
-		}
-	}
-	return nil
-}
-
-// destroyedShm returns the segments of the image in imgDir that were
-// removed while attached.
-func destroyedShm(imgDir string) ([]uint32, error) {
 	path := filepath.Join(imgDir, images.IpcShm.FileName(ipcNsID))
 	r, done, err := openImage(path, images.IpcShm)
 	if err != nil || r == nil {
-		return nil, err
+		return err
 	}
 	defer done()
 	var dest []uint32
@@ -276,16 +248,26 @@ func destroyedShm(imgDir string) ([]uint32, error) {
 			if errors.Is(err, io.EOF) {
 				break
 			}
-			return nil, err
+			return err
 		}
 		if _, err := r.ReadPayload(int64((e.GetSize() + 3) &^ 3)); err != nil {
-			return nil, err
+			return err
 		}
 		if e.GetDesc().GetMode()&shmDest != 0 {
 			dest = append(dest, e.GetDesc().GetId())
 		}
 	}
-	return dest, nil
+	if len(dest) == 0 {
+		return nil
+	}
+	return inNamespace(pid, "ipc", unix.CLONE_NEWIPC, func() error {
+		for _, id := range dest {
+			if _, _, errno := unix.Syscall(unix.SYS_SHMCTL, uintptr(id), unix.IPC_RMID, 0); errno != 0 {
+				return fmt.Errorf("remove SysV shared memory segment %d again: %w", id, errno)
+			}
+		}
+		return nil
+	})
 }
 
 func openImage(path string, k images.Kind) (*images.Reader, func(), error) {

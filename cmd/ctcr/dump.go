@@ -48,9 +48,6 @@ to, as in CRIU's pre-dump images.`,
 			if err := notInTree(o.Pid); err != nil {
 				return err
 			}
-			if err := saveHostShm(&o); err != nil {
-				return fmt.Errorf("dump of task %d: %w", o.Pid, err)
-			}
 			logf, done, err := g.logger(cmd.ErrOrStderr())
 			if err != nil {
 				return err

@@ -59,9 +59,6 @@ if a zombie holds it (a dumped task not yet reaped), restore waits up to
 			}
 			defer done()
 			o.Log = logf
-			if err := restoreHostShm(&o); err != nil {
-				return fmt.Errorf("restore from %s failed: %w", o.Dir, err)
-			}
 			var endLine func()
 			o.Progress, endLine = g.progressLine(cmd.ErrOrStderr(), "restored")
 			r, err := criu.Restore(o)
