@@ -16,8 +16,10 @@ BASHCOMPDIR = $(DESTDIR)$(PREFIX)/share/bash-completion/completions
 ZSHCOMPDIR = $(DESTDIR)$(PREFIX)/share/zsh/site-functions
 
 # `ctcr version` names the commit it was built from.
-COMMIT := $(shell git rev-parse --short=12 HEAD 2>/dev/null)$(shell git diff --quiet HEAD 2>/dev/null || echo -dirty)
-LDFLAGS := -ldflags "-X main.commit=$(COMMIT)"
+# Outside a git checkout (a release tarball) nothing is linked in and
+# ctcr falls back to what the go command stamped, or "unknown".
+COMMIT := $(shell c=$$(git rev-parse --short=12 HEAD 2>/dev/null) && { git diff --quiet HEAD 2>/dev/null || c=$$c-dirty; echo $$c; })
+LDFLAGS := $(if $(COMMIT),-ldflags "-X main.commit=$(COMMIT)")
 
 .PHONY: build install uninstall test stress bench demo fuzz clean
 
