@@ -2,6 +2,7 @@ package test
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -434,5 +435,64 @@ while :; do i=$((i+1)); echo $i > /data/count; sleep 0.2; done`
 	}
 	if b, _ := os.ReadFile(filepath.Join(work, "restore.log")); !strings.Contains(string(b), "join the runtime's network namespace") {
 		t.Errorf("restore.log does not show the runtime's namespace handed back (inherit_fd extRootNetNS):\n%s", b)
+	}
+}
+
+// TestCriuRuncRestoreForeground: `runc restore` without -d waits for the
+// restored init as its child and exits with its status. CRIU makes the
+// init runc's child with CLONE_PARENT (rst_sibling); ctcr's init is its
+// own child and passes to runc, a child subreaper, when ctcr exits.
+func TestCriuRuncRestoreForeground(t *testing.T) {
+	link := criuLink(t)
+	c := newContainer(t, "criurpc-fg", nil)
+	c.start()
+	img, work := filepath.Join(c.bundle, "img"), filepath.Join(c.bundle, "work")
+	c.criuRunc(t, link, "checkpoint", "--image-path", img, "--work-path", work, c.id)
+	cmd := exec.Command("runc", "--criu", link, "restore", "--image-path", img, "--work-path", work, c.id)
+	cmd.Dir = c.bundle
+	// A file, not a pipe: the restored init gets runc's stdio, and
+	// Wait would wait for it to close a pipe.
+	outf, err := os.Create(filepath.Join(c.bundle, "restore.out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer outf.Close()
+	cmd.Stdout, cmd.Stderr = outf, outf
+	output := func() string { b, _ := os.ReadFile(outf.Name()); return string(b) }
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	waited := false
+	defer func() {
+		if !waited {
+			cmd.Process.Kill()
+			<-done
+		}
+	}()
+	c.waitStatus(t, "running", 20*time.Second)
+	c.notePid()
+	st, _ := c.state()
+	ps, err := readStat(st.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ps.ppid != cmd.Process.Pid {
+		t.Errorf("the restored init %d has parent %d, want runc restore (%d)", st.Pid, ps.ppid, cmd.Process.Pid)
+	}
+	c.assertCounting(t, "under a foreground runc restore")
+	if o, err := c.cmd(10*time.Second, "", "kill", c.id, "KILL"); err != nil {
+		t.Fatalf("runc kill: %v: %s", err, o)
+	}
+	select {
+	case err := <-done:
+		waited = true
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 137 {
+			t.Errorf("runc restore ended with %v after its container was killed, want exit status 137 (128+SIGKILL)\n%s", err, output())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("runc restore did not end 20 s after its container was killed:\n%s", output())
 	}
 }
