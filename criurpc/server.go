@@ -204,11 +204,8 @@ func (s *session) handle(req *rpc.CriuReq) *rpc.CriuResp {
 	case rpc.CriuReqType_FEATURE_CHECK:
 		resp.Features = features(req.GetFeatures())
 	case rpc.CriuReqType_DUMP:
-		var st *dumpResult
-		st, err = s.dump(req.GetOpts(), false)
-		if err == nil {
+		if _, err = s.dump(req.GetOpts(), false); err == nil {
 			resp.Dump = &rpc.CriuDumpResp{Restored: proto.Bool(false)}
-			_ = st
 		}
 	case rpc.CriuReqType_PRE_DUMP, rpc.CriuReqType_SINGLE_PRE_DUMP:
 		_, err = s.dump(req.GetOpts(), true)
