@@ -7,12 +7,23 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/checkpoint-restore/go-criu/v7/stats"
+	// go-criu's stats package registers the same stats.proto as
+	// crit/images/stats, which the rest of ctcr uses: importing both
+	// panics at start ("name conflict over stats_entry").
+	stats "github.com/checkpoint-restore/go-criu/v7/crit/images/stats"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 )
 
 const pageSize = 4096
+
+// The stats images' names and magics (CRIU's criu/include/magic.h).
+const (
+	statsDump       = "stats-dump"
+	statsRestore    = "stats-restore"
+	imgServiceMagic = 0x55105940
+	statsMagic      = 0x57093306
+)
 
 // The stats images CRIU leaves in its work directory, which podman
 // reads (--print-stats) and packs (--export): a service image, so no
@@ -26,8 +37,8 @@ func writeStats(workDir, name string, e *stats.StatsEntry) error {
 		return err
 	}
 	buf := make([]byte, 12, 12+len(b))
-	binary.LittleEndian.PutUint32(buf[0:], stats.ImgServiceMagic)
-	binary.LittleEndian.PutUint32(buf[4:], stats.StatsMagic)
+	binary.LittleEndian.PutUint32(buf[0:], imgServiceMagic)
+	binary.LittleEndian.PutUint32(buf[4:], statsMagic)
 	binary.LittleEndian.PutUint32(buf[8:], uint32(len(b)))
 	buf = append(buf, b...)
 	path := filepath.Join(workDir, name)
@@ -52,7 +63,7 @@ func usec(d time.Duration) *uint32 {
 }
 
 func writeDumpStats(workDir string, r *dumpResult) error {
-	return writeStats(workDir, stats.StatsDump, &stats.StatsEntry{Dump: &stats.DumpStatsEntry{
+	return writeStats(workDir, statsDump, &stats.StatsEntry{Dump: &stats.DumpStatsEntry{
 		FreezingTime: usec(r.freezing), FrozenTime: usec(r.frozen), MemdumpTime: usec(r.memdump), MemwriteTime: usec(r.memdump),
 		PagesScanned: proto.Uint64(r.pagesWritten + r.pagesParent), PagesSkippedParent: proto.Uint64(r.pagesParent),
 		PagesWritten: proto.Uint64(r.pagesWritten), PagesLazy: proto.Uint64(0),
@@ -60,7 +71,7 @@ func writeDumpStats(workDir string, r *dumpResult) error {
 }
 
 func writeRestoreStats(workDir string, forking, total time.Duration, pages uint64) error {
-	return writeStats(workDir, stats.StatsRestore, &stats.StatsEntry{Restore: &stats.RestoreStatsEntry{
+	return writeStats(workDir, statsRestore, &stats.StatsEntry{Restore: &stats.RestoreStatsEntry{
 		PagesCompared: proto.Uint64(0), PagesSkippedCow: proto.Uint64(0), ForkingTime: usec(forking),
 		RestoreTime: usec(total), PagesRestored: proto.Uint64(pages),
 	}})
