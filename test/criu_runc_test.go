@@ -117,7 +117,9 @@ func (c *runcContainer) criuRunc(t *testing.T, link string, args ...string) time
 }
 
 // assertStats checks that the work directory holds CRIU's stats image
-// of the given name, readable by go-criu (podman --print-stats).
+// of the given name, readable by go-criu's stats package, the reader
+// podman uses (--print-stats). That package registers the same proto as
+// crit/images/stats: this test binary must not link both.
 func assertStats(t *testing.T, workDir, name string) {
 	t.Helper()
 	d, err := os.Open(workDir)
