@@ -160,8 +160,11 @@ func TestCriuRuncCheckpointRestore(t *testing.T) {
 		t.Fatalf("after runc checkpoint the container is %q, want it gone (killed and deleted by runc)", st)
 	}
 	assertStats(t, work, stats.StatsDump)
-	if b, err := os.ReadFile(filepath.Join(work, "dump.log")); err != nil || !strings.Contains(string(b), "notification post-dump answered") {
-		t.Errorf("dump.log (%v) does not show runc answering post-dump:\n%s", err, b)
+	b, err := os.ReadFile(filepath.Join(work, "dump.log"))
+	for _, n := range []string{"pre-dump", "network-lock", "query-ext-files", "post-dump"} {
+		if err != nil || !strings.Contains(string(b), "notification "+n+" answered") {
+			t.Errorf("dump.log (%v) does not show runc answering %s:\n%s", err, n, b)
+		}
 	}
 
 	restoreTime := c.criuRunc(t, link, "restore", "-d", "--image-path", img, "--work-path", work, c.id)
