@@ -147,12 +147,21 @@ func (p *podmanEnv) start(name string) {
 	p.waitCount(name, 5, 15*time.Second)
 }
 
+// count reads a counter of the container. The script rewrites it with
+// `echo $i > file`: a read between the truncation and the write sees it
+// empty, and is made again.
 func (p *podmanEnv) count(name, file string) (int, error) {
-	out, _, err := p.run("exec", name, "cat", "/data/"+file)
-	if err != nil {
-		return 0, fmt.Errorf("%v: %s", err, out)
+	for try := 0; ; try++ {
+		out, _, err := p.run("exec", name, "cat", "/data/"+file)
+		if err != nil {
+			return 0, fmt.Errorf("%v: %s", err, out)
+		}
+		if strings.TrimSpace(out) == "" && try < 5 {
+			time.Sleep(30 * time.Millisecond)
+			continue
+		}
+		return strconv.Atoi(strings.TrimSpace(out))
 	}
-	return strconv.Atoi(strings.TrimSpace(out))
 }
 
 func (p *podmanEnv) waitCount(name string, n int, timeout time.Duration) int {
