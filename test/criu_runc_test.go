@@ -151,8 +151,8 @@ func TestCriuRuncCheckpointRestore(t *testing.T) {
 	link := criuLink(t)
 	c := newContainer(t, "criurpc", nil)
 	c.start()
-	countAt, _ := c.count("count")
-	subAt, _ := c.count("sub")
+	countAt := c.countRetry(t, "count")
+	subAt := c.countRetry(t, "sub")
 	img, work := filepath.Join(c.bundle, "img"), filepath.Join(c.bundle, "work")
 	dumpTime := c.criuRunc(t, link, "checkpoint", "--image-path", img, "--work-path", work, c.id)
 	t.Logf("runc checkpoint through ctcr: %v", dumpTime)
@@ -205,7 +205,7 @@ func TestCriuRuncLeaveRunning(t *testing.T) {
 	if !strings.Contains(string(b), "notification network-unlock answered") {
 		t.Errorf("dump.log does not show network-unlock after a leave-running dump:\n%s", b)
 	}
-	countAt, _ := c.count("count")
+	countAt := c.countRetry(t, "count")
 	if out, err := c.cmd(10*time.Second, "", "delete", "-f", c.id); err != nil {
 		t.Fatalf("runc delete -f: %v: %s", err, out)
 	}
@@ -213,9 +213,9 @@ func TestCriuRuncLeaveRunning(t *testing.T) {
 	c.notePid()
 	// The checkpoint was taken before countAt: the restored loop goes
 	// on from below it; that it counts is what matters.
-	got, err := c.count("count")
-	if err != nil || got > countAt {
-		t.Errorf("restored /data/count is %d (%v), want the checkpoint's, at most %d", got, err, countAt)
+	got := c.countRetry(t, "count")
+	if got > countAt {
+		t.Errorf("restored /data/count is %d, want the checkpoint's, at most %d", got, countAt)
 	}
 	c.assertCounting(t, "after restore")
 }
@@ -232,7 +232,7 @@ func TestCriuRuncPreDumpThenDump(t *testing.T) {
 		t.Fatalf("after a pre-dump the container is %q, want running", st)
 	}
 	c.assertCounting(t, "after the pre-dump")
-	countAt, _ := c.count("count")
+	countAt := c.countRetry(t, "count")
 	c.criuRunc(t, link, "checkpoint", "--parent-path", "../pre", "--image-path", img, "--work-path", work, c.id)
 	if l, err := os.Readlink(filepath.Join(img, "parent")); err != nil || l != "../pre" {
 		t.Errorf("the dump's parent link is %q (%v), want ../pre", l, err)
@@ -252,7 +252,7 @@ func TestCriuRuncPreDumpThenDump(t *testing.T) {
 	c.criuRunc(t, link, "restore", "-d", "--image-path", img, "--work-path", work, c.id)
 	c.notePid()
 	c.waitStatus(t, "running", 5*time.Second)
-	if got, _ := c.count("count"); got < countAt {
+	if got := c.countRetry(t, "count"); got < countAt {
 		t.Errorf("/data/count is %d after restore, below %d read before the dump", got, countAt)
 	}
 	c.assertCounting(t, "after restore")
@@ -500,4 +500,20 @@ func TestCriuRuncRestoreForeground(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatalf("runc restore did not end 20 s after its container was killed:\n%s", output())
 	}
+}
+
+// countRetry reads a counter of the container, again if the read fell
+// between the script's truncation of the file and its write.
+func (c *runcContainer) countRetry(t *testing.T, name string) int {
+	t.Helper()
+	var err error
+	for try := 0; try < 10; try++ {
+		var n int
+		if n, err = c.count(name); err == nil {
+			return n
+		}
+		time.Sleep(30 * time.Millisecond)
+	}
+	t.Fatalf("container %s: /data/%s: %v", c.id, name, err)
+	return 0
 }
