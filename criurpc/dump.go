@@ -80,12 +80,8 @@ func (s *session) dump(o *rpc.CriuOpts, preDump bool) (_ *dumpResult, err error)
 	// asked to be restored empty.
 	skipNet := o.GetEmptyNs()&unix.CLONE_NEWNET != 0
 	for _, e := range exts {
-		var st unix.Stat_t
-		if err := unix.Stat(fmt.Sprintf("/proc/%d/ns/net", pid), &st); err != nil {
-			return nil, fmt.Errorf("task %d: network namespace: %w", pid, err)
-		}
-		if st.Ino != e.ino {
-			return nil, fmt.Errorf("external net[%d]:%s: task %d is in network namespace %d", e.ino, e.key, pid, st.Ino)
+		if err := checkExternalNet(pid, e); err != nil {
+			return nil, err
 		}
 		skipNet = true
 		s.logf("network namespace %d is external (%s): not dumped, the restore joins the runtime's", e.ino, e.key)
@@ -122,7 +118,27 @@ func (s *session) dump(o *rpc.CriuOpts, preDump bool) (_ *dumpResult, err error)
 			return nil
 		}
 		locked = true
-		return s.notify("network-lock", 0, -1)
+		if err := s.notify("network-lock", 0, -1); err != nil {
+			return err
+		}
+		// CRIU asks next which objects the runtime wants treated as
+		// external; ctcr takes network namespaces (the rest it refuses).
+		ans, err := s.ask("query-ext-files", 0, -1)
+		if err != nil || ans == nil {
+			return err
+		}
+		more, err := parseExternal(ans.GetOpts().GetExternal())
+		if err != nil {
+			return fmt.Errorf("query-ext-files: %w", err)
+		}
+		for _, e := range more {
+			if err := checkExternalNet(pid, e); err != nil {
+				return err
+			}
+			skipNet = true
+			s.logf("network namespace %d is external (%s, from query-ext-files)", e.ino, e.key)
+		}
+		return nil
 	}
 	opts := criu.DumpOptions{
 		Pid: pid, Dir: imgDir, LeaveRunning: o.GetLeaveRunning(),
@@ -227,4 +243,17 @@ func parentPages(imgDir string) uint64 {
 		}
 	}
 	return n
+}
+
+// checkExternalNet makes sure the external network namespace e is the
+// one task pid is in: the restore joins the runtime's in its place.
+func checkExternalNet(pid int, e externalNS) error {
+	var st unix.Stat_t
+	if err := unix.Stat(fmt.Sprintf("/proc/%d/ns/net", pid), &st); err != nil {
+		return fmt.Errorf("task %d: network namespace: %w", pid, err)
+	}
+	if st.Ino != e.ino {
+		return fmt.Errorf("external net[%d]:%s: task %d is in network namespace %d", e.ino, e.key, pid, st.Ino)
+	}
+	return nil
 }

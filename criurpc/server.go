@@ -139,8 +139,15 @@ func (s *session) send(resp *rpc.CriuResp, fd int) error {
 // (CRIU's action scripts) and waits for its go-ahead. pid, if not zero,
 // is the restored root's host PID (setup-namespaces, post-restore).
 func (s *session) notify(script string, pid int, fd int) error {
+	_, err := s.ask(script, pid, fd)
+	return err
+}
+
+// ask is notify that returns the runtime's answer, whose opts may carry
+// more (query-ext-files: external objects). nil from the command line.
+func (s *session) ask(script string, pid int, fd int) (*rpc.CriuReq, error) {
 	if s.fd < 0 {
-		return nil // the command line: no runtime to ask
+		return nil, nil // the command line: no runtime to ask
 	}
 	start := time.Now()
 	n := &rpc.CriuNotify{Script: proto.String(script)}
@@ -148,7 +155,7 @@ func (s *session) notify(script string, pid int, fd int) error {
 		n.Pid = proto.Int32(int32(pid))
 	}
 	if err := s.send(&rpc.CriuResp{Type: rpc.CriuReqType_NOTIFY.Enum(), Success: proto.Bool(true), Notify: n}, fd); err != nil {
-		return err
+		return nil, err
 	}
 	done := make(chan struct{})
 	var req *rpc.CriuReq
@@ -164,19 +171,19 @@ func (s *session) notify(script string, pid int, fd int) error {
 		// shutting the socket down ends the receive.
 		unix.Shutdown(s.fd, unix.SHUT_RDWR)
 		<-done
-		return fmt.Errorf("notification %s: the runtime did not answer within %v", script, notifyWait)
+		return nil, fmt.Errorf("notification %s: the runtime did not answer within %v", script, notifyWait)
 	}
 	if errors.Is(err, io.EOF) {
-		return fmt.Errorf("notification %s: the runtime closed the connection", script)
+		return nil, fmt.Errorf("notification %s: the runtime closed the connection", script)
 	}
 	if err != nil {
-		return fmt.Errorf("notification %s: %w", script, err)
+		return nil, fmt.Errorf("notification %s: %w", script, err)
 	}
 	if req.GetType() != rpc.CriuReqType_NOTIFY || !req.GetNotifySuccess() {
-		return fmt.Errorf("notification %s: the runtime reported a failure of its handler", script)
+		return nil, fmt.Errorf("notification %s: the runtime reported a failure of its handler", script)
 	}
 	s.logf("notification %s answered in %v", script, time.Since(start))
-	return nil
+	return req, nil
 }
 
 func (s *session) logf(format string, args ...any) {
@@ -204,11 +211,8 @@ func (s *session) handle(req *rpc.CriuReq) *rpc.CriuResp {
 	case rpc.CriuReqType_FEATURE_CHECK:
 		resp.Features = features(req.GetFeatures())
 	case rpc.CriuReqType_DUMP:
-		var st *dumpResult
-		st, err = s.dump(req.GetOpts(), false)
-		if err == nil {
+		if _, err = s.dump(req.GetOpts(), false); err == nil {
 			resp.Dump = &rpc.CriuDumpResp{Restored: proto.Bool(false)}
-			_ = st
 		}
 	case rpc.CriuReqType_PRE_DUMP, rpc.CriuReqType_SINGLE_PRE_DUMP:
 		_, err = s.dump(req.GetOpts(), true)

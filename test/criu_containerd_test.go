@@ -252,14 +252,22 @@ func ociArchive(t *testing.T, rootfs, path, name string) {
 	}
 }
 
+// count reads a counter of the container, again if it was caught
+// between the script's truncation and write (see podmanEnv.count).
 func (e *containerdEnv) count(id, file string) (int, error) {
-	out, err := e.ctr("tasks", "exec", "--exec-id", fmt.Sprintf("cat%d", time.Now().UnixNano()), id, "cat", "/data/"+file)
-	if err != nil {
-		return 0, fmt.Errorf("%v: %s", err, out)
+	for try := 0; ; try++ {
+		out, err := e.ctr("tasks", "exec", "--exec-id", fmt.Sprintf("cat%d", time.Now().UnixNano()), id, "cat", "/data/"+file)
+		if err != nil {
+			return 0, fmt.Errorf("%v: %s", err, out)
+		}
+		if strings.TrimSpace(out) == "" && try < 5 {
+			time.Sleep(30 * time.Millisecond)
+			continue
+		}
+		var n int
+		_, err = fmt.Sscanf(strings.TrimSpace(out), "%d", &n)
+		return n, err
 	}
-	var n int
-	_, err = fmt.Sscanf(strings.TrimSpace(out), "%d", &n)
-	return n, err
 }
 
 func (e *containerdEnv) waitCount(id string, n int, timeout time.Duration) int {

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -108,9 +109,40 @@ func (p *podmanEnv) logs() string {
 }
 
 func (p *podmanEnv) cleanup() {
-	p.run("rm", "-af", "-t", "0")
+	ids, _, _ := p.run("ps", "-aq", "--no-trunc")
+	if out, _, err := p.run("rm", "-af", "-t", "0"); err != nil {
+		p.t.Logf("cleanup: podman rm -af: %v: %s", err, out)
+	}
 	p.run("rmi", "-af")
 	p.run("system", "reset", "-f")
+	// A container podman failed to remove still runs under its conmon:
+	// kill what every conmon of this storage holds, then the conmon.
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, c := range procs {
+		b, err := os.ReadFile(c)
+		if err != nil || !strings.HasSuffix(strings.SplitN(string(b), "\x00", 2)[0], "conmon") || !strings.Contains(string(b), p.dir+"/") {
+			continue
+		}
+		pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(c)))
+		kids, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+		for _, k := range strings.Fields(string(kids)) {
+			if kp, err := strconv.Atoi(k); err == nil {
+				syscall.Kill(kp, syscall.SIGKILL)
+			}
+		}
+		syscall.Kill(pid, syscall.SIGKILL)
+	}
+	// The containers' cgroups, once their tasks are gone.
+	for _, id := range strings.Fields(ids) {
+		dirs, _ := filepath.Glob("/sys/fs/cgroup/*/libpod_parent/libpod-" + id)
+		for _, d := range dirs {
+			for end := time.Now().Add(5 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+				if err := os.Remove(d); err == nil || os.IsNotExist(err) {
+					break
+				}
+			}
+		}
+	}
 	// What podman left mounted below its storage (overlay's private
 	// bind of its home, shm tmpfs), deepest first.
 	f, err := os.Open("/proc/self/mountinfo")
@@ -147,12 +179,21 @@ func (p *podmanEnv) start(name string) {
 	p.waitCount(name, 5, 15*time.Second)
 }
 
+// count reads a counter of the container. The script rewrites it with
+// `echo $i > file`: a read between the truncation and the write sees it
+// empty, and is made again.
 func (p *podmanEnv) count(name, file string) (int, error) {
-	out, _, err := p.run("exec", name, "cat", "/data/"+file)
-	if err != nil {
-		return 0, fmt.Errorf("%v: %s", err, out)
+	for try := 0; ; try++ {
+		out, _, err := p.run("exec", name, "cat", "/data/"+file)
+		if err != nil {
+			return 0, fmt.Errorf("%v: %s", err, out)
+		}
+		if strings.TrimSpace(out) == "" && try < 5 {
+			time.Sleep(30 * time.Millisecond)
+			continue
+		}
+		return strconv.Atoi(strings.TrimSpace(out))
 	}
-	return strconv.Atoi(strings.TrimSpace(out))
 }
 
 func (p *podmanEnv) waitCount(name string, n int, timeout time.Duration) int {

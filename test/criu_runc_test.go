@@ -2,6 +2,7 @@ package test
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -116,7 +117,9 @@ func (c *runcContainer) criuRunc(t *testing.T, link string, args ...string) time
 }
 
 // assertStats checks that the work directory holds CRIU's stats image
-// of the given name, readable by go-criu (podman --print-stats).
+// of the given name, readable by go-criu's stats package, the reader
+// podman uses (--print-stats). That package registers the same proto as
+// crit/images/stats: this test binary must not link both.
 func assertStats(t *testing.T, workDir, name string) {
 	t.Helper()
 	d, err := os.Open(workDir)
@@ -148,8 +151,8 @@ func TestCriuRuncCheckpointRestore(t *testing.T) {
 	link := criuLink(t)
 	c := newContainer(t, "criurpc", nil)
 	c.start()
-	countAt, _ := c.count("count")
-	subAt, _ := c.count("sub")
+	countAt := c.countRetry(t, "count")
+	subAt := c.countRetry(t, "sub")
 	img, work := filepath.Join(c.bundle, "img"), filepath.Join(c.bundle, "work")
 	dumpTime := c.criuRunc(t, link, "checkpoint", "--image-path", img, "--work-path", work, c.id)
 	t.Logf("runc checkpoint through ctcr: %v", dumpTime)
@@ -157,8 +160,11 @@ func TestCriuRuncCheckpointRestore(t *testing.T) {
 		t.Fatalf("after runc checkpoint the container is %q, want it gone (killed and deleted by runc)", st)
 	}
 	assertStats(t, work, stats.StatsDump)
-	if b, err := os.ReadFile(filepath.Join(work, "dump.log")); err != nil || !strings.Contains(string(b), "notification post-dump answered") {
-		t.Errorf("dump.log (%v) does not show runc answering post-dump:\n%s", err, b)
+	b, err := os.ReadFile(filepath.Join(work, "dump.log"))
+	for _, n := range []string{"pre-dump", "network-lock", "query-ext-files", "post-dump"} {
+		if err != nil || !strings.Contains(string(b), "notification "+n+" answered") {
+			t.Errorf("dump.log (%v) does not show runc answering %s:\n%s", err, n, b)
+		}
 	}
 
 	restoreTime := c.criuRunc(t, link, "restore", "-d", "--image-path", img, "--work-path", work, c.id)
@@ -199,7 +205,7 @@ func TestCriuRuncLeaveRunning(t *testing.T) {
 	if !strings.Contains(string(b), "notification network-unlock answered") {
 		t.Errorf("dump.log does not show network-unlock after a leave-running dump:\n%s", b)
 	}
-	countAt, _ := c.count("count")
+	countAt := c.countRetry(t, "count")
 	if out, err := c.cmd(10*time.Second, "", "delete", "-f", c.id); err != nil {
 		t.Fatalf("runc delete -f: %v: %s", err, out)
 	}
@@ -207,9 +213,9 @@ func TestCriuRuncLeaveRunning(t *testing.T) {
 	c.notePid()
 	// The checkpoint was taken before countAt: the restored loop goes
 	// on from below it; that it counts is what matters.
-	got, err := c.count("count")
-	if err != nil || got > countAt {
-		t.Errorf("restored /data/count is %d (%v), want the checkpoint's, at most %d", got, err, countAt)
+	got := c.countRetry(t, "count")
+	if got > countAt {
+		t.Errorf("restored /data/count is %d, want the checkpoint's, at most %d", got, countAt)
 	}
 	c.assertCounting(t, "after restore")
 }
@@ -226,7 +232,7 @@ func TestCriuRuncPreDumpThenDump(t *testing.T) {
 		t.Fatalf("after a pre-dump the container is %q, want running", st)
 	}
 	c.assertCounting(t, "after the pre-dump")
-	countAt, _ := c.count("count")
+	countAt := c.countRetry(t, "count")
 	c.criuRunc(t, link, "checkpoint", "--parent-path", "../pre", "--image-path", img, "--work-path", work, c.id)
 	if l, err := os.Readlink(filepath.Join(img, "parent")); err != nil || l != "../pre" {
 		t.Errorf("the dump's parent link is %q (%v), want ../pre", l, err)
@@ -246,7 +252,7 @@ func TestCriuRuncPreDumpThenDump(t *testing.T) {
 	c.criuRunc(t, link, "restore", "-d", "--image-path", img, "--work-path", work, c.id)
 	c.notePid()
 	c.waitStatus(t, "running", 5*time.Second)
-	if got, _ := c.count("count"); got < countAt {
+	if got := c.countRetry(t, "count"); got < countAt {
 		t.Errorf("/data/count is %d after restore, below %d read before the dump", got, countAt)
 	}
 	c.assertCounting(t, "after restore")
@@ -435,4 +441,79 @@ while :; do i=$((i+1)); echo $i > /data/count; sleep 0.2; done`
 	if b, _ := os.ReadFile(filepath.Join(work, "restore.log")); !strings.Contains(string(b), "join the runtime's network namespace") {
 		t.Errorf("restore.log does not show the runtime's namespace handed back (inherit_fd extRootNetNS):\n%s", b)
 	}
+}
+
+// TestCriuRuncRestoreForeground: `runc restore` without -d waits for the
+// restored init as its child and exits with its status. CRIU makes the
+// init runc's child with CLONE_PARENT (rst_sibling); ctcr's init is its
+// own child and passes to runc, a child subreaper, when ctcr exits.
+func TestCriuRuncRestoreForeground(t *testing.T) {
+	link := criuLink(t)
+	c := newContainer(t, "criurpc-fg", nil)
+	c.start()
+	img, work := filepath.Join(c.bundle, "img"), filepath.Join(c.bundle, "work")
+	c.criuRunc(t, link, "checkpoint", "--image-path", img, "--work-path", work, c.id)
+	cmd := exec.Command("runc", "--criu", link, "restore", "--image-path", img, "--work-path", work, c.id)
+	cmd.Dir = c.bundle
+	// A file, not a pipe: the restored init gets runc's stdio, and
+	// Wait would wait for it to close a pipe.
+	outf, err := os.Create(filepath.Join(c.bundle, "restore.out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer outf.Close()
+	cmd.Stdout, cmd.Stderr = outf, outf
+	output := func() string { b, _ := os.ReadFile(outf.Name()); return string(b) }
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	waited := false
+	defer func() {
+		if !waited {
+			cmd.Process.Kill()
+			<-done
+		}
+	}()
+	c.waitStatus(t, "running", 20*time.Second)
+	c.notePid()
+	st, _ := c.state()
+	ps, err := readStat(st.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ps.ppid != cmd.Process.Pid {
+		t.Errorf("the restored init %d has parent %d, want runc restore (%d)", st.Pid, ps.ppid, cmd.Process.Pid)
+	}
+	c.assertCounting(t, "under a foreground runc restore")
+	if o, err := c.cmd(10*time.Second, "", "kill", c.id, "KILL"); err != nil {
+		t.Fatalf("runc kill: %v: %s", err, o)
+	}
+	select {
+	case err := <-done:
+		waited = true
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 137 {
+			t.Errorf("runc restore ended with %v after its container was killed, want exit status 137 (128+SIGKILL)\n%s", err, output())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("runc restore did not end 20 s after its container was killed:\n%s", output())
+	}
+}
+
+// countRetry reads a counter of the container, again if the read fell
+// between the script's truncation of the file and its write.
+func (c *runcContainer) countRetry(t *testing.T, name string) int {
+	t.Helper()
+	var err error
+	for try := 0; try < 10; try++ {
+		var n int
+		if n, err = c.count(name); err == nil {
+			return n
+		}
+		time.Sleep(30 * time.Millisecond)
+	}
+	t.Fatalf("container %s: /data/%s: %v", c.id, name, err)
+	return 0
 }
