@@ -35,6 +35,9 @@
 //
 // A checkpoint directory holds one such file per image; inventory.img is
 // written last (see Staging), so a directory without it is a partial dump.
+// Just before it comes manifest.json, ctcr's own list of every file with
+// its size and CRC32C (see manifest.go), which readers verify before they
+// believe any image.
 //
 // Reading never trusts a length from disk: each entry is capped by
 // MaxEntrySize and, when the size is known, by what is left of the file;
