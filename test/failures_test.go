@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ctcr/ctcr/criu/images"
 )
 
 // assertFailed checks the failure contract: exit status 1 and one line on
@@ -413,6 +415,10 @@ func TestRestoreOtherVdsoRefused(t *testing.T) {
 	if err := os.WriteFile(path, other, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// A checkpoint made there: its manifest holds vdso.json as it is.
+	if err := images.WriteManifest(img); err != nil {
+		t.Fatal(err)
+	}
 	if out := runCtcr(t, 10*time.Second, "show", img).stdout(); !strings.Contains(out, "vDSO: a restore here is refused") || !strings.Contains(out, extra) {
 		t.Errorf("ctcr show does not say a restore here is refused for want of %s:\n%s", extra, out)
 	}
@@ -424,6 +430,9 @@ func TestRestoreOtherVdsoRefused(t *testing.T) {
 		t.Errorf("task %d exists after the refused restore", w.pid)
 	}
 	if err := os.WriteFile(path, good, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := images.WriteManifest(img); err != nil {
 		t.Fatal(err)
 	}
 	restoreDetached(t, w, img, scenario{}, nil)

@@ -290,7 +290,10 @@ func TestStalePartialsRemoved(t *testing.T) {
 	w.checkPasses(30*time.Second, "counter")
 }
 
-// maxRSSMiB is the peak RSS of a finished ctcr run.
+// maxRSSMiB is the peak RSS of a finished ctcr run. Linux keeps the
+// larger high-water mark across exec, and os/exec's vfork child shares
+// this process's memory until then: the figure is at least this test
+// process's own peak, so it can only err high.
 func (r *ctcrRun) maxRSSMiB() float64 {
 	if ru, ok := r.status.SysUsage().(*syscall.Rusage); ok {
 		return float64(ru.Maxrss) / 1024

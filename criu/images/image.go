@@ -35,6 +35,9 @@
 //
 // A checkpoint directory holds one such file per image; inventory.img is
 // written last (see Staging), so a directory without it is a partial dump.
+// Just before it comes manifest.json, ctcr's own list of every file with
+// its size and CRC32C (see manifest.go), which readers verify before they
+// believe any image.
 //
 // Reading never trusts a length from disk: each entry is capped by
 // MaxEntrySize and, when the size is known, by what is left of the file;
@@ -50,6 +53,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"slices"
 
 	"google.golang.org/protobuf/proto"
@@ -318,11 +322,11 @@ func (r *Reader) ioError(off int64, err error) error {
 func WriteFile(path string, k Kind, msgs ...proto.Message) (err error) {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
-		return err
+		return WriteError(filepath.Dir(path), filepath.Base(path), err)
 	}
 	defer func() {
 		if cerr := f.Close(); err == nil && cerr != nil {
-			err = cerr
+			err = WriteError(filepath.Dir(path), filepath.Base(path), cerr)
 		}
 		if err != nil {
 			os.Remove(path)
@@ -341,7 +345,7 @@ func WriteFile(path string, k Kind, msgs ...proto.Message) (err error) {
 		}
 	}
 	if err := bw.Flush(); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
+		return WriteError(filepath.Dir(path), filepath.Base(path), err)
 	}
 	return RecordSum(f, sum.Sum32())
 }

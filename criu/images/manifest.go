@@ -261,7 +261,13 @@ func writeManifest(dir string, depth int) error {
 		m.Files = append(m.Files, manifestEntry{Name: name, Size: size, CRC32C: fmt.Sprintf("%08x", crc)})
 	}
 	sort.Slice(m.Files, func(i, j int) bool { return m.Files[i].Name < m.Files[j].Name })
-	b, err := json.MarshalIndent(&m, "", "  ")
+	return writeManifestFile(dir, &m)
+}
+
+// writeManifestFile writes m as dir/manifest.json, under a temporary
+// name first.
+func writeManifestFile(dir string, m *manifest) error {
+	b, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
 		return err
 	}
@@ -281,6 +287,43 @@ func writeManifest(dir string, depth int) error {
 		return WriteError(dir, ManifestFile, err)
 	}
 	return nil
+}
+
+// UpdateManifest adds the files names of dir, written after the
+// checkpoint was committed (a stats file whose timings include the
+// commit), to dir/manifest.json, or updates their entries; the others
+// stay as they are, unread. The manifest is replaced atomically.
+func UpdateManifest(dir string, names ...string) error {
+	mpath := filepath.Join(dir, ManifestFile)
+	b, err := os.ReadFile(mpath)
+	if err != nil {
+		return fmt.Errorf("update manifest: %w", err)
+	}
+	var m manifest
+	if err := json.Unmarshal(b, &m); err != nil {
+		return &ManifestError{Path: mpath, What: fmt.Sprintf("damaged: %v", err)}
+	}
+	for _, n := range names {
+		if checkEntryName(n) != nil || strings.Contains(n, "/") {
+			return fmt.Errorf("update manifest of %s: bad file name %q", dir, n)
+		}
+		size, crc, err := checksumFile(filepath.Join(dir, n))
+		if err != nil {
+			return fmt.Errorf("update manifest of %s: %w", dir, err)
+		}
+		e := manifestEntry{Name: n, Size: size, CRC32C: fmt.Sprintf("%08x", crc)}
+		found := false
+		for i := range m.Files {
+			if m.Files[i].Name == n {
+				m.Files[i], found = e, true
+			}
+		}
+		if !found {
+			m.Files = append(m.Files, e)
+		}
+	}
+	sort.Slice(m.Files, func(i, j int) bool { return m.Files[i].Name < m.Files[j].Name })
+	return writeManifestFile(dir, &m)
 }
 
 // ManifestError names a file of a checkpoint that does not match its

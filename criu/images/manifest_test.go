@@ -162,3 +162,22 @@ func TestAbortRemovesWhatItMade(t *testing.T) {
 		t.Errorf("the failed dump left %s behind", filepath.Join(base, "a"))
 	}
 }
+
+func TestUpdateManifest(t *testing.T) {
+	dir := commitSample(t)
+	if err := os.WriteFile(filepath.Join(dir, "stats-dump"), []byte("late"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := UpdateManifest(dir, "stats-dump"); err != nil {
+		t.Fatal(err)
+	}
+	forgetVerified()
+	if _, err := VerifyManifest(dir); err != nil {
+		t.Fatalf("after the update: %v", err)
+	}
+	os.WriteFile(filepath.Join(dir, "stats-dump"), []byte("LATE"), 0o600)
+	forgetVerified()
+	if _, err := VerifyManifest(dir); err == nil || !strings.Contains(err.Error(), "stats-dump: damaged") {
+		t.Fatalf("a damaged late file: error %v", err)
+	}
+}

@@ -326,9 +326,19 @@ func ctcrJSON(ctcr string, v any, args ...string) error {
 	return err
 }
 
-// ctcrJSONRSS is ctcrJSON, and returns ctcr's peak RSS in MiB.
+// ctcrJSONRSS is ctcrJSON, and returns ctcr's peak RSS in MiB. It runs
+// ctcr under /usr/bin/time, which forks it: the ru_maxrss of a process
+// that os/exec starts counts this process's own peak (its vfork child
+// shares the bench's memory until exec, and Linux keeps the larger
+// high-water mark across exec), and the bench holds gigabytes.
 func ctcrJSONRSS(ctcr string, v any, args ...string) (float64, error) {
-	cmd := exec.Command(ctcr, args...)
+	rssFile, err := os.CreateTemp("", "ctcr-bench-rss-")
+	if err != nil {
+		return 0, err
+	}
+	rssFile.Close()
+	defer os.Remove(rssFile.Name())
+	cmd := exec.Command("/usr/bin/time", append([]string{"-f", "%M", "-o", rssFile.Name(), ctcr}, args...)...)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -339,11 +349,15 @@ func ctcrJSONRSS(ctcr string, v any, args ...string) (float64, error) {
 	if err := json.Unmarshal([]byte(line), v); err != nil {
 		return 0, fmt.Errorf("ctcr %s printed %q: %w", strings.Join(args, " "), out, err)
 	}
-	var rss float64
-	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-		rss = float64(ru.Maxrss) / 1024 // KiB
+	b, err := os.ReadFile(rssFile.Name())
+	if err != nil {
+		return 0, err
 	}
-	return rss, nil
+	kib, err := strconv.ParseFloat(strings.TrimSpace(string(b)), 64)
+	if err != nil {
+		return 0, fmt.Errorf("/usr/bin/time printed %q: %w", b, err)
+	}
+	return kib / 1024, nil
 }
 
 func median(runs []run, f func(run) float64) float64 {

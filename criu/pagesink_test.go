@@ -1,0 +1,94 @@
+package criu
+
+import (
+	"bytes"
+	"errors"
+	"hash/crc32"
+	"os"
+	"path/filepath"
+	"testing"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ctcr/ctcr/criu/images"
+)
+
+// TestCopyRunsOwnMemory copies runs of this process's own memory, some
+// through process_vm_readv and some through /proc/PID/mem, across
+// several buffers, and checks the image byte for byte.
+func TestCopyRunsOwnMemory(t *testing.T) {
+	const n = 5*pageBufSize/pageSize + 3 // pages: more than the buffers hold
+	mem, err := unix.Mmap(-1, 0, n*pageSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(mem)
+	for i := range mem {
+		mem[i] = byte(i*131 + i/pageSize)
+	}
+	base := uint64(uintptr(unsafe.Pointer(&mem[0])))
+	runs := []pageRun{
+		{addr: base, npages: 1},
+		{addr: base + 2*pageSize, npages: 300, unread: true},
+		{addr: base + 302*pageSize, npages: n - 302 - 1},
+	}
+	var want []byte
+	for _, r := range runs {
+		off := r.addr - base
+		want = append(want, mem[off:off+r.npages*pageSize]...)
+	}
+	path := filepath.Join(t.TempDir(), "pages-1.img")
+	s, err := newPageSink(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := copyRuns(os.Getpid(), runs, s, nil); err != nil {
+		s.abort()
+		t.Fatal(err)
+	}
+	if err := s.close(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("the image (%d bytes) differs from the memory (%d bytes)", len(got), len(want))
+	}
+	if s.crc != crc32.Checksum(want, images.Castagnoli) {
+		t.Errorf("checksum %08x, want %08x", s.crc, crc32.Checksum(want, images.Castagnoli))
+	}
+	if len(pageBufPool.bufs) != pageBufPool.made {
+		t.Errorf("%d of %d page buffers are back in the pool", len(pageBufPool.bufs), pageBufPool.made)
+	}
+}
+
+// TestPageSinkFullDisk: a write error stops the copy at once, with the
+// errno, and every buffer comes back.
+func TestPageSinkFullDisk(t *testing.T) {
+	dir := t.TempDir()
+	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size=1m"); err != nil {
+		t.Skipf("mount tmpfs: %v", err)
+	}
+	defer unix.Unmount(dir, unix.MNT_DETACH)
+	mem := make([]byte, 8<<20)
+	runs := []pageRun{{addr: uint64(uintptr(unsafe.Pointer(&mem[0])))&^(pageSize-1) + pageSize, npages: uint64(len(mem))/pageSize - 1}}
+	for _, how := range []string{"process_vm_readv", "copyRunning"} {
+		path := filepath.Join(dir, "pages-1.img")
+		var err error
+		if how == "copyRunning" {
+			_, _, _, err = copyRunning(os.Getpid(), runs, path, nil)
+		} else {
+			_, _, err = writePages(os.Getpid(), runs, path, nil)
+		}
+		if !errors.Is(err, unix.ENOSPC) {
+			t.Errorf("%s: error %v, want ENOSPC", how, err)
+		}
+		if len(pageBufPool.bufs) != pageBufPool.made {
+			t.Errorf("%s: %d of %d page buffers are back in the pool", how, len(pageBufPool.bufs), pageBufPool.made)
+		}
+		os.Remove(path)
+	}
+}
