@@ -49,7 +49,7 @@ test:
 # The long sweeps: ctcr killed at 30 random moments of each kind of
 # dump, restore and checkpoint (CTCR_STRESS=1 raises the tests' counts).
 stress:
-	CTCR_STRESS=1 $(GO) test -count=1 -timeout 60m -v -run 'TestKill|TestSeizeStorms' ./test/
+	CTCR_STRESS=1 $(GO) test -count=1 -timeout 60m -v -run 'TestKill|TestSeizeStorms|TestImageMutations' ./test/
 
 bench: build
 	$(GO) run ./test/bench -ctcr bin/ctcr

@@ -270,9 +270,18 @@ func treeOf(init int) map[int]bool {
 
 // checkpoint is Checkpoint of running container c, whose cgroups are cg,
 // into o.Dir, with its lock held.
-func checkpoint(o CheckpointOptions, c *Container, cg *cgroup.Set) (*Meta, *Stats, error) {
+func checkpoint(o CheckpointOptions, c *Container, cg *cgroup.Set) (_ *Meta, _ *Stats, err error) {
 	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
 		return nil, nil, fmt.Errorf("checkpoint directory: %w", err)
+	}
+	// A failed checkpoint leaves nothing of its own in DIR.
+	saved := filepath.Join(o.Dir, runtimeStateDir)
+	if _, serr := os.Lstat(saved); errors.Is(serr, os.ErrNotExist) {
+		defer func() {
+			if err != nil {
+				os.RemoveAll(saved)
+			}
+		}()
 	}
 	if err := saveRuntimeState(o.Dir, c); err != nil {
 		return nil, nil, err

@@ -39,7 +39,10 @@ func writeStatsDump(dir string, st *criu.DumpStats) error {
 	if err := images.WriteFile(filepath.Join(dir, statsDumpFile), statsKind, e); err != nil {
 		return fmt.Errorf("timings of the dump (%s): %w", filepath.Join(dir, statsDumpFile), err)
 	}
-	return nil
+	// Written after the commit (the frozen time is known only once the
+	// tasks are let go): it joins the manifest so that show and restore
+	// check it like the rest.
+	return images.UpdateManifest(dir, statsDumpFile)
 }
 
 // readStatsDump reads dir/stats-dump, or returns nil if there is none.
