@@ -9,6 +9,8 @@ import (
 	"github.com/checkpoint-restore/go-criu/v7/crit/images/tty"
 	"golang.org/x/sys/unix"
 
+	"github.com/ctcr/ctcr/internal/inroot"
+
 	"github.com/ctcr/ctcr/criu/images"
 )
 
@@ -67,21 +69,19 @@ func (c *consoleForRestore) open() (*os.File, error) {
 	if pid == 0 {
 		return nil, fmt.Errorf("no restored root yet")
 	}
-	root, err := os.Open(fmt.Sprintf("/proc/%d/root", pid))
+	root, err := inroot.OfTask(pid)
 	if err != nil {
 		return nil, err
 	}
 	defer root.Close()
 	// Inside the container's root: its /dev/ptmx is a link to pts/ptmx
 	// of its own devpts.
-	mfd, err := unix.Openat2(int(root.Fd()), "dev/ptmx", &unix.OpenHow{
-		Flags: unix.O_RDWR | unix.O_NOCTTY | unix.O_CLOEXEC, Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS,
-	})
+	master, err := root.OpenFile("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0, inroot.InRoot)
 	if err != nil {
 		return nil, fmt.Errorf("open /dev/ptmx of the restored container: %w", err)
 	}
-	master := os.NewFile(uintptr(mfd), "ptmx")
 	defer master.Close()
+	mfd := int(master.Fd())
 	if err := unix.IoctlSetPointerInt(mfd, unix.TIOCSPTLCK, 0); err != nil {
 		return nil, fmt.Errorf("unlock the new pty: %w", err)
 	}
