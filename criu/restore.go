@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -506,5 +505,3 @@ func (t *restoringTask) closeRemote(fd int) error {
 
 func (t *restoringTask) where() string { return fmt.Sprintf("task %d", t.vpid) }
 
-// errString shortens an error for logs.
-func errString(err error) string { return strings.TrimSpace(err.Error()) }

@@ -16,7 +16,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 
@@ -127,7 +126,7 @@ func buildCtcr() (string, error) {
 	}
 	goBin, err := exec.LookPath("go")
 	if err != nil {
-		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+		goBin = "/usr/local/go/bin/go" // where the README's machines have it; sudo drops it from PATH
 	}
 	bin := filepath.Join(root, "bin", "ctcr")
 	cmd := exec.Command(goBin, "build", "-o", bin, "./cmd/ctcr")

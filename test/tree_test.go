@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -485,7 +484,7 @@ func buildGoWorkload(t *testing.T) {
 	t.Helper()
 	goBin, err := exec.LookPath("go")
 	if err != nil {
-		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+		goBin = "/usr/local/go/bin/go" // where the README's machines have it; sudo drops it from PATH
 	}
 	bin := filepath.Join(t.TempDir(), "gocompute")
 	out, err := exec.Command(goBin, "build", "-o", bin, "./workloads/gocompute").CombinedOutput()

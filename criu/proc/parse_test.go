@@ -187,7 +187,7 @@ func TestParseStatus(t *testing.T) {
 			eq(t, "Threads", s.Threads, 2)
 			eq(t, "ShdPnd", s.ShdPnd, 1<<(10-1)) // SIGUSR1 sent to the process
 			eq(t, "SigBlk", s.SigBlk, 1<<(10-1)|1<<(15-1))
-			eq(t, "SigIgn", s.SigIgn, 1<<(1-1))           // SIGHUP
+			eq(t, "SigIgn", s.SigIgn, 1)                  // SIGHUP (1<<(1-1))
 			eq(t, "SigCgt", s.SigCgt, 1<<(2-1)|1<<(33-1)) // SIGINT and glibc's SIGCANCEL
 			eq(t, "CapEff", s.CapEff, 0x000001fffeffffff)
 			eq(t, "NSsid", s.NSsid, []int{2061})
