@@ -504,4 +504,3 @@ func (t *restoringTask) closeRemote(fd int) error {
 }
 
 func (t *restoringTask) where() string { return fmt.Sprintf("task %d", t.vpid) }
-

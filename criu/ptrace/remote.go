@@ -247,7 +247,6 @@ func (r *Remote) giveBack() error {
 	return SetRegs(r.Tid, &r.Base)
 }
 
-
 // Mem is a task's memory, read and written through /proc/PID/mem, which
 // (unlike process_vm_writev) can write to pages the task cannot write,
 // such as its read-only text.
