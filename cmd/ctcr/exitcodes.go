@@ -156,8 +156,12 @@ func containerExit(err error, attempted int) error {
 // carry no type: an unknown command or a required flag left out.
 func isCobraUsage(err error) bool {
 	msg := err.Error()
-	for _, p := range []string{"unknown command", "required flag(s)", "unknown flag", "unknown shorthand flag", "flag needs an argument", "invalid argument"} {
-		if strings.Contains(msg, p) {
+	// Flag errors come through the flag error func as usageError; only
+	// what cobra words itself is matched, at the start of its message
+	// (a system call's "invalid argument" deep in a failure is not bad
+	// usage).
+	for _, p := range []string{"unknown command", "required flag(s)", "unknown flag", "unknown shorthand flag", "flag needs an argument", "invalid argument \""} {
+		if strings.HasPrefix(msg, p) {
 			return true
 		}
 	}
