@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/ctcr/ctcr/criu/nsthread"
+	"github.com/ctcr/ctcr/criu/proc"
 )
 
 // inetSockets are TCP and UDP sockets over IPv4 and IPv6 that carry no
@@ -64,6 +65,39 @@ func inetAddr(sa unix.Sockaddr) (words []uint32, port uint32, ok bool) {
 	return nil, 0, false
 }
 
+// portlessTable names the /proc/net table of ping and raw sockets, whose
+// peer has no port: "" for other sockets.
+func portlessTable(family, typ, protocol int) string {
+	table := ""
+	switch {
+	case typ == unix.SOCK_RAW:
+		table = "raw"
+	case typ == unix.SOCK_DGRAM && (protocol == unix.IPPROTO_ICMP || protocol == unix.IPPROTO_ICMPV6):
+		table = "icmp"
+	default:
+		return ""
+	}
+	if family == unix.AF_INET6 {
+		table += "6"
+	}
+	return table
+}
+
+// portlessPeer returns the destination of the connected ping or raw
+// socket ino of task pid's network namespace from /proc/PID/net/TABLE,
+// nil if it is not connected.
+func portlessPeer(pid, family int, table string, ino uint32) (unix.Sockaddr, error) {
+	socks, err := proc.NetSockets(pid, table)
+	if err != nil {
+		return nil, fmt.Errorf("the socket's destination: %w", err)
+	}
+	s, ok := socks[ino]
+	if !ok || s.State != tcpEstablished {
+		return nil, nil
+	}
+	return inetSockaddr(uint32(family), s.Remote, s.RemotePort)
+}
+
 // inetSockaddr is the inverse of inetAddr.
 func inetSockaddr(family uint32, words []uint32, port uint32) (unix.Sockaddr, error) {
 	switch {
@@ -81,8 +115,27 @@ func inetSockaddr(family uint32, words []uint32, port uint32) (unix.Sockaddr, er
 	return nil, fmt.Errorf("family %d with a %d-word address", family, len(words))
 }
 
-func inetDesc(typ, family uint32, src, dst unix.Sockaddr) string {
-	name := map[uint32]string{unix.SOCK_STREAM: "tcp", unix.SOCK_DGRAM: "udp"}[typ]
+// inetKind names the kinds of inet socket ctcr keeps ("" for others):
+// TCP, UDP and UDP-Lite, ICMP echo ("ping") sockets, raw sockets of any
+// protocol.
+func inetKind(family, typ, protocol uint32) string {
+	switch {
+	case typ == unix.SOCK_STREAM && protocol == unix.IPPROTO_TCP:
+		return "tcp"
+	case typ == unix.SOCK_DGRAM && protocol == unix.IPPROTO_UDP:
+		return "udp"
+	case typ == unix.SOCK_DGRAM && protocol == unix.IPPROTO_UDPLITE:
+		return "udplite"
+	case typ == unix.SOCK_DGRAM && (family == unix.AF_INET && protocol == unix.IPPROTO_ICMP || family == unix.AF_INET6 && protocol == unix.IPPROTO_ICMPV6):
+		return "ping"
+	case typ == unix.SOCK_RAW:
+		return fmt.Sprintf("raw(%d)", protocol)
+	}
+	return ""
+}
+
+func inetDesc(typ, family, protocol uint32, src, dst unix.Sockaddr) string {
+	name := inetKind(family, typ, protocol)
 	if family == unix.AF_INET6 {
 		name += "6"
 	}
@@ -131,9 +184,17 @@ func dumpInetSocket(d *fdDump) (*fdinfo.FileEntry, error) {
 	if err != nil {
 		dst = nil // not connected
 	}
-	what := fmt.Sprintf("%s (%s)", d.link, inetDesc(uint32(typ), uint32(family), src, dst))
-	if !(typ == unix.SOCK_STREAM && protocol == unix.IPPROTO_TCP) && !(typ == unix.SOCK_DGRAM && protocol == unix.IPPROTO_UDP) {
-		return nil, d.unsupported(fmt.Sprintf("socket %s of family %d, type %d, protocol %d (only TCP and UDP are)", d.link, family, typ, protocol))
+	if table := portlessTable(family, typ, protocol); dst == nil && table != "" {
+		// Ping and raw sockets connect with no port, and getpeername
+		// answers ENOTCONN for a socket without a destination port: the
+		// namespace's table of such sockets has the destination.
+		if dst, err = portlessPeer(d.pid, family, table, uint32(d.st.Ino)); err != nil {
+			return nil, fmt.Errorf("%s: %s: %w", d.where, d.link, err)
+		}
+	}
+	what := fmt.Sprintf("%s (%s)", d.link, inetDesc(uint32(typ), uint32(family), uint32(protocol), src, dst))
+	if inetKind(uint32(family), uint32(typ), uint32(protocol)) == "" {
+		return nil, d.unsupported(fmt.Sprintf("socket %s of family %d, type %d, protocol %d (TCP, UDP, UDP-Lite, ping and raw sockets are)", d.link, family, typ, protocol))
 	}
 	srcWords, srcPort, _ := inetAddr(src)
 	e := &skinet.InetSkEntry{
@@ -182,6 +243,15 @@ func dumpInetSocket(d *fdDump) (*fdinfo.FileEntry, error) {
 		}
 		if n, err := unix.IoctlGetInt(fd, unix.SIOCINQ); err == nil && n > 0 {
 			d.files.warnf("%s: %s: the datagrams queued on it (%d bytes next) are dropped: only their senders could send them again", d.where, what, n)
+		}
+		if protocol == unix.IPPROTO_UDP || protocol == unix.IPPROTO_UDPLITE {
+			how, found, err := inetShutdown(d.pid, family, protocol, uint32(d.st.Ino))
+			if err != nil {
+				return nil, fmt.Errorf("%s: %s: shutdown state (sock_diag): %w", d.where, what, err)
+			}
+			if found && how&3 != 0 {
+				e.Shutdown = skShutdown(how).Enum()
+			}
 		}
 	}
 	if family == unix.AF_INET6 {
@@ -287,8 +357,7 @@ func openInetSocket(r *fileRestore, e *fdinfo.FileEntry) (*os.File, error) {
 		return nil, corruptf("files.img", "inet socket id %d without its entry", e.GetId())
 	}
 	family, typ := isk.GetFamily(), int(isk.GetType())
-	if (family != unix.AF_INET && family != unix.AF_INET6) ||
-		!(typ == unix.SOCK_STREAM && isk.GetProto() == unix.IPPROTO_TCP || typ == unix.SOCK_DGRAM && isk.GetProto() == unix.IPPROTO_UDP) {
+	if (family != unix.AF_INET && family != unix.AF_INET6) || inetKind(family, uint32(typ), isk.GetProto()) == "" {
 		return nil, corruptf("files.img", "inet socket id %d: family %d, type %d, protocol %d", e.GetId(), family, typ, isk.GetProto())
 	}
 	src, err := inetSockaddr(family, isk.GetSrcAddr(), isk.GetSrcPort())
@@ -296,12 +365,13 @@ func openInetSocket(r *fileRestore, e *fdinfo.FileEntry) (*os.File, error) {
 		return nil, corruptf("files.img", "inet socket id %d: source: %v", e.GetId(), err)
 	}
 	var dst unix.Sockaddr
-	if isk.GetDstPort() != 0 {
+	// A connected raw socket has no destination port.
+	if isk.GetDstPort() != 0 || typ != unix.SOCK_STREAM && isk.GetState() == tcpEstablished && len(isk.GetDstAddr()) > 0 {
 		if dst, err = inetSockaddr(family, isk.GetDstAddr(), isk.GetDstPort()); err != nil {
 			return nil, corruptf("files.img", "inet socket id %d: destination: %v", e.GetId(), err)
 		}
 	}
-	what := fmt.Sprintf("inet socket id %d (%s)", e.GetId(), inetDesc(uint32(typ), family, src, dst))
+	what := fmt.Sprintf("inet socket id %d (%s)", e.GetId(), inetDesc(uint32(typ), family, isk.GetProto(), src, dst))
 	state := isk.GetState()
 	connected := typ == unix.SOCK_STREAM && state != tcpListen && state != tcpClose
 	var stream *tcpStream
@@ -324,7 +394,9 @@ func openInetSocket(r *fileRestore, e *fdinfo.FileEntry) (*os.File, error) {
 		if fd, err = unix.Socket(int(family), typ|unix.SOCK_CLOEXEC, int(isk.GetProto())); err != nil {
 			return os.NewSyscallError("socket", err)
 		}
-		if family == unix.AF_INET6 {
+		// A raw socket has its "port", its protocol, from the start, and
+		// then IPV6_V6ONLY can no longer change (EINVAL).
+		if family == unix.AF_INET6 && typ != unix.SOCK_RAW {
 			if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, b2i(isk.GetV6Only())); err != nil {
 				return fmt.Errorf("IPV6_V6ONLY: %w", err)
 			}
@@ -342,7 +414,7 @@ func openInetSocket(r *fileRestore, e *fdinfo.FileEntry) (*os.File, error) {
 			if err := restoreInetOpts(fd, typ, isk.GetOpts()); err != nil {
 				return err
 			}
-			return restoreIPOpts(fd, int(family), isk.GetIpOpts())
+			return restoreIPOpts(fd, int(family), typ, int(isk.GetProto()), isk.GetIpOpts())
 		}
 		// A TCP socket that was connected comes back as one that has
 		// ended (--tcp-close): not bound, for its port is its
@@ -350,7 +422,7 @@ func openInetSocket(r *fileRestore, e *fdinfo.FileEntry) (*os.File, error) {
 		ended := connected
 		if isk.GetSrcPort() != 0 && !ended {
 			unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
-			unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_FREEBIND, 1)
+			setFreebind(fd, int(family), true)
 			// Before bind: sockets that share a port with SO_REUSEPORT
 			// (listeners among them) can only bind beside each other if
 			// each has it when it binds.
@@ -366,10 +438,10 @@ func openInetSocket(r *fileRestore, e *fdinfo.FileEntry) (*os.File, error) {
 		if err := restoreInetOpts(fd, typ, isk.GetOpts()); err != nil {
 			return err
 		}
-		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_FREEBIND, b2i(isk.GetIpOpts().GetFreebind())); err != nil {
-			return fmt.Errorf("IP_FREEBIND: %w", err)
+		if err := setFreebind(fd, int(family), isk.GetIpOpts().GetFreebind()); err != nil {
+			return err
 		}
-		if err := restoreIPOpts(fd, int(family), isk.GetIpOpts()); err != nil {
+		if err := restoreIPOpts(fd, int(family), typ, int(isk.GetProto()), isk.GetIpOpts()); err != nil {
 			return err
 		}
 		switch {
@@ -377,9 +449,17 @@ func openInetSocket(r *fileRestore, e *fdinfo.FileEntry) (*os.File, error) {
 			if err := unix.Listen(fd, int(isk.GetBacklog())); err != nil {
 				return fmt.Errorf("listen: %w", err)
 			}
-		case typ == unix.SOCK_DGRAM && dst != nil:
+		case typ != unix.SOCK_STREAM && dst != nil:
 			if err := unix.Connect(fd, dst); err != nil {
 				return fmt.Errorf("connect: %w", err)
+			}
+		}
+		if how := isk.GetShutdown(); typ != unix.SOCK_STREAM && how != skopts.SkShutdown_NONE {
+			m := map[skopts.SkShutdown]int{skopts.SkShutdown_READ: unix.SHUT_RD, skopts.SkShutdown_WRITE: unix.SHUT_WR, skopts.SkShutdown_BOTH: unix.SHUT_RDWR}[how]
+			// A datagram socket that is not connected answers ENOTCONN,
+			// and is shut down all the same (inet_shutdown).
+			if err := unix.Shutdown(fd, m); err != nil && err != unix.ENOTCONN {
+				return fmt.Errorf("shutdown %v: %w", how, err)
 			}
 		}
 		return nil

@@ -266,12 +266,12 @@ func restoreTCPStream(r *fileRestore, fd int, isk *skinet.InetSkEntry, src, dst 
 	if err := setSeq(kernel.TCP_SEND_QUEUE, s.GetOutqSeq()-s.GetOutqLen()); err != nil {
 		return fmt.Errorf("send sequence: %w", err)
 	}
-	unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_FREEBIND, 1)
+	setFreebind(fd, int(isk.GetFamily()), true)
 	if err := unix.Bind(fd, src); err != nil {
 		return fmt.Errorf("bind: %w", err)
 	}
-	if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_FREEBIND, b2i(isk.GetIpOpts().GetFreebind())); err != nil {
-		return fmt.Errorf("IP_FREEBIND: %w", err)
+	if err := setFreebind(fd, int(isk.GetFamily()), isk.GetIpOpts().GetFreebind()); err != nil {
+		return err
 	}
 	if err := unix.Connect(fd, dst); err != nil {
 		return fmt.Errorf("connect in repair mode: %w", err)
