@@ -227,7 +227,10 @@ func dumpInetSocket(d *fdDump) (*fdinfo.FileEntry, error) {
 		case tcpClose:
 		default:
 			if d.files.tcpClose {
-				d.files.warnf("%s: %s in state %s comes back as a connection that has ended (--tcp-close)", d.where, what, tcpStateNames[info.State])
+				d.files.warnf("%s: %s in state %s comes back as a connection that has ended, with the bytes it had received still to be read (--tcp-close)", d.where, what, tcpStateNames[info.State])
+				if err := dumpTCPEnded(d, fd, e, what); err != nil {
+					return nil, err
+				}
 				break
 			}
 			if info.State != tcpEstablished || dst == nil {
@@ -375,6 +378,35 @@ func openInetSocket(r *fileRestore, e *fdinfo.FileEntry) (*os.File, error) {
 	state := isk.GetState()
 	connected := typ == unix.SOCK_STREAM && state != tcpListen && state != tcpClose
 	var stream *tcpStream
+	if typ == unix.SOCK_STREAM && state == tcpClose && dst != nil {
+		// Ended by --tcp-close, with the bytes it had received.
+		se, inq, _, err := tcpStreamOf(r, isk.GetIno())
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("%s: %w", what, err)
+		}
+		if err == nil {
+			ended := &tcpStream{e: se, inq: inq}
+			fd := -1
+			return socketInTreeNet(r, what, &fd, isk.GetFlags(), fmt.Sprintf("socket:[%d]", isk.GetIno()), func() error {
+				var err error
+				if fd, err = unix.Socket(int(family), typ|unix.SOCK_CLOEXEC, int(isk.GetProto())); err != nil {
+					return os.NewSyscallError("socket", err)
+				}
+				if family == unix.AF_INET6 {
+					if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, b2i(isk.GetV6Only())); err != nil {
+						return fmt.Errorf("IPV6_V6ONLY: %w", err)
+					}
+				}
+				if err := restoreTCPEnded(fd, isk, src, dst, ended); err != nil {
+					return err
+				}
+				if err := restoreInetOpts(fd, typ, isk.GetOpts()); err != nil {
+					return err
+				}
+				return restoreIPOpts(fd, int(family), typ, int(isk.GetProto()), isk.GetIpOpts())
+			})
+		}
+	}
 	if connected {
 		// Moved with its stream image, or dumped with --tcp-close.
 		se, inq, outq, err := tcpStreamOf(r, isk.GetIno())

@@ -45,47 +45,51 @@ type ipOpt struct {
 	level, opt int
 	name       string
 	field      protowire.Number
+	// notStream: a TCP socket answers it but refuses to set it
+	// (multicast options; an accepted socket has IP_MULTICAST_TTL set
+	// to the TTL of the SYN that made it, tcp_v4_syn_recv_sock).
+	notStream bool
 }
 
 var ipv4Opts = []ipOpt{
-	{unix.IPPROTO_IP, unix.IP_TOS, "IP_TOS", ipOptTos},
-	{unix.IPPROTO_IP, unix.IP_TTL, "IP_TTL", ipOptTTL},
-	{unix.IPPROTO_IP, unix.IP_TRANSPARENT, "IP_TRANSPARENT", ipOptExtBase + 1},
-	{unix.IPPROTO_IP, unix.IP_RECVERR, "IP_RECVERR", ipOptExtBase + 2},
-	{unix.IPPROTO_IP, unix.IP_RECVTOS, "IP_RECVTOS", ipOptExtBase + 3},
-	{unix.IPPROTO_IP, unix.IP_RECVTTL, "IP_RECVTTL", ipOptExtBase + 4},
-	{unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, "IP_MTU_DISCOVER", ipOptExtBase + 5},
-	{unix.IPPROTO_IP, unix.IP_MULTICAST_TTL, "IP_MULTICAST_TTL", ipOptExtBase + 6},
-	{unix.IPPROTO_IP, unix.IP_MULTICAST_LOOP, "IP_MULTICAST_LOOP", ipOptExtBase + 7},
-	{unix.IPPROTO_IP, unix.IP_MINTTL, "IP_MINTTL", ipOptExtBase + 8},
-	{unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, "IP_BIND_ADDRESS_NO_PORT", ipOptExtBase + 9},
-	{unix.IPPROTO_IP, unix.IP_RECVORIGDSTADDR, "IP_RECVORIGDSTADDR", ipOptExtBase + 10},
+	{unix.IPPROTO_IP, unix.IP_TOS, "IP_TOS", ipOptTos, false},
+	{unix.IPPROTO_IP, unix.IP_TTL, "IP_TTL", ipOptTTL, false},
+	{unix.IPPROTO_IP, unix.IP_TRANSPARENT, "IP_TRANSPARENT", ipOptExtBase + 1, false},
+	{unix.IPPROTO_IP, unix.IP_RECVERR, "IP_RECVERR", ipOptExtBase + 2, false},
+	{unix.IPPROTO_IP, unix.IP_RECVTOS, "IP_RECVTOS", ipOptExtBase + 3, false},
+	{unix.IPPROTO_IP, unix.IP_RECVTTL, "IP_RECVTTL", ipOptExtBase + 4, false},
+	{unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, "IP_MTU_DISCOVER", ipOptExtBase + 5, false},
+	{unix.IPPROTO_IP, unix.IP_MULTICAST_TTL, "IP_MULTICAST_TTL", ipOptExtBase + 6, true},
+	{unix.IPPROTO_IP, unix.IP_MULTICAST_LOOP, "IP_MULTICAST_LOOP", ipOptExtBase + 7, true},
+	{unix.IPPROTO_IP, unix.IP_MINTTL, "IP_MINTTL", ipOptExtBase + 8, false},
+	{unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, "IP_BIND_ADDRESS_NO_PORT", ipOptExtBase + 9, false},
+	{unix.IPPROTO_IP, unix.IP_RECVORIGDSTADDR, "IP_RECVORIGDSTADDR", ipOptExtBase + 10, false},
 }
 
 var ipv6Opts = []ipOpt{
-	{unix.IPPROTO_IPV6, unix.IPV6_TCLASS, "IPV6_TCLASS", ipOptTos},
-	{unix.IPPROTO_IPV6, unix.IPV6_UNICAST_HOPS, "IPV6_UNICAST_HOPS", ipOptTTL},
-	{unix.IPPROTO_IP, unix.IP_TRANSPARENT, "IP_TRANSPARENT", ipOptExtBase + 1},
-	{unix.IPPROTO_IPV6, unix.IPV6_RECVERR, "IPV6_RECVERR", ipOptExtBase + 21},
-	{unix.IPPROTO_IPV6, unix.IPV6_RECVTCLASS, "IPV6_RECVTCLASS", ipOptExtBase + 22},
-	{unix.IPPROTO_IPV6, unix.IPV6_RECVHOPLIMIT, "IPV6_RECVHOPLIMIT", ipOptExtBase + 23},
-	{unix.IPPROTO_IPV6, unix.IPV6_MTU_DISCOVER, "IPV6_MTU_DISCOVER", ipOptExtBase + 24},
-	{unix.IPPROTO_IPV6, unix.IPV6_MULTICAST_HOPS, "IPV6_MULTICAST_HOPS", ipOptExtBase + 25},
-	{unix.IPPROTO_IPV6, unix.IPV6_MULTICAST_LOOP, "IPV6_MULTICAST_LOOP", ipOptExtBase + 26},
-	{unix.IPPROTO_IPV6, unix.IPV6_MINHOPCOUNT, "IPV6_MINHOPCOUNT", ipOptExtBase + 27},
-	{unix.IPPROTO_IPV6, unix.IPV6_RECVORIGDSTADDR, "IPV6_RECVORIGDSTADDR", ipOptExtBase + 28},
-	{unix.IPPROTO_IPV6, unix.IPV6_ADDR_PREFERENCES, "IPV6_ADDR_PREFERENCES", ipOptExtBase + 29},
+	{unix.IPPROTO_IPV6, unix.IPV6_TCLASS, "IPV6_TCLASS", ipOptTos, false},
+	{unix.IPPROTO_IPV6, unix.IPV6_UNICAST_HOPS, "IPV6_UNICAST_HOPS", ipOptTTL, false},
+	{unix.IPPROTO_IP, unix.IP_TRANSPARENT, "IP_TRANSPARENT", ipOptExtBase + 1, false},
+	{unix.IPPROTO_IPV6, unix.IPV6_RECVERR, "IPV6_RECVERR", ipOptExtBase + 21, false},
+	{unix.IPPROTO_IPV6, unix.IPV6_RECVTCLASS, "IPV6_RECVTCLASS", ipOptExtBase + 22, false},
+	{unix.IPPROTO_IPV6, unix.IPV6_RECVHOPLIMIT, "IPV6_RECVHOPLIMIT", ipOptExtBase + 23, false},
+	{unix.IPPROTO_IPV6, unix.IPV6_MTU_DISCOVER, "IPV6_MTU_DISCOVER", ipOptExtBase + 24, false},
+	{unix.IPPROTO_IPV6, unix.IPV6_MULTICAST_HOPS, "IPV6_MULTICAST_HOPS", ipOptExtBase + 25, true},
+	{unix.IPPROTO_IPV6, unix.IPV6_MULTICAST_LOOP, "IPV6_MULTICAST_LOOP", ipOptExtBase + 26, true},
+	{unix.IPPROTO_IPV6, unix.IPV6_MINHOPCOUNT, "IPV6_MINHOPCOUNT", ipOptExtBase + 27, false},
+	{unix.IPPROTO_IPV6, unix.IPV6_RECVORIGDSTADDR, "IPV6_RECVORIGDSTADDR", ipOptExtBase + 28, false},
+	{unix.IPPROTO_IPV6, unix.IPV6_ADDR_PREFERENCES, "IPV6_ADDR_PREFERENCES", ipOptExtBase + 29, false},
 }
 
 // udpliteOpts are UDP-Lite's checksum coverages.
 var udpliteOpts = []ipOpt{
-	{unix.IPPROTO_UDPLITE, kernel.UDPLITE_SEND_CSCOV, "UDPLITE_SEND_CSCOV", ipOptExtBase + 41},
-	{unix.IPPROTO_UDPLITE, kernel.UDPLITE_RECV_CSCOV, "UDPLITE_RECV_CSCOV", ipOptExtBase + 42},
+	{unix.IPPROTO_UDPLITE, kernel.UDPLITE_SEND_CSCOV, "UDPLITE_SEND_CSCOV", ipOptExtBase + 41, false},
+	{unix.IPPROTO_UDPLITE, kernel.UDPLITE_RECV_CSCOV, "UDPLITE_RECV_CSCOV", ipOptExtBase + 42, false},
 }
 
 // ipv6RawChecksum is the offset IPV6_CHECKSUM gives (-1: none) of a raw
 // IPv6 socket; ip_opts_raw_entry only says whether there is one.
-var ipv6RawChecksum = ipOpt{unix.IPPROTO_IPV6, unix.IPV6_CHECKSUM, "IPV6_CHECKSUM", ipOptExtBase + 43}
+var ipv6RawChecksum = ipOpt{unix.IPPROTO_IPV6, unix.IPV6_CHECKSUM, "IPV6_CHECKSUM", ipOptExtBase + 43, false}
 
 func ipOptsOf(family, typ, protocol int) []ipOpt {
 	opts := ipv4Opts
@@ -247,6 +251,9 @@ func dumpIPOpts(fd, family, typ, protocol int) (*skinet.IpOptsEntry, error) {
 	defer unix.Close(fresh)
 	var ext []byte
 	for _, o := range ipOptsOf(family, typ, protocol) {
+		if o.notStream && typ == unix.SOCK_STREAM {
+			continue
+		}
 		v, err := unix.GetsockoptInt(fd, o.level, o.opt)
 		if ipOptAbsent(err) {
 			continue

@@ -368,3 +368,95 @@ func sendAll(fd int, b []byte) error {
 	}
 	return nil
 }
+
+// A connection dumped with --tcp-close comes back ended, as CRIU brings
+// it back: what it had received and the task had not read yet can still
+// be read, then reads see the end of the stream and writes fail. Its
+// entry says state CLOSE with the addresses it had; its stream image
+// holds only the receive queue, read with MSG_PEEK (no repair mode
+// needed, so in any state: CLOSE_WAIT, FIN_WAIT2, ...).
+
+// dumpTCPEnded writes the stream image of fd, a connection --tcp-close
+// ends: its receive queue.
+func dumpTCPEnded(d *fdDump, fd int, e *skinet.InetSkEntry, what string) error {
+	fail := func(step string, err error) error { return fmt.Errorf("%s: %s: %s: %w", d.where, what, step, err) }
+	n, err := unix.IoctlGetInt(fd, unix.SIOCINQ)
+	if err != nil {
+		return fail("SIOCINQ", err)
+	}
+	var inq []byte
+	if n > 0 {
+		inq = make([]byte, n)
+		got, _, err := unix.Recvfrom(fd, inq, unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		if err != nil {
+			return fail("peek at the receive queue", err)
+		}
+		if got != n {
+			return fail("peek at the receive queue", fmt.Errorf("peeked %d bytes of %d", got, n))
+		}
+	}
+	e.State = proto.Uint32(tcpClose)
+	s := &tcpstream.TcpStreamEntry{
+		InqLen: proto.Uint32(uint32(n)), InqSeq: proto.Uint32(0), OutqLen: proto.Uint32(0), OutqSeq: proto.Uint32(0),
+		OptMask: proto.Uint32(0), SndWscale: proto.Uint32(0), MssClamp: proto.Uint32(0),
+	}
+	d.files.addImageAs(images.TCPStream, images.TCPStream.FileName(int(e.GetIno())), s, inq)
+	return nil
+}
+
+// tcpEndedSeq is the sequence number an ended connection is given in
+// both directions: it has no peer to agree with.
+const tcpEndedSeq = 1 << 24
+
+// restoreTCPEnded makes fd, a new TCP socket, a connection src -> dst
+// that has ended with ts's receive queue still to be read. In repair
+// mode the socket connects without a handshake (and binds beside the
+// listener of its port), takes the bytes into its receive queue and is
+// shut down both ways without a FIN going out; out of repair mode, reads
+// return the bytes, then 0.
+func restoreTCPEnded(fd int, isk *skinet.InetSkEntry, src, dst unix.Sockaddr, ts *tcpStream) error {
+	if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR, 1); err != nil {
+		return fmt.Errorf("TCP_REPAIR: %w", err)
+	}
+	for _, q := range []int{kernel.TCP_RECV_QUEUE, kernel.TCP_SEND_QUEUE} {
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR_QUEUE, q); err != nil {
+			return fmt.Errorf("TCP_REPAIR_QUEUE: %w", err)
+		}
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_QUEUE_SEQ, tcpEndedSeq); err != nil {
+			return fmt.Errorf("TCP_QUEUE_SEQ: %w", err)
+		}
+	}
+	if isk.GetSrcPort() != 0 {
+		setFreebind(fd, int(isk.GetFamily()), true)
+		if err := unix.Bind(fd, src); err != nil {
+			return fmt.Errorf("bind: %w", err)
+		}
+		if err := setFreebind(fd, int(isk.GetFamily()), isk.GetIpOpts().GetFreebind()); err != nil {
+			return err
+		}
+	}
+	if err := unix.Connect(fd, dst); err != nil {
+		return fmt.Errorf("connect in repair mode: %w", err)
+	}
+	if len(ts.inq) > 0 {
+		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 2*len(ts.inq)+1<<20)
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR_QUEUE, kernel.TCP_RECV_QUEUE); err != nil {
+			return fmt.Errorf("TCP_REPAIR_QUEUE: %w", err)
+		}
+		if err := sendAll(fd, ts.inq); err != nil {
+			return fmt.Errorf("receive queue, %d bytes: %w", len(ts.inq), err)
+		}
+	}
+	// The FIN shutdown queues is "sent" in repair mode only while the
+	// send queue is the one being repaired: it never leaves.
+	if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR_QUEUE, kernel.TCP_SEND_QUEUE); err != nil {
+		return fmt.Errorf("TCP_REPAIR_QUEUE: %w", err)
+	}
+	if err := unix.Shutdown(fd, unix.SHUT_RDWR); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR, unix.TCP_REPAIR_OFF_NO_WP); err != nil {
+		return fmt.Errorf("leave repair mode: %w", err)
+	}
+	return nil
+}
