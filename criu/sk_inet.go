@@ -233,8 +233,8 @@ func dumpInetSocket(d *fdDump) (*fdinfo.FileEntry, error) {
 				}
 				break
 			}
-			if info.State != tcpEstablished || dst == nil {
-				return nil, d.unsupported(fmt.Sprintf("%s in state %s: only established TCP connections move (--tcp-close restores it as ended)", what, tcpStateNames[info.State]))
+			if !tcpRepairable(info.State) || dst == nil {
+				return nil, d.unsupported(fmt.Sprintf("%s in state %s: only established and half-closed TCP connections move (--tcp-close restores it as ended)", what, tcpStateNames[info.State]))
 			}
 			if err := dumpTCPStream(d, fd, e, src, dst, what); err != nil {
 				return nil, err
