@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/ctcr/ctcr/criu/kernel"
 	"github.com/ctcr/ctcr/criu/nsthread"
 	"github.com/ctcr/ctcr/criu/proc"
 )
@@ -63,6 +64,37 @@ func inetAddr(sa unix.Sockaddr) (words []uint32, port uint32, ok bool) {
 		return w, uint32(a.Port), true
 	}
 	return nil, 0, false
+}
+
+// closedPeer returns the peer a closed TCP socket fd had, nil if it
+// never had one. SO_PEERNAME answers with a struct sockaddr of the
+// socket's family.
+func closedPeer(fd, family int) unix.Sockaddr {
+	size := unix.SizeofSockaddrInet4
+	if family == unix.AF_INET6 {
+		size = unix.SizeofSockaddrInet6
+	}
+	b, err := kernel.GetsockoptBytes(fd, unix.SOL_SOCKET, unix.SO_PEERNAME, size)
+	if err != nil {
+		return nil
+	}
+	switch {
+	case family == unix.AF_INET && len(b) >= unix.SizeofSockaddrInet4:
+		a := &unix.SockaddrInet4{Port: int(b[2])<<8 | int(b[3])}
+		copy(a.Addr[:], b[4:8])
+		if a.Port == 0 {
+			return nil
+		}
+		return a
+	case family == unix.AF_INET6 && len(b) >= unix.SizeofSockaddrInet6:
+		a := &unix.SockaddrInet6{Port: int(b[2])<<8 | int(b[3])}
+		copy(a.Addr[:], b[8:24])
+		if a.Port == 0 {
+			return nil
+		}
+		return a
+	}
+	return nil
 }
 
 // portlessTable names the /proc/net table of ping and raw sockets, whose
@@ -225,6 +257,19 @@ func dumpInetSocket(d *fdDump) (*fdinfo.FileEntry, error) {
 				d.files.warnf("%s: %s: %d connections waiting to be accepted are dropped (--tcp-close)", d.where, what, info.Unacked)
 			}
 		case tcpClose:
+			// A connection that ended (reset, or both ends closed):
+			// getpeername refuses to name the peer of a closed socket,
+			// SO_PEERNAME does not (inet_getname with peer 2). It comes
+			// back ended, with what it had received and not read.
+			if peer := closedPeer(fd, family); peer != nil {
+				dst = peer
+				words, port, _ := inetAddr(dst)
+				e.DstAddr, e.DstPort = words, proto.Uint32(port)
+				what = fmt.Sprintf("%s (%s)", d.link, inetDesc(uint32(typ), uint32(family), uint32(protocol), src, dst))
+				if err := dumpTCPEnded(d, fd, e, what); err != nil {
+					return nil, err
+				}
+			}
 		default:
 			if d.files.tcpClose {
 				d.files.warnf("%s: %s in state %s comes back as a connection that has ended, with the bytes it had received still to be read (--tcp-close)", d.where, what, tcpStateNames[info.State])

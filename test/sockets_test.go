@@ -92,3 +92,11 @@ func TestPingSockets(t *testing.T) {
 func TestTCPHalfClosed(t *testing.T) {
 	dumpRestoreWorkload(t, "tcphalf")
 }
+
+// TestTCPReset: an accepted connection reset by its peer, with bytes it
+// had not read, comes back ended: the bytes, then the end of the stream.
+// Restored in repair mode, it binds beside its listener, which keeps
+// accepting.
+func TestTCPReset(t *testing.T) {
+	dumpRestoreWorkload(t, "tcpreset")
+}
