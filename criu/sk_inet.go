@@ -17,21 +17,23 @@ import (
 	"github.com/ctcr/ctcr/criu/proc"
 )
 
-// inetSockets are TCP and UDP sockets over IPv4 and IPv6 that carry no
-// connection state ctcr would have to move: TCP listeners (address,
-// backlog), TCP sockets not connected (bound or not), UDP sockets bound
-// and connected. Their entries in files.img are CRIU's inet_sk_entry
+// inetSockets are the sockets of IPv4 and IPv6: TCP listeners (address,
+// backlog), TCP sockets not connected (bound or not) and connections;
+// UDP and UDP-Lite sockets bound and connected, with their shutdown
+// state; ICMP echo ("ping") sockets; raw sockets of any protocol. Their
+// entries in files.img are CRIU's inet_sk_entry
 // (criu/sk-inet.c): addresses as 32-bit words in network order, the TCP
 // state as the kernel numbers it, the listen backlog, socket options.
 //
-// An established TCP connection would need TCP_REPAIR to move its
-// sequence numbers and queues, and the network held still while it
-// moves: a dump refuses it by name, unless --tcp-close says to restore
-// it as a connection that has ended (the peer is told nothing; reads and
-// writes on the restored socket fail, as after a reset). Connections
-// waiting in a listener's queue are refused the same way, and dropped
-// with --tcp-close. Datagrams queued on a UDP socket cannot be sent again
-// from their senders' addresses: they are dropped with a warning.
+// Established and half-closed TCP connections move with TCP repair
+// (sk_tcp.go); --tcp-close restores them as connections that have ended
+// (the peer is told nothing; what the socket had received can still be
+// read, then the stream ends; writes fail), as it does a connection that
+// was reset. Connections waiting in a listener's queue are refused by
+// name, and dropped with --tcp-close; TCP sockets in SYN_SENT are
+// refused too (--tcp-close ends them). Datagrams queued on UDP, UDP-Lite, ping and raw sockets
+// cannot be sent again from their senders' addresses: they are dropped
+// with a warning.
 //
 // Restore makes each socket in the restored root's network namespace,
 // binds it with SO_REUSEADDR and IP_FREEBIND for the moment (the old
@@ -252,7 +254,7 @@ func dumpInetSocket(d *fdDump) (*fdinfo.FileEntry, error) {
 			e.Backlog = proto.Uint32(info.Sacked)
 			if info.Unacked > 0 {
 				if !d.files.tcpClose {
-					return nil, d.unsupported(fmt.Sprintf("%s: %d connections wait to be accepted: established TCP connections are not checkpointed (--tcp-close drops them)", what, info.Unacked))
+					return nil, d.unsupported(fmt.Sprintf("%s: %d connections wait to be accepted: connections in a listener's accept queue are not checkpointed, even with --tcp-established (--tcp-close drops them)", what, info.Unacked))
 				}
 				d.files.warnf("%s: %s: %d connections waiting to be accepted are dropped (--tcp-close)", d.where, what, info.Unacked)
 			}
