@@ -119,7 +119,7 @@ func fileName(fe *fdinfo.FileEntry) string {
 		if i.GetDstPort() != 0 {
 			dst, _ = inetSockaddr(i.GetFamily(), i.GetDstAddr(), i.GetDstPort())
 		}
-		desc := inetDesc(i.GetType(), i.GetFamily(), src, dst)
+		desc := inetDesc(i.GetType(), i.GetFamily(), i.GetProto(), src, dst)
 		if i.GetType() == unix.SOCK_STREAM && i.GetState() == tcpListen {
 			desc += " listening"
 		}

@@ -12,24 +12,28 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/ctcr/ctcr/criu/kernel"
 	"github.com/ctcr/ctcr/criu/nsthread"
+	"github.com/ctcr/ctcr/criu/proc"
 )
 
-// inetSockets are TCP and UDP sockets over IPv4 and IPv6 that carry no
-// connection state ctcr would have to move: TCP listeners (address,
-// backlog), TCP sockets not connected (bound or not), UDP sockets bound
-// and connected. Their entries in files.img are CRIU's inet_sk_entry
+// inetSockets are the sockets of IPv4 and IPv6: TCP listeners (address,
+// backlog), TCP sockets not connected (bound or not) and connections;
+// UDP and UDP-Lite sockets bound and connected, with their shutdown
+// state; ICMP echo ("ping") sockets; raw sockets of any protocol. Their
+// entries in files.img are CRIU's inet_sk_entry
 // (criu/sk-inet.c): addresses as 32-bit words in network order, the TCP
 // state as the kernel numbers it, the listen backlog, socket options.
 //
-// An established TCP connection would need TCP_REPAIR to move its
-// sequence numbers and queues, and the network held still while it
-// moves: a dump refuses it by name, unless --tcp-close says to restore
-// it as a connection that has ended (the peer is told nothing; reads and
-// writes on the restored socket fail, as after a reset). Connections
-// waiting in a listener's queue are refused the same way, and dropped
-// with --tcp-close. Datagrams queued on a UDP socket cannot be sent again
-// from their senders' addresses: they are dropped with a warning.
+// Established and half-closed TCP connections move with TCP repair
+// (sk_tcp.go); --tcp-close restores them as connections that have ended
+// (the peer is told nothing; what the socket had received can still be
+// read, then the stream ends; writes fail), as it does a connection that
+// was reset. Connections waiting in a listener's queue are refused by
+// name, and dropped with --tcp-close; TCP sockets in SYN_SENT are
+// refused too (--tcp-close ends them). Datagrams queued on UDP, UDP-Lite, ping and raw sockets
+// cannot be sent again from their senders' addresses: they are dropped
+// with a warning.
 //
 // Restore makes each socket in the restored root's network namespace,
 // binds it with SO_REUSEADDR and IP_FREEBIND for the moment (the old
@@ -64,6 +68,70 @@ func inetAddr(sa unix.Sockaddr) (words []uint32, port uint32, ok bool) {
 	return nil, 0, false
 }
 
+// closedPeer returns the peer a closed TCP socket fd had, nil if it
+// never had one. SO_PEERNAME answers with a struct sockaddr of the
+// socket's family.
+func closedPeer(fd, family int) unix.Sockaddr {
+	size := unix.SizeofSockaddrInet4
+	if family == unix.AF_INET6 {
+		size = unix.SizeofSockaddrInet6
+	}
+	b, err := kernel.GetsockoptBytes(fd, unix.SOL_SOCKET, unix.SO_PEERNAME, size)
+	if err != nil {
+		return nil
+	}
+	switch {
+	case family == unix.AF_INET && len(b) >= unix.SizeofSockaddrInet4:
+		a := &unix.SockaddrInet4{Port: int(b[2])<<8 | int(b[3])}
+		copy(a.Addr[:], b[4:8])
+		if a.Port == 0 {
+			return nil
+		}
+		return a
+	case family == unix.AF_INET6 && len(b) >= unix.SizeofSockaddrInet6:
+		a := &unix.SockaddrInet6{Port: int(b[2])<<8 | int(b[3])}
+		copy(a.Addr[:], b[8:24])
+		if a.Port == 0 {
+			return nil
+		}
+		return a
+	}
+	return nil
+}
+
+// portlessTable names the /proc/net table of ping and raw sockets, whose
+// peer has no port: "" for other sockets.
+func portlessTable(family, typ, protocol int) string {
+	table := ""
+	switch {
+	case typ == unix.SOCK_RAW:
+		table = "raw"
+	case typ == unix.SOCK_DGRAM && (protocol == unix.IPPROTO_ICMP || protocol == unix.IPPROTO_ICMPV6):
+		table = "icmp"
+	default:
+		return ""
+	}
+	if family == unix.AF_INET6 {
+		table += "6"
+	}
+	return table
+}
+
+// portlessPeer returns the destination of the connected ping or raw
+// socket ino of task pid's network namespace from /proc/PID/net/TABLE,
+// nil if it is not connected.
+func portlessPeer(pid, family int, table string, ino uint32) (unix.Sockaddr, error) {
+	socks, err := proc.NetSockets(pid, table)
+	if err != nil {
+		return nil, fmt.Errorf("the socket's destination: %w", err)
+	}
+	s, ok := socks[ino]
+	if !ok || s.State != tcpEstablished {
+		return nil, nil
+	}
+	return inetSockaddr(uint32(family), s.Remote, s.RemotePort)
+}
+
 // inetSockaddr is the inverse of inetAddr.
 func inetSockaddr(family uint32, words []uint32, port uint32) (unix.Sockaddr, error) {
 	switch {
@@ -81,8 +149,27 @@ func inetSockaddr(family uint32, words []uint32, port uint32) (unix.Sockaddr, er
 	return nil, fmt.Errorf("family %d with a %d-word address", family, len(words))
 }
 
-func inetDesc(typ, family uint32, src, dst unix.Sockaddr) string {
-	name := map[uint32]string{unix.SOCK_STREAM: "tcp", unix.SOCK_DGRAM: "udp"}[typ]
+// inetKind names the kinds of inet socket ctcr keeps ("" for others):
+// TCP, UDP and UDP-Lite, ICMP echo ("ping") sockets, raw sockets of any
+// protocol.
+func inetKind(family, typ, protocol uint32) string {
+	switch {
+	case typ == unix.SOCK_STREAM && protocol == unix.IPPROTO_TCP:
+		return "tcp"
+	case typ == unix.SOCK_DGRAM && protocol == unix.IPPROTO_UDP:
+		return "udp"
+	case typ == unix.SOCK_DGRAM && protocol == unix.IPPROTO_UDPLITE:
+		return "udplite"
+	case typ == unix.SOCK_DGRAM && (family == unix.AF_INET && protocol == unix.IPPROTO_ICMP || family == unix.AF_INET6 && protocol == unix.IPPROTO_ICMPV6):
+		return "ping"
+	case typ == unix.SOCK_RAW:
+		return fmt.Sprintf("raw(%d)", protocol)
+	}
+	return ""
+}
+
+func inetDesc(typ, family, protocol uint32, src, dst unix.Sockaddr) string {
+	name := inetKind(family, typ, protocol)
 	if family == unix.AF_INET6 {
 		name += "6"
 	}
@@ -131,9 +218,17 @@ func dumpInetSocket(d *fdDump) (*fdinfo.FileEntry, error) {
 	if err != nil {
 		dst = nil // not connected
 	}
-	what := fmt.Sprintf("%s (%s)", d.link, inetDesc(uint32(typ), uint32(family), src, dst))
-	if !(typ == unix.SOCK_STREAM && protocol == unix.IPPROTO_TCP) && !(typ == unix.SOCK_DGRAM && protocol == unix.IPPROTO_UDP) {
-		return nil, d.unsupported(fmt.Sprintf("socket %s of family %d, type %d, protocol %d (only TCP and UDP are)", d.link, family, typ, protocol))
+	if table := portlessTable(family, typ, protocol); dst == nil && table != "" {
+		// Ping and raw sockets connect with no port, and getpeername
+		// answers ENOTCONN for a socket without a destination port: the
+		// namespace's table of such sockets has the destination.
+		if dst, err = portlessPeer(d.pid, family, table, uint32(d.st.Ino)); err != nil {
+			return nil, fmt.Errorf("%s: %s: %w", d.where, d.link, err)
+		}
+	}
+	what := fmt.Sprintf("%s (%s)", d.link, inetDesc(uint32(typ), uint32(family), uint32(protocol), src, dst))
+	if inetKind(uint32(family), uint32(typ), uint32(protocol)) == "" {
+		return nil, d.unsupported(fmt.Sprintf("socket %s of family %d, type %d, protocol %d (TCP, UDP, UDP-Lite, ping and raw sockets are)", d.link, family, typ, protocol))
 	}
 	srcWords, srcPort, _ := inetAddr(src)
 	e := &skinet.InetSkEntry{
@@ -159,18 +254,34 @@ func dumpInetSocket(d *fdDump) (*fdinfo.FileEntry, error) {
 			e.Backlog = proto.Uint32(info.Sacked)
 			if info.Unacked > 0 {
 				if !d.files.tcpClose {
-					return nil, d.unsupported(fmt.Sprintf("%s: %d connections wait to be accepted: established TCP connections are not checkpointed (--tcp-close drops them)", what, info.Unacked))
+					return nil, d.unsupported(fmt.Sprintf("%s: %d connections wait to be accepted: connections in a listener's accept queue are not checkpointed, even with --tcp-established (--tcp-close drops them)", what, info.Unacked))
 				}
 				d.files.warnf("%s: %s: %d connections waiting to be accepted are dropped (--tcp-close)", d.where, what, info.Unacked)
 			}
 		case tcpClose:
+			// A connection that ended (reset, or both ends closed):
+			// getpeername refuses to name the peer of a closed socket,
+			// SO_PEERNAME does not (inet_getname with peer 2). It comes
+			// back ended, with what it had received and not read.
+			if peer := closedPeer(fd, family); peer != nil {
+				dst = peer
+				words, port, _ := inetAddr(dst)
+				e.DstAddr, e.DstPort = words, proto.Uint32(port)
+				what = fmt.Sprintf("%s (%s)", d.link, inetDesc(uint32(typ), uint32(family), uint32(protocol), src, dst))
+				if err := dumpTCPEnded(d, fd, e, what); err != nil {
+					return nil, err
+				}
+			}
 		default:
 			if d.files.tcpClose {
-				d.files.warnf("%s: %s in state %s comes back as a connection that has ended (--tcp-close)", d.where, what, tcpStateNames[info.State])
+				d.files.warnf("%s: %s in state %s comes back as a connection that has ended, with the bytes it had received still to be read (--tcp-close)", d.where, what, tcpStateNames[info.State])
+				if err := dumpTCPEnded(d, fd, e, what); err != nil {
+					return nil, err
+				}
 				break
 			}
-			if info.State != tcpEstablished || dst == nil {
-				return nil, d.unsupported(fmt.Sprintf("%s in state %s: only established TCP connections move (--tcp-close restores it as ended)", what, tcpStateNames[info.State]))
+			if !tcpRepairable(info.State) || dst == nil {
+				return nil, d.unsupported(fmt.Sprintf("%s in state %s: only established and half-closed TCP connections move (--tcp-close restores it as ended)", what, tcpStateNames[info.State]))
 			}
 			if err := dumpTCPStream(d, fd, e, src, dst, what); err != nil {
 				return nil, err
@@ -182,6 +293,15 @@ func dumpInetSocket(d *fdDump) (*fdinfo.FileEntry, error) {
 		}
 		if n, err := unix.IoctlGetInt(fd, unix.SIOCINQ); err == nil && n > 0 {
 			d.files.warnf("%s: %s: the datagrams queued on it (%d bytes next) are dropped: only their senders could send them again", d.where, what, n)
+		}
+		if protocol == unix.IPPROTO_UDP || protocol == unix.IPPROTO_UDPLITE {
+			how, found, err := inetShutdown(d.pid, family, protocol, uint32(d.st.Ino))
+			if err != nil {
+				return nil, fmt.Errorf("%s: %s: shutdown state (sock_diag): %w", d.where, what, err)
+			}
+			if found && how&3 != 0 {
+				e.Shutdown = skShutdown(how).Enum()
+			}
 		}
 	}
 	if family == unix.AF_INET6 {
@@ -287,8 +407,7 @@ func openInetSocket(r *fileRestore, e *fdinfo.FileEntry) (*os.File, error) {
 		return nil, corruptf("files.img", "inet socket id %d without its entry", e.GetId())
 	}
 	family, typ := isk.GetFamily(), int(isk.GetType())
-	if (family != unix.AF_INET && family != unix.AF_INET6) ||
-		!(typ == unix.SOCK_STREAM && isk.GetProto() == unix.IPPROTO_TCP || typ == unix.SOCK_DGRAM && isk.GetProto() == unix.IPPROTO_UDP) {
+	if (family != unix.AF_INET && family != unix.AF_INET6) || inetKind(family, uint32(typ), isk.GetProto()) == "" {
 		return nil, corruptf("files.img", "inet socket id %d: family %d, type %d, protocol %d", e.GetId(), family, typ, isk.GetProto())
 	}
 	src, err := inetSockaddr(family, isk.GetSrcAddr(), isk.GetSrcPort())
@@ -296,15 +415,45 @@ func openInetSocket(r *fileRestore, e *fdinfo.FileEntry) (*os.File, error) {
 		return nil, corruptf("files.img", "inet socket id %d: source: %v", e.GetId(), err)
 	}
 	var dst unix.Sockaddr
-	if isk.GetDstPort() != 0 {
+	// A connected raw socket has no destination port.
+	if isk.GetDstPort() != 0 || typ != unix.SOCK_STREAM && isk.GetState() == tcpEstablished && len(isk.GetDstAddr()) > 0 {
 		if dst, err = inetSockaddr(family, isk.GetDstAddr(), isk.GetDstPort()); err != nil {
 			return nil, corruptf("files.img", "inet socket id %d: destination: %v", e.GetId(), err)
 		}
 	}
-	what := fmt.Sprintf("inet socket id %d (%s)", e.GetId(), inetDesc(uint32(typ), family, src, dst))
+	what := fmt.Sprintf("inet socket id %d (%s)", e.GetId(), inetDesc(uint32(typ), family, isk.GetProto(), src, dst))
 	state := isk.GetState()
 	connected := typ == unix.SOCK_STREAM && state != tcpListen && state != tcpClose
 	var stream *tcpStream
+	if typ == unix.SOCK_STREAM && state == tcpClose && dst != nil {
+		// Ended by --tcp-close, with the bytes it had received.
+		se, inq, _, err := tcpStreamOf(r, isk.GetIno())
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("%s: %w", what, err)
+		}
+		if err == nil {
+			ended := &tcpStream{e: se, inq: inq}
+			fd := -1
+			return socketInTreeNet(r, what, &fd, isk.GetFlags(), fmt.Sprintf("socket:[%d]", isk.GetIno()), func() error {
+				var err error
+				if fd, err = unix.Socket(int(family), typ|unix.SOCK_CLOEXEC, int(isk.GetProto())); err != nil {
+					return os.NewSyscallError("socket", err)
+				}
+				if family == unix.AF_INET6 {
+					if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, b2i(isk.GetV6Only())); err != nil {
+						return fmt.Errorf("IPV6_V6ONLY: %w", err)
+					}
+				}
+				if err := restoreTCPEnded(fd, isk, src, dst, ended); err != nil {
+					return err
+				}
+				if err := restoreInetOpts(fd, typ, isk.GetOpts()); err != nil {
+					return err
+				}
+				return restoreIPOpts(fd, int(family), typ, int(isk.GetProto()), isk.GetIpOpts())
+			})
+		}
+	}
 	if connected {
 		// Moved with its stream image, or dumped with --tcp-close.
 		se, inq, outq, err := tcpStreamOf(r, isk.GetIno())
@@ -324,7 +473,9 @@ func openInetSocket(r *fileRestore, e *fdinfo.FileEntry) (*os.File, error) {
 		if fd, err = unix.Socket(int(family), typ|unix.SOCK_CLOEXEC, int(isk.GetProto())); err != nil {
 			return os.NewSyscallError("socket", err)
 		}
-		if family == unix.AF_INET6 {
+		// A raw socket has its "port", its protocol, from the start, and
+		// then IPV6_V6ONLY can no longer change (EINVAL).
+		if family == unix.AF_INET6 && typ != unix.SOCK_RAW {
 			if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, b2i(isk.GetV6Only())); err != nil {
 				return fmt.Errorf("IPV6_V6ONLY: %w", err)
 			}
@@ -342,7 +493,7 @@ func openInetSocket(r *fileRestore, e *fdinfo.FileEntry) (*os.File, error) {
 			if err := restoreInetOpts(fd, typ, isk.GetOpts()); err != nil {
 				return err
 			}
-			return restoreIPOpts(fd, int(family), isk.GetIpOpts())
+			return restoreIPOpts(fd, int(family), typ, int(isk.GetProto()), isk.GetIpOpts())
 		}
 		// A TCP socket that was connected comes back as one that has
 		// ended (--tcp-close): not bound, for its port is its
@@ -350,7 +501,7 @@ func openInetSocket(r *fileRestore, e *fdinfo.FileEntry) (*os.File, error) {
 		ended := connected
 		if isk.GetSrcPort() != 0 && !ended {
 			unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
-			unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_FREEBIND, 1)
+			setFreebind(fd, int(family), true)
 			// Before bind: sockets that share a port with SO_REUSEPORT
 			// (listeners among them) can only bind beside each other if
 			// each has it when it binds.
@@ -366,10 +517,10 @@ func openInetSocket(r *fileRestore, e *fdinfo.FileEntry) (*os.File, error) {
 		if err := restoreInetOpts(fd, typ, isk.GetOpts()); err != nil {
 			return err
 		}
-		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_FREEBIND, b2i(isk.GetIpOpts().GetFreebind())); err != nil {
-			return fmt.Errorf("IP_FREEBIND: %w", err)
+		if err := setFreebind(fd, int(family), isk.GetIpOpts().GetFreebind()); err != nil {
+			return err
 		}
-		if err := restoreIPOpts(fd, int(family), isk.GetIpOpts()); err != nil {
+		if err := restoreIPOpts(fd, int(family), typ, int(isk.GetProto()), isk.GetIpOpts()); err != nil {
 			return err
 		}
 		switch {
@@ -377,9 +528,17 @@ func openInetSocket(r *fileRestore, e *fdinfo.FileEntry) (*os.File, error) {
 			if err := unix.Listen(fd, int(isk.GetBacklog())); err != nil {
 				return fmt.Errorf("listen: %w", err)
 			}
-		case typ == unix.SOCK_DGRAM && dst != nil:
+		case typ != unix.SOCK_STREAM && dst != nil:
 			if err := unix.Connect(fd, dst); err != nil {
 				return fmt.Errorf("connect: %w", err)
+			}
+		}
+		if how := isk.GetShutdown(); typ != unix.SOCK_STREAM && how != skopts.SkShutdown_NONE {
+			m := map[skopts.SkShutdown]int{skopts.SkShutdown_READ: unix.SHUT_RD, skopts.SkShutdown_WRITE: unix.SHUT_WR, skopts.SkShutdown_BOTH: unix.SHUT_RDWR}[how]
+			// A datagram socket that is not connected answers ENOTCONN,
+			// and is shut down all the same (inet_shutdown).
+			if err := unix.Shutdown(fd, m); err != nil && err != unix.ENOTCONN {
+				return fmt.Errorf("shutdown %v: %w", how, err)
 			}
 		}
 		return nil

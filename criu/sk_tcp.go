@@ -42,6 +42,44 @@ import (
 // still while its other end moves (CRIU drops its packets with netfilter
 // meanwhile): it is refused, or ended with --tcp-close.
 
+// Half-closed connections move the same way. A FIN counts as one byte
+// of the sequence: the sequence numbers dumped include the FIN this end
+// sent (FIN_WAIT1, FIN_WAIT2, CLOSING, LAST_ACK) and the one it received
+// (CLOSE_WAIT, CLOSING, LAST_ACK). Restore leaves the FINs out, restores
+// the connection as established, and replays the shutdown: once out of
+// repair mode, an end that had sent its FIN is shut down for writing
+// again and sends it (after the bytes it had never sent), and an end
+// that had received one receives it again from its peer, which must
+// therefore be in the tree too (as soccr does with a FIN packet it
+// makes, ctcr makes none).
+
+// tcpRepairable reports whether a connection in state moves with repair.
+func tcpRepairable(state uint8) bool {
+	switch state {
+	case tcpEstablished, kernel.TCP_FIN_WAIT1, kernel.TCP_FIN_WAIT2, kernel.TCP_CLOSE_WAIT, kernel.TCP_CLOSING, kernel.TCP_LAST_ACK:
+		return true
+	}
+	return false
+}
+
+// tcpSentFIN and tcpGotFIN say whether an end in state has sent its FIN
+// (its write sequence includes it), or has received its peer's.
+func tcpSentFIN(state uint32) bool {
+	switch state {
+	case kernel.TCP_FIN_WAIT1, kernel.TCP_FIN_WAIT2, kernel.TCP_CLOSING, kernel.TCP_LAST_ACK:
+		return true
+	}
+	return false
+}
+
+func tcpGotFIN(state uint32) bool {
+	switch state {
+	case kernel.TCP_CLOSE_WAIT, kernel.TCP_CLOSING, kernel.TCP_LAST_ACK:
+		return true
+	}
+	return false
+}
+
 // tcpEnd is one end of a connection, as "addr:port->addr:port". An IPv6
 // socket's IPv4-mapped address (::ffff:a.b.c.d) is written as IPv4, as
 // the other end, an IPv4 socket, may see it.
@@ -64,11 +102,14 @@ func unmap(sa unix.Sockaddr) unix.Sockaddr {
 type tcpConns struct {
 	ends  map[string]string // "src->dst" -> where it was dumped
 	peers map[string]string // "src->dst" -> the peer's "dst->src"
+	// gotFIN: ends that had received their peer's FIN, by state name:
+	// only a peer in the tree sends it again.
+	gotFIN map[string]string
 }
 
 func tcpState(t *fileTable) *tcpConns {
 	return t.kindState("tcp connections", func() any {
-		return &tcpConns{ends: map[string]string{}, peers: map[string]string{}}
+		return &tcpConns{ends: map[string]string{}, peers: map[string]string{}, gotFIN: map[string]string{}}
 	}).(*tcpConns)
 }
 
@@ -76,7 +117,7 @@ func tcpState(t *fileTable) *tcpConns {
 // unless --tcp-established held it still.
 func finishTCP(t *fileTable) error {
 	st, ok := t.kinds["tcp connections"].(*tcpConns)
-	if !ok || t.tcpEstablished {
+	if !ok {
 		return nil
 	}
 	var ends []string
@@ -84,6 +125,15 @@ func finishTCP(t *fileTable) error {
 		ends = append(ends, end)
 	}
 	sort.Strings(ends)
+	for _, end := range ends {
+		if _, ok := st.ends[st.peers[end]]; !ok && st.gotFIN[end] != "" {
+			return fmt.Errorf("%s: TCP connection %s in state %s: its other end, outside the dumped tree, sent a FIN that ctcr cannot make again (--tcp-close restores it as ended): %w",
+				st.ends[end], end, st.gotFIN[end], ErrUnsupported)
+		}
+	}
+	if t.tcpEstablished {
+		return nil
+	}
 	for _, end := range ends {
 		if _, ok := st.ends[st.peers[end]]; !ok {
 			return fmt.Errorf("%s: TCP connection %s: its other end is outside the dumped tree: --tcp-established moves it, holding its segments still meanwhile (--tcp-close restores it as ended): %w",
@@ -131,7 +181,7 @@ func dumpTCPStream(d *fdDump, fd int, e *skinet.InetSkEntry, src, dst unix.Socka
 	if err != nil {
 		return fail("receive queue sequence", err)
 	}
-	inq, err := peekQueue(fd, kernel.TCP_RECV_QUEUE, unix.SIOCINQ)
+	inq, err := peekQueue(fd, kernel.TCP_RECV_QUEUE, unix.SIOCINQ, 0)
 	if err != nil {
 		return fail("receive queue", err)
 	}
@@ -139,13 +189,22 @@ func dumpTCPStream(d *fdDump, fd int, e *skinet.InetSkEntry, src, dst unix.Socka
 	if err != nil {
 		return fail("send queue sequence", err)
 	}
-	outq, err := peekQueue(fd, kernel.TCP_SEND_QUEUE, unix.SIOCOUTQ)
+	// A FIN sent and not acknowledged yet counts in SIOCOUTQ, and, not
+	// sent yet, in SIOCOUTQNSD: it is no byte of the queue.
+	fin := 0
+	if tcpSentFIN(e.GetState()) {
+		fin = 1
+	}
+	outq, err := peekQueue(fd, kernel.TCP_SEND_QUEUE, unix.SIOCOUTQ, fin)
 	if err != nil {
 		return fail("send queue", err)
 	}
 	unsent, err := unix.IoctlGetInt(fd, unix.SIOCOUTQNSD)
 	if err != nil {
 		return fail("SIOCOUTQNSD", err)
+	}
+	if unsent > 0 {
+		unsent -= fin
 	}
 	info, err := kernel.TCPInfoBytes(fd)
 	if err != nil || len(info) <= kernel.TCPInfoWscaleOffset {
@@ -189,17 +248,24 @@ func dumpTCPStream(d *fdDump, fd int, e *skinet.InetSkEntry, src, dst unix.Socka
 	end := tcpEnd(src, dst)
 	st.ends[end] = d.where
 	st.peers[end] = tcpEnd(dst, src)
+	if tcpGotFIN(e.GetState()) {
+		st.gotFIN[end] = tcpStateNames[uint8(e.GetState())]
+	}
 	return nil
 }
 
 // peekQueue reads queue (in repair mode) without taking from it: the
-// length ioctl says how much there is.
-func peekQueue(fd, queue int, lenIoctl uint) ([]byte, error) {
+// length ioctl says how much there is, fin more than its bytes when it
+// counts a FIN too.
+func peekQueue(fd, queue int, lenIoctl uint, fin int) ([]byte, error) {
 	if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR_QUEUE, queue); err != nil {
 		return nil, err
 	}
 	n, err := unix.IoctlGetInt(fd, lenIoctl)
-	if err != nil || n == 0 {
+	if err == nil && n > 0 {
+		n -= fin
+	}
+	if err != nil || n <= 0 {
 		return nil, err
 	}
 	buf := make([]byte, n)
@@ -260,18 +326,26 @@ func restoreTCPStream(r *fileRestore, fd int, isk *skinet.InetSkEntry, src, dst 
 		}
 		return unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_QUEUE_SEQ, int(seq))
 	}
-	if err := setSeq(kernel.TCP_RECV_QUEUE, s.GetInqSeq()-s.GetInqLen()); err != nil {
+	// Without the FINs: they are sent again once out of repair mode.
+	var sentFIN, gotFIN uint32
+	if tcpSentFIN(isk.GetState()) {
+		sentFIN = 1
+	}
+	if tcpGotFIN(isk.GetState()) {
+		gotFIN = 1
+	}
+	if err := setSeq(kernel.TCP_RECV_QUEUE, s.GetInqSeq()-s.GetInqLen()-gotFIN); err != nil {
 		return fmt.Errorf("receive sequence: %w", err)
 	}
-	if err := setSeq(kernel.TCP_SEND_QUEUE, s.GetOutqSeq()-s.GetOutqLen()); err != nil {
+	if err := setSeq(kernel.TCP_SEND_QUEUE, s.GetOutqSeq()-s.GetOutqLen()-sentFIN); err != nil {
 		return fmt.Errorf("send sequence: %w", err)
 	}
-	unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_FREEBIND, 1)
+	setFreebind(fd, int(isk.GetFamily()), true)
 	if err := unix.Bind(fd, src); err != nil {
 		return fmt.Errorf("bind: %w", err)
 	}
-	if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_FREEBIND, b2i(isk.GetIpOpts().GetFreebind())); err != nil {
-		return fmt.Errorf("IP_FREEBIND: %w", err)
+	if err := setFreebind(fd, int(isk.GetFamily()), isk.GetIpOpts().GetFreebind()); err != nil {
+		return err
 	}
 	if err := unix.Connect(fd, dst); err != nil {
 		return fmt.Errorf("connect in repair mode: %w", err)
@@ -313,7 +387,13 @@ func restoreTCPStream(r *fileRestore, fd int, isk *skinet.InetSkEntry, src, dst 
 		}
 	}
 	if s.SndWnd != nil {
-		w := kernel.TCPRepairWindow{SndWl1: s.GetSndWl1(), SndWnd: s.GetSndWnd(), MaxWindow: s.GetMaxWindow(), RcvWnd: s.GetRcvWnd(), RcvWup: s.GetRcvWup()}
+		// rcv_wup may not be past the receive sequence, which no longer
+		// counts the FIN received.
+		rcvWup := s.GetRcvWup()
+		if gotFIN != 0 && rcvWup == s.GetInqSeq() {
+			rcvWup -= gotFIN
+		}
+		w := kernel.TCPRepairWindow{SndWl1: s.GetSndWl1(), SndWnd: s.GetSndWnd(), MaxWindow: s.GetMaxWindow(), RcvWnd: s.GetRcvWnd(), RcvWup: rcvWup}
 		if err := kernel.SetTCPRepairWindow(fd, w); err != nil {
 			return fmt.Errorf("TCP_REPAIR_WINDOW: %w", err)
 		}
@@ -341,6 +421,12 @@ func restoreTCPStream(r *fileRestore, fd int, isk *skinet.InetSkEntry, src, dst 
 			}
 			b = b[n:]
 		}
+		if sentFIN != 0 {
+			// After the bytes never sent: the FIN follows them.
+			if err := unix.Shutdown(fd, unix.SHUT_WR); err != nil {
+				return fail(fmt.Sprintf("shut down for writing again (%s)", tcpStateNames[uint8(isk.GetState())]), err)
+			}
+		}
 		if err := restoreSkOpts(fd, isk.GetOpts()); err != nil {
 			return fail("buffer sizes", err)
 		}
@@ -365,6 +451,98 @@ func sendAll(fd int, b []byte) error {
 			return err
 		}
 		b = b[n:]
+	}
+	return nil
+}
+
+// A connection dumped with --tcp-close comes back ended, as CRIU brings
+// it back: what it had received and the task had not read yet can still
+// be read, then reads see the end of the stream and writes fail. Its
+// entry says state CLOSE with the addresses it had; its stream image
+// holds only the receive queue, read with MSG_PEEK (no repair mode
+// needed, so in any state: CLOSE_WAIT, FIN_WAIT2, ...).
+
+// dumpTCPEnded writes the stream image of fd, a connection --tcp-close
+// ends: its receive queue.
+func dumpTCPEnded(d *fdDump, fd int, e *skinet.InetSkEntry, what string) error {
+	fail := func(step string, err error) error { return fmt.Errorf("%s: %s: %s: %w", d.where, what, step, err) }
+	n, err := unix.IoctlGetInt(fd, unix.SIOCINQ)
+	if err != nil {
+		return fail("SIOCINQ", err)
+	}
+	var inq []byte
+	if n > 0 {
+		inq = make([]byte, n)
+		got, _, err := unix.Recvfrom(fd, inq, unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		if err != nil {
+			return fail("peek at the receive queue", err)
+		}
+		if got != n {
+			return fail("peek at the receive queue", fmt.Errorf("peeked %d bytes of %d", got, n))
+		}
+	}
+	e.State = proto.Uint32(tcpClose)
+	s := &tcpstream.TcpStreamEntry{
+		InqLen: proto.Uint32(uint32(n)), InqSeq: proto.Uint32(0), OutqLen: proto.Uint32(0), OutqSeq: proto.Uint32(0),
+		OptMask: proto.Uint32(0), SndWscale: proto.Uint32(0), MssClamp: proto.Uint32(0),
+	}
+	d.files.addImageAs(images.TCPStream, images.TCPStream.FileName(int(e.GetIno())), s, inq)
+	return nil
+}
+
+// tcpEndedSeq is the sequence number an ended connection is given in
+// both directions: it has no peer to agree with.
+const tcpEndedSeq = 1 << 24
+
+// restoreTCPEnded makes fd, a new TCP socket, a connection src -> dst
+// that has ended with ts's receive queue still to be read. In repair
+// mode the socket connects without a handshake (and binds beside the
+// listener of its port), takes the bytes into its receive queue and is
+// shut down both ways without a FIN going out; out of repair mode, reads
+// return the bytes, then 0.
+func restoreTCPEnded(fd int, isk *skinet.InetSkEntry, src, dst unix.Sockaddr, ts *tcpStream) error {
+	if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR, 1); err != nil {
+		return fmt.Errorf("TCP_REPAIR: %w", err)
+	}
+	for _, q := range []int{kernel.TCP_RECV_QUEUE, kernel.TCP_SEND_QUEUE} {
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR_QUEUE, q); err != nil {
+			return fmt.Errorf("TCP_REPAIR_QUEUE: %w", err)
+		}
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_QUEUE_SEQ, tcpEndedSeq); err != nil {
+			return fmt.Errorf("TCP_QUEUE_SEQ: %w", err)
+		}
+	}
+	if isk.GetSrcPort() != 0 {
+		setFreebind(fd, int(isk.GetFamily()), true)
+		if err := unix.Bind(fd, src); err != nil {
+			return fmt.Errorf("bind: %w", err)
+		}
+		if err := setFreebind(fd, int(isk.GetFamily()), isk.GetIpOpts().GetFreebind()); err != nil {
+			return err
+		}
+	}
+	if err := unix.Connect(fd, dst); err != nil {
+		return fmt.Errorf("connect in repair mode: %w", err)
+	}
+	if len(ts.inq) > 0 {
+		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 2*len(ts.inq)+1<<20)
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR_QUEUE, kernel.TCP_RECV_QUEUE); err != nil {
+			return fmt.Errorf("TCP_REPAIR_QUEUE: %w", err)
+		}
+		if err := sendAll(fd, ts.inq); err != nil {
+			return fmt.Errorf("receive queue, %d bytes: %w", len(ts.inq), err)
+		}
+	}
+	// The FIN shutdown queues is "sent" in repair mode only while the
+	// send queue is the one being repaired: it never leaves.
+	if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR_QUEUE, kernel.TCP_SEND_QUEUE); err != nil {
+		return fmt.Errorf("TCP_REPAIR_QUEUE: %w", err)
+	}
+	if err := unix.Shutdown(fd, unix.SHUT_RDWR); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR, unix.TCP_REPAIR_OFF_NO_WP); err != nil {
+		return fmt.Errorf("leave repair mode: %w", err)
 	}
 	return nil
 }

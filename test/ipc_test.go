@@ -227,15 +227,17 @@ func TestIPCRefusals(t *testing.T) {
 			names: []string{"fd 3", "pidfd of process " + strconv.Itoa(os.Getpid())},
 		},
 		{
-			name: "a raw IP socket is refused naming the fd, its family and type",
+			// Raw sockets are kept now (TestRawSockets); an MPTCP one
+			// is not.
+			name: "an MPTCP socket is refused naming the fd, its family and protocol",
 			file: func(t *testing.T) *os.File {
-				fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_ICMP)
+				fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, unix.IPPROTO_MPTCP)
 				if err != nil {
-					t.Fatal(err)
+					t.Skipf("no MPTCP socket here: %v", err)
 				}
-				return os.NewFile(uintptr(fd), "raw")
+				return os.NewFile(uintptr(fd), "mptcp")
 			},
-			names: []string{"fd 3", "socket:[", "only TCP and UDP"},
+			names: []string{"fd 3", "socket:[", "protocol 262", "TCP, UDP, UDP-Lite, ping and raw sockets are"},
 		},
 	}
 	for _, c := range cases {

@@ -1,5 +1,14 @@
 package kernel
 
+// TCP states (include/net/tcp_states.h) of half-closed connections.
+const (
+	TCP_FIN_WAIT1  = 4
+	TCP_FIN_WAIT2  = 5
+	TCP_CLOSE_WAIT = 8
+	TCP_LAST_ACK   = 9
+	TCP_CLOSING    = 11
+)
+
 // TCP repair mode (include/uapi/linux/tcp.h).
 const (
 	TCP_RECV_QUEUE = 1 // TCP_REPAIR_QUEUE values

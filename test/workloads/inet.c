@@ -23,7 +23,9 @@
  * exchange datagrams both ways. With "conn" the connection goes on:
  * every byte C wrote arrives at S in order, C reads "from s", and new
  * bytes go both ways. With "ended" (dumped with --tcp-close) both ends
- * have ended: reads and writes fail. With "ext" X goes on: what the
+ * have ended: each reads what it had received and not read yet (S the
+ * start of C's bytes, C "from s"), then the end of the stream; writes
+ * fail. With "ext" X goes on: what the
  * client sent while the tree was away arrives, and the answer goes back.
  */
 #include "workload.h"
@@ -277,15 +279,42 @@ int main(int argc, char **argv)
 			wl_fail("S -> C after restore: \"%s\"", small);
 	}
 	if (ended) {
-		/* Ended by --tcp-close: nothing can be read or written. */
-		char buf[16];
-		int fl = fcntl(s, F_GETFL);
-		fcntl(s, F_SETFL, fl | O_NONBLOCK);
-		ssize_t n = read(s, buf, sizeof(buf));
-		if (n > 0)
-			wl_fail("the accepted end read %zd bytes after --tcp-close", n);
+		/* Ended by --tcp-close: what each end had received can still
+		 * be read (S: the start of C's bytes, in order; C: "from s"),
+		 * then the stream ends; nothing can be written. */
+		unsigned char buf[4096];
+		long got = 0;
+		fcntl(s, F_SETFL, fcntl(s, F_GETFL) | O_NONBLOCK);
+		for (;;) {
+			ssize_t n = read(s, buf, sizeof(buf));
+			if (n <= 0) {
+				if (n < 0 && errno != ECONNRESET)
+					wl_fail("S: after %ld bytes, read: %s, want the end of the stream", got, strerror(errno));
+				break;
+			}
+			for (ssize_t i = 0; i < n; i++)
+				if (buf[i] != (unsigned char)((got + i) % 251)) {
+					wl_fail("S: byte %ld is %d, want %ld", got + i, buf[i], (got + i) % 251);
+					n = -1;
+					break;
+				}
+			if (n < 0)
+				break;
+			got += n;
+		}
+		if (got == 0 || got > sent)
+			wl_fail("S read %ld of the %ld bytes C sent, want those queued at S before the dump", got, sent);
+		fcntl(c, F_SETFL, fcntl(c, F_GETFL) | O_NONBLOCK);
+		memset(buf, 0, sizeof(buf));
+		ssize_t n = read(c, buf, sizeof(buf));
+		if (n != 6 || memcmp(buf, "from s", 6) != 0)
+			wl_fail("C read %zd bytes \"%.*s\", want \"from s\" it had not read", n, n > 0 ? (int)n : 0, buf);
+		else if ((n = read(c, buf, sizeof(buf))) != 0 && !(n < 0 && errno == ECONNRESET))
+			wl_fail("C after \"from s\": read %zd (%s), want the end of the stream", n, n < 0 ? strerror(errno) : "data");
 		if (send(c, "x", 1, MSG_NOSIGNAL) == 1)
 			wl_fail("the connecting end could still send after --tcp-close");
+		if (send(s, "x", 1, MSG_NOSIGNAL) == 1)
+			wl_fail("the accepted end could still send after --tcp-close");
 	}
 	if (ext) {
 		/* What the client sent while this end was away arrives (its
