@@ -55,16 +55,19 @@ func interruptCtcr(t *testing.T, delay time.Duration, sig syscall.Signal, args .
 
 // checkInterrupted checks how an interrupted ctcr ended: killed by
 // SIGKILL, or, told with SIGTERM, failed (status want, or 1 before it
-// began anything) saying so. A SIGTERM in the first milliseconds, before
-// the Go runtime let ctcr handle signals, ends it as it ends any program.
-func checkInterrupted(t *testing.T, r *ctcrRun, sig syscall.Signal, want int, delay time.Duration) {
+// began anything) saying so. A SIGTERM that comes before ctcr set up its
+// handler (the Go runtime and the packages' initialisation, which take
+// a while on a loaded machine) ends it as it ends any program: allowed
+// only if ctcr had made nothing yet (made: the directory it writes).
+func checkInterrupted(t *testing.T, r *ctcrRun, sig syscall.Signal, want int, made string) {
 	t.Helper()
 	stderr := r.stderr()
+	_, statErr := os.Stat(made)
 	switch {
 	case sig == unix.SIGKILL && r.code() == 128+int(unix.SIGKILL):
 	case sig == unix.SIGTERM && r.code() == want && strings.Contains(stderr, "interrupted by SIGTERM"):
 	case sig == unix.SIGTERM && r.code() == 1 && strings.Contains(stderr, "interrupted by SIGTERM before anything was done"):
-	case sig == unix.SIGTERM && r.code() == 128+int(unix.SIGTERM) && stderr == "" && delay < 50*time.Millisecond:
+	case sig == unix.SIGTERM && r.code() == 128+int(unix.SIGTERM) && stderr == "" && (made == "" || statErr != nil):
 	default:
 		t.Errorf("%s sent %v: exit %d, stderr %q; want %d and a message saying it was interrupted by SIGTERM (or killed by SIGKILL)",
 			r, sig, r.code(), strings.TrimSpace(r.stderr()), want)
@@ -174,7 +177,7 @@ func TestKillDuringDump(t *testing.T) {
 					}
 				} else {
 					interrupted++
-					checkInterrupted(t, r, sig, 1, delay)
+					checkInterrupted(t, r, sig, 1, img)
 				}
 				if err := assertRunnable(w.pid); err != nil {
 					t.Fatalf("after %s got %v %v into it (exit %d): %v%s", r, sig, delay, r.code(), err, w.report())
@@ -257,7 +260,7 @@ func TestKillDuringRestore(t *testing.T) {
 			killRestored()
 			continue
 		}
-		checkInterrupted(t, r, sig, 1, delay)
+		checkInterrupted(t, r, sig, 1, "") // what it made is checked below
 		// What ctcr made dies with it and is re-parented to this
 		// subreaper: reap it, then nothing may be left.
 		deadline := time.Now().Add(5 * time.Second)
@@ -333,7 +336,7 @@ func TestKillDuringContainerCheckpoint(t *testing.T) {
 			finished++
 			restoreContainer(t, c, dir)
 		} else {
-			checkInterrupted(t, r, sig, 16, delay)
+			checkInterrupted(t, r, sig, 16, dir)
 		}
 		st, err := c.state()
 		if err != nil || st.Status != "running" {
