@@ -153,15 +153,21 @@ func RestoreMounts(sc Syscaller, pid int, imgDir string, logf func(format string
 			if first.GetExtMount() {
 				hostSrc[i] = filepath.Join(first.GetExtKey(), rel)
 				src, what = extSource(fi, rel), hostSrc[i]
-			} else if err := inRootfs("source of the bind at "+mp, filepath.Join(first.GetMountpoint(), rel)); err != nil {
-				return err
 			}
 			if what == "" {
 				what = src
 			}
+			// A pty of a devpts exists only while opened: made first,
+			// then checked like any source.
 			closePtys, err := devptsEntry(call, first, base, rel)
 			if err != nil {
 				return fmt.Errorf("%s: %w", mp, err)
+			}
+			if !first.GetExtMount() {
+				if err := inRootfs("source of the bind at "+mp, filepath.Join(first.GetMountpoint(), rel)); err != nil {
+					closePtys()
+					return err
+				}
 			}
 			_, err = call("bind "+what+" at "+mp, unix.SYS_MOUNT, src, target, "", uint64(unix.MS_BIND), nil)
 			closePtys()

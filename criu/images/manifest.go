@@ -55,6 +55,11 @@ import (
 // ManifestFile is the name of the manifest in a checkpoint directory.
 const ManifestFile = "manifest.json"
 
+// runtimeFiles are files a container runtime adds to the image
+// directory after CRIU (ctcr) wrote it, which ctcr never reads: runc's
+// record of the container's stdio (libcontainer/criu_linux.go).
+var runtimeFiles = map[string]bool{"descriptors.json": true}
+
 const (
 	manifestFormat  = "ctcr-manifest"
 	manifestVersion = 1
@@ -433,7 +438,7 @@ func verifyManifest(dir string, depth int) ([]string, error) {
 	}
 	for _, e := range ents {
 		n := e.Name()
-		if strings.HasPrefix(n, ".") || n == ManifestFile || listed[n] || listed[filepath.Join(n, ManifestFile)] {
+		if strings.HasPrefix(n, ".") || n == ManifestFile || listed[n] || listed[filepath.Join(n, ManifestFile)] || runtimeFiles[n] {
 			continue
 		}
 		if strings.HasSuffix(n, ".img") || strings.HasSuffix(n, ".json") || e.Type()&fs.ModeSymlink != 0 {
