@@ -1,9 +1,18 @@
 package test
 
 import (
+	"fmt"
+	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // dumpRestoreTree is dumpRestoreWorkload for a workload with
@@ -97,5 +106,63 @@ func TestMemfdModeAndPrivateMapping(t *testing.T) {
 	})
 	t.Run("the memfdpriv workload passes when it is never dumped", func(t *testing.T) {
 		startWorkload(t, "memfdpriv").checkPasses(30*time.Second, "memfdpriv")
+	})
+}
+
+// TestNamespaceFds dumps fds on the workload's own namespace files: at
+// restore they must name the namespaces the restored workload is in.
+// An fd on a namespace the tree is not in is refused, naming it.
+func TestNamespaceFds(t *testing.T) {
+	t.Run("fds on the tree's namespace files name the restored tree's namespaces", func(t *testing.T) {
+		dumpRestoreWorkload(t, "nsfd")
+	})
+	t.Run("the nsfd workload passes when it is never dumped", func(t *testing.T) {
+		startWorkload(t, "nsfd").checkPasses(30*time.Second, "nsfd")
+	})
+	t.Run("an fd on a network namespace the tree is not in is refused naming the fd and the namespace", func(t *testing.T) {
+		needCtcr(t)
+		// A network namespace of its own, held by a file descriptor
+		// only: a thread that unshares and opens it.
+		nsc := make(chan *os.File, 1)
+		go func() {
+			runtime.LockOSThread() // never unlocked: the thread ends in its namespace
+			if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+				t.Error(err)
+				nsc <- nil
+				return
+			}
+			f, err := os.Open(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()))
+			if err != nil {
+				t.Error(err)
+			}
+			nsc <- f
+		}()
+		f := <-nsc
+		if f == nil {
+			t.FailNow()
+		}
+		var st unix.Stat_t
+		if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command("/bin/sleep", "60")
+		cmd.ExtraFiles = []*os.File{f}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		pid := cmd.Process.Pid
+		r := runCtcr(t, 60*time.Second, "dump", "-t", strconv.Itoa(pid), "-D", filepath.Join(t.TempDir(), "img"))
+		assertFailed(t, r, "fd 3")
+		for _, n := range []string{fmt.Sprintf("task %d", pid), fmt.Sprintf("net:[%d]", st.Ino), "not in"} {
+			if !strings.Contains(r.stderr(), n) {
+				t.Errorf("the error does not name %q: %s", n, r.stderr())
+			}
+		}
+		if !exists(pid) {
+			t.Errorf("the task %d did not survive the failed dump", pid)
+		}
 	})
 }
