@@ -166,3 +166,15 @@ func TestNamespaceFds(t *testing.T) {
 		}
 	})
 }
+
+// TestInotifyWatchOnRemovedFile dumps an inotify watch on a file that
+// was removed while an fd keeps it: restore must watch the file it
+// makes again for that fd, with the same watch descriptor.
+func TestInotifyWatchOnRemovedFile(t *testing.T) {
+	t.Run("a watch on a removed file that an fd holds reports on the restored file", func(t *testing.T) {
+		dumpRestoreWorkload(t, "inotifygone")
+	})
+	t.Run("the inotifygone workload passes when it is never dumped", func(t *testing.T) {
+		startWorkload(t, "inotifygone").checkPasses(30*time.Second, "inotifygone")
+	})
+}
