@@ -178,3 +178,28 @@ func TestInotifyWatchOnRemovedFile(t *testing.T) {
 		startWorkload(t, "inotifygone").checkPasses(30*time.Second, "inotifygone")
 	})
 }
+
+// TestFileLeases dumps a read and a write lease with --file-locks: both
+// must be held again after restore, and a conflicting open must break
+// the read lease with SIGIO to the restored workload.
+func TestFileLeases(t *testing.T) {
+	t.Run("read and write leases are held again after restore and still break", func(t *testing.T) {
+		needCtcr(t)
+		w := startWorkload(t, "lease")
+		img := filepath.Join(t.TempDir(), "img")
+		r := runCtcr(t, 60*time.Second, "dump", "-t", strconv.Itoa(w.pid), "-D", img, "--file-locks")
+		if r.code() != 0 {
+			t.Fatalf("%s: exit status %d: %s%s", r, r.code(), r.stderr(), w.report())
+		}
+		if _, err := w.waitOriginal(10 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+		restoreForeground(t, w, img, scenario{}, nil)
+		if !t.Failed() {
+			decodeWithCrit(t, img)
+		}
+	})
+	t.Run("the lease workload passes when it is never dumped", func(t *testing.T) {
+		startWorkload(t, "lease").checkPasses(30*time.Second, "lease")
+	})
+}
