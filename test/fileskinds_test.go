@@ -203,3 +203,14 @@ func TestFileLeases(t *testing.T) {
 		startWorkload(t, "lease").checkPasses(30*time.Second, "lease")
 	})
 }
+
+// TestFanotifyGroup dumps a fanotify group with an inode mark, a mount
+// mark and an ignored mask: each must report (or ignore) as before.
+func TestFanotifyGroup(t *testing.T) {
+	t.Run("a fanotify group keeps its inode mark, mount mark and ignored mask", func(t *testing.T) {
+		dumpRestoreWorkload(t, "fanotify")
+	})
+	t.Run("the fanotify workload passes when it is never dumped", func(t *testing.T) {
+		startWorkload(t, "fanotify").checkPasses(30*time.Second, "fanotify")
+	})
+}
