@@ -55,7 +55,11 @@ int main(int argc, char **argv)
 		_exit(fd < 0 && errno == EWOULDBLOCK ? 0 : 1);
 	}
 	int st;
-	if (waitpid(c, &st, 0) != c || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
+	pid_t got;
+	/* The lease break's SIGIO may interrupt the wait. */
+	while ((got = waitpid(c, &st, 0)) < 0 && errno == EINTR)
+		;
+	if (got != c || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
 		wl_fail("an open for writing of the read-leased file did not meet the lease");
 	for (int i = 0; i < 200 && !sigio; i++)
 		wl_sleep_ms(10);
