@@ -25,17 +25,25 @@ import (
 // the task has all its fds. Without --file-locks a lock fails the dump:
 // a restored task that believes it holds a lock it does not hold would
 // corrupt what the lock protects.
+//
+// Leases (F_SETLEASE) show there too ("LEASE ACTIVE READ"): they belong
+// to the open file description, and are kept the same way, with CRIU's
+// FL_LEASE kind, and taken again with F_SETLEASE through the task's fd.
+// A lease being broken (another open is waiting for it) is refused: the
+// waiter is outside the dump, and the break's timer cannot be restored.
 
 // Lock kinds of filelocks.img (CRIU criu/include/file-lock.h).
 const (
 	flPosix = 1
 	flFlock = 2
 	flOFD   = 4
+	flLease = 8
 )
 
 // fileLock is one "lock:" line of an fdinfo.
 type fileLock struct {
 	kind       string // POSIX, FLOCK, OFDLCK, LEASE, ...
+	mode       string // ADVISORY, MANDATORY; for a lease ACTIVE, BREAKING, BREAKER
 	write      bool
 	pid        int
 	start, end int64 // end -1: to EOF
@@ -51,6 +59,7 @@ func parseLockLine(line string) (fileLock, error) {
 		return l, fmt.Errorf("lock line %q", line)
 	}
 	l.kind = f[1]
+	l.mode = f[2]
 	switch f[3] {
 	case "WRITE":
 		l.write = true
@@ -114,6 +123,11 @@ func dumpFileLocks(d *fdDump, id uint32) error {
 			flag = flFlock
 		case "OFDLCK":
 			flag = flOFD
+		case "LEASE":
+			if l.mode != "ACTIVE" {
+				return d.unsupported(fmt.Sprintf("%v being broken (%s): an open of the file waits for it", l, d.link))
+			}
+			flag = flLease
 		default:
 			return d.unsupported(fmt.Sprintf("%v (%s)", l, d.link))
 		}
@@ -166,6 +180,8 @@ func restoreFileLocks(r *fileRestore, t *restoringTask, fd int, e *fdinfo.FileEn
 		}
 		desc := fmt.Sprintf("lock type %d on bytes %d+%d", typ, l.GetStart(), l.GetLen())
 		switch l.GetFlag() {
+		case flLease:
+			what[b.add(unix.SYS_FCNTL, uint64(fd), unix.F_SETLEASE, uint64(typ))] = fmt.Sprintf("lease type %d", typ)
 		case flFlock:
 			op := uint64(unix.LOCK_SH)
 			if typ == unix.F_WRLCK {

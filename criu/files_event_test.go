@@ -39,9 +39,10 @@ func TestParseLockLine(t *testing.T) {
 		line string
 		want fileLock
 	}{
-		{"lock:\t1: FLOCK  ADVISORY  WRITE 1234 fe:00:5678 0 EOF", fileLock{kind: "FLOCK", write: true, pid: 1234, start: 0, end: -1}},
-		{"lock:\t1: POSIX  ADVISORY  WRITE 99 fe:00:5678 10 19", fileLock{kind: "POSIX", write: true, pid: 99, start: 10, end: 19}},
-		{"lock:\t1: OFDLCK ADVISORY  READ  -1 fe:00:5678 0 EOF", fileLock{kind: "OFDLCK", pid: -1, start: 0, end: -1}},
+		{"lock:\t1: FLOCK  ADVISORY  WRITE 1234 fe:00:5678 0 EOF", fileLock{kind: "FLOCK", mode: "ADVISORY", write: true, pid: 1234, start: 0, end: -1}},
+		{"lock:\t1: POSIX  ADVISORY  WRITE 99 fe:00:5678 10 19", fileLock{kind: "POSIX", mode: "ADVISORY", write: true, pid: 99, start: 10, end: 19}},
+		{"lock:\t1: LEASE  ACTIVE    READ 2927 fe:00:9986242 0 EOF", fileLock{kind: "LEASE", mode: "ACTIVE", pid: 2927, start: 0, end: -1}},
+		{"lock:\t1: OFDLCK ADVISORY  READ  -1 fe:00:5678 0 EOF", fileLock{kind: "OFDLCK", mode: "ADVISORY", pid: -1, start: 0, end: -1}},
 	} {
 		got, err := parseLockLine(tc.line)
 		if err != nil || got != tc.want {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/binary"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -24,11 +25,91 @@ import (
 // in the watch's entry. Restore adds every watch again by path, with its
 // mask, and makes the kernel hand out the same watch descriptor. Events
 // queued at dump are not kept, as CRIU does not keep them.
+//
+// A watched inode whose path was removed (the handle opens on
+// "/x (deleted)") lives on only while something holds it: a watch
+// cannot be added again by path. If a task of the tree holds it open,
+// the dump finds that fd by inode (once every fd is dumped, as the fd
+// may come later) and keeps its file id beside the images,
+//
+//	inotify.json: {"INOTIFY ID": {"WD": FILE ID}}
+//
+// and restore adds the watch on the restored file (the unlinked file
+// files_ghost.go makes again) through /proc/self/fd. A removed inode no
+// fd of the tree holds is refused, naming the watch.
 var inotifies = fileKind{
 	name:   "inotify",
 	fdType: fdinfo.FdTypes_INOTIFY,
 	dump:   dumpInotify,
 	open:   openInotify,
+	finish: finishInotifies,
+}
+
+const inotifyFile = "inotify.json"
+
+// inotifyRemoved is a watch on a removed inode whose holder is yet to
+// be found.
+type inotifyRemoved struct {
+	id, wd   uint32
+	ino, dev uint64
+	where    string
+}
+
+type inotifyDumpState struct {
+	removed []inotifyRemoved
+	byFile  map[string]map[string]uint32
+}
+
+// finishInotifies finds, once every fd is dumped, the file each watch on
+// a removed inode is held by, and writes inotify.json.
+func finishInotifies(t *fileTable) error {
+	st, ok := t.kinds["inotify"].(*inotifyDumpState)
+	if !ok || len(st.removed) == 0 {
+		return nil
+	}
+	for _, w := range st.removed {
+		found := false
+		for _, o := range t.opened {
+			if o.ino == w.ino && o.dev == w.dev {
+				k := strconv.Itoa(int(w.id))
+				if st.byFile[k] == nil {
+					st.byFile[k] = map[string]uint32{}
+				}
+				st.byFile[k][strconv.Itoa(int(w.wd))] = o.id
+				found = true
+				break
+			}
+		}
+		if !found {
+			return fmt.Errorf("%s: inotify watch %d on removed inode %d, which no fd of the dumped tree holds: %w", w.where, w.wd, w.ino, ErrUnsupported)
+		}
+	}
+	b, err := json.Marshal(st.byFile)
+	if err != nil {
+		return err
+	}
+	t.sidecars = append(t.sidecars, sidecar{name: inotifyFile, data: b})
+	return nil
+}
+
+// inotifyHeldBy returns the file id inotify.json gives for watch wd of
+// inotify id, or 0.
+func (r *fileRestore) inotifyHeldBy(id, wd uint32) (uint32, error) {
+	all, ok := r.state["inotify.json"].(map[string]map[string]uint32)
+	if !ok {
+		all = map[string]map[string]uint32{}
+		b, err := os.ReadFile(r.cp.dir.Path(inotifyFile))
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return 0, err
+		}
+		if err == nil {
+			if err := json.Unmarshal(b, &all); err != nil {
+				return 0, corruptf(inotifyFile, "%v", err)
+			}
+		}
+		r.state["inotify.json"] = all
+	}
+	return all[strconv.Itoa(int(id))][strconv.Itoa(int(wd))], nil
 }
 
 // inotifyWatch is one "inotify wd:" line of an inotify's fdinfo.
@@ -191,11 +272,21 @@ func dumpInotify(d *fdDump) (*fdinfo.FileEntry, error) {
 			return nil, fmt.Errorf("%s (%s): %w", d.where, d.link, err)
 		}
 		path, err := handlePath(kernelDev(w.sdev), w.handleType, w.handle)
+		if errors.Is(err, unix.ESTALE) {
+			// ext4 and others refuse a handle of an inode without
+			// links (ESTALE): a removed inode, found by its holder.
+			path, err = fmt.Sprintf("/inode %d (deleted)", w.ino), nil
+		}
 		if err != nil {
 			return nil, fmt.Errorf("%s: inotify watch %d (inode %d): %w", d.where, w.wd, w.ino, err)
 		}
-		if strings.HasSuffix(path, " (deleted)") || !strings.HasPrefix(path, "/") {
+		if !strings.HasPrefix(path, "/") {
 			return nil, d.unsupported(fmt.Sprintf("inotify watch %d on %s, which has no path", w.wd, path))
+		}
+		if gone, ok := strings.CutSuffix(path, " (deleted)"); ok {
+			st := d.files.kindState("inotify", func() any { return &inotifyDumpState{byFile: map[string]map[string]uint32{}} }).(*inotifyDumpState)
+			st.removed = append(st.removed, inotifyRemoved{id: id, wd: w.wd, ino: w.ino, dev: kernelDev(w.sdev), where: d.where + " (" + d.link + ")"})
+			path = gone
 		}
 		ify.Wd = append(ify.Wd, &fsnotify.InotifyWdEntry{
 			Id: proto.Uint32(id), IIno: proto.Uint64(w.ino), Mask: proto.Uint32(w.mask), IgnoredMask: proto.Uint32(w.ignored),
@@ -229,6 +320,29 @@ func openInotify(r *fileRestore, e *fdinfo.FileEntry) (*os.File, error) {
 		if path == "" {
 			f.Close()
 			return nil, fmt.Errorf("inotify id %d watch %d: no path in the image: %w", e.GetId(), w.GetWd(), ErrUnsupported)
+		}
+		held, err := r.inotifyHeldBy(e.GetId(), w.GetWd())
+		if err != nil {
+			f.Close()
+			return nil, err
+		}
+		if held != 0 {
+			// The inode was removed: watch the file restored for it.
+			hf, err := r.get(held)
+			if err != nil {
+				f.Close()
+				return nil, fmt.Errorf("inotify id %d watch %d on removed %s: %w", e.GetId(), w.GetWd(), path, err)
+			}
+			err = rawFd(hf, func(hfd int) error {
+				// IN_DONT_FOLLOW would stop at the magic link.
+				return addWatchAt(fd, fmt.Sprintf("/proc/self/fd/%d", hfd), w.GetMask()&inotifyUserMask&^unix.IN_DONT_FOLLOW, int(w.GetWd()))
+			})
+			if err != nil {
+				f.Close()
+				return nil, fmt.Errorf("inotify id %d (removed %s): %w", e.GetId(), path, err)
+			}
+			removed = removed || w.GetWd() > 1
+			continue
 		}
 		if err := addWatchAt(fd, path, w.GetMask()&inotifyUserMask, int(w.GetWd())); err != nil {
 			f.Close()

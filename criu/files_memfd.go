@@ -262,12 +262,6 @@ func (p procFile) openForRead() (*os.File, error) {
 	return f, nil
 }
 
-// reopenForRead opens the file behind d again, read-only (see
-// procFile.openForRead).
-func (d *fdDump) reopenForRead() (*os.File, error) {
-	return d.procFile().openForRead()
-}
-
 // dataRun is a stretch of a file that holds data.
 type dataRun struct{ off, len int64 }
 
