@@ -3,6 +3,7 @@ package test
 import (
 	"encoding/json"
 	"fmt"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -485,16 +486,44 @@ func TestContainerGenerations(t *testing.T) {
 // its cgroups.
 func TestManagedRestore(t *testing.T) {
 	for _, runtime := range []string{"runc", "crun"} {
-		t.Run(runtime, func(t *testing.T) { testManagedRestore(t, runtime) })
+		t.Run(runtime, func(t *testing.T) { testManagedRestore(t, runtime, false) })
 	}
+	// The usual order when a container is moved or replaced: the OCI
+	// hook checkpoints it once warm, the runtime deletes it, ctcr
+	// restores it.
+	t.Run("runc, checkpointed by the OCI hook", func(t *testing.T) { testManagedRestore(t, "runc", true) })
 }
 
-func testManagedRestore(t *testing.T, runtime string) {
-	c := newRuntimeContainer(t, runtime, "managed", nil)
-	c.start()
+func testManagedRestore(t *testing.T, runtime string, byHook bool) {
 	dir := filepath.Join(t.TempDir(), "ck")
-	countAt := c.waitCount(t, 8, 10*time.Second)
-	checkpointContainer(t, c, dir, "--leave-running")
+	var edit func(*specs.Spec)
+	if byHook {
+		edit = func(s *specs.Spec) {
+			s.Annotations = map[string]string{"ctcr.checkpoint.dir": dir, "ctcr.checkpoint.ready-file": "/data/ready"}
+			s.Hooks = &specs.Hooks{
+				Poststart: []specs.Hook{{Path: ctcrBin, Args: []string{"ctcr", "hook", "poststart"}}},
+				Poststop:  []specs.Hook{{Path: ctcrBin, Args: []string{"ctcr", "hook", "poststop"}}},
+			}
+		}
+	}
+	c := newRuntimeContainer(t, runtime, "managed", edit)
+	c.start()
+	var countAt int
+	if byHook {
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			if _, err := os.Stat(filepath.Join(dir, "ctcr.json")); err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				log, _ := os.ReadFile(filepath.Join("/run/ctcr", c.id+".hook.log"))
+				t.Fatalf("no checkpoint in %s 30 s after the container started; hook log:\n%s", dir, log)
+			}
+		}
+		countAt = 5 // the ready file appears at 5
+	} else {
+		countAt = c.waitCount(t, 8, 10*time.Second)
+		checkpointContainer(t, c, dir, "--leave-running")
+	}
 	var meta struct {
 		Cgroups struct {
 			V1 map[string]string `json:"v1"`
