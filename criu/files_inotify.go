@@ -333,10 +333,7 @@ func openInotify(r *fileRestore, e *fdinfo.FileEntry) (*os.File, error) {
 				f.Close()
 				return nil, fmt.Errorf("inotify id %d watch %d on removed %s: %w", e.GetId(), w.GetWd(), path, err)
 			}
-			err = rawFd(hf, func(hfd int) error {
-				// IN_DONT_FOLLOW would stop at the magic link.
-				return addWatchAt(fd, fmt.Sprintf("/proc/self/fd/%d", hfd), w.GetMask()&inotifyUserMask&^unix.IN_DONT_FOLLOW, int(w.GetWd()))
-			})
+			err = addWatchOn(fd, hf, path, w.GetMask()&inotifyUserMask, int(w.GetWd()))
 			if err != nil {
 				f.Close()
 				return nil, fmt.Errorf("inotify id %d (removed %s): %w", e.GetId(), path, err)
@@ -393,6 +390,12 @@ func addWatchAt(fd int, path string, mask uint32, wd int) error {
 		return fmt.Errorf("watch %d: %w", wd, err)
 	}
 	defer obj.Close()
+	return addWatchOn(fd, obj, path, mask, wd)
+}
+
+// addWatchOn adds watch wd on the object obj holds open (path names it
+// in messages), through obj's /proc/self/fd link.
+func addWatchOn(fd int, obj *os.File, path string, mask uint32, wd int) error {
 	target := fmt.Sprintf("/proc/self/fd/%d", obj.Fd())
 	for tries := 0; ; tries++ {
 		// IN_DONT_FOLLOW would watch the /proc/self/fd link itself;
