@@ -169,6 +169,26 @@ type dumpTree struct {
 // failure every task is put back as it was and detached; nothing is left
 // in Dir but what was there.
 func Dump(opts DumpOptions) (*DumpStats, error) {
+	for try := 1; ; try++ {
+		st, err := dumpOnce(opts)
+		// A task of a tree that forks and exits fast may die while
+		// held (an exit under way when it was seized): the ptrace call
+		// that meets it says ESRCH. The dump rolled back, so a plain
+		// dump simply runs again on the tree as it is now.
+		retry := err != nil && try < dumpTries && Interrupted() == nil &&
+			opts.PreCopy == nil && opts.PrevDir == "" && opts.Thaw == nil &&
+			(errors.Is(err, unix.ESRCH) || errors.Is(err, ptrace.ErrExited))
+		if !retry {
+			return st, err
+		}
+		opts.logf("a task died while the tree was held (%v): dumping again", err)
+	}
+}
+
+// dumpTries bounds how often Dump starts again when a task dies under it.
+const dumpTries = 3
+
+func dumpOnce(opts DumpOptions) (*DumpStats, error) {
 	start := time.Now()
 	pid := opts.Pid
 	if pid <= 0 {
@@ -1240,7 +1260,16 @@ func (d *dumpTree) resume() error {
 			errs = append(errs, ptrace.Detach(th.tid))
 		}
 	}
-	return errors.Join(errs...)
+	// A thread that died meanwhile (it was exiting when seized: the
+	// tree forks and exits fast) has nothing to resume: ESRCH is not a
+	// failure of the resume.
+	kept := errs[:0]
+	for _, err := range errs {
+		if err != nil && !errors.Is(err, unix.ESRCH) {
+			kept = append(kept, err)
+		}
+	}
+	return errors.Join(kept...)
 }
 
 // ownIDs returns the process and thread ids of thread tid of process
