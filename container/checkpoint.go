@@ -341,8 +341,15 @@ func checkpoint(o CheckpointOptions, c *Container, cg *cgroup.Set) (_ *Meta, _ *
 	if err != nil {
 		return nil, nil, fmt.Errorf("container %s: %w", o.ID, err)
 	}
+	m := &Meta{ID: c.ID, Runtime: c.Runtime, Bundle: c.Bundle, Rootfs: c.Rootfs, StateDir: c.StateDir,
+		Cgroups: cg, Limits: limits, SubCgroups: subs, InitPid: c.Pid, Created: time.Now().UTC(), CtcrVersion: Version}
 	st, err := criu.Dump(criu.DumpOptions{
 		Pid: c.Pid, Dir: ImagesDir(o.Dir), LeaveRunning: o.LeaveRunning, Log: o.Log,
+		// The bundle is complete before the tasks are ended: a ctcr
+		// that dies while it ends them leaves a checkpoint that
+		// restores, not a dead container and half a bundle. Its
+		// stats.json is written again with the final figures below.
+		AfterCommit: func() error { return WriteBundle(o.Dir, c, m, &Stats{}) },
 		FileLocks: o.FileLocks, ExtUnixSk: o.ExtUnixSk, TCPClose: o.TCPClose, TCPEstablished: o.TCPEstablished, Progress: o.Progress, SavesIPC: own["ipc"],
 		Thaw:    func() error { isFrozen = false; return cg.Thaw() },
 		PreCopy: pc,
@@ -385,8 +392,6 @@ func checkpoint(o CheckpointOptions, c *Container, cg *cgroup.Set) (_ *Meta, _ *
 	if err != nil {
 		return nil, nil, fmt.Errorf("checkpoint of container %s: %w", o.ID, err)
 	}
-	m := &Meta{ID: c.ID, Runtime: c.Runtime, Bundle: c.Bundle, Rootfs: c.Rootfs, StateDir: c.StateDir,
-		Cgroups: cg, Limits: limits, SubCgroups: subs, InitPid: c.Pid, Created: time.Now().UTC(), CtcrVersion: Version}
 	stats := &Stats{Tasks: st.Tasks, PagesBytes: st.PagesBytes, FrozenSeconds: time.Since(freezeStart).Seconds() - (st.Total - st.Frozen).Seconds(),
 		DumpSeconds: st.Total.Seconds(), MemorySeconds: st.Memory.Seconds(), Warnings: st.Warnings}
 	if stats.FrozenSeconds < st.Frozen.Seconds() {

@@ -167,10 +167,14 @@ func TestKillDuringDump(t *testing.T) {
 				img := filepath.Join(tmp, fmt.Sprint(i))
 				r := interruptCtcr(t, delay, sig, append([]string{mode.args[0], "-t", pid, "-D", img}, mode.args[1:]...)...)
 				stopTrackers(t, w.pid) // what a finished pre-dump leaves tracking the writes
-				// Killed after the checkpoint was committed, while it
-				// ended the tasks as asked, the dump is done too.
+				// Killed after the checkpoint was committed, once it
+				// began to end the tasks as asked, the dump is done too.
 				_, committed := os.Stat(filepath.Join(img, "inventory.img"))
-				if r.code() == 0 || (mode.kill && committed == nil) {
+				ended := false
+				if st, err := readStat(w.pid); err != nil || st.state == 'Z' {
+					ended = true
+				}
+				if r.code() == 0 || (mode.kill && committed == nil && ended) {
 					finished++
 					if mode.kill {
 						w.reapDumped(t)
@@ -341,7 +345,10 @@ func TestKillDuringContainerCheckpoint(t *testing.T) {
 		delay := time.Duration(rand.Int63n(int64(took)))
 		dir := filepath.Join(tmp, fmt.Sprint(i))
 		r := interruptCtcr(t, delay, sig, "checkpoint", c.id, "-D", dir)
-		if r.code() == 0 {
+		// Killed while it ended the container, the checkpoint was
+		// complete already (its bundle is written before).
+		_, complete := os.Stat(filepath.Join(dir, "ctcr.json"))
+		if r.code() == 0 || (complete == nil && c.status() == "stopped") {
 			finished++
 			restoreContainer(t, c, dir)
 		} else {
