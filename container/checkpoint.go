@@ -350,7 +350,7 @@ func checkpoint(o CheckpointOptions, c *Container, cg *cgroup.Set) (_ *Meta, _ *
 		// restores, not a dead container and half a bundle. Its
 		// stats.json is written again with the final figures below.
 		AfterCommit: func() error { return WriteBundle(o.Dir, c, m, &Stats{}) },
-		FileLocks: o.FileLocks, ExtUnixSk: o.ExtUnixSk, TCPClose: o.TCPClose, TCPEstablished: o.TCPEstablished, Progress: o.Progress, SavesIPC: own["ipc"],
+		FileLocks:   o.FileLocks, ExtUnixSk: o.ExtUnixSk, TCPClose: o.TCPClose, TCPEstablished: o.TCPEstablished, Progress: o.Progress, SavesIPC: own["ipc"],
 		Thaw:    func() error { isFrozen = false; return cg.Thaw() },
 		PreCopy: pc,
 		PrevDir: prev,
