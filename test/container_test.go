@@ -759,65 +759,9 @@ while :; do i=$((i+1)); echo $i > /data/count; sleep 0.2; done`
 // a checkpoint with --tcp-established: the restored container joins the
 // same namespace again, and what the client sent meanwhile is answered.
 func TestContainerRuntimeNetns(t *testing.T) {
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skipf("ip (iproute2) is missing: it makes the namespace and the veth: %v", err)
-	}
-	n := os.Getpid() % 200
-	netns := fmt.Sprintf("ctcrt-net-%d", os.Getpid())
-	host, peer := fmt.Sprintf("ctcrh%d", os.Getpid()), fmt.Sprintf("ctcrc%d", os.Getpid())
-	hostIP, ctIP := fmt.Sprintf("10.201.%d.1", n), fmt.Sprintf("10.201.%d.2", n)
-	ip := func(args ...string) {
-		t.Helper()
-		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-			t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-	}
-	ip("netns", "add", netns)
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", netns).Run() })
-	ip("link", "add", host, "type", "veth", "peer", "name", peer)
-	t.Cleanup(func() { exec.Command("ip", "link", "del", host).Run() })
-	ip("link", "set", peer, "netns", netns)
-	ip("addr", "add", hostIP+"/24", "dev", host)
-	ip("link", "set", host, "up")
-	ip("-n", netns, "addr", "add", ctIP+"/24", "dev", peer)
-	ip("-n", netns, "link", "set", peer, "up")
-	ip("-n", netns, "link", "set", "lo", "up")
-
-	const script = `echo 'while read l; do echo "echo:$l"; done' > /data/srv.sh
-nc -l -p 7000 -e sh /data/srv.sh &
-i=0
-while :; do i=$((i+1)); echo $i > /data/count; sleep 0.2; done`
-	c := newContainer(t, "netns", func(s *specs.Spec) {
-		s.Process.Args = []string{"sh", "-c", script}
-		for i, ns := range s.Linux.Namespaces {
-			if ns.Type == specs.NetworkNamespace {
-				s.Linux.Namespaces[i].Path = "/var/run/netns/" + netns
-			}
-		}
-	})
-	c.start()
-	var conn net.Conn
-	var err error
-	for end := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		if conn, err = net.DialTimeout("tcp", ctIP+":7000", time.Second); err == nil {
-			break
-		}
-		if time.Now().After(end) {
-			t.Fatalf("connect to the container's server at %s:7000: %v", ctIP, err)
-		}
-	}
-	defer conn.Close()
-	rd := bufio.NewReader(conn)
-	ask := func(line string) {
-		t.Helper()
-		conn.SetDeadline(time.Now().Add(15 * time.Second))
-		if _, err := fmt.Fprintf(conn, "%s\n", line); err != nil {
-			t.Fatalf("send %q: %v", line, err)
-		}
-		if got, err := rd.ReadString('\n'); err != nil || got != "echo:"+line+"\n" {
-			t.Fatalf("sent %q, the server answered %q (%v)", line, got, err)
-		}
-	}
+	e := netnsEchoContainer(t, "netns", 201)
+	c, conn, rd, peer, ctIP := e.c, e.conn, e.rd, e.peer, e.ctIP
+	ask := func(line string) { t.Helper(); e.ask(t, line) }
 	ask("before")
 
 	dir := filepath.Join(t.TempDir(), "ck")
@@ -1034,4 +978,83 @@ func TestContainerSysVShmAttached(t *testing.T) {
 	restoreContainer(t, c, dir)
 	c.assertCounting(t, "after restore")
 	c.checkWorkload(t, "sysvshm after restore")
+}
+
+// netnsEchoContainer starts a runc container (named after name) that
+// joins a network namespace made beforehand, as CNI makes one, with a
+// veth to the host on 10.SUBNET.N.0/24; in it, nc answers each line
+// with "echo:LINE" on port 7000, and a loop counts in /data/count. It
+// returns the container, a connection from the host to the server, and
+// ask, which sends a line and checks the answer.
+func netnsEchoContainer(t *testing.T, name string, subnet int) *netnsEcho {
+	t.Helper()
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Skipf("ip (iproute2) is missing: it makes the namespace and the veth: %v", err)
+	}
+	n := os.Getpid()%200 + 1
+	netns := fmt.Sprintf("ctcrt-%s-%d", name, os.Getpid())
+	host, peer := fmt.Sprintf("h%d-%d", subnet, os.Getpid()), fmt.Sprintf("c%d-%d", subnet, os.Getpid())
+	hostIP, ctIP := fmt.Sprintf("10.%d.%d.1", subnet, n), fmt.Sprintf("10.%d.%d.2", subnet, n)
+	ip := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	ip("netns", "add", netns)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", netns).Run() })
+	ip("link", "add", host, "type", "veth", "peer", "name", peer)
+	t.Cleanup(func() { exec.Command("ip", "link", "del", host).Run() })
+	ip("link", "set", peer, "netns", netns)
+	ip("addr", "add", hostIP+"/24", "dev", host)
+	ip("link", "set", host, "up")
+	ip("-n", netns, "addr", "add", ctIP+"/24", "dev", peer)
+	ip("-n", netns, "link", "set", peer, "up")
+	ip("-n", netns, "link", "set", "lo", "up")
+
+	const script = `echo 'while read l; do echo "echo:$l"; done' > /data/srv.sh
+nc -l -p 7000 -e sh /data/srv.sh &
+i=0
+while :; do i=$((i+1)); echo $i > /data/count; sleep 0.2; done`
+	c := newContainer(t, name, func(s *specs.Spec) {
+		s.Process.Args = []string{"sh", "-c", script}
+		for i, ns := range s.Linux.Namespaces {
+			if ns.Type == specs.NetworkNamespace {
+				s.Linux.Namespaces[i].Path = "/var/run/netns/" + netns
+			}
+		}
+	})
+	c.start()
+	var conn net.Conn
+	var err error
+	for end := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if conn, err = net.DialTimeout("tcp", ctIP+":7000", time.Second); err == nil {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("connect to the container's server at %s:7000: %v", ctIP, err)
+		}
+	}
+	t.Cleanup(func() { conn.Close() })
+	return &netnsEcho{c: c, conn: conn, rd: bufio.NewReader(conn), peer: peer, ctIP: ctIP}
+}
+
+// netnsEcho is a container netnsEchoContainer made and a client of it.
+type netnsEcho struct {
+	c          *runcContainer
+	conn       net.Conn
+	rd         *bufio.Reader
+	peer, ctIP string // the container's end of the veth and its address
+}
+
+// ask sends line and checks the server's answer.
+func (e *netnsEcho) ask(t *testing.T, line string) {
+	t.Helper()
+	e.conn.SetDeadline(time.Now().Add(15 * time.Second))
+	if _, err := fmt.Fprintf(e.conn, "%s\n", line); err != nil {
+		t.Fatalf("send %q: %v", line, err)
+	}
+	if got, err := e.rd.ReadString('\n'); err != nil || got != "echo:"+line+"\n" {
+		t.Fatalf("sent %q, the server answered %q (%v)", line, got, err)
+	}
 }

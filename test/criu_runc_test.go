@@ -1,7 +1,6 @@
 package test
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"net"
@@ -360,66 +359,10 @@ while read l; do echo "got $l" > /data/tty; done`}
 // (net[INODE]:extRootNetNS) at the dump and hands it back as an
 // inherit_fd at the restore.
 func TestCriuRuncTCPEstablishedRuntimeNetns(t *testing.T) {
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skipf("ip (iproute2) is missing: it makes the namespace and the veth: %v", err)
-	}
 	link := criuLink(t)
-	n := os.Getpid()%200 + 1
-	netns := fmt.Sprintf("ctcrt-crpc-%d", os.Getpid())
-	host, peer := fmt.Sprintf("crpch%d", os.Getpid()), fmt.Sprintf("crpcc%d", os.Getpid())
-	hostIP, ctIP := fmt.Sprintf("10.202.%d.1", n), fmt.Sprintf("10.202.%d.2", n)
-	ip := func(args ...string) {
-		t.Helper()
-		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-			t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-	}
-	ip("netns", "add", netns)
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", netns).Run() })
-	ip("link", "add", host, "type", "veth", "peer", "name", peer)
-	t.Cleanup(func() { exec.Command("ip", "link", "del", host).Run() })
-	ip("link", "set", peer, "netns", netns)
-	ip("addr", "add", hostIP+"/24", "dev", host)
-	ip("link", "set", host, "up")
-	ip("-n", netns, "addr", "add", ctIP+"/24", "dev", peer)
-	ip("-n", netns, "link", "set", peer, "up")
-	ip("-n", netns, "link", "set", "lo", "up")
-
-	const script = `echo 'while read l; do echo "echo:$l"; done' > /data/srv.sh
-nc -l -p 7000 -e sh /data/srv.sh &
-i=0
-while :; do i=$((i+1)); echo $i > /data/count; sleep 0.2; done`
-	c := newContainer(t, "criurpc-net", func(s *specs.Spec) {
-		s.Process.Args = []string{"sh", "-c", script}
-		for i, ns := range s.Linux.Namespaces {
-			if ns.Type == specs.NetworkNamespace {
-				s.Linux.Namespaces[i].Path = "/var/run/netns/" + netns
-			}
-		}
-	})
-	c.start()
-	var conn net.Conn
-	var err error
-	for end := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		if conn, err = net.DialTimeout("tcp", ctIP+":7000", time.Second); err == nil {
-			break
-		}
-		if time.Now().After(end) {
-			t.Fatalf("connect to the container's server at %s:7000: %v", ctIP, err)
-		}
-	}
-	defer conn.Close()
-	rd := bufio.NewReader(conn)
-	ask := func(line string) {
-		t.Helper()
-		conn.SetDeadline(time.Now().Add(15 * time.Second))
-		if _, err := fmt.Fprintf(conn, "%s\n", line); err != nil {
-			t.Fatalf("send %q: %v", line, err)
-		}
-		if got, err := rd.ReadString('\n'); err != nil || got != "echo:"+line+"\n" {
-			t.Fatalf("sent %q, the server answered %q (%v)", line, got, err)
-		}
-	}
+	e := netnsEchoContainer(t, "criurpc-net", 202)
+	c, conn, rd, peer, ctIP := e.c, e.conn, e.rd, e.peer, e.ctIP
+	ask := func(line string) { t.Helper(); e.ask(t, line) }
 	ask("before")
 	img, work := filepath.Join(c.bundle, "img"), filepath.Join(c.bundle, "work")
 	c.criuRunc(t, link, "checkpoint", "--tcp-established", "--image-path", img, "--work-path", work, c.id)
