@@ -363,30 +363,7 @@ func checkpoint(o CheckpointOptions, c *Container, cg *cgroup.Set) (_ *Meta, _ *
 			return nil
 		},
 		Extra: func(pid int, stage *images.Staging) error {
-			if own["mnt"] {
-				if err := ns.DumpMounts(pid, stage); err != nil {
-					return err
-				}
-			}
-			if own["uts"] {
-				if err := ns.DumpUTS(pid, stage); err != nil {
-					return err
-				}
-			}
-			if own["ipc"] {
-				if err := ns.DumpIPC(pid, stage); err != nil {
-					return err
-				}
-				if err := ns.DumpMqueues(pid, stage); err != nil {
-					return err
-				}
-			}
-			if own["net"] {
-				if err := ns.DumpNet(pid, stage); err != nil {
-					return err
-				}
-			}
-			return nil
+			return ns.DumpOwn(pid, stage, own, false)
 		},
 	})
 	if err != nil {

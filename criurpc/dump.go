@@ -155,7 +155,7 @@ func (s *session) dump(o *rpc.CriuOpts, preDump bool) (_ *dumpResult, err error)
 				return err
 			}
 			nsStart := time.Now()
-			if err := dumpNamespaces(root, stage, own, skipNet); err != nil {
+			if err := ns.DumpOwn(root, stage, own, skipNet); err != nil {
 				return err
 			}
 			s.logf("namespaces saved in %v", time.Since(nsStart))
@@ -190,35 +190,6 @@ func (s *session) dump(o *rpc.CriuOpts, preDump bool) (_ *dumpResult, err error)
 	res.pagesParent = parentPages(imgDir)
 	s.logf("dumped %d tasks, %d bytes of memory, frozen %v, in %v", st.Tasks, st.PagesBytes, st.Frozen, time.Since(start))
 	return res, writeDumpStats(workDir, res)
-}
-
-// dumpNamespaces saves the namespaces of the tree that are its own (not
-// ctcr's): mounts, UTS, IPC and POSIX queues, network unless skipNet.
-func dumpNamespaces(pid int, stage *images.Staging, own map[string]bool, skipNet bool) error {
-	if own["mnt"] {
-		if err := ns.DumpMounts(pid, stage); err != nil {
-			return err
-		}
-	}
-	if own["uts"] {
-		if err := ns.DumpUTS(pid, stage); err != nil {
-			return err
-		}
-	}
-	if own["ipc"] {
-		if err := ns.DumpIPC(pid, stage); err != nil {
-			return err
-		}
-		if err := ns.DumpMqueues(pid, stage); err != nil {
-			return err
-		}
-	}
-	if own["net"] && !skipNet {
-		if err := ns.DumpNet(pid, stage); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // pagePEParent is CRIU's PE_PARENT (criu/include/pagemap.h): the
