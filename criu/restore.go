@@ -360,7 +360,9 @@ func (t *restoringTask) kill() {
 	}
 	t.killed = true
 	unix.Kill(t.pid, unix.SIGKILL)
-	for _, id := range append([]int{t.pid}, t.threadIDs()...) {
+	// Threads first: the kernel reports a traced leader's death only
+	// once its other threads are reaped, and they are reaped here.
+	for _, id := range append(t.threadIDs(), t.pid) {
 		for {
 			st, err := ptrace.Wait(id)
 			if err != nil || st.Exited() {
