@@ -337,6 +337,7 @@ func checkpoint(o CheckpointOptions, c *Container, cg *cgroup.Set) (_ *Meta, _ *
 		}
 	}()
 	o.logf("container %s frozen (%s) in %v", o.ID, cg.FreezerPath(), time.Since(freezeStart))
+	testKillWhileFrozen()
 	subs, err := checkTasks(c.Pid, cg)
 	if err != nil {
 		return nil, nil, fmt.Errorf("container %s: %w", o.ID, err)

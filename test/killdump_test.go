@@ -399,3 +399,36 @@ func leftScratch(pid int) int {
 	}
 	return n
 }
+
+// TestKillWhileContainerFrozen kills ctcr (through a test hook) right
+// after it froze a container: the thaw guard it started before freezing
+// must thaw the container, which counts on.
+func TestKillWhileContainerFrozen(t *testing.T) {
+	c := newContainer(t, "frozenkill", nil)
+	c.start()
+	c.waitCount(t, 3, 10*time.Second)
+	os.Setenv("CTCR_TEST_KILL_FROZEN", "1")
+	r := startCtcr(t, "checkpoint", c.id, "-D", filepath.Join(t.TempDir(), "ck"))
+	os.Unsetenv("CTCR_TEST_KILL_FROZEN")
+	if err := r.wait(30 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if r.code() != 128+int(unix.SIGKILL) {
+		t.Fatalf("%s with CTCR_TEST_KILL_FROZEN: exit %d, want to be killed once the container is frozen: %s", r, r.code(), r.stderr())
+	}
+	st, err := c.state()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		fs, err := freezerState(st.Pid)
+		if err == nil && fs == "THAWED" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("5 s after ctcr died with the container frozen its freezer is %q (%v): the guard did not thaw it", fs, err)
+		}
+	}
+	now, _ := c.count("count")
+	c.waitCount(t, now+2, 10*time.Second)
+}
