@@ -664,26 +664,8 @@ func restore(o RestoreOptions, m *Meta) (*criu.Restored, error) {
 			if err := m.Cgroups.Enter(rt.Pid); err != nil {
 				return err
 			}
-			if exists(images.Mnts.FileName(1)) {
-				if err := ns.RestoreMounts(rt, rt.Pid, imgDir, o.Log); err != nil {
-					return fmt.Errorf("mounts: %w", err)
-				}
-			}
-			if exists(images.Utsns.FileName(1)) {
-				if err := ns.RestoreUTS(rt, imgDir); err != nil {
-					return err
-				}
-			}
-			if exists(images.IpcShm.FileName(1)) || exists(images.IpcSem.FileName(1)) || exists(images.IpcMsg.FileName(1)) {
-				if err := ns.RestoreIPC(rt.Pid, imgDir); err != nil {
-					return err
-				}
-			}
-			// Before any task opens its queue descriptors.
-			if exists(ns.PosixMqFile) {
-				if err := ns.RestoreMqueues(rt.Pid, imgDir); err != nil {
-					return err
-				}
+			if err := ns.RestoreOwn(rt, rt.Pid, imgDir, o.Log); err != nil {
+				return err
 			}
 			if nsFlags&unix.CLONE_NEWNET != 0 && joinNet == "" {
 				if err := ns.RestoreNet(rt.Pid, imgDir); err != nil {

@@ -128,25 +128,8 @@ func (s *session) restore(o *rpc.CriuOpts) (_ int, err error) {
 			if err := s.notify("setup-namespaces", rt.Pid, -1); err != nil {
 				return err
 			}
-			if exists(images.Mnts.FileName(1)) {
-				if err := ns.RestoreMounts(rt, rt.Pid, imgDir, s.logf, extSources); err != nil {
-					return fmt.Errorf("mounts: %w", err)
-				}
-			}
-			if exists(images.Utsns.FileName(1)) {
-				if err := ns.RestoreUTS(rt, imgDir); err != nil {
-					return err
-				}
-			}
-			if exists(images.IpcShm.FileName(1)) || exists(images.IpcSem.FileName(1)) || exists(images.IpcMsg.FileName(1)) {
-				if err := ns.RestoreIPC(rt.Pid, imgDir); err != nil {
-					return err
-				}
-			}
-			if exists(ns.PosixMqFile) {
-				if err := ns.RestoreMqueues(rt.Pid, imgDir); err != nil {
-					return err
-				}
+			if err := ns.RestoreOwn(rt, rt.Pid, imgDir, s.logf, extSources); err != nil {
+				return err
 			}
 			if nsFlags&unix.CLONE_NEWNET != 0 && joinNet == "" && exists(images.Netdev.FileName(1)) {
 				if err := ns.RestoreNet(rt.Pid, imgDir); err != nil {
