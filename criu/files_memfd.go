@@ -39,11 +39,17 @@ import (
 // and opens every file description of it again through /proc/self/fd,
 // with its own flags and position; mappings map it from such a file, so
 // a MAP_SHARED mapping stays shared with the task's fds of the memfd.
+// The first read-write fd is the one exception: it gets the description
+// memfd_create made. The kernel counts a file's writers at open
+// (i_writecount) and refuses to execute a file that has any (ETXTBSY),
+// but memfd_create's own description is not counted: a task may execute
+// its memfd through the fd memfd_create gave it, and a reopened
+// read-write fd in its place would make that fail.
 var memfds = fileKind{
 	name:   "memfd",
 	fdType: fdinfo.FdTypes_MEMFD,
 	dump:   dumpMemfd,
-	open:   openMemfd,
+	open:   openMemfdFd,
 	fixup:  restoreFileLocks,
 	finish: writeMemfdModes,
 }
@@ -299,8 +305,49 @@ func dataRuns(f *os.File, size, align int64) ([]dataRun, error) {
 // memfdRestoreState holds the memfd inodes restore made, by inode id.
 type memfdRestoreState struct {
 	inodes map[uint32]*os.File
+	// created: inodes whose memfd_create description a task's fd got.
+	created map[uint32]bool
 }
 
+// openMemfdFd opens the memfd file description of fd entry e: the
+// description memfd_create made for the first read-write one of its
+// inode, a new one for the others (see memfds).
+func openMemfdFd(r *fileRestore, e *fdinfo.FileEntry) (*os.File, error) {
+	f, err := openMemfd(r, e)
+	if err != nil || int(e.GetMemfd().GetFlags())&unix.O_ACCMODE != unix.O_RDWR {
+		return f, err
+	}
+	st := r.state["memfd"].(*memfdRestoreState)
+	id := e.GetMemfd().GetInodeId()
+	if st.created[id] {
+		return f, nil
+	}
+	defer f.Close()
+	inode := st.inodes[id]
+	fd, err := unix.FcntlInt(inode.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("memfd id %d: dup: %w", e.GetId(), err)
+	}
+	orig := os.NewFile(uintptr(fd), inode.Name())
+	// The status flags and position are the description's: take the
+	// reopened one's, which are the image's.
+	fl, err := unix.FcntlInt(f.Fd(), unix.F_GETFL, 0)
+	if err == nil {
+		_, err = unix.FcntlInt(orig.Fd(), unix.F_SETFL, fl)
+	}
+	if err == nil {
+		_, err = orig.Seek(int64(e.GetMemfd().GetPos()), io.SeekStart)
+	}
+	if err != nil {
+		orig.Close()
+		return nil, fmt.Errorf("memfd id %d: flags and position of memfd_create's file: %w", e.GetId(), err)
+	}
+	st.created[id] = true
+	return orig, nil
+}
+
+// openMemfd opens a new file description of the memfd of entry e, with
+// the entry's flags and position, making the inode on first use.
 func openMemfd(r *fileRestore, e *fdinfo.FileEntry) (*os.File, error) {
 	m := e.GetMemfd()
 	if m == nil {
@@ -308,7 +355,7 @@ func openMemfd(r *fileRestore, e *fdinfo.FileEntry) (*os.File, error) {
 	}
 	st, _ := r.state["memfd"].(*memfdRestoreState)
 	if st == nil {
-		st = &memfdRestoreState{inodes: map[uint32]*os.File{}}
+		st = &memfdRestoreState{inodes: map[uint32]*os.File{}, created: map[uint32]bool{}}
 		r.state["memfd"] = st
 	}
 	inode, ok := st.inodes[m.GetInodeId()]
