@@ -1052,7 +1052,7 @@ func dumpMemory(p, parent *dumpProc, files *fileTable, shmem map[uint64][]proc.P
 	var vmas []*vma.VmaEntry
 	only := map[*vma.VmaEntry][]proc.PageRange{}
 	for _, m := range maps {
-		e, err := classifyVMA(pid, m, files)
+		e, err := classifyVMA(pid, m, vmFlags[m.Start], files)
 		if err != nil {
 			return 0, err
 		}

@@ -3,6 +3,7 @@ package criu
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -45,9 +46,10 @@ func isVdsoName(p string) bool {
 	return p == "[vdso]" || p == "[vvar]" || p == "[vvar_vclock]"
 }
 
-// classifyVMA turns one /proc/PID/maps line into a VMA image entry. File
-// mappings get a reg-file entry through files.
-func classifyVMA(pid int, m proc.Mapping, files *fileTable) (*vma.VmaEntry, error) {
+// classifyVMA turns one /proc/PID/maps line, with the mapping's VmFlags
+// from smaps (nil when unknown), into a VMA image entry. File mappings
+// get a reg-file entry through files.
+func classifyVMA(pid int, m proc.Mapping, vmFlags []string, files *fileTable) (*vma.VmaEntry, error) {
 	prot := 0
 	if m.Read {
 		prot |= unix.PROT_READ
@@ -92,7 +94,7 @@ func classifyVMA(pid int, m proc.Mapping, files *fileTable) (*vma.VmaEntry, erro
 		status = vmaAreaRegular | vmaAnonShared
 		flags |= unix.MAP_ANONYMOUS
 		e.Shmid = proto.Uint64(m.Inode)
-	case m.Inode == 0 || (m.Path == "/dev/zero" && !m.Shared):
+	case m.Inode == 0:
 		status = vmaAreaRegular | vmaAnonPrivate
 		flags |= unix.MAP_ANONYMOUS
 		if m.Shared {
@@ -139,8 +141,20 @@ func classifyVMA(pid int, m proc.Mapping, files *fileTable) (*vma.VmaEntry, erro
 		if st.Ino != m.Inode || unix.Major(st.Dev) != m.Major || unix.Minor(st.Dev) != m.Minor {
 			return nil, fmt.Errorf("%s: %s is no longer the mapped file (replaced after mmap): %w", where, m.Path, ErrUnsupported)
 		}
+		// A private mapping of /dev/zero is anonymous memory that maps
+		// names /dev/zero: it is mapped from /dev/zero again, so it keeps
+		// that name, and its pages are saved as copied-on-write ones. What
+		// another character device maps is the driver's, which ctcr
+		// cannot save.
+		if st.Mode&unix.S_IFMT == unix.S_IFCHR && st.Rdev != unix.Mkdev(1, 5) {
+			return nil, fmt.Errorf("%s: %s is a character device (%d:%d) whose memory ctcr cannot save (only /dev/zero's): %w",
+				where, m.Path, unix.Major(st.Rdev), unix.Minor(st.Rdev), ErrUnsupported)
+		}
+		// A shared mapping may be made writable with mprotect only if its
+		// file was open for writing ("mw", VM_MAYWRITE): the file is
+		// opened again with the same rights, not fewer, not more.
 		oflags := unix.O_RDONLY
-		if m.Shared && m.Write {
+		if m.Shared && (m.Write || slices.Contains(vmFlags, "mw")) {
 			oflags = unix.O_RDWR
 		}
 		id := files.regFile(m.Path, uint32(oflags), 0, &st)

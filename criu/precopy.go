@@ -511,7 +511,7 @@ func privateVMAs(pid int) ([]*vma.VmaEntry, error) {
 		if m.Shared {
 			continue
 		}
-		e, err := classifyVMA(pid, m, files)
+		e, err := classifyVMA(pid, m, nil, files) // private mappings only: VmFlags do not matter
 		if err != nil || e == nil || vmaSpecial(e) || e.GetStatus()&(vmaAnonPrivate|vmaFilePrivate) == 0 {
 			continue
 		}

@@ -43,3 +43,16 @@ func TestExecRestoredMemfd(t *testing.T) {
 		startWorkload(t, "memfdexec").checkPasses(30*time.Second, "memfdexec")
 	})
 }
+
+// TestMprotectRestoredSharedFileMapping dumps read-only MAP_SHARED
+// mappings of a file opened O_RDWR and of one opened O_RDONLY: after
+// restore mprotect(PROT_WRITE) must work on the first, as before the
+// dump, and still be refused on the second.
+func TestMprotectRestoredSharedFileMapping(t *testing.T) {
+	t.Run("a shared file mapping keeps the rights its file was opened with", func(t *testing.T) {
+		dumpRestoreWorkload(t, "mapshrw")
+	})
+	t.Run("the mapshrw workload passes when it is never dumped", func(t *testing.T) {
+		startWorkload(t, "mapshrw").checkPasses(30*time.Second, "mapshrw")
+	})
+}
