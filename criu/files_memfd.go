@@ -210,6 +210,21 @@ func dumpMemfdInode(t *fileTable, src procFile, name string, inodeID uint32) err
 	if err != nil {
 		return fmt.Errorf("%s: memfd %q: F_GET_SEALS: %w", src.where, name, err)
 	}
+	// A memfd_create(MFD_HUGETLB) file lives on the kernel's hugetlbfs,
+	// whose block size is its huge page size.
+	var hugetlb *uint32
+	var sfs unix.Statfs_t
+	if err := unix.Fstatfs(int(f.Fd()), &sfs); err != nil {
+		return fmt.Errorf("%s: memfd %q: statfs: %w", src.where, name, err)
+	}
+	if sfs.Type == unix.HUGETLBFS_MAGIC {
+		huge, err := hugeFlags(src.st, src.where)
+		if err != nil {
+			return err
+		}
+		// MFD_HUGE_* and MAP_HUGE_* are the same bits.
+		hugetlb = proto.Uint32(unix.MFD_HUGETLB | huge&^unix.MAP_HUGETLB)
+	}
 	shmid := src.st.Ino
 	pagesID := uint32(memfdPagesBase + inodeID)
 	runs, err := dataRuns(f, size, pageSize)
@@ -233,6 +248,7 @@ func dumpMemfdInode(t *fileTable, src procFile, name string, inodeID uint32) err
 	t.addImage(images.Memfd, &memfd.MemfdInodeEntry{
 		Name: proto.String(name), Uid: proto.Uint32(src.st.Uid), Gid: proto.Uint32(src.st.Gid), Size: proto.Uint64(uint64(size)),
 		Shmid: proto.Uint32(uint32(shmid)), Seals: proto.Uint32(uint32(seals)), InodeId: proto.Uint64(uint64(inodeID)),
+		HugetlbFlag: hugetlb,
 	}, nil)
 	return nil
 }
@@ -403,20 +419,35 @@ func createMemfd(r *fileRestore, id uint32) (*os.File, error) {
 	if len(name) > 249 || strings.ContainsRune(name, 0) {
 		return nil, corruptf(r.cp.dir.Path(images.Memfd.FileName()), "inode %d: name %q", id, name)
 	}
-	fd, err := unix.MemfdCreate(name, unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+	huge := ie.GetHugetlbFlag()
+	if huge&^(unix.MFD_HUGETLB|unix.MFD_HUGE_MASK<<unix.MFD_HUGE_SHIFT) != 0 {
+		return nil, corruptf(r.cp.dir.Path(images.Memfd.FileName()), "inode %d: hugetlb flags %#x", id, huge)
+	}
+	fd, err := unix.MemfdCreate(name, unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING|int(huge))
 	if err != nil {
-		return nil, fmt.Errorf("memfd_create %q: %w", name, err)
+		return nil, fmt.Errorf("memfd_create %q (hugetlb flags %#x): %w", name, huge, err)
 	}
 	f := os.NewFile(uintptr(fd), "/memfd:"+name)
 	fail := func(err error) (*os.File, error) {
 		f.Close()
 		return nil, fmt.Errorf("memfd %q: %w", name, err)
 	}
-	if err := fillMemfd(r, f, ie); err != nil {
-		return fail(err)
-	}
-	if err := f.Truncate(int64(ie.GetSize())); err != nil {
-		return fail(err)
+	if huge != 0 {
+		// hugetlbfs has no write(): the file is sized, then filled
+		// through a mapping of it.
+		if err := f.Truncate(int64(ie.GetSize())); err != nil {
+			return fail(err)
+		}
+		if err := fillHugetlbMemfd(r, f, ie); err != nil {
+			return fail(err)
+		}
+	} else {
+		if err := fillMemfd(r, f, ie); err != nil {
+			return fail(err)
+		}
+		if err := f.Truncate(int64(ie.GetSize())); err != nil {
+			return fail(err)
+		}
 	}
 	if err := unix.Fchown(fd, int(ie.GetUid()), int(ie.GetGid())); err != nil {
 		return fail(fmt.Errorf("chown %d:%d: %w", ie.GetUid(), ie.GetGid(), err))
@@ -439,8 +470,39 @@ func createMemfd(r *fileRestore, id uint32) (*os.File, error) {
 	return f, nil
 }
 
+// fillHugetlbMemfd fills the hugetlb memfd f, already at its size,
+// through a shared mapping of it.
+func fillHugetlbMemfd(r *fileRestore, f *os.File, ie *memfd.MemfdInodeEntry) error {
+	size := int(ie.GetSize())
+	if size == 0 {
+		return nil
+	}
+	m, err := unix.Mmap(int(f.Fd()), 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return fmt.Errorf("map the hugetlb memfd of %d bytes to fill it: %w", size, err)
+	}
+	defer unix.Munmap(m)
+	return fillMemfdWith(r, ie, func(pages *os.File, off, at, n int64) error {
+		if at+n > int64(size) {
+			return fmt.Errorf("pages at %d (%d bytes) past the hugetlb memfd's %d bytes", at, n, size)
+		}
+		_, err := io.ReadFull(io.NewSectionReader(pages, off, n), m[at:at+n])
+		return err
+	})
+}
+
 // fillMemfd writes the pages of the memfd's shared memory object into f.
 func fillMemfd(r *fileRestore, f *os.File, ie *memfd.MemfdInodeEntry) error {
+	return fillMemfdWith(r, ie, func(pages *os.File, off, at, n int64) error {
+		_, err := io.Copy(io.NewOffsetWriter(f, at), io.NewSectionReader(pages, off, n))
+		return err
+	})
+}
+
+// fillMemfdWith calls copyRun for each run of pages of the memfd's
+// shared memory object: n bytes at offset off of the pages image, to
+// offset at of the memfd, after checking both bounds.
+func fillMemfdWith(r *fileRestore, ie *memfd.MemfdInodeEntry, copyRun func(pages *os.File, off, at, n int64) error) error {
 	pmPath := r.cp.dir.Path(pagemapShmem(uint64(ie.GetShmid())).FileName())
 	head, entries, err := images.ReadPagemap(pmPath)
 	if errors.Is(err, os.ErrNotExist) {
@@ -470,7 +532,7 @@ func fillMemfd(r *fileRestore, f *os.File, ie *memfd.MemfdInodeEntry) error {
 		if at%pageSize != 0 || at+n > limit || off+n > fi.Size() {
 			return corruptf(pmPath, "pages at %d (%d bytes) outside the memfd of %d bytes or the pages image", at, n, ie.GetSize())
 		}
-		if _, err := io.Copy(io.NewOffsetWriter(f, at), io.NewSectionReader(pages, off, n)); err != nil {
+		if err := copyRun(pages, off, at, n); err != nil {
 			return fmt.Errorf("fill from %s: %w", pagesPath, err)
 		}
 		off += n

@@ -464,6 +464,10 @@ func freeBelow(busy []proc.PageRange, top, size uint64) (uint64, bool) {
 	return 0, false
 }
 
+// mapHugeFlags are the mmap flags of a hugetlb mapping: MAP_HUGETLB and
+// its page size.
+const mapHugeFlags = unix.MAP_HUGETLB | unix.MAP_HUGE_MASK<<unix.MAP_HUGE_SHIFT
+
 // mmapCall returns the mmap syscall that recreates v at its address.
 func (t *restoringTask) mmapCall(v *vma.VmaEntry, files map[uint64]int) (uintptr, []uint64) {
 	start, size := v.GetStart(), v.GetEnd()-v.GetStart()
@@ -471,7 +475,7 @@ func (t *restoringTask) mmapCall(v *vma.VmaEntry, files map[uint64]int) (uintptr
 	if t.needsWrite(v) {
 		prot |= unix.PROT_WRITE
 	}
-	flags := uint64(v.GetFlags())&(unix.MAP_SHARED|unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_GROWSDOWN) | unix.MAP_FIXED
+	flags := uint64(v.GetFlags())&(unix.MAP_SHARED|unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_GROWSDOWN|mapHugeFlags) | unix.MAP_FIXED
 	fd := int64(-1)
 	off := uint64(0)
 	if v.GetStatus()&(vmaFilePrivate|vmaFileShared) != 0 {
@@ -554,7 +558,7 @@ func (t *restoringTask) mapShmemPiece(v *vma.VmaEntry, first shmemPiece) error {
 // its own, v is mapped from it at its offset, and that mapping goes.
 func (t *restoringTask) mapShmemPart(v *vma.VmaEntry) error {
 	size := t.tree.shmemExtent(v.GetShmid())
-	whole, err := t.ctl.mmap(0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_ANONYMOUS, -1, 0)
+	whole, err := t.ctl.mmap(0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_ANONYMOUS|int(v.GetFlags()&mapHugeFlags), -1, 0)
 	if err != nil {
 		return fmt.Errorf("shared memory %d of %d bytes: %w", v.GetShmid(), size, err)
 	}

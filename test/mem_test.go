@@ -1,6 +1,9 @@
 package test
 
 import (
+	"os"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -55,4 +58,50 @@ func TestMprotectRestoredSharedFileMapping(t *testing.T) {
 	t.Run("the mapshrw workload passes when it is never dumped", func(t *testing.T) {
 		startWorkload(t, "mapshrw").checkPasses(30*time.Second, "mapshrw")
 	})
+}
+
+// TestHugetlb dumps hugetlb memory of each kind (private and shared
+// MAP_HUGETLB mappings, a MFD_HUGETLB memfd mapped shared): each must
+// come back hugetlb, at its address, with its data. It reserves a few
+// huge pages (vm.nr_hugepages) and gives them back.
+func TestHugetlb(t *testing.T) {
+	needCtcr(t)
+	reserveHugePages(t, 6)
+	for _, kind := range []string{"private", "shared", "memfd"} {
+		t.Run("a "+kind+" hugetlb mapping keeps its huge pages and data", func(t *testing.T) {
+			dumpRestoreWorkload(t, "hugetlb", kind)
+		})
+	}
+	t.Run("the hugetlb workload passes when it is never dumped", func(t *testing.T) {
+		startWorkload(t, "hugetlb", "memfd").checkPasses(30*time.Second, "hugetlb")
+	})
+}
+
+// reserveHugePages makes n more huge pages of the default size free,
+// raising vm.nr_hugepages, and lowers it again when the test ends. It
+// skips the test when the kernel cannot find them.
+func reserveHugePages(t *testing.T, n int) {
+	t.Helper()
+	const knob = "/proc/sys/vm/nr_hugepages"
+	b, err := os.ReadFile(knob)
+	if err != nil {
+		t.Skipf("no hugetlb: %v", err)
+	}
+	before, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatalf("%s: %q: %v", knob, b, err)
+	}
+	want := before + n
+	if err := os.WriteFile(knob, []byte(strconv.Itoa(want)), 0); err != nil {
+		t.Skipf("cannot reserve huge pages: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := os.WriteFile(knob, []byte(strconv.Itoa(before)), 0); err != nil {
+			t.Errorf("give back the huge pages: %s: %v", knob, err)
+		}
+	})
+	b, _ = os.ReadFile(knob)
+	if got, _ := strconv.Atoi(strings.TrimSpace(string(b))); got < want {
+		t.Skipf("the kernel found %d of the %d huge pages asked for (memory too fragmented)", got, want)
+	}
 }
