@@ -109,6 +109,10 @@ func classifyVMA(pid int, m proc.Mapping, vmFlags []string, files *fileTable) (*
 			status |= vmaAreaStack
 			flags |= unix.MAP_GROWSDOWN
 		}
+	case m.Path == "/[aio]" && m.Deleted:
+		// The ring of an AIO context (aio.go).
+		aioRingVMA(e)
+		return e, nil
 	case m.Path == "/anon_hugepage" && m.Deleted:
 		// MAP_ANONYMOUS|MAP_HUGETLB: a file of the kernel's internal
 		// hugetlbfs. It is anonymous memory again at restore, of the

@@ -512,7 +512,8 @@ func privateVMAs(pid int) ([]*vma.VmaEntry, error) {
 			continue
 		}
 		e, err := classifyVMA(pid, m, nil, files) // private mappings only: VmFlags do not matter
-		if err != nil || e == nil || vmaSpecial(e) || e.GetStatus()&(vmaAnonPrivate|vmaFilePrivate) == 0 {
+		// An AIO ring's pages are the kernel's to write: copied at the dump.
+		if err != nil || e == nil || vmaSpecial(e) || e.GetStatus()&(vmaAnonPrivate|vmaFilePrivate) == 0 || e.GetStatus()&vmaAreaAioring != 0 {
 			continue
 		}
 		out = append(out, e)

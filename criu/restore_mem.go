@@ -172,6 +172,9 @@ func (t *restoringTask) restoreMemory() error {
 	if err := t.fillPages(pagesFd, parentFds); err != nil {
 		return err
 	}
+	if err := t.restoreAioRings(); err != nil {
+		return err
+	}
 	fix := t.ctl.newBatch()
 	if pagesFd >= 0 {
 		fix.add(unix.SYS_CLOSE, uint64(pagesFd))

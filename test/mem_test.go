@@ -105,3 +105,30 @@ func reserveHugePages(t *testing.T, n int) {
 		t.Skipf("the kernel found %d of the %d huge pages asked for (memory too fragmented)", got, want)
 	}
 }
+
+// TestAioRing dumps a native AIO context holding completed events the
+// task has not reaped: after restore the context is at its address and
+// io_getevents returns those events, also when they wrap around the end
+// of the ring, and also when a request was in flight at the dump (which
+// is lost: no interface shows it).
+func TestAioRing(t *testing.T) {
+	for _, mode := range []string{"", "wrap", "inflight"} {
+		name := "an AIO context keeps its unreaped events"
+		switch mode {
+		case "wrap":
+			name += " when they wrap around the ring"
+		case "inflight":
+			name += " when a poll was still in flight"
+		}
+		t.Run(name, func(t *testing.T) {
+			var args []string
+			if mode != "" {
+				args = append(args, mode)
+			}
+			dumpRestoreWorkload(t, "aio", args...)
+		})
+	}
+	t.Run("the aio workload passes when it is never dumped", func(t *testing.T) {
+		startWorkload(t, "aio", "wrap").checkPasses(30*time.Second, "aio")
+	})
+}
