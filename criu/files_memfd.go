@@ -172,15 +172,16 @@ func memfdName(link string) string {
 // dumpMappedMemfd records the memfd that mapping src (of path, as maps
 // shows it) maps: its inode once, shared with the fds of that memfd, and
 // a memfd file entry to map it from at restore, opened read-write for a
-// shared mapping (so that mprotect may make it writable, as it could
-// before) and read-only for a private one. It returns the entry's id.
-func dumpMappedMemfd(t *fileTable, src procFile, path string, shared bool) (uint32, error) {
+// shared mapping whose file was open for writing (so that mprotect may
+// make it writable, as it could before: writable says so) and read-only
+// for any other. It returns the entry's id.
+func dumpMappedMemfd(t *fileTable, src procFile, path string, writable bool) (uint32, error) {
 	inodeID, err := memfdState(t).inodeID(t, src, memfdName(path))
 	if err != nil {
 		return 0, err
 	}
 	flags := uint32(unix.O_RDONLY)
-	if shared {
+	if writable {
 		flags = unix.O_RDWR
 	}
 	key := fmt.Sprintf("\x00memfd\x00%d\x00%d", inodeID, flags)

@@ -142,7 +142,7 @@ func classifyVMA(pid int, m proc.Mapping, vmFlags []string, files *fileTable) (*
 		}
 		var id uint32
 		if strings.HasPrefix(m.Path, "/memfd:") && src.st.Nlink == 0 {
-			id, err = dumpMappedMemfd(files, src, m.Path, m.Shared)
+			id, err = dumpMappedMemfd(files, src, m.Path, m.Shared && (m.Write || slices.Contains(vmFlags, "mw")))
 			status = vmaAreaRegular | vmaAreaMemfd
 		} else {
 			id, err = dumpMappedGhost(files, src, m.Path, m.Shared)

@@ -132,3 +132,16 @@ func TestAioRing(t *testing.T) {
 		startWorkload(t, "aio", "wrap").checkPasses(30*time.Second, "aio")
 	})
 }
+
+// TestMemfdPrivateMappingSizes dumps private mappings of memfds that
+// grew, shrank, were written through the fd after mmap, or are all
+// holes, with their first page written by the mapping or not: every page
+// must read what it read before.
+func TestMemfdPrivateMappingSizes(t *testing.T) {
+	t.Run("private memfd mappings keep every page across size changes of their memfd", func(t *testing.T) {
+		dumpRestoreWorkload(t, "memfdsize")
+	})
+	t.Run("the memfdsize workload passes when it is never dumped", func(t *testing.T) {
+		startWorkload(t, "memfdsize").checkPasses(30*time.Second, "memfdsize")
+	})
+}

@@ -1,11 +1,13 @@
 /*
- * mapshrw: two MAP_SHARED, PROT_READ mappings of files in DIR, whose fds
- * are closed: "rw" was opened O_RDWR, "ro" O_RDONLY. mprotect may make
- * the first writable (the kernel kept VM_MAYWRITE) and not the second.
+ * mapshrw: MAP_SHARED, PROT_READ mappings whose fds are closed: of files
+ * in DIR, "rw" opened O_RDWR and "ro" O_RDONLY, and of two memfds, one
+ * mapped from memfd_create's fd, one from an O_RDONLY reopen of it.
+ * mprotect may make those opened for writing writable (the kernel kept
+ * VM_MAYWRITE) and not the others.
  *
- * After restore, the same: mprotect(PROT_WRITE) of the "rw" mapping
- * works and a write through it reaches the file; of the "ro" mapping it
- * fails with EACCES (restore opened neither file with other rights).
+ * After restore, the same: mprotect(PROT_WRITE) of the writable ones
+ * works and a write through the file's reaches the file; of the others
+ * it fails with EACCES (restore opened no file with other rights).
  */
 #include "workload.h"
 
@@ -34,11 +36,34 @@ static char *map_file(const char *name, int oflags, char c)
 	return m;
 }
 
+/* map_memfd maps a one-page memfd shared, read-only, from its own fd or an O_RDONLY reopen. */
+static char *map_memfd(int readonly)
+{
+	int fd = memfd_create("mapshrw", MFD_CLOEXEC);
+	if (fd < 0 || ftruncate(fd, PG) < 0)
+		wl_die("memfd");
+	if (readonly) {
+		char path[64];
+		snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+		int ro = open(path, O_RDONLY | O_CLOEXEC);
+		if (ro < 0)
+			wl_die("reopen the memfd");
+		close(fd);
+		fd = ro;
+	}
+	char *m = mmap(NULL, PG, PROT_READ, MAP_SHARED, fd, 0);
+	if (m == MAP_FAILED)
+		wl_die("mmap memfd");
+	close(fd);
+	return m;
+}
+
 int main(int argc, char **argv)
 {
 	wl_init(argc, argv);
 	char *rw = map_file("rw", O_RDWR, 'w');
 	char *ro = map_file("ro", O_RDONLY, 'r');
+	char *mrw = map_memfd(0), *mro = map_memfd(1);
 	wl_ready("rw %p\nro %p\n", rw, ro);
 	while (!wl_check_requested())
 		wl_sleep_ms(10);
@@ -61,5 +86,9 @@ int main(int argc, char **argv)
 		wl_fail("mprotect(PROT_WRITE) of the shared mapping of a file opened O_RDONLY worked");
 	else if (errno != EACCES)
 		wl_fail("mprotect(PROT_WRITE) of the shared mapping of a file opened O_RDONLY: %s, want EACCES", strerror(errno));
+	if (mprotect(mrw, PG, PROT_READ | PROT_WRITE) < 0)
+		wl_fail("mprotect(PROT_WRITE) of the shared mapping of a memfd opened read-write: %s", strerror(errno));
+	if (mprotect(mro, PG, PROT_READ | PROT_WRITE) == 0)
+		wl_fail("mprotect(PROT_WRITE) of the shared mapping of a memfd opened O_RDONLY worked");
 	return wl_finish();
 }
