@@ -39,11 +39,19 @@ import (
 // vmaAreaAioring flags the ring of an AIO context (criu/include/image.h).
 const vmaAreaAioring = 1 << 13
 
-// aioRingVMA is the entry of the [aio] mapping m: its pages are saved as
-// private anonymous memory's.
-func aioRingVMA(e *vma.VmaEntry) {
+// aioRingVMA makes e the entry of an [aio] mapping of the ring file
+// inode: its pages are saved as private anonymous memory's, and the
+// inode kept in shmid until dumpAioRings has seen it.
+func aioRingVMA(e *vma.VmaEntry, inode uint64) {
 	e.Flags = proto.Uint32(unix.MAP_PRIVATE | unix.MAP_ANONYMOUS)
 	e.Status = proto.Uint32(vmaAreaRegular | vmaAnonPrivate | vmaAreaAioring)
+	e.Shmid = proto.Uint64(inode)
+}
+
+// aioDumpState is what the dump of a tree knows of AIO rings: the ring
+// files (by inode) a task dumped before maps.
+type aioDumpState struct {
+	seen map[uint64]bool
 }
 
 // aioRingHeader parses and checks the header of a ring of size bytes.
@@ -83,7 +91,18 @@ func aioNrReq(nr uint32) uint32 { return (nr - 2) / 2 }
 
 // dumpAioRings checks the header of every AIO ring of task pid and
 // returns mm.img's entries for them.
-func dumpAioRings(pid int, vmas []*vma.VmaEntry) ([]*mm.AioRingEntry, error) {
+//
+// fork copies a ring's mapping into the child but not the context, which
+// stays its parent's: a ring file an earlier task of the tree (tasks are
+// dumped parents first) maps is such a copy. It keeps its VMA_AREA_AIORING
+// VMA but has no aios entry: restore keeps the parent's restored ring
+// the child inherits by fork there (restoringTask.keeps).
+func dumpAioRings(pid int, vmas []*vma.VmaEntry, files *fileTable) ([]*mm.AioRingEntry, error) {
+	st, _ := files.kinds["aio"].(*aioDumpState)
+	if st == nil {
+		st = &aioDumpState{seen: map[uint64]bool{}}
+		files.kinds["aio"] = st
+	}
 	var out []*mm.AioRingEntry
 	var f *os.File
 	defer func() {
@@ -95,6 +114,12 @@ func dumpAioRings(pid int, vmas []*vma.VmaEntry) ([]*mm.AioRingEntry, error) {
 		if e.GetStatus()&vmaAreaAioring == 0 {
 			continue
 		}
+		inode := e.GetShmid()
+		e.Shmid = proto.Uint64(0)
+		if st.seen[inode] {
+			continue
+		}
+		st.seen[inode] = true
 		if f == nil {
 			var err error
 			if f, err = os.Open(fmt.Sprintf("/proc/%d/mem", pid)); err != nil {
@@ -113,6 +138,20 @@ func dumpAioRings(pid int, vmas []*vma.VmaEntry) ([]*mm.AioRingEntry, error) {
 		out = append(out, &mm.AioRingEntry{Id: proto.Uint64(e.GetStart()), NrReq: proto.Uint32(aioNrReq(h.Nr)), RingLen: proto.Uint32(uint32(size))})
 	}
 	return out, nil
+}
+
+// aioRingCopy reports a VMA that is a forked copy of its parent's ring
+// mapping (see dumpAioRings): an AIO ring VMA without its aios entry.
+func (t *restoringTask) aioRingCopy(v *vma.VmaEntry) bool {
+	if v.GetStatus()&vmaAreaAioring == 0 {
+		return false
+	}
+	for _, a := range t.img.mm.GetAios() {
+		if a.GetId() == v.GetStart() {
+			return false
+		}
+	}
+	return true
 }
 
 // restoreAioRings turns every AIO ring of the image, mapped as plain

@@ -1075,7 +1075,7 @@ func dumpMemory(p, parent *dumpProc, files *fileTable, shmem map[uint64][]proc.P
 	}
 	sortVMAs(vmas)
 	p.mm.Vmas = vmas
-	if p.mm.Aios, err = dumpAioRings(pid, vmas); err != nil {
+	if p.mm.Aios, err = dumpAioRings(pid, vmas, files); err != nil {
 		return 0, err
 	}
 	runs, err := collectPages(pid, vmas, only, pp)

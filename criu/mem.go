@@ -111,7 +111,7 @@ func classifyVMA(pid int, m proc.Mapping, vmFlags []string, files *fileTable) (*
 		}
 	case m.Path == "/[aio]" && m.Deleted:
 		// The ring of an AIO context (aio.go).
-		aioRingVMA(e)
+		aioRingVMA(e, m.Inode)
 		return e, nil
 	case m.Path == "/anon_hugepage" && m.Deleted:
 		// MAP_ANONYMOUS|MAP_HUGETLB: a file of the kernel's internal

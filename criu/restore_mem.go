@@ -676,6 +676,12 @@ func (t *restoringTask) fillPages(fd int, parentFds []int) error {
 // image's private mappings, unchanged: same bounds, protection, sharing
 // and file. Only such mappings can hold pages shared with the parent.
 func (t *restoringTask) keeps(m proc.Mapping) bool {
+	if t.memFrom != nil && m.Shared && m.Path == "/[aio]" && m.Deleted {
+		// The restored parent's AIO ring, which this task's image has a
+		// forked copy of: shared with the parent again, as it was.
+		v := vmaAt(t.img.mm.Vmas, m.Start)
+		return v != nil && v.GetStart() == m.Start && v.GetEnd() == m.End && t.aioRingCopy(v)
+	}
 	if t.memFrom == nil || m.Shared {
 		return false
 	}

@@ -109,16 +109,18 @@ func reserveHugePages(t *testing.T, n int) {
 // TestAioRing dumps a native AIO context holding completed events the
 // task has not reaped: after restore the context is at its address and
 // io_getevents returns those events, also when they wrap around the end
-// of the ring, and also when a request was in flight at the dump (which
-// is lost: no interface shows it).
+// of the ring, when a request was in flight at the dump (which is lost:
+// no interface shows it), and when a forked child maps the ring too.
 func TestAioRing(t *testing.T) {
-	for _, mode := range []string{"", "wrap", "inflight"} {
+	for _, mode := range []string{"", "wrap", "inflight", "fork"} {
 		name := "an AIO context keeps its unreaped events"
 		switch mode {
 		case "wrap":
 			name += " when they wrap around the ring"
 		case "inflight":
 			name += " when a poll was still in flight"
+		case "fork":
+			name += " and a forked child still maps the ring"
 		}
 		t.Run(name, func(t *testing.T) {
 			var args []string

@@ -7,7 +7,10 @@
  *             submitted and reaped), so the two events wrap around;
  *   inflight  a poll on an empty pipe is still in flight. No interface
  *             shows such a request: it is lost (not checked here), but
- *             the completed events must survive it.
+ *             the completed events must survive it;
+ *   fork      a child forked after the reads has the ring mapped too
+ *             (fork copies the mapping, not the context) and must see
+ *             the same events in it after restore.
  *
  * After restore the context is at the same address (io_setup returned
  * it; it is also the ring), io_getevents returns the two completed
@@ -19,6 +22,7 @@
 #include <linux/aio_abi.h>
 #include <poll.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 
 static long io_setup(unsigned nr, aio_context_t *ctx) { return syscall(SYS_io_setup, nr, ctx); }
 static long io_destroy(aio_context_t ctx) { return syscall(SYS_io_destroy, ctx); }
@@ -31,6 +35,7 @@ static long io_getevents(aio_context_t ctx, long min, long max, struct io_event 
 /* The ring's header (fs/aio.c struct aio_ring). */
 struct aio_ring {
 	unsigned id, nr, head, tail, magic, compat_features, incompat_features, header_length;
+	struct io_event io_events[];
 };
 
 static char bufs[3][64];
@@ -40,6 +45,7 @@ int main(int argc, char **argv)
 	wl_init(argc, argv);
 	int inflight = argc > 2 && strcmp(argv[2], "inflight") == 0;
 	int wrap = argc > 2 && strcmp(argv[2], "wrap") == 0;
+	int forked = argc > 2 && strcmp(argv[2], "fork") == 0;
 	char path[4096];
 	wl_path(path, sizeof(path), "data");
 	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -97,10 +103,34 @@ int main(int argc, char **argv)
 		wl_die("the two reads did not complete");
 	if (wrap && ring->tail >= ring->head)
 		wl_die("the events do not wrap around the ring");
+	pid_t child = -1;
+	int cp[2];
+	if (forked) {
+		if (pipe2(cp, O_CLOEXEC) < 0)
+			wl_die("pipe");
+		child = fork();
+		if (child < 0)
+			wl_die("fork");
+		if (child == 0) {
+			/* Report what the ring shows once the parent says so. */
+			char c;
+			if (read(cp[0], &c, 1) != 1)
+				_exit(2);
+			_exit(ring->magic == 0xa10a10a1 && ring->tail - ring->head == 2 &&
+					      ring->io_events[ring->head].data == 0x1000 ? 0 : 1);
+		}
+	}
 	wl_ready("ctx %#llx\nnr %u\nhead %u\ntail %u\n", (unsigned long long)ctx, ring->nr, ring->head, ring->tail);
 	while (!wl_check_requested())
 		wl_sleep_ms(10);
 
+	if (forked) {
+		int status;
+		if (write(cp[1], "c", 1) != 1 || waitpid(child, &status, 0) != child)
+			wl_die("child");
+		if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+			wl_fail("the child's copy of the ring mapping lost its events (status %#x)", status);
+	}
 	struct io_event ev[4];
 	struct timespec ts = { 5, 0 };
 	long n = io_getevents(ctx, 2, 2, ev, &ts);
