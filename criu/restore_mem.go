@@ -145,6 +145,11 @@ func (t *restoringTask) restoreMemory() error {
 	}
 	if res, err := maps2.run(); err != nil {
 		v := mapped[len(res)]
+		if hp := hugePageSize(v); hp != 0 && errors.Is(err, unix.ENOMEM) {
+			// The usual cause: no free huge pages (vm.nr_hugepages).
+			return fmt.Errorf("%s hugetlb mapping %#x-%#x needs %d free huge pages of %d KiB (see HugePages_Free in /proc/meminfo, vm.nr_hugepages): %w",
+				t.where(), v.GetStart(), v.GetEnd(), (v.GetEnd()-v.GetStart())/hp, hp>>10, err)
+		}
 		return fmt.Errorf("%s mapping %#x-%#x: %w", t.where(), v.GetStart(), v.GetEnd(), err)
 	}
 	for _, v := range partial {

@@ -2,6 +2,7 @@ package test
 
 import (
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -75,6 +76,28 @@ func TestHugetlb(t *testing.T) {
 	t.Run("the hugetlb workload passes when it is never dumped", func(t *testing.T) {
 		startWorkload(t, "hugetlb", "memfd").checkPasses(30*time.Second, "hugetlb")
 	})
+	t.Run("a restore without free huge pages fails naming the mapping and the pages it needs", func(t *testing.T) {
+		w := startWorkload(t, "hugetlb", "private")
+		img := filepath.Join(t.TempDir(), "img")
+		dump(t, w, img, false, 0)
+		w.reapDumped(t)
+		// No huge page left free (TestHugetlb's cleanup gives the knob
+		// its value back).
+		setHugePages(t, 0)
+		r := runCtcr(t, 60*time.Second, "restore", "-D", img)
+		stderr := r.stderr()
+		if r.code() != 1 || !strings.Contains(stderr, "hugetlb mapping") || !strings.Contains(stderr, "needs 2 free huge pages") {
+			t.Errorf("%s: exit status %d, stderr %q; want 1 and the hugetlb mapping with the huge pages it needs", r, r.code(), stderr)
+		}
+	})
+}
+
+// setHugePages sets vm.nr_hugepages.
+func setHugePages(t *testing.T, n int) {
+	t.Helper()
+	if err := os.WriteFile("/proc/sys/vm/nr_hugepages", []byte(strconv.Itoa(n)), 0); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // reserveHugePages makes n more huge pages of the default size free,
