@@ -83,6 +83,10 @@ func aioRingHeader(b []byte, size uint64) (kernel.AioRing, error) {
 	return h, nil
 }
 
+// maxAioRingSize bounds the ring restore reads into memory: the largest
+// io_setup allows (fs.aio-max-nr, 65536 by default, doubled) is 4 MiB.
+const maxAioRingSize = 64 << 20
+
 // aioNrReq returns an nr_events for io_setup that makes a ring of nr
 // events, the size of the saved one: the kernel makes room for
 // 2*max(nr_events, 4*CPUs)+2 events and rounds up to whole pages, so
@@ -169,6 +173,9 @@ func (t *restoringTask) restoreAioRings() error {
 
 func (t *restoringTask) restoreAioRing(a *mm.AioRingEntry) error {
 	addr, size := a.GetId(), uint64(a.GetRingLen())
+	if size < pageSize || size > maxAioRingSize {
+		return corruptf("mm.img", "AIO ring at %#x of %d bytes (at most %d)", addr, size, maxAioRingSize)
+	}
 	if v := vmaAt(t.img.mm.Vmas, addr); v == nil || v.GetStart() != addr || v.GetEnd()-v.GetStart() != size || v.GetStatus()&vmaAreaAioring == 0 {
 		return corruptf("mm.img", "AIO ring at %#x of %d bytes without its mapping", addr, size)
 	}
