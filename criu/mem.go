@@ -263,8 +263,12 @@ type parentPages struct {
 }
 
 // sameVMA reports whether a child VMA is the parent's, inherited by fork.
+//
+// A hugetlb mapping never is: restore does not keep the parent's (its
+// pages could not be dropped but in whole huge pages), so the child
+// saves its own copy of every page.
 func (pp *parentPages) sameVMA(e *vma.VmaEntry) bool {
-	if pp == nil || e.GetStatus()&(vmaAnonPrivate|vmaFilePrivate) == 0 {
+	if pp == nil || e.GetStatus()&(vmaAnonPrivate|vmaFilePrivate) == 0 || hugePageSize(e) != 0 {
 		return false
 	}
 	for _, v := range pp.vmas {

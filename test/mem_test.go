@@ -62,14 +62,19 @@ func TestMprotectRestoredSharedFileMapping(t *testing.T) {
 }
 
 // TestHugetlb dumps hugetlb memory of each kind (private and shared
-// MAP_HUGETLB mappings, a MFD_HUGETLB memfd mapped shared): each must
-// come back hugetlb, at its address, with its data. It reserves a few
+// MAP_HUGETLB mappings, a MFD_HUGETLB memfd mapped shared, a private one
+// a forked child shares): each must come back hugetlb, at its address,
+// with its data. It reserves a few
 // huge pages (vm.nr_hugepages) and gives them back.
 func TestHugetlb(t *testing.T) {
 	needCtcr(t)
 	reserveHugePages(t, 6)
-	for _, kind := range []string{"private", "shared", "memfd"} {
-		t.Run("a "+kind+" hugetlb mapping keeps its huge pages and data", func(t *testing.T) {
+	for _, kind := range []string{"private", "shared", "memfd", "fork"} {
+		name := "a " + kind + " hugetlb mapping keeps its huge pages and data"
+		if kind == "fork" {
+			name = "a private hugetlb mapping a forked child shares keeps its data in both"
+		}
+		t.Run(name, func(t *testing.T) {
 			dumpRestoreWorkload(t, "hugetlb", kind)
 		})
 	}

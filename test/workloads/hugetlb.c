@@ -4,6 +4,9 @@
  *   private  a MAP_PRIVATE|MAP_ANONYMOUS|MAP_HUGETLB mapping
  *   shared   a MAP_SHARED|MAP_ANONYMOUS|MAP_HUGETLB mapping
  *   memfd    a memfd_create(MFD_HUGETLB) file, written and mapped shared
+ *   fork     a private mapping as above, and a child forked after it was
+ *            written, which shares its huge pages copy-on-write and
+ *            checks its own view after restore
  * Two huge pages; the first is written all over, the second not touched.
  * The test sets vm.nr_hugepages.
  *
@@ -13,6 +16,7 @@
 #include "workload.h"
 
 #include <sys/mman.h>
+#include <sys/wait.h>
 
 static size_t hpsize(void)
 {
@@ -63,8 +67,9 @@ int main(int argc, char **argv)
 		wl_die("no Hugepagesize in /proc/meminfo");
 	char *m;
 	int fd = -1;
-	if (strcmp(kind, "private") == 0 || strcmp(kind, "shared") == 0) {
-		int flags = MAP_ANONYMOUS | MAP_HUGETLB | (kind[0] == 'p' ? MAP_PRIVATE : MAP_SHARED);
+	int forked = strcmp(kind, "fork") == 0;
+	if (strcmp(kind, "private") == 0 || strcmp(kind, "shared") == 0 || forked) {
+		int flags = MAP_ANONYMOUS | MAP_HUGETLB | (kind[0] == 's' ? MAP_SHARED : MAP_PRIVATE);
 		m = mmap(NULL, 2 * hp, PROT_READ | PROT_WRITE, flags, -1, 0);
 	} else if (strcmp(kind, "memfd") == 0) {
 		fd = memfd_create("hugetlb", MFD_CLOEXEC | MFD_HUGETLB);
@@ -81,10 +86,31 @@ int main(int argc, char **argv)
 		wl_die("mmap hugetlb (is vm.nr_hugepages set?)");
 	for (size_t i = 0; i < hp; i++)
 		m[i] = pattern(i);
+	pid_t child = -1;
+	if (forked) {
+		child = fork();
+		if (child < 0)
+			wl_die("fork");
+		if (child == 0) {
+			while (!wl_check_requested())
+				wl_sleep_ms(10);
+			for (size_t i = 0; i < hp; i += 997)
+				if (m[i] != pattern(i) || m[hp + i] != 0)
+					_exit(1);
+			_exit(0);
+		}
+	}
 	wl_ready("addr %p\nfd %d\n", m, fd);
 	while (!wl_check_requested())
 		wl_sleep_ms(10);
 
+	if (forked) {
+		int status;
+		if (waitpid(child, &status, 0) != child)
+			wl_die("waitpid");
+		if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+			wl_fail("the forked child's copy of the hugetlb mapping differs (status %#x)", status);
+	}
 	size_t k = kpagesize(m);
 	if (k != hp)
 		wl_fail("the %s mapping at %p has pages of %zu bytes, want %zu (hugetlb)", kind, m, k, hp);
