@@ -1052,7 +1052,7 @@ func dumpMemory(p, parent *dumpProc, files *fileTable, shmem map[uint64][]proc.P
 	var vmas []*vma.VmaEntry
 	only := map[*vma.VmaEntry][]proc.PageRange{}
 	for _, m := range maps {
-		e, err := classifyVMA(pid, m, files)
+		e, err := classifyVMA(pid, m, vmFlags[m.Start], files)
 		if err != nil {
 			return 0, err
 		}
@@ -1075,6 +1075,9 @@ func dumpMemory(p, parent *dumpProc, files *fileTable, shmem map[uint64][]proc.P
 	}
 	sortVMAs(vmas)
 	p.mm.Vmas = vmas
+	if p.mm.Aios, err = dumpAioRings(pid, vmas, files); err != nil {
+		return 0, err
+	}
 	runs, err := collectPages(pid, vmas, only, pp)
 	if err != nil {
 		return 0, err

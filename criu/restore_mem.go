@@ -145,6 +145,11 @@ func (t *restoringTask) restoreMemory() error {
 	}
 	if res, err := maps2.run(); err != nil {
 		v := mapped[len(res)]
+		if hp := hugePageSize(v); hp != 0 && errors.Is(err, unix.ENOMEM) {
+			// The usual cause: no free huge pages (vm.nr_hugepages).
+			return fmt.Errorf("%s hugetlb mapping %#x-%#x needs %d free huge pages of %d KiB (see HugePages_Free in /proc/meminfo, vm.nr_hugepages): %w",
+				t.where(), v.GetStart(), v.GetEnd(), (v.GetEnd()-v.GetStart())/hp, hp>>10, err)
+		}
 		return fmt.Errorf("%s mapping %#x-%#x: %w", t.where(), v.GetStart(), v.GetEnd(), err)
 	}
 	for _, v := range partial {
@@ -170,6 +175,9 @@ func (t *restoringTask) restoreMemory() error {
 		return err
 	}
 	if err := t.fillPages(pagesFd, parentFds); err != nil {
+		return err
+	}
+	if err := t.restoreAioRings(); err != nil {
 		return err
 	}
 	fix := t.ctl.newBatch()
@@ -464,6 +472,10 @@ func freeBelow(busy []proc.PageRange, top, size uint64) (uint64, bool) {
 	return 0, false
 }
 
+// mapHugeFlags are the mmap flags of a hugetlb mapping: MAP_HUGETLB and
+// its page size.
+const mapHugeFlags = unix.MAP_HUGETLB | unix.MAP_HUGE_MASK<<unix.MAP_HUGE_SHIFT
+
 // mmapCall returns the mmap syscall that recreates v at its address.
 func (t *restoringTask) mmapCall(v *vma.VmaEntry, files map[uint64]int) (uintptr, []uint64) {
 	start, size := v.GetStart(), v.GetEnd()-v.GetStart()
@@ -471,7 +483,7 @@ func (t *restoringTask) mmapCall(v *vma.VmaEntry, files map[uint64]int) (uintptr
 	if t.needsWrite(v) {
 		prot |= unix.PROT_WRITE
 	}
-	flags := uint64(v.GetFlags())&(unix.MAP_SHARED|unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_GROWSDOWN) | unix.MAP_FIXED
+	flags := uint64(v.GetFlags())&(unix.MAP_SHARED|unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_GROWSDOWN|mapHugeFlags) | unix.MAP_FIXED
 	fd := int64(-1)
 	off := uint64(0)
 	if v.GetStatus()&(vmaFilePrivate|vmaFileShared) != 0 {
@@ -554,7 +566,7 @@ func (t *restoringTask) mapShmemPiece(v *vma.VmaEntry, first shmemPiece) error {
 // its own, v is mapped from it at its offset, and that mapping goes.
 func (t *restoringTask) mapShmemPart(v *vma.VmaEntry) error {
 	size := t.tree.shmemExtent(v.GetShmid())
-	whole, err := t.ctl.mmap(0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_ANONYMOUS, -1, 0)
+	whole, err := t.ctl.mmap(0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_ANONYMOUS|int(v.GetFlags()&mapHugeFlags), -1, 0)
 	if err != nil {
 		return fmt.Errorf("shared memory %d of %d bytes: %w", v.GetShmid(), size, err)
 	}
@@ -669,6 +681,12 @@ func (t *restoringTask) fillPages(fd int, parentFds []int) error {
 // image's private mappings, unchanged: same bounds, protection, sharing
 // and file. Only such mappings can hold pages shared with the parent.
 func (t *restoringTask) keeps(m proc.Mapping) bool {
+	if t.memFrom != nil && m.Shared && m.Path == "/[aio]" && m.Deleted {
+		// The restored parent's AIO ring, which this task's image has a
+		// forked copy of: shared with the parent again, as it was.
+		v := vmaAt(t.img.mm.Vmas, m.Start)
+		return v != nil && v.GetStart() == m.Start && v.GetEnd() == m.End && t.aioRingCopy(v)
+	}
 	if t.memFrom == nil || m.Shared {
 		return false
 	}
