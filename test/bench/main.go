@@ -18,7 +18,8 @@
 // What each run then does with the bigmem workload, images on a tmpfs:
 //
 //	dump                      ctcr dump (kills it)            / dd
-//	restore, bulk fill        ctcr restore -d                  / populate
+//	restore, bulk fill        ctcr restore -d (ctcr writes the / populate
+//	                          pages with process_vm_writev)
 //	restore, fault-driven     the same, CTCR_FILL=fault        / first touch
 //	                          (the two restores alternate which goes first)
 //	dump --leave-running      frozen time                      / dd time
@@ -35,8 +36,10 @@
 // values; -json prints them all as JSON.
 //
 // Bench knob (not a user option): CTCR_FILL=fault makes a restore fill
-// memory the old way, one user fault per page inside preadv; the bench
-// sets it for the fault-driven row only.
+// memory the old way, a remote preadv into fresh memory with one user
+// fault per page; the bench sets it for the fault-driven row only.
+// (CTCR_FILL=populate is the middle way: MADV_POPULATE_WRITE, then the
+// remote preadv.)
 //
 // Run as root from the repository root: make bench.
 package main
