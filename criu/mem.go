@@ -524,6 +524,12 @@ func adviseVMA(e *vma.VmaEntry, flags []string) {
 		if f == "lo" {
 			e.Flags = proto.Uint32(e.GetFlags() | unix.MAP_LOCKED)
 		}
+		if f == "nr" {
+			// A reservation larger than memory (VM_NORESERVE) maps
+			// again only with MAP_NORESERVE under overcommit
+			// heuristics.
+			e.Flags = proto.Uint32(e.GetFlags() | unix.MAP_NORESERVE)
+		}
 	}
 	if madv != 0 {
 		e.Madv = proto.Uint64(madv)

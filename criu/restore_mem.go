@@ -484,7 +484,7 @@ func (t *restoringTask) mmapCall(v *vma.VmaEntry, files map[uint64]int) (uintptr
 	if t.needsWrite(v) {
 		prot |= unix.PROT_WRITE
 	}
-	flags := uint64(v.GetFlags())&(unix.MAP_SHARED|unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_GROWSDOWN|mapHugeFlags) | unix.MAP_FIXED
+	flags := uint64(v.GetFlags())&(unix.MAP_SHARED|unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_GROWSDOWN|unix.MAP_NORESERVE|mapHugeFlags) | unix.MAP_FIXED
 	fd := int64(-1)
 	off := uint64(0)
 	if v.GetStatus()&(vmaFilePrivate|vmaFileShared) != 0 {
