@@ -574,6 +574,9 @@ func (t *restoringTask) fillPages(fd int, parentFds []int) error {
 	if len(t.img.pagemap) == 0 {
 		return nil
 	}
+	if t.img.pagesZstd {
+		return t.fillPagesZstd()
+	}
 	const (
 		maxIov   = 1024
 		maxBatch = 1 << 30 // bytes a call; below MAX_RW_COUNT

@@ -42,6 +42,9 @@ to, as in CRIU's pre-dump images.`,
 			if preCopy && o.PrevDir != "" {
 				return usageError{fmt.Errorf("--pre-copy and --prev-images-dir both give the dump a parent image: give one")}
 			}
+			if err := criu.CheckCompression(o.Compress); err != nil {
+				return usageError{err}
+			}
 			if o.TCPClose && o.TCPEstablished {
 				return usageError{fmt.Errorf("--tcp-close ends the connections --tcp-established would move: give one")}
 			}
@@ -105,6 +108,7 @@ to, as in CRIU's pre-dump images.`,
 	f.BoolVar(&preCopy, "pre-copy", false, "copy the memory while the tree runs first (write tracking with userfaultfd, Linux 6.7), so that the dump, with the tree stopped, copies only the pages written since; the rest stays in DIR/pre-copy, the checkpoint's parent image")
 	f.StringVarP(&o.Dir, "images-dir", "D", "", "directory to write the images to")
 	f.BoolVar(&o.LeaveRunning, "leave-running", false, "let the process run on after the dump")
+	f.StringVar(&o.Compress, "compress", "", "store the page images compressed: zstd (pages-N.img.zst, which restore decompresses; CRIU and crit do not read them)")
 	f.BoolVar(&o.ShellJob, "shell-job", false, "allow terminal fds; restore attaches them to ctcr's terminal")
 	f.BoolVar(&o.FileLocks, "file-locks", false, "dump the file locks the tasks hold (flock, POSIX, OFD); without it a held lock fails the dump")
 	f.BoolVar(&o.TCPEstablished, "tcp-established", false, "move TCP connections whose other end is outside the tree too: their segments are dropped (an nftables table) from the dump until the restore")
