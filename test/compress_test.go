@@ -401,3 +401,25 @@ func TestStreamBrokenPipe(t *testing.T) {
 	assertEmptyDir(t, tmp, "the failed streamed dump")
 	w.checkPasses(60*time.Second, "bigmem after a streamed dump whose reader went away")
 }
+
+// TestContainerCompressZstd: checkpoint --compress zstd of a runc
+// container stores its pages as .zst in the bundle's images, show names
+// the compression, and the restored container counts on.
+func TestContainerCompressZstd(t *testing.T) {
+	c := newContainer(t, "zstd", nil)
+	c.start()
+	c.waitCount(t, 3, 10*time.Second)
+	dir := filepath.Join(t.TempDir(), "ck")
+	checkpointContainer(t, c, dir, "--compress", "zstd")
+	zst, _ := filepath.Glob(filepath.Join(dir, "images", "pages-*.img.zst"))
+	raw, _ := filepath.Glob(filepath.Join(dir, "images", "pages-*.img"))
+	if len(zst) == 0 || len(raw) != 0 {
+		t.Errorf("the checkpoint holds %v and %v, want pages-N.img.zst only", zst, raw)
+	}
+	s := runCtcr(t, 60*time.Second, "show", "--json", dir)
+	if s.code() != 0 || !strings.Contains(s.stdout(), `"compression":"zstd"`) {
+		t.Errorf("%s: exit status %d, does not name zstd:\n%s%s", s, s.code(), s.stdout(), s.stderr())
+	}
+	restoreContainer(t, c, dir)
+	c.assertCounting(t, "after restore")
+}
