@@ -423,3 +423,35 @@ func TestContainerCompressZstd(t *testing.T) {
 	restoreContainer(t, c, dir)
 	c.assertCounting(t, "after restore")
 }
+
+// TestCompressZstdPreCopy: a dump --pre-copy --compress zstd keeps the
+// pages copied while the task ran raw in its parent image and only those
+// written since compressed; restore takes each page from where it is.
+func TestCompressZstdPreCopy(t *testing.T) {
+	needCtcr(t)
+	w := startWorkload(t, "bigmem", "32")
+	img := filepath.Join(t.TempDir(), "img")
+	d := runCtcr(t, 120*time.Second, "dump", "--pre-copy", "--compress", "zstd", "-t", strconv.Itoa(w.pid), "-D", img)
+	w.logs = append(w.logs, d.errP)
+	if d.code() != 0 {
+		t.Fatalf("%s: exit status %d: %s", d, d.code(), d.stderr())
+	}
+	if _, err := w.waitOriginal(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	parent, _ := filepath.Glob(filepath.Join(img, "pre-copy", "pages-*.img"))
+	zst, _ := filepath.Glob(filepath.Join(img, "pages-*.img.zst"))
+	if len(parent) != 1 || len(zst) != 1 {
+		t.Fatalf("%s wrote %v and %v, want a raw pages image in pre-copy/ and a .zst beside it", d, parent, zst)
+	}
+	r := runCtcr(t, 120*time.Second, "restore", "-d", "-D", img)
+	w.logs = append(w.logs, r.errP)
+	if r.code() != 0 {
+		t.Fatalf("%s: exit status %d: %s", r, r.code(), r.stderr())
+	}
+	w.requestCheck()
+	if ws, _, err := reap(w.pid, 60*time.Second); err != nil || !ws.Exited() || ws.ExitStatus() != 0 {
+		t.Errorf("the restored workload ended with %s (%v)%s", exitText(ws), err, w.report())
+	}
+	w.assertPassed()
+}
