@@ -289,6 +289,12 @@ func TestStreamRefusals(t *testing.T) {
 		tw.Close()
 		return b.Bytes()
 	}
+	// Every escape in these archives aims at victim, which must stay
+	// empty: even a broken ctcr writes nowhere else.
+	victim := t.TempDir()
+	if err := os.WriteFile(filepath.Join(victim, "file"), []byte("victim"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	whole := archive(entry{name: "inventory.img", typ: tar.TypeReg, body: strings.Repeat("x", 5000)})
 	for _, c := range []struct {
 		what string
@@ -297,9 +303,9 @@ func TestStreamRefusals(t *testing.T) {
 	}{
 		{"a name with ..", archive(entry{name: "../x", typ: tar.TypeReg, body: "escaped"}), "../x"},
 		{"a name inside a directory with ..", archive(entry{name: "a/", typ: tar.TypeDir}, entry{name: "a/../../x", typ: tar.TypeReg, body: "escaped"}), "a/../../x"},
-		{"an absolute name", archive(entry{name: "/tmp/ctcr-stream-x", typ: tar.TypeReg, body: "escaped"}), "/tmp/ctcr-stream-x"},
-		{"a symbolic link", archive(entry{name: "parent", typ: tar.TypeSymlink, link: "/etc"}, entry{name: "parent/x", typ: tar.TypeReg, body: "escaped"}), "parent"},
-		{"a hard link", archive(entry{name: "a", typ: tar.TypeReg, body: "a"}, entry{name: "b", typ: tar.TypeLink, link: "/etc/passwd"}), `"b"`},
+		{"an absolute name", archive(entry{name: victim + "/x", typ: tar.TypeReg, body: "escaped"}), victim + "/x"},
+		{"a symbolic link", archive(entry{name: "parent", typ: tar.TypeSymlink, link: victim}, entry{name: "parent/x", typ: tar.TypeReg, body: "escaped"}), "parent"},
+		{"a hard link", archive(entry{name: "a", typ: tar.TypeReg, body: "a"}, entry{name: "b", typ: tar.TypeLink, link: victim + "/file"}), `"b"`},
 		{"a device", archive(entry{name: "dev", typ: tar.TypeChar}), `"dev"`},
 		{"a file in a directory it did not hold", archive(entry{name: "sub/x", typ: tar.TypeReg, body: "x"}), "sub/x"},
 		{"an archive cut short", whole[:1024], "truncated"},
@@ -331,6 +337,9 @@ func TestStreamRefusals(t *testing.T) {
 				t.Errorf("restore -D - of %s said %q, want one line naming %q", c.what, msg, c.want)
 			}
 			assertEmptyDir(t, tmp, "the refused restore")
+			if ents, _ := os.ReadDir(victim); len(ents) != 1 {
+				t.Errorf("restore -D - of %s wrote into %s, outside its directory", c.what, victim)
+			}
 		})
 	}
 	t.Run("a terminal is refused as the archive's destination or source", func(t *testing.T) {
