@@ -42,6 +42,8 @@ type CheckpointOptions struct {
 	PreCopy bool
 	// PreCopyProgress, if set, hears the bytes pre-copied so far.
 	PreCopyProgress func(bytes uint64)
+	// Compress is how the pages images are stored (criu.CompressZstd).
+	Compress string
 	// Parent is the checkpoint directory of a pre-dump of the container
 	// (PreDump): only the pages written since are copied, the rest is
 	// taken from it at restore.
@@ -351,7 +353,7 @@ func checkpoint(o CheckpointOptions, c *Container, cg *cgroup.Set) (_ *Meta, _ *
 		// restores, not a dead container and half a bundle. Its
 		// stats.json is written again with the final figures below.
 		AfterCommit: func() error { return WriteBundle(o.Dir, c, m, &Stats{}) },
-		FileLocks:   o.FileLocks, ExtUnixSk: o.ExtUnixSk, TCPClose: o.TCPClose, TCPEstablished: o.TCPEstablished, Progress: o.Progress, SavesIPC: own["ipc"],
+		FileLocks:   o.FileLocks, ExtUnixSk: o.ExtUnixSk, TCPClose: o.TCPClose, TCPEstablished: o.TCPEstablished, Progress: o.Progress, SavesIPC: own["ipc"], Compress: o.Compress,
 		Thaw:    func() error { isFrozen = false; return cg.Thaw() },
 		PreCopy: pc,
 		PrevDir: prev,

@@ -80,6 +80,10 @@ type DumpOptions struct {
 	// CRIU's --prev-images-dir) or absolute: the dump copies only the
 	// pages written since, and the checkpoint's parent link names it.
 	PrevDir string
+	// Compress is how the tasks' pages images are stored: CompressNone
+	// (raw pages-N.img, as CRIU) or CompressZstd (pages-N.img.zst,
+	// pages_zstd.go).
+	Compress string
 }
 
 // DumpStats describes a finished dump.
@@ -169,6 +173,9 @@ type dumpTree struct {
 // failure every task is put back as it was and detached; nothing is left
 // in Dir but what was there.
 func Dump(opts DumpOptions) (*DumpStats, error) {
+	if err := CheckCompression(opts.Compress); err != nil {
+		return nil, err
+	}
 	for try := 1; ; try++ {
 		st, err := dumpOnce(opts)
 		// A task of a tree that forks and exits fast may die while
@@ -332,7 +339,7 @@ func dumpOnce(opts DumpOptions) (*DumpStats, error) {
 		if p.vmOf != nil {
 			continue // its memory is the one vmOf dumps
 		}
-		n, err := dumpMemory(p, d.byPid[p.ppid], files, shmem, stage.Path(images.Pages.FileName(p.pagesID)), pr, opts.PreCopy.of(p.pid))
+		n, err := dumpMemory(p, d.byPid[p.ppid], files, shmem, pagesImagePath(stage, p.pagesID, opts.Compress), pr, opts.PreCopy.of(p.pid))
 		if err != nil {
 			return nil, err
 		}
@@ -342,6 +349,9 @@ func dumpOnce(opts DumpOptions) (*DumpStats, error) {
 	pr.done()
 	opts.logf("files and %d bytes of memory dumped (%v since seize)", pagesBytes, time.Since(frozenAt))
 	if err := opts.PreCopy.stage(stage, d.procs); err != nil {
+		return nil, err
+	}
+	if err := writeCompression(stage, opts.Compress); err != nil {
 		return nil, err
 	}
 

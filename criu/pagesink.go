@@ -6,9 +6,11 @@ import (
 	"hash/crc32"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"unsafe"
 
+	"github.com/klauspost/compress/zstd"
 	"golang.org/x/sys/unix"
 
 	"github.com/ctcr/ctcr/criu/images"
@@ -95,6 +97,13 @@ type pageSink struct {
 
 	mu  sync.Mutex
 	err error // the writer's first error; guarded by mu
+
+	// A compressed image (name ends in .zst, pages_zstd.go): the
+	// frames' end in the file and the CRC32C of the file so far, the
+	// writer's until finish.
+	zstd bool // immutable
+	zoff int64
+	zcrc uint32
 }
 
 type pageWrite struct {
@@ -103,16 +112,29 @@ type pageWrite struct {
 	off int64
 }
 
-// newPageSink creates (truncating) the pages image at path.
+// newPageSink creates (truncating) the pages image at path. A path
+// ending in .zst gets the pages compressed with zstd (pages_zstd.go).
 func newPageSink(path string) (*pageSink, error) {
 	s := &pageSink{dir: filepath.Dir(path), name: filepath.Base(path), work: make(chan pageWrite, pageBufCount), free: make(chan *pageBuf, pageBufCount)}
+	s.zstd = strings.HasSuffix(path, zstdSuffix)
+	var enc *zstd.Encoder
+	if s.zstd {
+		var err error
+		if enc, err = zstdEnc(); err != nil {
+			return nil, fmt.Errorf("zstd encoder: %w", err)
+		}
+	}
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|unix.O_CLOEXEC, 0o600)
 	if err != nil {
 		return nil, images.WriteError(s.dir, s.name, err)
 	}
 	s.f = f
 	s.wg.Add(1)
-	go s.writer()
+	if s.zstd {
+		go s.zstdWriter(enc)
+	} else {
+		go s.writer()
+	}
 	return s, nil
 }
 
@@ -191,7 +213,10 @@ func (s *pageSink) buffer() (*pageBuf, error) {
 // submit checksums the first n bytes of b and hands them to the writer
 // at the next offset; b is not the caller's any more.
 func (s *pageSink) submit(b *pageBuf, n int) {
-	s.crc = crc32.Update(s.crc, images.Castagnoli, b.b[:n])
+	if !s.zstd {
+		// A compressed image's checksum is of its frames: the writer's.
+		s.crc = crc32.Update(s.crc, images.Castagnoli, b.b[:n])
+	}
 	s.work <- pageWrite{buf: b, n: n, off: s.off}
 	s.off += int64(n)
 }
@@ -229,6 +254,9 @@ func (s *pageSink) finish() {
 func (s *pageSink) close() error {
 	s.finish()
 	err := s.failed()
+	if s.zstd {
+		s.off, s.crc = s.zoff, s.zcrc
+	}
 	if err == nil {
 		// The file ends where the last page was written.
 		if err = s.f.Truncate(s.off); err != nil {

@@ -652,6 +652,9 @@ func (t *restoringTask) fillPages(fd int, parentFds []int) error {
 	if len(t.img.pagemap) == 0 {
 		return nil
 	}
+	if t.img.pagesZstd {
+		return t.fillPagesZstd()
+	}
 	if restoreFill == fillWritev && !writevMissing.Load() {
 		err := t.fillPagesWritev()
 		if !errors.Is(err, errWritevRefused) {
