@@ -2,6 +2,9 @@ package test
 
 import (
 	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -17,6 +20,16 @@ import (
 func TestTTYControllingTerminal(t *testing.T) {
 	t.Run("a session leader's /dev/tty comes back on its pty, its controlling terminal", func(t *testing.T) {
 		dumpRestoreWorkload(t, "ttyctty")
+	})
+	t.Run("/dev/tty held by another task of the session is refused naming it, and the tree runs on", func(t *testing.T) {
+		needCtcr(t)
+		w := startWorkload(t, "ttyctty", "member")
+		img := filepath.Join(t.TempDir(), "img")
+		r := runCtcr(t, 60*time.Second, "dump", "-t", strconv.Itoa(w.pid), "-D", img)
+		if r.code() != 1 || !strings.Contains(r.stderr(), "/dev/tty") || !strings.Contains(r.stderr(), "not its session's leader") {
+			t.Fatalf("%s: exit status %d, stderr %q; want 1 and a message naming /dev/tty of a task that is not its session's leader", r, r.code(), r.stderr())
+		}
+		w.checkPasses(30*time.Second, "ttyctty member after the refused dump")
 	})
 	t.Run("the ttyctty workload passes when it is never dumped", func(t *testing.T) {
 		startWorkload(t, "ttyctty").checkPasses(30*time.Second, "ttyctty")

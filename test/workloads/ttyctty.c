@@ -10,11 +10,16 @@
  * be /dev/tty (5:0) and lead to that pty, both ways: what it writes there
  * the parent reads from the master, and a line the parent writes it reads
  * there. The child reports through its exit status.
+ *
+ * ttyctty DIR member: the child also forks a task of its session that
+ * opens /dev/tty too (its terminal came from its parent at fork), which
+ * a dump must refuse naming it. That task dies with the child.
  */
 #include "workload.h"
 
 #include <poll.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -94,7 +99,9 @@ int main(int argc, char **argv)
 	pid_t kid = fork();
 	if (kid < 0)
 		wl_die("fork");
+	char c;
 	if (kid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		close(ready[0]);
 		close(go[1]);
 		if (setsid() < 0)
@@ -107,16 +114,32 @@ int main(int argc, char **argv)
 			_exit(3);
 		close(t);
 		close(s);
+		if (argc > 2 && strcmp(argv[2], "member") == 0) {
+			int mready[2];
+			if (pipe(mready) < 0)
+				_exit(3);
+			pid_t g = fork();
+			if (g < 0)
+				_exit(3);
+			if (g == 0) {
+				prctl(PR_SET_PDEATHSIG, SIGKILL);
+				int mt = open("/dev/tty", O_RDWR);
+				if (mt < 0 || write(mready[1], "m", 1) != 1)
+					_exit(3);
+				for (;;)
+					pause();
+			}
+			if (read(mready[0], &c, 1) != 1)
+				_exit(3);
+		}
 		if (write(ready[1], "r", 1) != 1)
 			_exit(3);
-		char c;
 		while (read(go[0], &c, 1) < 0 && errno == EINTR)
 			;
 		_exit(child_check(sst.st_rdev));
 	}
 	close(ready[1]);
 	close(go[0]);
-	char c;
 	if (read(ready[0], &c, 1) != 1)
 		wl_die("the child never got its terminal");
 	wl_ready("child %d\n", kid);
