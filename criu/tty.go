@@ -117,12 +117,33 @@ func devTTYType(st *unix.Stat_t) tty.TtyType {
 	return tty.TtyType_UNKNOWN
 }
 
-// ttyKindOwns reports whether the tty kind dumps the character device
-// st: an end of a Unix98 pty, /dev/tty, /dev/console or a virtual
-// console. Regular files leave these to it.
-func ttyKindOwns(st *unix.Stat_t) bool {
-	master, slave := ptyEnd(st)
-	return master || slave || devTTYType(st) != tty.TtyType_UNKNOWN
+// ttyKindOwns reports whether the tty kind dumps the fd d on a character
+// device: an end of a Unix98 pty, /dev/tty, /dev/console or a virtual
+// console. Regular files leave these to it, but for /dev/tty of a shell
+// job (--shell-job) that tty.go cannot restore as such (its task is no
+// session leader, or its terminal no pty): that one stays a path, which
+// restore replaces by ctcr's terminal, as before.
+func ttyKindOwns(d *fdDump) bool {
+	master, slave := ptyEnd(&d.st)
+	if master || slave {
+		return true
+	}
+	switch devTTYType(&d.st) {
+	case tty.TtyType_UNKNOWN:
+		return false
+	case tty.TtyType_CTTY:
+		if d.shellJob && d.vpid != 0 {
+			ps, err := proc.ReadStat(d.pid, d.pid)
+			if err != nil {
+				return true // dumpDevTTY reads it again and says what failed
+			}
+			var cst unix.Stat_t
+			cst.Mode, cst.Rdev = unix.S_IFCHR, uint64(ps.TtyNr)
+			_, slave := ptyEnd(&cst)
+			return slave && ps.Session == d.pid
+		}
+	}
+	return true
 }
 
 // ttyDevInfoID is the tty_info id of a terminal other than a pty end.
@@ -246,11 +267,7 @@ func dumpDevTTY(d *fdDump, s *ttyDumpState) (*fdinfo.FileEntry, error) {
 		var cst unix.Stat_t
 		cst.Mode, cst.Rdev = unix.S_IFCHR, ctty
 		if _, slave := ptyEnd(&cst); !slave {
-			if d.shellJob {
-				// The job's own terminal, whatever it is: ctcr's with
-				// --shell-job, as for the terminal's own path.
-				return d.files.regEntry(d.link, d.flags, 0, &d.st), nil
-			}
+			// (With --shell-job regular files keep it: ttyKindOwns.)
 			if ctty == 0 {
 				return nil, d.unsupported("/dev/tty of a task that has no controlling terminal any more")
 			}

@@ -1,10 +1,13 @@
 package test
 
 import (
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -75,4 +78,70 @@ func TestTTYHungUp(t *testing.T) {
 	t.Run("the ttyhup workload passes when it is never dumped", func(t *testing.T) {
 		startWorkload(t, "ttyhup").checkPasses(30*time.Second, "ttyhup")
 	})
+}
+
+// TestShellJobDevTTY runs the ttyjobtty workload as a background job of
+// a shell that leads a session on a pty the test holds the master of:
+// the job holds /dev/tty. Dumped and restored with --shell-job from a
+// ctcr on another terminal, the job's /dev/tty is that terminal.
+func TestShellJobDevTTY(t *testing.T) {
+	needCtcr(t)
+	_, s1 := openPty(t)
+	dir := t.TempDir()
+	w := &workload{t: t, name: "ttyjobtty", dir: dir}
+	w.cmd = exec.Command("/bin/sh", "-c", `"$0" "$1" & wait`, workloadBin(t, "ttyjobtty"), dir)
+	w.cmd.Stdin, w.cmd.Stdout, w.cmd.Stderr = s1, s1, s1
+	w.cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	if err := w.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.pid = w.cmd.Process.Pid
+	t.Cleanup(w.cleanup)
+	w.waitReady()
+	s1.Close()
+	var job int
+	for k := range childrenOf(w.cmd.Process.Pid) {
+		job = k
+	}
+	if job == 0 {
+		t.Fatalf("the shell %d has no job", w.cmd.Process.Pid)
+	}
+	w.pid = job
+
+	img := filepath.Join(dir, "img")
+	r := runCtcr(t, 60*time.Second, "dump", "-t", strconv.Itoa(job), "-D", img, "--shell-job")
+	if r.code() != 0 {
+		t.Fatalf("%s: exit status %d; stderr: %s%s", r, r.code(), r.stderr(), w.report())
+	}
+	if _, err := w.waitOriginal(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	m2, s2 := openPty(t)
+	errP := filepath.Join(dir, "restore.stderr")
+	errf, err := os.Create(errP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	restore := exec.Command(ctcrBin, "restore", "-D", img, "-d", "--shell-job")
+	restore.Stdin, restore.Stdout, restore.Stderr = s2, errf, errf
+	err = restore.Run()
+	errf.Close()
+	w.logs = append(w.logs, errP)
+	if err != nil {
+		t.Fatalf("ctcr restore -d --shell-job: %v%s", err, w.report())
+	}
+	s2.Close()
+	w.requestCheck()
+	ws, _, err := reap(job, 30*time.Second)
+	if err != nil {
+		t.Fatalf("%v%s", err, w.report())
+	}
+	if !ws.Exited() || ws.ExitStatus() != 0 {
+		t.Errorf("the restored job ended with %s, want exit status 0%s", exitText(ws), w.report())
+	}
+	w.assertPassed()
+	want := fmt.Sprintf("ttyjobtty %d via /dev/tty", job)
+	if got := readUntil(m2, want, 5*time.Second); !strings.Contains(got, want) {
+		t.Errorf("ctcr's terminal got %q, want the job's %q through its /dev/tty", got, want)
+	}
 }
