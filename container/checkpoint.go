@@ -28,9 +28,9 @@ type CheckpointOptions struct {
 	// NoSnapshot: with LeaveRunning, copy the memory while the
 	// container is stopped, not from copy-on-write snapshots.
 	NoSnapshot bool
-	FileLocks    bool // keep the file locks tasks hold (else a held lock fails the checkpoint)
-	ExtUnixSk    bool // keep unix sockets whose peer is outside the container
-	TCPClose     bool // established TCP connections come back as ended instead of failing the checkpoint
+	FileLocks  bool // keep the file locks tasks hold (else a held lock fails the checkpoint)
+	ExtUnixSk  bool // keep unix sockets whose peer is outside the container
+	TCPClose   bool // established TCP connections come back as ended instead of failing the checkpoint
 	// TCPEstablished moves connections with an end outside the container
 	// too, holding their segments still until the restore.
 	TCPEstablished bool
