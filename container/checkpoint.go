@@ -25,12 +25,9 @@ type CheckpointOptions struct {
 	Pid          int // init PID, for containers of other runtimes
 	Dir          string
 	LeaveRunning bool
-	// NoSnapshot: with LeaveRunning, copy the memory while the
-	// container is stopped, not from copy-on-write snapshots.
-	NoSnapshot bool
-	FileLocks  bool // keep the file locks tasks hold (else a held lock fails the checkpoint)
-	ExtUnixSk  bool // keep unix sockets whose peer is outside the container
-	TCPClose   bool // established TCP connections come back as ended instead of failing the checkpoint
+	FileLocks    bool // keep the file locks tasks hold (else a held lock fails the checkpoint)
+	ExtUnixSk    bool // keep unix sockets whose peer is outside the container
+	TCPClose     bool // established TCP connections come back as ended instead of failing the checkpoint
 	// TCPEstablished moves connections with an end outside the container
 	// too, holding their segments still until the restore.
 	TCPEstablished bool
@@ -56,6 +53,9 @@ type CheckpointOptions struct {
 	// Force lets a checkpoint into a Dir that holds one already: the
 	// new one is written beside it and replaces it once complete.
 	Force bool
+	// NoSnapshot: with LeaveRunning, copy the memory while the
+	// container is stopped, not from copy-on-write snapshots.
+	NoSnapshot bool
 }
 
 // PreDump copies the memory of the running container into DIR/images
