@@ -4,19 +4,21 @@
  * all of one instant fails its check. With "still" it writes nothing
  * after it is ready (two dumps of it must be the same).
  *
- * Its pages, in one sequence:
- *   MIB MiB of private anonymous memory,
- *   1 MiB with MADV_DONTFORK      (a fork leaves it out),
- *   1 MiB with MADV_WIPEONFORK    (a fork gives zeros),
- *   1 MiB MAP_SHARED|MAP_ANONYMOUS (a fork shares it),
- * are rewritten in turn, forever: step s writes page s % N whole with
- * words derived from (page, s / N + 1), then counts s + 1 in `done`.
- * So at any instant page i holds generation gen(i, done) =
- * (done - i + N - 1) / N (0: never written, its initial words), except
- * the page being written, which the interrupted loop completes when it
- * runs again. `done` lives in memory like the pages: a restored copy
- * whose pages come from other instants than its `done` (and than its
- * registers) fails.
+ * Its pages, in two sequences:
+ *   A: MIB MiB of private anonymous memory;
+ *   S: 1 MiB with MADV_DONTFORK      (a fork leaves it out),
+ *      1 MiB with MADV_WIPEONFORK    (a fork gives zeros),
+ *      1 MiB MAP_SHARED|MAP_ANONYMOUS (a fork shares it),
+ * are rewritten in turn, forever: step s writes page s % A of the first
+ * and page s % S of the second whole, with words derived from (page,
+ * generation s / A + 1 or s / S + 1), then counts s + 1 in `done`. So at
+ * any instant page i of a sequence of n pages holds generation
+ * (done - i + n - 1) / n (0: never written, its initial words), except
+ * the pages being written, which the interrupted loop completes when it
+ * runs again. The 768 pages of S are each rewritten every 768 steps: a
+ * dump that reads them a moment late sees newer ones. `done` lives in
+ * memory like the pages: a restored copy whose pages come from other
+ * instants than its `done` (and than its registers) fails.
  *
  * On DIR/check (polled every 64 pages) it finishes the page it writes,
  * then checks every page against `done`, and that the three special
@@ -105,10 +107,15 @@ int main(int argc, char **argv)
 	npages = anon_pages + 3 * special_pages;
 
 	int prot = PROT_READ | PROT_WRITE;
-	anon = mmap(NULL, mib << 20, prot, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	dontfork = mmap(NULL, SPECIAL, prot, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	wipe = mmap(NULL, SPECIAL, prot, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	/*
+	 * Mapped top-down: the special regions above the big one, so that a
+	 * dump, which copies in address order, reads them last, long after
+	 * the task was let go.
+	 */
 	shared = mmap(NULL, SPECIAL, prot, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	wipe = mmap(NULL, SPECIAL, prot, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	dontfork = mmap(NULL, SPECIAL, prot, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	anon = mmap(NULL, mib << 20, prot, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (anon == MAP_FAILED || dontfork == MAP_FAILED || wipe == MAP_FAILED || shared == MAP_FAILED)
 		wl_die("mmap");
 	if (madvise(dontfork, SPECIAL, MADV_DONTFORK) < 0 || madvise(wipe, SPECIAL, MADV_WIPEONFORK) < 0)
@@ -126,7 +133,8 @@ int main(int argc, char **argv)
 		if (still)
 			break;
 		uint64_t s = done;
-		fill(s % npages, s / npages + 1);
+		fill(s % anon_pages, s / anon_pages + 1);
+		fill(anon_pages + s % (3 * special_pages), s / (3 * special_pages) + 1);
 		done = s + 1;
 		if ((s & 63) == 0 && wl_check_requested())
 			break;
@@ -135,7 +143,8 @@ int main(int argc, char **argv)
 	uint64_t d = done;
 	size_t bad = 0;
 	for (size_t i = 0; i < npages; i++) {
-		uint64_t gen = d > i ? (d - i + npages - 1) / npages : 0;
+		uint64_t k = i < anon_pages ? i : i - anon_pages, n = i < anon_pages ? anon_pages : 3 * special_pages;
+		uint64_t gen = d > k ? (d - k + n - 1) / n : 0;
 		const uint64_t *p = page_at(i);
 		for (size_t w = 0; w < WORDS; w++) {
 			if (p[w] == word(i, gen, w))
@@ -154,7 +163,7 @@ int main(int argc, char **argv)
 		wl_fail("the MADV_DONTFORK region lost its dc flag");
 	if (!vmflags_has(wipe, "wf"))
 		wl_fail("the MADV_WIPEONFORK region lost its wf flag");
-	wl_printf("%llu steps (%llu generations of %zu pages), %zu pages checked\n", (unsigned long long)d,
-		  (unsigned long long)(d / npages), npages, npages);
+	wl_printf("%llu steps (%llu generations of %zu private pages), %zu pages checked\n", (unsigned long long)d,
+		  (unsigned long long)(d / anon_pages), anon_pages, npages);
 	return wl_finish();
 }
