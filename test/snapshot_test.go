@@ -54,6 +54,15 @@ func noRunningChildren(t *testing.T, pid int, zombiesOK bool, what string) {
 	}
 }
 
+// descendants counts the processes below pid, zombies included.
+func descendants(pid int) int {
+	n := 0
+	for kid := range childrenOf(pid) {
+		n += 1 + descendants(kid)
+	}
+	return n
+}
+
 // TestSnapshot dumps with --leave-running: the tree is let go as soon as
 // a copy-on-write snapshot child of each process exists, and the pages
 // are copied from the children while it runs.
@@ -114,6 +123,35 @@ func TestSnapshot(t *testing.T) {
 		noRunningChildren(t, w.pid, false, "after the dumps")
 		w.checkPasses(30*time.Second, "snapwriter after two dumps --leave-running")
 	})
+	for _, tree := range [][]string{{"sharedfork"}, {"tree", "full"}} {
+		t.Run(strings.Join(tree, " ")+": every process gets its own snapshot, reaped, and the tree comes back whole", func(t *testing.T) {
+			needCtcr(t)
+			w := startWorkload(t, tree[0], tree[1:]...)
+			t.Cleanup(func() { killByDir(t, w.dir) })
+			before := descendants(w.pid)
+			img := filepath.Join(t.TempDir(), "img")
+			if rep := leaveRunningDump(t, w, img); rep.SnapshotCopySeconds <= 0 {
+				t.Errorf("the dump reports no copy from a snapshot (snapshot_copy_seconds %g)", rep.SnapshotCopySeconds)
+			}
+			// A snapshot child left, even a zombie, is one process more.
+			if after := descendants(w.pid); after != before {
+				t.Errorf("the tree has %d processes after the dump, %d before: snapshot children left", after, before)
+			}
+			killByDir(t, w.dir)
+			w.waited = true // reaped by killByDir
+			r := startCtcr(t, "restore", "-D", img, "--json")
+			w.logs = append(w.logs, r.errP)
+			waitRestoreJSON(t, r, w)
+			w.requestCheck()
+			if err := r.wait(120 * time.Second); err != nil {
+				t.Fatalf("%v%s", err, w.report())
+			}
+			if r.code() != 0 {
+				t.Fatalf("%s: exit status %d, want 0 (the restored root's own status)%s", r, r.code(), w.report())
+			}
+			w.assertPassed()
+		})
+	}
 	t.Run("ctcr killed while it copies from the snapshot leaves the task running and no child running", func(t *testing.T) {
 		needCtcr(t)
 		w := startWorkload(t, "snapwriter", "256")
