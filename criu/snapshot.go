@@ -206,7 +206,9 @@ func (p *dumpProc) forkSnapshot() (child, vchild int, err error) {
 		return child, vchild, fmt.Errorf("snapshot %d of task %d: %w", child, p.pid, err)
 	}
 	if st.Exited() {
-		return 0, vchild, fmt.Errorf("snapshot %d of task %d %v before it was used", child, p.pid, st)
+		// Its death is collected: it is a zombie of the task, for the
+		// caller's kill (a no-op) and reap.
+		return child, vchild, fmt.Errorf("snapshot %d of task %d %v before it was used", child, p.pid, st)
 	}
 	if st.Event() != unix.PTRACE_EVENT_STOP {
 		return child, vchild, fmt.Errorf("snapshot %d of task %d: %v, want its first stop", child, p.pid, st)
@@ -324,6 +326,12 @@ func (ss *snapshotSet) kill() error {
 		unix.Kill(s.pid, unix.SIGKILL)
 		for {
 			st, err := ptrace.WaitTimeout(s.pid, snapshotWait)
+			if errors.Is(err, unix.ECHILD) {
+				// Its death was collected already (it died before
+				// it was used): a zombie of its task.
+				s.pid, s.zombie = 0, true
+				break
+			}
 			if err != nil {
 				errs = append(errs, fmt.Errorf("snapshot %d of task %d: %w", s.pid, s.p.pid, err))
 				break
@@ -345,7 +353,9 @@ func (ss *snapshotSet) kill() error {
 func (ss *snapshotSet) reapStopped() error {
 	var errs []error
 	for _, s := range ss.snaps {
-		if !s.zombie {
+		if !s.zombie || s.vpid <= 0 {
+			// vpid 0: the clone's result was never read back (the
+			// task died in the call); wait4(0) would name its group.
 			continue
 		}
 		c := s.p.leader().ctl
@@ -368,8 +378,8 @@ func (ss *snapshotSet) reapStopped() error {
 func (ss *snapshotSet) reapRunning() error {
 	var errs []error
 	for _, s := range ss.snaps {
-		if !s.zombie {
-			continue
+		if !s.zombie || s.vpid <= 0 {
+			continue // see reapStopped
 		}
 		start := time.Now()
 		reaped, err := reapInRunning(s.p, s.vpid)
