@@ -1123,24 +1123,13 @@ func dumpTaskFiles(p *dumpProc, files *fileTable, shellJob bool) error {
 	return nil
 }
 
-// dumpMemory records the VMAs of p and writes its pages image. Each part
-// of a shared anonymous object is written once, by the first mapping of
-// it (shmem: the parts of each object, by offset, written so far).
-//
-// With pre, the pages pre-copied and not written since are left in the
-// parent image.
-func dumpMemory(p, parent *dumpProc, files *fileTable, shmem map[uint64][]proc.PageRange, pagesPath string, pr *progress, pre *preProc) (uint64, error) {
-	runs, err := planMemory(p, parent, files, shmem, pre)
-	if err != nil {
-		return 0, err
-	}
-	var n uint64
-	p.pagemap, n, err = writePages(p.pid, runs, pagesPath, pr)
-	return n, err
-}
-
 // planMemory records the VMAs of p in p.mm and returns the runs of pages
-// its pages image holds (see dumpMemory), without copying any.
+// its pages image holds, without copying any (writePages copies them from
+// the stopped task, or a snapshot's copyPages from its child). Each part
+// of a shared anonymous object is written once, by the first mapping of
+// it (shmem: the parts of each object, by offset, written so far). With
+// pre, the pages pre-copied and not written since are left in the parent
+// image.
 func planMemory(p, parent *dumpProc, files *fileTable, shmem map[uint64][]proc.PageRange, pre *preProc) ([]pageRun, error) {
 	pid := p.pid
 	var pp *parentPages
