@@ -392,13 +392,15 @@ func dumpOnce(opts DumpOptions) (*DumpStats, error) {
 			}
 		})
 		snapStart := time.Now()
-		err := tr.Do(func() error {
+		err := tr.Do(func() (err error) {
 			for _, p := range d.procs {
 				if p.zombie || p.vmOf != nil {
 					continue
 				}
-				ok, err := ss.take(p, stage.Path(images.Pages.FileName(p.pagesID)))
-				if err != nil {
+				ok := false
+				if why := snapshotWorth(p.pageRuns); why != "" {
+					opts.logf("task %d: no snapshot: %s", p.pid, why)
+				} else if ok, err = ss.take(p, stage.Path(images.Pages.FileName(p.pagesID))); err != nil {
 					return err
 				}
 				if !ok {

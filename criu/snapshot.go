@@ -121,6 +121,31 @@ const (
 	snapshotWait = 5 * time.Second
 )
 
+// snapshotWorth says why the pages of runs are better copied with the
+// task stopped, or "" if a snapshot pays. A fork costs the stopped task
+// about a tenth of what copying costs per page it maps (measured here:
+// 35-65 ms of CPU per GiB of 4 KiB pages for the fork, 0.5 s for the
+// copy), so a dump that copies little of what the task maps (on top of
+// a pre-copy or a pre-dump, where most pages stay in the parent image,
+// or a child whose pages are mostly its parent's) is kept shorter
+// without one.
+func snapshotWorth(runs []pageRun) string {
+	var mapped, copied uint64
+	for _, r := range runs {
+		mapped += r.npages * pageSize
+		if !r.inParent && !r.preCopied {
+			copied += r.npages * pageSize
+		}
+	}
+	switch {
+	case copied == 0:
+		return "no page to copy"
+	case copied*8 < mapped:
+		return fmt.Sprintf("%d bytes to copy of %d mapped: the fork would cost more than the copy", copied, mapped)
+	}
+	return ""
+}
+
 // snapshot is the copy-on-write child of one dumped process.
 type snapshot struct {
 	p    *dumpProc
