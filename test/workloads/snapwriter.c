@@ -1,8 +1,10 @@
 /*
- * snapwriter MIB [still]: writes all over its memory, without pause, while
- * it is dumped with --leave-running, so that a dump whose pages are not
- * all of one instant fails its check. With "still" it writes nothing
- * after it is ready (two dumps of it must be the same).
+ * snapwriter MIB [still|huge]: writes all over its memory, without pause,
+ * while it is dumped with --leave-running, so that a dump whose pages are
+ * not all of one instant fails its check. With "still" it writes nothing
+ * after it is ready (two dumps of it must be the same); with "huge" its
+ * big region asks for transparent huge pages (MADV_HUGEPAGE), for
+ * measuring the fork of a snapshot on them.
  *
  * Its pages, in two sequences:
  *   A: MIB MiB of private anonymous memory;
@@ -120,6 +122,8 @@ int main(int argc, char **argv)
 		wl_die("mmap");
 	if (madvise(dontfork, SPECIAL, MADV_DONTFORK) < 0 || madvise(wipe, SPECIAL, MADV_WIPEONFORK) < 0)
 		wl_die("madvise");
+	if (argc > 3 && strcmp(argv[3], "huge") == 0 && madvise(anon, mib << 20, MADV_HUGEPAGE) < 0)
+		wl_die("madvise(MADV_HUGEPAGE)");
 	for (size_t i = 0; i < npages; i++)
 		fill(i, 0);
 	wl_ready("pages %zu\n", npages);
