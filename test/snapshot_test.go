@@ -139,6 +139,11 @@ func TestSnapshot(t *testing.T) {
 			}
 			killByDir(t, w.dir)
 			w.waited = true // reaped by killByDir
+			// Its zombies, whose command lines are empty, came to this
+			// subreaper with their killed parents.
+			for end := time.Now().Add(5 * time.Second); descendants(os.Getpid()) > 0 && time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+				reapZombies()
+			}
 			r := startCtcr(t, "restore", "-D", img, "--json")
 			w.logs = append(w.logs, r.errP)
 			waitRestoreJSON(t, r, w)
