@@ -451,6 +451,11 @@ func dumpOnce(opts DumpOptions) (*DumpStats, error) {
 		// The children go before the commit: their memory is the
 		// tree's copied pages.
 		endSnapshots()
+		// The last moment a signal to ctcr rolls the dump back (the
+		// tree runs on either way).
+		if err := Interrupted(); err != nil {
+			return nil, err
+		}
 		if err := stage.Commit(); err != nil {
 			return nil, err
 		}

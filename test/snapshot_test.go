@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -157,6 +158,37 @@ func TestSnapshot(t *testing.T) {
 			w.assertPassed()
 		})
 	}
+	t.Run("SIGTERM to ctcr while it copies from the snapshot rolls back: no checkpoint, no child, the task runs on", func(t *testing.T) {
+		needCtcr(t)
+		w := startWorkload(t, "snapwriter", "256")
+		img := filepath.Join(t.TempDir(), "img")
+		logFile := filepath.Join(t.TempDir(), "dump.log")
+		w.logs = append(w.logs, logFile)
+		r := startCtcr(t, "dump", "--leave-running", "-t", strconv.Itoa(w.pid), "-D", img, "-v", "--log-file", logFile)
+		w.logs = append(w.logs, r.errP)
+		for end := time.Now().Add(60 * time.Second); ; time.Sleep(2 * time.Millisecond) {
+			b, _ := os.ReadFile(logFile)
+			if strings.Contains(string(b), "copying its pages from the snapshots") {
+				break
+			}
+			if r.exited() || time.Now().After(end) {
+				t.Fatalf("%s never began to copy from a snapshot (exited: %v)%s", r, r.exited(), w.report())
+			}
+		}
+		r.cmd.Process.Signal(syscall.SIGTERM)
+		if err := r.wait(60 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if r.code() != 1 {
+			t.Errorf("%s got SIGTERM during its copy: exit status %d, want 1 (rolled back); stderr: %s", r, r.code(), r.stderr())
+		}
+		if _, err := os.Stat(filepath.Join(img, "inventory.img")); err == nil {
+			t.Errorf("a dump rolled back during its copy left a checkpoint in %s", img)
+		}
+		// Killed and reaped by ctcr: not even a zombie.
+		noRunningChildren(t, w.pid, false, "after the rolled back dump")
+		w.checkPasses(60*time.Second, "snapwriter after a dump rolled back during its copy")
+	})
 	t.Run("ctcr killed while it copies from the snapshot leaves the task running and no child running", func(t *testing.T) {
 		needCtcr(t)
 		w := startWorkload(t, "snapwriter", "256")
