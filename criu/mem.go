@@ -243,6 +243,10 @@ type pageRun struct {
 	// preCopied: pages copied by the pre-copy and not written since;
 	// they stay in the parent image.
 	preCopied bool
+	// noFork: pages a fork does not hand the snapshot child as they are
+	// at the freeze (shared, not inherited, or wiped: snapshot.go); a
+	// snapshot dump copies them while the task is still stopped.
+	noFork bool
 }
 
 // peParentTask flags a pagemap entry whose pages are the parent task's.
@@ -458,16 +462,22 @@ func hugetlbData(pid int, e *vma.VmaEntry) ([]proc.PageRange, error) {
 // buffers (pageSink): no mapping of the image, so no page fault per page
 // and no RSS the size of the task.
 func writePages(pid int, runs []pageRun, path string, pr *progress) ([]*pagemap.PagemapEntry, uint64, error) {
+	entries, total := pagemapEntries(runs)
+	if err := writePagesFrom(pageSource{pid: pid}, runs, path, pr); err != nil {
+		return nil, 0, err
+	}
+	return entries, total, nil
+}
+
+// pagemapEntries returns the pagemap entries describing runs and the
+// bytes of the pages image they make.
+func pagemapEntries(runs []pageRun) ([]*pagemap.PagemapEntry, uint64) {
 	var total uint64
-	var copied []pageRun
+	var entries []*pagemap.PagemapEntry
 	for _, r := range runs {
 		if !r.inParent && !r.preCopied {
 			total += r.npages * pageSize
-			copied = append(copied, r)
 		}
-	}
-	var entries []*pagemap.PagemapEntry
-	for _, r := range runs {
 		// An entry's nr_pages is 32 bits.
 		for a, left := r.addr, r.npages; left > 0; {
 			n := min(left, 1<<30)
@@ -482,22 +492,54 @@ func writePages(pid int, runs []pageRun, path string, pr *progress) ([]*pagemap.
 			left -= n
 		}
 	}
+	return entries, total
+}
+
+// writePagesFrom writes the pages image at path from src: the pages of
+// every run that is not left to a parent image, in order.
+func writePagesFrom(src pageSource, runs []pageRun, path string, pr *progress) error {
+	var copied []pageRun
+	for _, r := range runs {
+		if !r.inParent && !r.preCopied {
+			copied = append(copied, r)
+		}
+	}
 	s, err := newPageSink(path)
 	if err != nil {
-		return nil, 0, err
+		return err
 	}
-	if err := copyRuns(pid, copied, s, pr); err != nil {
+	if err := copyRunsFrom(src, copied, s, pr); err != nil {
 		s.abort()
 		// The disk's error first: a full disk, not the task, stopped it.
 		if werr := s.failed(); werr != nil {
-			return nil, 0, werr
+			return werr
 		}
-		return nil, 0, err
+		return err
 	}
-	if err := s.close(); err != nil {
-		return nil, 0, err
+	return s.close()
+}
+
+// markNoFork flags the runs (address-ordered, each inside one VMA) that
+// lie in a VMA whose pages a fork does not hand over as they are now:
+// shared anonymous memory (the task's writes after the freeze show in
+// the child too), and mappings with VmFlags dc (MADV_DONTFORK, or
+// VM_DONTCOPY set by a driver: absent in the child) or wf
+// (MADV_WIPEONFORK, MAP_DROPPABLE: zero-filled in the child). vmFlags
+// is keyed by VMA start (proc.ReadVmFlags).
+func markNoFork(runs []pageRun, vmas []*vma.VmaEntry, vmFlags map[uint64][]string) {
+	i := 0
+	for _, e := range vmas {
+		noFork := e.GetStatus()&vmaAnonShared != 0
+		for _, f := range vmFlags[e.GetStart()] {
+			noFork = noFork || f == "dc" || f == "wf"
+		}
+		for i < len(runs) && runs[i].addr < e.GetStart() {
+			i++
+		}
+		for ; i < len(runs) && runs[i].addr < e.GetEnd(); i++ {
+			runs[i].noFork = noFork
+		}
 	}
-	return entries, total, nil
 }
 
 // sortVMAs orders entries by start address.

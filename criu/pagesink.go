@@ -282,6 +282,41 @@ func (s *pageSink) abort() {
 // counting it in pr. Runs flagged unread go through /proc/PID/mem, the
 // others through process_vm_readv, gathered up to a buffer per call.
 func copyRuns(pid int, runs []pageRun, s *pageSink, pr *progress) error {
+	return copyRunsFrom(pageSource{pid: pid}, runs, s, pr)
+}
+
+// pageSource says where copyRunsFrom reads the pages of runs.
+type pageSource struct {
+	// pid is the task whose memory holds them: the dumped task itself,
+	// stopped, or its copy-on-write snapshot child (snapshot.go).
+	pid int
+	// allMem reads every run through /proc/PID/mem. A snapshot child
+	// shares each page with the task, and process_vm_readv pins pages:
+	// pinning a shared anonymous page makes the kernel give the child
+	// its own copy first (an allocation and a copy per page, and memory
+	// the size of the task), where /proc/PID/mem reads the shared page.
+	allMem bool
+	// saved, if set, holds the pages of the runs flagged noFork, one
+	// after the other in run order: copied while the task was stopped,
+	// since the snapshot child does not have them as they were.
+	saved *os.File
+	// who names the task in messages ("task 12", "snapshot 15 of task 12").
+	who string
+}
+
+func (src pageSource) name() string {
+	if src.who != "" {
+		return src.who
+	}
+	return fmt.Sprintf("task %d", src.pid)
+}
+
+// copyRunsFrom copies every run, in order, from src into the sink,
+// counting it in pr. Runs flagged unread (or all, with src.allMem) go
+// through /proc/PID/mem, the others through process_vm_readv, gathered
+// up to a buffer per call; noFork runs come from src.saved if set.
+func copyRunsFrom(src pageSource, runs []pageRun, s *pageSink, pr *progress) error {
+	pid := src.pid
 	const maxIov = 1024 // IOV_MAX
 	local := make([]unix.Iovec, 0, maxIov)
 	remote := make([]unix.RemoteIovec, 0, maxIov)
@@ -291,6 +326,7 @@ func copyRuns(pid int, runs []pageRun, s *pageSink, pr *progress) error {
 			mem.Close()
 		}
 	}()
+	var savedOff int64
 	var buf *pageBuf
 	fill := 0 // bytes of buf filled or to be filled by the gathered iovecs
 	want := 0 // bytes the gathered iovecs read
@@ -304,7 +340,7 @@ func copyRuns(pid int, runs []pageRun, s *pageSink, pr *progress) error {
 				if err == nil {
 					err = fmt.Errorf("%d of %d bytes read: part of it was unmapped", n, want)
 				}
-				return fmt.Errorf("task %d: read memory at %#x: %w", pid, remote[0].Base, err)
+				return fmt.Errorf("%s: read memory at %#x: %w", src.name(), remote[0].Base, err)
 			}
 		}
 		s.submit(buf, fill)
@@ -329,20 +365,26 @@ func copyRuns(pid int, runs []pageRun, s *pageSink, pr *progress) error {
 			}
 			k := min(left, uint64(len(buf.b)-fill))
 			dst := buf.b[fill : fill+int(k)]
-			if r.unread {
+			switch {
+			case r.noFork && src.saved != nil:
+				if _, err := src.saved.ReadAt(dst, savedOff); err != nil {
+					return fmt.Errorf("%s: pages at %#x saved while it was stopped: %w", src.name(), addr, err)
+				}
+				savedOff += int64(k)
+			case r.unread || src.allMem:
 				// process_vm_readv honours the task's protection;
 				// /proc/PID/mem reads a PROT_NONE page as the
 				// kernel's ptrace access does.
 				if mem == nil {
 					var err error
 					if mem, err = os.Open(fmt.Sprintf("/proc/%d/mem", pid)); err != nil {
-						return err
+						return fmt.Errorf("%s: %w", src.name(), err)
 					}
 				}
 				if _, err := mem.ReadAt(dst, int64(addr)); err != nil {
-					return fmt.Errorf("task %d: read protected memory at %#x: %w", pid, addr, err)
+					return fmt.Errorf("%s: read memory at %#x through /proc/%d/mem: %w", src.name(), addr, pid, err)
 				}
-			} else {
+			default:
 				local = append(local, unix.Iovec{Base: (*byte)(unsafe.Pointer(&dst[0])), Len: k})
 				remote = append(remote, unix.RemoteIovec{Base: uintptr(addr), Len: int(k)})
 				want += int(k)

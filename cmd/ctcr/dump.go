@@ -141,6 +141,9 @@ restore such a checkpoint.`,
 					"frozen_seconds": st.Frozen.Seconds(), "dump_seconds": st.Total.Seconds(),
 					"memory_seconds": st.Memory.Seconds(), "warnings": st.Warnings,
 				}
+				if st.SnapshotCopy > 0 {
+					out["snapshot_copy_seconds"] = st.SnapshotCopy.Seconds()
+				}
 				if pc != nil {
 					out["pre_copy_bytes"], out["pre_copy_rounds"], out["pre_copy_seconds"] = pc.Bytes, pc.Rounds, pc.Time.Seconds()
 				}
@@ -159,6 +162,7 @@ restore such a checkpoint.`,
 	f.StringVarP(&o.Dir, "images-dir", "D", "", "directory to write the images to; - writes them to stdout as one tar archive (for 'ctcr restore -D -')")
 	f.BoolVar(&o.LeaveRunning, "leave-running", false, "let the process run on after the dump")
 	f.StringVar(&o.Compress, "compress", "", "store the page images compressed: zstd (pages-N.img.zst, which restore decompresses; CRIU and crit do not read them)")
+	f.BoolVar(&o.NoSnapshot, "no-snapshot", false, "with --leave-running, copy the memory while the tree is stopped, not from copy-on-write snapshots of it once it runs again")
 	f.BoolVar(&o.ShellJob, "shell-job", false, "allow terminal fds; restore attaches them to ctcr's terminal")
 	f.BoolVar(&o.FileLocks, "file-locks", false, "dump the file locks the tasks hold (flock, POSIX, OFD); without it a held lock fails the dump")
 	f.BoolVar(&o.TCPEstablished, "tcp-established", false, "move TCP connections whose other end is outside the tree too: their segments are dropped (an nftables table) from the dump until the restore")
