@@ -24,6 +24,7 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/ctcr/ctcr/cgroup"
 	"github.com/ctcr/ctcr/criu/images"
 	"github.com/ctcr/ctcr/criu/kernel"
 	"github.com/ctcr/ctcr/criu/proc"
@@ -80,6 +81,10 @@ type DumpOptions struct {
 	// CRIU's --prev-images-dir) or absolute: the dump copies only the
 	// pages written since, and the checkpoint's parent link names it.
 	PrevDir string
+	// ManageCgroups, unless ModeIgnore (the zero value, for callers that
+	// manage cgroups themselves), saves the cgroups of tasks that are
+	// not in ctcr's own (cgroup.img; criu/cgroups.go).
+	ManageCgroups cgroup.Mode
 }
 
 // DumpStats describes a finished dump.
@@ -163,6 +168,7 @@ type dumpTree struct {
 	// in ctcr's).
 	uidMap, gidMap idMap
 	seccomp        seccompTable
+	rootCgSet      uint32 // inventory's root_cg_set: ctcr's own cgroups, if cgroup.img was written
 }
 
 // Dump checkpoints the process tree rooted at opts.Pid into opts.Dir. On
@@ -277,6 +283,9 @@ func dumpOnce(opts DumpOptions) (*DumpStats, error) {
 		return nil, err
 	}
 	d.keepJobStops()
+	if err := d.dumpCgroups(stage); err != nil {
+		return nil, err
+	}
 	sched, err := d.dumpSched()
 	if err != nil {
 		return nil, err
@@ -1216,6 +1225,9 @@ func (d *dumpTree) writeImages(stage *images.Staging, files *fileTable) error {
 		ImgVersion: proto.Uint32(images.ImagesV1_1), FdinfoPerId: proto.Bool(true),
 		RootIds: rootIDs, NsPerId: proto.Bool(true), Lsmtype: inventory.Lsmtype_NO_LSM.Enum(),
 		DumpUptime: proto.Uint64(uptime),
+	}
+	if d.rootCgSet != 0 {
+		inv.RootCgSet = proto.Uint32(d.rootCgSet)
 	}
 	return w(images.Inventory, images.Inventory.FileName(), inv)
 }
