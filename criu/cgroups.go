@@ -257,14 +257,20 @@ func planCgroups(cp *checkpoint, opts *RestoreOptions) (*cgroupPlan, map[string]
 	}
 	dumpOwn := sets[cp.inventory.GetRootCgSet()] // nil: none was ctcr's
 	rootSet := sets[cp.tasks[0].core.GetTc().GetCgSet()]
+	used := map[uint32]bool{} // the sets of tasks and threads, not ctcr's own
 	for _, t := range cp.tasks {
+		if t.zombie {
+			continue
+		}
+		ids := []uint32{t.core.GetTc().GetCgSet()}
 		for _, c := range t.threads {
-			if id := c.GetThreadCore().GetCgSet(); id != 0 && sets[id] == nil {
+			ids = append(ids, c.GetThreadCore().GetCgSet())
+		}
+		for _, id := range ids {
+			if id != 0 && sets[id] == nil {
 				return nil, nil, corruptf(name, "task %d: no cgroup set %d", t.pstree.GetPid(), id)
 			}
-		}
-		if id := t.core.GetTc().GetCgSet(); id != 0 && sets[id] == nil {
-			return nil, nil, corruptf(name, "task %d: no cgroup set %d", t.pstree.GetPid(), id)
+			used[id] = true
 		}
 	}
 	here, err := cgroup.ThreadCgroups(os.Getpid(), os.Getpid())
@@ -295,6 +301,9 @@ func planCgroups(cp *checkpoint, opts *RestoreOptions) (*cgroupPlan, map[string]
 	pl := &cgroupPlan{dirs: map[uint32]map[string]string{}, logf: opts.logf}
 	ensure := map[string]map[string]bool{} // hierarchy -> the tree's cgroups that must exist
 	for id, m := range sets {
+		if !used[id] {
+			continue
+		}
 		pl.dirs[id] = map[string]string{}
 		for k, p := range m {
 			t, mine, err := target(k, p)
