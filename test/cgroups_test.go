@@ -488,6 +488,33 @@ func TestCgroupsOfPlainTree(t *testing.T) {
 		}
 	})
 
+	t.Run("a restore that fails once tasks are in their cgroups removes the cgroups it made", func(t *testing.T) {
+		r := startPlaced(t)
+		r.dumpKill()
+		r.f.removeAll(r.f.name)
+		// The workload's stdout, which its fd 1 names, is gone: the
+		// restore fails at the files stage, after every task was made
+		// and moved into its cgroups.
+		if err := os.Rename(r.w.path("out"), r.w.path("out.moved")); err != nil {
+			t.Fatal(err)
+		}
+		c := runCtcr(t, 60*time.Second, "restore", "-D", r.img, "-d", "-v")
+		if c.code() != 1 {
+			t.Fatalf("%s: exit status %d, want 1; stderr: %s", c, c.code(), c.stderr())
+		}
+		if !strings.Contains(c.stderr(), "tasks created") {
+			t.Errorf("the restore failed before it made tasks, so this checks nothing: %s", c.stderr())
+		}
+		if exists(r.w.pid) {
+			t.Errorf("a failed restore left task %d: %s", r.w.pid, describe(r.w.pid))
+		}
+		for _, h := range cgHiers {
+			if _, err := os.Stat(r.f.dir(h.key, r.f.name)); err == nil {
+				t.Errorf("a failed restore left the cgroup %s it made", r.f.dir(h.key, r.f.name))
+			}
+		}
+	})
+
 	t.Run("a tree in ctcr's own cgroups writes no cgroup image", func(t *testing.T) {
 		w := startWorkload(t, "cgtree")
 		child, _ := strconv.Atoi(strings.TrimSpace(wlValue(w, "child")))
