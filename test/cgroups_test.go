@@ -179,12 +179,11 @@ func (f *cgFixture) removeAll(names ...string) {
 
 // cgRun is the workload placed in the fixture and its ids.
 type cgRun struct {
-	w               *workload
-	child, tid      int
-	img             string
-	f               *cgFixture
-	expect          map[int]map[string]string // tid -> hierarchy -> path
-	restoredProcess int
+	w          *workload
+	child, tid int
+	img        string
+	f          *cgFixture
+	expect     map[int]map[string]string // tid -> hierarchy -> path
 }
 
 // startPlaced makes the cgroups, starts cgtree in them, and checks that
