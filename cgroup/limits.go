@@ -88,17 +88,12 @@ func (s *Set) Create(l Limits) (func(), error) {
 			missing = append([]string{p}, missing...)
 		}
 		for _, p := range missing {
-			if err := os.Mkdir(p, 0o755); err != nil && !os.IsExist(err) {
-				return fmt.Errorf("create cgroup %s: %w", p, err)
+			ok, err := MakeDir(p, nil)
+			if ok {
+				made = append(made, p)
 			}
-			made = append(made, p)
-			// A new v1 cpuset is empty: it inherits nothing until set.
-			if strings.HasPrefix(p, filepath.Join(Root, "cpuset")+"/") {
-				for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
-					if b, err := os.ReadFile(filepath.Join(filepath.Dir(p), f)); err == nil {
-						os.WriteFile(filepath.Join(p, f), b, 0)
-					}
-				}
+			if err != nil {
+				return err
 			}
 		}
 		return nil

@@ -118,7 +118,7 @@ func (r *Roots) Set(s string) error {
 		return fmt.Errorf("cgroup root %q: %w", s, err)
 	}
 	if key != "" {
-		if err := checkKey(key); err != nil {
+		if err := CheckKey(key); err != nil {
 			return fmt.Errorf("cgroup root %q: %w", s, err)
 		}
 	}
@@ -166,9 +166,9 @@ func CheckPath(p string) error {
 	return nil
 }
 
-// checkKey refuses a hierarchy key that is not one line's name in
+// CheckKey refuses a hierarchy key that is not one line's name in
 // /proc/PID/cgroup: controller names, "name=NAME", or Unified.
-func checkKey(k string) error {
+func CheckKey(k string) error {
 	if k == "" || k == "." || k == ".." || strings.ContainsAny(k, "/\x00:") || len(k) > 255 {
 		return fmt.Errorf("cgroup hierarchy %q: %w", k, ErrBadPath)
 	}
@@ -178,7 +178,7 @@ func checkKey(k string) error {
 // Mount returns where hierarchy key is mounted, checked to be a cgroup
 // file system of the right version.
 func Mount(key string) (string, error) {
-	if err := checkKey(key); err != nil {
+	if err := CheckKey(key); err != nil {
 		return "", err
 	}
 	var cands []string

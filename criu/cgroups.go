@@ -245,7 +245,7 @@ func planCgroups(cp *checkpoint, opts *RestoreOptions) (*cgroupPlan, map[string]
 		m := map[string]string{}
 		for _, c := range se.GetCtls() {
 			k, p := c.GetName(), c.GetPath()
-			if _, err := cgroup.Dir(k, "/"); err != nil && errors.Is(err, cgroup.ErrBadPath) {
+			if err := cgroup.CheckKey(k); err != nil {
 				return nil, nil, corruptf(name, "set %d: %v", id, err)
 			}
 			if err := cgroup.CheckPath(p); err != nil {

@@ -353,6 +353,17 @@ func TestCgroupsOfPlainTree(t *testing.T) {
 		r.checkPasses()
 	})
 
+	t.Run("props mode writes the saved limits into the cgroups that exist", func(t *testing.T) {
+		r := startPlaced(t)
+		r.dumpKill()
+		r.f.write(r.f.dir("pids", r.f.name), "pids.max", "60")
+		r.f.write(r.f.dir("cpu", r.f.name, "thr"), "cpu.shares", "1024")
+		r.restore("--manage-cgroups=props")
+		r.checkPlaced(r.w.pid, "after restore")
+		r.checkLimits(r.f.name)
+		r.checkPasses()
+	})
+
 	t.Run("strict mode refuses a cgroup that exists and leaves nothing", func(t *testing.T) {
 		r := startPlaced(t)
 		r.dumpKill()
