@@ -397,7 +397,7 @@ func planCgroups(cp *checkpoint, opts *RestoreOptions) (*cgroupPlan, map[string]
 	return pl, dirs, nil
 }
 
-// prepareCgroups makes the cgroups the plan needs, as mode says, and
+// prepare makes the cgroups the plan needs, as mode says, and
 // writes their properties. On failure what it made is removed.
 func (pl *cgroupPlan) prepare(mode cgroup.Mode, dirs map[string][]cgDir) error {
 	keys := make([]string, 0, len(dirs))

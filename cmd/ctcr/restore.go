@@ -120,9 +120,9 @@ if a zombie holds it (a dumped task not yet reaped), restore waits up to
 	// CRIU wants --file-locks on restore too; ctcr restores whatever
 	// locks the images hold, so it is accepted and changes nothing.
 	o.ManageCgroups = cgroup.ModeSoft
-	f.Var(&o.ManageCgroups, "manage-cgroups", "put tasks back into the cgroups they were in: soft (default) makes missing ones with their properties, full also sets the properties of existing ones, strict makes all (none may exist), props sets properties of existing ones only, none moves tasks into existing ones only, ignore leaves tasks in ctcr's cgroups")
+	f.Var(&o.ManageCgroups, "manage-cgroups", "put tasks back into the cgroups they were in: soft makes missing ones with their properties, full also sets the properties of existing ones, strict makes all (none may exist), props sets properties of existing ones only, none moves tasks into existing ones only, ignore leaves tasks in ctcr's cgroups")
 	f.Lookup("manage-cgroups").NoOptDefVal = "soft"
-	f.Var(&o.CgroupRoots, "cgroup-root", "[controller:]/path: put the root task's cgroup of that hierarchy (of every hierarchy without a controller) at path, the cgroups below it under it; repeatable")
+	f.Var(&o.CgroupRoots, "cgroup-root", "put the root task's cgroup of the controller's hierarchy (of every hierarchy without one) at path, the cgroups below it under it; repeatable")
 	f.Bool("file-locks", false, "accepted for CRIU's command line: the locks in the images are always restored")
 	lxcPathFlag(c, g)
 	needsCaps(c)
