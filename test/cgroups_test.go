@@ -129,7 +129,7 @@ func (f *cgFixture) make() {
 	}
 	f.write(f.dir("memory", f.name), "memory.limit_in_bytes", "268435456")
 	f.write(f.dir("memory", f.name, "kid"), "memory.limit_in_bytes", "134217728")
-	f.write(f.dir("pids", f.name), "pids.max", "50")
+	f.write(f.dir("pids", f.name), "pids.max", "500")
 	f.write(f.dir("cpu", f.name), "cpu.shares", "2048")
 	f.write(f.dir("cpu", f.name, "thr"), "cpu.shares", "512")
 	f.write(f.dir("", f.name), "cgroup.max.descendants", "7")
@@ -188,11 +188,11 @@ type cgRun struct {
 
 // startPlaced makes the cgroups, starts cgtree in them, and checks that
 // its tasks are where the test expects before anything is dumped.
-func startPlaced(t *testing.T) *cgRun {
+func startPlaced(t *testing.T, extra ...string) *cgRun {
 	t.Helper()
 	f := newCgFixture(t)
 	f.make()
-	w := startWorkload(t, "cgtree", f.args()...)
+	w := startWorkload(t, "cgtree", append(f.args(), extra...)...)
 	r := &cgRun{w: w, f: f, img: filepath.Join(t.TempDir(), "img")}
 	var err error
 	if r.child, err = strconv.Atoi(strings.TrimSpace(wlValue(w, "child"))); err != nil {
@@ -302,7 +302,7 @@ func (r *cgRun) checkLimits(name string) {
 	for _, c := range []struct{ dir, file, want string }{
 		{f.dir("memory", name), "memory.limit_in_bytes", "268435456"},
 		{f.dir("memory", name, "kid"), "memory.limit_in_bytes", "134217728"},
-		{f.dir("pids", name), "pids.max", "50"},
+		{f.dir("pids", name), "pids.max", "500"},
 		{f.dir("cpu", name), "cpu.shares", "2048"},
 		{f.dir("cpu", name, "thr"), "cpu.shares", "512"},
 		{f.dir("", name), "cgroup.max.descendants", "7"},
@@ -331,14 +331,25 @@ func TestCgroupsOfPlainTree(t *testing.T) {
 		r.checkPasses()
 	})
 
+	t.Run("in a process of many threads the one thread elsewhere is found and put back", func(t *testing.T) {
+		// 80 more threads: the dump checks them against their cgroups'
+		// thread lists instead of reading each one's cgroup file.
+		r := startPlaced(t, "idle=80")
+		r.dumpKill()
+		r.f.removeAll(r.f.name)
+		r.restore()
+		r.checkPlaced(r.w.pid, "after restore")
+		r.checkPasses()
+	})
+
 	t.Run("soft mode moves tasks into cgroups that still exist and keeps their settings", func(t *testing.T) {
 		r := startPlaced(t)
 		r.dumpKill()
-		r.f.write(r.f.dir("pids", r.f.name), "pids.max", "60")
+		r.f.write(r.f.dir("pids", r.f.name), "pids.max", "600")
 		r.restore("--manage-cgroups=soft")
 		r.checkPlaced(r.w.pid, "after restore")
-		if got := r.f.read(r.f.dir("pids", r.f.name), "pids.max"); got != "60" {
-			t.Errorf("soft mode wrote pids.max of an existing cgroup: %s, want 60 (as set after the dump)", got)
+		if got := r.f.read(r.f.dir("pids", r.f.name), "pids.max"); got != "600" {
+			t.Errorf("soft mode wrote pids.max of an existing cgroup: %s, want 600 (as set after the dump)", got)
 		}
 		r.checkPasses()
 	})
@@ -346,7 +357,7 @@ func TestCgroupsOfPlainTree(t *testing.T) {
 	t.Run("full mode writes the saved limits into existing cgroups", func(t *testing.T) {
 		r := startPlaced(t)
 		r.dumpKill()
-		r.f.write(r.f.dir("pids", r.f.name), "pids.max", "60")
+		r.f.write(r.f.dir("pids", r.f.name), "pids.max", "600")
 		r.restore("--manage-cgroups=full")
 		r.checkPlaced(r.w.pid, "after restore")
 		r.checkLimits(r.f.name)
@@ -356,7 +367,7 @@ func TestCgroupsOfPlainTree(t *testing.T) {
 	t.Run("props mode writes the saved limits into the cgroups that exist", func(t *testing.T) {
 		r := startPlaced(t)
 		r.dumpKill()
-		r.f.write(r.f.dir("pids", r.f.name), "pids.max", "60")
+		r.f.write(r.f.dir("pids", r.f.name), "pids.max", "600")
 		r.f.write(r.f.dir("cpu", r.f.name, "thr"), "cpu.shares", "1024")
 		r.restore("--manage-cgroups=props")
 		r.checkPlaced(r.w.pid, "after restore")

@@ -1,8 +1,9 @@
 /*
- * cgtree [main=D1,D2,...] [child=D,...] [thread=D,...]: a process, its
- * child and a second thread of the process, each moved by itself into
- * the cgroup directories given for it (absolute paths of cgroup dirs;
- * none: they stay where they were started).
+ * cgtree [main=D1,D2,...] [child=D,...] [thread=D,...] [idle=N]: a
+ * process, its child and a second thread of the process, each moved by
+ * itself into the cgroup directories given for it (absolute paths of
+ * cgroup dirs; none: they stay where they were started); with idle=N,
+ * N more threads that stay in main's cgroups and sleep.
  *
  *   main   writes its PID into each D/cgroup.procs, then forks the child
  *          and starts the thread (both are born in its cgroups);
@@ -27,6 +28,15 @@
 #define MEM (4 << 20)
 
 static char *arg_main, *arg_child, *arg_thread;
+static int arg_idle;
+
+static void *idle_main(void *arg)
+{
+	(void)arg;
+	for (;;)
+		wl_sleep_ms(100);
+	return NULL;
+}
 
 /* place writes id into the file named by kind in each dir of the comma-separated list. */
 static void place(char *list, long id, int thread)
@@ -131,7 +141,7 @@ static void *thread_main(void *arg)
 	return NULL;
 }
 
-static int child_main(void)
+static int child_main(pid_t parent)
 {
 	struct task_state st;
 	place(arg_child, getpid(), 0);
@@ -140,8 +150,8 @@ static int child_main(void)
 	snprintf(marker, sizeof(marker), "child-ready");
 	wl_write_file(marker, "", 0);
 	while (!wl_check_requested()) {
-		if (getppid() == 1)
-			return 2;
+		if (getppid() != parent)
+			return 2; /* the parent died: do not outlive it in the test's cgroups */
 		wl_sleep_ms(5);
 	}
 	char why[9000];
@@ -160,6 +170,8 @@ int main(int argc, char **argv)
 			arg_child = argv[i] + 6;
 		else if (strncmp(argv[i], "thread=", 7) == 0)
 			arg_thread = argv[i] + 7;
+		else if (strncmp(argv[i], "idle=", 5) == 0)
+			arg_idle = atoi(argv[i] + 5);
 		else {
 			fprintf(stderr, "cgtree: unknown argument %s\n", argv[i]);
 			return 2;
@@ -167,14 +179,20 @@ int main(int argc, char **argv)
 	}
 	place(arg_main, getpid(), 0);
 	keep(&main_state, 0x11);
+	pid_t self = getpid();
 	pid_t child = fork();
 	if (child < 0)
 		wl_die("fork");
 	if (child == 0)
-		_exit(child_main());
+		_exit(child_main(self));
 	pthread_t th;
 	if (pthread_create(&th, NULL, thread_main, NULL))
 		wl_die("pthread_create");
+	for (int i = 0; i < arg_idle; i++) {
+		pthread_t idle;
+		if (pthread_create(&idle, NULL, idle_main, NULL))
+			wl_die("pthread_create");
+	}
 	char path[4096];
 	wl_path(path, sizeof(path), "child-ready");
 	for (int i = 0; !atomic_load(&thread_ready) || access(path, F_OK) != 0; i++) {
