@@ -10,20 +10,23 @@ import (
 	"github.com/opencontainers/cgroups"
 )
 
-// limitFiles are the v1 files whose values are the container's limits,
+// limitFiles are the v1 files whose values are the limits of a cgroup,
 // per controller, written back in this order at restore (cpuset.cpus
-// and mems must be set before tasks join).
+// and mems must be set before tasks join; the memory limit before the
+// memory+swap one, which may not be below it). They serve a container's
+// cgroups and a plain tree's own (manage.go) alike.
 var limitFiles = map[string][]string{
 	"cpuset":  {"cpuset.cpus", "cpuset.mems"},
-	"memory":  {"memory.limit_in_bytes", "memory.soft_limit_in_bytes", "memory.swappiness"},
+	"memory":  {"memory.limit_in_bytes", "memory.memsw.limit_in_bytes", "memory.soft_limit_in_bytes", "memory.swappiness"},
 	"pids":    {"pids.max"},
 	"cpu":     {"cpu.shares", "cpu.cfs_period_us", "cpu.cfs_quota_us"},
 	"blkio":   {"blkio.weight"},
 	"devices": {"devices.list"},
+	"net_cls": {"net_cls.classid"},
 }
 
 // v2LimitFiles are the v2 files that hold limits.
-var v2LimitFiles = []string{"cpuset.cpus", "cpuset.mems", "memory.max", "memory.high", "memory.low", "pids.max", "cpu.max", "cpu.weight", "io.weight"}
+var v2LimitFiles = []string{"cgroup.max.descendants", "cgroup.max.depth", "cpuset.cpus", "cpuset.mems", "memory.min", "memory.low", "memory.high", "memory.max", "memory.swap.max", "pids.max", "cpu.max", "cpu.weight", "io.weight"}
 
 // Limits are the limit files of a cgroup set: controller -> file -> value
 // ("v2" is the unified hierarchy).
@@ -85,17 +88,12 @@ func (s *Set) Create(l Limits) (func(), error) {
 			missing = append([]string{p}, missing...)
 		}
 		for _, p := range missing {
-			if err := os.Mkdir(p, 0o755); err != nil && !os.IsExist(err) {
-				return fmt.Errorf("create cgroup %s: %w", p, err)
+			ok, err := MakeDir(p, nil)
+			if ok {
+				made = append(made, p)
 			}
-			made = append(made, p)
-			// A new v1 cpuset is empty: it inherits nothing until set.
-			if strings.HasPrefix(p, filepath.Join(Root, "cpuset")+"/") {
-				for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
-					if b, err := os.ReadFile(filepath.Join(filepath.Dir(p), f)); err == nil {
-						os.WriteFile(filepath.Join(p, f), b, 0)
-					}
-				}
+			if err != nil {
+				return err
 			}
 		}
 		return nil

@@ -24,6 +24,7 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/ctcr/ctcr/cgroup"
 	"github.com/ctcr/ctcr/criu/images"
 	"github.com/ctcr/ctcr/criu/kernel"
 	"github.com/ctcr/ctcr/criu/proc"
@@ -89,6 +90,10 @@ type DumpOptions struct {
 	// once it runs again (snapshot.go). A dump with BeforeResume does so
 	// anyway: the tree stays suspended, its snapshot could not be reaped.
 	NoSnapshot bool
+	// ManageCgroups, unless ModeIgnore (the zero value, for callers that
+	// manage cgroups themselves), saves the cgroups of tasks that are
+	// not in ctcr's own (cgroup.img; criu/cgroups.go).
+	ManageCgroups cgroup.Mode
 }
 
 // DumpStats describes a finished dump.
@@ -178,6 +183,7 @@ type dumpTree struct {
 	// in ctcr's).
 	uidMap, gidMap idMap
 	seccomp        seccompTable
+	rootCgSet      uint32 // inventory's root_cg_set: ctcr's own cgroups, if cgroup.img was written
 }
 
 // Dump checkpoints the process tree rooted at opts.Pid into opts.Dir. On
@@ -295,6 +301,9 @@ func dumpOnce(opts DumpOptions) (*DumpStats, error) {
 		return nil, err
 	}
 	d.keepJobStops()
+	if err := d.dumpCgroups(stage); err != nil {
+		return nil, err
+	}
 	sched, err := d.dumpSched()
 	if err != nil {
 		return nil, err
@@ -1345,6 +1354,9 @@ func (d *dumpTree) writeImages(stage *images.Staging, files *fileTable) error {
 		ImgVersion: proto.Uint32(images.ImagesV1_1), FdinfoPerId: proto.Bool(true),
 		RootIds: rootIDs, NsPerId: proto.Bool(true), Lsmtype: inventory.Lsmtype_NO_LSM.Enum(),
 		DumpUptime: proto.Uint64(uptime),
+	}
+	if d.rootCgSet != 0 {
+		inv.RootCgSet = proto.Uint32(d.rootCgSet)
 	}
 	return w(images.Inventory, images.Inventory.FileName(), inv)
 }

@@ -11,6 +11,7 @@ import (
 
 	criucore "github.com/checkpoint-restore/go-criu/v7/crit/images/criu-core"
 
+	"github.com/ctcr/ctcr/cgroup"
 	"github.com/ctcr/ctcr/criu/proc"
 	"github.com/ctcr/ctcr/criu/ptrace"
 )
@@ -71,6 +72,13 @@ type RestoreOptions struct {
 	// (ShellJob). It is called once, after PrepareRoot; the caller keeps
 	// the file.
 	Terminal func() (*os.File, error)
+	// ManageCgroups, unless ModeIgnore (the zero value, for callers that
+	// manage cgroups themselves), puts tasks back into the cgroups
+	// cgroup.img names, making them as the mode says (criu/cgroups.go).
+	ManageCgroups cgroup.Mode
+	// CgroupRoots moves the root task's cgroups, hierarchy by hierarchy,
+	// with the cgroups below them (--cgroup-root).
+	CgroupRoots cgroup.Roots
 }
 
 func (o *RestoreOptions) logf(format string, args ...any) {
@@ -151,6 +159,11 @@ func restore(opts RestoreOptions) (*Restored, error) {
 	if err != nil {
 		return nil, err
 	}
+	cgPlan, cgDirs, err := planCgroups(cp, &opts)
+	if err != nil {
+		return nil, err
+	}
+	rt.cgroups = cgPlan
 	if rt.vdsoProxy = proxy; proxy != nil {
 		opts.logf("vDSO: the checkpoint's %d functions are reached through jumps at its old place into this kernel's", len(proxy.jumps))
 	}
@@ -174,6 +187,13 @@ func restore(opts RestoreOptions) (*Restored, error) {
 	defer tr.Close()
 	var rb rollback
 	defer func() { tr.Do(func() error { rb.run(); return nil }) }()
+	if cgPlan != nil {
+		// Added first, so that it runs last: after the tasks are killed.
+		rb.add(cgPlan.removeMade)
+		if err := cgPlan.prepare(opts.ManageCgroups, cgDirs); err != nil {
+			return nil, err
+		}
+	}
 	rb.add(rt.killAll)
 
 	res := &Restored{Tasks: len(rt.procs), VPid: rt.root.vpid, Warnings: cp.warnings}
@@ -236,6 +256,9 @@ func restore(opts RestoreOptions) (*Restored, error) {
 			}
 		}
 		if err := rt.files.finalize(); err != nil {
+			return err
+		}
+		if err := rt.cgroups.placeThreads(rt.procs); err != nil {
 			return err
 		}
 		opts.logf("tasks restored (%v)", time.Since(start))

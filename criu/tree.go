@@ -38,6 +38,7 @@ type restoreTree struct {
 	// seccomp is seccomp.img's filters once read (seccompRead).
 	seccomp     []*seccompimg.SeccompFilter
 	seccompRead bool
+	cgroups     *cgroupPlan           // where tasks go (nil: where they are made)
 	sched       *schedImage           // sched.json, once read
 	ambient     map[int]uint64        // caps.json, once read
 	files       *fileRestore          // open file descriptions, opened once each
@@ -269,6 +270,9 @@ func (rt *restoreTree) build(pp *puppet) error {
 			return fmt.Errorf("prepare the root task's namespaces: %w", err)
 		}
 	}
+	if err := rt.cgroups.placeProcess(root); err != nil {
+		return err
+	}
 	if rt.nsFlags&unix.CLONE_NEWCGROUP != 0 {
 		if _, err := (&RootTask{Pid: host, t: root}).Call(unix.SYS_UNSHARE, unix.CLONE_NEWCGROUP); err != nil {
 			return fmt.Errorf("the root task's cgroup namespace: %w", err)
@@ -444,6 +448,9 @@ func (rt *restoreTree) spawn(creator, c *restoringTask, flags uint64) error {
 			}
 		}
 		return nil
+	}
+	if err := rt.cgroups.placeProcess(c); err != nil {
+		return err
 	}
 	// c has its creator's memory (a helper's is its own creator's):
 	// restore its own now, before it forks, so its children share pages

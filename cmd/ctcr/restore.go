@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/ctcr/ctcr/cgroup"
 	"github.com/ctcr/ctcr/container"
 	"github.com/ctcr/ctcr/criu"
 	"github.com/ctcr/ctcr/internal/atomicfile"
@@ -147,6 +148,10 @@ manifest must verify before anything is created. Not from a terminal.`,
 	f.BoolVar(&resume, "resume", false, "stage (with CTID): thaw a container restored with --undump")
 	// CRIU wants --file-locks on restore too; ctcr restores whatever
 	// locks the images hold, so it is accepted and changes nothing.
+	o.ManageCgroups = cgroup.ModeSoft
+	f.Var(&o.ManageCgroups, "manage-cgroups", "put tasks back into the cgroups they were in: soft makes missing ones with their properties, full also sets the properties of existing ones, strict makes all (none may exist), props sets properties of existing ones only, none moves tasks into existing ones only, ignore leaves tasks in ctcr's cgroups")
+	f.Lookup("manage-cgroups").NoOptDefVal = "soft"
+	f.Var(&o.CgroupRoots, "cgroup-root", "put the root task's cgroup of the controller's hierarchy (of every hierarchy without one) at path, the cgroups below it under it; repeatable")
 	f.Bool("file-locks", false, "accepted for CRIU's command line: the locks in the images are always restored")
 	lxcPathFlag(c, g)
 	needsCaps(c)
