@@ -149,7 +149,7 @@ func CheckpointTo(o *CheckpointOptions) (*Meta, *Stats, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	cg, err := cgroup.ForPid(c.Pid)
+	cg, err := containerCgroups(c)
 	if err != nil {
 		return nil, nil, err
 	}

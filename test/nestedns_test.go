@@ -1,0 +1,190 @@
+package test
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// cgroupLines reads /proc/PID/cgroup as hierarchy key ("cpu",
+// "name=systemd", "" for v2) to path.
+func cgroupLines(pid int) (map[string]string, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		if f := strings.SplitN(line, ":", 3); len(f) == 3 {
+			out[f[1]] = f[2]
+		}
+	}
+	return out, nil
+}
+
+// cgroupDir is where hierarchy key is mounted (cgroupLines' keys).
+func cgroupDir(key string) string {
+	switch {
+	case key == "":
+		return "/sys/fs/cgroup/unified"
+	case strings.HasPrefix(key, "name="):
+		return filepath.Join("/sys/fs/cgroup", strings.TrimPrefix(key, "name="))
+	}
+	return filepath.Join("/sys/fs/cgroup", key)
+}
+
+// moveBelow moves pid, in every hierarchy where it is in cgroup base,
+// into base/sub (made if missing), as systemd moves itself and its
+// services below the container's cgroup. It returns the directories it
+// made, deepest first.
+func moveBelow(t *testing.T, pid int, base, sub string) []string {
+	t.Helper()
+	lines, err := cgroupLines(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var made []string
+	for key, p := range lines {
+		if p != base {
+			continue
+		}
+		parent := filepath.Join(cgroupDir(key), base)
+		var dirs []string
+		for d := filepath.Join(parent, sub); d != parent; d = filepath.Dir(d) {
+			dirs = append(dirs, d)
+		}
+		for i := len(dirs) - 1; i >= 0; i-- {
+			d := dirs[i]
+			if err := os.Mkdir(d, 0o755); err != nil {
+				if os.IsExist(err) {
+					continue
+				}
+				t.Fatal(err)
+			}
+			made = append([]string{d}, made...)
+			if key == "cpuset" {
+				// A v1 cpuset takes no task before it has CPUs and nodes.
+				for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
+					v, _ := os.ReadFile(filepath.Join(filepath.Dir(d), f))
+					os.WriteFile(filepath.Join(d, f), v, 0o644)
+				}
+			}
+		}
+		if err := os.WriteFile(filepath.Join(parent, sub, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0o644); err != nil {
+			t.Fatalf("move %d into %s: %v", pid, filepath.Join(parent, sub), err)
+		}
+	}
+	if len(made) == 0 {
+		t.Fatalf("task %d is in cgroup %s in no hierarchy: %v", pid, base, lines)
+	}
+	return made
+}
+
+// removeCgroupsBelow kills every task below the LXC container's cgroup
+// and removes the sub-cgroups the test made (LXC's cleanup removes only
+// the container's own).
+func (c *lxcContainer) removeCgroupsBelow(dirs []string) {
+	c.lxc("lxc-stop", "-k")
+	base := "lxc.payload." + c.name
+	for _, d := range []string{"/sys/fs/cgroup/freezer", "/sys/fs/cgroup/unified"} {
+		filepath.Walk(filepath.Join(d, base), func(p string, info os.FileInfo, err error) error {
+			if err == nil && info.Name() == "cgroup.procs" {
+				b, _ := os.ReadFile(p)
+				for _, f := range strings.Fields(string(b)) {
+					if n, err := strconv.Atoi(f); err == nil {
+						unix.Kill(n, unix.SIGKILL)
+						reap(n, time.Second)
+					}
+				}
+			}
+			return nil
+		})
+	}
+	// Longest paths first: children before parents.
+	sort.Slice(dirs, func(i, j int) bool { return len(dirs[i]) > len(dirs[j]) })
+	deadline := time.Now().Add(5 * time.Second)
+	for _, d := range dirs {
+		for os.Remove(d) != nil && !os.IsNotExist(os.Remove(d)) && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}
+
+// TestLXCInitBelowContainerCgroup: an LXC container whose init has moved
+// below the container's cgroup (into init.scope, as systemd does) and
+// one of whose tasks sits in system.slice/x.service is checkpointed as
+// the whole of lxc.payload.NAME, and restored with each task back in its
+// sub-cgroup.
+func TestLXCInitBelowContainerCgroup(t *testing.T) {
+	c := newLXCContainer(t)
+	c.start()
+	pid := c.inits[0]
+	base := "/lxc.payload." + c.name
+	var made []string
+	t.Cleanup(func() { c.removeCgroupsBelow(made) })
+	made = append(made, moveBelow(t, pid, base, "init.scope")...)
+	// The long sleep stands for a service.
+	var svc int
+	for _, p := range kidsOf(pid) {
+		if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", p)); strings.TrimSpace(string(b)) == "sleep" {
+			if cmd, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", p)); strings.Contains(string(cmd), "100000") {
+				svc = p
+			}
+		}
+	}
+	if svc == 0 {
+		t.Fatalf("no sleep 100000 among the children of init %d", pid)
+	}
+	made = append(made, moveBelow(t, svc, base, "system.slice/x.service")...)
+	initCg, _ := cgroupLines(pid)
+	svcCg, _ := cgroupLines(svc)
+	countAt := c.waitCount(t, pid, 8, 10*time.Second)
+
+	dir := filepath.Join(t.TempDir(), "ck")
+	if r := c.ctcr(t, "checkpoint", c.name, "-D", dir); r.code() != 0 {
+		t.Fatalf("%s: exit %d\n%s", r, r.code(), r.stderr())
+	}
+	reap(pid, 5*time.Second)
+	if r := c.ctcr(t, "restore", c.name, "-D", dir); r.code() != 0 {
+		t.Fatalf("%s: exit %d\n%s", r, r.code(), r.stderr())
+	}
+	npid := c.initByCtcr(t)
+	if npid == 0 {
+		t.Fatalf("after restore ctcr ps shows no PID 1 in %s", c.name)
+	}
+	c.noteInit(npid)
+	if got := c.waitCount(t, npid, countAt+2, 5*time.Second); got < countAt {
+		t.Errorf("/data/count is %d after restore, below %d", got, countAt)
+	}
+	if got, _ := cgroupLines(npid); fmt.Sprint(got) != fmt.Sprint(initCg) {
+		t.Errorf("restored init %d is in cgroups %v, want %v", npid, got, initCg)
+	}
+	var nsvc int
+	for _, p := range kidsOf(npid) {
+		if cmd, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", p)); strings.Contains(string(cmd), "100000") {
+			nsvc = p
+		}
+	}
+	if got, _ := cgroupLines(nsvc); nsvc == 0 || fmt.Sprint(got) != fmt.Sprint(svcCg) {
+		t.Errorf("restored service %d is in cgroups %v, want %v", nsvc, got, svcCg)
+	}
+}
+
+// kidsOf lists pid's children.
+func kidsOf(pid int) []int {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+	var out []int
+	for _, f := range strings.Fields(string(b)) {
+		if n, err := strconv.Atoi(f); err == nil {
+			out = append(out, n)
+		}
+	}
+	return out
+}
