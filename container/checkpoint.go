@@ -363,8 +363,16 @@ func checkpoint(o CheckpointOptions, c *Container, cg *cgroup.Set) (_ *Meta, _ *
 			}
 			return nil
 		},
+		NestedNS: true,
 		Extra: func(pid int, stage *images.Staging) error {
-			return ns.DumpOwn(pid, stage, own, false)
+			if err := ns.DumpOwn(pid, stage, own, false); err != nil {
+				return err
+			}
+			var pids []int
+			for p := range treeOf(pid) {
+				pids = append(pids, p)
+			}
+			return ns.DumpNested(pid, pids, stage)
 		},
 	})
 	if err != nil {
@@ -633,6 +641,9 @@ func restore(o RestoreOptions, m *Meta) (*criu.Restored, error) {
 		Dir: imgDir, Log: o.Log, ExtUnixSk: o.ExtUnixSk, VdsoProxy: o.VdsoProxy, JoinNet: joinNet, Progress: o.Progress,
 		// A container's init outlives this ctcr, its new parent.
 		DropRootPdeathsig: true,
+		NestedNS: func(kind string, id int, t *criu.RootTask) error {
+			return ns.RestoreNested(t, t.Pid, kind, id, imgDir)
+		},
 		PlaceTasks: func(pids map[int]int) error {
 			if rootPid != 0 && exists(images.IpcShm.FileName(1)) {
 				// Every task has attached its segments by now.

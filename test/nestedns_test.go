@@ -3,6 +3,7 @@ package test
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -187,4 +188,117 @@ func kidsOf(pid int) []int {
 		}
 	}
 	return out
+}
+
+// buildStaticWorkload compiles workloads/NAME.c statically into dir: it
+// runs inside a busybox container, which has no C library.
+func buildStaticWorkload(t *testing.T, name, dst string) {
+	t.Helper()
+	args := []string{"-O2", "-g", "-Wall", "-Wextra", "-Werror", "-std=gnu11", "-static", "-o", dst, filepath.Join("workloads", name+".c")}
+	if out, err := exec.Command("gcc", args...).CombinedOutput(); err != nil {
+		t.Fatalf("gcc %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+// startLXCWith starts c with init cmd instead of its counting script and
+// waits for file DIR/ready of the workload (in /data).
+func (c *lxcContainer) startWith(t *testing.T, cmd string) int {
+	t.Helper()
+	cfg := filepath.Join(c.lxcpath, c.name, "config")
+	b, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := strings.Replace(string(b), "lxc.init.cmd = /bin/sh /init.sh", "lxc.init.cmd = "+cmd, 1)
+	if err := os.WriteFile(cfg, []byte(s), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := c.lxc("lxc-start", "-l", "DEBUG", "-o", filepath.Join(c.lxcpath, c.name+".log")); err != nil {
+		log, _ := os.ReadFile(filepath.Join(c.lxcpath, c.name+".log"))
+		t.Fatalf("%v\n%s\n%s", err, out, log)
+	}
+	out, err := c.lxc("lxc-info", "-p", "-H")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(out))
+	if err != nil {
+		t.Fatalf("lxc-info -p: %q", out)
+	}
+	c.noteInit(pid)
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d/root/data/ready", pid)); err == nil {
+			return pid
+		}
+		if time.Now().After(deadline) {
+			errs, _ := os.ReadFile(fmt.Sprintf("/proc/%d/root/data/err", pid))
+			log, _ := os.ReadFile(filepath.Join(c.lxcpath, c.name+".log"))
+			t.Fatalf("container %s: no /data/ready after 15s; stderr: %s\nLXC log:\n%s", c.name, errs, log)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestLXCNestedNamespaces: tasks of an LXC container in UTS, IPC and
+// network namespaces of their own below the container's (the nestedns
+// workload as its init) are checkpointed and restored each into its own:
+// the names, SysV segment and loopback state of each namespace, which
+// tasks share one, and a task whose parent is nested but which itself
+// went back into the container's.
+func TestLXCNestedNamespaces(t *testing.T) {
+	c := newLXCContainer(t)
+	buildStaticWorkload(t, "nestedns", filepath.Join(c.rootfs, "nestedns"))
+	pid := c.startWith(t, "/nestedns /data")
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/root/data/ready", pid))
+	t.Logf("ready:\n%s", b)
+
+	dir := filepath.Join(t.TempDir(), "ck")
+	if r := c.ctcr(t, "checkpoint", c.name, "-D", dir); r.code() != 0 {
+		t.Fatalf("%s: exit %d\n%s", r, r.code(), r.stderr())
+	}
+	reap(pid, 5*time.Second)
+	if out, err := exec.Command("crit", "show", filepath.Join(dir, "images", "pstree.img")).CombinedOutput(); err != nil {
+		t.Errorf("crit show pstree.img: %v\n%s", err, out)
+	}
+	imgs, _ := filepath.Glob(filepath.Join(dir, "images", "utsns-*.img"))
+	if len(imgs) != 3 {
+		t.Errorf("%d utsns images (%v), want 3: the container's, B's and E's", len(imgs), imgs)
+	}
+	for _, img := range imgs {
+		if out, err := exec.Command("crit", "show", img).CombinedOutput(); err != nil {
+			t.Errorf("crit show %s: %v\n%s", img, err, out)
+		}
+	}
+	if r := c.ctcr(t, "restore", c.name, "-D", dir); r.code() != 0 {
+		t.Fatalf("%s: exit %d\n%s", r, r.code(), r.stderr())
+	}
+	npid := c.initByCtcr(t)
+	if npid == 0 {
+		t.Fatalf("after restore ctcr ps shows no PID 1 in %s", c.name)
+	}
+	c.noteInit(npid)
+	if err := os.WriteFile(fmt.Sprintf("/proc/%d/root/data/check", npid), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		res, err := os.ReadFile(fmt.Sprintf("/proc/%d/root/data/result", npid))
+		if err == nil {
+			if strings.TrimSpace(string(res)) != "PASS" {
+				t.Fatalf("after restore the workload says: %s\ninside:\n%s", res, c.mustExec(t, "ls -l /proc/1/ns/ /proc/2/ns/; ls /proc | head -20; grep proc /proc/mounts"))
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			errs, _ := os.ReadFile(fmt.Sprintf("/proc/%d/root/data/err", npid))
+			ents, _ := os.ReadDir(fmt.Sprintf("/proc/%d/root/data", npid))
+			var names []string
+			for _, e := range ents {
+				names = append(names, e.Name())
+			}
+			t.Fatalf("no /data/result 15s after the check was asked for; stderr: %s; /data holds %v; tasks:\n%s", errs, names, c.mustExec(t, "ps -o pid,stat,comm"))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
