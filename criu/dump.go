@@ -421,9 +421,18 @@ func (d *dumpTree) sameNamespaces() error {
 			if k.name == "pid" {
 				continue // its children's namespace may differ; virtualIDs checks
 			}
-			if (got.Ino != want.Ino || got.Dev != want.Dev) && !d.nestedKind(k.name) {
-				return fmt.Errorf("task %d is in another %s namespace than the root task %d of the tree: %w", p.pid, k.name, root.pid, ErrUnsupported)
+			if got.Ino == want.Ino && got.Dev == want.Dev {
+				continue
 			}
+			if d.nestedKind(k.name) {
+				if k.name == "mnt" {
+					if err := d.nestedMountFiles(p); err != nil {
+						return err
+					}
+				}
+				continue
+			}
+			return fmt.Errorf("task %d is in another %s namespace than the root task %d of the tree: %w", p.pid, k.name, root.pid, ErrUnsupported)
 		}
 	}
 	return nil

@@ -3,10 +3,13 @@ package criu
 import (
 	"fmt"
 	"os"
+	"strings"
 
 	criucore "github.com/checkpoint-restore/go-criu/v7/crit/images/criu-core"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/ctcr/ctcr/criu/proc"
 )
 
 // Namespace ids in images: 1 is the namespace ctcr itself runs in (the
@@ -124,6 +127,8 @@ var nestedKinds = []struct {
 	{"uts", unix.CLONE_NEWUTS, (*criucore.TaskKobjIdsEntry).GetUtsNsId},
 	{"ipc", unix.CLONE_NEWIPC, (*criucore.TaskKobjIdsEntry).GetIpcNsId},
 	{"net", unix.CLONE_NEWNET, (*criucore.TaskKobjIdsEntry).GetNetNsId},
+	// A task sharing its creator's fs (CLONE_FS) cannot change it.
+	{"mnt", unix.CLONE_NEWNS, (*criucore.TaskKobjIdsEntry).GetMntNsId},
 }
 
 // nestedKind says whether kind is one a task below the root may have of
@@ -166,6 +171,8 @@ func (d *dumpTree) nestedIDs(p *dumpProc, ids *criucore.TaskKobjIdsEntry) error 
 			ids.IpcNsId = id
 		case "net":
 			ids.NetNsId = id
+		case "mnt":
+			ids.MntNsId = id
 		}
 	}
 	return nil
@@ -186,6 +193,9 @@ func (rt *restoreTree) enterNamespaces(t *restoringTask) error {
 		want, have := k.id(t.img.core.GetIds()), k.id(from.img.core.GetIds())
 		if want == have || want == 0 {
 			continue
+		}
+		if k.flag == unix.CLONE_NEWNS && t.shareFS {
+			return fmt.Errorf("%s shares its cwd and root (CLONE_FS) with its creator, but had another mount namespace: %w", t.where(), ErrUnsupported)
 		}
 		holder := rt.nsHolder(t, want, k.id)
 		if holder == nil {
@@ -240,4 +250,55 @@ func (t *restoringTask) joinNamespaceOf(pid int, kind string, flag int) error {
 		err = cerr
 	}
 	return err
+}
+
+// nestedMountFiles refuses task p, whose mount namespace is not the
+// root's, if a file it holds open or maps would be another one, or none,
+// at the same path in the root's: the restore opens files through the
+// root's view. (A file in a PrivateTmp= /tmp is one.) Deleted files are
+// restored from their saved content and pass.
+func (d *dumpTree) nestedMountFiles(p *dumpProc) error {
+	root := d.procs[0].pid
+	same := func(path string, dev, ino uint64) bool {
+		var st unix.Stat_t
+		if err := unix.Stat(fmt.Sprintf("/proc/%d/root%s", root, path), &st); err != nil {
+			return false
+		}
+		return st.Dev == dev && st.Ino == ino
+	}
+	fds, err := proc.Fds(p.pid)
+	if err != nil {
+		return err
+	}
+	for _, fd := range fds {
+		link := fmt.Sprintf("/proc/%d/fd/%d", p.pid, fd)
+		path, err := os.Readlink(link)
+		if err != nil || !strings.HasPrefix(path, "/") || strings.HasSuffix(path, " (deleted)") {
+			continue // not a path, or gone since
+		}
+		var st unix.Stat_t
+		if unix.Stat(link, &st) != nil {
+			continue
+		}
+		if !same(path, st.Dev, st.Ino) {
+			return fmt.Errorf("task %d: fd %d (%s) is a file of its own mount namespace, not at that path in the root task's: %w", p.pid, fd, path, ErrUnsupported)
+		}
+	}
+	maps, err := proc.Maps(p.pid)
+	if err != nil {
+		return err
+	}
+	for _, m := range maps {
+		if !strings.HasPrefix(m.Path, "/") || m.Inode == 0 {
+			continue
+		}
+		var st unix.Stat_t
+		if err := unix.Stat(fmt.Sprintf("/proc/%d/map_files/%x-%x", p.pid, m.Start, m.End), &st); err != nil {
+			continue // deleted, or unreadable: the memory dump decides
+		}
+		if !same(m.Path, st.Dev, st.Ino) {
+			return fmt.Errorf("task %d: mapping %x-%x of %s is a file of its own mount namespace, not at that path in the root task's: %w", p.pid, m.Start, m.End, m.Path, ErrUnsupported)
+		}
+	}
+	return nil
 }

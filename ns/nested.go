@@ -15,7 +15,8 @@ import (
 )
 
 // Nested namespaces are those of a task below the tree's root that are
-// not the root's own: a systemd service's PrivateNetwork= netns, a
+// not the root's own: a systemd service's PrivateNetwork= netns or
+// PrivateTmp= mount namespace (nested_mounts.go), a
 // nested container's UTS and IPC namespaces. Each is saved once, in
 // images named by its id, and the engine records the same id in the
 // task's core (TaskKobjIdsEntry): both take the namespace's inode
@@ -25,7 +26,7 @@ import (
 
 // NestedKinds are the namespace kinds a task below the root may have of
 // its own.
-var NestedKinds = []string{"uts", "ipc", "net"}
+var NestedKinds = []string{"uts", "ipc", "net", "mnt"}
 
 // NestedID is the image id of pid's namespace of kind.
 func NestedID(pid int, kind string) (int, error) {
@@ -36,9 +37,10 @@ func NestedID(pid int, kind string) (int, error) {
 	return int(uint32(st.Ino)), nil
 }
 
-// DumpNested saves every UTS, IPC and network namespace that a task of
-// pids has and the root task does not share: host and domain names,
-// SysV objects, the loopback device and its addresses. A network
+// DumpNested saves every UTS, IPC, network and mount namespace that a
+// task of pids has and the root task does not share: host and domain
+// names, SysV objects, the loopback device and its addresses, the mount
+// table. A network
 // namespace holding more than lo, or an inet or abstract unix socket
 // (which the engine makes in the root's namespace), is refused by name.
 func DumpNested(root int, pids []int, stage *images.Staging) error {
@@ -65,6 +67,8 @@ func DumpNested(root int, pids []int, stage *images.Staging) error {
 				err = dumpNestedIPC(pid, stage, id)
 			case "net":
 				err = dumpNestedNet(pid, stage, id)
+			case "mnt":
+				err = dumpNestedMounts(pid, root, stage, id)
 			}
 			if err != nil {
 				return fmt.Errorf("task %d: its own %s namespace: %w", pid, kind, err)
@@ -184,6 +188,8 @@ func RestoreNested(sc Syscaller, pid int, kind string, id int, imgDir string) er
 		err = restoreIPCAs(pid, imgDir, id)
 	case "net":
 		err = restoreNetAs(pid, imgDir, id)
+	case "mnt":
+		err = restoreNestedMounts(sc, pid, imgDir, id)
 	default:
 		err = fmt.Errorf("no such kind: %w", ErrUnsupported)
 	}

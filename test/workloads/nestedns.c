@@ -7,8 +7,11 @@
  *
  * Before DIR/ready:
  *   - the root A keeps a SysV segment with key 0x4e53 holding "root";
- *   - B unshares UTS, IPC and network: hostname "inner-b", lo up, its
- *     own segment 0x4e53 holding "nested-b", attached;
+ *   - B unshares UTS, IPC, network and mounts: hostname "inner-b", lo
+ *     up, its own segment 0x4e53 holding "nested-b", attached; a tmpfs
+ *     of its own on /tmp holding b-file, /data/priv-b bound on /etc (as
+ *     PrivateTmp= binds its directory), /bin bound read-only on itself
+ *     (ProtectSystem=), LXC's boot_id bind unmounted;
  *   - C, B's child, stays in B's namespaces;
  *   - D, B's child made after the unshare, goes back into A's (setns);
  *   - E unshares UTS only: hostname "inner-e".
@@ -23,6 +26,8 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
 #include <sys/shm.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -106,18 +111,71 @@ static void child_wait(const char *name, void (*check)(void))
 static char *seg_b;
 static char host_a[65];
 
+#define BOOT_ID "/proc/sys/kernel/random/boot_id"
+
+static int mounted(const char *mp)
+{
+	char buf[1 << 16], pat[256];
+	int fd = open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC);
+	must(fd >= 0, "mountinfo");
+	ssize_t n, off = 0;
+	while ((n = read(fd, buf + off, sizeof(buf) - 1 - off)) > 0)
+		off += n;
+	close(fd);
+	buf[off] = 0;
+	snprintf(pat, sizeof(pat), " %s ", mp);
+	return strstr(buf, pat) != NULL;
+}
+
+static void file_is(const char *who, const char *path, const char *want)
+{
+	char buf[64] = "";
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		if (want)
+			wl_fail("%s: %s: %s", who, path, strerror(errno));
+		return;
+	}
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (!want)
+		wl_fail("%s: %s exists: it is another mount namespace's", who, path);
+	else if (n < 0 || strcmp(buf, want) != 0)
+		wl_fail("%s: %s holds \"%s\", want \"%s\"", who, path, buf, want);
+}
+
+/* check_mounts checks the mounts B made, seen (nested) or not. */
+static void check_mounts(const char *who, int nested)
+{
+	file_is(who, "/tmp/b-file", nested ? "tmpfs-b" : NULL);
+	file_is(who, "/etc/marker", nested ? "bind-b" : NULL);
+	int fd = open("/bin/.probe", O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+	if (fd >= 0) {
+		close(fd);
+		unlink("/bin/.probe");
+	}
+	if (nested && (fd >= 0 || errno != EROFS))
+		wl_fail("%s: /bin is writable (%s), want read-only", who, fd >= 0 ? "created a file" : strerror(errno));
+	if (!nested && fd < 0)
+		wl_fail("%s: /bin is not writable: %s", who, strerror(errno));
+	if (mounted(BOOT_ID) == nested)
+		wl_fail("%s: %s is %smounted", who, BOOT_ID, nested ? "" : "not ");
+}
+
 static void check_b(void)
 {
 	check_host("B", "inner-b");
 	check_segment("B", seg_b, "nested-b");
 	if (!lo_up())
 		wl_fail("B: lo of its network namespace is down");
+	check_mounts("B", 1);
 }
-static void check_c(void) { check_host("C", "inner-b"); check_segment("C", seg_b, "nested-b"); }
-static void check_d(void) { check_host("D", host_a); check_segment("D", NULL, "root"); }
+static void check_c(void) { check_host("C", "inner-b"); check_segment("C", seg_b, "nested-b"); check_mounts("C", 1); }
+static void check_d(void) { check_host("D", host_a); check_segment("D", NULL, "root"); check_mounts("D", 0); }
 static void check_e(void) { check_host("E", "inner-e"); check_segment("E", NULL, "root"); }
 
-static const char *kinds[] = { "uts", "ipc", "net" };
+static const char *kinds[] = { "uts", "ipc", "net", "mnt" };
+#define NKINDS 4
 
 static int ns_of(int pid, const char *kind, char *buf, size_t cap)
 {
@@ -131,9 +189,9 @@ static int ns_of(int pid, const char *kind, char *buf, size_t cap)
 }
 
 /* same checks whether a and b share (or not) each namespace kind in mask. */
-static void same(const char *an, int a, const char *bn, int b, int want_same[3])
+static void same(const char *an, int a, const char *bn, int b, int want_same[NKINDS])
 {
-	for (int i = 0; i < 3; i++) {
+	for (int i = 0; i < NKINDS; i++) {
 		char x[64], y[64];
 		if (ns_of(a, kinds[i], x, sizeof(x)) || ns_of(b, kinds[i], y, sizeof(y))) {
 			wl_fail("%s or %s: %s namespace unreadable: %s", an, bn, kinds[i], strerror(errno));
@@ -167,13 +225,24 @@ int main(int argc, char **argv)
 	must(b >= 0, "fork");
 	if (b == 0) {
 		close(pipefd[0]);
-		int back[3];
-		for (int i = 0; i < 3; i++) {
+		int back[NKINDS];
+		for (int i = 0; i < NKINDS; i++) {
 			char p[32];
 			snprintf(p, sizeof(p), "/proc/self/ns/%s", kinds[i]);
 			must((back[i] = open(p, O_RDONLY | O_CLOEXEC)) >= 0, p);
 		}
-		must(unshare(CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET) == 0, "unshare");
+		must(mkdir("/data/priv-b", 0755) == 0, "mkdir /data/priv-b");
+		wl_write_file("priv-b/marker", "bind-b", 6);
+		must(unshare(CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET | CLONE_NEWNS) == 0, "unshare");
+		must(mount("none", "/", NULL, MS_REC | MS_SLAVE, NULL) == 0, "make / a slave");
+		must(mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=1777") == 0, "mount tmpfs on /tmp");
+		int bf = open("/tmp/b-file", O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+		must(bf >= 0 && write(bf, "tmpfs-b", 7) == 7, "/tmp/b-file");
+		close(bf);
+		must(mount("/data/priv-b", "/etc", NULL, MS_BIND, NULL) == 0, "bind /data/priv-b on /etc");
+		must(mount("/bin", "/bin", NULL, MS_BIND, NULL) == 0, "bind /bin");
+		must(mount("none", "/bin", NULL, MS_BIND | MS_REMOUNT | MS_RDONLY, NULL) == 0, "make /bin read-only");
+		must(umount2(BOOT_ID, MNT_DETACH) == 0, "umount " BOOT_ID);
 		must(sethostname("inner-b", 7) == 0, "sethostname");
 		seg_b = segment("nested-b");
 		int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
@@ -186,7 +255,7 @@ int main(int argc, char **argv)
 		pid_t c = fork();
 		must(c >= 0, "fork");
 		if (c == 0) {
-			for (int i = 0; i < 3; i++)
+			for (int i = 0; i < NKINDS; i++)
 				close(back[i]);
 			child_wait("c", check_c);
 		}
@@ -195,13 +264,13 @@ int main(int argc, char **argv)
 		if (d == 0) {
 			shmdt(seg_b);
 			seg_b = NULL;
-			for (int i = 0; i < 3; i++) {
+			for (int i = 0; i < NKINDS; i++) {
 				must(setns(back[i], 0) == 0, "setns");
 				close(back[i]);
 			}
 			child_wait("d", check_d);
 		}
-		for (int i = 0; i < 3; i++)
+		for (int i = 0; i < NKINDS; i++)
 			close(back[i]);
 		int pids[2] = { c, d };
 		must(write(pipefd[1], pids, sizeof(pids)) == sizeof(pids), "write pids");
@@ -234,13 +303,14 @@ int main(int argc, char **argv)
 		wl_sleep_ms(50);
 
 	int self = getpid();
-	same("A", self, "B", b, (int[3]){ 0, 0, 0 });
-	same("B", b, "C", cd[0], (int[3]){ 1, 1, 1 });
-	same("A", self, "D", cd[1], (int[3]){ 1, 1, 1 });
-	same("A", self, "E", e, (int[3]){ 0, 1, 1 });
-	same("B", b, "E", e, (int[3]){ 0, 0, 0 });
+	same("A", self, "B", b, (int[NKINDS]){ 0, 0, 0, 0 });
+	same("B", b, "C", cd[0], (int[NKINDS]){ 1, 1, 1, 1 });
+	same("A", self, "D", cd[1], (int[NKINDS]){ 1, 1, 1, 1 });
+	same("A", self, "E", e, (int[NKINDS]){ 0, 1, 1, 1 });
+	same("B", b, "E", e, (int[NKINDS]){ 0, 0, 0, 0 });
 	check_host("A", host_a);
 	check_segment("A", seg_a, "root");
+	check_mounts("A", 0);
 	wl_write_file("compared", "1", 1);
 
 	/* E, then B (which waits for C and D first). */
