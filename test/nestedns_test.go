@@ -302,3 +302,25 @@ func TestLXCNestedNamespaces(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestLXCNestedMountFileRefused: a task of an LXC container that holds a
+// file open in a tmpfs only its own mount namespace has (PrivateTmp's
+// /tmp) is refused by name, since the restore opens files through the
+// container's view, and the container runs on.
+func TestLXCNestedMountFileRefused(t *testing.T) {
+	c := newLXCContainer(t)
+	script := `unshare -m sh -c 'mount -t tmpfs none /tmp && exec 3>/tmp/held && touch /data/ready && exec sleep 100000' &
+i=0; while :; do i=$((i+1)); echo $i > /data/count; sleep 0.2; done`
+	if err := os.WriteFile(filepath.Join(c.rootfs, "held.sh"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	pid := c.startWith(t, "/bin/sh /held.sh")
+	countAt := c.waitCount(t, pid, 3, 10*time.Second)
+	r := c.ctcr(t, "checkpoint", c.name, "-D", filepath.Join(t.TempDir(), "ck"))
+	if r.code() != 16 || !strings.Contains(r.stderr(), "/tmp/held") || !strings.Contains(r.stderr(), "its own mount namespace") {
+		t.Fatalf("%s: exit %d, want 16 (failed, the container runs on) naming /tmp/held and its own mount namespace:\n%s", r, r.code(), r.stderr())
+	}
+	if n := c.waitCount(t, pid, countAt+3, 5*time.Second); n < countAt+3 {
+		t.Errorf("the container does not run on after the refused checkpoint")
+	}
+}
