@@ -256,15 +256,21 @@ func (t *restoringTask) joinNamespaceOf(pid int, kind string, flag int) error {
 // root's, if a file it holds open or maps would be another one, or none,
 // at the same path in the root's: the restore opens files through the
 // root's view. (A file in a PrivateTmp= /tmp is one.) Deleted files are
-// restored from their saved content and pass.
+// restored from their saved content and pass, as do files the path does
+// not reach from either view (a runtime's log outside the container),
+// which the restore treats as it does the root's own.
 func (d *dumpTree) nestedMountFiles(p *dumpProc) error {
 	root := d.procs[0].pid
-	same := func(path string, dev, ino uint64) bool {
+	at := func(pid int, path string, dev, ino uint64) bool {
 		var st unix.Stat_t
-		if err := unix.Stat(fmt.Sprintf("/proc/%d/root%s", root, path), &st); err != nil {
+		if err := unix.Stat(fmt.Sprintf("/proc/%d/root%s", pid, path), &st); err != nil {
 			return false
 		}
 		return st.Dev == dev && st.Ino == ino
+	}
+	// Only its own view finds it there.
+	own := func(path string, dev, ino uint64) bool {
+		return at(p.pid, path, dev, ino) && !at(root, path, dev, ino)
 	}
 	fds, err := proc.Fds(p.pid)
 	if err != nil {
@@ -280,7 +286,7 @@ func (d *dumpTree) nestedMountFiles(p *dumpProc) error {
 		if unix.Stat(link, &st) != nil {
 			continue
 		}
-		if !same(path, st.Dev, st.Ino) {
+		if own(path, st.Dev, st.Ino) {
 			return fmt.Errorf("task %d: fd %d (%s) is a file of its own mount namespace, not at that path in the root task's: %w", p.pid, fd, path, ErrUnsupported)
 		}
 	}
@@ -296,7 +302,7 @@ func (d *dumpTree) nestedMountFiles(p *dumpProc) error {
 		if err := unix.Stat(fmt.Sprintf("/proc/%d/map_files/%x-%x", p.pid, m.Start, m.End), &st); err != nil {
 			continue // deleted, or unreadable: the memory dump decides
 		}
-		if !same(m.Path, st.Dev, st.Ino) {
+		if own(m.Path, st.Dev, st.Ino) {
 			return fmt.Errorf("task %d: mapping %x-%x of %s is a file of its own mount namespace, not at that path in the root task's: %w", p.pid, m.Start, m.End, m.Path, ErrUnsupported)
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
 
@@ -322,5 +323,122 @@ i=0; while :; do i=$((i+1)); echo $i > /data/count; sleep 0.2; done`
 	}
 	if n := c.waitCount(t, pid, countAt+3, 5*time.Second); n < countAt+3 {
 		t.Errorf("the container does not run on after the refused checkpoint")
+	}
+}
+
+// TestRuncNestedNamespacesAndInitCgroup: the nestedns workload as a runc
+// container's init, moved below the cgroup runc made (state.json's
+// cgroup_paths) as systemd would move itself: the checkpoint takes the
+// whole of runc's cgroup, and the restore puts init back below it and
+// every task into its own namespaces.
+func TestRuncNestedNamespacesAndInitCgroup(t *testing.T) {
+	c := newContainer(t, "nestedns", func(s *specs.Spec) {
+		s.Process.Args = []string{"/nestedns", "/data", "/dev/shm"}
+		// What unshare, setns, mount, sethostname and lo up take.
+		caps := []string{"CAP_SYS_ADMIN", "CAP_SYS_CHROOT", "CAP_NET_ADMIN"}
+		k := s.Process.Capabilities
+		k.Bounding = append(k.Bounding, caps...)
+		k.Effective = append(k.Effective, caps...)
+		k.Permitted = append(k.Permitted, caps...)
+	})
+	buildStaticWorkload(t, "nestedns", filepath.Join(c.rootfs, "nestedns"))
+	var made, bases []string
+	t.Cleanup(func() {
+		c.cmd(30*time.Second, "", "delete", "-f", c.id)
+		for _, p := range c.inits {
+			reap(p, 5*time.Second)
+		}
+		c.inits = nil
+		sort.Slice(made, func(i, j int) bool { return len(made[i]) > len(made[j]) })
+		for _, d := range append(made, bases...) {
+			deadline := time.Now().Add(5 * time.Second)
+			for os.Remove(d) != nil && !os.IsNotExist(os.Remove(d)) && time.Now().Before(deadline) {
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+	})
+	argv := c.runArgv()
+	cmd := exec.Command(argv[0], append(argv[1:], "run", "-d", c.id)...)
+	cmd.Dir = c.bundle
+	logf, err := os.Create(c.logFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := runWithTimeout(cmd, 30*time.Second); err != nil {
+		t.Fatalf("runc run -d %s: %v", c.id, err)
+	}
+	c.notePid()
+	if len(c.inits) == 0 {
+		time.Sleep(200 * time.Millisecond) // for the workload's last words
+		b, _ := os.ReadFile(c.logFile())
+		t.Fatalf("runc state of %s gives no init: its output:\n%s", c.id, b)
+	}
+	pid := c.inits[0]
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d/root/data/ready", pid)); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			errs, _ := os.ReadFile(fmt.Sprintf("/proc/%d/root/data/err", pid))
+			t.Fatalf("no /data/ready after 15s; stderr: %s", errs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	lines, err := cgroupLines(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := lines["freezer"]
+	if base == "" || base == "/" {
+		t.Fatalf("runc's init %d has no freezer cgroup of its own: %v", pid, lines)
+	}
+	for key, p := range lines {
+		if p == base {
+			bases = append(bases, filepath.Join(cgroupDir(key), base))
+		}
+	}
+	made = moveBelow(t, pid, base, "init.scope")
+	initCg, _ := cgroupLines(pid)
+
+	dir := filepath.Join(t.TempDir(), "ck")
+	if r := runCtcr(t, 60*time.Second, "checkpoint", c.id, "-D", dir); r.code() != 0 {
+		t.Fatalf("%s: exit %d\n%s", r, r.code(), r.stderr())
+	}
+	reap(pid, 5*time.Second)
+	restoreContainer(t, c, dir)
+	npid := c.inits[len(c.inits)-1]
+	if got, _ := cgroupLines(npid); fmt.Sprint(got) != fmt.Sprint(initCg) {
+		t.Errorf("restored init %d is in cgroups %v, want %v", npid, got, initCg)
+	}
+	// Its children stayed in runc's cgroup, above init's.
+	kids := kidsOf(npid)
+	if len(kids) != 2 {
+		t.Errorf("restored init %d has children %v, want 2 (B and E)", npid, kids)
+	}
+	for _, k := range kids {
+		if got, _ := cgroupLines(k); fmt.Sprint(got) != fmt.Sprint(lines) {
+			t.Errorf("restored task %d is in cgroups %v, want %v", k, got, lines)
+		}
+	}
+	if err := os.WriteFile(fmt.Sprintf("/proc/%d/root/data/check", npid), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(15 * time.Second)
+	for {
+		res, err := os.ReadFile(fmt.Sprintf("/proc/%d/root/data/result", npid))
+		if err == nil {
+			if strings.TrimSpace(string(res)) != "PASS" {
+				t.Fatalf("after restore the workload says: %s", res)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			errs, _ := os.ReadFile(fmt.Sprintf("/proc/%d/root/data/err", npid))
+			t.Fatalf("no /data/result 15s after the check was asked for; stderr: %s", errs)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

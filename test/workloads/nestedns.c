@@ -3,7 +3,7 @@
  * their own, as systemd services (PrivateNetwork=) and nested containers
  * have them. Runs as a container's init, statically linked.
  *
- *   nestedns DIR
+ *   nestedns DIR [MOUNT]
  *
  * Before DIR/ready:
  *   - the root A keeps a SysV segment with key 0x4e53 holding "root";
@@ -11,7 +11,7 @@
  *     up, its own segment 0x4e53 holding "nested-b", attached; a tmpfs
  *     of its own on /tmp holding b-file, /data/priv-b bound on /etc (as
  *     PrivateTmp= binds its directory), /bin bound read-only on itself
- *     (ProtectSystem=), LXC's boot_id bind unmounted;
+ *     (ProtectSystem=), MOUNT (default LXC's boot_id bind) unmounted;
  *   - C, B's child, stays in B's namespaces;
  *   - D, B's child made after the unshare, goes back into A's (setns);
  *   - E unshares UTS only: hostname "inner-e".
@@ -111,7 +111,8 @@ static void child_wait(const char *name, void (*check)(void))
 static char *seg_b;
 static char host_a[65];
 
-#define BOOT_ID "/proc/sys/kernel/random/boot_id"
+/* The container's mount B unmounts. */
+static const char *gone_mp = "/proc/sys/kernel/random/boot_id";
 
 static int mounted(const char *mp)
 {
@@ -158,8 +159,8 @@ static void check_mounts(const char *who, int nested)
 		wl_fail("%s: /bin is writable (%s), want read-only", who, fd >= 0 ? "created a file" : strerror(errno));
 	if (!nested && fd < 0)
 		wl_fail("%s: /bin is not writable: %s", who, strerror(errno));
-	if (mounted(BOOT_ID) == nested)
-		wl_fail("%s: %s is %smounted", who, BOOT_ID, nested ? "" : "not ");
+	if (mounted(gone_mp) == nested)
+		wl_fail("%s: %s is %smounted", who, gone_mp, nested ? "" : "not ");
 }
 
 static void check_b(void)
@@ -216,6 +217,8 @@ static void wait_file(const char *name)
 int main(int argc, char **argv)
 {
 	wl_init(argc, argv);
+	if (argc > 2)
+		gone_mp = argv[2];
 	gethostname(host_a, sizeof(host_a) - 1);
 	char *seg_a = segment("root");
 	int pipefd[2];
@@ -242,7 +245,7 @@ int main(int argc, char **argv)
 		must(mount("/data/priv-b", "/etc", NULL, MS_BIND, NULL) == 0, "bind /data/priv-b on /etc");
 		must(mount("/bin", "/bin", NULL, MS_BIND, NULL) == 0, "bind /bin");
 		must(mount("none", "/bin", NULL, MS_BIND | MS_REMOUNT | MS_RDONLY, NULL) == 0, "make /bin read-only");
-		must(umount2(BOOT_ID, MNT_DETACH) == 0, "umount " BOOT_ID);
+		must(umount2(gone_mp, MNT_DETACH) == 0, "umount");
 		must(sethostname("inner-b", 7) == 0, "sethostname");
 		seg_b = segment("nested-b");
 		int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
