@@ -51,9 +51,10 @@ test:
 stress:
 	CTCR_STRESS=1 $(GO) test -count=1 -timeout 60m -v -run 'TestKill|TestSeizeStorms|TestImageMutations' ./test/
 
+# BENCH_FLAGS go to both benches: make bench BENCH_FLAGS='-runs 3 -json'.
 bench: build
-	$(GO) run ./test/bench -ctcr bin/ctcr
-	$(GO) run ./test/bench/tasks -ctcr bin/ctcr
+	$(GO) run ./test/bench -ctcr bin/ctcr $(BENCH_FLAGS)
+	$(GO) run ./test/bench/tasks -ctcr bin/ctcr $(BENCH_FLAGS)
 
 # The first build compiles for a minute or two: it shows a line per
 # package on a terminal, and says so once otherwise.

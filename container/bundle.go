@@ -52,6 +52,10 @@ type Stats struct {
 	FrozenSeconds float64 `json:"frozen_seconds"`
 	DumpSeconds   float64 `json:"dump_seconds"`
 	MemorySeconds float64 `json:"memory_seconds"`
+	// SnapshotCopySeconds is the part of MemorySeconds spent copying
+	// pages from copy-on-write snapshots once the container ran again
+	// (--leave-running); FrozenSeconds does not count it.
+	SnapshotCopySeconds float64 `json:"snapshot_copy_seconds,omitempty"`
 	// The pre-copy (checkpoint --pre-copy): bytes copied while the
 	// container ran, in how many rounds and how long. PagesBytes are
 	// then only the bytes copied frozen.

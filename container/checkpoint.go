@@ -42,6 +42,8 @@ type CheckpointOptions struct {
 	PreCopy bool
 	// PreCopyProgress, if set, hears the bytes pre-copied so far.
 	PreCopyProgress func(bytes uint64)
+	// Compress is how the pages images are stored (criu.CompressZstd).
+	Compress string
 	// Parent is the checkpoint directory of a pre-dump of the container
 	// (PreDump): only the pages written since are copied, the rest is
 	// taken from it at restore.
@@ -53,6 +55,9 @@ type CheckpointOptions struct {
 	// Force lets a checkpoint into a Dir that holds one already: the
 	// new one is written beside it and replaces it once complete.
 	Force bool
+	// NoSnapshot: with LeaveRunning, copy the memory while the
+	// container is stopped, not from copy-on-write snapshots.
+	NoSnapshot bool
 }
 
 // PreDump copies the memory of the running container into DIR/images
@@ -344,25 +349,17 @@ func checkpoint(o CheckpointOptions, c *Container, cg *cgroup.Set) (_ *Meta, _ *
 	}
 	m := &Meta{ID: c.ID, Runtime: c.Runtime, Bundle: c.Bundle, Rootfs: c.Rootfs, StateDir: c.StateDir,
 		Cgroups: cg, Limits: limits, SubCgroups: subs, InitPid: c.Pid, Created: time.Now().UTC(), CtcrVersion: Version}
-	st, err := criu.Dump(criu.DumpOptions{
-		Pid: c.Pid, Dir: ImagesDir(o.Dir), LeaveRunning: o.LeaveRunning, Log: o.Log,
+	dopts := criu.DumpOptions{
+		Pid: c.Pid, Dir: ImagesDir(o.Dir), LeaveRunning: o.LeaveRunning, NoSnapshot: o.NoSnapshot, Log: o.Log,
 		// The bundle is complete before the tasks are ended: a ctcr
 		// that dies while it ends them leaves a checkpoint that
 		// restores, not a dead container and half a bundle. Its
 		// stats.json is written again with the final figures below.
 		AfterCommit: func() error { return WriteBundle(o.Dir, c, m, &Stats{}) },
-		FileLocks:   o.FileLocks, ExtUnixSk: o.ExtUnixSk, TCPClose: o.TCPClose, TCPEstablished: o.TCPEstablished, Progress: o.Progress, SavesIPC: own["ipc"],
+		FileLocks:   o.FileLocks, ExtUnixSk: o.ExtUnixSk, TCPClose: o.TCPClose, TCPEstablished: o.TCPEstablished, Progress: o.Progress, SavesIPC: own["ipc"], Compress: o.Compress,
 		Thaw:    func() error { isFrozen = false; return cg.Thaw() },
 		PreCopy: pc,
 		PrevDir: prev,
-		BeforeResume: func() error {
-			if o.Stage == StageDump {
-				// Tasks stopped under ptrace freeze at once and stay
-				// frozen when let go.
-				return cg.Freeze(o.FreezeTimeout)
-			}
-			return nil
-		},
 		NestedNS: true,
 		Extra: func(pid int, stage *images.Staging) error {
 			if err := ns.DumpOwn(pid, stage, own, false); err != nil {
@@ -374,12 +371,22 @@ func checkpoint(o CheckpointOptions, c *Container, cg *cgroup.Set) (_ *Meta, _ *
 			}
 			return ns.DumpNested(pid, pids, stage)
 		},
-	})
+	}
+	if o.Stage == StageDump {
+		dopts.BeforeResume = func() error {
+			// Tasks stopped under ptrace freeze at once and stay
+			// frozen when let go. (Set only here: a dump with it
+			// copies the memory while stopped, as a suspended
+			// container's snapshot children could not be reaped.)
+			return cg.Freeze(o.FreezeTimeout)
+		}
+	}
+	st, err := criu.Dump(dopts)
 	if err != nil {
 		return nil, nil, fmt.Errorf("checkpoint of container %s: %w", o.ID, err)
 	}
 	stats := &Stats{Tasks: st.Tasks, PagesBytes: st.PagesBytes, FrozenSeconds: time.Since(freezeStart).Seconds() - (st.Total - st.Frozen).Seconds(),
-		DumpSeconds: st.Total.Seconds(), MemorySeconds: st.Memory.Seconds(), Warnings: st.Warnings}
+		DumpSeconds: st.Total.Seconds(), MemorySeconds: st.Memory.Seconds(), SnapshotCopySeconds: st.SnapshotCopy.Seconds(), Warnings: st.Warnings}
 	if stats.FrozenSeconds < st.Frozen.Seconds() {
 		stats.FrozenSeconds = st.Frozen.Seconds()
 	}

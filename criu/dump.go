@@ -84,6 +84,15 @@ type DumpOptions struct {
 	// CRIU's --prev-images-dir) or absolute: the dump copies only the
 	// pages written since, and the checkpoint's parent link names it.
 	PrevDir string
+	// Compress is how the tasks' pages images are stored: CompressNone
+	// (raw pages-N.img, as CRIU) or CompressZstd (pages-N.img.zst,
+	// pages_zstd.go).
+	Compress string
+	// NoSnapshot makes a LeaveRunning dump copy the memory while the
+	// tree is stopped, instead of from copy-on-write snapshot children
+	// once it runs again (snapshot.go). A dump with BeforeResume does so
+	// anyway: the tree stays suspended, its snapshot could not be reaped.
+	NoSnapshot bool
 }
 
 // DumpStats describes a finished dump.
@@ -95,6 +104,9 @@ type DumpStats struct {
 	Frozen     time.Duration // from the first seize to resume/kill
 	Total      time.Duration
 	Memory     time.Duration // copying pages into the images
+	// SnapshotCopy is the part of Memory spent copying pages from the
+	// snapshot children after the tree was let go (Frozen excludes it).
+	SnapshotCopy time.Duration
 	// Warnings name what the checkpoint keeps differently from how it
 	// was (a connection to a peer outside the tree that comes back
 	// closed), for the user to see.
@@ -128,6 +140,9 @@ type dumpProc struct {
 	fs                       *fsimg.FsEntry
 	pagemap                  []*pagemap.PagemapEntry
 	pagesID                  int
+	// pageRuns are the pages its image holds, planned while stopped and
+	// copied from its snapshot child once the tree runs (snapshot.go).
+	pageRuns []pageRun
 	// filesOf and fsOf are the parent whose fd table or fs this process
 	// shares (CLONE_FILES, CLONE_FS), or nil.
 	filesOf, fsOf *dumpProc
@@ -173,6 +188,9 @@ type dumpTree struct {
 // failure every task is put back as it was and detached; nothing is left
 // in Dir but what was there.
 func Dump(opts DumpOptions) (*DumpStats, error) {
+	if err := CheckCompression(opts.Compress); err != nil {
+		return nil, err
+	}
 	for try := 1; ; try++ {
 		st, err := dumpOnce(opts)
 		// A task of a tree that forks and exits fast may die while
@@ -321,6 +339,9 @@ func dumpOnce(opts DumpOptions) (*DumpStats, error) {
 	pr := newProgress(opts.Progress)
 	var memTime time.Duration
 	var pagesBytes uint64
+	// With snapshots the pages are only planned here, and copied once
+	// the tree runs again.
+	useSnapshots := opts.LeaveRunning && !opts.NoSnapshot && opts.BeforeResume == nil
 	for i, p := range d.procs {
 		if p.zombie {
 			continue
@@ -336,16 +357,28 @@ func dumpOnce(opts DumpOptions) (*DumpStats, error) {
 		if p.vmOf != nil {
 			continue // its memory is the one vmOf dumps
 		}
-		n, err := dumpMemory(p, d.byPid[p.ppid], files, shmem, stage.Path(images.Pages.FileName(p.pagesID)), pr, opts.PreCopy.of(p.pid))
+		runs, err := planMemory(p, d.byPid[p.ppid], files, shmem, opts.PreCopy.of(p.pid))
 		if err != nil {
+			return nil, err
+		}
+		var n uint64
+		if useSnapshots {
+			p.pageRuns = runs
+			p.pagemap, n = pagemapEntries(runs)
+		} else if p.pagemap, n, err = writePages(p.pid, runs, pagesImagePath(stage, p.pagesID, opts.Compress), pr); err != nil {
 			return nil, err
 		}
 		memTime += time.Since(memStart)
 		pagesBytes += n
 	}
-	pr.done()
+	if !useSnapshots {
+		pr.done()
+	}
 	opts.logf("files and %d bytes of memory dumped (%v since seize)", pagesBytes, time.Since(frozenAt))
 	if err := opts.PreCopy.stage(stage, d.procs); err != nil {
+		return nil, err
+	}
+	if err := writeCompression(stage, opts.Compress); err != nil {
 		return nil, err
 	}
 
@@ -360,6 +393,99 @@ func dumpOnce(opts DumpOptions) (*DumpStats, error) {
 	// The last moment a signal to ctcr rolls the dump back.
 	if err := Interrupted(); err != nil {
 		return nil, err
+	}
+	var snapCopy time.Duration
+	if useSnapshots {
+		ss := &snapshotSet{logf: opts.logf}
+		// Newer than the resume on the stack, so it runs first: the
+		// children die, and are reaped by their still seized tasks.
+		rb.add(func() {
+			err := tr.Do(func() error { return errors.Join(ss.kill(), ss.reapStopped()) })
+			if err != nil {
+				opts.logf("snapshots: %v", err)
+			}
+		})
+		snapStart := time.Now()
+		err := tr.Do(func() (err error) {
+			for _, p := range d.procs {
+				if p.zombie || p.vmOf != nil {
+					continue
+				}
+				ok := false
+				if why := snapshotWorth(p.pageRuns); why != "" {
+					opts.logf("task %d: no snapshot: %s", p.pid, why)
+				} else if ok, err = ss.take(p, pagesImagePath(stage, p.pagesID, opts.Compress)); err != nil {
+					return err
+				}
+				if !ok {
+					if _, _, err := writePages(p.pid, p.pageRuns, pagesImagePath(stage, p.pagesID, opts.Compress), pr); err != nil {
+						return err
+					}
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		opts.logf("%d snapshot children forked in %v (%v since seize)", len(ss.snaps), time.Since(snapStart), time.Since(frozenAt))
+		// Let the tree go: from here on nothing rolls back but the
+		// images and the children.
+		rb.release()
+		files.giveBack(true, opts.logf)
+		err = tr.Do(d.resume)
+		frozen := time.Since(frozenAt)
+		reaped := false
+		endSnapshots := func() {
+			if reaped {
+				return
+			}
+			reaped = true
+			// The tree runs: each task is seized again, briefly, to reap.
+			err := tr.Do(func() error { return errors.Join(ss.kill(), ss.reapRunning()) })
+			if err != nil {
+				opts.logf("snapshots: %v", err)
+			}
+		}
+		defer endSnapshots()
+		var after rollback
+		defer after.run()
+		after.add(func() { stage.Abort() })
+		if err != nil {
+			return nil, err
+		}
+		opts.logf("tree let go after %v frozen; copying its pages from the snapshots", frozen)
+		copyStart := time.Now()
+		if err := ss.copyPages(pr); err != nil {
+			return nil, err
+		}
+		pr.done()
+		snapCopy = time.Since(copyStart)
+		memTime += snapCopy
+		// The children go before the commit: their memory is the
+		// tree's copied pages.
+		endSnapshots()
+		// The last moment a signal to ctcr rolls the dump back (the
+		// tree runs on either way).
+		if err := Interrupted(); err != nil {
+			return nil, err
+		}
+		if err := stage.Commit(); err != nil {
+			return nil, err
+		}
+		after.release()
+		opts.logf("images written to %s (%v after the tree was let go)", opts.Dir, snapCopy)
+		if opts.AfterCommit != nil {
+			if err := opts.AfterCommit(); err != nil {
+				return nil, err
+			}
+		}
+		threads := 0
+		for _, p := range d.procs {
+			threads += len(p.threads)
+		}
+		return &DumpStats{Pid: pid, Tasks: len(d.procs), Threads: threads, PagesBytes: pagesBytes, Frozen: frozen, Total: time.Since(start),
+			Memory: memTime, SnapshotCopy: snapCopy, Warnings: warnings}, nil
 	}
 	if err := stage.Commit(); err != nil {
 		return nil, err
@@ -1028,19 +1154,20 @@ func dumpTaskFiles(p *dumpProc, files *fileTable, shellJob bool) error {
 	return nil
 }
 
-// dumpMemory records the VMAs of p and writes its pages image. Each part
+// planMemory records the VMAs of p in p.mm and returns the runs of pages
+// its pages image holds, without copying any (writePages copies them from
+// the stopped task, or a snapshot's copyPages from its child). Each part
 // of a shared anonymous object is written once, by the first mapping of
-// it (shmem: the parts of each object, by offset, written so far).
-//
-// With pre, the pages pre-copied and not written since are left in the
-// parent image.
-func dumpMemory(p, parent *dumpProc, files *fileTable, shmem map[uint64][]proc.PageRange, pagesPath string, pr *progress, pre *preProc) (uint64, error) {
+// it (shmem: the parts of each object, by offset, written so far). With
+// pre, the pages pre-copied and not written since are left in the parent
+// image.
+func planMemory(p, parent *dumpProc, files *fileTable, shmem map[uint64][]proc.PageRange, pre *preProc) ([]pageRun, error) {
 	pid := p.pid
 	var pp *parentPages
 	if parent != nil && parent != p && !parent.zombie && parent.mm != nil && len(parent.mm.Vmas) > 0 {
 		pmr, err := proc.OpenPagemap(parent.pid)
 		if err != nil {
-			return 0, fmt.Errorf("task %d: %w", parent.pid, err)
+			return nil, fmt.Errorf("task %d: %w", parent.pid, err)
 		}
 		defer pmr.Close()
 		pp = &parentPages{vmas: parent.mm.Vmas, pmr: pmr}
@@ -1052,23 +1179,23 @@ func dumpMemory(p, parent *dumpProc, files *fileTable, shmem map[uint64][]proc.P
 		// flags of mappings (which keep them apart).
 		var err error
 		if clean, err = pre.clean(); err != nil {
-			return 0, fmt.Errorf("task %d: pre-copied pages: %w", pid, err)
+			return nil, fmt.Errorf("task %d: pre-copied pages: %w", pid, err)
 		}
 	}
 	maps, err := proc.Maps(pid)
 	if err != nil {
-		return 0, fmt.Errorf("task %d: %w", pid, err)
+		return nil, fmt.Errorf("task %d: %w", pid, err)
 	}
 	vmFlags, err := proc.ReadVmFlags(pid)
 	if err != nil {
-		return 0, fmt.Errorf("task %d: %w", pid, err)
+		return nil, fmt.Errorf("task %d: %w", pid, err)
 	}
 	var vmas []*vma.VmaEntry
 	only := map[*vma.VmaEntry][]proc.PageRange{}
 	for _, m := range maps {
-		e, err := classifyVMA(pid, m, files)
+		e, err := classifyVMA(pid, m, vmFlags[m.Start], files)
 		if err != nil {
-			return 0, err
+			return nil, err
 		}
 		if e == nil {
 			continue
@@ -1089,14 +1216,16 @@ func dumpMemory(p, parent *dumpProc, files *fileTable, shmem map[uint64][]proc.P
 	}
 	sortVMAs(vmas)
 	p.mm.Vmas = vmas
+	if p.mm.Aios, err = dumpAioRings(pid, vmas, files); err != nil {
+		return nil, err
+	}
 	runs, err := collectPages(pid, vmas, only, pp)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	runs = splitPreCopied(runs, clean)
-	var n uint64
-	p.pagemap, n, err = writePages(pid, runs, pagesPath, pr)
-	return n, err
+	markNoFork(runs, vmas, vmFlags)
+	return runs, nil
 }
 
 func (d *dumpTree) writeImages(stage *images.Staging, files *fileTable) error {

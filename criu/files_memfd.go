@@ -39,11 +39,17 @@ import (
 // and opens every file description of it again through /proc/self/fd,
 // with its own flags and position; mappings map it from such a file, so
 // a MAP_SHARED mapping stays shared with the task's fds of the memfd.
+// The first read-write fd is the one exception: it gets the description
+// memfd_create made. The kernel counts a file's writers at open
+// (i_writecount) and refuses to execute a file that has any (ETXTBSY),
+// but memfd_create's own description is not counted: a task may execute
+// its memfd through the fd memfd_create gave it, and a reopened
+// read-write fd in its place would make that fail.
 var memfds = fileKind{
 	name:   "memfd",
 	fdType: fdinfo.FdTypes_MEMFD,
 	dump:   dumpMemfd,
-	open:   openMemfd,
+	open:   openMemfdFd,
 	fixup:  restoreFileLocks,
 	finish: writeMemfdModes,
 }
@@ -166,15 +172,16 @@ func memfdName(link string) string {
 // dumpMappedMemfd records the memfd that mapping src (of path, as maps
 // shows it) maps: its inode once, shared with the fds of that memfd, and
 // a memfd file entry to map it from at restore, opened read-write for a
-// shared mapping (so that mprotect may make it writable, as it could
-// before) and read-only for a private one. It returns the entry's id.
-func dumpMappedMemfd(t *fileTable, src procFile, path string, shared bool) (uint32, error) {
+// shared mapping whose file was open for writing (so that mprotect may
+// make it writable, as it could before: writable says so) and read-only
+// for any other. It returns the entry's id.
+func dumpMappedMemfd(t *fileTable, src procFile, path string, writable bool) (uint32, error) {
 	inodeID, err := memfdState(t).inodeID(t, src, memfdName(path))
 	if err != nil {
 		return 0, err
 	}
 	flags := uint32(unix.O_RDONLY)
-	if shared {
+	if writable {
 		flags = unix.O_RDWR
 	}
 	key := fmt.Sprintf("\x00memfd\x00%d\x00%d", inodeID, flags)
@@ -204,6 +211,21 @@ func dumpMemfdInode(t *fileTable, src procFile, name string, inodeID uint32) err
 	if err != nil {
 		return fmt.Errorf("%s: memfd %q: F_GET_SEALS: %w", src.where, name, err)
 	}
+	// A memfd_create(MFD_HUGETLB) file lives on the kernel's hugetlbfs,
+	// whose block size is its huge page size.
+	var hugetlb *uint32
+	var sfs unix.Statfs_t
+	if err := unix.Fstatfs(int(f.Fd()), &sfs); err != nil {
+		return fmt.Errorf("%s: memfd %q: statfs: %w", src.where, name, err)
+	}
+	if sfs.Type == unix.HUGETLBFS_MAGIC {
+		huge, err := hugeFlags(src.st, src.where)
+		if err != nil {
+			return err
+		}
+		// MFD_HUGE_* and MAP_HUGE_* are the same bits.
+		hugetlb = proto.Uint32(unix.MFD_HUGETLB | huge&^unix.MAP_HUGETLB)
+	}
 	shmid := src.st.Ino
 	pagesID := uint32(memfdPagesBase + inodeID)
 	runs, err := dataRuns(f, size, pageSize)
@@ -227,6 +249,7 @@ func dumpMemfdInode(t *fileTable, src procFile, name string, inodeID uint32) err
 	t.addImage(images.Memfd, &memfd.MemfdInodeEntry{
 		Name: proto.String(name), Uid: proto.Uint32(src.st.Uid), Gid: proto.Uint32(src.st.Gid), Size: proto.Uint64(uint64(size)),
 		Shmid: proto.Uint32(uint32(shmid)), Seals: proto.Uint32(uint32(seals)), InodeId: proto.Uint64(uint64(inodeID)),
+		HugetlbFlag: hugetlb,
 	}, nil)
 	return nil
 }
@@ -299,8 +322,49 @@ func dataRuns(f *os.File, size, align int64) ([]dataRun, error) {
 // memfdRestoreState holds the memfd inodes restore made, by inode id.
 type memfdRestoreState struct {
 	inodes map[uint32]*os.File
+	// created: inodes whose memfd_create description a task's fd got.
+	created map[uint32]bool
 }
 
+// openMemfdFd opens the memfd file description of fd entry e: the
+// description memfd_create made for the first read-write one of its
+// inode, a new one for the others (see memfds).
+func openMemfdFd(r *fileRestore, e *fdinfo.FileEntry) (*os.File, error) {
+	f, err := openMemfd(r, e)
+	if err != nil || int(e.GetMemfd().GetFlags())&unix.O_ACCMODE != unix.O_RDWR {
+		return f, err
+	}
+	st := r.state["memfd"].(*memfdRestoreState)
+	id := e.GetMemfd().GetInodeId()
+	if st.created[id] {
+		return f, nil
+	}
+	defer f.Close()
+	inode := st.inodes[id]
+	fd, err := unix.FcntlInt(inode.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("memfd id %d: dup: %w", e.GetId(), err)
+	}
+	orig := os.NewFile(uintptr(fd), inode.Name())
+	// The status flags and position are the description's: take the
+	// reopened one's, which are the image's.
+	fl, err := unix.FcntlInt(f.Fd(), unix.F_GETFL, 0)
+	if err == nil {
+		_, err = unix.FcntlInt(orig.Fd(), unix.F_SETFL, fl)
+	}
+	if err == nil {
+		_, err = orig.Seek(int64(e.GetMemfd().GetPos()), io.SeekStart)
+	}
+	if err != nil {
+		orig.Close()
+		return nil, fmt.Errorf("memfd id %d: flags and position of memfd_create's file: %w", e.GetId(), err)
+	}
+	st.created[id] = true
+	return orig, nil
+}
+
+// openMemfd opens a new file description of the memfd of entry e, with
+// the entry's flags and position, making the inode on first use.
 func openMemfd(r *fileRestore, e *fdinfo.FileEntry) (*os.File, error) {
 	m := e.GetMemfd()
 	if m == nil {
@@ -308,7 +372,7 @@ func openMemfd(r *fileRestore, e *fdinfo.FileEntry) (*os.File, error) {
 	}
 	st, _ := r.state["memfd"].(*memfdRestoreState)
 	if st == nil {
-		st = &memfdRestoreState{inodes: map[uint32]*os.File{}}
+		st = &memfdRestoreState{inodes: map[uint32]*os.File{}, created: map[uint32]bool{}}
 		r.state["memfd"] = st
 	}
 	inode, ok := st.inodes[m.GetInodeId()]
@@ -356,20 +420,35 @@ func createMemfd(r *fileRestore, id uint32) (*os.File, error) {
 	if len(name) > 249 || strings.ContainsRune(name, 0) {
 		return nil, corruptf(r.cp.dir.Path(images.Memfd.FileName()), "inode %d: name %q", id, name)
 	}
-	fd, err := unix.MemfdCreate(name, unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+	huge := ie.GetHugetlbFlag()
+	if huge&^(unix.MFD_HUGETLB|unix.MFD_HUGE_MASK<<unix.MFD_HUGE_SHIFT) != 0 {
+		return nil, corruptf(r.cp.dir.Path(images.Memfd.FileName()), "inode %d: hugetlb flags %#x", id, huge)
+	}
+	fd, err := unix.MemfdCreate(name, unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING|int(huge))
 	if err != nil {
-		return nil, fmt.Errorf("memfd_create %q: %w", name, err)
+		return nil, fmt.Errorf("memfd_create %q (hugetlb flags %#x): %w", name, huge, err)
 	}
 	f := os.NewFile(uintptr(fd), "/memfd:"+name)
 	fail := func(err error) (*os.File, error) {
 		f.Close()
 		return nil, fmt.Errorf("memfd %q: %w", name, err)
 	}
-	if err := fillMemfd(r, f, ie); err != nil {
-		return fail(err)
-	}
-	if err := f.Truncate(int64(ie.GetSize())); err != nil {
-		return fail(err)
+	if huge != 0 {
+		// hugetlbfs has no write(): the file is sized, then filled
+		// through a mapping of it.
+		if err := f.Truncate(int64(ie.GetSize())); err != nil {
+			return fail(err)
+		}
+		if err := fillHugetlbMemfd(r, f, ie); err != nil {
+			return fail(err)
+		}
+	} else {
+		if err := fillMemfd(r, f, ie); err != nil {
+			return fail(err)
+		}
+		if err := f.Truncate(int64(ie.GetSize())); err != nil {
+			return fail(err)
+		}
 	}
 	if err := unix.Fchown(fd, int(ie.GetUid()), int(ie.GetGid())); err != nil {
 		return fail(fmt.Errorf("chown %d:%d: %w", ie.GetUid(), ie.GetGid(), err))
@@ -392,8 +471,39 @@ func createMemfd(r *fileRestore, id uint32) (*os.File, error) {
 	return f, nil
 }
 
+// fillHugetlbMemfd fills the hugetlb memfd f, already at its size,
+// through a shared mapping of it.
+func fillHugetlbMemfd(r *fileRestore, f *os.File, ie *memfd.MemfdInodeEntry) error {
+	size := int(ie.GetSize())
+	if size == 0 {
+		return nil
+	}
+	m, err := unix.Mmap(int(f.Fd()), 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return fmt.Errorf("map the hugetlb memfd of %d bytes to fill it: %w", size, err)
+	}
+	defer unix.Munmap(m)
+	return fillMemfdWith(r, ie, func(pages *os.File, off, at, n int64) error {
+		if at+n > int64(size) {
+			return fmt.Errorf("pages at %d (%d bytes) past the hugetlb memfd's %d bytes", at, n, size)
+		}
+		_, err := io.ReadFull(io.NewSectionReader(pages, off, n), m[at:at+n])
+		return err
+	})
+}
+
 // fillMemfd writes the pages of the memfd's shared memory object into f.
 func fillMemfd(r *fileRestore, f *os.File, ie *memfd.MemfdInodeEntry) error {
+	return fillMemfdWith(r, ie, func(pages *os.File, off, at, n int64) error {
+		_, err := io.Copy(io.NewOffsetWriter(f, at), io.NewSectionReader(pages, off, n))
+		return err
+	})
+}
+
+// fillMemfdWith calls copyRun for each run of pages of the memfd's
+// shared memory object: n bytes at offset off of the pages image, to
+// offset at of the memfd, after checking both bounds.
+func fillMemfdWith(r *fileRestore, ie *memfd.MemfdInodeEntry, copyRun func(pages *os.File, off, at, n int64) error) error {
 	pmPath := r.cp.dir.Path(pagemapShmem(uint64(ie.GetShmid())).FileName())
 	head, entries, err := images.ReadPagemap(pmPath)
 	if errors.Is(err, os.ErrNotExist) {
@@ -423,7 +533,7 @@ func fillMemfd(r *fileRestore, f *os.File, ie *memfd.MemfdInodeEntry) error {
 		if at%pageSize != 0 || at+n > limit || off+n > fi.Size() {
 			return corruptf(pmPath, "pages at %d (%d bytes) outside the memfd of %d bytes or the pages image", at, n, ie.GetSize())
 		}
-		if _, err := io.Copy(io.NewOffsetWriter(f, at), io.NewSectionReader(pages, off, n)); err != nil {
+		if err := copyRun(pages, off, at, n); err != nil {
 			return fmt.Errorf("fill from %s: %w", pagesPath, err)
 		}
 		off += n

@@ -76,7 +76,7 @@ func dumpRegularFile(d *fdDump) (*fdinfo.FileEntry, error) {
 		if name, ok := harmlessCharDevs[[2]uint32{unix.Major(st.Rdev), unix.Minor(st.Rdev)}]; ok {
 			return d.files.regEntry(name, d.flags, uint64(d.info.Pos), st), nil
 		}
-		if master, slave := ptyEnd(st); master || slave {
+		if ttyKindOwns(d) {
 			return nil, nil // tty.go's
 		}
 		if isTTY(st) {

@@ -19,6 +19,8 @@ type Summary struct {
 	// "proxy" (restored behind jumps into this kernel's), "refused: WHY",
 	// or "" when the checkpoint did not record it.
 	Vdso string `json:"vdso"`
+	// Compression is that of the page images: "zstd", or "none".
+	Compression string `json:"compression"`
 	// Warnings say what could not be checked (no manifest).
 	Warnings []string `json:"warnings,omitempty"`
 }
@@ -50,7 +52,10 @@ func Inspect(dir string) (*Summary, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Summary{Dir: dir, Warnings: cp.warnings}
+	s := &Summary{Dir: dir, Warnings: cp.warnings, Compression: cp.compression}
+	if s.Compression == CompressNone {
+		s.Compression = "none"
+	}
 	flags := ownNamespaces(cp.tasks[0].core.GetIds())
 	for _, k := range nsKinds {
 		if flags&k.flag != 0 {

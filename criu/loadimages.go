@@ -31,6 +31,8 @@ type checkpoint struct {
 	// warnings say what could not be checked (a checkpoint without a
 	// manifest).
 	warnings []string
+	// compression is that of the tasks' pages images (compression.json).
+	compression string
 }
 
 type restoredTaskImages struct {
@@ -44,6 +46,9 @@ type restoredTaskImages struct {
 	pagesID   uint32
 	pagesPath string
 	pagesSize uint64
+	// pagesZstd says pagesPath is compressed (pages-N.img.zst): its
+	// size says nothing of the pages, fillPagesZstd checks them.
+	pagesZstd bool
 	// parentPaths are the pages files of the parent images (a pre-copy,
 	// pre-dumps, each the parent of the one before), and parentRuns
 	// where the pages of the entries flagged pePreCopied lie in them;
@@ -76,6 +81,9 @@ func loadCheckpoint(dir string) (*checkpoint, error) {
 		c.warnings, err = append(c.warnings, err.Error()), nil
 	}
 	if err != nil {
+		return nil, err
+	}
+	if c.compression, err = readCompression(dir); err != nil {
 		return nil, err
 	}
 	c.inventory = &inventory.InventoryEntry{}
@@ -218,6 +226,10 @@ func (c *checkpoint) loadTask(ps *pstree.PstreeEntry) (*restoredTaskImages, erro
 			return nil, err
 		}
 	}
+	if c.compression == CompressZstd {
+		t.pagesPath += zstdSuffix
+		t.pagesZstd = true
+	}
 	fi, err := os.Stat(t.pagesPath)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) && pages == 0 {
@@ -225,7 +237,7 @@ func (c *checkpoint) loadTask(ps *pstree.PstreeEntry) (*restoredTaskImages, erro
 		} else {
 			return nil, fmt.Errorf("pages image: %w", err)
 		}
-	} else if uint64(fi.Size()) != t.pagesSize {
+	} else if !t.pagesZstd && uint64(fi.Size()) != t.pagesSize {
 		return nil, corruptf(t.pagesPath, "%d bytes, but %s describes %d pages (%d bytes)", fi.Size(), pmPath, pages, t.pagesSize)
 	}
 	if err := c.loadFilesAndFS(t, pid); err != nil {

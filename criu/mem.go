@@ -3,6 +3,8 @@ package criu
 import (
 	"errors"
 	"fmt"
+	"math/bits"
+	"slices"
 	"sort"
 	"strings"
 
@@ -45,9 +47,10 @@ func isVdsoName(p string) bool {
 	return p == "[vdso]" || p == "[vvar]" || p == "[vvar_vclock]"
 }
 
-// classifyVMA turns one /proc/PID/maps line into a VMA image entry. File
-// mappings get a reg-file entry through files.
-func classifyVMA(pid int, m proc.Mapping, files *fileTable) (*vma.VmaEntry, error) {
+// classifyVMA turns one /proc/PID/maps line, with the mapping's VmFlags
+// from smaps (nil when unknown), into a VMA image entry. File mappings
+// get a reg-file entry through files.
+func classifyVMA(pid int, m proc.Mapping, vmFlags []string, files *fileTable) (*vma.VmaEntry, error) {
 	prot := 0
 	if m.Read {
 		prot |= unix.PROT_READ
@@ -92,7 +95,7 @@ func classifyVMA(pid int, m proc.Mapping, files *fileTable) (*vma.VmaEntry, erro
 		status = vmaAreaRegular | vmaAnonShared
 		flags |= unix.MAP_ANONYMOUS
 		e.Shmid = proto.Uint64(m.Inode)
-	case m.Inode == 0 || (m.Path == "/dev/zero" && !m.Shared):
+	case m.Inode == 0:
 		status = vmaAreaRegular | vmaAnonPrivate
 		flags |= unix.MAP_ANONYMOUS
 		if m.Shared {
@@ -106,6 +109,29 @@ func classifyVMA(pid int, m proc.Mapping, files *fileTable) (*vma.VmaEntry, erro
 			status |= vmaAreaStack
 			flags |= unix.MAP_GROWSDOWN
 		}
+	case m.Path == "/[aio]" && m.Deleted:
+		// The ring of an AIO context (aio.go).
+		aioRingVMA(e, m.Inode)
+		return e, nil
+	case m.Path == "/anon_hugepage" && m.Deleted:
+		// MAP_ANONYMOUS|MAP_HUGETLB: a file of the kernel's internal
+		// hugetlbfs. It is anonymous memory again at restore, of the
+		// same huge page size (the file's block size), private or
+		// shared as it was.
+		src, err := mappedFile(pid, m, where)
+		if err != nil {
+			return nil, err
+		}
+		huge, err := hugeFlags(src.st, where)
+		if err != nil {
+			return nil, err
+		}
+		flags |= unix.MAP_ANONYMOUS | huge
+		status = vmaAreaRegular | vmaAnonPrivate
+		if m.Shared {
+			status = vmaAreaRegular | vmaAnonShared
+			e.Shmid = proto.Uint64(m.Inode)
+		}
 	case m.Deleted && strings.HasPrefix(m.Path, "/"):
 		// A memfd, or a file unlinked since it was mapped: its content is
 		// kept in the images (memfd.img or a ghost file), once, however
@@ -116,7 +142,7 @@ func classifyVMA(pid int, m proc.Mapping, files *fileTable) (*vma.VmaEntry, erro
 		}
 		var id uint32
 		if strings.HasPrefix(m.Path, "/memfd:") && src.st.Nlink == 0 {
-			id, err = dumpMappedMemfd(files, src, m.Path, m.Shared)
+			id, err = dumpMappedMemfd(files, src, m.Path, m.Shared && (m.Write || slices.Contains(vmFlags, "mw")))
 			status = vmaAreaRegular | vmaAreaMemfd
 		} else {
 			id, err = dumpMappedGhost(files, src, m.Path, m.Shared)
@@ -139,8 +165,20 @@ func classifyVMA(pid int, m proc.Mapping, files *fileTable) (*vma.VmaEntry, erro
 		if st.Ino != m.Inode || unix.Major(st.Dev) != m.Major || unix.Minor(st.Dev) != m.Minor {
 			return nil, fmt.Errorf("%s: %s is no longer the mapped file (replaced after mmap): %w", where, m.Path, ErrUnsupported)
 		}
+		// A private mapping of /dev/zero is anonymous memory that maps
+		// names /dev/zero: it is mapped from /dev/zero again, so it keeps
+		// that name, and its pages are saved as copied-on-write ones. What
+		// another character device maps is the driver's, which ctcr
+		// cannot save.
+		if st.Mode&unix.S_IFMT == unix.S_IFCHR && st.Rdev != unix.Mkdev(1, 5) {
+			return nil, fmt.Errorf("%s: %s is a character device (%d:%d) whose memory ctcr cannot save (only /dev/zero's): %w",
+				where, m.Path, unix.Major(st.Rdev), unix.Minor(st.Rdev), ErrUnsupported)
+		}
+		// A shared mapping may be made writable with mprotect only if its
+		// file was open for writing ("mw", VM_MAYWRITE): the file is
+		// opened again with the same rights, not fewer, not more.
 		oflags := unix.O_RDONLY
-		if m.Shared && m.Write {
+		if m.Shared && (m.Write || slices.Contains(vmFlags, "mw")) {
 			oflags = unix.O_RDWR
 		}
 		id := files.regFile(m.Path, uint32(oflags), 0, &st)
@@ -156,6 +194,26 @@ func classifyVMA(pid int, m proc.Mapping, files *fileTable) (*vma.VmaEntry, erro
 	e.Flags = proto.Uint32(flags)
 	e.Status = proto.Uint32(status)
 	return e, nil
+}
+
+// hugeFlags returns MAP_HUGETLB with the huge page size of hugetlbfs
+// file st (its block size) in the MAP_HUGE_* bits, which is how CRIU's
+// vma_entry.flags records a hugetlb mapping.
+func hugeFlags(st *unix.Stat_t, where string) (uint32, error) {
+	size := uint64(st.Blksize)
+	if size < pageSize || size&(size-1) != 0 {
+		return 0, fmt.Errorf("%s: hugetlb file of block size %d, not a page size: %w", where, size, ErrUnsupported)
+	}
+	return unix.MAP_HUGETLB | uint32(bits.TrailingZeros64(size))<<unix.MAP_HUGE_SHIFT, nil
+}
+
+// hugePageSize returns the huge page size of a hugetlb VMA entry, 0 for
+// another one.
+func hugePageSize(e *vma.VmaEntry) uint64 {
+	if e.GetFlags()&unix.MAP_HUGETLB == 0 {
+		return 0
+	}
+	return 1 << (e.GetFlags() >> unix.MAP_HUGE_SHIFT & unix.MAP_HUGE_MASK)
 }
 
 // mappedFile reaches the file mapping m of task pid maps through
@@ -185,6 +243,10 @@ type pageRun struct {
 	// preCopied: pages copied by the pre-copy and not written since;
 	// they stay in the parent image.
 	preCopied bool
+	// noFork: pages a fork does not hand the snapshot child as they are
+	// at the freeze (shared, not inherited, or wiped: snapshot.go); a
+	// snapshot dump copies them while the task is still stopped.
+	noFork bool
 }
 
 // peParentTask flags a pagemap entry whose pages are the parent task's.
@@ -205,8 +267,12 @@ type parentPages struct {
 }
 
 // sameVMA reports whether a child VMA is the parent's, inherited by fork.
+//
+// A hugetlb mapping never is: restore does not keep the parent's (its
+// pages could not be dropped but in whole huge pages), so the child
+// saves its own copy of every page.
 func (pp *parentPages) sameVMA(e *vma.VmaEntry) bool {
-	if pp == nil || e.GetStatus()&(vmaAnonPrivate|vmaFilePrivate) == 0 {
+	if pp == nil || e.GetStatus()&(vmaAnonPrivate|vmaFilePrivate) == 0 || hugePageSize(e) != 0 {
 		return false
 	}
 	for _, v := range pp.vmas {
@@ -321,6 +387,9 @@ func collectPages(pid int, vmas []*vma.VmaEntry, only map[*vma.VmaEntry][]proc.P
 // /proc/PID/map_files, finds them wherever they were faulted in. They
 // are read through /proc/PID/mem, which finds them in the object too.
 func shmemData(pid int, e *vma.VmaEntry) ([]proc.PageRange, error) {
+	if hugePageSize(e) != 0 {
+		return hugetlbData(pid, e)
+	}
 	path := fmt.Sprintf("/proc/%d/map_files/%x-%x", pid, e.GetStart(), e.GetEnd())
 	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -356,22 +425,59 @@ func shmemData(pid int, e *vma.VmaEntry) ([]proc.PageRange, error) {
 	return out, nil
 }
 
+// hugetlbData returns the pages of the shared hugetlb mapping e of task
+// pid that the task has mapped. hugetlbfs answers SEEK_DATA with the
+// whole file, and reading a huge page the object lacks through
+// /proc/PID/mem would allocate it (or fail when none is free): only the
+// pages the pagemap shows are read. Pages of the object only another
+// task mapped are that task's to save.
+func hugetlbData(pid int, e *vma.VmaEntry) ([]proc.PageRange, error) {
+	pmr, err := proc.OpenPagemap(pid)
+	if err != nil {
+		return nil, fmt.Errorf("task %d: %w", pid, err)
+	}
+	defer pmr.Close()
+	buf, err := pmr.Read(e.GetStart(), e.GetEnd(), nil)
+	if err != nil {
+		return nil, fmt.Errorf("task %d pagemap of %#x-%#x: %w", pid, e.GetStart(), e.GetEnd(), err)
+	}
+	var out []proc.PageRange
+	for i, pm := range buf {
+		if pm&(proc.PagemapPresent|proc.PagemapSwapped) == 0 {
+			continue
+		}
+		a := e.GetStart() + uint64(i)*pageSize
+		if n := len(out); n > 0 && out[n-1].End == a {
+			out[n-1].End += pageSize
+		} else {
+			out = append(out, proc.PageRange{Start: a, End: a + pageSize})
+		}
+	}
+	return out, nil
+}
+
 // writePages copies the pages of runs from the task into the raw pages
 // image at path, in order, and returns the pagemap entries describing
 // them and the bytes written. The pages go through ctcr's small page
 // buffers (pageSink): no mapping of the image, so no page fault per page
 // and no RSS the size of the task.
 func writePages(pid int, runs []pageRun, path string, pr *progress) ([]*pagemap.PagemapEntry, uint64, error) {
+	entries, total := pagemapEntries(runs)
+	if err := writePagesFrom(pageSource{pid: pid}, runs, path, pr); err != nil {
+		return nil, 0, err
+	}
+	return entries, total, nil
+}
+
+// pagemapEntries returns the pagemap entries describing runs and the
+// bytes of the pages image they make.
+func pagemapEntries(runs []pageRun) ([]*pagemap.PagemapEntry, uint64) {
 	var total uint64
-	var copied []pageRun
+	var entries []*pagemap.PagemapEntry
 	for _, r := range runs {
 		if !r.inParent && !r.preCopied {
 			total += r.npages * pageSize
-			copied = append(copied, r)
 		}
-	}
-	var entries []*pagemap.PagemapEntry
-	for _, r := range runs {
 		// An entry's nr_pages is 32 bits.
 		for a, left := r.addr, r.npages; left > 0; {
 			n := min(left, 1<<30)
@@ -386,22 +492,54 @@ func writePages(pid int, runs []pageRun, path string, pr *progress) ([]*pagemap.
 			left -= n
 		}
 	}
+	return entries, total
+}
+
+// writePagesFrom writes the pages image at path from src: the pages of
+// every run that is not left to a parent image, in order.
+func writePagesFrom(src pageSource, runs []pageRun, path string, pr *progress) error {
+	var copied []pageRun
+	for _, r := range runs {
+		if !r.inParent && !r.preCopied {
+			copied = append(copied, r)
+		}
+	}
 	s, err := newPageSink(path)
 	if err != nil {
-		return nil, 0, err
+		return err
 	}
-	if err := copyRuns(pid, copied, s, pr); err != nil {
+	if err := copyRunsFrom(src, copied, s, pr); err != nil {
 		s.abort()
 		// The disk's error first: a full disk, not the task, stopped it.
 		if werr := s.failed(); werr != nil {
-			return nil, 0, werr
+			return werr
 		}
-		return nil, 0, err
+		return err
 	}
-	if err := s.close(); err != nil {
-		return nil, 0, err
+	return s.close()
+}
+
+// markNoFork flags the runs (address-ordered, each inside one VMA) that
+// lie in a VMA whose pages a fork does not hand over as they are now:
+// shared anonymous memory (the task's writes after the freeze show in
+// the child too), and mappings with VmFlags dc (MADV_DONTFORK, or
+// VM_DONTCOPY set by a driver: absent in the child) or wf
+// (MADV_WIPEONFORK, MAP_DROPPABLE: zero-filled in the child). vmFlags
+// is keyed by VMA start (proc.ReadVmFlags).
+func markNoFork(runs []pageRun, vmas []*vma.VmaEntry, vmFlags map[uint64][]string) {
+	i := 0
+	for _, e := range vmas {
+		noFork := e.GetStatus()&vmaAnonShared != 0
+		for _, f := range vmFlags[e.GetStart()] {
+			noFork = noFork || f == "dc" || f == "wf"
+		}
+		for i < len(runs) && runs[i].addr < e.GetStart() {
+			i++
+		}
+		for ; i < len(runs) && runs[i].addr < e.GetEnd(); i++ {
+			runs[i].noFork = noFork
+		}
 	}
-	return entries, total, nil
 }
 
 // sortVMAs orders entries by start address.
@@ -427,6 +565,12 @@ func adviseVMA(e *vma.VmaEntry, flags []string) {
 		}
 		if f == "lo" {
 			e.Flags = proto.Uint32(e.GetFlags() | unix.MAP_LOCKED)
+		}
+		if f == "nr" {
+			// A reservation larger than memory (VM_NORESERVE) maps
+			// again only with MAP_NORESERVE under overcommit
+			// heuristics.
+			e.Flags = proto.Uint32(e.GetFlags() | unix.MAP_NORESERVE)
 		}
 	}
 	if madv != 0 {

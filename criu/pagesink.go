@@ -6,9 +6,11 @@ import (
 	"hash/crc32"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"unsafe"
 
+	"github.com/klauspost/compress/zstd"
 	"golang.org/x/sys/unix"
 
 	"github.com/ctcr/ctcr/criu/images"
@@ -95,6 +97,13 @@ type pageSink struct {
 
 	mu  sync.Mutex
 	err error // the writer's first error; guarded by mu
+
+	// A compressed image (name ends in .zst, pages_zstd.go): the
+	// frames' end in the file and the CRC32C of the file so far, the
+	// writer's until finish.
+	zstd bool // immutable
+	zoff int64
+	zcrc uint32
 }
 
 type pageWrite struct {
@@ -103,16 +112,29 @@ type pageWrite struct {
 	off int64
 }
 
-// newPageSink creates (truncating) the pages image at path.
+// newPageSink creates (truncating) the pages image at path. A path
+// ending in .zst gets the pages compressed with zstd (pages_zstd.go).
 func newPageSink(path string) (*pageSink, error) {
 	s := &pageSink{dir: filepath.Dir(path), name: filepath.Base(path), work: make(chan pageWrite, pageBufCount), free: make(chan *pageBuf, pageBufCount)}
+	s.zstd = strings.HasSuffix(path, zstdSuffix)
+	var enc *zstd.Encoder
+	if s.zstd {
+		var err error
+		if enc, err = zstdEnc(); err != nil {
+			return nil, fmt.Errorf("zstd encoder: %w", err)
+		}
+	}
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|unix.O_CLOEXEC, 0o600)
 	if err != nil {
 		return nil, images.WriteError(s.dir, s.name, err)
 	}
 	s.f = f
 	s.wg.Add(1)
-	go s.writer()
+	if s.zstd {
+		go s.zstdWriter(enc)
+	} else {
+		go s.writer()
+	}
 	return s, nil
 }
 
@@ -191,7 +213,10 @@ func (s *pageSink) buffer() (*pageBuf, error) {
 // submit checksums the first n bytes of b and hands them to the writer
 // at the next offset; b is not the caller's any more.
 func (s *pageSink) submit(b *pageBuf, n int) {
-	s.crc = crc32.Update(s.crc, images.Castagnoli, b.b[:n])
+	if !s.zstd {
+		// A compressed image's checksum is of its frames: the writer's.
+		s.crc = crc32.Update(s.crc, images.Castagnoli, b.b[:n])
+	}
 	s.work <- pageWrite{buf: b, n: n, off: s.off}
 	s.off += int64(n)
 }
@@ -229,6 +254,9 @@ func (s *pageSink) finish() {
 func (s *pageSink) close() error {
 	s.finish()
 	err := s.failed()
+	if s.zstd {
+		s.off, s.crc = s.zoff, s.zcrc
+	}
 	if err == nil {
 		// The file ends where the last page was written.
 		if err = s.f.Truncate(s.off); err != nil {
@@ -254,6 +282,41 @@ func (s *pageSink) abort() {
 // counting it in pr. Runs flagged unread go through /proc/PID/mem, the
 // others through process_vm_readv, gathered up to a buffer per call.
 func copyRuns(pid int, runs []pageRun, s *pageSink, pr *progress) error {
+	return copyRunsFrom(pageSource{pid: pid}, runs, s, pr)
+}
+
+// pageSource says where copyRunsFrom reads the pages of runs.
+type pageSource struct {
+	// pid is the task whose memory holds them: the dumped task itself,
+	// stopped, or its copy-on-write snapshot child (snapshot.go).
+	pid int
+	// allMem reads every run through /proc/PID/mem. A snapshot child
+	// shares each page with the task, and process_vm_readv pins pages:
+	// pinning a shared anonymous page makes the kernel give the child
+	// its own copy first (an allocation and a copy per page, and memory
+	// the size of the task), where /proc/PID/mem reads the shared page.
+	allMem bool
+	// saved, if set, holds the pages of the runs flagged noFork, one
+	// after the other in run order: copied while the task was stopped,
+	// since the snapshot child does not have them as they were.
+	saved *os.File
+	// who names the task in messages ("task 12", "snapshot 15 of task 12").
+	who string
+}
+
+func (src pageSource) name() string {
+	if src.who != "" {
+		return src.who
+	}
+	return fmt.Sprintf("task %d", src.pid)
+}
+
+// copyRunsFrom copies every run, in order, from src into the sink,
+// counting it in pr. Runs flagged unread (or all, with src.allMem) go
+// through /proc/PID/mem, the others through process_vm_readv, gathered
+// up to a buffer per call; noFork runs come from src.saved if set.
+func copyRunsFrom(src pageSource, runs []pageRun, s *pageSink, pr *progress) error {
+	pid := src.pid
 	const maxIov = 1024 // IOV_MAX
 	local := make([]unix.Iovec, 0, maxIov)
 	remote := make([]unix.RemoteIovec, 0, maxIov)
@@ -263,6 +326,7 @@ func copyRuns(pid int, runs []pageRun, s *pageSink, pr *progress) error {
 			mem.Close()
 		}
 	}()
+	var savedOff int64
 	var buf *pageBuf
 	fill := 0 // bytes of buf filled or to be filled by the gathered iovecs
 	want := 0 // bytes the gathered iovecs read
@@ -276,7 +340,7 @@ func copyRuns(pid int, runs []pageRun, s *pageSink, pr *progress) error {
 				if err == nil {
 					err = fmt.Errorf("%d of %d bytes read: part of it was unmapped", n, want)
 				}
-				return fmt.Errorf("task %d: read memory at %#x: %w", pid, remote[0].Base, err)
+				return fmt.Errorf("%s: read memory at %#x: %w", src.name(), remote[0].Base, err)
 			}
 		}
 		s.submit(buf, fill)
@@ -301,20 +365,26 @@ func copyRuns(pid int, runs []pageRun, s *pageSink, pr *progress) error {
 			}
 			k := min(left, uint64(len(buf.b)-fill))
 			dst := buf.b[fill : fill+int(k)]
-			if r.unread {
+			switch {
+			case r.noFork && src.saved != nil:
+				if _, err := src.saved.ReadAt(dst, savedOff); err != nil {
+					return fmt.Errorf("%s: pages at %#x saved while it was stopped: %w", src.name(), addr, err)
+				}
+				savedOff += int64(k)
+			case r.unread || src.allMem:
 				// process_vm_readv honours the task's protection;
 				// /proc/PID/mem reads a PROT_NONE page as the
 				// kernel's ptrace access does.
 				if mem == nil {
 					var err error
 					if mem, err = os.Open(fmt.Sprintf("/proc/%d/mem", pid)); err != nil {
-						return err
+						return fmt.Errorf("%s: %w", src.name(), err)
 					}
 				}
 				if _, err := mem.ReadAt(dst, int64(addr)); err != nil {
-					return fmt.Errorf("task %d: read protected memory at %#x: %w", pid, addr, err)
+					return fmt.Errorf("%s: read memory at %#x through /proc/%d/mem: %w", src.name(), addr, pid, err)
 				}
-			} else {
+			default:
 				local = append(local, unix.Iovec{Base: (*byte)(unsafe.Pointer(&dst[0])), Len: k})
 				remote = append(remote, unix.RemoteIovec{Base: uintptr(addr), Len: int(k)})
 				want += int(k)

@@ -511,8 +511,9 @@ func privateVMAs(pid int) ([]*vma.VmaEntry, error) {
 		if m.Shared {
 			continue
 		}
-		e, err := classifyVMA(pid, m, files)
-		if err != nil || e == nil || vmaSpecial(e) || e.GetStatus()&(vmaAnonPrivate|vmaFilePrivate) == 0 {
+		e, err := classifyVMA(pid, m, nil, files) // private mappings only: VmFlags do not matter
+		// An AIO ring's pages are the kernel's to write: copied at the dump.
+		if err != nil || e == nil || vmaSpecial(e) || e.GetStatus()&(vmaAnonPrivate|vmaFilePrivate) == 0 || e.GetStatus()&vmaAreaAioring != 0 {
 			continue
 		}
 		out = append(out, e)

@@ -85,7 +85,7 @@ func startPuppet() (*puppet, error) {
 	// Every task the puppet's descendants create is traced from birth
 	// (the options are inherited); EXITKILL: if ctcr dies, every task it
 	// was building dies with it.
-	if err := ptrace.SetOptions(pid, unix.PTRACE_O_TRACECLONE|unix.PTRACE_O_TRACEFORK|unix.PTRACE_O_TRACEVFORK|unix.PTRACE_O_EXITKILL|unix.PTRACE_O_SUSPEND_SECCOMP); err != nil {
+	if err := ptrace.SetOptions(pid, unix.PTRACE_O_TRACECLONE|unix.PTRACE_O_TRACEFORK|unix.PTRACE_O_TRACEVFORK|unix.PTRACE_O_EXITKILL|unix.PTRACE_O_SUSPEND_SECCOMP|unix.PTRACE_O_TRACESYSGOOD); err != nil {
 		p.kill()
 		return nil, err
 	}

@@ -302,6 +302,7 @@ type restoringTask struct {
 	killed  bool
 	filled  map[uint64]bool // VMA starts that have pages in the image
 	vdsoAt  uint64          // where this kernel's vDSO went, if behind a proxy
+	traps   []pendingTrap   // SIGTRAPs to queue last (finish)
 
 	// The tree being built (tree.go).
 	parent   *restoringTask   // the task that creates this one

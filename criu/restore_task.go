@@ -296,7 +296,7 @@ func (t *restoringTask) restoreTaskState() error {
 			return err
 		}
 	}
-	if err := queueSignals(b, what, t.vpid, t.vpid, tc.GetSignalsS().GetSignals(), true); err != nil {
+	if err := t.queueSignals(b, what, t.vpid, t.vpid, tc.GetSignalsS().GetSignals(), true); err != nil {
 		return fmt.Errorf("%s: %w", where, err)
 	}
 	if timers := tc.GetTimers(); timers != nil {
@@ -369,7 +369,7 @@ func (t *restoringTask) restoreThreadState(th *restoringThread) error {
 	if rs := tcore.GetRseqEntry(); rs != nil && rs.GetRseqAbiPointer() != 0 {
 		what[b.add(unix.SYS_RSEQ, rs.GetRseqAbiPointer(), uint64(rs.GetRseqAbiSize()), 0, uint64(rs.GetSignature()))] = fmt.Sprintf("rseq registration at %#x", rs.GetRseqAbiPointer())
 	}
-	if err := queueSignals(b, what, t.vpid, th.vtid, tcore.GetSignalsP().GetSignals(), false); err != nil {
+	if err := t.queueSignals(b, what, t.vpid, th.vtid, tcore.GetSignalsP().GetSignals(), false); err != nil {
 		return fmt.Errorf("%s: %w", where, err)
 	}
 	if th.vtid != t.vpid && tcore.GetComm() != "" {
@@ -419,9 +419,19 @@ func (t *restoringTask) restoreThreadState(th *restoringThread) error {
 	return restoreCreds(th.ctl, where, tcore.GetCreds(), ambient[th.vtid], pdeathsig)
 }
 
+// pendingTrap is a SIGTRAP that was pending at the dump, queued again
+// only by finish: every batch of a restore ends on a breakpoint and a
+// lone call is single-stepped, and either forces a SIGTRAP that would
+// take the queued one's place.
+type pendingTrap struct {
+	tid    int // in the task's PID namespace; the process's id when shared
+	shared bool
+	info   ptrace.Siginfo
+}
+
 // queueSignals adds the calls that queue sigs again: on the process
-// (shared) or on thread tid.
-func queueSignals(b *batch, what map[int]string, pid, tid int, sigs []*siginfo.SiginfoEntry, shared bool) error {
+// (shared) or on thread tid. A SIGTRAP is set aside in t.traps.
+func (t *restoringTask) queueSignals(b *batch, what map[int]string, pid, tid int, sigs []*siginfo.SiginfoEntry, shared bool) error {
 	for _, e := range sigs {
 		si := e.GetSiginfo()
 		if len(si) != 128 {
@@ -432,6 +442,10 @@ func queueSignals(b *batch, what map[int]string, pid, tid int, sigs []*siginfo.S
 		signo := info.Signo()
 		if signo <= 0 || signo > kernel.NSIG {
 			return corruptf("core image", "queued signal %d", signo)
+		}
+		if signo == int(unix.SIGTRAP) {
+			t.traps = append(t.traps, pendingTrap{tid: tid, shared: shared, info: info})
+			continue
 		}
 		p, err := b.put(si)
 		if err != nil {
@@ -505,10 +519,35 @@ func (t *restoringTask) finish() error {
 	if ip, ok := findSyscallInsn(t.ctl.mem, maps); ok {
 		t.ctl.r.IP = ip
 	}
+	threads := append([]*restoringThread{{tid: t.pid, core: t.img.core, ctl: t.ctl}}, t.threads...)
+	if len(t.traps) > 0 {
+		// From here on no call may force a SIGTRAP: they run between
+		// syscall stops, with every signal blocked until each thread
+		// gets its own mask below.
+		for _, th := range threads {
+			if err := ptrace.SetSigmask(th.tid, ^uint64(0)); err != nil {
+				return err
+			}
+		}
+		t.ctl.r.NoTrap = true
+		for _, tr := range t.traps {
+			if err := t.ctl.mem.WriteAt(tr.info[:], t.ctl.scratch); err != nil {
+				return fmt.Errorf("%s: pending SIGTRAP: %w", t.where(), err)
+			}
+			var err error
+			if tr.shared {
+				_, err = t.ctl.call(unix.SYS_RT_SIGQUEUEINFO, uint64(tr.tid), uint64(unix.SIGTRAP), t.ctl.scratch)
+			} else {
+				_, err = t.ctl.call(unix.SYS_RT_TGSIGQUEUEINFO, uint64(t.vpid), uint64(tr.tid), uint64(unix.SIGTRAP), t.ctl.scratch)
+			}
+			if err != nil {
+				return fmt.Errorf("%s: queue pending SIGTRAP: %w", t.where(), err)
+			}
+		}
+	}
 	if _, err := t.ctl.call(unix.SYS_MUNMAP, t.ctlAddr, ctlSize); err != nil {
 		return fmt.Errorf("%s: unmap control area: %w", t.where(), err)
 	}
-	threads := append([]*restoringThread{{tid: t.pid, core: t.img.core, ctl: t.ctl}}, t.threads...)
 	for _, th := range threads {
 		if len(th.ctl.r.Stolen) > 0 {
 			return fmt.Errorf("task %d thread %d: %d unexpected signals arrived during restore", t.pid, th.tid, len(th.ctl.r.Stolen))

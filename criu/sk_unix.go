@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path"
 	"sort"
 	"strings"
 	"syscall"
@@ -490,7 +491,15 @@ func dumpUnixSocket(d *fdDump) (*fdinfo.FileEntry, error) {
 	if len(sk.name) > 0 && sk.name[0] != 0 {
 		name := string(sk.name)
 		if !strings.HasPrefix(name, "/") {
-			return nil, d.unsupported(fmt.Sprintf("%s is bound to the relative path %q", what, name))
+			dir, err := relativeNameDir(d, sk)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %s: %w", d.where, what, err)
+			}
+			if dir == "" {
+				return nil, d.unsupported(fmt.Sprintf("%s is bound to the relative path %q, which does not lead to it from its task's working directory: the directory it was bound from is unknown", what, name))
+			}
+			e.NameDir = proto.String(dir)
+			name = path.Join(dir, name)
 		}
 		if fst, err := statInTree(d.pid, name); err != nil || !sk.hasVFS || fst.Ino != uint64(sk.vfsIno) {
 			e.Deleted = proto.Bool(true) // the name no longer leads to this socket
@@ -509,6 +518,30 @@ func dumpUnixSocket(d *fdDump) (*fdinfo.FileEntry, error) {
 	st.dumped[ino] = &dumpedUnixSk{where: d.where, e: e, d: sk}
 	st.order = append(st.order, ino)
 	return &fdinfo.FileEntry{Id: proto.Uint32(id), Usk: e}, nil
+}
+
+// relativeNameDir finds the directory socket sk's relative name was
+// bound from: /proc/net/unix and sock_diag give the name as bind got it,
+// resolved against the binder's working directory then. The task that
+// holds it is asked first: its working directory, if the name leads
+// from there to the socket's own inode (UNIX_DIAG_VFS). "" if it does
+// not (the task changed directory, or the name was unlinked since).
+func relativeNameDir(d *fdDump, sk *unixDiag) (string, error) {
+	if !sk.hasVFS || d.vpid == 0 {
+		return "", nil
+	}
+	cwd, err := os.Readlink(fmt.Sprintf("/proc/%d/cwd", d.pid))
+	if err != nil {
+		return "", fmt.Errorf("working directory: %w", err)
+	}
+	if !strings.HasPrefix(cwd, "/") || strings.HasSuffix(cwd, " (deleted)") {
+		return "", nil
+	}
+	st, err := statInTree(d.pid, path.Join(cwd, string(sk.name)))
+	if err != nil || st.Mode&unix.S_IFMT != unix.S_IFSOCK || st.Ino != uint64(sk.vfsIno) || st.Dev != unix.Mkdev(sk.vfsDev>>20, sk.vfsDev&0xfffff) {
+		return "", nil
+	}
+	return cwd, nil
 }
 
 func unixSkDesc(sk *unixDiag) string {
@@ -916,13 +949,15 @@ func (ur *unixRestore) dial(r *fileRestore, e, l *skunix.UnixSkEntry) error {
 		return err
 	}
 	ur.newSocket(r, e, fd)
-	if err := bindUnix(fd, e); err != nil {
+	if err := bindUnix(r, fd, e); err != nil {
 		return err
 	}
-	if err := unix.Connect(fd, unixAddr(l.GetName())); err != nil {
-		return fmt.Errorf("connect to %q: %w", unixName(l.GetName()), err)
-	}
-	return nil
+	return inNameDir(l, func() error {
+		if err := unix.Connect(fd, unixAddr(l.GetName())); err != nil {
+			return fmt.Errorf("connect to %q: %w", unixName(l.GetName()), err)
+		}
+		return nil
+	})
 }
 
 func (ur *unixRestore) newSocket(r *fileRestore, e *skunix.UnixSkEntry, fd int) *os.File {
@@ -932,17 +967,28 @@ func (ur *unixRestore) newSocket(r *fileRestore, e *skunix.UnixSkEntry, fd int) 
 	return f
 }
 
-// bindUnix gives fd the name of e. A path left behind by the dumped
-// socket is removed first; one that leads elsewhere makes bind fail.
+// bindUnix gives fd the name of e.
 //
 // It runs with the restored tree's root as its own (buildInView chroots
 // its thread into it when that is not ctcr's), so bind and connect
 // resolve a name as the tree's processes would, never above that root,
-// and the kernel records the name the task gave. The removal before and
-// the owner, mode and unlink after act through the socket's directory,
-// resolved once inside that root, on the entry itself: never on what a
-// symlink planted there points at.
-func bindUnix(fd int, e *skunix.UnixSkEntry) error {
+// and the kernel records the name the task gave. A relative name is
+// bound from the directory it was bound from (inNameDir). The checks
+// before and the owner, mode and unlink after act through the socket's
+// directory, resolved once inside that root, on the entry itself: never
+// on what a symlink planted there points at.
+//
+// What the name leads to at restore:
+//   - nothing: bind;
+//   - for a socket whose name was unlinked or replaced at the dump
+//     (deleted): whatever is there now is moved aside for the moment, the
+//     socket is bound and its name unlinked, and the file moved back, as
+//     CRIU does;
+//   - a socket file no socket is bound to (left behind by the dumped
+//     socket, whose tree was killed): removed, then bind;
+//   - a socket file a live socket is bound to, or any other file: the
+//     name is taken, refused naming it.
+func bindUnix(r *fileRestore, fd int, e *skunix.UnixSkEntry) error {
 	name := e.GetName()
 	if len(name) == 0 {
 		return nil
@@ -953,9 +999,14 @@ func bindUnix(fd int, e *skunix.UnixSkEntry) error {
 		}
 		return nil
 	}
+	return inNameDir(e, func() error { return bindUnixPath(r, fd, e) })
+}
+
+func bindUnixPath(r *fileRestore, fd int, e *skunix.UnixSkEntry) error {
+	name := e.GetName()
 	path := string(name)
 	// A relative name is bound from the working directory (the root's
-	// top inside the view).
+	// top inside the view, or the name's directory: inNameDir).
 	top := "."
 	if strings.HasPrefix(path, "/") {
 		top = "/"
@@ -970,9 +1021,33 @@ func bindUnix(fd int, e *skunix.UnixSkEntry) error {
 		return fmt.Errorf("bind to %q: %w", path, err)
 	}
 	defer dir.Close()
-	if st, err := dir.Lstat(); err == nil && st.Mode&unix.S_IFMT == unix.S_IFSOCK {
-		if err := dir.Unlink(); err != nil {
-			return fmt.Errorf("remove the old socket file: %w", err)
+	aside := ""
+	if st, err := dir.Lstat(); err == nil {
+		switch {
+		case e.GetDeleted():
+			aside = fmt.Sprintf(".ctcr-aside-%d-%d-%s", os.Getpid(), e.GetIno(), dir.Base)
+			if len(aside) > 255 {
+				aside = aside[:255]
+			}
+			if err := unix.Renameat2(dir.Fd(), dir.Base, dir.Fd(), aside, unix.RENAME_NOREPLACE); err != nil {
+				return fmt.Errorf("bind to %q (unlinked at the dump): move the file now there aside: %w", path, err)
+			}
+			defer func() {
+				if aside != "" {
+					unix.Renameat2(dir.Fd(), aside, dir.Fd(), dir.Base, unix.RENAME_NOREPLACE)
+				}
+			}()
+		case st.Mode&unix.S_IFMT == unix.S_IFSOCK:
+			if user, err := unixSocketBoundTo(r, &st); err != nil {
+				return fmt.Errorf("bind to %q: is the socket file there in use: %w", path, err)
+			} else if user != nil {
+				return fmt.Errorf("bind to %q: the socket file there is in use by a live socket (inode %d, %s): %w", path, user.ino, unixSkDesc(user), unix.EADDRINUSE)
+			}
+			if err := dir.Unlink(); err != nil {
+				return fmt.Errorf("remove the stale socket file: %w", err)
+			}
+		default:
+			return fmt.Errorf("bind to %q: a file of mode %#o is there: %w", path, st.Mode, unix.EADDRINUSE)
 		}
 	}
 	if err := unix.Bind(fd, unixAddr(name)); err != nil {
@@ -993,8 +1068,73 @@ func bindUnix(fd int, e *skunix.UnixSkEntry) error {
 		if err := dir.Unlink(); err != nil {
 			return err
 		}
+		if aside != "" {
+			if err := unix.Renameat2(dir.Fd(), aside, dir.Fd(), dir.Base, unix.RENAME_NOREPLACE); err != nil {
+				return fmt.Errorf("bind to %q (unlinked at the dump): move the file that was there back: %w", path, err)
+			}
+			aside = ""
+		}
 	}
 	return nil
+}
+
+// unixSocketBoundTo returns the socket, in the restoring thread's network
+// namespace, whose name is the socket file st, or nil if there is none:
+// such a file is then stale. sock_diag gives a bound socket's inode and
+// device (the kernel's dev_t: major<<20 | minor, unix_diag.c).
+func unixSocketBoundTo(r *fileRestore, st *unix.Stat_t) (*unixDiag, error) {
+	all, err := unixDiagAll(r.rootPid)
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range all {
+		if d.hasVFS && uint64(d.vfsIno) == st.Ino && unix.Mkdev(d.vfsDev>>20, d.vfsDev&0xfffff) == st.Dev {
+			return d, nil
+		}
+	}
+	return nil, nil
+}
+
+// inNameDir runs fn with the calling thread in the directory e's name
+// was bound from, if that name is relative (name_dir, a path in the
+// tree's root), so that bind and connect find it as the binder did. The
+// thread has an fs of its own then (buildInView).
+func inNameDir(e *skunix.UnixSkEntry, fn func() error) error {
+	name := e.GetName()
+	if e.NameDir == nil || len(name) == 0 || name[0] == 0 || name[0] == '/' {
+		return fn()
+	}
+	back, err := unix.Open(".", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("the working directory: %w", err)
+	}
+	defer unix.Close(back)
+	root, err := inroot.Open("/", "the restored tree's root")
+	if err != nil {
+		return err
+	}
+	dir, err := root.OpenFile(e.GetNameDir(), unix.O_PATH|unix.O_DIRECTORY, 0, inroot.InRoot)
+	root.Close()
+	if err != nil {
+		return fmt.Errorf("unix socket %d: the directory of its relative name %q: %w", e.GetIno(), unixName(name), err)
+	}
+	defer dir.Close()
+	if err := unix.Fchdir(int(dir.Fd())); err != nil {
+		return fmt.Errorf("unix socket %d: enter %s, the directory of its relative name: %w", e.GetIno(), e.GetNameDir(), err)
+	}
+	defer unix.Fchdir(back)
+	return fn()
+}
+
+// anyRelativeName reports whether a unix socket of the checkpoint has a
+// relative name: building them needs a thread of its own fs.
+func anyRelativeName(r *fileRestore) bool {
+	for _, fe := range r.cp.files {
+		if ue := fe.GetUsk(); ue != nil && ue.NameDir != nil {
+			return true
+		}
+	}
+	return false
 }
 
 func unixSocket(typ uint32) (int, error) {
@@ -1013,9 +1153,15 @@ func unixSocket(typ uint32) (int, error) {
 // their kinds find paths through ctcr's /proc.
 func (ur *unixRestore) buildInView(r *fileRestore) error {
 	foreign, err := nsthread.Foreign(r.rootPid)
-	if err != nil || !foreign {
-		if err != nil {
-			return err
+	if err != nil {
+		return err
+	}
+	// Relative names are bound and reached from their directory: the
+	// thread changes its working directory, which must be its own.
+	ownFS := func() error { return unix.Unshare(unix.CLONE_FS) }
+	if !foreign {
+		if anyRelativeName(r) {
+			return nsthread.Run(ownFS, func() error { return ur.build(r) })
 		}
 		return ur.build(r)
 	}
@@ -1041,7 +1187,12 @@ func (ur *unixRestore) buildInView(r *fileRestore) error {
 			}
 		}
 	}
-	return nsthread.Run(func() error { return nsthread.View(r.rootPid) }, func() error { return ur.build(r) })
+	return nsthread.Run(func() error {
+		if err := nsthread.View(r.rootPid); err != nil {
+			return err
+		}
+		return ownFS()
+	}, func() error { return ur.build(r) })
 }
 
 // build makes every unix socket of the checkpoint, in the order their
@@ -1082,7 +1233,7 @@ func (ur *unixRestore) build(r *fileRestore) error {
 			return fail(e, err)
 		}
 		ur.newSocket(r, e, fd)
-		if err := bindUnix(fd, e); err != nil {
+		if err := bindUnix(r, fd, e); err != nil {
 			return fail(e, err)
 		}
 		if e.GetState() == tcpListen {
@@ -1138,10 +1289,10 @@ func (ur *unixRestore) build(r *fileRestore) error {
 		}
 		ur.newSocket(r, e, fds[0])
 		ur.newSocket(r, p, fds[1])
-		if err := bindUnix(fds[0], e); err != nil {
+		if err := bindUnix(r, fds[0], e); err != nil {
 			return fail(e, err)
 		}
-		if err := bindUnix(fds[1], p); err != nil {
+		if err := bindUnix(r, fds[1], p); err != nil {
 			return fail(p, err)
 		}
 	}
@@ -1161,7 +1312,7 @@ func (ur *unixRestore) build(r *fileRestore) error {
 			return fail(e, err)
 		}
 		ur.newSocket(r, e, fd)
-		if err := bindUnix(fd, e); err != nil {
+		if err := bindUnix(r, fd, e); err != nil {
 			return fail(e, err)
 		}
 	}
@@ -1170,7 +1321,7 @@ func (ur *unixRestore) build(r *fileRestore) error {
 		if e.GetType() != unix.SOCK_DGRAM || p == nil || mutual(e) != nil {
 			continue
 		}
-		if err := unix.Connect(int(ur.files[e.GetIno()].Fd()), unixAddr(p.GetName())); err != nil {
+		if err := inNameDir(p, func() error { return unix.Connect(int(ur.files[e.GetIno()].Fd()), unixAddr(p.GetName())) }); err != nil {
 			return fail(e, fmt.Errorf("connect to %q: %w", unixName(p.GetName()), err))
 		}
 	}
@@ -1325,7 +1476,11 @@ func (ur *unixRestore) refill(r *fileRestore, mutual func(*skunix.UnixSkEntry) *
 			return err
 		}
 		for off := 0; off < len(data) || len(data) == 0; {
-			n, err := unix.SendmsgN(from, data[off:], oob, to, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
+			var n int
+			err := inNameDir(e, func() (err error) {
+				n, err = unix.SendmsgN(from, data[off:], oob, to, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
+				return err
+			})
 			oob = nil // the fds go with the first part only
 			if err == unix.EINTR {
 				continue

@@ -6,6 +6,7 @@ import (
 	seccompimg "github.com/checkpoint-restore/go-criu/v7/crit/images/seccomp"
 	"os"
 	"sort"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -434,6 +435,14 @@ func (rt *restoreTree) spawn(creator, c *restoringTask, flags uint64) error {
 		return err
 	}
 	if c.img.zombie {
+		// It got its creator's fd table, transport included (the
+		// nearest ancestor that installed one).
+		for a := creator; a != nil; a = a.parent {
+			if a.sock != nil {
+				c.sock, c.tfd = a.sock, a.tfd
+				break
+			}
+		}
 		return nil
 	}
 	// c has its creator's memory (a helper's is its own creator's):
@@ -536,9 +545,22 @@ func (t *restoringTask) becomeZombie() error {
 	switch {
 	case ws.Signaled():
 		sig := ws.Signal()
-		// Die by the signal, without a core file.
-		if err := unix.Prlimit(t.pid, unix.RLIMIT_CORE, &unix.Rlimit{}, nil); err != nil {
-			return fmt.Errorf("zombie %d: %w", t.pid, err)
+		// Die by the signal, without a core file, unless the status
+		// says one was written: then write one where nobody sees it.
+		coreDir := ""
+		if ws.CoreDump() {
+			var err error
+			if coreDir, err = t.coreDumpAside(); err != nil {
+				t.opts.logf("zombie %d: restored without its core-dump flag: %v", t.vpid, err)
+			}
+			if coreDir != "" {
+				defer os.RemoveAll(coreDir)
+			}
+		}
+		if coreDir == "" {
+			if err := unix.Prlimit(t.pid, unix.RLIMIT_CORE, &unix.Rlimit{}, nil); err != nil {
+				return fmt.Errorf("zombie %d: %w", t.pid, err)
+			}
 		}
 		if err := ptrace.SetSigmask(t.pid, 0); err != nil {
 			return err
@@ -574,6 +596,62 @@ func (t *restoringTask) becomeZombie() error {
 	t.killed = true
 	t.ctl.mem.Close()
 	return nil
+}
+
+// coreRunDir holds the directories restored zombies dump core in.
+const coreRunDir = "/run/ctcr"
+
+// coreDumpAside prepares a zombie-to-be whose wait status has the
+// core-dump flag (WCOREDUMP) to dump core for real, which is what sets
+// the flag: its cwd becomes a private directory, which the caller
+// removes with the core once it died, and its core size limit is lifted.
+// It returns "" (no flag, with a log line) when the machine's
+// core_pattern sends cores elsewhere: to a program, whose crash report
+// nobody asked for, or to a fixed directory.
+func (t *restoringTask) coreDumpAside() (string, error) {
+	pattern, err := os.ReadFile("/proc/sys/kernel/core_pattern")
+	if err != nil {
+		return "", fmt.Errorf("zombie %d: %w", t.pid, err)
+	}
+	if p := strings.TrimSpace(string(pattern)); p == "" || strings.HasPrefix(p, "|") || strings.Contains(p, "/") {
+		t.opts.logf("zombie %d: restored without its core-dump flag: core_pattern %q does not write into the task's directory", t.vpid, p)
+		return "", nil
+	}
+	if err := os.MkdirAll(coreRunDir, 0o700); err != nil {
+		return "", err
+	}
+	dir, err := os.MkdirTemp(coreRunDir, "core-")
+	if err != nil {
+		return "", fmt.Errorf("zombie %d: %w", t.pid, err)
+	}
+	fail := func(err error) (string, error) {
+		os.RemoveAll(dir)
+		return "", fmt.Errorf("zombie %d: core-dump flag: %w", t.pid, err)
+	}
+	d, err := os.OpenFile(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return fail(err)
+	}
+	if t.sock == nil {
+		return fail(errors.New("no fd transport"))
+	}
+	fd, err := t.sendFd(d)
+	d.Close()
+	if err != nil {
+		return fail(err)
+	}
+	b := t.ctl.newBatch()
+	b.add(unix.SYS_FCHDIR, uint64(fd))
+	b.add(unix.SYS_CLOSE, uint64(fd))
+	b.add(unix.SYS_PRCTL, unix.PR_SET_DUMPABLE, 1)
+	if _, err := b.run(); err != nil {
+		return fail(err)
+	}
+	inf := unix.Rlimit{Cur: unix.RLIM_INFINITY, Max: unix.RLIM_INFINITY}
+	if err := unix.Prlimit(t.pid, unix.RLIMIT_CORE, &inf, nil); err != nil {
+		return fail(err)
+	}
+	return dir, nil
 }
 
 // leave ends a helper and lets its creator reap it.

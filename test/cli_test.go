@@ -31,6 +31,42 @@ func TestCheck(t *testing.T) {
 	})
 }
 
+// TestLogFileLinks: --log-file follows a symbolic link only to what is
+// not a regular file (/dev/stderr is one), so a link planted where a log
+// is written cannot make ctcr append to the file it names; a new log is
+// created 0600.
+func TestLogFileLinks(t *testing.T) {
+	dir := t.TempDir()
+	target := filepath.Join(dir, "precious")
+	if err := os.WriteFile(target, []byte("keep\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "log")
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+	// A dump of a task that does not exist: it opens its log first.
+	dump := func(log string) *ctcrRun {
+		return runCtcr(t, 60*time.Second, "dump", "-t", "4194303", "-D", filepath.Join(dir, "img"), "-v", "--log-file", log)
+	}
+	r := dump(link)
+	if r.code() != 1 || !strings.Contains(r.stderr(), "symbolic link") {
+		t.Errorf("%s: exit status %d, stderr %q; want 1 and the link named", r, r.code(), r.stderr())
+	}
+	if b, _ := os.ReadFile(target); string(b) != "keep\n" {
+		t.Errorf("the link's target was written: %q", b)
+	}
+	r = dump("/dev/stderr")
+	if strings.Contains(r.stderr(), "log-file") {
+		t.Errorf("%s: stderr %q; want /dev/stderr accepted", r, r.stderr())
+	}
+	fresh := filepath.Join(dir, "fresh.log")
+	r = dump(fresh)
+	if fi, err := os.Stat(fresh); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("%s: log %v %v; want a 0600 file", r, fi, err)
+	}
+}
+
 // TestLeaveRunning: a task dumped with --leave-running goes on; a second
 // dump kills it, and a restore from that second dump passes.
 func TestLeaveRunning(t *testing.T) {

@@ -91,8 +91,8 @@ func compileWorkloads(dir string) error {
 	for _, src := range srcs {
 		name := strings.TrimSuffix(filepath.Base(src), ".c")
 		targets = append(targets, target{name, src, nil})
-		if name == "counter" {
-			targets = append(targets, target{"counter-static", src, []string{"-static"}})
+		if name == "counter" || name == "snapwriter" {
+			targets = append(targets, target{name + "-static", src, []string{"-static"}})
 		}
 	}
 	for _, tg := range targets {

@@ -151,16 +151,13 @@ func TestSchedPolicies(t *testing.T) {
 // handler.
 //
 // A forced SIGTRAP (a single step, an int3) resets a blocked or ignored
-// SIGTRAP's handler to SIG_DFL and unblocks it (force_sig_info_to_task).
-// The dump queues none: its lone calls stop at syscall stops and its
-// batches end on a signal of their own. The restore still ends its
-// batches on int3, which lets a queued SIGTRAP through early: the pending
-// case runs with CTCR_TEST_SIGTRAP=1 until the restore stops likewise.
+// SIGTRAP's handler to SIG_DFL and unblocks it (force_sig_info_to_task),
+// and takes the place of a queued one. The dump forces none: its lone
+// calls stop at syscall stops and its batches end on a signal of their
+// own. The restore's batches end on int3, so it queues a pending SIGTRAP
+// last, between syscall stops, with every signal blocked (finish).
 func TestSigtrap(t *testing.T) {
-	modes := []string{"handler"}
-	if os.Getenv("CTCR_TEST_SIGTRAP") != "" {
-		modes = append(modes, "pending")
-	}
+	modes := []string{"handler", "pending"}
 	for _, mode := range modes {
 		t.Run("SIGTRAP "+mode+" survives", func(t *testing.T) {
 			dumpRestoreWorkload(t, "sigtrap", mode)

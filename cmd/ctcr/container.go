@@ -75,6 +75,9 @@ is removed.`,
 				return stageDone(container.Resume(o.ID, o.Pid), exitCheckpointError)
 			}
 			o.Stage = stage
+			if err := criu.CheckCompression(o.Compress); err != nil {
+				return usageError{err}
+			}
 			logf, done, err := g.logger(cmd.ErrOrStderr())
 			if err != nil {
 				return err
@@ -128,6 +131,9 @@ is removed.`,
 			if g.json {
 				out := map[string]any{"id": m.ID, "runtime": m.Runtime, "dir": o.Dir, "tasks": st.Tasks,
 					"pages_bytes": st.PagesBytes, "frozen_seconds": st.FrozenSeconds, "dump_seconds": st.DumpSeconds, "warnings": st.Warnings}
+				if st.SnapshotCopySeconds > 0 {
+					out["snapshot_copy_seconds"] = st.SnapshotCopySeconds
+				}
 				if o.PreCopy {
 					out["pre_copy_bytes"], out["pre_copy_rounds"], out["pre_copy_seconds"] = st.PreCopyBytes, st.PreCopyRounds, st.PreCopySeconds
 				}
@@ -145,6 +151,8 @@ is removed.`,
 	f.IntVar(&o.Keep, "keep", 0, "without -D: once the checkpoint succeeded, remove all but the N newest generations of the container")
 	f.BoolVar(&o.Force, "force", false, "with -D: replace the checkpoint DIR holds, once the new one is complete")
 	f.BoolVar(&o.LeaveRunning, "leave-running", false, "let the container run on after the checkpoint")
+	f.StringVar(&o.Compress, "compress", "", "store the page images compressed: zstd (pages-N.img.zst, which restore decompresses; CRIU and crit do not read them)")
+	f.BoolVar(&o.NoSnapshot, "no-snapshot", false, "with --leave-running, copy the memory while the container is stopped, not from copy-on-write snapshots of it once it runs again")
 	f.BoolVar(&preDump, "pre-dump", false, "only copy the memory of the running container into DIR (a pre-dump, as CRIU's), and track what it writes from then on; a later checkpoint (or pre-dump) with --parent DIR copies only the pages written since")
 	f.StringVar(&o.Parent, "parent", "", "the directory of a pre-dump of the container (--pre-dump): copy only the pages written since; the images link to it, so keep (or move) both together")
 	f.BoolVar(&o.PreCopy, "pre-copy", false, "copy the memory while the container runs, before freezing it (write tracking with userfaultfd, Linux 6.7): the frozen dump then copies only the pages written since; the rest stays in DIR/images/pre-copy, the images' parent")

@@ -5,8 +5,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
+	"path/filepath"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 
 	"github.com/ctcr/ctcr/criu"
 	"github.com/ctcr/ctcr/criu/images"
@@ -30,7 +33,21 @@ With --pre-copy the memory is copied while the process runs, in rounds
 that copy again what it wrote meanwhile; the process is then stopped and
 only the pages written since are copied, so it stays stopped for less
 time. The pages copied early stay in DIR/pre-copy, which DIR/parent links
-to, as in CRIU's pre-dump images.`,
+to, as in CRIU's pre-dump images.
+
+With -D - the checkpoint goes to stdout as one tar archive, which
+'ctcr restore -D -' reads from stdin:
+    ctcr dump -t PID -D - | ssh host ctcr restore -D -
+It is written first into a private directory under $TMPDIR (or
+/run/ctcr), then sent; the tree stays stopped until the last byte is
+out, and a failure to send it fails the dump (the tree runs on). Not
+with --pre-copy or --prev-images-dir, nor to a terminal; --json then
+prints on stderr.
+
+With --compress zstd the pages are stored compressed (pages-N.img.zst
+instead of pages-N.img; compression.json says so), on every core; restore
+decompresses them. The other images stay CRIU's; CRIU itself cannot
+restore such a checkpoint.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if o.Pid <= 0 {
@@ -39,8 +56,40 @@ to, as in CRIU's pre-dump images.`,
 			if o.Dir == "" {
 				return usageError{fmt.Errorf("dump needs -D DIR")}
 			}
+			stream := o.Dir == streamDir
+			jsonOut := stdout
+			if stream {
+				if preCopy || o.PrevDir != "" {
+					return usageError{fmt.Errorf("-D - streams a whole checkpoint: not with --pre-copy or --prev-images-dir, whose parent images would not travel with it")}
+				}
+				if isTerminal(os.Stdout) {
+					return usageError{fmt.Errorf("-D - writes the checkpoint, a tar archive, to stdout, which is a terminal: redirect it to a file or a pipe")}
+				}
+				dir, cleanup, err := streamStaging("dump")
+				if err != nil {
+					return err
+				}
+				defer cleanup()
+				o.Dir = filepath.Join(dir, "checkpoint")
+				// Sent while the tree is still held: a broken pipe fails
+				// the dump and the tree runs on. Go kills a program that
+				// writes to a broken pipe on fd 1 unless SIGPIPE is
+				// ignored; ignored, the write fails with EPIPE.
+				signal.Ignore(unix.SIGPIPE)
+				o.AfterCommit = func() error {
+					if err := writeArchive(os.Stdout, o.Dir); err != nil {
+						return fmt.Errorf("stream to stdout: %w", err)
+					}
+					return nil
+				}
+				// Stdout is the archive's.
+				jsonOut = cmd.ErrOrStderr()
+			}
 			if preCopy && o.PrevDir != "" {
 				return usageError{fmt.Errorf("--pre-copy and --prev-images-dir both give the dump a parent image: give one")}
+			}
+			if err := criu.CheckCompression(o.Compress); err != nil {
+				return usageError{err}
 			}
 			if o.TCPClose && o.TCPEstablished {
 				return usageError{fmt.Errorf("--tcp-close ends the connections --tcp-established would move: give one")}
@@ -78,7 +127,11 @@ to, as in CRIU's pre-dump images.`,
 			}
 			// The checkpoint is complete without it: a failure only
 			// loses the timings show prints.
-			if err := writeStatsDump(o.Dir, st); err != nil {
+			if stream {
+				// The archive left before the timings were known: they
+				// are not in it.
+				o.Dir = streamDir
+			} else if err := writeStatsDump(o.Dir, st); err != nil {
 				st.Warnings = append(st.Warnings, err.Error())
 			}
 			printWarnings(cmd.ErrOrStderr(), st.Warnings)
@@ -88,10 +141,13 @@ to, as in CRIU's pre-dump images.`,
 					"frozen_seconds": st.Frozen.Seconds(), "dump_seconds": st.Total.Seconds(),
 					"memory_seconds": st.Memory.Seconds(), "warnings": st.Warnings,
 				}
+				if st.SnapshotCopy > 0 {
+					out["snapshot_copy_seconds"] = st.SnapshotCopy.Seconds()
+				}
 				if pc != nil {
 					out["pre_copy_bytes"], out["pre_copy_rounds"], out["pre_copy_seconds"] = pc.Bytes, pc.Rounds, pc.Time.Seconds()
 				}
-				return printJSON(stdout, out)
+				return printJSON(jsonOut, out)
 			}
 			if logf != nil {
 				logf("dumped task %d: %d bytes of memory, frozen %v, total %v", st.Pid, st.PagesBytes, st.Frozen, st.Total)
@@ -103,8 +159,10 @@ to, as in CRIU's pre-dump images.`,
 	f.IntVarP(&o.Pid, "tree", "t", 0, "PID of the process to checkpoint")
 	f.StringVar(&o.PrevDir, "prev-images-dir", "", "a pre-dump of the tree (ctcr pre-dump; relative to DIR, or absolute): copy only the pages written since, and leave the rest to it (DIR/parent links to it)")
 	f.BoolVar(&preCopy, "pre-copy", false, "copy the memory while the tree runs first (write tracking with userfaultfd, Linux 6.7), so that the dump, with the tree stopped, copies only the pages written since; the rest stays in DIR/pre-copy, the checkpoint's parent image")
-	f.StringVarP(&o.Dir, "images-dir", "D", "", "directory to write the images to")
+	f.StringVarP(&o.Dir, "images-dir", "D", "", "directory to write the images to; - writes them to stdout as one tar archive (for 'ctcr restore -D -')")
 	f.BoolVar(&o.LeaveRunning, "leave-running", false, "let the process run on after the dump")
+	f.StringVar(&o.Compress, "compress", "", "store the page images compressed: zstd (pages-N.img.zst, which restore decompresses; CRIU and crit do not read them)")
+	f.BoolVar(&o.NoSnapshot, "no-snapshot", false, "with --leave-running, copy the memory while the tree is stopped, not from copy-on-write snapshots of it once it runs again")
 	f.BoolVar(&o.ShellJob, "shell-job", false, "allow terminal fds; restore attaches them to ctcr's terminal")
 	f.BoolVar(&o.FileLocks, "file-locks", false, "dump the file locks the tasks hold (flock, POSIX, OFD); without it a held lock fails the dump")
 	f.BoolVar(&o.TCPEstablished, "tcp-established", false, "move TCP connections whose other end is outside the tree too: their segments are dropped (an nftables table) from the dump until the restore")

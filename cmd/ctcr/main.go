@@ -104,7 +104,7 @@ func (g *globalFlags) logger(stderr io.Writer) (func(string, ...any), func(), er
 	w := stderr
 	closeFn := func() {}
 	if g.logFile != "" {
-		f, err := os.OpenFile(g.logFile, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+		f, err := openLogFile(g.logFile)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -112,6 +112,35 @@ func (g *globalFlags) logger(stderr io.Writer) (func(string, ...any), func(), er
 	}
 	l := log.New(w, "", log.Lmicroseconds)
 	return func(format string, args ...any) { l.Printf(format, args...) }, closeFn, nil
+}
+
+// openLogFile opens --log-file for appending, creating it 0600. A
+// symbolic link there is followed only to what is not a regular file (a
+// terminal, a pipe), or when it names one of ctcr's own fds
+// (/dev/stderr, /dev/fd/N, /proc/self/fd/N): a link planted where a log
+// is written must not make ctcr append to a file it names.
+func openLogFile(path string) (*os.File, error) {
+	ownFd := path == "/dev/stdout" || path == "/dev/stderr" || strings.HasPrefix(path, "/dev/fd/") || strings.HasPrefix(path, "/proc/self/fd/")
+	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSymlink != 0 && !ownFd {
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|unix.O_NONBLOCK, 0)
+		if err != nil {
+			return nil, fmt.Errorf("--log-file: %w", err)
+		}
+		if st, err := f.Stat(); err != nil || st.Mode().IsRegular() || st.IsDir() {
+			f.Close()
+			return nil, fmt.Errorf("--log-file %s: a symbolic link to a file; name the file itself", path)
+		}
+		return f, nil
+	}
+	flags := os.O_WRONLY | os.O_CREATE | os.O_APPEND
+	if !ownFd {
+		flags |= unix.O_NOFOLLOW
+	}
+	f, err := os.OpenFile(path, flags, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("--log-file: %w", err)
+	}
+	return f, nil
 }
 
 func printJSON(w io.Writer, v any) error {

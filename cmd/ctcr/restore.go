@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"os"
 	"strconv"
 
 	"github.com/spf13/cobra"
@@ -34,10 +35,20 @@ With -d, ctcr returns as soon as the process runs.
 
 The PID must be free: if another process holds it, restore fails at once;
 if a zombie holds it (a dumped task not yet reaped), restore waits up to
-10 seconds. A failed restore kills everything it created.`,
+10 seconds. A failed restore kills everything it created.
+
+With -D - the checkpoint is read from stdin, a tar archive written by
+'ctcr dump -D -' (ctcr dump -t PID -D - | ssh host ctcr restore -D -).
+It is unpacked into a private directory under $TMPDIR (or /run/ctcr),
+which is removed once the tree runs: only regular files and
+directories with plain names are accepted, and the checkpoint's
+manifest must verify before anything is created. Not from a terminal.`,
 		Args: rangeArgs(0, "CTID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 1 {
+				if o.Dir == streamDir {
+					return usageError{fmt.Errorf("-D - restores a process tree streamed by 'ctcr dump -D -', not a container")}
+				}
 				stage, err := oneStage(map[container.Stage]bool{container.StageUndump: undump, container.StageResume: resume})
 				if err != nil {
 					return err
@@ -53,6 +64,20 @@ if a zombie holds it (a dumped task not yet reaped), restore waits up to
 			if o.Dir == "" {
 				return usageError{fmt.Errorf("restore needs -D DIR")}
 			}
+			var streamed func() // removes the unpacked stream
+			if o.Dir == streamDir {
+				if isTerminal(os.Stdin) {
+					return usageError{fmt.Errorf("-D - reads a checkpoint archive (ctcr dump -D -) from stdin, which is a terminal: pipe or redirect one")}
+				}
+				dir, cleanup, err := receiveCheckpoint(os.Stdin)
+				if err != nil {
+					return fmt.Errorf("restore from stdin failed: %w", err)
+				}
+				// The restored tasks hold nothing of the images once
+				// Restore returns: removed then, not when they exit.
+				defer cleanup()
+				streamed, o.Dir = cleanup, dir
+			}
 			logf, done, err := g.logger(cmd.ErrOrStderr())
 			if err != nil {
 				return err
@@ -67,8 +92,12 @@ if a zombie holds it (a dumped task not yet reaped), restore waits up to
 			if err != nil {
 				return fmt.Errorf("restore from %s failed: %w", o.Dir, err)
 			}
+
 			if err := afterRestoreHostSysV(o.Dir); err != nil {
 				return fmt.Errorf("restore from %s: %w", o.Dir, err)
+			}
+			if streamed != nil {
+				streamed()
 			}
 			printWarnings(cmd.ErrOrStderr(), r.Warnings)
 			if pidFile != "" {
@@ -107,7 +136,7 @@ if a zombie holds it (a dumped task not yet reaped), restore waits up to
 		},
 	}
 	f := c.Flags()
-	f.StringVarP(&o.Dir, "images-dir", "D", "", "directory holding the images (with CTID: the checkpoint, default the latest in /var/lib/ctcr/CTID)")
+	f.StringVarP(&o.Dir, "images-dir", "D", "", "directory holding the images (with CTID: the checkpoint, default the latest in /var/lib/ctcr/CTID); - reads a checkpoint streamed by 'ctcr dump -D -' from stdin")
 	f.StringVar(&name, "checkpoint", "", "with CTID: the generation to restore (a name 'ctcr checkpoints CTID' lists), instead of latest")
 	f.BoolVarP(&detach, "restore-detached", "d", false, "return once the process runs instead of waiting for it")
 	f.StringVar(&pidFile, "pidfile", "", "write the restored process's PID to this file")

@@ -84,6 +84,9 @@ is complete and sound. --json prints the same as one object.`,
 				ns = strings.Join(sum.Namespaces, ", ")
 			}
 			fmt.Fprintf(stdout, "%d tasks, %d bytes of memory, own namespaces: %s\n", len(sum.Tasks), sum.PagesBytes, ns)
+			if sum.Compression != "none" {
+				fmt.Fprintf(stdout, "page images compressed with %s\n", sum.Compression)
+			}
 			switch v := sum.Vdso; {
 			case v == "same":
 				fmt.Fprintf(stdout, "vDSO: the same as this kernel's\n")

@@ -441,7 +441,7 @@ func verifyManifest(dir string, depth int) ([]string, error) {
 		if strings.HasPrefix(n, ".") || n == ManifestFile || listed[n] || listed[filepath.Join(n, ManifestFile)] || runtimeFiles[n] {
 			continue
 		}
-		if strings.HasSuffix(n, ".img") || strings.HasSuffix(n, ".json") || e.Type()&fs.ModeSymlink != 0 {
+		if strings.HasSuffix(n, ".img") || strings.HasSuffix(n, ".img.zst") || strings.HasSuffix(n, ".json") || e.Type()&fs.ModeSymlink != 0 {
 			return nil, &ManifestError{Path: filepath.Join(dir, n), What: "not in the manifest (added after the checkpoint was written)"}
 		}
 	}

@@ -40,6 +40,11 @@ type Remote struct {
 	// being dumped, which must run on if ctcr dies at any instant).
 	// Nil for the puppets of a restore, which die with ctcr anyway.
 	Own *OwnState
+	// NoTrap makes a puppet's (Own == nil) lone calls stop at syscall
+	// stops instead of being single-stepped, so they force no SIGTRAP
+	// on the task: a restore sets it before queueing a SIGTRAP that was
+	// pending at the dump. Needs PTRACE_O_TRACESYSGOOD.
+	NoTrap bool
 }
 
 // OwnState is what a dumped thread needs so that ctcr may vanish at any
@@ -101,6 +106,9 @@ func (r *Remote) Syscall(nr uintptr, args ...uint64) (uint64, error) {
 		return 0, err
 	}
 	if r.Own == nil {
+		if r.NoTrap {
+			return r.syscallStops(nr)
+		}
 		return r.step(nr, &regs)
 	}
 	// Registers first, mask second: whichever of the two a dying ctcr

@@ -1,0 +1,275 @@
+package test
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// snapshotReport is what `ctcr dump --leave-running --json` prints.
+type snapshotReport struct {
+	PagesBytes          int64   `json:"pages_bytes"`
+	FrozenSeconds       float64 `json:"frozen_seconds"`
+	SnapshotCopySeconds float64 `json:"snapshot_copy_seconds"`
+}
+
+// leaveRunningDump runs `ctcr dump --leave-running --json` (with extra
+// arguments) on w and returns its report.
+func leaveRunningDump(t *testing.T, w *workload, img string, extra ...string) snapshotReport {
+	t.Helper()
+	logFile := filepath.Join(t.TempDir(), "dump.log")
+	w.logs = append(w.logs, logFile)
+	args := append([]string{"dump", "--leave-running", "--json", "-t", strconv.Itoa(w.pid), "-D", img, "-v", "--log-file", logFile}, extra...)
+	r := runCtcr(t, 120*time.Second, args...)
+	w.logs = append(w.logs, r.errP)
+	if r.code() != 0 {
+		t.Fatalf("%s: exit status %d, want 0; stderr: %s%s", r, r.code(), r.stderr(), w.report())
+	}
+	var rep snapshotReport
+	if err := json.Unmarshal([]byte(r.stdout()), &rep); err != nil {
+		t.Fatalf("%s printed %q: %v", r, r.stdout(), err)
+	}
+	t.Logf("dump --leave-running %s: %d bytes, frozen %.3f s, copied from the snapshot after %.3f s",
+		strings.Join(extra, " "), rep.PagesBytes, rep.FrozenSeconds, rep.SnapshotCopySeconds)
+	return rep
+}
+
+// noRunningChildren fails unless every child of pid is gone; with
+// zombiesOK, a zombie (a dead snapshot child nobody reaped) is allowed.
+func noRunningChildren(t *testing.T, pid int, zombiesOK bool, what string) {
+	t.Helper()
+	for kid, st := range childrenOf(pid) {
+		if st.state == 'Z' && zombiesOK {
+			t.Logf("%s: child %d of %d is a zombie (a snapshot child killed with ctcr, which its parent has not reaped)", what, kid, pid)
+			continue
+		}
+		t.Errorf("%s: process %d has a child left: %s", what, pid, describe(kid))
+	}
+}
+
+// descendants counts the processes below pid, zombies included.
+func descendants(pid int) int {
+	n := 0
+	for kid := range childrenOf(pid) {
+		n += 1 + descendants(kid)
+	}
+	return n
+}
+
+// TestSnapshot dumps with --leave-running: the tree is let go as soon as
+// a copy-on-write snapshot child of each process exists, and the pages
+// are copied from the children while it runs.
+func TestSnapshot(t *testing.T) {
+	t.Run("a task writing all over its memory comes back with every page as it was at the freeze", func(t *testing.T) {
+		needCtcr(t)
+		w := startWorkload(t, "snapwriter", "256")
+		img := filepath.Join(t.TempDir(), "img")
+		rep := leaveRunningDump(t, w, img)
+		if rep.SnapshotCopySeconds <= 0 {
+			t.Errorf("the dump reports no copy from a snapshot (snapshot_copy_seconds %g): the pages were copied while the task was stopped", rep.SnapshotCopySeconds)
+		}
+		if rep.PagesBytes < 256<<20 {
+			t.Errorf("the dump wrote %d bytes of pages, want the 259 MiB snapwriter writes", rep.PagesBytes)
+		}
+		noRunningChildren(t, w.pid, false, "after the dump")
+		// The original ran on through the copy, and is whole.
+		w.checkPasses(60*time.Second, "snapwriter after dump --leave-running")
+		os.Remove(w.path("result"))
+		restoreForeground(t, w, img, scenario{}, nil)
+		if !t.Failed() {
+			decodeWithCrit(t, img)
+		}
+	})
+	t.Run("the images are those of a dump that copies with the task stopped", func(t *testing.T) {
+		needCtcr(t)
+		w := startWorkload(t, "snapwriter", "64", "still")
+		snap := filepath.Join(t.TempDir(), "snap")
+		stopped := filepath.Join(t.TempDir(), "stopped")
+		if rep := leaveRunningDump(t, w, snap); rep.SnapshotCopySeconds <= 0 {
+			t.Errorf("the dump reports no copy from a snapshot (snapshot_copy_seconds %g)", rep.SnapshotCopySeconds)
+		}
+		leaveRunningDump(t, w, stopped, "--no-snapshot")
+		imgs, _ := filepath.Glob(filepath.Join(stopped, "*.img"))
+		compared := 0
+		for _, p := range imgs {
+			base := filepath.Base(p)
+			if !strings.HasPrefix(base, "pages-") && !strings.HasPrefix(base, "pagemap-") && !strings.HasPrefix(base, "mm-") {
+				continue
+			}
+			want, err := os.ReadFile(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := os.ReadFile(filepath.Join(snap, base))
+			if err != nil {
+				t.Errorf("the snapshot dump has no %s: %v", base, err)
+				continue
+			}
+			if !bytes.Equal(got, want) {
+				t.Errorf("%s of the snapshot dump (%d bytes) differs from the stopped dump's (%d bytes)", base, len(got), len(want))
+			}
+			compared++
+		}
+		if compared < 3 {
+			t.Errorf("compared %d images, want at least pages, pagemap and mm", compared)
+		}
+		noRunningChildren(t, w.pid, false, "after the dumps")
+		w.checkPasses(30*time.Second, "snapwriter after two dumps --leave-running")
+	})
+	for _, tree := range [][]string{{"sharedfork"}, {"tree", "full"}} {
+		t.Run(strings.Join(tree, " ")+": every process gets its own snapshot, reaped, and the tree comes back whole", func(t *testing.T) {
+			needCtcr(t)
+			w := startWorkload(t, tree[0], tree[1:]...)
+			t.Cleanup(func() { killByDir(t, w.dir) })
+			before := descendants(w.pid)
+			img := filepath.Join(t.TempDir(), "img")
+			if rep := leaveRunningDump(t, w, img); rep.SnapshotCopySeconds <= 0 {
+				t.Errorf("the dump reports no copy from a snapshot (snapshot_copy_seconds %g)", rep.SnapshotCopySeconds)
+			}
+			// A snapshot child left, even a zombie, is one process more.
+			if after := descendants(w.pid); after != before {
+				t.Errorf("the tree has %d processes after the dump, %d before: snapshot children left", after, before)
+			}
+			killByDir(t, w.dir)
+			w.waited = true // reaped by killByDir
+			// Its zombies, whose command lines are empty, came to this
+			// subreaper with their killed parents.
+			for end := time.Now().Add(5 * time.Second); descendants(os.Getpid()) > 0 && time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+				reapZombies()
+			}
+			r := startCtcr(t, "restore", "-D", img, "--json")
+			w.logs = append(w.logs, r.errP)
+			waitRestoreJSON(t, r, w)
+			w.requestCheck()
+			if err := r.wait(120 * time.Second); err != nil {
+				t.Fatalf("%v%s", err, w.report())
+			}
+			if r.code() != 0 {
+				t.Fatalf("%s: exit status %d, want 0 (the restored root's own status)%s", r, r.code(), w.report())
+			}
+			w.assertPassed()
+		})
+	}
+	t.Run("SIGTERM to ctcr while it copies from the snapshot rolls back: no checkpoint, no child, the task runs on", func(t *testing.T) {
+		needCtcr(t)
+		w := startWorkload(t, "snapwriter", "256")
+		img := filepath.Join(t.TempDir(), "img")
+		logFile := filepath.Join(t.TempDir(), "dump.log")
+		w.logs = append(w.logs, logFile)
+		r := startCtcr(t, "dump", "--leave-running", "-t", strconv.Itoa(w.pid), "-D", img, "-v", "--log-file", logFile)
+		w.logs = append(w.logs, r.errP)
+		for end := time.Now().Add(60 * time.Second); ; time.Sleep(2 * time.Millisecond) {
+			b, _ := os.ReadFile(logFile)
+			if strings.Contains(string(b), "copying its pages from the snapshots") {
+				break
+			}
+			if r.exited() || time.Now().After(end) {
+				t.Fatalf("%s never began to copy from a snapshot (exited: %v)%s", r, r.exited(), w.report())
+			}
+		}
+		r.cmd.Process.Signal(syscall.SIGTERM)
+		if err := r.wait(60 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if r.code() != 1 {
+			t.Errorf("%s got SIGTERM during its copy: exit status %d, want 1 (rolled back); stderr: %s", r, r.code(), r.stderr())
+		}
+		if _, err := os.Stat(filepath.Join(img, "inventory.img")); err == nil {
+			t.Errorf("a dump rolled back during its copy left a checkpoint in %s", img)
+		}
+		// Killed and reaped by ctcr: not even a zombie.
+		noRunningChildren(t, w.pid, false, "after the rolled back dump")
+		w.checkPasses(60*time.Second, "snapwriter after a dump rolled back during its copy")
+	})
+	t.Run("ctcr killed while it copies from the snapshot leaves the task running and no child running", func(t *testing.T) {
+		needCtcr(t)
+		w := startWorkload(t, "snapwriter", "256")
+		img := filepath.Join(t.TempDir(), "img")
+		t.Setenv("CTCR_TEST_KILL_IN_SNAPSHOT_COPY", "30")
+		r := runCtcr(t, 120*time.Second, "dump", "--leave-running", "-t", strconv.Itoa(w.pid), "-D", img)
+		w.logs = append(w.logs, r.errP)
+		if r.status == nil || r.status.Exited() {
+			t.Fatalf("%s: %v, want killed by the test hook; stderr: %s", r, r.status, r.stderr())
+		}
+		if _, err := os.Stat(filepath.Join(img, "inventory.img")); err == nil {
+			t.Errorf("a dump killed during its copy left a complete checkpoint in %s", img)
+		}
+		// The kernel kills the child with its tracer (PTRACE_O_EXITKILL).
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			running := 0
+			for _, st := range childrenOf(w.pid) {
+				if st.state != 'Z' {
+					running++
+				}
+			}
+			if running == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				noRunningChildren(t, w.pid, true, "after ctcr was killed")
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		noRunningChildren(t, w.pid, true, "after ctcr was killed")
+		w.checkPasses(60*time.Second, "snapwriter after ctcr was killed during its copy")
+		reapZombies()
+	})
+}
+
+// TestContainerSnapshot: a runc container checkpointed with
+// --leave-running is let go once its snapshot children exist; the one
+// it left running and the one restored from the checkpoint both hold
+// all their memory as it was.
+func TestContainerSnapshot(t *testing.T) {
+	needRunc(t)
+	bin := workloadBin(t, "snapwriter-static")
+	c := newContainer(t, "snap", func(s *specs.Spec) {
+		s.Process.Args = []string{"sh", "-c", "/bin/snapwriter /data 128 > /data/out 2> /data/err & " + containerScript}
+	})
+	copyFile(t, bin, filepath.Join(c.rootfs, "bin/snapwriter"), 0o755)
+	c.start()
+	c.waitFileHolds(t, "/data/ready", "pages")
+	dir := filepath.Join(t.TempDir(), "ck")
+	r := runCtcr(t, 120*time.Second, "checkpoint", c.id, "-D", dir, "--leave-running", "--json")
+	if r.code() != 0 {
+		t.Fatalf("%s: exit status %d, want 0\nstdout: %s\nstderr: %s", r, r.code(), r.stdout(), r.stderr())
+	}
+	var rep snapshotReport
+	if err := json.Unmarshal([]byte(r.stdout()), &rep); err != nil {
+		t.Fatalf("%s printed %q: %v", r, r.stdout(), err)
+	}
+	t.Logf("checkpoint --leave-running: %d bytes, frozen %.3f s, copied from the snapshots after %.3f s", rep.PagesBytes, rep.FrozenSeconds, rep.SnapshotCopySeconds)
+	if rep.SnapshotCopySeconds <= 0 {
+		t.Errorf("the checkpoint reports no copy from a snapshot (snapshot_copy_seconds %g)", rep.SnapshotCopySeconds)
+	}
+	if st := c.status(); st != "running" {
+		t.Fatalf("after checkpoint --leave-running runc says %q, want running", st)
+	}
+	check := func(what string) {
+		t.Helper()
+		c.mustExec(t, "touch /data/check")
+		// Written whole (renamed into place): PASS, or FAIL and why.
+		res := c.waitFileHolds(t, "/data/result", "")
+		if !strings.HasPrefix(res, "PASS") {
+			out, _ := c.exec("cat /data/out /data/err")
+			t.Errorf("%s: snapwriter says %q; %s", what, res, out)
+		}
+	}
+	check("the container left running")
+	if r := runCtcr(t, 20*time.Second, "kill", c.id, "KILL"); r.code() != 0 {
+		t.Fatalf("%s: exit status %d; stderr: %s", r, r.code(), r.stderr())
+	}
+	c.waitStatus(t, "stopped", 10*time.Second)
+	restoreContainer(t, c, dir)
+	check("the container restored")
+}
