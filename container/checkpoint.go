@@ -357,9 +357,9 @@ func checkpoint(o CheckpointOptions, c *Container, cg *cgroup.Set) (_ *Meta, _ *
 		// stats.json is written again with the final figures below.
 		AfterCommit: func() error { return WriteBundle(o.Dir, c, m, &Stats{}) },
 		FileLocks:   o.FileLocks, ExtUnixSk: o.ExtUnixSk, TCPClose: o.TCPClose, TCPEstablished: o.TCPEstablished, Progress: o.Progress, SavesIPC: own["ipc"], Compress: o.Compress,
-		Thaw:    func() error { isFrozen = false; return cg.Thaw() },
-		PreCopy: pc,
-		PrevDir: prev,
+		Thaw:     func() error { isFrozen = false; return cg.Thaw() },
+		PreCopy:  pc,
+		PrevDir:  prev,
 		NestedNS: true,
 		Extra: func(pid int, stage *images.Staging) error {
 			if err := ns.DumpOwn(pid, stage, own, false); err != nil {
