@@ -154,7 +154,7 @@ func CheckpointTo(o *CheckpointOptions) (*Meta, *Stats, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	cg, err := cgroup.ForPid(c.Pid)
+	cg, err := containerCgroups(c)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -357,11 +357,19 @@ func checkpoint(o CheckpointOptions, c *Container, cg *cgroup.Set) (_ *Meta, _ *
 		// stats.json is written again with the final figures below.
 		AfterCommit: func() error { return WriteBundle(o.Dir, c, m, &Stats{}) },
 		FileLocks:   o.FileLocks, ExtUnixSk: o.ExtUnixSk, TCPClose: o.TCPClose, TCPEstablished: o.TCPEstablished, Progress: o.Progress, SavesIPC: own["ipc"], Compress: o.Compress,
-		Thaw:    func() error { isFrozen = false; return cg.Thaw() },
-		PreCopy: pc,
-		PrevDir: prev,
+		Thaw:     func() error { isFrozen = false; return cg.Thaw() },
+		PreCopy:  pc,
+		PrevDir:  prev,
+		NestedNS: true,
 		Extra: func(pid int, stage *images.Staging) error {
-			return ns.DumpOwn(pid, stage, own, false)
+			if err := ns.DumpOwn(pid, stage, own, false); err != nil {
+				return err
+			}
+			var pids []int
+			for p := range treeOf(pid) {
+				pids = append(pids, p)
+			}
+			return ns.DumpNested(pid, pids, stage)
 		},
 	}
 	if o.Stage == StageDump {
@@ -640,6 +648,9 @@ func restore(o RestoreOptions, m *Meta) (*criu.Restored, error) {
 		Dir: imgDir, Log: o.Log, ExtUnixSk: o.ExtUnixSk, VdsoProxy: o.VdsoProxy, JoinNet: joinNet, Progress: o.Progress,
 		// A container's init outlives this ctcr, its new parent.
 		DropRootPdeathsig: true,
+		NestedNS: func(kind string, id int, t *criu.RootTask) error {
+			return ns.RestoreNested(t, t.Pid, kind, id, imgDir)
+		},
 		PlaceTasks: func(pids map[int]int) error {
 			if rootPid != 0 && exists(images.IpcShm.FileName(1)) {
 				// Every task has attached its segments by now.

@@ -11,7 +11,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/ctcr/ctcr/cgroup"
 	"github.com/ctcr/ctcr/criu/proc"
 )
 
@@ -115,7 +114,7 @@ func Processes(id string, pid int) ([]Process, error) {
 	if err != nil {
 		return nil, err
 	}
-	cg, err := cgroup.ForPid(c.Pid)
+	cg, err := containerCgroups(c)
 	if err != nil {
 		return nil, err
 	}

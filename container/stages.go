@@ -32,7 +32,7 @@ func cgroupsOf(id string, pid int) (*Container, *cgroup.Set, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	cg, err := cgroup.ForPid(c.Pid)
+	cg, err := containerCgroups(c)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -102,11 +102,8 @@ func aioNrReq(nr uint32) uint32 { return (nr - 2) / 2 }
 // VMA but has no aios entry: restore keeps the parent's restored ring
 // the child inherits by fork there (restoringTask.keeps).
 func dumpAioRings(pid int, vmas []*vma.VmaEntry, files *fileTable) ([]*mm.AioRingEntry, error) {
-	st, _ := files.kinds["aio"].(*aioDumpState)
-	if st == nil {
-		st = &aioDumpState{seen: map[uint64]bool{}}
-		files.kinds["aio"] = st
-	}
+	// kindState: the map is made on first use, and may not be yet.
+	st := files.kindState("aio", func() any { return &aioDumpState{seen: map[uint64]bool{}} }).(*aioDumpState)
 	var out []*mm.AioRingEntry
 	var f *os.File
 	defer func() {

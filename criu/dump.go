@@ -67,6 +67,10 @@ type DumpOptions struct {
 	// container front end): descriptors on POSIX message queues of that
 	// namespace are then restorable. Without it they fail the dump.
 	SavesIPC bool
+	// NestedNS says Extra saves the UTS, IPC and network namespaces that
+	// tasks below the root have of their own (ns.DumpNested): such tasks
+	// are then dumped with their namespace ids instead of refused.
+	NestedNS bool
 	// HostSysV says Extra saves the SysV shared memory segments of the
 	// host's IPC namespace that the tree maps (ns.DumpHostSysV): the
 	// mappings are then restorable. Without it (or SavesIPC) they fail
@@ -532,7 +536,8 @@ func dumpOnce(opts DumpOptions) (*DumpStats, error) {
 
 // sameNamespaces refuses a task whose namespaces are not its root's: the
 // images give the tree one set (a task in a nested PID namespace is
-// virtualIDs' to name).
+// virtualIDs' to name), but for the UTS, IPC and network namespaces the
+// caller saves (NestedNS), which nestedIDs records per task.
 func (d *dumpTree) sameNamespaces() error {
 	root := d.procs[0]
 	for _, k := range nsKinds {
@@ -551,9 +556,18 @@ func (d *dumpTree) sameNamespaces() error {
 			if k.name == "pid" {
 				continue // its children's namespace may differ; virtualIDs checks
 			}
-			if got.Ino != want.Ino || got.Dev != want.Dev {
-				return fmt.Errorf("task %d is in another %s namespace than the root task %d of the tree: %w", p.pid, k.name, root.pid, ErrUnsupported)
+			if got.Ino == want.Ino && got.Dev == want.Dev {
+				continue
 			}
+			if d.nestedKind(k.name) {
+				if k.name == "mnt" {
+					if err := d.nestedMountFiles(p); err != nil {
+						return err
+					}
+				}
+				continue
+			}
+			return fmt.Errorf("task %d is in another %s namespace than the root task %d of the tree: %w", p.pid, k.name, root.pid, ErrUnsupported)
 		}
 	}
 	return nil
@@ -1274,6 +1288,9 @@ func (d *dumpTree) writeImages(stage *images.Staging, files *fileTable) error {
 		}
 		ids := &criucore.TaskKobjIdsEntry{VmId: proto.Uint32(vmID), FilesId: proto.Uint32(filesID), FsId: proto.Uint32(fsID), SighandId: proto.Uint32(sighandID)}
 		nsIDs.fill(ids)
+		if err := d.nestedIDs(p, ids); err != nil {
+			return err
+		}
 		if i == 0 {
 			rootIDs = ids
 		}

@@ -3,10 +3,13 @@ package criu
 import (
 	"fmt"
 	"os"
+	"strings"
 
 	criucore "github.com/checkpoint-restore/go-criu/v7/crit/images/criu-core"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/ctcr/ctcr/criu/proc"
 )
 
 // Namespace ids in images: 1 is the namespace ctcr itself runs in (the
@@ -108,4 +111,200 @@ func ImageNamespaces(dir string) (uint64, error) {
 		return 0, err
 	}
 	return ownNamespaces(cp.tasks[0].core.GetIds()), nil
+}
+
+// Nested namespaces: a task below the root may have a UTS, IPC or
+// network namespace of its own (a systemd service's PrivateNetwork=, a
+// container nested in the container). The dump records its id, the
+// namespace's inode number (as ns.DumpNested names its images), in the
+// task's core; the restore makes each such namespace once, in the first
+// task that has it, and puts every later task into its own with setns.
+var nestedKinds = []struct {
+	name string
+	flag int
+	id   func(*criucore.TaskKobjIdsEntry) uint32
+}{
+	{"uts", unix.CLONE_NEWUTS, (*criucore.TaskKobjIdsEntry).GetUtsNsId},
+	{"ipc", unix.CLONE_NEWIPC, (*criucore.TaskKobjIdsEntry).GetIpcNsId},
+	{"net", unix.CLONE_NEWNET, (*criucore.TaskKobjIdsEntry).GetNetNsId},
+	// A task sharing its creator's fs (CLONE_FS) cannot change it.
+	{"mnt", unix.CLONE_NEWNS, (*criucore.TaskKobjIdsEntry).GetMntNsId},
+}
+
+// nestedKind says whether kind is one a task below the root may have of
+// its own, if the caller saves it (DumpOptions.NestedNS).
+func (d *dumpTree) nestedKind(kind string) bool {
+	if !d.opts.NestedNS {
+		return false
+	}
+	for _, k := range nestedKinds {
+		if k.name == kind {
+			return true
+		}
+	}
+	return false
+}
+
+// nestedIDs gives task p's core the ids of its namespaces that are not
+// the root's (sameNamespaces accepted them).
+func (d *dumpTree) nestedIDs(p *dumpProc, ids *criucore.TaskKobjIdsEntry) error {
+	root := d.procs[0]
+	if p == root || p.zombie || !d.opts.NestedNS {
+		return nil
+	}
+	for _, k := range nestedKinds {
+		var mine, theirs unix.Stat_t
+		if err := unix.Stat(fmt.Sprintf("/proc/%d/ns/%s", root.pid, k.name), &theirs); err != nil {
+			return fmt.Errorf("task %d: %s namespace: %w", root.pid, k.name, err)
+		}
+		if err := unix.Stat(fmt.Sprintf("/proc/%d/ns/%s", p.pid, k.name), &mine); err != nil {
+			return fmt.Errorf("task %d: %s namespace: %w", p.pid, k.name, err)
+		}
+		if mine.Ino == theirs.Ino && mine.Dev == theirs.Dev {
+			continue
+		}
+		id := proto.Uint32(uint32(mine.Ino))
+		switch k.name {
+		case "uts":
+			ids.UtsNsId = id
+		case "ipc":
+			ids.IpcNsId = id
+		case "net":
+			ids.NetNsId = id
+		case "mnt":
+			ids.MntNsId = id
+		}
+	}
+	return nil
+}
+
+// enterNamespaces puts t, just created by its creator, into its own
+// namespaces where the image gives it other ones than the task whose
+// memory (and namespaces) it got: the root's, or a nested one, which
+// the first task to need it makes (unshare) and RestoreOptions.NestedNS
+// fills. It runs before t maps anything, so that SysV segments and
+// files are found in t's own namespaces.
+func (rt *restoreTree) enterNamespaces(t *restoringTask) error {
+	from := t.memFrom
+	if from == nil || t.helper {
+		return nil // the root's come from clone flags
+	}
+	for _, k := range nestedKinds {
+		want, have := k.id(t.img.core.GetIds()), k.id(from.img.core.GetIds())
+		if want == have || want == 0 {
+			continue
+		}
+		if k.flag == unix.CLONE_NEWNS && t.shareFS {
+			return fmt.Errorf("%s shares its cwd and root (CLONE_FS) with its creator, but had another mount namespace: %w", t.where(), ErrUnsupported)
+		}
+		holder := rt.nsHolder(t, want, k.id)
+		if holder == nil {
+			if rt.opts.NestedNS == nil {
+				return fmt.Errorf("%s had a %s namespace of its own (%d): only a container restore remakes those: %w", t.where(), k.name, want, ErrUnsupported)
+			}
+			if _, err := t.ctl.call(unix.SYS_UNSHARE, uint64(k.flag)); err != nil {
+				return fmt.Errorf("%s: new %s namespace: %w", t.where(), k.name, err)
+			}
+			if err := rt.opts.NestedNS(k.name, int(want), &RootTask{Pid: t.pid, t: t}); err != nil {
+				return fmt.Errorf("%s: %w", t.where(), err)
+			}
+			continue
+		}
+		if err := t.joinNamespaceOf(holder.pid, k.name, k.flag); err != nil {
+			return fmt.Errorf("%s: join the %s namespace of task %d: %w", t.where(), k.name, holder.vpid, err)
+		}
+	}
+	return nil
+}
+
+// nsHolder returns a task already in the namespace with image id want
+// (of the kind id reads), or nil if none is yet: tasks are created one
+// at a time, each entering its namespaces as it is created.
+func (rt *restoreTree) nsHolder(t *restoringTask, want uint32, id func(*criucore.TaskKobjIdsEntry) uint32) *restoringTask {
+	if id(rt.root.img.core.GetIds()) == want {
+		return rt.root
+	}
+	for _, u := range rt.procs {
+		if u != t && !u.helper && !u.img.zombie && u.pid != 0 && u.memFrom != nil && id(u.img.core.GetIds()) == want {
+			return u
+		}
+	}
+	return nil
+}
+
+// joinNamespaceOf makes t join host task pid's namespace of kind with
+// setns on a descriptor ctcr opens and passes: t's own /proc may show
+// another PID namespace.
+func (t *restoringTask) joinNamespaceOf(pid int, kind string, flag int) error {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/ns/%s", pid, kind))
+	if err != nil {
+		return err
+	}
+	fd, err := t.sendFd(f)
+	f.Close()
+	if err != nil {
+		return err
+	}
+	_, err = t.ctl.call(unix.SYS_SETNS, uint64(fd), uint64(flag))
+	if cerr := t.closeRemote(fd); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// nestedMountFiles refuses task p, whose mount namespace is not the
+// root's, if a file it holds open or maps would be another one, or none,
+// at the same path in the root's: the restore opens files through the
+// root's view. (A file in a PrivateTmp= /tmp is one.) Deleted files are
+// restored from their saved content and pass, as do files the path does
+// not reach from either view (a runtime's log outside the container),
+// which the restore treats as it does the root's own.
+func (d *dumpTree) nestedMountFiles(p *dumpProc) error {
+	root := d.procs[0].pid
+	at := func(pid int, path string, dev, ino uint64) bool {
+		var st unix.Stat_t
+		if err := unix.Stat(fmt.Sprintf("/proc/%d/root%s", pid, path), &st); err != nil {
+			return false
+		}
+		return st.Dev == dev && st.Ino == ino
+	}
+	// Only its own view finds it there.
+	own := func(path string, dev, ino uint64) bool {
+		return at(p.pid, path, dev, ino) && !at(root, path, dev, ino)
+	}
+	fds, err := proc.Fds(p.pid)
+	if err != nil {
+		return err
+	}
+	for _, fd := range fds {
+		link := fmt.Sprintf("/proc/%d/fd/%d", p.pid, fd)
+		path, err := os.Readlink(link)
+		if err != nil || !strings.HasPrefix(path, "/") || strings.HasSuffix(path, " (deleted)") {
+			continue // not a path, or gone since
+		}
+		var st unix.Stat_t
+		if unix.Stat(link, &st) != nil {
+			continue
+		}
+		if own(path, st.Dev, st.Ino) {
+			return fmt.Errorf("task %d: fd %d (%s) is a file of its own mount namespace, not at that path in the root task's: %w", p.pid, fd, path, ErrUnsupported)
+		}
+	}
+	maps, err := proc.Maps(p.pid)
+	if err != nil {
+		return err
+	}
+	for _, m := range maps {
+		if !strings.HasPrefix(m.Path, "/") || m.Inode == 0 {
+			continue
+		}
+		var st unix.Stat_t
+		if err := unix.Stat(fmt.Sprintf("/proc/%d/map_files/%x-%x", p.pid, m.Start, m.End), &st); err != nil {
+			continue // deleted, or unreadable: the memory dump decides
+		}
+		if own(m.Path, st.Dev, st.Ino) {
+			return fmt.Errorf("task %d: mapping %x-%x of %s is a file of its own mount namespace, not at that path in the root task's: %w", p.pid, m.Start, m.End, m.Path, ErrUnsupported)
+		}
+	}
+	return nil
 }

@@ -40,6 +40,11 @@ type RestoreOptions struct {
 	// the image (the container front end moves tasks into the cgroups
 	// below the container's that they were in).
 	PlaceTasks func(pids map[int]int) error
+	// NestedNS, if set, fills a namespace of kind (uts, ipc, net) that a
+	// task below the root had of its own, with image id: the engine has
+	// just made it in task t, before t maps anything. Without it such a
+	// checkpoint fails to restore.
+	NestedNS func(kind string, id int, t *RootTask) error
 	// BeforeResume, if set, runs when every task is ready, just before
 	// they are let go (vzctl's --undump freezes the cgroup here).
 	BeforeResume func() error

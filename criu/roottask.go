@@ -10,7 +10,9 @@ import (
 // namespaces before it has created any other task. Syscalls run in it
 // change those namespaces (mounts, pivot_root, hostname).
 //
-// Preconditions: used only inside RestoreOptions.PrepareRoot.
+// Preconditions: used only inside RestoreOptions.PrepareRoot, or
+// RestoreOptions.NestedNS, where it stands for the task below the root
+// that has just made a namespace of its own.
 type RootTask struct {
 	Pid int // host PID
 	t   *restoringTask

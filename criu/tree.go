@@ -467,6 +467,9 @@ func (rt *restoreTree) restoreMemoryOf(t *restoringTask) error {
 	if err := t.installTransport(rt.sock); err != nil {
 		return err
 	}
+	if err := rt.enterNamespaces(t); err != nil {
+		return err
+	}
 	if t.shareVM {
 		return nil // the creator's memory is its own
 	}

@@ -18,6 +18,12 @@
 //	posix-mq.json            POSIX message queues (not CRIU's: see mqueue.go)
 //	netdev-1.img             NetDeviceEntry of lo
 //	ifaddr-1.img             lo's addresses, raw as `ip addr save` writes them (net.go)
+//
+// A namespace that a task below the root has of its own (nested.go,
+// nested_mounts.go) has the same images with its inode number as ID
+// (utsns-ID, ipcns-*-ID, netdev-ID, ifaddr-ID, mountpoints-ID, with the
+// tmpfs-dev-N of the tmpfs mounts only it has); the engine records the
+// same ID in each task's core.
 package ns
 
 // Syscaller runs syscalls in the root task of a restored tree (the

@@ -118,13 +118,13 @@ func DumpHostSysV(root int, stage *images.Staging) (*HostSysV, error) {
 			return false
 		}
 	}
-	if err := dumpShm(stage, ids(saved.Shm, "shmid")); err != nil {
+	if err := dumpShm(stage, ipcNsID, ids(saved.Shm, "shmid")); err != nil {
 		return nil, fmt.Errorf("SysV shared memory of the host: %w", err)
 	}
-	if err := dumpSem(stage, ids(saved.Sem, "semid")); err != nil {
+	if err := dumpSem(stage, ipcNsID, ids(saved.Sem, "semid")); err != nil {
 		return nil, fmt.Errorf("SysV semaphores of the host: %w", err)
 	}
-	if err := dumpMsg(stage, ids(saved.Msg, "msqid")); err != nil {
+	if err := dumpMsg(stage, ipcNsID, ids(saved.Msg, "msqid")); err != nil {
 		return nil, fmt.Errorf("SysV message queues of the host: %w", err)
 	}
 	b, err := json.MarshalIndent(&saved, "", "  ")
@@ -171,7 +171,7 @@ func RestoreHostSysV(imgDir string, root int) error {
 		return nil
 	}
 	restoredRoot = root
-	return restoreObjects(imgDir, " of the host", [3]func(*ipcdesc.IpcDescEntry) error{prepareHostShm, prepareHostSem, prepareHostMsg})
+	return restoreObjects(imgDir, ipcNsID, " of the host", [3]func(*ipcdesc.IpcDescEntry) error{prepareHostShm, prepareHostSem, prepareHostMsg})
 }
 
 // RemoveDestroyedHostShm removes again the host's segments that were

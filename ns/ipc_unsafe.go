@@ -104,14 +104,19 @@ func pad(b []byte, to int) []byte {
 // semaphore sets (with values) and message queues (with messages, read
 // with MSG_COPY so the queue is left as it was) of pid's IPC namespace.
 func DumpIPC(pid int, stage *images.Staging) error {
+	return dumpIPCAs(pid, stage, ipcNsID)
+}
+
+// dumpIPCAs is DumpIPC into the images of namespace id.
+func dumpIPCAs(pid int, stage *images.Staging, id int) error {
 	return inNamespace(pid, "ipc", unix.CLONE_NEWIPC, func() error {
-		if err := dumpShm(stage, nil); err != nil {
+		if err := dumpShm(stage, id, nil); err != nil {
 			return fmt.Errorf("SysV shared memory: %w", err)
 		}
-		if err := dumpSem(stage, nil); err != nil {
+		if err := dumpSem(stage, id, nil); err != nil {
 			return fmt.Errorf("SysV semaphores: %w", err)
 		}
-		if err := dumpMsg(stage, nil); err != nil {
+		if err := dumpMsg(stage, id, nil); err != nil {
 			return fmt.Errorf("SysV message queues: %w", err)
 		}
 		return nil
@@ -135,13 +140,13 @@ func writeImage(path string, k images.Kind, write func(w *images.Writer) error) 
 
 // dumpShm saves the objects whose /proc/sysvipc row keep accepts
 // (nil: all of them).
-func dumpShm(stage *images.Staging, keep func(map[string]uint64) bool) error {
+func dumpShm(stage *images.Staging, id int, keep func(map[string]uint64) bool) error {
 	rows, err := sysvRows("shm")
 	if err != nil {
 		return err
 	}
 	rows = keepRows(rows, keep)
-	return writeImage(stage.Path(images.IpcShm.FileName(ipcNsID)), images.IpcShm, func(w *images.Writer) error {
+	return writeImage(stage.Path(images.IpcShm.FileName(id)), images.IpcShm, func(w *images.Writer) error {
 		for _, r := range rows {
 			id, size := int(r["shmid"]), int(r["size"])
 			seg, err := unix.SysvShmAttach(id, 0, unix.SHM_RDONLY)
@@ -166,13 +171,13 @@ func dumpShm(stage *images.Staging, keep func(map[string]uint64) bool) error {
 
 // dumpSem saves the objects whose /proc/sysvipc row keep accepts
 // (nil: all of them).
-func dumpSem(stage *images.Staging, keep func(map[string]uint64) bool) error {
+func dumpSem(stage *images.Staging, id int, keep func(map[string]uint64) bool) error {
 	rows, err := sysvRows("sem")
 	if err != nil {
 		return err
 	}
 	rows = keepRows(rows, keep)
-	return writeImage(stage.Path(images.IpcSem.FileName(ipcNsID)), images.IpcSem, func(w *images.Writer) error {
+	return writeImage(stage.Path(images.IpcSem.FileName(id)), images.IpcSem, func(w *images.Writer) error {
 		for _, r := range rows {
 			id, n := int(r["semid"]), int(r["nsems"])
 			vals := make([]uint16, n)
@@ -198,13 +203,13 @@ func dumpSem(stage *images.Staging, keep func(map[string]uint64) bool) error {
 
 // dumpMsg saves the objects whose /proc/sysvipc row keep accepts
 // (nil: all of them).
-func dumpMsg(stage *images.Staging, keep func(map[string]uint64) bool) error {
+func dumpMsg(stage *images.Staging, id int, keep func(map[string]uint64) bool) error {
 	rows, err := sysvRows("msg")
 	if err != nil {
 		return err
 	}
 	rows = keepRows(rows, keep)
-	return writeImage(stage.Path(images.IpcMsg.FileName(ipcNsID)), images.IpcMsg, func(w *images.Writer) error {
+	return writeImage(stage.Path(images.IpcMsg.FileName(id)), images.IpcMsg, func(w *images.Writer) error {
 		for _, r := range rows {
 			id, qnum := int(r["msqid"]), int(r["qnum"])
 			var ds kernel.MsqidDs
@@ -236,22 +241,27 @@ func dumpMsg(stage *images.Staging, keep func(map[string]uint64) bool) error {
 // RestoreIPC recreates the SysV objects of the image in pid's (new) IPC
 // namespace, each with its id, key, owner, mode and content.
 func RestoreIPC(pid int, imgDir string) error {
+	return restoreIPCAs(pid, imgDir, ipcNsID)
+}
+
+// restoreIPCAs is RestoreIPC from the images of namespace id.
+func restoreIPCAs(pid int, imgDir string, id int) error {
 	return inNamespace(pid, "ipc", unix.CLONE_NEWIPC, func() error {
-		return restoreObjects(imgDir, "", [3]func(*ipcdesc.IpcDescEntry) error{})
+		return restoreObjects(imgDir, id, "", [3]func(*ipcdesc.IpcDescEntry) error{})
 	})
 }
 
 // restoreObjects recreates the segments, semaphore sets and message
 // queues of the images in imgDir, each kind's prepare (if set) running
 // before each object is made; where qualifies the kinds in errors.
-func restoreObjects(imgDir, where string, prepare [3]func(*ipcdesc.IpcDescEntry) error) error {
-	if err := restoreShm(filepath.Join(imgDir, images.IpcShm.FileName(ipcNsID)), prepare[0]); err != nil {
+func restoreObjects(imgDir string, id int, where string, prepare [3]func(*ipcdesc.IpcDescEntry) error) error {
+	if err := restoreShm(filepath.Join(imgDir, images.IpcShm.FileName(id)), prepare[0]); err != nil {
 		return fmt.Errorf("SysV shared memory%s: %w", where, err)
 	}
-	if err := restoreSem(filepath.Join(imgDir, images.IpcSem.FileName(ipcNsID)), prepare[1]); err != nil {
+	if err := restoreSem(filepath.Join(imgDir, images.IpcSem.FileName(id)), prepare[1]); err != nil {
 		return fmt.Errorf("SysV semaphores%s: %w", where, err)
 	}
-	if err := restoreMsg(filepath.Join(imgDir, images.IpcMsg.FileName(ipcNsID)), prepare[2]); err != nil {
+	if err := restoreMsg(filepath.Join(imgDir, images.IpcMsg.FileName(id)), prepare[2]); err != nil {
 		return fmt.Errorf("SysV message queues%s: %w", where, err)
 	}
 	return nil

@@ -47,6 +47,14 @@ const (
 // DumpNet records the loopback device of pid's network namespace and
 // its addresses.
 func DumpNet(pid int, stage *images.Staging) error {
+	return dumpNetAs(pid, stage, netNsID)
+}
+
+// ifaddrFile names the addresses image of network namespace id.
+func ifaddrFile(id int) string { return fmt.Sprintf("ifaddr-%d.img", id) }
+
+// dumpNetAs is DumpNet into the images of namespace id.
+func dumpNetAs(pid int, stage *images.Staging, id int) error {
 	var dev *netdev.NetDeviceEntry
 	var addrs []byte
 	err := inNamespace(pid, "net", unix.CLONE_NEWNET, func() error {
@@ -60,11 +68,11 @@ func DumpNet(pid int, stage *images.Staging) error {
 	if err != nil {
 		return fmt.Errorf("network namespace of task %d: %w", pid, err)
 	}
-	if err := images.WriteFile(stage.Path(images.Netdev.FileName(netNsID)), images.Netdev, dev); err != nil {
+	if err := images.WriteFile(stage.Path(images.Netdev.FileName(id)), images.Netdev, dev); err != nil {
 		return err
 	}
 	out := binary.NativeEndian.AppendUint32(nil, ifaddrMagic)
-	return os.WriteFile(stage.Path(ifaddrImage), append(out, addrs...), 0o600)
+	return os.WriteFile(stage.Path(ifaddrFile(id)), append(out, addrs...), 0o600)
 }
 
 // loopbackDevice describes lo of the calling thread's namespace.
@@ -173,7 +181,12 @@ func parseIfaddrImage(b []byte, name string) ([]syscall.NetlinkMessage, error) {
 // addresses. A checkpoint without netdev-1.img (written by an older
 // ctcr) gets lo up, as a container had it.
 func RestoreNet(pid int, imgDir string) error {
-	devPath := filepath.Join(imgDir, images.Netdev.FileName(netNsID))
+	return restoreNetAs(pid, imgDir, netNsID)
+}
+
+// restoreNetAs is RestoreNet from the images of namespace id.
+func restoreNetAs(pid int, imgDir string, id int) error {
+	devPath := filepath.Join(imgDir, images.Netdev.FileName(id))
 	if _, err := os.Stat(devPath); errors.Is(err, os.ErrNotExist) {
 		return LoopbackUp(pid)
 	}
@@ -184,7 +197,7 @@ func RestoreNet(pid int, imgDir string) error {
 	if dev.GetType() != netdev.NdType_LOOPBACK || dev.GetName() != "lo" {
 		return fmt.Errorf("%s: device %q of type %v: only the loopback device is restored: %w", devPath, dev.GetName(), dev.GetType(), ErrUnsupported)
 	}
-	addrPath := filepath.Join(imgDir, ifaddrImage)
+	addrPath := filepath.Join(imgDir, ifaddrFile(id))
 	var msgs []syscall.NetlinkMessage
 	if fi, err := os.Stat(addrPath); err == nil {
 		if fi.Size() > maxIfaddrFile {

@@ -23,18 +23,29 @@ func inNamespace(pid int, kind string, flag int, fn func() error) error {
 
 // DumpUTS records the host and domain names of pid's UTS namespace.
 func DumpUTS(pid int, stage *images.Staging) error {
+	return dumpUTSAs(pid, stage, utsNsID)
+}
+
+// dumpUTSAs is DumpUTS into the image of namespace id.
+func dumpUTSAs(pid int, stage *images.Staging, id int) error {
 	var u unix.Utsname
 	if err := inNamespace(pid, "uts", unix.CLONE_NEWUTS, func() error { return unix.Uname(&u) }); err != nil {
 		return err
 	}
 	e := &utsns.UtsnsEntry{Nodename: proto.String(unix.ByteSliceToString(u.Nodename[:])), Domainname: proto.String(unix.ByteSliceToString(u.Domainname[:]))}
-	return images.WriteFile(stage.Path(images.Utsns.FileName(utsNsID)), images.Utsns, e)
+	return images.WriteFile(stage.Path(images.Utsns.FileName(id)), images.Utsns, e)
 }
 
 // RestoreUTS sets the names in the restored root's new UTS namespace.
 func RestoreUTS(sc Syscaller, imgDir string) error {
+	return restoreUTSAs(sc, imgDir, utsNsID)
+}
+
+// restoreUTSAs is RestoreUTS from the image of namespace id, in the
+// task sc stands for.
+func restoreUTSAs(sc Syscaller, imgDir string, id int) error {
 	e := &utsns.UtsnsEntry{}
-	if err := images.ReadOne(filepath.Join(imgDir, images.Utsns.FileName(utsNsID)), images.Utsns, e); err != nil {
+	if err := images.ReadOne(filepath.Join(imgDir, images.Utsns.FileName(id)), images.Utsns, e); err != nil {
 		return err
 	}
 	for _, n := range []struct {

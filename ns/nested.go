@@ -1,0 +1,200 @@
+package ns
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"os"
+	"sort"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ctcr/ctcr/criu/images"
+	"github.com/ctcr/ctcr/criu/kernel"
+)
+
+// Nested namespaces are those of a task below the tree's root that are
+// not the root's own: a systemd service's PrivateNetwork= netns or
+// PrivateTmp= mount namespace (nested_mounts.go), a
+// nested container's UTS and IPC namespaces. Each is saved once, in
+// images named by its id, and the engine records the same id in the
+// task's core (TaskKobjIdsEntry): both take the namespace's inode
+// number, which is unique on the host while the tasks are stopped, fits
+// in 32 bits (proc inodes do) and is never 1 or 2, the ids of the host's
+// and the tree's own namespaces.
+
+// NestedKinds are the namespace kinds a task below the root may have of
+// its own.
+var NestedKinds = []string{"uts", "ipc", "net", "mnt"}
+
+// NestedID is the image id of pid's namespace of kind.
+func NestedID(pid int, kind string) (int, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(fmt.Sprintf("/proc/%d/ns/%s", pid, kind), &st); err != nil {
+		return 0, fmt.Errorf("task %d: %s namespace: %w", pid, kind, err)
+	}
+	return int(uint32(st.Ino)), nil
+}
+
+// DumpNested saves every UTS, IPC, network and mount namespace that a
+// task of pids has and the root task does not share: host and domain
+// names, SysV objects, the loopback device and its addresses, the mount
+// table. A network
+// namespace holding more than lo, or an inet or abstract unix socket
+// (which the engine makes in the root's namespace), is refused by name.
+func DumpNested(root int, pids []int, stage *images.Staging) error {
+	sort.Ints(pids)
+	for _, kind := range NestedKinds {
+		rootID, err := NestedID(root, kind)
+		if err != nil {
+			return err
+		}
+		done := map[int]bool{rootID: true}
+		for _, pid := range pids {
+			id, err := NestedID(pid, kind)
+			if err != nil {
+				continue // a zombie has no namespaces
+			}
+			if done[id] {
+				continue
+			}
+			done[id] = true
+			switch kind {
+			case "uts":
+				err = dumpUTSAs(pid, stage, id)
+			case "ipc":
+				err = dumpNestedIPC(pid, stage, id)
+			case "net":
+				err = dumpNestedNet(pid, stage, id)
+			case "mnt":
+				err = dumpNestedMounts(pid, root, stage, id)
+			}
+			if err != nil {
+				return fmt.Errorf("task %d: its own %s namespace: %w", pid, kind, err)
+			}
+		}
+	}
+	return nil
+}
+
+// dumpNestedIPC saves a nested IPC namespace's SysV objects; POSIX
+// queues of one are refused (posix-mq.json holds one namespace's).
+func dumpNestedIPC(pid int, stage *images.Staging, id int) error {
+	var queues []string
+	err := inNamespace(pid, "ipc", unix.CLONE_NEWIPC, func() error {
+		qs, err := listMqueues()
+		queues = qs
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if len(queues) > 0 {
+		return fmt.Errorf("POSIX message queues %s: only those of the container's own IPC namespace are saved: %w", strings.Join(queues, ", "), ErrUnsupported)
+	}
+	return dumpIPCAs(pid, stage, id)
+}
+
+// listMqueues names the POSIX queues of the calling thread's IPC
+// namespace (a detached mqueue mount shows its creator's).
+func listMqueues() ([]string, error) {
+	root, err := kernel.MqueueRoot()
+	if err != nil {
+		return nil, err
+	}
+	defer root.Close()
+	names, err := root.Readdirnames(-1)
+	if err != nil {
+		return nil, fmt.Errorf("list the queues: %w", err)
+	}
+	sort.Strings(names)
+	for i := range names {
+		names[i] = "/" + names[i]
+	}
+	return names, nil
+}
+
+// dumpNestedNet saves a nested network namespace that has only lo and
+// no socket the restore would make elsewhere.
+func dumpNestedNet(pid int, stage *images.Staging, id int) error {
+	var devs []string
+	err := inNamespace(pid, "net", unix.CLONE_NEWNET, func() error {
+		ifs, err := net.Interfaces()
+		for _, i := range ifs {
+			if i.Name != "lo" {
+				devs = append(devs, i.Name)
+			}
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if len(devs) > 0 {
+		return fmt.Errorf("network devices %s: only the loopback device of a nested network namespace is restored: %w", strings.Join(devs, ", "), ErrUnsupported)
+	}
+	for _, f := range []string{"tcp", "tcp6", "udp", "udp6", "raw", "raw6", "udplite", "udplite6"} {
+		n, err := socketRows(pid, f, nil)
+		if err != nil {
+			return err
+		}
+		if n > 0 {
+			return fmt.Errorf("%d %s sockets: sockets of a nested network namespace are not restored into it: %w", n, f, ErrUnsupported)
+		}
+	}
+	abstract := func(fields []string) bool { return len(fields) >= 8 && strings.HasPrefix(fields[7], "@") }
+	if n, err := socketRows(pid, "unix", abstract); err != nil {
+		return err
+	} else if n > 0 {
+		return fmt.Errorf("%d unix sockets with abstract names: names of a nested network namespace are not restored into it: %w", n, ErrUnsupported)
+	}
+	return dumpNetAs(pid, stage, id)
+}
+
+// socketRows counts the sockets /proc/PID/net/FILE lists for pid's
+// network namespace (its rows after the header) that match (nil: all).
+func socketRows(pid int, file string, match func([]string) bool) (int, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/net/%s", pid, file))
+	if err != nil {
+		if os.IsNotExist(err) {
+			return 0, nil // a protocol this kernel lacks
+		}
+		return 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	n := 0
+	for first := true; sc.Scan(); first = false {
+		if first || strings.TrimSpace(sc.Text()) == "" {
+			continue
+		}
+		if match == nil || match(strings.Fields(sc.Text())) {
+			n++
+		}
+	}
+	return n, sc.Err()
+}
+
+// RestoreNested fills the nested namespace of kind with image id, which
+// the engine has just made for the restored task sc (host PID pid):
+// names, SysV objects or the loopback device.
+func RestoreNested(sc Syscaller, pid int, kind string, id int, imgDir string) error {
+	var err error
+	switch kind {
+	case "uts":
+		err = restoreUTSAs(sc, imgDir, id)
+	case "ipc":
+		err = restoreIPCAs(pid, imgDir, id)
+	case "net":
+		err = restoreNetAs(pid, imgDir, id)
+	case "mnt":
+		err = restoreNestedMounts(sc, pid, imgDir, id)
+	default:
+		err = fmt.Errorf("no such kind: %w", ErrUnsupported)
+	}
+	if err != nil {
+		return fmt.Errorf("%s namespace %d: %w", kind, id, err)
+	}
+	return nil
+}
