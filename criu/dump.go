@@ -25,7 +25,6 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/ctcr/ctcr/criu/images"
-	"github.com/ctcr/ctcr/criu/kernel"
 	"github.com/ctcr/ctcr/criu/proc"
 	"github.com/ctcr/ctcr/criu/ptrace"
 )
@@ -534,6 +533,10 @@ func (d *dumpTree) checkSharing() error {
 //
 // Preconditions: runs on the tracer thread; the tree is seized.
 func (d *dumpTree) readStates() error {
+	// What needs no ptrace is read by other goroutines, ahead of this
+	// thread (readahead.go).
+	ra := startReadAhead(d.procs)
+	defer ra.end()
 	for _, p := range d.procs {
 		p.seccomp = &d.seccomp
 		if p.zombie {
@@ -542,33 +545,22 @@ func (d *dumpTree) readStates() error {
 		if err := Interrupted(); err != nil {
 			return err
 		}
-		if err := p.readState(d.opts.logf); err != nil {
+		if err := p.readState(ra, d.opts.logf); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func (p *dumpProc) readState(logf func(string, ...any)) error {
+// readState reads p's threads' registers and what p must be asked with
+// remote syscalls, and builds its core images with the facts ra read
+// ahead.
+//
+// Preconditions: runs on the tracer thread; the tree is seized.
+func (p *dumpProc) readState(ra *readAhead, logf func(string, ...any)) error {
 	pid := p.pid
-	maps, err := proc.Maps(pid)
-	if err != nil {
-		return fmt.Errorf("task %d: %w", pid, err)
-	}
-	mem, err := ptrace.OpenMem(pid)
-	if err != nil {
-		return fmt.Errorf("task %d: %w", pid, err)
-	}
-	ip, ok := findSyscallInsn(mem, maps)
-	if !ok {
-		mem.Close()
-		return fmt.Errorf("task %d has no vDSO to run remote syscalls from: %w", pid, ErrUnsupported)
-	}
-	sig, err := p.stopSignal()
-	if err != nil {
-		mem.Close()
-		return err
-	}
+	var err error
+	// The ptrace reads first: the facts are often still being read.
 	for _, th := range p.threads {
 		if th.regs, err = ptrace.GetRegs(th.tid); err != nil {
 			return err
@@ -581,10 +573,34 @@ func (p *dumpProc) readState(logf func(string, ...any)) error {
 		if th.sigmask, err = ptrace.GetSigmask(th.tid); err != nil {
 			return err
 		}
-		tgid, vtid, err := ownIDs(pid, th.tid)
-		if err != nil {
-			return err
+	}
+	facts, err := ra.of(p)
+	if err != nil {
+		return err
+	}
+	maps := facts.maps
+	if maps == nil {
+		if maps, err = proc.Maps(pid); err != nil {
+			return fmt.Errorf("task %d: %w", pid, err)
 		}
+	}
+	mem, err := ptrace.OpenMem(pid)
+	if err != nil {
+		return fmt.Errorf("task %d: %w", pid, err)
+	}
+	ip, ok := findSyscallInsn(mem, maps)
+	if !ok {
+		mem.Close()
+		return fmt.Errorf("task %d has no vDSO to run remote syscalls from: %w", pid, ErrUnsupported)
+	}
+	statuses := make([]*proc.Status, len(p.threads))
+	for i := range p.threads {
+		statuses[i] = facts.threads[i].status
+	}
+	sig := p.stopSignalOf(statuses)
+	for i, th := range p.threads {
+		st := facts.threads[i].status
+		tgid, vtid := innermost(st.NStgid, pid), innermost(st.NSpid, th.tid)
 		th.ctl = &taskCtl{tid: th.tid, mem: mem, xstate: th.xstate, r: &ptrace.Remote{Tid: th.tid, IP: ip, Base: th.regs,
 			Own: &ptrace.OwnState{Mask: th.sigmask, Sig: sig, TgkillArgs: [2]uint64{uint64(tgid), uint64(vtid)}}}}
 	}
@@ -601,13 +617,11 @@ func (p *dumpProc) readState(logf func(string, ...any)) error {
 		}
 		th.stolen = nil
 	}
-	if err := p.dropLeftUffds(logf); err != nil {
+	if err := p.dropLeftUffds(facts.leftUffds, logf); err != nil {
 		return err
 	}
 	lead := p.leader().ctl
-	if p.status, err = proc.ReadStatus(pid, pid); err != nil {
-		return fmt.Errorf("task %d: %w", pid, err)
-	}
+	p.status = facts.threads[0].status
 	q, err := queryTask(lead)
 	if err != nil {
 		return fmt.Errorf("task %d: %w", pid, err)
@@ -615,11 +629,7 @@ func (p *dumpProc) readState(logf func(string, ...any)) error {
 	if p.shared, err = ptrace.PendingSignals(pid, true); err != nil {
 		return err
 	}
-	ptimers, err := proc.ReadTimers(pid)
-	if err != nil {
-		return fmt.Errorf("task %d: %w", pid, err)
-	}
-	if len(ptimers) > 0 {
+	if ptimers := facts.timers; len(ptimers) > 0 {
 		tidOf := map[int]int{}
 		for _, th := range p.threads {
 			tidOf[th.tid] = th.vtid
@@ -628,14 +638,6 @@ func (p *dumpProc) readState(logf func(string, ...any)) error {
 			return err
 		}
 	}
-	personality, err := proc.ReadPersonality(pid)
-	if err != nil {
-		return fmt.Errorf("task %d: %w", pid, err)
-	}
-	rlims, err := dumpRlimits(pid)
-	if err != nil {
-		return fmt.Errorf("task %d: %w", pid, err)
-	}
 	for i, th := range p.threads {
 		tq := &q.threadQuery
 		if i > 0 {
@@ -643,32 +645,24 @@ func (p *dumpProc) readState(logf func(string, ...any)) error {
 				return fmt.Errorf("task %d thread %d: %w", pid, th.tid, err)
 			}
 		}
-		if th.core, err = dumpThreadCore(p, th, tq); err != nil {
+		if th.core, err = dumpThreadCore(p, th, &facts.threads[i], tq); err != nil {
 			return err
 		}
 	}
 	p.leader().core.Tc = &criucore.TaskCoreEntry{
 		TaskState:      proto.Uint32(taskAlive),
 		ExitCode:       proto.Uint32(0),
-		Personality:    proto.Uint32(personality),
+		Personality:    proto.Uint32(facts.personality),
 		Flags:          proto.Uint32(p.stat.Flags),
 		BlkSigset:      proto.Uint64(p.leader().sigmask),
 		Comm:           proto.String(p.stat.Comm),
 		Timers:         q.timers,
-		Rlimits:        rlims,
+		Rlimits:        facts.rlimits,
 		SignalsS:       signalQueue(p.shared),
 		Sigactions:     q.sigactions,
 		ChildSubreaper: proto.Bool(q.subreaper),
-	}
-	if err := dumpProcKnobs(pid, p.leader().core.Tc); err != nil {
-		return err
-	}
-	if err := sameLSMLabel(pid); err != nil {
-		return err
-	}
-	auxv, err := proc.ReadAuxv(pid)
-	if err != nil {
-		return fmt.Errorf("task %d: %w", pid, err)
+		OomScoreAdj:    facts.knobs.OomScoreAdj,
+		Loginuid:       facts.knobs.Loginuid,
 	}
 	s := p.stat
 	p.mm = &mm.MmEntry{
@@ -677,28 +671,18 @@ func (p *dumpProc) readState(logf func(string, ...any)) error {
 		MmStartStack: proto.Uint64(s.StartStack), MmStartBrk: proto.Uint64(s.StartBrk), MmBrk: proto.Uint64(q.brk),
 		MmArgStart: proto.Uint64(s.ArgStart), MmArgEnd: proto.Uint64(s.ArgEnd),
 		MmEnvStart: proto.Uint64(s.EnvStart), MmEnvEnd: proto.Uint64(s.EnvEnd),
-		MmSavedAuxv: auxv, Dumpable: proto.Int32(int32(q.dumpable)), ThpDisabled: proto.Bool(q.thpOff),
+		MmSavedAuxv: facts.auxv, Dumpable: proto.Int32(int32(q.dumpable)), ThpDisabled: proto.Bool(q.thpOff),
 	}
 	// The scratch mapping must be gone before memory is read.
 	return p.dropScratch()
 }
 
-// dumpThreadCore builds the core image of one thread.
-func dumpThreadCore(p *dumpProc, th *dumpThread, q *threadQuery) (*criucore.CoreEntry, error) {
+// dumpThreadCore builds the core image of one thread from what the
+// tracer asks it and the facts f read from outside.
+func dumpThreadCore(p *dumpProc, th *dumpThread, f *threadFacts, q *threadQuery) (*criucore.CoreEntry, error) {
 	tid := th.tid
 	where := fmt.Sprintf("task %d thread %d", p.pid, tid)
-	st, err := proc.ReadStatus(p.pid, tid)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", where, err)
-	}
-	tstat, err := proc.ReadStat(p.pid, tid)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", where, err)
-	}
-	robust, robustLen, err := getRobustList(tid)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", where, err)
-	}
+	st, tstat, robust, robustLen, attr := f.status, f.stat, f.robust, f.robustLen, f.sched
 	rs, err := ptrace.GetRseq(tid)
 	if err != nil {
 		return nil, err
@@ -706,10 +690,6 @@ func dumpThreadCore(p *dumpProc, th *dumpThread, q *threadQuery) (*criucore.Core
 	pending, err := ptrace.PendingSignals(tid, false)
 	if err != nil {
 		return nil, err
-	}
-	attr, err := unix.SchedGetAttr(tid, 0)
-	if err != nil {
-		return nil, fmt.Errorf("%s: sched_getattr: %w", where, err)
 	}
 	gp := restartedRegs(th.regs)
 	fp, err := fpregsToImage(th.xstate)
@@ -812,34 +792,15 @@ func (p *dumpProc) mapScratch(maps []proc.Mapping) error {
 // made itself has had it before any use.
 //
 // Preconditions: runs on the tracer thread; the scratch area is mapped.
-func (p *dumpProc) dropLeftUffds(logf func(string, ...any)) error {
-	if p.filesOf != nil {
-		return nil // the parent's fd table
-	}
-	fds, err := proc.Fds(p.pid)
-	if err != nil {
-		return fmt.Errorf("task %d: list fds: %w", p.pid, err)
+// closed lists them (leftUffds, read ahead; none for a process whose fd
+// table is its parent's).
+func (p *dumpProc) dropLeftUffds(closed []int, logf func(string, ...any)) error {
+	if len(closed) == 0 {
+		return nil
 	}
 	b := p.leader().ctl.newBatch()
-	var closed []int
-	for _, fd := range fds {
-		link, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%d", p.pid, fd))
-		if err != nil || link != "anon_inode:[userfaultfd]" {
-			continue
-		}
-		info, err := proc.ReadFdinfo(p.pid, fd)
-		if err != nil {
-			continue
-		}
-		api, _ := fdinfoField(info.Extra, "API")
-		f := strings.Split(api, ":")
-		if len(f) != 3 {
-			continue
-		}
-		if features, err := strconv.ParseUint(f[1], 16, 64); err == nil && features&kernel.UFFD_FEATURE_INITIALIZED == 0 {
-			b.add(unix.SYS_CLOSE, uint64(fd))
-			closed = append(closed, fd)
-		}
+	for _, fd := range closed {
+		b.add(unix.SYS_CLOSE, uint64(fd))
 	}
 	if _, err := b.run(); err != nil {
 		return fmt.Errorf("task %d: close the userfaultfds %v a dead ctcr left: %w", p.pid, closed, err)
@@ -895,21 +856,24 @@ func (th *dumpThread) requeue(pid int, sigs []ptrace.Siginfo) error {
 // so that it is dropped if ctcr dies, and that none of its threads has
 // pending or dequeued, so that it cannot merge with one of theirs.
 func (p *dumpProc) stopSignal() (unix.Signal, error) {
-	st, err := proc.ReadStatus(p.pid, p.pid)
-	if err != nil {
-		return 0, fmt.Errorf("task %d: %w", p.pid, err)
-	}
-	busy := st.SigCgt | st.ShdPnd
-	for _, th := range p.threads {
-		if th.tid != p.pid {
-			ts, err := proc.ReadStatus(p.pid, th.tid)
-			if err != nil {
-				return 0, fmt.Errorf("task %d thread %d: %w", p.pid, th.tid, err)
-			}
-			busy |= ts.SigPnd
-		} else {
-			busy |= st.SigPnd
+	statuses := make([]*proc.Status, len(p.threads))
+	for i, th := range p.threads {
+		st, err := proc.ReadStatus(p.pid, th.tid)
+		if err != nil {
+			return 0, fmt.Errorf("task %d thread %d: %w", p.pid, th.tid, err)
 		}
+		statuses[i] = st
+	}
+	return p.stopSignalOf(statuses), nil
+}
+
+// stopSignalOf is stopSignal with the status of each of p's threads
+// read already (statuses[i]: p.threads[i]'s).
+func (p *dumpProc) stopSignalOf(statuses []*proc.Status) unix.Signal {
+	st := statuses[0] // the main thread's: the process-wide fields
+	busy := st.SigCgt | st.ShdPnd
+	for i, th := range p.threads {
+		busy |= statuses[i].SigPnd
 		for _, si := range th.stolen {
 			if n := si.Signo(); n > 0 && n <= 64 {
 				busy |= 1 << (n - 1)
@@ -920,19 +884,19 @@ func (p *dumpProc) stopSignal() (unix.Signal, error) {
 	// Ignored by default, unless the process set a handler.
 	for _, s := range []unix.Signal{unix.SIGURG, unix.SIGWINCH, unix.SIGCHLD} {
 		if free(s) {
-			return s, nil
+			return s
 		}
 	}
 	for s := unix.Signal(1); s < 32; s++ {
 		if st.SigIgn&(1<<(uint(s)-1)) != 0 && free(s) && s != unix.SIGKILL && s != unix.SIGSTOP {
-			return s, nil
+			return s
 		}
 	}
 	// Every candidate is caught (the Go runtime catches all of them):
 	// SIGURG, which Go uses to preempt its threads and every runtime
 	// that catches it must take unasked. A ctcr that dies between the
 	// raise and the stop makes the handler run once.
-	return unix.SIGURG, nil
+	return unix.SIGURG
 }
 
 // dropScratch unmaps the process's scratch area. The runner cannot

@@ -88,40 +88,39 @@ func threadQueries(b *batch) (func(res []uint64, get getter) (threadQuery, error
 	}, nil
 }
 
-// clearTidAddress asks the thread for its clear_child_tid address.
-// PR_GET_TID_ADDRESS needs CONFIG_CHECKPOINT_RESTORE; without it the
-// address stays 0, as if the thread had none.
-func (c *taskCtl) clearTidAddress() (uint64, error) {
-	var addr uint64
-	if _, err := c.call(unix.SYS_PRCTL, kernel.PR_GET_TID_ADDRESS, c.scratch); err == nil {
-		if err := c.get(0, &addr); err != nil {
-			return 0, err
-		}
-	}
-	return addr, nil
-}
-
-// queryThread asks one thread of a process about itself.
+// queryThread asks one thread of a process about itself, in one batch:
+// a round trip per thread counts in a process of 1,000 threads.
 func queryThread(c *taskCtl) (*threadQuery, error) {
 	b := c.newBatch()
 	decode, err := threadQueries(b)
 	if err != nil {
 		return nil, err
 	}
-	res, err := b.run()
+	// Last: without CONFIG_CHECKPOINT_RESTORE it fails, and the batch
+	// stops at the first error; the address then stays 0, as if the
+	// thread had none.
+	tidAddr, err := b.space(8)
 	if err != nil {
+		return nil, err
+	}
+	iTid := b.add(unix.SYS_PRCTL, kernel.PR_GET_TID_ADDRESS, tidAddr)
+	res, err := b.run()
+	if err != nil && len(res) != iTid {
 		return nil, err
 	}
 	data, err := b.readBack()
 	if err != nil {
 		return nil, err
 	}
-	q, err := decode(res, scratchGetter(c, data))
+	get := scratchGetter(c, data)
+	q, err := decode(res, get)
 	if err != nil {
 		return nil, err
 	}
-	if q.clearTid, err = c.clearTidAddress(); err != nil {
-		return nil, err
+	if len(res) > iTid {
+		if err := get(tidAddr, &q.clearTid); err != nil {
+			return nil, err
+		}
 	}
 	return &q, nil
 }
@@ -164,10 +163,27 @@ func queryTask(c *taskCtl) (*taskQuery, error) {
 	b.add(unix.SYS_PRCTL, unix.PR_GET_CHILD_SUBREAPER, subAddr)
 	iThp := b.add(unix.SYS_PRCTL, unix.PR_GET_THP_DISABLE)
 	iBrk := b.add(unix.SYS_BRK, 0)
-	// Last: a kernel before 6.3 answers EINVAL, and the batch stops at
-	// the first error.
+	// The last two may fail, and the batch stops at the first error:
+	// PR_GET_TID_ADDRESS without CONFIG_CHECKPOINT_RESTORE (the address
+	// then stays 0, as if the thread had none), membarrier before Linux 6.3
+	// (EINVAL).
+	tidAddr, err := b.space(8)
+	if err != nil {
+		return nil, err
+	}
+	iTid := b.add(unix.SYS_PRCTL, kernel.PR_GET_TID_ADDRESS, tidAddr)
 	iMb := b.add(unix.SYS_MEMBARRIER, kernel.MEMBARRIER_CMD_GET_REGISTRATIONS, 0, 0)
 	res, err := b.run()
+	haveTid := len(res) > iTid
+	if err != nil && len(res) == iTid {
+		// No PR_GET_TID_ADDRESS: ask membarrier alone.
+		var mb uint64
+		if mb, err = c.call(unix.SYS_MEMBARRIER, kernel.MEMBARRIER_CMD_GET_REGISTRATIONS, 0, 0); err == nil {
+			res = append(res, 0, mb)
+		} else {
+			res = append(res, 0)
+		}
+	}
 	if err != nil && !(len(res) == iMb && errors.Is(err, unix.EINVAL)) {
 		return nil, err
 	}
@@ -210,8 +226,10 @@ func queryTask(c *taskCtl) (*taskQuery, error) {
 		return nil, err
 	}
 	q.subreaper = sub != 0
-	if q.clearTid, err = c.clearTidAddress(); err != nil {
-		return nil, err
+	if haveTid {
+		if err := get(tidAddr, &q.clearTid); err != nil {
+			return nil, err
+		}
 	}
 	return q, nil
 }
