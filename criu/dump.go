@@ -1056,6 +1056,14 @@ func (d *dumpTree) writeImages(stage *images.Staging, files *fileTable) error {
 		}
 		return nil
 	}
+	// The images of each process are written by goroutines on every
+	// CPU (writeQueued); those of the whole tree after them, the
+	// inventory last.
+	var queued []func() error
+	q := func(k images.Kind, name string, msgs ...proto.Message) error {
+		queued = append(queued, func() error { return w(k, name, msgs...) })
+		return nil
+	}
 	var tree []proto.Message
 	var rootIDs *criucore.TaskKobjIdsEntry
 	nsIDs, err := namespaceIDs(d.procs[0].pid)
@@ -1111,7 +1119,7 @@ func (d *dumpTree) writeImages(stage *images.Staging, files *fileTable) error {
 				TaskState: proto.Uint32(taskZombie), ExitCode: proto.Uint32(p.exitCode), Personality: proto.Uint32(0),
 				Flags: proto.Uint32(0), BlkSigset: proto.Uint64(0), Comm: proto.String(p.stat.Comm),
 			}}
-			if err := w(images.Core, images.Core.FileName(p.vpid), core); err != nil {
+			if err := q(images.Core, images.Core.FileName(p.vpid), core); err != nil {
 				return err
 			}
 			tree = append(tree, ps)
@@ -1123,22 +1131,22 @@ func (d *dumpTree) writeImages(stage *images.Staging, files *fileTable) error {
 		tree = append(tree, ps)
 		p.leader().core.Ids = ids
 		for _, th := range p.threads {
-			if err := w(images.Core, images.Core.FileName(th.vtid), th.core); err != nil {
+			if err := q(images.Core, images.Core.FileName(th.vtid), th.core); err != nil {
 				return err
 			}
 		}
-		if err := w(images.Ids, images.Ids.FileName(p.vpid), ids); err != nil {
+		if err := q(images.Ids, images.Ids.FileName(p.vpid), ids); err != nil {
 			return err
 		}
 		if p.vmOf == nil {
-			if err := w(images.Mm, images.Mm.FileName(p.vpid), p.mm); err != nil {
+			if err := q(images.Mm, images.Mm.FileName(p.vpid), p.mm); err != nil {
 				return err
 			}
 			msgs := []proto.Message{&pagemap.PagemapHead{PagesId: proto.Uint32(uint32(p.pagesID))}}
 			for _, e := range p.pagemap {
 				msgs = append(msgs, e)
 			}
-			if err := w(images.Pagemap, images.Pagemap.FileName(p.vpid), msgs...); err != nil {
+			if err := q(images.Pagemap, images.Pagemap.FileName(p.vpid), msgs...); err != nil {
 				return err
 			}
 		}
@@ -1147,13 +1155,16 @@ func (d *dumpTree) writeImages(stage *images.Staging, files *fileTable) error {
 			fd = append(fd, e)
 		}
 		if p.filesOf == nil {
-			if err := w(images.Fdinfo, images.Fdinfo.FileName(int(id)), fd...); err != nil {
+			if err := q(images.Fdinfo, images.Fdinfo.FileName(int(id)), fd...); err != nil {
 				return err
 			}
 		}
-		if err := w(images.Fs, images.Fs.FileName(p.vpid), p.fs); err != nil {
+		if err := q(images.Fs, images.Fs.FileName(p.vpid), p.fs); err != nil {
 			return err
 		}
+	}
+	if err := writeQueued(queued); err != nil {
+		return err
 	}
 	if err := w(images.Pstree, images.Pstree.FileName(), tree...); err != nil {
 		return err

@@ -1,10 +1,6 @@
 package criu
 
 import (
-	"runtime"
-	"sync"
-	"sync/atomic"
-
 	criucore "github.com/checkpoint-restore/go-criu/v7/crit/images/criu-core"
 	"github.com/checkpoint-restore/go-criu/v7/crit/images/fdinfo"
 	fsimg "github.com/checkpoint-restore/go-criu/v7/crit/images/fs"
@@ -45,22 +41,7 @@ type taskPreload struct {
 // GOMAXPROCS goroutines and returns them in tree order.
 func preloadTasks(dir *images.Checkpoint, tree []*pstree.PstreeEntry) []*taskPreload {
 	out := make([]*taskPreload, len(tree))
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range max(1, runtime.GOMAXPROCS(0)) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= len(tree) {
-					return
-				}
-				out[i] = preloadTask(dir, tree[i])
-			}
-		}()
-	}
-	wg.Wait()
+	eachParallel(len(tree), func(i int) { out[i] = preloadTask(dir, tree[i]) })
 	return out
 }
 
