@@ -43,3 +43,51 @@ func writeQueued(jobs []func() error) error {
 	}
 	return nil
 }
+
+// readAheadOf computes fn(i) for every i in [0, n) on background
+// goroutines, in increasing order of i, while the caller (the tracer
+// thread) works through the same indexes and takes each value with get.
+// end stops the goroutines and waits for them.
+type readAheadOf[T any] struct {
+	ready []chan struct{}
+	vals  []T
+	errs  []error
+	stop  atomic.Bool
+	wg    sync.WaitGroup
+}
+
+func startReadAheadOf[T any](n int, fn func(i int) (T, error)) *readAheadOf[T] {
+	a := &readAheadOf[T]{ready: make([]chan struct{}, n), vals: make([]T, n), errs: make([]error, n)}
+	for i := range a.ready {
+		a.ready[i] = make(chan struct{})
+	}
+	var next atomic.Int64
+	for range max(1, min(runtime.GOMAXPROCS(0), n)) {
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n || a.stop.Load() {
+					return
+				}
+				a.vals[i], a.errs[i] = fn(i)
+				close(a.ready[i])
+			}
+		}()
+	}
+	return a
+}
+
+// get waits for the value of index i.
+func (a *readAheadOf[T]) get(i int) (T, error) {
+	<-a.ready[i]
+	return a.vals[i], a.errs[i]
+}
+
+// end stops the goroutines and waits for them; get must not be called
+// after.
+func (a *readAheadOf[T]) end() {
+	a.stop.Store(true)
+	a.wg.Wait()
+}
