@@ -604,7 +604,7 @@ func (p *dumpProc) readState(ra *readAhead, logf func(string, ...any)) error {
 		th.ctl = &taskCtl{tid: th.tid, mem: mem, xstate: th.xstate, r: &ptrace.Remote{Tid: th.tid, IP: ip, Base: th.regs,
 			Own: &ptrace.OwnState{Mask: th.sigmask, Sig: sig, TgkillArgs: [2]uint64{uint64(tgid), uint64(vtid)}}}}
 	}
-	if err := p.mapScratch(maps); err != nil {
+	if err := p.mapScratch(maps, false); err != nil { // queryTask names it
 		return err
 	}
 	// Signals the threads dequeued on their way to the seize stop go
@@ -741,10 +741,11 @@ const scratchName = "ctcr-scratch"
 // dumped, shared by its threads: the syscall runner in its first page,
 // argument data after it, then the signal-frame area. It also removes
 // the scratch areas of an earlier ctcr that died (maps: the process's
-// mappings, or nil).
+// mappings, or nil). With name it names the area (else the caller's
+// next batch must).
 //
 // Preconditions: runs on the tracer thread; every thread has its ctl.
-func (p *dumpProc) mapScratch(maps []proc.Mapping) error {
+func (p *dumpProc) mapScratch(maps []proc.Mapping, name bool) error {
 	c := p.leader().ctl
 	size := uint64(scratchSize + frameAreaSize)
 	addr, err := c.mmap(0, size, unix.PROT_READ|unix.PROT_WRITE|unix.PROT_EXEC, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS, -1, 0)
@@ -772,14 +773,17 @@ func (p *dumpProc) mapScratch(maps []proc.Mapping) error {
 	if _, err := b.run(); err != nil {
 		return fmt.Errorf("task %d: remove the scratch area a dead ctcr left: %w", p.pid, err)
 	}
+	if !name {
+		return nil
+	}
 	// A kernel without CONFIG_ANON_VMA_NAME says EINVAL: the area then
 	// goes unnamed.
 	b = c.newBatch()
-	name, err := b.put(scratchName)
+	at, err := b.put(scratchName)
 	if err != nil {
 		return err
 	}
-	b.add(unix.SYS_PRCTL, unix.PR_SET_VMA, unix.PR_SET_VMA_ANON_NAME, addr, size, name)
+	b.add(unix.SYS_PRCTL, unix.PR_SET_VMA, unix.PR_SET_VMA_ANON_NAME, addr, size, at)
 	b.run()
 	return nil
 }
@@ -1212,7 +1216,7 @@ func (d *dumpTree) resume() error {
 				stolen = stolen || len(th.stolen) > 0 || (th.ctl != nil && len(th.ctl.r.Stolen) > 0)
 			}
 			if stolen && lead.scratch == 0 {
-				errs = append(errs, p.mapScratch(nil))
+				errs = append(errs, p.mapScratch(nil, true))
 			}
 			for _, th := range p.threads {
 				if th.ctl == nil || lead.scratch == 0 {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -163,28 +164,33 @@ func queryTask(c *taskCtl) (*taskQuery, error) {
 	b.add(unix.SYS_PRCTL, unix.PR_GET_CHILD_SUBREAPER, subAddr)
 	iThp := b.add(unix.SYS_PRCTL, unix.PR_GET_THP_DISABLE)
 	iBrk := b.add(unix.SYS_BRK, 0)
-	// The last two may fail, and the batch stops at the first error:
-	// PR_GET_TID_ADDRESS without CONFIG_CHECKPOINT_RESTORE (the address
-	// then stays 0, as if the thread had none), membarrier before Linux 6.3
-	// (EINVAL).
+	// The last three may fail: PR_GET_TID_ADDRESS without
+	// CONFIG_CHECKPOINT_RESTORE (the address then stays 0, as if the
+	// thread had none), membarrier before Linux 6.3 (EINVAL), and the
+	// naming of ctcr's scratch area without CONFIG_ANON_VMA_NAME (it
+	// then goes unnamed). The naming rides in this batch rather than in
+	// one of its own after the area is mapped: a ptrace round trip less
+	// per process.
 	tidAddr, err := b.space(8)
 	if err != nil {
 		return nil, err
 	}
 	iTid := b.add(unix.SYS_PRCTL, kernel.PR_GET_TID_ADDRESS, tidAddr)
 	iMb := b.add(unix.SYS_MEMBARRIER, kernel.MEMBARRIER_CMD_GET_REGISTRATIONS, 0, 0)
-	res, err := b.run()
-	haveTid := len(res) > iTid
-	if err != nil && len(res) == iTid {
-		// No PR_GET_TID_ADDRESS: ask membarrier alone.
-		var mb uint64
-		if mb, err = c.call(unix.SYS_MEMBARRIER, kernel.MEMBARRIER_CMD_GET_REGISTRATIONS, 0, 0); err == nil {
-			res = append(res, 0, mb)
-		} else {
-			res = append(res, 0)
+	iName := -1
+	if c.runner != 0 {
+		name, err := b.put(scratchName)
+		if err != nil {
+			return nil, err
 		}
+		iName = b.add(unix.SYS_PRCTL, unix.PR_SET_VMA, unix.PR_SET_VMA_ANON_NAME, c.runner, scratchSize+frameAreaSize, name)
 	}
-	if err != nil && !(len(res) == iMb && errors.Is(err, unix.EINVAL)) {
+	res, failed, err := runOptional(b, iTid, iMb, iName)
+	if err != nil {
+		return nil, err
+	}
+	haveTid := failed[iTid] == nil
+	if err := failed[iMb]; err != nil && !errors.Is(err, unix.EINVAL) {
 		return nil, err
 	}
 	data, err := b.readBack()
@@ -196,7 +202,7 @@ func queryTask(c *taskCtl) (*taskQuery, error) {
 	if q.threadQuery, err = decodeThread(res, get); err != nil {
 		return nil, err
 	}
-	if len(res) > iMb {
+	if failed[iMb] == nil {
 		q.membarrier = res[iMb] & kernel.MembarrierRegistrations
 	}
 	for _, a := range saAddr {
@@ -232,6 +238,27 @@ func queryTask(c *taskCtl) (*taskQuery, error) {
 		}
 	}
 	return q, nil
+}
+
+// runOptional runs b like its run method, except that the calls at the
+// indexes optional may fail: the batch then goes on from the call after
+// the one that failed. It returns every call's result (0 for one that
+// failed) and the errors of the optional calls that failed, by index.
+func runOptional(b *batch, optional ...int) ([]uint64, map[int]error, error) {
+	failed := map[int]error{}
+	res, err := b.run()
+	for err != nil && slices.Contains(optional, len(res)) {
+		k := len(res)
+		failed[k] = err
+		res = append(res, 0)
+		// The data the calls read is in place, and the outputs of the
+		// calls before k too: the rest must not write it again.
+		rest := &batch{c: b.c, calls: b.calls[k+1:]}
+		var more []uint64
+		more, err = rest.run()
+		res = append(res, more...)
+	}
+	return res, failed, err
 }
 
 func signalQueue(sis []ptrace.Siginfo) *siginfo.SignalQueueEntry {
