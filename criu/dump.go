@@ -26,7 +26,6 @@ import (
 
 	"github.com/ctcr/ctcr/cgroup"
 	"github.com/ctcr/ctcr/criu/images"
-	"github.com/ctcr/ctcr/criu/kernel"
 	"github.com/ctcr/ctcr/criu/proc"
 	"github.com/ctcr/ctcr/criu/ptrace"
 )
@@ -683,6 +682,10 @@ func (d *dumpTree) checkSharing() error {
 //
 // Preconditions: runs on the tracer thread; the tree is seized.
 func (d *dumpTree) readStates() error {
+	// What needs no ptrace is read by other goroutines, ahead of this
+	// thread (readahead.go).
+	ra := startReadAhead(d.procs)
+	defer ra.end()
 	for _, p := range d.procs {
 		p.seccomp = &d.seccomp
 		if p.zombie {
@@ -691,33 +694,22 @@ func (d *dumpTree) readStates() error {
 		if err := Interrupted(); err != nil {
 			return err
 		}
-		if err := p.readState(d.opts.logf); err != nil {
+		if err := p.readState(ra, d.opts.logf); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func (p *dumpProc) readState(logf func(string, ...any)) error {
+// readState reads p's threads' registers and what p must be asked with
+// remote syscalls, and builds its core images with the facts ra read
+// ahead.
+//
+// Preconditions: runs on the tracer thread; the tree is seized.
+func (p *dumpProc) readState(ra *readAhead, logf func(string, ...any)) error {
 	pid := p.pid
-	maps, err := proc.Maps(pid)
-	if err != nil {
-		return fmt.Errorf("task %d: %w", pid, err)
-	}
-	mem, err := ptrace.OpenMem(pid)
-	if err != nil {
-		return fmt.Errorf("task %d: %w", pid, err)
-	}
-	ip, ok := findSyscallInsn(mem, maps)
-	if !ok {
-		mem.Close()
-		return fmt.Errorf("task %d has no vDSO to run remote syscalls from: %w", pid, ErrUnsupported)
-	}
-	sig, err := p.stopSignal()
-	if err != nil {
-		mem.Close()
-		return err
-	}
+	var err error
+	// The ptrace reads first: the facts are often still being read.
 	for _, th := range p.threads {
 		if th.regs, err = ptrace.GetRegs(th.tid); err != nil {
 			return err
@@ -730,14 +722,38 @@ func (p *dumpProc) readState(logf func(string, ...any)) error {
 		if th.sigmask, err = ptrace.GetSigmask(th.tid); err != nil {
 			return err
 		}
-		tgid, vtid, err := ownIDs(pid, th.tid)
-		if err != nil {
-			return err
+	}
+	facts, err := ra.of(p)
+	if err != nil {
+		return err
+	}
+	maps := facts.maps
+	if maps == nil {
+		if maps, err = proc.Maps(pid); err != nil {
+			return fmt.Errorf("task %d: %w", pid, err)
 		}
+	}
+	mem, err := ptrace.OpenMem(pid)
+	if err != nil {
+		return fmt.Errorf("task %d: %w", pid, err)
+	}
+	ip, ok := findSyscallInsn(mem, maps)
+	if !ok {
+		mem.Close()
+		return fmt.Errorf("task %d has no vDSO to run remote syscalls from: %w", pid, ErrUnsupported)
+	}
+	statuses := make([]*proc.Status, len(p.threads))
+	for i := range p.threads {
+		statuses[i] = facts.threads[i].status
+	}
+	sig := p.stopSignalOf(statuses)
+	for i, th := range p.threads {
+		st := facts.threads[i].status
+		tgid, vtid := innermost(st.NStgid, pid), innermost(st.NSpid, th.tid)
 		th.ctl = &taskCtl{tid: th.tid, mem: mem, xstate: th.xstate, r: &ptrace.Remote{Tid: th.tid, IP: ip, Base: th.regs,
 			Own: &ptrace.OwnState{Mask: th.sigmask, Sig: sig, TgkillArgs: [2]uint64{uint64(tgid), uint64(vtid)}}}}
 	}
-	if err := p.mapScratch(maps); err != nil {
+	if err := p.mapScratch(maps, false); err != nil { // queryTask names it
 		return err
 	}
 	// Signals the threads dequeued on their way to the seize stop go
@@ -750,13 +766,11 @@ func (p *dumpProc) readState(logf func(string, ...any)) error {
 		}
 		th.stolen = nil
 	}
-	if err := p.dropLeftUffds(logf); err != nil {
+	if err := p.dropLeftUffds(facts.leftUffds, logf); err != nil {
 		return err
 	}
 	lead := p.leader().ctl
-	if p.status, err = proc.ReadStatus(pid, pid); err != nil {
-		return fmt.Errorf("task %d: %w", pid, err)
-	}
+	p.status = facts.threads[0].status
 	q, err := queryTask(lead)
 	if err != nil {
 		return fmt.Errorf("task %d: %w", pid, err)
@@ -764,11 +778,7 @@ func (p *dumpProc) readState(logf func(string, ...any)) error {
 	if p.shared, err = ptrace.PendingSignals(pid, true); err != nil {
 		return err
 	}
-	ptimers, err := proc.ReadTimers(pid)
-	if err != nil {
-		return fmt.Errorf("task %d: %w", pid, err)
-	}
-	if len(ptimers) > 0 {
+	if ptimers := facts.timers; len(ptimers) > 0 {
 		tidOf := map[int]int{}
 		for _, th := range p.threads {
 			tidOf[th.tid] = th.vtid
@@ -777,14 +787,6 @@ func (p *dumpProc) readState(logf func(string, ...any)) error {
 			return err
 		}
 	}
-	personality, err := proc.ReadPersonality(pid)
-	if err != nil {
-		return fmt.Errorf("task %d: %w", pid, err)
-	}
-	rlims, err := dumpRlimits(pid)
-	if err != nil {
-		return fmt.Errorf("task %d: %w", pid, err)
-	}
 	for i, th := range p.threads {
 		tq := &q.threadQuery
 		if i > 0 {
@@ -792,32 +794,24 @@ func (p *dumpProc) readState(logf func(string, ...any)) error {
 				return fmt.Errorf("task %d thread %d: %w", pid, th.tid, err)
 			}
 		}
-		if th.core, err = dumpThreadCore(p, th, tq); err != nil {
+		if th.core, err = dumpThreadCore(p, th, &facts.threads[i], tq); err != nil {
 			return err
 		}
 	}
 	p.leader().core.Tc = &criucore.TaskCoreEntry{
 		TaskState:      proto.Uint32(taskAlive),
 		ExitCode:       proto.Uint32(0),
-		Personality:    proto.Uint32(personality),
+		Personality:    proto.Uint32(facts.personality),
 		Flags:          proto.Uint32(p.stat.Flags),
 		BlkSigset:      proto.Uint64(p.leader().sigmask),
 		Comm:           proto.String(p.stat.Comm),
 		Timers:         q.timers,
-		Rlimits:        rlims,
+		Rlimits:        facts.rlimits,
 		SignalsS:       signalQueue(p.shared),
 		Sigactions:     q.sigactions,
 		ChildSubreaper: proto.Bool(q.subreaper),
-	}
-	if err := dumpProcKnobs(pid, p.leader().core.Tc); err != nil {
-		return err
-	}
-	if err := sameLSMLabel(pid); err != nil {
-		return err
-	}
-	auxv, err := proc.ReadAuxv(pid)
-	if err != nil {
-		return fmt.Errorf("task %d: %w", pid, err)
+		OomScoreAdj:    facts.knobs.OomScoreAdj,
+		Loginuid:       facts.knobs.Loginuid,
 	}
 	s := p.stat
 	p.mm = &mm.MmEntry{
@@ -826,28 +820,18 @@ func (p *dumpProc) readState(logf func(string, ...any)) error {
 		MmStartStack: proto.Uint64(s.StartStack), MmStartBrk: proto.Uint64(s.StartBrk), MmBrk: proto.Uint64(q.brk),
 		MmArgStart: proto.Uint64(s.ArgStart), MmArgEnd: proto.Uint64(s.ArgEnd),
 		MmEnvStart: proto.Uint64(s.EnvStart), MmEnvEnd: proto.Uint64(s.EnvEnd),
-		MmSavedAuxv: auxv, Dumpable: proto.Int32(int32(q.dumpable)), ThpDisabled: proto.Bool(q.thpOff),
+		MmSavedAuxv: facts.auxv, Dumpable: proto.Int32(int32(q.dumpable)), ThpDisabled: proto.Bool(q.thpOff),
 	}
 	// The scratch mapping must be gone before memory is read.
 	return p.dropScratch()
 }
 
-// dumpThreadCore builds the core image of one thread.
-func dumpThreadCore(p *dumpProc, th *dumpThread, q *threadQuery) (*criucore.CoreEntry, error) {
+// dumpThreadCore builds the core image of one thread from what the
+// tracer asks it and the facts f read from outside.
+func dumpThreadCore(p *dumpProc, th *dumpThread, f *threadFacts, q *threadQuery) (*criucore.CoreEntry, error) {
 	tid := th.tid
 	where := fmt.Sprintf("task %d thread %d", p.pid, tid)
-	st, err := proc.ReadStatus(p.pid, tid)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", where, err)
-	}
-	tstat, err := proc.ReadStat(p.pid, tid)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", where, err)
-	}
-	robust, robustLen, err := getRobustList(tid)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", where, err)
-	}
+	st, tstat, robust, robustLen, attr := f.status, f.stat, f.robust, f.robustLen, f.sched
 	rs, err := ptrace.GetRseq(tid)
 	if err != nil {
 		return nil, err
@@ -855,10 +839,6 @@ func dumpThreadCore(p *dumpProc, th *dumpThread, q *threadQuery) (*criucore.Core
 	pending, err := ptrace.PendingSignals(tid, false)
 	if err != nil {
 		return nil, err
-	}
-	attr, err := unix.SchedGetAttr(tid, 0)
-	if err != nil {
-		return nil, fmt.Errorf("%s: sched_getattr: %w", where, err)
 	}
 	gp := restartedRegs(th.regs)
 	fp, err := fpregsToImage(th.xstate)
@@ -910,10 +890,11 @@ const scratchName = "ctcr-scratch"
 // dumped, shared by its threads: the syscall runner in its first page,
 // argument data after it, then the signal-frame area. It also removes
 // the scratch areas of an earlier ctcr that died (maps: the process's
-// mappings, or nil).
+// mappings, or nil). With name it names the area (else the caller's
+// next batch must).
 //
 // Preconditions: runs on the tracer thread; every thread has its ctl.
-func (p *dumpProc) mapScratch(maps []proc.Mapping) error {
+func (p *dumpProc) mapScratch(maps []proc.Mapping, name bool) error {
 	c := p.leader().ctl
 	size := uint64(scratchSize + frameAreaSize)
 	addr, err := c.mmap(0, size, unix.PROT_READ|unix.PROT_WRITE|unix.PROT_EXEC, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS, -1, 0)
@@ -941,14 +922,17 @@ func (p *dumpProc) mapScratch(maps []proc.Mapping) error {
 	if _, err := b.run(); err != nil {
 		return fmt.Errorf("task %d: remove the scratch area a dead ctcr left: %w", p.pid, err)
 	}
+	if !name {
+		return nil
+	}
 	// A kernel without CONFIG_ANON_VMA_NAME says EINVAL: the area then
 	// goes unnamed.
 	b = c.newBatch()
-	name, err := b.put(scratchName)
+	at, err := b.put(scratchName)
 	if err != nil {
 		return err
 	}
-	b.add(unix.SYS_PRCTL, unix.PR_SET_VMA, unix.PR_SET_VMA_ANON_NAME, addr, size, name)
+	b.add(unix.SYS_PRCTL, unix.PR_SET_VMA, unix.PR_SET_VMA_ANON_NAME, addr, size, at)
 	b.run()
 	return nil
 }
@@ -961,34 +945,15 @@ func (p *dumpProc) mapScratch(maps []proc.Mapping) error {
 // made itself has had it before any use.
 //
 // Preconditions: runs on the tracer thread; the scratch area is mapped.
-func (p *dumpProc) dropLeftUffds(logf func(string, ...any)) error {
-	if p.filesOf != nil {
-		return nil // the parent's fd table
-	}
-	fds, err := proc.Fds(p.pid)
-	if err != nil {
-		return fmt.Errorf("task %d: list fds: %w", p.pid, err)
+// closed lists them (leftUffds, read ahead; none for a process whose fd
+// table is its parent's).
+func (p *dumpProc) dropLeftUffds(closed []int, logf func(string, ...any)) error {
+	if len(closed) == 0 {
+		return nil
 	}
 	b := p.leader().ctl.newBatch()
-	var closed []int
-	for _, fd := range fds {
-		link, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%d", p.pid, fd))
-		if err != nil || link != "anon_inode:[userfaultfd]" {
-			continue
-		}
-		info, err := proc.ReadFdinfo(p.pid, fd)
-		if err != nil {
-			continue
-		}
-		api, _ := fdinfoField(info.Extra, "API")
-		f := strings.Split(api, ":")
-		if len(f) != 3 {
-			continue
-		}
-		if features, err := strconv.ParseUint(f[1], 16, 64); err == nil && features&kernel.UFFD_FEATURE_INITIALIZED == 0 {
-			b.add(unix.SYS_CLOSE, uint64(fd))
-			closed = append(closed, fd)
-		}
+	for _, fd := range closed {
+		b.add(unix.SYS_CLOSE, uint64(fd))
 	}
 	if _, err := b.run(); err != nil {
 		return fmt.Errorf("task %d: close the userfaultfds %v a dead ctcr left: %w", p.pid, closed, err)
@@ -1044,21 +1009,24 @@ func (th *dumpThread) requeue(pid int, sigs []ptrace.Siginfo) error {
 // so that it is dropped if ctcr dies, and that none of its threads has
 // pending or dequeued, so that it cannot merge with one of theirs.
 func (p *dumpProc) stopSignal() (unix.Signal, error) {
-	st, err := proc.ReadStatus(p.pid, p.pid)
-	if err != nil {
-		return 0, fmt.Errorf("task %d: %w", p.pid, err)
-	}
-	busy := st.SigCgt | st.ShdPnd
-	for _, th := range p.threads {
-		if th.tid != p.pid {
-			ts, err := proc.ReadStatus(p.pid, th.tid)
-			if err != nil {
-				return 0, fmt.Errorf("task %d thread %d: %w", p.pid, th.tid, err)
-			}
-			busy |= ts.SigPnd
-		} else {
-			busy |= st.SigPnd
+	statuses := make([]*proc.Status, len(p.threads))
+	for i, th := range p.threads {
+		st, err := proc.ReadStatus(p.pid, th.tid)
+		if err != nil {
+			return 0, fmt.Errorf("task %d thread %d: %w", p.pid, th.tid, err)
 		}
+		statuses[i] = st
+	}
+	return p.stopSignalOf(statuses), nil
+}
+
+// stopSignalOf is stopSignal with the status of each of p's threads
+// read already (statuses[i]: p.threads[i]'s).
+func (p *dumpProc) stopSignalOf(statuses []*proc.Status) unix.Signal {
+	st := statuses[0] // the main thread's: the process-wide fields
+	busy := st.SigCgt | st.ShdPnd
+	for i, th := range p.threads {
+		busy |= statuses[i].SigPnd
 		for _, si := range th.stolen {
 			if n := si.Signo(); n > 0 && n <= 64 {
 				busy |= 1 << (n - 1)
@@ -1069,19 +1037,19 @@ func (p *dumpProc) stopSignal() (unix.Signal, error) {
 	// Ignored by default, unless the process set a handler.
 	for _, s := range []unix.Signal{unix.SIGURG, unix.SIGWINCH, unix.SIGCHLD} {
 		if free(s) {
-			return s, nil
+			return s
 		}
 	}
 	for s := unix.Signal(1); s < 32; s++ {
 		if st.SigIgn&(1<<(uint(s)-1)) != 0 && free(s) && s != unix.SIGKILL && s != unix.SIGSTOP {
-			return s, nil
+			return s
 		}
 	}
 	// Every candidate is caught (the Go runtime catches all of them):
 	// SIGURG, which Go uses to preempt its threads and every runtime
 	// that catches it must take unasked. A ctcr that dies between the
 	// raise and the stop makes the handler run once.
-	return unix.SIGURG, nil
+	return unix.SIGURG
 }
 
 // dropScratch unmaps the process's scratch area. The runner cannot
@@ -1244,6 +1212,14 @@ func (d *dumpTree) writeImages(stage *images.Staging, files *fileTable) error {
 		}
 		return nil
 	}
+	// The images of each process are written by goroutines on every
+	// CPU (writeQueued); those of the whole tree after them, the
+	// inventory last.
+	var queued []func() error
+	q := func(k images.Kind, name string, msgs ...proto.Message) error {
+		queued = append(queued, func() error { return w(k, name, msgs...) })
+		return nil
+	}
 	var tree []proto.Message
 	var rootIDs *criucore.TaskKobjIdsEntry
 	nsIDs, err := namespaceIDs(d.procs[0].pid)
@@ -1302,7 +1278,7 @@ func (d *dumpTree) writeImages(stage *images.Staging, files *fileTable) error {
 				TaskState: proto.Uint32(taskZombie), ExitCode: proto.Uint32(p.exitCode), Personality: proto.Uint32(0),
 				Flags: proto.Uint32(0), BlkSigset: proto.Uint64(0), Comm: proto.String(p.stat.Comm),
 			}}
-			if err := w(images.Core, images.Core.FileName(p.vpid), core); err != nil {
+			if err := q(images.Core, images.Core.FileName(p.vpid), core); err != nil {
 				return err
 			}
 			tree = append(tree, ps)
@@ -1314,22 +1290,22 @@ func (d *dumpTree) writeImages(stage *images.Staging, files *fileTable) error {
 		tree = append(tree, ps)
 		p.leader().core.Ids = ids
 		for _, th := range p.threads {
-			if err := w(images.Core, images.Core.FileName(th.vtid), th.core); err != nil {
+			if err := q(images.Core, images.Core.FileName(th.vtid), th.core); err != nil {
 				return err
 			}
 		}
-		if err := w(images.Ids, images.Ids.FileName(p.vpid), ids); err != nil {
+		if err := q(images.Ids, images.Ids.FileName(p.vpid), ids); err != nil {
 			return err
 		}
 		if p.vmOf == nil {
-			if err := w(images.Mm, images.Mm.FileName(p.vpid), p.mm); err != nil {
+			if err := q(images.Mm, images.Mm.FileName(p.vpid), p.mm); err != nil {
 				return err
 			}
 			msgs := []proto.Message{&pagemap.PagemapHead{PagesId: proto.Uint32(uint32(p.pagesID))}}
 			for _, e := range p.pagemap {
 				msgs = append(msgs, e)
 			}
-			if err := w(images.Pagemap, images.Pagemap.FileName(p.vpid), msgs...); err != nil {
+			if err := q(images.Pagemap, images.Pagemap.FileName(p.vpid), msgs...); err != nil {
 				return err
 			}
 		}
@@ -1338,13 +1314,16 @@ func (d *dumpTree) writeImages(stage *images.Staging, files *fileTable) error {
 			fd = append(fd, e)
 		}
 		if p.filesOf == nil {
-			if err := w(images.Fdinfo, images.Fdinfo.FileName(int(id)), fd...); err != nil {
+			if err := q(images.Fdinfo, images.Fdinfo.FileName(int(id)), fd...); err != nil {
 				return err
 			}
 		}
-		if err := w(images.Fs, images.Fs.FileName(p.vpid), p.fs); err != nil {
+		if err := q(images.Fs, images.Fs.FileName(p.vpid), p.fs); err != nil {
 			return err
 		}
+	}
+	if err := writeQueued(queued); err != nil {
+		return err
 	}
 	if err := w(images.Pstree, images.Pstree.FileName(), tree...); err != nil {
 		return err
@@ -1395,7 +1374,7 @@ func (d *dumpTree) resume() error {
 				stolen = stolen || len(th.stolen) > 0 || (th.ctl != nil && len(th.ctl.r.Stolen) > 0)
 			}
 			if stolen && lead.scratch == 0 {
-				errs = append(errs, p.mapScratch(nil))
+				errs = append(errs, p.mapScratch(nil, true))
 			}
 			for _, th := range p.threads {
 				if th.ctl == nil || lead.scratch == 0 {

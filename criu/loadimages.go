@@ -117,14 +117,15 @@ func loadCheckpoint(dir string) (*checkpoint, error) {
 		c.files[f.GetId()] = f
 	}
 	ids := map[uint32]bool{}
-	for _, ps := range tree {
+	pre := preloadTasks(cd, tree) // loadahead.go
+	for i, ps := range tree {
 		for _, id := range append([]uint32{ps.GetPid()}, ps.Threads...) {
 			if ids[id] && id != ps.GetPid() {
 				return nil, corruptf(cd.Path("pstree.img"), "id %d used twice", id)
 			}
 			ids[id] = true
 		}
-		t, err := c.loadTask(ps)
+		t, err := c.loadTask(ps, pre[i])
 		if err != nil {
 			return nil, err
 		}
@@ -133,7 +134,9 @@ func loadCheckpoint(dir string) (*checkpoint, error) {
 	return c, nil
 }
 
-func (c *checkpoint) loadTask(ps *pstree.PstreeEntry) (*restoredTaskImages, error) {
+// loadTask reads and checks the images of the task ps describes; pre
+// holds them decoded already, or is nil.
+func (c *checkpoint) loadTask(ps *pstree.PstreeEntry, pre *taskPreload) (*restoredTaskImages, error) {
 	pid := int(ps.GetPid())
 	pstreePath := c.dir.Path("pstree.img")
 	if pid <= 0 || pid > 1<<22 {
@@ -151,9 +154,9 @@ func (c *checkpoint) loadTask(ps *pstree.PstreeEntry) (*restoredTaskImages, erro
 		if tid == 0 || tid > 1<<22 {
 			return nil, corruptf(pstreePath, "task %d: thread id %d", pid, tid)
 		}
-		core := &criucore.CoreEntry{}
 		corePath := c.dir.Path(images.Core.FileName(int(tid)))
-		if err := images.ReadOne(corePath, images.Core, core); err != nil {
+		core, err := pre.core(i, corePath)
+		if err != nil {
 			return nil, err
 		}
 		if i == 0 && core.Tc == nil {
@@ -182,13 +185,14 @@ func (c *checkpoint) loadTask(ps *pstree.PstreeEntry) (*restoredTaskImages, erro
 		// Its memory is an earlier task's (CLONE_VM): no mm or pages
 		// of its own.
 		t.mm, t.vmOwner = owner.mm, owner
-		if err := c.loadFilesAndFS(t, pid); err != nil {
+		if err := c.loadFilesAndFS(t, pid, pre); err != nil {
 			return nil, err
 		}
 		return t, nil
 	}
 	mmPath := c.dir.Path(images.Mm.FileName(pid))
-	if err := images.ReadOne(mmPath, images.Mm, t.mm); err != nil {
+	var err error
+	if t.mm, err = pre.mmImage(mmPath); err != nil {
 		return nil, err
 	}
 	if ids := t.core.GetIds(); ids != nil {
@@ -201,7 +205,7 @@ func (c *checkpoint) loadTask(ps *pstree.PstreeEntry) (*restoredTaskImages, erro
 		return nil, corruptf(mmPath, "executable file id %d not in files.img", t.mm.GetExeFileId())
 	}
 	pmPath := c.dir.Path(images.Pagemap.FileName(pid))
-	head, entries, err := images.ReadPagemap(pmPath)
+	head, entries, err := pre.pagemap(pmPath)
 	if err != nil {
 		return nil, err
 	}
@@ -240,22 +244,18 @@ func (c *checkpoint) loadTask(ps *pstree.PstreeEntry) (*restoredTaskImages, erro
 	} else if !t.pagesZstd && uint64(fi.Size()) != t.pagesSize {
 		return nil, corruptf(t.pagesPath, "%d bytes, but %s describes %d pages (%d bytes)", fi.Size(), pmPath, pages, t.pagesSize)
 	}
-	if err := c.loadFilesAndFS(t, pid); err != nil {
+	if err := c.loadFilesAndFS(t, pid, pre); err != nil {
 		return nil, err
 	}
 	return t, nil
 }
 
-// loadFilesAndFS reads the fd table and fs images of task pid.
-func (c *checkpoint) loadFilesAndFS(t *restoredTaskImages, pid int) error {
+// loadFilesAndFS reads the fd table and fs images of task pid (or takes
+// them from pre, if not nil).
+func (c *checkpoint) loadFilesAndFS(t *restoredTaskImages, pid int, pre *taskPreload) error {
 	var err error
-	ids := t.core.GetIds()
-	filesID := 1
-	if ids != nil {
-		filesID = int(ids.GetFilesId())
-	}
-	fdPath := c.dir.Path(images.Fdinfo.FileName(filesID))
-	if t.fds, err = images.ReadAll(fdPath, images.Fdinfo, func() *fdinfo.FdinfoEntry { return &fdinfo.FdinfoEntry{} }); err != nil {
+	fdPath := c.dir.Path(images.Fdinfo.FileName(filesIDOf(t.core)))
+	if t.fds, err = pre.fdinfo(fdPath); err != nil {
 		return err
 	}
 	seen := map[uint32]bool{}
@@ -269,7 +269,7 @@ func (c *checkpoint) loadFilesAndFS(t *restoredTaskImages, pid int) error {
 		seen[fd.GetFd()] = true
 	}
 	fsPath := c.dir.Path(images.Fs.FileName(pid))
-	if err := images.ReadOne(fsPath, images.Fs, t.fs); err != nil {
+	if t.fs, err = pre.fsImage(fsPath); err != nil {
 		return err
 	}
 	for _, id := range []uint32{t.fs.GetCwdId(), t.fs.GetRootId()} {

@@ -105,15 +105,6 @@ func encode(v any) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// get reads a fixed-size value from offset off of the scratch area into v.
-func (c *taskCtl) get(off uint64, v any) error {
-	b := make([]byte, binary.Size(v))
-	if err := c.mem.ReadAt(b, c.scratch+off); err != nil {
-		return err
-	}
-	return binary.Read(bytes.NewReader(b), binary.LittleEndian, v)
-}
-
 // findSyscallInsn returns the address of a syscall instruction (0f 05)
 // in the task's executable vDSO text, which every x86-64 vDSO has in its
 // fallback paths. Executing it changes nothing in the task's memory.

@@ -238,7 +238,15 @@ func restore(opts RestoreOptions) (*Restored, error) {
 	opts.logf("%d tasks created, their memory restored (%v)", len(rt.procs), time.Since(start))
 
 	err = tr.Do(func() error {
-		for _, p := range rt.procs {
+		// What restoreTaskState reads of each task from /proc is read
+		// ahead, off this thread: nothing changes it until the task's
+		// own turn (a task's signal dispositions and limits are set by
+		// that task's batch only).
+		facts := startReadAheadOf(len(rt.procs), func(i int) (*restoreFacts, error) {
+			return readRestoreFacts(rt.procs[i])
+		})
+		defer facts.end()
+		for i, p := range rt.procs {
 			if p.helper || p.img.zombie {
 				continue
 			}
@@ -256,7 +264,11 @@ func restore(opts RestoreOptions) (*Restored, error) {
 			if err := p.restoreFiles(); err != nil {
 				return err
 			}
-			if err := p.restoreTaskState(); err != nil {
+			f, err := facts.get(i)
+			if err != nil {
+				return err
+			}
+			if err := p.restoreTaskState(f); err != nil {
 				return err
 			}
 		}

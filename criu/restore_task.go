@@ -234,18 +234,11 @@ func (t *restoringTask) restoreFS() error {
 // dispositions, limits, personality, interval timers, the shared signal
 // queue) in one batch in the main thread, then each thread's own state
 // and credentials, then what a change of credentials resets.
-func (t *restoringTask) restoreTaskState() error {
+func (t *restoringTask) restoreTaskState(f *restoreFacts) error {
 	core := t.img.core
 	tc := core.Tc
 	where := t.where()
-	st, err := proc.ReadStatus(t.pid, t.pid)
-	if err != nil {
-		return fmt.Errorf("%s: %w", where, err)
-	}
-	lims, err := proc.ReadLimits(t.pid)
-	if err != nil {
-		return fmt.Errorf("%s: %w", where, err)
-	}
+	st, lims := f.status, f.limits
 	b := t.ctl.newBatch()
 	what := map[int]string{} // call index -> what it restores, for errors
 	sig := 1
@@ -340,6 +333,31 @@ func (t *restoringTask) restoreTaskState() error {
 		}
 	}
 	return nil
+}
+
+// restoreFacts is what restoreTaskState reads of a task from /proc
+// before it asks the task to change: the signals it ignores (exec kept
+// those of ctcr's parent) and its resource limits.
+type restoreFacts struct {
+	status *proc.Status
+	limits [16]proc.Rlimit
+}
+
+// readRestoreFacts reads t's restoreFacts, or nil for a task that gets
+// no task state (a helper, a zombie).
+func readRestoreFacts(t *restoringTask) (*restoreFacts, error) {
+	if t.helper || t.img.zombie {
+		return nil, nil
+	}
+	f := &restoreFacts{}
+	var err error
+	if f.status, err = proc.ReadStatus(t.pid, t.pid); err != nil {
+		return nil, fmt.Errorf("%s: %w", t.where(), err)
+	}
+	if f.limits, err = proc.ReadLimits(t.pid); err != nil {
+		return nil, fmt.Errorf("%s: %w", t.where(), err)
+	}
+	return f, nil
 }
 
 // restoreThreadState gives one thread its alternate stack, futex and

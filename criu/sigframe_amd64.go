@@ -26,12 +26,18 @@ import (
 //	               +296  uc_sigmask   the thread's own blocked signals
 //	   312   128  siginfo             (unused)
 //	   448     -  the XSAVE area, 64-byte aligned, as PTRACE_GETREGSET
-//	              NT_X86_XSTATE gives it (its sw_reserved bytes carry
-//	              FP_XSTATE_MAGIC1 and the sizes), then FP_XSTATE_MAGIC2
+//	              NT_X86_XSTATE gives it, but for its sw_reserved bytes,
+//	              which must hold struct _fpx_sw_bytes: FP_XSTATE_MAGIC1,
+//	              the sizes and the features; then FP_XSTATE_MAGIC2
 //
 // Without a valid fpstate the kernel would reset the thread's FPU and
 // vector registers (fpu__restore_sig with a NULL buffer), and without
-// the second magic word it would restore only the legacy FXSAVE part.
+// either magic word (check_xstate_in_sigframe) it restores only the
+// legacy FXSAVE part and resets the rest: the upper halves of the ymm
+// registers, AVX-512, PKRU. The sw_reserved bytes ptrace gives are not
+// those of a signal frame: they are xstate_fx_sw_bytes
+// (arch/x86/kernel/fpu/xstate.c), whose first word is XCR0, the
+// features the area holds (USER_XSTATE_XCR0_WORD, asm/user.h).
 const (
 	frameUcontext   = 8
 	frameMcontext   = frameUcontext + 40
@@ -59,10 +65,14 @@ func sigreturnFrame(regs ptrace.Regs, mask uint64, xstate []byte, at uint64) ([]
 	}
 	sw := xstate[swReservedOff:]
 	size := uint64(len(xstate))
+	var features uint64
 	if binary.LittleEndian.Uint32(sw) == fpXstateMagic1 {
 		size = uint64(binary.LittleEndian.Uint32(sw[16:]))
+		features = binary.LittleEndian.Uint64(sw[8:])
+	} else {
+		features = binary.LittleEndian.Uint64(sw) // XCR0, as ptrace gives it
 	}
-	if size > uint64(len(xstate)) || frameFPState+size+4 > frameAreaSize {
+	if size < swReservedOff+48+64 || size > uint64(len(xstate)) || frameFPState+size+4 > frameAreaSize {
 		return nil, fmt.Errorf("XSAVE area of %d bytes says its size is %d", len(xstate), size)
 	}
 	buf := make([]byte, frameFPState+size+4)
@@ -82,6 +92,12 @@ func sigreturnFrame(regs ptrace.Regs, mask uint64, xstate []byte, at uint64) ([]
 	le.PutUint64(mc[184:], at+frameFPState) // fpstate
 	le.PutUint64(buf[frameSigmask:], mask)
 	copy(buf[frameFPState:], xstate[:size])
+	fxsw := buf[frameFPState+swReservedOff : frameFPState+swReservedOff+48]
+	clear(fxsw)
+	le.PutUint32(fxsw[0:], fpXstateMagic1)
+	le.PutUint32(fxsw[4:], uint32(size+4)) // extended_size: the area and MAGIC2
+	le.PutUint64(fxsw[8:], features)
+	le.PutUint32(fxsw[16:], uint32(size)) // xstate_size
 	le.PutUint32(buf[frameFPState+size:], fpXstateMagic2)
 	return buf, nil
 }

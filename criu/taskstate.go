@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -88,40 +89,39 @@ func threadQueries(b *batch) (func(res []uint64, get getter) (threadQuery, error
 	}, nil
 }
 
-// clearTidAddress asks the thread for its clear_child_tid address.
-// PR_GET_TID_ADDRESS needs CONFIG_CHECKPOINT_RESTORE; without it the
-// address stays 0, as if the thread had none.
-func (c *taskCtl) clearTidAddress() (uint64, error) {
-	var addr uint64
-	if _, err := c.call(unix.SYS_PRCTL, kernel.PR_GET_TID_ADDRESS, c.scratch); err == nil {
-		if err := c.get(0, &addr); err != nil {
-			return 0, err
-		}
-	}
-	return addr, nil
-}
-
-// queryThread asks one thread of a process about itself.
+// queryThread asks one thread of a process about itself, in one batch:
+// a round trip per thread counts in a process of 1,000 threads.
 func queryThread(c *taskCtl) (*threadQuery, error) {
 	b := c.newBatch()
 	decode, err := threadQueries(b)
 	if err != nil {
 		return nil, err
 	}
-	res, err := b.run()
+	// Last: without CONFIG_CHECKPOINT_RESTORE it fails, and the batch
+	// stops at the first error; the address then stays 0, as if the
+	// thread had none.
+	tidAddr, err := b.space(8)
 	if err != nil {
+		return nil, err
+	}
+	iTid := b.add(unix.SYS_PRCTL, kernel.PR_GET_TID_ADDRESS, tidAddr)
+	res, err := b.run()
+	if err != nil && len(res) != iTid {
 		return nil, err
 	}
 	data, err := b.readBack()
 	if err != nil {
 		return nil, err
 	}
-	q, err := decode(res, scratchGetter(c, data))
+	get := scratchGetter(c, data)
+	q, err := decode(res, get)
 	if err != nil {
 		return nil, err
 	}
-	if q.clearTid, err = c.clearTidAddress(); err != nil {
-		return nil, err
+	if len(res) > iTid {
+		if err := get(tidAddr, &q.clearTid); err != nil {
+			return nil, err
+		}
 	}
 	return &q, nil
 }
@@ -164,11 +164,33 @@ func queryTask(c *taskCtl) (*taskQuery, error) {
 	b.add(unix.SYS_PRCTL, unix.PR_GET_CHILD_SUBREAPER, subAddr)
 	iThp := b.add(unix.SYS_PRCTL, unix.PR_GET_THP_DISABLE)
 	iBrk := b.add(unix.SYS_BRK, 0)
-	// Last: a kernel before 6.3 answers EINVAL, and the batch stops at
-	// the first error.
+	// The last three may fail: PR_GET_TID_ADDRESS without
+	// CONFIG_CHECKPOINT_RESTORE (the address then stays 0, as if the
+	// thread had none), membarrier before Linux 6.3 (EINVAL), and the
+	// naming of ctcr's scratch area without CONFIG_ANON_VMA_NAME (it
+	// then goes unnamed). The naming rides in this batch rather than in
+	// one of its own after the area is mapped: a ptrace round trip less
+	// per process.
+	tidAddr, err := b.space(8)
+	if err != nil {
+		return nil, err
+	}
+	iTid := b.add(unix.SYS_PRCTL, kernel.PR_GET_TID_ADDRESS, tidAddr)
 	iMb := b.add(unix.SYS_MEMBARRIER, kernel.MEMBARRIER_CMD_GET_REGISTRATIONS, 0, 0)
-	res, err := b.run()
-	if err != nil && !(len(res) == iMb && errors.Is(err, unix.EINVAL)) {
+	iName := -1
+	if c.runner != 0 {
+		name, err := b.put(scratchName)
+		if err != nil {
+			return nil, err
+		}
+		iName = b.add(unix.SYS_PRCTL, unix.PR_SET_VMA, unix.PR_SET_VMA_ANON_NAME, c.runner, scratchSize+frameAreaSize, name)
+	}
+	res, failed, err := runOptional(b, iTid, iMb, iName)
+	if err != nil {
+		return nil, err
+	}
+	haveTid := failed[iTid] == nil
+	if err := failed[iMb]; err != nil && !errors.Is(err, unix.EINVAL) {
 		return nil, err
 	}
 	data, err := b.readBack()
@@ -180,7 +202,7 @@ func queryTask(c *taskCtl) (*taskQuery, error) {
 	if q.threadQuery, err = decodeThread(res, get); err != nil {
 		return nil, err
 	}
-	if len(res) > iMb {
+	if failed[iMb] == nil {
 		q.membarrier = res[iMb] & kernel.MembarrierRegistrations
 	}
 	for _, a := range saAddr {
@@ -210,10 +232,33 @@ func queryTask(c *taskCtl) (*taskQuery, error) {
 		return nil, err
 	}
 	q.subreaper = sub != 0
-	if q.clearTid, err = c.clearTidAddress(); err != nil {
-		return nil, err
+	if haveTid {
+		if err := get(tidAddr, &q.clearTid); err != nil {
+			return nil, err
+		}
 	}
 	return q, nil
+}
+
+// runOptional runs b like its run method, except that the calls at the
+// indexes optional may fail: the batch then goes on from the call after
+// the one that failed. It returns every call's result (0 for one that
+// failed) and the errors of the optional calls that failed, by index.
+func runOptional(b *batch, optional ...int) ([]uint64, map[int]error, error) {
+	failed := map[int]error{}
+	res, err := b.run()
+	for err != nil && slices.Contains(optional, len(res)) {
+		k := len(res)
+		failed[k] = err
+		res = append(res, 0)
+		// The data the calls read is in place, and the outputs of the
+		// calls before k too: the rest must not write it again.
+		rest := &batch{c: b.c, calls: b.calls[k+1:]}
+		var more []uint64
+		more, err = rest.run()
+		res = append(res, more...)
+	}
+	return res, failed, err
 }
 
 func signalQueue(sis []ptrace.Siginfo) *siginfo.SignalQueueEntry {

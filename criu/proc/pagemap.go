@@ -62,8 +62,12 @@ func (r *PagemapReader) Read(start, end uint64, buf []uint64) ([]uint64, error) 
 	} else {
 		buf = make([]uint64, n)
 	}
-	if r.scratch == nil {
-		r.scratch = make([]byte, 8*pagemapChunk)
+	// The scratch grows to what the reads ask for, up to one chunk: most
+	// mappings of a small task are a few pages, and a reader per task
+	// that allocated the whole 512 KiB chunk up front made a dump of
+	// 1,000 processes clear and collect half a gigabyte.
+	if want := 8 * min(n, pagemapChunk); uint64(len(r.scratch)) < want {
+		r.scratch = make([]byte, max(want, 8*512))
 	}
 	off := int64(start / r.pageSize * 8)
 	for done := uint64(0); done < n; {
