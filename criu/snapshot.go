@@ -172,7 +172,7 @@ type snapshotSet struct {
 // Preconditions: runs on the tracer thread; p is seized and its state
 // read (its scratch area is gone again).
 func (p *dumpProc) forkSnapshot() (child, vchild int, err error) {
-	if err := p.mapScratch(nil); err != nil {
+	if err := p.mapScratch(nil, true); err != nil {
 		return 0, 0, err
 	}
 	defer func() {
