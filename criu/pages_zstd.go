@@ -233,39 +233,26 @@ func (t *restoringTask) fillPagesZstd() error {
 	w := taskWriter{pid: t.pid, buf: buf, where: t.where(), progress: t.tree.progress}
 	defer w.close()
 	var read uint64 // bytes decompressed so far
-	for _, e := range t.img.pagemap {
-		addr, size := e.GetVaddr(), uint64(e.GetNrPages())*pageSize
-		switch {
-		case e.GetFlags()&peParentTask != 0:
-			continue
-		case e.GetFlags()&pePreCopied != 0:
-			var err error
-			if perr := t.img.eachParentRun(addr, addr+size, func(a, n uint64, file int, off uint64) {
-				if err != nil {
-					return
-				}
-				for len(parents) <= file {
-					parents = append(parents, nil)
-				}
-				if parents[file] == nil {
-					if parents[file], err = os.Open(t.img.parentPaths[file]); err != nil {
-						err = fmt.Errorf("%s: parent image: %w", t.where(), err)
-						return
-					}
-				}
-				err = w.copy(io.NewSectionReader(parents[file], int64(off), int64(n)), a, n, t.img.parentPaths[file])
-			}); perr != nil && err == nil {
-				err = fmt.Errorf("%s: %w", t.where(), perr)
-			}
-			if err != nil {
+	if err := t.eachImageRun(func(file int, addr, n, off uint64) error {
+		if file < 0 {
+			if err := w.copy(dec, addr, n, t.img.pagesPath); err != nil {
 				return err
 			}
-		default:
-			if err := w.copy(dec, addr, size, t.img.pagesPath); err != nil {
-				return err
-			}
-			read += size
+			read += n
+			return nil
 		}
+		for len(parents) <= file {
+			parents = append(parents, nil)
+		}
+		if parents[file] == nil {
+			var err error
+			if parents[file], err = os.Open(t.img.parentPaths[file]); err != nil {
+				return fmt.Errorf("%s: parent image: %w", t.where(), err)
+			}
+		}
+		return w.copy(io.NewSectionReader(parents[file], int64(off), int64(n)), addr, n, t.img.parentPaths[file])
+	}); err != nil {
+		return err
 	}
 	if err := w.flush(); err != nil {
 		return err

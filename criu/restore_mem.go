@@ -768,30 +768,13 @@ func (t *restoringTask) fillPages(fd int, parentFds []int) error {
 		}
 		return nil
 	}
-	var off uint64 // in the task's own pages file
-	for _, e := range t.img.pagemap {
-		addr, size := e.GetVaddr(), uint64(e.GetNrPages())*pageSize
-		switch {
-		case e.GetFlags()&peParentTask != 0:
-			continue // inherited from the parent, not in this image
-		case e.GetFlags()&pePreCopied != 0:
-			var err error
-			if perr := t.img.eachParentRun(addr, addr+size, func(a, n uint64, file int, poff uint64) {
-				if err == nil {
-					err = read(parentFds[file], a, n, poff)
-				}
-			}); perr != nil && err == nil {
-				err = fmt.Errorf("%s: %w", t.where(), perr)
-			}
-			if err != nil {
-				return err
-			}
-		default:
-			if err := read(fd, addr, size, off); err != nil {
-				return err
-			}
-			off += size
+	if err := t.eachImageRun(func(parent int, addr, n, off uint64) error {
+		if parent < 0 {
+			return read(fd, addr, n, off)
 		}
+		return read(parentFds[parent], addr, n, off)
+	}); err != nil {
+		return err
 	}
 	return flush()
 }
@@ -915,17 +898,31 @@ func (t *restoringTask) fillPagesWritev() error {
 		}
 		return nil
 	}
-	var own uint64 // offset in the task's own pages image
+	if err := t.eachImageRun(func(parent int, addr, n, off uint64) error {
+		return add(1+parent, addr, n, off)
+	}); err != nil {
+		return err
+	}
+	return flush()
+}
+
+// eachImageRun calls fn for each run of pages the images give the task,
+// in pagemap order: parent is -1 for the task's own pages image, off the
+// run's offset in it, or i for parent image i (t.img.parentPaths[i]) of
+// pages a pre-copy or pre-dump left there. Pages the task shares with
+// its parent (peParentTask) are not in any image of its own.
+func (t *restoringTask) eachImageRun(fn func(parent int, addr, n, off uint64) error) error {
+	var own uint64
 	for _, e := range t.img.pagemap {
 		addr, size := e.GetVaddr(), uint64(e.GetNrPages())*pageSize
 		switch {
 		case e.GetFlags()&peParentTask != 0:
-			continue // inherited from the parent, not in this image
+			continue
 		case e.GetFlags()&pePreCopied != 0:
 			var err error
-			if perr := t.img.eachParentRun(addr, addr+size, func(a, n uint64, pf int, poff uint64) {
+			if perr := t.img.eachParentRun(addr, addr+size, func(a, n uint64, file int, poff uint64) {
 				if err == nil {
-					err = add(1+pf, a, n, poff)
+					err = fn(file, a, n, poff)
 				}
 			}); perr != nil && err == nil {
 				err = fmt.Errorf("%s: %w", t.where(), perr)
@@ -934,13 +931,13 @@ func (t *restoringTask) fillPagesWritev() error {
 				return err
 			}
 		default:
-			if err := add(0, addr, size, own); err != nil {
+			if err := fn(-1, addr, size, own); err != nil {
 				return err
 			}
 			own += size
 		}
 	}
-	return flush()
+	return nil
 }
 
 // keeps reports whether a mapping the task got by fork is one of its
