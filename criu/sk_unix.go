@@ -115,6 +115,17 @@ type unixDiag struct {
 // unixDiagAll lists every unix socket of task pid's network namespace:
 // sock_diag answers for the namespace its socket was made in.
 func unixDiagAll(pid int) (map[uint32]*unixDiag, error) {
+	s, err := diagSocketOf(pid)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(s)
+	return unixDiagAllOn(s)
+}
+
+// unixDiagAllOn lists every unix socket of the network namespace the
+// NETLINK_SOCK_DIAG socket s was made in.
+func unixDiagAllOn(s int) (map[uint32]*unixDiag, error) {
 	req := make([]byte, sizeofUnixDiagReq)
 	le := binary.LittleEndian
 	req[0] = unix.AF_UNIX
@@ -123,7 +134,7 @@ func unixDiagAll(pid int) (map[uint32]*unixDiag, error) {
 	le.PutUint32(req[16:], 0xffffffff) // no cookie
 	le.PutUint32(req[20:], 0xffffffff)
 	out := map[uint32]*unixDiag{}
-	err := sockDiag(pid, req, func(b []byte) error {
+	err := sockDiagOn(s, req, func(b []byte) error {
 		d, err := parseUnixDiag(b)
 		if err != nil {
 			return err
@@ -138,27 +149,59 @@ func unixDiagAll(pid int) (map[uint32]*unixDiag, error) {
 // from task pid's network namespace, where it answers, and hands each
 // reply message to each.
 func sockDiag(pid int, req []byte, each func([]byte) error) error {
-	newSocket := func() (int, error) {
-		return unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
-	}
-	var s int
-	same, err := nsthread.Same(pid, "net")
+	s, err := diagSocketOf(pid)
 	if err != nil {
 		return err
 	}
-	if same {
-		s, err = newSocket()
-	} else {
-		err = nsthread.Run(func() error { return nsthread.Join(pid, "net", unix.CLONE_NEWNET) }, func() error {
-			var err error
-			s, err = newSocket()
-			return err
-		})
-	}
-	if err != nil {
-		return os.NewSyscallError("socket(NETLINK_SOCK_DIAG)", err)
-	}
 	defer unix.Close(s)
+	return sockDiagOn(s, req, each)
+}
+
+func newDiagSocket() (int, error) {
+	s, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
+	return s, os.NewSyscallError("socket(NETLINK_SOCK_DIAG)", err)
+}
+
+// diagSocketOf makes a NETLINK_SOCK_DIAG socket in task pid's network
+// namespace.
+func diagSocketOf(pid int) (int, error) {
+	same, err := nsthread.Same(pid, "net")
+	if err != nil {
+		return -1, err
+	}
+	if same {
+		return newDiagSocket()
+	}
+	s := -1
+	err = nsthread.Run(func() error { return nsthread.Join(pid, "net", unix.CLONE_NEWNET) }, func() error {
+		var err error
+		s, err = newDiagSocket()
+		return err
+	})
+	return s, err
+}
+
+// diagSocketBeside makes a NETLINK_SOCK_DIAG socket in the network
+// namespace of socket fd (SIOCGSKNS): what works from a thread that
+// sees no /proc of the tree, such as one building in a container's view.
+func diagSocketBeside(fd int) (int, error) {
+	ns, err := unix.IoctlRetInt(fd, unix.SIOCGSKNS)
+	if err != nil {
+		return -1, os.NewSyscallError("ioctl(SIOCGSKNS)", err)
+	}
+	defer unix.Close(ns)
+	s := -1
+	err = nsthread.Run(func() error { return os.NewSyscallError("setns", unix.Setns(ns, unix.CLONE_NEWNET)) }, func() error {
+		var err error
+		s, err = newDiagSocket()
+		return err
+	})
+	return s, err
+}
+
+// sockDiagOn sends the sock_diag dump request req on the
+// NETLINK_SOCK_DIAG socket s and hands each reply message to each.
+func sockDiagOn(s int, req []byte, each func([]byte) error) error {
 	msg := make([]byte, unix.NLMSG_HDRLEN+len(req))
 	le := binary.LittleEndian
 	le.PutUint32(msg[0:], uint32(len(msg)))
@@ -1038,7 +1081,7 @@ func bindUnixPath(r *fileRestore, fd int, e *skunix.UnixSkEntry) error {
 				}
 			}()
 		case st.Mode&unix.S_IFMT == unix.S_IFSOCK:
-			if user, err := unixSocketBoundTo(r, &st); err != nil {
+			if user, err := unixSocketBoundTo(fd, &st); err != nil {
 				return fmt.Errorf("bind to %q: is the socket file there in use: %w", path, err)
 			} else if user != nil {
 				return fmt.Errorf("bind to %q: the socket file there is in use by a live socket (inode %d, %s): %w", path, user.ino, unixSkDesc(user), unix.EADDRINUSE)
@@ -1078,12 +1121,18 @@ func bindUnixPath(r *fileRestore, fd int, e *skunix.UnixSkEntry) error {
 	return nil
 }
 
-// unixSocketBoundTo returns the socket, in the restoring thread's network
-// namespace, whose name is the socket file st, or nil if there is none:
+// unixSocketBoundTo returns the socket, in the network namespace of the
+// socket fd being bound, whose name is the socket file st, or nil if
+// there is none:
 // such a file is then stale. sock_diag gives a bound socket's inode and
 // device (the kernel's dev_t: major<<20 | minor, unix_diag.c).
-func unixSocketBoundTo(r *fileRestore, st *unix.Stat_t) (*unixDiag, error) {
-	all, err := unixDiagAll(r.rootPid)
+func unixSocketBoundTo(fd int, st *unix.Stat_t) (*unixDiag, error) {
+	s, err := diagSocketBeside(fd)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(s)
+	all, err := unixDiagAllOn(s)
 	if err != nil {
 		return nil, err
 	}
