@@ -278,6 +278,12 @@ func TestKillDuringRestore(t *testing.T) {
 			continue
 		}
 		checkInterrupted(t, r, sig, 1, "") // what it made is checked below
+		if restoredBeforeTheKill(w) {
+			// The kill landed after the tasks were let go, before ctcr
+			// exited: a finished restore.
+			killRestored()
+			continue
+		}
 		// What ctcr made dies with it and is re-parented to this
 		// subreaper: reap it, then nothing may be left.
 		deadline := time.Now().Add(5 * time.Second)
@@ -309,6 +315,24 @@ func reapZombies() {
 			return
 		}
 	}
+}
+
+// restoredBeforeTheKill reports whether w's process runs on, untraced,
+// no puppet (it runs the workload's own code, not ctcr's) and making
+// progress: a restore that let its tasks go just before ctcr was killed.
+// A task let go half-restored would crash or stall instead.
+func restoredBeforeTheKill(w *workload) bool {
+	if !exists(w.pid) {
+		return false
+	}
+	if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", w.pid)); err != nil || exe == ctcrBin {
+		return false
+	}
+	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", w.pid))
+	if err != nil || !strings.Contains(string(st), "\nTracerPid:\t0\n") || strings.Contains(string(st), "\nState:\tZ") {
+		return false
+	}
+	return w.progresses(3*time.Second) == nil
 }
 
 // ctcrLeftovers lists what a dead restore may have left: a task holding

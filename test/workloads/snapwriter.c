@@ -29,6 +29,8 @@
 #include "workload.h"
 
 #include <stdint.h>
+#include <sched.h>
+#include <sys/inotify.h>
 #include <sys/mman.h>
 
 #define PAGE 4096UL
@@ -126,13 +128,35 @@ int main(int argc, char **argv)
 		wl_die("madvise(MADV_HUGEPAGE)");
 	for (size_t i = 0; i < npages; i++)
 		fill(i, 0);
+	int still = argc > 3 && strcmp(argv[3], "still") == 0;
+	/*
+	 * Still: two dumps of it must match byte for byte. It stays on one
+	 * CPU, because the kernel writes the CPU a thread last ran on into
+	 * its rseq area (glibc registers one) on its way back to user space,
+	 * and it blocks in one read until DIR/check appears rather than in a
+	 * sleep loop, whose calls leave different bytes below the stack
+	 * pointer depending on where a dump catches it; all set up before it
+	 * says it is ready, which is when the test starts to dump it.
+	 */
+	int ifd = -1;
+	if (still) {
+		cpu_set_t one;
+		CPU_ZERO(&one);
+		CPU_SET(0, &one);
+		if (sched_setaffinity(0, sizeof(one), &one) < 0)
+			wl_die("sched_setaffinity");
+		if ((ifd = inotify_init1(IN_CLOEXEC)) < 0 || inotify_add_watch(ifd, wl_dir, IN_CREATE | IN_MOVED_TO) < 0)
+			wl_die("inotify");
+	}
 	wl_ready("pages %zu\n", npages);
 
 	/* volatile: kept in memory, where the dump finds it with the pages. */
 	static volatile uint64_t done;
-	int still = argc > 3 && strcmp(argv[3], "still") == 0;
-	while (still && !wl_check_requested())
-		wl_sleep_ms(5);
+	while (still && !wl_check_requested()) {
+		char ev[4096];
+		if (read(ifd, ev, sizeof(ev)) < 0 && errno != EINTR)
+			wl_die("read inotify");
+	}
 	for (;;) {
 		if (still)
 			break;
