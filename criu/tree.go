@@ -13,6 +13,7 @@ import (
 
 	"github.com/ctcr/ctcr/criu/kernel"
 	"github.com/ctcr/ctcr/criu/ptrace"
+	"github.com/ctcr/ctcr/internal/atomicfile"
 )
 
 // restoreTree is the plan and the state of building a process tree.
@@ -624,8 +625,8 @@ func (t *restoringTask) coreDumpAside() (string, error) {
 		t.opts.logf("zombie %d: restored without its core-dump flag: core_pattern %q does not write into the task's directory", t.vpid, p)
 		return "", nil
 	}
-	if err := os.MkdirAll(coreRunDir, 0o700); err != nil {
-		return "", err
+	if err := atomicfile.PrivateDir(coreRunDir); err != nil {
+		return "", fmt.Errorf("zombie %d: %s: %w", t.pid, coreRunDir, err)
 	}
 	dir, err := os.MkdirTemp(coreRunDir, "core-")
 	if err != nil {

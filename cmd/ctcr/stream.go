@@ -21,6 +21,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"github.com/ctcr/ctcr/internal/atomicfile"
 	"io"
 	"io/fs"
 	"os"
@@ -61,7 +62,7 @@ func streamStaging(what string) (string, func(), error) {
 	base := os.Getenv("TMPDIR")
 	if base == "" {
 		base = "/run/ctcr"
-		if err := os.MkdirAll(base, 0o700); err != nil {
+		if err := atomicfile.PrivateDir(base); err != nil {
 			return "", nil, fmt.Errorf("%s: %w", base, err)
 		}
 	}
