@@ -21,7 +21,7 @@ ZSHCOMPDIR = $(DESTDIR)$(PREFIX)/share/zsh/site-functions
 COMMIT := $(shell c=$$(git rev-parse --short=12 HEAD 2>/dev/null) && { git diff --quiet HEAD 2>/dev/null || c=$$c-dirty; echo $$c; })
 LDFLAGS := $(if $(COMMIT),-ldflags "-X main.commit=$(COMMIT)")
 
-.PHONY: build install uninstall test stress bench demo fuzz clean
+.PHONY: build install uninstall test stress bench bench-criu demo fuzz clean
 
 build:
 	$(GO) build $(LDFLAGS) -o bin/ctcr ./cmd/ctcr
@@ -55,6 +55,11 @@ stress:
 bench: build
 	$(GO) run ./test/bench -ctcr bin/ctcr $(BENCH_FLAGS)
 	$(GO) run ./test/bench/tasks -ctcr bin/ctcr $(BENCH_FLAGS)
+
+# ctcr and CRIU side by side on the same workloads, taking turns:
+# make bench-criu CRIU=/path/to/criu (built from CRIU's sources).
+bench-criu: build
+	$(GO) run ./test/bench/vscriu -ctcr bin/ctcr -criu "$(CRIU)" $(BENCH_FLAGS)
 
 # The first build compiles for a minute or two: it shows a line per
 # package on a terminal, and says so once otherwise.

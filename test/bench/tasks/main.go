@@ -167,11 +167,11 @@ func oneRun(ctcr, bin, work, images string, wl workload, i int) (m measure, err 
 		return m, err
 	}
 	pid := cmd.Process.Pid
-	defer killByDir(dir)
+	defer harness.KillByDir(dir)
 	if err := harness.WaitFile(filepath.Join(dir, "ready"), 2*time.Minute); err != nil {
 		return m, err
 	}
-	pids := treePids(pid)
+	pids := harness.TreePids(pid)
 	if len(pids) != wl.tasks {
 		return m, fmt.Errorf("the workload runs %d processes, want %d", len(pids), wl.tasks)
 	}
@@ -192,7 +192,7 @@ func oneRun(ctcr, bin, work, images string, wl workload, i int) (m measure, err 
 	}
 	m.Tasks, m.DumpSeconds, m.DumpWall, m.FrozenSeconds = d.Tasks, d.DumpSeconds, wall.Seconds(), d.FrozenSeconds
 	cmd.Wait()
-	if err := reapGone(pids, 30*time.Second); err != nil {
+	if err := harness.ReapGone(pids, 30*time.Second); err != nil {
 		return m, fmt.Errorf("after the dump: %w", err)
 	}
 
@@ -208,7 +208,7 @@ func oneRun(ctcr, bin, work, images string, wl workload, i int) (m measure, err 
 		return m, fmt.Errorf("restore --json reports %d tasks, want %d", r.Tasks, wl.tasks)
 	}
 	m.RestoreSeconds, m.RestoreWall = r.RestoreSeconds, wall.Seconds()
-	if got := treePids(pid); !slices.Equal(got, pids) {
+	if got := harness.TreePids(pid); !slices.Equal(got, pids) {
 		return m, fmt.Errorf("restored %d processes, not the %d dumped (or with other PIDs)", len(got), len(pids))
 	}
 	if err := wl.wake(dir, pid); err != nil {
@@ -222,79 +222,7 @@ func oneRun(ctcr, bin, work, images string, wl workload, i int) (m measure, err 
 	if !ws.Exited() || ws.ExitStatus() != 0 || !strings.HasPrefix(string(res), "PASS") {
 		return m, fmt.Errorf("the restored workload did not pass (wait status %#x): %q", uint32(ws), res)
 	}
-	return m, reapGone(pids, 30*time.Second)
-}
-
-// treePids lists root and its descendants, sorted.
-func treePids(root int) []int {
-	kids := map[int][]int{}
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
-			continue
-		}
-		s := string(b)
-		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-		if ppid, err := strconv.Atoi(f[1]); err == nil {
-			kids[ppid] = append(kids[ppid], pid)
-		}
-	}
-	out := []int{root}
-	for i := 0; i < len(out); i++ {
-		out = append(out, kids[out[i]]...)
-	}
-	slices.Sort(out)
-	return out
-}
-
-// reapGone reaps this process's exited children until none of pids is
-// left. No ctcr command runs meanwhile, so reaping any child is safe.
-func reapGone(pids []int, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		for {
-			var ws unix.WaitStatus
-			got, err := unix.Wait4(-1, &ws, unix.WNOHANG|unix.WALL, nil)
-			if got <= 0 || err != nil {
-				break
-			}
-		}
-		left := 0
-		for _, pid := range pids {
-			if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil {
-				left++
-			}
-		}
-		if left == 0 {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%d of the workload's processes are still there after %v", left, timeout)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-// killByDir kills every process whose command line names dir, and reaps.
-func killByDir(dir string) {
-	var pids []int
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == os.Getpid() {
-			continue
-		}
-		if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); strings.Contains(string(b), dir) {
-			unix.Kill(pid, unix.SIGKILL)
-			pids = append(pids, pid)
-		}
-	}
-	reapGone(pids, 10*time.Second)
+	return m, harness.ReapGone(pids, 30*time.Second)
 }
 
 // ctcrJSON runs ctcr, decodes the first line of its stdout into v and
