@@ -28,6 +28,7 @@ const (
 	vmaAnonShared   = 1 << 8
 	vmaAnonPrivate  = 1 << 9
 	vmaAreaSysVIPC  = 1 << 10
+	vmaAreaSocket   = 1 << 11
 	vmaAreaVVAR     = 1 << 12
 	vmaAreaMemfd    = 1 << 14
 )
@@ -109,6 +110,15 @@ func classifyVMA(pid int, m proc.Mapping, vmFlags []string, files *fileTable) (*
 			status |= vmaAreaStack
 			flags |= unix.MAP_GROWSDOWN
 		}
+	case strings.HasPrefix(m.Path, "socket:[") && m.Shared:
+		// A packet socket's ring: mapped again from the socket restore
+		// sets the ring up on; its frames are not saved.
+		id, err := packetRingVMA(files, m, where)
+		if err != nil {
+			return nil, err
+		}
+		status = vmaAreaRegular | vmaAreaSocket | vmaFileShared
+		e.Shmid = proto.Uint64(uint64(id))
 	case m.Path == "/[aio]" && m.Deleted:
 		// The ring of an AIO context (aio.go).
 		aioRingVMA(e, m.Inode)

@@ -503,6 +503,22 @@ func (t *restoringTask) mmapCall(v *vma.VmaEntry, files map[uint64]int) (uintptr
 // fds), any other file is opened by its path.
 func (t *restoringTask) openMappedFile(v *vma.VmaEntry) (*os.File, error) {
 	fe := t.cp.files[uint32(v.GetShmid())]
+	if v.GetStatus()&vmaAreaSocket != 0 {
+		// A packet ring: mapped from the socket the task's fd gets too,
+		// made once for both; the task gets its own fd of it here.
+		if fe.GetType() != fdinfo.FdTypes_PACKETSK {
+			return nil, corruptf("mm.img", "socket mapping %#x-%#x names file id %d, no packet socket", v.GetStart(), v.GetEnd(), v.GetShmid())
+		}
+		sk, err := t.tree.files.get(uint32(v.GetShmid()))
+		if err != nil {
+			return nil, fmt.Errorf("packet socket of the ring: %w", err)
+		}
+		fd, err := unix.FcntlInt(sk.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			return nil, fmt.Errorf("packet socket of the ring: dup: %w", err)
+		}
+		return os.NewFile(uintptr(fd), sk.Name()), nil
+	}
 	if fe.GetType() == fdinfo.FdTypes_MEMFD {
 		f, err := openMemfd(t.tree.files, fe)
 		if err != nil {

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/ctcr/ctcr/criu/kernel"
+	"github.com/ctcr/ctcr/criu/proc"
 )
 
 // packetSockets are AF_PACKET sockets (DHCP clients, capture tools):
@@ -18,9 +19,10 @@ import (
 // reserve, flags (auxdata, origdev, vnet header, loss), timestamp
 // source, copy threshold, multicast memberships and fanout group, as
 // packet sock_diag reports them, in CRIU's packet_sock_entry
-// (criu/sk-packet.c). A socket with an RX or TX ring (mapped memory the
-// kernel fills) is refused. Frames queued on one are dropped with a
-// warning.
+// (criu/sk-packet.c). An RX or TX ring is set up again with its
+// geometry (and mapped again where the task mapped it, mem.go): it comes
+// back empty, as in CRIU. Frames queued on a socket or in its ring are
+// dropped with a warning.
 var packetSockets = fileKind{
 	name:   "packet socket",
 	fdType: fdinfo.FdTypes_PACKETSK,
@@ -35,7 +37,7 @@ type packetDiag struct {
 	tstamp, flags                   uint32
 	mclist                          []*packetsock.PacketMclist
 	fanout                          *uint32
-	rings                           bool
+	rxRing, txRing                  *packetsock.PacketRing
 }
 
 func parsePacketDiag(b []byte) (uint32, *packetDiag, error) {
@@ -65,7 +67,17 @@ func parsePacketDiag(b []byte) (uint32, *packetDiag, error) {
 				d.mclist = append(d.mclist, &packetsock.PacketMclist{Index: proto.Uint32(le.Uint32(m)), Type: proto.Uint32(uint32(le.Uint16(m[8:]))), Addr: addr})
 			}
 		case kernel.PACKET_DIAG_RX_RING, kernel.PACKET_DIAG_TX_RING:
-			d.rings = true
+			if len(v) < kernel.SizeofPacketDiagRing {
+				return 0, nil, fmt.Errorf("packet_diag_ring of %d bytes", len(v))
+			}
+			r := &packetsock.PacketRing{BlockSize: proto.Uint32(le.Uint32(v)), BlockNr: proto.Uint32(le.Uint32(v[4:])),
+				FrameSize: proto.Uint32(le.Uint32(v[8:])), FrameNr: proto.Uint32(le.Uint32(v[12:])), RetireTmo: proto.Uint32(le.Uint32(v[16:])),
+				SizeofPriv: proto.Uint32(le.Uint32(v[20:])), Features: proto.Uint32(le.Uint32(v[24:]))}
+			if t == kernel.PACKET_DIAG_RX_RING {
+				d.rxRing = r
+			} else {
+				d.txRing = r
+			}
 		case kernel.PACKET_DIAG_FANOUT:
 			if len(v) >= 4 {
 				d.fanout = proto.Uint32(le.Uint32(v))
@@ -100,15 +112,16 @@ func dumpPacketSocket(d *fdDump) (*fdinfo.FileEntry, error) {
 	if pd == nil {
 		return nil, fmt.Errorf("%s: %s: sock_diag does not know it", d.where, what)
 	}
-	if pd.rings {
-		return nil, d.unsupported(what + " with an RX or TX ring")
-	}
 	e := &packetsock.PacketSockEntry{
 		Id: proto.Uint32(d.files.nextID()), Type: proto.Uint32(pd.typ), Protocol: proto.Uint32(pd.proto), Flags: proto.Uint32(d.flags),
 		Ifindex: proto.Uint32(pd.index), Fown: noFown(), Version: proto.Uint32(pd.version), Reserve: proto.Uint32(pd.reserve),
 		AuxData: proto.Bool(pd.flags&kernel.PDI_AUXDATA != 0), OrigDev: proto.Bool(pd.flags&kernel.PDI_ORIGDEV != 0),
 		VnetHdr: proto.Bool(pd.flags&kernel.PDI_VNETHDR != 0), Loss: proto.Bool(pd.flags&kernel.PDI_LOSS != 0),
 		Timestamp: proto.Uint32(pd.tstamp), CopyThresh: proto.Uint32(pd.thresh), Mclist: pd.mclist, Fanout: pd.fanout,
+		RxRing: pd.rxRing, TxRing: pd.txRing,
+	}
+	if pd.rxRing != nil || pd.txRing != nil {
+		d.files.warnf("%s: %s: its ring comes back empty: the frames in it are dropped", d.where, what)
 	}
 	if e.Opts, err = dumpSkOpts(fd); err != nil {
 		return nil, fmt.Errorf("%s: %s: %w", d.where, what, err)
@@ -173,6 +186,23 @@ func openPacketSocket(r *fileRestore, e *fdinfo.FileEntry) (*os.File, error) {
 				return fmt.Errorf("membership type %d on interface %d: %w", m.GetType(), m.GetIndex(), err)
 			}
 		}
+		// The rings after the version and reserve they depend on; the
+		// request is tpacket_req3 for every version (the kernel reads
+		// the first four fields of it for V1 and V2).
+		for _, r := range []struct {
+			opt  int
+			name string
+			ring *packetsock.PacketRing
+		}{{unix.PACKET_RX_RING, "PACKET_RX_RING", p.GetRxRing()}, {unix.PACKET_TX_RING, "PACKET_TX_RING", p.GetTxRing()}} {
+			if r.ring == nil {
+				continue
+			}
+			req := unix.TpacketReq3{Block_size: r.ring.GetBlockSize(), Block_nr: r.ring.GetBlockNr(), Frame_size: r.ring.GetFrameSize(),
+				Frame_nr: r.ring.GetFrameNr(), Retire_blk_tov: r.ring.GetRetireTmo(), Sizeof_priv: r.ring.GetSizeofPriv(), Feature_req_word: r.ring.GetFeatures()}
+			if err := unix.SetsockoptTpacketReq3(fd, unix.SOL_PACKET, r.opt, &req); err != nil {
+				return fmt.Errorf("%s of %d blocks of %d bytes: %w", r.name, req.Block_nr, req.Block_size, err)
+			}
+		}
 		if p.Fanout != nil {
 			if err := set(unix.PACKET_FANOUT, "PACKET_FANOUT", p.GetFanout()); err != nil {
 				return err
@@ -181,4 +211,22 @@ func openPacketSocket(r *fileRestore, e *fdinfo.FileEntry) (*os.File, error) {
 		return restoreSkOpts(fd, p.GetOpts())
 	}
 	return socketInTreeNet(r, what, &fd, p.GetFlags(), "packet socket", build)
+}
+
+// packetRingVMA returns the id of the packet socket whose ring mapping
+// m is ("socket:[INODE]" in maps): the socket one of the tree's fds
+// holds, dumped before the memory, whose ring restore sets up again and
+// maps from that socket. A socket mapping no fd of the tree holds, or a
+// socket that is not a packet socket with a ring, is refused by name.
+func packetRingVMA(files *fileTable, m proc.Mapping, where string) (uint32, error) {
+	for _, o := range files.opened {
+		if o.ino != m.Inode || unix.Major(o.dev) != m.Major || unix.Minor(o.dev) != m.Minor {
+			continue
+		}
+		if psk := files.entries[o.id-1].GetPsk(); psk != nil && (psk.RxRing != nil || psk.TxRing != nil) {
+			return o.id, nil
+		}
+		return 0, fmt.Errorf("%s: %s is a mapping of a socket with no packet ring (fd %d of task %d): %w", where, m.Path, o.fd, o.pid, ErrUnsupported)
+	}
+	return 0, fmt.Errorf("%s: %s is the ring of a socket no fd of the tree holds any more: %w", where, m.Path, ErrUnsupported)
 }

@@ -83,13 +83,22 @@ func TestPidfds(t *testing.T) {
 
 // TestPacketSockets dumps the packet workload (an AF_PACKET socket bound
 // to lo with auxdata and an all-multicast membership), restores it and
-// expects the same binding, options and membership, and frames.
+// expects the same binding, options and membership, and frames; and the
+// packetring workload (a TPACKET_V3 RX ring and a TPACKET_V2 TX ring,
+// each mapped), which expects its rings mapped where they were and a
+// frame sent through one to arrive in the other.
 func TestPacketSockets(t *testing.T) {
 	t.Run("a packet socket keeps its interface, protocol, options and memberships", func(t *testing.T) {
 		dumpRestoreWorkload(t, "packet")
 	})
 	t.Run("the packet workload passes when it is never dumped", func(t *testing.T) {
 		startWorkload(t, "packet").checkPasses(30*time.Second, "packet")
+	})
+	t.Run("mapped RX and TX rings are set up and mapped again, and carry a frame", func(t *testing.T) {
+		dumpRestoreWorkload(t, "packetring")
+	})
+	t.Run("the packetring workload passes when it is never dumped", func(t *testing.T) {
+		startWorkload(t, "packetring").checkPasses(30*time.Second, "packetring")
 	})
 }
 

@@ -69,4 +69,7 @@ const (
 	SizeofPacketDiagMsg    = 16
 	SizeofPacketDiagInfo   = 24
 	SizeofPacketDiagMclist = 44
+	// struct packet_diag_ring: block size and count, frame size and
+	// count, retire timeout, sizeof_priv, features (7 __u32).
+	SizeofPacketDiagRing = 28
 )
