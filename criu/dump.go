@@ -125,6 +125,9 @@ func (o *DumpOptions) logf(format string, args ...any) {
 
 // dumpProc is one process of the dumped tree.
 type dumpProc struct {
+	// tracked: a pre-copy write-protects its memory until the dump reads
+	// it (no lone-call frame is written into it then).
+	tracked              bool
 	pid, ppid, pgid, sid int // as ctcr sees them (host ids)
 	// The ids in the root's PID namespace, which the images hold: the
 	// same as the host ids unless the tree lives in its own namespace.
@@ -694,6 +697,9 @@ func (d *dumpTree) readStates() error {
 		if err := Interrupted(); err != nil {
 			return err
 		}
+		// A pre-copied process's memory is write-protected for tracking
+		// until its dump reads it: ctcr writes no lone-call frame there.
+		p.tracked = d.opts.PreCopy.of(p.pid) != nil
 		if err := p.readState(ra, d.opts.logf); err != nil {
 			return err
 		}
@@ -737,7 +743,7 @@ func (p *dumpProc) readState(ra *readAhead, logf func(string, ...any)) error {
 	if err != nil {
 		return fmt.Errorf("task %d: %w", pid, err)
 	}
-	ip, ok := findSyscallInsn(mem, maps)
+	ip, gadget, ok := findLoneInsn(mem, maps)
 	if !ok {
 		mem.Close()
 		return fmt.Errorf("task %d has no vDSO to run remote syscalls from: %w", pid, ErrUnsupported)
@@ -752,6 +758,15 @@ func (p *dumpProc) readState(ra *readAhead, logf func(string, ...any)) error {
 		tgid, vtid := innermost(st.NStgid, pid), innermost(st.NSpid, th.tid)
 		th.ctl = &taskCtl{tid: th.tid, mem: mem, xstate: th.xstate, r: &ptrace.Remote{Tid: th.tid, IP: ip, Base: th.regs,
 			Own: &ptrace.OwnState{Mask: th.sigmask, Sig: sig, TgkillArgs: [2]uint64{uint64(tgid), uint64(vtid)}}}}
+	}
+	mainRsp := uint64(0)
+	for _, th := range p.threads {
+		if th.tid == pid {
+			mainRsp = th.regs.Rsp
+		}
+	}
+	if !p.tracked {
+		p.leader().ctl.lone = findLoneSpot(mem, maps, gadget, mainRsp)
 	}
 	if err := p.mapScratch(maps, false); err != nil { // queryTask names it
 		return err

@@ -275,7 +275,7 @@ func makeUffd(p *dumpProc) (int, error) {
 	if err != nil {
 		return -1, fmt.Errorf("task %d: %w: %w", p.pid, errTaskGone, err)
 	}
-	ip, ok := findSyscallInsn(mem, maps)
+	ip, gadget, ok := findLoneInsn(mem, maps)
 	if !ok {
 		mem.Close()
 		return -1, fmt.Errorf("task %d has no vDSO to run remote syscalls from", p.pid)
@@ -310,6 +310,11 @@ func makeUffd(p *dumpProc) (int, error) {
 	}
 	th.ctl = &taskCtl{tid: th.tid, mem: mem, xstate: th.xstate, r: &ptrace.Remote{Tid: th.tid, IP: ip, Base: th.regs,
 		Own: &ptrace.OwnState{Mask: th.sigmask, Sig: sig, TgkillArgs: [2]uint64{uint64(tgid), uint64(vtid)}}}}
+	mainRsp := uint64(0)
+	if th.tid == p.pid {
+		mainRsp = th.regs.Rsp
+	}
+	th.ctl.lone = findLoneSpot(mem, maps, gadget, mainRsp)
 	fd, callErr := th.ctl.call(unix.SYS_USERFAULTFD, unix.O_CLOEXEC|unix.O_NONBLOCK|kernel.UFFD_USER_MODE_ONLY)
 	if callErr != nil {
 		if errors.Is(callErr, ptrace.ErrExited) {

@@ -7,7 +7,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/ctcr/ctcr/criu/proc"
 	"github.com/ctcr/ctcr/criu/ptrace"
 )
 
@@ -26,6 +25,9 @@ type taskCtl struct {
 	// signal-frame area its process's threads share (sigframe_amd64.go).
 	xstate []byte
 	frames *frameArea
+	// lone: where the process's lone calls put their frame (lonecall.go),
+	// nil if they have none.
+	lone *loneSpot
 }
 
 // frameArea is the part of a dumped process's scratch mapping that holds
@@ -73,6 +75,9 @@ func (c *taskCtl) call(nr uintptr, args ...uint64) (uint64, error) {
 		}
 		return res[0], nil
 	}
+	if c.r.Own != nil {
+		return c.loneCall(nr, args...)
+	}
 	return c.r.Syscall(nr, args...)
 }
 
@@ -103,25 +108,6 @@ func encode(v any) ([]byte, error) {
 		return nil, err
 	}
 	return buf.Bytes(), nil
-}
-
-// findSyscallInsn returns the address of a syscall instruction (0f 05)
-// in the task's executable vDSO text, which every x86-64 vDSO has in its
-// fallback paths. Executing it changes nothing in the task's memory.
-func findSyscallInsn(mem *ptrace.Mem, maps []proc.Mapping) (uint64, bool) {
-	for _, m := range maps {
-		if m.Path != "[vdso]" || !m.Exec || !m.Read {
-			continue
-		}
-		b := make([]byte, m.End-m.Start)
-		if err := mem.ReadAt(b, m.Start); err != nil {
-			return 0, false
-		}
-		if i := bytes.Index(b, []byte{0x0f, 0x05}); i >= 0 {
-			return m.Start + uint64(i), true
-		}
-	}
-	return 0, false
 }
 
 // mmapArgs is a helper for the remote mmap calls.

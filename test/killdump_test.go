@@ -249,6 +249,49 @@ func TestKillInRunnerBatch(t *testing.T) {
 	w.resultPasses(t, "after ctcr was killed in its batches")
 }
 
+// TestKillInLoneCall kills ctcr inside the two calls a dumped process
+// makes without the runner (the mmap of its scratch area, and the munmap
+// at the end), and inside the userfaultfd call of a pre-dump: with the
+// call's registers set, at its syscall-entry stop and at its exit stop.
+// The thread must finish the call and return to its own registers,
+// vector registers included, through the signal frame ctcr put under
+// the call (criu/lonecall.go); before that frame it crashed.
+func TestKillInLoneCall(t *testing.T) {
+	needCtcr(t)
+	w := startWorkload(t, "regcheck", "8")
+	pid := strconv.Itoa(w.pid)
+	for _, c := range []struct{ cmd, at string }{
+		{"dump", "1:regs"}, {"dump", "1:entry"}, {"dump", "1:exit"},
+		{"dump", "2:regs"}, {"dump", "2:entry"}, {"dump", "2:exit"},
+		{"pre-dump", "1:regs"}, {"pre-dump", "1:entry"}, {"pre-dump", "1:exit"},
+	} {
+		args := []string{c.cmd, "-t", pid, "-D", filepath.Join(t.TempDir(), "img")}
+		if c.cmd == "dump" {
+			args = append(args, "--leave-running", "--no-snapshot")
+		}
+		os.Setenv("CTCR_TEST_KILL_IN_LONE_CALL", c.at)
+		r := startCtcr(t, args...)
+		os.Unsetenv("CTCR_TEST_KILL_IN_LONE_CALL")
+		if err := r.wait(30 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if r.code() != 128+int(unix.SIGKILL) {
+			t.Fatalf("%s with CTCR_TEST_KILL_IN_LONE_CALL=%s: exit %d, want to be killed in lone call %s: %s", r, c.at, r.code(), c.at, r.stderr())
+		}
+		if err := assertRunnable(w.pid); err != nil {
+			t.Fatalf("ctcr %s killed in lone call %s: %v%s", c.cmd, c.at, err, w.report())
+		}
+		if err := w.progresses(5 * time.Second); err != nil {
+			t.Fatalf("ctcr %s killed in lone call %s: %v%s", c.cmd, c.at, err, w.report())
+		}
+	}
+	// The next dump removes what the dead ones left.
+	if r := runCtcr(t, 60*time.Second, "dump", "-t", pid, "-D", filepath.Join(t.TempDir(), "img"), "--leave-running"); r.code() != 0 {
+		t.Fatalf("%s after the killed ones: exit %d: %s", r, r.code(), r.stderr())
+	}
+	w.resultPasses(t, "after ctcr was killed in its lone calls")
+}
+
 // TestKillDuringRestore kills ctcr at random moments of a restore: the
 // tasks it was making die with it, the PID comes free, no puppet stays.
 func TestKillDuringRestore(t *testing.T) {

@@ -65,18 +65,27 @@ type Remote struct {
 //     that, SIGURG, which runtimes such as Go's must tolerate unasked),
 //     so once untraced the signal is dropped and the frame returns it to
 //     itself; a breakpoint (int3) there would kill it with SIGTRAP.
-//   - a lone call (Syscall) runs from the vDSO's syscall instruction to
-//     its syscall-exit stop, where the thread gets its own registers
-//     back; a tracer dying while it runs leaves the thread in ctcr's
-//     registers. That window is used only to map and unmap the area the
+//   - a lone call (Syscall) runs from a syscall instruction of the
+//     vDSO to its syscall-exit stop, where the thread gets its own
+//     registers back. It is used only to map and unmap the area the
 //     runner lives in (and, in a pre-copy, to have the task make a
-//     userfaultfd).
+//     userfaultfd). With LoneSP set, a thread whose tracer dies
+//     meanwhile comes back to itself too: IP is a syscall instruction
+//     followed only by xors of registers and a ret, and the call runs
+//     with rsp at LoneSP, where ctcr has put the address of an
+//     rt_sigreturn sequence of the task's own code followed by a
+//     signal frame of the thread's registers, mask and FPU state. So
+//     the syscall returns through the ret into rt_sigreturn, as a
+//     signal handler would. Without LoneSP (no such instructions, no
+//     room for the frame) a tracer dying then leaves the thread in
+//     ctcr's registers.
 type OwnState struct {
 	Mask       uint64      // the thread's own blocked signals
 	Sig        unix.Signal // the signal RunCode's code raises to stop
 	TgkillArgs [2]uint64   // the thread's process and thread id in its own PID namespace
 	Stop       uint64      // the address at which that signal stops it
 	FrameSP    uint64      // rsp for the closing rt_sigreturn (its frame + 8)
+	LoneSP     uint64      // rsp for lone calls: the sigreturn address, then a frame (0: none)
 }
 
 // siTkill is SI_TKILL (include/uapi/asm-generic/siginfo.h), the si_code
@@ -102,6 +111,9 @@ func (r *Remote) Syscall(nr uintptr, args ...uint64) (uint64, error) {
 	var a [6]uint64
 	copy(a[:], args)
 	regs.Rdi, regs.Rsi, regs.Rdx, regs.R10, regs.R8, regs.R9 = a[0], a[1], a[2], a[3], a[4], a[5]
+	if r.Own != nil && r.Own.LoneSP != 0 {
+		regs.Rsp = r.Own.LoneSP
+	}
 	if err := SetRegs(r.Tid, &regs); err != nil {
 		return 0, err
 	}
@@ -116,7 +128,9 @@ func (r *Remote) Syscall(nr uintptr, args ...uint64) (uint64, error) {
 	if err := SetSigmask(r.Tid, ^uint64(0)); err != nil {
 		return 0, err
 	}
+	testKillInLone(r.Tid, "regs")
 	ret, err := r.syscallStops(nr)
+	testKillInLone(r.Tid, "exit")
 	if gerr := r.giveBack(); gerr != nil && (err == nil || errors.Is(gerr, ErrExited)) {
 		return ret, gerr
 	}
@@ -149,6 +163,9 @@ func (r *Remote) syscallStops(nr uintptr) (uint64, error) {
 			return 0, fmt.Errorf("task %d %v during remote %s: %w", r.Tid, st, SyscallName(nr), ErrExited)
 		case st.Status.Stopped() && st.Status.StopSignal() == unix.SIGTRAP|0x80:
 			stops++ // entry, then exit
+			if stops == 1 && r.Own != nil {
+				testKillInLone(r.Tid, "entry")
+			}
 		case st.Event() != 0:
 			msg, err := EventMsg(r.Tid)
 			if err != nil {
@@ -449,6 +466,42 @@ func testKillInRun(tid int) {
 	}
 	Cont(tid, 0)
 	time.Sleep(time.Duration(killInRun.ms) * time.Millisecond)
+	unix.Kill(os.Getpid(), unix.SIGKILL)
+	select {}
+}
+
+// killInLone is a test hook: CTCR_TEST_KILL_IN_LONE_CALL=N:STAGE makes
+// ctcr kill itself with SIGKILL in the Nth lone call of a dumped thread,
+// at STAGE: "regs" (the call's registers are set, the thread has not
+// run), "entry" (at its syscall-entry stop) or "exit" (at its
+// syscall-exit stop, before the thread gets its registers back). Tests
+// use it to check that the thread comes back to itself from each.
+var killInLone = struct {
+	n     int
+	stage string
+	calls int
+}{}
+
+func init() {
+	v := os.Getenv("CTCR_TEST_KILL_IN_LONE_CALL")
+	if v == "" {
+		return
+	}
+	n, stage, _ := strings.Cut(v, ":")
+	killInLone.n, _ = strconv.Atoi(n)
+	killInLone.stage = stage
+}
+
+func testKillInLone(tid int, stage string) {
+	if killInLone.n == 0 {
+		return
+	}
+	if stage == "regs" {
+		killInLone.calls++
+	}
+	if killInLone.calls != killInLone.n || stage != killInLone.stage {
+		return
+	}
 	unix.Kill(os.Getpid(), unix.SIGKILL)
 	select {}
 }
