@@ -422,12 +422,22 @@ func TestCriuRuncRestoreForeground(t *testing.T) {
 	c.waitStatus(t, "running", 20*time.Second)
 	c.notePid()
 	st, _ := c.state()
-	ps, err := readStat(st.Pid)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if ps.ppid != cmd.Process.Pid {
-		t.Errorf("the restored init %d has parent %d, want runc restore (%d)", st.Pid, ps.ppid, cmd.Process.Pid)
+	// runc says running as soon as the init exists, while ctcr (its
+	// parent until then) may still be on its way out.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ps, err := readStat(st.Pid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ps.ppid == cmd.Process.Pid {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("the restored init %d has parent %d 10 s after runc said running, want runc restore (%d)", st.Pid, ps.ppid, cmd.Process.Pid)
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	c.assertCounting(t, "under a foreground runc restore")
 	if o, err := c.cmd(10*time.Second, "", "kill", c.id, "KILL"); err != nil {
