@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"os"
+	"unsafe"
 
 	"github.com/checkpoint-restore/go-criu/v7/crit/images/fdinfo"
 	packetsock "github.com/checkpoint-restore/go-criu/v7/crit/images/packet-sock"
@@ -14,7 +15,8 @@ import (
 	"github.com/ctcr/ctcr/criu/proc"
 )
 
-// packetSockets are AF_PACKET sockets (DHCP clients, capture tools):
+// packetSockets are AF_PACKET sockets (DHCP clients, capture tools),
+// SOCK_PACKET ones included:
 // type, protocol, the interface they are bound to, their version,
 // reserve, flags (auxdata, origdev, vnet header, loss), timestamp
 // source, copy threshold, multicast memberships and fanout group, as
@@ -138,7 +140,7 @@ func openPacketSocket(r *fileRestore, e *fdinfo.FileEntry) (*os.File, error) {
 		return nil, corruptf("files.img", "packet socket id %d without its entry", e.GetId())
 	}
 	what := fmt.Sprintf("packet socket id %d (type %d, protocol %#x, interface %d)", e.GetId(), p.GetType(), p.GetProtocol(), p.GetIfindex())
-	if p.GetType() != unix.SOCK_RAW && p.GetType() != unix.SOCK_DGRAM {
+	if p.GetType() != unix.SOCK_RAW && p.GetType() != unix.SOCK_DGRAM && p.GetType() != unix.SOCK_PACKET {
 		return nil, corruptf("files.img", "%s: not a packet socket type", what)
 	}
 	proto16 := uint16(p.GetProtocol())
@@ -148,6 +150,9 @@ func openPacketSocket(r *fileRestore, e *fdinfo.FileEntry) (*os.File, error) {
 		var err error
 		if fd, err = unix.Socket(unix.AF_PACKET, int(p.GetType())|unix.SOCK_CLOEXEC, int(htons)); err != nil {
 			return os.NewSyscallError("socket(AF_PACKET)", err)
+		}
+		if p.GetType() == unix.SOCK_PACKET {
+			return bindSpkt(fd, p)
 		}
 		set := func(opt int, name string, v uint32) error {
 			if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, opt, int(v)); err != nil {
@@ -229,4 +234,30 @@ func packetRingVMA(files *fileTable, m proc.Mapping, where string) (uint32, erro
 		return 0, fmt.Errorf("%s: %s is a mapping of a socket with no packet ring (fd %d of task %d): %w", where, m.Path, o.fd, o.pid, ErrUnsupported)
 	}
 	return 0, fmt.Errorf("%s: %s is the ring of a socket no fd of the tree holds any more: %w", where, m.Path, ErrUnsupported)
+}
+
+// bindSpkt binds a SOCK_PACKET socket (the old interface, which has no
+// packet options) to the interface of the entry by its name, as that
+// interface is called in the restored tree's network namespace, and
+// sets its socket options.
+func bindSpkt(fd int, p *packetsock.PacketSockEntry) error {
+	if p.GetIfindex() != 0 {
+		ifr, err := unix.NewIfreq("")
+		if err != nil {
+			return err
+		}
+		ifr.SetUint32(p.GetIfindex())
+		if err := unix.IoctlIfreq(fd, unix.SIOCGIFNAME, ifr); err != nil {
+			return fmt.Errorf("name of interface %d: %w", p.GetIfindex(), err)
+		}
+		// struct sockaddr_pkt as far as bind reads it: sizeof(struct
+		// sockaddr), the family and 14 bytes of device name.
+		var sa [16]byte
+		binary.LittleEndian.PutUint16(sa[:], unix.AF_PACKET)
+		copy(sa[2:15], ifr.Name())
+		if _, _, e := unix.Syscall(unix.SYS_BIND, uintptr(fd), uintptr(unsafe.Pointer(&sa[0])), uintptr(len(sa))); e != 0 {
+			return fmt.Errorf("bind to interface %s: %w", ifr.Name(), e)
+		}
+	}
+	return restoreSkOpts(fd, p.GetOpts())
 }

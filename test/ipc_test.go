@@ -86,7 +86,8 @@ func TestPidfds(t *testing.T) {
 // expects the same binding, options and membership, and frames; and the
 // packetring workload (a TPACKET_V3 RX ring and a TPACKET_V2 TX ring,
 // each mapped), which expects its rings mapped where they were and a
-// frame sent through one to arrive in the other.
+// frame sent through one to arrive in the other; and the spkt workload
+// (a SOCK_PACKET socket bound to lo by name).
 func TestPacketSockets(t *testing.T) {
 	t.Run("a packet socket keeps its interface, protocol, options and memberships", func(t *testing.T) {
 		dumpRestoreWorkload(t, "packet")
@@ -99,6 +100,12 @@ func TestPacketSockets(t *testing.T) {
 	})
 	t.Run("the packetring workload passes when it is never dumped", func(t *testing.T) {
 		startWorkload(t, "packetring").checkPasses(30*time.Second, "packetring")
+	})
+	t.Run("a SOCK_PACKET socket keeps its interface and carries a frame", func(t *testing.T) {
+		dumpRestoreWorkload(t, "spkt")
+	})
+	t.Run("the spkt workload passes when it is never dumped", func(t *testing.T) {
+		startWorkload(t, "spkt").checkPasses(30*time.Second, "spkt")
 	})
 }
 
