@@ -187,3 +187,16 @@ func TestTCPSynSent(t *testing.T) {
 		decodeWithCrit(t, img)
 	}
 }
+
+// TestTCPStates: connections whose FIN waits behind bytes the peer has no
+// room for, both ends in the tree, move with repair mode in each state
+// such a FIN makes: FIN_WAIT1 (against ESTABLISHED), CLOSING (against
+// FIN_WAIT2) and LAST_ACK (against FIN_WAIT2). The reader reads every
+// byte, then the end of the stream; the states move on after restore.
+func TestTCPStates(t *testing.T) {
+	for _, mode := range []string{"fin1", "closing", "lastack"} {
+		t.Run(mode, func(t *testing.T) {
+			dumpRestoreWorkload(t, "tcpstates", mode)
+		})
+	}
+}

@@ -66,6 +66,8 @@ int main(int argc, char **argv)
 		wl_fail("the connection did not complete in 30 s (poll %d, SO_ERROR %s, state %d)", n, strerror(err), state(c));
 		return wl_finish();
 	}
+	if (state(c) != TCP_ESTABLISHED)
+		wl_fail("the connection is in state %d once writable, want ESTABLISHED", state(c));
 	int fl = fcntl(c, F_GETFL);
 	if (!(fl & O_NONBLOCK))
 		wl_fail("the socket lost O_NONBLOCK");
