@@ -49,9 +49,9 @@ import (
 // the connection as established, and replays the shutdown: once out of
 // repair mode, an end that had sent its FIN is shut down for writing
 // again and sends it (after the bytes it had never sent), and an end
-// that had received one receives it again from its peer, which must
-// therefore be in the tree too (as soccr does with a FIN packet it
-// makes, ctcr makes none).
+// that had received one receives it again from its peer if its peer is
+// in the tree; from a peer outside the tree (--tcp-established) restore
+// makes that FIN itself, as soccr does (sk_tcp_fin.go).
 
 // tcpRepairable reports whether a connection in state moves with repair.
 func tcpRepairable(state uint8) bool {
@@ -102,16 +102,13 @@ func unmap(sa unix.Sockaddr) unix.Sockaddr {
 type tcpConns struct {
 	ends  map[string]string // "src->dst" -> where it was dumped
 	peers map[string]string // "src->dst" -> the peer's "dst->src"
-	// gotFIN: ends that had received their peer's FIN, by state name:
-	// only a peer in the tree sends it again.
-	gotFIN map[string]string
 	// inos: the socket inode of each end dumped.
 	inos map[string]uint32
 }
 
 func tcpState(t *fileTable) *tcpConns {
 	return t.kindState("tcp connections", func() any {
-		return &tcpConns{ends: map[string]string{}, peers: map[string]string{}, gotFIN: map[string]string{}, inos: map[string]uint32{}}
+		return &tcpConns{ends: map[string]string{}, peers: map[string]string{}, inos: map[string]uint32{}}
 	}).(*tcpConns)
 }
 
@@ -130,12 +127,6 @@ func finishTCP(t *fileTable) error {
 		ends = append(ends, end)
 	}
 	sort.Strings(ends)
-	for _, end := range ends {
-		if _, ok := st.ends[st.peers[end]]; !ok && st.gotFIN[end] != "" {
-			return fmt.Errorf("%s: TCP connection %s in state %s: its other end, outside the dumped tree, sent a FIN that ctcr cannot make again (--tcp-close restores it as ended): %w",
-				st.ends[end], end, st.gotFIN[end], ErrUnsupported)
-		}
-	}
 	if t.tcpEstablished {
 		return nil
 	}
@@ -254,9 +245,6 @@ func dumpTCPStream(d *fdDump, fd int, e *skinet.InetSkEntry, src, dst unix.Socka
 	st.ends[end] = d.where
 	st.inos[end] = e.GetIno()
 	st.peers[end] = tcpEnd(dst, src)
-	if tcpGotFIN(e.GetState()) {
-		st.gotFIN[end] = tcpStateNames[uint8(e.GetState())]
-	}
 	return nil
 }
 
@@ -410,6 +398,26 @@ func restoreTCPStream(r *fileRestore, fd int, isk *skinet.InetSkEntry, src, dst 
 	// Out of repair mode only once every socket of the tree exists: a
 	// segment to an end not made yet would be answered with a reset.
 	unsent := outq[len(sent):]
+	// The peer's FIN, from a peer outside the tree, is made again
+	// (sk_tcp_fin.go), then this end's own.
+	peerOutside := gotFIN != 0 && !tcpPeerInImages(r, src, dst)
+	if peerOutside {
+		r.lateFinals = append(r.lateFinals, func() error {
+			fail := func(step string, err error) error {
+				return fmt.Errorf("TCP connection %s (socket %d): %s: %w", tcpEnd(src, dst), isk.GetIno(), step, err)
+			}
+			win := s.GetSndWnd() >> s.GetSndWscale()
+			if err := sendPeerFIN(r, fd, src, dst, s.GetInqSeq()-1, s.GetOutqSeq()-s.GetOutqLen()-sentFIN, win); err != nil {
+				return fail("the FIN its peer had sent", err)
+			}
+			if sentFIN != 0 {
+				if err := unix.Shutdown(fd, unix.SHUT_WR); err != nil {
+					return fail(fmt.Sprintf("shut down for writing again (%s)", tcpStateNames[uint8(isk.GetState())]), err)
+				}
+			}
+			return nil
+		})
+	}
 	r.finals = append(r.finals, func() error {
 		fail := func(step string, err error) error {
 			return fmt.Errorf("TCP connection %s (socket %d): %s: %w", tcpEnd(src, dst), isk.GetIno(), step, err)
@@ -430,7 +438,7 @@ func restoreTCPStream(r *fileRestore, fd int, isk *skinet.InetSkEntry, src, dst 
 			}
 			b = b[n:]
 		}
-		if sentFIN != 0 {
+		if sentFIN != 0 && !peerOutside {
 			// After the bytes never sent: the FIN follows them.
 			if err := unix.Shutdown(fd, unix.SHUT_WR); err != nil {
 				return fail(fmt.Sprintf("shut down for writing again (%s)", tcpStateNames[uint8(isk.GetState())]), err)

@@ -3,6 +3,7 @@ package test
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -198,5 +199,53 @@ func TestTCPStates(t *testing.T) {
 		t.Run(mode, func(t *testing.T) {
 			dumpRestoreWorkload(t, "tcpstates", mode)
 		})
+	}
+}
+
+// TestTCPPeerFIN: a connection whose peer outside the tree sent bytes and
+// its FIN (the tree's end in CLOSE_WAIT) moves with --tcp-established:
+// restore makes that FIN again from the peer's address (the peer will
+// not send it again), so the restored end reads the bytes, then the end
+// of the stream, and what it writes then reaches the peer, followed by
+// its own FIN. Without --tcp-established the dump refuses it by name.
+func TestTCPPeerFIN(t *testing.T) {
+	needCtcr(t)
+	w := launchWorkload(t, "tcpextfin")
+	var port int
+	for end := time.Now().Add(30 * time.Second); port == 0; time.Sleep(10 * time.Millisecond) {
+		port, _ = strconv.Atoi(strings.TrimSpace(w.read("port")))
+		if time.Now().After(end) {
+			t.Fatalf("the workload wrote no port in 30 s%s", w.report())
+		}
+	}
+	conn, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	w.waitReady()
+	img := filepath.Join(t.TempDir(), "img")
+	r := runCtcr(t, 60*time.Second, "dump", "-t", strconv.Itoa(w.pid), "-D", img)
+	if r.code() != 1 || !strings.Contains(r.stderr(), "outside the dumped tree") || !strings.Contains(r.stderr(), "--tcp-established") {
+		t.Fatalf("%s: exit status %d, stderr %q; want 1 and a message naming the connection and --tcp-established", r, r.code(), r.stderr())
+	}
+	if err := assertRunnable(w.pid); err != nil {
+		t.Fatalf("after the refused dump: %v", err)
+	}
+	dumpWith(t, w, img, "--tcp-established")
+	restoreForeground(t, w, img, scenario{}, nil)
+	conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+	got, err := io.ReadAll(conn)
+	if err != nil || string(got) != "bye" {
+		t.Errorf("the peer read %q (%v), want \"bye\" then the end of the stream", got, err)
+	}
+	if !t.Failed() {
+		decodeWithCrit(t, img)
 	}
 }
