@@ -31,11 +31,10 @@ import (
 // (the peer is told nothing; what the socket had received can still be
 // read, then the stream ends; writes fail), as it does a connection that
 // was reset. Connections waiting in a listener's accept queue move when
-// their other end is in the tree (sk_tcp_queue.go), are refused by name
+// their other end is in the tree (sk_inet_acceptq.go), are refused by name
 // otherwise, and dropped with --tcp-close. Datagrams queued on UDP,
-// UDP-Lite, ping and raw sockets
-// cannot be sent again from their senders' addresses: they are dropped
-// with a warning.
+// UDP-Lite, ping and raw sockets cannot be sent again from their
+// senders' addresses: they are dropped with a warning.
 //
 // Restore makes each socket in the restored root's network namespace,
 // binds it with SO_REUSEADDR and IP_FREEBIND for the moment (the old
@@ -488,7 +487,7 @@ func openInetSocket(r *fileRestore, e *fdinfo.FileEntry) (*os.File, error) {
 				return nil, fmt.Errorf("%s: %w", what, err)
 			}
 			if c != nil {
-				return openQueuedPeer(r, e, isk, src, dst, stream, c, what)
+				return openQueuedPeer(r, isk, src, dst, stream, c, what)
 			}
 		}
 	}

@@ -8,7 +8,6 @@ import (
 	"os"
 	"time"
 
-	"github.com/checkpoint-restore/go-criu/v7/crit/images/fdinfo"
 	skinet "github.com/checkpoint-restore/go-criu/v7/crit/images/sk-inet"
 	"golang.org/x/sys/unix"
 
@@ -107,9 +106,9 @@ func queuedEnds(pid, family int, src unix.Sockaddr) ([][2]unix.Sockaddr, error) 
 	binary.LittleEndian.PutUint32(req[48:], 0xffffffff)
 	binary.LittleEndian.PutUint32(req[52:], 0xffffffff)
 	srcWords, srcPort, _ := inetAddr(src)
-	any := true
+	wildcard := true
 	for _, w := range srcWords {
-		any = any && w == 0
+		wildcard = wildcard && w == 0
 	}
 	var out [][2]unix.Sockaddr
 	err := sockDiag(pid, req, func(b []byte) error {
@@ -133,7 +132,7 @@ func queuedEnds(pid, family int, src unix.Sockaddr) ([][2]unix.Sockaddr, error) 
 		if sport != srcPort {
 			return nil
 		}
-		if !any {
+		if !wildcard {
 			for i, w := range srcWords {
 				if i >= len(local) || local[i] != w {
 					return nil
@@ -289,7 +288,7 @@ const acceptQueueWait = 10 * time.Second
 // openQueuedPeer makes the socket isk, the other end of connection c
 // that waits in a listener's accept queue: bound now, connected once
 // every socket exists (see the top of this file).
-func openQueuedPeer(r *fileRestore, e *fdinfo.FileEntry, isk *skinet.InetSkEntry, src, dst unix.Sockaddr, ts *tcpStream, c *queuedConn, what string) (*os.File, error) {
+func openQueuedPeer(r *fileRestore, isk *skinet.InetSkEntry, src, dst unix.Sockaddr, ts *tcpStream, c *queuedConn, what string) (*os.File, error) {
 	if len(ts.inq) > 0 {
 		return nil, corruptf(acceptQueueFile, "%s: %d bytes received from a connection its listener never accepted", what, len(ts.inq))
 	}
