@@ -208,9 +208,16 @@ func TestTCPStates(t *testing.T) {
 // not send it again), so the restored end reads the bytes, then the end
 // of the stream, and what it writes then reaches the peer, followed by
 // its own FIN. Without --tcp-established the dump refuses it by name.
+// Over IPv4 and IPv6 (the FIN is made with the IP header of each).
 func TestTCPPeerFIN(t *testing.T) {
 	needCtcr(t)
-	w := launchWorkload(t, "tcpextfin")
+	for _, fam := range []struct{ name, arg, host string }{{"IPv4", "4", "127.0.0.1"}, {"IPv6", "6", "::1"}} {
+		t.Run(fam.name, func(t *testing.T) { peerFIN(t, fam.arg, fam.host) })
+	}
+}
+
+func peerFIN(t *testing.T, arg, host string) {
+	w := launchWorkload(t, "tcpextfin", arg)
 	var port int
 	for end := time.Now().Add(30 * time.Second); port == 0; time.Sleep(10 * time.Millisecond) {
 		port, _ = strconv.Atoi(strings.TrimSpace(w.read("port")))
@@ -218,7 +225,7 @@ func TestTCPPeerFIN(t *testing.T) {
 			t.Fatalf("the workload wrote no port in 30 s%s", w.report())
 		}
 	}
-	conn, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	conn, err := net.Dial("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,8 @@
 /*
  * tcpextfin: a connection whose peer, outside the tree (the test), sent
  * "hello" and its FIN: the accepted end S is in CLOSE_WAIT with "hello"
- * unread. The listener's port goes to DIR/port before ready.
+ * unread. The listener's port goes to DIR/port before ready. With the
+ * argument "6", over IPv6 (::1).
  *
  * After restore: S reads "hello", then the end of the stream; S writes
  * "bye" and shuts down, which the peer reads.
@@ -46,13 +47,16 @@ int main(int argc, char **argv)
 {
 	wl_init(argc, argv);
 	signal(SIGPIPE, SIG_IGN);
-	int l = socket(AF_INET, SOCK_STREAM, 0);
+	int v6 = argc > 2 && strcmp(argv[2], "6") == 0;
+	int l = socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM, 0);
 	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	socklen_t al = sizeof(a);
-	if (l < 0 || bind(l, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(l, 1) < 0 || getsockname(l, (struct sockaddr *)&a, &al) < 0)
+	struct sockaddr_in6 a6 = { .sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT };
+	struct sockaddr *sa = v6 ? (struct sockaddr *)&a6 : (struct sockaddr *)&a;
+	socklen_t al = v6 ? sizeof(a6) : sizeof(a);
+	if (l < 0 || bind(l, sa, al) < 0 || listen(l, 1) < 0 || getsockname(l, sa, &al) < 0)
 		wl_die("listen");
 	char port[16];
-	int n = snprintf(port, sizeof(port), "%d\n", ntohs(a.sin_port));
+	int n = snprintf(port, sizeof(port), "%d\n", ntohs(v6 ? a6.sin6_port : a.sin_port));
 	wl_write_file("port", port, n);
 	int s = accept(l, NULL, NULL);
 	if (s < 0)
