@@ -134,7 +134,9 @@ func (t *fileTable) finish() error {
 			}
 		}
 	}
-	return nil
+	// Last: it takes connections out of accept queues, which a failed
+	// dump cannot put back.
+	return t.takeAcceptQueues()
 }
 
 // writeExtra writes every extra image into the staging dir.

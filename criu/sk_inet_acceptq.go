@@ -21,7 +21,7 @@ import (
 // ctcr keeps the connections whose other end is in the dumped tree:
 //
 // Dump, once every fd of the tree is dumped (the other end must have
-// been met), takes them out of the queue with accept4 on ctcr's own copy
+// been met) and every check has passed, takes them out of the queue with accept4 on ctcr's own copy
 // of the listener (the tasks' fds do not change), reads what each had
 // received (and whether its peer's FIN came after it), and silences it
 // with repair mode before closing it. Nothing else of it matters: the
@@ -51,7 +51,8 @@ import (
 // its sequence numbers. So is a dump with --leave-running: what was
 // taken out of the queue cannot be put back. A dump that fails after
 // the queue was read loses those connections (their ends see nothing);
-// it is read as late as the dump can, with the last fds.
+// they are read as late as the dump can, once every fd is dumped and
+// checked.
 
 // acceptQueueFile is the sidecar listing the connections in accept
 // queues (CRIU has no image for them).
@@ -153,15 +154,16 @@ func queuedEnds(pid, family int, src unix.Sockaddr) ([][2]unix.Sockaddr, error) 
 	return out, err
 }
 
-// dumpAcceptQueues reads the connections waiting in the accept queues of
-// the tree's listeners, if each one's other end was dumped.
-func dumpAcceptQueues(t *fileTable) error {
+// checkAcceptQueues checks, with sock_diag, that the other end of every
+// connection waiting in an accept queue of the tree's listeners was
+// dumped, and counts the queued ends as dumped: nothing is taken from
+// the queues yet, so a dump refused now leaves them as they were.
+func checkAcceptQueues(t *fileTable) error {
 	aq, ok := t.kinds["tcp accept queues"].(*acceptQueues)
 	if !ok {
 		return nil
 	}
 	st := tcpState(t)
-	var queued []queuedConn
 	for _, q := range aq.qs {
 		ends, err := queuedEnds(q.pid, q.family, q.src)
 		if err != nil {
@@ -178,6 +180,27 @@ func dumpAcceptQueues(t *fileTable) error {
 			// connection came or went: which queue holds what is unclear.
 			return fmt.Errorf("%s: %s: %d connections wait to be accepted, sock_diag lists %d on its address: %w", q.where, q.what, q.count, len(ends), ErrUnsupported)
 		}
+		for _, end := range ends {
+			e := tcpEnd(end[0], end[1])
+			st.ends[e] = "the accept queue of " + q.where
+			st.peers[e] = tcpEnd(end[1], end[0])
+		}
+	}
+	return nil
+}
+
+// takeAcceptQueues takes the connections out of the accept queues
+// checkAcceptQueues checked and records them beside the images. It runs
+// last of the file table's finish, when nothing but writing the images
+// can fail the dump any more: a dump that fails after loses them.
+func (t *fileTable) takeAcceptQueues() error {
+	aq, ok := t.kinds["tcp accept queues"].(*acceptQueues)
+	if !ok {
+		return nil
+	}
+	st := tcpState(t)
+	var queued []queuedConn
+	for _, q := range aq.qs {
 		for i := 0; i < q.count; i++ {
 			c, err := takeQueued(t, st, q)
 			if err != nil {

@@ -115,7 +115,7 @@ func tcpState(t *fileTable) *tcpConns {
 // finishTCP refuses a connection whose other end the dump did not meet,
 // unless --tcp-established held it still.
 func finishTCP(t *fileTable) error {
-	if err := dumpAcceptQueues(t); err != nil {
+	if err := checkAcceptQueues(t); err != nil {
 		return err
 	}
 	st, ok := t.kinds["tcp connections"].(*tcpConns)
