@@ -338,6 +338,7 @@ func dumpOnce(opts DumpOptions) (*DumpStats, error) {
 	files.fileLocks = opts.FileLocks
 	files.tcpClose = opts.TCPClose
 	files.tcpEstablished = opts.TCPEstablished
+	files.leaveRunning = opts.LeaveRunning
 	files.warnf = warnf
 	// Runs before the tasks are resumed (the rollback runs newest first).
 	rb.add(func() { files.giveBack(true, opts.logf) })

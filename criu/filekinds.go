@@ -134,7 +134,9 @@ func (t *fileTable) finish() error {
 			}
 		}
 	}
-	return nil
+	// Last: it takes connections out of accept queues, which a failed
+	// dump cannot put back.
+	return t.takeAcceptQueues()
 }
 
 // writeExtra writes every extra image into the staging dir.
@@ -208,13 +210,17 @@ type fileRestore struct {
 	// finals run once every task has its files, before any task runs
 	// (a TCP connection leaves repair mode once both its ends exist).
 	finals []func() error
+	// lateFinals run after the finals, once the segments the dump held
+	// still get through again (a TCP handshake made at restore).
+	lateFinals []func() error
 	// asyncArmed are the files in O_ASYNC mode whose mode a task set
 	// again through its own fd (rearmAsync).
 	asyncArmed map[uint32]bool
 }
 
-// finalize runs the finals in the order they were added, then lets the
-// segments of TCP connections the dump held still through.
+// finalize runs the finals in the order they were added, lets the
+// segments of TCP connections the dump held still through, then runs the
+// late finals.
 func (r *fileRestore) finalize() error {
 	for _, f := range r.finals {
 		if err := f(); err != nil {
@@ -223,10 +229,21 @@ func (r *fileRestore) finalize() error {
 	}
 	r.finals = nil
 	table, err := readNetLock(r.cp.dir.Path(netLockFile))
-	if err != nil || table == "" {
+	if err != nil {
 		return err
 	}
-	return unlockTable(r.rootPid, table)
+	if table != "" {
+		if err := unlockTable(r.rootPid, table); err != nil {
+			return err
+		}
+	}
+	for _, f := range r.lateFinals {
+		if err := f(); err != nil {
+			return err
+		}
+	}
+	r.lateFinals = nil
+	return nil
 }
 
 func newFileRestore(cp *checkpoint, opts *RestoreOptions) *fileRestore {

@@ -44,7 +44,10 @@ type fileTable struct {
 	// tcpEstablished: connections with an end outside the tree move
 	// too, held still by netLock meanwhile (--tcp-established).
 	tcpEstablished bool
-	netLock        *netLock
+	// leaveRunning: the tasks run on after the dump
+	// (DumpOptions.LeaveRunning).
+	leaveRunning bool
+	netLock      *netLock
 	// vpidOf maps the host PID of each process of the tree to its PID
 	// in the tree's namespace (what a pidfd names).
 	vpidOf map[int]int

@@ -26,14 +26,15 @@ import (
 // state as the kernel numbers it, the listen backlog, socket options.
 //
 // Established and half-closed TCP connections move with TCP repair
-// (sk_tcp.go); --tcp-close restores them as connections that have ended
+// (sk_tcp.go), and so, with --tcp-established, do TCP sockets in
+// SYN_SENT; --tcp-close restores them as connections that have ended
 // (the peer is told nothing; what the socket had received can still be
 // read, then the stream ends; writes fail), as it does a connection that
-// was reset. Connections waiting in a listener's queue are refused by
-// name, and dropped with --tcp-close; TCP sockets in SYN_SENT are
-// refused too (--tcp-close ends them). Datagrams queued on UDP, UDP-Lite, ping and raw sockets
-// cannot be sent again from their senders' addresses: they are dropped
-// with a warning.
+// was reset. Connections waiting in a listener's accept queue move when
+// their other end is in the tree (sk_inet_acceptq.go), are refused by name
+// otherwise, and dropped with --tcp-close. Datagrams queued on UDP,
+// UDP-Lite, ping and raw sockets cannot be sent again from their
+// senders' addresses: they are dropped with a warning.
 //
 // Restore makes each socket in the restored root's network namespace,
 // binds it with SO_REUSEADDR and IP_FREEBIND for the moment (the old
@@ -253,10 +254,13 @@ func dumpInetSocket(d *fdDump) (*fdinfo.FileEntry, error) {
 			// tcpi_sacked and the connections waiting in tcpi_unacked.
 			e.Backlog = proto.Uint32(info.Sacked)
 			if info.Unacked > 0 {
-				if !d.files.tcpClose {
-					return nil, d.unsupported(fmt.Sprintf("%s: %d connections wait to be accepted: connections in a listener's accept queue are not checkpointed, even with --tcp-established (--tcp-close drops them)", what, info.Unacked))
+				if d.files.tcpClose {
+					d.files.warnf("%s: %s: %d connections waiting to be accepted are dropped (--tcp-close)", d.where, what, info.Unacked)
+					break
 				}
-				d.files.warnf("%s: %s: %d connections waiting to be accepted are dropped (--tcp-close)", d.where, what, info.Unacked)
+				if err := noteAcceptQueue(d, fd, e, src, int(info.Unacked), what); err != nil {
+					return nil, err
+				}
 			}
 		case tcpClose:
 			// A connection that ended (reset, or both ends closed):
@@ -280,8 +284,20 @@ func dumpInetSocket(d *fdDump) (*fdinfo.FileEntry, error) {
 				}
 				break
 			}
+			if info.State == kernel.TCP_SYN_SENT && dst == nil {
+				// getpeername answers ENOTCONN in SYN_SENT, SO_PEERNAME
+				// does not.
+				if dst = closedPeer(fd, family); dst != nil {
+					words, port, _ := inetAddr(dst)
+					e.DstAddr, e.DstPort = words, proto.Uint32(port)
+					what = fmt.Sprintf("%s (%s)", d.link, inetDesc(uint32(typ), uint32(family), uint32(protocol), src, dst))
+				}
+			}
+			if info.State == kernel.TCP_SYN_SENT && !d.files.tcpEstablished {
+				return nil, d.unsupported(fmt.Sprintf("%s in state SYN_SENT: its peer has not answered yet: --tcp-established moves it (it sends its SYN again once restored; --tcp-close ends it)", what))
+			}
 			if !tcpRepairable(info.State) || dst == nil {
-				return nil, d.unsupported(fmt.Sprintf("%s in state %s: only established and half-closed TCP connections move (--tcp-close restores it as ended)", what, tcpStateNames[info.State]))
+				return nil, d.unsupported(fmt.Sprintf("%s in state %s: only established, half-closed and opening (SYN_SENT) TCP connections move (--tcp-close restores it as ended)", what, tcpStateNames[info.State]))
 			}
 			if err := dumpTCPStream(d, fd, e, src, dst, what); err != nil {
 				return nil, err
@@ -465,6 +481,14 @@ func openInetSocket(r *fileRestore, e *fdinfo.FileEntry) (*os.File, error) {
 				return nil, corruptf("files.img", "%s: connected without a destination", what)
 			}
 			stream = &tcpStream{e: se, inq: inq, outq: outq}
+			// The other end of a connection waiting in an accept queue.
+			c, err := queuedConnOf(r, isk.GetIno())
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", what, err)
+			}
+			if c != nil {
+				return openQueuedPeer(r, isk, src, dst, stream, c, what)
+			}
 		}
 	}
 	fd := -1

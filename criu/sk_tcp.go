@@ -49,14 +49,14 @@ import (
 // the connection as established, and replays the shutdown: once out of
 // repair mode, an end that had sent its FIN is shut down for writing
 // again and sends it (after the bytes it had never sent), and an end
-// that had received one receives it again from its peer, which must
-// therefore be in the tree too (as soccr does with a FIN packet it
-// makes, ctcr makes none).
+// that had received one receives it again from its peer if its peer is
+// in the tree; from a peer outside the tree (--tcp-established) restore
+// makes that FIN itself, as soccr does (sk_tcp_fin.go).
 
 // tcpRepairable reports whether a connection in state moves with repair.
 func tcpRepairable(state uint8) bool {
 	switch state {
-	case tcpEstablished, kernel.TCP_FIN_WAIT1, kernel.TCP_FIN_WAIT2, kernel.TCP_CLOSE_WAIT, kernel.TCP_CLOSING, kernel.TCP_LAST_ACK:
+	case tcpEstablished, kernel.TCP_SYN_SENT, kernel.TCP_FIN_WAIT1, kernel.TCP_FIN_WAIT2, kernel.TCP_CLOSE_WAIT, kernel.TCP_CLOSING, kernel.TCP_LAST_ACK:
 		return true
 	}
 	return false
@@ -102,20 +102,22 @@ func unmap(sa unix.Sockaddr) unix.Sockaddr {
 type tcpConns struct {
 	ends  map[string]string // "src->dst" -> where it was dumped
 	peers map[string]string // "src->dst" -> the peer's "dst->src"
-	// gotFIN: ends that had received their peer's FIN, by state name:
-	// only a peer in the tree sends it again.
-	gotFIN map[string]string
+	// inos: the socket inode of each end dumped.
+	inos map[string]uint32
 }
 
 func tcpState(t *fileTable) *tcpConns {
 	return t.kindState("tcp connections", func() any {
-		return &tcpConns{ends: map[string]string{}, peers: map[string]string{}, gotFIN: map[string]string{}}
+		return &tcpConns{ends: map[string]string{}, peers: map[string]string{}, inos: map[string]uint32{}}
 	}).(*tcpConns)
 }
 
 // finishTCP refuses a connection whose other end the dump did not meet,
 // unless --tcp-established held it still.
 func finishTCP(t *fileTable) error {
+	if err := checkAcceptQueues(t); err != nil {
+		return err
+	}
 	st, ok := t.kinds["tcp connections"].(*tcpConns)
 	if !ok {
 		return nil
@@ -125,12 +127,6 @@ func finishTCP(t *fileTable) error {
 		ends = append(ends, end)
 	}
 	sort.Strings(ends)
-	for _, end := range ends {
-		if _, ok := st.ends[st.peers[end]]; !ok && st.gotFIN[end] != "" {
-			return fmt.Errorf("%s: TCP connection %s in state %s: its other end, outside the dumped tree, sent a FIN that ctcr cannot make again (--tcp-close restores it as ended): %w",
-				st.ends[end], end, st.gotFIN[end], ErrUnsupported)
-		}
-	}
 	if t.tcpEstablished {
 		return nil
 	}
@@ -247,10 +243,8 @@ func dumpTCPStream(d *fdDump, fd int, e *skinet.InetSkEntry, src, dst unix.Socka
 	st := tcpState(d.files)
 	end := tcpEnd(src, dst)
 	st.ends[end] = d.where
+	st.inos[end] = e.GetIno()
 	st.peers[end] = tcpEnd(dst, src)
-	if tcpGotFIN(e.GetState()) {
-		st.gotFIN[end] = tcpStateNames[uint8(e.GetState())]
-	}
 	return nil
 }
 
@@ -319,6 +313,9 @@ func tcpStreamOf(r *fileRestore, ino uint32) (*tcpstream.TcpStreamEntry, []byte,
 // restoreTCPStream makes fd, a new TCP socket in repair mode, the end of
 // the connection src -> dst the image holds; repair mode is left.
 func restoreTCPStream(r *fileRestore, fd int, isk *skinet.InetSkEntry, src, dst unix.Sockaddr, ts *tcpStream) error {
+	if isk.GetState() == kernel.TCP_SYN_SENT {
+		return restoreTCPSynSent(r, fd, isk, src, dst, ts.e)
+	}
 	s, inq, outq := ts.e, ts.inq, ts.outq
 	setSeq := func(queue int, seq uint32) error {
 		if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR_QUEUE, queue); err != nil {
@@ -401,6 +398,26 @@ func restoreTCPStream(r *fileRestore, fd int, isk *skinet.InetSkEntry, src, dst 
 	// Out of repair mode only once every socket of the tree exists: a
 	// segment to an end not made yet would be answered with a reset.
 	unsent := outq[len(sent):]
+	// The peer's FIN, from a peer outside the tree, is made again
+	// (sk_tcp_fin.go), then this end's own.
+	peerOutside := gotFIN != 0 && !tcpPeerInImages(r, src, dst)
+	if peerOutside {
+		r.lateFinals = append(r.lateFinals, func() error {
+			fail := func(step string, err error) error {
+				return fmt.Errorf("TCP connection %s (socket %d): %s: %w", tcpEnd(src, dst), isk.GetIno(), step, err)
+			}
+			win := s.GetSndWnd() >> s.GetSndWscale()
+			if err := sendPeerFIN(r, fd, src, dst, s.GetInqSeq()-1, s.GetOutqSeq()-s.GetOutqLen()-sentFIN, win); err != nil {
+				return fail("the FIN its peer had sent", err)
+			}
+			if sentFIN != 0 {
+				if err := unix.Shutdown(fd, unix.SHUT_WR); err != nil {
+					return fail(fmt.Sprintf("shut down for writing again (%s)", tcpStateNames[uint8(isk.GetState())]), err)
+				}
+			}
+			return nil
+		})
+	}
 	r.finals = append(r.finals, func() error {
 		fail := func(step string, err error) error {
 			return fmt.Errorf("TCP connection %s (socket %d): %s: %w", tcpEnd(src, dst), isk.GetIno(), step, err)
@@ -421,7 +438,7 @@ func restoreTCPStream(r *fileRestore, fd int, isk *skinet.InetSkEntry, src, dst 
 			}
 			b = b[n:]
 		}
-		if sentFIN != 0 {
+		if sentFIN != 0 && !peerOutside {
 			// After the bytes never sent: the FIN follows them.
 			if err := unix.Shutdown(fd, unix.SHUT_WR); err != nil {
 				return fail(fmt.Sprintf("shut down for writing again (%s)", tcpStateNames[uint8(isk.GetState())]), err)
@@ -544,5 +561,74 @@ func restoreTCPEnded(fd int, isk *skinet.InetSkEntry, src, dst unix.Sockaddr, ts
 	if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR, unix.TCP_REPAIR_OFF_NO_WP); err != nil {
 		return fmt.Errorf("leave repair mode: %w", err)
 	}
+	return nil
+}
+
+// A socket in SYN_SENT (moved with --tcp-established) has sent its SYN
+// and had no answer yet: its peer may have dropped the SYN, or answer it
+// while the socket is away (the lock table drops the answer, and the
+// peer sends it again). It comes back as CRIU's soccr brings it back:
+// made in repair mode with the same initial sequence number (the send
+// sequence dumped counts the SYN), bound to its address, then out of
+// repair mode it connects as usual, and the kernel keeps the sequence
+// number it was given and sends the SYN again: a peer that had answered
+// the first one sees a retransmission. The handshake sets the options
+// (MSS, window scale, SACK, timestamps) afresh. The connect runs once
+// the lock table is gone, so that this SYN gets through.
+
+// restoreTCPSynSent makes fd, a new TCP socket in repair mode, the
+// socket src that was connecting to dst.
+func restoreTCPSynSent(r *fileRestore, fd int, isk *skinet.InetSkEntry, src, dst unix.Sockaddr, s *tcpstream.TcpStreamEntry) error {
+	if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR_QUEUE, kernel.TCP_SEND_QUEUE); err != nil {
+		return fmt.Errorf("TCP_REPAIR_QUEUE: %w", err)
+	}
+	// The initial sequence number: the SYN is the one byte of sequence
+	// the socket has used.
+	if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_QUEUE_SEQ, int(s.GetOutqSeq()-s.GetOutqLen()-1)); err != nil {
+		return fmt.Errorf("send sequence: %w", err)
+	}
+	setFreebind(fd, int(isk.GetFamily()), true)
+	if err := unix.Bind(fd, src); err != nil {
+		return fmt.Errorf("bind: %w", err)
+	}
+	if err := setFreebind(fd, int(isk.GetFamily()), isk.GetIpOpts().GetFreebind()); err != nil {
+		return err
+	}
+	r.lateFinals = append(r.lateFinals, func() error {
+		fail := func(step string, err error) error {
+			return fmt.Errorf("TCP socket %s in SYN_SENT (socket %d): %s: %w", tcpEnd(src, dst), isk.GetIno(), step, err)
+		}
+		// Leaving repair mode also ends the forced address reuse it
+		// gave (sk_reuse): the socket's own setting back after.
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR, 0); err != nil {
+			return fail("leave repair mode", err)
+		}
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, b2i(isk.GetOpts().GetReuseaddr())); err != nil {
+			return fail("SO_REUSEADDR", err)
+		}
+		// Without waiting for the answer: the task waits for it, as it
+		// did, in connect or poll.
+		flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+		if err != nil {
+			return fail("F_GETFL", err)
+		}
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFL, flags|unix.O_NONBLOCK); err != nil {
+			return fail("F_SETFL", err)
+		}
+		err = unix.Connect(fd, dst)
+		if _, ferr := unix.FcntlInt(uintptr(fd), unix.F_SETFL, flags); ferr != nil {
+			return fail("F_SETFL", ferr)
+		}
+		if err != nil && !errors.Is(err, unix.EINPROGRESS) {
+			return fail("connect", err)
+		}
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, b2i(s.GetNodelay())); err != nil {
+			return fail("TCP_NODELAY", err)
+		}
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_CORK, b2i(s.GetCork())); err != nil {
+			return fail("TCP_CORK", err)
+		}
+		return nil
+	})
 	return nil
 }

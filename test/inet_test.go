@@ -65,7 +65,7 @@ func TestInetSockets(t *testing.T) {
 		defer conn.Close()
 		img := filepath.Join(t.TempDir(), "img")
 		r := runCtcr(t, 60*time.Second, "dump", "-t", strconv.Itoa(w.pid), "-D", img)
-		if r.code() != 1 || !strings.Contains(r.stderr(), "wait to be accepted") || !strings.Contains(r.stderr(), fmt.Sprintf("127.0.0.1:%d", port)) {
+		if r.code() != 1 || !strings.Contains(r.stderr(), "to be accepted") || !strings.Contains(r.stderr(), "outside the dumped tree") || !strings.Contains(r.stderr(), fmt.Sprintf("127.0.0.1:%d", port)) {
 			t.Fatalf("%s: exit status %d, stderr %q; want 1 and a message naming the listener and its waiting connection", r, r.code(), r.stderr())
 		}
 		if err := assertRunnable(w.pid); err != nil {

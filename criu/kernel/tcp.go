@@ -1,7 +1,9 @@
 package kernel
 
-// TCP states (include/net/tcp_states.h) of half-closed connections.
+// TCP states (include/net/tcp_states.h) of half-closed connections and
+// of a connection still being opened.
 const (
+	TCP_SYN_SENT   = 2
 	TCP_FIN_WAIT1  = 4
 	TCP_FIN_WAIT2  = 5
 	TCP_CLOSE_WAIT = 8
