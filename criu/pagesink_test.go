@@ -15,10 +15,13 @@ import (
 )
 
 // TestCopyRunsOwnMemory copies runs of this process's own memory, some
-// through process_vm_readv and some through /proc/PID/mem, across
-// several buffers, and checks the image byte for byte.
+// through process_vm_readv, some through /proc/PID/mem and some from a
+// file of pages saved earlier, across several buffers, with one copier
+// (the reader and writer pipeline) and with several at once, and checks
+// the image and its checksum byte for byte: the images are identical
+// whoever wrote which chunk.
 func TestCopyRunsOwnMemory(t *testing.T) {
-	const n = 5*pageBufSize/pageSize + 3 // pages: more than the buffers hold
+	const n = 9*pageBufSize/pageSize + 3 // pages: more than the buffers hold
 	mem, err := unix.Mmap(-1, 0, n*pageSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
 	if err != nil {
 		t.Fatal(err)
@@ -31,37 +34,64 @@ func TestCopyRunsOwnMemory(t *testing.T) {
 	runs := []pageRun{
 		{addr: base, npages: 1},
 		{addr: base + 2*pageSize, npages: 300, unread: true},
-		{addr: base + 302*pageSize, npages: n - 302 - 1},
+		{addr: base + 302*pageSize, npages: 700},
+		// Saved while "stopped": the file holds other bytes than the
+		// memory, and the image must hold the file's.
+		{addr: base + 1002*pageSize, npages: 400, noFork: true},
+		{addr: base + 1402*pageSize, npages: 1},
+		{addr: base + 1404*pageSize, npages: 300, noFork: true},
+		{addr: base + 1704*pageSize, npages: n - 1704 - 1},
 	}
+	saved, err := os.Create(filepath.Join(t.TempDir(), "saved"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer saved.Close()
 	var want []byte
 	for _, r := range runs {
 		off := r.addr - base
-		want = append(want, mem[off:off+r.npages*pageSize]...)
+		b := mem[off : off+r.npages*pageSize]
+		if r.noFork {
+			b = bytes.Repeat([]byte{byte(r.addr / pageSize), 0x5a}, len(b)/2)
+			if _, err := saved.Write(b); err != nil {
+				t.Fatal(err)
+			}
+		}
+		want = append(want, b...)
 	}
-	path := filepath.Join(t.TempDir(), "pages-1.img")
-	s, err := newPageSink(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := copyRuns(os.Getpid(), runs, s, nil); err != nil {
-		s.abort()
-		t.Fatal(err)
-	}
-	if err := s.close(); err != nil {
-		t.Fatal(err)
-	}
-	got, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Fatalf("the image (%d bytes) differs from the memory (%d bytes)", len(got), len(want))
-	}
-	if s.crc != crc32.Checksum(want, images.Castagnoli) {
-		t.Errorf("checksum %08x, want %08x", s.crc, crc32.Checksum(want, images.Castagnoli))
-	}
-	if len(pageBufPool.bufs) != pageBufPool.made {
-		t.Errorf("%d of %d page buffers are back in the pool", len(pageBufPool.bufs), pageBufPool.made)
+	for _, copiers := range []string{"1", "2", "3", "4"} {
+		t.Run(copiers+" copiers", func(t *testing.T) {
+			t.Setenv("CTCR_PAGE_COPIERS", copiers)
+			path := filepath.Join(t.TempDir(), "pages-1.img")
+			s, err := newPageSink(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := copyRunsFrom(pageSource{pid: os.Getpid(), saved: saved}, runs, s, nil); err != nil {
+				s.abort()
+				t.Fatal(err)
+			}
+			if err := s.close(); err != nil {
+				t.Fatal(err)
+			}
+			got, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, want) {
+				at := 0
+				for at < min(len(got), len(want)) && got[at] == want[at] {
+					at++
+				}
+				t.Fatalf("the image (%d bytes) differs from the memory (%d bytes) from byte %d on", len(got), len(want), at)
+			}
+			if s.crc != crc32.Checksum(want, images.Castagnoli) {
+				t.Errorf("checksum %08x, want %08x", s.crc, crc32.Checksum(want, images.Castagnoli))
+			}
+			if len(pageBufPool.bufs) != pageBufPool.made {
+				t.Errorf("%d of %d page buffers are back in the pool", len(pageBufPool.bufs), pageBufPool.made)
+			}
+		})
 	}
 }
 
