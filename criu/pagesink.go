@@ -113,6 +113,9 @@ type pageWrite struct {
 	buf *pageBuf
 	n   int
 	off int64
+	// back, if set, gets the buffer once written (copyRunsParallel's
+	// reader that owns it); else it goes to free.
+	back chan *pageBuf
 }
 
 // newPageSink creates (truncating) the pages image at path. A path
@@ -151,7 +154,11 @@ func (s *pageSink) writer() {
 				s.mu.Unlock()
 			}
 		}
-		s.free <- w.buf
+		if w.back != nil {
+			w.back <- w.buf
+		} else {
+			s.free <- w.buf
+		}
 	}
 }
 
@@ -319,8 +326,8 @@ func (src pageSource) name() string {
 // through /proc/PID/mem, the others through process_vm_readv, gathered
 // up to a buffer per call; noFork runs come from src.saved if set.
 func copyRunsFrom(src pageSource, runs []pageRun, s *pageSink, pr *progress) error {
-	if n := pageCopiers(); n > 1 && !s.zstd {
-		return copyRunsParallel(src, runs, s, pr, n)
+	if n, viaWriter := pageCopiers(); n > 1 && !s.zstd {
+		return copyRunsParallel(src, runs, s, pr, n, viaWriter)
 	}
 	pid := src.pid
 	const maxIov = 1024 // IOV_MAX
@@ -416,12 +423,12 @@ func diskError(err error) bool {
 // pageCopiers is how many goroutines copy a raw pages image at once:
 // one per core (the bench knob CTCR_PAGE_COPIERS, a number, overrides
 // it; 1 is the single-reader pipeline of copyRunsFrom).
-func pageCopiers() int {
+func pageCopiers() (int, bool) {
 	n := runtime.GOMAXPROCS(0)
 	if v, err := strconv.Atoi(os.Getenv("CTCR_PAGE_COPIERS")); err == nil && v > 0 {
 		n = v
 	}
-	return min(n, pageBufCount)
+	return min(n, pageBufCount), os.Getenv("CTCR_PAGE_WRITER") != "self"
 }
 
 // pageChunk is a buffer's worth of the pages image: where it goes in
@@ -457,32 +464,40 @@ func planChunks(src pageSource, runs []pageRun, size int) []pageChunk {
 	return chunks
 }
 
-// copyRunsParallel is copyRunsFrom with n copiers, each owning a buffer:
-// a copier takes the next chunk of the image, reads its pages from src
-// into the buffer, checksums it while it is in the core's cache and
-// writes it at its own offset. Reading the task and writing the image
-// of different chunks run on every core at once, and no buffer crosses
-// a core (the pipeline of one reader and one writer moved each through
-// the shared cache and left either core idle whenever the other stage
-// was the slower). The image's CRC32C is combined from the chunks'.
-func copyRunsParallel(src pageSource, runs []pageRun, s *pageSink, pr *progress, n int) error {
+// copyRunsParallel is copyRunsFrom with n readers: a reader takes the
+// next chunk of the image, reads its pages from src into one of its
+// buffers and checksums it while it is in the core's cache. With
+// viaWriter it hands the buffer to the sink's writer goroutine, which
+// writes the chunks at their offsets as they come; without, it writes
+// the chunk itself. Reading the task and writing the image run on
+// every core at once, and the image's CRC32C is combined from the
+// chunks'.
+func copyRunsParallel(src pageSource, runs []pageRun, s *pageSink, pr *progress, n int, viaWriter bool) error {
 	chunks := planChunks(src, runs, pageBufSize)
 	if len(chunks) == 0 {
 		return nil
 	}
 	n = min(n, len(chunks))
-	bufs := make([]*pageBuf, 0, n)
-	defer func() {
-		for _, b := range bufs {
-			s.release(b)
+	perReader := 1
+	if viaWriter {
+		perReader = max(1, pageBufCount/n)
+	}
+	// Each reader's buffers come back to it on its own channel.
+	owned := make([]chan *pageBuf, n)
+	for i := range owned {
+		owned[i] = make(chan *pageBuf, perReader)
+		for range perReader {
+			b, err := s.buffer()
+			if err != nil {
+				for _, c := range owned[:i+1] {
+					for len(c) > 0 {
+						s.release(<-c)
+					}
+				}
+				return err
+			}
+			owned[i] <- b
 		}
-	}()
-	for range n {
-		b, err := s.buffer()
-		if err != nil {
-			return err
-		}
-		bufs = append(bufs, b)
 	}
 	crcs := make([]uint32, len(chunks))
 	var (
@@ -493,20 +508,22 @@ func copyRunsParallel(src pageSource, runs []pageRun, s *pageSink, pr *progress,
 		readAt  = len(chunks) // the chunk readErr is of
 		wg      sync.WaitGroup
 	)
-	for _, b := range bufs {
+	for _, free := range owned {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			r := chunkReader{src: src, runs: runs}
 			defer r.close()
-			for !stop.Load() {
+			for !stop.Load() && s.failed() == nil {
 				i := int(next.Add(1)) - 1
 				if i >= len(chunks) {
 					return
 				}
 				c := chunks[i]
+				b := <-free
 				dst := b.b[:c.n]
 				if err := r.fill(dst, c); err != nil {
+					free <- b
 					mu.Lock()
 					if i < readAt {
 						readErr, readAt = err, i
@@ -516,18 +533,31 @@ func copyRunsParallel(src pageSource, runs []pageRun, s *pageSink, pr *progress,
 					return
 				}
 				crcs[i] = crc32.Update(0, images.Castagnoli, dst)
-				if err := pwriteAll(s.f, dst, c.off); err != nil {
+				mu.Lock()
+				pr.add(uint64(c.n))
+				mu.Unlock()
+				if viaWriter {
+					s.work <- pageWrite{buf: b, n: c.n, off: c.off, back: free}
+					continue
+				}
+				err := pwriteAll(s.f, dst, c.off)
+				free <- b
+				if err != nil {
 					s.setErr(images.WriteError(s.dir, s.name, err))
 					stop.Store(true)
 					return
 				}
-				mu.Lock()
-				pr.add(uint64(c.n))
-				mu.Unlock()
 			}
 		}()
 	}
 	wg.Wait()
+	// Every buffer handed to the writer comes back to its reader's
+	// channel once written: waiting for them all waits for the writes.
+	for _, c := range owned {
+		for range perReader {
+			s.release(<-c)
+		}
+	}
 	if err := s.failed(); err != nil {
 		return err
 	}
