@@ -420,9 +420,12 @@ func diskError(err error) bool {
 	return errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT) || errors.Is(err, unix.EIO) || errors.Is(err, unix.EROFS) || errors.Is(err, unix.EFBIG)
 }
 
-// pageCopiers is how many goroutines copy a raw pages image at once:
-// one per core (the bench knob CTCR_PAGE_COPIERS, a number, overrides
-// it; 1 is the single-reader pipeline of copyRunsFrom).
+// pageCopiers returns how many goroutines read the pages of a raw pages
+// image at once, one per core, and whether they hand their chunks to
+// the sink's one writer. Bench knobs, not user options (BenchmarkPageCopy,
+// bench -compare): CTCR_PAGE_COPIERS=N sets the number, 1 being the
+// single-reader pipeline; CTCR_PAGE_WRITER=self makes each reader write
+// its own chunks.
 func pageCopiers() (int, bool) {
 	n := runtime.GOMAXPROCS(0)
 	if v, err := strconv.Atoi(os.Getenv("CTCR_PAGE_COPIERS")); err == nil && v > 0 {
@@ -442,10 +445,10 @@ type pageChunk struct {
 }
 
 // planChunks cuts the pages of runs, in order, into chunks of at most
-// size bytes.
-func planChunks(src pageSource, runs []pageRun, size int) []pageChunk {
+// size bytes, the first at offset off of the image.
+func planChunks(src pageSource, runs []pageRun, size int, off int64) []pageChunk {
 	var chunks []pageChunk
-	var off, savedOff int64
+	var savedOff int64
 	for i, r := range runs {
 		for skip, left := uint64(0), r.npages*pageSize; left > 0; {
 			if n := len(chunks); n == 0 || chunks[n-1].n == size {
@@ -473,7 +476,8 @@ func planChunks(src pageSource, runs []pageRun, size int) []pageChunk {
 // every core at once, and the image's CRC32C is combined from the
 // chunks'.
 func copyRunsParallel(src pageSource, runs []pageRun, s *pageSink, pr *progress, n int, viaWriter bool) error {
-	chunks := planChunks(src, runs, pageBufSize)
+	// After anything already submitted to the sink.
+	chunks := planChunks(src, runs, pageBufSize, s.off)
 	if len(chunks) == 0 {
 		return nil
 	}
