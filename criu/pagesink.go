@@ -288,13 +288,6 @@ func (s *pageSink) abort() {
 	s.f.Close()
 }
 
-// copyRuns copies every run of a stopped task, in order, into the sink,
-// counting it in pr. Runs flagged unread go through /proc/PID/mem, the
-// others through process_vm_readv, gathered up to a buffer per call.
-func copyRuns(pid int, runs []pageRun, s *pageSink, pr *progress) error {
-	return copyRunsFrom(pageSource{pid: pid}, runs, s, pr)
-}
-
 // pageSource says where copyRunsFrom reads the pages of runs.
 type pageSource struct {
 	// pid is the task whose memory holds them: the dumped task itself,
