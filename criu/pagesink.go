@@ -6,8 +6,11 @@ import (
 	"hash/crc32"
 	"os"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 
 	"github.com/klauspost/compress/zstd"
@@ -110,6 +113,9 @@ type pageWrite struct {
 	buf *pageBuf
 	n   int
 	off int64
+	// back, if set, gets the buffer once written (copyRunsParallel's
+	// reader that owns it); else it goes to free.
+	back chan *pageBuf
 }
 
 // newPageSink creates (truncating) the pages image at path. A path
@@ -148,7 +154,11 @@ func (s *pageSink) writer() {
 				s.mu.Unlock()
 			}
 		}
-		s.free <- w.buf
+		if w.back != nil {
+			w.back <- w.buf
+		} else {
+			s.free <- w.buf
+		}
 	}
 }
 
@@ -278,13 +288,6 @@ func (s *pageSink) abort() {
 	s.f.Close()
 }
 
-// copyRuns copies every run of a stopped task, in order, into the sink,
-// counting it in pr. Runs flagged unread go through /proc/PID/mem, the
-// others through process_vm_readv, gathered up to a buffer per call.
-func copyRuns(pid int, runs []pageRun, s *pageSink, pr *progress) error {
-	return copyRunsFrom(pageSource{pid: pid}, runs, s, pr)
-}
-
 // pageSource says where copyRunsFrom reads the pages of runs.
 type pageSource struct {
 	// pid is the task whose memory holds them: the dumped task itself,
@@ -316,6 +319,9 @@ func (src pageSource) name() string {
 // through /proc/PID/mem, the others through process_vm_readv, gathered
 // up to a buffer per call; noFork runs come from src.saved if set.
 func copyRunsFrom(src pageSource, runs []pageRun, s *pageSink, pr *progress) error {
+	if n, viaWriter := pageCopiers(); n > 1 && !s.zstd {
+		return copyRunsParallel(src, runs, s, pr, n, viaWriter)
+	}
 	pid := src.pid
 	const maxIov = 1024 // IOV_MAX
 	local := make([]unix.Iovec, 0, maxIov)
@@ -405,4 +411,251 @@ func copyRunsFrom(src pageSource, runs []pageRun, s *pageSink, pr *progress) err
 // over quota, failing): no point going on, whatever the task does.
 func diskError(err error) bool {
 	return errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT) || errors.Is(err, unix.EIO) || errors.Is(err, unix.EROFS) || errors.Is(err, unix.EFBIG)
+}
+
+// pageCopiers returns how many goroutines read the pages of a raw pages
+// image at once, one per core, and whether they hand their chunks to
+// the sink's one writer. Bench knobs, not user options (BenchmarkPageCopy,
+// bench -compare): CTCR_PAGE_COPIERS=N sets the number, 1 being the
+// single-reader pipeline; CTCR_PAGE_WRITER=self makes each reader write
+// its own chunks.
+func pageCopiers() (int, bool) {
+	n := runtime.GOMAXPROCS(0)
+	if v, err := strconv.Atoi(os.Getenv("CTCR_PAGE_COPIERS")); err == nil && v > 0 {
+		n = v
+	}
+	return min(n, pageBufCount), os.Getenv("CTCR_PAGE_WRITER") != "self"
+}
+
+// pageChunk is a buffer's worth of the pages image: where it goes in
+// the file and where its pages start in the run list.
+type pageChunk struct {
+	off      int64  // in the image
+	run      int    // index of the run of its first page
+	skip     uint64 // bytes of that run before it
+	savedOff int64  // in src.saved, of its first noFork byte
+	n        int    // bytes
+}
+
+// planChunks cuts the pages of runs, in order, into chunks of at most
+// size bytes, the first at offset off of the image.
+func planChunks(src pageSource, runs []pageRun, size int, off int64) []pageChunk {
+	var chunks []pageChunk
+	var savedOff int64
+	for i, r := range runs {
+		for skip, left := uint64(0), r.npages*pageSize; left > 0; {
+			if n := len(chunks); n == 0 || chunks[n-1].n == size {
+				chunks = append(chunks, pageChunk{off: off, run: i, skip: skip, savedOff: savedOff})
+			}
+			c := &chunks[len(chunks)-1]
+			k := min(left, uint64(size-c.n))
+			c.n += int(k)
+			off += int64(k)
+			if r.noFork && src.saved != nil {
+				savedOff += int64(k)
+			}
+			skip, left = skip+k, left-k
+		}
+	}
+	return chunks
+}
+
+// copyRunsParallel is copyRunsFrom with n readers: a reader takes the
+// next chunk of the image, reads its pages from src into one of its
+// buffers and checksums it while it is in the core's cache. With
+// viaWriter it hands the buffer to the sink's writer goroutine, which
+// writes the chunks at their offsets as they come; without, it writes
+// the chunk itself. Reading the task and writing the image run on
+// every core at once, and the image's CRC32C is combined from the
+// chunks'.
+func copyRunsParallel(src pageSource, runs []pageRun, s *pageSink, pr *progress, n int, viaWriter bool) error {
+	// After anything already submitted to the sink.
+	chunks := planChunks(src, runs, pageBufSize, s.off)
+	if len(chunks) == 0 {
+		return nil
+	}
+	n = min(n, len(chunks))
+	perReader := 1
+	if viaWriter {
+		perReader = max(1, pageBufCount/n)
+	}
+	// Each reader's buffers come back to it on its own channel.
+	owned := make([]chan *pageBuf, n)
+	for i := range owned {
+		owned[i] = make(chan *pageBuf, perReader)
+		for range perReader {
+			b, err := s.buffer()
+			if err != nil {
+				for _, c := range owned[:i+1] {
+					for len(c) > 0 {
+						s.release(<-c)
+					}
+				}
+				return err
+			}
+			owned[i] <- b
+		}
+	}
+	crcs := make([]uint32, len(chunks))
+	var (
+		next    atomic.Int64
+		stop    atomic.Bool
+		mu      sync.Mutex // guards readErr, readAt and pr
+		readErr error
+		readAt  = len(chunks) // the chunk readErr is of
+		wg      sync.WaitGroup
+	)
+	for _, free := range owned {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := chunkReader{src: src, runs: runs}
+			defer r.close()
+			for !stop.Load() && s.failed() == nil {
+				i := int(next.Add(1)) - 1
+				if i >= len(chunks) {
+					return
+				}
+				c := chunks[i]
+				b := <-free
+				dst := b.b[:c.n]
+				if err := r.fill(dst, c); err != nil {
+					free <- b
+					mu.Lock()
+					if i < readAt {
+						readErr, readAt = err, i
+					}
+					mu.Unlock()
+					stop.Store(true)
+					return
+				}
+				crcs[i] = crc32.Update(0, images.Castagnoli, dst)
+				mu.Lock()
+				pr.add(uint64(c.n))
+				mu.Unlock()
+				if viaWriter {
+					s.work <- pageWrite{buf: b, n: c.n, off: c.off, back: free}
+					continue
+				}
+				err := pwriteAll(s.f, dst, c.off)
+				free <- b
+				if err != nil {
+					s.setErr(images.WriteError(s.dir, s.name, err))
+					stop.Store(true)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	// Every buffer handed to the writer comes back to its reader's
+	// channel once written: waiting for them all waits for the writes.
+	for _, c := range owned {
+		for range perReader {
+			s.release(<-c)
+		}
+	}
+	if err := s.failed(); err != nil {
+		return err
+	}
+	if readErr != nil {
+		return readErr
+	}
+	for i, c := range chunks {
+		s.crc = images.CombineCRC32C(s.crc, crcs[i], uint64(c.n))
+	}
+	last := chunks[len(chunks)-1]
+	s.off = last.off + int64(last.n)
+	return nil
+}
+
+// setErr records the first write error of the sink.
+func (s *pageSink) setErr(err error) {
+	s.mu.Lock()
+	if s.err == nil {
+		s.err = err
+	}
+	s.mu.Unlock()
+}
+
+// chunkReader fills chunks from one copier's goroutine.
+type chunkReader struct {
+	src    pageSource
+	runs   []pageRun
+	mem    *os.File // src's /proc/PID/mem, opened on first use
+	local  []unix.Iovec
+	remote []unix.RemoteIovec
+	want   int
+}
+
+func (r *chunkReader) close() {
+	if r.mem != nil {
+		r.mem.Close()
+	}
+}
+
+// fill reads the pages of chunk c into dst (c.n bytes): process_vm_readv
+// gathered up to IOV_MAX pieces a call, /proc/PID/mem for runs flagged
+// unread (or all, with src.allMem), src.saved for noFork runs if set.
+func (r *chunkReader) fill(dst []byte, c pageChunk) error {
+	const maxIov = 1024 // IOV_MAX
+	src := r.src
+	savedOff := c.savedOff
+	run, skip := c.run, c.skip
+	for len(dst) > 0 {
+		pr := r.runs[run]
+		addr := pr.addr + skip
+		k := min(uint64(len(dst)), pr.npages*pageSize-skip)
+		piece := dst[:k]
+		switch {
+		case pr.noFork && src.saved != nil:
+			if _, err := src.saved.ReadAt(piece, savedOff); err != nil {
+				return fmt.Errorf("%s: pages at %#x saved while it was stopped: %w", src.name(), addr, err)
+			}
+			savedOff += int64(k)
+		case pr.unread || src.allMem:
+			// process_vm_readv honours the task's protection;
+			// /proc/PID/mem reads a PROT_NONE page as the kernel's
+			// ptrace access does.
+			if r.mem == nil {
+				var err error
+				if r.mem, err = os.Open(fmt.Sprintf("/proc/%d/mem", src.pid)); err != nil {
+					return fmt.Errorf("%s: %w", src.name(), err)
+				}
+			}
+			if _, err := r.mem.ReadAt(piece, int64(addr)); err != nil {
+				return fmt.Errorf("%s: read memory at %#x through /proc/%d/mem: %w", src.name(), addr, src.pid, err)
+			}
+		default:
+			r.local = append(r.local, unix.Iovec{Base: &piece[0], Len: k})
+			r.remote = append(r.remote, unix.RemoteIovec{Base: uintptr(addr), Len: int(k)})
+			r.want += int(k)
+			if len(r.remote) == maxIov {
+				if err := r.readv(); err != nil {
+					return err
+				}
+			}
+		}
+		dst = dst[k:]
+		if skip += k; skip == pr.npages*pageSize {
+			run, skip = run+1, 0
+		}
+	}
+	return r.readv()
+}
+
+// readv reads the gathered pieces with one process_vm_readv.
+func (r *chunkReader) readv() error {
+	if len(r.remote) == 0 {
+		return nil
+	}
+	n, err := unix.ProcessVMReadv(r.src.pid, r.local, r.remote, 0)
+	if err != nil || n != r.want {
+		if err == nil {
+			err = fmt.Errorf("%d of %d bytes read: part of it was unmapped", n, r.want)
+		}
+		return fmt.Errorf("%s: read memory at %#x: %w", r.src.name(), r.remote[0].Base, err)
+	}
+	r.local, r.remote, r.want = r.local[:0], r.remote[:0], 0
+	return nil
 }

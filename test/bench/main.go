@@ -35,6 +35,12 @@
 // every run. The medians of -runs runs are printed, with each run's
 // values; -json prints them all as JSON.
 //
+// -dump-only measures the limits and the plain dump alone, and with
+// -compare VAR=VALUE each run dumps twice, with and without VAR in
+// ctcr's environment, in alternating order (the dump_alt rows): work on
+// the dump's write path compares variants so, e.g. -compare
+// CTCR_PAGE_COPIERS=1 (the single-reader pipeline) against the default.
+//
 // Bench knob (not a user option): CTCR_FILL=fault makes a restore fill
 // memory the old way, a remote preadv into fresh memory with one user
 // fault per page; the bench sets it for the fault-driven row only.
@@ -68,6 +74,8 @@ var (
 	runsFlag     = flag.Int("runs", 5, "runs; the median is reported")
 	jsonFlag     = flag.Bool("json", false, "print the result as JSON")
 	workloadFlag = flag.String("workload", "test/workloads/bigmem.c", "source of the bigmem workload")
+	dumpOnlyFlag = flag.Bool("dump-only", false, "measure only the limits and the plain dump (each run restores the workload to check it)")
+	compareFlag  = flag.String("compare", "", "with -dump-only, VAR=VALUE: each run also dumps with it in ctcr's environment, in alternating order, as the dump_alt rows")
 )
 
 // rssBound is issue 11's bound on ctcr's peak RSS for a 1 GiB dump or
@@ -90,6 +98,8 @@ var rows = []row{
 	{"dd_gb_s", "limit: dd into the image tmpfs", "GB/s", ""},
 	{"dump_gb_s", "dump (pages_bytes / dump_seconds)", "GB/s", "dd_gb_s"},
 	{"dump_memory_gb_s", "dump, memory phase (pages_bytes / memory_seconds)", "GB/s", "dd_gb_s"},
+	{"dump_alt_gb_s", "dump with -compare's variable", "GB/s", "dd_gb_s"},
+	{"dump_alt_memory_gb_s", "dump with -compare's variable, memory phase", "GB/s", "dd_gb_s"},
 	{"frozen_s", "dump: frozen time", "s", "dd_s"},
 	{"restore_gb_s", "restore, bulk fill (pages_bytes / restore_seconds)", "GB/s", "populate_gb_s"},
 	{"restore_memory_gb_s", "restore, bulk fill, memory phase", "GB/s", "populate_gb_s"},
@@ -278,7 +288,11 @@ func oneRun(ctcr, bigmem, work, images string, i int, compress bool) (run, error
 	img := filepath.Join(images, fmt.Sprintf("img%d", i))
 	defer os.RemoveAll(img)
 	var d dumpReport
-	if r["dump_max_rss_mib"], err = ctcrJSONRSS(ctcr, nil, &d, "dump", "-t", tpid, "-D", img, "--json"); err != nil {
+	var env []string
+	if *dumpOnlyFlag && *compareFlag != "" && i%2 == 1 {
+		env = []string{*compareFlag} // compareDumps alternates the order
+	}
+	if r["dump_max_rss_mib"], err = ctcrJSONRSS(ctcr, env, &d, "dump", "-t", tpid, "-D", img, "--json"); err != nil {
 		return r, err
 	}
 	cmd.Wait() // killed by the dump; reaped, its PID is free
@@ -291,6 +305,12 @@ func oneRun(ctcr, bigmem, work, images string, i int, compress bool) (run, error
 	r["dump_memory_gb_s"] = gbs(mem, d.MemorySeconds)
 	r["frozen_s"] = d.FrozenSeconds
 	r["dump_s"] = d.DumpSeconds
+	if *dumpOnlyFlag {
+		if err := compareDumps(ctcr, img, tpid, i, r); err != nil {
+			return r, err
+		}
+		return r, checkRun(r, dir, pid)
+	}
 
 	// Both fills from the same image, in alternating order; the one
 	// restored last keeps running.
@@ -377,18 +397,64 @@ func oneRun(ctcr, bigmem, work, images string, i int, compress bool) (run, error
 		os.RemoveAll(img)
 	}
 
+	return r, checkRun(r, dir, pid)
+}
+
+// compareDumps is the rest of a -dump-only run, whose workload the first
+// dump killed: it restores the workload from img, and with -compare
+// dumps it again with the variable set and restores it again, leaving it
+// running. Odd runs swap which of the two dumps is the first, whose
+// figures go to the dump rows or the dump_alt rows accordingly.
+func compareDumps(ctcr, img, tpid string, i int, r run) error {
+	if _, _, err := restoreAs(ctcr, img, ""); err != nil {
+		return err
+	}
+	os.RemoveAll(img)
+	if *compareFlag == "" {
+		return nil
+	}
+	pid, _ := strconv.Atoi(tpid)
+	first := run{"dump_gb_s": r["dump_gb_s"], "dump_memory_gb_s": r["dump_memory_gb_s"]}
+	var d dumpReport
+	env := []string{*compareFlag}
+	if i%2 == 1 {
+		// The first dump had the variable: this one has not.
+		env = nil
+	}
+	if _, err := ctcrJSONRSS(ctcr, env, &d, "dump", "-t", tpid, "-D", img, "--json"); err != nil {
+		return err
+	}
+	if err := killRestored(pid); err != nil { // reaps it
+		return err
+	}
+	second := run{"dump_gb_s": gbs(d.PagesBytes, d.DumpSeconds), "dump_memory_gb_s": gbs(d.PagesBytes, d.MemorySeconds)}
+	plain, alt := first, second
+	if i%2 == 1 {
+		plain, alt = second, first
+	}
+	r["dump_gb_s"], r["dump_memory_gb_s"] = plain["dump_gb_s"], plain["dump_memory_gb_s"]
+	r["dump_alt_gb_s"], r["dump_alt_memory_gb_s"] = alt["dump_gb_s"], alt["dump_memory_gb_s"]
+	if _, _, err := restoreAs(ctcr, img, ""); err != nil {
+		return err
+	}
+	os.RemoveAll(img)
+	return nil
+}
+
+// checkRun asks the restored workload pid to check its memory, waits
+// for its verdict and adds the run's ratios to r.
+func checkRun(r run, dir string, pid int) error {
 	if err := os.WriteFile(filepath.Join(dir, "check"), nil, 0o644); err != nil {
-		return r, err
+		return err
 	}
 	var ws unix.WaitStatus
 	if _, err := unix.Wait4(pid, &ws, unix.WALL, nil); err != nil {
-		return r, fmt.Errorf("wait for the restored workload %d: %w", pid, err)
+		return fmt.Errorf("wait for the restored workload %d: %w", pid, err)
 	}
 	res, _ := os.ReadFile(filepath.Join(dir, "result"))
 	if !ws.Exited() || ws.ExitStatus() != 0 || !strings.HasPrefix(string(res), "PASS") {
-		return r, fmt.Errorf("the restored workload did not pass (wait status %#x): %s", uint32(ws), res)
+		return fmt.Errorf("the restored workload did not pass (wait status %#x): %s", uint32(ws), res)
 	}
-
 	for _, rw := range rows {
 		if rw.limit != "" && r[rw.limit] > 0 {
 			if _, ok := r[rw.key]; ok {
@@ -396,7 +462,7 @@ func oneRun(ctcr, bigmem, work, images string, i int, compress bool) (run, error
 			}
 		}
 	}
-	return r, nil
+	return nil
 }
 
 // pagesOnDisk adds up the sizes of the pages images in dir.
