@@ -174,7 +174,7 @@ func (s *pageSink) zstdWriter(enc *zstd.Encoder) {
 	for out := range order {
 		bp := <-out
 		if s.failed() == nil {
-			if err := pwriteAll(s.f, *bp, s.zoff); err != nil {
+			if err := s.put(*bp, s.zoff); err != nil {
 				s.mu.Lock()
 				s.err = images.WriteError(s.dir, s.name, err)
 				s.mu.Unlock()

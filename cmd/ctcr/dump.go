@@ -77,8 +77,12 @@ restore such a checkpoint.`,
 				// writes to a broken pipe on fd 1 unless SIGPIPE is
 				// ignored; ignored, the write fails with EPIPE.
 				signal.Ignore(unix.SIGPIPE)
+				// The pages go out as they are copied, the rest once
+				// the checkpoint is complete.
+				aw := newArchiveWriter(os.Stdout, o.Dir)
+				defer criu.StreamPagesUnder(o.Dir, aw)()
 				o.AfterCommit = func() error {
-					if err := writeArchive(os.Stdout, o.Dir); err != nil {
+					if err := aw.finish(); err != nil {
 						return fmt.Errorf("stream to stdout: %w", err)
 					}
 					return nil
