@@ -192,17 +192,23 @@ func TestStreamBounded(t *testing.T) {
 	}
 }
 
-// TestContainerStream: `ctcr checkpoint CT -D - | cat | ctcr restore CT
-// -D -` moves a runc container through a pipe: it counts on after the
-// restore, runc sees it running, and neither side leaves a directory.
+// TestContainerStream: `ctcr checkpoint CT -D - --compress zstd | cat |
+// ctcr restore CT -D -` moves a runc container through a pipe: its pages
+// are never staged on disk, it counts on after the restore, runc sees
+// it running, and neither side leaves a directory.
 func TestContainerStream(t *testing.T) {
 	c := newContainer(t, "stream", nil)
 	c.start()
 	c.waitCount(t, 3, 10*time.Second)
 	dumpTmp, restoreTmp := t.TempDir(), t.TempDir()
+	watch := watchStaging(dumpTmp)
 	p := runStreamPipeline(t, streamCmd(dumpTmp, "checkpoint", c.id, "-D", "-", "--compress", "zstd"), streamCmd(restoreTmp, "restore", c.id, "-D", "-"), 120*time.Second, nil)
 	if !p.producer.ProcessState.Success() || !p.consumer.ProcessState.Success() {
 		t.Fatalf("checkpoint -D - | cat | restore -D -: %v, %v\n%s", p.producer.ProcessState, p.consumer.ProcessState, p.stderr())
+	}
+	watch.end()
+	if watch.pagesSeen != "" {
+		t.Errorf("the streamed checkpoint staged %s on disk", watch.pagesSeen)
 	}
 	c.notePid()
 	c.waitStatus(t, "running", 5*time.Second)

@@ -3,8 +3,12 @@ package main
 import (
 	"fmt"
 	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 
 	"github.com/ctcr/ctcr/container"
 	"github.com/ctcr/ctcr/criu"
@@ -62,6 +66,36 @@ is removed.`,
 			if o.Dir == "" && preDump {
 				o.Dir = preDumpDir(o.ID)
 			}
+			out := stdout
+			streaming := o.Dir == streamDir
+			if streaming {
+				if preDump || o.PreCopy || o.Parent != "" || o.Force || suspend || dumpStage || kill || resume {
+					return usageError{fmt.Errorf("-D - streams a whole checkpoint: not with --pre-dump, --pre-copy, --parent, --force or a stage")}
+				}
+				if isTerminal(os.Stdout) {
+					return usageError{fmt.Errorf("-D - writes the checkpoint, a tar archive, to stdout, which is a terminal: redirect it to a file or a pipe")}
+				}
+				dir, cleanup, err := streamStaging("checkpoint")
+				if err != nil {
+					return err
+				}
+				defer cleanup()
+				o.Dir = filepath.Join(dir, "checkpoint")
+				// As dump -D -: a broken pipe fails the checkpoint, the
+				// container runs on.
+				signal.Ignore(unix.SIGPIPE)
+				aw := newArchiveWriter(os.Stdout, o.Dir)
+				defer criu.StreamPagesUnder(o.Dir, aw)()
+				o.AfterCommit = func() error {
+					if err := aw.finish(); err != nil {
+						return fmt.Errorf("stream to stdout: %w", err)
+					}
+					return nil
+				}
+				// Stdout is the archive's.
+				out = cmd.ErrOrStderr()
+			}
+			stdout := out
 			stage, err := oneStage(map[container.Stage]bool{container.StageSuspend: suspend, container.StageDump: dumpStage, container.StageKill: kill, container.StageResume: resume})
 			if err != nil {
 				return err
@@ -120,6 +154,9 @@ is removed.`,
 				}
 			}
 			m, st, err := container.CheckpointTo(&o)
+			if streaming {
+				o.Dir = streamDir // the staging directory is gone
+			}
 			if endPre != nil {
 				endPre()
 			}

@@ -47,12 +47,27 @@ manifest must verify before anything is created. Not from a terminal.`,
 		Args: rangeArgs(0, "CTID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 1 {
-				if o.Dir == streamDir {
-					return usageError{fmt.Errorf("-D - restores a process tree streamed by 'ctcr dump -D -', not a container")}
-				}
 				stage, err := oneStage(map[container.Stage]bool{container.StageUndump: undump, container.StageResume: resume})
 				if err != nil {
 					return err
+				}
+				if o.Dir == streamDir {
+					// A bundle streamed by 'ctcr checkpoint CTID -D -',
+					// with the same checks as a process tree's.
+					if name != "" || stage == container.StageResume {
+						return usageError{fmt.Errorf("-D - restores the checkpoint on stdin: not with --checkpoint or --resume")}
+					}
+					if isTerminal(os.Stdin) {
+						return usageError{fmt.Errorf("-D - reads a checkpoint archive (ctcr checkpoint CTID -D -) from stdin, which is a terminal: pipe or redirect one")}
+					}
+					dir, cleanup, err := receiveCheckpoint(os.Stdin)
+					if err != nil {
+						return fmt.Errorf("restore of container %s from stdin failed: %w", args[0], err)
+					}
+					// The restored container holds nothing of the bundle
+					// once the restore returns.
+					defer cleanup()
+					o.Dir = dir
 				}
 				return restoreContainer(g, cmd, stdout, args[0], o.Dir, name, pidFile, stage, o)
 			}
