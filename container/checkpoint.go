@@ -369,7 +369,7 @@ func checkpoint(o CheckpointOptions, c *Container, cg *cgroup.Set) (_ *Meta, _ *
 			}
 			return nil
 		},
-		FileLocks:   o.FileLocks, ExtUnixSk: o.ExtUnixSk, TCPClose: o.TCPClose, TCPEstablished: o.TCPEstablished, Progress: o.Progress, SavesIPC: own["ipc"], Compress: o.Compress,
+		FileLocks: o.FileLocks, ExtUnixSk: o.ExtUnixSk, TCPClose: o.TCPClose, TCPEstablished: o.TCPEstablished, Progress: o.Progress, SavesIPC: own["ipc"], Compress: o.Compress,
 		Thaw:     func() error { isFrozen = false; return cg.Thaw() },
 		PreCopy:  pc,
 		PrevDir:  prev,
