@@ -84,7 +84,7 @@ func PreDump(o CheckpointOptions) (*criu.PreDumpStats, error) {
 	if err != nil {
 		return nil, err
 	}
-	st, err := criu.PreDump(criu.PreDumpOptions{Pid: c.Pid, Dir: ImagesDir(o.Dir), PrevDir: prev, Log: o.Log, Progress: o.Progress})
+	st, err := criu.PreDump(criu.PreDumpOptions{Pid: c.Pid, Dir: ImagesDir(o.Dir), PrevDir: prev, Log: o.Log, Progress: o.Progress, Compress: o.Compress})
 	if err != nil {
 		return nil, fmt.Errorf("pre-dump of container %s: %w", o.ID, err)
 	}

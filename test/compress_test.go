@@ -505,3 +505,75 @@ func TestCompressZstdText(t *testing.T) {
 	}
 	w.assertPassed()
 }
+
+// TestPreDumpCompress: pre-dump --compress zstd stores its pages as
+// pages-N.img.zst, and a chain that mixes compressed and raw images
+// (a compressed pre-dump, a raw one on top, a compressed dump on top of
+// that; or a raw dump straight on a compressed pre-dump) restores with
+// every page as it last was, each page read from the image that holds
+// it; crit decodes every other image of each.
+func TestPreDumpCompress(t *testing.T) {
+	preDumpZ := func(t *testing.T, w *workload, dir, prev string, compress bool) {
+		t.Helper()
+		args := []string{"pre-dump", "-t", strconv.Itoa(w.pid), "-D", dir}
+		if prev != "" {
+			args = append(args, "--prev-images-dir", prev)
+		}
+		if compress {
+			args = append(args, "--compress", "zstd")
+		}
+		r := runCtcr(t, 120*time.Second, args...)
+		w.logs = append(w.logs, r.errP)
+		if r.code() != 0 {
+			t.Fatalf("%s: exit status %d; stderr: %s%s", r, r.code(), r.stderr(), w.report())
+		}
+		zst, _ := filepath.Glob(filepath.Join(dir, "pages-*.img.zst"))
+		raw, _ := filepath.Glob(filepath.Join(dir, "pages-*.img"))
+		if compress && (len(zst) == 0 || len(raw) != 0) || !compress && len(zst) != 0 {
+			t.Errorf("%s wrote %v and %v", r, zst, raw)
+		}
+	}
+	dump := func(t *testing.T, w *workload, img, prev string, compress bool) {
+		t.Helper()
+		args := []string{"dump", "-t", strconv.Itoa(w.pid), "-D", img, "--prev-images-dir", prev}
+		if compress {
+			args = append(args, "--compress", "zstd")
+		}
+		r := runCtcr(t, 120*time.Second, args...)
+		w.logs = append(w.logs, r.errP)
+		if r.code() != 0 {
+			t.Fatalf("%s: exit status %d; stderr: %s%s", r, r.code(), r.stderr(), w.report())
+		}
+		if _, err := w.waitOriginal(10 * time.Second); err != nil {
+			t.Fatalf("after the dump: %v", err)
+		}
+	}
+	t.Run("compressed pre-dump, raw pre-dump, compressed dump", func(t *testing.T) {
+		needCtcr(t)
+		w := startWorkload(t, "dirtier", "32")
+		base := t.TempDir()
+		preDumpZ(t, w, filepath.Join(base, "p1"), "", true)
+		preDumpZ(t, w, filepath.Join(base, "p2"), "../p1", false)
+		img := filepath.Join(base, "img")
+		dump(t, w, img, "../p2", true)
+		restoreForeground(t, w, img, scenario{}, nil)
+		if !t.Failed() {
+			wantSwaps(t, w)
+			for _, d := range []string{"p1", "p2", "img"} {
+				decodeWithCrit(t, filepath.Join(base, d))
+			}
+		}
+	})
+	t.Run("raw dump on a compressed pre-dump", func(t *testing.T) {
+		needCtcr(t)
+		w := startWorkload(t, "bigmem", "16")
+		base := t.TempDir()
+		preDumpZ(t, w, filepath.Join(base, "p1"), "", true)
+		img := filepath.Join(base, "img")
+		dump(t, w, img, "../p1", false)
+		restoreForeground(t, w, img, scenario{}, nil)
+		if !t.Failed() {
+			decodeWithCrit(t, filepath.Join(base, "p1"))
+		}
+	})
+}
