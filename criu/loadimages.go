@@ -59,8 +59,8 @@ type restoredTaskImages struct {
 	// parentZstd says one of parentPaths is compressed (ends in .zst):
 	// the task cannot read it, fillPagesZstd decompresses it.
 	parentZstd bool
-	fds         []*fdinfo.FdinfoEntry
-	fs          *fsimg.FsEntry
+	fds        []*fdinfo.FdinfoEntry
+	fs         *fsimg.FsEntry
 }
 
 // corruptf reports an image whose content makes no sense.
