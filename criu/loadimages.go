@@ -56,11 +56,12 @@ type restoredTaskImages struct {
 	parentPaths []string
 	parentRuns  []fileRun
 	parentSize  uint64
+	fds         []*fdinfo.FdinfoEntry
+	fs          *fsimg.FsEntry
+
 	// parentZstd says one of parentPaths is compressed (ends in .zst):
 	// the task cannot read it, fillPagesZstd decompresses it.
 	parentZstd bool
-	fds        []*fdinfo.FdinfoEntry
-	fs         *fsimg.FsEntry
 }
 
 // corruptf reports an image whose content makes no sense.
