@@ -40,7 +40,14 @@ names are dumped into DIR/images; DIR also gets config.json, stats.json,
 the runtime's record (runtime/) and ctcr.json (written last). The
 container is then killed, or with --leave-running it runs on. If
 anything fails it is thawed and runs on untouched, and a new generation
-is removed.`,
+is removed.
+
+With -D - the checkpoint goes to stdout as one tar archive, which
+'ctcr restore CTID -D -' reads from stdin, as 'ctcr dump -D -' does:
+    ctcr checkpoint CT -D - | ssh host ctcr restore CT -D -
+The pages are never staged on disk; the container is killed (or let go)
+only once the last byte is out. Not with --pre-dump, --pre-copy,
+--parent, --force or a stage; the report then goes to stderr.`,
 		Args: exactArgs("CTID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.ID = args[0]
@@ -184,7 +191,7 @@ is removed.`,
 		},
 	}
 	f := c.Flags()
-	f.StringVarP(&o.Dir, "images-dir", "D", "", "directory to write the checkpoint to (default: a new generation in /var/lib/ctcr/CTID)")
+	f.StringVarP(&o.Dir, "images-dir", "D", "", "directory to write the checkpoint to (default: a new generation in /var/lib/ctcr/CTID); - writes it to stdout as one tar archive (for 'ctcr restore CTID -D -')")
 	f.IntVar(&o.Keep, "keep", 0, "without -D: once the checkpoint succeeded, remove all but the N newest generations of the container")
 	f.BoolVar(&o.Force, "force", false, "with -D: replace the checkpoint DIR holds, once the new one is complete")
 	f.BoolVar(&o.LeaveRunning, "leave-running", false, "let the container run on after the checkpoint")
