@@ -1,6 +1,7 @@
 package test
 
 import (
+	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -215,4 +216,36 @@ func TestContainerStream(t *testing.T) {
 	c.assertCounting(t, "after a streamed checkpoint and restore")
 	assertEmptyDir(t, dumpTmp, "the streamed checkpoint")
 	assertEmptyDir(t, restoreTmp, "the streamed restore")
+}
+
+// TestStreamKilled: a dump -D - killed (SIGKILL) while it sends the
+// pages, its reader still there, leaves the tree running whole: the
+// workload finds every byte of its memory as it was.
+func TestStreamKilled(t *testing.T) {
+	needCtcr(t)
+	w := startWorkload(t, "bigmem", "64")
+	tmp := t.TempDir()
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pr.Close()
+	d := streamCmd(tmp, "dump", "-t", strconv.Itoa(w.pid), "-D", "-")
+	d.Stdout = pw
+	if err := d.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pw.Close()
+	// 4 MiB of the archive: the dump is inside the pages, and blocks on
+	// the full pipe once this reader stops.
+	buf := make([]byte, 4<<20)
+	if _, err := io.ReadFull(pr, buf); err != nil {
+		t.Fatalf("read the start of the archive: %v", err)
+	}
+	if !strings.Contains(string(buf[:512]), "pages-1.img.part00000000") {
+		t.Errorf("the archive does not start with the first part of pages-1.img: %q", buf[:100])
+	}
+	d.Process.Kill()
+	waitWithTimeout(d, 30*time.Second)
+	w.checkPasses(60*time.Second, "bigmem after a streamed dump killed while it sent the pages")
 }
