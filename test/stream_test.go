@@ -249,3 +249,39 @@ func TestStreamKilled(t *testing.T) {
 	waitWithTimeout(d, 30*time.Second)
 	w.checkPasses(60*time.Second, "bigmem after a streamed dump killed while it sent the pages")
 }
+
+// TestStreamStalled: a dump -D - whose reader stops reading without
+// going away fails once it took nothing for the stall time (shortened
+// here with CTCR_STREAM_STALL), naming stdout, instead of holding the
+// tree stopped for ever; the tree runs on whole.
+func TestStreamStalled(t *testing.T) {
+	needCtcr(t)
+	w := startWorkload(t, "bigmem", "64")
+	tmp := t.TempDir()
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pr.Close()
+	d := streamCmd(tmp, "dump", "-t", strconv.Itoa(w.pid), "-D", "-")
+	d.Env = append(d.Env, "CTCR_STREAM_STALL=2s")
+	d.Stdout = pw
+	var stderr strings.Builder
+	d.Stderr = &stderr
+	if err := d.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pw.Close()
+	buf := make([]byte, 4<<20)
+	if _, err := io.ReadFull(pr, buf); err != nil {
+		t.Fatalf("read the start of the archive: %v", err)
+	}
+	start := time.Now()
+	err = waitWithTimeout(d, 60*time.Second)
+	msg := strings.TrimSpace(stderr.String())
+	if d.ProcessState == nil || d.ProcessState.ExitCode() != 1 || strings.Contains(msg, "\n") || !strings.Contains(msg, "stdout") || !strings.Contains(msg, "took nothing") {
+		t.Errorf("dump -D - to a reader that stopped: %v after %v, stderr %q; want exit status 1 and one line naming stdout", err, time.Since(start).Round(time.Millisecond), msg)
+	}
+	assertEmptyDir(t, tmp, "the stalled streamed dump")
+	w.checkPasses(60*time.Second, "bigmem after a streamed dump whose reader stalled")
+}

@@ -91,7 +91,9 @@ only once the last byte is out. Not with --pre-dump, --pre-copy,
 				// As dump -D -: a broken pipe fails the checkpoint, the
 				// container runs on.
 				signal.Ignore(unix.SIGPIPE)
-				aw := newArchiveWriter(os.Stdout, o.Dir)
+				sw, closeOut := newStallWriter(os.Stdout)
+				defer closeOut()
+				aw := newArchiveWriter(sw, o.Dir)
 				defer criu.StreamPagesUnder(o.Dir, aw)()
 				o.AfterCommit = func() error {
 					if err := aw.finish(); err != nil {

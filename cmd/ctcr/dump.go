@@ -82,7 +82,9 @@ restore such a checkpoint.`,
 				signal.Ignore(unix.SIGPIPE)
 				// The pages go out as they are copied, the rest once
 				// the checkpoint is complete.
-				aw := newArchiveWriter(os.Stdout, o.Dir)
+				sw, closeOut := newStallWriter(os.Stdout)
+				defer closeOut()
+				aw := newArchiveWriter(sw, o.Dir)
 				defer criu.StreamPagesUnder(o.Dir, aw)()
 				o.AfterCommit = func() error {
 					if err := aw.finish(); err != nil {

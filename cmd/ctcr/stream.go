@@ -100,6 +100,62 @@ type archiveWriter struct {
 	at   time.Time       // the entries' time; immutable
 }
 
+// streamStall is how long a streamed dump waits for its reader to take
+// more of the archive, with the tree stopped, before it fails (and the
+// tree runs on). CTCR_STREAM_STALL (a Go duration) changes it, for tests.
+func streamStall() time.Duration {
+	if d, err := time.ParseDuration(os.Getenv("CTCR_STREAM_STALL")); err == nil && d > 0 {
+		return d
+	}
+	return 5 * time.Minute
+}
+
+// stallWriter writes to a file with a deadline on each write, so that a
+// reader that stops reading without going away cannot hold the tree
+// stopped for ever. A pipe or socket is made non-blocking for that (a
+// duplicate of its descriptor, which Go's poller then serves); a
+// regular file, which never blocks for long, is written as it is.
+type stallWriter struct {
+	f     *os.File
+	stall time.Duration
+}
+
+// newStallWriter returns a writer of f with deadlines, and its closer.
+func newStallWriter(f *os.File) (io.Writer, func()) {
+	var st unix.Stat_t
+	if unix.Fstat(int(f.Fd()), &st) != nil || st.Mode&unix.S_IFMT == unix.S_IFREG {
+		return f, func() {}
+	}
+	fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 3)
+	if err != nil {
+		return f, func() {}
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return f, func() {}
+	}
+	nf := os.NewFile(uintptr(fd), f.Name())
+	return &stallWriter{f: nf, stall: streamStall()}, func() {
+		// The file description is shared with fd 1: blocking again
+		// for whoever writes to it next.
+		unix.SetNonblock(fd, false)
+		nf.Close()
+	}
+}
+
+func (w *stallWriter) Write(b []byte) (int, error) {
+	// Unsupported (not a pollable file): no deadline, a blocking write.
+	w.f.SetWriteDeadline(time.Now().Add(w.stall))
+	n, err := w.f.Write(b)
+	if pe, ok := err.(*fs.PathError); ok {
+		err = pe.Err // the caller names stdout
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		err = fmt.Errorf("the reader took nothing for %v: %w", w.stall, err)
+	}
+	return n, err
+}
+
 func newArchiveWriter(w io.Writer, root string) *archiveWriter {
 	bw := bufio.NewWriterSize(w, 1<<20)
 	return &archiveWriter{root: root, bw: bw, tw: tar.NewWriter(bw), dirs: map[string]bool{".": true}, at: time.Now()}
@@ -171,8 +227,7 @@ func (a *archiveWriter) writeLocked(b []byte) error {
 
 // stdoutError names stdout in err, which names /dev/stdout or nothing.
 func stdoutError(err error) error {
-	var pe *fs.PathError
-	if errors.As(err, &pe) {
+	if pe, ok := err.(*fs.PathError); ok {
 		err = pe.Err
 	}
 	return fmt.Errorf("stdout: %w", err)
