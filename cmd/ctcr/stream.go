@@ -6,15 +6,19 @@ package main
 //
 //	ctcr dump -t PID -D - | ssh host ctcr restore -D -
 //
-// moves a process tree. The dump is written as usual into a private
-// directory (0700, under $TMPDIR or /run/ctcr), complete with its
-// manifest, and sent from there; the tasks stay stopped until the last
-// byte is written, so a broken pipe leaves them running as a failed dump
-// does. The restore side unpacks into a private directory of its own,
-// accepting only plain names (no absolute path, no "..", no link, no
-// device: regular files and directories), within size limits, and
-// verifies the manifest before anything is created. Both remove their
-// directory when done.
+// moves a process tree (and `ctcr checkpoint CTID -D -` / `ctcr restore
+// CTID -D -` a container). The pages go out as the dump copies them,
+// each image in parts (archiveWriter; docs/streaming.md draws the
+// archive): none is staged on disk. The other images are written as
+// usual into a private directory (0700, under $TMPDIR or /run/ctcr) and
+// sent from there once complete, the manifest last; the tasks stay
+// stopped until the last byte is written, so a broken pipe (or a reader
+// that takes nothing for streamStall) leaves them running as a failed
+// dump does. The restore side unpacks into a private directory of its
+// own, accepting only plain names (no absolute path, no "..", no link,
+// no device: regular files and directories), joining the parts of a
+// file, within size limits, and verifies the manifest before anything
+// is created. Both remove their directory when done.
 
 import (
 	"archive/tar"
