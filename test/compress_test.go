@@ -312,6 +312,9 @@ func TestStreamRefusals(t *testing.T) {
 		{"data after the archive", append(append([]byte(nil), whole...), "more"...), "after the end"},
 		{"files without a manifest", whole, "no manifest"},
 		{"not an archive", []byte(strings.Repeat("not a tar file\n", 100)), "stdin"},
+		{"a part of a streamed file before its part 0", archive(entry{name: "pages-1.img.part00000001", typ: tar.TypeReg, body: "x"}), "before its part 0"},
+		{"a part repeated", archive(entry{name: "pages-1.img.part00000000", typ: tar.TypeReg, body: "x"}, entry{name: "pages-1.img.part00000000", typ: tar.TypeReg, body: "x"}), "where part 1 was due"},
+		{"parts over a file", archive(entry{name: "pages-1.img", typ: tar.TypeReg, body: "x"}, entry{name: "pages-1.img.part00000000", typ: tar.TypeReg, body: "x"}), "pages-1.img.part00000000"},
 	} {
 		t.Run(c.what, func(t *testing.T) {
 			tmp := t.TempDir()
