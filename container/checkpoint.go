@@ -58,6 +58,11 @@ type CheckpointOptions struct {
 	// NoSnapshot: with LeaveRunning, copy the memory while the
 	// container is stopped, not from copy-on-write snapshots.
 	NoSnapshot bool
+	// AfterCommit, if set, runs once the bundle in Dir is complete,
+	// before the tasks are killed or let go; an error fails the
+	// checkpoint and the container runs on (checkpoint -D - sends the
+	// bundle here).
+	AfterCommit func() error
 }
 
 // PreDump copies the memory of the running container into DIR/images
@@ -79,7 +84,7 @@ func PreDump(o CheckpointOptions) (*criu.PreDumpStats, error) {
 	if err != nil {
 		return nil, err
 	}
-	st, err := criu.PreDump(criu.PreDumpOptions{Pid: c.Pid, Dir: ImagesDir(o.Dir), PrevDir: prev, Log: o.Log, Progress: o.Progress})
+	st, err := criu.PreDump(criu.PreDumpOptions{Pid: c.Pid, Dir: ImagesDir(o.Dir), PrevDir: prev, Log: o.Log, Progress: o.Progress, Compress: o.Compress})
 	if err != nil {
 		return nil, fmt.Errorf("pre-dump of container %s: %w", o.ID, err)
 	}
@@ -355,8 +360,16 @@ func checkpoint(o CheckpointOptions, c *Container, cg *cgroup.Set) (_ *Meta, _ *
 		// that dies while it ends them leaves a checkpoint that
 		// restores, not a dead container and half a bundle. Its
 		// stats.json is written again with the final figures below.
-		AfterCommit: func() error { return WriteBundle(o.Dir, c, m, &Stats{}) },
-		FileLocks:   o.FileLocks, ExtUnixSk: o.ExtUnixSk, TCPClose: o.TCPClose, TCPEstablished: o.TCPEstablished, Progress: o.Progress, SavesIPC: own["ipc"], Compress: o.Compress,
+		AfterCommit: func() error {
+			if err := WriteBundle(o.Dir, c, m, &Stats{}); err != nil {
+				return err
+			}
+			if o.AfterCommit != nil {
+				return o.AfterCommit()
+			}
+			return nil
+		},
+		FileLocks: o.FileLocks, ExtUnixSk: o.ExtUnixSk, TCPClose: o.TCPClose, TCPEstablished: o.TCPEstablished, Progress: o.Progress, SavesIPC: own["ipc"], Compress: o.Compress,
 		Thaw:     func() error { isFrozen = false; return cg.Thaw() },
 		PreCopy:  pc,
 		PrevDir:  prev,

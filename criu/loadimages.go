@@ -58,6 +58,10 @@ type restoredTaskImages struct {
 	parentSize  uint64
 	fds         []*fdinfo.FdinfoEntry
 	fs          *fsimg.FsEntry
+
+	// parentZstd says one of parentPaths is compressed (ends in .zst):
+	// the task cannot read it, fillPagesZstd decompresses it.
+	parentZstd bool
 }
 
 // corruptf reports an image whose content makes no sense.
@@ -361,6 +365,16 @@ func (t *restoredTaskImages) parentLevel(dir string, pid int, want []fileRun, de
 		return nil, fmt.Errorf("parent image: %w", err)
 	}
 	pagesPath := filepath.Join(dir, images.Pages.FileName(int(head.GetPagesId())))
+	// A pre-dump may be compressed (pre-dump --compress): its pages
+	// are then read through a decompressor (fillPagesZstd).
+	comp, err := readCompression(dir)
+	if err != nil {
+		return nil, fmt.Errorf("parent image: %w", err)
+	}
+	if comp == CompressZstd {
+		pagesPath += zstdSuffix
+		t.parentZstd = true
+	}
 	file := len(t.parentPaths)
 	t.parentPaths = append(t.parentPaths, pagesPath)
 	// What this level holds: its own pages, then what it takes from
@@ -388,7 +402,7 @@ func (t *restoredTaskImages) parentLevel(dir string, pid int, want []fileRun, de
 		if !errors.Is(err, os.ErrNotExist) || off != 0 {
 			return nil, fmt.Errorf("parent image: %w", err)
 		}
-	} else if uint64(fi.Size()) != off {
+	} else if comp != CompressZstd && uint64(fi.Size()) != off {
 		return nil, corruptf(pagesPath, "%d bytes, but %s describes %d bytes", fi.Size(), pmPath, off)
 	}
 	// Only what want needs goes down the chain.

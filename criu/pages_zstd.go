@@ -25,6 +25,7 @@ package criu
 // the task cannot read a compressed file with preadv.
 
 import (
+	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -33,6 +34,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 
 	"github.com/klauspost/compress/zstd"
@@ -174,7 +176,7 @@ func (s *pageSink) zstdWriter(enc *zstd.Encoder) {
 	for out := range order {
 		bp := <-out
 		if s.failed() == nil {
-			if err := pwriteAll(s.f, *bp, s.zoff); err != nil {
+			if err := s.put(*bp, s.zoff); err != nil {
 				s.mu.Lock()
 				s.err = images.WriteError(s.dir, s.name, err)
 				s.mu.Unlock()
@@ -210,18 +212,22 @@ func (t *restoringTask) fillPagesZstd() error {
 		defer pf.Close()
 		f = pf
 	}
-	// The window is bounded so that a crafted frame header cannot make
-	// the decoder allocate much; ctcr's own frames use 1 MiB.
-	dec, err := zstd.NewReader(f, zstd.WithDecoderConcurrency(2), zstd.WithDecoderMaxWindow(8<<20))
-	if err != nil {
-		return fmt.Errorf("%s: %s: %w", t.where(), t.img.pagesPath, err)
+	// A raw image with compressed parents (a dump without --compress
+	// on top of a compressed pre-dump) is read as it is.
+	var dec io.Reader = bufio.NewReaderSize(f, 1<<20)
+	if t.img.pagesZstd {
+		zd, err := newZstdDecoder(f)
+		if err != nil {
+			return fmt.Errorf("%s: %s: %w", t.where(), t.img.pagesPath, err)
+		}
+		defer zd.Close()
+		dec = zd
 	}
-	defer dec.Close()
-	var parents []*os.File
+	var parents []*parentImageReader
 	defer func() {
 		for _, p := range parents {
 			if p != nil {
-				p.Close()
+				p.close()
 			}
 		}
 	}()
@@ -245,12 +251,17 @@ func (t *restoringTask) fillPagesZstd() error {
 			parents = append(parents, nil)
 		}
 		if parents[file] == nil {
-			var err error
-			if parents[file], err = os.Open(t.img.parentPaths[file]); err != nil {
+			pf, err := os.OpenFile(t.img.parentPaths[file], os.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+			if err != nil {
 				return fmt.Errorf("%s: parent image: %w", t.where(), err)
 			}
+			parents[file] = &parentImageReader{f: pf, zstd: strings.HasSuffix(pf.Name(), zstdSuffix)}
 		}
-		return w.copy(io.NewSectionReader(parents[file], int64(off), int64(n)), addr, n, t.img.parentPaths[file])
+		r, err := parents[file].section(off, n)
+		if err != nil {
+			return fmt.Errorf("%s: parent image %s: %w", t.where(), t.img.parentPaths[file], err)
+		}
+		return w.copy(r, addr, n, t.img.parentPaths[file])
 	}); err != nil {
 		return err
 	}
@@ -267,6 +278,66 @@ func (t *restoringTask) fillPagesZstd() error {
 		return fmt.Errorf("%s: %s holds more than the %d bytes of pages its pagemap describes: %w", t.where(), t.img.pagesPath, read, images.ErrCorrupt)
 	}
 	return nil
+}
+
+// newZstdDecoder reads a compressed pages image. The window is bounded
+// so that a crafted frame header cannot make the decoder allocate much;
+// ctcr's own frames use 1 MiB.
+func newZstdDecoder(r io.Reader) (*zstd.Decoder, error) {
+	return zstd.NewReader(r, zstd.WithDecoderConcurrency(2), zstd.WithDecoderMaxWindow(8<<20))
+}
+
+// parentImageReader reads the pages of one parent image (a pre-dump) at
+// given offsets. A raw image is read where asked; a compressed one
+// (pre-dump --compress) has no index, so it is decompressed forward,
+// skipping what is not asked for: a task's runs come in address order,
+// which is their order in the image, so the image is decompressed once.
+// An offset behind the last read starts it over.
+type parentImageReader struct {
+	f    *os.File
+	zstd bool
+	dec  *zstd.Decoder // made on first use
+	pos  uint64        // of dec in the decompressed pages
+}
+
+// section returns a reader of the n bytes of pages at offset off.
+func (p *parentImageReader) section(off, n uint64) (io.Reader, error) {
+	if !p.zstd {
+		return io.NewSectionReader(p.f, int64(off), int64(n)), nil
+	}
+	if p.dec == nil || off < p.pos {
+		if _, err := p.f.Seek(0, io.SeekStart); err != nil {
+			return nil, err
+		}
+		if p.dec == nil {
+			dec, err := newZstdDecoder(p.f)
+			if err != nil {
+				return nil, err
+			}
+			p.dec = dec
+		} else if err := p.dec.Reset(p.f); err != nil {
+			return nil, err
+		}
+		p.pos = 0
+	}
+	if skip := off - p.pos; skip > 0 {
+		if k, err := io.CopyN(io.Discard, p.dec, int64(skip)); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil, fmt.Errorf("ends %d bytes short of the pages at offset %d: %w", skip-uint64(k), off, images.ErrCorrupt)
+			}
+			return nil, err
+		}
+	}
+	// The caller reads all n (taskWriter.copy) or fails the restore.
+	p.pos = off + n
+	return io.LimitReader(p.dec, int64(n)), nil
+}
+
+func (p *parentImageReader) close() {
+	if p.dec != nil {
+		p.dec.Close()
+	}
+	p.f.Close()
 }
 
 // taskWriter gathers pages for one task into buf and writes them with

@@ -107,6 +107,10 @@ type pageSink struct {
 	zstd bool // immutable
 	zoff int64
 	zcrc uint32
+
+	// out, if set, takes the image instead of f (pages_stream.go): the
+	// writes go to it in order. Immutable.
+	out PageStreamFile
 }
 
 type pageWrite struct {
@@ -130,11 +134,19 @@ func newPageSink(path string) (*pageSink, error) {
 			return nil, fmt.Errorf("zstd encoder: %w", err)
 		}
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|unix.O_CLOEXEC, 0o600)
-	if err != nil {
-		return nil, images.WriteError(s.dir, s.name, err)
+	if ps := pageStreamFor(path); ps != nil {
+		out, err := ps.BeginPages(path)
+		if err != nil {
+			return nil, images.WriteError(s.dir, s.name, err)
+		}
+		s.out = out
+	} else {
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|unix.O_CLOEXEC, 0o600)
+		if err != nil {
+			return nil, images.WriteError(s.dir, s.name, err)
+		}
+		s.f = f
 	}
-	s.f = f
 	s.wg.Add(1)
 	if s.zstd {
 		go s.zstdWriter(enc)
@@ -148,7 +160,7 @@ func (s *pageSink) writer() {
 	defer s.wg.Done()
 	for w := range s.work {
 		if s.failed() == nil {
-			if err := pwriteAll(s.f, w.buf.b[:w.n], w.off); err != nil {
+			if err := s.put(w.buf.b[:w.n], w.off); err != nil {
 				s.mu.Lock()
 				s.err = images.WriteError(s.dir, s.name, err)
 				s.mu.Unlock()
@@ -177,6 +189,15 @@ func pwriteAll(f *os.File, b []byte, off int64) error {
 		b, off = b[n:], off+int64(n)
 	}
 	return nil
+}
+
+// put writes b at offset off of the image: the writes come in order, so
+// a streamed image just takes the next piece.
+func (s *pageSink) put(b []byte, off int64) error {
+	if s.out != nil {
+		return s.out.Write(b)
+	}
+	return pwriteAll(s.f, b, off)
 }
 
 // failed returns the writer's error, if any: the caller stops at once.
@@ -267,6 +288,17 @@ func (s *pageSink) close() error {
 	if s.zstd {
 		s.off, s.crc = s.zoff, s.zcrc
 	}
+	if s.out != nil {
+		if err != nil {
+			s.out.Abort()
+			return err
+		}
+		if err := s.out.End(s.off, s.crc); err != nil {
+			return images.WriteError(s.dir, s.name, err)
+		}
+		images.RecordStreamed(filepath.Join(s.dir, s.name), s.off, s.crc)
+		return nil
+	}
 	if err == nil {
 		// The file ends where the last page was written.
 		if err = s.f.Truncate(s.off); err != nil {
@@ -285,6 +317,10 @@ func (s *pageSink) close() error {
 // abort stops the sink after an error of the caller's.
 func (s *pageSink) abort() {
 	s.finish()
+	if s.out != nil {
+		s.out.Abort()
+		return
+	}
 	s.f.Close()
 }
 

@@ -39,6 +39,10 @@ type PreDumpOptions struct {
 	PrevDir  string
 	Log      func(format string, args ...any)
 	Progress func(bytes uint64)
+	// Compress is how the pages images are stored, as DumpOptions'.
+	// Each image of a chain has its own (compression.json): a dump
+	// may be compressed on top of a raw pre-dump, and the other way.
+	Compress string
 }
 
 // PreDumpStats describes a finished pre-dump; it is also what
@@ -76,6 +80,9 @@ func PreDump(o PreDumpOptions) (*PreDumpStats, error) {
 		return nil, fmt.Errorf("task %d: %w", o.Pid, ErrNoTask)
 	}
 	st.Start = rootStat.StartTime
+	if err := CheckCompression(o.Compress); err != nil {
+		return nil, err
+	}
 	prev, err := prevImages(o.Dir, o.PrevDir)
 	if err != nil {
 		return nil, err
@@ -100,7 +107,7 @@ func PreDump(o PreDumpOptions) (*PreDumpStats, error) {
 	pr := newProgress(o.Progress)
 	defer pr.done()
 	for _, p := range pc.order {
-		n, parent, err := p.preDump(stage.Dir, pr)
+		n, parent, err := p.preDump(stage.Dir, o.Compress, pr)
 		if err != nil {
 			if _, serr := os.Stat(fmt.Sprintf("/proc/%d", p.pid)); serr != nil {
 				logf("pre-dump: task %d is gone: %v", p.pid, err)
@@ -115,6 +122,9 @@ func PreDump(o PreDumpOptions) (*PreDumpStats, error) {
 		st.PagesBytes += n
 		st.ParentBytes += parent
 		st.Tasks++
+	}
+	if err := writeCompression(stage, o.Compress); err != nil {
+		return nil, err
 	}
 	if pc.prevDir != "" {
 		if err := os.Symlink(o.PrevDir, stage.Path(parentLink)); err != nil {
@@ -283,12 +293,13 @@ func coveredByImage(dir string, vpid int) ([]proc.PageRange, error) {
 	return normalize(out), nil
 }
 
-// preDump writes p's pagemap and pages images into dir: pages the
+// preDump writes p's pagemap and pages images into dir (the pages
+// compressed as compress says): pages the
 // parent image holds and p did not write since stay there; the others
 // are copied. The pages are protected again, so that the next image
 // sees what is written from now on. It returns the bytes copied and
 // those left in the parent.
-func (p *preProc) preDump(dir string, pr *progress) (uint64, uint64, error) {
+func (p *preProc) preDump(dir, compress string, pr *progress) (uint64, uint64, error) {
 	pmr, err := proc.OpenPagemap(p.pid)
 	if err != nil {
 		return 0, 0, err
@@ -319,7 +330,11 @@ func (p *preProc) preDump(dir string, pr *progress) (uint64, uint64, error) {
 			copy = append(copy, r)
 		}
 	}
-	copied, _, n, err := copyRunning(p.pid, copy, filepath.Join(dir, images.Pages.FileName(p.index)), pr)
+	path := filepath.Join(dir, images.Pages.FileName(p.index))
+	if compress == CompressZstd {
+		path += zstdSuffix
+	}
+	copied, _, n, err := copyRunning(p.pid, copy, path, pr)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -343,7 +358,7 @@ func (p *preProc) preDump(dir string, pr *progress) (uint64, uint64, error) {
 	for _, e := range entries {
 		msgs = append(msgs, e)
 	}
-	path := filepath.Join(dir, images.Pagemap.FileName(p.vpid))
+	path = filepath.Join(dir, images.Pagemap.FileName(p.vpid))
 	if err := images.WriteFile(path, images.Pagemap, msgs...); err != nil {
 		return 0, 0, fmt.Errorf("write %s: %w", path, err)
 	}

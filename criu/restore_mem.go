@@ -668,7 +668,7 @@ func (t *restoringTask) fillPages(fd int, parentFds []int) error {
 	if len(t.img.pagemap) == 0 {
 		return nil
 	}
-	if t.img.pagesZstd {
+	if t.img.pagesZstd || t.img.parentZstd {
 		return t.fillPagesZstd()
 	}
 	if restoreFill == fillWritev && !writevMissing.Load() {

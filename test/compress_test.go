@@ -312,6 +312,9 @@ func TestStreamRefusals(t *testing.T) {
 		{"data after the archive", append(append([]byte(nil), whole...), "more"...), "after the end"},
 		{"files without a manifest", whole, "no manifest"},
 		{"not an archive", []byte(strings.Repeat("not a tar file\n", 100)), "stdin"},
+		{"a part of a streamed file before its part 0", archive(entry{name: "pages-1.img.part00000001", typ: tar.TypeReg, body: "x"}), "before its part 0"},
+		{"a part repeated", archive(entry{name: "pages-1.img.part00000000", typ: tar.TypeReg, body: "x"}, entry{name: "pages-1.img.part00000000", typ: tar.TypeReg, body: "x"}), "where part 1 was due"},
+		{"parts over a file", archive(entry{name: "pages-1.img", typ: tar.TypeReg, body: "x"}, entry{name: "pages-1.img.part00000000", typ: tar.TypeReg, body: "x"}), "pages-1.img.part00000000"},
 	} {
 		t.Run(c.what, func(t *testing.T) {
 			tmp := t.TempDir()
@@ -504,4 +507,76 @@ func TestCompressZstdText(t *testing.T) {
 		t.Errorf("the restored workload ended with %s (%v)%s", exitText(ws), err, w.report())
 	}
 	w.assertPassed()
+}
+
+// TestPreDumpCompress: pre-dump --compress zstd stores its pages as
+// pages-N.img.zst, and a chain that mixes compressed and raw images
+// (a compressed pre-dump, a raw one on top, a compressed dump on top of
+// that; or a raw dump straight on a compressed pre-dump) restores with
+// every page as it last was, each page read from the image that holds
+// it; crit decodes every other image of each.
+func TestPreDumpCompress(t *testing.T) {
+	preDumpZ := func(t *testing.T, w *workload, dir, prev string, compress bool) {
+		t.Helper()
+		args := []string{"pre-dump", "-t", strconv.Itoa(w.pid), "-D", dir}
+		if prev != "" {
+			args = append(args, "--prev-images-dir", prev)
+		}
+		if compress {
+			args = append(args, "--compress", "zstd")
+		}
+		r := runCtcr(t, 120*time.Second, args...)
+		w.logs = append(w.logs, r.errP)
+		if r.code() != 0 {
+			t.Fatalf("%s: exit status %d; stderr: %s%s", r, r.code(), r.stderr(), w.report())
+		}
+		zst, _ := filepath.Glob(filepath.Join(dir, "pages-*.img.zst"))
+		raw, _ := filepath.Glob(filepath.Join(dir, "pages-*.img"))
+		if compress && (len(zst) == 0 || len(raw) != 0) || !compress && len(zst) != 0 {
+			t.Errorf("%s wrote %v and %v", r, zst, raw)
+		}
+	}
+	dump := func(t *testing.T, w *workload, img, prev string, compress bool) {
+		t.Helper()
+		args := []string{"dump", "-t", strconv.Itoa(w.pid), "-D", img, "--prev-images-dir", prev}
+		if compress {
+			args = append(args, "--compress", "zstd")
+		}
+		r := runCtcr(t, 120*time.Second, args...)
+		w.logs = append(w.logs, r.errP)
+		if r.code() != 0 {
+			t.Fatalf("%s: exit status %d; stderr: %s%s", r, r.code(), r.stderr(), w.report())
+		}
+		if _, err := w.waitOriginal(10 * time.Second); err != nil {
+			t.Fatalf("after the dump: %v", err)
+		}
+	}
+	t.Run("compressed pre-dump, raw pre-dump, compressed dump", func(t *testing.T) {
+		needCtcr(t)
+		w := startWorkload(t, "dirtier", "32")
+		base := t.TempDir()
+		preDumpZ(t, w, filepath.Join(base, "p1"), "", true)
+		preDumpZ(t, w, filepath.Join(base, "p2"), "../p1", false)
+		img := filepath.Join(base, "img")
+		dump(t, w, img, "../p2", true)
+		restoreForeground(t, w, img, scenario{}, nil)
+		if !t.Failed() {
+			wantSwaps(t, w)
+			for _, d := range []string{"p1", "p2", "img"} {
+				decodeWithCrit(t, filepath.Join(base, d))
+			}
+		}
+	})
+	t.Run("raw dump on a compressed pre-dump", func(t *testing.T) {
+		needCtcr(t)
+		w := startWorkload(t, "bigmem", "16")
+		base := t.TempDir()
+		preDumpZ(t, w, filepath.Join(base, "p1"), "", true)
+		img := filepath.Join(base, "img")
+		dump(t, w, img, "../p1", false)
+		restoreForeground(t, w, img, scenario{}, nil)
+		if !t.Failed() {
+			decodeWithCrit(t, filepath.Join(base, "p1"))
+		}
+	})
 }

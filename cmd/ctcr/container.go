@@ -3,8 +3,12 @@ package main
 import (
 	"fmt"
 	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 
 	"github.com/ctcr/ctcr/container"
 	"github.com/ctcr/ctcr/criu"
@@ -36,7 +40,14 @@ names are dumped into DIR/images; DIR also gets config.json, stats.json,
 the runtime's record (runtime/) and ctcr.json (written last). The
 container is then killed, or with --leave-running it runs on. If
 anything fails it is thawed and runs on untouched, and a new generation
-is removed.`,
+is removed.
+
+With -D - the checkpoint goes to stdout as one tar archive, which
+'ctcr restore CTID -D -' reads from stdin, as 'ctcr dump -D -' does:
+    ctcr checkpoint CT -D - | ssh host ctcr restore CT -D -
+The pages are never staged on disk; the container is killed (or let go)
+only once the last byte is out. Not with --pre-dump, --pre-copy,
+--parent, --force or a stage; the report then goes to stderr.`,
 		Args: exactArgs("CTID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.ID = args[0]
@@ -62,6 +73,38 @@ is removed.`,
 			if o.Dir == "" && preDump {
 				o.Dir = preDumpDir(o.ID)
 			}
+			out := stdout
+			streaming := o.Dir == streamDir
+			if streaming {
+				if preDump || o.PreCopy || o.Parent != "" || o.Force || suspend || dumpStage || kill || resume {
+					return usageError{fmt.Errorf("-D - streams a whole checkpoint: not with --pre-dump, --pre-copy, --parent, --force or a stage")}
+				}
+				if isTerminal(os.Stdout) {
+					return usageError{fmt.Errorf("-D - writes the checkpoint, a tar archive, to stdout, which is a terminal: redirect it to a file or a pipe")}
+				}
+				dir, cleanup, err := streamStaging("checkpoint")
+				if err != nil {
+					return err
+				}
+				defer cleanup()
+				o.Dir = filepath.Join(dir, "checkpoint")
+				// As dump -D -: a broken pipe fails the checkpoint, the
+				// container runs on.
+				signal.Ignore(unix.SIGPIPE)
+				sw, closeOut := newStallWriter(os.Stdout)
+				defer closeOut()
+				aw := newArchiveWriter(sw, o.Dir)
+				defer criu.StreamPagesUnder(o.Dir, aw)()
+				o.AfterCommit = func() error {
+					if err := aw.finish(); err != nil {
+						return fmt.Errorf("stream to stdout: %w", err)
+					}
+					return nil
+				}
+				// Stdout is the archive's.
+				out = cmd.ErrOrStderr()
+			}
+			stdout := out
 			stage, err := oneStage(map[container.Stage]bool{container.StageSuspend: suspend, container.StageDump: dumpStage, container.StageKill: kill, container.StageResume: resume})
 			if err != nil {
 				return err
@@ -120,6 +163,9 @@ is removed.`,
 				}
 			}
 			m, st, err := container.CheckpointTo(&o)
+			if streaming {
+				o.Dir = streamDir // the staging directory is gone
+			}
 			if endPre != nil {
 				endPre()
 			}
@@ -147,7 +193,7 @@ is removed.`,
 		},
 	}
 	f := c.Flags()
-	f.StringVarP(&o.Dir, "images-dir", "D", "", "directory to write the checkpoint to (default: a new generation in /var/lib/ctcr/CTID)")
+	f.StringVarP(&o.Dir, "images-dir", "D", "", "directory to write the checkpoint to (default: a new generation in /var/lib/ctcr/CTID); - writes it to stdout as one tar archive (for 'ctcr restore CTID -D -')")
 	f.IntVar(&o.Keep, "keep", 0, "without -D: once the checkpoint succeeded, remove all but the N newest generations of the container")
 	f.BoolVar(&o.Force, "force", false, "with -D: replace the checkpoint DIR holds, once the new one is complete")
 	f.BoolVar(&o.LeaveRunning, "leave-running", false, "let the container run on after the checkpoint")

@@ -39,11 +39,14 @@ to, as in CRIU's pre-dump images.
 With -D - the checkpoint goes to stdout as one tar archive, which
 'ctcr restore -D -' reads from stdin:
     ctcr dump -t PID -D - | ssh host ctcr restore -D -
-It is written first into a private directory under $TMPDIR (or
-/run/ctcr), then sent; the tree stays stopped until the last byte is
-out, and a failure to send it fails the dump (the tree runs on). Not
-with --pre-copy or --prev-images-dir, nor to a terminal; --json then
-prints on stderr.
+The pages go out as they are copied, each image in parts
+(NAME.partNNNNNNNN, which restore joins), never staged on disk; the
+other images are written into a private directory under $TMPDIR (or
+/run/ctcr) and sent once complete, the manifest last. The tree stays
+stopped until the last byte is out, and a failure to send it fails the
+dump (the tree runs on). Not with --pre-copy or --prev-images-dir, nor
+to a terminal; --json then prints on stderr. docs/streaming.md
+describes the archive.
 
 With --compress zstd the pages are stored compressed (pages-N.img.zst
 instead of pages-N.img; compression.json says so), on every core; restore
@@ -77,8 +80,14 @@ restore such a checkpoint.`,
 				// writes to a broken pipe on fd 1 unless SIGPIPE is
 				// ignored; ignored, the write fails with EPIPE.
 				signal.Ignore(unix.SIGPIPE)
+				// The pages go out as they are copied, the rest once
+				// the checkpoint is complete.
+				sw, closeOut := newStallWriter(os.Stdout)
+				defer closeOut()
+				aw := newArchiveWriter(sw, o.Dir)
+				defer criu.StreamPagesUnder(o.Dir, aw)()
 				o.AfterCommit = func() error {
-					if err := writeArchive(os.Stdout, o.Dir); err != nil {
+					if err := aw.finish(); err != nil {
 						return fmt.Errorf("stream to stdout: %w", err)
 					}
 					return nil

@@ -39,6 +39,9 @@ gone, or 24 hours pass.`,
 			if o.Dir == "" {
 				return usageError{fmt.Errorf("pre-dump needs -D DIR")}
 			}
+			if err := criu.CheckCompression(o.Compress); err != nil {
+				return usageError{err}
+			}
 			if err := notInTree(o.Pid); err != nil {
 				return err
 			}
@@ -68,6 +71,7 @@ gone, or 24 hours pass.`,
 	f := c.Flags()
 	f.IntVarP(&o.Pid, "tree", "t", 0, "PID of the root of the tree")
 	f.StringVarP(&o.Dir, "images-dir", "D", "", "directory to write the pre-dump to")
+	f.StringVar(&o.Compress, "compress", "", "store the page images compressed: zstd (pages-N.img.zst; a dump on top reads through them, compressed or not itself)")
 	f.StringVar(&o.PrevDir, "prev-images-dir", "", "an earlier pre-dump of the tree (relative to DIR, or absolute): copy only what was written since")
 	needsCaps(c)
 	return exits(c, exitOK, exitFailure, exitUsage)

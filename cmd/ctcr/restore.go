@@ -39,7 +39,8 @@ if a zombie holds it (a dumped task not yet reaped), restore waits up to
 10 seconds. A failed restore kills everything it created.
 
 With -D - the checkpoint is read from stdin, a tar archive written by
-'ctcr dump -D -' (ctcr dump -t PID -D - | ssh host ctcr restore -D -).
+'ctcr dump -D -' (ctcr dump -t PID -D - | ssh host ctcr restore -D -),
+or with CTID by 'ctcr checkpoint CTID -D -'.
 It is unpacked into a private directory under $TMPDIR (or /run/ctcr),
 which is removed once the tree runs: only regular files and
 directories with plain names are accepted, and the checkpoint's
@@ -47,12 +48,27 @@ manifest must verify before anything is created. Not from a terminal.`,
 		Args: rangeArgs(0, "CTID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 1 {
-				if o.Dir == streamDir {
-					return usageError{fmt.Errorf("-D - restores a process tree streamed by 'ctcr dump -D -', not a container")}
-				}
 				stage, err := oneStage(map[container.Stage]bool{container.StageUndump: undump, container.StageResume: resume})
 				if err != nil {
 					return err
+				}
+				if o.Dir == streamDir {
+					// A bundle streamed by 'ctcr checkpoint CTID -D -',
+					// with the same checks as a process tree's.
+					if name != "" || stage == container.StageResume {
+						return usageError{fmt.Errorf("-D - restores the checkpoint on stdin: not with --checkpoint or --resume")}
+					}
+					if isTerminal(os.Stdin) {
+						return usageError{fmt.Errorf("-D - reads a checkpoint archive (ctcr checkpoint CTID -D -) from stdin, which is a terminal: pipe or redirect one")}
+					}
+					dir, cleanup, err := receiveCheckpoint(os.Stdin)
+					if err != nil {
+						return fmt.Errorf("restore of container %s from stdin failed: %w", args[0], err)
+					}
+					// The restored container holds nothing of the bundle
+					// once the restore returns.
+					defer cleanup()
+					o.Dir = dir
 				}
 				return restoreContainer(g, cmd, stdout, args[0], o.Dir, name, pidFile, stage, o)
 			}
@@ -137,7 +153,7 @@ manifest must verify before anything is created. Not from a terminal.`,
 		},
 	}
 	f := c.Flags()
-	f.StringVarP(&o.Dir, "images-dir", "D", "", "directory holding the images (with CTID: the checkpoint, default the latest in /var/lib/ctcr/CTID); - reads a checkpoint streamed by 'ctcr dump -D -' from stdin")
+	f.StringVarP(&o.Dir, "images-dir", "D", "", "directory holding the images (with CTID: the checkpoint, default the latest in /var/lib/ctcr/CTID); - reads a checkpoint streamed by 'ctcr dump -D -' (with CTID: 'ctcr checkpoint CTID -D -') from stdin")
 	f.StringVar(&name, "checkpoint", "", "with CTID: the generation to restore (a name 'ctcr checkpoints CTID' lists), instead of latest")
 	f.BoolVarP(&detach, "restore-detached", "d", false, "return once the process runs instead of waiting for it")
 	f.StringVar(&pidFile, "pidfile", "", "write the restored process's PID to this file")

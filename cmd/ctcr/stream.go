@@ -6,15 +6,19 @@ package main
 //
 //	ctcr dump -t PID -D - | ssh host ctcr restore -D -
 //
-// moves a process tree. The dump is written as usual into a private
-// directory (0700, under $TMPDIR or /run/ctcr), complete with its
-// manifest, and sent from there; the tasks stay stopped until the last
-// byte is written, so a broken pipe leaves them running as a failed dump
-// does. The restore side unpacks into a private directory of its own,
-// accepting only plain names (no absolute path, no "..", no link, no
-// device: regular files and directories), within size limits, and
-// verifies the manifest before anything is created. Both remove their
-// directory when done.
+// moves a process tree (and `ctcr checkpoint CTID -D -` / `ctcr restore
+// CTID -D -` a container). The pages go out as the dump copies them,
+// each image in parts (archiveWriter; docs/streaming.md draws the
+// archive): none is staged on disk. The other images are written as
+// usual into a private directory (0700, under $TMPDIR or /run/ctcr) and
+// sent from there once complete, the manifest last; the tasks stay
+// stopped until the last byte is written, so a broken pipe (or a reader
+// that takes nothing for streamStall) leaves them running as a failed
+// dump does. The restore side unpacks into a private directory of its
+// own, accepting only plain names (no absolute path, no "..", no link,
+// no device: regular files and directories), joining the parts of a
+// file, within size limits, and verifies the manifest before anything
+// is created. Both remove their directory when done.
 
 import (
 	"archive/tar"
@@ -27,11 +31,14 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ctcr/ctcr/criu"
 	"github.com/ctcr/ctcr/criu/images"
 )
 
@@ -74,13 +81,255 @@ func streamStaging(what string) (string, func(), error) {
 	return dir, func() { os.RemoveAll(dir) }, nil
 }
 
-// writeArchive writes the checkpoint directory dir to w as a tar
-// archive: its directories and regular files, names relative to dir,
-// in a fixed order. A link or another kind of file fails it (a
-// checkpoint that links to a pre-dump is not self-contained).
-func writeArchive(w io.Writer, dir string) error {
+// archiveWriter writes one checkpoint to stdout as a tar archive while
+// it is being made. Pages images come first, as the dump copies them
+// (criu.PageStreamer): each goes out in parts, entries named
+// NAME.partNNNNNNNN in order, of 1 MiB or so, since tar wants an entry's
+// size before its data and a compressed image's size is known only at
+// its end; no page is staged on disk. Then, once the checkpoint is
+// complete (finish), the other files from the staging directory, its
+// manifest last: the manifest lists the pages images whole, with the
+// size and CRC32C the sink computed while sending them.
+//
+// Preconditions: BeginPages .. End/Abort of one image hold mu; finish
+// runs when no image is being sent.
+type archiveWriter struct {
+	root string // the checkpoint directory archive names are relative to; immutable
+
+	mu   sync.Mutex
+	bw   *bufio.Writer
+	tw   *tar.Writer
+	dirs map[string]bool // directories already in the archive
+	err  error           // the first write error: the archive is broken
+	at   time.Time       // the entries' time; immutable
+}
+
+// streamStall is how long a streamed dump waits for its reader to take
+// more of the archive, with the tree stopped, before it fails (and the
+// tree runs on). CTCR_STREAM_STALL (a Go duration) changes it, for tests.
+func streamStall() time.Duration {
+	if d, err := time.ParseDuration(os.Getenv("CTCR_STREAM_STALL")); err == nil && d > 0 {
+		return d
+	}
+	return 5 * time.Minute
+}
+
+// stallWriter writes to a file with a deadline on each write, so that a
+// reader that stops reading without going away cannot hold the tree
+// stopped for ever. A pipe or socket is made non-blocking for that (a
+// duplicate of its descriptor, which Go's poller then serves); a
+// regular file, which never blocks for long, is written as it is.
+type stallWriter struct {
+	f     *os.File
+	stall time.Duration
+}
+
+// newStallWriter returns a writer of f with deadlines, and its closer.
+func newStallWriter(f *os.File) (io.Writer, func()) {
+	var st unix.Stat_t
+	if unix.Fstat(int(f.Fd()), &st) != nil || st.Mode&unix.S_IFMT == unix.S_IFREG {
+		return f, func() {}
+	}
+	fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 3)
+	if err != nil {
+		return f, func() {}
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return f, func() {}
+	}
+	nf := os.NewFile(uintptr(fd), f.Name())
+	return &stallWriter{f: nf, stall: streamStall()}, func() {
+		// The file description is shared with fd 1: blocking again
+		// for whoever writes to it next.
+		unix.SetNonblock(fd, false)
+		nf.Close()
+	}
+}
+
+func (w *stallWriter) Write(b []byte) (int, error) {
+	// Unsupported (not a pollable file): no deadline, a blocking write.
+	w.f.SetWriteDeadline(time.Now().Add(w.stall))
+	n, err := w.f.Write(b)
+	if pe, ok := err.(*fs.PathError); ok {
+		err = pe.Err // the caller names stdout
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		err = fmt.Errorf("the reader took nothing for %v: %w", w.stall, err)
+	}
+	return n, err
+}
+
+func newArchiveWriter(w io.Writer, root string) *archiveWriter {
 	bw := bufio.NewWriterSize(w, 1<<20)
-	tw := tar.NewWriter(bw)
+	return &archiveWriter{root: root, bw: bw, tw: tar.NewWriter(bw), dirs: map[string]bool{".": true}, at: time.Now()}
+}
+
+// partSuffix names the parts of a streamed file: NAME.part00000000, ...
+const partSuffix = ".part"
+
+// partMin is the least a part carries but the last: the small frames
+// of a well-compressed image are gathered, so that headers stay a
+// small share of the archive.
+const partMin = 1 << 20
+
+// archiveName returns the name in the archive of the file at path,
+// which is below the checkpoint directory, perhaps inside a staging
+// directory of the dump's (images.PartialPrefix) that the committed
+// checkpoint does not have.
+func (a *archiveWriter) archiveName(path string) (string, error) {
+	rel, err := filepath.Rel(a.root, path)
+	if err != nil || !filepath.IsLocal(rel) {
+		return "", fmt.Errorf("%s is outside the streamed checkpoint %s", path, a.root)
+	}
+	var keep []string
+	for _, c := range strings.Split(filepath.ToSlash(rel), "/") {
+		if !strings.HasPrefix(c, images.PartialPrefix) {
+			keep = append(keep, c)
+		}
+	}
+	return strings.Join(keep, "/"), nil
+}
+
+// dirLocked adds directory d and those above it that are not in the
+// archive yet: a reader accepts a file only in a directory it made.
+//
+// Preconditions: a.mu held.
+func (a *archiveWriter) dirLocked(d string) error {
+	if a.dirs[d] {
+		return nil
+	}
+	if err := a.dirLocked(filepath.Dir(d)); err != nil {
+		return err
+	}
+	a.dirs[d] = true
+	return a.headerLocked(&tar.Header{Name: d + "/", Typeflag: tar.TypeDir, Mode: 0o700})
+}
+
+// Preconditions: a.mu held.
+func (a *archiveWriter) headerLocked(h *tar.Header) error {
+	if a.err != nil {
+		return a.err
+	}
+	h.ModTime = a.at
+	if err := a.tw.WriteHeader(h); err != nil {
+		a.err = stdoutError(err)
+	}
+	return a.err
+}
+
+// Preconditions: a.mu held.
+func (a *archiveWriter) writeLocked(b []byte) error {
+	if a.err != nil {
+		return a.err
+	}
+	if _, err := a.tw.Write(b); err != nil {
+		a.err = stdoutError(err)
+	}
+	return a.err
+}
+
+// stdoutError names stdout in err, which names /dev/stdout or nothing.
+func stdoutError(err error) error {
+	if pe, ok := err.(*fs.PathError); ok {
+		err = pe.Err
+	}
+	return fmt.Errorf("stdout: %w", err)
+}
+
+// BeginPages implements criu.PageStreamer.
+func (a *archiveWriter) BeginPages(path string) (criu.PageStreamFile, error) {
+	name, err := a.archiveName(path)
+	if err != nil {
+		return nil, err
+	}
+	a.mu.Lock()
+	if err := a.dirLocked(filepath.Dir(name)); err != nil {
+		a.mu.Unlock()
+		return nil, err
+	}
+	return &streamedFile{a: a, name: name}, nil
+}
+
+// streamedFile is a pages image going out in parts; it holds a.mu.
+type streamedFile struct {
+	a     *archiveWriter
+	name  string
+	parts int
+	held  []byte // small pieces gathered into one part
+	done  bool
+}
+
+func (f *streamedFile) part(b []byte) error {
+	a := f.a
+	if err := a.headerLocked(&tar.Header{Name: fmt.Sprintf("%s%s%08d", f.name, partSuffix, f.parts), Typeflag: tar.TypeReg, Mode: 0o600, Size: int64(len(b))}); err != nil {
+		return err
+	}
+	f.parts++
+	return a.writeLocked(b)
+}
+
+// Write implements criu.PageStreamFile.
+func (f *streamedFile) Write(b []byte) error {
+	if len(f.held) > 0 && len(f.held)+len(b) > partMin {
+		if err := f.part(f.held); err != nil {
+			return err
+		}
+		f.held = f.held[:0]
+	}
+	if len(f.held) == 0 && len(b) >= partMin {
+		return f.part(b) // a raw image's 1 MiB buffers go out as they are
+	}
+	if f.held == nil {
+		f.held = make([]byte, 0, partMin)
+	}
+	f.held = append(f.held, b...)
+	return f.a.err
+}
+
+// End implements criu.PageStreamFile. An image with no pages is sent
+// as an empty file of its own name.
+func (f *streamedFile) End(size int64, crc uint32) error {
+	defer f.unlock()
+	if len(f.held) > 0 {
+		if err := f.part(f.held); err != nil {
+			return err
+		}
+	}
+	if f.parts == 0 {
+		return f.a.headerLocked(&tar.Header{Name: f.name, Typeflag: tar.TypeReg, Mode: 0o600})
+	}
+	return f.a.err
+}
+
+// Abort implements criu.PageStreamFile: the archive is broken from here
+// on (the dump fails, and the restore finds no end and no manifest).
+func (f *streamedFile) Abort() {
+	if f.a.err == nil {
+		f.a.err = errors.New("stdout: the archive was abandoned")
+	}
+	f.unlock()
+}
+
+func (f *streamedFile) unlock() {
+	if !f.done {
+		f.done = true
+		f.held = nil
+		f.a.mu.Unlock()
+	}
+}
+
+// finish sends the files of the complete checkpoint in dir (the root)
+// that are not in the archive yet, the manifest last, and ends the
+// archive. A link or another kind of file fails it (a checkpoint that
+// links to a pre-dump is not self-contained).
+func (a *archiveWriter) finish() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.err != nil {
+		return a.err
+	}
+	dir := a.root
 	var names []string
 	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -94,38 +343,45 @@ func writeArchive(w io.Writer, dir string) error {
 	if err != nil {
 		return fmt.Errorf("checkpoint %s: %w", dir, err)
 	}
-	sort.Strings(names)
+	// Sorted, but the checkpoint's own manifest goes last: a reader
+	// has every file before the list of them.
+	manifest := filepath.Join(dir, images.ManifestFile)
+	sort.Slice(names, func(i, j int) bool {
+		if (names[i] == manifest) != (names[j] == manifest) {
+			return names[j] == manifest
+		}
+		return names[i] < names[j]
+	})
 	for _, path := range names {
 		rel, err := filepath.Rel(dir, path)
 		if err != nil {
 			return err
 		}
+		rel = filepath.ToSlash(rel)
 		fi, err := os.Lstat(path)
 		if err != nil {
 			return fmt.Errorf("checkpoint %s: %w", dir, err)
 		}
-		h := &tar.Header{Name: filepath.ToSlash(rel), ModTime: fi.ModTime(), Format: tar.FormatPAX}
 		switch {
 		case fi.IsDir():
-			h.Typeflag, h.Name, h.Mode = tar.TypeDir, h.Name+"/", 0o700
+			if err := a.dirLocked(rel); err != nil {
+				return err
+			}
 		case fi.Mode().IsRegular():
-			h.Typeflag, h.Size, h.Mode = tar.TypeReg, fi.Size(), 0o600
+			if err := a.headerLocked(&tar.Header{Name: rel, Typeflag: tar.TypeReg, Size: fi.Size(), Mode: 0o600}); err != nil {
+				return err
+			}
+			if err := copyFileTo(a.tw, path, fi.Size()); err != nil {
+				return err
+			}
 		default:
 			return fmt.Errorf("checkpoint %s: %s is a %v, which a streamed checkpoint cannot carry (a link to a pre-dump: stream a dump without --prev-images-dir)", dir, rel, fi.Mode().Type())
 		}
-		if err := tw.WriteHeader(h); err != nil {
-			return fmt.Errorf("stdout: %w", err)
-		}
-		if h.Typeflag == tar.TypeReg {
-			if err := copyFileTo(tw, path, h.Size); err != nil {
-				return err
-			}
-		}
 	}
-	if err := tw.Close(); err != nil {
+	if err := a.tw.Close(); err != nil {
 		return fmt.Errorf("stdout: %w", err)
 	}
-	if err := bw.Flush(); err != nil {
+	if err := a.bw.Flush(); err != nil {
 		return fmt.Errorf("stdout: %w", err)
 	}
 	return nil
@@ -154,15 +410,37 @@ var errBadArchive = errors.New("not a checkpoint archive ctcr accepts")
 // and private. It accepts only regular files and directories with plain
 // relative names, creates every file O_EXCL|O_NOFOLLOW (nothing in dir
 // is a link, so nothing is written through one), and stops at the first
-// entry that would not fit in the file system or the limits above.
+// entry that would not fit in the file system or the limits above. The
+// parts of a streamed file (NAME.part00000000, NAME.part00000001, ...,
+// one after the other) are joined into NAME.
 func readArchive(r io.Reader, dir string) error {
 	br := bufio.NewReaderSize(r, 1<<20)
 	tr := tar.NewReader(br)
 	dirs := map[string]bool{".": true}
-	files := 0
+	files, parts := 0, 0
 	bad := func(name, why string) error {
 		return fmt.Errorf("stdin: entry %q: %s: %w", name, why, errBadArchive)
 	}
+	// The file the parts go to, open while its parts come.
+	var joined *os.File
+	var joinedName string
+	nextPart := 0
+	endJoined := func() error {
+		if joined == nil {
+			return nil
+		}
+		err := joined.Close()
+		joined = nil
+		if err != nil {
+			return fmt.Errorf("stdin: entry %q: %w", joinedName, err)
+		}
+		return nil
+	}
+	defer func() {
+		if joined != nil {
+			joined.Close()
+		}
+	}()
 	for {
 		h, err := tr.Next()
 		if errors.Is(err, io.EOF) {
@@ -174,12 +452,25 @@ func readArchive(r io.Reader, dir string) error {
 			}
 			return fmt.Errorf("stdin: %v: %w", err, errBadArchive)
 		}
-		if files++; files > maxStreamFiles {
-			return fmt.Errorf("stdin: more than %d entries: %w", maxStreamFiles, errBadArchive)
-		}
 		name := strings.TrimSuffix(h.Name, "/")
 		if len(name) > maxStreamName || !filepath.IsLocal(name) || name != filepath.Clean(name) || strings.ContainsRune(name, 0) || strings.Count(name, "/") >= maxStreamDepth {
 			return bad(h.Name, "not a plain relative name")
+		}
+		base, part, isPart := partOf(name)
+		if isPart && h.Typeflag == tar.TypeReg {
+			if parts++; parts > maxStreamParts {
+				return fmt.Errorf("stdin: more than %d parts of streamed files: %w", maxStreamParts, errBadArchive)
+			}
+		} else if files++; files > maxStreamFiles {
+			return fmt.Errorf("stdin: more than %d entries: %w", maxStreamFiles, errBadArchive)
+		}
+		if joined != nil && (!isPart || base != joinedName || part != nextPart) {
+			if isPart && base == joinedName {
+				return bad(h.Name, fmt.Sprintf("part %d of %q where part %d was due", part, base, nextPart))
+			}
+			if err := endJoined(); err != nil {
+				return err
+			}
 		}
 		parent := filepath.Dir(name)
 		if !dirs[parent] {
@@ -200,14 +491,34 @@ func readArchive(r io.Reader, dir string) error {
 			if err := unix.Statfs(dir, &st); err == nil && uint64(h.Size) > st.Bavail*uint64(st.Bsize) {
 				return fmt.Errorf("stdin: entry %q: %d bytes, more than the %d free in %s: %w", h.Name, h.Size, st.Bavail*uint64(st.Bsize), dir, unix.ENOSPC)
 			}
-			if err := writeEntry(tr, path, h.Size); err != nil {
+			if !isPart {
+				if err := writeEntry(tr, path, h.Size); err != nil {
+					return fmt.Errorf("stdin: entry %q: %w", h.Name, err)
+				}
+				break
+			}
+			if joined == nil {
+				if part != 0 {
+					return bad(h.Name, fmt.Sprintf("part %d of %q before its part 0", part, base))
+				}
+				f, err := os.OpenFile(filepath.Join(dir, base), os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+				if err != nil {
+					return bad(h.Name, err.Error())
+				}
+				joined, joinedName, nextPart = f, base, 0
+			}
+			if err := copyEntry(joined, tr, h.Size); err != nil {
 				return fmt.Errorf("stdin: entry %q: %w", h.Name, err)
 			}
+			nextPart++
 		default:
 			return bad(h.Name, fmt.Sprintf("type %q: only regular files and directories are accepted", h.Typeflag))
 		}
 	}
-	if files == 0 {
+	if err := endJoined(); err != nil {
+		return err
+	}
+	if files == 0 && parts == 0 {
 		return fmt.Errorf("stdin: empty archive: %w", errBadArchive)
 	}
 	// Read to the end of stdin: a dumper writes the archive before it
@@ -223,6 +534,24 @@ func readArchive(r io.Reader, dir string) error {
 	case <-time.After(drainWait):
 		return nil
 	}
+}
+
+// maxStreamParts bounds the parts of streamed files in an archive: 4 TiB
+// of raw pages in 1 MiB parts.
+const maxStreamParts = 1 << 22
+
+// partOf returns the file and the index of part name
+// (NAME.partNNNNNNNN), if it is one.
+func partOf(name string) (string, int, bool) {
+	i := strings.LastIndex(name, partSuffix)
+	if i <= 0 || len(name)-i-len(partSuffix) != 8 {
+		return "", 0, false
+	}
+	n, err := strconv.Atoi(name[i+len(partSuffix):])
+	if err != nil || n < 0 || strings.ContainsAny(name[i+len(partSuffix):], "+-") {
+		return "", 0, false
+	}
+	return name[:i], n, true
 }
 
 // drainWait bounds the wait for the end of stdin after the archive.
@@ -252,10 +581,16 @@ func writeEntry(r io.Reader, path string, size int64) error {
 	if err != nil {
 		return err
 	}
-	n, err := io.Copy(f, r)
+	err = copyEntry(f, r, size)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
+	return err
+}
+
+// copyEntry appends the size bytes of an entry from r to f.
+func copyEntry(f *os.File, r io.Reader, size int64) error {
+	n, err := io.Copy(f, r)
 	if err == nil && n != size {
 		err = fmt.Errorf("%d bytes of %d", n, size)
 	}

@@ -149,6 +149,43 @@ func RecordFileSum(path string) error {
 	return nil
 }
 
+// streamed holds the files of checkpoints being streamed (dump -D -)
+// that went out whole without ever being on disk: a pages image sent
+// while it was copied. WriteManifest lists them as if they were there,
+// keyed by their directory's path.
+var streamed = struct {
+	sync.Mutex
+	m map[string][]manifestEntry // guarded by the mutex
+}{m: map[string][]manifestEntry{}}
+
+// RecordStreamed records that the file at path, which is not on disk,
+// was sent whole with size bytes of CRC32C crc: the manifest of its
+// directory lists it.
+func RecordStreamed(path string, size int64, crc uint32) {
+	dir, name := filepath.Dir(path), filepath.Base(path)
+	streamed.Lock()
+	streamed.m[dir] = append(streamed.m[dir], manifestEntry{Name: name, Size: size, CRC32C: fmt.Sprintf("%08x", crc)})
+	streamed.Unlock()
+}
+
+// ForgetStreamed drops what RecordStreamed recorded for directories
+// under root (root included), once the stream is over.
+func ForgetStreamed(root string) {
+	streamed.Lock()
+	defer streamed.Unlock()
+	for d := range streamed.m {
+		if d == root || strings.HasPrefix(d, root+"/") {
+			delete(streamed.m, d)
+		}
+	}
+}
+
+func streamedIn(dir string) []manifestEntry {
+	streamed.Lock()
+	defer streamed.Unlock()
+	return append([]manifestEntry(nil), streamed.m[filepath.Clean(dir)]...)
+}
+
 // ForgetSum drops the checksum recorded for f, before f is written in
 // place.
 func ForgetSum(f *os.File) {
@@ -265,6 +302,7 @@ func writeManifest(dir string, depth int) error {
 		}
 		m.Files = append(m.Files, manifestEntry{Name: name, Size: size, CRC32C: fmt.Sprintf("%08x", crc)})
 	}
+	m.Files = append(m.Files, streamedIn(dir)...)
 	sort.Slice(m.Files, func(i, j int) bool { return m.Files[i].Name < m.Files[j].Name })
 	return writeManifestFile(dir, &m)
 }
