@@ -355,7 +355,8 @@ func (src pageSource) name() string {
 // through /proc/PID/mem, the others through process_vm_readv, gathered
 // up to a buffer per call; noFork runs come from src.saved if set.
 func copyRunsFrom(src pageSource, runs []pageRun, s *pageSink, pr *progress) error {
-	if n, viaWriter := pageCopiers(); n > 1 && !s.zstd {
+	// A streamed image (dump -D -) goes out in order: one reader.
+	if n, viaWriter := pageCopiers(); n > 1 && !s.zstd && s.out == nil {
 		return copyRunsParallel(src, runs, s, pr, n, viaWriter)
 	}
 	pid := src.pid
