@@ -340,6 +340,10 @@ func dumpOnce(opts DumpOptions) (*DumpStats, error) {
 	rb.add(func() { files.giveBack(true, opts.logf) })
 	files.savesIPC = opts.SavesIPC
 	files.hostSysV = opts.HostSysV
+	files.nestedNS = opts.NestedNS
+	if files.rootNetIno, err = netnsInode(d.procs[0].pid); err != nil {
+		return nil, err
+	}
 	if opts.ExtUnixSk {
 		allowExternalUnixPeers(files, d.procs)
 	}

@@ -308,3 +308,62 @@ func (d *dumpTree) nestedMountFiles(p *dumpProc) error {
 	}
 	return nil
 }
+
+// socketNetID returns the image id of the network namespace that socket
+// fd (a copy of d's fd) belongs to, for its entry's ns_id: nil for the
+// root task's, where the restore makes sockets unless told otherwise;
+// the nested namespace's id (its inode number, as the tasks' cores name
+// it) for a socket of a task below the root in a network namespace of
+// its own (DumpOptions.NestedNS). A socket of any other namespace (made
+// elsewhere and passed in) would have no task to be made in again: it
+// is refused by name.
+func (d *fdDump) socketNetID(fd int, what string) (*uint32, error) {
+	nsfd, err := unix.IoctlRetInt(fd, unix.SIOCGSKNS)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %s: its network namespace (SIOCGSKNS): %w", d.where, what, err)
+	}
+	var sk unix.Stat_t
+	err = unix.Fstat(nsfd, &sk)
+	unix.Close(nsfd)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %s: its network namespace: %w", d.where, what, err)
+	}
+	if sk.Ino == d.files.rootNetIno {
+		return nil, nil
+	}
+	var task unix.Stat_t
+	if err := unix.Stat(fmt.Sprintf("/proc/%d/ns/net", d.pid), &task); err != nil {
+		return nil, fmt.Errorf("%s: network namespace: %w", d.where, err)
+	}
+	if !d.files.nestedNS || task.Ino != sk.Ino || task.Dev != sk.Dev {
+		return nil, d.unsupported(fmt.Sprintf("%s belongs to network namespace %d, neither the root task's nor one of its task's own: it could not be made there again", what, sk.Ino))
+	}
+	return proto.Uint32(uint32(sk.Ino)), nil
+}
+
+// netnsTask returns the host PID of a restored task in the network
+// namespace with image id nsID (0: the root's). Every task exists, in
+// its namespaces, before any file is opened.
+func (r *fileRestore) netnsTask(nsID uint32) (int, error) {
+	if nsID == 0 {
+		return r.rootPid, nil
+	}
+	for _, img := range r.cp.tasks {
+		if img.zombie || img.core.GetIds().GetNetNsId() != nsID {
+			continue
+		}
+		if pid, ok := r.hostPid(int(img.pstree.GetPid())); ok {
+			return pid, nil
+		}
+	}
+	return 0, corruptf("files.img", "a socket of network namespace %d, which no task is in", nsID)
+}
+
+// netnsInode is the inode of pid's network namespace.
+func netnsInode(pid int) (uint64, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(fmt.Sprintf("/proc/%d/ns/net", pid), &st); err != nil {
+		return 0, fmt.Errorf("task %d: network namespace: %w", pid, err)
+	}
+	return st.Ino, nil
+}

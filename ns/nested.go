@@ -40,9 +40,9 @@ func NestedID(pid int, kind string) (int, error) {
 // DumpNested saves every UTS, IPC, network and mount namespace that a
 // task of pids has and the root task does not share: host and domain
 // names, SysV objects, the loopback device and its addresses, the mount
-// table. A network
-// namespace holding more than lo, or an inet or abstract unix socket
-// (which the engine makes in the root's namespace), is refused by name.
+// table. A network namespace holding more than lo, or an abstract unix
+// socket (which the engine makes in the root's namespace), is refused
+// by name.
 func DumpNested(root int, pids []int, stage *images.Staging) error {
 	sort.Ints(pids)
 	for _, kind := range NestedKinds {
@@ -116,7 +116,9 @@ func listMqueues() ([]string, error) {
 }
 
 // dumpNestedNet saves a nested network namespace that has only lo and
-// no socket the restore would make elsewhere.
+// no socket the restore would make elsewhere. Its inet sockets are the
+// engine's: their entries name the namespace (ns_id), and the restore
+// makes each in a task that is in it.
 func dumpNestedNet(pid int, stage *images.Staging, id int) error {
 	var devs []string
 	err := inNamespace(pid, "net", unix.CLONE_NEWNET, func() error {
@@ -133,15 +135,6 @@ func dumpNestedNet(pid int, stage *images.Staging, id int) error {
 	}
 	if len(devs) > 0 {
 		return fmt.Errorf("network devices %s: only the loopback device of a nested network namespace is restored: %w", strings.Join(devs, ", "), ErrUnsupported)
-	}
-	for _, f := range []string{"tcp", "tcp6", "udp", "udp6", "raw", "raw6", "udplite", "udplite6"} {
-		n, err := socketRows(pid, f, nil)
-		if err != nil {
-			return err
-		}
-		if n > 0 {
-			return fmt.Errorf("%d %s sockets: sockets of a nested network namespace are not restored into it: %w", n, f, ErrUnsupported)
-		}
 	}
 	abstract := func(fields []string) bool { return len(fields) >= 8 && strings.HasPrefix(fields[7], "@") }
 	if n, err := socketRows(pid, "unix", abstract); err != nil {
