@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 
@@ -120,16 +121,7 @@ func listMqueues() ([]string, error) {
 // engine's: their entries name the namespace (ns_id), and the restore
 // makes each in a task that is in it.
 func dumpNestedNet(pid int, stage *images.Staging, id int) error {
-	var devs []string
-	err := inNamespace(pid, "net", unix.CLONE_NEWNET, func() error {
-		ifs, err := net.Interfaces()
-		for _, i := range ifs {
-			if i.Name != "lo" {
-				devs = append(devs, i.Name)
-			}
-		}
-		return err
-	})
+	devs, err := otherDevices(pid)
 	if err != nil {
 		return err
 	}
@@ -190,4 +182,85 @@ func RestoreNested(sc Syscaller, pid int, kind string, id int, imgDir string) er
 		return fmt.Errorf("%s namespace %d: %w", kind, id, err)
 	}
 	return nil
+}
+
+// DumpTreeOwn saves the UTS, IPC and network namespaces that the root
+// (host PID pid) of a plain process tree has of its own (own, from Own),
+// which the restore makes anew for it: the names; SysV objects and POSIX
+// queues; the loopback device and its addresses, a namespace with other
+// devices being refused by name, as for a nested one. (A container's are
+// DumpOwn's, with its mounts.)
+func DumpTreeOwn(pid int, stage *images.Staging, own map[string]bool) error {
+	if own["uts"] {
+		if err := DumpUTS(pid, stage); err != nil {
+			return fmt.Errorf("the root's own UTS namespace: %w", err)
+		}
+	}
+	if own["ipc"] {
+		if err := DumpIPC(pid, stage); err != nil {
+			return fmt.Errorf("the root's own IPC namespace: %w", err)
+		}
+		if err := DumpMqueues(pid, stage); err != nil {
+			return fmt.Errorf("the root's own IPC namespace: %w", err)
+		}
+	}
+	if own["net"] {
+		devs, err := otherDevices(pid)
+		if err != nil {
+			return err
+		}
+		if len(devs) > 0 {
+			return fmt.Errorf("task %d: network devices %s of its own network namespace: only the loopback device is restored: %w", pid, strings.Join(devs, ", "), ErrUnsupported)
+		}
+		if err := DumpNet(pid, stage); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// RestoreTreeOwn fills the namespaces DumpTreeOwn saved, which the
+// engine made anew for the restored root sc (host PID pid) before it
+// forks: each only if its images are there.
+func RestoreTreeOwn(sc Syscaller, pid int, imgDir string) error {
+	exists := func(name string) bool {
+		_, err := os.Stat(filepath.Join(imgDir, name))
+		return err == nil
+	}
+	if exists(images.Utsns.FileName(utsNsID)) {
+		if err := RestoreUTS(sc, imgDir); err != nil {
+			return err
+		}
+	}
+	if exists(images.IpcShm.FileName(ipcNsID)) || exists(images.IpcSem.FileName(ipcNsID)) || exists(images.IpcMsg.FileName(ipcNsID)) {
+		if err := RestoreIPC(pid, imgDir); err != nil {
+			return err
+		}
+	}
+	if exists(PosixMqFile) {
+		if err := RestoreMqueues(pid, imgDir); err != nil {
+			return err
+		}
+	}
+	if exists(images.Netdev.FileName(netNsID)) {
+		if err := RestoreNet(pid, imgDir); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// otherDevices names the network devices of pid's namespace but lo.
+func otherDevices(pid int) ([]string, error) {
+	var devs []string
+	err := inNamespace(pid, "net", unix.CLONE_NEWNET, func() error {
+		ifs, err := net.Interfaces()
+		for _, i := range ifs {
+			if i.Name != "lo" {
+				devs = append(devs, i.Name)
+			}
+		}
+		return err
+	})
+	return devs, err
 }
