@@ -3,7 +3,9 @@ package test
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -82,5 +84,41 @@ func TestPlainNestedNamespaces(t *testing.T) {
 				decodeWithCrit(t, img)
 			}
 		})
+	}
+}
+
+// TestPlainRootOwnNamespaces: a plain tree whose root itself runs in UTS,
+// IPC and network namespaces of its own (plainns "root" mode, started
+// with those clone flags) is restored in new ones that hold what its own
+// held: the hostname, its SysV segment (attached), semaphores and message
+// queue, lo up and a TCP listener it connects to.
+func TestPlainRootOwnNamespaces(t *testing.T) {
+	needCtcr(t)
+	bin := workloadBin(t, "plainns")
+	w := &workload{t: t, name: "plainns", dir: t.TempDir()}
+	out, err := os.Create(w.path("out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	w.cmd = exec.Command(bin, w.dir, "root")
+	w.cmd.Stdout, w.cmd.Stderr = out, out
+	w.cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Cloneflags: syscall.CLONE_NEWUTS | syscall.CLONE_NEWIPC | syscall.CLONE_NEWNET}
+	if err := w.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.pid = w.cmd.Process.Pid
+	t.Cleanup(w.cleanup)
+	w.waitReady()
+	img := filepath.Join(t.TempDir(), "img")
+	dump(t, w, img, false, 0)
+	for _, name := range []string{"utsns-1.img", "ipcns-shm-1.img", "ipcns-sem-1.img", "ipcns-msg-1.img", "netdev-1.img"} {
+		if _, err := os.Stat(filepath.Join(img, name)); err != nil {
+			t.Errorf("the checkpoint lacks the root's own namespace's %s: %v", name, err)
+		}
+	}
+	restoreForeground(t, w, img, scenario{}, nil)
+	if !t.Failed() {
+		decodeWithCrit(t, img)
 	}
 }

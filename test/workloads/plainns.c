@@ -13,6 +13,9 @@
  *   plainns DIR shared  child B: its own UTS, IPC, network and mount
  *                       namespaces; its child D stays in them; B's sibling
  *                       C joins them with setns
+ *   plainns DIR root    no child: the root itself, started in UTS, IPC and
+ *                       network namespaces of its own, holds the states of
+ *                       uts, ipc and net (hostname "plainns-root")
  *
  * After DIR/check every child checks that it is (still) in namespaces
  * other than its parent's, or the same as the task it shares with, and
@@ -26,7 +29,9 @@
 #include <netinet/in.h>
 #include <sched.h>
 #include <sys/ioctl.h>
+#include <signal.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/msg.h>
 #include <sys/sem.h>
 #include <sys/shm.h>
@@ -226,6 +231,8 @@ static void check_tmpfs(const char *who, int own)
 static void child_wait(const char *name, void (*check)(const char *))
 {
 	char f[64];
+	/* Gone with its parent if a test ends early; kept across restore. */
+	must(prctl(PR_SET_PDEATHSIG, SIGKILL) == 0, "PR_SET_PDEATHSIG");
 	snprintf(f, sizeof(f), "ready-%s", name);
 	wl_write_file(f, "1", 1);
 	while (!wl_check_requested())
@@ -328,6 +335,20 @@ int main(int argc, char **argv)
 	int self = getpid();
 	char ready[256] = "";
 
+	if (strcmp(mode, "root") == 0) {
+		must(sethostname("plainns-root", 12) == 0, "sethostname");
+		make_ipc();
+		make_listener();
+		wl_ready("root %d\n", self);
+		while (!wl_check_requested())
+			wl_sleep_ms(20);
+		static const int root_own[NKINDS] = { 0, 0, 0, 1 };
+		same_ns("root", self, "the root", getppid(), "its parent", root_own);
+		check_host("root", "plainns-root");
+		check_ipc("root");
+		check_listener("root");
+		return wl_finish();
+	}
 	if (strcmp(mode, "shared") != 0) {
 		int k = kind_index(mode);
 		if (k < 0) {
