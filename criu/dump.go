@@ -341,7 +341,10 @@ func dumpOnce(opts DumpOptions) (*DumpStats, error) {
 	files.savesIPC = opts.SavesIPC
 	files.hostSysV = opts.HostSysV
 	files.nestedNS = opts.NestedNS
-	if files.rootNetIno, err = netnsInode(d.procs[0].pid); err != nil {
+	if files.rootNetIno, err = nsInode(d.procs[0].pid, "net"); err != nil {
+		return nil, err
+	}
+	if files.rootIPCIno, err = nsInode(d.procs[0].pid, "ipc"); err != nil {
 		return nil, err
 	}
 	if opts.ExtUnixSk {

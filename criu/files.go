@@ -65,6 +65,9 @@ type fileTable struct {
 	// kept (DumpOptions.NestedNS; socketNetID).
 	rootNetIno uint64
 	nestedNS   bool
+	// rootIPCIno is the inode of the root task's IPC namespace, where
+	// the restore reopens POSIX queues (nestedIPC).
+	rootIPCIno uint64
 }
 
 // giveBack puts back, newest first, everything the dump took out of the

@@ -359,11 +359,23 @@ func (r *fileRestore) netnsTask(nsID uint32) (int, error) {
 	return 0, corruptf("files.img", "a socket of network namespace %d, which no task is in", nsID)
 }
 
-// netnsInode is the inode of pid's network namespace.
-func netnsInode(pid int) (uint64, error) {
+// nsInode is the inode of pid's namespace of kind.
+func nsInode(pid int, kind string) (uint64, error) {
 	var st unix.Stat_t
-	if err := unix.Stat(fmt.Sprintf("/proc/%d/ns/net", pid), &st); err != nil {
-		return 0, fmt.Errorf("task %d: network namespace: %w", pid, err)
+	if err := unix.Stat(fmt.Sprintf("/proc/%d/ns/%s", pid, kind), &st); err != nil {
+		return 0, fmt.Errorf("task %d: %s namespace: %w", pid, kind, err)
 	}
 	return st.Ino, nil
+}
+
+// nestedIPC says whether d's task is in another IPC namespace than the
+// root task: its POSIX queues are saved with that namespace
+// (ns.DumpNested) but descriptors on them would be reopened in the
+// root's.
+func (d *fdDump) nestedIPC() (bool, error) {
+	ino, err := nsInode(d.pid, "ipc")
+	if err != nil {
+		return false, fmt.Errorf("%s: %w", d.where, err)
+	}
+	return ino != d.files.rootIPCIno, nil
 }

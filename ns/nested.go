@@ -12,7 +12,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ctcr/ctcr/criu/images"
-	"github.com/ctcr/ctcr/criu/kernel"
 )
 
 // Nested namespaces are those of a task below the tree's root that are
@@ -79,41 +78,15 @@ func DumpNested(root int, pids []int, stage *images.Staging) error {
 	return nil
 }
 
-// dumpNestedIPC saves a nested IPC namespace's SysV objects; POSIX
-// queues of one are refused (posix-mq.json holds one namespace's).
+// dumpNestedIPC saves a nested IPC namespace's SysV objects and its
+// POSIX queues with their messages (posix-mq-ID.json). Descriptors on
+// those queues are refused by the engine: it reopens queues in the
+// root's namespace.
 func dumpNestedIPC(pid int, stage *images.Staging, id int) error {
-	var queues []string
-	err := inNamespace(pid, "ipc", unix.CLONE_NEWIPC, func() error {
-		qs, err := listMqueues()
-		queues = qs
-		return err
-	})
-	if err != nil {
+	if err := dumpIPCAs(pid, stage, id); err != nil {
 		return err
 	}
-	if len(queues) > 0 {
-		return fmt.Errorf("POSIX message queues %s: only those of the container's own IPC namespace are saved: %w", strings.Join(queues, ", "), ErrUnsupported)
-	}
-	return dumpIPCAs(pid, stage, id)
-}
-
-// listMqueues names the POSIX queues of the calling thread's IPC
-// namespace (a detached mqueue mount shows its creator's).
-func listMqueues() ([]string, error) {
-	root, err := kernel.MqueueRoot()
-	if err != nil {
-		return nil, err
-	}
-	defer root.Close()
-	names, err := root.Readdirnames(-1)
-	if err != nil {
-		return nil, fmt.Errorf("list the queues: %w", err)
-	}
-	sort.Strings(names)
-	for i := range names {
-		names[i] = "/" + names[i]
-	}
-	return names, nil
+	return dumpMqueuesAs(pid, stage, nestedMqFile(id))
 }
 
 // dumpNestedNet saves a nested network namespace that has only lo and
@@ -171,6 +144,9 @@ func RestoreNested(sc Syscaller, pid int, kind string, id int, imgDir string) er
 		err = restoreUTSAs(sc, imgDir, id)
 	case "ipc":
 		err = restoreIPCAs(pid, imgDir, id)
+		if _, serr := os.Stat(filepath.Join(imgDir, nestedMqFile(id))); err == nil && serr == nil {
+			err = restoreMqueuesAs(pid, imgDir, nestedMqFile(id))
+		}
 	case "net":
 		err = restoreNetAs(pid, imgDir, id)
 	case "mnt":

@@ -40,7 +40,8 @@ func nsInode(t *testing.T, pid int, kind string) string {
 // namespaces of their own (plainns workload, one state per mode), is
 // dumped with a plain `ctcr dump` and restored with each task in its own
 // namespace again, holding its state: the hostname; a SysV segment
-// (attached), semaphore set and message queue; lo up and a TCP listener
+// (attached), semaphore set, message queue and a POSIX queue with its
+// message; lo up and a TCP listener
 // it connects to; a private tmpfs with a file. In "shared" mode a child
 // made all four, its own child stayed in them and its sibling joined them
 // with setns: after restore the three share one set, not the root's.
@@ -51,7 +52,7 @@ func TestPlainNestedNamespaces(t *testing.T) {
 		images []string // globs, each matching one image of the nested namespace
 	}{
 		{"uts", []string{"utsns-*.img"}},
-		{"ipc", []string{"ipcns-shm-*.img", "ipcns-sem-*.img", "ipcns-msg-*.img"}},
+		{"ipc", []string{"ipcns-shm-*.img", "ipcns-sem-*.img", "ipcns-msg-*.img", "posix-mq-*.json"}},
 		{"net", []string{"netdev-*.img"}},
 		{"mnt", []string{"tmpfs-dev-*.tar.gz.img"}},
 		{"shared", []string{"utsns-*.img", "ipcns-shm-*.img", "netdev-*.img", "tmpfs-dev-*.tar.gz.img"}},
@@ -90,8 +91,8 @@ func TestPlainNestedNamespaces(t *testing.T) {
 // TestPlainRootOwnNamespaces: a plain tree whose root itself runs in UTS,
 // IPC and network namespaces of its own (plainns "root" mode, started
 // with those clone flags) is restored in new ones that hold what its own
-// held: the hostname, its SysV segment (attached), semaphores and message
-// queue, lo up and a TCP listener it connects to.
+// held: the hostname, its SysV segment (attached), semaphores, message
+// queue and POSIX queue, lo up and a TCP listener it connects to.
 func TestPlainRootOwnNamespaces(t *testing.T) {
 	needCtcr(t)
 	bin := workloadBin(t, "plainns")

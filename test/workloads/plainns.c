@@ -5,7 +5,8 @@
  *
  *   plainns DIR uts     child X: its own UTS namespace, hostname "plainns-uts"
  *   plainns DIR ipc     child X: its own IPC namespace holding a SysV segment
- *                       (attached), a semaphore set and a message queue
+ *                       (attached), a semaphore set, a message queue and a
+ *                       POSIX queue with a message (no descriptor open)
  *   plainns DIR net     child X: its own network namespace, lo up, a TCP
  *                       listener on 127.0.0.1 it connects to after restore
  *   plainns DIR mnt     child X: its own mount namespace, a private tmpfs
@@ -25,6 +26,7 @@
 #include "workload.h"
 
 #include <arpa/inet.h>
+#include <mqueue.h>
 #include <net/if.h>
 #include <netinet/in.h>
 #include <sched.h>
@@ -45,6 +47,7 @@
 
 static const char *mode;
 static int key; /* SysV key, unique per run */
+static char mqname[32]; /* POSIX queue name, unique per run */
 static char *seg;
 static int listener = -1;
 
@@ -131,6 +134,33 @@ static void make_ipc(void)
 	must(q >= 0, "msgget");
 	struct { long type; char text[32]; } m = { 7, "plainns-msg" };
 	must(msgsnd(q, &m, sizeof(m.text), 0) == 0, "msgsnd");
+	struct mq_attr a = { .mq_maxmsg = 4, .mq_msgsize = 32 };
+	mqd_t mq = mq_open(mqname, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600, &a);
+	must(mq != (mqd_t)-1, "mq_open");
+	must(mq_send(mq, "plainns-mq", 10, 3) == 0, "mq_send");
+	mq_close(mq);
+}
+
+/* check_mq checks the POSIX queue is there with its message (own) or not. */
+static void check_mq(const char *who, int own)
+{
+	mqd_t mq = mq_open(mqname, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+	if (mq == (mqd_t)-1) {
+		if (own)
+			wl_fail("%s: POSIX queue %s: %s", who, mqname, strerror(errno));
+		return;
+	}
+	if (!own) {
+		wl_fail("%s: sees POSIX queue %s of a child's IPC namespace", who, mqname);
+		mq_close(mq);
+		return;
+	}
+	char buf[32] = "";
+	unsigned prio = 0;
+	ssize_t n = mq_receive(mq, buf, sizeof(buf), &prio);
+	if (n != 10 || prio != 3 || memcmp(buf, "plainns-mq", 10) != 0)
+		wl_fail("%s: POSIX queue %s gave %zd bytes \"%.10s\" at priority %u (%s), want \"plainns-mq\" at 3", who, mqname, n, buf, prio, n < 0 ? strerror(errno) : "");
+	mq_close(mq);
 }
 
 static void check_ipc(const char *who)
@@ -153,6 +183,7 @@ static void check_ipc(const char *who)
 		wl_fail("%s: no message in queue 0x%x: %s", who, key, strerror(errno));
 	else if (m.type != 7 || strcmp(m.text, "plainns-msg") != 0)
 		wl_fail("%s: message of type %ld \"%.20s\", want 7 \"plainns-msg\"", who, m.type, m.text);
+	check_mq(who, 1);
 }
 
 /* --- net --- */
@@ -328,6 +359,7 @@ int main(int argc, char **argv)
 	}
 	mode = argv[2];
 	key = 0x504e0000 | (getpid() & 0xffff);
+	snprintf(mqname, sizeof(mqname), "/plainns-%d", getpid());
 	gethostname(host_a, sizeof(host_a) - 1);
 	snprintf(mntdir, sizeof(mntdir), "%s/mnt", wl_dir);
 	snprintf(mntfile, sizeof(mntfile), "%s/mnt/file", wl_dir);
@@ -411,6 +443,7 @@ int main(int argc, char **argv)
 	check_host("A", host_a);
 	if (shmget(key, 0, 0) >= 0)
 		wl_fail("A: sees segment 0x%x of a child's IPC namespace", key);
+	check_mq("A", 0);
 	check_tmpfs("A", 0);
 	const char *names[] = { "x", "b", "c", "d" };
 	for (int i = 0; i < 4; i++) {
