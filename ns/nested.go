@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ctcr/ctcr/criu/images"
+	"github.com/ctcr/ctcr/criu/nsthread"
 )
 
 // Nested namespaces are those of a task below the tree's root that are
@@ -197,28 +198,44 @@ func DumpTreeOwn(pid int, stage *images.Staging, own map[string]bool) error {
 
 // RestoreTreeOwn fills the namespaces DumpTreeOwn saved, which the
 // engine made anew for the restored root sc (host PID pid) before it
-// forks: each only if its images are there.
+// forks: each that the root is in of its own (the engine made those the
+// image asks for) and whose images are there. (A root in ctcr's IPC
+// namespace has ipcns-*-1.img too: the host's objects it uses, which
+// RestoreHostSysV makes.)
 func RestoreTreeOwn(sc Syscaller, pid int, imgDir string) error {
 	exists := func(name string) bool {
 		_, err := os.Stat(filepath.Join(imgDir, name))
 		return err == nil
 	}
-	if exists(images.Utsns.FileName(utsNsID)) {
+	var own uint64
+	for _, k := range []struct {
+		kind string
+		flag uint64
+	}{{"uts", unix.CLONE_NEWUTS}, {"ipc", unix.CLONE_NEWIPC}, {"net", unix.CLONE_NEWNET}} {
+		same, err := nsthread.Same(pid, k.kind)
+		if err != nil {
+			return err
+		}
+		if !same {
+			own |= k.flag
+		}
+	}
+	if own&unix.CLONE_NEWUTS != 0 && exists(images.Utsns.FileName(utsNsID)) {
 		if err := RestoreUTS(sc, imgDir); err != nil {
 			return err
 		}
 	}
-	if exists(images.IpcShm.FileName(ipcNsID)) || exists(images.IpcSem.FileName(ipcNsID)) || exists(images.IpcMsg.FileName(ipcNsID)) {
+	if own&unix.CLONE_NEWIPC != 0 && (exists(images.IpcShm.FileName(ipcNsID)) || exists(images.IpcSem.FileName(ipcNsID)) || exists(images.IpcMsg.FileName(ipcNsID))) {
 		if err := RestoreIPC(pid, imgDir); err != nil {
 			return err
 		}
 	}
-	if exists(PosixMqFile) {
+	if own&unix.CLONE_NEWIPC != 0 && exists(PosixMqFile) {
 		if err := RestoreMqueues(pid, imgDir); err != nil {
 			return err
 		}
 	}
-	if exists(images.Netdev.FileName(netNsID)) {
+	if own&unix.CLONE_NEWNET != 0 && exists(images.Netdev.FileName(netNsID)) {
 		if err := RestoreNet(pid, imgDir); err != nil {
 			return err
 		}
