@@ -8,7 +8,9 @@
  *                       (attached), a semaphore set, a message queue and a
  *                       POSIX queue with a message (no descriptor open)
  *   plainns DIR net     child X: its own network namespace, lo up, a TCP
- *                       listener on 127.0.0.1 it connects to after restore
+ *                       listener on 127.0.0.1 it connects to after restore,
+ *                       and an established connection to it with a byte
+ *                       queued each way
  *   plainns DIR mnt     child X: its own mount namespace, a private tmpfs
  *                       on DIR/mnt holding a file
  *   plainns DIR shared  child B: its own UTS, IPC, network and mount
@@ -49,7 +51,7 @@ static const char *mode;
 static int key; /* SysV key, unique per run */
 static char mqname[32]; /* POSIX queue name, unique per run */
 static char *seg;
-static int listener = -1;
+static int listener = -1, conn_c = -1, conn_s = -1;
 
 static void must(int ok, const char *what)
 {
@@ -196,11 +198,19 @@ static void make_listener(void)
 	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(PORT), .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
 	must(bind(listener, (struct sockaddr *)&a, sizeof(a)) == 0, "bind 127.0.0.1:4242");
 	must(listen(listener, 4) == 0, "listen");
+	conn_c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	must(conn_c >= 0 && connect(conn_c, (struct sockaddr *)&a, sizeof(a)) == 0, "connect");
+	conn_s = accept(listener, NULL, NULL);
+	must(conn_s >= 0, "accept");
+	must(write(conn_c, "c", 1) == 1 && write(conn_s, "s", 1) == 1, "write to the connection");
 }
 
 static void check_listener(const char *who)
 {
 	check_lo_up(who);
+	char x = 0, y = 0;
+	if (read(conn_s, &x, 1) != 1 || read(conn_c, &y, 1) != 1 || x != 'c' || y != 's')
+		wl_fail("%s: the established connection gave '%c' and '%c', want 'c' and 's' (%s)", who, x ? x : '?', y ? y : '?', strerror(errno));
 	int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(PORT), .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
 	if (c < 0 || connect(c, (struct sockaddr *)&a, sizeof(a)) != 0) {
