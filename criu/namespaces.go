@@ -6,9 +6,11 @@ import (
 	"strings"
 
 	criucore "github.com/checkpoint-restore/go-criu/v7/crit/images/criu-core"
+	skunix "github.com/checkpoint-restore/go-criu/v7/crit/images/sk-unix"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/ctcr/ctcr/criu/nsthread"
 	"github.com/ctcr/ctcr/criu/proc"
 )
 
@@ -310,13 +312,12 @@ func (d *dumpTree) nestedMountFiles(p *dumpProc) error {
 }
 
 // socketNetID returns the image id of the network namespace that socket
-// fd (a copy of d's fd) belongs to, for its entry's ns_id: nil for the
-// root task's, where the restore makes sockets unless told otherwise;
-// the nested namespace's id (its inode number, as the tasks' cores name
-// it) for a socket of a task below the root in a network namespace of
-// its own (DumpOptions.NestedNS). A socket of any other namespace (made
-// elsewhere and passed in) would have no task to be made in again: it
-// is refused by name.
+// fd (a copy of d's fd) belongs to, for its entry's ns_id: the nested
+// namespace's id (its inode number, as the tasks' cores name it) for a
+// socket of a task below the root made in that task's own network
+// namespace (DumpOptions.NestedNS), which the restore makes it in
+// again; nil for any other, the root task's among them, which the
+// restore makes in the root's as before.
 func (d *fdDump) socketNetID(fd int, what string) (*uint32, error) {
 	nsfd, err := unix.IoctlRetInt(fd, unix.SIOCGSKNS)
 	if err != nil {
@@ -336,7 +337,8 @@ func (d *fdDump) socketNetID(fd int, what string) (*uint32, error) {
 		return nil, fmt.Errorf("%s: network namespace: %w", d.where, err)
 	}
 	if !d.files.nestedNS || task.Ino != sk.Ino || task.Dev != sk.Dev {
-		return nil, d.unsupported(fmt.Sprintf("%s belongs to network namespace %d, neither the root task's nor one of its task's own: it could not be made there again", what, sk.Ino))
+		// Made elsewhere and passed in (a runtime's socket): as before.
+		return nil, nil
 	}
 	return proto.Uint32(uint32(sk.Ino)), nil
 }
@@ -378,4 +380,69 @@ func (d *fdDump) nestedIPC() (bool, error) {
 		return false, fmt.Errorf("%s: %w", d.where, err)
 	}
 	return ino != d.files.rootIPCIno, nil
+}
+
+// openNets opens the network namespace of every unix socket of a nested
+// one (its entry's ns_id), through a restored task in it, before the
+// sockets are built: the build may run on a thread that sees another
+// /proc (a container's view). A socket's namespace is where it is made;
+// its abstract name, and the names it connects to, are looked up there.
+func (ur *unixRestore) openNets(r *fileRestore) (func(), error) {
+	ur.nets = map[uint32]*os.File{}
+	closeAll := func() {
+		for _, f := range ur.nets {
+			f.Close()
+		}
+		ur.nets = nil
+	}
+	for _, fe := range r.cp.files {
+		id := fe.GetUsk().GetNsId()
+		if id == 0 || ur.nets[id] != nil {
+			continue
+		}
+		pid, err := r.netnsTask(id)
+		if err != nil {
+			closeAll()
+			return nil, fmt.Errorf("unix socket %d: %w", fe.GetUsk().GetIno(), err)
+		}
+		f, err := os.Open(fmt.Sprintf("/proc/%d/ns/net", pid))
+		if err != nil {
+			closeAll()
+			return nil, fmt.Errorf("unix socket %d: network namespace %d: %w", fe.GetUsk().GetIno(), id, err)
+		}
+		ur.nets[id] = f
+	}
+	return closeAll, nil
+}
+
+// inSocketNet runs mk on a thread of e's network namespace if it is a
+// nested one, else on the calling thread.
+func (ur *unixRestore) inSocketNet(e *skunix.UnixSkEntry, mk func() error) error {
+	ns := ur.nets[e.GetNsId()]
+	if e.GetNsId() == 0 || ns == nil {
+		return mk()
+	}
+	return nsthread.Run(func() error { return os.NewSyscallError("setns", unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET)) }, mk)
+}
+
+// socketFor makes a socket of e's type in e's network namespace.
+func (ur *unixRestore) socketFor(e *skunix.UnixSkEntry) (int, error) {
+	fd := -1
+	err := ur.inSocketNet(e, func() error {
+		var err error
+		fd, err = unixSocket(e.GetType())
+		return err
+	})
+	return fd, err
+}
+
+// pairFor makes a socket pair of e's type in e's network namespace.
+func (ur *unixRestore) pairFor(e *skunix.UnixSkEntry) ([2]int, error) {
+	var fds [2]int
+	err := ur.inSocketNet(e, func() error {
+		var err error
+		fds, err = unix.Socketpair(unix.AF_UNIX, int(e.GetType())|unix.SOCK_CLOEXEC, 0)
+		return err
+	})
+	return fds, err
 }

@@ -1,7 +1,6 @@
 package ns
 
 import (
-	"bufio"
 	"fmt"
 	"net"
 	"os"
@@ -41,9 +40,7 @@ func NestedID(pid int, kind string) (int, error) {
 // DumpNested saves every UTS, IPC, network and mount namespace that a
 // task of pids has and the root task does not share: host and domain
 // names, SysV objects, the loopback device and its addresses, the mount
-// table. A network namespace holding more than lo, or an abstract unix
-// socket (which the engine makes in the root's namespace), is refused
-// by name.
+// table. A network namespace holding more than lo is refused by name.
 func DumpNested(root int, pids []int, stage *images.Staging) error {
 	sort.Ints(pids)
 	for _, kind := range NestedKinds {
@@ -90,10 +87,10 @@ func dumpNestedIPC(pid int, stage *images.Staging, id int) error {
 	return dumpMqueuesAs(pid, stage, nestedMqFile(id))
 }
 
-// dumpNestedNet saves a nested network namespace that has only lo and
-// no socket the restore would make elsewhere. Its inet sockets are the
-// engine's: their entries name the namespace (ns_id), and the restore
-// makes each in a task that is in it.
+// dumpNestedNet saves a nested network namespace that has only lo. Its
+// inet and unix sockets are the engine's: their entries name the
+// namespace (ns_id), and the restore makes each in it, so abstract
+// names are bound and reached there.
 func dumpNestedNet(pid int, stage *images.Staging, id int) error {
 	devs, err := otherDevices(pid)
 	if err != nil {
@@ -102,37 +99,7 @@ func dumpNestedNet(pid int, stage *images.Staging, id int) error {
 	if len(devs) > 0 {
 		return fmt.Errorf("network devices %s: only the loopback device of a nested network namespace is restored: %w", strings.Join(devs, ", "), ErrUnsupported)
 	}
-	abstract := func(fields []string) bool { return len(fields) >= 8 && strings.HasPrefix(fields[7], "@") }
-	if n, err := socketRows(pid, "unix", abstract); err != nil {
-		return err
-	} else if n > 0 {
-		return fmt.Errorf("%d unix sockets with abstract names: names of a nested network namespace are not restored into it: %w", n, ErrUnsupported)
-	}
 	return dumpNetAs(pid, stage, id)
-}
-
-// socketRows counts the sockets /proc/PID/net/FILE lists for pid's
-// network namespace (its rows after the header) that match (nil: all).
-func socketRows(pid int, file string, match func([]string) bool) (int, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/net/%s", pid, file))
-	if err != nil {
-		if os.IsNotExist(err) {
-			return 0, nil // a protocol this kernel lacks
-		}
-		return 0, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	n := 0
-	for first := true; sc.Scan(); first = false {
-		if first || strings.TrimSpace(sc.Text()) == "" {
-			continue
-		}
-		if match == nil || match(strings.Fields(sc.Text())) {
-			n++
-		}
-	}
-	return n, sc.Err()
 }
 
 // RestoreNested fills the nested namespace of kind with image id, which

@@ -10,7 +10,8 @@
  *   plainns DIR net     child X: its own network namespace, lo up, a TCP
  *                       listener on 127.0.0.1 it connects to after restore,
  *                       and an established connection to it with a byte
- *                       queued each way
+ *                       queued each way; a unix listener bound to an
+ *                       abstract name it connects to after restore
  *   plainns DIR mnt     child X: its own mount namespace, a private tmpfs
  *                       on DIR/mnt holding a file
  *   plainns DIR shared  child B: its own UTS, IPC, network and mount
@@ -40,9 +41,11 @@
 #include <sys/sem.h>
 #include <sys/shm.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
 #include <sys/wait.h>
+#include <stddef.h>
 
 #define PORT 4242
 #define TMPFS_MAGIC 0x01021994
@@ -51,7 +54,7 @@ static const char *mode;
 static int key; /* SysV key, unique per run */
 static char mqname[32]; /* POSIX queue name, unique per run */
 static char *seg;
-static int listener = -1, conn_c = -1, conn_s = -1;
+static int listener = -1, conn_c = -1, conn_s = -1, abstract_listener = -1;
 
 static void must(int ok, const char *what)
 {
@@ -203,6 +206,30 @@ static void make_listener(void)
 	conn_s = accept(listener, NULL, NULL);
 	must(conn_s >= 0, "accept");
 	must(write(conn_c, "c", 1) == 1 && write(conn_s, "s", 1) == 1, "write to the connection");
+	abstract_listener = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_un u = { .sun_family = AF_UNIX };
+	int len = snprintf(u.sun_path + 1, sizeof(u.sun_path) - 1, "plainns-%d", getpid()) + 1;
+	must(abstract_listener >= 0 && bind(abstract_listener, (struct sockaddr *)&u, offsetof(struct sockaddr_un, sun_path) + len) == 0, "bind an abstract name");
+	must(listen(abstract_listener, 4) == 0, "listen on the abstract name");
+}
+
+/* check_abstract connects to the abstract name its listener was bound to. */
+static void check_abstract(const char *who)
+{
+	struct sockaddr_un u = { .sun_family = AF_UNIX };
+	int len = snprintf(u.sun_path + 1, sizeof(u.sun_path) - 1, "plainns-%d", getpid()) + 1;
+	int c = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (c < 0 || connect(c, (struct sockaddr *)&u, offsetof(struct sockaddr_un, sun_path) + len) != 0) {
+		wl_fail("%s: connect to its abstract name @plainns-%d: %s", who, getpid(), strerror(errno));
+		return;
+	}
+	int s = accept(abstract_listener, NULL, NULL);
+	char b = 0;
+	if (s < 0 || write(c, "u", 1) != 1 || read(s, &b, 1) != 1 || b != 'u')
+		wl_fail("%s: no byte through the connection to its abstract name: %s", who, strerror(errno));
+	if (s >= 0)
+		close(s);
+	close(c);
 }
 
 static void check_listener(const char *who)
@@ -322,8 +349,10 @@ static void check_x(const char *who)
 		check_host(who, "plainns-uts");
 	else if (strcmp(mode, "ipc") == 0)
 		check_ipc(who);
-	else if (strcmp(mode, "net") == 0)
+	else if (strcmp(mode, "net") == 0) {
 		check_listener(who);
+		check_abstract(who);
+	}
 	else
 		check_tmpfs(who, 1);
 }
@@ -389,6 +418,7 @@ int main(int argc, char **argv)
 		check_host("root", "plainns-root");
 		check_ipc("root");
 		check_listener("root");
+		check_abstract("root");
 		return wl_finish();
 	}
 	if (strcmp(mode, "shared") != 0) {
