@@ -344,6 +344,13 @@ func dumpOnce(opts DumpOptions) (*DumpStats, error) {
 	rb.add(func() { files.giveBack(true, opts.logf) })
 	files.savesIPC = opts.SavesIPC
 	files.hostSysV = opts.HostSysV
+	files.nestedNS = opts.NestedNS
+	if files.rootNetIno, err = nsInode(d.procs[0].pid, "net"); err != nil {
+		return nil, err
+	}
+	if files.rootIPCIno, err = nsInode(d.procs[0].pid, "ipc"); err != nil {
+		return nil, err
+	}
 	if opts.ExtUnixSk {
 		allowExternalUnixPeers(files, d.procs)
 	}

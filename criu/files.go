@@ -63,6 +63,14 @@ type fileTable struct {
 	// hostSysV: the host's SysV segments the tree maps are saved
 	// besides (DumpOptions.HostSysV).
 	hostSysV bool
+	// rootNetIno is the inode of the root task's network namespace;
+	// nestedNS: sockets of a task's own network namespace below it are
+	// kept (DumpOptions.NestedNS; socketNetID).
+	rootNetIno uint64
+	nestedNS   bool
+	// rootIPCIno is the inode of the root task's IPC namespace, where
+	// the restore reopens POSIX queues (nestedIPC).
+	rootIPCIno uint64
 }
 
 // giveBack puts back, newest first, everything the dump took out of the

@@ -18,8 +18,11 @@ import (
 // task: for a container, ns.DumpMqueues saves the queues of its
 // namespace and ns.RestoreMqueues recreates them before any task runs;
 // for a process of the host's namespace the queue lives on and is only
-// reopened. A plain dump of a tree with its own IPC namespace saves no
-// queue, so it refuses a descriptor on one (DumpOptions.SavesIPC).
+// reopened. A plain dump saves the queues of the root's own IPC
+// namespace too (DumpOptions.SavesIPC); a caller that does not has
+// descriptors on them refused. Queues of a task's IPC namespace below
+// the root's are saved with it (ns.DumpNested), but descriptors on them
+// are refused: they would be reopened in the root's.
 //
 // Image: CRIU has no fd type for them. A queue is a regular file of the
 // mqueue filesystem, and an fd opened on it by path is the same kind of
@@ -72,8 +75,14 @@ func dumpMqueueFd(d *fdDump) (*fdinfo.FileEntry, error) {
 	if name == "/" || name == "." {
 		return nil, d.unsupported(fmt.Sprintf("file %s on an mqueue filesystem", d.link))
 	}
+	if nested, err := d.nestedIPC(); err != nil {
+		return nil, err
+	} else if nested {
+		return nil, d.unsupported(fmt.Sprintf("POSIX message queue /%s of the task's own IPC namespace below the root's: the queue is saved with its namespace, but descriptors on it are not restored", name))
+	}
 	// A queue of the tree's own namespace exists after restore only if
-	// the caller saves that namespace (a container checkpoint does).
+	// the caller saves that namespace (a container checkpoint and a
+	// dump do).
 	if !d.files.savesIPC {
 		own, err := ownIPCNamespace(d.pid)
 		if err != nil {

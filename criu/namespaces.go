@@ -6,9 +6,11 @@ import (
 	"strings"
 
 	criucore "github.com/checkpoint-restore/go-criu/v7/crit/images/criu-core"
+	skunix "github.com/checkpoint-restore/go-criu/v7/crit/images/sk-unix"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/ctcr/ctcr/criu/nsthread"
 	"github.com/ctcr/ctcr/criu/proc"
 )
 
@@ -307,4 +309,140 @@ func (d *dumpTree) nestedMountFiles(p *dumpProc) error {
 		}
 	}
 	return nil
+}
+
+// socketNetID returns the image id of the network namespace that socket
+// fd (a copy of d's fd) belongs to, for its entry's ns_id: the nested
+// namespace's id (its inode number, as the tasks' cores name it) for a
+// socket of a task below the root made in that task's own network
+// namespace (DumpOptions.NestedNS), which the restore makes it in
+// again; nil for any other, the root task's among them, which the
+// restore makes in the root's as before.
+func (d *fdDump) socketNetID(fd int, what string) (*uint32, error) {
+	nsfd, err := unix.IoctlRetInt(fd, unix.SIOCGSKNS)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %s: its network namespace (SIOCGSKNS): %w", d.where, what, err)
+	}
+	var sk unix.Stat_t
+	err = unix.Fstat(nsfd, &sk)
+	unix.Close(nsfd)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %s: its network namespace: %w", d.where, what, err)
+	}
+	if sk.Ino == d.files.rootNetIno {
+		return nil, nil
+	}
+	var task unix.Stat_t
+	if err := unix.Stat(fmt.Sprintf("/proc/%d/ns/net", d.pid), &task); err != nil {
+		return nil, fmt.Errorf("%s: network namespace: %w", d.where, err)
+	}
+	if !d.files.nestedNS || task.Ino != sk.Ino || task.Dev != sk.Dev {
+		// Made elsewhere and passed in (a runtime's socket): as before.
+		return nil, nil
+	}
+	return proto.Uint32(uint32(sk.Ino)), nil
+}
+
+// netnsTask returns the host PID of a restored task in the network
+// namespace with image id nsID (0: the root's). Every task exists, in
+// its namespaces, before any file is opened.
+func (r *fileRestore) netnsTask(nsID uint32) (int, error) {
+	if nsID == 0 {
+		return r.rootPid, nil
+	}
+	for _, img := range r.cp.tasks {
+		if img.zombie || img.core.GetIds().GetNetNsId() != nsID {
+			continue
+		}
+		if pid, ok := r.hostPid(int(img.pstree.GetPid())); ok {
+			return pid, nil
+		}
+	}
+	return 0, corruptf("files.img", "a socket of network namespace %d, which no task is in", nsID)
+}
+
+// nsInode is the inode of pid's namespace of kind.
+func nsInode(pid int, kind string) (uint64, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(fmt.Sprintf("/proc/%d/ns/%s", pid, kind), &st); err != nil {
+		return 0, fmt.Errorf("task %d: %s namespace: %w", pid, kind, err)
+	}
+	return st.Ino, nil
+}
+
+// nestedIPC says whether d's task is in another IPC namespace than the
+// root task: its POSIX queues are saved with that namespace
+// (ns.DumpNested) but descriptors on them would be reopened in the
+// root's.
+func (d *fdDump) nestedIPC() (bool, error) {
+	ino, err := nsInode(d.pid, "ipc")
+	if err != nil {
+		return false, fmt.Errorf("%s: %w", d.where, err)
+	}
+	return ino != d.files.rootIPCIno, nil
+}
+
+// openNets opens the network namespace of every unix socket of a nested
+// one (its entry's ns_id), through a restored task in it, before the
+// sockets are built: the build may run on a thread that sees another
+// /proc (a container's view). A socket's namespace is where it is made;
+// its abstract name, and the names it connects to, are looked up there.
+func (ur *unixRestore) openNets(r *fileRestore) (func(), error) {
+	ur.nets = map[uint32]*os.File{}
+	closeAll := func() {
+		for _, f := range ur.nets {
+			f.Close()
+		}
+		ur.nets = nil
+	}
+	for _, fe := range r.cp.files {
+		id := fe.GetUsk().GetNsId()
+		if id == 0 || ur.nets[id] != nil {
+			continue
+		}
+		pid, err := r.netnsTask(id)
+		if err != nil {
+			closeAll()
+			return nil, fmt.Errorf("unix socket %d: %w", fe.GetUsk().GetIno(), err)
+		}
+		f, err := os.Open(fmt.Sprintf("/proc/%d/ns/net", pid))
+		if err != nil {
+			closeAll()
+			return nil, fmt.Errorf("unix socket %d: network namespace %d: %w", fe.GetUsk().GetIno(), id, err)
+		}
+		ur.nets[id] = f
+	}
+	return closeAll, nil
+}
+
+// inSocketNet runs mk on a thread of e's network namespace if it is a
+// nested one, else on the calling thread.
+func (ur *unixRestore) inSocketNet(e *skunix.UnixSkEntry, mk func() error) error {
+	ns := ur.nets[e.GetNsId()]
+	if e.GetNsId() == 0 || ns == nil {
+		return mk()
+	}
+	return nsthread.Run(func() error { return os.NewSyscallError("setns", unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET)) }, mk)
+}
+
+// socketFor makes a socket of e's type in e's network namespace.
+func (ur *unixRestore) socketFor(e *skunix.UnixSkEntry) (int, error) {
+	fd := -1
+	err := ur.inSocketNet(e, func() error {
+		var err error
+		fd, err = unixSocket(e.GetType())
+		return err
+	})
+	return fd, err
+}
+
+// pairFor makes a socket pair of e's type in e's network namespace.
+func (ur *unixRestore) pairFor(e *skunix.UnixSkEntry) ([2]int, error) {
+	var fds [2]int
+	err := ur.inSocketNet(e, func() error {
+		var err error
+		fds, err = unix.Socketpair(unix.AF_UNIX, int(e.GetType())|unix.SOCK_CLOEXEC, 0)
+		return err
+	})
+	return fds, err
 }

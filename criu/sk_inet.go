@@ -327,6 +327,9 @@ func dumpInetSocket(d *fdDump) (*fdinfo.FileEntry, error) {
 		}
 		e.V6Only = proto.Bool(v6 != 0)
 	}
+	if e.NsId, err = d.socketNetID(fd, what); err != nil {
+		return nil, err
+	}
 	if e.IpOpts, err = dumpIPOpts(fd, family, typ, protocol); err != nil {
 		return nil, fmt.Errorf("%s: %s: %w", d.where, what, err)
 	}
@@ -450,7 +453,7 @@ func openInetSocket(r *fileRestore, e *fdinfo.FileEntry) (*os.File, error) {
 		if err == nil {
 			ended := &tcpStream{e: se, inq: inq}
 			fd := -1
-			return socketInTreeNet(r, what, &fd, isk.GetFlags(), fmt.Sprintf("socket:[%d]", isk.GetIno()), func() error {
+			return socketInNet(r, isk.GetNsId(), what, &fd, isk.GetFlags(), fmt.Sprintf("socket:[%d]", isk.GetIno()), func() error {
 				var err error
 				if fd, err = unix.Socket(int(family), typ|unix.SOCK_CLOEXEC, int(isk.GetProto())); err != nil {
 					return os.NewSyscallError("socket", err)
@@ -567,7 +570,7 @@ func openInetSocket(r *fileRestore, e *fdinfo.FileEntry) (*os.File, error) {
 		}
 		return nil
 	}
-	return socketInTreeNet(r, what, &fd, isk.GetFlags(), fmt.Sprintf("socket:[%d]", isk.GetIno()), build)
+	return socketInNet(r, isk.GetNsId(), what, &fd, isk.GetFlags(), fmt.Sprintf("socket:[%d]", isk.GetIno()), build)
 }
 
 func b2i(b bool) int {
@@ -582,12 +585,22 @@ func b2i(b bool) int {
 // is made in), then gives the socket the image's status flags. On
 // failure it closes what build made.
 func socketInTreeNet(r *fileRestore, what string, fd *int, flags uint32, name string, build func() error) (*os.File, error) {
-	same, err := nsthread.Same(r.rootPid, "net")
+	return socketInNet(r, 0, what, fd, flags, name, build)
+}
+
+// socketInNet is socketInTreeNet for a socket of the network namespace
+// with image id nsID (its entry's ns_id; 0: the root task's).
+func socketInNet(r *fileRestore, nsID uint32, what string, fd *int, flags uint32, name string, build func() error) (*os.File, error) {
+	pid, err := r.netnsTask(nsID)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	same, err := nsthread.Same(pid, "net")
 	if err == nil {
 		if same {
 			err = build()
 		} else {
-			err = nsthread.Run(func() error { return nsthread.Join(r.rootPid, "net", unix.CLONE_NEWNET) }, build)
+			err = nsthread.Run(func() error { return nsthread.Join(pid, "net", unix.CLONE_NEWNET) }, build)
 		}
 	}
 	if err != nil {

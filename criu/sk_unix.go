@@ -531,6 +531,9 @@ func dumpUnixSocket(d *fdDump) (*fdinfo.FileEntry, error) {
 	if sk.state == tcpListen {
 		e.Backlog = proto.Uint32(sk.wqueue)
 	}
+	if e.NsId, err = d.socketNetID(sfd, what); err != nil {
+		return nil, err
+	}
 	if len(sk.name) > 0 && sk.name[0] != 0 {
 		name := string(sk.name)
 		if !strings.HasPrefix(name, "/") {
@@ -948,6 +951,9 @@ type unixRestore struct {
 	byIno    map[uint32]*skunix.UnixSkEntry
 	external map[uint32]*skunix.UnixSkEntry // USK_EXTERN entries: peers outside the tree
 	files    map[uint32]*os.File            // by inode
+	// nets are the network namespaces of sockets of a nested one, by
+	// image id, opened before the build (unixNets).
+	nets map[uint32]*os.File
 }
 
 func openUnixSocket(r *fileRestore, e *fdinfo.FileEntry) (*os.File, error) {
@@ -959,7 +965,13 @@ func openUnixSocket(r *fileRestore, e *fdinfo.FileEntry) (*os.File, error) {
 	if ur == nil {
 		ur = &unixRestore{byIno: map[uint32]*skunix.UnixSkEntry{}, external: map[uint32]*skunix.UnixSkEntry{}, files: map[uint32]*os.File{}}
 		r.state[unixKindName] = ur
-		if err := ur.buildInView(r); err != nil {
+		closeNets, err := ur.openNets(r)
+		if err != nil {
+			return nil, err
+		}
+		err = ur.buildInView(r)
+		closeNets()
+		if err != nil {
 			return nil, err
 		}
 	}
@@ -987,7 +999,7 @@ func unixName(name []byte) string {
 // dial recreates socket e (its type, its own name) and connects it to
 // the listener l restored already.
 func (ur *unixRestore) dial(r *fileRestore, e, l *skunix.UnixSkEntry) error {
-	fd, err := unixSocket(e.GetType())
+	fd, err := ur.socketFor(e)
 	if err != nil {
 		return err
 	}
@@ -1277,7 +1289,7 @@ func (ur *unixRestore) build(r *fileRestore) error {
 		if e.GetState() == tcpEstablished && e.GetType() != unix.SOCK_DGRAM {
 			continue // a pending connection's client, or a half of a pair
 		}
-		fd, err := unixSocket(e.GetType())
+		fd, err := ur.socketFor(e)
 		if err != nil {
 			return fail(e, err)
 		}
@@ -1332,7 +1344,7 @@ func (ur *unixRestore) build(r *fileRestore) error {
 		if p == nil || ur.files[e.GetIno()] != nil {
 			continue
 		}
-		fds, err := unix.Socketpair(unix.AF_UNIX, int(e.GetType())|unix.SOCK_CLOEXEC, 0)
+		fds, err := ur.pairFor(e)
 		if err != nil {
 			return fail(e, os.NewSyscallError("socketpair", err))
 		}
@@ -1356,7 +1368,7 @@ func (ur *unixRestore) build(r *fileRestore) error {
 			orphans = append(orphans, e)
 			continue
 		}
-		fd, err := unixSocket(e.GetType())
+		fd, err := ur.socketFor(e)
 		if err != nil {
 			return fail(e, err)
 		}
@@ -1378,7 +1390,7 @@ func (ur *unixRestore) build(r *fileRestore) error {
 	// queue, then closes.
 	closing := map[uint32]int{}
 	for _, e := range orphans {
-		fds, err := unix.Socketpair(unix.AF_UNIX, int(e.GetType())|unix.SOCK_CLOEXEC, 0)
+		fds, err := ur.pairFor(e)
 		if err != nil {
 			return fail(e, os.NewSyscallError("socketpair", err))
 		}
@@ -1506,7 +1518,7 @@ func (ur *unixRestore) refill(r *fileRestore, mutual func(*skunix.UnixSkEntry) *
 			from = closing[e.GetIno()]
 		case e.GetType() == unix.SOCK_DGRAM && len(e.GetName()) > 0:
 			if tmp[e.GetType()] == 0 {
-				fd, err := unixSocket(e.GetType())
+				fd, err := ur.socketFor(e)
 				if err != nil {
 					return err
 				}

@@ -21,9 +21,13 @@
 //
 // A namespace that a task below the root has of its own (nested.go,
 // nested_mounts.go) has the same images with its inode number as ID
-// (utsns-ID, ipcns-*-ID, netdev-ID, ifaddr-ID, mountpoints-ID, with the
-// tmpfs-dev-N of the tmpfs mounts only it has); the engine records the
-// same ID in each task's core.
+// (utsns-ID, ipcns-*-ID, posix-mq-ID.json, netdev-ID, ifaddr-ID,
+// mountpoints-ID, with the tmpfs-dev-N of the tmpfs mounts only it has);
+// the engine records the same ID in each task's core. A plain process
+// tree (not a container) has the same: its root's own UTS, IPC and
+// network namespaces under ID 1 (DumpTreeOwn), and, when a task has a
+// mount namespace of its own, the root's table (ctcr's) as
+// mountpoints-1.img, from which the nested one is replayed.
 package ns
 
 // Syscaller runs syscalls in the root task of a restored tree (the

@@ -169,6 +169,15 @@ type openQueue struct {
 // posix-mq.json. Preconditions: every task that may use the queues is
 // stopped.
 func DumpMqueues(pid int, stage *images.Staging) error {
+	return dumpMqueuesAs(pid, stage, PosixMqFile)
+}
+
+// nestedMqFile names the POSIX queues image of nested IPC namespace id:
+// posix-mq-ID.json, in the format of posix-mq.json.
+func nestedMqFile(id int) string { return fmt.Sprintf("posix-mq-%d.json", id) }
+
+// dumpMqueuesAs is DumpMqueues into the image file name.
+func dumpMqueuesAs(pid int, stage *images.Staging, name string) error {
 	var img mqImage
 	err := inNamespace(pid, "ipc", unix.CLONE_NEWIPC, func() error {
 		var err error
@@ -201,7 +210,7 @@ func DumpMqueues(pid int, stage *images.Staging) error {
 	if err != nil {
 		return err
 	}
-	return os.WriteFile(stage.Path(PosixMqFile), b, 0o600)
+	return os.WriteFile(stage.Path(name), b, 0o600)
 }
 
 // openQueues opens every queue of the calling thread's IPC namespace and
@@ -333,7 +342,12 @@ func readMqImage(path string) (*mqImage, error) {
 // (new) IPC namespace, with their attributes, owner, mode and messages,
 // and sets the namespace's mqueue limits as they were.
 func RestoreMqueues(pid int, imgDir string) error {
-	path := filepath.Join(imgDir, PosixMqFile)
+	return restoreMqueuesAs(pid, imgDir, PosixMqFile)
+}
+
+// restoreMqueuesAs is RestoreMqueues from the image file name.
+func restoreMqueuesAs(pid int, imgDir, name string) error {
+	path := filepath.Join(imgDir, name)
 	img, err := readMqImage(path)
 	if err != nil {
 		return err

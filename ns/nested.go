@@ -1,17 +1,17 @@
 package ns
 
 import (
-	"bufio"
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/ctcr/ctcr/criu/images"
-	"github.com/ctcr/ctcr/criu/kernel"
+	"github.com/ctcr/ctcr/criu/nsthread"
 )
 
 // Nested namespaces are those of a task below the tree's root that are
@@ -40,9 +40,7 @@ func NestedID(pid int, kind string) (int, error) {
 // DumpNested saves every UTS, IPC, network and mount namespace that a
 // task of pids has and the root task does not share: host and domain
 // names, SysV objects, the loopback device and its addresses, the mount
-// table. A network
-// namespace holding more than lo, or an inet or abstract unix socket
-// (which the engine makes in the root's namespace), is refused by name.
+// table. A network namespace holding more than lo is refused by name.
 func DumpNested(root int, pids []int, stage *images.Staging) error {
 	sort.Ints(pids)
 	for _, kind := range NestedKinds {
@@ -78,102 +76,30 @@ func DumpNested(root int, pids []int, stage *images.Staging) error {
 	return nil
 }
 
-// dumpNestedIPC saves a nested IPC namespace's SysV objects; POSIX
-// queues of one are refused (posix-mq.json holds one namespace's).
+// dumpNestedIPC saves a nested IPC namespace's SysV objects and its
+// POSIX queues with their messages (posix-mq-ID.json). Descriptors on
+// those queues are refused by the engine: it reopens queues in the
+// root's namespace.
 func dumpNestedIPC(pid int, stage *images.Staging, id int) error {
-	var queues []string
-	err := inNamespace(pid, "ipc", unix.CLONE_NEWIPC, func() error {
-		qs, err := listMqueues()
-		queues = qs
-		return err
-	})
-	if err != nil {
+	if err := dumpIPCAs(pid, stage, id); err != nil {
 		return err
 	}
-	if len(queues) > 0 {
-		return fmt.Errorf("POSIX message queues %s: only those of the container's own IPC namespace are saved: %w", strings.Join(queues, ", "), ErrUnsupported)
-	}
-	return dumpIPCAs(pid, stage, id)
+	return dumpMqueuesAs(pid, stage, nestedMqFile(id))
 }
 
-// listMqueues names the POSIX queues of the calling thread's IPC
-// namespace (a detached mqueue mount shows its creator's).
-func listMqueues() ([]string, error) {
-	root, err := kernel.MqueueRoot()
-	if err != nil {
-		return nil, err
-	}
-	defer root.Close()
-	names, err := root.Readdirnames(-1)
-	if err != nil {
-		return nil, fmt.Errorf("list the queues: %w", err)
-	}
-	sort.Strings(names)
-	for i := range names {
-		names[i] = "/" + names[i]
-	}
-	return names, nil
-}
-
-// dumpNestedNet saves a nested network namespace that has only lo and
-// no socket the restore would make elsewhere.
+// dumpNestedNet saves a nested network namespace that has only lo. Its
+// inet and unix sockets are the engine's: their entries name the
+// namespace (ns_id), and the restore makes each in it, so abstract
+// names are bound and reached there.
 func dumpNestedNet(pid int, stage *images.Staging, id int) error {
-	var devs []string
-	err := inNamespace(pid, "net", unix.CLONE_NEWNET, func() error {
-		ifs, err := net.Interfaces()
-		for _, i := range ifs {
-			if i.Name != "lo" {
-				devs = append(devs, i.Name)
-			}
-		}
-		return err
-	})
+	devs, err := otherDevices(pid)
 	if err != nil {
 		return err
 	}
 	if len(devs) > 0 {
 		return fmt.Errorf("network devices %s: only the loopback device of a nested network namespace is restored: %w", strings.Join(devs, ", "), ErrUnsupported)
 	}
-	for _, f := range []string{"tcp", "tcp6", "udp", "udp6", "raw", "raw6", "udplite", "udplite6"} {
-		n, err := socketRows(pid, f, nil)
-		if err != nil {
-			return err
-		}
-		if n > 0 {
-			return fmt.Errorf("%d %s sockets: sockets of a nested network namespace are not restored into it: %w", n, f, ErrUnsupported)
-		}
-	}
-	abstract := func(fields []string) bool { return len(fields) >= 8 && strings.HasPrefix(fields[7], "@") }
-	if n, err := socketRows(pid, "unix", abstract); err != nil {
-		return err
-	} else if n > 0 {
-		return fmt.Errorf("%d unix sockets with abstract names: names of a nested network namespace are not restored into it: %w", n, ErrUnsupported)
-	}
 	return dumpNetAs(pid, stage, id)
-}
-
-// socketRows counts the sockets /proc/PID/net/FILE lists for pid's
-// network namespace (its rows after the header) that match (nil: all).
-func socketRows(pid int, file string, match func([]string) bool) (int, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/net/%s", pid, file))
-	if err != nil {
-		if os.IsNotExist(err) {
-			return 0, nil // a protocol this kernel lacks
-		}
-		return 0, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	n := 0
-	for first := true; sc.Scan(); first = false {
-		if first || strings.TrimSpace(sc.Text()) == "" {
-			continue
-		}
-		if match == nil || match(strings.Fields(sc.Text())) {
-			n++
-		}
-	}
-	return n, sc.Err()
 }
 
 // RestoreNested fills the nested namespace of kind with image id, which
@@ -186,6 +112,9 @@ func RestoreNested(sc Syscaller, pid int, kind string, id int, imgDir string) er
 		err = restoreUTSAs(sc, imgDir, id)
 	case "ipc":
 		err = restoreIPCAs(pid, imgDir, id)
+		if _, serr := os.Stat(filepath.Join(imgDir, nestedMqFile(id))); err == nil && serr == nil {
+			err = restoreMqueuesAs(pid, imgDir, nestedMqFile(id))
+		}
 	case "net":
 		err = restoreNetAs(pid, imgDir, id)
 	case "mnt":
@@ -197,4 +126,101 @@ func RestoreNested(sc Syscaller, pid int, kind string, id int, imgDir string) er
 		return fmt.Errorf("%s namespace %d: %w", kind, id, err)
 	}
 	return nil
+}
+
+// DumpTreeOwn saves the UTS, IPC and network namespaces that the root
+// (host PID pid) of a plain process tree has of its own (own, from Own),
+// which the restore makes anew for it: the names; SysV objects and POSIX
+// queues; the loopback device and its addresses, a namespace with other
+// devices being refused by name, as for a nested one. (A container's are
+// DumpOwn's, with its mounts.)
+func DumpTreeOwn(pid int, stage *images.Staging, own map[string]bool) error {
+	if own["uts"] {
+		if err := DumpUTS(pid, stage); err != nil {
+			return fmt.Errorf("the root's own UTS namespace: %w", err)
+		}
+	}
+	if own["ipc"] {
+		if err := DumpIPC(pid, stage); err != nil {
+			return fmt.Errorf("the root's own IPC namespace: %w", err)
+		}
+		if err := DumpMqueues(pid, stage); err != nil {
+			return fmt.Errorf("the root's own IPC namespace: %w", err)
+		}
+	}
+	if own["net"] {
+		devs, err := otherDevices(pid)
+		if err != nil {
+			return err
+		}
+		if len(devs) > 0 {
+			return fmt.Errorf("task %d: network devices %s of its own network namespace: only the loopback device is restored: %w", pid, strings.Join(devs, ", "), ErrUnsupported)
+		}
+		if err := DumpNet(pid, stage); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// RestoreTreeOwn fills the namespaces DumpTreeOwn saved, which the
+// engine made anew for the restored root sc (host PID pid) before it
+// forks: each that the root is in of its own (the engine made those the
+// image asks for) and whose images are there. (A root in ctcr's IPC
+// namespace has ipcns-*-1.img too: the host's objects it uses, which
+// RestoreHostSysV makes.)
+func RestoreTreeOwn(sc Syscaller, pid int, imgDir string) error {
+	exists := func(name string) bool {
+		_, err := os.Stat(filepath.Join(imgDir, name))
+		return err == nil
+	}
+	var own uint64
+	for _, k := range []struct {
+		kind string
+		flag uint64
+	}{{"uts", unix.CLONE_NEWUTS}, {"ipc", unix.CLONE_NEWIPC}, {"net", unix.CLONE_NEWNET}} {
+		same, err := nsthread.Same(pid, k.kind)
+		if err != nil {
+			return err
+		}
+		if !same {
+			own |= k.flag
+		}
+	}
+	if own&unix.CLONE_NEWUTS != 0 && exists(images.Utsns.FileName(utsNsID)) {
+		if err := RestoreUTS(sc, imgDir); err != nil {
+			return err
+		}
+	}
+	if own&unix.CLONE_NEWIPC != 0 && (exists(images.IpcShm.FileName(ipcNsID)) || exists(images.IpcSem.FileName(ipcNsID)) || exists(images.IpcMsg.FileName(ipcNsID))) {
+		if err := RestoreIPC(pid, imgDir); err != nil {
+			return err
+		}
+	}
+	if own&unix.CLONE_NEWIPC != 0 && exists(PosixMqFile) {
+		if err := RestoreMqueues(pid, imgDir); err != nil {
+			return err
+		}
+	}
+	if own&unix.CLONE_NEWNET != 0 && exists(images.Netdev.FileName(netNsID)) {
+		if err := RestoreNet(pid, imgDir); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// otherDevices names the network devices of pid's namespace but lo.
+func otherDevices(pid int) ([]string, error) {
+	var devs []string
+	err := inNamespace(pid, "net", unix.CLONE_NEWNET, func() error {
+		ifs, err := net.Interfaces()
+		for _, i := range ifs {
+			if i.Name != "lo" {
+				devs = append(devs, i.Name)
+			}
+		}
+		return err
+	})
+	return devs, err
 }

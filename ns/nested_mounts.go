@@ -1,7 +1,9 @@
 package ns
 
 import (
+	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -178,8 +180,23 @@ func dumpNestedMounts(pid, root int, stage *images.Staging, id int) error {
 			return fmt.Errorf("tmpfs at %s: %w", mp, err)
 		}
 	}
-	msgs := make([]proto.Message, len(nested))
-	for i, e := range nested {
+	if err := writeMountTable(stage, id, nested); err != nil {
+		return err
+	}
+	// The restore replays the difference from the root's table. A
+	// container's is saved already (DumpOwn); a plain tree's root lives
+	// in ctcr's own mount namespace, whose table is saved here as the
+	// base, under the id the root's core gives it (1).
+	if _, err := os.Lstat(stage.Path(images.Mnts.FileName(mntNsID))); errors.Is(err, os.ErrNotExist) {
+		return writeMountTable(stage, mntNsID, mountEntries(cs))
+	}
+	return nil
+}
+
+// writeMountTable writes mountpoints-ID.img.
+func writeMountTable(stage *images.Staging, id int, entries []*mnt.MntEntry) error {
+	msgs := make([]proto.Message, len(entries))
+	for i, e := range entries {
 		msgs[i] = e
 	}
 	return images.WriteFile(stage.Path(images.Mnts.FileName(id)), images.Mnts, msgs...)
@@ -215,6 +232,13 @@ func restoreNestedMounts(sc Syscaller, pid int, imgDir string, id int) error {
 		switch s.op {
 		case "umount":
 			_, err = sc.Call(unix.SYS_UMOUNT2, mp, uint64(unix.MNT_DETACH))
+			if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT) {
+				// Not mounted there (any more), or the path is gone: a
+				// plain tree's base is ctcr's namespace, whose mounts
+				// may have changed since the dump. What the step wants
+				// holds.
+				err = nil
+			}
 		case "remount":
 			_, err = sc.Call(unix.SYS_MOUNT, "none", mp, "", s.flags|unix.MS_REMOUNT|unix.MS_BIND, nil)
 		case "bind":

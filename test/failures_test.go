@@ -78,9 +78,11 @@ func TestDumpFailures(t *testing.T) {
 		assertFailed(t, r, strconv.Itoa(pid))
 	})
 
+	// Nested UTS, IPC, network and mount namespaces are kept
+	// (TestPlainNestedNamespaces); a nested cgroup namespace is not.
 	t.Run("a task in another namespace than its tree's root is refused naming it and the namespace", func(t *testing.T) {
 		needCtcr(t)
-		cmd := exec.Command("sh", "-c", "unshare --uts sleep 100 & sleep 100")
+		cmd := exec.Command("sh", "-c", "unshare --cgroup sleep 100 & sleep 100")
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
@@ -91,17 +93,17 @@ func TestDumpFailures(t *testing.T) {
 			for pid := range childrenOf(cmd.Process.Pid) {
 				if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); strings.TrimSpace(string(b)) == "sleep" {
 					var a, b unix.Stat_t
-					if unix.Stat(fmt.Sprintf("/proc/%d/ns/uts", pid), &a) == nil && unix.Stat("/proc/self/ns/uts", &b) == nil && a.Ino != b.Ino {
+					if unix.Stat(fmt.Sprintf("/proc/%d/ns/cgroup", pid), &a) == nil && unix.Stat("/proc/self/ns/cgroup", &b) == nil && a.Ino != b.Ino {
 						child = pid
 					}
 				}
 			}
 		}
 		if child == 0 {
-			t.Fatal("no child in its own UTS namespace within 10 s")
+			t.Fatal("no child in its own cgroup namespace within 10 s")
 		}
 		r := runCtcr(t, 60*time.Second, "dump", "-t", strconv.Itoa(cmd.Process.Pid), "-D", filepath.Join(t.TempDir(), "img"))
-		assertFailed(t, r, fmt.Sprintf("task %d is in another uts namespace", child))
+		assertFailed(t, r, fmt.Sprintf("task %d is in another cgroup namespace", child))
 		if err := assertRunnable(cmd.Process.Pid); err != nil {
 			t.Errorf("after the refused dump: %v", err)
 		}

@@ -125,6 +125,7 @@ restore such a checkpoint.`,
 				o.PreCopy = pc
 			}
 			saveHostSysV(&o)
+			saveNestedNS(&o)
 			var endLine func()
 			o.Progress, endLine = g.progressLine(cmd.ErrOrStderr(), "dumped")
 			st, err := criu.Dump(o)

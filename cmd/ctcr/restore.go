@@ -104,6 +104,7 @@ manifest must verify before anything is created. Not from a terminal.`,
 			var endLine func()
 			o.Progress, endLine = g.progressLine(cmd.ErrOrStderr(), "restored")
 			restoreHostSysV(&o)
+			restoreNestedNS(&o)
 			r, err := criu.Restore(o)
 			endLine()
 			if err != nil {
