@@ -12,6 +12,7 @@ import (
 
 	"github.com/ctcr/ctcr/criu/images"
 	"github.com/ctcr/ctcr/criu/nsthread"
+	"github.com/ctcr/ctcr/criu/proc"
 )
 
 // Nested namespaces are those of a task below the tree's root that are
@@ -132,8 +133,9 @@ func RestoreNested(sc Syscaller, pid int, kind string, id int, imgDir string) er
 // (host PID pid) of a plain process tree has of its own (own, from Own),
 // which the restore makes anew for it: the names; SysV objects and POSIX
 // queues; the loopback device and its addresses, a namespace with other
-// devices being refused by name, as for a nested one. (A container's are
-// DumpOwn's, with its mounts.)
+// devices being refused by name, as for a nested one. A mount namespace
+// of its own is accepted only with ctcr's mounts (the restore gives the
+// root a copy of ctcr's). (A container's are DumpOwn's, with its mounts.)
 func DumpTreeOwn(pid int, stage *images.Staging, own map[string]bool) error {
 	if own["uts"] {
 		if err := DumpUTS(pid, stage); err != nil {
@@ -146,6 +148,26 @@ func DumpTreeOwn(pid int, stage *images.Staging, own map[string]bool) error {
 		}
 		if err := DumpMqueues(pid, stage); err != nil {
 			return fmt.Errorf("the root's own IPC namespace: %w", err)
+		}
+	}
+	if own["mnt"] {
+		// The restored root gets a copy of ctcr's mount namespace: a
+		// root whose own mounts differ from it is refused, not restored
+		// without them.
+		cs, err := proc.ReadMountinfo(os.Getpid())
+		if err != nil {
+			return fmt.Errorf("ctcr's mounts: %w", err)
+		}
+		rs, err := proc.ReadMountinfo(pid)
+		if err != nil {
+			return fmt.Errorf("mounts of task %d: %w", pid, err)
+		}
+		steps, err := nestedMountPlan(mountEntries(cs), mountEntries(rs))
+		if err != nil {
+			return fmt.Errorf("task %d: its own mount namespace: %w", pid, err)
+		}
+		if len(steps) > 0 {
+			return fmt.Errorf("task %d: its own mount namespace differs from ctcr's (%s, %d change(s) in all), which a plain dump does not keep (checkpoint it as a container instead): %w", pid, steps[0], len(steps), ErrUnsupported)
 		}
 	}
 	if own["net"] {

@@ -5,9 +5,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // descendantsOf lists every task below pid (children, grandchildren...).
@@ -121,5 +125,51 @@ func TestPlainRootOwnNamespaces(t *testing.T) {
 	restoreForeground(t, w, img, scenario{}, nil)
 	if !t.Failed() {
 		decodeWithCrit(t, img)
+	}
+}
+
+// TestPlainRootOwnMountNamespace: a plain tree's root in a mount
+// namespace of its own comes back in a copy of ctcr's. With ctcr's
+// mounts (unshare -m alone) it is dumped; with a tmpfs of its own the
+// dump is refused, naming the mount, instead of restoring it without.
+func TestPlainRootOwnMountNamespace(t *testing.T) {
+	needCtcr(t)
+	for _, c := range []struct {
+		name, script, refusal string
+	}{
+		{"with ctcr's mounts it is dumped", "exec sleep 1000", ""},
+		{"with a tmpfs of its own it is refused by name", "mount -t tmpfs ctcr-own /mnt && exec sleep 1000", "its own mount namespace differs from ctcr's (tmpfs at /mnt"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cmd := exec.Command("unshare", "-m", "sh", "-c", c.script)
+			cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			pid := cmd.Process.Pid
+			t.Cleanup(func() { unix.Kill(pid, unix.SIGKILL); cmd.Wait() })
+			// unshare execs sh, which execs sleep once the mount is made.
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+				if strings.TrimSpace(string(b)) == "sleep" {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("unshare -m sh -c %q: no sleep after 10 s", c.script)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			r := runCtcr(t, 60*time.Second, "dump", "-t", strconv.Itoa(pid), "-D", filepath.Join(t.TempDir(), "img"), "--leave-running")
+			if c.refusal == "" {
+				if r.code() != 0 {
+					t.Fatalf("%s: exit %d: %s", r, r.code(), r.stderr())
+				}
+				return
+			}
+			if r.code() != 1 || !strings.Contains(r.stderr(), c.refusal) {
+				t.Fatalf("%s: exit %d, want 1 and %q: %s", r, r.code(), c.refusal, r.stderr())
+			}
+		})
 	}
 }
