@@ -40,7 +40,7 @@ type fileKind struct {
 var fileKinds []*fileKind
 
 func init() {
-	fileKinds = []*fileKind{&memfds, &mqueueFiles, &regularFiles, &symlinkFds, &pipes, &fifos, &unixSockets, &inetSockets, &netlinkSockets, &packetSockets, &eventfdFiles, &pidfds, &epolls, &inotifies, &fanotifies, &signalfdFiles, &timerfdFiles, &ttys, &nsFiles}
+	fileKinds = []*fileKind{&memfds, &mqueueFiles, &regularFiles, &symlinkFds, &pipes, &fifos, &unixSockets, &inetSockets, &netlinkSockets, &packetSockets, &eventfdFiles, &pidfds, &epolls, &inotifies, &fanotifies, &signalfdFiles, &timerfdFiles, &ttys, &nsFiles, &bpfObjects}
 }
 
 func fileKindOf(t fdinfo.FdTypes) *fileKind {
