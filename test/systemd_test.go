@@ -85,6 +85,30 @@ ExecStart=/bin/sh -c 'i=0; while :; do i=$((i+1)); echo $i > /run/pnet.count; sl
 WantedBy=multi-user.target
 `
 
+// noBPFDropIn turns off the firewall systemd makes of BPF programs for
+// every service (Debian's journald, logind and udevd have
+// IPAddressDeny=any): ctcr does not keep BPF programs (criu/bpf.go
+// says why) and refuses the fds systemd holds on them. This is the
+// current limit, in the README's "Not kept yet" list.
+const noBPFDropIn = `[Service]
+IPAddressDeny=
+IPAddressAllow=
+`
+
+// bpfUnit has a BPF firewall all the same (its drop-in sorts after the
+// one for every service, and systemd applies drop-ins in the order of
+// their names, whatever their directory): while it runs the checkpoint is refused,
+// naming its programs.
+const bpfUnit = `[Unit]
+Description=ctcr test: a BPF firewall
+[Service]
+ExecStart=/bin/sleep 1000
+`
+
+const bpfDropIn = `[Service]
+IPAddressDeny=any
+`
+
 // systemdContainer is an LXC container booted by systemd.
 type systemdContainer struct {
 	*lxcContainer
@@ -112,6 +136,16 @@ func newSystemdContainer(t *testing.T) *systemdContainer {
 			t.Fatal(err)
 		}
 		os.Symlink("../"+name, filepath.Join(wants, name))
+	}
+	for file, text := range map[string]string{
+		"service.d/10-ctcr-no-bpf.conf":       noBPFDropIn,
+		"ctcr-bpf.service":                    bpfUnit,
+		"ctcr-bpf.service.d/20-ctcr-bpf.conf": bpfDropIn,
+	} {
+		os.MkdirAll(filepath.Dir(filepath.Join(units, file)), 0o755)
+		if err := os.WriteFile(filepath.Join(units, file), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 	config := strings.Join([]string{
 		"lxc.uts.name = h-systemd",
@@ -224,6 +258,47 @@ func (c *systemdContainer) counter(t *testing.T, file string) int {
 	return n
 }
 
+// bpfFds counts the fds systemd holds on BPF programs and maps.
+func (c *systemdContainer) bpfFds(t *testing.T) int {
+	t.Helper()
+	out, _ := c.sh("ls -l /proc/1/fd | grep -c anon_inode:bpf", 10*time.Second)
+	n, err := strconv.Atoi(strings.TrimSpace(out))
+	if err != nil {
+		t.Fatalf("count systemd's BPF fds: %q", out)
+	}
+	return n
+}
+
+// refusesBPF starts ctcr-bpf, a service with a BPF firewall: the
+// checkpoint is refused, naming a program and the service's cgroup, and
+// the container runs on. Stopping the service lets systemd close the
+// program fds.
+func (c *systemdContainer) refusesBPF(t *testing.T) {
+	t.Helper()
+	if n := c.bpfFds(t); n != 0 {
+		t.Fatalf("systemd holds %d BPF fds with IPAddressDeny= reset for every service", n)
+	}
+	if out, err := c.sh("systemctl start ctcr-bpf", 30*time.Second); err != nil {
+		t.Fatalf("systemctl start ctcr-bpf: %v: %s", err, out)
+	}
+	t.Logf("with ctcr-bpf running systemd holds %d BPF fds", c.bpfFds(t))
+	dir := filepath.Join(t.TempDir(), "refused")
+	r := runCtcr(t, 120*time.Second, "checkpoint", c.name, "-D", dir, "--lxcpath", c.lxcpath)
+	if msg := r.stderr(); r.code() != 16 || !strings.Contains(msg, `BPF program`) || !strings.Contains(msg, "/system.slice/ctcr-bpf.service (") {
+		t.Fatalf("%s: exit %d, want 16 and a refusal naming a BPF program of ctcr-bpf.service:\n%s", r, r.code(), msg)
+	}
+	if out, err := c.sh("systemctl stop ctcr-bpf", 30*time.Second); err != nil {
+		t.Fatalf("systemctl stop ctcr-bpf after the refused checkpoint: %v: %s", err, out)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for c.bpfFds(t) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("systemd still holds %d BPF fds 20s after ctcr-bpf stopped", c.bpfFds(t))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
 // TestSystemdContainer: the system container is checkpointed and
 // restored; afterwards systemd says what it said before, both services
 // kept their state and went on counting, and one of them restarts.
@@ -248,6 +323,7 @@ func TestSystemdContainer(t *testing.T) {
 	}
 	ptmpCount, pnetCount := c.counter(t, "/run/ptmp.count"), c.counter(t, "/run/pnet.count")
 	ptmpPid, pnetPid := c.mainPid(t, "ctcr-ptmp"), c.mainPid(t, "ctcr-pnet")
+	c.refusesBPF(t)
 
 	dir := filepath.Join(t.TempDir(), "ck")
 	if r := runCtcr(t, 120*time.Second, "checkpoint", c.name, "-D", dir, "--lxcpath", c.lxcpath); r.code() != 0 {
