@@ -35,7 +35,7 @@ var newFS = map[string]mnt.Fstype{
 	// Recreated only while empty (see emptyFS): a file on it holds
 	// huge pages ctcr does not save. systemd mounts one on
 	// /dev/hugepages in a system container.
-	"hugetlbfs": mnt.Fstype_AUTO,
+	"hugetlbfs": mnt.Fstype_AUTO, "ramfs": mnt.Fstype_AUTO,
 	// One instance per kernel (get_tree_single): a new mount shows
 	// what the old one showed. systemd mounts them in a system
 	// container (sys-kernel-debug.mount, sys-kernel-tracing.mount,
@@ -43,6 +43,12 @@ var newFS = map[string]mnt.Fstype{
 	"debugfs": mnt.Fstype_DEBUGFS, "tracefs": mnt.Fstype_TRACEFS, "fusectl": mnt.Fstype_FUSECTL,
 	"configfs": mnt.Fstype_AUTO, "securityfs": mnt.Fstype_SECURITYFS, "pstore": mnt.Fstype_PSTORE,
 }
+
+// withContent are the file systems of newFS whose files are saved, in
+// tmpfs-dev-MNTID.tar.gz.img, and put back into the new mount. systemd
+// gives each service with credentials a ramfs on
+// /run/credentials/UNIT.
+var withContent = map[string]bool{"tmpfs": true, "ramfs": true}
 
 // newIfEmpty are the file systems of newFS whose content is not saved:
 // a mount of one that holds files is refused.
@@ -177,7 +183,7 @@ func DumpMounts(pid int, stage *images.Staging) error {
 					return fmt.Errorf("task %d: %s at %s holds files, whose content is not kept: %w", pid, m.FSType, m.MountPoint, ErrUnsupported)
 				}
 			}
-			if m.FSType == "tmpfs" {
+			if withContent[m.FSType] {
 				name := fmt.Sprintf("tmpfs-dev-%d.tar.gz.img", m.ID)
 				if err := archiveTree(taskPath(pid, m.MountPoint), m.MountPoint, mountpoints, stage.Path(name)); err != nil {
 					return fmt.Errorf("task %d: tmpfs at %s: %w", pid, m.MountPoint, err)
