@@ -211,6 +211,9 @@ type fileRestore struct {
 	// asyncArmed are the files in O_ASYNC mode whose mode a task set
 	// again through its own fd (rearmAsync).
 	asyncArmed map[uint32]bool
+	// signalfdByTask are the epoll items a task registered itself
+	// (registerSignalfdTargets); registerEpollTargetsFromCtcr skips them.
+	signalfdByTask map[epollItem]bool
 }
 
 // finalize runs the finals in the order they were added, then lets the
