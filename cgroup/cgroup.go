@@ -204,3 +204,62 @@ func (s *Set) Join(rel *Set) *Set {
 	}
 	return out
 }
+
+// Descendants returns every cgroup below s's, in any of its hierarchies,
+// as sets relative to s (Below's form), parents before their children.
+// In a hierarchy where the path does not exist the set names s's own
+// cgroup ("/"). A system container's systemd watches the cgroups of
+// units that have no process (yet): they must come back too.
+func (s *Set) Descendants() []*Set {
+	dirs := map[string]string{} // "v1:" + controller, or "v2"
+	for ctrl := range s.V1 {
+		if d := s.v1Dir(ctrl); d != "" {
+			dirs["v1:"+ctrl] = d
+		}
+	}
+	if d := s.v2Dir(); d != "" {
+		dirs["v2"] = d
+	}
+	var order []string
+	in := map[string]map[string]bool{} // rel -> hierarchies that have it
+	keys := make([]string, 0, len(dirs))
+	for k := range dirs {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		base := dirs[k]
+		filepath.Walk(base, func(p string, info os.FileInfo, err error) error {
+			if err != nil || !info.IsDir() || p == base {
+				return nil
+			}
+			rel := "/" + strings.TrimPrefix(p, base+"/")
+			if in[rel] == nil {
+				in[rel] = map[string]bool{}
+				order = append(order, rel)
+			}
+			in[rel][k] = true
+			return nil
+		})
+	}
+	// Parents first: fewer slashes first, the walk's order otherwise.
+	sort.SliceStable(order, func(i, j int) bool { return strings.Count(order[i], "/") < strings.Count(order[j], "/") })
+	out := make([]*Set, 0, len(order))
+	for _, rel := range order {
+		set := &Set{V1: map[string]string{}}
+		for ctrl := range s.V1 {
+			set.V1[ctrl] = "/"
+			if in[rel]["v1:"+ctrl] {
+				set.V1[ctrl] = rel
+			}
+		}
+		if s.V2 != "" {
+			set.V2 = "/"
+			if in[rel]["v2"] {
+				set.V2 = rel
+			}
+		}
+		out = append(out, set)
+	}
+	return out
+}

@@ -489,7 +489,8 @@ func freeze(cg *cgroup.Set, timeout time.Duration, logf func(string, ...any)) er
 
 // checkTasks makes sure every task in the container's cgroup belongs to
 // the tree of its init (a stray task would be left out of the dump),
-// and returns the cgroups below the container's that some hold.
+// and returns the cgroups below the container's, with the tasks each
+// holds.
 func checkTasks(init int, cg *cgroup.Set) ([]*SubCgroup, error) {
 	pids, err := cg.Tasks()
 	if err != nil {
@@ -531,6 +532,16 @@ func checkTasks(init int, cg *cgroup.Set) ([]*SubCgroup, error) {
 			subs = append(subs, sub)
 		}
 		sub.Pids = append(sub.Pids, vpid)
+	}
+	// The cgroups no task is in come back too, empty, without limits:
+	// systemd watches those of its units (cgroup.events) and moves
+	// processes into them.
+	for _, rel := range cg.Descendants() {
+		b, _ := json.Marshal(rel)
+		if byRel[string(b)] == nil {
+			byRel[string(b)] = &SubCgroup{Rel: rel}
+			subs = append(subs, byRel[string(b)])
+		}
 	}
 	var stray []string
 	for _, p := range pids {

@@ -40,7 +40,7 @@ type fileKind struct {
 var fileKinds []*fileKind
 
 func init() {
-	fileKinds = []*fileKind{&memfds, &mqueueFiles, &regularFiles, &symlinkFds, &pipes, &fifos, &unixSockets, &inetSockets, &netlinkSockets, &packetSockets, &eventfdFiles, &pidfds, &epolls, &inotifies, &fanotifies, &signalfdFiles, &timerfdFiles, &ttys, &nsFiles}
+	fileKinds = []*fileKind{&memfds, &mqueueFiles, &regularFiles, &symlinkFds, &pipes, &fifos, &unixSockets, &inetSockets, &netlinkSockets, &packetSockets, &eventfdFiles, &pidfds, &epolls, &inotifies, &fanotifies, &signalfdFiles, &timerfdFiles, &ttys, &nsFiles, &bpfObjects}
 }
 
 func fileKindOf(t fdinfo.FdTypes) *fileKind {
@@ -216,6 +216,9 @@ type fileRestore struct {
 	// asyncArmed are the files in O_ASYNC mode whose mode a task set
 	// again through its own fd (rearmAsync).
 	asyncArmed map[uint32]bool
+	// signalfdByTask are the epoll items a task registered itself
+	// (registerSignalfdTargets); registerEpollTargetsFromCtcr skips them.
+	signalfdByTask map[epollItem]bool
 }
 
 // finalize runs the finals in the order they were added, lets the

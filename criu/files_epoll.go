@@ -309,6 +309,9 @@ func (r *fileRestore) registerEpollTargetsFromCtcr(e *fdinfo.FileEntry, f *os.Fi
 		}
 		for i, tfd := range tfds {
 			n := int(tfd.GetTfd())
+			if r.signalfdByTask[epollItem{e.GetId(), tfd.GetTfd()}] {
+				continue
+			}
 			if err := unix.Dup3(srcs[i], n, unix.O_CLOEXEC); err != nil {
 				return fmt.Errorf("epoll id %d: put target file id %d at fd %d: %w", e.GetId(), targets[i], n, err)
 			}
@@ -351,7 +354,16 @@ func registerEpollTargets(r *fileRestore, t *restoringTask, fd int, e *fdinfo.Fi
 	}
 	done[e.GetId()] = true
 	if ids, err := r.epollTargetIDs(e.GetId()); err != nil || len(ids) > 0 {
-		return err // registered from ctcr (registerEpollTargetsFromCtcr)
+		if err != nil {
+			return err
+		}
+		// Registered from ctcr (registerEpollTargetsFromCtcr), but for
+		// signalfds: a signalfd's poll waits on the signals of the task
+		// that polls it first (fs/signalfd.c signalfd_poll, current's
+		// sighand), which must be this task, not ctcr. Else systemd,
+		// whose SIGCHLD comes through a signalfd in its epoll, never
+		// wakes for one again.
+		return r.registerSignalfdTargets(t, fd, e, ids)
 	}
 	tfds := e.GetEpfd().GetTfd()
 	if len(tfds) == 0 {
@@ -370,6 +382,48 @@ func registerEpollTargets(r *fileRestore, t *restoringTask, fd int, e *fdinfo.Fi
 		}
 		what[b.add(unix.SYS_EPOLL_CTL, uint64(fd), unix.EPOLL_CTL_ADD, uint64(tfd.GetTfd()), p)] =
 			fmt.Sprintf("register target fd %d (events %#x)", tfd.GetTfd(), tfd.GetEvents())
+	}
+	if res, err := b.run(); err != nil {
+		return fmt.Errorf("epoll: %s: %w", what[len(res)], err)
+	}
+	return nil
+}
+
+// epollItem is a target of an epoll: the epoll's file id, the target's
+// fd number.
+type epollItem struct{ epoll, tfd uint32 }
+
+// registerSignalfdTargets adds the signalfd targets of epoll e, at fd
+// in task t, from t itself; the others are added from ctcr. The
+// signalfd must be at its recorded number in t's table.
+func (r *fileRestore) registerSignalfdTargets(t *restoringTask, fd int, e *fdinfo.FileEntry, ids []uint32) error {
+	tfds := e.GetEpfd().GetTfd()
+	b := t.ctl.newBatch()
+	what := map[int]string{}
+	for i, tfd := range tfds {
+		if i >= len(ids) || r.cp.files[ids[i]].GetType() != fdinfo.FdTypes_SIGNALFD {
+			continue
+		}
+		at := false
+		for _, own := range t.img.fds {
+			at = at || (own.GetFd() == tfd.GetTfd() && own.GetId() == ids[i])
+		}
+		if !at {
+			return fmt.Errorf("epoll id %d: its signalfd target (file id %d) is not at fd %d of %s, which polled it: %w", e.GetId(), ids[i], tfd.GetTfd(), t.where(), ErrUnsupported)
+		}
+		if r.signalfdByTask == nil {
+			r.signalfdByTask = map[epollItem]bool{}
+		}
+		r.signalfdByTask[epollItem{e.GetId(), tfd.GetTfd()}] = true
+		var ev [12]byte
+		binary.LittleEndian.PutUint32(ev[0:], tfd.GetEvents())
+		binary.LittleEndian.PutUint64(ev[4:], tfd.GetData())
+		p, err := b.put(ev[:])
+		if err != nil {
+			return err
+		}
+		what[b.add(unix.SYS_EPOLL_CTL, uint64(fd), unix.EPOLL_CTL_ADD, uint64(tfd.GetTfd()), p)] =
+			fmt.Sprintf("register signalfd target fd %d (events %#x)", tfd.GetTfd(), tfd.GetEvents())
 	}
 	if res, err := b.run(); err != nil {
 		return fmt.Errorf("epoll: %s: %w", what[len(res)], err)

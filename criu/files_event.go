@@ -3,6 +3,7 @@ package criu
 import (
 	"encoding/binary"
 	"fmt"
+	"math"
 	"os"
 	"strconv"
 	"strings"
@@ -243,6 +244,23 @@ func dumpTimerfd(d *fdDump) (*fdinfo.FileEntry, error) {
 	}}, nil
 }
 
+// addTimespecSaturating returns a+b (both valid and not negative),
+// with seconds that stay at the largest time_t instead of wrapping: the
+// kernel takes any such value and caps the timer at KTIME_MAX. systemd
+// watches for clock changes with an absolute CLOCK_REALTIME timer set
+// to TIME_T_MAX, which fdinfo shows as some 7e9 s left: now + that, in
+// nanoseconds, wraps below zero (EINVAL).
+func addTimespecSaturating(a, b unix.Timespec) unix.Timespec {
+	sec, nsec := a.Sec+b.Sec, a.Nsec+b.Nsec
+	if nsec >= 1e9 {
+		sec, nsec = sec+1, nsec-1e9
+	}
+	if sec < a.Sec || sec < b.Sec {
+		return unix.Timespec{Sec: math.MaxInt64}
+	}
+	return unix.Timespec{Sec: sec, Nsec: nsec}
+}
+
 // tfdIocSetTicks is TFD_IOC_SET_TICKS (include/uapi/linux/timerfd.h):
 // _IOW('T', 0, __u64). Kernels without CONFIG_CHECKPOINT_RESTORE answer
 // ENOTTY.
@@ -290,8 +308,7 @@ func openTimerfd(r *fileRestore, e *fdinfo.FileEntry) (*os.File, error) {
 			f.Close()
 			return nil, fmt.Errorf("timerfd id %d: clock %d: %w", e.GetId(), clock, err)
 		}
-		ns := now.Nano() + spec.Value.Nano()
-		spec.Value = unix.NsecToTimespec(ns)
+		spec.Value = addTimespecSaturating(now, spec.Value)
 	}
 	if err := unix.TimerfdSettime(fd, flags, &spec, nil); err != nil {
 		f.Close()

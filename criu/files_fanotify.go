@@ -130,7 +130,7 @@ func dumpFanotify(d *fdDump) (*fdinfo.FileEntry, error) {
 			if len(handle) == 0 || len(handle) > 128 || uint64(len(handle)) != kv["fhandle-bytes"] {
 				return nil, fmt.Errorf("%s (%s): fanotify line %q: file handle", d.where, d.link, l)
 			}
-			path, err := handlePath(kernelDev(kv["sdev"]), int32(kv["fhandle-type"]), handle)
+			path, err := handlePath(d.pid, kernelDev(kv["sdev"]), int32(kv["fhandle-type"]), handle)
 			if err != nil {
 				return nil, fmt.Errorf("%s: fanotify mark on inode %d: %w", d.where, kv["ino"], err)
 			}

@@ -1,7 +1,6 @@
 package criu
 
 import (
-	"bufio"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
@@ -17,6 +16,9 @@ import (
 	"github.com/checkpoint-restore/go-criu/v7/crit/images/fsnotify"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/ctcr/ctcr/criu/proc"
+	"github.com/ctcr/ctcr/internal/inroot"
 )
 
 // inotifies are inotify instances with their watches (criu/fsnotify.c).
@@ -170,33 +172,45 @@ func parseInotifyWatch(line string) (inotifyWatch, error) {
 	return w, nil
 }
 
-// mountOf returns the path of a mount of the filesystem with dev
-// (user encoding), preferring one that shows the filesystem's root.
-func mountOf(dev uint64) (string, error) {
-	f, err := os.Open("/proc/self/mountinfo")
+// mountOf opens a mount of the filesystem with dev (user encoding) as
+// task pid sees it, preferring one that shows the filesystem's root. The
+// watch is the task's: the filesystem may be mounted only in its mount
+// namespace (systemd's tmpfs on /run inside a container), so the mount
+// is looked for in /proc/PID/mountinfo and opened through the task's
+// root, with no symlink followed (a mount point the kernel reported has
+// none). The fd is O_RDONLY: open_by_handle_at refuses an O_PATH one
+// (EBADF).
+func mountOf(pid int, dev uint64) (*os.File, string, error) {
+	ms, err := proc.ReadMountinfo(pid)
 	if err != nil {
-		return "", err
+		return nil, "", err
 	}
-	defer f.Close()
-	want := fmt.Sprintf("%d:%d", unix.Major(dev), unix.Minor(dev))
 	best := ""
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fl := strings.Fields(sc.Text())
-		if len(fl) < 5 || fl[2] != want {
+	for _, m := range ms {
+		if uint64(unix.Mkdev(m.Major, m.Minor)) != dev {
 			continue
 		}
-		if fl[3] == "/" {
-			return unescapeMount(fl[4]), nil
+		if m.Root == "/" {
+			best = m.MountPoint
+			break
 		}
 		if best == "" {
-			best = unescapeMount(fl[4])
+			best = m.MountPoint
 		}
 	}
 	if best == "" {
-		return "", fmt.Errorf("no mount of device %s", want)
+		return nil, "", fmt.Errorf("no mount of device %d:%d in the mount namespace of task %d", unix.Major(dev), unix.Minor(dev), pid)
 	}
-	return best, sc.Err()
+	root, err := inroot.OfTask(pid)
+	if err != nil {
+		return nil, "", err
+	}
+	defer root.Close()
+	f, err := root.OpenFile(best, unix.O_RDONLY|unix.O_DIRECTORY, 0, inroot.NoLinks)
+	if err != nil {
+		return nil, "", fmt.Errorf("open mount %s of task %d: %w", best, pid, err)
+	}
+	return f, best, nil
 }
 
 // unescapeMount undoes the octal escapes of mountinfo (\040 for space).
@@ -218,19 +232,18 @@ func unescapeMount(s string) string {
 	return b.String()
 }
 
-// handlePath opens a file handle of the filesystem with dev and returns
-// the path the kernel gives the inode.
-func handlePath(dev uint64, typ int32, handle []byte) (string, error) {
-	mnt, err := mountOf(dev)
+// handlePath opens a file handle of the filesystem with dev, mounted
+// in task pid's mount namespace, and returns the path the kernel gives
+// the inode. For a task in ctcr's mount namespace that is a path of
+// ctcr's; for one in another (a container's) it is rendered from that
+// namespace's root, as reportedRoot expects at restore.
+func handlePath(pid int, dev uint64, typ int32, handle []byte) (string, error) {
+	mf, mnt, err := mountOf(pid, dev)
 	if err != nil {
 		return "", err
 	}
-	mfd, err := unix.Open(mnt, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return "", fmt.Errorf("open mount %s: %w", mnt, err)
-	}
-	defer unix.Close(mfd) // an O_PATH fd is refused (EBADF)
-	fd, err := unix.OpenByHandleAt(mfd, unix.NewFileHandle(typ, handle), unix.O_PATH|unix.O_CLOEXEC)
+	defer mf.Close()
+	fd, err := unix.OpenByHandleAt(int(mf.Fd()), unix.NewFileHandle(typ, handle), unix.O_PATH|unix.O_CLOEXEC)
 	if err != nil {
 		return "", fmt.Errorf("open_by_handle_at on %s: %w", mnt, err)
 	}
@@ -271,7 +284,7 @@ func dumpInotify(d *fdDump) (*fdinfo.FileEntry, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s (%s): %w", d.where, d.link, err)
 		}
-		path, err := handlePath(kernelDev(w.sdev), w.handleType, w.handle)
+		path, err := handlePath(d.pid, kernelDev(w.sdev), w.handleType, w.handle)
 		if errors.Is(err, unix.ESTALE) {
 			// ext4 and others refuse a handle of an inode without
 			// links (ESTALE): a removed inode, found by its holder.
@@ -341,7 +354,7 @@ func openInotify(r *fileRestore, e *fdinfo.FileEntry) (*os.File, error) {
 			removed = removed || w.GetWd() > 1
 			continue
 		}
-		if err := addWatchAt(fd, path, w.GetMask()&inotifyUserMask, int(w.GetWd())); err != nil {
+		if err := addWatchAt(r, fd, path, w.GetMask()&inotifyUserMask, int(w.GetWd())); err != nil {
 			f.Close()
 			return nil, fmt.Errorf("inotify id %d: %w", e.GetId(), err)
 		}
@@ -380,12 +393,13 @@ func openInotify(r *fileRestore, e *fdinfo.FileEntry) (*os.File, error) {
 // until the next one is wd (as CRIU does) get it there.
 //
 // The path is the one the kernel gave the watched inode at the dump
-// (ctcr's view, no symlink in it): it is resolved once, with no symlink
+// (ctcr's view, or the container's for a container, no symlink in it):
+// it is resolved once, inside the restored tree's root, with no symlink
 // followed (package inroot), and the watch is put on what that reached,
 // through its fd: a symlink planted along the path since does not put a
 // watch on a file of the host.
-func addWatchAt(fd int, path string, mask uint32, wd int) error {
-	obj, err := openWatched(path)
+func addWatchAt(r *fileRestore, fd int, path string, mask uint32, wd int) error {
+	obj, err := openWatched(r.rootPid, path)
 	if err != nil {
 		return fmt.Errorf("watch %d: %w", wd, err)
 	}

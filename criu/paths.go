@@ -73,19 +73,21 @@ func openTTYInTree(pid int, p string, flags int) (*os.File, error) {
 	return root.OpenFile(p, flags|unix.O_NOCTTY, 0, inroot.InRoot)
 }
 
-// openWatched opens, O_PATH, the object an inotify watch was on: path
-// is in ctcr's own view, its directories resolved with no symlink
-// followed, and the last component taken as it is (it may be a symlink
-// watched with IN_DONT_FOLLOW).
-func openWatched(path string) (*os.File, error) {
-	if path == "/" {
-		return os.OpenFile("/", unix.O_PATH, 0)
-	}
-	root, err := inroot.Open("/", "ctcr's root")
+// openWatched opens, O_PATH, the object an inotify watch was on, in the
+// restored tree whose root task is host PID pid: path is as the dump
+// reported it (see reportedRoot: ctcr's view for a tree in ctcr's mount
+// namespace, the container's for a container), its directories resolved
+// with no symlink followed, and the last component taken as it is (it
+// may be a symlink watched with IN_DONT_FOLLOW).
+func openWatched(pid int, path string) (*os.File, error) {
+	root, err := reportedRoot(pid)
 	if err != nil {
 		return nil, err
 	}
 	defer root.Close()
+	if path == "/" {
+		return root.OpenFile("/", unix.O_PATH|unix.O_DIRECTORY, 0, inroot.NoLinks)
+	}
 	d, err := root.Parent(path, inroot.NoLinks)
 	if err != nil {
 		return nil, err

@@ -68,6 +68,35 @@ var unixSockets = fileKind{
 	dump:   dumpUnixSocket,
 	open:   openUnixSocket,
 	finish: finishUnixSockets,
+	fixup:  relistenAsOwner,
+}
+
+// relistenAsOwner makes the first restored task that holds a listening
+// socket call listen(2) on it again. ctcr listened on it to restore its
+// connections, and listen sets the credentials the socket's clients
+// get as their peer's (SO_PEERCRED): ctcr's, whose PID a container
+// cannot see. sd-bus refuses a peer with PID 0 (ENODATA): systemctl
+// could not talk to a restored systemd. Listening again on a listening
+// socket only sets its backlog and its credentials (net/unix/af_unix.c
+// unix_listen, init_peercred), now those of the task, as at the dump.
+func relistenAsOwner(r *fileRestore, t *restoringTask, fd int, e *fdinfo.FileEntry) error {
+	u := e.GetUsk()
+	if u == nil || u.GetState() != tcpListen {
+		return nil
+	}
+	done, _ := r.state["unix relisten"].(map[uint32]bool)
+	if done == nil {
+		done = map[uint32]bool{}
+		r.state["unix relisten"] = done
+	}
+	if done[e.GetId()] {
+		return nil
+	}
+	done[e.GetId()] = true
+	if _, err := t.ctl.call(unix.SYS_LISTEN, uint64(fd), uint64(u.GetBacklog())); err != nil {
+		return fmt.Errorf("unix socket %d: listen as its owner: %w", u.GetIno(), err)
+	}
+	return nil
 }
 
 const unixKindName = "unix socket"

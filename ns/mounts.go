@@ -18,6 +18,7 @@ import (
 
 	"github.com/ctcr/ctcr/criu/images"
 	"github.com/ctcr/ctcr/criu/proc"
+	"github.com/ctcr/ctcr/internal/inroot"
 )
 
 // ErrUnsupported marks a mount ctcr cannot recreate.
@@ -31,6 +32,51 @@ var newFS = map[string]mnt.Fstype{
 	"proc": mnt.Fstype_PROC, "sysfs": mnt.Fstype_SYSFS, "tmpfs": mnt.Fstype_TMPFS,
 	"devpts": mnt.Fstype_DEVPTS, "mqueue": mnt.Fstype_MQUEUE, "cgroup": mnt.Fstype_CGROUP,
 	"cgroup2": mnt.Fstype_CGROUP2,
+	// Recreated only while empty (see emptyFS): a file on it holds
+	// huge pages ctcr does not save. systemd mounts one on
+	// /dev/hugepages in a system container.
+	"hugetlbfs": mnt.Fstype_AUTO, "ramfs": mnt.Fstype_AUTO,
+	// One instance per kernel (get_tree_single): a new mount shows
+	// what the old one showed. systemd mounts them in a system
+	// container (sys-kernel-debug.mount, sys-kernel-tracing.mount,
+	// sys-fs-fuse-connections.mount, sys-kernel-config.mount).
+	"debugfs": mnt.Fstype_DEBUGFS, "tracefs": mnt.Fstype_TRACEFS, "fusectl": mnt.Fstype_FUSECTL,
+	"configfs": mnt.Fstype_AUTO, "securityfs": mnt.Fstype_SECURITYFS, "pstore": mnt.Fstype_PSTORE,
+}
+
+// withContent are the file systems of newFS whose files are saved, in
+// tmpfs-dev-MNTID.tar.gz.img, and put back into the new mount. systemd
+// gives each service with credentials a ramfs on
+// /run/credentials/UNIT.
+var withContent = map[string]bool{"tmpfs": true, "ramfs": true}
+
+// newIfEmpty are the file systems of newFS whose content is not saved:
+// a mount of one that holds files is refused.
+var newIfEmpty = map[string]bool{"hugetlbfs": true}
+
+// emptyFS reports whether the mount at mp of task pid holds nothing but
+// the mount points of other mounts.
+func emptyFS(pid int, mp string, mountpoints map[string]bool) (bool, error) {
+	root, err := inroot.OfTask(pid)
+	if err != nil {
+		return false, err
+	}
+	defer root.Close()
+	d, err := root.OpenFile(mp, unix.O_RDONLY|unix.O_DIRECTORY, 0, inroot.NoLinks)
+	if err != nil {
+		return false, err
+	}
+	defer d.Close()
+	names, err := d.Readdirnames(-1)
+	if err != nil {
+		return false, err
+	}
+	for _, n := range names {
+		if !mountpoints[filepath.Join(mp, n)] {
+			return false, nil
+		}
+	}
+	return true, nil
 }
 
 // mountFlags maps per-mount options to MS_* flags.
@@ -128,7 +174,16 @@ func DumpMounts(pid int, stage *images.Staging) error {
 			if m.Root != "/" {
 				return fmt.Errorf("task %d: mount %s shows only %s of its %s: %w", pid, m.MountPoint, m.Root, m.FSType, ErrUnsupported)
 			}
-			if m.FSType == "tmpfs" {
+			if newIfEmpty[m.FSType] {
+				empty, err := emptyFS(pid, m.MountPoint, mountpoints)
+				if err != nil {
+					return fmt.Errorf("task %d: %s at %s: %w", pid, m.FSType, m.MountPoint, err)
+				}
+				if !empty {
+					return fmt.Errorf("task %d: %s at %s holds files, whose content is not kept: %w", pid, m.FSType, m.MountPoint, ErrUnsupported)
+				}
+			}
+			if withContent[m.FSType] {
 				name := fmt.Sprintf("tmpfs-dev-%d.tar.gz.img", m.ID)
 				if err := archiveTree(taskPath(pid, m.MountPoint), m.MountPoint, mountpoints, stage.Path(name)); err != nil {
 					return fmt.Errorf("task %d: tmpfs at %s: %w", pid, m.MountPoint, err)

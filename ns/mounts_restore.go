@@ -186,13 +186,13 @@ func RestoreMounts(sc Syscaller, pid int, imgDir string, logf func(format string
 			// the superblock is not allowed to all: sysfs in a user
 			// namespace).
 			mflags := flags
-			if fstype == "tmpfs" {
+			if withContent[fstype] {
 				mflags &^= unix.MS_RDONLY
 			}
 			if _, err := call("mount "+fstype+" at "+mp, unix.SYS_MOUNT, e.GetSource(), target, fstype, mflags, data); err != nil {
 				return err
 			}
-			if fstype == "tmpfs" {
+			if withContent[fstype] {
 				tarPath := filepath.Join(imgDir, fmt.Sprintf("tmpfs-dev-%d.tar.gz.img", e.GetMntId()))
 				// As the namespace's root if the tree has a user namespace:
 				// its tmpfs takes no file of an id it does not map.

@@ -50,7 +50,7 @@ const perMountFlags = unix.MS_RDONLY | unix.MS_NOSUID | unix.MS_NODEV | unix.MS_
 
 // mountStep is one change of the plan.
 type mountStep struct {
-	op    string // "umount", "remount", "tmpfs", "bind"
+	op    string // "umount", "remount", "tmpfs", "bind", "new"
 	e     *mnt.MntEntry
 	src   string // bind: the path bound
 	flags uint64
@@ -62,6 +62,8 @@ func (s mountStep) String() string {
 		return fmt.Sprintf("bind %s on %s", s.src, s.e.GetMountpoint())
 	case "tmpfs":
 		return "tmpfs at " + s.e.GetMountpoint()
+	case "new":
+		return "mount " + s.e.GetFsname() + " at " + s.e.GetMountpoint()
 	}
 	return s.op + " " + s.e.GetMountpoint()
 }
@@ -123,12 +125,24 @@ func nestedMountPlan(container, nested []*mnt.MntEntry) ([]mountStep, error) {
 			steps = append(steps, mountStep{op: "bind", e: n, src: filepath.Join(src.GetMountpoint(), rel), flags: flags})
 		case n.GetFsname() == "tmpfs" && n.GetRoot() == "/":
 			steps = append(steps, mountStep{op: "tmpfs", e: n, flags: flags})
+		case isNewFS(n.GetFsname()) && n.GetRoot() == "/":
+			// A file system with nothing of its own to save, mounted
+			// anew (ProtectProc= gives a service a proc of its own).
+			steps = append(steps, mountStep{op: "new", e: n, flags: flags})
 		default:
 			return nil, fmt.Errorf("mount of %s (%s of device %d) at %s: not a tmpfs nor a bind of a file system the container shows: %w", n.GetFsname(), n.GetRoot(), n.GetRootDev(), mp, ErrUnsupported)
 		}
 		sources = append(sources, n)
 	}
 	return steps, nil
+}
+
+// isNewFS reports whether a nested namespace's own mount of fstype is
+// made again by mounting it anew: a file system of newFS whose content
+// is neither saved nor checked.
+func isNewFS(fstype string) bool {
+	_, ok := newFS[fstype]
+	return ok && !withContent[fstype] && !newIfEmpty[fstype]
 }
 
 // mountEntries turns a mountinfo table into image entries.
@@ -247,6 +261,8 @@ func restoreNestedMounts(sc Syscaller, pid int, imgDir string, id int) error {
 			}
 		case "tmpfs":
 			err = restoreNestedTmpfs(sc, pid, imgDir, s)
+		case "new":
+			_, err = sc.Call(unix.SYS_MOUNT, s.e.GetSource(), mp, s.e.GetFsname(), s.flags, s.e.GetOptions())
 		}
 		if err != nil {
 			return fmt.Errorf("%s: %w", s, err)

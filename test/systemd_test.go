@@ -85,6 +85,30 @@ ExecStart=/bin/sh -c 'i=0; while :; do i=$((i+1)); echo $i > /run/pnet.count; sl
 WantedBy=multi-user.target
 `
 
+// noBPFDropIn turns off the firewall systemd makes of BPF programs for
+// every service (Debian's journald, logind and udevd have
+// IPAddressDeny=any): ctcr does not keep BPF programs (criu/bpf.go
+// says why) and refuses the fds systemd holds on them. This is the
+// current limit, in the README's "Not kept yet" list.
+const noBPFDropIn = `[Service]
+IPAddressDeny=
+IPAddressAllow=
+`
+
+// bpfUnit has a BPF firewall all the same (its drop-in sorts after the
+// one for every service, and systemd applies drop-ins in the order of
+// their names, whatever their directory): while it runs the checkpoint is refused,
+// naming its programs.
+const bpfUnit = `[Unit]
+Description=ctcr test: a BPF firewall
+[Service]
+ExecStart=/bin/sleep 1000
+`
+
+const bpfDropIn = `[Service]
+IPAddressDeny=any
+`
+
 // systemdContainer is an LXC container booted by systemd.
 type systemdContainer struct {
 	*lxcContainer
@@ -112,6 +136,16 @@ func newSystemdContainer(t *testing.T) *systemdContainer {
 			t.Fatal(err)
 		}
 		os.Symlink("../"+name, filepath.Join(wants, name))
+	}
+	for file, text := range map[string]string{
+		"service.d/10-ctcr-no-bpf.conf":       noBPFDropIn,
+		"ctcr-bpf.service":                    bpfUnit,
+		"ctcr-bpf.service.d/20-ctcr-bpf.conf": bpfDropIn,
+	} {
+		os.MkdirAll(filepath.Dir(filepath.Join(units, file)), 0o755)
+		if err := os.WriteFile(filepath.Join(units, file), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 	config := strings.Join([]string{
 		"lxc.uts.name = h-systemd",
@@ -157,6 +191,9 @@ func (c *lxcContainer) cleanupSystemd() {
 func (c *systemdContainer) sh(script string, timeout time.Duration) (string, error) {
 	pid := c.inits[len(c.inits)-1]
 	cmd := exec.Command("nsenter", "-t", strconv.Itoa(pid), "-a", "-r", "-w", "/bin/sh", "-c", script)
+	// A hung systemctl in the container holds the output pipe after
+	// the command is killed: stop waiting for it.
+	cmd.WaitDelay = 5 * time.Second
 	return outputWithTimeout(cmd, timeout)
 }
 
@@ -224,17 +261,54 @@ func (c *systemdContainer) counter(t *testing.T, file string) int {
 	return n
 }
 
+// bpfFds counts the fds systemd holds on BPF programs and maps.
+func (c *systemdContainer) bpfFds(t *testing.T) int {
+	t.Helper()
+	out, _ := c.sh("ls -l /proc/1/fd | grep -c anon_inode:bpf", 10*time.Second)
+	n, err := strconv.Atoi(strings.TrimSpace(out))
+	if err != nil {
+		t.Fatalf("count systemd's BPF fds: %q", out)
+	}
+	return n
+}
+
+// refusesBPF starts ctcr-bpf, a service with a BPF firewall: the
+// checkpoint is refused, naming a program and the service's cgroup, and
+// the container runs on. Stopping the service lets systemd close the
+// program fds.
+func (c *systemdContainer) refusesBPF(t *testing.T) {
+	t.Helper()
+	if n := c.bpfFds(t); n != 0 {
+		t.Fatalf("systemd holds %d BPF fds with IPAddressDeny= reset for every service", n)
+	}
+	if out, err := c.sh("systemctl start ctcr-bpf", 30*time.Second); err != nil {
+		t.Fatalf("systemctl start ctcr-bpf: %v: %s", err, out)
+	}
+	t.Logf("with ctcr-bpf running systemd holds %d BPF fds", c.bpfFds(t))
+	dir := filepath.Join(t.TempDir(), "refused")
+	r := runCtcr(t, 120*time.Second, "checkpoint", c.name, "-D", dir, "--lxcpath", c.lxcpath)
+	if msg := r.stderr(); r.code() != 16 || !strings.Contains(msg, `BPF program`) || !strings.Contains(msg, "/system.slice/ctcr-bpf.service (") {
+		t.Fatalf("%s: exit %d, want 16 and a refusal naming a BPF program of ctcr-bpf.service:\n%s", r, r.code(), msg)
+	}
+	if out, err := c.sh("systemctl stop ctcr-bpf", 30*time.Second); err != nil {
+		t.Fatalf("systemctl stop ctcr-bpf after the refused checkpoint: %v: %s", err, out)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for c.bpfFds(t) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("systemd still holds %d BPF fds 20s after ctcr-bpf stopped", c.bpfFds(t))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
 // TestSystemdContainer: the system container is checkpointed and
 // restored; afterwards systemd says what it said before, both services
-// kept their state and went on counting, and one of them restarts.
+// kept their state and went on counting, and one of them restarts. A
+// service with a BPF firewall is refused first, by name. It runs where
+// the cached rootfs exists or debootstrap can make it (the first time
+// takes some minutes); it skips without debootstrap.
 func TestSystemdContainer(t *testing.T) {
-	if os.Getenv("CTCR_TEST_SYSTEMD") == "" {
-		// Known to fail today: the checkpoint refuses systemd's inotify
-		// watches on the tmpfs it mounts on /run inside the container
-		// (criu/files_inotify.go looks for the watched file system among
-		// ctcr's own mounts only). Set CTCR_TEST_SYSTEMD=1 to run it.
-		t.Skip("the systemd container cannot be checkpointed yet (inotify watch on the container's own /run tmpfs); CTCR_TEST_SYSTEMD=1 runs it")
-	}
 	c := newSystemdContainer(t)
 	state, failed := c.boot(t)
 	t.Logf("booted: %s; failed units: %q", state, failed)
@@ -248,15 +322,20 @@ func TestSystemdContainer(t *testing.T) {
 	}
 	ptmpCount, pnetCount := c.counter(t, "/run/ptmp.count"), c.counter(t, "/run/pnet.count")
 	ptmpPid, pnetPid := c.mainPid(t, "ctcr-ptmp"), c.mainPid(t, "ctcr-pnet")
+	c.refusesBPF(t)
 
 	dir := filepath.Join(t.TempDir(), "ck")
+	start := time.Now()
 	if r := runCtcr(t, 120*time.Second, "checkpoint", c.name, "-D", dir, "--lxcpath", c.lxcpath); r.code() != 0 {
 		t.Fatalf("%s: exit %d\n%s", r, r.code(), r.stderr())
 	}
+	checkpointed := time.Since(start)
 	reap(c.inits[0], 5*time.Second)
+	start = time.Now()
 	if r := runCtcr(t, 120*time.Second, "restore", c.name, "-D", dir, "--lxcpath", c.lxcpath); r.code() != 0 {
 		t.Fatalf("%s: exit %d\n%s", r, r.code(), r.stderr())
 	}
+	t.Logf("checkpoint %v, restore %v", checkpointed.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
 	npid := c.initByCtcr(t)
 	if npid == 0 {
 		t.Fatalf("after restore ctcr ps shows no PID 1 in %s", c.name)
