@@ -697,63 +697,109 @@ func (d *dumpTree) readStates() error {
 			sharedVM[p], sharedVM[p.vmOf] = true, true
 		}
 	}
+	var pending []*stateRead
+	finishOne := func() error {
+		sr := pending[0]
+		pending = pending[1:]
+		return sr.finish()
+	}
+	// A failure leaves no batch running: the rollback needs every task
+	// stopped.
+	drain := func() {
+		for len(pending) > 0 {
+			finishOne()
+		}
+	}
 	for _, p := range d.procs {
 		p.seccomp = &d.seccomp
 		if p.zombie {
 			continue
 		}
 		if err := Interrupted(); err != nil {
+			drain()
 			return err
 		}
-		if err := p.readState(ra, killing && !sharedVM[p], d.opts.logf); err != nil {
+		sr, err := p.startState(ra, d.opts.logf)
+		if err != nil {
+			drain()
+			return err
+		}
+		sr.mayKeep = killing && !sharedVM[p]
+		pending = append(pending, sr)
+		if len(pending) >= queryWindow {
+			if err := finishOne(); err != nil {
+				drain()
+				return err
+			}
+		}
+	}
+	for len(pending) > 0 {
+		if err := finishOne(); err != nil {
+			drain()
 			return err
 		}
 	}
 	return nil
 }
 
-// readState reads p's threads' registers and what p must be asked with
-// remote syscalls, and builds its core images with the facts ra read
-// ahead.
-//
-// With mayKeep the scratch area may stay mapped after it (keepScratch).
+// queryWindow is how many processes readStates lets answer their query
+// batch at once. Asking a process costs a few ptrace round trips in
+// which the tracer thread only waits for the task to be scheduled:
+// while the next processes' scratch areas are mapped, the batches of
+// the ones before run, on the other core or between two of ctcr's
+// waits, instead of each waiting its turn.
+const queryWindow = 8
+
+// stateRead is a process whose state readStates has started to read:
+// its query batch may still run.
+type stateRead struct {
+	p       *dumpProc
+	facts   *procFacts
+	maps    []proc.Mapping
+	query   *pendingQuery
+	mayKeep bool // its scratch area may stay (keepScratch)
+}
+
+// startState reads p's threads' registers, maps p's scratch area and
+// lets p run the batch that asks it what only it can tell; finish reads
+// the rest and builds p's core images with the facts ra read ahead.
 //
 // Preconditions: runs on the tracer thread; the tree is seized.
-func (p *dumpProc) readState(ra *readAhead, mayKeep bool, logf func(string, ...any)) error {
+func (p *dumpProc) startState(ra *readAhead, logf func(string, ...any)) (*stateRead, error) {
 	pid := p.pid
 	var err error
 	// The ptrace reads first: the facts are often still being read.
 	for _, th := range p.threads {
 		if th.regs, err = ptrace.GetRegs(th.tid); err != nil {
-			return err
+			return nil, err
 		}
 		if th.xstate, err = ptrace.GetXState(th.tid); err != nil {
-			return err
+			return nil, err
 		}
 		// In sigsuspend, ppoll and the like, the kernel reports the mask
 		// the syscall will put back (Linux 5.2+), the thread's own.
 		if th.sigmask, err = ptrace.GetSigmask(th.tid); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	facts, err := ra.of(p)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	maps := facts.maps
 	if maps == nil {
 		if maps, err = proc.Maps(pid); err != nil {
-			return fmt.Errorf("task %d: %w", pid, err)
+			return nil, fmt.Errorf("task %d: %w", pid, err)
 		}
 	}
 	mem, err := ptrace.OpenMem(pid)
 	if err != nil {
-		return fmt.Errorf("task %d: %w", pid, err)
+		return nil, fmt.Errorf("task %d: %w", pid, err)
 	}
 	ip, ok := findSyscallInsn(mem, maps)
 	if !ok {
 		mem.Close()
-		return fmt.Errorf("task %d has no vDSO to run remote syscalls from: %w", pid, ErrUnsupported)
+		return nil, fmt.Errorf("task %d has no vDSO to run remote syscalls from: %w", pid, ErrUnsupported)
 	}
 	statuses := make([]*proc.Status, len(p.threads))
 	for i := range p.threads {
@@ -767,7 +813,7 @@ func (p *dumpProc) readState(ra *readAhead, mayKeep bool, logf func(string, ...a
 			Own: &ptrace.OwnState{Mask: th.sigmask, Sig: sig, TgkillArgs: [2]uint64{uint64(tgid), uint64(vtid)}}}}
 	}
 	if err := p.mapScratch(maps, false); err != nil { // queryTask names it
-		return err
+		return nil, err
 	}
 	// Signals the threads dequeued on their way to the seize stop go
 	// back into their queues now, where they stay while the threads are
@@ -775,16 +821,30 @@ func (p *dumpProc) readState(ra *readAhead, mayKeep bool, logf func(string, ...a
 	// image finds them with the others.
 	for _, th := range p.threads {
 		if err := th.requeue(p.pid, th.stolen); err != nil {
-			return err
+			return nil, err
 		}
 		th.stolen = nil
 	}
 	if err := p.dropLeftUffds(facts.leftUffds, logf); err != nil {
-		return err
+		return nil, err
 	}
 	lead := p.leader().ctl
 	p.status = facts.threads[0].status
-	q, err := queryTask(lead)
+	pq, err := startQueryTask(lead)
+	if err != nil {
+		return nil, fmt.Errorf("task %d: %w", pid, err)
+	}
+	return &stateRead{p: p, facts: facts, maps: maps, query: pq}, nil
+}
+
+// finish collects what p's query batch answered and reads the rest of
+// p's state (see startState).
+//
+// Preconditions: runs on the tracer thread.
+func (sr *stateRead) finish() error {
+	p, facts, maps := sr.p, sr.facts, sr.maps
+	pid := p.pid
+	q, err := sr.query.finish()
 	if err != nil {
 		return fmt.Errorf("task %d: %w", pid, err)
 	}
@@ -796,7 +856,7 @@ func (p *dumpProc) readState(ra *readAhead, mayKeep bool, logf func(string, ...a
 		for _, th := range p.threads {
 			tidOf[th.tid] = th.vtid
 		}
-		if q.timers.Posix, err = queryPosixTimers(lead, fmt.Sprintf("task %d", pid), ptimers, tidOf); err != nil {
+		if q.timers.Posix, err = queryPosixTimers(p.leader().ctl, fmt.Sprintf("task %d", pid), ptimers, tidOf); err != nil {
 			return err
 		}
 	}
@@ -835,7 +895,7 @@ func (p *dumpProc) readState(ra *readAhead, mayKeep bool, logf func(string, ...a
 		MmEnvStart: proto.Uint64(s.EnvStart), MmEnvEnd: proto.Uint64(s.EnvEnd),
 		MmSavedAuxv: facts.auxv, Dumpable: proto.Int32(int32(q.dumpable)), ThpDisabled: proto.Bool(q.thpOff),
 	}
-	if mayKeep && p.keepScratch(maps) {
+	if sr.mayKeep && p.keepScratch(maps) {
 		return nil
 	}
 	// The scratch mapping must be gone before memory is read.

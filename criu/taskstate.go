@@ -130,6 +130,22 @@ func queryThread(c *taskCtl) (*threadQuery, error) {
 // disposition, its interval timers, alternate signal stack, prctl state
 // and current brk.
 func queryTask(c *taskCtl) (*taskQuery, error) {
+	pq, err := startQueryTask(c)
+	if err != nil {
+		return nil, err
+	}
+	return pq.finish()
+}
+
+// pendingQuery is a queryTask whose batch runs in the task while the
+// tracer thread goes on: the dump asks several processes at once.
+type pendingQuery struct {
+	finish func() (*taskQuery, error)
+}
+
+// startQueryTask writes queryTask's batch into the task and lets it run;
+// finish collects the answers.
+func startQueryTask(c *taskCtl) (*pendingQuery, error) {
 	b := c.newBatch()
 	var saAddr []uint64
 	for sig := 1; sig <= kernel.NSIG; sig++ {
@@ -185,59 +201,67 @@ func queryTask(c *taskCtl) (*taskQuery, error) {
 		}
 		iName = b.add(unix.SYS_PRCTL, unix.PR_SET_VMA, unix.PR_SET_VMA_ANON_NAME, c.runner, scratchSize+frameAreaSize, name)
 	}
-	res, failed, err := runOptional(b, iTid, iMb, iName)
+	started, err := b.start()
 	if err != nil {
 		return nil, err
 	}
-	haveTid := failed[iTid] == nil
-	if err := failed[iMb]; err != nil && !errors.Is(err, unix.EINVAL) {
-		return nil, err
-	}
-	data, err := b.readBack()
-	if err != nil {
-		return nil, err
-	}
-	get := scratchGetter(c, data)
-	q := &taskQuery{dumpable: res[iDump], thpOff: res[iThp] != 0, brk: res[iBrk]}
-	if q.threadQuery, err = decodeThread(res, get); err != nil {
-		return nil, err
-	}
-	if failed[iMb] == nil {
-		q.membarrier = res[iMb] & kernel.MembarrierRegistrations
-	}
-	for _, a := range saAddr {
-		var sa kernel.Sigaction
-		if err := get(a, &sa); err != nil {
+	// The rest runs when the dump collects the answers.
+	return &pendingQuery{finish: func() (*taskQuery, error) {
+		res, err := started.wait()
+		res, failed, err := runOptionalAfter(b, res, err, iTid, iMb, iName)
+		if err != nil {
 			return nil, err
 		}
-		q.sigactions = append(q.sigactions, &criusa.SaEntry{
-			Sigaction: proto.Uint64(sa.Handler), Flags: proto.Uint64(sa.Flags),
-			Restorer: proto.Uint64(sa.Restorer), Mask: proto.Uint64(sa.Mask),
-		})
-	}
-	var t [3]*timer.ItimerEntry
-	for which, a := range itAddr {
-		var v kernel.Itimerval
-		if err := get(a, &v); err != nil {
+		haveTid := failed[iTid] == nil
+		if err := failed[iMb]; err != nil && !errors.Is(err, unix.EINVAL) {
 			return nil, err
 		}
-		t[which] = &timer.ItimerEntry{
-			Isec: proto.Uint64(uint64(v.IntervalSec)), Iusec: proto.Uint64(uint64(v.IntervalUsec)),
-			Vsec: proto.Uint64(uint64(v.ValueSec)), Vusec: proto.Uint64(uint64(v.ValueUsec)),
-		}
-	}
-	q.timers = &timer.TaskTimersEntry{Real: t[0], Virt: t[1], Prof: t[2]}
-	var sub int32
-	if err := get(subAddr, &sub); err != nil {
-		return nil, err
-	}
-	q.subreaper = sub != 0
-	if haveTid {
-		if err := get(tidAddr, &q.clearTid); err != nil {
+		data, err := b.readBack()
+		if err != nil {
 			return nil, err
 		}
-	}
-	return q, nil
+		get := scratchGetter(c, data)
+		q := &taskQuery{dumpable: res[iDump], thpOff: res[iThp] != 0, brk: res[iBrk]}
+		if q.threadQuery, err = decodeThread(res, get); err != nil {
+			return nil, err
+		}
+		if failed[iMb] == nil {
+			q.membarrier = res[iMb] & kernel.MembarrierRegistrations
+		}
+		for _, a := range saAddr {
+			var sa kernel.Sigaction
+			if err := get(a, &sa); err != nil {
+				return nil, err
+			}
+			q.sigactions = append(q.sigactions, &criusa.SaEntry{
+				Sigaction: proto.Uint64(sa.Handler), Flags: proto.Uint64(sa.Flags),
+				Restorer: proto.Uint64(sa.Restorer), Mask: proto.Uint64(sa.Mask),
+			})
+		}
+		var t [3]*timer.ItimerEntry
+		for which, a := range itAddr {
+			var v kernel.Itimerval
+			if err := get(a, &v); err != nil {
+				return nil, err
+			}
+			t[which] = &timer.ItimerEntry{
+				Isec: proto.Uint64(uint64(v.IntervalSec)), Iusec: proto.Uint64(uint64(v.IntervalUsec)),
+				Vsec: proto.Uint64(uint64(v.ValueSec)), Vusec: proto.Uint64(uint64(v.ValueUsec)),
+			}
+		}
+		q.timers = &timer.TaskTimersEntry{Real: t[0], Virt: t[1], Prof: t[2]}
+		var sub int32
+		if err := get(subAddr, &sub); err != nil {
+			return nil, err
+		}
+		q.subreaper = sub != 0
+		if haveTid {
+			if err := get(tidAddr, &q.clearTid); err != nil {
+				return nil, err
+			}
+		}
+		return q, nil
+	}}, nil
 }
 
 // runOptional runs b like its run method, except that the calls at the
@@ -245,8 +269,14 @@ func queryTask(c *taskCtl) (*taskQuery, error) {
 // the one that failed. It returns every call's result (0 for one that
 // failed) and the errors of the optional calls that failed, by index.
 func runOptional(b *batch, optional ...int) ([]uint64, map[int]error, error) {
-	failed := map[int]error{}
 	res, err := b.run()
+	return runOptionalAfter(b, res, err, optional...)
+}
+
+// runOptionalAfter is runOptional for a batch whose first run returned
+// res and err.
+func runOptionalAfter(b *batch, res []uint64, err error, optional ...int) ([]uint64, map[int]error, error) {
+	failed := map[int]error{}
 	for err != nil && slices.Contains(optional, len(res)) {
 		k := len(res)
 		failed[k] = err
