@@ -719,12 +719,11 @@ func (d *dumpTree) readStates() error {
 			drain()
 			return err
 		}
-		sr, err := p.startState(ra, d.opts.logf)
+		sr, err := p.startState(ra, killing && !sharedVM[p], d.opts.logf)
 		if err != nil {
 			drain()
 			return err
 		}
-		sr.mayKeep = killing && !sharedVM[p]
 		pending = append(pending, sr)
 		if len(pending) >= queryWindow {
 			if err := finishOne(); err != nil {
@@ -765,7 +764,7 @@ type stateRead struct {
 // the rest and builds p's core images with the facts ra read ahead.
 //
 // Preconditions: runs on the tracer thread; the tree is seized.
-func (p *dumpProc) startState(ra *readAhead, logf func(string, ...any)) (*stateRead, error) {
+func (p *dumpProc) startState(ra *readAhead, mayKeep bool, logf func(string, ...any)) (*stateRead, error) {
 	pid := p.pid
 	var err error
 	// The ptrace reads first: the facts are often still being read.
@@ -812,7 +811,13 @@ func (p *dumpProc) startState(ra *readAhead, logf func(string, ...any)) (*stateR
 		th.ctl = &taskCtl{tid: th.tid, mem: mem, xstate: th.xstate, r: &ptrace.Remote{Tid: th.tid, IP: ip, Base: th.regs,
 			Own: &ptrace.OwnState{Mask: th.sigmask, Sig: sig, TgkillArgs: [2]uint64{uint64(tgid), uint64(vtid)}}}}
 	}
-	if err := p.mapScratch(maps, false); err != nil { // queryTask names it
+	// A scratch area that may stay until the kill goes where it touches
+	// no mapping (keepScratch).
+	at := uint64(0)
+	if mayKeep {
+		at = scratchPlace(maps)
+	}
+	if err := p.mapScratchAt(maps, false, at); err != nil { // queryTask names it
 		return nil, err
 	}
 	// Signals the threads dequeued on their way to the seize stop go
@@ -834,7 +839,7 @@ func (p *dumpProc) startState(ra *readAhead, logf func(string, ...any)) (*stateR
 	if err != nil {
 		return nil, fmt.Errorf("task %d: %w", pid, err)
 	}
-	return &stateRead{p: p, facts: facts, maps: maps, query: pq}, nil
+	return &stateRead{p: p, facts: facts, maps: maps, query: pq, mayKeep: mayKeep}, nil
 }
 
 // finish collects what p's query batch answered and reads the rest of
@@ -895,7 +900,7 @@ func (sr *stateRead) finish() error {
 		MmEnvStart: proto.Uint64(s.EnvStart), MmEnvEnd: proto.Uint64(s.EnvEnd),
 		MmSavedAuxv: facts.auxv, Dumpable: proto.Int32(int32(q.dumpable)), ThpDisabled: proto.Bool(q.thpOff),
 	}
-	if sr.mayKeep && p.keepScratch(maps) {
+	if sr.mayKeep && p.keepScratch(q.scratchNamed, maps) {
 		return nil
 	}
 	// The scratch mapping must be gone before memory is read.
@@ -909,12 +914,16 @@ func (sr *stateRead) finish() error {
 // dump reads (scratchArea); a rollback takes it away before resuming p
 // (resume), and a ctcr that dies meanwhile leaves it named ctcr-scratch
 // for the next dump to remove, as one that dies inside a batch does.
-// It must not have merged with a neighbour: it is kept only if no
-// mapping of maps (read before it was made) touches it.
-func (p *dumpProc) keepScratch(maps []proc.Mapping) bool {
+// It must be a mapping of its own: named (the query batch names it), or,
+// on a kernel that names no anonymous mapping, touching no mapping of
+// maps (read before it was made), with which it could have merged.
+func (p *dumpProc) keepScratch(named bool, maps []proc.Mapping) bool {
 	start, end, ok := p.scratchArea()
 	if !ok {
 		return false
+	}
+	if named {
+		return true
 	}
 	for _, m := range maps {
 		if m.End == start || m.Start == end {
@@ -922,6 +931,34 @@ func (p *dumpProc) keepScratch(maps []proc.Mapping) bool {
 		}
 	}
 	return true
+}
+
+// scratchPlace returns an address for a scratch area with a free page
+// on each side, so that it can merge with no mapping of maps (the
+// process's, sorted), or 0 if none is found. It is at the top of the
+// highest gap between two mappings of the user address space that is
+// not the stack's guard gap, where the kernel itself puts new
+// mappings.
+func scratchPlace(maps []proc.Mapping) uint64 {
+	const userTop = 1 << 47    // x86-64 4-level paging: TASK_SIZE_MAX
+	const stackGuard = 1 << 20 // the kernel's default stack_guard_gap
+	need := uint64(scratchSize+frameAreaSize) + 2*pageSize
+	for i := len(maps) - 1; i > 0; i-- {
+		lo, hi := maps[i-1].End, maps[i].Start
+		if hi > userTop || hi <= lo {
+			continue
+		}
+		if maps[i].Path == "[stack]" {
+			if hi-lo < stackGuard {
+				continue
+			}
+			hi -= stackGuard
+		}
+		if hi-lo >= need {
+			return hi - pageSize - uint64(scratchSize+frameAreaSize)
+		}
+	}
+	return 0
 }
 
 // scratchArea returns the bounds of p's scratch mapping, if p has one.
@@ -1002,9 +1039,24 @@ const scratchName = "ctcr-scratch"
 //
 // Preconditions: runs on the tracer thread; every thread has its ctl.
 func (p *dumpProc) mapScratch(maps []proc.Mapping, name bool) error {
+	return p.mapScratchAt(maps, name, 0)
+}
+
+// mapScratchAt is mapScratch with the area at at if at is not 0 and
+// that place is free (else where the kernel puts it).
+//
+// Preconditions: runs on the tracer thread; every thread has its ctl.
+func (p *dumpProc) mapScratchAt(maps []proc.Mapping, name bool, at uint64) error {
 	c := p.leader().ctl
 	size := uint64(scratchSize + frameAreaSize)
-	addr, err := c.mmap(0, size, unix.PROT_READ|unix.PROT_WRITE|unix.PROT_EXEC, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS, -1, 0)
+	flags := unix.MAP_PRIVATE | unix.MAP_ANONYMOUS
+	if at != 0 {
+		flags |= unix.MAP_FIXED_NOREPLACE
+	}
+	addr, err := c.mmap(at, size, unix.PROT_READ|unix.PROT_WRITE|unix.PROT_EXEC, flags, -1, 0)
+	if err != nil && at != 0 {
+		addr, err = c.mmap(0, size, unix.PROT_READ|unix.PROT_WRITE|unix.PROT_EXEC, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS, -1, 0)
+	}
 	if err != nil {
 		return fmt.Errorf("task %d: scratch %w", c.tid, err)
 	}
@@ -1035,11 +1087,11 @@ func (p *dumpProc) mapScratch(maps []proc.Mapping, name bool) error {
 	// A kernel without CONFIG_ANON_VMA_NAME says EINVAL: the area then
 	// goes unnamed.
 	b = c.newBatch()
-	at, err := b.put(scratchName)
+	nameAt, err := b.put(scratchName)
 	if err != nil {
 		return err
 	}
-	b.add(unix.SYS_PRCTL, unix.PR_SET_VMA, unix.PR_SET_VMA_ANON_NAME, addr, size, at)
+	b.add(unix.SYS_PRCTL, unix.PR_SET_VMA, unix.PR_SET_VMA_ANON_NAME, addr, size, nameAt)
 	b.run()
 	return nil
 }

@@ -36,6 +36,10 @@ type taskQuery struct {
 	subreaper  bool
 	thpOff     bool
 	brk        uint64
+	// scratchNamed: the batch named ctcr's scratch area, which made it
+	// a mapping of its own (a name keeps it from merging with, or splits
+	// it off, a neighbour).
+	scratchNamed bool
 }
 
 // threadQuery is what each thread is asked for itself.
@@ -221,7 +225,7 @@ func startQueryTask(c *taskCtl) (*pendingQuery, error) {
 			return nil, err
 		}
 		get := scratchGetter(c, data)
-		q := &taskQuery{dumpable: res[iDump], thpOff: res[iThp] != 0, brk: res[iBrk]}
+		q := &taskQuery{dumpable: res[iDump], thpOff: res[iThp] != 0, brk: res[iBrk], scratchNamed: iName >= 0 && failed[iName] == nil}
 		if q.threadQuery, err = decodeThread(res, get); err != nil {
 			return nil, err
 		}
