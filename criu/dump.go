@@ -865,12 +865,14 @@ func (sr *stateRead) finish() error {
 			return err
 		}
 	}
+	tqs, err := p.queryThreads()
+	if err != nil {
+		return err
+	}
 	for i, th := range p.threads {
 		tq := &q.threadQuery
 		if i > 0 {
-			if tq, err = queryThread(th.ctl); err != nil {
-				return fmt.Errorf("task %d thread %d: %w", pid, th.tid, err)
-			}
+			tq = tqs[i]
 		}
 		if th.core, err = dumpThreadCore(p, th, &facts.threads[i], tq); err != nil {
 			return err

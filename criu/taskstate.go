@@ -96,6 +96,16 @@ func threadQueries(b *batch) (func(res []uint64, get getter) (threadQuery, error
 // queryThread asks one thread of a process about itself, in one batch:
 // a round trip per thread counts in a process of 1,000 threads.
 func queryThread(c *taskCtl) (*threadQuery, error) {
+	finish, err := startQueryThread(c)
+	if err != nil {
+		return nil, err
+	}
+	return finish()
+}
+
+// startQueryThread lets the thread run queryThread's batch; the function
+// it returns collects the answers (queryThreads runs several at once).
+func startQueryThread(c *taskCtl) (func() (*threadQuery, error), error) {
 	b := c.newBatch()
 	decode, err := threadQueries(b)
 	if err != nil {
@@ -109,25 +119,31 @@ func queryThread(c *taskCtl) (*threadQuery, error) {
 		return nil, err
 	}
 	iTid := b.add(unix.SYS_PRCTL, kernel.PR_GET_TID_ADDRESS, tidAddr)
-	res, err := b.run()
-	if err != nil && len(res) != iTid {
-		return nil, err
-	}
-	data, err := b.readBack()
+	started, err := b.start()
 	if err != nil {
 		return nil, err
 	}
-	get := scratchGetter(c, data)
-	q, err := decode(res, get)
-	if err != nil {
-		return nil, err
-	}
-	if len(res) > iTid {
-		if err := get(tidAddr, &q.clearTid); err != nil {
+	return func() (*threadQuery, error) {
+		res, err := started.wait()
+		if err != nil && len(res) != iTid {
 			return nil, err
 		}
-	}
-	return &q, nil
+		data, err := b.readBack()
+		if err != nil {
+			return nil, err
+		}
+		get := scratchGetter(c, data)
+		q, err := decode(res, get)
+		if err != nil {
+			return nil, err
+		}
+		if len(res) > iTid {
+			if err := get(tidAddr, &q.clearTid); err != nil {
+				return nil, err
+			}
+		}
+		return &q, nil
+	}, nil
 }
 
 // queryTask asks the task, in one batch of syscalls, for every signal
