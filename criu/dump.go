@@ -817,7 +817,7 @@ func (p *dumpProc) startState(ra *readAhead, mayKeep bool, logf func(string, ...
 	if mayKeep {
 		at = scratchPlace(maps)
 	}
-	if err := p.mapScratchAt(maps, false, at); err != nil { // queryTask names it
+	if err := p.mapScratchAt(maps, false, at); err != nil { // its query batch names it
 		return nil, err
 	}
 	// Signals the threads dequeued on their way to the seize stop go

@@ -146,25 +146,16 @@ func startQueryThread(c *taskCtl) (func() (*threadQuery, error), error) {
 	}, nil
 }
 
-// queryTask asks the task, in one batch of syscalls, for every signal
-// disposition, its interval timers, alternate signal stack, prctl state
-// and current brk.
-func queryTask(c *taskCtl) (*taskQuery, error) {
-	pq, err := startQueryTask(c)
-	if err != nil {
-		return nil, err
-	}
-	return pq.finish()
-}
-
-// pendingQuery is a queryTask whose batch runs in the task while the
-// tracer thread goes on: the dump asks several processes at once.
+// pendingQuery is a task's query whose batch runs in the task while
+// the tracer thread goes on: the dump asks several processes at once.
 type pendingQuery struct {
 	finish func() (*taskQuery, error)
 }
 
-// startQueryTask writes queryTask's batch into the task and lets it run;
-// finish collects the answers.
+// startQueryTask asks the task, in one batch of syscalls, for every
+// signal disposition, its interval timers, alternate signal stack, prctl
+// state and current brk: it writes the batch into the task and lets it
+// run; finish collects the answers.
 func startQueryTask(c *taskCtl) (*pendingQuery, error) {
 	b := c.newBatch()
 	var saAddr []uint64
@@ -284,17 +275,11 @@ func startQueryTask(c *taskCtl) (*pendingQuery, error) {
 	}}, nil
 }
 
-// runOptional runs b like its run method, except that the calls at the
-// indexes optional may fail: the batch then goes on from the call after
-// the one that failed. It returns every call's result (0 for one that
-// failed) and the errors of the optional calls that failed, by index.
-func runOptional(b *batch, optional ...int) ([]uint64, map[int]error, error) {
-	res, err := b.run()
-	return runOptionalAfter(b, res, err, optional...)
-}
-
-// runOptionalAfter is runOptional for a batch whose first run returned
-// res and err.
+// runOptionalAfter goes on with batch b, whose first run returned res
+// and err, like its run method, except that the calls at the indexes
+// optional may fail: the batch then goes on from the call after the one
+// that failed. It returns every call's result (0 for one that failed)
+// and the errors of the optional calls that failed, by index.
 func runOptionalAfter(b *batch, res []uint64, err error, optional ...int) ([]uint64, map[int]error, error) {
 	failed := map[int]error{}
 	for err != nil && slices.Contains(optional, len(res)) {
