@@ -697,64 +697,122 @@ func (d *dumpTree) readStates() error {
 	// thread (readahead.go).
 	ra := startReadAhead(d.procs)
 	defer ra.end()
+	// A dump that kills the tree leaves the scratch areas where they are
+	// (see keepScratch). One whose tree runs on, or that a pre-copy
+	// tracks, takes each away at once; so does a process whose memory
+	// another one of the tree shares, whose pages must not show it.
+	killing := !d.opts.LeaveRunning && d.opts.PreCopy == nil && d.opts.PrevDir == ""
+	sharedVM := map[*dumpProc]bool{}
+	for _, p := range d.procs {
+		if p.vmOf != nil {
+			sharedVM[p], sharedVM[p.vmOf] = true, true
+		}
+	}
+	var pending []*stateRead
+	finishOne := func() error {
+		sr := pending[0]
+		pending = pending[1:]
+		return sr.finish()
+	}
+	// A failure leaves no batch running: the rollback needs every task
+	// stopped.
+	drain := func() {
+		for len(pending) > 0 {
+			finishOne()
+		}
+	}
 	for _, p := range d.procs {
 		p.seccomp = &d.seccomp
 		if p.zombie {
 			continue
 		}
 		if err := Interrupted(); err != nil {
+			drain()
 			return err
 		}
 		// A pre-copied process's memory is write-protected for tracking
 		// until its dump reads it: ctcr writes no lone-call frame there.
 		p.tracked = d.opts.PreCopy.of(p.pid) != nil
-		if err := p.readState(ra, d.opts.logf); err != nil {
+		sr, err := p.startState(ra, killing && !sharedVM[p], d.opts.logf)
+		if err != nil {
+			drain()
+			return err
+		}
+		pending = append(pending, sr)
+		if len(pending) >= queryWindow {
+			if err := finishOne(); err != nil {
+				drain()
+				return err
+			}
+		}
+	}
+	for len(pending) > 0 {
+		if err := finishOne(); err != nil {
+			drain()
 			return err
 		}
 	}
 	return nil
 }
 
-// readState reads p's threads' registers and what p must be asked with
-// remote syscalls, and builds its core images with the facts ra read
-// ahead.
+// queryWindow is how many processes readStates lets answer their query
+// batch at once. Asking a process costs a few ptrace round trips in
+// which the tracer thread only waits for the task to be scheduled:
+// while the next processes' scratch areas are mapped, the batches of
+// the ones before run, on the other core or between two of ctcr's
+// waits, instead of each waiting its turn.
+const queryWindow = 8
+
+// stateRead is a process whose state readStates has started to read:
+// its query batch may still run.
+type stateRead struct {
+	p       *dumpProc
+	facts   *procFacts
+	maps    []proc.Mapping
+	query   *pendingQuery
+	mayKeep bool // its scratch area may stay (keepScratch)
+}
+
+// startState reads p's threads' registers, maps p's scratch area and
+// lets p run the batch that asks it what only it can tell; finish reads
+// the rest and builds p's core images with the facts ra read ahead.
 //
 // Preconditions: runs on the tracer thread; the tree is seized.
-func (p *dumpProc) readState(ra *readAhead, logf func(string, ...any)) error {
+func (p *dumpProc) startState(ra *readAhead, mayKeep bool, logf func(string, ...any)) (*stateRead, error) {
 	pid := p.pid
 	var err error
 	// The ptrace reads first: the facts are often still being read.
 	for _, th := range p.threads {
 		if th.regs, err = ptrace.GetRegs(th.tid); err != nil {
-			return err
+			return nil, err
 		}
 		if th.xstate, err = ptrace.GetXState(th.tid); err != nil {
-			return err
+			return nil, err
 		}
 		// In sigsuspend, ppoll and the like, the kernel reports the mask
 		// the syscall will put back (Linux 5.2+), the thread's own.
 		if th.sigmask, err = ptrace.GetSigmask(th.tid); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	facts, err := ra.of(p)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	maps := facts.maps
 	if maps == nil {
 		if maps, err = proc.Maps(pid); err != nil {
-			return fmt.Errorf("task %d: %w", pid, err)
+			return nil, fmt.Errorf("task %d: %w", pid, err)
 		}
 	}
 	mem, err := ptrace.OpenMem(pid)
 	if err != nil {
-		return fmt.Errorf("task %d: %w", pid, err)
+		return nil, fmt.Errorf("task %d: %w", pid, err)
 	}
 	ip, gadget, ok := findLoneInsn(mem, maps)
 	if !ok {
 		mem.Close()
-		return fmt.Errorf("task %d has no vDSO to run remote syscalls from: %w", pid, ErrUnsupported)
+		return nil, fmt.Errorf("task %d has no vDSO to run remote syscalls from: %w", pid, ErrUnsupported)
 	}
 	statuses := make([]*proc.Status, len(p.threads))
 	for i := range p.threads {
@@ -776,8 +834,14 @@ func (p *dumpProc) readState(ra *readAhead, logf func(string, ...any)) error {
 	if !p.tracked {
 		p.leader().ctl.lone = findLoneSpot(mem, maps, gadget, mainRsp)
 	}
-	if err := p.mapScratch(maps, false); err != nil { // queryTask names it
-		return err
+	// A scratch area that may stay until the kill goes where it touches
+	// no mapping (keepScratch).
+	at := uint64(0)
+	if mayKeep {
+		at = scratchPlace(maps)
+	}
+	if err := p.mapScratchAt(maps, false, at); err != nil { // its query batch names it
+		return nil, err
 	}
 	// Signals the threads dequeued on their way to the seize stop go
 	// back into their queues now, where they stay while the threads are
@@ -785,16 +849,30 @@ func (p *dumpProc) readState(ra *readAhead, logf func(string, ...any)) error {
 	// image finds them with the others.
 	for _, th := range p.threads {
 		if err := th.requeue(p.pid, th.stolen); err != nil {
-			return err
+			return nil, err
 		}
 		th.stolen = nil
 	}
 	if err := p.dropLeftUffds(facts.leftUffds, logf); err != nil {
-		return err
+		return nil, err
 	}
 	lead := p.leader().ctl
 	p.status = facts.threads[0].status
-	q, err := queryTask(lead)
+	pq, err := startQueryTask(lead)
+	if err != nil {
+		return nil, fmt.Errorf("task %d: %w", pid, err)
+	}
+	return &stateRead{p: p, facts: facts, maps: maps, query: pq, mayKeep: mayKeep}, nil
+}
+
+// finish collects what p's query batch answered and reads the rest of
+// p's state (see startState).
+//
+// Preconditions: runs on the tracer thread.
+func (sr *stateRead) finish() error {
+	p, facts, maps := sr.p, sr.facts, sr.maps
+	pid := p.pid
+	q, err := sr.query.finish()
 	if err != nil {
 		return fmt.Errorf("task %d: %w", pid, err)
 	}
@@ -806,16 +884,18 @@ func (p *dumpProc) readState(ra *readAhead, logf func(string, ...any)) error {
 		for _, th := range p.threads {
 			tidOf[th.tid] = th.vtid
 		}
-		if q.timers.Posix, err = queryPosixTimers(lead, fmt.Sprintf("task %d", pid), ptimers, tidOf); err != nil {
+		if q.timers.Posix, err = queryPosixTimers(p.leader().ctl, fmt.Sprintf("task %d", pid), ptimers, tidOf); err != nil {
 			return err
 		}
+	}
+	tqs, err := p.queryThreads()
+	if err != nil {
+		return err
 	}
 	for i, th := range p.threads {
 		tq := &q.threadQuery
 		if i > 0 {
-			if tq, err = queryThread(th.ctl); err != nil {
-				return fmt.Errorf("task %d thread %d: %w", pid, th.tid, err)
-			}
+			tq = tqs[i]
 		}
 		if th.core, err = dumpThreadCore(p, th, &facts.threads[i], tq); err != nil {
 			return err
@@ -845,8 +925,74 @@ func (p *dumpProc) readState(ra *readAhead, logf func(string, ...any)) error {
 		MmEnvStart: proto.Uint64(s.EnvStart), MmEnvEnd: proto.Uint64(s.EnvEnd),
 		MmSavedAuxv: facts.auxv, Dumpable: proto.Int32(int32(q.dumpable)), ThpDisabled: proto.Bool(q.thpOff),
 	}
+	if sr.mayKeep && p.keepScratch(q.scratchNamed, maps) {
+		return nil
+	}
 	// The scratch mapping must be gone before memory is read.
 	return p.dropScratch()
+}
+
+// keepScratch reports whether p's scratch area may stay mapped until p
+// is killed at the end of the dump, which saves the lone munmap call
+// (two of the process's ptrace round trips, a third of what asking it
+// costs). The area is then its own mapping, left out of the memory the
+// dump reads (scratchArea); a rollback takes it away before resuming p
+// (resume), and a ctcr that dies meanwhile leaves it named ctcr-scratch
+// for the next dump to remove, as one that dies inside a batch does.
+// It must be a mapping of its own: named (the query batch names it), or,
+// on a kernel that names no anonymous mapping, touching no mapping of
+// maps (read before it was made), with which it could have merged.
+func (p *dumpProc) keepScratch(named bool, maps []proc.Mapping) bool {
+	start, end, ok := p.scratchArea()
+	if !ok {
+		return false
+	}
+	if named {
+		return true
+	}
+	for _, m := range maps {
+		if m.End == start || m.Start == end {
+			return false
+		}
+	}
+	return true
+}
+
+// scratchPlace returns an address for a scratch area with a free page
+// on each side, so that it can merge with no mapping of maps (the
+// process's, sorted), or 0 if none is found. It is at the top of the
+// highest gap between two mappings of the user address space that is
+// not the stack's guard gap, where the kernel itself puts new
+// mappings.
+func scratchPlace(maps []proc.Mapping) uint64 {
+	const userTop = 1 << 47    // x86-64 4-level paging: TASK_SIZE_MAX
+	const stackGuard = 1 << 20 // the kernel's default stack_guard_gap
+	need := uint64(scratchSize+frameAreaSize) + 2*pageSize
+	for i := len(maps) - 1; i > 0; i-- {
+		lo, hi := maps[i-1].End, maps[i].Start
+		if hi > userTop || hi <= lo {
+			continue
+		}
+		if maps[i].Path == "[stack]" {
+			if hi-lo < stackGuard {
+				continue
+			}
+			hi -= stackGuard
+		}
+		if hi-lo >= need {
+			return hi - pageSize - uint64(scratchSize+frameAreaSize)
+		}
+	}
+	return 0
+}
+
+// scratchArea returns the bounds of p's scratch mapping, if p has one.
+func (p *dumpProc) scratchArea() (start, end uint64, ok bool) {
+	if len(p.threads) == 0 || p.threads[0].ctl == nil || p.threads[0].ctl.runner == 0 {
+		return 0, 0, false
+	}
+	start = p.threads[0].ctl.runner
+	return start, start + scratchSize + frameAreaSize, true
 }
 
 // dumpThreadCore builds the core image of one thread from what the
@@ -918,9 +1064,24 @@ const scratchName = "ctcr-scratch"
 //
 // Preconditions: runs on the tracer thread; every thread has its ctl.
 func (p *dumpProc) mapScratch(maps []proc.Mapping, name bool) error {
+	return p.mapScratchAt(maps, name, 0)
+}
+
+// mapScratchAt is mapScratch with the area at at if at is not 0 and
+// that place is free (else where the kernel puts it).
+//
+// Preconditions: runs on the tracer thread; every thread has its ctl.
+func (p *dumpProc) mapScratchAt(maps []proc.Mapping, name bool, at uint64) error {
 	c := p.leader().ctl
 	size := uint64(scratchSize + frameAreaSize)
-	addr, err := c.mmap(0, size, unix.PROT_READ|unix.PROT_WRITE|unix.PROT_EXEC, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS, -1, 0)
+	flags := unix.MAP_PRIVATE | unix.MAP_ANONYMOUS
+	if at != 0 {
+		flags |= unix.MAP_FIXED_NOREPLACE
+	}
+	addr, err := c.mmap(at, size, unix.PROT_READ|unix.PROT_WRITE|unix.PROT_EXEC, flags, -1, 0)
+	if err != nil && at != 0 {
+		addr, err = c.mmap(0, size, unix.PROT_READ|unix.PROT_WRITE|unix.PROT_EXEC, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS, -1, 0)
+	}
 	if err != nil {
 		return fmt.Errorf("task %d: scratch %w", c.tid, err)
 	}
@@ -951,11 +1112,11 @@ func (p *dumpProc) mapScratch(maps []proc.Mapping, name bool) error {
 	// A kernel without CONFIG_ANON_VMA_NAME says EINVAL: the area then
 	// goes unnamed.
 	b = c.newBatch()
-	at, err := b.put(scratchName)
+	nameAt, err := b.put(scratchName)
 	if err != nil {
 		return err
 	}
-	b.add(unix.SYS_PRCTL, unix.PR_SET_VMA, unix.PR_SET_VMA_ANON_NAME, addr, size, at)
+	b.add(unix.SYS_PRCTL, unix.PR_SET_VMA, unix.PR_SET_VMA_ANON_NAME, addr, size, nameAt)
 	b.run()
 	return nil
 }
@@ -1192,7 +1353,11 @@ func planMemory(p, parent *dumpProc, files *fileTable, shmem map[uint64][]proc.P
 	}
 	var vmas []*vma.VmaEntry
 	only := map[*vma.VmaEntry][]proc.PageRange{}
+	scratchStart, scratchEnd, hasScratch := p.scratchArea()
 	for _, m := range maps {
+		if hasScratch && m.Start == scratchStart && m.End == scratchEnd {
+			continue // ctcr's own, kept until the kill (keepScratch)
+		}
 		e, err := classifyVMA(pid, m, vmFlags[m.Start], files)
 		if err != nil {
 			return nil, err

@@ -187,6 +187,29 @@ func (c *taskCtl) runCalls(calls [][8]uint64) ([]uint64, error) {
 		}
 		return out, nil
 	}
+	run, err := c.startCalls(calls)
+	if err != nil {
+		return nil, err
+	}
+	return run.finish()
+}
+
+// callsRun is a table of calls the runner executes in a task while the
+// tracer thread goes on (startCalls); finish collects the results.
+type callsRun struct {
+	c     *taskCtl
+	calls [][8]uint64
+	buf   []byte // the table as written
+	table uint64 // its address in the task
+	run   *ptrace.CodeRun
+}
+
+// startCalls writes the call table into the task and lets the runner
+// execute it.
+//
+// Preconditions: c has a runner; calls fit the table half of the
+// scratch area.
+func (c *taskCtl) startCalls(calls [][8]uint64) (*callsRun, error) {
 	size := uint64(len(calls)) * batchEntrySize
 	buf := make([]byte, size)
 	for i, e := range calls {
@@ -204,7 +227,7 @@ func (c *taskCtl) runCalls(calls [][8]uint64) ([]uint64, error) {
 			return nil, err
 		}
 	}
-	regs, err := c.r.RunCode(c.runner, func(r *ptrace.Regs) {
+	run, err := c.r.StartCode(c.runner, func(r *ptrace.Regs) {
 		r.Rbx = table
 		r.R12 = uint64(len(calls))
 		r.R15 = 0
@@ -216,10 +239,21 @@ func (c *taskCtl) runCalls(calls [][8]uint64) ([]uint64, error) {
 	if err != nil {
 		return nil, err
 	}
+	return &callsRun{c: c, calls: calls, buf: buf, table: table, run: run}, nil
+}
+
+// finish waits for the runner to end and returns the calls' results; it
+// stops at the first error, which names the call.
+func (cr *callsRun) finish() ([]uint64, error) {
+	c, calls, buf, own := cr.c, cr.calls, cr.buf, cr.c.r.Own
+	regs, err := cr.run.Finish()
+	if err != nil {
+		return nil, err
+	}
 	if end := c.runner + uint64(len(syscallRunner)); regs.Rip != end && (own == nil || regs.Rip != own.Stop) {
 		return nil, fmt.Errorf("task %d: syscall runner stopped at %#x, not at its end", c.tid, regs.Rip)
 	}
-	if err := c.mem.ReadAt(buf, table); err != nil {
+	if err := c.mem.ReadAt(buf, cr.table); err != nil {
 		return nil, err
 	}
 	done := len(calls) - int(regs.R12)
@@ -232,6 +266,45 @@ func (c *taskCtl) runCalls(calls [][8]uint64) ([]uint64, error) {
 		return out[:done], fmt.Errorf("remote %s in task %d: %w", ptrace.SyscallName(uintptr(calls[done][0])), c.tid, syscall.Errno(-int64(ret)))
 	}
 	return out, nil
+}
+
+// batchRun is a batch started with start.
+type batchRun struct {
+	run *callsRun // nil: the batch ran at once (res, err)
+	res []uint64
+	err error
+}
+
+// start lets the task run the batch while the tracer thread goes on;
+// wait returns what run would. A batch that needs more than one table,
+// or a task without a runner, runs at once.
+func (b *batch) start() (*batchRun, error) {
+	c := b.c
+	max := int(c.size/2) / batchEntrySize
+	if c.runner == 0 || len(b.calls) == 0 || len(b.calls) > max {
+		res, err := b.run()
+		return &batchRun{res: res, err: err}, nil
+	}
+	if len(b.data) > 0 {
+		if err := c.mem.WriteAt(b.data, c.scratch); err != nil {
+			return nil, err
+		}
+	}
+	run, err := c.startCalls(b.calls)
+	if err != nil {
+		return nil, err
+	}
+	return &batchRun{run: run}, nil
+}
+
+// wait collects the batch's results (see run).
+func (br *batchRun) wait() ([]uint64, error) {
+	if br.run == nil {
+		return br.res, br.err
+	}
+	br.res, br.err = br.run.finish()
+	br.run = nil
+	return br.res, br.err
 }
 
 // installRunner writes the syscall runner at addr in the task (which

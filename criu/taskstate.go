@@ -36,6 +36,10 @@ type taskQuery struct {
 	subreaper  bool
 	thpOff     bool
 	brk        uint64
+	// scratchNamed: the batch named ctcr's scratch area, which made it
+	// a mapping of its own (a name keeps it from merging with, or splits
+	// it off, a neighbour).
+	scratchNamed bool
 }
 
 // threadQuery is what each thread is asked for itself.
@@ -92,6 +96,16 @@ func threadQueries(b *batch) (func(res []uint64, get getter) (threadQuery, error
 // queryThread asks one thread of a process about itself, in one batch:
 // a round trip per thread counts in a process of 1,000 threads.
 func queryThread(c *taskCtl) (*threadQuery, error) {
+	finish, err := startQueryThread(c)
+	if err != nil {
+		return nil, err
+	}
+	return finish()
+}
+
+// startQueryThread lets the thread run queryThread's batch; the function
+// it returns collects the answers (queryThreads runs several at once).
+func startQueryThread(c *taskCtl) (func() (*threadQuery, error), error) {
 	b := c.newBatch()
 	decode, err := threadQueries(b)
 	if err != nil {
@@ -105,31 +119,44 @@ func queryThread(c *taskCtl) (*threadQuery, error) {
 		return nil, err
 	}
 	iTid := b.add(unix.SYS_PRCTL, kernel.PR_GET_TID_ADDRESS, tidAddr)
-	res, err := b.run()
-	if err != nil && len(res) != iTid {
-		return nil, err
-	}
-	data, err := b.readBack()
+	started, err := b.start()
 	if err != nil {
 		return nil, err
 	}
-	get := scratchGetter(c, data)
-	q, err := decode(res, get)
-	if err != nil {
-		return nil, err
-	}
-	if len(res) > iTid {
-		if err := get(tidAddr, &q.clearTid); err != nil {
+	return func() (*threadQuery, error) {
+		res, err := started.wait()
+		if err != nil && len(res) != iTid {
 			return nil, err
 		}
-	}
-	return &q, nil
+		data, err := b.readBack()
+		if err != nil {
+			return nil, err
+		}
+		get := scratchGetter(c, data)
+		q, err := decode(res, get)
+		if err != nil {
+			return nil, err
+		}
+		if len(res) > iTid {
+			if err := get(tidAddr, &q.clearTid); err != nil {
+				return nil, err
+			}
+		}
+		return &q, nil
+	}, nil
 }
 
-// queryTask asks the task, in one batch of syscalls, for every signal
-// disposition, its interval timers, alternate signal stack, prctl state
-// and current brk.
-func queryTask(c *taskCtl) (*taskQuery, error) {
+// pendingQuery is a task's query whose batch runs in the task while
+// the tracer thread goes on: the dump asks several processes at once.
+type pendingQuery struct {
+	finish func() (*taskQuery, error)
+}
+
+// startQueryTask asks the task, in one batch of syscalls, for every
+// signal disposition, its interval timers, alternate signal stack, prctl
+// state and current brk: it writes the batch into the task and lets it
+// run; finish collects the answers.
+func startQueryTask(c *taskCtl) (*pendingQuery, error) {
 	b := c.newBatch()
 	var saAddr []uint64
 	for sig := 1; sig <= kernel.NSIG; sig++ {
@@ -185,68 +212,76 @@ func queryTask(c *taskCtl) (*taskQuery, error) {
 		}
 		iName = b.add(unix.SYS_PRCTL, unix.PR_SET_VMA, unix.PR_SET_VMA_ANON_NAME, c.runner, scratchSize+frameAreaSize, name)
 	}
-	res, failed, err := runOptional(b, iTid, iMb, iName)
+	started, err := b.start()
 	if err != nil {
 		return nil, err
 	}
-	haveTid := failed[iTid] == nil
-	if err := failed[iMb]; err != nil && !errors.Is(err, unix.EINVAL) {
-		return nil, err
-	}
-	data, err := b.readBack()
-	if err != nil {
-		return nil, err
-	}
-	get := scratchGetter(c, data)
-	q := &taskQuery{dumpable: res[iDump], thpOff: res[iThp] != 0, brk: res[iBrk]}
-	if q.threadQuery, err = decodeThread(res, get); err != nil {
-		return nil, err
-	}
-	if failed[iMb] == nil {
-		q.membarrier = res[iMb] & kernel.MembarrierRegistrations
-	}
-	for _, a := range saAddr {
-		var sa kernel.Sigaction
-		if err := get(a, &sa); err != nil {
+	// The rest runs when the dump collects the answers.
+	return &pendingQuery{finish: func() (*taskQuery, error) {
+		res, err := started.wait()
+		res, failed, err := runOptionalAfter(b, res, err, iTid, iMb, iName)
+		if err != nil {
 			return nil, err
 		}
-		q.sigactions = append(q.sigactions, &criusa.SaEntry{
-			Sigaction: proto.Uint64(sa.Handler), Flags: proto.Uint64(sa.Flags),
-			Restorer: proto.Uint64(sa.Restorer), Mask: proto.Uint64(sa.Mask),
-		})
-	}
-	var t [3]*timer.ItimerEntry
-	for which, a := range itAddr {
-		var v kernel.Itimerval
-		if err := get(a, &v); err != nil {
+		haveTid := failed[iTid] == nil
+		if err := failed[iMb]; err != nil && !errors.Is(err, unix.EINVAL) {
 			return nil, err
 		}
-		t[which] = &timer.ItimerEntry{
-			Isec: proto.Uint64(uint64(v.IntervalSec)), Iusec: proto.Uint64(uint64(v.IntervalUsec)),
-			Vsec: proto.Uint64(uint64(v.ValueSec)), Vusec: proto.Uint64(uint64(v.ValueUsec)),
-		}
-	}
-	q.timers = &timer.TaskTimersEntry{Real: t[0], Virt: t[1], Prof: t[2]}
-	var sub int32
-	if err := get(subAddr, &sub); err != nil {
-		return nil, err
-	}
-	q.subreaper = sub != 0
-	if haveTid {
-		if err := get(tidAddr, &q.clearTid); err != nil {
+		data, err := b.readBack()
+		if err != nil {
 			return nil, err
 		}
-	}
-	return q, nil
+		get := scratchGetter(c, data)
+		q := &taskQuery{dumpable: res[iDump], thpOff: res[iThp] != 0, brk: res[iBrk], scratchNamed: iName >= 0 && failed[iName] == nil}
+		if q.threadQuery, err = decodeThread(res, get); err != nil {
+			return nil, err
+		}
+		if failed[iMb] == nil {
+			q.membarrier = res[iMb] & kernel.MembarrierRegistrations
+		}
+		for _, a := range saAddr {
+			var sa kernel.Sigaction
+			if err := get(a, &sa); err != nil {
+				return nil, err
+			}
+			q.sigactions = append(q.sigactions, &criusa.SaEntry{
+				Sigaction: proto.Uint64(sa.Handler), Flags: proto.Uint64(sa.Flags),
+				Restorer: proto.Uint64(sa.Restorer), Mask: proto.Uint64(sa.Mask),
+			})
+		}
+		var t [3]*timer.ItimerEntry
+		for which, a := range itAddr {
+			var v kernel.Itimerval
+			if err := get(a, &v); err != nil {
+				return nil, err
+			}
+			t[which] = &timer.ItimerEntry{
+				Isec: proto.Uint64(uint64(v.IntervalSec)), Iusec: proto.Uint64(uint64(v.IntervalUsec)),
+				Vsec: proto.Uint64(uint64(v.ValueSec)), Vusec: proto.Uint64(uint64(v.ValueUsec)),
+			}
+		}
+		q.timers = &timer.TaskTimersEntry{Real: t[0], Virt: t[1], Prof: t[2]}
+		var sub int32
+		if err := get(subAddr, &sub); err != nil {
+			return nil, err
+		}
+		q.subreaper = sub != 0
+		if haveTid {
+			if err := get(tidAddr, &q.clearTid); err != nil {
+				return nil, err
+			}
+		}
+		return q, nil
+	}}, nil
 }
 
-// runOptional runs b like its run method, except that the calls at the
-// indexes optional may fail: the batch then goes on from the call after
-// the one that failed. It returns every call's result (0 for one that
-// failed) and the errors of the optional calls that failed, by index.
-func runOptional(b *batch, optional ...int) ([]uint64, map[int]error, error) {
+// runOptionalAfter goes on with batch b, whose first run returned res
+// and err, like its run method, except that the calls at the indexes
+// optional may fail: the batch then goes on from the call after the one
+// that failed. It returns every call's result (0 for one that failed)
+// and the errors of the optional calls that failed, by index.
+func runOptionalAfter(b *batch, res []uint64, err error, optional ...int) ([]uint64, map[int]error, error) {
 	failed := map[int]error{}
-	res, err := b.run()
 	for err != nil && slices.Contains(optional, len(res)) {
 		k := len(res)
 		failed[k] = err

@@ -39,7 +39,10 @@ func main() {
 	if criurpc.IsCRIUName(os.Args[0]) && !isPuppet() {
 		os.Exit(criurpc.Main(os.Args[1:], os.Stdout, os.Stderr))
 	}
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	stopProfile := startCPUProfile()
+	code := run(os.Args[1:], os.Stdout, os.Stderr)
+	stopProfile()
+	os.Exit(code)
 }
 
 func run(args []string, stdout, stderr io.Writer) int {

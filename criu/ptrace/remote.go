@@ -352,43 +352,84 @@ var syscallNames = map[uintptr]string{
 // signal but Own.Sig blocked, and its own mask and registers are back
 // when RunCode returns.
 func (r *Remote) RunCode(entry uint64, setup func(*Regs)) (Regs, error) {
+	run, err := r.StartCode(entry, setup)
+	if err != nil {
+		return Regs{}, err
+	}
+	return run.Finish()
+}
+
+// CodeRun is code that StartCode let run in a task and whose end
+// Finish collects. Between the two the tracer thread is free to drive
+// other tasks, so that several run at once (on every core) instead of
+// one after the other: what the task does meanwhile is what RunCode's
+// code does, and a dumped thread (Own) comes back by itself whenever
+// ctcr dies, its stop collected or not (see OwnState).
+//
+// Preconditions: Finish is called exactly once, on the tracer thread,
+// before anything else is asked of the task.
+type CodeRun struct {
+	r       *Remote
+	regs    Regs
+	timer   *time.Timer
+	expired atomic.Bool
+}
+
+// StartCode sets the task up like RunCode and lets it run; Finish
+// waits for it.
+func (r *Remote) StartCode(entry uint64, setup func(*Regs)) (*CodeRun, error) {
 	regs := r.Base
 	regs.Rip = entry
 	regs.Orig_rax = ^uint64(0)
 	setup(&regs)
 	if err := SetRegs(r.Tid, &regs); err != nil {
-		return regs, err
+		return nil, err
 	}
-	if r.Own == nil {
-		return r.runCode(regs)
+	if r.Own != nil {
+		if err := SetSigmask(r.Tid, ^uint64(0)&^(1<<(uint(r.Own.Sig)-1))); err != nil {
+			return nil, err
+		}
+		testKillInRun(r.Tid)
 	}
-	if err := SetSigmask(r.Tid, ^uint64(0)&^(1<<(uint(r.Own.Sig)-1))); err != nil {
-		return regs, err
+	run := &CodeRun{r: r, regs: regs}
+	// Code that neither stops nor exits within runDeadline (a call
+	// blocked in the task) is stopped with SIGSTOP, which ctcr sends
+	// from any thread, and the run fails.
+	run.timer = time.AfterFunc(runDeadline, func() {
+		run.expired.Store(true)
+		unix.Syscall(unix.SYS_TKILL, uintptr(r.Tid), uintptr(unix.SIGSTOP), 0)
+	})
+	if err := Cont(r.Tid, 0); err != nil {
+		run.timer.Stop()
+		if r.Own != nil {
+			r.giveBack()
+		}
+		return nil, err
 	}
-	testKillInRun(r.Tid)
-	out, err := r.runCode(regs)
-	if gerr := r.giveBack(); gerr != nil && err == nil {
-		return out, gerr
+	return run, nil
+}
+
+// Finish waits for the code StartCode let run to end and returns the
+// registers at its end; a dumped thread (Own) has its own mask and
+// registers back.
+func (run *CodeRun) Finish() (Regs, error) {
+	r := run.r
+	out, err := run.wait()
+	run.timer.Stop()
+	if r.Own != nil {
+		if gerr := r.giveBack(); gerr != nil && err == nil {
+			return out, gerr
+		}
 	}
 	return out, err
 }
 
-// runDeadline bounds how long injected code may run: code that neither
-// stops nor exits by then (a call blocked in the task) is stopped with
-// SIGSTOP, which ctcr sends from any thread, and the run fails.
+// runDeadline bounds how long injected code may run (see StartCode).
 const runDeadline = 60 * time.Second
 
-func (r *Remote) runCode(regs Regs) (Regs, error) {
-	var expired atomic.Bool
-	timer := time.AfterFunc(runDeadline, func() {
-		expired.Store(true)
-		unix.Syscall(unix.SYS_TKILL, uintptr(r.Tid), uintptr(unix.SIGSTOP), 0)
-	})
-	defer timer.Stop()
+func (run *CodeRun) wait() (Regs, error) {
+	r, regs := run.r, run.regs
 	for {
-		if err := Cont(r.Tid, 0); err != nil {
-			return regs, err
-		}
 		st, err := Wait(r.Tid)
 		if err != nil {
 			return regs, err
@@ -402,7 +443,6 @@ func (r *Remote) runCode(regs Regs) (Regs, error) {
 				return regs, err
 			}
 			r.Events = append(r.Events, msg)
-			continue
 		case st.SignalDelivery():
 			si, err := GetSiginfo(r.Tid)
 			if err != nil {
@@ -422,20 +462,20 @@ func (r *Remote) runCode(regs Regs) (Regs, error) {
 					return out, nil
 				}
 			}
-			if si.Signo() == int(unix.SIGSTOP) && expired.Load() {
+			if si.Signo() == int(unix.SIGSTOP) && run.expired.Load() {
 				return regs, fmt.Errorf("task %d: the system calls ctcr runs in it did not finish within %v", r.Tid, runDeadline)
 			}
 			if si.Signo() != int(unix.SIGSTOP) {
 				r.Stolen = append(r.Stolen, si)
 			}
-			continue
+		default:
+			// SIGTRAP: our int3, or a fault in the runner.
+			return GetRegs(r.Tid)
 		}
-		// SIGTRAP: our int3, or a fault in the runner.
-		out, err := GetRegs(r.Tid)
-		if err != nil {
-			return out, err
+		// An event or a signal kept for the task: on to the end.
+		if err := Cont(r.Tid, 0); err != nil {
+			return regs, err
 		}
-		return out, nil
 	}
 }
 

@@ -1,10 +1,10 @@
 /*
- * regcheck MIB: what a task must find intact after ctcr was killed in the
- * middle of dumping it, at any instant.
+ * regcheck MIB [NREGS]: what a task must find intact after ctcr was killed
+ * in the middle of dumping it, at any instant.
  *
  *   main thread  MIB MiB of random memory (checksum), sleeping in
  *                nanosleep until DIR/check;
- *   thread "regs" keeps known values in r12-r15, rbx and xmm8-xmm15 (and,
+ *   NREGS (default 1) threads "regs", each with its own values: each keeps known values in r12-r15, rbx and xmm8-xmm15 (and,
  *                with AVX, the upper halves of ymm8-ymm15) across blocking
  *                system calls (poll with a 1 ms timeout) made from inside
  *                one asm block, and compares them after each block: any
@@ -96,12 +96,14 @@ static void block(struct io *io)
 
 static void *regs_thread(void *arg)
 {
-	(void)arg;
+	uint64_t idx = (uint64_t)(uintptr_t)arg;
 	pthread_setname_np(pthread_self(), "regs");
-	uint64_t x = 0x1234567 ^ (uint64_t)getpid();
-	static struct io io;
-	uint64_t *gp_in = io.gp_in, *gp_out = io.gp_out;
-	uint8_t *v_in = io.v_in, *v_out = io.v_out;
+	uint64_t x = 0x1234567 ^ (uint64_t)getpid() ^ (idx * 0x9E3779B97F4A7C15ULL);
+	struct io *iop = calloc(1, sizeof(*iop));
+	if (!iop)
+		wl_die("calloc");
+	uint64_t *gp_in = iop->gp_in, *gp_out = iop->gp_out;
+	uint8_t *v_in = iop->v_in, *v_out = iop->v_out;
 	for (;;) {
 		for (int i = 0; i < 5; i++)
 			gp_in[i] = next(&x);
@@ -109,9 +111,9 @@ static void *regs_thread(void *arg)
 			uint64_t w = next(&x);
 			memcpy(v_in + i, &w, 8);
 		}
-		memset(v_out, 0, sizeof(io.v_out));
-		block(&io);
-		if (memcmp(gp_in, gp_out, sizeof(io.gp_in)) != 0) {
+		memset(v_out, 0, sizeof(iop->v_out));
+		block(iop);
+		if (memcmp(gp_in, gp_out, sizeof(iop->gp_in)) != 0) {
 			reg_failed = 1;
 			wl_printf("general registers changed across system calls\n");
 		}
@@ -147,9 +149,12 @@ int main(int argc, char **argv)
 	sigemptyset(&sa.sa_mask);
 	if (sigaction(SIGUSR1, &sa, NULL) < 0)
 		wl_die("sigaction");
-	pthread_t th;
-	if (pthread_create(&th, NULL, regs_thread, NULL) != 0)
-		wl_die("pthread_create");
+	unsigned long nregs = argc > 3 ? strtoul(argv[3], NULL, 0) : 1;
+	for (unsigned long i = 0; i < nregs; i++) {
+		pthread_t th;
+		if (pthread_create(&th, NULL, regs_thread, (void *)(uintptr_t)i) != 0)
+			wl_die("pthread_create");
+	}
 	while (rounds < 3)
 		wl_sleep_ms(1);
 	wl_ready("pid %d\navx %d\n", getpid(), have_avx);

@@ -36,6 +36,7 @@ var (
 	runsFlag    = flag.Int("runs", 5, "runs of each workload; the median is reported")
 	srcFlag     = flag.String("src", "test/bench/tasks/workloads", "directory of forktree.c and manythreads.c")
 	jsonFlag    = flag.Bool("json", false, "print the result as JSON")
+	logFlag     = flag.String("log", "", "append ctcr's detailed logs (phase times) to dump.log and restore.log in this directory")
 )
 
 // Targets of issue 11 that dump and restore should each stay under, per
@@ -228,6 +229,9 @@ func oneRun(ctcr, bin, work, images string, wl workload, i int) (m measure, err 
 // ctcrJSON runs ctcr, decodes the first line of its stdout into v and
 // returns the command's wall time.
 func ctcrJSON(ctcr string, v any, args ...string) (time.Duration, error) {
+	if *logFlag != "" {
+		args = append(args, "-v", "--log-file", filepath.Join(*logFlag, args[0]+".log"))
+	}
 	cmd := exec.Command(ctcr, args...)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
