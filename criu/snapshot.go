@@ -243,6 +243,7 @@ func (p *dumpProc) forkSnapshot() (child, vchild int, err error) {
 	if st.Event() != unix.PTRACE_EVENT_STOP {
 		return child, vchild, fmt.Errorf("snapshot %d of task %d: %v, want its first stop", child, p.pid, st)
 	}
+	testKillAfterSnapshotClone()
 	if err := ptrace.SetOptions(child, unix.PTRACE_O_EXITKILL); err != nil {
 		return child, vchild, fmt.Errorf("snapshot %d of task %d: %w", child, p.pid, err)
 	}
@@ -788,4 +789,17 @@ func (ss *snapshotSet) planFromChildren(d *dumpTree, stage *images.Staging) (uin
 		}
 	}
 	return total, nil
+}
+
+// testKillAfterSnapshotClone is a test hook:
+// CTCR_TEST_KILL_AFTER_SNAPSHOT_CLONE=1 makes ctcr kill itself with
+// SIGKILL once a snapshot child exists, in its first stop, and before
+// it has PTRACE_O_EXITKILL: the child, detached, must take its own exit
+// path and never run the task's code.
+func testKillAfterSnapshotClone() {
+	if os.Getenv("CTCR_TEST_KILL_AFTER_SNAPSHOT_CLONE") == "" {
+		return
+	}
+	unix.Kill(os.Getpid(), unix.SIGKILL)
+	time.Sleep(time.Minute) // the signal is on its way
 }
