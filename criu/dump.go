@@ -510,6 +510,11 @@ func dumpOnce(opts DumpOptions) (*DumpStats, error) {
 		pr.done()
 		snapCopy = time.Since(copyStart)
 		memTime += snapCopy
+		if len(ss.snaps) == 0 {
+			// Every page was copied while stopped (no child could
+			// be forked): nothing was copied from a snapshot.
+			snapCopy = 0
+		}
 		// The children go before the commit: their memory is the
 		// tree's copied pages.
 		endSnapshots()

@@ -272,6 +272,61 @@ func TestSnapshot(t *testing.T) {
 	})
 }
 
+// TestSnapshotPidsMax: a task whose pids cgroup is full cannot fork its
+// snapshot child (EAGAIN); the dump copies its memory while it is
+// stopped instead, says so in its log, and the checkpoint restores.
+func TestSnapshotPidsMax(t *testing.T) {
+	needCtcr(t)
+	const root = "/sys/fs/cgroup/pids"
+	if _, err := os.Stat(filepath.Join(root, "cgroup.procs")); err != nil {
+		t.Skipf("no v1 pids controller at %s: %v", root, err)
+	}
+	cg, err := os.MkdirTemp(root, "ctcr-test-pidsmax-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := startWorkload(t, "snapwriter", "64")
+	// Runs before the workload's own cleanup kills it: moved out, the
+	// cgroup can go.
+	t.Cleanup(func() {
+		os.WriteFile(filepath.Join(root, "cgroup.procs"), []byte(strconv.Itoa(w.pid)), 0o644)
+		for end := time.Now().Add(5 * time.Second); os.Remove(cg) != nil && time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		}
+	})
+	if err := os.WriteFile(filepath.Join(cg, "cgroup.procs"), []byte(strconv.Itoa(w.pid)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cur, err := os.ReadFile(filepath.Join(cg, "pids.current"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(cg, "pids.max"), bytes.TrimSpace(cur), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	img := filepath.Join(t.TempDir(), "img")
+	rep := leaveRunningDump(t, w, img)
+	if rep.SnapshotCopySeconds != 0 {
+		t.Errorf("the dump reports a copy from a snapshot (snapshot_copy_seconds %g) in a full pids cgroup", rep.SnapshotCopySeconds)
+	}
+	if rep.PagesBytes < 64<<20 {
+		t.Errorf("the dump wrote %d bytes of pages, want snapwriter's 67 MiB", rep.PagesBytes)
+	}
+	log, _ := os.ReadFile(w.logs[len(w.logs)-2])
+	if !strings.Contains(string(log), "no snapshot child") {
+		t.Errorf("the dump's log does not say it copied without a snapshot child:\n%s", log)
+	}
+	if ev, err := os.ReadFile(filepath.Join(cg, "pids.events")); err == nil && !strings.Contains(string(ev), "max 0") {
+		t.Logf("pids.events: %s", bytes.TrimSpace(ev))
+	} else {
+		t.Errorf("pids.events shows no refused fork (%q, %v): the cgroup did not stop the clone", ev, err)
+	}
+	noRunningChildren(t, w.pid, false, "after the dump")
+	w.checkPasses(60*time.Second, "snapwriter after dump --leave-running in a full pids cgroup")
+	os.WriteFile(filepath.Join(root, "cgroup.procs"), []byte(strconv.Itoa(w.pid)), 0o644)
+	os.Remove(w.path("result"))
+	restoreForeground(t, w, img, scenario{}, nil)
+}
+
 // noGhost fails if a process other than snapwriter w ran its code (a
 // snapshot child that escaped into it writes DIR/ghost).
 func noGhost(t *testing.T, w *workload) {
