@@ -563,6 +563,8 @@ type lazyMem struct {
 	// why says why vmFlags were read while stopped.
 	why    string
 	noFork map[*vma.VmaEntry]bool
+	// empty: the probe found no page in the VMA, in the task either.
+	empty map[*vma.VmaEntry]bool
 	// frozenRuns are the pages of the noFork VMAs, planned while
 	// stopped (and saved then).
 	frozenRuns []pageRun
@@ -641,7 +643,7 @@ func (lz *lazyMem) planNoFork(p, parent *dumpProc, child int, logf func(string, 
 	if lz.why != "" {
 		logf("task %d: VmFlags read while stopped: %s", p.pid, lz.why)
 	}
-	lz.noFork = map[*vma.VmaEntry]bool{}
+	lz.noFork, lz.empty = map[*vma.VmaEntry]bool{}, map[*vma.VmaEntry]bool{}
 	var inChild, inTask *proc.PagemapReader
 	defer func() {
 		if inChild != nil {
@@ -677,6 +679,7 @@ func (lz *lazyMem) planNoFork(p, parent *dumpProc, child int, logf func(string, 
 				if nf, err = inTask.HasPages(e.GetStart(), e.GetEnd()); err != nil {
 					return fmt.Errorf("task %d: %w", p.pid, err)
 				}
+				lz.empty[e] = !nf
 			}
 		}
 		if nf {
@@ -748,6 +751,14 @@ func (ss *snapshotSet) planFromChildren(d *dumpTree, stage *images.Staging) (uin
 		}
 		for _, e := range s.p.mm.Vmas {
 			adviseVMA(e, f[e.GetStart()])
+			// A wiped mapping the probe did not look at (one the
+			// kernel treats as anonymous though it maps a file,
+			// such as a private /dev/zero) has lost its pages in
+			// the child: fail rather than save zeros.
+			if slices.Contains(f[e.GetStart()], "wf") && !lz.noFork[e] && !lz.empty[e] {
+				return 0, fmt.Errorf("task %d mapping %#x-%#x: MADV_WIPEONFORK, found only in its snapshot, which lacks its pages: dump it with --no-snapshot: %w",
+					s.p.pid, e.GetStart(), e.GetEnd(), ErrUnsupported)
+			}
 		}
 	}
 	var total uint64
