@@ -89,6 +89,20 @@ func TestSnapshot(t *testing.T) {
 			decodeWithCrit(t, img)
 		}
 	})
+	t.Run("a MADV_WIPEONFORK mapping found without smaps, by the child's missing pages, is saved as it was", func(t *testing.T) {
+		needCtcr(t)
+		w := startWorkload(t, "snapwriter", "16", "forkall")
+		img := filepath.Join(t.TempDir(), "img")
+		leaveRunningDump(t, w, img)
+		// Nothing made the dump read the task's smaps while stopped:
+		// the wiped mapping was found by the PAGEMAP_SCAN probe.
+		if b, _ := os.ReadFile(w.logs[len(w.logs)-2]); strings.Contains(string(b), "VmFlags read while stopped") {
+			t.Errorf("the dump read VmFlags while the task was stopped; the test wants the probe:\n%s", b)
+		}
+		w.checkPasses(60*time.Second, "snapwriter forkall after dump --leave-running")
+		os.Remove(w.path("result"))
+		restoreForeground(t, w, img, scenario{}, nil)
+	})
 	t.Run("the images are those of a dump that copies with the task stopped", func(t *testing.T) {
 		needCtcr(t)
 		w := startWorkload(t, "snapwriter", "64", "still")
