@@ -150,6 +150,9 @@ type dumpProc struct {
 	// pageRuns are the pages its image holds, planned while stopped and
 	// copied from its snapshot child once the tree runs (snapshot.go).
 	pageRuns []pageRun
+	// lazy: its pages are planned from its snapshot child once the tree
+	// runs (snapshot.go's lazyMem); nil if planned while stopped.
+	lazy *lazyMem
 	// filesOf and fsOf are the parent whose fd table or fs this process
 	// shares (CLONE_FILES, CLONE_FS), or nil.
 	filesOf, fsOf *dumpProc
@@ -376,6 +379,14 @@ func dumpOnce(opts DumpOptions) (*DumpStats, error) {
 		if p.vmOf != nil {
 			continue // its memory is the one vmOf dumps
 		}
+		if useSnapshots && opts.PreCopy.of(p.pid) == nil {
+			// Only its mappings now; its pages once it runs.
+			if p.lazy, err = planLazy(p, files, shmem); err != nil {
+				return nil, err
+			}
+			memTime += time.Since(memStart)
+			continue
+		}
 		runs, err := planMemory(p, d.byPid[p.ppid], files, shmem, opts.PreCopy.of(p.pid))
 		if err != nil {
 			return nil, err
@@ -431,9 +442,32 @@ func dumpOnce(opts DumpOptions) (*DumpStats, error) {
 					continue
 				}
 				ok := false
-				if why := snapshotWorth(p.pageRuns); why != "" {
+				path := pagesImagePath(stage, p.pagesID, opts.Compress)
+				if p.lazy != nil {
+					// A pre-copy's and a pre-dump's are planned
+					// stopped, and snapshotWorth weighs them.
+					if ok, err = ss.take(p, d.byPid[p.ppid], path); err != nil {
+						return err
+					}
+					if !ok {
+						runs, err := p.lazy.planStopped(p, d.byPid[p.ppid])
+						if err != nil {
+							return err
+						}
+						p.lazy = nil
+						p.pageRuns = runs
+						var n uint64
+						p.pagemap, n = pagemapEntries(runs)
+						pagesBytes += n
+						if err := p.writeMemImages(func(k images.Kind, name string, msgs ...proto.Message) error {
+							return images.WriteFile(stage.Path(name), k, msgs...)
+						}); err != nil {
+							return err
+						}
+					}
+				} else if why := snapshotWorth(p.pageRuns); why != "" {
 					opts.logf("task %d: no snapshot: %s", p.pid, why)
-				} else if ok, err = ss.take(p, pagesImagePath(stage, p.pagesID, opts.Compress)); err != nil {
+				} else if ok, err = ss.take(p, d.byPid[p.ppid], path); err != nil {
 					return err
 				}
 				if !ok {
@@ -475,12 +509,23 @@ func dumpOnce(opts DumpOptions) (*DumpStats, error) {
 		}
 		opts.logf("tree let go after %v frozen; copying its pages from the snapshots", frozen)
 		copyStart := time.Now()
+		n, err := ss.planFromChildren(d, stage)
+		if err != nil {
+			return nil, err
+		}
+		pagesBytes += n
+		opts.logf("pages of %d bytes planned from the snapshots in %v", n, time.Since(copyStart))
 		if err := ss.copyPages(pr); err != nil {
 			return nil, err
 		}
 		pr.done()
 		snapCopy = time.Since(copyStart)
 		memTime += snapCopy
+		if len(ss.snaps) == 0 {
+			// Every page was copied while stopped (no child could
+			// be forked): nothing was copied from a snapshot.
+			snapCopy = 0
+		}
 		// The children go before the commit: their memory is the
 		// tree's copied pages.
 		endSnapshots()
@@ -1324,15 +1369,11 @@ func dumpTaskFiles(p *dumpProc, files *fileTable, shellJob bool) error {
 // image.
 func planMemory(p, parent *dumpProc, files *fileTable, shmem map[uint64][]proc.PageRange, pre *preProc) ([]pageRun, error) {
 	pid := p.pid
-	var pp *parentPages
-	if parent != nil && parent != p && !parent.zombie && parent.mm != nil && len(parent.mm.Vmas) > 0 {
-		pmr, err := proc.OpenPagemap(parent.pid)
-		if err != nil {
-			return nil, fmt.Errorf("task %d: %w", parent.pid, err)
-		}
-		defer pmr.Close()
-		pp = &parentPages{vmas: parent.mm.Vmas, pmr: pmr}
+	pp, err := openParentPages(p, parent)
+	if err != nil {
+		return nil, err
 	}
+	defer pp.close()
 	var clean []proc.PageRange
 	if pre != nil {
 		// First: the end of the tracking clears the protection marks
@@ -1351,6 +1392,39 @@ func planMemory(p, parent *dumpProc, files *fileTable, shmem map[uint64][]proc.P
 	if err != nil {
 		return nil, fmt.Errorf("task %d: %w", pid, err)
 	}
+	only, err := classifyVMAs(p, maps, vmFlags, files, shmem)
+	if err != nil {
+		return nil, err
+	}
+	runs, err := collectPages(pid, p.mm.Vmas, only, pp)
+	if err != nil {
+		return nil, err
+	}
+	runs = splitPreCopied(runs, clean)
+	markNoFork(runs, p.mm.Vmas, vmFlags)
+	return runs, nil
+}
+
+// openParentPages opens the pagemap of p's parent in the dump, if it has
+// memory of its own, for collectPages to find the pages they still
+// share; nil if not.
+func openParentPages(p, parent *dumpProc) (*parentPages, error) {
+	if parent == nil || parent == p || parent.zombie || parent.mm == nil || len(parent.mm.Vmas) == 0 {
+		return nil, nil
+	}
+	pmr, err := proc.OpenPagemap(parent.pid)
+	if err != nil {
+		return nil, fmt.Errorf("task %d: %w", parent.pid, err)
+	}
+	return &parentPages{vmas: parent.mm.Vmas, pmr: pmr}, nil
+}
+
+// classifyVMAs turns the mappings of p into its VMA entries (p.mm.Vmas,
+// in address order, advice from vmFlags when known) and its AIO rings,
+// and returns, for each shared anonymous VMA, the part of its object no
+// VMA dumped before covers (shmem records what they covered).
+func classifyVMAs(p *dumpProc, maps []proc.Mapping, vmFlags map[uint64][]string, files *fileTable, shmem map[uint64][]proc.PageRange) (map[*vma.VmaEntry][]proc.PageRange, error) {
+	pid := p.pid
 	var vmas []*vma.VmaEntry
 	only := map[*vma.VmaEntry][]proc.PageRange{}
 	scratchStart, scratchEnd, hasScratch := p.scratchArea()
@@ -1381,16 +1455,23 @@ func planMemory(p, parent *dumpProc, files *fileTable, shmem map[uint64][]proc.P
 	}
 	sortVMAs(vmas)
 	p.mm.Vmas = vmas
+	var err error
 	if p.mm.Aios, err = dumpAioRings(pid, vmas, files); err != nil {
 		return nil, err
 	}
-	runs, err := collectPages(pid, vmas, only, pp)
-	if err != nil {
-		return nil, err
+	return only, nil
+}
+
+// writeMemImages writes p's mm and pagemap images through w.
+func (p *dumpProc) writeMemImages(w func(k images.Kind, name string, msgs ...proto.Message) error) error {
+	if err := w(images.Mm, images.Mm.FileName(p.vpid), p.mm); err != nil {
+		return err
 	}
-	runs = splitPreCopied(runs, clean)
-	markNoFork(runs, vmas, vmFlags)
-	return runs, nil
+	msgs := []proto.Message{&pagemap.PagemapHead{PagesId: proto.Uint32(uint32(p.pagesID))}}
+	for _, e := range p.pagemap {
+		msgs = append(msgs, e)
+	}
+	return w(images.Pagemap, images.Pagemap.FileName(p.vpid), msgs...)
 }
 
 func (d *dumpTree) writeImages(stage *images.Staging, files *fileTable) error {
@@ -1486,14 +1567,7 @@ func (d *dumpTree) writeImages(stage *images.Staging, files *fileTable) error {
 			return err
 		}
 		if p.vmOf == nil {
-			if err := q(images.Mm, images.Mm.FileName(p.vpid), p.mm); err != nil {
-				return err
-			}
-			msgs := []proto.Message{&pagemap.PagemapHead{PagesId: proto.Uint32(uint32(p.pagesID))}}
-			for _, e := range p.pagemap {
-				msgs = append(msgs, e)
-			}
-			if err := q(images.Pagemap, images.Pagemap.FileName(p.vpid), msgs...); err != nil {
+			if err := p.writeMemImages(q); err != nil {
 				return err
 			}
 		}

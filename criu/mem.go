@@ -257,6 +257,11 @@ type pageRun struct {
 	// at the freeze (shared, not inherited, or wiped: snapshot.go); a
 	// snapshot dump copies them while the task is still stopped.
 	noFork bool
+	// joined: the run goes on from the previous one, in the same VMA and
+	// of the same kind, split from it only by how its pages are read
+	// (which pages are mapped once differs between a task and its
+	// snapshot child): the image gives both one pagemap entry.
+	joined bool
 }
 
 // peParentTask flags a pagemap entry whose pages are the parent task's.
@@ -274,6 +279,12 @@ const pfnMask = 1<<55 - 1
 type parentPages struct {
 	vmas []*vma.VmaEntry
 	pmr  *proc.PagemapReader
+}
+
+func (pp *parentPages) close() {
+	if pp != nil {
+		pp.pmr.Close()
+	}
 }
 
 // sameVMA reports whether a child VMA is the parent's, inherited by fork.
@@ -380,10 +391,12 @@ func collectPages(pid int, vmas []*vma.VmaEntry, only map[*vma.VmaEntry][]proc.P
 				// the kernel give the task its own copy, breaking the
 				// sharing the tree had (and that restore recreates).
 				viaMem := unread || pm&proc.PagemapExclusive == 0
-				if n := len(runs); n > first && runs[n-1].addr+runs[n-1].npages*pageSize == addr && runs[n-1].unread == viaMem && runs[n-1].inParent == shared {
+				n := len(runs)
+				cont := n > first && runs[n-1].addr+runs[n-1].npages*pageSize == addr && runs[n-1].inParent == shared
+				if cont && runs[n-1].unread == viaMem {
 					runs[n-1].npages++
 				} else {
-					runs = append(runs, pageRun{addr: addr, npages: 1, unread: viaMem, inParent: shared})
+					runs = append(runs, pageRun{addr: addr, npages: 1, unread: viaMem, inParent: shared, joined: cont})
 				}
 			}
 		}
@@ -488,15 +501,24 @@ func pagemapEntries(runs []pageRun) ([]*pagemap.PagemapEntry, uint64) {
 		if !r.inParent && !r.preCopied {
 			total += r.npages * pageSize
 		}
-		// An entry's nr_pages is 32 bits.
-		for a, left := r.addr, r.npages; left > 0; {
-			n := min(left, 1<<30)
-			flags := uint32(pePresent)
-			if r.inParent {
-				flags = peParentTask
-			} else if r.preCopied {
-				flags = pePreCopied
+		flags := uint32(pePresent)
+		if r.inParent {
+			flags = peParentTask
+		} else if r.preCopied {
+			flags = pePreCopied
+		}
+		a, left := r.addr, r.npages
+		if k := len(entries); r.joined && k > 0 {
+			if e := entries[k-1]; e.GetFlags() == flags && e.GetVaddr()+uint64(e.GetNrPages())*pageSize == a {
+				n := min(left, 1<<30-uint64(e.GetNrPages()))
+				e.NrPages = proto.Uint32(e.GetNrPages() + uint32(n))
+				a += n * pageSize
+				left -= n
 			}
+		}
+		// An entry's nr_pages is 32 bits.
+		for left > 0 {
+			n := min(left, 1<<30)
 			entries = append(entries, &pagemap.PagemapEntry{Vaddr: proto.Uint64(a), NrPages: proto.Uint32(uint32(n)), Flags: proto.Uint32(flags)})
 			a += n * pageSize
 			left -= n

@@ -1,14 +1,19 @@
 package criu
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"time"
 
+	"github.com/checkpoint-restore/go-criu/v7/crit/images/vma"
 	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
 
+	"github.com/ctcr/ctcr/criu/images"
 	"github.com/ctcr/ctcr/criu/proc"
 	"github.com/ctcr/ctcr/criu/ptrace"
 )
@@ -21,7 +26,9 @@ import (
 // space is a copy-on-write image of the process's at that instant. The
 // tree is let go at once, and the pages are read from the children
 // (/proc/CHILD/mem) while the tree runs; then the children are killed
-// and reaped. The images are the ones a stopped dump writes.
+// and reaped. The images are the ones a stopped dump writes. Which
+// pages to save is read from the children too, after the tree is let go
+// (lazyMem): while stopped, only the mappings are read.
 //
 // The child must never run the task's code, whatever happens to ctcr:
 //
@@ -51,8 +58,11 @@ import (
 // MAP_DROPPABLE); see markNoFork. File contents (memfd, ghost files,
 // SysV segments) are read while stopped as in any dump.
 //
-// Costs: the fork copies the page tables (a few ms per GiB with 4 KiB
-// pages) while the tree is stopped. Every page the tree writes before
+// Costs: the fork copies the page tables while the tree is stopped, one
+// entry per 4 KiB page (a plain fork of 1 GiB measured here: 33-67 ms on
+// a quiet machine, 300-570 ms at a load of 100; 2-20 ms with
+// transparent huge pages, one entry per 2 MiB). It bounds the frozen
+// time of a process with much memory in 4 KiB pages. Every page the tree writes before
 // its child is killed is copied on write, in the tree's own page fault
 // and charged to its memory cgroup: up to the size of the memory it
 // writes in that time, for a tree near its memory.max an OOM risk. The
@@ -238,6 +248,7 @@ func (p *dumpProc) forkSnapshot() (child, vchild int, err error) {
 	if st.Event() != unix.PTRACE_EVENT_STOP {
 		return child, vchild, fmt.Errorf("snapshot %d of task %d: %v, want its first stop", child, p.pid, st)
 	}
+	testKillAfterSnapshotClone()
 	if err := ptrace.SetOptions(child, unix.PTRACE_O_EXITKILL); err != nil {
 		return child, vchild, fmt.Errorf("snapshot %d of task %d: %w", child, p.pid, err)
 	}
@@ -251,7 +262,7 @@ func (p *dumpProc) forkSnapshot() (child, vchild int, err error) {
 // stopped.
 //
 // Preconditions: runs on the tracer thread; p is seized.
-func (ss *snapshotSet) take(p *dumpProc, path string) (bool, error) {
+func (ss *snapshotSet) take(p, parent *dumpProc, path string) (bool, error) {
 	child, vchild, err := p.forkSnapshot()
 	if child != 0 {
 		// Killed and reaped on every path from here: the caller's
@@ -267,6 +278,13 @@ func (ss *snapshotSet) take(p *dumpProc, path string) (bool, error) {
 		return false, err
 	}
 	s := ss.snaps[len(ss.snaps)-1]
+	if p.lazy != nil {
+		// The rest of its runs are planned from the child, later.
+		if err := p.lazy.planNoFork(p, parent, child, ss.logf); err != nil {
+			return false, err
+		}
+		s.runs = p.lazy.frozenRuns
+	}
 	if s.saved, err = saveNoFork(p.pid, s.runs); err != nil {
 		return false, err
 	}
@@ -510,4 +528,294 @@ func testKillInSnapshotCopy() {
 	}
 	ms, _ := strconv.Atoi(v)
 	time.AfterFunc(time.Duration(ms)*time.Millisecond, func() { unix.Kill(os.Getpid(), unix.SIGKILL) })
+}
+
+// lazyMem is the memory plan of a process dumped with a snapshot whose
+// pagemap is read from the snapshot child once the tree runs again.
+//
+// Reading the pagemap and smaps of a task walks its page tables: 20-40
+// ms per GiB of 4 KiB pages each, here. The snapshot child's page tables
+// are a copy of the task's at the fork, so its pagemap gives the same
+// pages (present, swapped, page frames; only "exclusive" differs, every
+// page being mapped twice now), and its smaps the same VmFlags, except:
+//
+//   - VM_LOCKED, which a fork clears in the child: a task with locked
+//     memory (VmLck in status, a counter) has its smaps read while
+//     stopped;
+//   - mappings a fork leaves out (VM_DONTCOPY: MADV_DONTFORK or a
+//     driver's): absent from the child's maps, which are compared with
+//     the task's right after the fork; if one is, the task's smaps are
+//     read while it is stopped;
+//   - "mw" of a read-only shared file mapping, which decides how its
+//     file is opened again and is needed before the files images are
+//     written: such a task has its smaps read while stopped.
+//
+// What a fork does not hand over as it was (shared anonymous memory,
+// MADV_DONTFORK and MADV_WIPEONFORK mappings) is planned and copied
+// while the task is stopped, as before: a wiped mapping, if the task's
+// VmFlags are not read, is one where the child has no page and the task
+// has some (PAGEMAP_SCAN stops at the first page: cheap either way).
+type lazyMem struct {
+	only map[*vma.VmaEntry][]proc.PageRange // see classifyVMAs
+	// vmFlags are the task's, read while stopped; nil if they are
+	// read from the snapshot child.
+	vmFlags map[uint64][]string
+	// why says why vmFlags were read while stopped.
+	why    string
+	noFork map[*vma.VmaEntry]bool
+	// empty: the probe found no page in the VMA, in the task either.
+	empty map[*vma.VmaEntry]bool
+	// frozenRuns are the pages of the noFork VMAs, planned while
+	// stopped (and saved then).
+	frozenRuns []pageRun
+}
+
+// planLazy classifies p's mappings while it is stopped, from its maps
+// and, only where needed (see lazyMem), its smaps.
+func planLazy(p *dumpProc, files *fileTable, shmem map[uint64][]proc.PageRange) (*lazyMem, error) {
+	maps, err := proc.Maps(p.pid)
+	if err != nil {
+		return nil, fmt.Errorf("task %d: %w", p.pid, err)
+	}
+	lz := &lazyMem{}
+	for _, m := range maps {
+		if m.Shared && !m.Write && m.Inode != 0 {
+			lz.why = fmt.Sprintf("read-only shared mapping %#x-%#x (may it be made writable?)", m.Start, m.End)
+			break
+		}
+	}
+	if lz.why == "" {
+		locked, err := proc.LockedBytes(p.pid)
+		if err != nil {
+			return nil, fmt.Errorf("task %d: %w", p.pid, err)
+		}
+		if locked > 0 {
+			lz.why = fmt.Sprintf("%d bytes of locked memory (a fork unlocks the child's)", locked)
+		}
+	}
+	if lz.why != "" {
+		if lz.vmFlags, err = proc.ReadVmFlags(p.pid); err != nil {
+			return nil, fmt.Errorf("task %d: %w", p.pid, err)
+		}
+	}
+	if lz.only, err = classifyVMAs(p, maps, lz.vmFlags, files, shmem); err != nil {
+		return nil, err
+	}
+	return lz, nil
+}
+
+// readTaskFlags reads the VmFlags of the stopped task p now and applies
+// them to its VMAs.
+func (lz *lazyMem) readTaskFlags(p *dumpProc, why string) error {
+	f, err := proc.ReadVmFlags(p.pid)
+	if err != nil {
+		return fmt.Errorf("task %d: %w", p.pid, err)
+	}
+	lz.vmFlags, lz.why = f, why
+	for _, e := range p.mm.Vmas {
+		adviseVMA(e, f[e.GetStart()])
+	}
+	return nil
+}
+
+// planNoFork finds, right after the fork of child and with p still
+// stopped, the VMAs whose pages the child does not hold as they are
+// (lazyMem), and plans their pages from the task.
+func (lz *lazyMem) planNoFork(p, parent *dumpProc, child int, logf func(string, ...any)) error {
+	if lz.vmFlags == nil {
+		cm, err := proc.Maps(child)
+		if err != nil {
+			return fmt.Errorf("snapshot %d of task %d: %w", child, p.pid, err)
+		}
+		have := map[[2]uint64]bool{}
+		for _, m := range cm {
+			have[[2]uint64{m.Start, m.End}] = true
+		}
+		for _, e := range p.mm.Vmas {
+			if !have[[2]uint64{e.GetStart(), e.GetEnd()}] {
+				if err := lz.readTaskFlags(p, fmt.Sprintf("mapping %#x-%#x not forked (MADV_DONTFORK)", e.GetStart(), e.GetEnd())); err != nil {
+					return err
+				}
+				break
+			}
+		}
+	}
+	if lz.why != "" {
+		logf("task %d: VmFlags read while stopped: %s", p.pid, lz.why)
+	}
+	lz.noFork, lz.empty = map[*vma.VmaEntry]bool{}, map[*vma.VmaEntry]bool{}
+	var inChild, inTask *proc.PagemapReader
+	defer func() {
+		if inChild != nil {
+			inChild.Close()
+			inTask.Close()
+		}
+	}()
+	var vmas []*vma.VmaEntry
+	for _, e := range p.mm.Vmas {
+		nf := e.GetStatus()&vmaAnonShared != 0
+		if lz.vmFlags != nil {
+			for _, f := range lz.vmFlags[e.GetStart()] {
+				nf = nf || f == "dc" || f == "wf"
+			}
+		} else if !nf && e.GetStatus()&vmaAnonPrivate != 0 && hugePageSize(e) == 0 {
+			// Wiped by the fork (MADV_WIPEONFORK, MAP_DROPPABLE)?
+			if inChild == nil {
+				var err error
+				if inChild, err = proc.OpenPagemap(child); err != nil {
+					return fmt.Errorf("snapshot %d of task %d: %w", child, p.pid, err)
+				}
+				if inTask, err = proc.OpenPagemap(p.pid); err != nil {
+					inChild.Close()
+					inChild = nil
+					return fmt.Errorf("task %d: %w", p.pid, err)
+				}
+			}
+			c, err := inChild.HasPages(e.GetStart(), e.GetEnd())
+			if err != nil {
+				return fmt.Errorf("snapshot %d of task %d: %w", child, p.pid, err)
+			}
+			if !c {
+				if nf, err = inTask.HasPages(e.GetStart(), e.GetEnd()); err != nil {
+					return fmt.Errorf("task %d: %w", p.pid, err)
+				}
+				lz.empty[e] = !nf
+			}
+		}
+		if nf {
+			lz.noFork[e] = true
+			vmas = append(vmas, e)
+		}
+	}
+	if len(vmas) == 0 {
+		return nil
+	}
+	pp, err := openParentPages(p, parent)
+	if err != nil {
+		return err
+	}
+	defer pp.close()
+	runs, err := collectPages(p.pid, vmas, lz.only, pp)
+	if err != nil {
+		return err
+	}
+	for i := range runs {
+		runs[i].noFork = true
+	}
+	lz.frozenRuns = runs
+	return nil
+}
+
+// planStopped plans all of p's pages from the task, stopped: the
+// fallback when its snapshot child could not be forked.
+func (lz *lazyMem) planStopped(p, parent *dumpProc) ([]pageRun, error) {
+	if lz.vmFlags == nil {
+		if err := lz.readTaskFlags(p, "no snapshot child"); err != nil {
+			return nil, err
+		}
+	}
+	pp, err := openParentPages(p, parent)
+	if err != nil {
+		return nil, err
+	}
+	defer pp.close()
+	runs, err := collectPages(p.pid, p.mm.Vmas, lz.only, pp)
+	if err != nil {
+		return nil, err
+	}
+	markNoFork(runs, p.mm.Vmas, lz.vmFlags)
+	return runs, nil
+}
+
+// planFromChildren plans, once the tree runs again, the pages of every
+// lazily planned process from its snapshot child (see lazyMem), and
+// writes its mm and pagemap images again with them. It returns the
+// bytes of pages the images hold.
+func (ss *snapshotSet) planFromChildren(d *dumpTree, stage *images.Staging) (uint64, error) {
+	of := map[*dumpProc]*snapshot{}
+	for _, s := range ss.snaps {
+		if s.p.lazy != nil && s.pid != 0 {
+			of[s.p] = s
+		}
+	}
+	// Every VMA's advice first: a child's pages are compared with its
+	// parent's VMA by VMA, flags included.
+	for _, s := range ss.snaps {
+		lz := s.p.lazy
+		if lz == nil || lz.vmFlags != nil {
+			continue
+		}
+		f, err := proc.ReadVmFlags(s.pid)
+		if err != nil {
+			return 0, fmt.Errorf("snapshot %d of task %d: %w", s.pid, s.p.pid, err)
+		}
+		for _, e := range s.p.mm.Vmas {
+			adviseVMA(e, f[e.GetStart()])
+			// A wiped mapping the probe did not look at (one the
+			// kernel treats as anonymous though it maps a file,
+			// such as a private /dev/zero) has lost its pages in
+			// the child: fail rather than save zeros.
+			if slices.Contains(f[e.GetStart()], "wf") && !lz.noFork[e] && !lz.empty[e] {
+				return 0, fmt.Errorf("task %d mapping %#x-%#x: MADV_WIPEONFORK, found only in its snapshot, which lacks its pages: dump it with --no-snapshot: %w",
+					s.p.pid, e.GetStart(), e.GetEnd(), ErrUnsupported)
+			}
+		}
+	}
+	var total uint64
+	w := func(k images.Kind, name string, msgs ...proto.Message) error {
+		if err := images.WriteFile(stage.Path(name), k, msgs...); err != nil {
+			return fmt.Errorf("write %s: %w", name, err)
+		}
+		return nil
+	}
+	for _, s := range ss.snaps {
+		p, lz := s.p, s.p.lazy
+		if lz == nil {
+			continue
+		}
+		var pp *parentPages
+		if parent := d.byPid[p.ppid]; parent != nil && parent != p && of[parent] != nil {
+			// The parent's snapshot holds its pages as they were:
+			// the same page frames as the task's then.
+			pmr, err := proc.OpenPagemap(of[parent].pid)
+			if err != nil {
+				return 0, fmt.Errorf("snapshot %d of task %d: %w", of[parent].pid, parent.pid, err)
+			}
+			pp = &parentPages{vmas: parent.mm.Vmas, pmr: pmr}
+		}
+		var vmas []*vma.VmaEntry
+		for _, e := range p.mm.Vmas {
+			if !lz.noFork[e] {
+				vmas = append(vmas, e)
+			}
+		}
+		runs, err := collectPages(s.pid, vmas, nil, pp)
+		pp.close()
+		if err != nil {
+			return 0, fmt.Errorf("snapshot of task %d: %w", p.pid, err)
+		}
+		runs = append(runs, lz.frozenRuns...)
+		slices.SortStableFunc(runs, func(a, b pageRun) int { return cmp.Compare(a.addr, b.addr) })
+		s.runs, p.pageRuns = runs, runs
+		var n uint64
+		p.pagemap, n = pagemapEntries(runs)
+		total += n
+		if err := p.writeMemImages(w); err != nil {
+			return 0, err
+		}
+	}
+	return total, nil
+}
+
+// testKillAfterSnapshotClone is a test hook:
+// CTCR_TEST_KILL_AFTER_SNAPSHOT_CLONE=1 makes ctcr kill itself with
+// SIGKILL once a snapshot child exists, in its first stop, and before
+// it has PTRACE_O_EXITKILL: the child, detached, must take its own exit
+// path and never run the task's code.
+func testKillAfterSnapshotClone() {
+	if os.Getenv("CTCR_TEST_KILL_AFTER_SNAPSHOT_CLONE") == "" {
+		return
+	}
+	unix.Kill(os.Getpid(), unix.SIGKILL)
+	time.Sleep(time.Minute) // the signal is on its way
 }

@@ -3,6 +3,7 @@ package test
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -87,6 +88,20 @@ func TestSnapshot(t *testing.T) {
 		if !t.Failed() {
 			decodeWithCrit(t, img)
 		}
+	})
+	t.Run("a MADV_WIPEONFORK mapping found without smaps, by the child's missing pages, is saved as it was", func(t *testing.T) {
+		needCtcr(t)
+		w := startWorkload(t, "snapwriter", "16", "forkall")
+		img := filepath.Join(t.TempDir(), "img")
+		leaveRunningDump(t, w, img)
+		// Nothing made the dump read the task's smaps while stopped:
+		// the wiped mapping was found by the PAGEMAP_SCAN probe.
+		if b, _ := os.ReadFile(w.logs[len(w.logs)-2]); strings.Contains(string(b), "VmFlags read while stopped") {
+			t.Errorf("the dump read VmFlags while the task was stopped; the test wants the probe:\n%s", b)
+		}
+		w.checkPasses(60*time.Second, "snapwriter forkall after dump --leave-running")
+		os.Remove(w.path("result"))
+		restoreForeground(t, w, img, scenario{}, nil)
 	})
 	t.Run("the images are those of a dump that copies with the task stopped", func(t *testing.T) {
 		needCtcr(t)
@@ -222,8 +237,117 @@ func TestSnapshot(t *testing.T) {
 		}
 		noRunningChildren(t, w.pid, true, "after ctcr was killed")
 		w.checkPasses(60*time.Second, "snapwriter after ctcr was killed during its copy")
+		noGhost(t, w)
 		reapZombies()
 	})
+	t.Run("ctcr killed between the clone of a snapshot child and its PTRACE_O_EXITKILL: the child exits, never running the task's code", func(t *testing.T) {
+		needCtcr(t)
+		w := startWorkload(t, "snapwriter", "64")
+		t.Setenv("CTCR_TEST_KILL_AFTER_SNAPSHOT_CLONE", "1")
+		// Three rounds: a child that escaped does not always get far
+		// enough to show it before the check (it may die on the way),
+		// so one round alone let a broken exit path pass now and then.
+		for round := 1; round <= 3; round++ {
+			img := filepath.Join(t.TempDir(), "img")
+			r := runCtcr(t, 120*time.Second, "dump", "--leave-running", "-t", strconv.Itoa(w.pid), "-D", img)
+			w.logs = append(w.logs, r.errP)
+			if r.status == nil || r.status.Exited() {
+				t.Fatalf("round %d: %s: %v, want killed by the test hook; stderr: %s", round, r, r.status, r.stderr())
+			}
+			// The child was detached, not killed, by ctcr's death:
+			// it runs its own exit path, and stays a zombie of the
+			// task (exit signal 0; snapwriter never waits).
+			zombies := 0
+			for end := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+				running := 0
+				zombies = 0
+				for _, st := range childrenOf(w.pid) {
+					if st.state == 'Z' {
+						zombies++
+					} else {
+						running++
+					}
+				}
+				if running == 0 || time.Now().After(end) {
+					break
+				}
+			}
+			noRunningChildren(t, w.pid, true, fmt.Sprintf("round %d, after ctcr was killed after the clone", round))
+			if zombies != round {
+				t.Errorf("round %d: the task has %d dead snapshot children, want %d: the hook did not fire after a clone", round, zombies, round)
+			}
+		}
+		// A child that ran the task's code would have written by now.
+		time.Sleep(200 * time.Millisecond)
+		noGhost(t, w)
+		w.checkPasses(60*time.Second, "snapwriter after ctcr was killed right after the clone of its snapshot")
+		noGhost(t, w)
+		reapZombies()
+	})
+}
+
+// TestSnapshotPidsMax: a task whose pids cgroup is full cannot fork its
+// snapshot child (EAGAIN); the dump copies its memory while it is
+// stopped instead, says so in its log, and the checkpoint restores.
+func TestSnapshotPidsMax(t *testing.T) {
+	needCtcr(t)
+	const root = "/sys/fs/cgroup/pids"
+	if _, err := os.Stat(filepath.Join(root, "cgroup.procs")); err != nil {
+		t.Skipf("no v1 pids controller at %s: %v", root, err)
+	}
+	cg, err := os.MkdirTemp(root, "ctcr-test-pidsmax-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := startWorkload(t, "snapwriter", "64")
+	// Runs before the workload's own cleanup kills it: moved out, the
+	// cgroup can go.
+	t.Cleanup(func() {
+		os.WriteFile(filepath.Join(root, "cgroup.procs"), []byte(strconv.Itoa(w.pid)), 0o644)
+		for end := time.Now().Add(5 * time.Second); os.Remove(cg) != nil && time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		}
+	})
+	if err := os.WriteFile(filepath.Join(cg, "cgroup.procs"), []byte(strconv.Itoa(w.pid)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cur, err := os.ReadFile(filepath.Join(cg, "pids.current"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(cg, "pids.max"), bytes.TrimSpace(cur), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	img := filepath.Join(t.TempDir(), "img")
+	rep := leaveRunningDump(t, w, img)
+	if rep.SnapshotCopySeconds != 0 {
+		t.Errorf("the dump reports a copy from a snapshot (snapshot_copy_seconds %g) in a full pids cgroup", rep.SnapshotCopySeconds)
+	}
+	if rep.PagesBytes < 64<<20 {
+		t.Errorf("the dump wrote %d bytes of pages, want snapwriter's 67 MiB", rep.PagesBytes)
+	}
+	log, _ := os.ReadFile(w.logs[len(w.logs)-2])
+	if !strings.Contains(string(log), "no snapshot child") {
+		t.Errorf("the dump's log does not say it copied without a snapshot child:\n%s", log)
+	}
+	if ev, err := os.ReadFile(filepath.Join(cg, "pids.events")); err == nil && !strings.Contains(string(ev), "max 0") {
+		t.Logf("pids.events: %s", bytes.TrimSpace(ev))
+	} else {
+		t.Errorf("pids.events shows no refused fork (%q, %v): the cgroup did not stop the clone", ev, err)
+	}
+	noRunningChildren(t, w.pid, false, "after the dump")
+	w.checkPasses(60*time.Second, "snapwriter after dump --leave-running in a full pids cgroup")
+	os.WriteFile(filepath.Join(root, "cgroup.procs"), []byte(strconv.Itoa(w.pid)), 0o644)
+	os.Remove(w.path("result"))
+	restoreForeground(t, w, img, scenario{}, nil)
+}
+
+// noGhost fails if a process other than snapwriter w ran its code (a
+// snapshot child that escaped into it writes DIR/ghost).
+func noGhost(t *testing.T, w *workload) {
+	t.Helper()
+	if b, err := os.ReadFile(w.path("ghost")); err == nil {
+		t.Errorf("a snapshot child ran the task's code: %s", b)
+	}
 }
 
 // TestContainerSnapshot: a runc container checkpointed with

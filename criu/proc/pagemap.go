@@ -159,6 +159,26 @@ func (r *PagemapReader) Written(start, end uint64, protect bool, out []PageRange
 	return out, nil
 }
 
+// HasPages reports whether any page of [start, end) is present or
+// swapped, in one PAGEMAP_SCAN walk that stops at the first such page:
+// cheap where a mapping is populated (the first page answers) and where
+// it is empty (the walk skips absent page tables), unlike reading its
+// pagemap entries, which costs 8 bytes per page.
+func (r *PagemapReader) HasPages(start, end uint64) (bool, error) {
+	var vec [1]PageRange
+	arg := pmScanArg{
+		Start: start, End: end,
+		Vec: uint64(uintptr(unsafe.Pointer(&vec[0]))), VecLen: 1, MaxPages: 1,
+		CategoryAnyofMask: pageIsPresent | pageIsSwapped, ReturnMask: pageIsPresent | pageIsSwapped,
+	}
+	arg.Size = uint64(unsafe.Sizeof(arg))
+	n, err := ioctlPtr(r.f, pagemapScan, unsafe.Pointer(&arg))
+	if err != nil {
+		return false, fmt.Errorf("%s: PAGEMAP_SCAN of [%#x, %#x): %w", r.f.Name(), start, end, err)
+	}
+	return n > 0, nil
+}
+
 // ioctlPtr runs ioctl(f, req, arg) and returns its non-negative result.
 func ioctlPtr(f *os.File, req uint, arg unsafe.Pointer) (int, error) {
 	n, err := kernel.FileSyscall(f, unix.SYS_IOCTL, uintptr(req), uintptr(arg))

@@ -55,3 +55,30 @@ func parseVmFlags(r io.Reader, file string) (map[uint64][]string, error) {
 	}
 	return out, nil
 }
+
+// LockedBytes returns the memory of task pid locked in its mappings
+// (VmLck of /proc/PID/status, which the kernel keeps as a counter: no
+// page-table walk, unlike smaps). A fork clears VM_LOCKED in the child,
+// so a snapshot child's smaps cannot tell which mappings are locked: a
+// dump that reads VmFlags from one needs this to be 0.
+func LockedBytes(pid int) (uint64, error) {
+	path := pidFile(pid, "status")
+	b, err := readFile(path)
+	if err != nil {
+		return 0, err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		rest, ok := strings.CutPrefix(l, "VmLck:")
+		if !ok {
+			continue
+		}
+		kb, ok := strings.CutSuffix(strings.TrimSpace(rest), " kB")
+		n, err := strconv.ParseUint(strings.TrimSpace(kb), 10, 64)
+		if !ok || err != nil {
+			return 0, &ParseError{File: path, Err: fmt.Errorf("VmLck %q is not a size in kB", rest)}
+		}
+		return n << 10, nil
+	}
+	// A task without an mm (a zombie, a kernel thread) has no Vm* lines.
+	return 0, nil
+}

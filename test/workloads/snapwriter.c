@@ -4,7 +4,9 @@
  * not all of one instant fails its check. With "still" it writes nothing
  * after it is ready (two dumps of it must be the same); with "huge" its
  * big region asks for transparent huge pages (MADV_HUGEPAGE), for
- * measuring the fork of a snapshot on them.
+ * measuring the fork of a snapshot on them; with "forkall" its
+ * MADV_DONTFORK region is a plain private one (a dump then finds the
+ * MADV_WIPEONFORK one without reading smaps while the task is stopped).
  *
  * Its pages, in two sequences:
  *   A: MIB MiB of private anonymous memory;
@@ -21,6 +23,10 @@
  * dump that reads them a moment late sees newer ones. `done` lives in
  * memory like the pages: a restored copy whose pages come from other
  * instants than its `done` (and than its registers) fails.
+ *
+ * A process other than the one started that runs its loop (a snapshot
+ * child that escaped into the task's code) writes its PID into a shared
+ * page, which fails the check, and DIR/ghost, and exits.
  *
  * On DIR/check (polled every 64 pages) it finishes the page it writes,
  * then checks every page against `done`, and that the three special
@@ -122,7 +128,8 @@ int main(int argc, char **argv)
 	anon = mmap(NULL, mib << 20, prot, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (anon == MAP_FAILED || dontfork == MAP_FAILED || wipe == MAP_FAILED || shared == MAP_FAILED)
 		wl_die("mmap");
-	if (madvise(dontfork, SPECIAL, MADV_DONTFORK) < 0 || madvise(wipe, SPECIAL, MADV_WIPEONFORK) < 0)
+	int forkall = argc > 3 && strcmp(argv[3], "forkall") == 0;
+	if ((!forkall && madvise(dontfork, SPECIAL, MADV_DONTFORK) < 0) || madvise(wipe, SPECIAL, MADV_WIPEONFORK) < 0)
 		wl_die("madvise");
 	if (argc > 3 && strcmp(argv[3], "huge") == 0 && madvise(anon, mib << 20, MADV_HUGEPAGE) < 0)
 		wl_die("madvise(MADV_HUGEPAGE)");
@@ -157,9 +164,26 @@ int main(int argc, char **argv)
 		if (read(ifd, ev, sizeof(ev)) < 0 && errno != EINTR)
 			wl_die("read inotify");
 	}
+	/*
+	 * A snapshot child must never run this code: a copy of this process
+	 * that does (a child whose exit path failed) says so in DIR/ghost
+	 * and leaves without touching anything else.
+	 */
+	pid_t self = getpid();
+	volatile int *ghost = mmap(NULL, PAGE, prot, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (ghost == MAP_FAILED)
+		wl_die("mmap ghost");
 	for (;;) {
 		if (still)
 			break;
+		if (getpid() != self) {
+			/* First in memory the task shares: file I/O may fail. */
+			*ghost = getpid();
+			char msg[64];
+			int n = snprintf(msg, sizeof(msg), "pid %d ran the code of %d\n", (int)getpid(), (int)self);
+			wl_write_file("ghost", msg, (size_t)n);
+			_exit(3);
+		}
 		uint64_t s = done;
 		fill(s % anon_pages, s / anon_pages + 1);
 		fill(anon_pages + s % (3 * special_pages), s / (3 * special_pages) + 1);
@@ -187,7 +211,9 @@ int main(int argc, char **argv)
 	}
 	if (bad > 5)
 		wl_fail("%zu pages differ in all", bad);
-	if (!vmflags_has(dontfork, "dc"))
+	if (!still && *ghost != 0)
+		wl_fail("process %d ran this process's code (an escaped snapshot child)", *ghost);
+	if (!forkall && !vmflags_has(dontfork, "dc"))
 		wl_fail("the MADV_DONTFORK region lost its dc flag");
 	if (!vmflags_has(wipe, "wf"))
 		wl_fail("the MADV_WIPEONFORK region lost its wf flag");
