@@ -425,9 +425,15 @@ func TestKillDuringContainerCheckpoint(t *testing.T) {
 		} else {
 			checkInterrupted(t, r, sig, 16, dir)
 		}
+		// The guard thaws a frozen container once it sees ctcr's end of
+		// its pipe close: a moment after ctcr died.
 		st, err := c.state()
+		for wait := time.Now().Add(5 * time.Second); (err != nil || st.Status == "paused") && time.Now().Before(wait); {
+			time.Sleep(20 * time.Millisecond)
+			st, err = c.state()
+		}
 		if err != nil || st.Status != "running" {
-			t.Fatalf("after %s got %v %v into it: runc says %q (%v)", r, sig, delay, st.Status, err)
+			t.Fatalf("after %s got %v %v into it: runc says %q 5 s later (%v)", r, sig, delay, st.Status, err)
 		}
 		deadline := time.Now().Add(5 * time.Second)
 		for {
