@@ -775,16 +775,24 @@ func (d *dumpTree) readStates() error {
 			drain()
 			return err
 		}
-		// A pre-copied process's memory is write-protected for tracking
-		// until its dump reads it: ctcr writes no lone-call frame there.
-		p.tracked = d.opts.PreCopy.of(p.pid) != nil
+		// Processes that share one memory are asked one at a time: each
+		// maps its scratch area into that memory, and one's must not be
+		// there while another's is being set up.
+		if sharedVM[p] {
+			for len(pending) > 0 {
+				if err := finishOne(); err != nil {
+					drain()
+					return err
+				}
+			}
+		}
 		sr, err := p.startState(ra, killing && !sharedVM[p], d.opts.logf)
 		if err != nil {
 			drain()
 			return err
 		}
 		pending = append(pending, sr)
-		if len(pending) >= queryWindow {
+		if len(pending) >= queryWindow || sharedVM[p] {
 			if err := finishOne(); err != nil {
 				drain()
 				return err
@@ -876,9 +884,9 @@ func (p *dumpProc) startState(ra *readAhead, mayKeep bool, logf func(string, ...
 			mainRsp = th.regs.Rsp
 		}
 	}
-	if !p.tracked {
-		p.leader().ctl.lone = findLoneSpot(mem, maps, gadget, mainRsp)
-	}
+	// A pre-copy's write protection is asynchronous (UFFD_FEATURE_WP_ASYNC):
+	// writing the frame only marks its page written, to be copied again.
+	p.leader().ctl.lone = findLoneSpot(mem, maps, gadget, mainRsp)
 	// A scratch area that may stay until the kill goes where it touches
 	// no mapping (keepScratch).
 	at := uint64(0)

@@ -251,7 +251,9 @@ func TestKillInRunnerBatch(t *testing.T) {
 
 // TestKillInLoneCall kills ctcr inside the two calls a dumped process
 // makes without the runner (the mmap of its scratch area, and the munmap
-// at the end), and inside the userfaultfd call of a pre-dump: with the
+// at the end), and inside the userfaultfd call of a pre-dump and of a
+// pre-copy (whose dump then maps its scratch area while the memory is
+// write-protected): with the
 // call's registers set, at its syscall-entry stop and at its exit stop.
 // The thread must finish the call and return to its own registers,
 // vector registers included, through the signal frame ctcr put under
@@ -264,10 +266,16 @@ func TestKillInLoneCall(t *testing.T) {
 		{"dump", "1:regs"}, {"dump", "1:entry"}, {"dump", "1:exit"},
 		{"dump", "2:regs"}, {"dump", "2:entry"}, {"dump", "2:exit"},
 		{"pre-dump", "1:regs"}, {"pre-dump", "1:entry"}, {"pre-dump", "1:exit"},
+		// A pre-copy: its userfaultfd call, then the final dump's mapping
+		// of the scratch area, in memory the pre-copy write-protects.
+		{"pre-copy", "1:entry"}, {"pre-copy", "2:regs"}, {"pre-copy", "2:entry"}, {"pre-copy", "2:exit"},
 	} {
 		args := []string{c.cmd, "-t", pid, "-D", filepath.Join(t.TempDir(), "img")}
-		if c.cmd == "dump" {
+		switch c.cmd {
+		case "dump":
 			args = append(args, "--leave-running", "--no-snapshot")
+		case "pre-copy":
+			args = []string{"dump", "--pre-copy", "--leave-running", "--no-snapshot", "-t", pid, "-D", filepath.Join(t.TempDir(), "img")}
 		}
 		os.Setenv("CTCR_TEST_KILL_IN_LONE_CALL", c.at)
 		r := startCtcr(t, args...)
