@@ -125,9 +125,6 @@ func (o *DumpOptions) logf(format string, args ...any) {
 
 // dumpProc is one process of the dumped tree.
 type dumpProc struct {
-	// tracked: a pre-copy write-protects its memory until the dump reads
-	// it (no lone-call frame is written into it then).
-	tracked              bool
 	pid, ppid, pgid, sid int // as ctcr sees them (host ids)
 	// The ids in the root's PID namespace, which the images hold: the
 	// same as the host ids unless the tree lives in its own namespace.
