@@ -3,12 +3,8 @@ package main
 import (
 	"fmt"
 	"io"
-	"os"
-	"os/signal"
-	"path/filepath"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/sys/unix"
 
 	"github.com/ctcr/ctcr/container"
 	"github.com/ctcr/ctcr/criu"
@@ -79,28 +75,12 @@ only once the last byte is out. Not with --pre-dump, --pre-copy,
 				if preDump || o.PreCopy || o.Parent != "" || o.Force || suspend || dumpStage || kill || resume {
 					return usageError{fmt.Errorf("-D - streams a whole checkpoint: not with --pre-dump, --pre-copy, --parent, --force or a stage")}
 				}
-				if isTerminal(os.Stdout) {
-					return usageError{fmt.Errorf("-D - writes the checkpoint, a tar archive, to stdout, which is a terminal: redirect it to a file or a pipe")}
-				}
-				dir, cleanup, err := streamStaging("checkpoint")
+				dir, afterCommit, cleanup, err := streamOut("checkpoint")
 				if err != nil {
 					return err
 				}
 				defer cleanup()
-				o.Dir = filepath.Join(dir, "checkpoint")
-				// As dump -D -: a broken pipe fails the checkpoint, the
-				// container runs on.
-				signal.Ignore(unix.SIGPIPE)
-				sw, closeOut := newStallWriter(os.Stdout)
-				defer closeOut()
-				aw := newArchiveWriter(sw, o.Dir)
-				defer criu.StreamPagesUnder(o.Dir, aw)()
-				o.AfterCommit = func() error {
-					if err := aw.finish(); err != nil {
-						return fmt.Errorf("stream to stdout: %w", err)
-					}
-					return nil
-				}
+				o.Dir, o.AfterCommit = dir, afterCommit
 				// Stdout is the archive's.
 				out = cmd.ErrOrStderr()
 			}

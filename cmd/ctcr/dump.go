@@ -5,11 +5,8 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
-	"path/filepath"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/sys/unix"
 
 	"github.com/ctcr/ctcr/cgroup"
 	"github.com/ctcr/ctcr/criu"
@@ -66,32 +63,12 @@ restore such a checkpoint.`,
 				if preCopy || o.PrevDir != "" {
 					return usageError{fmt.Errorf("-D - streams a whole checkpoint: not with --pre-copy or --prev-images-dir, whose parent images would not travel with it")}
 				}
-				if isTerminal(os.Stdout) {
-					return usageError{fmt.Errorf("-D - writes the checkpoint, a tar archive, to stdout, which is a terminal: redirect it to a file or a pipe")}
-				}
-				dir, cleanup, err := streamStaging("dump")
+				dir, afterCommit, cleanup, err := streamOut("dump")
 				if err != nil {
 					return err
 				}
 				defer cleanup()
-				o.Dir = filepath.Join(dir, "checkpoint")
-				// Sent while the tree is still held: a broken pipe fails
-				// the dump and the tree runs on. Go kills a program that
-				// writes to a broken pipe on fd 1 unless SIGPIPE is
-				// ignored; ignored, the write fails with EPIPE.
-				signal.Ignore(unix.SIGPIPE)
-				// The pages go out as they are copied, the rest once
-				// the checkpoint is complete.
-				sw, closeOut := newStallWriter(os.Stdout)
-				defer closeOut()
-				aw := newArchiveWriter(sw, o.Dir)
-				defer criu.StreamPagesUnder(o.Dir, aw)()
-				o.AfterCommit = func() error {
-					if err := aw.finish(); err != nil {
-						return fmt.Errorf("stream to stdout: %w", err)
-					}
-					return nil
-				}
+				o.Dir, o.AfterCommit = dir, afterCommit
 				// Stdout is the archive's.
 				jsonOut = cmd.ErrOrStderr()
 			}

@@ -29,6 +29,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -618,4 +619,34 @@ func receiveCheckpoint(stdin *os.File) (string, func(), error) {
 		return "", nil, fmt.Errorf("checkpoint from stdin: %w", err)
 	}
 	return dir, cleanup, nil
+}
+
+// streamOut sets up a dump or checkpoint (what) to stream to stdout (-D
+// -): stdout must not be a terminal; the checkpoint is made in a
+// private staging directory (dir); SIGPIPE is ignored, so that a broken
+// pipe fails a write with EPIPE and the tree, still held, runs on (Go
+// kills a program that writes to a broken pipe on fd 1 otherwise); a
+// write that stalls fails after its deadline; the pages go out as they
+// are copied, and afterCommit sends the rest once the checkpoint is
+// complete. cleanup undoes it all.
+func streamOut(what string) (dir string, afterCommit func() error, cleanup func(), err error) {
+	if isTerminal(os.Stdout) {
+		return "", nil, nil, usageError{fmt.Errorf("-D - writes the checkpoint, a tar archive, to stdout, which is a terminal: redirect it to a file or a pipe")}
+	}
+	staging, dropStaging, err := streamStaging(what)
+	if err != nil {
+		return "", nil, nil, err
+	}
+	dir = filepath.Join(staging, "checkpoint")
+	signal.Ignore(unix.SIGPIPE)
+	sw, closeOut := newStallWriter(os.Stdout)
+	aw := newArchiveWriter(sw, dir)
+	stopPages := criu.StreamPagesUnder(dir, aw)
+	afterCommit = func() error {
+		if err := aw.finish(); err != nil {
+			return fmt.Errorf("stream to stdout: %w", err)
+		}
+		return nil
+	}
+	return dir, afterCommit, func() { stopPages(); closeOut(); dropStaging() }, nil
 }
