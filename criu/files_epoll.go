@@ -372,16 +372,9 @@ func registerEpollTargets(r *fileRestore, t *restoringTask, fd int, e *fdinfo.Fi
 	b := t.ctl.newBatch()
 	what := map[int]string{}
 	for _, tfd := range tfds {
-		// struct epoll_event is packed on x86-64: u32 events, u64 data.
-		var ev [12]byte
-		binary.LittleEndian.PutUint32(ev[0:], tfd.GetEvents())
-		binary.LittleEndian.PutUint64(ev[4:], tfd.GetData())
-		p, err := b.put(ev[:])
-		if err != nil {
+		if err := addEpollCtl(b, fd, tfd, what, "target"); err != nil {
 			return err
 		}
-		what[b.add(unix.SYS_EPOLL_CTL, uint64(fd), unix.EPOLL_CTL_ADD, uint64(tfd.GetTfd()), p)] =
-			fmt.Sprintf("register target fd %d (events %#x)", tfd.GetTfd(), tfd.GetEvents())
 	}
 	if res, err := b.run(); err != nil {
 		return fmt.Errorf("epoll: %s: %w", what[len(res)], err)
@@ -415,18 +408,28 @@ func (r *fileRestore) registerSignalfdTargets(t *restoringTask, fd int, e *fdinf
 			r.signalfdByTask = map[epollItem]bool{}
 		}
 		r.signalfdByTask[epollItem{e.GetId(), tfd.GetTfd()}] = true
-		var ev [12]byte
-		binary.LittleEndian.PutUint32(ev[0:], tfd.GetEvents())
-		binary.LittleEndian.PutUint64(ev[4:], tfd.GetData())
-		p, err := b.put(ev[:])
-		if err != nil {
+		if err := addEpollCtl(b, fd, tfd, what, "signalfd target"); err != nil {
 			return err
 		}
-		what[b.add(unix.SYS_EPOLL_CTL, uint64(fd), unix.EPOLL_CTL_ADD, uint64(tfd.GetTfd()), p)] =
-			fmt.Sprintf("register signalfd target fd %d (events %#x)", tfd.GetTfd(), tfd.GetEvents())
 	}
 	if res, err := b.run(); err != nil {
 		return fmt.Errorf("epoll: %s: %w", what[len(res)], err)
 	}
+	return nil
+}
+
+// addEpollCtl adds to b the epoll_ctl(EPOLL_CTL_ADD) that registers tfd
+// with the epoll at fd, and names it in what by its call index.
+func addEpollCtl(b *batch, fd int, tfd *eventpoll.EventpollTfdEntry, what map[int]string, kind string) error {
+	// struct epoll_event is packed on x86-64: u32 events, u64 data.
+	var ev [12]byte
+	binary.LittleEndian.PutUint32(ev[0:], tfd.GetEvents())
+	binary.LittleEndian.PutUint64(ev[4:], tfd.GetData())
+	p, err := b.put(ev[:])
+	if err != nil {
+		return err
+	}
+	what[b.add(unix.SYS_EPOLL_CTL, uint64(fd), unix.EPOLL_CTL_ADD, uint64(tfd.GetTfd()), p)] =
+		fmt.Sprintf("register %s fd %d (events %#x)", kind, tfd.GetTfd(), tfd.GetEvents())
 	return nil
 }
