@@ -316,6 +316,9 @@ func TestCriuContainerdCheckpointRestoreLive(t *testing.T) {
 	start = time.Now()
 	e.must("containers", "restore", "--live", id, "ctcrt/checkpoint:1")
 	t.Logf("ctr containers restore --live through ctcr: %v", time.Since(start))
+	// The checkpoint leaves the root's writable layer behind (no --rw):
+	// /data/count is back once the restored loop writes it again.
+	e.waitCount(id, countAt, 5*time.Second)
 	got, err := e.count(id, "count")
 	if err != nil || got < countAt {
 		t.Errorf("/data/count is %d (%v) after restore, below %d read before the checkpoint", got, err, countAt)
