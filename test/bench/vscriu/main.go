@@ -202,6 +202,8 @@ func oneRun(tool, bin, prog, work, images string, wl workload, i int, r run) err
 		return fmt.Errorf("restored %d processes, not the %d dumped (or with other PIDs)", len(got), len(pids))
 	}
 	if wl.name == "bigmem" {
+		// The tmpfs holds one checkpoint of the workload at a time.
+		os.RemoveAll(img)
 		lr := img + "-lr"
 		defer os.RemoveAll(lr)
 		if err := os.Mkdir(lr, 0o700); err != nil {
@@ -237,9 +239,12 @@ func frozen(tool, bin, pid, img string) (float64, error) {
 		var d struct {
 			FrozenSeconds float64 `json:"frozen_seconds"`
 		}
-		out, err := exec.Command(bin, "dump", "--leave-running", "-t", pid, "-D", img, "--json").Output()
+		cmd := exec.Command(bin, "dump", "--leave-running", "-t", pid, "-D", img, "--json")
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
 		if err != nil {
-			return 0, fmt.Errorf("ctcr dump --leave-running: %w", err)
+			return 0, fmt.Errorf("ctcr dump --leave-running: %w: %s", err, strings.TrimSpace(stderr.String()))
 		}
 		line, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
 		if err := json.Unmarshal([]byte(line), &d); err != nil {
