@@ -184,6 +184,9 @@ func findLoneSpot(mem *ptrace.Mem, maps []proc.Mapping, gadget bool, mainRsp uin
 		return nil
 	}
 	at := (stack.Start + 63) &^ 63
+	if at+frameAreaSize > stack.End {
+		return nil // a [stack] smaller than a frame (its main thread gone)
+	}
 	if mainRsp >= stack.Start && mainRsp < stack.End && at+frameAreaSize+loneHeadroom > mainRsp {
 		return nil
 	}
