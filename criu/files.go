@@ -68,8 +68,8 @@ type fileTable struct {
 	// kept (DumpOptions.NestedNS; socketNetID).
 	rootNetIno uint64
 	nestedNS   bool
-	// rootIPCIno is the inode of the root task's IPC namespace, where
-	// the restore reopens POSIX queues (nestedIPC).
+	// rootIPCIno is the inode of the root task's IPC namespace; queues
+	// of the others are saved with their nested namespace (nestedIPC).
 	rootIPCIno uint64
 }
 

@@ -21,8 +21,12 @@ import (
 // reopened. A plain dump saves the queues of the root's own IPC
 // namespace too (DumpOptions.SavesIPC); a caller that does not has
 // descriptors on them refused. Queues of a task's IPC namespace below
-// the root's are saved with it (ns.DumpNested), but descriptors on them
-// are refused: they would be reopened in the root's.
+// the root's are saved with it (ns.DumpNested), and descriptors on them
+// are reopened in that namespace, made again before any file is opened.
+// The file of a queue belongs to the namespace of the first task that
+// holds it (the dump checks that task's namespace has the queue; tasks
+// are dumped and restored in the same order), so restore reopens it
+// through that task.
 //
 // Image: CRIU has no fd type for them. A queue is a regular file of the
 // mqueue filesystem, and an fd opened on it by path is the same kind of
@@ -75,15 +79,18 @@ func dumpMqueueFd(d *fdDump) (*fdinfo.FileEntry, error) {
 	if name == "/" || name == "." {
 		return nil, d.unsupported(fmt.Sprintf("file %s on an mqueue filesystem", d.link))
 	}
-	if nested, err := d.nestedIPC(); err != nil {
+	nested, err := d.nestedIPC()
+	if err != nil {
 		return nil, err
-	} else if nested {
-		return nil, d.unsupported(fmt.Sprintf("POSIX message queue /%s of the task's own IPC namespace below the root's: the queue is saved with its namespace, but descriptors on it are not restored", name))
+	}
+	if nested && !d.files.nestedNS {
+		return nil, d.unsupported(fmt.Sprintf("POSIX message queue /%s of the task's own IPC namespace below the root's, which this dump does not save", name))
 	}
 	// A queue of the tree's own namespace exists after restore only if
 	// the caller saves that namespace (a container checkpoint and a
-	// dump do).
-	if !d.files.savesIPC {
+	// dump do); one of a nested namespace is saved with that namespace
+	// (ns.DumpNested) and reopened in it.
+	if !nested && !d.files.savesIPC {
 		own, err := ownIPCNamespace(d.pid)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", d.where, err)
@@ -159,9 +166,29 @@ func inIPCNamespace(pid int, fn func() error) error {
 	return nsthread.Run(func() error { return nsthread.Join(pid, "ipc", unix.CLONE_NEWIPC) }, fn)
 }
 
+// mqueueHolder returns the host PID of the first restored task holding
+// file id, whose IPC namespace the dump found the queue in, or the
+// root's.
+func (r *fileRestore) mqueueHolder(id uint32) int {
+	for _, ti := range r.cp.tasks {
+		if ti.zombie {
+			continue
+		}
+		for _, fd := range ti.fds {
+			if fd.GetId() != id {
+				continue
+			}
+			if host, ok := r.hostPid(int(ti.pstree.GetPid())); ok {
+				return host
+			}
+		}
+	}
+	return r.rootPid
+}
+
 // openMqueueFile reopens a queue descriptor by name in the IPC namespace
-// of the restored root, with its access mode, O_NONBLOCK and position;
-// any other REG entry is openRegularFile's.
+// of the first restored task holding it, with its access mode,
+// O_NONBLOCK and position; any other REG entry is openRegularFile's.
 func openMqueueFile(r *fileRestore, e *fdinfo.FileEntry) (*os.File, error) {
 	reg := e.GetReg()
 	if reg == nil || !strings.HasPrefix(reg.GetName(), mqueueDir) {
@@ -173,14 +200,15 @@ func openMqueueFile(r *fileRestore, e *fdinfo.FileEntry) (*os.File, error) {
 	}
 	flags := int(reg.GetFlags())&(unix.O_ACCMODE|unix.O_NONBLOCK) | unix.O_CLOEXEC
 	fd := -1
-	err := inIPCNamespace(r.rootPid, func() error {
+	holder := r.mqueueHolder(e.GetId())
+	err := inIPCNamespace(holder, func() error {
 		var err error
 		fd, err = kernel.MqOpen(name, flags, 0, nil)
 		return err
 	})
 	if err != nil {
 		if os.IsNotExist(err) {
-			return nil, fmt.Errorf("POSIX message queue /%s (file id %d) is not in the IPC namespace of restored task %d: a dump of a process saves no queue, only a container checkpoint saves those of the container's namespace: %w", name, e.GetId(), r.rootPid, err)
+			return nil, fmt.Errorf("POSIX message queue /%s (file id %d) is not in the IPC namespace of restored task %d: a dump of a process saves no queue, only a container checkpoint saves those of the container's namespace: %w", name, e.GetId(), holder, err)
 		}
 		return nil, fmt.Errorf("reopen POSIX message queue /%s (file id %d): %w", name, e.GetId(), err)
 	}

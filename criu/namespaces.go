@@ -372,8 +372,7 @@ func nsInode(pid int, kind string) (uint64, error) {
 
 // nestedIPC says whether d's task is in another IPC namespace than the
 // root task: its POSIX queues are saved with that namespace
-// (ns.DumpNested) but descriptors on them would be reopened in the
-// root's.
+// (ns.DumpNested), and descriptors on them are reopened there.
 func (d *fdDump) nestedIPC() (bool, error) {
 	ino, err := nsInode(d.pid, "ipc")
 	if err != nil {

@@ -6,7 +6,7 @@
  *   plainns DIR uts     child X: its own UTS namespace, hostname "plainns-uts"
  *   plainns DIR ipc     child X: its own IPC namespace holding a SysV segment
  *                       (attached), a semaphore set, a message queue and a
- *                       POSIX queue with a message (no descriptor open)
+ *                       POSIX queue with a message and a descriptor held open
  *   plainns DIR net     child X: its own network namespace, lo up, a TCP
  *                       listener on 127.0.0.1 it connects to after restore,
  *                       and an established connection to it with a byte
@@ -54,6 +54,7 @@ static const char *mode;
 static int key; /* SysV key, unique per run */
 static char mqname[32]; /* POSIX queue name, unique per run */
 static char *seg;
+static mqd_t held_mq = (mqd_t)-1; /* a descriptor kept open on the POSIX queue */
 static int listener = -1, conn_c = -1, conn_s = -1, abstract_listener = -1;
 
 static void must(int ok, const char *what)
@@ -140,10 +141,20 @@ static void make_ipc(void)
 	struct { long type; char text[32]; } m = { 7, "plainns-msg" };
 	must(msgsnd(q, &m, sizeof(m.text), 0) == 0, "msgsnd");
 	struct mq_attr a = { .mq_maxmsg = 4, .mq_msgsize = 32 };
-	mqd_t mq = mq_open(mqname, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600, &a);
-	must(mq != (mqd_t)-1, "mq_open");
-	must(mq_send(mq, "plainns-mq", 10, 3) == 0, "mq_send");
-	mq_close(mq);
+	held_mq = mq_open(mqname, O_CREAT | O_EXCL | O_RDWR | O_NONBLOCK | O_CLOEXEC, 0600, &a);
+	must(held_mq != (mqd_t)-1, "mq_open");
+	must(mq_send(held_mq, "plainns-mq", 10, 3) == 0, "mq_send");
+}
+
+/* check_held checks the descriptor kept open is on the queue of the name,
+ * with curmsgs messages in it, and still non-blocking. */
+static void check_held(const char *who, long curmsgs)
+{
+	struct mq_attr a;
+	if (mq_getattr(held_mq, &a) != 0)
+		wl_fail("%s: the descriptor held on POSIX queue %s: %s", who, mqname, strerror(errno));
+	else if (a.mq_curmsgs != curmsgs || a.mq_msgsize != 32 || !(a.mq_flags & O_NONBLOCK))
+		wl_fail("%s: the descriptor held on POSIX queue %s: %ld messages of %ld bytes, flags %#lx; want %ld of 32, O_NONBLOCK", who, mqname, a.mq_curmsgs, a.mq_msgsize, a.mq_flags, curmsgs);
 }
 
 /* check_mq checks the POSIX queue is there with its message (own) or not. */
@@ -188,7 +199,10 @@ static void check_ipc(const char *who)
 		wl_fail("%s: no message in queue 0x%x: %s", who, key, strerror(errno));
 	else if (m.type != 7 || strcmp(m.text, "plainns-msg") != 0)
 		wl_fail("%s: message of type %ld \"%.20s\", want 7 \"plainns-msg\"", who, m.type, m.text);
+	check_held(who, 1);
 	check_mq(who, 1);
+	/* The message read through the name is gone from the held queue. */
+	check_held(who, 0);
 }
 
 /* --- net --- */
