@@ -192,6 +192,13 @@ func TestKillDuringDump(t *testing.T) {
 						if ps, werr := w.waitOriginal(2 * time.Second); werr == nil {
 							how = fmt.Sprintf(" (the workload ended: %v)", ps)
 						}
+					} else {
+						// A restored copy is the test's child as subreaper:
+						// its wait status tells how it ended.
+						var ws unix.WaitStatus
+						if p, werr := unix.Wait4(w.pid, &ws, unix.WNOHANG, nil); werr == nil && p == w.pid {
+							how = fmt.Sprintf(" (the restored workload ended: %s)", waitStatusText(ws))
+						}
 					}
 					t.Fatalf("after %s got %v %v into it (exit %d): %v%s%s\n--- ctcr's stderr:\n%s", r, sig, delay, r.code(), err, how, w.report(), r.stderr())
 				}
@@ -516,4 +523,20 @@ func TestKillWhileContainerFrozen(t *testing.T) {
 	}
 	now, _ := c.count("count")
 	c.waitCount(t, now+2, 10*time.Second)
+}
+
+// waitStatusText says how a process ended: its exit code, or the signal
+// that killed it and whether it dumped core.
+func waitStatusText(ws unix.WaitStatus) string {
+	switch {
+	case ws.Exited():
+		return fmt.Sprintf("exit status %d", ws.ExitStatus())
+	case ws.Signaled():
+		s := fmt.Sprintf("killed by %v", ws.Signal())
+		if ws.CoreDump() {
+			s += " (core dumped)"
+		}
+		return s
+	}
+	return fmt.Sprintf("wait status %#x", uint32(ws))
 }
