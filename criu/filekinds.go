@@ -221,6 +221,27 @@ type fileRestore struct {
 	signalfdByTask map[epollItem]bool
 }
 
+// firstHolder returns the host PID of the first restored task, in the
+// order tasks were dumped, with a descriptor on file id: the task whose
+// view the dump saw the file in (its IPC namespace's queue, its mount
+// namespace's path), or the root if none holds it.
+func (r *fileRestore) firstHolder(id uint32) int {
+	for _, ti := range r.cp.tasks {
+		if ti.zombie {
+			continue
+		}
+		for _, fd := range ti.fds {
+			if fd.GetId() != id {
+				continue
+			}
+			if host, ok := r.hostPid(int(ti.pstree.GetPid())); ok {
+				return host
+			}
+		}
+	}
+	return r.rootPid
+}
+
 // finalize runs the finals in the order they were added, lets the
 // segments of TCP connections the dump held still through, then runs the
 // late finals.

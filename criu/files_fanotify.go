@@ -174,6 +174,7 @@ func openFanotify(r *fileRestore, e *fdinfo.FileEntry) (*os.File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fanotify id %d: %w", e.GetId(), err)
 	}
+	holder := r.firstHolder(e.GetId())
 	for _, m := range ffy.GetMark() {
 		var path string
 		flags := uint(unix.FAN_MARK_ADD) | uint(m.GetMflags())
@@ -188,18 +189,37 @@ func openFanotify(r *fileRestore, e *fdinfo.FileEntry) (*os.File, error) {
 			f.Close()
 			return nil, corruptf("files.img", "fanotify id %d: mark type %v, flags %#x, path %q", e.GetId(), m.GetType(), m.GetMflags(), path)
 		}
-		if m.GetMask() != 0 {
-			if err := unix.FanotifyMark(fd, flags, uint64(m.GetMask()), unix.AT_FDCWD, path); err != nil {
-				f.Close()
-				return nil, fmt.Errorf("fanotify id %d: mark %s (mask %#x): %w", e.GetId(), path, m.GetMask(), err)
-			}
-		}
-		if m.GetIgnoredMask() != 0 {
-			if err := unix.FanotifyMark(fd, flags|unix.FAN_MARK_IGNORED_MASK, uint64(m.GetIgnoredMask()), unix.AT_FDCWD, path); err != nil {
-				f.Close()
-				return nil, fmt.Errorf("fanotify id %d: ignored mask of %s (%#x): %w", e.GetId(), path, m.GetIgnoredMask(), err)
-			}
+		if err := addFanotifyMark(holder, fd, flags, m, path); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("fanotify id %d: %w", e.GetId(), err)
 		}
 	}
 	return f, nil
+}
+
+// addFanotifyMark puts mark m (flags with FAN_MARK_ADD) on path, a path
+// of the dump in the view of the task holding the group: resolved once
+// in the view of the restored holder (host PID holder) with no symlink
+// followed, as an inotify watch's (openWatched), and marked through the
+// fd reached: never a path of ctcr's own view, nor one a planted symlink
+// leads out of the tree's root. For a mount mark the fd's mount is the
+// one marked.
+func addFanotifyMark(holder, fd int, flags uint, m *fsnotify.FanotifyMarkEntry, path string) error {
+	obj, err := openWatched(holder, path)
+	if err != nil {
+		return fmt.Errorf("mark %s: %w", path, err)
+	}
+	defer obj.Close()
+	target := fmt.Sprintf("/proc/self/fd/%d", obj.Fd())
+	if m.GetMask() != 0 {
+		if err := unix.FanotifyMark(fd, flags, uint64(m.GetMask()), unix.AT_FDCWD, target); err != nil {
+			return fmt.Errorf("mark %s (mask %#x): %w", path, m.GetMask(), err)
+		}
+	}
+	if m.GetIgnoredMask() != 0 {
+		if err := unix.FanotifyMark(fd, flags|unix.FAN_MARK_IGNORED_MASK, uint64(m.GetIgnoredMask()), unix.AT_FDCWD, target); err != nil {
+			return fmt.Errorf("ignored mask of %s (%#x): %w", path, m.GetIgnoredMask(), err)
+		}
+	}
+	return nil
 }

@@ -354,7 +354,7 @@ func openInotify(r *fileRestore, e *fdinfo.FileEntry) (*os.File, error) {
 			removed = removed || w.GetWd() > 1
 			continue
 		}
-		if err := addWatchAt(r, fd, path, w.GetMask()&inotifyUserMask, int(w.GetWd())); err != nil {
+		if err := addWatchAt(r.firstHolder(e.GetId()), fd, path, w.GetMask()&inotifyUserMask, int(w.GetWd())); err != nil {
 			f.Close()
 			return nil, fmt.Errorf("inotify id %d: %w", e.GetId(), err)
 		}
@@ -392,14 +392,15 @@ func openInotify(r *fileRestore, e *fdinfo.FileEntry) (*os.File, error) {
 // hands out descriptors in increasing order: watches added and removed
 // until the next one is wd (as CRIU does) get it there.
 //
-// The path is the one the kernel gave the watched inode at the dump
-// (ctcr's view, or the container's for a container, no symlink in it):
-// it is resolved once, inside the restored tree's root, with no symlink
-// followed (package inroot), and the watch is put on what that reached,
-// through its fd: a symlink planted along the path since does not put a
-// watch on a file of the host.
-func addWatchAt(r *fileRestore, fd int, path string, mask uint32, wd int) error {
-	obj, err := openWatched(r.rootPid, path)
+// The path is the one the kernel gave the watched inode at the dump, in
+// the view of the task holding the inotify (ctcr's, a container's, or
+// that of a mount namespace of its own below the root's), no symlink in
+// it: it is resolved once, in the view of the restored task holding it
+// (host PID holder), with no symlink followed (package inroot), and the
+// watch is put on what that reached, through its fd: a symlink planted
+// along the path since does not put a watch on a file of the host.
+func addWatchAt(holder, fd int, path string, mask uint32, wd int) error {
+	obj, err := openWatched(holder, path)
 	if err != nil {
 		return fmt.Errorf("watch %d: %w", wd, err)
 	}

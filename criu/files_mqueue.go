@@ -166,26 +166,6 @@ func inIPCNamespace(pid int, fn func() error) error {
 	return nsthread.Run(func() error { return nsthread.Join(pid, "ipc", unix.CLONE_NEWIPC) }, fn)
 }
 
-// mqueueHolder returns the host PID of the first restored task holding
-// file id, whose IPC namespace the dump found the queue in, or the
-// root's.
-func (r *fileRestore) mqueueHolder(id uint32) int {
-	for _, ti := range r.cp.tasks {
-		if ti.zombie {
-			continue
-		}
-		for _, fd := range ti.fds {
-			if fd.GetId() != id {
-				continue
-			}
-			if host, ok := r.hostPid(int(ti.pstree.GetPid())); ok {
-				return host
-			}
-		}
-	}
-	return r.rootPid
-}
-
 // openMqueueFile reopens a queue descriptor by name in the IPC namespace
 // of the first restored task holding it, with its access mode,
 // O_NONBLOCK and position; any other REG entry is openRegularFile's.
@@ -200,7 +180,7 @@ func openMqueueFile(r *fileRestore, e *fdinfo.FileEntry) (*os.File, error) {
 	}
 	flags := int(reg.GetFlags())&(unix.O_ACCMODE|unix.O_NONBLOCK) | unix.O_CLOEXEC
 	fd := -1
-	holder := r.mqueueHolder(e.GetId())
+	holder := r.firstHolder(e.GetId())
 	err := inIPCNamespace(holder, func() error {
 		var err error
 		fd, err = kernel.MqOpen(name, flags, 0, nil)

@@ -13,7 +13,7 @@
  *                       queued each way; a unix listener bound to an
  *                       abstract name it connects to after restore
  *   plainns DIR mnt     child X: its own mount namespace, a private tmpfs
- *                       on DIR/mnt holding a file
+ *                       on DIR/mnt holding a file it watches with inotify
  *   plainns DIR shared  child B: its own UTS, IPC, network and mount
  *                       namespaces; its child D stays in them; B's sibling
  *                       C joins them with setns
@@ -33,6 +33,7 @@
 #include <net/if.h>
 #include <netinet/in.h>
 #include <sched.h>
+#include <sys/inotify.h>
 #include <sys/ioctl.h>
 #include <signal.h>
 #include <sys/mount.h>
@@ -283,6 +284,35 @@ static void make_tmpfs(void)
 	close(fd);
 }
 
+/* make_watch watches the file of the private tmpfs with inotify: its
+ * path exists only in this task's mount namespace. */
+static int ify = -1;
+static void make_watch(void)
+{
+	ify = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+	must(ify >= 0, "inotify_init1");
+	must(inotify_add_watch(ify, mntfile, IN_MODIFY) == 1, "inotify_add_watch");
+}
+
+/* check_watch writes to the watched file and reads the event. */
+static void check_watch(const char *who)
+{
+	int fd = open(mntfile, O_WRONLY | O_APPEND | O_CLOEXEC);
+	if (fd < 0 || write(fd, "+", 1) != 1) {
+		wl_fail("%s: append to %s: %s", who, mntfile, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	close(fd);
+	struct inotify_event ev[4];
+	ssize_t n = read(ify, ev, sizeof(ev));
+	if (n < (ssize_t)sizeof(ev[0]))
+		wl_fail("%s: no inotify event for the write to %s (%zd: %s)", who, mntfile, n, n < 0 ? strerror(errno) : "short");
+	else if (ev[0].wd != 1 || !(ev[0].mask & IN_MODIFY))
+		wl_fail("%s: inotify event wd %d mask %#x for %s, want wd 1 IN_MODIFY", who, ev[0].wd, ev[0].mask, mntfile);
+}
+
 static void check_tmpfs(const char *who, int own)
 {
 	struct statfs sf;
@@ -367,8 +397,10 @@ static void check_x(const char *who)
 		check_listener(who);
 		check_abstract(who);
 	}
-	else
+	else {
 		check_tmpfs(who, 1);
+		check_watch(who);
+	}
 }
 
 static int pid_b;
@@ -450,7 +482,7 @@ int main(int argc, char **argv)
 			case 0: must(sethostname("plainns-uts", 11) == 0, "sethostname"); break;
 			case 1: make_ipc(); break;
 			case 2: make_listener(); break;
-			case 3: make_tmpfs(); break;
+			case 3: make_tmpfs(); make_watch(); break;
 			}
 			child_wait("x", check_x);
 		}
