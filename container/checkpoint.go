@@ -247,7 +247,9 @@ func ownCgroup(c *Container, cg *cgroup.Set) error {
 	tree := treeOf(c.Pid)
 	var others []int
 	for _, p := range pids {
-		if !tree[p] {
+		// A process forked after the tree was read descends from it
+		// all the same; one gone since is no other process.
+		if !tree[p] && !descendsFrom(p, c.Pid, tree) {
 			others = append(others, p)
 		}
 	}
@@ -256,6 +258,27 @@ func ownCgroup(c *Container, cg *cgroup.Set) error {
 			c.Pid, filepath.Dir(cg.FreezerPath()), len(others), others[:min(len(others), 5)], how)
 	}
 	return nil
+}
+
+// descendsFrom reports whether process p, read from a cgroup after the
+// tree was, is a child of a process of tree (or of init) now, following
+// its parents up; a process that is gone counts as one, being no other
+// process to freeze.
+func descendsFrom(p, init int, tree map[int]bool) bool {
+	for depth := 0; depth < 64; depth++ {
+		st, err := proc.ReadStat(p, p)
+		if err != nil {
+			return errors.Is(err, os.ErrNotExist)
+		}
+		if st.PPid == init || tree[st.PPid] {
+			return true
+		}
+		if st.PPid <= 1 {
+			return false
+		}
+		p = st.PPid
+	}
+	return false
 }
 
 // treeOf returns the PIDs of the process tree rooted at init.
