@@ -108,10 +108,17 @@ func TestFreezeV2(t *testing.T) {
 		if err := s.Thaw(); err != nil {
 			t.Fatal(err)
 		}
+		// The shell ticks every 10 ms, later on a loaded machine: wait
+		// for a tick with a deadline rather than a fixed time. A read
+		// between the shell's truncation and its write is empty.
 		a := readTicks(t, ticks)
-		time.Sleep(200 * time.Millisecond)
-		if b := readTicks(t, ticks); a == b {
-			t.Errorf("the task did not tick after Thaw: %s then %s", a, b)
+		b := a
+		for deadline := time.Now().Add(10 * time.Second); (b == a || b == "") && time.Now().Before(deadline); {
+			time.Sleep(20 * time.Millisecond)
+			b = readTicks(t, ticks)
+		}
+		if a == b || b == "" {
+			t.Errorf("the task did not tick in 10 s after Thaw: %q then %q", a, b)
 		}
 	})
 }

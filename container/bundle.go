@@ -67,6 +67,17 @@ type Stats struct {
 	Warnings []string `json:"warnings,omitempty"`
 }
 
+// WriteStats writes stats.json alone into the bundle in dir, complete
+// since its commit: the manifest leaves that file out, so new figures
+// change nothing a restore checks.
+func WriteStats(dir string, st *Stats) error {
+	sb, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return err
+	}
+	return WriteFileAtomic(filepath.Join(dir, "stats.json"), sb)
+}
+
 // ImagesDir is where a bundle keeps its images.
 func ImagesDir(dir string) string { return filepath.Join(dir, "images") }
 
@@ -137,9 +148,11 @@ func ReadBundle(dir string) (*Meta, *Stats, error) {
 	if err := m.checkCgroupPaths(); err != nil {
 		return nil, nil, fmt.Errorf("%s: %w", filepath.Join(dir, "ctcr.json"), err)
 	}
+	// stats.json only informs (the manifest does not cover it: it is
+	// written again after the commit): a damaged one gives no figures.
 	st := &Stats{}
-	if err := read("stats.json", st); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, nil, err
+	if err := read("stats.json", st); err != nil {
+		st = &Stats{}
 	}
 	return m, st, nil
 }

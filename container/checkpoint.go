@@ -382,7 +382,8 @@ func checkpoint(o CheckpointOptions, c *Container, cg *cgroup.Set) (_ *Meta, _ *
 		// The bundle is complete before the tasks are ended: a ctcr
 		// that dies while it ends them leaves a checkpoint that
 		// restores, not a dead container and half a bundle. Its
-		// stats.json is written again with the final figures below.
+		// stats.json, which the manifest leaves out, is written again
+		// with the final figures below.
 		AfterCommit: func() error {
 			if err := WriteBundle(o.Dir, c, m, &Stats{}); err != nil {
 				return err
@@ -429,8 +430,8 @@ func checkpoint(o CheckpointOptions, c *Container, cg *cgroup.Set) (_ *Meta, _ *
 	if pc != nil {
 		stats.PreCopyBytes, stats.PreCopyRounds, stats.PreCopySeconds = pc.Bytes, pc.Rounds, pc.Time.Seconds()
 	}
-	if err := WriteBundle(o.Dir, c, m, stats); err != nil {
-		return nil, nil, fmt.Errorf("write the bundle in %s: %w", o.Dir, err)
+	if err := WriteStats(o.Dir, stats); err != nil {
+		return nil, nil, fmt.Errorf("write the figures in %s: %w", o.Dir, err)
 	}
 	return m, stats, nil
 }

@@ -60,6 +60,14 @@ const ManifestFile = "manifest.json"
 // record of the container's stdio (libcontainer/criu_linux.go).
 var runtimeFiles = map[string]bool{"descriptors.json": true}
 
+// rewrittenFiles are files ctcr writes again after the checkpoint was
+// committed, which restore never needs: a container bundle's stats.json,
+// first written with the bundle before the tasks are ended, then with
+// the final figures. Listing them would leave a restorable checkpoint
+// refused as damaged if ctcr died between the new file and the new
+// manifest; they are left out of the manifest and never checked.
+var rewrittenFiles = map[string]bool{"stats.json": true}
+
 const (
 	manifestFormat  = "ctcr-manifest"
 	manifestVersion = 1
@@ -266,7 +274,7 @@ func writeManifest(dir string, depth int) error {
 	m := manifest{Format: manifestFormat, Version: manifestVersion, Checksum: "crc32c", Files: []manifestEntry{}}
 	for _, e := range ents {
 		name := e.Name()
-		if name == ManifestFile || strings.HasPrefix(name, ".") {
+		if name == ManifestFile || strings.HasPrefix(name, ".") || rewrittenFiles[name] {
 			continue
 		}
 		path := filepath.Join(dir, name)
@@ -476,7 +484,7 @@ func verifyManifest(dir string, depth int) ([]string, error) {
 	}
 	for _, e := range ents {
 		n := e.Name()
-		if strings.HasPrefix(n, ".") || n == ManifestFile || listed[n] || listed[filepath.Join(n, ManifestFile)] || runtimeFiles[n] {
+		if strings.HasPrefix(n, ".") || n == ManifestFile || listed[n] || listed[filepath.Join(n, ManifestFile)] || runtimeFiles[n] || rewrittenFiles[n] {
 			continue
 		}
 		if strings.HasSuffix(n, ".img") || strings.HasSuffix(n, ".img.zst") || strings.HasSuffix(n, ".json") || e.Type()&fs.ModeSymlink != 0 {
