@@ -557,13 +557,13 @@ func checkTasks(init int, cg *cgroup.Set) ([]*SubCgroup, error) {
 		}
 		sub.Pids = append(sub.Pids, vpid)
 	}
-	// The cgroups no task is in come back too, empty, without limits:
+	// The cgroups no task is in come back too, empty, with their limits:
 	// systemd watches those of its units (cgroup.events) and moves
-	// processes into them.
+	// processes into them, which must then be held as before.
 	for _, rel := range cg.Descendants() {
 		b, _ := json.Marshal(rel)
 		if byRel[string(b)] == nil {
-			byRel[string(b)] = &SubCgroup{Rel: rel}
+			byRel[string(b)] = &SubCgroup{Rel: rel, Limits: cg.Join(rel).SaveLimits()}
 			subs = append(subs, byRel[string(b)])
 		}
 	}

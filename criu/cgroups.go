@@ -29,8 +29,10 @@ package criu
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -134,6 +136,7 @@ func (d *dumpTree) dumpCgroups(stage *images.Staging) error {
 
 	e := &cgimg.CgroupEntry{}
 	paths := map[string]map[string]bool{} // hierarchy key -> cgroups to save
+	inUse := map[string]map[string]bool{} // hierarchy key -> cgroups a thread is in
 	for i, m := range sets.sets {
 		se := &cgimg.CgSetEntry{Id: proto.Uint32(uint32(i + 1))}
 		keys := make([]string, 0, len(m))
@@ -149,7 +152,9 @@ func (d *dumpTree) dumpCgroups(stage *images.Staging) error {
 			}
 			if paths[k] == nil {
 				paths[k] = map[string]bool{}
+				inUse[k] = map[string]bool{}
 			}
+			inUse[k][p] = true
 			// The cgroup and its ancestors, but for ctcr's own and
 			// theirs: those are where ctcr runs, not the tree's.
 			for q := p; q != "/"; q = path.Dir(q) {
@@ -160,6 +165,19 @@ func (d *dumpTree) dumpCgroups(stage *images.Staging) error {
 			}
 		}
 		e.Sets = append(e.Sets, se)
+	}
+	// The cgroups below those of the tree's threads come back too, with
+	// their properties, though no task is in them (as CRIU saves every
+	// descendant): a service manager moves tasks into empty cgroups
+	// later, and their limits must hold then. Only below the threads'
+	// own cgroups, not their ancestors': those hold the rest of the
+	// system.
+	for k, ps := range inUse {
+		for p := range ps {
+			if err := addDescendants(k, p, own[k], paths[k]); err != nil {
+				return err
+			}
+		}
 	}
 	keys := make([]string, 0, len(paths))
 	for k := range paths {
@@ -212,6 +230,27 @@ func (d *dumpTree) dumpCgroups(stage *images.Staging) error {
 	}
 	d.opts.logf("cgroups: %d sets, %d hierarchies with the tree's own cgroups", len(e.Sets), len(e.Controllers))
 	return nil
+}
+
+// addDescendants adds to save the cgroups below cgroup p of hierarchy
+// key, but for ctcr's own (own) and its ancestors. A cgroup removed
+// during the walk is skipped.
+func addDescendants(key, p, own string, save map[string]bool) error {
+	dir, err := cgroup.Dir(key, p)
+	if err != nil {
+		return err
+	}
+	return filepath.WalkDir(dir, func(sub string, de fs.DirEntry, err error) error {
+		if err != nil || !de.IsDir() || sub == dir {
+			return nil
+		}
+		q := path.Join(p, filepath.ToSlash(strings.TrimPrefix(sub, dir)))
+		if own != "" && under(own, q) {
+			return filepath.SkipDir
+		}
+		save[q] = true
+		return nil
+	})
 }
 
 // threadListMin is the number of threads from which a process's threads

@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ctcr/ctcr/test/harness"
 )
 
 // podman (Debian's 4.3.1) checkpoints through ctcr found as `criu` on
@@ -47,6 +49,12 @@ func newPodman(t *testing.T) *podmanEnv {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
+	// runc keeps the state of podman's containers in its own root: a
+	// container left there (podman died, or failed to remove it) is
+	// deleted by the next test run once this process is gone.
+	if err := harness.OwnDir(dir); err != nil {
+		t.Fatal(err)
+	}
 	p := &podmanEnv{t: t, dir: dir, image: fmt.Sprintf("localhost/ctcrt-busybox:%d-%d", os.Getpid(), podmanSeq.Add(1))}
 	conf := filepath.Join(p.dir, "containers.conf")
 	if err := os.WriteFile(conf, []byte(`[containers]
@@ -132,6 +140,9 @@ func (p *podmanEnv) cleanup() {
 		}
 		syscall.Kill(pid, syscall.SIGKILL)
 	}
+	// What podman did not remove stays in runc's root (seen stopped
+	// there after failed tests): delete it, or `runc list` fills up.
+	harness.DeleteContainers("runc", func(_, bundle string) bool { return strings.HasPrefix(bundle, p.dir+"/") })
 	// The containers' cgroups, once their tasks are gone.
 	for _, id := range strings.Fields(ids) {
 		dirs, _ := filepath.Glob("/sys/fs/cgroup/*/libpod_parent/libpod-" + id)

@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -58,12 +59,27 @@ func runMain(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	sweepLeftovers()
 	dir, err := os.MkdirTemp("", "ctcr-workloads-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	defer os.RemoveAll(dir)
+	// The next run kills what this one leaves if it dies without its
+	// clean-ups; until then the lock says the workloads are in use.
+	if err := harness.OwnDir(dir); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	// Whatever a test's clean-up missed (a task that escaped its tree, a
+	// container a failed restore created under its ID) goes with the run.
+	defer func() {
+		harness.KillWorkload(0, dir+"/", 10*time.Second)
+		if ids := harness.DeleteOwnContainers(); len(ids) > 0 {
+			fmt.Fprintf(os.Stderr, "deleted containers the tests left: %s\n", strings.Join(ids, " "))
+		}
+	}()
 	if err := compileWorkloads(dir); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -137,6 +153,19 @@ func buildCtcr() (string, error) {
 		return "", fmt.Errorf("go build -o bin/ctcr ./cmd/ctcr: %v\n%s", err, out.String())
 	}
 	return bin, nil
+}
+
+// sweepLeftovers kills the workloads and deletes the containers of test
+// runs that died without their clean-ups (see harness.OwnDir), and says
+// what it swept.
+func sweepLeftovers() {
+	tmp := os.TempDir()
+	for _, dir := range harness.SweepDeadDirs(filepath.Join(tmp, "ctcr-workloads-*")) {
+		fmt.Fprintf(os.Stderr, "swept the workloads of a dead test run: %s\n", dir)
+	}
+	if ids := harness.SweepDeadContainers(filepath.Join(tmp, "ctcrpm-*")); len(ids) > 0 {
+		fmt.Fprintf(os.Stderr, "deleted containers of dead test runs: %s\n", strings.Join(ids, " "))
+	}
 }
 
 func mustGetwd() string {

@@ -168,7 +168,11 @@ func (c *runcContainer) start() {
 }
 
 func (c *runcContainer) cleanup() {
-	c.cmd(30*time.Second, "", "delete", "-f", c.id)
+	if out, err := c.cmd(30*time.Second, "", "delete", "-f", c.id); err != nil {
+		if _, serr := c.state(); serr == nil {
+			c.t.Logf("cleanup: %s delete -f %s: %v: %s (the next test run deletes it)", c.runtime, c.id, err, out)
+		}
+	}
 	c.notePid()
 	for _, pid := range c.inits {
 		// The test process is a subreaper: an init whose runc exited is

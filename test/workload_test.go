@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/ctcr/ctcr/test/harness"
 )
 
 // workload is one running workload program and its DIR.
@@ -187,24 +187,17 @@ func tail(s string, n int) string {
 	return s
 }
 
-// cleanup kills and reaps the original process and any task that was
-// restored in its place (same PID, a child of this process or of ctcr, or
-// running with this workload's DIR in its command line).
+// cleanup kills and reaps the original process, its whole tree and every
+// task restored in its place (restored tasks keep the original's command
+// line, which names DIR, whatever their PIDs), so that a failed test leaves
+// nothing running to disturb the next ones.
 func (w *workload) cleanup() {
 	if !w.waited {
 		w.cmd.Process.Kill()
 		w.waitOriginal(10 * time.Second)
 	}
-	st, err := readStat(w.pid)
-	if err != nil {
-		return
-	}
-	cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", w.pid))
-	if st.ppid == os.Getpid() || strings.Contains(string(cmdline), w.dir) {
-		unix.Kill(w.pid, unix.SIGKILL)
-		if _, _, err := reap(w.pid, 10*time.Second); err != nil {
-			w.t.Logf("cleanup: %v", err)
-		}
+	if err := harness.KillWorkload(w.pid, w.dir, 10*time.Second); err != nil {
+		w.t.Errorf("cleanup: %v", err)
 	}
 }
 

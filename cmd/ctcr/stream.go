@@ -64,8 +64,19 @@ func isTerminal(f *os.File) bool {
 	return err == nil
 }
 
+// stagingLock is the file in a staging directory whose flock its ctcr
+// holds for as long as it runs. The kernel drops the lock however ctcr
+// ends, SIGKILL included, so a staging directory whose lock can be taken
+// is a dead run's: the next streamed dump or restore removes it
+// (sweepStaging). A directory cannot be unlinked while files are written
+// into it by name, which the dump does, so this is how staging does not
+// outlive a killed ctcr.
+const stagingLock = "staging.lock"
+
 // streamStaging makes the private directory a streamed checkpoint is
-// written to or unpacked into, and returns it and its remover.
+// written to or unpacked into (under the returned directory, in
+// "checkpoint"), and returns it and its remover. It first removes the
+// staging directories that killed runs left.
 func streamStaging(what string) (string, func(), error) {
 	base := os.Getenv("TMPDIR")
 	if base == "" {
@@ -74,12 +85,60 @@ func streamStaging(what string) (string, func(), error) {
 			return "", nil, fmt.Errorf("%s: %w", base, err)
 		}
 	}
+	sweepStaging(base)
 	dir, err := os.MkdirTemp(base, "ctcr-"+what+"-")
 	if err != nil {
 		return "", nil, fmt.Errorf("directory for the streamed checkpoint: %w", err)
 	}
 	// MkdirTemp makes it 0700: only root reads the images meanwhile.
-	return dir, func() { os.RemoveAll(dir) }, nil
+	lockFd, err := lockStaging(dir)
+	if err != nil {
+		os.RemoveAll(dir)
+		return "", nil, fmt.Errorf("staging directory %s: %w", dir, err)
+	}
+	return dir, func() { os.RemoveAll(dir); unix.Close(lockFd) }, nil
+}
+
+// lockStaging takes the owner lock of staging directory dir. The lock
+// file is locked under a temporary name and only then renamed into
+// place, so that a sweeper never finds a lock file not yet locked.
+func lockStaging(dir string) (int, error) {
+	tmp := filepath.Join(dir, ".staging.lock.new")
+	fd, err := unix.Open(tmp, unix.O_CREAT|unix.O_EXCL|unix.O_RDWR|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return -1, &os.PathError{Op: "open", Path: tmp, Err: err}
+	}
+	if err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		unix.Close(fd)
+		return -1, &os.PathError{Op: "flock", Path: tmp, Err: err}
+	}
+	if err := unix.Rename(tmp, filepath.Join(dir, stagingLock)); err != nil {
+		unix.Close(fd)
+		return -1, &os.PathError{Op: "rename", Path: tmp, Err: err}
+	}
+	return fd, nil
+}
+
+// sweepStaging removes the staging directories under base (ctcr-*-*)
+// whose owner lock no process holds. A directory without the lock file
+// (being created, or not ctcr's) or not owned by this user is left alone.
+func sweepStaging(base string) {
+	dirs, _ := filepath.Glob(filepath.Join(base, "ctcr-*-*"))
+	for _, dir := range dirs {
+		var st unix.Stat_t
+		if unix.Lstat(dir, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR || int(st.Uid) != os.Geteuid() {
+			continue
+		}
+		fd, err := unix.Open(filepath.Join(dir, stagingLock), unix.O_RDWR|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			continue
+		}
+		if unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB) == nil {
+			// Ours now: no live ctcr can be using it.
+			os.RemoveAll(dir)
+		}
+		unix.Close(fd)
+	}
 }
 
 // archiveWriter writes one checkpoint to stdout as a tar archive while
@@ -388,6 +447,59 @@ func (a *archiveWriter) finish() error {
 	return nil
 }
 
+// waitTaken returns once the reader of f, a pipe or a socket, has taken
+// every byte written to it, and fails if the reader goes away first or
+// takes nothing for stall. A write to a pipe returns once the bytes are
+// in the pipe's buffer (64 KiB or more), not once they are read: a
+// reader that dies with the archive's end still in the buffer never got
+// it, and the tree must not be killed for a checkpoint nobody has. A
+// regular file has what was written as soon as write returns.
+func waitTaken(f *os.File, stall time.Duration) error {
+	fd := int(f.Fd())
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return err
+	}
+	// FIONREAD (TIOCINQ in x/sys, the same number: asm-generic/ioctls.h)
+	// on either end of a pipe counts the bytes in its buffer;
+	// SIOCOUTQ counts those a socket has not delivered (unix) or had
+	// acknowledged (TCP).
+	var req uint
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFIFO:
+		req = unix.TIOCINQ
+	case unix.S_IFSOCK:
+		req = unix.SIOCOUTQ
+	default:
+		return nil
+	}
+	last, lastAt := -1, time.Now()
+	for {
+		n, err := unix.IoctlGetInt(fd, req)
+		if errors.Is(err, unix.ENOTTY) || errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EINVAL) {
+			return nil // a kind of socket that does not count: as a file
+		}
+		if err != nil {
+			return fmt.Errorf("bytes the reader has not taken: %w", err)
+		}
+		if n == 0 {
+			return nil
+		}
+		// POLLERR on a pipe's write end: no reader is left. A socket
+		// whose peer closed reports POLLHUP or POLLERR.
+		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
+		if _, err := unix.Poll(pfd, 0); err == nil && pfd[0].Revents&(unix.POLLERR|unix.POLLHUP) != 0 {
+			return fmt.Errorf("the reader went away with %d bytes of the archive not taken: %w", n, unix.EPIPE)
+		}
+		if n != last {
+			last, lastAt = n, time.Now()
+		} else if time.Since(lastAt) > stall {
+			return fmt.Errorf("the reader took nothing for %v with %d bytes of the archive not taken: %w", stall, n, os.ErrDeadlineExceeded)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 func copyFileTo(w io.Writer, path string, size int64) error {
 	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -606,9 +718,15 @@ func copyEntry(f *os.File, r io.Reader, size int64) error {
 // stream has no other proof that it arrived whole. It returns the
 // directory and its remover.
 func receiveCheckpoint(stdin *os.File) (string, func(), error) {
-	dir, cleanup, err := streamStaging("restore")
+	staging, cleanup, err := streamStaging("restore")
 	if err != nil {
 		return "", nil, err
+	}
+	// Below the staging directory, beside its owner lock.
+	dir := filepath.Join(staging, "checkpoint")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		cleanup()
+		return "", nil, fmt.Errorf("directory for the streamed checkpoint: %w", err)
 	}
 	if err := readArchive(stdin, dir); err != nil {
 		cleanup()
@@ -644,6 +762,9 @@ func streamOut(what string) (dir string, afterCommit func() error, cleanup func(
 	stopPages := criu.StreamPagesUnder(dir, aw)
 	afterCommit = func() error {
 		if err := aw.finish(); err != nil {
+			return fmt.Errorf("stream to stdout: %w", err)
+		}
+		if err := waitTaken(os.Stdout, streamStall()); err != nil {
 			return fmt.Errorf("stream to stdout: %w", err)
 		}
 		return nil

@@ -142,3 +142,111 @@ func KillByDir(dir string) {
 	}
 	ReapGone(pids, 10*time.Second)
 }
+
+// KillWorkload kills every process of one workload and reaps those that
+// are this process's children, whether the test that ran it passed or
+// failed. A workload's processes are: root's tree while root is still the
+// workload (its command line names dir, or it is this process's child),
+// every process whose command line names dir (forked children and the
+// copies a restore creates keep the argv of the original, whatever PID
+// they got) and all descendants of those. It scans again until nothing
+// is left, as a task may fork between a scan and its kill, and gives up
+// after timeout. It reaps by PID only: a wait for any child would steal
+// the status another helper of the test waits for.
+func KillWorkload(root int, dir string, timeout time.Duration) error {
+	self := os.Getpid()
+	killed := map[int]bool{}
+	deadline := time.Now().Add(timeout)
+	for {
+		procs := scanProcs()
+		var seeds []int
+		if p, ok := procs[root]; ok && root != self && (p.ppid == self || strings.Contains(p.cmdline, dir)) {
+			seeds = append(seeds, root)
+		}
+		for pid, p := range procs {
+			if pid != self && dir != "" && strings.Contains(p.cmdline, dir) {
+				seeds = append(seeds, pid)
+			}
+		}
+		kids := map[int][]int{}
+		for pid, p := range procs {
+			kids[p.ppid] = append(kids[p.ppid], pid)
+		}
+		live := 0
+		seen := map[int]bool{}
+		for i := 0; i < len(seeds); i++ {
+			pid := seeds[i]
+			if seen[pid] || pid == self {
+				continue
+			}
+			seen[pid] = true
+			seeds = append(seeds, kids[pid]...)
+			if procs[pid].state != 'Z' {
+				unix.Kill(pid, unix.SIGKILL)
+				live++
+			}
+			killed[pid] = true
+		}
+		// Reap what is ours: the killed tasks and, as this process is a
+		// subreaper, the children of killed tasks that were re-parented
+		// to it (a zombie has no command line to match).
+		for pid := range killed {
+			var ws unix.WaitStatus
+			unix.Wait4(pid, &ws, unix.WNOHANG|unix.WALL, nil)
+		}
+		left := 0
+		for pid := range killed {
+			if p, ok := readProc(pid); ok && (p.state != 'Z' || p.ppid == self) {
+				left++
+			}
+		}
+		if live == 0 && left == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d processes of the workload in %s (PID %d) are still there after %v", left+live, dir, root, timeout)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// procInfo is what KillWorkload needs of a process.
+type procInfo struct {
+	ppid    int
+	state   byte
+	cmdline string
+}
+
+func readProc(pid int) (procInfo, bool) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return procInfo{}, false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return procInfo{}, false
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 2 {
+		return procInfo{}, false
+	}
+	ppid, _ := strconv.Atoi(f[1])
+	cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	return procInfo{ppid: ppid, state: f[0][0], cmdline: string(cmdline)}, true
+}
+
+func scanProcs() map[int]procInfo {
+	out := map[int]procInfo{}
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if p, ok := readProc(pid); ok {
+			out[pid] = p
+		}
+	}
+	return out
+}
