@@ -44,13 +44,20 @@ func OwnDir(dir string) error {
 
 // ownerDead reports whether dir has an owner lock that no process holds.
 // A dir without the lock file (made by an older test binary, or not made
-// for a test at all) is never called dead.
+// for a test at all) is never called dead, nor one whose lock file is
+// younger than a minute: OwnDir creates the file before it locks it, and
+// a run starting at the same moment must not take that instant for a
+// death.
 func ownerDead(dir string) bool {
 	fd, err := unix.Open(filepath.Join(dir, ownerLock), unix.O_RDWR|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
 	if err != nil {
 		return false
 	}
 	defer unix.Close(fd)
+	var st unix.Stat_t
+	if unix.Fstat(fd, &st) != nil || time.Since(time.Unix(st.Mtim.Unix())) < time.Minute {
+		return false
+	}
 	if err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		return false
 	}
