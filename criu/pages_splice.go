@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/checkpoint-restore/go-criu/v7/crit/images/pagemap"
 	"golang.org/x/sys/unix"
@@ -101,19 +102,22 @@ func spliceWorth(p *dumpProc, total uint64, path string) bool {
 // dumpPages writes the pages image of p, stopped, at path: through the
 // splice path when spliceWorth says so, else through writePages. It
 // returns the pagemap entries and the bytes of the image.
-func (p *dumpProc) dumpPages(tr *ptrace.Tracer, runs []pageRun, path string, pr *progress) ([]*pagemap.PagemapEntry, uint64, error) {
+func (p *dumpProc) dumpPages(tr *ptrace.Tracer, runs []pageRun, path string, pr *progress, logf func(string, ...any)) ([]*pagemap.PagemapEntry, uint64, error) {
 	entries, total := pagemapEntries(runs)
 	if !spliceWorth(p, total, path) {
 		return writePages(p.pid, runs, path, pr)
 	}
+	start := time.Now()
 	if err := writePagesSplice(tr, p, runs, path, pr); err != nil {
 		var se *spliceSetupError
 		if !errors.As(err, &se) {
 			return nil, 0, err
 		}
 		// No pipes (the task's fd limit, say): the copy path needs none.
+		logf("task %d: pages through ctcr's buffers: %v", p.pid, err)
 		return writePages(p.pid, runs, path, pr)
 	}
+	logf("task %d: %d bytes of pages spliced in %v", p.pid, total, time.Since(start))
 	return entries, total, nil
 }
 
