@@ -474,11 +474,19 @@ func (sp *splicer) feed(p *dumpProc, tp *taskPipes, loads []spliceLoad, jobs cha
 			group = append(group, l)
 			want = append(want, n)
 		}
+		if batches++; batches == kill {
+			// A dying ctcr's files are closed before its tracees are
+			// detached (exit_files, then exit_notify): the task may run
+			// the batch with ctcr's read ends gone. Make it so.
+			for _, fd := range tp.ours {
+				unix.Close(fd)
+			}
+		}
 		br, err := b.start()
 		if err != nil {
 			return fmt.Errorf("task %d: %w", p.pid, err)
 		}
-		if batches++; batches == kill {
+		if batches == kill {
 			unix.Kill(os.Getpid(), unix.SIGKILL)
 		}
 		res, err := br.wait()
@@ -624,9 +632,10 @@ func (sp *splicer) checksum(written <-chan spliceSeg) {
 }
 
 // testKillInSplice is a test hook: CTCR_TEST_KILL_IN_SPLICE=N makes
-// ctcr kill itself with SIGKILL right after it let the task start its
-// Nth batch of vmsplice calls, to show that the task runs on with its
-// memory and fd table as they were, but for the documented residue.
+// ctcr close its read ends of the pipes, let the task start its Nth
+// batch of vmsplice calls and kill itself with SIGKILL, to show that the
+// task runs on with its memory and fd table as they were, but for the
+// documented residue.
 func testKillInSplice() int {
 	n, _ := strconv.Atoi(os.Getenv("CTCR_TEST_KILL_IN_SPLICE"))
 	return n
