@@ -63,8 +63,6 @@ const (
 	// splicePipeSize is what F_SETPIPE_SZ gives without CAP_SYS_RESOURCE
 	// (fs.pipe-max-size's default); ctcr does not change the sysctl.
 	splicePipeSize = 1 << 20
-	// spliceGroupPipes pipes are filled by one batch.
-	spliceGroupPipes = 2
 	// spliceGroups groups of pipes: the task fills one while ctcr
 	// empties the other.
 	spliceGroups = 2
@@ -75,6 +73,15 @@ const (
 	// two batches that make and close the pipes cost more than they save.
 	spliceMinBytes = 4 << 20
 )
+
+// spliceGroupPipes pipes are filled by one batch: CTCR_SPLICE_PIPES, a
+// dev knob for the bench, from 1 to 8.
+var spliceGroupPipes = func() int {
+	if n, err := strconv.Atoi(os.Getenv("CTCR_SPLICE_PIPES")); err == nil && n >= 1 && n <= 8 {
+		return n
+	}
+	return 2
+}()
 
 // pagePath returns the dump's page write path: "splice" (the default)
 // or "copy" (process_vm_readv into ctcr's buffers, pagesink.go). A dev
@@ -96,7 +103,7 @@ func spliceWorth(p *dumpProc, total uint64, path string) bool {
 		return false
 	}
 	c := p.leader().ctl
-	return c != nil && c.runner != 0 && c.r.Own != nil && c.size/2 >= spliceGroupPipes*(splicePipeSize/pageSize)*16
+	return c != nil && c.runner != 0 && c.r.Own != nil && c.size/2/16/uint64(spliceGroupPipes) >= 64
 }
 
 // dumpPages writes the pages image of p, stopped, at path: through the
@@ -145,7 +152,7 @@ type spliceLoad struct {
 
 // planSplice cuts runs (in image order, from offset 0) into loads of at
 // most pipeSize bytes.
-func planSplice(runs []pageRun, pipeSize uint64) []spliceLoad {
+func planSplice(runs []pageRun, pipeSize uint64, maxSegs int) []spliceLoad {
 	var loads []spliceLoad
 	var off int64
 	fill := pipeSize // bytes in the last pipe load
@@ -158,7 +165,7 @@ func planSplice(runs []pageRun, pipeSize uint64) []spliceLoad {
 			continue
 		}
 		for left > 0 {
-			if fill == pipeSize {
+			if fill == pipeSize || len(loads[len(loads)-1].segs) == maxSegs {
 				loads = append(loads, spliceLoad{})
 				fill = 0
 			}
@@ -397,7 +404,8 @@ func (sp *splicer) run(p *dumpProc, runs []pageRun, pr *progress) (err error) {
 	if err != nil {
 		return err
 	}
-	loads := planSplice(runs, tp.size)
+	// A batch's iovecs share the data half of the scratch area.
+	loads := planSplice(runs, tp.size, int(p.leader().ctl.size/2)/16/spliceGroupPipes-4)
 	for _, l := range loads {
 		for _, s := range l.segs {
 			sp.size = max(sp.size, s.off+int64(s.n))
