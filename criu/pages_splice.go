@@ -431,8 +431,10 @@ func (sp *splicer) run(p *dumpProc, runs []pageRun, pr *progress) (err error) {
 	err = sp.feed(p, tp, loads, jobs, free, pr)
 	close(jobs)
 	wg.Wait()
-	if err == nil {
-		err = sp.err()
+	// The image's error first: a full disk stops the splicer, whose
+	// pipes then stay full and fail the task's next vmsplice.
+	if serr := sp.err(); serr != nil {
+		return serr
 	}
 	return err
 }
@@ -459,6 +461,9 @@ func (sp *splicer) feed(p *dumpProc, tp *taskPipes, loads []spliceLoad, jobs cha
 			continue
 		}
 		g := <-free
+		if sp.stop.Load() {
+			return nil // the splicer's error
+		}
 		b := c.newBatch()
 		var group []spliceLoad
 		var want []uint64
