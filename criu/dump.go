@@ -392,7 +392,7 @@ func dumpOnce(opts DumpOptions) (*DumpStats, error) {
 		if useSnapshots {
 			p.pageRuns = runs
 			p.pagemap, n = pagemapEntries(runs)
-		} else if p.pagemap, n, err = writePages(p.pid, runs, pagesImagePath(stage, p.pagesID, opts.Compress), pr); err != nil {
+		} else if p.pagemap, n, err = p.dumpPages(tr, runs, pagesImagePath(stage, p.pagesID, opts.Compress), pr, opts.logf); err != nil {
 			return nil, err
 		}
 		memTime += time.Since(memStart)
