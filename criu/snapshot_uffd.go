@@ -228,6 +228,23 @@ func (us *uffdSet) take(p, parent *dumpProc, path string) ([]pageRun, string, er
 	if why != "" {
 		return nil, why, nil
 	}
+	fd, err := takeUffd(p, p.leader().ctl, unix.O_CLOEXEC|unix.O_NONBLOCK)
+	if errors.Is(err, unix.EPERM) {
+		return nil, fmt.Sprintf("it may not make a userfaultfd for kernel faults: %v", err), nil
+	}
+	if err != nil {
+		return nil, "", err
+	}
+	s := &uffdSnapshot{p: p, path: path, set: us, fd: fd, stop: make(chan struct{}), done: make(chan struct{}), saved: map[int][]byte{}}
+	ok := false
+	defer func() {
+		if !ok {
+			// Closing it clears whatever was protected.
+			s.close()
+		}
+	}()
+	// The plan comes after the remote call, which may have touched a
+	// page of the stack: as the fork route plans after its fork.
 	pp, err := openParentPages(p, parent)
 	if err != nil {
 		return nil, "", err
@@ -254,21 +271,6 @@ func (us *uffdSet) take(p, parent *dumpProc, path string) ([]pageRun, string, er
 		frozen[i].noFork = true
 	}
 	planned := time.Now()
-	fd, err := takeUffd(p, p.leader().ctl, unix.O_CLOEXEC|unix.O_NONBLOCK)
-	if errors.Is(err, unix.EPERM) {
-		return nil, fmt.Sprintf("it may not make a userfaultfd for kernel faults: %v", err), nil
-	}
-	if err != nil {
-		return nil, "", err
-	}
-	s := &uffdSnapshot{p: p, path: path, set: us, fd: fd, stop: make(chan struct{}), done: make(chan struct{}), saved: map[int][]byte{}}
-	ok := false
-	defer func() {
-		if !ok {
-			// Closing it clears whatever was protected.
-			s.close()
-		}
-	}()
 	feats := uint64(kernel.UFFD_FEATURE_PAGEFAULT_FLAG_WP | kernel.UFFD_FEATURE_EVENT_REMAP | kernel.UFFD_FEATURE_EVENT_REMOVE | kernel.UFFD_FEATURE_EVENT_UNMAP)
 	if err := kernel.UffdAPI(fd, feats); err != nil {
 		return nil, fmt.Sprintf("userfaultfd write protection: %v", err), nil
@@ -323,7 +325,7 @@ func (us *uffdSet) take(p, parent *dumpProc, path string) ([]pageRun, string, er
 	// ctcr's tracer included.
 	s.serving = true
 	go s.serve()
-	us.logf("task %d: write-protect snapshot: %d mappings protected, %d pages to copy after, %d runs copied now (%v: plan %v, userfaultfd and register %v, protect %v)",
+	us.logf("task %d: write-protect snapshot: %d mappings protected, %d pages to copy after, %d runs copied now (%v: userfaultfd and plan %v, register %v, protect %v)",
 		p.pid, len(s.regs), n, len(frozen), time.Since(start), planned.Sub(start), registered.Sub(planned), protected.Sub(registered))
 	return runs, "", nil
 }
@@ -413,23 +415,35 @@ func (s *uffdSnapshot) fault(addr uint64) {
 		return // the copier's release wakes it
 	}
 	if saving {
-		data := make([]byte, end-start)
-		if n, err := s.mem.ReadAt(data, int64(start)); n < len(data) {
-			// Gone from under the read: the task unmapped it (its
-			// event says so too) or died.
-			s.tornLocked(fmt.Errorf("task %d: read pages %#x-%#x on a write fault: %w", s.p.pid, start, end, err))
-			s.mu.Unlock()
-			kernel.UffdWriteProtect(s.fd, start, end-start, false)
-			return
-		}
-		for k, i := range need {
-			if i < 0 {
+		// Only the pages to save: reading a page the task never
+		// touched would give it one.
+		for k := 0; k < len(need); {
+			if need[k] < 0 {
+				k++
 				continue
 			}
-			s.saved[i] = data[k*pageSize : (k+1)*pageSize : (k+1)*pageSize]
-			s.state[i] = pageSaved
-			s.set.held.Add(pageSize)
-			s.savedAll.Add(1)
+			j := k
+			for j < len(need) && need[j] >= 0 {
+				j++
+			}
+			a := start + uint64(k)*pageSize
+			data := make([]byte, (j-k)*pageSize)
+			if n, err := s.mem.ReadAt(data, int64(a)); n < len(data) {
+				// Gone from under the read: the task unmapped it
+				// (its event says so too) or died.
+				s.tornLocked(fmt.Errorf("task %d: read pages %#x-%#x on a write fault: %w", s.p.pid, a, a+uint64(len(data)), err))
+				s.mu.Unlock()
+				kernel.UffdWriteProtect(s.fd, start, end-start, false)
+				return
+			}
+			for q := k; q < j; q++ {
+				i := need[q]
+				s.saved[i] = data[(q-k)*pageSize : (q-k+1)*pageSize : (q-k+1)*pageSize]
+				s.state[i] = pageSaved
+				s.set.held.Add(pageSize)
+				s.savedAll.Add(1)
+			}
+			k = j
 		}
 	}
 	s.mu.Unlock()

@@ -43,6 +43,19 @@ func leaveRunningDump(t *testing.T, w *workload, img string, extra ...string) sn
 	return rep
 }
 
+// wantRoute fails unless the log of w's last dump (leaveRunningDump)
+// says its memory was snapshotted the way route names: "uffd" (a
+// userfaultfd write protection, snapshot_uffd.go) or "fork" (a child).
+func wantRoute(t *testing.T, w *workload, route string) {
+	t.Helper()
+	b, _ := os.ReadFile(w.logs[len(w.logs)-2])
+	uffd := strings.Contains(string(b), "write-protect snapshot:")
+	forked := strings.Contains(string(b), " 1 snapshot children forked")
+	if (route == "uffd") != uffd || (route == "fork") != forked {
+		t.Errorf("the dump did not take the %s route (write-protected: %v, forked: %v):\n%s", route, uffd, forked, b)
+	}
+}
+
 // noRunningChildren fails unless every child of pid is gone; with
 // zombiesOK, a zombie (a dead snapshot child nobody reaped) is allowed.
 func noRunningChildren(t *testing.T, pid int, zombiesOK bool, what string) {
@@ -74,6 +87,8 @@ func TestSnapshot(t *testing.T) {
 		w := startWorkload(t, "snapwriter", "256")
 		img := filepath.Join(t.TempDir(), "img")
 		rep := leaveRunningDump(t, w, img)
+		// The default route: its private memory write-protected.
+		wantRoute(t, w, "uffd")
 		if rep.SnapshotCopySeconds <= 0 {
 			t.Errorf("the dump reports no copy from a snapshot (snapshot_copy_seconds %g): the pages were copied while the task was stopped", rep.SnapshotCopySeconds)
 		}
@@ -89,8 +104,40 @@ func TestSnapshot(t *testing.T) {
 			decodeWithCrit(t, img)
 		}
 	})
+	t.Run("CTCR_SNAPSHOT=fork: a task writing all over its memory comes back with every page as it was at the freeze", func(t *testing.T) {
+		needCtcr(t)
+		t.Setenv("CTCR_SNAPSHOT", "fork")
+		w := startWorkload(t, "snapwriter", "64")
+		img := filepath.Join(t.TempDir(), "img")
+		leaveRunningDump(t, w, img)
+		wantRoute(t, w, "fork")
+		w.checkPasses(60*time.Second, "snapwriter after dump --leave-running by a fork")
+		os.Remove(w.path("result"))
+		restoreForeground(t, w, img, scenario{}, nil)
+	})
+	t.Run("ctcr killed while a thread waits in a write-protect fault: the task writes on, whole", func(t *testing.T) {
+		needCtcr(t)
+		w := startWorkload(t, "snapwriter", "256")
+		img := filepath.Join(t.TempDir(), "img")
+		// The handler dies with ctcr on its third fault, which it has
+		// not released: the writer waits in it then.
+		t.Setenv("CTCR_TEST_KILL_IN_UFFD_FAULT", "3")
+		r := runCtcr(t, 120*time.Second, "dump", "--leave-running", "-t", strconv.Itoa(w.pid), "-D", img)
+		w.logs = append(w.logs, r.errP)
+		if r.status == nil || r.status.Exited() {
+			t.Fatalf("%s: %v, want killed by the test hook; stderr: %s", r, r.status, r.stderr())
+		}
+		if _, err := os.Stat(filepath.Join(img, "inventory.img")); err == nil {
+			t.Errorf("a dump killed during its copy left a complete checkpoint in %s", img)
+		}
+		// The userfaultfd died with ctcr: the kernel cleared every
+		// protection and woke the writer, which wrote on; its check
+		// reads every page.
+		w.checkPasses(60*time.Second, "snapwriter after ctcr was killed in a write fault")
+	})
 	t.Run("a MADV_WIPEONFORK mapping found without smaps, by the child's missing pages, is saved as it was", func(t *testing.T) {
 		needCtcr(t)
+		t.Setenv("CTCR_SNAPSHOT", "fork")
 		w := startWorkload(t, "snapwriter", "16", "forkall")
 		img := filepath.Join(t.TempDir(), "img")
 		leaveRunningDump(t, w, img)
@@ -111,6 +158,7 @@ func TestSnapshot(t *testing.T) {
 		if rep := leaveRunningDump(t, w, snap); rep.SnapshotCopySeconds <= 0 {
 			t.Errorf("the dump reports no copy from a snapshot (snapshot_copy_seconds %g)", rep.SnapshotCopySeconds)
 		}
+		wantRoute(t, w, "uffd")
 		leaveRunningDump(t, w, stopped, "--no-snapshot")
 		imgs, _ := filepath.Glob(filepath.Join(stopped, "*.img"))
 		compared := 0
@@ -243,6 +291,7 @@ func TestSnapshot(t *testing.T) {
 	t.Run("ctcr killed between the clone of a snapshot child and its PTRACE_O_EXITKILL: the child exits, never running the task's code", func(t *testing.T) {
 		needCtcr(t)
 		w := startWorkload(t, "snapwriter", "64")
+		t.Setenv("CTCR_SNAPSHOT", "fork")
 		t.Setenv("CTCR_TEST_KILL_AFTER_SNAPSHOT_CLONE", "1")
 		// Three rounds: a child that escaped does not always get far
 		// enough to show it before the check (it may die on the way),
