@@ -185,9 +185,10 @@ func uffdEligible(p *dumpProc) (private, frozen []*vma.VmaEntry, why string) {
 	return private, frozen, ""
 }
 
-// scanPages plans the pages of vmas (private mappings) of the stopped
-// task pid to save, as collectPages does but by runs: every present or
-// swapped page, but a file's page never written.
+// scanPages plans the pages of vmas (private anonymous mappings) of the
+// stopped task pid to save, as collectPages does but by runs: every
+// present or swapped page. 1.5-5 ms per GiB of 4 KiB pages here, where
+// the pagemap costs 20-40.
 func scanPages(pid int, vmas []*vma.VmaEntry) ([]pageRun, error) {
 	pmr, err := proc.OpenPagemap(pid)
 	if err != nil {
@@ -197,15 +198,11 @@ func scanPages(pid int, vmas []*vma.VmaEntry) ([]pageRun, error) {
 	var runs []pageRun
 	var rs []proc.PageRange
 	for _, e := range vmas {
-		file := e.GetStatus()&vmaFilePrivate != 0
-		if rs, err = pmr.Populated(e.GetStart(), e.GetEnd(), rs[:0]); err != nil {
+		if rs, err = pmr.Populated(e.GetStart(), e.GetEnd(), false, rs[:0]); err != nil {
 			return nil, fmt.Errorf("task %d: %w", pid, err)
 		}
 		first := len(runs)
 		for _, r := range rs {
-			if file && r.Categories&proc.PageIsFile != 0 && r.Categories&proc.PageIsSwapped == 0 {
-				continue
-			}
 			if n := len(runs); n > first && runs[n-1].addr+runs[n-1].npages*pageSize == r.Start {
 				runs[n-1].npages += (r.End - r.Start) / pageSize
 				continue
