@@ -449,6 +449,7 @@ func dumpOnce(opts DumpOptions) (*DumpStats, error) {
 				}
 				ok := false
 				path := pagesImagePath(stage, p.pagesID, opts.Compress)
+				small := false
 				if p.lazy != nil && us != nil {
 					runs, why, err := us.take(p, d.byPid[p.ppid], path)
 					if err != nil {
@@ -461,12 +462,18 @@ func dumpOnce(opts DumpOptions) (*DumpStats, error) {
 						pagesBytes += n
 						continue // its mm images once it runs (VmFlags)
 					}
-					opts.logf("task %d: no write-protect snapshot (%s): forked", p.pid, why)
+					if small = why == uffdSmall; small {
+						opts.logf("task %d: %s: copied while stopped", p.pid, why)
+					} else {
+						opts.logf("task %d: no write-protect snapshot (%s): forked", p.pid, why)
+					}
 				}
 				if p.lazy != nil {
 					// A pre-copy's and a pre-dump's are planned
 					// stopped, and snapshotWorth weighs them.
-					if ok, err = ss.take(p, d.byPid[p.ppid], path); err != nil {
+					if small {
+						ok = false
+					} else if ok, err = ss.take(p, d.byPid[p.ppid], path); err != nil {
 						return err
 					}
 					if !ok {

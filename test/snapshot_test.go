@@ -190,6 +190,9 @@ func TestSnapshot(t *testing.T) {
 	for _, tree := range [][]string{{"sharedfork"}, {"tree", "full"}} {
 		t.Run(strings.Join(tree, " ")+": every process gets its own snapshot, reaped, and the tree comes back whole", func(t *testing.T) {
 			needCtcr(t)
+			// Small processes: the write-protect route copies
+			// them while stopped.
+			t.Setenv("CTCR_SNAPSHOT", "fork")
 			w := startWorkload(t, tree[0], tree[1:]...)
 			t.Cleanup(func() { killByDir(t, w.dir) })
 			before := descendants(w.pid)
@@ -406,24 +409,41 @@ func noGhost(t *testing.T, w *workload) {
 // it left running and the one restored from the checkpoint both hold
 // all their memory as it was.
 func TestContainerSnapshot(t *testing.T) {
+	// runc's default capabilities lack CAP_SYS_PTRACE: its processes
+	// may not make a userfaultfd that sees kernel faults, and fork.
+	t.Run("default capabilities: forked", func(t *testing.T) { containerSnapshot(t, false, "fork") })
+	t.Run("CAP_SYS_PTRACE: write-protected", func(t *testing.T) { containerSnapshot(t, true, "uffd") })
+}
+
+func containerSnapshot(t *testing.T, ptraceCap bool, route string) {
 	needRunc(t)
 	bin := workloadBin(t, "snapwriter-static")
 	c := newContainer(t, "snap", func(s *specs.Spec) {
 		s.Process.Args = []string{"sh", "-c", "/bin/snapwriter /data 128 > /data/out 2> /data/err & " + containerScript}
+		if ptraceCap {
+			k := s.Process.Capabilities
+			k.Bounding = append(k.Bounding, "CAP_SYS_PTRACE")
+			k.Effective = append(k.Effective, "CAP_SYS_PTRACE")
+			k.Permitted = append(k.Permitted, "CAP_SYS_PTRACE")
+		}
 	})
 	copyFile(t, bin, filepath.Join(c.rootfs, "bin/snapwriter"), 0o755)
 	c.start()
 	c.waitFileHolds(t, "/data/ready", "pages")
 	dir := filepath.Join(t.TempDir(), "ck")
-	r := runCtcr(t, 120*time.Second, "checkpoint", c.id, "-D", dir, "--leave-running", "--json")
+	logFile := filepath.Join(t.TempDir(), "checkpoint.log")
+	r := runCtcr(t, 120*time.Second, "checkpoint", c.id, "-D", dir, "--leave-running", "--json", "-v", "--log-file", logFile)
 	if r.code() != 0 {
 		t.Fatalf("%s: exit status %d, want 0\nstdout: %s\nstderr: %s", r, r.code(), r.stdout(), r.stderr())
+	}
+	if b, _ := os.ReadFile(logFile); (route == "uffd") != strings.Contains(string(b), "write-protect snapshot:") {
+		t.Errorf("the checkpoint did not take the %s route:\n%s", route, b)
 	}
 	var rep snapshotReport
 	if err := json.Unmarshal([]byte(r.stdout()), &rep); err != nil {
 		t.Fatalf("%s printed %q: %v", r, r.stdout(), err)
 	}
-	t.Logf("checkpoint --leave-running: %d bytes, frozen %.3f s, copied from the snapshots after %.3f s", rep.PagesBytes, rep.FrozenSeconds, rep.SnapshotCopySeconds)
+	t.Logf("checkpoint --leave-running (%s): %d bytes, frozen %.3f s, copied from the snapshots after %.3f s", route, rep.PagesBytes, rep.FrozenSeconds, rep.SnapshotCopySeconds)
 	if rep.SnapshotCopySeconds <= 0 {
 		t.Errorf("the checkpoint reports no copy from a snapshot (snapshot_copy_seconds %g)", rep.SnapshotCopySeconds)
 	}
