@@ -432,6 +432,15 @@ func dumpOnce(opts DumpOptions) (*DumpStats, error) {
 				opts.logf("snapshots: %v", err)
 			}
 		})
+		// Write-protect snapshots first where they fit (snapshot_uffd.go).
+		var us *uffdSet
+		if mode, err := snapshotMode(); err != nil {
+			return nil, err
+		} else if mode == "uffd" {
+			us = &uffdSet{logf: opts.logf}
+			// Closed before the tasks resume: no protection left.
+			rb.add(us.closeAll)
+		}
 		snapStart := time.Now()
 		err := tr.Do(func() (err error) {
 			for _, p := range d.procs {
@@ -440,10 +449,31 @@ func dumpOnce(opts DumpOptions) (*DumpStats, error) {
 				}
 				ok := false
 				path := pagesImagePath(stage, p.pagesID, opts.Compress)
+				small := false
+				if p.lazy != nil && us != nil {
+					runs, why, err := us.take(p, d.byPid[p.ppid], path)
+					if err != nil {
+						return err
+					}
+					if why == "" {
+						p.pageRuns = runs
+						var n uint64
+						p.pagemap, n = pagemapEntries(runs)
+						pagesBytes += n
+						continue // its mm images once it runs (VmFlags)
+					}
+					if small = why == uffdSmall; small {
+						opts.logf("task %d: %s: copied while stopped", p.pid, why)
+					} else {
+						opts.logf("task %d: no write-protect snapshot (%s): forked", p.pid, why)
+					}
+				}
 				if p.lazy != nil {
 					// A pre-copy's and a pre-dump's are planned
 					// stopped, and snapshotWorth weighs them.
-					if ok, err = ss.take(p, d.byPid[p.ppid], path); err != nil {
+					if small {
+						ok = false
+					} else if ok, err = ss.take(p, d.byPid[p.ppid], path); err != nil {
 						return err
 					}
 					if !ok {
@@ -478,7 +508,7 @@ func dumpOnce(opts DumpOptions) (*DumpStats, error) {
 		if err != nil {
 			return nil, err
 		}
-		opts.logf("%d snapshot children forked in %v (%v since seize)", len(ss.snaps), time.Since(snapStart), time.Since(frozenAt))
+		opts.logf("%d write-protect snapshots taken, %d snapshot children forked in %v (%v since seize)", len(us.snapsOrNil()), len(ss.snaps), time.Since(snapStart), time.Since(frozenAt))
 		// Let the tree go: from here on nothing rolls back but the
 		// images and the children.
 		rb.release()
@@ -498,6 +528,7 @@ func dumpOnce(opts DumpOptions) (*DumpStats, error) {
 			}
 		}
 		defer endSnapshots()
+		defer us.closeAll()
 		var after rollback
 		defer after.run()
 		after.add(func() { stage.Abort() })
@@ -506,6 +537,14 @@ func dumpOnce(opts DumpOptions) (*DumpStats, error) {
 		}
 		opts.logf("tree let go after %v frozen; copying its pages from the snapshots", frozen)
 		copyStart := time.Now()
+		if n, err := us.writeMemImages(stage); err != nil {
+			return nil, err
+		} else if n > 0 {
+			opts.logf("mm images of %d write-protected processes written (%v)", n, time.Since(copyStart))
+		}
+		if err := us.copyAll(pr); err != nil {
+			return nil, err
+		}
 		n, err := ss.planFromChildren(d, stage)
 		if err != nil {
 			return nil, err
@@ -518,7 +557,7 @@ func dumpOnce(opts DumpOptions) (*DumpStats, error) {
 		pr.done()
 		snapCopy = time.Since(copyStart)
 		memTime += snapCopy
-		if len(ss.snaps) == 0 {
+		if len(ss.snaps) == 0 && len(us.snapsOrNil()) == 0 {
 			// Every page was copied while stopped (no child could
 			// be forked): nothing was copied from a snapshot.
 			snapCopy = 0

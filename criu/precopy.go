@@ -315,7 +315,17 @@ func makeUffd(p *dumpProc) (int, error) {
 		mainRsp = th.regs.Rsp
 	}
 	th.ctl.lone = findLoneSpot(mem, maps, gadget, mainRsp)
-	fd, callErr := th.ctl.call(unix.SYS_USERFAULTFD, unix.O_CLOEXEC|unix.O_NONBLOCK|kernel.UFFD_USER_MODE_ONLY)
+	return takeUffd(p, th.ctl, unix.O_CLOEXEC|unix.O_NONBLOCK|kernel.UFFD_USER_MODE_ONLY)
+}
+
+// takeUffd has the seized process p make a userfaultfd with flags, by a
+// lone call through ctl (its leader's), takes it into ctcr (non-blocking,
+// close-on-exec) and closes the task's own: from then on the only
+// descriptor of it is ctcr's, so a ctcr that dies takes it away.
+//
+// Preconditions: runs on the tracer thread; p is seized.
+func takeUffd(p *dumpProc, ctl *taskCtl, flags uint64) (int, error) {
+	fd, callErr := ctl.call(unix.SYS_USERFAULTFD, flags)
 	if callErr != nil {
 		if errors.Is(callErr, ptrace.ErrExited) {
 			return -1, fmt.Errorf("task %d: %w", p.pid, errTaskGone)
@@ -330,7 +340,7 @@ func makeUffd(p *dumpProc) (int, error) {
 		if err == nil {
 			unix.CloseOnExec(ours)
 		}
-		if _, cerr := th.ctl.call(unix.SYS_CLOSE, fd); cerr != nil && err == nil {
+		if _, cerr := ctl.call(unix.SYS_CLOSE, fd); cerr != nil && err == nil {
 			unix.Close(ours)
 			err = cerr
 		}
@@ -338,7 +348,7 @@ func makeUffd(p *dumpProc) (int, error) {
 			return ours, nil
 		}
 	}
-	th.ctl.call(unix.SYS_CLOSE, fd)
+	ctl.call(unix.SYS_CLOSE, fd)
 	return -1, fmt.Errorf("task %d: take its userfaultfd: %w", p.pid, err)
 }
 

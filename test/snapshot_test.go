@@ -43,6 +43,19 @@ func leaveRunningDump(t *testing.T, w *workload, img string, extra ...string) sn
 	return rep
 }
 
+// wantRoute fails unless the log of w's last dump (leaveRunningDump)
+// says its memory was snapshotted the way route names: "uffd" (a
+// userfaultfd write protection, snapshot_uffd.go) or "fork" (a child).
+func wantRoute(t *testing.T, w *workload, route string) {
+	t.Helper()
+	b, _ := os.ReadFile(w.logs[len(w.logs)-2])
+	uffd := strings.Contains(string(b), "write-protect snapshot:")
+	forked := strings.Contains(string(b), " 1 snapshot children forked")
+	if (route == "uffd") != uffd || (route == "fork") != forked {
+		t.Errorf("the dump did not take the %s route (write-protected: %v, forked: %v):\n%s", route, uffd, forked, b)
+	}
+}
+
 // noRunningChildren fails unless every child of pid is gone; with
 // zombiesOK, a zombie (a dead snapshot child nobody reaped) is allowed.
 func noRunningChildren(t *testing.T, pid int, zombiesOK bool, what string) {
@@ -74,6 +87,8 @@ func TestSnapshot(t *testing.T) {
 		w := startWorkload(t, "snapwriter", "256")
 		img := filepath.Join(t.TempDir(), "img")
 		rep := leaveRunningDump(t, w, img)
+		// The default route: its private memory write-protected.
+		wantRoute(t, w, "uffd")
 		if rep.SnapshotCopySeconds <= 0 {
 			t.Errorf("the dump reports no copy from a snapshot (snapshot_copy_seconds %g): the pages were copied while the task was stopped", rep.SnapshotCopySeconds)
 		}
@@ -89,8 +104,40 @@ func TestSnapshot(t *testing.T) {
 			decodeWithCrit(t, img)
 		}
 	})
+	t.Run("CTCR_SNAPSHOT=fork: a task writing all over its memory comes back with every page as it was at the freeze", func(t *testing.T) {
+		needCtcr(t)
+		t.Setenv("CTCR_SNAPSHOT", "fork")
+		w := startWorkload(t, "snapwriter", "64")
+		img := filepath.Join(t.TempDir(), "img")
+		leaveRunningDump(t, w, img)
+		wantRoute(t, w, "fork")
+		w.checkPasses(60*time.Second, "snapwriter after dump --leave-running by a fork")
+		os.Remove(w.path("result"))
+		restoreForeground(t, w, img, scenario{}, nil)
+	})
+	t.Run("ctcr killed while a thread waits in a write-protect fault: the task writes on, whole", func(t *testing.T) {
+		needCtcr(t)
+		w := startWorkload(t, "snapwriter", "256")
+		img := filepath.Join(t.TempDir(), "img")
+		// The handler dies with ctcr on its third fault, which it has
+		// not released: the writer waits in it then.
+		t.Setenv("CTCR_TEST_KILL_IN_UFFD_FAULT", "3")
+		r := runCtcr(t, 120*time.Second, "dump", "--leave-running", "-t", strconv.Itoa(w.pid), "-D", img)
+		w.logs = append(w.logs, r.errP)
+		if r.status == nil || r.status.Exited() {
+			t.Fatalf("%s: %v, want killed by the test hook; stderr: %s", r, r.status, r.stderr())
+		}
+		if _, err := os.Stat(filepath.Join(img, "inventory.img")); err == nil {
+			t.Errorf("a dump killed during its copy left a complete checkpoint in %s", img)
+		}
+		// The userfaultfd died with ctcr: the kernel cleared every
+		// protection and woke the writer, which wrote on; its check
+		// reads every page.
+		w.checkPasses(60*time.Second, "snapwriter after ctcr was killed in a write fault")
+	})
 	t.Run("a MADV_WIPEONFORK mapping found without smaps, by the child's missing pages, is saved as it was", func(t *testing.T) {
 		needCtcr(t)
+		t.Setenv("CTCR_SNAPSHOT", "fork")
 		w := startWorkload(t, "snapwriter", "16", "forkall")
 		img := filepath.Join(t.TempDir(), "img")
 		leaveRunningDump(t, w, img)
@@ -111,6 +158,7 @@ func TestSnapshot(t *testing.T) {
 		if rep := leaveRunningDump(t, w, snap); rep.SnapshotCopySeconds <= 0 {
 			t.Errorf("the dump reports no copy from a snapshot (snapshot_copy_seconds %g)", rep.SnapshotCopySeconds)
 		}
+		wantRoute(t, w, "uffd")
 		leaveRunningDump(t, w, stopped, "--no-snapshot")
 		imgs, _ := filepath.Glob(filepath.Join(stopped, "*.img"))
 		compared := 0
@@ -142,6 +190,9 @@ func TestSnapshot(t *testing.T) {
 	for _, tree := range [][]string{{"sharedfork"}, {"tree", "full"}} {
 		t.Run(strings.Join(tree, " ")+": every process gets its own snapshot, reaped, and the tree comes back whole", func(t *testing.T) {
 			needCtcr(t)
+			// Small processes: the write-protect route copies
+			// them while stopped.
+			t.Setenv("CTCR_SNAPSHOT", "fork")
 			w := startWorkload(t, tree[0], tree[1:]...)
 			t.Cleanup(func() { killByDir(t, w.dir) })
 			before := descendants(w.pid)
@@ -243,6 +294,7 @@ func TestSnapshot(t *testing.T) {
 	t.Run("ctcr killed between the clone of a snapshot child and its PTRACE_O_EXITKILL: the child exits, never running the task's code", func(t *testing.T) {
 		needCtcr(t)
 		w := startWorkload(t, "snapwriter", "64")
+		t.Setenv("CTCR_SNAPSHOT", "fork")
 		t.Setenv("CTCR_TEST_KILL_AFTER_SNAPSHOT_CLONE", "1")
 		// Three rounds: a child that escaped does not always get far
 		// enough to show it before the check (it may die on the way),
@@ -291,6 +343,8 @@ func TestSnapshot(t *testing.T) {
 // stopped instead, says so in its log, and the checkpoint restores.
 func TestSnapshotPidsMax(t *testing.T) {
 	needCtcr(t)
+	// The fork route's fallback: the default route forks nothing.
+	t.Setenv("CTCR_SNAPSHOT", "fork")
 	const root = "/sys/fs/cgroup/pids"
 	if _, err := os.Stat(filepath.Join(root, "cgroup.procs")); err != nil {
 		t.Skipf("no v1 pids controller at %s: %v", root, err)
@@ -355,24 +409,41 @@ func noGhost(t *testing.T, w *workload) {
 // it left running and the one restored from the checkpoint both hold
 // all their memory as it was.
 func TestContainerSnapshot(t *testing.T) {
+	// runc's default capabilities lack CAP_SYS_PTRACE: its processes
+	// may not make a userfaultfd that sees kernel faults, and fork.
+	t.Run("default capabilities: forked", func(t *testing.T) { containerSnapshot(t, false, "fork") })
+	t.Run("CAP_SYS_PTRACE: write-protected", func(t *testing.T) { containerSnapshot(t, true, "uffd") })
+}
+
+func containerSnapshot(t *testing.T, ptraceCap bool, route string) {
 	needRunc(t)
 	bin := workloadBin(t, "snapwriter-static")
 	c := newContainer(t, "snap", func(s *specs.Spec) {
 		s.Process.Args = []string{"sh", "-c", "/bin/snapwriter /data 128 > /data/out 2> /data/err & " + containerScript}
+		if ptraceCap {
+			k := s.Process.Capabilities
+			k.Bounding = append(k.Bounding, "CAP_SYS_PTRACE")
+			k.Effective = append(k.Effective, "CAP_SYS_PTRACE")
+			k.Permitted = append(k.Permitted, "CAP_SYS_PTRACE")
+		}
 	})
 	copyFile(t, bin, filepath.Join(c.rootfs, "bin/snapwriter"), 0o755)
 	c.start()
 	c.waitFileHolds(t, "/data/ready", "pages")
 	dir := filepath.Join(t.TempDir(), "ck")
-	r := runCtcr(t, 120*time.Second, "checkpoint", c.id, "-D", dir, "--leave-running", "--json")
+	logFile := filepath.Join(t.TempDir(), "checkpoint.log")
+	r := runCtcr(t, 120*time.Second, "checkpoint", c.id, "-D", dir, "--leave-running", "--json", "-v", "--log-file", logFile)
 	if r.code() != 0 {
 		t.Fatalf("%s: exit status %d, want 0\nstdout: %s\nstderr: %s", r, r.code(), r.stdout(), r.stderr())
+	}
+	if b, _ := os.ReadFile(logFile); (route == "uffd") != strings.Contains(string(b), "write-protect snapshot:") {
+		t.Errorf("the checkpoint did not take the %s route:\n%s", route, b)
 	}
 	var rep snapshotReport
 	if err := json.Unmarshal([]byte(r.stdout()), &rep); err != nil {
 		t.Fatalf("%s printed %q: %v", r, r.stdout(), err)
 	}
-	t.Logf("checkpoint --leave-running: %d bytes, frozen %.3f s, copied from the snapshots after %.3f s", rep.PagesBytes, rep.FrozenSeconds, rep.SnapshotCopySeconds)
+	t.Logf("checkpoint --leave-running (%s): %d bytes, frozen %.3f s, copied from the snapshots after %.3f s", route, rep.PagesBytes, rep.FrozenSeconds, rep.SnapshotCopySeconds)
 	if rep.SnapshotCopySeconds <= 0 {
 		t.Errorf("the checkpoint reports no copy from a snapshot (snapshot_copy_seconds %g)", rep.SnapshotCopySeconds)
 	}

@@ -26,6 +26,18 @@ func UffdUnregister(fd int, start, length uint64) error {
 	return ioctl(fd, UFFDIO_UNREGISTER, unsafe.Pointer(&r))
 }
 
+// UffdWriteProtect sets (wp) or clears the write protection of the
+// pages of [start, start+length), which must lie in mappings registered
+// in write-protect mode. Clearing wakes the threads waiting on a fault
+// in the range.
+func UffdWriteProtect(fd int, start, length uint64, wp bool) error {
+	w := UffdioWriteprotect{Range: UffdioRange{Start: start, Len: length}}
+	if wp {
+		w.Mode = UFFDIO_WRITEPROTECT_MODE_WP
+	}
+	return ioctl(fd, UFFDIO_WRITEPROTECT, unsafe.Pointer(&w))
+}
+
 func ioctl(fd int, req uint, arg unsafe.Pointer) error {
 	if _, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), uintptr(req), uintptr(arg)); e != 0 {
 		return e
