@@ -109,13 +109,18 @@ const uffdBlock = 16 * pageSize
 var errSnapshotTorn = errors.New("pages taken away during the copy")
 
 // snapshotMode returns the --leave-running snapshot route the
-// environment asks for (CTCR_SNAPSHOT): "uffd", the default, or "fork".
+// environment asks for (CTCR_SNAPSHOT): "fork", the default, or "uffd".
+// The fork stays the default: measured side by side on this machine
+// class, write-protecting 1 GiB costs about what the fork's page-table
+// copy does (both touch every 4 KiB entry), while the write-protect
+// route holds writers in faults during the copy and fails the dump if
+// the task unmaps pages not yet copied.
 func snapshotMode() (string, error) {
 	switch v := os.Getenv("CTCR_SNAPSHOT"); v {
-	case "", "uffd":
-		return "uffd", nil
-	case "fork":
+	case "", "fork":
 		return "fork", nil
+	case "uffd":
+		return "uffd", nil
 	default:
 		return "", fmt.Errorf("CTCR_SNAPSHOT=%q: want fork or uffd", v)
 	}

@@ -87,8 +87,8 @@ func TestSnapshot(t *testing.T) {
 		w := startWorkload(t, "snapwriter", "256")
 		img := filepath.Join(t.TempDir(), "img")
 		rep := leaveRunningDump(t, w, img)
-		// The default route: its private memory write-protected.
-		wantRoute(t, w, "uffd")
+		// The default route: a copy-on-write child.
+		wantRoute(t, w, "fork")
 		if rep.SnapshotCopySeconds <= 0 {
 			t.Errorf("the dump reports no copy from a snapshot (snapshot_copy_seconds %g): the pages were copied while the task was stopped", rep.SnapshotCopySeconds)
 		}
@@ -104,14 +104,14 @@ func TestSnapshot(t *testing.T) {
 			decodeWithCrit(t, img)
 		}
 	})
-	t.Run("CTCR_SNAPSHOT=fork: a task writing all over its memory comes back with every page as it was at the freeze", func(t *testing.T) {
+	t.Run("CTCR_SNAPSHOT=uffd: a task writing all over its memory comes back with every page as it was at the freeze", func(t *testing.T) {
 		needCtcr(t)
-		t.Setenv("CTCR_SNAPSHOT", "fork")
+		t.Setenv("CTCR_SNAPSHOT", "uffd")
 		w := startWorkload(t, "snapwriter", "64")
 		img := filepath.Join(t.TempDir(), "img")
 		leaveRunningDump(t, w, img)
-		wantRoute(t, w, "fork")
-		w.checkPasses(60*time.Second, "snapwriter after dump --leave-running by a fork")
+		wantRoute(t, w, "uffd")
+		w.checkPasses(60*time.Second, "snapwriter after dump --leave-running by write protection")
 		os.Remove(w.path("result"))
 		restoreForeground(t, w, img, scenario{}, nil)
 	})
@@ -121,6 +121,7 @@ func TestSnapshot(t *testing.T) {
 		img := filepath.Join(t.TempDir(), "img")
 		// The handler dies with ctcr on its third fault, which it has
 		// not released: the writer waits in it then.
+		t.Setenv("CTCR_SNAPSHOT", "uffd")
 		t.Setenv("CTCR_TEST_KILL_IN_UFFD_FAULT", "3")
 		r := runCtcr(t, 120*time.Second, "dump", "--leave-running", "-t", strconv.Itoa(w.pid), "-D", img)
 		w.logs = append(w.logs, r.errP)
@@ -150,43 +151,12 @@ func TestSnapshot(t *testing.T) {
 		os.Remove(w.path("result"))
 		restoreForeground(t, w, img, scenario{}, nil)
 	})
-	t.Run("the images are those of a dump that copies with the task stopped", func(t *testing.T) {
-		needCtcr(t)
-		w := startWorkload(t, "snapwriter", "64", "still")
-		snap := filepath.Join(t.TempDir(), "snap")
-		stopped := filepath.Join(t.TempDir(), "stopped")
-		if rep := leaveRunningDump(t, w, snap); rep.SnapshotCopySeconds <= 0 {
-			t.Errorf("the dump reports no copy from a snapshot (snapshot_copy_seconds %g)", rep.SnapshotCopySeconds)
-		}
-		wantRoute(t, w, "uffd")
-		leaveRunningDump(t, w, stopped, "--no-snapshot")
-		imgs, _ := filepath.Glob(filepath.Join(stopped, "*.img"))
-		compared := 0
-		for _, p := range imgs {
-			base := filepath.Base(p)
-			if !strings.HasPrefix(base, "pages-") && !strings.HasPrefix(base, "pagemap-") && !strings.HasPrefix(base, "mm-") {
-				continue
-			}
-			want, err := os.ReadFile(p)
-			if err != nil {
-				t.Fatal(err)
-			}
-			got, err := os.ReadFile(filepath.Join(snap, base))
-			if err != nil {
-				t.Errorf("the snapshot dump has no %s: %v", base, err)
-				continue
-			}
-			if !bytes.Equal(got, want) {
-				t.Errorf("%s of the snapshot dump (%d bytes) differs from the stopped dump's (%d bytes)", base, len(got), len(want))
-			}
-			compared++
-		}
-		if compared < 3 {
-			t.Errorf("compared %d images, want at least pages, pagemap and mm", compared)
-		}
-		noRunningChildren(t, w.pid, false, "after the dumps")
-		w.checkPasses(30*time.Second, "snapwriter after two dumps --leave-running")
-	})
+	for _, route := range []string{"fork", "uffd"} {
+		t.Run(route+": the images are those of a dump that copies with the task stopped", func(t *testing.T) {
+			t.Setenv("CTCR_SNAPSHOT", route)
+			sameImagesAsStopped(t, route)
+		})
+	}
 	for _, tree := range [][]string{{"sharedfork"}, {"tree", "full"}} {
 		t.Run(strings.Join(tree, " ")+": every process gets its own snapshot, reaped, and the tree comes back whole", func(t *testing.T) {
 			needCtcr(t)
@@ -409,10 +379,15 @@ func noGhost(t *testing.T, w *workload) {
 // it left running and the one restored from the checkpoint both hold
 // all their memory as it was.
 func TestContainerSnapshot(t *testing.T) {
-	// runc's default capabilities lack CAP_SYS_PTRACE: its processes
-	// may not make a userfaultfd that sees kernel faults, and fork.
+	// The default route forks. With the write-protect route asked
+	// for, runc's default capabilities still fork: they lack
+	// CAP_SYS_PTRACE, without which a process may not make a
+	// userfaultfd that sees kernel faults.
 	t.Run("default capabilities: forked", func(t *testing.T) { containerSnapshot(t, false, "fork") })
-	t.Run("CAP_SYS_PTRACE: write-protected", func(t *testing.T) { containerSnapshot(t, true, "uffd") })
+	t.Run("CAP_SYS_PTRACE, CTCR_SNAPSHOT=uffd: write-protected", func(t *testing.T) {
+		t.Setenv("CTCR_SNAPSHOT", "uffd")
+		containerSnapshot(t, true, "uffd")
+	})
 }
 
 func containerSnapshot(t *testing.T, ptraceCap bool, route string) {
@@ -467,4 +442,44 @@ func containerSnapshot(t *testing.T, ptraceCap bool, route string) {
 	c.waitStatus(t, "stopped", 10*time.Second)
 	restoreContainer(t, c, dir)
 	check("the container restored")
+}
+
+// sameImagesAsStopped dumps a still snapwriter with --leave-running by
+// route, then stopped (--no-snapshot), and compares the memory images.
+func sameImagesAsStopped(t *testing.T, route string) {
+	needCtcr(t)
+	w := startWorkload(t, "snapwriter", "64", "still")
+	snap := filepath.Join(t.TempDir(), "snap")
+	stopped := filepath.Join(t.TempDir(), "stopped")
+	if rep := leaveRunningDump(t, w, snap); rep.SnapshotCopySeconds <= 0 {
+		t.Errorf("the dump reports no copy from a snapshot (snapshot_copy_seconds %g)", rep.SnapshotCopySeconds)
+	}
+	wantRoute(t, w, route)
+	leaveRunningDump(t, w, stopped, "--no-snapshot")
+	imgs, _ := filepath.Glob(filepath.Join(stopped, "*.img"))
+	compared := 0
+	for _, p := range imgs {
+		base := filepath.Base(p)
+		if !strings.HasPrefix(base, "pages-") && !strings.HasPrefix(base, "pagemap-") && !strings.HasPrefix(base, "mm-") {
+			continue
+		}
+		want, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := os.ReadFile(filepath.Join(snap, base))
+		if err != nil {
+			t.Errorf("the snapshot dump has no %s: %v", base, err)
+			continue
+		}
+		if !bytes.Equal(got, want) {
+			t.Errorf("%s of the snapshot dump (%d bytes) differs from the stopped dump's (%d bytes)", base, len(got), len(want))
+		}
+		compared++
+	}
+	if compared < 3 {
+		t.Errorf("compared %d images, want at least pages, pagemap and mm", compared)
+	}
+	noRunningChildren(t, w.pid, false, "after the dumps")
+	w.checkPasses(30*time.Second, "snapwriter after two dumps --leave-running")
 }
