@@ -785,30 +785,36 @@ func (t *restoringTask) createThreads() error {
 		seen := len(t.ctl.r.Events)
 		res, err := b.run()
 		news := t.ctl.r.Events[seen:]
-		// Every thread made is kept, the batch failed or not: a failed
-		// restore kills it with the others.
-		for i, ret := range res {
-			vtid := chunk[i]
-			if i >= len(news) {
-				return fmt.Errorf("%s: clone of thread %d reported no new task", t.where(), vtid)
-			}
-			tid := int(news[i])
-			if cerr := waitCloned(tid); cerr != nil {
-				return fmt.Errorf("%s: thread %d: %w", t.where(), vtid, cerr)
+		if len(news) > len(chunk) {
+			return fmt.Errorf("%s: %d clones made %d tasks", t.where(), len(chunk), len(news))
+		}
+		// Every thread made is recorded first, whatever the batch
+		// answered: a failed restore kills it with the others and reaps
+		// it (the kernel reports a traced leader's death only once its
+		// threads are reaped).
+		for i, ev := range news {
+			tid, vtid := int(ev), chunk[i]
+			if werr := waitCloned(tid); werr != nil {
+				return fmt.Errorf("%s: thread %d: %w", t.where(), vtid, werr)
 			}
 			if aerr := t.addThread(tid, vtid, t.img.threads[from+i+1]); aerr != nil {
 				return aerr
 			}
-			if int(ret) != vtid {
-				return fmt.Errorf("%s: clone3 gave thread id %d, asked for %d", t.where(), ret, vtid)
-			}
 		}
 		if err != nil {
-			vtid := chunk[len(res)]
+			vtid := chunk[min(len(res), len(chunk)-1)]
 			if errors.Is(err, unix.EEXIST) {
 				return fmt.Errorf("%s: thread %d: PID %d: %w", t.where(), vtid, vtid, ErrPidBusy)
 			}
 			return fmt.Errorf("%s: thread %d: %w", t.where(), vtid, err)
+		}
+		if len(news) != len(chunk) {
+			return fmt.Errorf("%s: %d clones reported %d new tasks", t.where(), len(chunk), len(news))
+		}
+		for i, ret := range res {
+			if int(ret) != chunk[i] {
+				return fmt.Errorf("%s: clone3 gave thread id %d, asked for %d", t.where(), ret, chunk[i])
+			}
 		}
 	}
 	return nil
