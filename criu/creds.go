@@ -22,30 +22,26 @@ type capUserData struct {
 
 const capVersion3 = 0x20080522
 
-// restoreCreds gives the task its credentials. It runs last among the
-// task's state: after it the task may lack the privilege the earlier
-// steps need. Order matters: the bounding set and securebits need
-// CAP_SETPCAP, so they go while the task is still root; keep-caps carries
-// the permitted set across the uid change; capset then sets the three
-// sets exactly.
+// addCreds adds to b the calls that give a thread its credentials c.
+// They run last among the thread's state: after them the thread may
+// lack the privilege the earlier steps need. Order matters: the bounding
+// set and securebits need CAP_SETPCAP, so they go while the thread is
+// still root; keep-caps carries the permitted set across the uid change;
+// capset then sets the three sets exactly.
 //
 // pdeathsig, which a change of credentials clears, is set at the end of
 // the same batch.
 //
 // ambient, the thread's ambient capabilities, are raised after capset.
-func restoreCreds(ctl *taskCtl, where string, c *creds.CredsEntry, ambient uint64, pdeathsig uint32) error {
-	b := ctl.newBatch()
-	what := map[int]string{}
+// what names each call.
+func addCreds(b *batch, what map[int]string, c *creds.CredsEntry, ambient uint64, pdeathsig uint32) error {
 	if c == nil {
 		what[b.add(unix.SYS_PRCTL, unix.PR_SET_PDEATHSIG, uint64(pdeathsig))] = "pdeathsig"
-		if res, err := b.run(); err != nil {
-			return fmt.Errorf("%s: %s: %w", where, what[len(res)], err)
-		}
 		return nil
 	}
 	groups := c.GetGroups()
 	if len(groups) > 65536 {
-		return fmt.Errorf("%s: %w", where, corruptf("core image", "%d supplementary groups", len(groups)))
+		return corruptf("core image", "%d supplementary groups", len(groups))
 	}
 	gaddr := uint64(0)
 	if len(groups) > 0 {
@@ -88,8 +84,5 @@ func restoreCreds(ctl *taskCtl, where string, c *creds.CredsEntry, ambient uint6
 		what[b.add(unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)] = "no_new_privs"
 	}
 	what[b.add(unix.SYS_PRCTL, unix.PR_SET_PDEATHSIG, uint64(pdeathsig))] = "pdeathsig"
-	if res, err := b.run(); err != nil {
-		return fmt.Errorf("%s: %s: %w", where, what[len(res)], err)
-	}
 	return nil
 }

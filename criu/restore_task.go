@@ -1,6 +1,7 @@
 package criu
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"sort"
@@ -320,10 +321,8 @@ func (t *restoringTask) restoreTaskState(f *restoreFacts) error {
 		return err
 	}
 	threads := append([]*restoringThread{{tid: t.pid, vtid: t.vpid, core: t.img.core, ctl: t.ctl}}, t.threads...)
-	for _, th := range threads {
-		if err := t.restoreThreadState(th); err != nil {
-			return err
-		}
+	if err := t.restoreThreadStates(threads); err != nil {
+		return err
 	}
 	// A change of credentials resets both of these: set them after.
 	if d := t.img.mm.GetDumpable(); d == 0 || d == 1 {
@@ -360,14 +359,103 @@ func readRestoreFacts(t *restoringTask) (*restoreFacts, error) {
 	return f, nil
 }
 
-// restoreThreadState gives one thread its alternate stack, futex and
-// rseq registrations, private signal queue, name, scheduling and
-// credentials, with a batch run in that thread.
-func (t *restoringTask) restoreThreadState(th *restoringThread) error {
+// Threads restored at once. Each thread's batch waits for that thread
+// to be scheduled; one after the other, a process of 1,000 threads paid
+// two such waits per thread in a row. Up to threadStateWindow threads
+// run their batch together, each with its own threadStateSlot bytes of
+// the control area for its data and call table.
+const (
+	threadStateWindow = 16
+	threadStateSlot   = 32 << 10
+)
+
+// restoreThreadStates gives every thread of threads its own state
+// (threadStateBatch), several threads at once.
+//
+// Preconditions: runs on the tracer thread; no batch runs in t.
+func (t *restoringTask) restoreThreadStates(threads []*restoringThread) error {
+	type flight struct {
+		slot  int
+		run   *batchRun
+		what  map[int]string
+		where string
+	}
+	slots := min(threadStateWindow, int(t.ctl.size/threadStateSlot))
+	if t.ctl.runner == 0 || len(threads) < 3 || slots < 2 {
+		slots = 0
+	}
+	var fly []flight
+	var free []int
+	for k := range slots {
+		free = append(free, k)
+	}
+	collect := func() error {
+		f := fly[0]
+		fly = fly[1:]
+		free = append(free, f.slot)
+		if res, err := f.run.wait(); err != nil {
+			return fmt.Errorf("%s: %s: %w", f.where, f.what[len(res)], err)
+		}
+		return nil
+	}
+	// A failure leaves no batch running: the rollback kills every task,
+	// and needs them stopped.
+	drain := func(err error) error {
+		errs := []error{err}
+		for len(fly) > 0 {
+			errs = append(errs, collect())
+		}
+		return errors.Join(errs...)
+	}
+	for _, th := range threads {
+		if len(free) == 0 && len(fly) > 0 {
+			if err := collect(); err != nil {
+				return drain(err)
+			}
+		}
+		traps := len(t.traps)
+		if len(free) > 0 {
+			k := free[len(free)-1]
+			c := *th.ctl
+			c.scratch, c.size = t.ctl.scratch+uint64(k)*threadStateSlot, threadStateSlot
+			b, what, where, err := t.threadStateBatch(th, &c)
+			if err == nil {
+				run, err := b.start()
+				if err != nil {
+					return drain(fmt.Errorf("%s: %w", where, err))
+				}
+				free = free[:len(free)-1]
+				fly = append(fly, flight{slot: k, run: run, what: what, where: where})
+				continue
+			}
+			// Too big for a slot (a long seccomp filter), or wrong: on
+			// its own, with the whole area, once the others are done.
+			t.traps = t.traps[:traps]
+		}
+		if err := drain(nil); err != nil {
+			return err
+		}
+		b, what, where, err := t.threadStateBatch(th, th.ctl)
+		if err != nil {
+			return err
+		}
+		if res, err := b.run(); err != nil {
+			return fmt.Errorf("%s: %s: %w", where, what[len(res)], err)
+		}
+	}
+	return drain(nil)
+}
+
+// threadStateBatch sets thread th's scheduling from outside and returns
+// the batch, run in th with c (th's, or a copy in a slot of the control
+// area), that gives it its alternate stack, futex and rseq
+// registrations, private signal queue, name and credentials, what each
+// call is, and which thread it is.
+func (t *restoringTask) threadStateBatch(th *restoringThread, c *taskCtl) (*batch, map[int]string, string, error) {
 	core := th.core
 	tcore := core.ThreadCore
 	where := fmt.Sprintf("task %d thread %d", t.vpid, th.vtid)
-	b := th.ctl.newBatch()
+	b := c.newBatch()
 	what := map[int]string{}
 	if sas := tcore.GetSas(); sas != nil {
 		ss := kernel.StackT{Sp: sas.GetSsSp(), Size: sas.GetSsSize(), Flags: int32(sas.GetSsFlags())}
@@ -376,7 +464,7 @@ func (t *restoringTask) restoreThreadState(th *restoringThread) error {
 		ss.Flags &^= kernel.SS_ONSTACK
 		p, err := b.put(&ss)
 		if err != nil {
-			return err
+			return nil, nil, where, err
 		}
 		what[b.add(unix.SYS_SIGALTSTACK, p, 0)] = "sigaltstack"
 	}
@@ -388,7 +476,7 @@ func (t *restoringTask) restoreThreadState(th *restoringThread) error {
 		what[b.add(unix.SYS_RSEQ, rs.GetRseqAbiPointer(), uint64(rs.GetRseqAbiSize()), 0, uint64(rs.GetSignature()))] = fmt.Sprintf("rseq registration at %#x", rs.GetRseqAbiPointer())
 	}
 	if err := t.queueSignals(b, what, t.vpid, th.vtid, tcore.GetSignalsP().GetSignals(), false); err != nil {
-		return fmt.Errorf("%s: %w", where, err)
+		return nil, nil, where, fmt.Errorf("%s: %w", where, err)
 	}
 	if th.vtid != t.vpid && tcore.GetComm() != "" {
 		comm := tcore.GetComm()
@@ -397,7 +485,7 @@ func (t *restoringTask) restoreThreadState(th *restoringThread) error {
 		}
 		p, err := b.put(comm)
 		if err != nil {
-			return err
+			return nil, nil, where, err
 		}
 		what[b.add(unix.SYS_PRCTL, unix.PR_SET_NAME, p)] = "set name"
 	}
@@ -406,25 +494,25 @@ func (t *restoringTask) restoreThreadState(th *restoringThread) error {
 	if tcore.GetSeccompMode() != 0 {
 		filters, err := t.tree.seccompFilters()
 		if err != nil {
-			return err
+			return nil, nil, where, err
 		}
 		if err := restoreSeccomp(b, what, tcore, filters, t.seccompShared); err != nil {
-			return fmt.Errorf("%s: %w", where, err)
+			return nil, nil, where, fmt.Errorf("%s: %w", where, err)
 		}
 	}
-	if res, err := b.run(); err != nil {
-		return fmt.Errorf("%s: %s: %w", where, what[len(res)], err)
-	}
+	// Scheduling is set from outside, before the batch runs: nothing in
+	// it depends on the thread's policy, and root keeps the right to set
+	// it whatever credentials the batch gives the thread.
 	attr := schedAttrFromImage(tcore)
 	if err := unix.SchedSetAttr(th.tid, &attr, 0); err != nil {
-		return fmt.Errorf("%s: scheduling policy %d nice %d: %w", where, attr.Policy, attr.Nice, err)
+		return nil, nil, where, fmt.Errorf("%s: scheduling policy %d nice %d: %w", where, attr.Policy, attr.Nice, err)
 	}
 	sched, err := t.tree.schedImage()
 	if err != nil {
-		return err
+		return nil, nil, where, err
 	}
 	if err := restoreSched(sched, th.tid, th.vtid, th.vtid == t.vpid, t.opts.logf); err != nil {
-		return fmt.Errorf("%s: %w", where, err)
+		return nil, nil, where, fmt.Errorf("%s: %w", where, err)
 	}
 	pdeathsig := tcore.GetPdeathSig()
 	if t.parent == nil && t.opts.DropRootPdeathsig {
@@ -432,9 +520,14 @@ func (t *restoringTask) restoreThreadState(th *restoringThread) error {
 	}
 	ambient, err := t.tree.ambientCaps()
 	if err != nil {
-		return err
+		return nil, nil, where, err
 	}
-	return restoreCreds(th.ctl, where, tcore.GetCreds(), ambient[th.vtid], pdeathsig)
+	// Last: a change of credentials resets what the calls before may
+	// need (the right to install a filter without no_new_privs).
+	if err := addCreds(b, what, tcore.GetCreds(), ambient[th.vtid], pdeathsig); err != nil {
+		return nil, nil, where, fmt.Errorf("%s: %w", where, err)
+	}
+	return b, what, where, nil
 }
 
 // pendingTrap is a SIGTRAP that was pending at the dump, queued again

@@ -168,7 +168,7 @@ func sharedSeccompPrefix(threads []*criucore.CoreEntry, filters []*seccompimg.Se
 
 // installSharedSeccomp installs, in the main thread of t, the seccomp
 // filters all its threads share, before they are cloned (see
-// sharedSeccompPrefix); restoreThreadState adds each thread's own after.
+// sharedSeccompPrefix); threadStateBatch adds each thread's own after.
 // Remote calls are not filtered: ctcr traces the tasks with
 // PTRACE_O_SUSPEND_SECCOMP.
 //

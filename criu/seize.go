@@ -47,11 +47,23 @@ var errSeizeGone = errors.New("task gone while being seized")
 //
 // Preconditions: runs on the tracer thread.
 func (d *dumpTree) seize(root int) error {
-	if err := d.walk(root, []int{root}, d.seizeProc); err != nil {
+	// A process that had no child once all its threads were stopped can
+	// never gain one while they stay stopped: only its own threads can
+	// fork, an orphan is given only to a reaper among its ancestors, and
+	// CLONE_PARENT makes a sibling of a child. The walks again skip it.
+	parents := map[*dumpProc]bool{}
+	visit := func(p *dumpProc) ([]int, error) {
+		kids, err := d.seizeProc(p)
+		if len(kids) > 0 {
+			parents[p] = true
+		}
+		return kids, err
+	}
+	if err := d.walk(root, []int{root}, visit); err != nil {
 		return err
 	}
 	for round := 1; ; round++ {
-		fresh, err := d.unseenChildren()
+		fresh, err := d.unseenChildren(parents)
 		if err != nil {
 			return err
 		}
@@ -62,18 +74,18 @@ func (d *dumpTree) seize(root int) error {
 			return fmt.Errorf("task %d: the tree still gains tasks (%v) after %d walks", root, fresh, seizeRounds)
 		}
 		d.opts.logf("seize: walk %d finds %d more tasks (%v)", round+1, len(fresh), fresh)
-		if err := d.walk(root, fresh, d.seizeProc); err != nil {
+		if err := d.walk(root, fresh, visit); err != nil {
 			return err
 		}
 	}
 }
 
-// unseenChildren lists the children of the tree's live processes that
-// are not in the tree yet.
-func (d *dumpTree) unseenChildren() ([]int, error) {
+// unseenChildren lists the children of the tree's live processes among
+// parents that are not in the tree yet.
+func (d *dumpTree) unseenChildren(parents map[*dumpProc]bool) ([]int, error) {
 	var out []int
 	for _, p := range d.procs {
-		if p.zombie {
+		if p.zombie || !parents[p] {
 			continue
 		}
 		for _, th := range p.threads {
@@ -93,36 +105,65 @@ func (d *dumpTree) unseenChildren() ([]int, error) {
 
 // seizeProc seizes every thread of p and returns its children.
 //
+// The threads of one listing are all attached (PTRACE_SEIZE and
+// PTRACE_INTERRUPT) before the first is waited for: each must be
+// scheduled to reach its stop, and one after the other a process of
+// 1,000 threads paid 1,000 wake-ups in a row; attached together, they
+// stop in parallel while ctcr attaches the next ones. A thread attached
+// and not yet waited for is never left so: every path waits for all
+// of them first, and a ctcr killed meanwhile leaves them running (the
+// kernel detaches them and drops the pending interrupt).
+//
 // Preconditions: runs on the tracer thread.
 func (d *dumpTree) seizeProc(p *dumpProc) ([]int, error) {
 	pid := p.pid
 	seized := map[int]bool{}
 	lost := false // a thread exited between the listing and its seize
+	// failed returns the error for thread tid's failed seize.
+	failed := func(tid int, err error) error {
+		if errors.Is(err, unix.EPERM) {
+			if terr := tracedBy(pid, tid); terr != nil {
+				return terr
+			}
+		}
+		if tid == pid || errors.Is(err, ptrace.ErrExited) {
+			return d.lostWhileSeized(p, err)
+		}
+		return err
+	}
 	for {
 		tids, err := proc.Threads(pid)
 		if err != nil {
 			return nil, d.lostWhileSeized(p, fmt.Errorf("task %d: %w", pid, err))
 		}
-		fresh := false
+		var attached []int
+		failTid, failErr := 0, error(nil)
 		for _, tid := range tids {
 			if seized[tid] {
 				continue
 			}
-			stolen, err := ptrace.Seize(tid, seizeOptions)
-			if err != nil {
+			if err := ptrace.Attach(tid, seizeOptions); err != nil {
 				if tid != pid && threadGone(pid, tid, err) {
 					lost = true
 					continue // a thread that exited meanwhile
 				}
-				if errors.Is(err, unix.EPERM) {
-					if terr := tracedBy(pid, tid); terr != nil {
-						return nil, terr
-					}
+				failTid, failErr = tid, err
+				break
+			}
+			attached = append(attached, tid)
+		}
+		fresh := false
+		for _, tid := range attached {
+			stolen, err := ptrace.WaitSeized(tid)
+			if err != nil {
+				if tid != pid && threadGone(pid, tid, err) {
+					lost = true
+					continue
 				}
-				if tid == pid || errors.Is(err, ptrace.ErrExited) {
-					return nil, d.lostWhileSeized(p, err)
+				if failErr == nil {
+					failTid, failErr = tid, err
 				}
-				return nil, err
+				continue
 			}
 			seized[tid] = true
 			fresh = true
@@ -133,6 +174,9 @@ func (d *dumpTree) seizeProc(p *dumpProc) ([]int, error) {
 			} else {
 				p.threads = append(p.threads, th)
 			}
+		}
+		if failErr != nil {
+			return nil, failed(failTid, failErr)
 		}
 		if !fresh {
 			break

@@ -3,6 +3,7 @@ package criu
 import (
 	"errors"
 	"fmt"
+	criucore "github.com/checkpoint-restore/go-criu/v7/crit/images/criu-core"
 	seccompimg "github.com/checkpoint-restore/go-criu/v7/crit/images/seccomp"
 	"os"
 	"sort"
@@ -740,30 +741,125 @@ func (rt *restoreTree) closeFiles() { rt.files.close() }
 //
 // Preconditions: runs on the tracer thread; t's memory is restored.
 func (t *restoringTask) createThreads() error {
-	const threadFlags = unix.CLONE_VM | unix.CLONE_FS | unix.CLONE_FILES | unix.CLONE_SIGHAND |
-		unix.CLONE_THREAD | unix.CLONE_SYSVSEM
 	if err := t.installSharedSeccomp(); err != nil {
 		return err
 	}
-	for i, core := range t.img.threads[1:] {
-		vtid := int(t.img.pstree.Threads[i+1])
-		tid, err := cloneFrom(t.ctl, vtid, threadFlags, 0)
+	vtids := make([]int, len(t.img.threads)-1)
+	for i := range vtids {
+		vtids[i] = int(t.img.pstree.Threads[i+1])
+	}
+	if t.ctl.runner == 0 {
+		for i, vtid := range vtids {
+			tid, err := cloneFrom(t.ctl, vtid, threadFlags, 0)
+			if err != nil {
+				return fmt.Errorf("%s: thread %d: %w", t.where(), vtid, err)
+			}
+			if err := t.addThread(tid, vtid, t.img.threads[i+1]); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	// With the syscall runner, one batch clones many threads: the
+	// clone3 calls run one after the other in the main thread, which
+	// stops only at each clone event, instead of a remote call of its
+	// own (three or four ptrace stops) per thread. Each new thread
+	// starts traced and stopped (PTRACE_O_TRACECLONE) at the
+	// instruction after the runner's syscall, which it never runs:
+	// finish gives it its own registers.
+	per := max(1, int(t.ctl.size/2)/max(threadCloneData, batchEntrySize))
+	for from := 0; from < len(vtids); from += per {
+		chunk := vtids[from:min(from+per, len(vtids))]
+		b := t.ctl.newBatch()
+		for _, vtid := range chunk {
+			tidAddr, err := b.put(int32(vtid))
+			if err != nil {
+				return err
+			}
+			argsAddr, err := b.put(&kernel.CloneArgs{Flags: threadFlags, SetTid: tidAddr, SetTidSize: 1})
+			if err != nil {
+				return err
+			}
+			b.add(unix.SYS_CLONE3, argsAddr, kernel.CloneArgsSize)
+		}
+		seen := len(t.ctl.r.Events)
+		res, err := b.run()
+		news := t.ctl.r.Events[seen:]
+		if len(news) > len(chunk) {
+			return fmt.Errorf("%s: %d clones made %d tasks", t.where(), len(chunk), len(news))
+		}
+		// Every thread made is recorded first, whatever the batch
+		// answered: a failed restore kills it with the others and reaps
+		// it (the kernel reports a traced leader's death only once its
+		// threads are reaped).
+		for i, ev := range news {
+			tid, vtid := int(ev), chunk[i]
+			if werr := waitCloned(tid); werr != nil {
+				return fmt.Errorf("%s: thread %d: %w", t.where(), vtid, werr)
+			}
+			if aerr := t.addThread(tid, vtid, t.img.threads[from+i+1]); aerr != nil {
+				return aerr
+			}
+		}
 		if err != nil {
+			vtid := chunk[min(len(res), len(chunk)-1)]
+			if errors.Is(err, unix.EEXIST) {
+				return fmt.Errorf("%s: thread %d: PID %d: %w", t.where(), vtid, vtid, ErrPidBusy)
+			}
 			return fmt.Errorf("%s: thread %d: %w", t.where(), vtid, err)
 		}
-		regs, err := ptrace.GetRegs(tid)
-		if err != nil {
-			return err
+		if len(news) != len(chunk) {
+			return fmt.Errorf("%s: %d clones reported %d new tasks", t.where(), len(chunk), len(news))
 		}
-		c := *t.ctl
-		c.tid = tid
-		c.r = &ptrace.Remote{Tid: tid, IP: t.ctl.r.IP, Base: regs}
-		t.threads = append(t.threads, &restoringThread{tid: tid, vtid: vtid, core: core, ctl: &c})
-		if err := ptrace.SetSigmask(tid, ^uint64(0)); err != nil {
-			return err
+		for i, ret := range res {
+			if int(ret) != chunk[i] {
+				return fmt.Errorf("%s: clone3 gave thread id %d, asked for %d", t.where(), ret, chunk[i])
+			}
 		}
 	}
 	return nil
+}
+
+// threadFlags are the clone flags of a restored thread.
+const threadFlags = unix.CLONE_VM | unix.CLONE_FS | unix.CLONE_FILES | unix.CLONE_SIGHAND |
+	unix.CLONE_THREAD | unix.CLONE_SYSVSEM
+
+// threadCloneData is the batch data of one thread's clone3: its id
+// (padded to 8 bytes) and its clone_args.
+const threadCloneData = 8 + kernel.CloneArgsSize
+
+// waitCloned waits for the initial stop of a task a remote clone made.
+//
+// Preconditions: runs on the tracer thread.
+func waitCloned(tid int) error {
+	for {
+		st, err := ptrace.Wait(tid)
+		if err != nil {
+			return err
+		}
+		if st.Exited() {
+			return fmt.Errorf("new task %d %v: %w", tid, st, ptrace.ErrExited)
+		}
+		if st.Status.Stopped() {
+			return nil
+		}
+	}
+}
+
+// addThread records thread tid (vtid in the images), stopped after its
+// clone, with every signal blocked until finish gives it its own mask.
+//
+// Preconditions: runs on the tracer thread.
+func (t *restoringTask) addThread(tid, vtid int, core *criucore.CoreEntry) error {
+	regs, err := ptrace.GetRegs(tid)
+	if err != nil {
+		return err
+	}
+	c := *t.ctl
+	c.tid = tid
+	c.r = &ptrace.Remote{Tid: tid, IP: t.ctl.r.IP, Base: regs}
+	t.threads = append(t.threads, &restoringThread{tid: tid, vtid: vtid, core: core, ctl: &c})
+	return ptrace.SetSigmask(tid, ^uint64(0))
 }
 
 // seccompFilters returns seccomp.img's filters, read once.

@@ -36,6 +36,7 @@ var (
 	runsFlag    = flag.Int("runs", 5, "runs of each workload; the median is reported")
 	srcFlag     = flag.String("src", "test/bench/tasks/workloads", "directory of forktree.c and manythreads.c")
 	jsonFlag    = flag.Bool("json", false, "print the result as JSON")
+	onlyFlag    = flag.String("only", "", "run only this workload: forktree or manythreads")
 	logFlag     = flag.String("log", "", "append ctcr's detailed logs (phase times) to dump.log and restore.log in this directory")
 )
 
@@ -111,6 +112,12 @@ func bench() error {
 		{name: "manythreads", tasks: 1, n: *threadsFlag, target: targetPerThread, wake: func(dir string, _ int) error {
 			return os.WriteFile(filepath.Join(dir, "check"), nil, 0o644)
 		}},
+	}
+	if *onlyFlag != "" {
+		workloads = slices.DeleteFunc(workloads, func(wl workload) bool { return wl.name != *onlyFlag })
+		if len(workloads) == 0 {
+			return fmt.Errorf("-only %q: no such workload (forktree, manythreads)", *onlyFlag)
+		}
 	}
 	results := map[string][]measure{}
 	for _, wl := range workloads {
