@@ -473,8 +473,20 @@ func copyRunning(pid int, runs []pageRun, path string, pr *progress) ([]*pagemap
 // register registers p's private mappings for tracking: all of them,
 // those made since an earlier registration too (registering a mapping
 // again with the same userfaultfd changes nothing).
+//
+// A mapping registered here for the first time counts as written whole
+// (stale) until the next scan protects it: mremap moves pages with
+// their page table entries into a new, unregistered mapping, and their
+// write-protect bits may come along, so once registered they would read
+// as not written since their last copy, which was made at another
+// address (the pieces dirtier swaps came back from the parent image).
 func (p *preProc) register() error {
 	p.vmas = nil
+	pmr, err := proc.OpenPagemap(p.pid)
+	if err != nil {
+		return err
+	}
+	defer pmr.Close()
 	// A mapping the task unmaps or replaces meanwhile fails to register
 	// (the range has a hole, or is another mapping): read the mappings
 	// again and try those that failed once more, twice.
@@ -489,9 +501,13 @@ func (p *preProc) register() error {
 			if !failed(e) || p.trackedAt(e.GetStart()) != nil {
 				continue
 			}
+			was, werr := pmr.WPAsyncRegistered(e.GetStart(), e.GetEnd())
 			if err := kernel.UffdRegisterWP(p.uffd, e.GetStart(), e.GetEnd()-e.GetStart()); err != nil {
 				again = append(again, e)
 				continue
+			}
+			if werr != nil || !was {
+				p.stale = append(p.stale, proc.PageRange{Start: e.GetStart(), End: e.GetEnd()})
 			}
 			p.vmas = append(p.vmas, e)
 			sortVMAs(p.vmas)

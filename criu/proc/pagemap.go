@@ -2,6 +2,7 @@ package proc
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -157,6 +158,27 @@ func (r *PagemapReader) Written(start, end uint64, protect bool, out []PageRange
 		start = arg.WalkEnd
 	}
 	return out, nil
+}
+
+// WPAsyncRegistered reports whether the mapping at [start, end) is
+// registered for userfaultfd write protection in async mode: a
+// PAGEMAP_SCAN with PM_SCAN_CHECK_WPASYNC fails with EPERM on any other
+// mapping, and otherwise stops at the first present page.
+func (r *PagemapReader) WPAsyncRegistered(start, end uint64) (bool, error) {
+	var vec [1]PageRange
+	arg := pmScanArg{
+		Flags: scanCheckWPAsync, Start: start, End: end,
+		Vec: uint64(uintptr(unsafe.Pointer(&vec[0]))), VecLen: 1, MaxPages: 1,
+		CategoryAnyofMask: pageIsPresent | pageIsSwapped, ReturnMask: pageIsPresent | pageIsSwapped,
+	}
+	arg.Size = uint64(unsafe.Sizeof(arg))
+	if _, err := ioctlPtr(r.f, pagemapScan, unsafe.Pointer(&arg)); err != nil {
+		if errors.Is(err, unix.EPERM) {
+			return false, nil
+		}
+		return false, fmt.Errorf("%s: PAGEMAP_SCAN of [%#x, %#x): %w", r.f.Name(), start, end, err)
+	}
+	return true, nil
 }
 
 // HasPages reports whether any page of [start, end) is present or
