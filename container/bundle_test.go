@@ -32,3 +32,23 @@ func TestReadBundleRefusesCgroupEscapes(t *testing.T) {
 		t.Errorf("a genuine ctcr.json: %v", err)
 	}
 }
+
+// TestStatsRewrittenAfterCommit: the figures written again once the tasks
+// are ended (WriteStats) leave the committed bundle verifiable: a ctcr
+// killed between the new stats.json and anything else must not leave a
+// checkpoint refused as damaged.
+func TestStatsRewrittenAfterCommit(t *testing.T) {
+	dir := t.TempDir()
+	if err := WriteBundle(dir, &Container{ID: "c"}, &Meta{ID: "c"}, &Stats{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteStats(dir, &Stats{Tasks: 3, PagesBytes: 1 << 30, FrozenSeconds: 0.25, Warnings: []string{"a longer file"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := VerifyBundle(dir); err != nil {
+		t.Fatalf("the bundle with its figures rewritten: %v", err)
+	}
+	if _, st, err := ReadBundle(dir); err != nil || st.Tasks != 3 {
+		t.Fatalf("ReadBundle: %+v, %v; want the rewritten figures", st, err)
+	}
+}
