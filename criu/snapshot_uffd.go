@@ -659,6 +659,7 @@ func (us *uffdSet) copyAll(pr *progress) error {
 	testKillInSnapshotCopy()
 	start := time.Now()
 	for _, s := range us.snaps {
+		testAwaitUffdFault(s)
 		err := s.copy(pr)
 		s.close()
 		if err != nil {
@@ -669,6 +670,21 @@ func (us *uffdSet) copyAll(pr *progress) error {
 	}
 	us.logf("%d write-protect snapshots copied in %v", len(us.snaps), time.Since(start))
 	return nil
+}
+
+// testAwaitUffdFault belongs to the hook below: the copier waits, up
+// to 30 s, for the handler to reach the fault it dies on. On a loaded
+// machine the writer may otherwise get no CPU before the whole copy is
+// done, and the dump ends with no kill to test.
+func testAwaitUffdFault(s *uffdSnapshot) {
+	v := os.Getenv("CTCR_TEST_KILL_IN_UFFD_FAULT")
+	if v == "" {
+		return
+	}
+	want, _ := strconv.ParseInt(v, 10, 64)
+	for deadline := time.Now().Add(30 * time.Second); s.faults.Load() < want && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // testKillInUffdFault is a test hook: CTCR_TEST_KILL_IN_UFFD_FAULT=N
