@@ -37,7 +37,9 @@ import (
 //
 // Every path is a mount point the task resolves itself, inside its own
 // root, which is the container's: nothing outside the container is
-// reached. Propagation of the new mounts is not kept: they are private.
+// reached. Each mount's propagation (peer group, master, unbindable) is
+// recorded as in the container's table and made again afterwards
+// (propagation.go).
 
 // mountKey identifies a mount across the two tables: where, which file
 // system, which part of it.
@@ -158,6 +160,20 @@ func mountEntries(ms []proc.Mount) []*mnt.MntEntry {
 		if t, ok := newFS[m.FSType]; ok {
 			e.Fstype = proto.Uint32(uint32(t))
 		}
+		// Propagation as DumpMounts records it. The master is kept as
+		// mountinfo names it: the nested table and the container's come
+		// from the same dump and number groups alike, and the restore
+		// finds a nested mount's master among the container's groups.
+		p := parsePropagation(m.Optional)
+		if p.shared != 0 {
+			e.SharedId = proto.Uint32(p.shared)
+		}
+		if p.master != 0 {
+			e.MasterId = proto.Uint32(p.master)
+		}
+		if p.unbindable {
+			e.Flags = proto.Uint32(e.GetFlags() | unix.MS_UNBINDABLE)
+		}
 		out = append(out, e)
 	}
 	return out
@@ -218,8 +234,9 @@ func writeMountTable(stage *images.Staging, id int, entries []*mnt.MntEntry) err
 
 // restoreNestedMounts replays, in the task sc (host PID pid) that has
 // just made its mount namespace a copy of the restored container's, the
-// changes that made the nested namespace id.
-func restoreNestedMounts(sc Syscaller, pid int, imgDir string, id int) error {
+// changes that made the nested namespace id, then its mounts'
+// propagation. logf hears about relations that could not be made again.
+func restoreNestedMounts(sc Syscaller, pid int, imgDir string, id int, logf func(string, ...any)) error {
 	read := func(id int) ([]*mnt.MntEntry, error) {
 		return images.ReadAll(filepath.Join(imgDir, images.Mnts.FileName(id)), images.Mnts, func() *mnt.MntEntry { return &mnt.MntEntry{} })
 	}
@@ -234,6 +251,37 @@ func restoreNestedMounts(sc Syscaller, pid int, imgDir string, id int) error {
 	steps, err := nestedMountPlan(container, nested)
 	if err != nil {
 		return fmt.Errorf("%s: %w", images.Mnts.FileName(id), err)
+	}
+	prop, err := planNestedPropagation(container, nested)
+	if err != nil {
+		return fmt.Errorf("%s: %w", images.Mnts.FileName(id), err)
+	}
+	// The sources of the container's peer groups, cloned while the copy
+	// is still what unshare made.
+	// -1: none. The task's fd 0 may be free, and be an anchor.
+	anchors := make([]int, len(prop.hostMounts))
+	for k := range anchors {
+		anchors[k] = -1
+	}
+	defer func() {
+		for _, fd := range anchors {
+			if fd >= 0 {
+				sc.Call(unix.SYS_CLOSE, fd)
+			}
+		}
+	}()
+	for k, mp := range prop.hostMounts {
+		fd, err := sc.Call(unix.SYS_OPEN_TREE, unix.AT_FDCWD, mp, uint64(unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC))
+		if err != nil {
+			// Only a plain tree's base, ctcr's own namespace, changes
+			// between dump and restore.
+			logf("mount propagation: clone %s of the container's namespace to join its peer group: %v: the mounts that follow it are private now", mp, err)
+			continue
+		}
+		anchors[k] = int(fd)
+	}
+	for _, w := range prop.warnings {
+		logf("mount propagation: %s", w)
 	}
 	// Nothing done here reaches the container's namespace, whose peer
 	// groups the copy shares.
@@ -268,7 +316,19 @@ func restoreNestedMounts(sc Syscaller, pid int, imgDir string, id int) error {
 			return fmt.Errorf("%s: %w", s, err)
 		}
 	}
-	return nil
+	// Every mount exists: the relations are made again from private
+	// mounts (MOVE_MOUNT_SET_GROUP takes no other).
+	if _, err := sc.Call(unix.SYS_MOUNT, "none", "/", "", uint64(unix.MS_REC|unix.MS_PRIVATE), nil); err != nil {
+		return fmt.Errorf("make the mount namespace private: %w", err)
+	}
+	call := func(what string, nr uintptr, args ...any) (uint64, error) {
+		r, err := sc.Call(nr, args...)
+		if err != nil {
+			return 0, fmt.Errorf("mount propagation: %s: %w", what, err)
+		}
+		return r, nil
+	}
+	return runPropSteps(call, prop.steps, anchors)
 }
 
 // restoreNestedTmpfs mounts a tmpfs of the nested namespace and puts its
