@@ -253,12 +253,22 @@ func restoreNestedMounts(sc Syscaller, pid int, imgDir string, id int, logf func
 		return fmt.Errorf("%s: %w", images.Mnts.FileName(id), err)
 	}
 	prop, err := planNestedPropagation(container, nested)
-	if err != nil {
+	if errors.Is(err, images.ErrCorrupt) {
 		return fmt.Errorf("%s: %w", images.Mnts.FileName(id), err)
 	}
+	if err != nil {
+		// Relations no mount operation makes (a peer group whose
+		// members show disjoint parts of a file system): the mounts
+		// stay slaves of the container's, as the replay leaves them.
+		logf("mount propagation: %s: %v: its mounts are slaves of the container's instead", images.Mnts.FileName(id), err)
+	}
+	slavesOnly := err != nil
+	if slavesOnly {
+		prop = &propPlan{}
+	}
 	// The sources of the container's peer groups, cloned while the copy
-	// is still what unshare made.
-	// -1: none. The task's fd 0 may be free, and be an anchor.
+	// is still what unshare made; -1 for none (the task's fd 0 may be
+	// free, and be one).
 	anchors := make([]int, len(prop.hostMounts))
 	for k := range anchors {
 		anchors[k] = -1
@@ -315,6 +325,9 @@ func restoreNestedMounts(sc Syscaller, pid int, imgDir string, id int, logf func
 		if err != nil {
 			return fmt.Errorf("%s: %w", s, err)
 		}
+	}
+	if slavesOnly {
+		return nil
 	}
 	// Every mount exists: the relations are made again from private
 	// mounts (MOVE_MOUNT_SET_GROUP takes no other).
