@@ -102,3 +102,58 @@ func TestNestedMountPropagation(t *testing.T) {
 	}
 	decodeWithCrit(t, filepath.Join(dir, "images"))
 }
+
+// serviceMountPropagation is the propagation of the system container's
+// mounts and of those of a service's mount namespace (ctcr-ptmp's, made
+// by systemd for PrivateTmp=), numbered together (propagationOf), the
+// service's mount points prefixed with "svc:": which service mounts are
+// peers or slaves of which container mounts.
+func (c *systemdContainer) serviceMountPropagation(t *testing.T, unit string) string {
+	t.Helper()
+	pid := c.mainPid(t, unit)
+	ct, err := c.sh("cat /proc/1/mountinfo", 10*time.Second)
+	if err != nil {
+		t.Fatalf("the container's mountinfo: %v", err)
+	}
+	svc, err := c.sh(fmt.Sprintf("cat /proc/%d/mountinfo", pid), 10*time.Second)
+	if err != nil {
+		t.Fatalf("%s's mountinfo: %v", unit, err)
+	}
+	var joint []string
+	for _, l := range strings.Split(strings.TrimSpace(svc), "\n") {
+		// The fifth field is the mount point.
+		if f := strings.SplitN(l, " ", 6); len(f) == 6 {
+			joint = append(joint, strings.Join(append(f[:4:4], "svc:"+f[4], f[5]), " "))
+		}
+	}
+	return strings.Join(propagationOf(t, strings.TrimSpace(ct)+"\n"+strings.Join(joint, "\n"), nil), "\n")
+}
+
+// serviceMountsTravel checks that a mount made in the system container
+// appears in unit's mount namespace (a slave of the container's) and
+// that one made there does not appear in the container's.
+func (c *systemdContainer) serviceMountsTravel(t *testing.T, unit, when string) {
+	t.Helper()
+	pid := c.mainPid(t, unit)
+	script := fmt.Sprintf(`set -e
+mkdir -p /mnt/ctcr-prop-ct /mnt/ctcr-prop-svc
+mount -t tmpfs ctcr-prop /mnt/ctcr-prop-ct
+nsenter -t %d -m mount -t tmpfs ctcr-prop /mnt/ctcr-prop-svc
+set +e
+grep -q ' /mnt/ctcr-prop-svc ' /proc/1/mountinfo && echo svc-mount-in-ct
+grep -q ' /mnt/ctcr-prop-ct ' /proc/%d/mountinfo && echo ct-mount-in-svc
+nsenter -t %d -m umount /mnt/ctcr-prop-svc
+umount /mnt/ctcr-prop-ct
+rmdir /mnt/ctcr-prop-ct /mnt/ctcr-prop-svc
+true`, pid, pid, pid)
+	out, err := c.sh(script, 30*time.Second)
+	if err != nil {
+		t.Fatalf("%s: mounts in the container and in %s's namespace: %v: %s", when, unit, err, out)
+	}
+	if !strings.Contains(out, "ct-mount-in-svc") {
+		t.Errorf("%s: a mount made in the container does not appear in %s's mount namespace:\n%s", when, unit, out)
+	}
+	if strings.Contains(out, "svc-mount-in-ct") {
+		t.Errorf("%s: a mount made in %s's mount namespace appears in the container's:\n%s", when, unit, out)
+	}
+}
