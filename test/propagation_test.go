@@ -6,10 +6,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 )
 
 // TestNestedMountPropagation: a runc container whose init (the mntprop
@@ -155,5 +157,127 @@ true`, pid, pid, pid)
 	}
 	if strings.Contains(out, "svc-mount-in-ct") {
 		t.Errorf("%s: a mount made in %s's mount namespace appears in the container's:\n%s", when, unit, out)
+	}
+}
+
+// TestPlainNestedMountPropagation: a plain tree (its root in ctcr's
+// mount namespace) whose two children made mount namespaces of their
+// own, one a peer of a shared mount of the host's (unshare -m
+// --propagation unchanged), one its slave. After dump and restore each
+// is so again: a host mount below the shared mount reaches both, one
+// made in the peer's namespace reaches the host, one made in the
+// slave's does not.
+func TestPlainNestedMountPropagation(t *testing.T) {
+	needCtcr(t)
+	src := filepath.Join(t.TempDir(), "shared")
+	hostMount(t, src, true)
+	for _, d := range []string{"before", "after", "frompeer", "fromslave"} {
+		os.MkdirAll(filepath.Join(src, d), 0o755)
+	}
+	cmd := exec.Command("sh", "-c", "unshare -m --propagation unchanged sleep 1000 & unshare -m --propagation slave sleep 1001 & wait")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	root := cmd.Process.Pid
+	var peer, slave int
+	t.Cleanup(func() {
+		for _, p := range []int{peer, slave, root} {
+			if p != 0 {
+				unix.Kill(p, unix.SIGKILL)
+				reap(p, 5*time.Second)
+			}
+		}
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for peer == 0 || slave == 0 {
+		for k := range childrenOf(root) {
+			comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", k))
+			args, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", k))
+			switch {
+			case strings.TrimSpace(string(comm)) != "sleep":
+			case strings.Contains(string(args), "1000"):
+				peer = k
+			case strings.Contains(string(args), "1001"):
+				slave = k
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the tree at %d has no two sleeps after 10 s: %v", root, childrenOf(root))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	group := ""
+	self, _ := os.ReadFile("/proc/self/mountinfo")
+	for _, l := range strings.Split(string(self), "\n") {
+		if f := strings.Fields(l); len(f) > 6 && f[4] == src && strings.HasPrefix(f[6], "shared:") {
+			group = strings.TrimPrefix(f[6], "shared:")
+		}
+	}
+	if group == "" {
+		t.Fatalf("%s is not a shared mount of the test's namespace:\n%s", src, self)
+	}
+	// fields are the optional fields of pid's mount at mp.
+	fields := func(pid int, mp string) string {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/mountinfo", pid))
+		for _, l := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(l); len(f) > 6 && f[4] == mp {
+				var opt []string
+				for _, o := range f[6:] {
+					if o == "-" {
+						break
+					}
+					opt = append(opt, o)
+				}
+				return strings.Join(opt, " ")
+			}
+		}
+		return "(not mounted)"
+	}
+	relations := func(when string) {
+		t.Helper()
+		if got := fields(peer, src); got != "shared:"+group {
+			t.Errorf("%s: %s in the peer's namespace is %q, want shared:%s", when, src, got, group)
+		}
+		if got := fields(slave, src); got != "master:"+group {
+			t.Errorf("%s: %s in the slave's namespace is %q, want master:%s", when, src, got, group)
+		}
+	}
+	relations("before the dump")
+	img := filepath.Join(t.TempDir(), "img")
+	if r := runCtcr(t, 60*time.Second, "dump", "-t", fmt.Sprint(root), "-D", img); r.code() != 0 {
+		t.Fatalf("%s: exit %d: %s", r, r.code(), r.stderr())
+	}
+	// The killed children were re-parented to this subreaper.
+	for _, p := range []int{peer, slave} {
+		if _, _, err := reap(p, 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd.Wait()
+	if r := runCtcr(t, 60*time.Second, "restore", "-D", img, "-d"); r.code() != 0 {
+		t.Fatalf("%s: exit %d: %s", r, r.code(), r.stderr())
+	}
+	relations("after restore")
+	hostMount(t, filepath.Join(src, "after"), false)
+	for who, pid := range map[string]int{"peer": peer, "slave": slave} {
+		if got := fields(pid, filepath.Join(src, "after")); got == "(not mounted)" {
+			t.Errorf("after restore a host mount below %s does not reach the %s's namespace", src, who)
+		}
+	}
+	mountIn := func(pid int, mp string) {
+		t.Helper()
+		t.Cleanup(func() { unix.Unmount(mp, unix.MNT_DETACH) })
+		if out, err := exec.Command("nsenter", "-t", fmt.Sprint(pid), "-m", "mount", "-t", "tmpfs", "ctcr-prop", mp).CombinedOutput(); err != nil {
+			t.Fatalf("mount a tmpfs on %s in the namespace of %d: %v: %s", mp, pid, err, out)
+		}
+	}
+	mountIn(peer, filepath.Join(src, "frompeer"))
+	if got := fields(os.Getpid(), filepath.Join(src, "frompeer")); got == "(not mounted)" {
+		t.Errorf("after restore a mount made in the peer's namespace does not reach the host's")
+	}
+	mountIn(slave, filepath.Join(src, "fromslave"))
+	if got := fields(os.Getpid(), filepath.Join(src, "fromslave")); got != "(not mounted)" {
+		t.Errorf("after restore a mount made in the slave's namespace reaches the host's")
 	}
 }
