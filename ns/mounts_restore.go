@@ -420,11 +420,14 @@ type propStep struct {
 	to        string
 	fromMount string
 	fromHost  int
+	source    string // what fromHost is, for messages
 	change    uint64
 }
 
 func (s propStep) String() string {
 	switch {
+	case s.fromHost > 0 && s.source != "":
+		return fmt.Sprintf("join %s to the peer group of the %s", s.to, s.source)
 	case s.fromHost > 0:
 		return fmt.Sprintf("join %s to the peer group of host mount #%d", s.to, s.fromHost)
 	case s.fromMount != "":
@@ -544,11 +547,11 @@ func planPropagationIn(entries []*mnt.MntEntry, hosts []*hostMount, scope propSc
 			if h.prop.shared != master {
 				warn("%s was a slave of peer group %d outside %s; its source, the %s %s, is in group %d: it is that group's slave", mp(i), master, scope.inside, scope.source, h.mountpoint, h.prop.shared)
 			}
-			plan.steps = append(plan.steps, propStep{to: mp(i), fromHost: hostRef(h)}, propStep{to: mp(i), change: unix.MS_SLAVE})
+			plan.steps = append(plan.steps, propStep{to: mp(i), fromHost: hostRef(h), source: fmt.Sprintf(scope.anchor, h.mountpoint)}, propStep{to: mp(i), change: unix.MS_SLAVE})
 		case h.prop.master == master:
 			// The host mount is itself a slave of that group, and only
 			// that: joining it copies just the master.
-			plan.steps = append(plan.steps, propStep{to: mp(i), fromHost: hostRef(h)})
+			plan.steps = append(plan.steps, propStep{to: mp(i), fromHost: hostRef(h), source: fmt.Sprintf(scope.anchor, h.mountpoint)})
 		default:
 			warn("%s was a slave of peer group %d outside %s; its source, the %s %s, is not shared: it is private now", mp(i), master, scope.inside, scope.source, h.mountpoint)
 		}
@@ -584,7 +587,7 @@ func planPropagationIn(entries []*mnt.MntEntry, hosts []*hostMount, scope propSc
 		leaders[g] = leader
 		if h := host(leader); h != nil && h.prop.shared == g {
 			// A peer of the host mount it was bound from: join it again.
-			plan.steps = append(plan.steps, propStep{to: mp(leader), fromHost: hostRef(h)})
+			plan.steps = append(plan.steps, propStep{to: mp(leader), fromHost: hostRef(h), source: fmt.Sprintf(scope.anchor, h.mountpoint)})
 		} else {
 			if err := enslave(leader, entries[leader].GetMasterId()); err != nil {
 				return err

@@ -39,15 +39,17 @@ import (
 // says so.
 
 // propScope gives planPropagationIn the words of its messages: what
-// the planned mounts are (inside) and what their sources are (source).
+// the planned mounts are (inside), what their sources are (source), and
+// how a step names one (anchor).
 type propScope struct {
 	inside string
 	source string
+	anchor string // names the source mount at mount point %s
 }
 
 var (
-	containerScope = propScope{inside: "the container", source: "host mount"}
-	nestedScope    = propScope{inside: "the nested mount namespace", source: "mount of the container's namespace"}
+	containerScope = propScope{inside: "the container", source: "host mount", anchor: "host mount %s"}
+	nestedScope    = propScope{inside: "the nested mount namespace", source: "mount of the container's namespace", anchor: "container's mount %s"}
 )
 
 // runPropSteps runs the steps of a propagation plan through call, in
