@@ -280,7 +280,25 @@ func restoreNestedMounts(sc Syscaller, pid int, imgDir string, id int, logf func
 			}
 		}
 	}()
+	// A container's mount whose propagation its own restore could not
+	// make again (a host source no longer shared) is private: its
+	// clone is no source, and the mounts that would join it stay
+	// private.
+	copied, err := proc.ReadMountinfo(pid)
+	if err != nil {
+		return fmt.Errorf("mounts of task %d: %w", pid, err)
+	}
 	for k, mp := range prop.hostMounts {
+		var top propagation
+		for _, m := range copied {
+			if m.MountPoint == mp {
+				top = parsePropagation(m.Optional)
+			}
+		}
+		if top.shared == 0 && top.master == 0 {
+			logf("mount propagation: the container's mount %s is private now: the mounts of the nested namespace that followed it are private too", mp)
+			continue
+		}
 		fd, err := sc.Call(unix.SYS_OPEN_TREE, unix.AT_FDCWD, mp, uint64(unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC))
 		if err != nil {
 			// Only a plain tree's base, ctcr's own namespace, changes
