@@ -697,7 +697,7 @@ func restore(o RestoreOptions, m *Meta) (*criu.Restored, error) {
 		// A container's init outlives this ctcr, its new parent.
 		DropRootPdeathsig: true,
 		NestedNS: func(kind string, id int, t *criu.RootTask) error {
-			return ns.RestoreNested(t, t.Pid, kind, id, imgDir)
+			return ns.RestoreNested(t, t.Pid, kind, id, imgDir, o.Log)
 		},
 		PlaceTasks: func(pids map[int]int) error {
 			if rootPid != 0 && exists(images.IpcShm.FileName(1)) {

@@ -250,10 +250,13 @@ func RestoreMounts(sc Syscaller, pid int, imgDir string, logf func(format string
 	// in the root task across pivot_root: after it, the task sees
 	// nothing of ctcr's namespace. /proc here is still the host's, and
 	// /proc/PID/root of ctcr leads into ctcr's namespace.
-	hostFds := make([]uint64, len(plan.hostMounts))
+	hostFds := make([]int, len(plan.hostMounts))
+	for i := range hostFds {
+		hostFds[i] = -1
+	}
 	closeFds := func() {
 		for _, fd := range hostFds {
-			if fd != 0 {
+			if fd >= 0 {
 				sc.Call(unix.SYS_CLOSE, fd)
 			}
 		}
@@ -265,7 +268,7 @@ func RestoreMounts(sc Syscaller, pid int, imgDir string, logf func(format string
 		if err != nil {
 			return err
 		}
-		hostFds[i] = fd
+		hostFds[i] = int(fd)
 	}
 
 	// pivot_root(".", "."): the old root ends up on top of the new one
@@ -287,21 +290,7 @@ func RestoreMounts(sc Syscaller, pid int, imgDir string, logf func(format string
 			return err
 		}
 	}
-	for _, s := range plan.steps {
-		var err error
-		switch {
-		case s.fromHost > 0:
-			_, err = call(s.String(), unix.SYS_MOVE_MOUNT, hostFds[s.fromHost-1], "", unix.AT_FDCWD, s.to, uint64(unix.MOVE_MOUNT_SET_GROUP|unix.MOVE_MOUNT_F_EMPTY_PATH))
-		case s.fromMount != "":
-			_, err = call(s.String(), unix.SYS_MOVE_MOUNT, unix.AT_FDCWD, s.fromMount, unix.AT_FDCWD, s.to, uint64(unix.MOVE_MOUNT_SET_GROUP))
-		default:
-			_, err = call(s.String(), unix.SYS_MOUNT, "none", s.to, "", s.change, nil)
-		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+	return runPropSteps(call, plan.steps, hostFds)
 }
 
 // devptsEntry makes the pty file rel ("/N") exist in the devpts
@@ -431,11 +420,14 @@ type propStep struct {
 	to        string
 	fromMount string
 	fromHost  int
+	source    string // what fromHost is, for messages
 	change    uint64
 }
 
 func (s propStep) String() string {
 	switch {
+	case s.fromHost > 0 && s.source != "":
+		return fmt.Sprintf("join %s to the peer group of the %s", s.to, s.source)
 	case s.fromHost > 0:
 		return fmt.Sprintf("join %s to the peer group of host mount #%d", s.to, s.fromHost)
 	case s.fromMount != "":
@@ -478,6 +470,12 @@ type propPlan struct {
 // Groups are done masters first, so a leader's master exists when it
 // becomes a slave.
 func planPropagation(entries []*mnt.MntEntry, hosts []*hostMount) (*propPlan, error) {
+	return planPropagationIn(entries, hosts, containerScope)
+}
+
+// planPropagationIn is planPropagation with the words of its messages
+// for what the mounts are and where their sources lie (scope).
+func planPropagationIn(entries []*mnt.MntEntry, hosts []*hostMount, scope propScope) (*propPlan, error) {
 	plan := &propPlan{}
 	groups := map[uint32][]int{}
 	var order []uint32
@@ -544,18 +542,18 @@ func planPropagation(entries []*mnt.MntEntry, hosts []*hostMount) (*propPlan, er
 		}
 		switch {
 		case h == nil:
-			warn("%s was a slave of peer group %d outside the container, and was not bound from a host mount: it is private now", mp(i), master)
+			warn("%s was a slave of peer group %d outside %s, and was not bound from a %s: it is private now", mp(i), master, scope.inside, scope.source)
 		case h.prop.shared != 0:
 			if h.prop.shared != master {
-				warn("%s was a slave of host peer group %d; its host source %s is in group %d now: it is that group's slave", mp(i), master, h.mountpoint, h.prop.shared)
+				warn("%s was a slave of peer group %d outside %s; its source, the %s %s, is in group %d: it is that group's slave", mp(i), master, scope.inside, scope.source, h.mountpoint, h.prop.shared)
 			}
-			plan.steps = append(plan.steps, propStep{to: mp(i), fromHost: hostRef(h)}, propStep{to: mp(i), change: unix.MS_SLAVE})
+			plan.steps = append(plan.steps, propStep{to: mp(i), fromHost: hostRef(h), source: fmt.Sprintf(scope.anchor, h.mountpoint)}, propStep{to: mp(i), change: unix.MS_SLAVE})
 		case h.prop.master == master:
 			// The host mount is itself a slave of that group, and only
 			// that: joining it copies just the master.
-			plan.steps = append(plan.steps, propStep{to: mp(i), fromHost: hostRef(h)})
+			plan.steps = append(plan.steps, propStep{to: mp(i), fromHost: hostRef(h), source: fmt.Sprintf(scope.anchor, h.mountpoint)})
 		default:
-			warn("%s was a slave of host peer group %d; its host source %s is no longer shared: it is private now", mp(i), master, h.mountpoint)
+			warn("%s was a slave of peer group %d outside %s; its source, the %s %s, is not shared: it is private now", mp(i), master, scope.inside, scope.source, h.mountpoint)
 		}
 		return nil
 	}
@@ -589,7 +587,7 @@ func planPropagation(entries []*mnt.MntEntry, hosts []*hostMount) (*propPlan, er
 		leaders[g] = leader
 		if h := host(leader); h != nil && h.prop.shared == g {
 			// A peer of the host mount it was bound from: join it again.
-			plan.steps = append(plan.steps, propStep{to: mp(leader), fromHost: hostRef(h)})
+			plan.steps = append(plan.steps, propStep{to: mp(leader), fromHost: hostRef(h), source: fmt.Sprintf(scope.anchor, h.mountpoint)})
 		} else {
 			if err := enslave(leader, entries[leader].GetMasterId()); err != nil {
 				return err

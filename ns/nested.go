@@ -105,8 +105,13 @@ func dumpNestedNet(pid int, stage *images.Staging, id int) error {
 
 // RestoreNested fills the nested namespace of kind with image id, which
 // the engine has just made for the restored task sc (host PID pid):
-// names, SysV objects or the loopback device.
-func RestoreNested(sc Syscaller, pid int, kind string, id int, imgDir string) error {
+// names, SysV objects, the loopback device or mounts. logf (optional)
+// hears what could not be kept (a mount's propagation).
+func RestoreNested(sc Syscaller, pid int, kind string, id int, imgDir string, logf ...func(string, ...any)) error {
+	say := func(string, ...any) {}
+	if len(logf) > 0 && logf[0] != nil {
+		say = logf[0]
+	}
 	var err error
 	switch kind {
 	case "uts":
@@ -119,7 +124,7 @@ func RestoreNested(sc Syscaller, pid int, kind string, id int, imgDir string) er
 	case "net":
 		err = restoreNetAs(pid, imgDir, id)
 	case "mnt":
-		err = restoreNestedMounts(sc, pid, imgDir, id)
+		err = restoreNestedMounts(sc, pid, imgDir, id, say)
 	default:
 		err = fmt.Errorf("no such kind: %w", ErrUnsupported)
 	}

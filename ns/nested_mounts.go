@@ -37,7 +37,9 @@ import (
 //
 // Every path is a mount point the task resolves itself, inside its own
 // root, which is the container's: nothing outside the container is
-// reached. Propagation of the new mounts is not kept: they are private.
+// reached. Each mount's propagation (peer group, master, unbindable) is
+// recorded as in the container's table and made again afterwards
+// (propagation.go).
 
 // mountKey identifies a mount across the two tables: where, which file
 // system, which part of it.
@@ -158,6 +160,20 @@ func mountEntries(ms []proc.Mount) []*mnt.MntEntry {
 		if t, ok := newFS[m.FSType]; ok {
 			e.Fstype = proto.Uint32(uint32(t))
 		}
+		// Propagation as DumpMounts records it. The master is kept as
+		// mountinfo names it: the nested table and the container's come
+		// from the same dump and number groups alike, and the restore
+		// finds a nested mount's master among the container's groups.
+		p := parsePropagation(m.Optional)
+		if p.shared != 0 {
+			e.SharedId = proto.Uint32(p.shared)
+		}
+		if p.master != 0 {
+			e.MasterId = proto.Uint32(p.master)
+		}
+		if p.unbindable {
+			e.Flags = proto.Uint32(e.GetFlags() | unix.MS_UNBINDABLE)
+		}
 		out = append(out, e)
 	}
 	return out
@@ -218,8 +234,9 @@ func writeMountTable(stage *images.Staging, id int, entries []*mnt.MntEntry) err
 
 // restoreNestedMounts replays, in the task sc (host PID pid) that has
 // just made its mount namespace a copy of the restored container's, the
-// changes that made the nested namespace id.
-func restoreNestedMounts(sc Syscaller, pid int, imgDir string, id int) error {
+// changes that made the nested namespace id, then its mounts'
+// propagation. logf hears about relations that could not be made again.
+func restoreNestedMounts(sc Syscaller, pid int, imgDir string, id int, logf func(string, ...any)) error {
 	read := func(id int) ([]*mnt.MntEntry, error) {
 		return images.ReadAll(filepath.Join(imgDir, images.Mnts.FileName(id)), images.Mnts, func() *mnt.MntEntry { return &mnt.MntEntry{} })
 	}
@@ -234,6 +251,65 @@ func restoreNestedMounts(sc Syscaller, pid int, imgDir string, id int) error {
 	steps, err := nestedMountPlan(container, nested)
 	if err != nil {
 		return fmt.Errorf("%s: %w", images.Mnts.FileName(id), err)
+	}
+	prop, err := planNestedPropagation(container, nested)
+	if errors.Is(err, images.ErrCorrupt) {
+		return fmt.Errorf("%s: %w", images.Mnts.FileName(id), err)
+	}
+	if err != nil {
+		// Relations no mount operation makes (a peer group whose
+		// members show disjoint parts of a file system): the mounts
+		// stay slaves of the container's, as the replay leaves them.
+		logf("mount propagation: %s: %v: its mounts are slaves of the container's instead", images.Mnts.FileName(id), err)
+	}
+	slavesOnly := err != nil
+	if slavesOnly {
+		prop = &propPlan{}
+	}
+	// The sources of the container's peer groups, cloned while the copy
+	// is still what unshare made; -1 for none (the task's fd 0 may be
+	// free, and be one).
+	anchors := make([]int, len(prop.hostMounts))
+	for k := range anchors {
+		anchors[k] = -1
+	}
+	defer func() {
+		for _, fd := range anchors {
+			if fd >= 0 {
+				sc.Call(unix.SYS_CLOSE, fd)
+			}
+		}
+	}()
+	// A container's mount whose propagation its own restore could not
+	// make again (a host source no longer shared) is private: its
+	// clone is no source, and the mounts that would join it stay
+	// private.
+	copied, err := proc.ReadMountinfo(pid)
+	if err != nil {
+		return fmt.Errorf("mounts of task %d: %w", pid, err)
+	}
+	for k, mp := range prop.hostMounts {
+		var top propagation
+		for _, m := range copied {
+			if m.MountPoint == mp {
+				top = parsePropagation(m.Optional)
+			}
+		}
+		if top.shared == 0 && top.master == 0 {
+			logf("mount propagation: the container's mount %s is private now: the mounts of the nested namespace that followed it are private too", mp)
+			continue
+		}
+		fd, err := sc.Call(unix.SYS_OPEN_TREE, unix.AT_FDCWD, mp, uint64(unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC))
+		if err != nil {
+			// Only a plain tree's base, ctcr's own namespace, changes
+			// between dump and restore.
+			logf("mount propagation: clone %s of the container's namespace to join its peer group: %v: the mounts that follow it are private now", mp, err)
+			continue
+		}
+		anchors[k] = int(fd)
+	}
+	for _, w := range prop.warnings {
+		logf("mount propagation: %s", w)
 	}
 	// Nothing done here reaches the container's namespace, whose peer
 	// groups the copy shares.
@@ -268,7 +344,22 @@ func restoreNestedMounts(sc Syscaller, pid int, imgDir string, id int) error {
 			return fmt.Errorf("%s: %w", s, err)
 		}
 	}
-	return nil
+	if slavesOnly {
+		return nil
+	}
+	// Every mount exists: the relations are made again from private
+	// mounts (MOVE_MOUNT_SET_GROUP takes no other).
+	if _, err := sc.Call(unix.SYS_MOUNT, "none", "/", "", uint64(unix.MS_REC|unix.MS_PRIVATE), nil); err != nil {
+		return fmt.Errorf("make the mount namespace private: %w", err)
+	}
+	call := func(what string, nr uintptr, args ...any) (uint64, error) {
+		r, err := sc.Call(nr, args...)
+		if err != nil {
+			return 0, fmt.Errorf("mount propagation: %s: %w", what, err)
+		}
+		return r, nil
+	}
+	return runPropSteps(call, prop.steps, anchors)
 }
 
 // restoreNestedTmpfs mounts a tmpfs of the nested namespace and puts its

@@ -323,6 +323,10 @@ func TestSystemdContainer(t *testing.T) {
 	ptmpCount, pnetCount := c.counter(t, "/run/ptmp.count"), c.counter(t, "/run/pnet.count")
 	ptmpPid, pnetPid := c.mainPid(t, "ctcr-ptmp"), c.mainPid(t, "ctcr-pnet")
 	c.refusesBPF(t)
+	// The services' mount namespaces follow the container's (systemd
+	// made them slaves, then shared again): the same after restore.
+	c.serviceMountsTravel(t, "ctcr-ptmp", "before the checkpoint")
+	svcProp := c.serviceMountPropagation(t, "ctcr-ptmp")
 
 	dir := filepath.Join(t.TempDir(), "ck")
 	start := time.Now()
@@ -357,6 +361,10 @@ func TestSystemdContainer(t *testing.T) {
 	if got, err := c.sh("test $(readlink /proc/$(systemctl show -P MainPID ctcr-pnet)/ns/net) != $(readlink /proc/1/ns/net) && echo own", 10*time.Second); err != nil || strings.TrimSpace(got) != "own" {
 		t.Errorf("ctcr-pnet is not in a network namespace of its own after restore: %q %v", got, err)
 	}
+	if got := c.serviceMountPropagation(t, "ctcr-ptmp"); got != svcProp {
+		t.Errorf("the propagation of the container's and ctcr-ptmp's mounts after restore:\n%s\nbefore:\n%s", got, svcProp)
+	}
+	c.serviceMountsTravel(t, "ctcr-ptmp", "after restore")
 	time.Sleep(time.Second)
 	if n := c.counter(t, "/run/ptmp.count"); n <= ptmpCount {
 		t.Errorf("ctcr-ptmp counted to %d after restore, %d before: it does not go on", n, ptmpCount)

@@ -55,7 +55,7 @@ func restoreNestedNS(o *criu.RestoreOptions) {
 		return ns.RestoreTreeOwn(rt, rt.Pid, o.Dir)
 	}
 	o.NestedNS = func(kind string, id int, t *criu.RootTask) error {
-		return ns.RestoreNested(t, t.Pid, kind, id, o.Dir)
+		return ns.RestoreNested(t, t.Pid, kind, id, o.Dir, o.Log)
 	}
 }
 
