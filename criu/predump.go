@@ -109,7 +109,7 @@ func PreDump(o PreDumpOptions) (*PreDumpStats, error) {
 	for _, p := range pc.order {
 		n, parent, err := p.preDump(stage.Dir, o.Compress, pr)
 		if err != nil {
-			if _, serr := os.Stat(fmt.Sprintf("/proc/%d", p.pid)); serr != nil {
+			if taskGone(p.pid) {
 				logf("pre-dump: task %d is gone: %v", p.pid, err)
 				pc.drop(p.pid)
 				continue
@@ -148,6 +148,15 @@ func PreDump(o PreDumpOptions) (*PreDumpStats, error) {
 	}
 	logf("pre-dumped %d tasks: %d bytes copied, %d left in the parent images", st.Tasks, st.PagesBytes, st.ParentBytes)
 	return st, nil
+}
+
+// taskGone reports whether pid, which ran while it was pre-dumped,
+// exited: reaped, or a zombie that its parent has not reaped yet (a
+// container's shell reaps its sleeps when it gets to it), whose
+// pagemap and memory are gone with its mm.
+func taskGone(pid int) bool {
+	st, err := proc.ReadStat(pid, pid)
+	return err != nil || st.State == 'Z' || st.State == 'X'
 }
 
 // prevImages checks that prevDir (relative to dir, or absolute) holds a
