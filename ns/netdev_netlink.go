@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ctcr/ctcr/criu/nsthread"
 )
 
 // A NETLINK_ROUTE socket acts on the network namespace it was made in,
@@ -52,6 +54,13 @@ func openRtnl() (*rtnl, error) {
 // rtnlOf makes a NETLINK_ROUTE socket in the network namespace of host
 // task pid.
 func rtnlOf(pid int) (*rtnl, error) {
+	// nsthread.Join refuses ctcr's own namespace; a socket made here is
+	// in it already (the host's end of a veth a dump refuses).
+	if same, err := nsthread.Same(pid, "net"); err != nil {
+		return nil, err
+	} else if same {
+		return openRtnl()
+	}
 	var s *rtnl
 	err := inNamespace(pid, "net", unix.CLONE_NEWNET, func() error {
 		var err error
