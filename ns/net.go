@@ -18,13 +18,15 @@ import (
 )
 
 // The network namespace: ctcr keeps its loopback device, the one
-// interface a new namespace has. Other interfaces are the runtime's
-// business (CNI, runc's config).
+// interface a new namespace has, and the veth pairs that join it to
+// the tree's other namespaces (netdev.go). Other interfaces of a
+// container's are the runtime's business (CNI, runc's config).
 //
-//	netdev-1.img   CRIU's NETDEV image: one NetDeviceEntry for lo (type
-//	               LOOPBACK, ifindex, MTU, IFF_* flags, name)
+//	netdev-1.img   CRIU's NETDEV image: one NetDeviceEntry per device
+//	               (type LOOPBACK or VETH, ifindex, MTU, IFF_* flags,
+//	               name, and a veth's MAC address and peer)
 //	ifaddr-1.img   CRIU's IFADDR image, raw as CRIU writes it with
-//	               `ip addr save`: iproute2's magic, then lo's
+//	               `ip addr save`: iproute2's magic, then those devices'
 //	               RTM_NEWADDR messages as the kernel dumped them
 //
 //	ifaddr-1.img:  +-----------+-----------------+-----------------+--

@@ -1,14 +1,18 @@
 package ns
 
 import (
+	"errors"
 	"fmt"
 	"net"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/checkpoint-restore/go-criu/v7/crit/images/netdev"
 	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/ctcr/ctcr/criu/images"
 )
@@ -145,4 +149,58 @@ func TestVethIntoUnsavedNamespaceRefused(t *testing.T) {
 	if err := dumpNetNS(a, stage, netNsID, spaces, false); err != nil {
 		t.Errorf("non-strict dump: %v", err)
 	}
+}
+
+// TestRouteImageBounds: a damaged route image is refused with an error
+// naming it, never read past its end; an ifaddr message in it is not a
+// route.
+func TestRouteImageBounds(t *testing.T) {
+	magic := []byte{0x24, 0x12, 0x31, 0x45}
+	good := appendNlmsg(append([]byte(nil), magic...), nlmsghdr(24), make([]byte, 12))
+	if _, err := parseNlmsgImage(good, "r.img", routeMagic, 24, 12); err != nil {
+		t.Fatalf("a well-formed image: %v", err)
+	}
+	for name, b := range map[string][]byte{
+		"empty":          nil,
+		"ifaddr magic":   append([]byte{0x22, 0x12, 0x36, 0x47}, good[4:]...),
+		"truncated":      good[:len(good)-3],
+		"not a route":    appendNlmsg(append([]byte(nil), magic...), nlmsghdr(20), make([]byte, 12)),
+		"short payload":  appendNlmsg(append([]byte(nil), magic...), nlmsghdr(24), make([]byte, 8)),
+		"length too big": append(append([]byte(nil), magic...), append([]byte{0xff, 0xff, 0, 0}, good[8:]...)...),
+	} {
+		if _, err := parseNlmsgImage(b, "r.img", routeMagic, 24, 12); err == nil || !strings.Contains(err.Error(), "r.img") {
+			t.Errorf("%s: error %v, want one naming r.img", name, err)
+		}
+	}
+}
+
+// TestNetdevImageOtherTypeRefused: a netdev image with a device ctcr
+// does not make (a tun) is refused at restore, naming the device.
+func TestNetdevImageOtherTypeRefused(t *testing.T) {
+	dir := t.TempDir()
+	devs := []proto.Message{
+		&netdev.NetDeviceEntry{Type: netdev.NdType_LOOPBACK.Enum(), Ifindex: proto.Uint32(1), Mtu: proto.Uint32(65536), Flags: proto.Uint32(0), Name: proto.String("lo")},
+		&netdev.NetDeviceEntry{Type: netdev.NdType_TUN.Enum(), Ifindex: proto.Uint32(2), Mtu: proto.Uint32(1500), Flags: proto.Uint32(0), Name: proto.String("tun7")},
+	}
+	if err := images.WriteFile(filepath.Join(dir, images.Netdev.FileName(5)), images.Netdev, devs...); err != nil {
+		t.Fatal(err)
+	}
+	_, err := readNetImages(dir, 5)
+	if !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), `"tun7"`) {
+		t.Errorf("restore of a tun: %v, want a refusal naming tun7", err)
+	}
+}
+
+func FuzzParseRouteImage(f *testing.F) {
+	f.Add(appendNlmsg([]byte{0x24, 0x12, 0x31, 0x45}, nlmsghdr(24), make([]byte, 12)))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		msgs, err := parseNlmsgImage(b, "fuzz", routeMagic, unix.RTM_NEWROUTE, unix.SizeofRtMsg)
+		if err != nil {
+			return
+		}
+		for _, m := range msgs {
+			parseRoute(m.Data)
+			setRouteOif(m.Data, 7)
+		}
+	})
 }
