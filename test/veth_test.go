@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/checkpoint-restore/go-criu/v7/crit/images/netdev"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/ctcr/ctcr/criu/images"
 )
@@ -97,4 +98,116 @@ func TestPlainVethIntoHostRefused(t *testing.T) {
 	if !exists(w.pid) {
 		t.Errorf("the tree is gone after a refused dump")
 	}
+}
+
+// TestRuncNestedVethPair: a runc container whose init forks a child
+// that unshares a nested network namespace, joined to the container's
+// own by a veth pair (veth workload, "ct"; the test makes the pair from
+// outside with the host's ip), is checkpointed and restored: the
+// container's end is made in the container's new namespace, the nested
+// one in the child's, with their MTU, MAC, addresses and routes, and
+// the connection across the pair and a new one work (the workload
+// checks).
+func TestRuncNestedVethPair(t *testing.T) {
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Skip("ip (iproute2) is not installed")
+	}
+	c := newContainer(t, "veth", func(s *specs.Spec) {
+		s.Process.Args = []string{"/veth", "/data", "ct"}
+		addCaps(s, "CAP_SYS_ADMIN", "CAP_NET_ADMIN")
+	})
+	buildStaticWorkload(t, "veth", filepath.Join(c.rootfs, "veth"))
+	argv := c.runArgv()
+	cmd := exec.Command(argv[0], append(argv[1:], "run", "-d", c.id)...)
+	cmd.Dir = c.bundle
+	logf, err := os.Create(c.logFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := runWithTimeout(cmd, 30*time.Second); err != nil {
+		t.Fatalf("runc run -d %s: %v", c.id, err)
+	}
+	c.notePid()
+	if len(c.inits) == 0 {
+		t.Fatalf("runc state of %s gives no init", c.id)
+	}
+	pid := c.inits[0]
+	data := func(pid int, name string) string { return fmt.Sprintf("/proc/%d/root/data/%s", pid, name) }
+	waitData := func(pid int, name string) {
+		t.Helper()
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			if _, err := os.Stat(data(pid, name)); err == nil {
+				return
+			}
+			if time.Now().After(deadline) {
+				errs, _ := os.ReadFile(data(pid, "err"))
+				t.Fatalf("no /data/%s after 15s; stderr: %s", name, errs)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitData(pid, "ready-pids")
+	kids := descendantsOf(pid)
+	if len(kids) != 1 {
+		t.Fatalf("the container's init %d has descendants %v, want one", pid, kids)
+	}
+	sh := func(pid int, script string) {
+		t.Helper()
+		if out, err := exec.Command("nsenter", "-t", fmt.Sprint(pid), "-n", "sh", "-c", "set -e\n"+script).CombinedOutput(); err != nil {
+			t.Fatalf("in the network namespace of %d: %s: %v\n%s", pid, script, err, out)
+		}
+	}
+	sh(pid, fmt.Sprintf(`ip link add vethroot0 mtu 1400 address 02:00:00:77:00:01 type veth peer name vethkid0 mtu 1400 address 02:00:00:77:00:02 netns /proc/%d/ns/net
+ip link set vethroot0 up
+ip addr add 10.77.0.1/24 dev vethroot0
+ip route add 10.78.0.0/24 via 10.77.0.2 dev vethroot0`, kids[0]))
+	sh(kids[0], `ip link set vethkid0 up
+ip addr add 10.77.0.2/24 dev vethkid0
+ip addr add 10.78.0.5/32 dev lo
+ip route add default via 10.77.0.1 dev vethkid0`)
+	if err := os.WriteFile(data(pid, "veth-made"), []byte("1"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitData(pid, "ready")
+
+	dir := filepath.Join(t.TempDir(), "ck")
+	checkpointContainer(t, c, dir)
+	reap(pid, 5*time.Second)
+	devs, err := images.ReadAll(filepath.Join(dir, "images", "netdev-1.img"), images.Netdev, func() *netdev.NetDeviceEntry { return &netdev.NetDeviceEntry{} })
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, d := range devs {
+		names = append(names, d.GetName())
+	}
+	if fmt.Sprint(names) != "[lo vethroot0]" {
+		t.Errorf("the container's netdev-1.img holds %v, want lo and vethroot0", names)
+	}
+	restoreContainer(t, c, dir)
+	npid := c.inits[len(c.inits)-1]
+	if err := os.WriteFile(data(npid, "check"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// The init ends once it has checked, and the container with it
+	// (its /data too): its verdict is read from its output, which runc
+	// logs.
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		out, _ := os.ReadFile(c.logFile())
+		if strings.Contains(string(out), "FAIL") || strings.Contains(string(out), "workload:") {
+			t.Fatalf("after restore the workload says: %s", out)
+		}
+		if strings.Contains(string(out), "PASS") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no verdict 60s after the check was asked for (init %s); its output: %s", describe(npid), out)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	decodeWithCrit(t, filepath.Join(dir, "images"))
 }

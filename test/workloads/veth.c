@@ -15,6 +15,10 @@
  *   veth DIR host   the root stays in the host's network namespace; C
  *                   unshares one and the pair's other end, vethPIDh, is
  *                   in the host's: a dump must refuse it by name.
+ *   veth DIR ct     as own, but the root is a container's init, in the
+ *                   container's network namespace; the test sets up the
+ *                   pair from outside (the container has no ip(8) that
+ *                   makes one) and then writes DIR/veth-made.
  *
  * The devices are set up with ip(8). After DIR/check each side checks
  * its device (name, ifindex as before, MTU, MAC, up), its addresses and
@@ -197,12 +201,24 @@ static void exchange(const char *who, int fd, const char *out, const char *want,
 			n < 0 ? strerror(errno) : "", want);
 }
 
+static void lo_up(void)
+{
+	int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	must(s >= 0, "socket");
+	struct ifreq ifr = { 0 };
+	strcpy(ifr.ifr_name, "lo");
+	must(ioctl(s, SIOCGIFFLAGS, &ifr) == 0, "SIOCGIFFLAGS lo");
+	ifr.ifr_flags |= IFF_UP;
+	must(ioctl(s, SIOCSIFFLAGS, &ifr) == 0, "SIOCSIFFLAGS lo");
+	close(s);
+}
+
 static void child(void)
 {
 	/* Gone with its parent if a test ends early; kept across restore. */
 	must(prctl(PR_SET_PDEATHSIG, SIGKILL) == 0, "PR_SET_PDEATHSIG");
 	must(unshare(CLONE_NEWNET) == 0, "unshare(CLONE_NEWNET)");
-	sh("ip link set lo up");
+	lo_up();
 	wl_write_file("ready-ns", "1", 1);
 	wait_file("veth-made");
 	if (strcmp(mode, "host") == 0) {
@@ -210,8 +226,9 @@ static void child(void)
 		for (;;)
 			pause();
 	}
-	sh("ip link set vethkid0 up && ip addr add 10.77.0.2/24 dev vethkid0 && ip addr add 10.78.0.5/32 dev lo && "
-	   "ip route add default via 10.77.0.1 dev vethkid0");
+	if (strcmp(mode, "ct") != 0)
+		sh("ip link set vethkid0 up && ip addr add 10.77.0.2/24 dev vethkid0 && ip addr add 10.78.0.5/32 dev lo && "
+		   "ip route add default via 10.77.0.1 dev vethkid0");
 	ifindex_before = ifindex_of("vethkid0");
 	listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	must(listener >= 0, "socket");
@@ -257,15 +274,17 @@ static void child(void)
 int main(int argc, char **argv)
 {
 	wl_init(argc, argv);
-	if (argc < 3 || (strcmp(argv[2], "own") != 0 && strcmp(argv[2], "host") != 0)) {
-		fprintf(stderr, "usage: %s DIR own|host\n", argv[0]);
+	if (argc < 3 || (strcmp(argv[2], "own") != 0 && strcmp(argv[2], "host") != 0 && strcmp(argv[2], "ct") != 0)) {
+		fprintf(stderr, "usage: %s DIR own|host|ct\n", argv[0]);
 		return 2;
 	}
 	mode = argv[2];
 	char rootdev[IFNAMSIZ] = "vethroot0";
 	if (strcmp(mode, "own") == 0) {
 		must(unshare(CLONE_NEWNET) == 0, "unshare(CLONE_NEWNET)");
-		sh("ip link set lo up");
+		lo_up();
+	} else if (strcmp(mode, "ct") == 0) {
+		lo_up();
 	} else {
 		snprintf(rootdev, sizeof(rootdev), "veth%dh", getpid());
 	}
@@ -282,11 +301,17 @@ int main(int argc, char **argv)
 		for (;;)
 			pause();
 	}
-	sh("ip link add vethroot0 mtu 1400 address 02:00:00:77:00:01 type veth peer name vethkid0 mtu 1400 "
-	   "address 02:00:00:77:00:02 netns /proc/%d/ns/net && ip link set vethroot0 up && "
-	   "ip addr add 10.77.0.1/24 dev vethroot0 && ip route add 10.78.0.0/24 via 10.77.0.2 dev vethroot0", c);
+	if (strcmp(mode, "ct") == 0) {
+		wl_write_file("ready-pids", "1", 1);
+		wait_file("veth-made");
+	} else {
+		sh("ip link add vethroot0 mtu 1400 address 02:00:00:77:00:01 type veth peer name vethkid0 mtu 1400 "
+		   "address 02:00:00:77:00:02 netns /proc/%d/ns/net && ip link set vethroot0 up && "
+		   "ip addr add 10.77.0.1/24 dev vethroot0 && ip route add 10.78.0.0/24 via 10.77.0.2 dev vethroot0",
+		   c);
+		wl_write_file("veth-made", "1", 1);
+	}
 	ifindex_before = ifindex_of("vethroot0");
-	wl_write_file("veth-made", "1", 1);
 	wait_file("ready-c");
 	conn_c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	must(conn_c >= 0, "socket");
@@ -300,7 +325,8 @@ int main(int argc, char **argv)
 	while (!wl_check_requested())
 		wl_sleep_ms(20);
 
-	check_ns("root", getppid(), "its parent");
+	if (strcmp(mode, "ct") != 0) /* a container's init has no parent in its PID namespace */
+		check_ns("root", getppid(), "its parent");
 	check_dev("root", "vethroot0", "02:00:00:77:00:01");
 	check_addr("root", "vethroot0", "10.77.0.1", 24);
 	check_route("root", "vethroot0", "10.78.0.0", 24, "10.77.0.2");
