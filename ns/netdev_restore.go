@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/checkpoint-restore/go-criu/v7/crit/images/netdev"
 	"golang.org/x/sys/unix"
@@ -294,14 +295,34 @@ func createVeth(s *rtnl, d, p *netdev.NetDeviceEntry, peerFd int) error {
 		return appendAttr(b, unix.IFLA_LINKINFO, info)
 	}
 	const create = unix.NLM_F_CREATE | unix.NLM_F_EXCL
-	err := s.do(unix.RTM_NEWLINK, create, req(int32(d.GetIfindex()), int32(p.GetIfindex())))
-	if errors.Is(err, unix.EEXIST) || errors.Is(err, unix.EBUSY) {
-		// NLM_F_EXCL: an index already taken answers EEXIST (another
-		// device has it here) or EBUSY (the peer's namespace).
-		err = s.do(unix.RTM_NEWLINK, create, req(0, 0))
+	try := func() error {
+		err := s.do(unix.RTM_NEWLINK, create, req(int32(d.GetIfindex()), int32(p.GetIfindex())))
+		if errors.Is(err, unix.EEXIST) || errors.Is(err, unix.EBUSY) {
+			// NLM_F_EXCL: an index already taken answers EEXIST
+			// (another device has it here) or EBUSY (the peer's
+			// namespace).
+			err = s.do(unix.RTM_NEWLINK, create, req(0, 0))
+		}
+		return err
+	}
+	err := try()
+	// A namespace the runtime made and kept (JoinNet) may still hold
+	// the end of the pair the dump's tasks had: the kernel destroys
+	// their dead nested namespace, and the pair with it, in a work
+	// queue, a moment after the last task is gone.
+	for deadline := time.Now().Add(vethGoneTimeout); errors.Is(err, unix.EEXIST) && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+		err = try()
+	}
+	if errors.Is(err, unix.EEXIST) {
+		return fmt.Errorf("a device named %s or %s is there already (after %v): %w", d.GetName(), p.GetName(), vethGoneTimeout, err)
 	}
 	return err
 }
+
+// vethGoneTimeout bounds the wait for the old end of a pair to go (a
+// variable for tests).
+var vethGoneTimeout = 5 * time.Second
 
 // indexOf returns the ifindex of device name in s's namespace.
 func (s *rtnl) indexOf(name string) (int32, error) {

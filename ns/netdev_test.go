@@ -204,3 +204,41 @@ func FuzzParseRouteImage(f *testing.F) {
 		}
 	})
 }
+
+// TestVethNameTakenRefused: a restore into a namespace where a device
+// already has the name of the pair's end fails, after a bounded wait
+// for it to go, naming it.
+func TestVethNameTakenRefused(t *testing.T) {
+	a, b := newNetns(t), newNetns(t)
+	inNetns(t, a, nil, "ip", "link", "add", "vethn0", "type", "veth", "peer", "name", "vethn1", "netns", fmt.Sprintf("/proc/%d/ns/net", b))
+	stage, err := images.NewStaging(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	idB, _ := NestedID(b, "net")
+	spaces, err := netSpaces(a, []int{b}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dumpNetNS(a, stage, netNsID, spaces, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := dumpNetNS(b, stage, idB, spaces, true); err != nil {
+		t.Fatal(err)
+	}
+	ra, rb := newNetns(t), newNetns(t)
+	inNetns(t, ra, nil, "ip", "link", "add", "vethn0", "type", "veth", "peer", "name", "vethzz0")
+	defer func(d time.Duration) { vethGoneTimeout = d }(vethGoneTimeout)
+	vethGoneTimeout = 300 * time.Millisecond
+	if err := RestoreNet(ra, stage.Dir); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	err = restoreNetAs(rb, stage.Dir, idB)
+	if err == nil || !strings.Contains(err.Error(), "vethn1") || !strings.Contains(err.Error(), "is there already") {
+		t.Errorf("restore with vethn0 taken: %v, want an error naming the pair", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("the refusal took %v", d)
+	}
+}

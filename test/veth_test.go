@@ -104,17 +104,37 @@ func TestPlainVethIntoHostRefused(t *testing.T) {
 // that unshares a nested network namespace, joined to the container's
 // own by a veth pair (veth workload, "ct"; the test makes the pair from
 // outside with the host's ip), is checkpointed and restored: the
-// container's end is made in the container's new namespace, the nested
-// one in the child's, with their MTU, MAC, addresses and routes, and
-// the connection across the pair and a new one work (the workload
-// checks).
+// container's end is made in the container's namespace (a new one; or
+// the one the runtime made and named by path, as CNI does, joined
+// again), the nested one in the child's, with their MTU, MAC,
+// addresses and routes, and the connection across the pair and a new
+// one work (the workload checks).
 func TestRuncNestedVethPair(t *testing.T) {
 	if _, err := exec.LookPath("ip"); err != nil {
 		t.Skip("ip (iproute2) is not installed")
 	}
+	t.Run("in a network namespace of its own", func(t *testing.T) { runcNestedVethPair(t, false) })
+	t.Run("in the runtime's network namespace named by path", func(t *testing.T) { runcNestedVethPair(t, true) })
+}
+
+func runcNestedVethPair(t *testing.T, byPath bool) {
+	netns := fmt.Sprintf("veth-ctcrt-%d", os.Getpid())
+	if byPath {
+		if out, err := exec.Command("ip", "netns", "add", netns).CombinedOutput(); err != nil {
+			t.Fatalf("ip netns add %s: %v\n%s", netns, err, out)
+		}
+		t.Cleanup(func() { exec.Command("ip", "netns", "del", netns).Run() })
+	}
 	c := newContainer(t, "veth", func(s *specs.Spec) {
 		s.Process.Args = []string{"/veth", "/data", "ct"}
 		addCaps(s, "CAP_SYS_ADMIN", "CAP_NET_ADMIN")
+		if byPath {
+			for i, ns := range s.Linux.Namespaces {
+				if ns.Type == specs.NetworkNamespace {
+					s.Linux.Namespaces[i].Path = "/var/run/netns/" + netns
+				}
+			}
+		}
 	})
 	buildStaticWorkload(t, "veth", filepath.Join(c.rootfs, "veth"))
 	argv := c.runArgv()
