@@ -1,8 +1,8 @@
 // Package ns dumps and restores what lives in a container's namespaces
 // besides its processes: the mount tree (mountinfo, with the content of
 // tmpfs mounts and each mount's propagation), the UTS names, SysV IPC
-// objects, POSIX message queues, and the loopback device with its
-// addresses.
+// objects, POSIX message queues, and the loopback device and veth
+// pairs with their addresses and routes.
 //
 // It never traces a task. Dumping reads /proc/PID/mountinfo, walks files
 // through /proc/PID/root, and enters a namespace on a locked OS thread

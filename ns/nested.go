@@ -38,8 +38,9 @@ func NestedID(pid int, kind string) (int, error) {
 
 // DumpNested saves every UTS, IPC, network and mount namespace that a
 // task of pids has and the root task does not share: host and domain
-// names, SysV objects, the loopback device and its addresses, the mount
-// table. A network namespace holding more than lo is refused by name.
+// names, SysV objects, lo and the veth pairs between saved namespaces
+// with their addresses and routes, the mount table. A network namespace
+// holding another device is refused by name.
 func DumpNested(root int, pids []int, stage *images.Staging) error {
 	sort.Ints(pids)
 	for _, kind := range NestedKinds {
@@ -104,7 +105,7 @@ func dumpNestedNet(pid, root int, pids []int, stage *images.Staging, id int) err
 
 // RestoreNested fills the nested namespace of kind with image id, which
 // the engine has just made for the restored task sc (host PID pid):
-// names, SysV objects or the loopback device.
+// names, SysV objects, or its devices (lo, veth pairs).
 func RestoreNested(sc Syscaller, pid int, kind string, id int, imgDir string) error {
 	var err error
 	switch kind {

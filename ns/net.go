@@ -144,10 +144,11 @@ func parseNlmsgImage(b []byte, name string, magic uint32, typ uint16, min int) (
 	return out, nil
 }
 
-// RestoreNet sets up the loopback device of the restored root's new
-// network namespace (host PID pid) as it was: MTU, up or down, and its
-// addresses. A checkpoint without netdev-1.img (written by an older
-// ctcr) gets lo up, as a container had it.
+// RestoreNet sets up the devices of the restored root's new network
+// namespace (host PID pid) as they were: lo's MTU, up state and
+// addresses, and the veth pairs into nested namespaces, made when those
+// are. A checkpoint without netdev-1.img (written by an older ctcr)
+// gets lo up, as a container had it.
 func RestoreNet(pid int, imgDir string) error {
 	return restoreNetAs(pid, imgDir, netNsID)
 }
