@@ -145,11 +145,12 @@ func readNetImages(imgDir string, id int) (*netImages, error) {
 		magic uint32
 		typ   uint16
 		min   int
+		max   int64
 		out   *[]syscall.NetlinkMessage
 	}{
-		{ifaddrFile(id), ifaddrMagic, unix.RTM_NEWADDR, unix.SizeofIfAddrmsg, &n.addrs},
-		{routeFile(id), routeMagic, unix.RTM_NEWROUTE, unix.SizeofRtMsg, &n.routes},
-		{route6File(id), routeMagic, unix.RTM_NEWROUTE, unix.SizeofRtMsg, &n.routes},
+		{ifaddrFile(id), ifaddrMagic, unix.RTM_NEWADDR, unix.SizeofIfAddrmsg, maxIfaddrFile, &n.addrs},
+		{routeFile(id), routeMagic, unix.RTM_NEWROUTE, unix.SizeofRtMsg, maxRouteFile, &n.routes},
+		{route6File(id), routeMagic, unix.RTM_NEWROUTE, unix.SizeofRtMsg, maxRouteFile, &n.routes},
 	} {
 		p := filepath.Join(imgDir, f.name)
 		fi, err := os.Stat(p)
@@ -159,8 +160,8 @@ func readNetImages(imgDir string, id int) (*netImages, error) {
 		if err != nil {
 			return nil, err
 		}
-		if fi.Size() > maxRouteFile {
-			return nil, fmt.Errorf("%s: %d bytes, more than %d: %w", p, fi.Size(), maxRouteFile, images.ErrCorrupt)
+		if fi.Size() > f.max {
+			return nil, fmt.Errorf("%s: %d bytes, more than %d: %w", p, fi.Size(), f.max, images.ErrCorrupt)
 		}
 		b, err := os.ReadFile(p)
 		if err != nil {
