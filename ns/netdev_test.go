@@ -44,6 +44,12 @@ func netState(t *testing.T, pid int) string {
 		}
 	}
 	out = append(out, strings.Split(strings.TrimSpace(inNetns(t, pid, nil, "ip", "route", "show", "table", "main")), "\n")...)
+	for _, l := range strings.Split(strings.TrimSpace(inNetns(t, pid, nil, "ip", "-6", "route", "show", "table", "main")), "\n") {
+		// fe80::/64 comes with the link-local address, see above.
+		if !strings.HasPrefix(l, "fe80::") {
+			out = append(out, l)
+		}
+	}
 	return strings.Join(out, "\n")
 }
 
@@ -60,6 +66,8 @@ ip link add vetha0 mtu 1400 address 02:00:00:00:aa:01 type veth peer name vethb0
 ip addr add 10.91.0.1/24 dev vetha0
 ip link set vetha0 up
 ip route add 10.92.0.0/24 via 10.91.0.2 dev vetha0
+ip -6 addr add fd00:91::1/64 dev vetha0 nodad
+ip -6 route add fd00:92::/64 via fd00:91::2 dev vetha0
 ip link add vethx0 type veth peer name vethx1
 ip link set vethx0 up`, b))
 	inNetns(t, b, nil, "sh", "-c", `set -e
@@ -118,6 +126,32 @@ ip route add default via 10.91.0.1`)
 		return err
 	}); err != nil {
 		t.Errorf("connect across the restored pair: %v", err)
+	}
+}
+
+// TestOtherDevicesRefused: a bridge or a tun in a saved namespace is
+// refused by name and kind; a container's own namespace leaves it out.
+func TestOtherDevicesRefused(t *testing.T) {
+	a := newNetns(t)
+	inNetns(t, a, nil, "sh", "-c", "ip link add br7 type bridge && ip tuntap add tun7 mode tun")
+	stage, err := images.NewStaging(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	spaces, err := netSpaces(a, nil, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = dumpNetNS(a, stage, netNsID, spaces, true)
+	if !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), "br7 (bridge)") || !strings.Contains(err.Error(), "tun7 (tun)") {
+		t.Errorf("dump of a bridge and a tun: %v, want a refusal naming br7 (bridge) and tun7 (tun)", err)
+	}
+	if err := dumpNetNS(a, stage, netNsID, spaces, false); err != nil {
+		t.Errorf("non-strict dump: %v", err)
+	}
+	devs, err := images.ReadAll(stage.Path(images.Netdev.FileName(netNsID)), images.Netdev, func() *netdev.NetDeviceEntry { return &netdev.NetDeviceEntry{} })
+	if err != nil || len(devs) != 1 || devs[0].GetName() != "lo" {
+		t.Errorf("non-strict dump saved %v (%v), want lo alone", devs, err)
 	}
 }
 
