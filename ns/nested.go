@@ -105,7 +105,7 @@ func dumpNestedNet(pid, root int, pids []int, stage *images.Staging, id int) err
 
 // RestoreNested fills the nested namespace of kind with image id, which
 // the engine has just made for the restored task sc (host PID pid):
-// names, SysV objects, or its devices (lo, veth pairs).
+// names, SysV objects or the loopback device.
 func RestoreNested(sc Syscaller, pid int, kind string, id int, imgDir string) error {
 	var err error
 	switch kind {
