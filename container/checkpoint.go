@@ -737,6 +737,13 @@ func restore(o RestoreOptions, m *Meta) (*criu.Restored, error) {
 				if err := ns.RestoreNet(rt.Pid, imgDir); err != nil {
 					return err
 				}
+			} else if joinNet != "" {
+				// veth ends that were in the container's namespace and
+				// whose peers are in nested ones are made in the
+				// runtime's, when those are.
+				if err := ns.NoteJoinedNet(rt.Pid, imgDir); err != nil {
+					return err
+				}
 			}
 			return nil
 		},

@@ -2,11 +2,9 @@ package ns
 
 import (
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"sort"
-	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -40,8 +38,9 @@ func NestedID(pid int, kind string) (int, error) {
 
 // DumpNested saves every UTS, IPC, network and mount namespace that a
 // task of pids has and the root task does not share: host and domain
-// names, SysV objects, the loopback device and its addresses, the mount
-// table. A network namespace holding more than lo is refused by name.
+// names, SysV objects, lo and the veth pairs between saved namespaces
+// with their addresses and routes, the mount table. A network namespace
+// holding another device is refused by name.
 func DumpNested(root int, pids []int, stage *images.Staging) error {
 	sort.Ints(pids)
 	for _, kind := range NestedKinds {
@@ -65,7 +64,7 @@ func DumpNested(root int, pids []int, stage *images.Staging) error {
 			case "ipc":
 				err = dumpNestedIPC(pid, stage, id)
 			case "net":
-				err = dumpNestedNet(pid, stage, id)
+				err = dumpNestedNet(pid, root, pids, stage, id)
 			case "mnt":
 				err = dumpNestedMounts(pid, root, stage, id)
 			}
@@ -88,19 +87,20 @@ func dumpNestedIPC(pid int, stage *images.Staging, id int) error {
 	return dumpMqueuesAs(pid, stage, nestedMqFile(id))
 }
 
-// dumpNestedNet saves a nested network namespace that has only lo. Its
-// inet and unix sockets are the engine's: their entries name the
-// namespace (ns_id), and the restore makes each in it, so abstract
-// names are bound and reached there.
-func dumpNestedNet(pid int, stage *images.Staging, id int) error {
-	devs, err := otherDevices(pid)
+// dumpNestedNet saves a nested network namespace: lo, the veth pairs
+// whose other end is in a namespace the checkpoint saves (this one,
+// another nested one of the tree at root, whose tasks are pids, or the
+// root's own), their addresses and routes; any other device, or a veth
+// into the host's namespace, is refused by name. Its inet and unix
+// sockets are the engine's: their entries name the namespace (ns_id),
+// and the restore makes each in it, so abstract names are bound and
+// reached there.
+func dumpNestedNet(pid, root int, pids []int, stage *images.Staging, id int) error {
+	spaces, err := netSpaces(root, pids, netRootSaved(root))
 	if err != nil {
 		return err
 	}
-	if len(devs) > 0 {
-		return fmt.Errorf("network devices %s: only the loopback device of a nested network namespace is restored: %w", strings.Join(devs, ", "), ErrUnsupported)
-	}
-	return dumpNetAs(pid, stage, id)
+	return dumpNetNS(pid, stage, id, spaces, true)
 }
 
 // RestoreNested fills the nested namespace of kind with image id, which
@@ -137,8 +137,9 @@ func RestoreNested(sc Syscaller, pid int, kind string, id int, imgDir string, lo
 // DumpTreeOwn saves the UTS, IPC and network namespaces that the root
 // (host PID pid) of a plain process tree has of its own (own, from Own),
 // which the restore makes anew for it: the names; SysV objects and POSIX
-// queues; the loopback device and its addresses, a namespace with other
-// devices being refused by name, as for a nested one. A mount namespace
+// queues; lo and the veth pairs into the tree's nested namespaces with
+// their addresses and routes, any other device being refused by name,
+// as in a nested one. A mount namespace
 // of its own is accepted only with ctcr's mounts (the restore gives the
 // root a copy of ctcr's). (A container's are DumpOwn's, with its mounts.)
 func DumpTreeOwn(pid int, stage *images.Staging, own map[string]bool) error {
@@ -176,15 +177,12 @@ func DumpTreeOwn(pid int, stage *images.Staging, own map[string]bool) error {
 		}
 	}
 	if own["net"] {
-		devs, err := otherDevices(pid)
+		spaces, err := netSpaces(pid, treePidList(pid), true)
 		if err != nil {
 			return err
 		}
-		if len(devs) > 0 {
-			return fmt.Errorf("task %d: network devices %s of its own network namespace: only the loopback device is restored: %w", pid, strings.Join(devs, ", "), ErrUnsupported)
-		}
-		if err := DumpNet(pid, stage); err != nil {
-			return err
+		if err := dumpNetNS(pid, stage, netNsID, spaces, true); err != nil {
+			return fmt.Errorf("task %d: its own network namespace: %w", pid, err)
 		}
 	}
 	return nil
@@ -235,19 +233,4 @@ func RestoreTreeOwn(sc Syscaller, pid int, imgDir string) error {
 		}
 	}
 	return nil
-}
-
-// otherDevices names the network devices of pid's namespace but lo.
-func otherDevices(pid int) ([]string, error) {
-	var devs []string
-	err := inNamespace(pid, "net", unix.CLONE_NEWNET, func() error {
-		ifs, err := net.Interfaces()
-		for _, i := range ifs {
-			if i.Name != "lo" {
-				devs = append(devs, i.Name)
-			}
-		}
-		return err
-	})
-	return devs, err
 }

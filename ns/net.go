@@ -18,13 +18,15 @@ import (
 )
 
 // The network namespace: ctcr keeps its loopback device, the one
-// interface a new namespace has. Other interfaces are the runtime's
-// business (CNI, runc's config).
+// interface a new namespace has, and the veth pairs that join it to
+// the tree's other namespaces (netdev.go). Other interfaces of a
+// container's are the runtime's business (CNI, runc's config).
 //
-//	netdev-1.img   CRIU's NETDEV image: one NetDeviceEntry for lo (type
-//	               LOOPBACK, ifindex, MTU, IFF_* flags, name)
+//	netdev-1.img   CRIU's NETDEV image: one NetDeviceEntry per device
+//	               (type LOOPBACK or VETH, ifindex, MTU, IFF_* flags,
+//	               name, and a veth's MAC address and peer)
 //	ifaddr-1.img   CRIU's IFADDR image, raw as CRIU writes it with
-//	               `ip addr save`: iproute2's magic, then lo's
+//	               `ip addr save`: iproute2's magic, then those devices'
 //	               RTM_NEWADDR messages as the kernel dumped them
 //
 //	ifaddr-1.img:  +-----------+-----------------+-----------------+--
@@ -44,36 +46,20 @@ const (
 	maxIfaddrFile = 1 << 20
 )
 
-// DumpNet records the loopback device of pid's network namespace and
-// its addresses.
+// DumpNet records the devices of pid's network namespace, the tree's
+// own, their addresses and routes (netdev.go): lo, and the veth pairs
+// whose other end is in the tree's nested namespaces. Other devices,
+// which the runtime made (CNI's eth0), are left out.
 func DumpNet(pid int, stage *images.Staging) error {
-	return dumpNetAs(pid, stage, netNsID)
+	spaces, err := netSpaces(pid, treePidList(pid), true)
+	if err != nil {
+		return err
+	}
+	return dumpNetNS(pid, stage, netNsID, spaces, false)
 }
 
 // ifaddrFile names the addresses image of network namespace id.
 func ifaddrFile(id int) string { return fmt.Sprintf("ifaddr-%d.img", id) }
-
-// dumpNetAs is DumpNet into the images of namespace id.
-func dumpNetAs(pid int, stage *images.Staging, id int) error {
-	var dev *netdev.NetDeviceEntry
-	var addrs []byte
-	err := inNamespace(pid, "net", unix.CLONE_NEWNET, func() error {
-		var err error
-		if dev, err = loopbackDevice(); err != nil {
-			return err
-		}
-		addrs, err = dumpAddrs(int32(dev.GetIfindex()))
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("network namespace of task %d: %w", pid, err)
-	}
-	if err := images.WriteFile(stage.Path(images.Netdev.FileName(id)), images.Netdev, dev); err != nil {
-		return err
-	}
-	out := binary.NativeEndian.AppendUint32(nil, ifaddrMagic)
-	return os.WriteFile(stage.Path(ifaddrFile(id)), append(out, addrs...), 0o600)
-}
 
 // loopbackDevice describes lo of the calling thread's namespace.
 func loopbackDevice() (*netdev.NetDeviceEntry, error) {
@@ -110,31 +96,6 @@ func loopbackDevice() (*netdev.NetDeviceEntry, error) {
 	}, nil
 }
 
-// dumpAddrs returns the RTM_NEWADDR messages of a netlink dump of the
-// calling thread's namespace that belong to interface index, each as
-// the kernel sent it (header, payload, padding).
-func dumpAddrs(index int32) ([]byte, error) {
-	rib, err := syscall.NetlinkRIB(unix.RTM_GETADDR, unix.AF_UNSPEC)
-	if err != nil {
-		return nil, fmt.Errorf("netlink dump of the addresses: %w", err)
-	}
-	msgs, err := syscall.ParseNetlinkMessage(rib)
-	if err != nil {
-		return nil, fmt.Errorf("netlink dump of the addresses: %w", err)
-	}
-	var out []byte
-	for _, m := range msgs {
-		if m.Header.Type != unix.RTM_NEWADDR || len(m.Data) < unix.SizeofIfAddrmsg {
-			continue
-		}
-		if int32(binary.NativeEndian.Uint32(m.Data[4:8])) != index {
-			continue
-		}
-		out = appendNlmsg(out, m.Header, m.Data)
-	}
-	return out, nil
-}
-
 func appendNlmsg(out []byte, h syscall.NlMsghdr, data []byte) []byte {
 	h.Len = uint32(unix.SizeofNlMsghdr + len(data))
 	out = binary.NativeEndian.AppendUint32(out, h.Len)
@@ -150,11 +111,18 @@ func appendNlmsg(out []byte, h syscall.NlMsghdr, data []byte) []byte {
 }
 
 // parseIfaddrImage checks the magic and splits the file into its
-// netlink messages; name is for errors. Lengths are checked against
-// the file, never trusted.
+// netlink messages; name is for errors.
 func parseIfaddrImage(b []byte, name string) ([]syscall.NetlinkMessage, error) {
-	if len(b) < 4 || binary.NativeEndian.Uint32(b) != ifaddrMagic {
-		return nil, fmt.Errorf("%s: not an ip addr save dump (magic): %w", name, images.ErrCorrupt)
+	return parseNlmsgImage(b, name, ifaddrMagic, unix.RTM_NEWADDR, unix.SizeofIfAddrmsg)
+}
+
+// parseNlmsgImage checks the magic of an image iproute2's save commands
+// write and splits it into its netlink messages, each of type typ with
+// a payload of at least min bytes; name is for errors. Lengths are
+// checked against the file, never trusted.
+func parseNlmsgImage(b []byte, name string, magic uint32, typ uint16, min int) ([]syscall.NetlinkMessage, error) {
+	if len(b) < 4 || binary.NativeEndian.Uint32(b) != magic {
+		return nil, fmt.Errorf("%s: not an iproute2 save dump (magic): %w", name, images.ErrCorrupt)
 	}
 	var out []syscall.NetlinkMessage
 	for off := 4; off < len(b); {
@@ -162,13 +130,13 @@ func parseIfaddrImage(b []byte, name string) ([]syscall.NetlinkMessage, error) {
 			return nil, fmt.Errorf("%s: offset %d: truncated netlink header: %w", name, off, images.ErrCorrupt)
 		}
 		n := int(binary.NativeEndian.Uint32(b[off:]))
-		if n < unix.SizeofNlMsghdr+unix.SizeofIfAddrmsg || n > len(b)-off {
+		if n < unix.SizeofNlMsghdr+min || n > len(b)-off {
 			return nil, fmt.Errorf("%s: offset %d: netlink message of %d bytes: %w", name, off, n, images.ErrCorrupt)
 		}
 		h := syscall.NlMsghdr{Len: uint32(n), Type: binary.NativeEndian.Uint16(b[off+4:]), Flags: binary.NativeEndian.Uint16(b[off+6:]),
 			Seq: binary.NativeEndian.Uint32(b[off+8:]), Pid: binary.NativeEndian.Uint32(b[off+12:])}
-		if h.Type != unix.RTM_NEWADDR {
-			return nil, fmt.Errorf("%s: offset %d: netlink message of type %d, not RTM_NEWADDR: %w", name, off, h.Type, images.ErrCorrupt)
+		if h.Type != typ {
+			return nil, fmt.Errorf("%s: offset %d: netlink message of type %d, not %d: %w", name, off, h.Type, typ, images.ErrCorrupt)
 		}
 		out = append(out, syscall.NetlinkMessage{Header: h, Data: b[off+unix.SizeofNlMsghdr : off+n]})
 		off += (n + unix.NLMSG_ALIGNTO - 1) &^ (unix.NLMSG_ALIGNTO - 1)
@@ -176,43 +144,68 @@ func parseIfaddrImage(b []byte, name string) ([]syscall.NetlinkMessage, error) {
 	return out, nil
 }
 
-// RestoreNet sets up the loopback device of the restored root's new
-// network namespace (host PID pid) as it was: MTU, up or down, and its
-// addresses. A checkpoint without netdev-1.img (written by an older
-// ctcr) gets lo up, as a container had it.
+// RestoreNet sets up the devices of the restored root's new network
+// namespace (host PID pid) as they were: lo's MTU, up state and
+// addresses, and the veth pairs into nested namespaces, made when those
+// are. A checkpoint without netdev-1.img (written by an older ctcr)
+// gets lo up, as a container had it.
 func RestoreNet(pid int, imgDir string) error {
 	return restoreNetAs(pid, imgDir, netNsID)
 }
 
-// restoreNetAs is RestoreNet from the images of namespace id.
+// restoreNetAs is RestoreNet from the images of namespace id: lo as
+// it was, then the veth pairs whose other namespace is restored already
+// (netdev_restore.go), then the routes through no device or lo.
 func restoreNetAs(pid int, imgDir string, id int) error {
 	devPath := filepath.Join(imgDir, images.Netdev.FileName(id))
 	if _, err := os.Stat(devPath); errors.Is(err, os.ErrNotExist) {
 		return LoopbackUp(pid)
 	}
-	dev := &netdev.NetDeviceEntry{}
-	if err := images.ReadOne(devPath, images.Netdev, dev); err != nil {
+	n, err := readNetImages(imgDir, id)
+	if err != nil {
 		return err
 	}
-	if dev.GetType() != netdev.NdType_LOOPBACK || dev.GetName() != "lo" {
-		return fmt.Errorf("%s: device %q of type %v: only the loopback device is restored: %w", devPath, dev.GetName(), dev.GetType(), ErrUnsupported)
-	}
-	addrPath := filepath.Join(imgDir, ifaddrFile(id))
-	var msgs []syscall.NetlinkMessage
-	if fi, err := os.Stat(addrPath); err == nil {
-		if fi.Size() > maxIfaddrFile {
-			return fmt.Errorf("%s: %d bytes, more than %d: %w", addrPath, fi.Size(), maxIfaddrFile, images.ErrCorrupt)
+	var dev *netdev.NetDeviceEntry
+	for _, d := range n.devs {
+		if d.GetType() == netdev.NdType_LOOPBACK {
+			dev = d
 		}
-		b, err := os.ReadFile(addrPath)
+	}
+	if dev != nil {
+		if err := restoreLoopback(pid, dev, n.addrsOf(dev.GetIfindex())); err != nil {
+			return err
+		}
+	}
+	if err := noteRestoredNet(imgDir, id, pid); err != nil {
+		return err
+	}
+	if err := restoreVeths(pid, imgDir, n); err != nil {
+		return err
+	}
+	if len(n.routes) == 0 {
+		return nil
+	}
+	s, err := rtnlOf(pid)
+	if err != nil {
+		return err
+	}
+	defer s.close()
+	if err := addRoutes(s, n, 0, 0); err != nil {
+		return err
+	}
+	if dev != nil {
+		index, err := s.indexOf("lo")
 		if err != nil {
 			return err
 		}
-		if msgs, err = parseIfaddrImage(b, addrPath); err != nil {
-			return err
-		}
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return err
+		return addRoutes(s, n, dev.GetIfindex(), index)
 	}
+	return nil
+}
+
+// restoreLoopback gives lo of pid's new network namespace the MTU, up
+// state and addresses (msgs) of dev.
+func restoreLoopback(pid int, dev *netdev.NetDeviceEntry, msgs []syscall.NetlinkMessage) error {
 	return inNamespace(pid, "net", unix.CLONE_NEWNET, func() error {
 		cur, err := loopbackDevice()
 		if err != nil {

@@ -108,9 +108,11 @@ func decodeWithCrit(t *testing.T, dir string) {
 }
 
 // rawImage reports an image CRIU writes raw, which crit does not decode
-// either: pages, a tmpfs's tar.gz, `ip addr save` output.
+// either: pages, a tmpfs's tar.gz, `ip addr save` and `ip route save`
+// output.
 func rawImage(base string) bool {
-	return strings.HasPrefix(base, "pages-") || strings.HasSuffix(base, ".tar.gz.img") || strings.HasPrefix(base, "ifaddr-")
+	return strings.HasPrefix(base, "pages-") || strings.HasSuffix(base, ".tar.gz.img") || strings.HasPrefix(base, "ifaddr-") ||
+		strings.HasPrefix(base, "route-") || strings.HasPrefix(base, "route6-")
 }
 
 // TestInotifyQueuedEventsWarned: events queued on an inotify fd cannot
