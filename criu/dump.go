@@ -1373,7 +1373,7 @@ func dumpTaskFiles(p *dumpProc, files *fileTable, shellJob bool) error {
 			return 0, fmt.Errorf("task %d %s: %w", pid, name, err)
 		}
 		if strings.HasSuffix(path, " (deleted)") {
-			return 0, fmt.Errorf("task %d: %s %s was removed: %w", pid, name, path, ErrUnsupported)
+			return dumpRemovedFsDir(files, pid, name, path) // files_ghostkinds.go
 		}
 		st, err := statInTree(pid, path)
 		if err != nil {

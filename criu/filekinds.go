@@ -296,6 +296,7 @@ func (r *fileRestore) get(id uint32) (*os.File, error) {
 }
 
 func (r *fileRestore) close() {
+	removeGhostDirs(r) // files_ghostkinds.go: names a failed restore left
 	for _, f := range r.files {
 		f.Close()
 	}

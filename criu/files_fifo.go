@@ -32,14 +32,19 @@ func dumpFifo(d *fdDump) (*fdinfo.FileEntry, error) {
 	if d.st.Mode&unix.S_IFMT != unix.S_IFIFO || !strings.HasPrefix(d.link, "/") {
 		return nil, nil
 	}
-	if strings.HasSuffix(d.link, " (deleted)") {
-		return nil, d.unsupported(fmt.Sprintf("FIFO %s is unlinked", d.link))
-	}
 	ino := uint32(d.st.Ino)
 	if err := dumpPipeData(d, images.FifoData, ino); err != nil {
 		return nil, err
 	}
-	regID := d.files.add(d.link, d.flags, 0, &d.st)
+	var regID uint32
+	if path, ok := strings.CutSuffix(d.link, " (deleted)"); ok {
+		// Unlinked: its path entry is remapped to a ghost that restore
+		// makes again with mkfifo (files_ghostkinds.go).
+		regID = d.files.add(path, d.flags, 0, &d.st)
+		remapToGhost(d.files, regID, ghostKindID(d.files, path, &d.st, ""))
+	} else {
+		regID = d.files.add(d.link, d.flags, 0, &d.st)
+	}
 	id := d.files.nextID()
 	return &fdinfo.FileEntry{Id: proto.Uint32(id), Fifo: &fifo.FifoEntry{
 		Id: proto.Uint32(id), PipeId: proto.Uint32(ino), RegfId: proto.Uint32(regID),
@@ -65,9 +70,19 @@ func openFifo(r *fileRestore, e *fdinfo.FileEntry) (*os.File, error) {
 	id := fe.GetPipeId()
 	if holders[id] == nil {
 		// Inside the tree's root, through no symlink: the data written
-		// back must not land in a FIFO of the host.
-		h, err := openInTree(r.rootPid, path, unix.O_RDWR|unix.O_NONBLOCK)
+		// back must not land in a FIFO of the host. An unlinked FIFO is
+		// made again, held, and unlinked (files_ghostkinds.go).
+		h, err := ghostFifoHolder(r, fe.GetRegfId())
 		if err != nil {
+			return nil, err
+		}
+		if h != nil {
+			// r.hold has it already; a second description, closed
+			// with the others.
+			if h, err = os.OpenFile(fmt.Sprintf("/proc/self/fd/%d", h.Fd()), unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0); err != nil {
+				return nil, fmt.Errorf("unlinked FIFO %s: %w", path, err)
+			}
+		} else if h, err = openInTree(r.rootPid, path, unix.O_RDWR|unix.O_NONBLOCK); err != nil {
 			return nil, fmt.Errorf("FIFO %w", err)
 		}
 		var st unix.Stat_t

@@ -54,7 +54,10 @@ type ghostDumpState struct {
 func dumpGhostFile(d *fdDump) (*fdinfo.FileEntry, error) {
 	path := strings.TrimSuffix(d.link, " (deleted)")
 	st := &d.st
-	if st.Mode&unix.S_IFMT != unix.S_IFREG || st.Nlink != 0 {
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return dumpGhostKindFd(d) // files_ghostkinds.go
+	}
+	if st.Nlink != 0 {
 		return nil, d.unsupported(fmt.Sprintf("file %s was removed but is not an unlinked regular file (mode %#o, %d links)", d.link, st.Mode, st.Nlink))
 	}
 	gid, err := ghostID(d.files, d.procFile(), path)
@@ -187,6 +190,9 @@ func openGhostFile(r *fileRestore, e *fdinfo.FileEntry) (f *os.File, ok bool, er
 	gid, ok := st.remaps[e.GetId()]
 	if !ok {
 		return nil, false, nil
+	}
+	if f, ok, err := openGhostKind(r, e); ok { // files_ghostkinds.go
+		return f, true, err
 	}
 	reg := e.GetReg()
 	inode, ok := st.created[gid]

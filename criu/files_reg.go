@@ -73,6 +73,9 @@ func dumpRegularFile(d *fdDump) (*fdinfo.FileEntry, error) {
 		}
 		return e, nil
 	case unix.S_IFCHR:
+		if strings.HasSuffix(d.link, " (deleted)") && strings.HasPrefix(d.link, "/") && !isTTY(st) {
+			return dumpGhostFile(d) // a removed device node: files_ghostkinds.go
+		}
 		if name, ok := harmlessCharDevs[[2]uint32{unix.Major(st.Rdev), unix.Minor(st.Rdev)}]; ok {
 			return d.files.regEntry(name, d.flags, uint64(d.info.Pos), st), nil
 		}
@@ -86,6 +89,10 @@ func dumpRegularFile(d *fdDump) (*fdinfo.FileEntry, error) {
 			return d.files.regEntry(d.link, d.flags, 0, st), nil
 		}
 		return nil, d.unsupported(fmt.Sprintf("character device %s (%d:%d)", d.link, unix.Major(st.Rdev), unix.Minor(st.Rdev)))
+	case unix.S_IFBLK:
+		if strings.HasSuffix(d.link, " (deleted)") && strings.HasPrefix(d.link, "/") {
+			return dumpGhostFile(d) // refused with its numbers: files_ghostkinds.go
+		}
 	}
 	return nil, nil
 }

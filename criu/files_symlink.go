@@ -17,8 +17,8 @@ import (
 // this kind is listed after regularFiles, so fileKindOf finds that one
 // for REG entries and this kind only dumps.
 //
-// A symlink that was removed after it was opened is refused: its target
-// would have to be kept and the link made again.
+// A symlink that was removed after it was opened is a ghost: its target
+// is kept and the link made again (files_ghostkinds.go).
 var symlinkFds = fileKind{
 	name:   "symlink",
 	fdType: fdinfo.FdTypes_REG,
@@ -39,7 +39,8 @@ func dumpSymlinkFd(d *fdDump) (*fdinfo.FileEntry, error) {
 		return nil, d.unsupported(fmt.Sprintf("symlink %s has no path", d.link))
 	}
 	if strings.HasSuffix(d.link, " (deleted)") {
-		return nil, d.unsupported(fmt.Sprintf("O_PATH fd on symlink %s, which was removed", d.link))
+		// Kept with its target and made again (files_ghostkinds.go).
+		return dumpGhostKindFd(d)
 	}
 	return d.files.regEntry(d.link, d.flags, 0, &d.st), nil
 }

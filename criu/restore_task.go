@@ -205,8 +205,15 @@ func (t *restoringTask) restoreFS() error {
 		return nil
 	}
 	fs := t.img.fs
-	root := t.cp.files[fs.GetRootId()].GetReg().GetName()
-	cwd := t.cp.files[fs.GetCwdId()].GetReg().GetName()
+	// A removed directory is made again first (files_ghostkinds.go).
+	root, err := fsDirPath(t.tree.files, fs.GetRootId())
+	if err != nil {
+		return fmt.Errorf("%s root: %w", t.where(), err)
+	}
+	cwd, err := fsDirPath(t.tree.files, fs.GetCwdId())
+	if err != nil {
+		return fmt.Errorf("%s cwd: %w", t.where(), err)
+	}
 	b := t.ctl.newBatch()
 	what := map[int]string{}
 	// Both paths are the tree's, not the task's own root's: chdir first,

@@ -1,0 +1,52 @@
+package test
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// TestRemovedObjectsOfOtherKinds dumps the ghostkinds workload once per
+// kind of removed object a task can still hold: an unlinked FIFO with
+// data queued, a removed directory open as an fd, a removed cwd, a
+// removed root (of a chrooted child), a removed device node and an
+// O_PATH fd on a removed symlink. The dump must keep each as a ghost
+// (ghost-file-1.img, remapped in remap-fpath.img, readable by crit);
+// after restore the workload checks the object's type, mode, owner,
+// rdev, data and deadness itself, and no name for it may be left in the
+// workload's directory.
+func TestRemovedObjectsOfOtherKinds(t *testing.T) {
+	for _, k := range []struct{ kind, name, what string }{
+		{"fifo", "gk-fifo", "an unlinked FIFO keeps its mode and queued data and passes data between its fds"},
+		{"dir", "gk-dir", "a removed directory fd stays a dead directory with its mode and owner"},
+		{"cwd", "gk-cwd", "a removed cwd stays a dead directory that /proc shows as deleted"},
+		{"root", "gk-root", "a removed root stays the chrooted child's dead root"},
+		{"dev", "gk-null", "a removed device node keeps its numbers, mode and owner"},
+		{"symlink", "gk-link", "an O_PATH fd on a removed symlink still reads its target"},
+	} {
+		t.Run(k.what, func(t *testing.T) {
+			needCtcr(t)
+			w := startWorkload(t, "ghostkinds", k.kind)
+			img := filepath.Join(t.TempDir(), "img")
+			dump(t, w, img, false, 0)
+			for _, name := range []string{"remap-fpath.img", "ghost-file-1.img"} {
+				if _, err := os.Stat(filepath.Join(img, name)); err != nil {
+					t.Errorf("the dump wrote no %s: %v", name, err)
+				}
+			}
+			decodeWithCrit(t, img)
+			restoreForeground(t, w, img, scenario{}, nil)
+			left, _ := filepath.Glob(w.path("*gk-*"))
+			if len(left) != 0 {
+				t.Errorf("names left in the workload's directory after restore: %v", left)
+			}
+		})
+	}
+	for _, kind := range []string{"fifo", "dir", "cwd", "root", "dev", "symlink"} {
+		t.Run("the ghostkinds workload passes when it is never dumped: "+kind, func(t *testing.T) {
+			w := startWorkload(t, "ghostkinds", kind)
+			w.checkPasses(30*time.Second, "ghostkinds "+kind)
+		})
+	}
+}
