@@ -29,7 +29,15 @@ func TestRemovedObjectsOfOtherKinds(t *testing.T) {
 			needCtcr(t)
 			w := startWorkload(t, "ghostkinds", k.kind)
 			img := filepath.Join(t.TempDir(), "img")
+			kids := childrenOf(w.pid)
 			dump(t, w, img, false, 0)
+			// The chrooted child, killed by the dump, was re-parented
+			// to this subreaper: reap it, or its PID stays taken.
+			for pid := range kids {
+				if _, _, err := reap(pid, 10*time.Second); err != nil {
+					t.Fatal(err)
+				}
+			}
 			for _, name := range []string{"remap-fpath.img", "ghost-file-1.img"} {
 				if _, err := os.Stat(filepath.Join(img, name)); err != nil {
 					t.Errorf("the dump wrote no %s: %v", name, err)
