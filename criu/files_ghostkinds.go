@@ -72,7 +72,9 @@ func ghostKindID(t *fileTable, path string, st *unix.Stat_t, target string) uint
 	gid := uint32(len(gs.ids) + 1)
 	ge := &ghost.GhostFileEntry{
 		Uid: proto.Uint32(st.Uid), Gid: proto.Uint32(st.Gid), Mode: proto.Uint32(st.Mode),
-		Dev: proto.Uint32(uint32(st.Dev)), Ino: proto.Uint64(st.Ino),
+		// dev in the kernel's encoding (major << 20 | minor), as CRIU
+		// writes it and crit reads it; rdev below in the user one.
+		Dev: proto.Uint32(unix.Major(st.Dev)<<20 | unix.Minor(st.Dev)&0xfffff), Ino: proto.Uint64(st.Ino),
 		Atim: &timeimg.Timeval{TvSec: proto.Uint64(uint64(st.Atim.Sec)), TvUsec: proto.Uint64(uint64(st.Atim.Nsec / 1000))},
 		Mtim: &timeimg.Timeval{TvSec: proto.Uint64(uint64(st.Mtim.Sec)), TvUsec: proto.Uint64(uint64(st.Mtim.Nsec / 1000))},
 	}

@@ -2,7 +2,9 @@ package test
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -17,13 +19,19 @@ import (
 // rdev, data and deadness itself, and no name for it may be left in the
 // workload's directory.
 func TestRemovedObjectsOfOtherKinds(t *testing.T) {
-	for _, k := range []struct{ kind, name, what string }{
-		{"fifo", "gk-fifo", "an unlinked FIFO keeps its mode and queued data and passes data between its fds"},
-		{"dir", "gk-dir", "a removed directory fd stays a dead directory with its mode and owner"},
-		{"cwd", "gk-cwd", "a removed cwd stays a dead directory that /proc shows as deleted"},
-		{"root", "gk-root", "a removed root stays the chrooted child's dead root"},
-		{"dev", "gk-null", "a removed device node keeps its numbers, mode and owner"},
-		{"symlink", "gk-link", "an O_PATH fd on a removed symlink still reads its target"},
+	// ghost has what crit must find in ghost-file-1.img: the mode with
+	// its type (S_IFIFO 0010000, S_IFDIR 0040000, S_IFCHR 0020000,
+	// S_IFLNK 0120000), the rdev 1:3 (crit prints it so), the symlink's target.
+	for _, k := range []struct {
+		kind, what string
+		ghost      []string
+	}{
+		{"fifo", "an unlinked FIFO keeps its mode and queued data and passes data between its fds", []string{`"mode": 4512`}},
+		{"dir", "a removed directory fd stays a dead directory with its mode and owner", []string{`"mode": 16873`, `"uid": 1234`}},
+		{"cwd", "a removed cwd stays a dead directory that /proc shows as deleted", []string{`"mode": 16872`}},
+		{"root", "a removed root stays the chrooted child's dead root", []string{`"mode": 16877`}},
+		{"dev", "a removed device node keeps its numbers, mode and owner", []string{`"mode": 8592`, `"rdev": "1:3"`}},
+		{"symlink", "an O_PATH fd on a removed symlink still reads its target", []string{`"symlnk_target": "some/target-xyz"`}},
 	} {
 		t.Run(k.what, func(t *testing.T) {
 			needCtcr(t)
@@ -44,6 +52,14 @@ func TestRemovedObjectsOfOtherKinds(t *testing.T) {
 				}
 			}
 			decodeWithCrit(t, img)
+			if crit, err := exec.LookPath("crit"); err == nil {
+				out, err := exec.Command(crit, "decode", "--pretty", "-i", filepath.Join(img, "ghost-file-1.img")).CombinedOutput()
+				for _, want := range k.ghost {
+					if err != nil || !strings.Contains(string(out), want) {
+						t.Errorf("crit decode of ghost-file-1.img has no %s (%v):\n%s", want, err, out)
+					}
+				}
+			}
 			restoreForeground(t, w, img, scenario{}, nil)
 			left, _ := filepath.Glob(w.path("*gk-*"))
 			if len(left) != 0 {
