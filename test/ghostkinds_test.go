@@ -67,6 +67,26 @@ func TestRemovedObjectsOfOtherKinds(t *testing.T) {
 			}
 		})
 	}
+	for _, kind := range []string{"fifo", "dir"} {
+		t.Run("when its name was taken since the dump, a removed "+kind+" is made beside it and the name is left alone", func(t *testing.T) {
+			needCtcr(t)
+			w := startWorkload(t, "ghostkinds", kind, "name-taken")
+			img := filepath.Join(t.TempDir(), "img")
+			dump(t, w, img, false, 0)
+			planted := w.path("gk-" + kind)
+			if err := os.WriteFile(planted, []byte("planted"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			restoreForeground(t, w, img, scenario{}, nil)
+			if b, err := os.ReadFile(planted); err != nil || string(b) != "planted" {
+				t.Errorf("the file planted at %s reads %q (%v) after restore, want \"planted\"", planted, b, err)
+			}
+			left, _ := filepath.Glob(w.path("*gk-*"))
+			if len(left) != 1 {
+				t.Errorf("names in the workload's directory after restore: %v, want only %s", left, planted)
+			}
+		})
+	}
 	for _, kind := range []string{"fifo", "dir", "cwd", "root", "dev", "symlink"} {
 		t.Run("the ghostkinds workload passes when it is never dumped: "+kind, func(t *testing.T) {
 			w := startWorkload(t, "ghostkinds", kind)

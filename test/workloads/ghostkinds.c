@@ -1,5 +1,5 @@
 /*
- * ghostkinds KIND: one removed object that is not a regular file, still
+ * ghostkinds KIND [name-taken]: one removed object that is not a regular file, still
  * held by the task. KIND is one of
  *
  *   fifo     DIR/gk-fifo (mode 0640) open by a reader (O_NONBLOCK) and
@@ -21,7 +21,8 @@
  * ENOENT, /proc/self/cwd says " (deleted)"); the root is a dead
  * directory that is its own parent; the device reads EOF and takes
  * writes; readlinkat(fd, "") of the symlink gives its target; and no
- * name for the object is back in DIR.
+ * name for the object is back in DIR (with name-taken, the test planted
+ * a file at that name after the dump and checks that itself).
  */
 #include "workload.h"
 
@@ -45,8 +46,13 @@ static void check_stat(const char *what, struct stat *st, mode_t mode, int owner
 		wl_fail("%s: %lu links, want 0 (removed)", what, (unsigned long)st->st_nlink);
 }
 
+/* keep_name: the test plants a file at the object's old name after the dump. */
+static int keep_name;
+
 static void check_gone(void)
 {
+	if (keep_name)
+		return;
 	struct stat st;
 	if (lstat(path, &st) == 0 || errno != ENOENT)
 		wl_fail("%s exists again after restore", path);
@@ -274,6 +280,7 @@ int main(int argc, char **argv)
 {
 	wl_init(argc, argv);
 	const char *kind = argc > 2 ? argv[2] : "";
+	keep_name = argc > 3 && strcmp(argv[3], "name-taken") == 0;
 	char name[64];
 	snprintf(name, sizeof(name), "gk-%s", strcmp(kind, "dev") == 0 ? "null" : strcmp(kind, "symlink") == 0 ? "link" : kind);
 	wl_path(path, sizeof(path), name);
