@@ -63,7 +63,7 @@ static void check_dead(const char *what, int dfd)
 {
 	int fd = openat(dfd, "new-file", O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (fd >= 0 || errno != ENOENT)
-		wl_fail("%s: creating a file in it gave %d (%s), want ENOENT", what, fd, strerror(errno));
+		wl_fail("%s: creating a file in it gave %s, want ENOENT", what, fd >= 0 ? "a file" : strerror(errno));
 	if (fd >= 0)
 		close(fd);
 	char buf[4096];
@@ -139,7 +139,7 @@ static int cwd(void)
 	check_stat("the removed cwd", &st, S_IFDIR | 0750, 0);
 	int fd = open("new-file", O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (fd >= 0 || errno != ENOENT)
-		wl_fail("creating a file in the removed cwd gave %d (%s), want ENOENT", fd, strerror(errno));
+		wl_fail("creating a file in the removed cwd gave %s, want ENOENT", fd >= 0 ? "a file" : strerror(errno));
 	int dfd = open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (dfd < 0)
 		wl_fail("open the removed cwd: %s", strerror(errno));
