@@ -3,6 +3,7 @@ package criu
 import (
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 
 	criucore "github.com/checkpoint-restore/go-criu/v7/crit/images/criu-core"
@@ -282,9 +283,32 @@ func (d *dumpTree) nestedMountFiles(p *dumpProc) error {
 	if err != nil {
 		return err
 	}
+	var socks map[uint32]*unixDiag
 	for _, fd := range fds {
 		link := fmt.Sprintf("/proc/%d/fd/%d", p.pid, fd)
 		path, err := os.Readlink(link)
+		if err == nil && strings.HasPrefix(path, "socket:[") {
+			// A unix socket bound to a name of its own view: the
+			// restore binds unix sockets in the root's view, where
+			// the name would be another file's, or the directory
+			// missing.
+			if socks == nil {
+				if socks, err = unixDiagAll(p.pid); err != nil {
+					return fmt.Errorf("task %d: unix sockets: %w", p.pid, err)
+				}
+			}
+			ino, _ := strconv.ParseUint(strings.TrimSuffix(strings.TrimPrefix(path, "socket:["), "]"), 10, 32)
+			sk := socks[uint32(ino)]
+			if sk == nil || !sk.hasVFS || len(sk.name) == 0 || sk.name[0] != '/' {
+				continue // not a unix socket of its network namespace, or not bound to an absolute path
+			}
+			name := string(sk.name)
+			dev := unix.Mkdev(sk.vfsDev>>20, sk.vfsDev&0xfffff)
+			if at(p.pid, name, dev, uint64(sk.vfsIno)) && !at(root, name, dev, uint64(sk.vfsIno)) {
+				return fmt.Errorf("task %d: fd %d (unix socket bound to %s) is bound to a name of its own mount namespace's view, not at that path in the root task's; unix sockets are bound again in the root's: %w", p.pid, fd, name, ErrUnsupported)
+			}
+			continue
+		}
 		if err != nil || !strings.HasPrefix(path, "/") || strings.HasSuffix(path, " (deleted)") {
 			continue // not a path, or gone since
 		}

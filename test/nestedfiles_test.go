@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -109,4 +110,20 @@ func checkNestedMntIDs(t *testing.T, img string) {
 			t.Errorf("files.img has no entry for DIR%s", suffix)
 		}
 	}
+}
+
+// TestPlainNestedMountSocketRefused: a unix socket bound to a name of a
+// nested mount namespace's own view would be bound again in the root's
+// view at restore (unix sockets are made there), where the name is
+// another file's or its directory missing: the dump refuses it naming
+// the socket's path, and the tree runs on and checks itself as if never
+// dumped (nestedfiles workload, "sock" mode).
+func TestPlainNestedMountSocketRefused(t *testing.T) {
+	needCtcr(t)
+	w := startWorkload(t, "nestedfiles", "sock")
+	r := runCtcr(t, 60*time.Second, "dump", "-t", strconv.Itoa(w.pid), "-D", filepath.Join(t.TempDir(), "img"))
+	if r.code() != 1 || !strings.Contains(r.stderr(), "unix socket bound to "+w.path("priv/sock")) || !strings.Contains(r.stderr(), "its own mount namespace") {
+		t.Fatalf("%s: exit %d, want 1 naming the socket bound to %s in its own mount namespace: %s", r, r.code(), w.path("priv/sock"), r.stderr())
+	}
+	w.checkPasses(30*time.Second, "the nestedfiles workload after the refused dump")
 }

@@ -18,6 +18,11 @@
  * A's view has other files at DIR/priv/data, DIR/bound/map and
  * DIR/bound/wd/mark.
  *
+ *   nestedfiles DIR sock
+ *
+ * The same, and X also listens on a unix socket bound to DIR/priv/sock,
+ * a name of its own view, which it connects to at the check.
+ *
  * After DIR/check X checks that its files are those of its own view (the
  * tmpfs's device), their content, the offset, that a write through the
  * mapping reaches the file of its view, its cwd, the unlinked file, the
@@ -34,6 +39,7 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/vfs.h>
 #include <sys/wait.h>
 #include <dirent.h>
@@ -121,7 +127,21 @@ static int recv_fd(int sock)
 
 /* --- X, in its own mount namespace --- */
 
-static int data_fd = -1, gone_fd = -1, fifo_fd = -1;
+static int data_fd = -1, gone_fd = -1, fifo_fd = -1, listener = -1;
+static int with_sock;
+
+static struct sockaddr_un sock_addr(void)
+{
+	struct sockaddr_un a = { .sun_family = AF_UNIX };
+	size_t n = strlen(priv);
+	if (n + sizeof("/sock") > sizeof(a.sun_path)) {
+		errno = ENAMETOOLONG;
+		wl_die(priv);
+	}
+	memcpy(a.sun_path, priv, n);
+	memcpy(a.sun_path + n, "/sock", sizeof("/sock"));
+	return a;
+}
 static char *map;
 
 static void make_x(int sock)
@@ -163,6 +183,12 @@ static void make_x(int sock)
 	must(mkfifo(p, 0600) == 0, p);
 	fifo_fd = open(p, O_RDWR | O_NONBLOCK | O_CLOEXEC);
 	must(fifo_fd >= 0 && write(fifo_fd, x_fifo, strlen(x_fifo)) == (ssize_t)strlen(x_fifo), p);
+
+	if (with_sock) {
+		struct sockaddr_un a = sock_addr();
+		listener = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		must(listener >= 0 && bind(listener, (struct sockaddr *)&a, sizeof(a)) == 0 && listen(listener, 4) == 0, a.sun_path);
+	}
 }
 
 static void check_x(void)
@@ -231,6 +257,15 @@ static void check_x(void)
 	at(p, priv, "fifo");
 	if (fstat(fifo_fd, &st) != 0 || st.st_dev != tmpfs.st_dev)
 		wl_fail("%s: the FIFO is not its tmpfs's %s", who, p);
+
+	if (with_sock) {
+		struct sockaddr_un a = sock_addr();
+		int c = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (c < 0 || connect(c, (struct sockaddr *)&a, sizeof(a)) != 0)
+			wl_fail("%s: connect to its listener at %s: %s", who, a.sun_path, strerror(errno));
+		if (c >= 0)
+			close(c);
+	}
 }
 
 /* --- A, in ctcr's mount namespace --- */
@@ -288,6 +323,7 @@ static void wait_file(const char *name)
 int main(int argc, char **argv)
 {
 	wl_init(argc, argv);
+	with_sock = argc > 2 && strcmp(argv[2], "sock") == 0;
 	char p[4096], q[4096];
 	if (strlen(wl_dir) > 900) {
 		errno = ENAMETOOLONG;
