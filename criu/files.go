@@ -122,16 +122,11 @@ func newFileTable() *fileTable {
 
 func (t *fileTable) nextID() uint32 { return uint32(len(t.entries) + 1) }
 
-// regFile returns the id of a reg-file entry for path opened with flags,
-// sharing one entry between all users of the same path and flags at
-// position 0 (mappings, cwd, root, the executable).
-func (t *fileTable) regFile(path string, flags uint32, pos uint64, st *unix.Stat_t) uint32 {
-	return t.regFileIn(path, flags, pos, st, noMount)
-}
-
-// regFileIn is regFile for a file of the view of the mount with id
-// mntID (noMount: the root's): the same path in two views is two
-// files, with an entry each.
+// regFileIn returns the id of a reg-file entry for path opened with
+// flags, of the view of the mount with id mntID (noMount: the root's),
+// sharing one entry between all users of the same path, view and flags
+// at position 0 (mappings, cwd, root, the executable): the same path in
+// two views is two files, with an entry each.
 func (t *fileTable) regFileIn(path string, flags uint32, pos uint64, st *unix.Stat_t, mntID int32) uint32 {
 	key := fmt.Sprintf("%s\x00%d", path, flags)
 	if mntID != noMount {
