@@ -42,6 +42,9 @@ type mountViews struct {
 	rootNS uint64         // inode of the root task's mount namespace
 	nsOf   map[int]uint64 // mount id -> inode of its namespace
 	taskOf map[uint64]int // namespace inode -> host PID of a task in it
+	// err is why the tables could not be read: viewMount fails with it
+	// rather than send a file of a nested view to the root's.
+	err error
 }
 
 // views returns the mount namespaces of the tree t dumps (the root's and
@@ -56,6 +59,7 @@ func (t *fileTable) views() *mountViews {
 		}
 		ino, err := nsInode(t.rootPid, "mnt")
 		if err != nil {
+			v.err = err
 			return v
 		}
 		v.rootNS = ino
@@ -75,7 +79,8 @@ func (t *fileTable) views() *mountViews {
 			}
 			ms, err := proc.ReadMountinfo(pid)
 			if err != nil {
-				continue
+				v.err = fmt.Errorf("mounts of task %d: %w", pid, err)
+				return v
 			}
 			v.taskOf[ino] = pid
 			for _, m := range ms {
@@ -90,7 +95,7 @@ func (t *fileTable) views() *mountViews {
 // tree; known is false when the views are not known (no nested
 // namespaces saved), and the caller decides as before.
 func (v *mountViews) inTree(id int) (in, known bool) {
-	if len(v.taskOf) < 2 {
+	if v.err != nil || len(v.taskOf) < 2 {
 		return false, false
 	}
 	_, in = v.nsOf[id]
@@ -119,6 +124,9 @@ func mountID(link string) (int, error) {
 // and only the directory it is made again in is the view's.
 func (t *fileTable) viewMount(link, path string, st *unix.Stat_t, deleted bool) (int32, error) {
 	v := t.views()
+	if v.err != nil {
+		return noMount, v.err
+	}
 	if len(v.taskOf) < 2 || !strings.HasPrefix(path, "/") {
 		return noMount, nil
 	}
