@@ -345,6 +345,7 @@ func dumpOnce(opts DumpOptions) (*DumpStats, error) {
 	files.savesIPC = opts.SavesIPC
 	files.hostSysV = opts.HostSysV
 	files.nestedNS = opts.NestedNS
+	files.rootPid = d.procs[0].pid
 	if files.rootNetIno, err = nsInode(d.procs[0].pid, "net"); err != nil {
 		return nil, err
 	}
@@ -1379,7 +1380,13 @@ func dumpTaskFiles(p *dumpProc, files *fileTable, shellJob bool) error {
 		if err != nil {
 			return 0, fmt.Errorf("task %d %s: %w", pid, name, err)
 		}
-		return files.regFile(path, unix.O_RDONLY|unix.O_DIRECTORY, 0, &st), nil
+		// In its own mount namespace's view only: the restored task
+		// changes to it there (restoreFS resolves it in the task).
+		mntID, err := files.viewMount(fmt.Sprintf("/proc/%d/%s", pid, name), path, &st, false)
+		if err != nil {
+			return 0, fmt.Errorf("task %d %s: %w", pid, name, err)
+		}
+		return files.regFileIn(path, unix.O_RDONLY|unix.O_DIRECTORY, 0, &st, mntID), nil
 	}
 	cwd, err := fsID("cwd")
 	if err != nil {
@@ -1402,7 +1409,11 @@ func dumpTaskFiles(p *dumpProc, files *fileTable, shellJob bool) error {
 	if err != nil {
 		return fmt.Errorf("task %d exe: %w", pid, err)
 	}
-	p.mm.ExeFileId = proto.Uint32(files.regFile(exe, unix.O_RDONLY, 0, &st))
+	mntID, err := files.viewMount(fmt.Sprintf("/proc/%d/exe", pid), exe, &st, false)
+	if err != nil {
+		return fmt.Errorf("task %d exe: %w", pid, err)
+	}
+	p.mm.ExeFileId = proto.Uint32(files.regFileIn(exe, unix.O_RDONLY, 0, &st, mntID))
 	return nil
 }
 

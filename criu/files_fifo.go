@@ -39,7 +39,11 @@ func dumpFifo(d *fdDump) (*fdinfo.FileEntry, error) {
 	if err := dumpPipeData(d, images.FifoData, ino); err != nil {
 		return nil, err
 	}
-	regID := d.files.add(d.link, d.flags, 0, &d.st)
+	mntID, err := d.files.viewMount(d.procFile().path, d.link, &d.st, false)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", d.where, err)
+	}
+	regID := d.files.addIn(d.link, d.flags, 0, &d.st, mntID)
 	id := d.files.nextID()
 	return &fdinfo.FileEntry{Id: proto.Uint32(id), Fifo: &fifo.FifoEntry{
 		Id: proto.Uint32(id), PipeId: proto.Uint32(ino), RegfId: proto.Uint32(regID),
@@ -66,7 +70,13 @@ func openFifo(r *fileRestore, e *fdinfo.FileEntry) (*os.File, error) {
 	if holders[id] == nil {
 		// Inside the tree's root, through no symlink: the data written
 		// back must not land in a FIFO of the host.
-		h, err := openInTree(r.rootPid, path, unix.O_RDWR|unix.O_NONBLOCK)
+		// In the view of the nested mount namespace it was of, if
+		// one's (files_mntview.go).
+		view, err := r.viewPid(reg, r.rootPid)
+		if err != nil {
+			return nil, fmt.Errorf("FIFO: %w", err)
+		}
+		h, err := openInTree(view, path, unix.O_RDWR|unix.O_NONBLOCK)
 		if err != nil {
 			return nil, fmt.Errorf("FIFO %w", err)
 		}

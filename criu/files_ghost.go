@@ -10,6 +10,7 @@ import (
 
 	"github.com/checkpoint-restore/go-criu/v7/crit/images/fdinfo"
 	ghost "github.com/checkpoint-restore/go-criu/v7/crit/images/ghost-file"
+	"github.com/checkpoint-restore/go-criu/v7/crit/images/regfile"
 	remap "github.com/checkpoint-restore/go-criu/v7/crit/images/remap-file-path"
 	timeimg "github.com/checkpoint-restore/go-criu/v7/crit/images/time"
 	"golang.org/x/sys/unix"
@@ -62,6 +63,9 @@ func dumpGhostFile(d *fdDump) (*fdinfo.FileEntry, error) {
 		return nil, err
 	}
 	e := d.files.regEntry(path, d.flags, uint64(d.info.Pos), st)
+	if err := ghostView(d.files, d.procFile(), e); err != nil {
+		return nil, err
+	}
 	d.files.addImage(images.RemapFpath, &remap.RemapFilePathEntry{
 		OrigId: proto.Uint32(e.GetId()), RemapId: proto.Uint32(gid), RemapType: remap.RemapType_GHOST.Enum(),
 	}, nil)
@@ -107,12 +111,29 @@ func dumpMappedGhost(t *fileTable, src procFile, path string, shared bool) (uint
 		return id, nil
 	}
 	e := t.regEntry(path, flags, 0, st)
+	if err := ghostView(t, src, e); err != nil {
+		return 0, err
+	}
 	t.entries = append(t.entries, e)
 	t.addImage(images.RemapFpath, &remap.RemapFilePathEntry{
 		OrigId: proto.Uint32(e.GetId()), RemapId: proto.Uint32(gid), RemapType: remap.RemapType_GHOST.Enum(),
 	}, nil)
 	t.byKey[key] = e.GetId()
 	return e.GetId(), nil
+}
+
+// ghostView names in e the mount of the unlinked file src if it is one
+// of a nested mount namespace (files_mntview.go): the restore makes it
+// again in its old directory in that namespace's view.
+func ghostView(t *fileTable, src procFile, e *fdinfo.FileEntry) error {
+	id, err := t.viewMount(src.path, e.GetReg().GetName(), src.st, true)
+	if err != nil {
+		return fmt.Errorf("%s: %w", src.where, err)
+	}
+	if id != noMount {
+		e.Reg.MntId = proto.Int32(id)
+	}
+	return nil
 }
 
 func dumpGhostContent(t *fileTable, src procFile, path string, gid uint32) error {
@@ -191,7 +212,7 @@ func openGhostFile(r *fileRestore, e *fdinfo.FileEntry) (f *os.File, ok bool, er
 	reg := e.GetReg()
 	inode, ok := st.created[gid]
 	if !ok {
-		if inode, err = createGhost(r, gid, reg.GetName()); err != nil {
+		if inode, err = createGhost(r, gid, reg); err != nil {
 			return nil, true, fmt.Errorf("unlinked file %s: %w", reg.GetName(), err)
 		}
 		st.created[gid] = inode
@@ -210,9 +231,15 @@ func openGhostFile(r *fileRestore, e *fdinfo.FileEntry) (f *os.File, ok bool, er
 	return f, true, nil
 }
 
-// createGhost makes the file of ghost gid at path (or a free name beside
-// it), fills it, and unlinks it; it returns the file open O_RDWR.
-func createGhost(r *fileRestore, gid uint32, path string) (*os.File, error) {
+// createGhost makes the file of ghost gid at reg's path (or a free name
+// beside it), in the view of the mount namespace reg names (the root's
+// if none), fills it, and unlinks it; it returns the file open O_RDWR.
+func createGhost(r *fileRestore, gid uint32, reg *regfile.RegFileEntry) (*os.File, error) {
+	path := reg.GetName()
+	view, err := r.viewPid(reg, r.rootPid)
+	if err != nil {
+		return nil, err
+	}
 	k := ghostImage(gid)
 	imgPath := r.cp.dir.Path(k.FileName())
 	img, err := os.Open(imgPath)
@@ -235,7 +262,7 @@ func createGhost(r *fileRestore, gid uint32, path string) (*os.File, error) {
 	// the tree's root through no symlink, and by *at calls on that
 	// directory only: a symlink planted since cannot make it land, or be
 	// unlinked, on the host.
-	dir, err := parentInTree(r.rootPid, path)
+	dir, err := parentInTree(view, path)
 	if err != nil {
 		return nil, fmt.Errorf("create it again: %w", err)
 	}

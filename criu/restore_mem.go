@@ -533,7 +533,17 @@ func (t *restoringTask) openMappedFile(v *vma.VmaEntry) (*os.File, error) {
 		return f, nil
 	}
 	reg := fe.GetReg()
-	f, err := openInTree(t.pid, reg.GetName(), int(reg.GetFlags())&unix.O_ACCMODE)
+	// In the task's own view; a file of a nested mount namespace's
+	// (files_mntview.go) in that namespace's, if it is not the task's.
+	view := t.pid
+	if ns, ok, err := t.tree.files.mountNamespace(reg); err != nil {
+		return nil, err
+	} else if ok && ns != t.img.core.GetIds().GetMntNsId() {
+		if view, err = t.tree.files.viewPid(reg, t.pid); err != nil {
+			return nil, err
+		}
+	}
+	f, err := openInTree(view, reg.GetName(), int(reg.GetFlags())&unix.O_ACCMODE)
 	if err != nil {
 		return nil, fmt.Errorf("open mapped file %w", err)
 	}
