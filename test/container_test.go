@@ -169,9 +169,9 @@ func TestContainerCheckpointRestore(t *testing.T) {
 		}
 	})
 	t.Run("runc list shows it running", func(t *testing.T) {
-		out, err := runcCmd(10*time.Second, "", "list", "--format", "json")
+		out, errOut, err := runtimeStdout(10*time.Second, "runc", "list", "--format", "json")
 		if err != nil {
-			t.Fatalf("runc list: %v: %s", err, out)
+			t.Fatalf("runc list: %v: %s%s", err, out, errOut)
 		}
 		var list []struct {
 			ID     string `json:"id"`
