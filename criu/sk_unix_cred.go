@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/checkpoint-restore/go-criu/v7/crit/images/fdinfo"
 	skunix "github.com/checkpoint-restore/go-criu/v7/crit/images/sk-unix"
@@ -172,6 +173,7 @@ type unixTasks struct {
 	// rootPid is the host pid of the tree's root: its network namespace
 	// is the sockets' unless their entry names another.
 	rootPid int
+	calls   int // made in a task, for the log
 }
 
 // buildUnixSockets builds every unix socket of a checkpoint that keeps
@@ -198,9 +200,14 @@ func (rt *restoreTree) buildUnixSockets() error {
 		return nil
 	}
 	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
-	rt.files.state[unixTasksKey] = &unixTasks{byPid: rt.byPid, rootPid: rt.root.pid}
-	_, err := rt.files.get(ids[0])
-	return err
+	tasks := &unixTasks{byPid: rt.byPid, rootPid: rt.root.pid}
+	rt.files.state[unixTasksKey] = tasks
+	start := time.Now()
+	if _, err := rt.files.get(ids[0]); err != nil {
+		return err
+	}
+	rt.opts.logf("%d unix sockets built, %d calls made as the processes the credentials name (%v)", len(ids), tasks.calls, time.Since(start).Round(time.Microsecond))
+	return nil
 }
 
 // loadCreds reads unix-creds.json, if the checkpoint has it and the
@@ -342,6 +349,7 @@ func (ur *unixRestore) asTask(r *fileRestore, c *unixCred, what string, op func(
 		}
 		if st.Uid[1] == c.Uid && st.Gid[1] == c.Gid {
 			done = true
+			ur.tasks.calls++
 			return op(t) // the task has those ids already
 		}
 		// The task must still have one identity (the puppet's), mapped
@@ -388,6 +396,7 @@ func (ur *unixRestore) asTask(r *fileRestore, c *unixCred, what string, op func(
 			return errors.Join(fmt.Errorf("task %d: take uid %d gid %d: %w", c.Pid, wantU, wantG, err), back())
 		}
 		done = true
+		ur.tasks.calls++
 		return errors.Join(op(t), back())
 	})
 	if err != nil {
