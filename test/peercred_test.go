@@ -1,6 +1,11 @@
 package test
 
-import "testing"
+import (
+	"path/filepath"
+	"testing"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
 
 // TestUnixPeerCred: the peer credentials (SO_PEERCRED) of unix sockets
 // the restore connects come back as the kernel had recorded them, not
@@ -15,4 +20,32 @@ import "testing"
 // listener's credentials, the parent's.
 func TestUnixPeerCred(t *testing.T) {
 	dumpRestoreWorkload(t, "peercred")
+}
+
+// TestContainerUnixPeerCred runs the peercred workload in a runc
+// container (its own PID and network namespaces and root; CAP_SETUID
+// and CAP_SETGID for the child to become uid 1000): the sockets are
+// built on a thread in the container's view while the calls are made
+// in the restored tasks, pids are the container's, and the listener's
+// path is reached from inside its root.
+func TestContainerUnixPeerCred(t *testing.T) {
+	bin := workloadBin(t, "peercred")
+	script := "mkdir -p /data/wl; " + bin + " /data/wl > /data/wl/out 2>&1 &\n" + containerScript
+	c := newContainer(t, "peercred", func(s *specs.Spec) {
+		s.Process.Args = []string{"sh", "-c", script}
+		if caps := s.Process.Capabilities; caps != nil {
+			caps.Bounding = append(caps.Bounding, "CAP_SETUID", "CAP_SETGID")
+			caps.Effective = append(caps.Effective, "CAP_SETUID", "CAP_SETGID")
+			caps.Permitted = append(caps.Permitted, "CAP_SETUID", "CAP_SETGID")
+		}
+	})
+	if err := c.installHostBinary(bin); err != nil {
+		t.Fatalf("copy peercred into the rootfs: %v", err)
+	}
+	c.start()
+	c.waitFileHolds(t, "/data/wl/ready", "child")
+	dir := filepath.Join(t.TempDir(), "ck")
+	checkpointContainer(t, c, dir)
+	restoreContainer(t, c, dir)
+	c.checkWorkload(t, "peercred after restore")
 }
