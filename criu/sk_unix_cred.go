@@ -174,6 +174,11 @@ type unixTasks struct {
 	// is the sockets' unless their entry names another.
 	rootPid int
 	calls   int // made in a task, for the log
+	// helper makes a short-lived child of the root with PID pid, for a
+	// call as a process that had exited: nil (having logged why) when
+	// it cannot. It is nil when the tree has a PID namespace of its own,
+	// whose numbers a dead process's host PID does not tell.
+	helper func(pid int) *restoringTask
 }
 
 // buildUnixSockets builds every unix socket of a checkpoint that keeps
@@ -201,6 +206,9 @@ func (rt *restoreTree) buildUnixSockets() error {
 	}
 	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
 	tasks := &unixTasks{byPid: rt.byPid, rootPid: rt.root.pid}
+	if rt.nsFlags&unix.CLONE_NEWPID == 0 {
+		tasks.helper = rt.credHelper
+	}
 	rt.files.state[unixTasksKey] = tasks
 	start := time.Now()
 	if _, err := rt.files.get(ids[0]); err != nil {
@@ -208,6 +216,28 @@ func (rt *restoreTree) buildUnixSockets() error {
 	}
 	rt.opts.logf("%d unix sockets built, %d calls made as the processes the credentials name (%v)", len(ids), tasks.calls, time.Since(start).Round(time.Microsecond))
 	return nil
+}
+
+// credHelper makes a child of the root with PID pid that makes a call
+// as a process that had exited (see unixCredsFile); the caller ends it
+// with leave. Nil, logged, if pid is taken or the clone fails.
+//
+// Preconditions: runs on the tracer thread.
+func (rt *restoreTree) credHelper(pid int) *restoringTask {
+	root := rt.root
+	host, err := cloneFrom(root.ctl, pid, 0, 0)
+	if err != nil {
+		rt.opts.logf("a stand-in for process %d, which had exited: %v", pid, err)
+		return nil
+	}
+	h := &restoringTask{pid: host, vpid: pid, cp: rt.cp, tree: rt, opts: rt.opts, helper: true, parent: root, ctlAddr: rt.ctlAddr,
+		sock: root.sock, tfd: root.tfd}
+	if err := h.attach(); err != nil {
+		rt.opts.logf("a stand-in for process %d, which had exited: %v", pid, err)
+		h.kill()
+		return nil
+	}
+	return h
 }
 
 // loadCreds reads unix-creds.json, if the checkpoint has it and the
@@ -314,7 +344,9 @@ func (ur *unixRestore) taskFor(r *fileRestore, c *unixCred, what string) *restor
 		return nil
 	}
 	if c.Pid == 0 {
-		r.opts.logf("%s: its credentials name process %d, outside the dumped tree: the restore makes it as ctcr", what, c.HostPid)
+		if ur.tasks.helper == nil || c.HostPid <= 0 {
+			r.opts.logf("%s: its credentials name process %d, outside the dumped tree: the restore makes it as ctcr", what, c.HostPid)
+		}
 		return nil
 	}
 	t := ur.tasks.byPid[c.Pid]
@@ -338,11 +370,27 @@ const (
 // nothing, when no process can (see unixCredsFile).
 func (ur *unixRestore) asTask(r *fileRestore, c *unixCred, what string, op func(t *restoringTask) error) (bool, error) {
 	t := ur.taskFor(r, c, what)
-	if t == nil {
+	stand := t == nil && c != nil && c.Pid == 0 && c.HostPid > 0 && ur.tasks != nil && ur.tasks.helper != nil
+	if t == nil && !stand {
 		return false, nil
 	}
 	done := false
-	err := ur.onTracer(func() error {
+	err := ur.onTracer(func() (err error) {
+		if stand {
+			// A process that had exited, in a tree of ctcr's PID
+			// namespace: a child of the root with its PID stands in.
+			if t = ur.tasks.helper(c.HostPid); t == nil {
+				r.opts.logf("%s: its credentials name process %d, outside the dumped tree or exited: the restore makes it as ctcr", what, c.HostPid)
+				return nil
+			}
+			h := t
+			defer func() {
+				if lerr := h.leave(); lerr != nil {
+					h.kill()
+					err = errors.Join(err, lerr)
+				}
+			}()
+		}
 		st, err := proc.ReadStatus(t.pid, t.pid)
 		if err != nil {
 			return fmt.Errorf("task %d: %w", c.Pid, err)
@@ -350,7 +398,12 @@ func (ur *unixRestore) asTask(r *fileRestore, c *unixCred, what string, op func(
 		if st.Uid[1] == c.Uid && st.Gid[1] == c.Gid {
 			done = true
 			ur.tasks.calls++
-			return op(t) // the task has those ids already
+			// The task has those ids already.
+			if err := op(t); !errors.Is(err, errNotHere) {
+				return err
+			}
+			done = false
+			return nil
 		}
 		// The task must still have one identity (the puppet's), mapped
 		// in its user namespace, to take back afterwards.
@@ -397,13 +450,21 @@ func (ur *unixRestore) asTask(r *fileRestore, c *unixCred, what string, op func(
 		}
 		done = true
 		ur.tasks.calls++
-		return errors.Join(op(t), back())
+		err = op(t)
+		if errors.Is(err, errNotHere) {
+			done, err = false, nil
+		}
+		return errors.Join(err, back())
 	})
 	if err != nil {
 		return false, fmt.Errorf("%s as %s: %w", what, c, err)
 	}
 	return done, nil
 }
+
+// errNotHere is what an op of asTask returns when the task cannot make
+// the call after all: asTask then reports false.
+var errNotHere = errors.New("not in this task")
 
 // inside maps a host id into the tree's user namespace; false if it has
 // none there.
@@ -559,30 +620,28 @@ func unixNameDir(e *skunix.UnixSkEntry) (*inroot.Dir, error) {
 func (ur *unixRestore) pairAs(r *fileRestore, e *skunix.UnixSkEntry, c *unixCred) ([2]int, bool, error) {
 	fds := [2]int{-1, -1}
 	what := fmt.Sprintf("unix socket %d: socketpair", e.GetIno())
-	t := ur.taskFor(r, c, what)
-	if t == nil {
-		return fds, false, nil
-	}
 	// socketpair makes the pair in the caller's network namespace.
 	var want unix.Stat_t
 	if ns := ur.nets[e.GetNsId()]; e.GetNsId() != 0 && ns != nil {
 		if err := unix.Fstat(int(ns.Fd()), &want); err != nil {
 			return fds, false, fmt.Errorf("%s: %w", what, err)
 		}
-	} else if err := ur.onTracer(func() error {
-		return unix.Stat(fmt.Sprintf("/proc/%d/ns/net", ur.tasks.rootPid), &want)
-	}); err != nil {
-		return fds, false, fmt.Errorf("%s: the tree's network namespace: %w", what, err)
-	}
-	var theirs unix.Stat_t
-	if err := ur.onTracer(func() error { return unix.Stat(fmt.Sprintf("/proc/%d/ns/net", t.pid), &theirs) }); err != nil {
-		return fds, false, fmt.Errorf("%s: task %d's network namespace: %w", what, c.Pid, err)
-	}
-	if theirs.Ino != want.Ino || theirs.Dev != want.Dev {
-		r.opts.logf("%s: process %d is in another network namespace than the pair: the restore makes it as ctcr", what, c.Pid)
-		return fds, false, nil
+	} else if ur.tasks != nil {
+		if err := ur.onTracer(func() error {
+			return unix.Stat(fmt.Sprintf("/proc/%d/ns/net", ur.tasks.rootPid), &want)
+		}); err != nil {
+			return fds, false, fmt.Errorf("%s: the tree's network namespace: %w", what, err)
+		}
 	}
 	ok, err := ur.asTask(r, c, what, func(t *restoringTask) error {
+		var theirs unix.Stat_t
+		if err := unix.Stat(fmt.Sprintf("/proc/%d/ns/net", t.pid), &theirs); err != nil {
+			return fmt.Errorf("its network namespace: %w", err)
+		}
+		if theirs.Ino != want.Ino || theirs.Dev != want.Dev {
+			r.opts.logf("%s: process %d is in another network namespace than the pair: the restore makes it as ctcr", what, t.vpid)
+			return errNotHere
+		}
 		addr, err := t.ctl.put(credScratchPair, [2]int32{-1, -1})
 		if err != nil {
 			return err
@@ -594,10 +653,10 @@ func (ur *unixRestore) pairAs(r *fileRestore, e *skunix.UnixSkEntry, c *unixCred
 		if err := t.ctl.mem.ReadAt(b[:], addr); err != nil {
 			return err
 		}
-		theirs := [2]int{int(int32(binary.LittleEndian.Uint32(b[0:4]))), int(int32(binary.LittleEndian.Uint32(b[4:8])))}
+		theirFds := [2]int{int(int32(binary.LittleEndian.Uint32(b[0:4]))), int(int32(binary.LittleEndian.Uint32(b[4:8])))}
 		pfd, err := unix.PidfdOpen(t.pid, 0)
 		if err == nil {
-			for i, n := range theirs {
+			for i, n := range theirFds {
 				if fds[i], err = unix.PidfdGetfd(pfd, n, 0); err != nil {
 					err = fmt.Errorf("pidfd_getfd: %w", err)
 					break
@@ -605,7 +664,7 @@ func (ur *unixRestore) pairAs(r *fileRestore, e *skunix.UnixSkEntry, c *unixCred
 			}
 			unix.Close(pfd)
 		}
-		for _, n := range theirs {
+		for _, n := range theirFds {
 			err = errors.Join(err, t.closeRemote(n))
 		}
 		return err
@@ -623,8 +682,6 @@ func (ur *unixRestore) pairAs(r *fileRestore, e *skunix.UnixSkEntry, c *unixCred
 	return fds, true, nil
 }
 
-// pairOf makes the pair of sockets e and p (nil: e's peer has closed)
-// as e's recorded creator if it can, else in ctcr.
 func (ur *unixRestore) pairOf(r *fileRestore, e, p *skunix.UnixSkEntry) ([2]int, error) {
 	c := ur.peerOf(e)
 	if p != nil && !sameCred(c, ur.peerOf(p)) {

@@ -29,6 +29,15 @@
  * connections, whose peer must be C with uid and gid 1000, and
  * connects a new client to L, whose peer must be P (a listener's
  * credentials are what a later client copies).
+ *
+ *   peercred DIR exited
+ *
+ * adds a listener XL on an abstract name made by a child X that passed
+ * it to P and exited (P reaps it), and a connection XC from P waiting in
+ * XL's backlog: both name X, which is gone, and must still name it
+ * after restore (the restore has a stand-in with X's PID make the
+ * calls, where X's PID is free and the tree is in ctcr's PID
+ * namespace), as must a client connecting to XL after restore.
  */
 #include "workload.h"
 
@@ -234,7 +243,7 @@ static int child(pid_t parent, uid_t puid, gid_t pgid)
 	_exit(0);
 }
 
-#define NSOCK 12
+#define NSOCK 14
 
 int main(int argc, char **argv)
 {
@@ -259,6 +268,33 @@ int main(int argc, char **argv)
 	unlink(lpath());
 	int L = listener(SOCK_STREAM, lpath(), 0);
 	int Q = listener(SOCK_SEQPACKET, qname, 1);
+
+	int exited = argc > 2 && strcmp(argv[2], "exited") == 0;
+	char xname[64];
+	snprintf(xname, sizeof(xname), "ctcr-peercred-x-%d", me);
+	int XL = -1, XC = -1;
+	pid_t x = 0;
+	if (exited) {
+		int xp[2];
+		if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, xp) < 0)
+			wl_die("socketpair");
+		x = fork();
+		if (x < 0)
+			wl_die("fork");
+		if (x == 0) {
+			send_fd(xp[1], "xl", listener(SOCK_STREAM, xname, 1));
+			_exit(0);
+		}
+		char m[8];
+		XL = recv_fd(xp[0], m, sizeof(m));
+		close(xp[0]);
+		close(xp[1]);
+		int st;
+		while (waitpid(x, &st, 0) < 0)
+			if (errno != EINTR)
+				wl_die("waitpid");
+		XC = dial(SOCK_STREAM, xname, 1);
+	}
 
 	pid_t c = fork();
 	if (c < 0)
@@ -291,10 +327,14 @@ int main(int argc, char **argv)
 		{ "la", la, c, CHILD_ID, CHILD_ID },
 		{ "qa", qa, c, CHILD_ID, CHILD_ID },
 		{ "cp1", cp1, c, CHILD_ID, CHILD_ID },
+		{ "XL", XL, x, uid, gid },
+		{ "XC", XC, x, uid, gid },
 		{ "", -1, 0, 0, 0 },
 	};
+	if (!exited)
+		s[11].fd = -1;
 	static char ready[8192];
-	size_t off = snprintf(ready, sizeof(ready), "child %d\n", c);
+	size_t off = snprintf(ready, sizeof(ready), "child %d\nx %d\n", c, x);
 	int n = 0;
 	for (; s[n].fd >= 0; n++) {
 		struct ucred b = cred_of(s[n].fd, s[n].name);
@@ -335,6 +375,11 @@ int main(int argc, char **argv)
 	int late = dial(SOCK_STREAM, lpath(), 0);
 	struct ucred want = { me, uid, gid };
 	check(late, "a client connecting to L after restore", want, me, uid, gid, NULL, 0);
+	if (exited) {
+		int xlate = dial(SOCK_STREAM, xname, 1);
+		struct ucred xwant = { x, uid, gid };
+		check(xlate, "a client connecting to XL after restore", xwant, x, uid, gid, NULL, 0);
+	}
 
 	if (write(la, "check", 5) != 5)
 		wl_fail("send check to the child: %s", strerror(errno));
