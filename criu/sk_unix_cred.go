@@ -75,12 +75,19 @@ import (
 //     recorded creator, when the task is in the socket's network
 //     namespace.
 //
-// A record that names no live process of the restored tree (an
-// external peer, an exited creator, a zombie), ids the tree's user
-// namespace does not map, or a task in another network namespace than
-// its pair's, leaves that call to ctcr as before, with a line in the
-// log; a listener then listens again as its first holder
-// (relistenAsOwner), with its pid, though ctcr's ids.
+// A record that names a process of no PID of the tree (one that had
+// exited, or one outside the tree), in a tree of ctcr's own PID
+// namespace, gets a stand-in: a child of the root cloned with that PID
+// (clone3 set_tid), which makes the call and leaves, reaped by the
+// root, before any task runs; if the PID is taken (a live process
+// outside the tree), the clone fails and the call falls back. A record
+// that names no live process of the restored tree otherwise (a zombie,
+// a dead process of a tree with its own PID namespace, whose number
+// there the dump cannot learn), ids the tree's user namespace does not
+// map (the restoring tasks are still the host's root), or a task in
+// another network namespace than its pair's, leaves that call to ctcr
+// as before, with a line in the log; a listener then listens again as
+// its first holder (relistenAsOwner), with its pid, though ctcr's ids.
 const unixCredsFile = "unix-creds.json"
 
 // unixCred is one set of credentials a unix socket carries.
