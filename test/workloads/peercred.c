@@ -28,7 +28,8 @@
  * or what differed. P checks its own, then accepts the pending
  * connections, whose peer must be C with uid and gid 1000, and
  * connects a new client to L, whose peer must be P (a listener's
- * credentials are what a later client copies).
+ * credentials are what a later client copies). SO_PEERPIDFD of sp0 and
+ * la gives pidfds of P and C.
  *
  *   peercred DIR exited
  *
@@ -104,6 +105,34 @@ static struct ucred cred_of(int fd, const char *what)
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &c, &len) < 0)
 		wl_fail("%s: SO_PEERCRED: %s", what, strerror(errno));
 	return c;
+}
+
+#ifndef SO_PEERPIDFD
+#define SO_PEERPIDFD 77
+#endif
+
+/* peer_pidfd_pid returns the pid SO_PEERPIDFD's pidfd on fd stands for
+ * (its fdinfo's Pid:), or -1. */
+static int peer_pidfd_pid(int fd, const char *what)
+{
+	int pfd = -1;
+	socklen_t len = sizeof(pfd);
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERPIDFD, &pfd, &len) < 0) {
+		wl_fail("%s: SO_PEERPIDFD: %s", what, strerror(errno));
+		return -1;
+	}
+	char path[64], buf[1024];
+	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", pfd);
+	int f = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t n = f < 0 ? -1 : read(f, buf, sizeof(buf) - 1);
+	if (f >= 0)
+		close(f);
+	close(pfd);
+	if (n <= 0)
+		return -1;
+	buf[n] = 0;
+	const char *p = strstr(buf, "\nPid:");
+	return p ? atoi(p + 5) : -1;
 }
 
 /* check compares fd's credentials with those recorded and those
@@ -356,6 +385,12 @@ int main(int argc, char **argv)
 		b.gid = bg;
 		check(s[i].fd, s[i].name, b, s[i].pid, s[i].uid, s[i].gid, NULL, 0);
 	}
+	/* SO_PEERPIDFD names the same processes, alive. */
+	int pp;
+	if ((pp = peer_pidfd_pid(sp[0], "sp0")) != me)
+		wl_fail("sp0: SO_PEERPIDFD's pidfd is of pid %d, want %d", pp, me);
+	if ((pp = peer_pidfd_pid(la, "la")) != c)
+		wl_fail("la: SO_PEERPIDFD's pidfd is of pid %d, want the child %d", pp, c);
 	/* The pending connections: their accepted end's peer is the child,
 	 * which connected them. */
 	int fl = fcntl(L, F_GETFL);
