@@ -558,6 +558,13 @@ func (ur *unixRestore) connectAs(r *fileRestore, sock *os.File, e, l *skunix.Uni
 	sa := make([]byte, 2+len(name))
 	sa[0] = unix.AF_UNIX
 	copy(sa[2:], name)
+	// A connect to a listener whose backlog is full waits for room for
+	// SO_SNDTIMEO: bound it (the socket's own options are set after the
+	// build).
+	tv := unix.NsecToTimeval(extConnectTimeout.Nanoseconds())
+	if err := unix.SetsockoptTimeval(int(sock.Fd()), unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv); err != nil {
+		return false, fmt.Errorf("%s: SO_SNDTIMEO: %w", what, err)
+	}
 	files := []*os.File{sock}
 	if dir != nil {
 		files = append(files, dir)
