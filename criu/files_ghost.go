@@ -241,6 +241,24 @@ func openGhostFile(r *fileRestore, e *fdinfo.FileEntry) (f *os.File, ok bool, er
 	return f, true, nil
 }
 
+// ghostInode says whether reg-file entry e is a ghost and, once restore
+// made it again, its device and inode (0, 0 before).
+func ghostInode(r *fileRestore, e *fdinfo.FileEntry) (dev, ino uint64, ok bool) {
+	st, err := ghostState(r)
+	if err != nil {
+		return 0, 0, false
+	}
+	gid, ok := st.remaps[e.GetId()]
+	if !ok {
+		return 0, 0, false
+	}
+	var s unix.Stat_t
+	if f := st.created[gid]; f != nil && unix.Fstat(int(f.Fd()), &s) == nil {
+		return s.Dev, s.Ino, true
+	}
+	return 0, 0, true
+}
+
 // createGhost makes the file of ghost gid at path (or a free name beside
 // it), fills it, and unlinks it; it returns the file open O_RDONLY.
 func createGhost(r *fileRestore, gid uint32, path string) (*os.File, error) {

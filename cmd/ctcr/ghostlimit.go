@@ -71,6 +71,6 @@ func parseSize(s string) (int64, error) {
 // given, which the engine reads as criu.DefaultGhostLimit).
 func ghostLimitFlag(c *cobra.Command, n *int64) {
 	c.Flags().Var(ghostLimit{n}, "ghost-limit", fmt.Sprintf(
-		"keep unlinked files that tasks hold open or mapped with up to SIZE bytes of data each (K, M, G suffixes; 0 keeps none that holds data; holes do not count, so a sparse file of any size passes if its data does); a file over it fails the dump naming it. Default %dM: ctcr's own, larger than CRIU's 1M so that dumps which worked before the flag still do",
+		"keep unlinked files that tasks hold open or mapped with up to SIZE bytes of data each (K, M, G suffixes; 0 keeps none that holds data; holes do not count, so a sparse file of any size passes if its data does); a file over it fails the dump naming it. The default is ctcr's limit from before the flag (%dM), larger than CRIU's 1M, so that dumps which worked still do",
 		criu.DefaultGhostLimit>>20))
 }

@@ -7,18 +7,21 @@
  *                                      executable still runs)
  *
  * Before the dump it reads its whole executable (a checksum), then
- * unlinks it, or renames a small text file over its path.
+ * unlinks it, or renames a small text file over its path, and forks a
+ * child that sleeps.
  *
  * After restore: /proc/self/exe still reads "PATH (deleted)" (for replace,
  * "NAME (deleted)" with another NAME in PATH's directory, as PATH is
  * taken), leads to an
  * unlinked inode of the same size and checksum, the same inode its text
  * mapping maps; executing /proc/self/exe runs the program again; the
- * path stays absent (unlink) or still holds the replacement (replace).
+ * path stays absent (unlink) or still holds the replacement (replace);
+ * the child's /proc/PID/exe is the same inode.
  */
 #include "workload.h"
 
 #include <sys/stat.h>
+#include <signal.h>
 #include <sys/wait.h>
 
 static const char replacement[] = "replacement of the executable\n";
@@ -96,7 +99,15 @@ int main(int argc, char **argv)
 	if (strcmp(link, want) != 0)
 		wl_die("the executable is not deleted");
 
-	wl_ready("path %s\nsum %llu\nsize %lld\n", path, sum0, (long long)size0);
+	/* A child forked from the deleted executable: it has it too. */
+	pid_t kid = fork();
+	if (kid < 0)
+		wl_die("fork");
+	if (kid == 0) {
+		for (;;)
+			pause();
+	}
+	wl_ready("path %s\nsum %llu\nsize %lld\nkid %d\n", path, sum0, (long long)size0, (int)kid);
 	while (!wl_check_requested())
 		wl_sleep_ms(10);
 
@@ -130,6 +141,17 @@ int main(int argc, char **argv)
 	int ws = 0;
 	if (pid < 0 || waitpid(pid, &ws, 0) != pid || !WIFEXITED(ws) || WEXITSTATUS(ws) != 42)
 		wl_fail("executing /proc/self/exe again: wait status %#x, want exit 42", ws);
+	/* The child's executable is the same unlinked inode. */
+	char kp[64], klink[4200];
+	snprintf(kp, sizeof(kp), "/proc/%d/exe", (int)kid);
+	n = readlink(kp, klink, sizeof(klink) - 1);
+	klink[n > 0 ? n : 0] = 0;
+	struct stat kst;
+	if (strcmp(klink, link) != 0 || stat(kp, &kst) < 0 || kst.st_ino != st.st_ino)
+		wl_fail("the child's executable reads \"%s\" (inode %lu), want \"%s\" (inode %lu)", klink,
+			(unsigned long)kst.st_ino, link, (unsigned long)st.st_ino);
+	kill(kid, SIGKILL);
+	waitpid(kid, NULL, 0);
 	char now[256];
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (replace) {
