@@ -2,13 +2,12 @@ package main
 
 import (
 	"fmt"
-	"math"
 	"strconv"
-	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/ctcr/ctcr/criu"
+	"github.com/ctcr/ctcr/criurpc"
 )
 
 // ghostLimit is the --ghost-limit flag: a size in bytes, with an
@@ -28,7 +27,7 @@ func (g ghostLimit) String() string {
 func (g ghostLimit) Type() string { return "SIZE" }
 
 func (g ghostLimit) Set(s string) error {
-	n, err := parseSize(s)
+	n, err := criurpc.ParseSize(s)
 	if err != nil {
 		return err
 	}
@@ -37,34 +36,6 @@ func (g ghostLimit) Set(s string) error {
 	}
 	*g.n = n
 	return nil
-}
-
-// parseSize reads a byte count with an optional K, M or G suffix (k, m, g
-// too; powers of 1024).
-func parseSize(s string) (int64, error) {
-	t := strings.TrimSpace(s)
-	shift := 0
-	if t != "" {
-		switch t[len(t)-1] {
-		case 'k', 'K':
-			shift = 10
-		case 'm', 'M':
-			shift = 20
-		case 'g', 'G':
-			shift = 30
-		}
-		if shift != 0 {
-			t = t[:len(t)-1]
-		}
-	}
-	n, err := strconv.ParseUint(t, 10, 63)
-	if err != nil {
-		return 0, fmt.Errorf("%q is not a size (bytes, or a number with K, M or G)", s)
-	}
-	if n > math.MaxInt64>>shift {
-		return 0, fmt.Errorf("%q is too large a size", s)
-	}
-	return int64(n) << shift, nil
 }
 
 // ghostLimitFlag adds --ghost-limit to c, stored in n (0 while not
