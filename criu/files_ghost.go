@@ -260,7 +260,7 @@ func ghostInode(r *fileRestore, e *fdinfo.FileEntry) (dev, ino uint64, ok bool) 
 }
 
 // createGhost makes the file of ghost gid at path (or a free name beside
-// it), fills it, and unlinks it; it returns the file open O_RDONLY.
+// it), fills it, and unlinks it; it returns the file open O_RDWR.
 func createGhost(r *fileRestore, gid uint32, path string) (*os.File, error) {
 	k := ghostImage(gid)
 	imgPath := r.cp.dir.Path(k.FileName())
@@ -353,9 +353,10 @@ func createGhost(r *fileRestore, gid uint32, path string) (*os.File, error) {
 			return fail(fmt.Errorf("times: %w", err))
 		}
 	}
-	// Kept read-only: while ctcr holds a writer, the kernel refuses the
-	// inode as a task's executable (PR_SET_MM_MAP's exe_fd denies write
-	// access). openGhostFile reopens it with each description's flags.
+	// Returned read-only (not O_RDWR): while ctcr holds a writer, the
+	// kernel refuses the inode as a task's executable (PR_SET_MM_MAP's
+	// exe_fd denies write access, EACCES). openGhostFile reopens it with
+	// each description's flags.
 	ro, err := os.OpenFile(fmt.Sprintf("/proc/self/fd/%d", fd), os.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return fail(fmt.Errorf("reopen %s read-only: %w", name, err))
