@@ -100,7 +100,7 @@ func ghostID(t *fileTable, src procFile, path string) (uint32, error) {
 		return gid, nil
 	}
 	gid := uint32(len(gs.ids) + 1)
-	if err := dumpGhostContent(t, src, path, gid, gs.limit); err != nil {
+	if err := dumpGhostContent(t, src, path, gid); err != nil {
 		return 0, err
 	}
 	gs.ids[key] = gid
@@ -137,12 +137,12 @@ func dumpMappedGhost(t *fileTable, src procFile, path string, shared bool) (uint
 	return e.GetId(), nil
 }
 
-// dumpGhostContent saves the unlinked file src as ghost gid: its inode's
-// attributes, then its data extents only (SEEK_DATA/SEEK_HOLE, as for
-// memfds), so a sparse file costs its data, not its size, in the images
-// and comes back with its holes. limit caps the data bytes, as CRIU's
-// --ghost-limit does.
-func dumpGhostContent(t *fileTable, src procFile, path string, gid uint32, limit int64) error {
+func dumpGhostContent(t *fileTable, src procFile, path string, gid uint32) error {
+	// The inode's attributes, then its data extents only (SEEK_DATA/
+	// SEEK_HOLE, as for memfds): a sparse file costs its data, not its
+	// size, in the images and comes back with its holes. The limit caps
+	// the data bytes, as CRIU's --ghost-limit does.
+	limit := ghostDump(t).limit
 	st := src.st
 	f, err := src.openForRead()
 	if err != nil {
@@ -239,24 +239,6 @@ func openGhostFile(r *fileRestore, e *fdinfo.FileEntry) (f *os.File, ok bool, er
 		return nil, true, fmt.Errorf("unlinked file %s: seek to %d: %w", reg.GetName(), reg.GetPos(), err)
 	}
 	return f, true, nil
-}
-
-// ghostInode says whether reg-file entry e is a ghost and, once restore
-// made it again, its device and inode (0, 0 before).
-func ghostInode(r *fileRestore, e *fdinfo.FileEntry) (dev, ino uint64, ok bool) {
-	st, err := ghostState(r)
-	if err != nil {
-		return 0, 0, false
-	}
-	gid, ok := st.remaps[e.GetId()]
-	if !ok {
-		return 0, 0, false
-	}
-	var s unix.Stat_t
-	if f := st.created[gid]; f != nil && unix.Fstat(int(f.Fd()), &s) == nil {
-		return s.Dev, s.Ino, true
-	}
-	return 0, 0, true
 }
 
 // createGhost makes the file of ghost gid at path (or a free name beside
@@ -377,4 +359,22 @@ func dumpExeGhost(t *fileTable, pid int, link string) (uint32, error) {
 		return 0, fmt.Errorf("%s %s: %w", src.where, link, err)
 	}
 	return dumpMappedGhost(t, src, strings.TrimSuffix(link, " (deleted)"), false)
+}
+
+// ghostInode says whether reg-file entry e is a ghost and, once restore
+// made it again, its device and inode (0, 0 before).
+func ghostInode(r *fileRestore, e *fdinfo.FileEntry) (dev, ino uint64, ok bool) {
+	st, err := ghostState(r)
+	if err != nil {
+		return 0, 0, false
+	}
+	gid, ok := st.remaps[e.GetId()]
+	if !ok {
+		return 0, 0, false
+	}
+	var s unix.Stat_t
+	if f := st.created[gid]; f != nil && unix.Fstat(int(f.Fd()), &s) == nil {
+		return s.Dev, s.Ino, true
+	}
+	return 0, 0, true
 }
