@@ -97,6 +97,11 @@ type DumpOptions struct {
 	// manage cgroups themselves), saves the cgroups of tasks that are
 	// not in ctcr's own (cgroup.img; criu/cgroups.go).
 	ManageCgroups cgroup.Mode
+	// GhostLimit caps the bytes of data (holes left out) of one unlinked
+	// file kept in the images (CRIU's --ghost-limit); 0 means
+	// DefaultGhostLimit, a negative value keeps none that holds data
+	// (CRIU's limit 0). A file over it fails the dump.
+	GhostLimit int64
 }
 
 // DumpStats describes a finished dump.
@@ -337,6 +342,7 @@ func dumpOnce(opts DumpOptions) (*DumpStats, error) {
 	}
 	files.fileLocks = opts.FileLocks
 	files.tcpClose = opts.TCPClose
+	setGhostLimit(files, opts.GhostLimit)
 	files.tcpEstablished = opts.TCPEstablished
 	files.leaveRunning = opts.LeaveRunning
 	files.warnf = warnf
@@ -1403,7 +1409,12 @@ func dumpTaskFiles(p *dumpProc, files *fileTable, shellJob bool) error {
 		return fmt.Errorf("task %d exe: %w", pid, err)
 	}
 	if strings.HasSuffix(exe, " (deleted)") {
-		return fmt.Errorf("task %d: executable %s was deleted: %w", pid, exe, ErrUnsupported)
+		id, err := dumpExeGhost(files, pid, exe)
+		if err != nil {
+			return err
+		}
+		p.mm.ExeFileId = proto.Uint32(id)
+		return nil
 	}
 	st, err := statInTree(pid, exe)
 	if err != nil {

@@ -1002,7 +1002,15 @@ func (t *restoringTask) keeps(m proc.Mapping) bool {
 		}
 		if st&vmaFilePrivate != 0 {
 			fe := t.cp.files[uint32(v.GetShmid())]
-			return m.Inode != 0 && m.Offset == v.GetPgoff() && fe.GetReg().GetName() == m.Path
+			if m.Inode == 0 || m.Offset != v.GetPgoff() {
+				return false
+			}
+			// A ghost may have been made again under another name (its
+			// own was taken): the inode says whether it is the one.
+			if dev, ino, ok := ghostInode(t.tree.files, fe); ok {
+				return ino == m.Inode && unix.Major(dev) == m.Major && unix.Minor(dev) == m.Minor
+			}
+			return fe.GetReg().GetName() == m.Path
 		}
 		// [heap] and [stack] are names the kernel derives from mm fields
 		// that are set later (PR_SET_MM_MAP): any anonymous name will do.
