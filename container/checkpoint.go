@@ -31,6 +31,9 @@ type CheckpointOptions struct {
 	// TCPEstablished moves connections with an end outside the container
 	// too, holding their segments still until the restore.
 	TCPEstablished bool
+	// GhostLimit caps the data bytes of one unlinked file kept
+	// (criu.DumpOptions.GhostLimit; 0: criu.DefaultGhostLimit).
+	GhostLimit int64
 	// Stage "dump": the container is suspended already and stays so.
 	Stage         Stage
 	FreezeTimeout time.Duration
@@ -394,7 +397,7 @@ func checkpoint(o CheckpointOptions, c *Container, cg *cgroup.Set) (_ *Meta, _ *
 			return nil
 		},
 		FileLocks: o.FileLocks, ExtUnixSk: o.ExtUnixSk, TCPClose: o.TCPClose, TCPEstablished: o.TCPEstablished, Progress: o.Progress, SavesIPC: own["ipc"], Compress: o.Compress,
-		Thaw:     func() error { isFrozen = false; return cg.Thaw() },
+		GhostLimit: o.GhostLimit, Thaw: func() error { isFrozen = false; return cg.Thaw() },
 		PreCopy:  pc,
 		PrevDir:  prev,
 		NestedNS: true,

@@ -97,6 +97,11 @@ type DumpOptions struct {
 	// manage cgroups themselves), saves the cgroups of tasks that are
 	// not in ctcr's own (cgroup.img; criu/cgroups.go).
 	ManageCgroups cgroup.Mode
+	// GhostLimit caps the bytes of data (holes left out) of one unlinked
+	// file kept in the images (CRIU's --ghost-limit); 0 means
+	// DefaultGhostLimit, a negative value keeps none that holds data
+	// (CRIU's limit 0). A file over it fails the dump.
+	GhostLimit int64
 }
 
 // DumpStats describes a finished dump.
@@ -337,6 +342,7 @@ func dumpOnce(opts DumpOptions) (*DumpStats, error) {
 	}
 	files.fileLocks = opts.FileLocks
 	files.tcpClose = opts.TCPClose
+	setGhostLimit(files, opts.GhostLimit)
 	files.tcpEstablished = opts.TCPEstablished
 	files.leaveRunning = opts.LeaveRunning
 	files.warnf = warnf
@@ -345,6 +351,7 @@ func dumpOnce(opts DumpOptions) (*DumpStats, error) {
 	files.savesIPC = opts.SavesIPC
 	files.hostSysV = opts.HostSysV
 	files.nestedNS = opts.NestedNS
+	files.rootPid = d.procs[0].pid
 	if files.rootNetIno, err = nsInode(d.procs[0].pid, "net"); err != nil {
 		return nil, err
 	}
@@ -1379,7 +1386,13 @@ func dumpTaskFiles(p *dumpProc, files *fileTable, shellJob bool) error {
 		if err != nil {
 			return 0, fmt.Errorf("task %d %s: %w", pid, name, err)
 		}
-		return files.regFile(path, unix.O_RDONLY|unix.O_DIRECTORY, 0, &st), nil
+		// In its own mount namespace's view only: the restored task
+		// changes to it there (restoreFS resolves it in the task).
+		mntID, err := files.viewMount(fmt.Sprintf("/proc/%d/%s", pid, name), path, &st, false)
+		if err != nil {
+			return 0, fmt.Errorf("task %d %s: %w", pid, name, err)
+		}
+		return files.regFileIn(path, unix.O_RDONLY|unix.O_DIRECTORY, 0, &st, mntID), nil
 	}
 	cwd, err := fsID("cwd")
 	if err != nil {
@@ -1396,13 +1409,22 @@ func dumpTaskFiles(p *dumpProc, files *fileTable, shellJob bool) error {
 		return fmt.Errorf("task %d exe: %w", pid, err)
 	}
 	if strings.HasSuffix(exe, " (deleted)") {
-		return fmt.Errorf("task %d: executable %s was deleted: %w", pid, exe, ErrUnsupported)
+		id, err := dumpExeGhost(files, pid, exe)
+		if err != nil {
+			return err
+		}
+		p.mm.ExeFileId = proto.Uint32(id)
+		return nil
 	}
 	st, err := statInTree(pid, exe)
 	if err != nil {
 		return fmt.Errorf("task %d exe: %w", pid, err)
 	}
-	p.mm.ExeFileId = proto.Uint32(files.regFile(exe, unix.O_RDONLY, 0, &st))
+	mntID, err := files.viewMount(fmt.Sprintf("/proc/%d/exe", pid), exe, &st, false)
+	if err != nil {
+		return fmt.Errorf("task %d exe: %w", pid, err)
+	}
+	p.mm.ExeFileId = proto.Uint32(files.regFileIn(exe, unix.O_RDONLY, 0, &st, mntID))
 	return nil
 }
 

@@ -71,6 +71,10 @@ type fileTable struct {
 	// rootIPCIno is the inode of the root task's IPC namespace; queues
 	// of the others are saved with their nested namespace (nestedIPC).
 	rootIPCIno uint64
+	// rootPid is the host PID of the tree's root task (0 in a table
+	// that is no dump's): with nestedNS, files of a nested mount
+	// namespace's own view name their mount (files_mntview.go).
+	rootPid int
 }
 
 // giveBack puts back, newest first, everything the dump took out of the
@@ -118,25 +122,35 @@ func newFileTable() *fileTable {
 
 func (t *fileTable) nextID() uint32 { return uint32(len(t.entries) + 1) }
 
-// regFile returns the id of a reg-file entry for path opened with flags,
-// sharing one entry between all users of the same path and flags at
-// position 0 (mappings, cwd, root, the executable).
-func (t *fileTable) regFile(path string, flags uint32, pos uint64, st *unix.Stat_t) uint32 {
+// regFileIn returns the id of a reg-file entry for path opened with
+// flags, of the view of the mount with id mntID (noMount: the root's),
+// sharing one entry between all users of the same path, view and flags
+// at position 0 (mappings, cwd, root, the executable): the same path in
+// two views is two files, with an entry each.
+func (t *fileTable) regFileIn(path string, flags uint32, pos uint64, st *unix.Stat_t, mntID int32) uint32 {
 	key := fmt.Sprintf("%s\x00%d", path, flags)
+	if mntID != noMount {
+		key += fmt.Sprintf("\x00mnt %d", mntID)
+	}
 	if pos == 0 {
 		if id, ok := t.byKey[key]; ok {
 			return id
 		}
 	}
-	id := t.add(path, flags, pos, st)
+	id := t.addIn(path, flags, pos, st, mntID)
 	if pos == 0 {
 		t.byKey[key] = id
 	}
 	return id
 }
 
-func (t *fileTable) add(path string, flags uint32, pos uint64, st *unix.Stat_t) uint32 {
+// addIn adds a reg-file entry of the view of the mount with id mntID
+// (noMount: none named).
+func (t *fileTable) addIn(path string, flags uint32, pos uint64, st *unix.Stat_t, mntID int32) uint32 {
 	e := t.regEntry(path, flags, pos, st)
+	if mntID != noMount {
+		e.Reg.MntId = proto.Int32(mntID)
+	}
 	t.entries = append(t.entries, e)
 	return e.GetId()
 }

@@ -39,11 +39,16 @@ func dumpFifo(d *fdDump) (*fdinfo.FileEntry, error) {
 	var regID uint32
 	if path, ok := strings.CutSuffix(d.link, " (deleted)"); ok {
 		// Unlinked: its path entry is remapped to a ghost that restore
-		// makes again with mkfifo (files_ghostkinds.go).
-		regID = d.files.add(path, d.flags, 0, &d.st)
+		// makes again with mkfifo in the tree's root
+		// (files_ghostkinds.go).
+		regID = d.files.addIn(path, d.flags, 0, &d.st, noMount)
 		remapToGhost(d.files, regID, ghostKindID(d.files, path, &d.st, ""))
 	} else {
-		regID = d.files.add(d.link, d.flags, 0, &d.st)
+		mntID, err := d.files.viewMount(d.procFile().path, d.link, &d.st, false)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", d.where, err)
+		}
+		regID = d.files.addIn(d.link, d.flags, 0, &d.st, mntID)
 	}
 	id := d.files.nextID()
 	return &fdinfo.FileEntry{Id: proto.Uint32(id), Fifo: &fifo.FifoEntry{
@@ -70,8 +75,10 @@ func openFifo(r *fileRestore, e *fdinfo.FileEntry) (*os.File, error) {
 	id := fe.GetPipeId()
 	if holders[id] == nil {
 		// Inside the tree's root, through no symlink: the data written
-		// back must not land in a FIFO of the host. An unlinked FIFO is
-		// made again, held, and unlinked (files_ghostkinds.go).
+		// back must not land in a FIFO of the host; in the view of the
+		// nested mount namespace it was of, if one's (files_mntview.go).
+		// An unlinked FIFO is made again, held, and unlinked
+		// (files_ghostkinds.go).
 		h, err := ghostFifoHolder(r, fe.GetRegfId())
 		if err != nil {
 			return nil, err
@@ -82,8 +89,14 @@ func openFifo(r *fileRestore, e *fdinfo.FileEntry) (*os.File, error) {
 			if h, err = os.OpenFile(fmt.Sprintf("/proc/self/fd/%d", h.Fd()), unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0); err != nil {
 				return nil, fmt.Errorf("unlinked FIFO %s: %w", path, err)
 			}
-		} else if h, err = openInTree(r.rootPid, path, unix.O_RDWR|unix.O_NONBLOCK); err != nil {
-			return nil, fmt.Errorf("FIFO %w", err)
+		} else {
+			view, err := r.viewPid(reg, r.rootPid)
+			if err != nil {
+				return nil, fmt.Errorf("FIFO: %w", err)
+			}
+			if h, err = openInTree(view, path, unix.O_RDWR|unix.O_NONBLOCK); err != nil {
+				return nil, fmt.Errorf("FIFO %w", err)
+			}
 		}
 		var st unix.Stat_t
 		if err := unix.Fstat(int(h.Fd()), &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFIFO {

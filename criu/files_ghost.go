@@ -4,12 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
 
 	"github.com/checkpoint-restore/go-criu/v7/crit/images/fdinfo"
 	ghost "github.com/checkpoint-restore/go-criu/v7/crit/images/ghost-file"
+	"github.com/checkpoint-restore/go-criu/v7/crit/images/regfile"
 	remap "github.com/checkpoint-restore/go-criu/v7/crit/images/remap-file-path"
 	timeimg "github.com/checkpoint-restore/go-criu/v7/crit/images/time"
 	"golang.org/x/sys/unix"
@@ -37,8 +39,12 @@ import (
 // and mapping of the inode; restore maps the recreated inode, so a
 // MAP_SHARED mapping stays shared with the task's fds of that file.
 
-// maxGhostSize caps the content of one unlinked file kept in the images.
-const maxGhostSize = 64 << 20
+// DefaultGhostLimit is how many bytes of data one unlinked file may hold
+// to be kept in the images when DumpOptions.GhostLimit is 0. CRIU's
+// --ghost-limit default is 1 MiB; ctcr kept files up to 64 MiB before the
+// limit became an option, and keeps that default so that no dump that
+// worked fails now.
+const DefaultGhostLimit = 64 << 20
 
 func ghostImage(id uint32) images.Kind {
 	return images.Kind{Name: fmt.Sprintf("GHOST_FILE %x", id), File: fmt.Sprintf("ghost-file-%x.img", id), Magic: images.GhostFile.Magic, Prefix: images.GhostFile.Prefix}
@@ -47,6 +53,23 @@ func ghostImage(id uint32) images.Kind {
 // ghostDumpState maps unlinked inodes (dev, ino) to their ghost id.
 type ghostDumpState struct {
 	ids map[[2]uint64]uint32
+	// limit caps the data bytes (holes left out) of one ghost.
+	limit int64
+}
+
+func ghostDump(t *fileTable) *ghostDumpState {
+	return t.kindState("ghost", func() any {
+		return &ghostDumpState{ids: map[[2]uint64]uint32{}, limit: DefaultGhostLimit}
+	}).(*ghostDumpState)
+}
+
+// setGhostLimit sets the data bytes one unlinked file may hold to be
+// kept (DumpOptions.GhostLimit: 0 leaves DefaultGhostLimit, a negative
+// one keeps none that holds data).
+func setGhostLimit(t *fileTable, limit int64) {
+	if limit != 0 {
+		ghostDump(t).limit = max(limit, 0)
+	}
 }
 
 // dumpGhostFile records the unlinked regular file behind d: its
@@ -65,6 +88,9 @@ func dumpGhostFile(d *fdDump) (*fdinfo.FileEntry, error) {
 		return nil, err
 	}
 	e := d.files.regEntry(path, d.flags, uint64(d.info.Pos), st)
+	if err := ghostView(d.files, d.procFile(), e); err != nil {
+		return nil, err
+	}
 	d.files.addImage(images.RemapFpath, &remap.RemapFilePathEntry{
 		OrigId: proto.Uint32(e.GetId()), RemapId: proto.Uint32(gid), RemapType: remap.RemapType_GHOST.Enum(),
 	}, nil)
@@ -75,7 +101,7 @@ func dumpGhostFile(d *fdDump) (*fdinfo.FileEntry, error) {
 // path was path), dumping its content the first time: an fd and a
 // mapping of one unlinked file share it.
 func ghostID(t *fileTable, src procFile, path string) (uint32, error) {
-	gs := t.kindState("ghost", func() any { return &ghostDumpState{ids: map[[2]uint64]uint32{}} }).(*ghostDumpState)
+	gs := ghostDump(t)
 	key := [2]uint64{src.st.Dev, src.st.Ino}
 	if gid, ok := gs.ids[key]; ok {
 		return gid, nil
@@ -110,6 +136,9 @@ func dumpMappedGhost(t *fileTable, src procFile, path string, shared bool) (uint
 		return id, nil
 	}
 	e := t.regEntry(path, flags, 0, st)
+	if err := ghostView(t, src, e); err != nil {
+		return 0, err
+	}
 	t.entries = append(t.entries, e)
 	t.addImage(images.RemapFpath, &remap.RemapFilePathEntry{
 		OrigId: proto.Uint32(e.GetId()), RemapId: proto.Uint32(gid), RemapType: remap.RemapType_GHOST.Enum(),
@@ -118,11 +147,27 @@ func dumpMappedGhost(t *fileTable, src procFile, path string, shared bool) (uint
 	return e.GetId(), nil
 }
 
-func dumpGhostContent(t *fileTable, src procFile, path string, gid uint32) error {
-	st := src.st
-	if st.Size > maxGhostSize {
-		return src.unsupported(fmt.Sprintf("unlinked file %s is %d bytes, over the limit of %d for unlinked files kept in the images", path, st.Size, maxGhostSize))
+// ghostView names in e the mount of the unlinked file src if it is one
+// of a nested mount namespace (files_mntview.go): the restore makes it
+// again in its old directory in that namespace's view.
+func ghostView(t *fileTable, src procFile, e *fdinfo.FileEntry) error {
+	id, err := t.viewMount(src.path, e.GetReg().GetName(), src.st, true)
+	if err != nil {
+		return fmt.Errorf("%s: %w", src.where, err)
 	}
+	if id != noMount {
+		e.Reg.MntId = proto.Int32(id)
+	}
+	return nil
+}
+
+func dumpGhostContent(t *fileTable, src procFile, path string, gid uint32) error {
+	// The inode's attributes, then its data extents only (SEEK_DATA/
+	// SEEK_HOLE, as for memfds): a sparse file costs its data, not its
+	// size, in the images and comes back with its holes. The limit caps
+	// the data bytes, as CRIU's --ghost-limit does.
+	limit := ghostDump(t).limit
+	st := src.st
 	f, err := src.openForRead()
 	if err != nil {
 		return err
@@ -131,6 +176,13 @@ func dumpGhostContent(t *fileTable, src procFile, path string, gid uint32) error
 	runs, err := dataRuns(f, st.Size, 1)
 	if err != nil {
 		return fmt.Errorf("%s: unlinked file %s: %w", src.where, path, err)
+	}
+	var data int64
+	for _, r := range runs {
+		data += r.len
+	}
+	if data > limit {
+		return src.unsupported(fmt.Sprintf("unlinked file %s holds %d bytes of data (size %d), over the ghost limit of %d: raise it with --ghost-limit", path, data, st.Size, limit))
 	}
 	k := ghostImage(gid)
 	t.addImage(k, &ghost.GhostFileEntry{
@@ -197,7 +249,7 @@ func openGhostFile(r *fileRestore, e *fdinfo.FileEntry) (f *os.File, ok bool, er
 	reg := e.GetReg()
 	inode, ok := st.created[gid]
 	if !ok {
-		if inode, err = createGhost(r, gid, reg.GetName()); err != nil {
+		if inode, err = createGhost(r, gid, reg); err != nil {
 			return nil, true, fmt.Errorf("unlinked file %s: %w", reg.GetName(), err)
 		}
 		st.created[gid] = inode
@@ -216,9 +268,15 @@ func openGhostFile(r *fileRestore, e *fdinfo.FileEntry) (f *os.File, ok bool, er
 	return f, true, nil
 }
 
-// createGhost makes the file of ghost gid at path (or a free name beside
-// it), fills it, and unlinks it; it returns the file open O_RDWR.
-func createGhost(r *fileRestore, gid uint32, path string) (*os.File, error) {
+// createGhost makes the file of ghost gid at reg's path (or a free name
+// beside it), in the view of the mount namespace reg names (the root's
+// if none), fills it, and unlinks it; it returns the file open O_RDWR.
+func createGhost(r *fileRestore, gid uint32, reg *regfile.RegFileEntry) (*os.File, error) {
+	path := reg.GetName()
+	view, err := r.viewPid(reg, r.rootPid)
+	if err != nil {
+		return nil, err
+	}
 	k := ghostImage(gid)
 	imgPath := r.cp.dir.Path(k.FileName())
 	img, err := os.Open(imgPath)
@@ -234,14 +292,17 @@ func createGhost(r *fileRestore, gid uint32, path string) (*os.File, error) {
 	if err := rd.Next(&ge); err != nil {
 		return nil, err
 	}
-	if ge.GetMode()&unix.S_IFMT != unix.S_IFREG || !ge.GetChunks() || ge.GetSize() > maxGhostSize {
-		return nil, corruptf(imgPath, "not a regular file of at most %d bytes in chunks (mode %#o, size %d)", maxGhostSize, ge.GetMode(), ge.GetSize())
+	// No cap on the size: the dump's --ghost-limit capped the data, a
+	// chunk is capped like any image entry (ReadPayload), and holes cost
+	// nothing to make.
+	if ge.GetMode()&unix.S_IFMT != unix.S_IFREG || !ge.GetChunks() || ge.GetSize() > math.MaxInt64 {
+		return nil, corruptf(imgPath, "not a regular file in chunks (mode %#o, size %d)", ge.GetMode(), ge.GetSize())
 	}
 	// Created in its old directory as the tree sees it, resolved inside
 	// the tree's root through no symlink, and by *at calls on that
 	// directory only: a symlink planted since cannot make it land, or be
 	// unlinked, on the host.
-	dir, err := parentInTree(r.rootPid, path)
+	dir, err := parentInTree(view, path)
 	if err != nil {
 		return nil, fmt.Errorf("create it again: %w", err)
 	}
@@ -307,5 +368,46 @@ func createGhost(r *fileRestore, gid uint32, path string) (*os.File, error) {
 			return fail(fmt.Errorf("times: %w", err))
 		}
 	}
-	return f, nil
+	// Returned read-only (not O_RDWR): while ctcr holds a writer, the
+	// kernel refuses the inode as a task's executable (PR_SET_MM_MAP's
+	// exe_fd denies write access, EACCES). openGhostFile reopens it with
+	// each description's flags.
+	ro, err := os.OpenFile(fmt.Sprintf("/proc/self/fd/%d", fd), os.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fail(fmt.Errorf("reopen %s read-only: %w", name, err))
+	}
+	f.Close()
+	return ro, nil
+}
+
+// dumpExeGhost records the executable of task pid, deleted (or replaced
+// by another file, as an upgrade does) while the task runs; link is its
+// /proc/PID/exe. As CRIU does, it is kept as a ghost, the one its
+// mappings share, and restore sets the recreated inode as the task's
+// executable, which /proc/PID/exe then shows " (deleted)" again. It
+// returns the id of the reg-file entry that mm.img's exe_file_id names.
+func dumpExeGhost(t *fileTable, pid int, link string) (uint32, error) {
+	src := procFile{where: fmt.Sprintf("task %d executable", pid), path: fmt.Sprintf("/proc/%d/exe", pid), st: &unix.Stat_t{}}
+	if err := unix.Stat(src.path, src.st); err != nil {
+		return 0, fmt.Errorf("%s %s: %w", src.where, link, err)
+	}
+	return dumpMappedGhost(t, src, strings.TrimSuffix(link, " (deleted)"), false)
+}
+
+// ghostInode says whether reg-file entry e is a ghost and, once restore
+// made it again, its device and inode (0, 0 before).
+func ghostInode(r *fileRestore, e *fdinfo.FileEntry) (dev, ino uint64, ok bool) {
+	st, err := ghostState(r)
+	if err != nil {
+		return 0, 0, false
+	}
+	gid, ok := st.remaps[e.GetId()]
+	if !ok {
+		return 0, 0, false
+	}
+	var s unix.Stat_t
+	if f := st.created[gid]; f != nil && unix.Fstat(int(f.Fd()), &s) == nil {
+		return s.Dev, s.Ino, true
+	}
+	return 0, 0, true
 }

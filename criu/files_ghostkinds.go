@@ -153,7 +153,7 @@ func dumpRemovedFsDir(t *fileTable, pid int, name, link string) (uint32, error) 
 	if id, ok := ids[gid]; ok {
 		return id, nil
 	}
-	id := t.add(path, unix.O_RDONLY|unix.O_DIRECTORY, 0, &st)
+	id := t.addIn(path, unix.O_RDONLY|unix.O_DIRECTORY, 0, &st, noMount)
 	remapToGhost(t, id, gid)
 	ids[gid] = id
 	return id, nil

@@ -14,8 +14,13 @@ import (
 )
 
 // outsideMountNamespace reports whether the fd's mount is not one of
-// its task's mount namespace (fdinfo mnt_id against mountinfo).
+// its task's mount namespace (fdinfo mnt_id against mountinfo), nor,
+// where the tree has nested ones, of any mount namespace of the tree (a
+// task of a nested one holds a file it opened before it made its own).
 func (d *fdDump) outsideMountNamespace() bool {
+	if in, known := d.files.views().inTree(d.info.MntID); known {
+		return !in
+	}
 	ids := d.files.kindState("mount ids of "+strconv.Itoa(d.pid), func() any {
 		m := map[int]bool{}
 		ms, err := proc.ReadMountinfo(d.pid)
@@ -65,7 +70,15 @@ func dumpRegularFile(d *fdDump) (*fdinfo.FileEntry, error) {
 			return dumpGhostFile(d) // files_ghost.go
 		}
 		e := d.files.regEntry(d.link, d.flags, uint64(d.info.Pos), st)
-		if d.outsideMountNamespace() {
+		mntID, err := d.files.viewMount(d.procFile().path, d.link, st, false)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", d.where, err)
+		}
+		if mntID != noMount {
+			// A file of a nested mount namespace's own view: opened
+			// there at restore, whichever task holds it.
+			e.Reg.MntId = proto.Int32(mntID)
+		} else if d.outsideMountNamespace() {
 			// A file the task's mount namespace does not have (a
 			// container's stdout that its runtime opened on the host):
 			// its path is the host's, and restore opens it there.
@@ -123,7 +136,13 @@ func openRegularFile(r *fileRestore, e *fdinfo.FileEntry) (*os.File, error) {
 	if reg.GetExt() {
 		open = func(_ int, p string, flags int) (*os.File, error) { return openOnHost(p, flags) }
 	}
-	f, err := open(r.rootPid, name, flags)
+	// In the view of the mount namespace the file was of, if a nested
+	// one's (files_mntview.go), else the root's.
+	view, err := r.viewPid(reg, r.rootPid)
+	if err != nil {
+		return nil, err
+	}
+	f, err := open(view, name, flags)
 	if err != nil {
 		return nil, fmt.Errorf("open %w", err)
 	}

@@ -191,7 +191,13 @@ func classifyVMA(pid int, m proc.Mapping, vmFlags []string, files *fileTable) (*
 		if m.Shared && (m.Write || slices.Contains(vmFlags, "mw")) {
 			oflags = unix.O_RDWR
 		}
-		id := files.regFile(m.Path, uint32(oflags), 0, &st)
+		// A file of a nested mount namespace's own view names its
+		// mount (files_mntview.go).
+		mntID, err := files.viewMount(fmt.Sprintf("/proc/%d/map_files/%x-%x", pid, m.Start, m.End), m.Path, &st, false)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", where, err)
+		}
+		id := files.regFileIn(m.Path, uint32(oflags), 0, &st, mntID)
 		e.Shmid = proto.Uint64(uint64(id))
 		if m.Shared {
 			status = vmaAreaRegular | vmaFileShared

@@ -3,6 +3,7 @@ package criu
 import (
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 
 	criucore "github.com/checkpoint-restore/go-criu/v7/crit/images/criu-core"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/ctcr/ctcr/criu/nsthread"
 	"github.com/ctcr/ctcr/criu/proc"
+	"github.com/ctcr/ctcr/internal/inroot"
 )
 
 // Namespace ids in images: 1 is the namespace ctcr itself runs in (the
@@ -255,32 +257,58 @@ func (t *restoringTask) joinNamespaceOf(pid int, kind string, flag int) error {
 }
 
 // nestedMountFiles refuses task p, whose mount namespace is not the
-// root's, if a file it holds open or maps would be another one, or none,
-// at the same path in the root's: the restore opens files through the
-// root's view. (A file in a PrivateTmp= /tmp is one.) Deleted files are
-// restored from their saved content and pass, as do files the path does
-// not reach from either view (a runtime's log outside the container),
-// which the restore treats as it does the root's own.
+// root's, if it holds open a file of its own view that the restore
+// cannot open there: one at a path the root's view does not reach (or
+// reaches another file at) that is neither a regular file, a directory
+// nor a FIFO (files_mntview.go gives those their mount; mappings, cwd
+// and root are opened in the task's own view), nor a device that means
+// the same in every view (/dev/null...). A device node of a private
+// /dev (PrivateDevices=) and an O_PATH fd on a symlink are such files.
+// Deleted files are restored from their saved content and pass, as do
+// files the path does not reach from either view (a runtime's log
+// outside the container), which the restore treats as it does the
+// root's own.
 func (d *dumpTree) nestedMountFiles(p *dumpProc) error {
 	root := d.procs[0].pid
 	at := func(pid int, path string, dev, ino uint64) bool {
-		var st unix.Stat_t
-		if err := unix.Stat(fmt.Sprintf("/proc/%d/root%s", pid, path), &st); err != nil {
+		root, err := reportedRoot(pid)
+		if err != nil {
 			return false
 		}
-		return st.Dev == dev && st.Ino == ino
-	}
-	// Only its own view finds it there.
-	own := func(path string, dev, ino uint64) bool {
-		return at(p.pid, path, dev, ino) && !at(root, path, dev, ino)
+		defer root.Close()
+		st, err := root.Stat(path, inroot.NoLinks)
+		return err == nil && st.Dev == dev && st.Ino == ino
 	}
 	fds, err := proc.Fds(p.pid)
 	if err != nil {
 		return err
 	}
+	var socks map[uint32]*unixDiag
 	for _, fd := range fds {
 		link := fmt.Sprintf("/proc/%d/fd/%d", p.pid, fd)
 		path, err := os.Readlink(link)
+		if err == nil && strings.HasPrefix(path, "socket:[") {
+			// A unix socket bound to a name of its own view: the
+			// restore binds unix sockets in the root's view, where
+			// the name would be another file's, or the directory
+			// missing.
+			if socks == nil {
+				if socks, err = unixDiagAll(p.pid); err != nil {
+					return fmt.Errorf("task %d: unix sockets: %w", p.pid, err)
+				}
+			}
+			ino, _ := strconv.ParseUint(strings.TrimSuffix(strings.TrimPrefix(path, "socket:["), "]"), 10, 32)
+			sk := socks[uint32(ino)]
+			if sk == nil || !sk.hasVFS || len(sk.name) == 0 || sk.name[0] != '/' {
+				continue // not a unix socket of its network namespace, or not bound to an absolute path
+			}
+			name := string(sk.name)
+			dev := unix.Mkdev(sk.vfsDev>>20, sk.vfsDev&0xfffff)
+			if at(p.pid, name, dev, uint64(sk.vfsIno)) && !at(root, name, dev, uint64(sk.vfsIno)) {
+				return fmt.Errorf("task %d: fd %d (unix socket bound to %s) is bound to a name of its own mount namespace's view, not at that path in the root task's; unix sockets are bound again in the root's: %w", p.pid, fd, name, ErrUnsupported)
+			}
+			continue
+		}
 		if err != nil || !strings.HasPrefix(path, "/") || strings.HasSuffix(path, " (deleted)") {
 			continue // not a path, or gone since
 		}
@@ -288,24 +316,17 @@ func (d *dumpTree) nestedMountFiles(p *dumpProc) error {
 		if unix.Stat(link, &st) != nil {
 			continue
 		}
-		if own(path, st.Dev, st.Ino) {
-			return fmt.Errorf("task %d: fd %d (%s) is a file of its own mount namespace, not at that path in the root task's: %w", p.pid, fd, path, ErrUnsupported)
+		switch st.Mode & unix.S_IFMT {
+		case unix.S_IFREG, unix.S_IFDIR, unix.S_IFIFO:
+			continue // opened in the view it is of
+		case unix.S_IFCHR:
+			if _, ok := harmlessCharDevs[[2]uint32{unix.Major(st.Rdev), unix.Minor(st.Rdev)}]; ok {
+				continue // reopened by its name, in any view
+			}
 		}
-	}
-	maps, err := proc.Maps(p.pid)
-	if err != nil {
-		return err
-	}
-	for _, m := range maps {
-		if !strings.HasPrefix(m.Path, "/") || m.Inode == 0 {
-			continue
-		}
-		var st unix.Stat_t
-		if err := unix.Stat(fmt.Sprintf("/proc/%d/map_files/%x-%x", p.pid, m.Start, m.End), &st); err != nil {
-			continue // deleted, or unreadable: the memory dump decides
-		}
-		if own(m.Path, st.Dev, st.Ino) {
-			return fmt.Errorf("task %d: mapping %x-%x of %s is a file of its own mount namespace, not at that path in the root task's: %w", p.pid, m.Start, m.End, m.Path, ErrUnsupported)
+		// Only its own view finds it there.
+		if at(p.pid, path, st.Dev, st.Ino) && !at(root, path, st.Dev, st.Ino) {
+			return fmt.Errorf("task %d: fd %d (%s, mode %#o) is a file of its own mount namespace, not at that path in the root task's, and not a regular file, directory or FIFO, which are opened in their own namespace: %w", p.pid, fd, path, st.Mode&unix.S_IFMT, ErrUnsupported)
 		}
 	}
 	return nil

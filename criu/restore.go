@@ -238,6 +238,12 @@ func restore(opts RestoreOptions) (*Restored, error) {
 	opts.logf("%d tasks created, their memory restored (%v)", len(rt.procs), time.Since(start))
 
 	err = tr.Do(func() error {
+		// Unix sockets whose peer credentials the checkpoint keeps are
+		// made now, with calls in the tasks they name, which have
+		// neither their credentials nor their files yet.
+		if err := rt.buildUnixSockets(); err != nil {
+			return err
+		}
 		// What restoreTaskState reads of each task from /proc is read
 		// ahead, off this thread: nothing changes it until the task's
 		// own turn (a task's signal dispositions and limits are set by

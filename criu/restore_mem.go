@@ -533,7 +533,17 @@ func (t *restoringTask) openMappedFile(v *vma.VmaEntry) (*os.File, error) {
 		return f, nil
 	}
 	reg := fe.GetReg()
-	f, err := openInTree(t.pid, reg.GetName(), int(reg.GetFlags())&unix.O_ACCMODE)
+	// In the task's own view; a file of a nested mount namespace's
+	// (files_mntview.go) in that namespace's, if it is not the task's.
+	view := t.pid
+	if ns, ok, err := t.tree.files.mountNamespace(reg); err != nil {
+		return nil, err
+	} else if ok && ns != t.img.core.GetIds().GetMntNsId() {
+		if view, err = t.tree.files.viewPid(reg, t.pid); err != nil {
+			return nil, err
+		}
+	}
+	f, err := openInTree(view, reg.GetName(), int(reg.GetFlags())&unix.O_ACCMODE)
 	if err != nil {
 		return nil, fmt.Errorf("open mapped file %w", err)
 	}
@@ -992,7 +1002,15 @@ func (t *restoringTask) keeps(m proc.Mapping) bool {
 		}
 		if st&vmaFilePrivate != 0 {
 			fe := t.cp.files[uint32(v.GetShmid())]
-			return m.Inode != 0 && m.Offset == v.GetPgoff() && fe.GetReg().GetName() == m.Path
+			if m.Inode == 0 || m.Offset != v.GetPgoff() {
+				return false
+			}
+			// A ghost may have been made again under another name (its
+			// own was taken): the inode says whether it is the one.
+			if dev, ino, ok := ghostInode(t.tree.files, fe); ok {
+				return ino == m.Inode && unix.Major(dev) == m.Major && unix.Minor(dev) == m.Minor
+			}
+			return fe.GetReg().GetName() == m.Path
 		}
 		// [heap] and [stack] are names the kernel derives from mm fields
 		// that are set later (PR_SET_MM_MAP): any anonymous name will do.

@@ -28,8 +28,14 @@ func (t *restoringTask) restoreMm() error {
 		return t.setName(t.img.core.Tc.GetComm())
 	}
 	m := t.img.mm
-	exe := t.cp.files[m.GetExeFileId()].GetReg()
-	f, err := openInTree(t.pid, exe.GetName(), unix.O_RDONLY)
+	fe := t.cp.files[m.GetExeFileId()]
+	exe := fe.GetReg()
+	// A deleted executable is a ghost: the inode restore recreated (for
+	// its mappings already) and unlinked.
+	f, ok, err := openGhostFile(t.tree.files, fe)
+	if !ok {
+		f, err = openInTree(t.pid, exe.GetName(), unix.O_RDONLY)
+	}
 	if err != nil {
 		return fmt.Errorf("%s: executable: %w", t.where(), err)
 	}

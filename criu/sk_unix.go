@@ -93,6 +93,9 @@ func relistenAsOwner(r *fileRestore, t *restoringTask, fd int, e *fdinfo.FileEnt
 		return nil
 	}
 	done[e.GetId()] = true
+	if ur, _ := r.state[unixKindName].(*unixRestore); ur != nil && ur.credsApplied[u.GetIno()] {
+		return nil // listened as its recorded creator already
+	}
 	if _, err := t.ctl.call(unix.SYS_LISTEN, uint64(fd), uint64(u.GetBacklog())); err != nil {
 		return fmt.Errorf("unix socket %d: listen as its owner: %w", u.GetIno(), err)
 	}
@@ -336,6 +339,10 @@ type unixDumpState struct {
 	procs      []*dumpProc
 	held       map[uint32]bool
 	external   map[uint32]*skunix.UnixSkEntry // USK_EXTERN entries, by inode
+
+	// creds are the peer credentials of the sockets, by inode, for
+	// unix-creds.json (sk_unix_cred.go).
+	creds map[string]*unixCredsEntry
 }
 
 type dumpedUnixSk struct {
@@ -529,11 +536,13 @@ func dumpUnixSocket(d *fdDump) (*fdinfo.FileEntry, error) {
 		return nil, d.unsupported(fmt.Sprintf("%s in state %d", what, sk.state))
 	}
 	peer := sk.peer
+	pending := false
 	if peer == 0 && sk.state == tcpEstablished && sk.typ != unix.SOCK_DGRAM {
 		// A connection not accepted yet: its peer is the embryo socket in
 		// the listener's backlog, which has no inode. Record the listener,
 		// as CRIU does.
 		if l := st.listenerOf(ino); l != nil {
+			pending = true
 			if sk.wqueue != 0 {
 				return nil, d.unsupported(fmt.Sprintf("%s: %d bytes sent on a connection listening socket %d has not accepted yet (they cannot be read without accepting it)", what, sk.wqueue, l.ino))
 			}
@@ -589,6 +598,9 @@ func dumpUnixSocket(d *fdDump) (*fdinfo.FileEntry, error) {
 		if err := dumpSkQueue(d, sfd, id, sk); err != nil {
 			return nil, err
 		}
+	}
+	if err := st.recordCreds(d, sfd, ino, pending); err != nil {
+		return nil, fmt.Errorf("%s: %s: %w", d.where, what, err)
 	}
 	st.dumped[ino] = &dumpedUnixSk{where: d.where, e: e, d: sk}
 	st.order = append(st.order, ino)
@@ -970,7 +982,7 @@ func finishUnixSockets(t *fileTable) error {
 			}
 		}
 	}
-	return nil
+	return st.writeCreds(t)
 }
 
 // --- restore ---
@@ -983,6 +995,18 @@ type unixRestore struct {
 	// nets are the network namespaces of sockets of a nested one, by
 	// image id, opened before the build (unixNets).
 	nets map[uint32]*os.File
+
+	// Peer credentials (sk_unix_cred.go): those recorded, by inode (nil
+	// without unix-creds.json); the tasks to make calls in; where
+	// remote calls go while the build runs on a thread of its own; the
+	// tree's id maps; whom each listener last listened as; the listeners
+	// whose credentials are the recorded ones.
+	creds          map[uint32]*unixCredsEntry
+	tasks          *unixTasks
+	tracer         chan tracerCall
+	uidMap, gidMap idMap
+	listening      map[uint32]*unixCred
+	credsApplied   map[uint32]bool
 }
 
 func openUnixSocket(r *fileRestore, e *fdinfo.FileEntry) (*os.File, error) {
@@ -994,6 +1018,9 @@ func openUnixSocket(r *fileRestore, e *fdinfo.FileEntry) (*os.File, error) {
 	if ur == nil {
 		ur = &unixRestore{byIno: map[uint32]*skunix.UnixSkEntry{}, external: map[uint32]*skunix.UnixSkEntry{}, files: map[uint32]*os.File{}}
 		r.state[unixKindName] = ur
+		if err := ur.loadCreds(r); err != nil {
+			return nil, err
+		}
 		closeNets, err := ur.openNets(r)
 		if err != nil {
 			return nil, err
@@ -1026,14 +1053,23 @@ func unixName(name []byte) string {
 }
 
 // dial recreates socket e (its type, its own name) and connects it to
-// the listener l restored already.
-func (ur *unixRestore) dial(r *fileRestore, e, l *skunix.UnixSkEntry) error {
+// the listener l restored already, as the process as names if it can
+// (connectAs), else from ctcr.
+func (ur *unixRestore) dial(r *fileRestore, e, l *skunix.UnixSkEntry, as *unixCred) error {
 	fd, err := ur.socketFor(e)
 	if err != nil {
 		return err
 	}
-	ur.newSocket(r, e, fd)
+	f := ur.newSocket(r, e, fd)
 	if err := bindUnix(r, fd, e); err != nil {
+		return err
+	}
+	// The client gets a copy of the listener's credentials: make them
+	// those e had.
+	if err := ur.listenAs(r, l, ur.peerOf(e)); err != nil {
+		return err
+	}
+	if ok, err := ur.connectAs(r, f, e, l, as); ok || err != nil {
 		return err
 	}
 	return inNameDir(l, func() error {
@@ -1251,7 +1287,7 @@ func (ur *unixRestore) buildInView(r *fileRestore) error {
 	ownFS := func() error { return unix.Unshare(unix.CLONE_FS) }
 	if !foreign {
 		if anyRelativeName(r) {
-			return nsthread.Run(ownFS, func() error { return ur.build(r) })
+			return ur.runAway(ownFS, func() error { return ur.build(r) })
 		}
 		return ur.build(r)
 	}
@@ -1277,7 +1313,7 @@ func (ur *unixRestore) buildInView(r *fileRestore) error {
 			}
 		}
 	}
-	return nsthread.Run(func() error {
+	return ur.runAway(func() error {
 		if err := nsthread.View(r.rootPid); err != nil {
 			return err
 		}
@@ -1334,6 +1370,8 @@ func (ur *unixRestore) build(r *fileRestore) error {
 	}
 	// 2. Connections accepted from a listener: connect to it, accept.
 	// Before the pending ones, which would otherwise be accepted first.
+	// Each connects as the task that had connected it: the accepted
+	// socket's recorded peer (sk_unix_cred.go).
 	for _, e := range all {
 		p := mutual(e)
 		if p == nil || ur.files[e.GetIno()] != nil || e.GetType() == unix.SOCK_DGRAM || len(e.GetName()) == 0 {
@@ -1343,7 +1381,7 @@ func (ur *unixRestore) build(r *fileRestore) error {
 		if l == nil || ur.files[p.GetIno()] != nil {
 			continue
 		}
-		if err := ur.dial(r, p, l); err != nil {
+		if err := ur.dial(r, p, l, ur.peerOf(e)); err != nil {
 			return fail(p, err)
 		}
 		afd, _, err := unix.Accept4(int(ur.files[l.GetIno()].Fd()), unix.SOCK_CLOEXEC)
@@ -1363,9 +1401,14 @@ func (ur *unixRestore) build(r *fileRestore) error {
 		if l == nil || l.GetState() != tcpListen {
 			continue
 		}
-		if err := ur.dial(r, e, l); err != nil {
+		if err := ur.dial(r, e, l, ur.connectorOf(e)); err != nil {
 			return fail(e, err)
 		}
+	}
+	// Listeners take their own credentials back (clients of a listener
+	// listened on again since they connected had others).
+	if err := ur.settleListeners(r, all); err != nil {
+		return err
 	}
 	// 4. Other pairs: socketpair, then names if they had any.
 	for _, e := range all {
@@ -1373,9 +1416,9 @@ func (ur *unixRestore) build(r *fileRestore) error {
 		if p == nil || ur.files[e.GetIno()] != nil {
 			continue
 		}
-		fds, err := ur.pairFor(e)
+		fds, err := ur.pairOf(r, e, p)
 		if err != nil {
-			return fail(e, os.NewSyscallError("socketpair", err))
+			return fail(e, err)
 		}
 		ur.newSocket(r, e, fds[0])
 		ur.newSocket(r, p, fds[1])
@@ -1419,9 +1462,9 @@ func (ur *unixRestore) build(r *fileRestore) error {
 	// queue, then closes.
 	closing := map[uint32]int{}
 	for _, e := range orphans {
-		fds, err := ur.pairFor(e)
+		fds, err := ur.pairOf(r, e, nil)
 		if err != nil {
-			return fail(e, os.NewSyscallError("socketpair", err))
+			return fail(e, err)
 		}
 		ur.newSocket(r, e, fds[0])
 		closing[e.GetIno()] = fds[1]

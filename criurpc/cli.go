@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"regexp"
 	"strconv"
@@ -130,7 +131,7 @@ func command(name string, args []string, stdout, stderr io.Writer) int {
 		trackMem, detached, sibling, evasive, stats, autoDedup  bool
 		lazy                                                    bool
 		external, inherit, extMnt, emptyNs                      []string
-		manageCg                                                string
+		manageCg, ghostLim                                      string
 	)
 	fs.IntVarP(&pid, "tree", "t", 0, "PID of the root of the tree to dump")
 	fs.StringVarP(&imgDir, "images-dir", "D", ".", "images directory")
@@ -158,6 +159,7 @@ func command(name string, args []string, stdout, stderr io.Writer) int {
 	fs.StringArrayVarP(&extMnt, "ext-mount-map", "M", nil, "KEY:VAL")
 	fs.StringArrayVar(&emptyNs, "empty-ns", nil, "net")
 	fs.StringVar(&manageCg, "manage-cgroups", "", "accepted")
+	fs.StringVar(&ghostLim, "ghost-limit", "", "most data bytes of an unlinked file kept (K, M, G)")
 	fs.Lookup("manage-cgroups").NoOptDefVal = "soft"
 	level := int32(2)
 	var rest []string
@@ -197,6 +199,14 @@ func command(name string, args []string, stdout, stderr io.Writer) int {
 			return exitUsage
 		}
 		o.EmptyNs = proto.Uint32(unix.CLONE_NEWNET)
+	}
+	if ghostLim != "" {
+		n, err := ParseSize(ghostLim)
+		if err != nil || n > math.MaxUint32 {
+			fmt.Fprintf(stderr, "ctcr (as criu): %s: --ghost-limit %q: a size under 4G expected\n", name, ghostLim)
+			return exitUsage
+		}
+		o.GhostLimit = proto.Uint32(uint32(n))
 	}
 	for _, m := range extMnt {
 		k, v, ok := strings.Cut(m, ":")

@@ -148,6 +148,7 @@ func (s *session) dump(o *rpc.CriuOpts, preDump bool) (_ *dumpResult, err error)
 		ShellJob:  o.GetShellJob() || o.GetOrphanPtsMaster(),
 		FileLocks: o.GetFileLocks(), ExtUnixSk: o.GetExtUnixSk(), TCPEstablished: o.GetTcpEstablished(),
 		TCPClose: o.GetTcpClose(), SavesIPC: own["ipc"], PrevDir: o.GetParentImg(), Log: s.logf,
+		GhostLimit: ghostLimit(o),
 		Extra: func(root int, stage *images.Staging) error {
 			// Without a freezer the tasks were seized by ptrace alone:
 			// the network is locked here, before the images exist.
@@ -227,4 +228,19 @@ func checkExternalNet(pid int, e externalNS) error {
 		return fmt.Errorf("external net[%d]:%s: task %d is in network namespace %d", e.ino, e.key, pid, st.Ino)
 	}
 	return nil
+}
+
+// ghostLimit maps the request's ghost_limit to DumpOptions.GhostLimit.
+// Unset, it is ctcr's default (64 MiB), not CRIU's 1 MiB (which the
+// field's getter would return): runtimes leave it unset, and dumps that
+// worked before it was mapped still do. Set, it is CRIU's meaning: the
+// bytes of data an unlinked file may hold, 0 for none.
+func ghostLimit(o *rpc.CriuOpts) int64 {
+	switch {
+	case o.GhostLimit == nil:
+		return 0
+	case o.GetGhostLimit() == 0:
+		return -1
+	}
+	return int64(o.GetGhostLimit())
 }

@@ -22,7 +22,8 @@ var (
 		"notify_scripts", "pid", "root", "shell_job", "file_locks", "ext_unix_sk", "tcp_established",
 		"tcp_close", "tcp_skip_in_flight", "manage_cgroups", "manage_cgroups_mode", "orphan_pts_master",
 		"empty_ns", "external", "ext_mnt", "config_file", "display_stats", "timeout",
-		// CRIU's defaults and tunables of its own implementation.
+		// ghost_limit is mapped (dump.go); the rest are CRIU's defaults
+		// and tunables of its own implementation.
 		"ghost_limit", "cpu_cap", "pre_dump_mode", "network_lock", "auto_ext_mnt", "ext_sharing", "ext_masters",
 		"force_irmap", "link_remap", "skip_file_rwx_check",
 	}

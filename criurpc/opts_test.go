@@ -37,7 +37,7 @@ func TestCheckOpts(t *testing.T) {
 		{"an empty mount namespace is refused", &rpc.CriuOpts{ImagesDirFd: proto.Int32(5), EmptyNs: proto.Uint32(unix.CLONE_NEWNET | unix.CLONE_NEWNS)}, false, "empty_ns"},
 		{"an empty network namespace is accepted", &rpc.CriuOpts{ImagesDirFd: proto.Int32(5), EmptyNs: proto.Uint32(unix.CLONE_NEWNET)}, false, ""},
 		{"CRIU's defaults said aloud are accepted", &rpc.CriuOpts{ImagesDirFd: proto.Int32(-1), GhostLimit: proto.Uint32(0x100000), CpuCap: proto.Uint32(0xffffffff), PreDumpMode: rpc.CriuPreDumpMode_SPLICE.Enum()}, false, ""},
-		{"a non-default ghost limit is accepted (ctcr has none)", &rpc.CriuOpts{ImagesDirFd: proto.Int32(5), GhostLimit: proto.Uint32(1)}, false, ""},
+		{"a non-default ghost limit is accepted (dump.go maps it)", &rpc.CriuOpts{ImagesDirFd: proto.Int32(5), GhostLimit: proto.Uint32(1)}, false, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := checkOpts(tc.opts, tc.restore)

@@ -304,25 +304,75 @@ func TestLXCNestedNamespaces(t *testing.T) {
 	}
 }
 
-// TestLXCNestedMountFileRefused: a task of an LXC container that holds a
-// file open in a tmpfs only its own mount namespace has (PrivateTmp's
-// /tmp) is refused by name, since the restore opens files through the
-// container's view, and the container runs on.
-func TestLXCNestedMountFileRefused(t *testing.T) {
+// TestLXCNestedMountFile: a task of an LXC container that holds a file
+// open in a tmpfs only its own mount namespace has (PrivateTmp's /tmp),
+// while the container's /tmp has another file at that path, is
+// checkpointed and restored holding the file of its own view again (its
+// tmpfs's, with its content and offset); the container's file is
+// untouched. (Until the reg-file entries named their mount, this was
+// refused: "a file of its own mount namespace".)
+func TestLXCNestedMountFile(t *testing.T) {
 	c := newLXCContainer(t)
-	script := `unshare -m sh -c 'mount -t tmpfs none /tmp && exec 3>/tmp/held && touch /data/ready && exec sleep 100000' &
+	script := `unshare -m sh -c 'mount -t tmpfs none /tmp && echo own-view >/tmp/held && exec 3</tmp/held && read -r -n 4 x <&3 && touch /data/ready && exec sleep 100000' &
 i=0; while :; do i=$((i+1)); echo $i > /data/count; sleep 0.2; done`
 	if err := os.WriteFile(filepath.Join(c.rootfs, "held.sh"), []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	pid := c.startWith(t, "/bin/sh /held.sh")
-	countAt := c.waitCount(t, pid, 3, 10*time.Second)
-	r := c.ctcr(t, "checkpoint", c.name, "-D", filepath.Join(t.TempDir(), "ck"))
-	if r.code() != 16 || !strings.Contains(r.stderr(), "/tmp/held") || !strings.Contains(r.stderr(), "its own mount namespace") {
-		t.Fatalf("%s: exit %d, want 16 (failed, the container runs on) naming /tmp/held and its own mount namespace:\n%s", r, r.code(), r.stderr())
+	if err := os.WriteFile(filepath.Join(c.rootfs, "tmp", "held"), []byte("container-view\n"), 0o644); err != nil {
+		t.Fatal(err)
 	}
-	if n := c.waitCount(t, pid, countAt+3, 5*time.Second); n < countAt+3 {
-		t.Errorf("the container does not run on after the refused checkpoint")
+	pid := c.startWith(t, "/bin/sh /held.sh")
+	c.waitCount(t, pid, 3, 10*time.Second)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d/root/data/ready", pid)); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the task in its own mount namespace did not get ready in 10s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	dir := filepath.Join(t.TempDir(), "ck")
+	if r := c.ctcr(t, "checkpoint", c.name, "-D", dir); r.code() != 0 {
+		t.Fatalf("%s: exit %d\n%s", r, r.code(), r.stderr())
+	}
+	reap(pid, 5*time.Second)
+	if r := c.ctcr(t, "restore", c.name, "-D", dir); r.code() != 0 {
+		t.Fatalf("%s: exit %d\n%s", r, r.code(), r.stderr())
+	}
+	npid := c.initByCtcr(t)
+	if npid == 0 {
+		t.Fatalf("after restore ctcr ps shows no PID 1 in %s", c.name)
+	}
+	c.noteInit(npid)
+	holder := 0
+	for _, k := range descendantsOf(npid) {
+		if l, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/3", k)); err == nil && l == "/tmp/held" && nsInode(t, k, "mnt") != nsInode(t, npid, "mnt") {
+			holder = k
+		}
+	}
+	if holder == 0 {
+		t.Fatalf("no restored task of %s in its own mount namespace holds /tmp/held on fd 3", c.name)
+	}
+	var fdSt, tmpSt unix.Stat_t
+	if err := unix.Stat(fmt.Sprintf("/proc/%d/fd/3", holder), &fdSt); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Stat(fmt.Sprintf("/proc/%d/root/tmp", holder), &tmpSt); err != nil {
+		t.Fatal(err)
+	}
+	if fdSt.Dev != tmpSt.Dev {
+		t.Errorf("fd 3 of task %d is on device %#x, not on its own /tmp's tmpfs (%#x)", holder, fdSt.Dev, tmpSt.Dev)
+	}
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/fd/3", holder)); err != nil || string(b) != "own-view\n" {
+		t.Errorf("fd 3 of task %d reads %q (%v), want the file of its own view", holder, b, err)
+	}
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/3", holder)); err != nil || !strings.HasPrefix(string(b), "pos:\t4\n") {
+		t.Errorf("fd 3 of task %d: fdinfo %q (%v), want pos 4", holder, b, err)
+	}
+	if b, err := os.ReadFile(filepath.Join(c.rootfs, "tmp", "held")); err != nil || string(b) != "container-view\n" {
+		t.Errorf("the container's /tmp/held holds %q (%v), want it untouched", b, err)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -403,17 +404,31 @@ func hybridWithV2Controllers() bool {
 
 // runtimeCmd runs runtime (runc or crun) with args in dir (if not empty).
 func runtimeCmd(timeout time.Duration, dir, runtime string, args ...string) ([]byte, error) {
+	var out bytes.Buffer
+	err := runtimeRun(timeout, dir, runtime, &out, &out, args...)
+	return out.Bytes(), err
+}
+
+// runtimeStdout runs the runtime like runtimeCmd but returns its stdout
+// alone, for output to parse: `runc list` warns on stderr about a
+// container another test deletes meanwhile.
+func runtimeStdout(timeout time.Duration, runtime string, args ...string) (stdout, stderr []byte, err error) {
+	var out, errOut bytes.Buffer
+	err = runtimeRun(timeout, "", runtime, &out, &errOut, args...)
+	return out.Bytes(), errOut.Bytes(), err
+}
+
+func runtimeRun(timeout time.Duration, dir, runtime string, stdout, stderr io.Writer, args ...string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, runtime, args...)
 	cmd.Dir = dir
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.Stdout, cmd.Stderr = stdout, stderr
 	err := cmd.Run()
 	if ctx.Err() != nil {
 		err = fmt.Errorf("timed out after %v", timeout)
 	}
-	return out.Bytes(), err
+	return err
 }
 
 func runWithTimeout(cmd *exec.Cmd, timeout time.Duration) error {

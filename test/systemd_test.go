@@ -64,14 +64,16 @@ func bookwormRootfs(t *testing.T) string {
 	return systemdCache
 }
 
-// The two services. ptmp keeps its state in its private /tmp, pnet in
+// The two services. ptmp keeps its state in its private /tmp (and holds
+// it open on fd 3, a file only its own mount namespace's view reaches
+// at that path), pnet in
 // its private network namespace's loopback address and in a counter of
 // its shell; both count on in /run, which the test reads.
 const ptmpUnit = `[Unit]
 Description=ctcr test: PrivateTmp
 [Service]
 PrivateTmp=yes
-ExecStart=/bin/sh -c 'cat /proc/sys/kernel/random/uuid > /tmp/state; i=0; while :; do i=$((i+1)); echo $i > /run/ptmp.count; sleep 0.2; done'
+ExecStart=/bin/sh -c 'cat /proc/sys/kernel/random/uuid > /tmp/state; exec 3</tmp/state; i=0; while :; do i=$((i+1)); echo $i > /run/ptmp.count; sleep 0.2; done'
 [Install]
 WantedBy=multi-user.target
 `
@@ -357,6 +359,9 @@ func TestSystemdContainer(t *testing.T) {
 	}
 	if got, err := c.sh("nsenter -t $(systemctl show -P MainPID ctcr-ptmp) -m cat /tmp/state", 10*time.Second); err != nil || got != tmpState {
 		t.Errorf("ctcr-ptmp's /tmp/state is %q (%v) after restore, %q before", got, err, tmpState)
+	}
+	if got, err := c.sh("cat /proc/$(systemctl show -P MainPID ctcr-ptmp)/fd/3", 10*time.Second); err != nil || got != tmpState {
+		t.Errorf("ctcr-ptmp's fd 3 reads %q (%v) after restore, want its /tmp/state %q", got, err, tmpState)
 	}
 	if got, err := c.sh("test $(readlink /proc/$(systemctl show -P MainPID ctcr-pnet)/ns/net) != $(readlink /proc/1/ns/net) && echo own", 10*time.Second); err != nil || strings.TrimSpace(got) != "own" {
 		t.Errorf("ctcr-pnet is not in a network namespace of its own after restore: %q %v", got, err)

@@ -188,6 +188,7 @@ only once the last byte is out. Not with --pre-dump, --pre-copy,
 	f.BoolVar(&o.TCPEstablished, "tcp-established", false, "move TCP connections whose other end is outside the container too: their segments are dropped (an nftables table) from the checkpoint until the restore")
 	f.BoolVar(&o.TCPClose, "tcp-close", false, "checkpoint every established TCP connection (and those waiting to be accepted) to come back as ended, instead of moving it (both ends in the container) or failing (an end outside)")
 	f.BoolVar(&o.ExtUnixSk, "ext-unix-sk", false, "keep unix sockets whose peer is outside the container; restore --ext-unix-sk connects them to the peer's name again (a connection from a client with no name comes back closed by that client, with a warning)")
+	ghostLimitFlag(c, &o.GhostLimit)
 	f.BoolVar(&suspend, "suspend", false, "stage: only freeze the container")
 	f.BoolVar(&dumpStage, "dump", false, "stage: dump a suspended container, which stays suspended")
 	f.BoolVar(&kill, "kill", false, "stage: kill every task of the container")

@@ -156,6 +156,7 @@ restore such a checkpoint.`,
 	f.BoolVar(&o.TCPEstablished, "tcp-established", false, "move TCP connections whose other end is outside the tree too: their segments are dropped (an nftables table) from the dump until the restore")
 	f.BoolVar(&o.TCPClose, "tcp-close", false, "dump every established TCP connection (and those waiting to be accepted) to come back as ended, instead of moving it (both ends in the tree) or failing (an end outside)")
 	f.BoolVar(&o.ExtUnixSk, "ext-unix-sk", false, "dump unix sockets whose peer is outside the tree; restore --ext-unix-sk connects them to the peer's name again (a connection from a client with no name comes back closed by that client, with a warning)")
+	ghostLimitFlag(c, &o.GhostLimit)
 	o.ManageCgroups = cgroup.ModeSoft
 	f.Var(&o.ManageCgroups, "manage-cgroups", "save the cgroups of tasks that are not in ctcr's own, with their properties (ignore: save none)")
 	f.Lookup("manage-cgroups").NoOptDefVal = "soft"
