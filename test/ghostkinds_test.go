@@ -87,6 +87,23 @@ func TestRemovedObjectsOfOtherKinds(t *testing.T) {
 			}
 		})
 	}
+	t.Run("a removed directory whose own directory is gone too is refused naming that directory", func(t *testing.T) {
+		needCtcr(t)
+		w := startWorkload(t, "ghostkinds", "dir", "in-sub")
+		img := filepath.Join(t.TempDir(), "img")
+		dump(t, w, img, false, 0)
+		sub := w.path("sub")
+		if err := os.Remove(sub); err != nil {
+			t.Fatal(err)
+		}
+		r := runCtcr(t, 60*time.Second, "restore", "-D", img)
+		if r.code() != 1 || !strings.Contains(r.stderr(), "its directory "+sub+" is gone") {
+			t.Errorf("%s: exit status %d, stderr %q; want 1 and the error naming %s", r, r.code(), r.stderr(), sub)
+		}
+		if _, err := os.Stat(sub); err == nil {
+			t.Errorf("the failed restore made %s again", sub)
+		}
+	})
 	for _, kind := range []string{"fifo", "dir", "cwd", "root", "dev", "symlink"} {
 		t.Run("the ghostkinds workload passes when it is never dumped: "+kind, func(t *testing.T) {
 			w := startWorkload(t, "ghostkinds", kind)

@@ -1,5 +1,6 @@
 /*
- * ghostkinds KIND [name-taken]: one removed object that is not a regular file, still
+ * ghostkinds KIND [name-taken|in-sub]: one removed object (in-sub: in
+ * DIR/sub, which the test removes in turn) that is not a regular file, still
  * held by the task. KIND is one of
  *
  *   fifo     DIR/gk-fifo (mode 0640) open by a reader (O_NONBLOCK) and
@@ -283,7 +284,17 @@ int main(int argc, char **argv)
 	keep_name = argc > 3 && strcmp(argv[3], "name-taken") == 0;
 	char name[64];
 	snprintf(name, sizeof(name), "gk-%s", strcmp(kind, "dev") == 0 ? "null" : strcmp(kind, "symlink") == 0 ? "link" : kind);
-	wl_path(path, sizeof(path), name);
+	if (argc > 3 && strcmp(argv[3], "in-sub") == 0) {
+		/* The test removes DIR/sub after the dump: restore must refuse. */
+		char sub[4096];
+		wl_path(sub, sizeof(sub), "sub");
+		if (mkdir(sub, 0755) < 0)
+			wl_die(sub);
+		char inner[128];
+		snprintf(inner, sizeof(inner), "sub/%s", name);
+		wl_path(path, sizeof(path), inner);
+	} else
+		wl_path(path, sizeof(path), name);
 	if (strcmp(kind, "fifo") == 0)
 		return fifo();
 	if (strcmp(kind, "dir") == 0)
