@@ -38,8 +38,11 @@ static void on_io(int sig)
 static void on_rt2(int sig)
 {
 	(void)sig;
-	rt2_count++;
+	/* The tid first: main reads it as soon as it sees the count move,
+	 * from the other core. */
 	rt2_tid = (sig_atomic_t)syscall(SYS_gettid);
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	rt2_count++;
 }
 
 static volatile pid_t thread_tid;
