@@ -60,6 +60,17 @@ func ghostKindOK(path string, st *unix.Stat_t) error {
 	return fmt.Errorf("file %s was removed but is not an unlinked regular file, FIFO, directory, device node or symlink (mode %#o)", path, st.Mode)
 }
 
+// deadProcDir refuses a removed directory of a proc file system (magic,
+// a /proc link to it, shows which): the /proc/PID directory of a process
+// that exited, which no mkdir can make again.
+func deadProcDir(magic, path string) error {
+	var fs unix.Statfs_t
+	if err := unix.Statfs(magic, &fs); err != nil || fs.Type != unix.PROC_SUPER_MAGIC {
+		return nil
+	}
+	return fmt.Errorf("directory %s of a proc file system was removed (the /proc directory of a process that exited): no mkdir makes it again", path)
+}
+
 // ghostKindID returns the id of the ghost of the removed object st,
 // whose path was path (target: a symlink's), recording it the first
 // time: every fd, cwd and root on one inode share it.
@@ -109,6 +120,9 @@ func dumpGhostKindFd(d *fdDump) (*fdinfo.FileEntry, error) {
 	if err := ghostKindOK(path, st); err != nil {
 		return nil, d.unsupported(err.Error())
 	}
+	if err := deadProcDir(fmt.Sprintf("/proc/%d/fd/%d", d.pid, d.fd), path); err != nil {
+		return nil, d.unsupported(err.Error())
+	}
 	var target string
 	if st.Mode&unix.S_IFMT == unix.S_IFLNK {
 		// The link's own text, read through the task's O_PATH fd: the
@@ -147,6 +161,9 @@ func dumpRemovedFsDir(t *fileTable, pid int, name, link string) (uint32, error) 
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
 		return 0, fmt.Errorf("task %d %s %s is not a directory (mode %#o)", pid, name, path, st.Mode)
+	}
+	if err := deadProcDir(fmt.Sprintf("/proc/%d/%s", pid, name), path); err != nil {
+		return 0, fmt.Errorf("task %d %s: %v: %w", pid, name, err, ErrUnsupported)
 	}
 	gid := ghostKindID(t, path, &st, "")
 	ids := t.kindState("removed fs dirs", func() any { return map[uint32]uint32{} }).(map[uint32]uint32)

@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -104,7 +105,16 @@ func TestRemovedObjectsOfOtherKinds(t *testing.T) {
 			t.Errorf("the failed restore made %s again", sub)
 		}
 	})
-	for _, kind := range []string{"fifo", "dir", "cwd", "root", "dev", "symlink"} {
+	t.Run("a cwd in the proc directory of a process that exited is refused naming it, and the task runs on", func(t *testing.T) {
+		needCtcr(t)
+		w := startWorkload(t, "ghostkinds", "proccwd")
+		r := runCtcr(t, 60*time.Second, "dump", "-t", strconv.Itoa(w.pid), "-D", filepath.Join(t.TempDir(), "img"))
+		if r.code() != 1 || !strings.Contains(r.stderr(), "of a proc file system was removed") || !strings.Contains(r.stderr(), "/proc/") {
+			t.Errorf("%s: exit status %d, stderr %q; want 1 and the error naming the /proc directory", r, r.code(), r.stderr())
+		}
+		w.checkPasses(30*time.Second, "ghostkinds proccwd after the refused dump")
+	})
+	for _, kind := range []string{"fifo", "dir", "cwd", "root", "dev", "symlink", "proccwd"} {
 		t.Run("the ghostkinds workload passes when it is never dumped: "+kind, func(t *testing.T) {
 			w := startWorkload(t, "ghostkinds", kind)
 			w.checkPasses(30*time.Second, "ghostkinds "+kind)

@@ -27,6 +27,7 @@
  */
 #include "workload.h"
 
+#include <signal.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
@@ -124,6 +125,32 @@ static int dir(void)
 	check_stat("the removed directory", &st, S_IFDIR | 0751, 1);
 	check_dead("the removed directory", dfd);
 	check_gone();
+	return wl_finish();
+}
+
+/* proccwd: the cwd is the /proc directory of a child that exited and
+ * was reaped; the dump refuses it by name, and the task runs on there. */
+static int proccwd(void)
+{
+	pid_t c = fork();
+	if (c < 0)
+		wl_die("fork");
+	if (c == 0) {
+		pause();
+		_exit(0);
+	}
+	char dir[64];
+	snprintf(dir, sizeof(dir), "/proc/%d", (int)c);
+	if (chdir(dir) < 0)
+		wl_die(dir);
+	kill(c, SIGKILL);
+	waitpid(c, NULL, 0);
+	wl_ready("proccwd %s\n", dir);
+	while (!wl_check_requested())
+		wl_sleep_ms(10);
+	char buf[4096];
+	if (getcwd(buf, sizeof(buf)) != NULL)
+		wl_fail("getcwd in the dead /proc directory gave %s", buf);
 	return wl_finish();
 }
 
@@ -301,6 +328,8 @@ int main(int argc, char **argv)
 		return dir();
 	if (strcmp(kind, "cwd") == 0)
 		return cwd();
+	if (strcmp(kind, "proccwd") == 0)
+		return proccwd();
 	if (strcmp(kind, "root") == 0)
 		return root();
 	if (strcmp(kind, "dev") == 0)
