@@ -277,21 +277,11 @@ func createGhost(r *fileRestore, gid uint32, reg *regfile.RegFileEntry) (*os.Fil
 	if err != nil {
 		return nil, err
 	}
-	k := ghostImage(gid)
-	imgPath := r.cp.dir.Path(k.FileName())
-	img, err := os.Open(imgPath)
+	img, rd, ge, imgPath, err := openGhostImage(r, gid)
 	if err != nil {
 		return nil, err
 	}
 	defer img.Close()
-	rd, err := images.NewReader(img, k, imgPath)
-	if err != nil {
-		return nil, err
-	}
-	var ge ghost.GhostFileEntry
-	if err := rd.Next(&ge); err != nil {
-		return nil, err
-	}
 	// No cap on the size: the dump's --ghost-limit capped the data, a
 	// chunk is capped like any image entry (ReadPayload), and holes cost
 	// nothing to make.

@@ -196,22 +196,33 @@ func ghostKindStates(r *fileRestore) map[uint32]*ghostKindInode {
 
 // readGhostHeader reads the ghost-file entry of ghost gid.
 func readGhostHeader(r *fileRestore, gid uint32) (*ghost.GhostFileEntry, error) {
+	img, _, ge, _, err := openGhostImage(r, gid)
+	if err != nil {
+		return nil, err
+	}
+	img.Close()
+	return ge, nil
+}
+
+// openGhostImage opens the image of ghost gid and reads its ghost-file
+// entry; a regular file's chunks follow it in rd. The caller closes img.
+func openGhostImage(r *fileRestore, gid uint32) (img *os.File, rd *images.Reader, ge *ghost.GhostFileEntry, imgPath string, err error) {
 	k := ghostImage(gid)
-	imgPath := r.cp.dir.Path(k.FileName())
-	img, err := os.Open(imgPath)
+	imgPath = r.cp.dir.Path(k.FileName())
+	img, err = os.Open(imgPath)
 	if err != nil {
-		return nil, err
+		return nil, nil, nil, "", err
 	}
-	defer img.Close()
-	rd, err := images.NewReader(img, k, imgPath)
+	rd, err = images.NewReader(img, k, imgPath)
+	if err == nil {
+		ge = &ghost.GhostFileEntry{}
+		err = rd.Next(ge)
+	}
 	if err != nil {
-		return nil, err
+		img.Close()
+		return nil, nil, nil, "", err
 	}
-	var ge ghost.GhostFileEntry
-	if err := rd.Next(&ge); err != nil {
-		return nil, err
-	}
-	return &ge, nil
+	return img, rd, ge, imgPath, nil
 }
 
 // ghostKindOf returns the ghost of reg-file entry id made again, or nil
