@@ -306,12 +306,12 @@ func dumpNetNS(pid int, stage *images.Staging, id int, spaces []netNS, strict bo
 		return err
 	}
 	out := binary.NativeEndian.AppendUint32(nil, ifaddrMagic)
-	if err := os.WriteFile(stage.Path(ifaddrFile(id)), append(out, addrs...), 0o600); err != nil {
+	if err := stage.WriteFile(ifaddrFile(id), append(out, addrs...)); err != nil {
 		return err
 	}
 	for i, name := range []string{routeFile(id), route6File(id)} {
 		out := binary.NativeEndian.AppendUint32(nil, routeMagic)
-		if err := os.WriteFile(stage.Path(name), append(out, routes[i]...), 0o600); err != nil {
+		if err := stage.WriteFile(name, append(out, routes[i]...)); err != nil {
 			return err
 		}
 	}

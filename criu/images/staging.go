@@ -110,6 +110,20 @@ func NewStaging(finalDir string, opts ...StagingOption) (*Staging, error) {
 // Path returns the path of image name inside the staging directory.
 func (s *Staging) Path(name string) string { return filepath.Join(s.Dir, name) }
 
+// WriteFile creates the staged file name, which must not exist yet
+// (O_EXCL, and no symlink followed), and writes b into it.
+func (s *Staging) WriteFile(name string, b []byte) error {
+	f, err := os.OpenFile(s.Path(name), os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
 // Commit fsyncs every staged file, renames each into FinalDir with
 // inventory.img last, fsyncs FinalDir and removes the staging directory.
 // Without a staged inventory.img it refuses: that would publish a dump
