@@ -231,6 +231,7 @@ func startCtcr(t *testing.T, args ...string) *ctcrRun {
 	defer errf.Close()
 	r.cmd = exec.Command(ctcrBin, args...)
 	r.cmd.Stdout, r.cmd.Stderr = out, errf
+	r.cmd.Env = append(os.Environ(), "GOTRACEBACK=all") // every goroutine on SIGQUIT
 	if err := r.cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", r, err)
 	}
@@ -260,15 +261,22 @@ func runCtcr(t *testing.T, timeout time.Duration, args ...string) *ctcrRun {
 	return r
 }
 
-// wait waits up to timeout for ctcr to exit; on timeout it kills ctcr.
+// wait waits up to timeout for ctcr to exit; on timeout it sends
+// SIGQUIT (Go prints every goroutine's stack), then kills ctcr.
 func (r *ctcrRun) wait(timeout time.Duration) error {
 	select {
 	case <-r.done:
 		return nil
 	case <-time.After(timeout):
-		r.cmd.Process.Kill()
-		<-r.done
-		return fmt.Errorf("%s did not exit within %v; stderr: %s", r, timeout, r.stderr())
+		// SIGQUIT first: Go prints where every goroutine waits.
+		r.cmd.Process.Signal(syscall.SIGQUIT)
+		select {
+		case <-r.done:
+		case <-time.After(3 * time.Second):
+			r.cmd.Process.Kill()
+			<-r.done
+		}
+		return fmt.Errorf("%s did not exit within %v; stderr (with the stacks of a SIGQUIT): %s", r, timeout, r.stderr())
 	}
 }
 

@@ -13,6 +13,9 @@ import (
 // kernel, unkillable) fails the wait with ErrWaitTimeout instead of
 // holding ctcr forever.
 func WaitTimeout(tid int, d time.Duration) (Stop, error) {
+	if ws, ok := takeReaped(tid); ok {
+		return Stop{Status: ws}, nil
+	}
 	deadline := time.Now().Add(d)
 	// Polled, so that no wait outlives d; the stops awaited here come in
 	// microseconds, so the polling starts fast and stays fast (a 200 µs

@@ -52,12 +52,30 @@ func (s Stop) String() string {
 }
 
 // Wait waits for the next state change of tid.
+//
+// A group leader's exit is reported only once every other thread of its
+// group is released, and a traced thread that died stays a zombie until
+// its tracer collects it: when a process ctcr holds dies (exit_group
+// from a thread it had not seized yet, a SIGKILL), a wait for the leader
+// alone would wait forever on its seized threads. While such a wait
+// lasts, a watchdog collects those threads (reapPeers); their statuses
+// are kept for the Wait that asks for them later.
 func Wait(tid int) (Stop, error) {
+	if ws, ok := takeReaped(tid); ok {
+		return Stop{Status: ws}, nil
+	}
+	w := startPeerReaper(tid)
+	defer w.stop()
 	var ws unix.WaitStatus
 	for {
 		_, err := unix.Wait4(tid, &ws, unix.WALL, nil)
 		if err == unix.EINTR {
 			continue
+		}
+		if err == unix.ECHILD {
+			if ws, ok := takeReaped(tid); ok {
+				return Stop{Status: ws}, nil
+			}
 		}
 		if err != nil {
 			return Stop{}, os.NewSyscallError(fmt.Sprintf("wait4 %d", tid), err)
@@ -90,6 +108,7 @@ func Seize(tid int, options int) ([]Siginfo, error) {
 // Attach seizes tid and asks it to stop, without waiting: a task frozen
 // by its cgroup stops only once thawed (WaitSeized).
 func Attach(tid int, options int) error {
+	forgetReaped(tid)
 	if err := ptrace(unix.PTRACE_SEIZE, tid, 0, uintptr(options)); err != nil {
 		return os.NewSyscallError(fmt.Sprintf("ptrace(SEIZE) of task %d", tid), err)
 	}

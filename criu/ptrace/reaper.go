@@ -1,0 +1,134 @@
+package ptrace
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// peerReapAfter is how long a wait for a task lasts before the watchdog
+// looks for dead threads of its group to collect, and then how often it
+// looks again. A stop ctcr asks for comes in microseconds; a wait this
+// long is one on a task that is dying or running on its own.
+const peerReapAfter = 50 * time.Millisecond
+
+var (
+	reapedMu sync.Mutex
+	// reaped holds the exit statuses of threads the watchdog collected,
+	// by thread ID, until a Wait asks for them.
+	reaped = map[int]unix.WaitStatus{}
+)
+
+// forgetReaped drops a status kept for tid: a task ctcr attaches to
+// anew is not the one that died under that ID.
+func forgetReaped(tid int) {
+	reapedMu.Lock()
+	delete(reaped, tid)
+	reapedMu.Unlock()
+}
+
+// takeReaped returns (and forgets) the status the watchdog collected
+// for tid, if it did.
+func takeReaped(tid int) (unix.WaitStatus, bool) {
+	reapedMu.Lock()
+	defer reapedMu.Unlock()
+	ws, ok := reaped[tid]
+	if ok {
+		delete(reaped, tid)
+	}
+	return ws, ok
+}
+
+// peerReaper is the watchdog of one Wait.
+type peerReaper struct {
+	mu      sync.Mutex
+	stopped bool
+	timer   *time.Timer
+}
+
+// startPeerReaper arms the watchdog of a wait for tid: each
+// peerReapAfter until stopped, it collects the dead threads of tid's
+// group other than tid (reapPeers).
+func startPeerReaper(tid int) *peerReaper {
+	w := &peerReaper{}
+	var tick func()
+	tick = func() {
+		reapPeers(tid)
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if !w.stopped {
+			w.timer = time.AfterFunc(peerReapAfter, tick)
+		}
+	}
+	w.timer = time.AfterFunc(peerReapAfter, tick)
+	return w
+}
+
+func (w *peerReaper) stop() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.stopped = true
+	w.timer.Stop()
+}
+
+// reapPeers collects, when tid is a group leader that died, with a wait4
+// that does not block, every other thread of its group that is a
+// zombie: dead threads ctcr traces, which hold back the report of their
+// leader's exit. Any thread of ctcr may collect a tracee, not only its
+// tracer.
+func reapPeers(tid int) {
+	tgid := threadGroup(tid)
+	if tgid != tid || !zombie(tgid, tid) {
+		return // only a dead leader waits for its threads
+	}
+	dir := fmt.Sprintf("/proc/%d/task", tgid)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		peer, err := strconv.Atoi(e.Name())
+		if err != nil || peer == tid || !zombie(tgid, peer) {
+			continue
+		}
+		var ws unix.WaitStatus
+		got, err := unix.Wait4(peer, &ws, unix.WALL|unix.WNOHANG, nil)
+		if err != nil || got != peer {
+			continue // not ours, or not dead yet
+		}
+		reapedMu.Lock()
+		reaped[peer] = ws
+		reapedMu.Unlock()
+	}
+}
+
+// threadGroup returns the thread group ID of tid, or 0 if it is gone.
+func threadGroup(tid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", tid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "Tgid:"); ok {
+			n, _ := strconv.Atoi(strings.TrimSpace(v))
+			return n
+		}
+	}
+	return 0
+}
+
+// zombie reports whether thread tid of tgid is a zombie (state Z).
+func zombie(tgid, tid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/stat", tgid, tid))
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i >= 0 && i+2 < len(s) && s[i+2] == 'Z'
+}
