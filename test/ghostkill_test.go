@@ -22,18 +22,31 @@ func ghostKillPoints() int {
 }
 
 // TestKillDuringGhostRestore kills ctcr (SIGKILL) during restores of the
-// ghostkinds workload, for each kind of removed object restore makes
-// again under a name and removes: right after it made the object under
+// ghostsparse and ghostkinds workloads, for each kind of removed object
+// restore makes again under a name and removes (an unlinked regular
+// file, FIFO, device node, symlink, a removed directory): right after it made the object under
 // its temporary name, right after it renamed it to its old one (the
 // CTCR_TEST_KILL_AT_GHOST_NAME hook), and at random moments. Whatever
 // the moment, no name may be left in the workload's directory once
 // ctcr's janitor is done (the object back from the dead, or a
 // .NAME.ctcr-ghost-... name), and a restore afterwards passes.
 func TestKillDuringGhostRestore(t *testing.T) {
+	type ghostCase struct {
+		what, workload, arg string
+		names               []string // what a name left would contain
+	}
+	cases := []ghostCase{{"an unlinked regular file", "ghostsparse", "", []string{"sparse.dat", "ctcr-ghost"}}}
 	for _, kind := range []string{"fifo", "dir", "cwd", "dev", "symlink"} {
-		t.Run("a removed "+kind+" leaves no name", func(t *testing.T) {
+		cases = append(cases, ghostCase{"a removed " + kind, "ghostkinds", kind, []string{"gk-", "ctcr-ghost"}})
+	}
+	for _, c := range cases {
+		t.Run(c.what+" leaves no name", func(t *testing.T) {
 			needCtcr(t)
-			w := startWorkload(t, "ghostkinds", kind)
+			var args []string
+			if c.arg != "" {
+				args = append(args, c.arg)
+			}
+			w := startWorkload(t, c.workload, args...)
 			img := filepath.Join(t.TempDir(), "img")
 			dump(t, w, img, false, 0)
 			w.reapDumped(t)
@@ -58,8 +71,11 @@ func TestKillDuringGhostRestore(t *testing.T) {
 					t.Fatal(err)
 				}
 				for _, e := range ents {
-					if strings.Contains(e.Name(), "gk-") || strings.Contains(e.Name(), "ctcr-ghost") {
-						t.Errorf("%s: %s is left in the workload's directory", after, e.Name())
+					for _, n := range c.names {
+						if strings.Contains(e.Name(), n) {
+							t.Errorf("%s: %s is left in the workload's directory", after, e.Name())
+							break
+						}
 					}
 				}
 			}
