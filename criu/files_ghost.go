@@ -309,7 +309,7 @@ func createGhost(r *fileRestore, gid uint32, reg *regfile.RegFileEntry) (*os.Fil
 	var tmpID uint32
 	want := dir.Base
 	for i := 0; ; i++ {
-		dir.Base = fmt.Sprintf(".%s.ctcr-ghost-%d-%x-%d", want, os.Getpid(), gid, i)
+		dir.Base = ghostTempName(want, gid, i)
 		if tmpID, err = jan.add(dir.Fd(), dir.Base, 0, 0); err != nil {
 			return nil, err
 		}

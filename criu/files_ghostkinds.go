@@ -308,7 +308,7 @@ func makeGhostKind(r *fileRestore, gid uint32, ge *ghost.GhostFileEntry, path st
 	// which nobody else makes.
 	var tmpID uint32
 	for i := 0; ; i++ {
-		dir.Base = fmt.Sprintf(".%s.ctcr-ghost-%d-%x-%d", want, os.Getpid(), gid, i)
+		dir.Base = ghostTempName(want, gid, i)
 		if tmpID, err = jan.add(dir.Fd(), dir.Base, 0, 0); err != nil {
 			dir.Close()
 			return nil, err

@@ -132,6 +132,18 @@ func (j *ghostJanitor) stop() {
 	}
 }
 
+// ghostTempName is the temporary name, beside want, of the i-th try to
+// make ghost gid again: `.WANT.ctcr-ghost-PID-GID-I`, with ctcr's PID so
+// that no one else makes it, WANT shortened as needed to keep the name
+// within NAME_MAX.
+func ghostTempName(want string, gid uint32, i int) string {
+	suffix := fmt.Sprintf(".ctcr-ghost-%d-%x-%d", os.Getpid(), gid, i)
+	if room := unix.NAME_MAX - 1 - len(suffix); len(want) > room {
+		want = want[:room]
+	}
+	return "." + want + suffix
+}
+
 // janitorEntry is a name the janitor removes at end-of-file.
 type janitorEntry struct {
 	dirfd    int
