@@ -89,7 +89,7 @@ func (j *ghostJanitor) add(dirfd int, name string, dev, ino uint64) (uint32, err
 	binary.LittleEndian.PutUint64(msg[5:], dev)
 	binary.LittleEndian.PutUint64(msg[13:], ino)
 	msg = append(msg, name...)
-	if err := unix.Sendmsg(j.sock, msg, unix.UnixRights(dirfd), nil, 0); err != nil {
+	if err := unix.Sendmsg(j.sock, msg, unix.UnixRights(dirfd), nil, unix.MSG_NOSIGNAL); err != nil {
 		return 0, fmt.Errorf("ghost janitor: telling it of %s: %w", name, os.NewSyscallError("sendmsg", err))
 	}
 	return id, nil
@@ -108,7 +108,7 @@ func (j *ghostJanitor) forget(id uint32) {
 	binary.LittleEndian.PutUint32(msg[1:], id)
 	// A janitor that is gone cannot remove anything any more: nothing
 	// to do about a failure.
-	unix.Sendmsg(j.sock, msg[:], nil, nil, 0)
+	unix.Sendmsg(j.sock, msg[:], nil, nil, unix.MSG_NOSIGNAL)
 }
 
 // stop closes ctcr's end and waits (5 s at most) for the janitor to
