@@ -83,6 +83,9 @@ func PreDump(o CheckpointOptions) (*criu.PreDumpStats, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := refusePlantedSubdirs(o.Dir); err != nil {
+		return nil, err
+	}
 	prev, err := parentImages(o.Dir, o.Parent)
 	if err != nil {
 		return nil, err
@@ -309,6 +312,9 @@ func treeOf(init int) map[int]bool {
 func checkpoint(o CheckpointOptions, c *Container, cg *cgroup.Set) (_ *Meta, _ *Stats, err error) {
 	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
 		return nil, nil, fmt.Errorf("checkpoint directory: %w", err)
+	}
+	if err := refusePlantedSubdirs(o.Dir); err != nil {
+		return nil, nil, err
 	}
 	// A failed checkpoint leaves nothing of its own in DIR.
 	saved := filepath.Join(o.Dir, runtimeStateDir)
@@ -769,4 +775,28 @@ func restore(o RestoreOptions, m *Meta) (*criu.Restored, error) {
 		}
 	}
 	return r, nil
+}
+
+// refusePlantedSubdirs refuses a bundle directory dir (given with -D, so
+// possibly shared) in which images/ or runtime/, the directories ctcr
+// makes there and writes into, is something else than a directory: a
+// symlink would send the checkpoint's files wherever it points.
+func refusePlantedSubdirs(dir string) error {
+	for _, name := range []string{filepath.Base(ImagesDir(dir)), runtimeStateDir} {
+		fi, err := os.Lstat(filepath.Join(dir, name))
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				continue
+			}
+			return fmt.Errorf("checkpoint directory: %w", err)
+		}
+		if !fi.IsDir() {
+			what := "a file"
+			if fi.Mode()&os.ModeSymlink != 0 {
+				what = "a symlink"
+			}
+			return fmt.Errorf("checkpoint directory %s: %s is not a directory but %s: ctcr makes it itself and does not write through it; remove it or choose another -D", dir, name, what)
+		}
+	}
+	return nil
 }

@@ -9,6 +9,8 @@ import (
 	"strconv"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ctcr/ctcr/criu/images"
 )
 
 // ambientFile keeps the ambient capabilities of each thread that has
@@ -40,7 +42,7 @@ func writeAmbient(dir string, procs []*dumpProc) error {
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(dir, ambientFile), b, 0o600); err != nil {
+	if err := images.WriteNewFile(filepath.Join(dir, ambientFile), b); err != nil {
 		return fmt.Errorf("write %s: %w", ambientFile, err)
 	}
 	return nil

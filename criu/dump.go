@@ -494,7 +494,8 @@ func dumpOnce(opts DumpOptions) (*DumpStats, error) {
 						p.pagemap, n = pagemapEntries(runs)
 						pagesBytes += n
 						if err := p.writeMemImages(func(k images.Kind, name string, msgs ...proto.Message) error {
-							return images.WriteFile(stage.Path(name), k, msgs...)
+							return images.ReplaceFile(stage.Path(name), k, msgs...) // over writeImages's
+
 						}); err != nil {
 							return err
 						}

@@ -142,7 +142,7 @@ func (t *fileTable) finish() error {
 // writeExtra writes every extra image into the staging dir.
 func (t *fileTable) writeExtra(stage *images.Staging) error {
 	for _, sc := range t.sidecars {
-		if err := os.WriteFile(stage.Path(sc.name), sc.data, 0o600); err != nil {
+		if err := stage.WriteFile(sc.name, sc.data); err != nil {
 			return fmt.Errorf("write %s: %w", sc.name, err)
 		}
 	}
@@ -159,7 +159,7 @@ func (t *fileTable) writeExtra(stage *images.Staging) error {
 }
 
 func writeWithPayloads(path string, x *extraImage) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	f, err := images.CreateFile(path, os.O_WRONLY)
 	if err != nil {
 		return err
 	}

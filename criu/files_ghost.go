@@ -297,25 +297,59 @@ func createGhost(r *fileRestore, gid uint32, reg *regfile.RegFileEntry) (*os.Fil
 		return nil, fmt.Errorf("create it again: %w", err)
 	}
 	defer dir.Close()
+	// Made under a temporary name with ctcr's PID in it, then renamed to
+	// its old name if free (the name /proc shows as deleted), then
+	// unlinked: the janitor removes either name should ctcr die while it
+	// is there (ghostjanitor.go).
+	jan, err := ghostJanitorOf(r)
+	if err != nil {
+		return nil, err
+	}
 	var f *os.File
+	var tmpID uint32
 	want := dir.Base
 	for i := 0; ; i++ {
+		dir.Base = ghostTempName(want, gid, i)
+		if tmpID, err = jan.add(dir.Fd(), dir.Base, 0, 0); err != nil {
+			return nil, err
+		}
 		f, err = dir.Open(os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 		if err == nil {
 			break
 		}
+		jan.forget(tmpID)
 		if !errors.Is(err, os.ErrExist) || i >= 100 {
 			return nil, fmt.Errorf("create it again: %w", err)
 		}
-		// The name was taken since the dump: another one in the same
-		// directory, which is unlinked at once all the same.
-		dir.Base = fmt.Sprintf(".%s.ctcr-ghost-%x-%d", want, gid, i)
+	}
+	testKillAtGhostName("made")
+	nameID := tmpID
+	var st unix.Stat_t
+	err = unix.Fstat(int(f.Fd()), &st)
+	if err == nil {
+		var wantID uint32
+		if wantID, err = jan.add(dir.Fd(), want, st.Dev, st.Ino); err == nil {
+			if unix.Renameat2(dir.Fd(), dir.Base, dir.Fd(), want, unix.RENAME_NOREPLACE) == nil {
+				jan.forget(tmpID)
+				dir.Base, nameID = want, wantID
+				testKillAtGhostName("renamed")
+			} else {
+				// Taken since the dump: unlinked under the
+				// temporary name all the same.
+				jan.forget(wantID)
+			}
+		}
 	}
 	name := filepath.Join(filepath.Dir(path), dir.Base)
 	// Unlinked before anything else can fail or see it.
-	if err := dir.Unlink(); err != nil {
+	if uerr := dir.Unlink(); uerr != nil {
 		f.Close()
-		return nil, fmt.Errorf("unlink %s: %w", name, err)
+		return nil, fmt.Errorf("unlink %s: %w", name, uerr)
+	}
+	jan.forget(nameID)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("create %s again: %w", name, err)
 	}
 	fail := func(err error) (*os.File, error) {
 		f.Close()

@@ -30,15 +30,16 @@ import (
 // ghost in remap-fpath.img, exactly as for an unlinked regular file
 // (files_ghost.go), whose ids these ghosts share.
 //
-// Restore makes the object again (mkfifo, mkdir, mknod, symlink) at its
-// old path inside the tree's root, or at a fresh name
-// `.NAME.ctcr-ghost-GID-I` beside it when the name was taken since; the
-// parent must exist (its absence is an error that names it). The object
-// is opened once and held; every fd of it is opened through that
-// holder, and the name is removed at once. A directory keeps its name
-// until every task has its cwd and root (a task is moved there by path),
-// then it is removed too, before any task runs; a failed restore
-// removes it as well.
+// Restore makes the object again (mkfifo, mkdir, mknod, symlink) under
+// a temporary name `.NAME.ctcr-ghost-PID-GID-I` beside its old path
+// inside the tree's root (the parent must exist: its absence is an error
+// that names it), gives it its owner, mode and times, opens it once and
+// holds it, then renames it to its old name unless that was taken since.
+// Every fd of it is opened through the holder, and the name is removed at
+// once. A directory keeps its name until every task has its cwd and root
+// (a task is moved there by path), then it is removed too, before any
+// task runs; a failed restore removes it as well. Should ctcr be killed
+// while a name is there, the ghost janitor removes it (ghostjanitor.go).
 
 // ghostKindOK reports whether an object of mode st, removed from path,
 // can be kept as a ghost of its kind, or why not.
@@ -183,6 +184,10 @@ type ghostKindInode struct {
 	held *os.File
 	dir  *inroot.Dir // a directory's parent and name, until removed
 	name string      // where it was made, for errors and chdir
+	// jan removes the name should ctcr die while it is there; janID is
+	// the name's entry there.
+	jan   *ghostJanitor
+	janID uint32
 }
 
 func ghostKindStates(r *fileRestore) map[uint32]*ghostKindInode {
@@ -293,7 +298,21 @@ func makeGhostKind(r *fileRestore, gid uint32, ge *ghost.GhostFileEntry, path st
 		return nil, fmt.Errorf("make it again: %w", err)
 	}
 	want := dir.Base
+	jan, err := ghostJanitorOf(r)
+	if err != nil {
+		dir.Close()
+		return nil, err
+	}
+	// Made under a temporary name first, which the janitor removes
+	// should ctcr die before it does: a name with ctcr's PID in it,
+	// which nobody else makes.
+	var tmpID uint32
 	for i := 0; ; i++ {
+		dir.Base = ghostTempName(want, gid, i)
+		if tmpID, err = jan.add(dir.Fd(), dir.Base, 0, 0); err != nil {
+			dir.Close()
+			return nil, err
+		}
 		switch mode & unix.S_IFMT {
 		case unix.S_IFIFO:
 			err = dir.Mknod(unix.S_IFIFO|0o600, 0)
@@ -307,24 +326,24 @@ func makeGhostKind(r *fileRestore, gid uint32, ge *ghost.GhostFileEntry, path st
 		if err == nil {
 			break
 		}
+		jan.forget(tmpID)
 		if !errors.Is(err, os.ErrExist) || i >= 100 {
 			dir.Close()
 			return nil, fmt.Errorf("make it again: %w", err)
 		}
-		// The name was taken since the dump (or its directory still
-		// holds a file of that name): another one beside it.
-		dir.Base = fmt.Sprintf(".%s.ctcr-ghost-%x-%d", want, gid, i)
 	}
+	testKillAtGhostName("made")
 	name := filepath.Join(filepath.Dir(path), dir.Base)
-	g := &ghostKindInode{ge: ge, name: name}
+	g := &ghostKindInode{ge: ge, name: name, jan: jan, janID: tmpID}
 	remove := func() error {
 		flags := 0
 		if mode&unix.S_IFMT == unix.S_IFDIR {
 			flags = unix.AT_REMOVEDIR
 		}
 		if err := unix.Unlinkat(dir.Fd(), dir.Base, flags); err != nil {
-			return fmt.Errorf("remove %s: %w", name, err)
+			return fmt.Errorf("remove %s: %w", g.name, err)
 		}
+		jan.forget(g.janID)
 		return nil
 	}
 	fail := func(err error) (*ghostKindInode, error) {
@@ -370,6 +389,27 @@ func makeGhostKind(r *fileRestore, gid uint32, ge *ghost.GhostFileEntry, path st
 			return fail(err)
 		}
 	}
+	// Then under the name it had, if free, which is the name /proc shows
+	// (" (deleted)") for it once removed. The janitor removes that name
+	// only while it is this inode: a file made there since by someone
+	// else stays.
+	wantID, err := jan.add(dir.Fd(), want, st.Dev, st.Ino)
+	if err != nil {
+		return fail(err)
+	}
+	if err := unix.Renameat2(dir.Fd(), dir.Base, dir.Fd(), want, unix.RENAME_NOREPLACE); err == nil {
+		jan.forget(tmpID)
+		dir.Base, g.janID = want, wantID
+		g.name = path
+		testKillAtGhostName("renamed")
+	} else {
+		// Taken since the dump (or its directory still holds a file
+		// of that name): it stays beside it, under the temporary name.
+		jan.forget(wantID)
+		if !errors.Is(err, unix.EEXIST) {
+			return fail(fmt.Errorf("rename %s to %s: %w", name, want, err))
+		}
+	}
 	r.hold(f)
 	if mode&unix.S_IFMT == unix.S_IFDIR {
 		// A task's cwd and root are set by path (restoreFS): the name
@@ -397,14 +437,43 @@ func removeGhostDir(g *ghostKindInode) error {
 	if err := unix.Unlinkat(d.Fd(), d.Base, unix.AT_REMOVEDIR); err != nil {
 		return fmt.Errorf("removed directory %s: remove it again: %w", g.name, err)
 	}
+	g.jan.forget(g.janID)
 	return nil
 }
 
 // removeGhostDirs removes the names of directory ghosts still there
-// (a restore that failed before its finals).
+// (a restore that failed before its finals), then stops the janitor:
+// nothing is left for it to do.
 func removeGhostDirs(r *fileRestore) {
 	for _, g := range ghostKindStates(r) {
 		removeGhostDir(g)
+	}
+	if j, ok := r.state["ghost janitor"].(*ghostJanitor); ok {
+		j.stop()
+		delete(r.state, "ghost janitor")
+	}
+}
+
+// ghostJanitorOf returns the janitor of restore r, started on first use.
+func ghostJanitorOf(r *fileRestore) (*ghostJanitor, error) {
+	if j, ok := r.state["ghost janitor"].(*ghostJanitor); ok {
+		return j, nil
+	}
+	j, err := startGhostJanitor()
+	if err != nil {
+		return nil, err
+	}
+	r.state["ghost janitor"] = j
+	return j, nil
+}
+
+// testKillAtGhostName is a test hook: CTCR_TEST_KILL_AT_GHOST_NAME=made
+// (or renamed) makes ctcr kill itself with SIGKILL right after it made a
+// ghost under its temporary name (or renamed it to its old one), before
+// it removes the name: the janitor must remove it.
+func testKillAtGhostName(at string) {
+	if os.Getenv("CTCR_TEST_KILL_AT_GHOST_NAME") == at {
+		unix.Kill(os.Getpid(), unix.SIGKILL)
 	}
 }
 

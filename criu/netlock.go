@@ -10,6 +10,8 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
+
+	"github.com/ctcr/ctcr/criu/images"
 )
 
 // A TCP connection whose other end is outside the dumped tree can move
@@ -88,7 +90,7 @@ func (t *fileTable) writeNetLock(path string) error {
 	if err != nil {
 		return err
 	}
-	return os.WriteFile(path, b, 0o600)
+	return images.WriteNewFile(path, b)
 }
 
 // lock drops, from now on, every segment between src and dst.

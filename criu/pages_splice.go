@@ -340,7 +340,7 @@ func writePagesSplice(tr *ptrace.Tracer, p *dumpProc, runs []pageRun, path strin
 		}
 	}
 	dir, name := filepath.Dir(path), filepath.Base(path)
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC|unix.O_CLOEXEC, 0o600)
+	f, err := images.CreateFile(path, os.O_RDWR)
 	if err != nil {
 		return images.WriteError(dir, name, err)
 	}
@@ -359,6 +359,10 @@ func writePagesSplice(tr *ptrace.Tracer, p *dumpProc, runs []pageRun, path strin
 	}
 	if cerr := f.Close(); err == nil && cerr != nil {
 		err = images.WriteError(dir, name, cerr)
+	}
+	if err != nil {
+		// The copy path may go next and creates the image anew.
+		os.Remove(path)
 	}
 	return err
 }

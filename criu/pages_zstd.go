@@ -87,7 +87,7 @@ func writeCompression(stage *images.Staging, compress string) error {
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(stage.Path(compressionFile), append(b, '\n'), 0o600); err != nil {
+	if err := stage.WriteFile(compressionFile, append(b, '\n')); err != nil {
 		return images.WriteError(stage.Dir, compressionFile, err)
 	}
 	return nil

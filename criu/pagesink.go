@@ -122,7 +122,8 @@ type pageWrite struct {
 	back chan *pageBuf
 }
 
-// newPageSink creates (truncating) the pages image at path. A path
+// newPageSink creates the pages image at path, which must not exist
+// (images.CreateFile). A path
 // ending in .zst gets the pages compressed with zstd (pages_zstd.go).
 func newPageSink(path string) (*pageSink, error) {
 	s := &pageSink{dir: filepath.Dir(path), name: filepath.Base(path), work: make(chan pageWrite, pageBufCount), free: make(chan *pageBuf, pageBufCount)}
@@ -141,7 +142,7 @@ func newPageSink(path string) (*pageSink, error) {
 		}
 		s.out = out
 	} else {
-		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|unix.O_CLOEXEC, 0o600)
+		f, err := images.CreateFile(path, os.O_WRONLY)
 		if err != nil {
 			return nil, images.WriteError(s.dir, s.name, err)
 		}

@@ -568,7 +568,7 @@ func (p *preProc) again(dir string, pr *progress) (uint64, error) {
 	if len(written) == 0 || len(p.pages) == 0 {
 		return 0, nil
 	}
-	f, err := os.OpenFile(filepath.Join(dir, images.Pages.FileName(p.index)), os.O_WRONLY, 0)
+	f, err := os.OpenFile(filepath.Join(dir, images.Pages.FileName(p.index)), os.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return 0, err
 	}

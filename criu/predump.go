@@ -136,7 +136,7 @@ func PreDump(o PreDumpOptions) (*PreDumpStats, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(stage.Path(images.PreDumpFile), append(b, '\n'), 0o600); err != nil {
+	if err := stage.WriteFile(images.PreDumpFile, append(b, '\n')); err != nil {
 		return nil, err
 	}
 	if err := stage.Commit(); err != nil {

@@ -12,6 +12,7 @@ import (
 	criucore "github.com/checkpoint-restore/go-criu/v7/crit/images/criu-core"
 	"golang.org/x/sys/unix"
 
+	"github.com/ctcr/ctcr/criu/images"
 	"github.com/ctcr/ctcr/criu/kernel"
 )
 
@@ -86,7 +87,7 @@ func writeSched(path string, img *schedImage) error {
 	if err != nil {
 		return err
 	}
-	return os.WriteFile(path, b, 0o600)
+	return images.WriteNewFile(path, b)
 }
 
 // readSched reads sched.json; a checkpoint without one keeps nothing.

@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/ctcr/ctcr/criu/images"
 	"github.com/ctcr/ctcr/criu/proc"
 )
 
@@ -119,7 +120,7 @@ func writeVdso(dir string, pid int) error {
 	if err != nil {
 		return err
 	}
-	return os.WriteFile(filepath.Join(dir, vdsoFile), b, 0o600)
+	return images.WriteNewFile(filepath.Join(dir, vdsoFile), b)
 }
 
 // vdsoProxy keeps the calls of restored tasks into a vDSO that differs

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -16,6 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/ctcr/ctcr/criu"
+	"github.com/ctcr/ctcr/internal/atomicfile"
 )
 
 // Exit statuses of the CRIU command line: CRIU exits 1 on any failure;
@@ -240,7 +240,7 @@ func command(name string, args []string, stdout, stderr io.Writer) int {
 		rootPid, err = s.restore(o)
 		if err == nil {
 			if pidFile != "" {
-				if werr := os.WriteFile(pidFile, []byte(strconv.Itoa(rootPid)+"\n"), 0o644); werr != nil {
+				if werr := atomicfile.WritePath(pidFile, []byte(strconv.Itoa(rootPid)+"\n"), 0o644); werr != nil {
 					err = fmt.Errorf("pidfile: %w", werr)
 				}
 			}

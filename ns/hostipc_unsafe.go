@@ -131,7 +131,7 @@ func DumpHostSysV(root int, stage *images.Staging) (*HostSysV, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(stage.Path(HostSysVFile), append(b, '\n'), 0o600); err != nil {
+	if err := stage.WriteFile(HostSysVFile, append(b, '\n')); err != nil {
 		return nil, err
 	}
 	return &saved, nil

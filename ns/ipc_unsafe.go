@@ -124,7 +124,7 @@ func dumpIPCAs(pid int, stage *images.Staging, id int) error {
 }
 
 func writeImage(path string, k images.Kind, write func(w *images.Writer) error) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	f, err := images.CreateFile(path, os.O_WRONLY)
 	if err != nil {
 		return err
 	}

@@ -278,7 +278,7 @@ func taskPath(pid int, p string) string { return fmt.Sprintf("/proc/%d/root%s", 
 // archiveTree writes dir (a tmpfs seen through /proc/PID/root) as a
 // gzipped tar, without descending into other mounts below it.
 func archiveTree(dir, mountpoint string, mountpoints map[string]bool, out string) error {
-	f, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	f, err := images.CreateFile(out, os.O_WRONLY)
 	if err != nil {
 		return err
 	}

@@ -210,7 +210,7 @@ func dumpMqueuesAs(pid int, stage *images.Staging, name string) error {
 	if err != nil {
 		return err
 	}
-	return os.WriteFile(stage.Path(name), b, 0o600)
+	return stage.WriteFile(name, b)
 }
 
 // openQueues opens every queue of the calling thread's IPC namespace and

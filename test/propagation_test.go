@@ -31,25 +31,7 @@ func TestNestedMountPropagation(t *testing.T) {
 		addCaps(s, "CAP_SYS_ADMIN", "CAP_SYS_CHROOT")
 	})
 	buildStaticWorkload(t, "mntprop", filepath.Join(c.rootfs, "mntprop"))
-	argv := c.runArgv()
-	cmd := exec.Command(argv[0], append(argv[1:], "run", "-d", c.id)...)
-	cmd.Dir = c.bundle
-	logf, err := os.Create(c.logFile())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logf.Close()
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := runWithTimeout(cmd, 30*time.Second); err != nil {
-		t.Fatalf("runc run -d %s: %v", c.id, err)
-	}
-	c.notePid()
-	if len(c.inits) == 0 {
-		time.Sleep(200 * time.Millisecond) // for the workload's last words
-		b, _ := os.ReadFile(c.logFile())
-		t.Fatalf("runc state of %s gives no init: its output:\n%s", c.id, b)
-	}
-	pid := c.inits[0]
+	pid := c.runDetached(t)
 	waitData := func(pid int, name string, what string) []byte {
 		t.Helper()
 		deadline := time.Now().Add(15 * time.Second)

@@ -146,14 +146,24 @@ func buildBusyboxRootfs(t *testing.T, rootfs string) {
 	os.WriteFile(filepath.Join(rootfs, "etc/group"), []byte("root:x:0:\n"), 0o644)
 }
 
-// start runs the container detached, stdio on /dev/null and a log file,
-// and waits until its init has counted to 5 (tmpfs written, children
-// started).
+// start runs the container detached (runDetached) and waits until its
+// init has counted to 5 (tmpfs written, children started).
 func (c *runcContainer) start() {
 	c.t.Helper()
+	c.runDetached(c.t)
+	c.waitCount(c.t, 5, 10*time.Second)
+}
+
+// runDetached runs `RUNTIME run -d` for the container, its stdio on the
+// log file (logFile), and returns its init's host PID, recorded for
+// cleanup. A run that fails, or a container whose init is already gone
+// when the runtime returns, fails the test with the runtime's output,
+// which holds the init's last words.
+func (c *runcContainer) runDetached(t *testing.T) int {
+	t.Helper()
 	logf, err := os.Create(c.logFile())
 	if err != nil {
-		c.t.Fatal(err)
+		t.Fatal(err)
 	}
 	defer logf.Close()
 	argv := c.runArgv()
@@ -162,10 +172,15 @@ func (c *runcContainer) start() {
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := runWithTimeout(cmd, 30*time.Second); err != nil {
 		b, _ := os.ReadFile(logf.Name())
-		c.t.Fatalf("%s run -d %s: %v\n%s", c.runtime, c.id, err, b)
+		t.Fatalf("%s run -d %s: %v\n%s", c.runtime, c.id, err, b)
 	}
 	c.notePid()
-	c.waitCount(c.t, 5, 10*time.Second)
+	if len(c.inits) == 0 {
+		time.Sleep(200 * time.Millisecond) // for the init's last words
+		b, _ := os.ReadFile(logf.Name())
+		t.Fatalf("%s state of %s gives no init: its output:\n%s", c.runtime, c.id, b)
+	}
+	return c.inits[len(c.inits)-1]
 }
 
 func (c *runcContainer) cleanup() {

@@ -137,23 +137,7 @@ func runcNestedVethPair(t *testing.T, byPath bool) {
 		}
 	})
 	buildStaticWorkload(t, "veth", filepath.Join(c.rootfs, "veth"))
-	argv := c.runArgv()
-	cmd := exec.Command(argv[0], append(argv[1:], "run", "-d", c.id)...)
-	cmd.Dir = c.bundle
-	logf, err := os.Create(c.logFile())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logf.Close()
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := runWithTimeout(cmd, 30*time.Second); err != nil {
-		t.Fatalf("runc run -d %s: %v", c.id, err)
-	}
-	c.notePid()
-	if len(c.inits) == 0 {
-		t.Fatalf("runc state of %s gives no init", c.id)
-	}
-	pid := c.inits[0]
+	pid := c.runDetached(t)
 	data := func(pid int, name string) string { return fmt.Sprintf("/proc/%d/root/data/%s", pid, name) }
 	waitData := func(pid int, name string) {
 		t.Helper()

@@ -61,10 +61,14 @@ func rollBackOnSignals() {
 }
 
 // runHidden runs the internal commands that are not for users (the
-// container thaw guard), and reports whether args named one.
+// container thaw guard, the ghost janitor of a restore), and reports
+// whether args named one.
 func runHidden(args []string) (int, bool) {
 	if len(args) > 0 && args[0] == container.ThawGuardArg {
 		return container.RunThawGuard(args[1:]), true
+	}
+	if len(args) == 1 && args[0] == criu.GhostJanitorArg {
+		return criu.RunGhostJanitor(), true
 	}
 	return 0, false
 }

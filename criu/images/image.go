@@ -46,7 +46,9 @@ package images
 
 import (
 	"bufio"
+	"crypto/rand"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash/crc32"
@@ -56,6 +58,7 @@ import (
 	"path/filepath"
 	"slices"
 
+	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -316,17 +319,51 @@ func (r *Reader) ioError(off int64, err error) error {
 	return fmt.Errorf("%s: offset %d: reading %s image: %w", r.name, off, r.kind.Name, err)
 }
 
-// WriteFile creates (or truncates) path and writes an image of kind k
-// holding msgs. It does not fsync: Staging.Commit does, for every file,
-// before the checkpoint becomes visible.
-func WriteFile(path string, k Kind, msgs ...proto.Message) (err error) {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
+// WriteFile creates path, which must not exist (CreateFile), and writes
+// an image of kind k holding msgs. It does not fsync: Staging.Commit
+// does, for every file, before the checkpoint becomes visible.
+func WriteFile(path string, k Kind, msgs ...proto.Message) error {
+	return writeFile(path, path, k, msgs)
+}
+
+// ReplaceFile writes anew an image that this dump wrote already and now
+// writes again with what it learnt since (the mm and pagemap images of a
+// process whose pages are copied once the tree runs). The new image is
+// created under a new name, as CreateFile does, then renamed over path:
+// a rename replaces whatever is at path, a symlink included, and never
+// writes through it.
+func ReplaceFile(path string, k Kind, msgs ...proto.Message) error {
+	var rnd [8]byte
+	if _, err := rand.Read(rnd[:]); err != nil {
+		return err
+	}
+	tmp := path + ".ctcr-new-" + hex.EncodeToString(rnd[:])
+	if err := writeFile(tmp, path, k, msgs); err != nil {
+		return err
+	}
+	// The old inode's checksum goes with it: a later file may reuse
+	// its inode number.
+	if old, err := os.OpenFile(path, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0); err == nil {
+		ForgetSum(old)
+		old.Close()
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
 		return WriteError(filepath.Dir(path), filepath.Base(path), err)
+	}
+	return nil
+}
+
+// writeFile writes the image at path; errors name it shown.
+func writeFile(path, shown string, k Kind, msgs []proto.Message) (err error) {
+	dir, name := filepath.Dir(shown), filepath.Base(shown)
+	f, err := CreateFile(path, os.O_WRONLY)
+	if err != nil {
+		return WriteError(dir, name, err)
 	}
 	defer func() {
 		if cerr := f.Close(); err == nil && cerr != nil {
-			err = WriteError(filepath.Dir(path), filepath.Base(path), cerr)
+			err = WriteError(dir, name, cerr)
 		}
 		if err != nil {
 			os.Remove(path)
@@ -337,15 +374,15 @@ func WriteFile(path string, k Kind, msgs ...proto.Message) (err error) {
 	bw := bufio.NewWriter(io.MultiWriter(f, sum))
 	w, err := NewWriter(bw, k)
 	if err != nil {
-		return fmt.Errorf("%s: %w", path, err)
+		return fmt.Errorf("%s: %w", shown, err)
 	}
 	for _, m := range msgs {
 		if err := w.Write(m); err != nil {
-			return fmt.Errorf("%s: %w", path, err)
+			return fmt.Errorf("%s: %w", shown, err)
 		}
 	}
 	if err := bw.Flush(); err != nil {
-		return WriteError(filepath.Dir(path), filepath.Base(path), err)
+		return WriteError(dir, name, err)
 	}
 	return RecordSum(f, sum.Sum32())
 }

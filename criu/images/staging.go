@@ -111,17 +111,9 @@ func NewStaging(finalDir string, opts ...StagingOption) (*Staging, error) {
 func (s *Staging) Path(name string) string { return filepath.Join(s.Dir, name) }
 
 // WriteFile creates the staged file name, which must not exist yet
-// (O_EXCL, and no symlink followed), and writes b into it.
+// (CreateFile: O_EXCL, and no symlink followed), and writes b into it.
 func (s *Staging) WriteFile(name string, b []byte) error {
-	f, err := os.OpenFile(s.Path(name), os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
+	return WriteNewFile(s.Path(name), b)
 }
 
 // Commit fsyncs every staged file, renames each into FinalDir with
