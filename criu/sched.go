@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ctcr/ctcr/criu/kernel"
+	"github.com/ctcr/ctcr/criu/proc"
 )
 
 // Scheduling state CRIU's images have no field for, read and set by ctcr
@@ -71,7 +72,7 @@ func (d *dumpTree) dumpSched() (*schedImage, error) {
 			}
 			img.Threads[strconv.Itoa(th.vtid)] = schedThread{CPUs: cpus, Ioprio: int(prio)}
 		}
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/timerslack_ns", p.pid))
+		b, err := proc.ReadFile(fmt.Sprintf("/proc/%d/timerslack_ns", p.pid))
 		if err == nil {
 			if v, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64); err == nil {
 				img.TimerSlack[strconv.Itoa(p.vpid)] = v
