@@ -1382,7 +1382,7 @@ func dumpTaskFiles(p *dumpProc, files *fileTable, shellJob bool) error {
 		if strings.HasSuffix(path, " (deleted)") {
 			return dumpRemovedFsDir(files, pid, name, path) // files_ghostkinds.go
 		}
-		st, err := statInTree(pid, path)
+		st, err := files.stats.statInTree(pid, path)
 		if err != nil {
 			return 0, fmt.Errorf("task %d %s: %w", pid, name, err)
 		}
@@ -1416,7 +1416,7 @@ func dumpTaskFiles(p *dumpProc, files *fileTable, shellJob bool) error {
 		p.mm.ExeFileId = proto.Uint32(id)
 		return nil
 	}
-	st, err := statInTree(pid, exe)
+	st, err := files.stats.statInTree(pid, exe)
 	if err != nil {
 		return fmt.Errorf("task %d exe: %w", pid, err)
 	}
@@ -1833,7 +1833,7 @@ func InVfork(pid int) int {
 func blockedSyscall(pid int) (int, error) {
 	// /proc/TID/syscall is the thread's own, even for a thread that is
 	// not its process's leader.
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/syscall", pid))
+	b, err := proc.ReadFile(fmt.Sprintf("/proc/%d/syscall", pid))
 	if err != nil {
 		return 0, err
 	}

@@ -168,7 +168,7 @@ func classifyVMA(pid int, m proc.Mapping, vmFlags []string, files *fileTable) (*
 			status |= vmaFilePrivate
 		}
 	case strings.HasPrefix(m.Path, "/"):
-		st, err := statInTree(pid, m.Path)
+		st, err := files.stats.statInTree(pid, m.Path)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", where, err)
 		}
