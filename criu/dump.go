@@ -7,6 +7,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	corex86 "github.com/checkpoint-restore/go-criu/v7/crit/images/core-x86"
@@ -195,6 +196,30 @@ type dumpTree struct {
 	uidMap, gidMap idMap
 	seccomp        seccompTable
 	rootCgSet      uint32 // inventory's root_cg_set: ctcr's own cgroups, if cgroup.img was written
+	// nsStats holds the stat of each /proc/PID/ns/KIND link nsStat
+	// read: sameNamespaces and nestedIDs compare every task's with the
+	// root's, 8 stats per task each, of tasks that are stopped.
+	nsStats   map[string]unix.Stat_t // guarded by nsStatsMu
+	nsStatsMu sync.Mutex
+}
+
+// nsStat stats /proc/PID/ns/KIND once per dump.
+func (d *dumpTree) nsStat(pid int, kind string) (unix.Stat_t, error) {
+	path := fmt.Sprintf("/proc/%d/ns/%s", pid, kind)
+	d.nsStatsMu.Lock()
+	defer d.nsStatsMu.Unlock()
+	if st, ok := d.nsStats[path]; ok {
+		return st, nil
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return st, err
+	}
+	if d.nsStats == nil {
+		d.nsStats = map[string]unix.Stat_t{}
+	}
+	d.nsStats[path] = st
+	return st, nil
 }
 
 // Dump checkpoints the process tree rooted at opts.Pid into opts.Dir. On
@@ -639,16 +664,16 @@ func dumpOnce(opts DumpOptions) (*DumpStats, error) {
 func (d *dumpTree) sameNamespaces() error {
 	root := d.procs[0]
 	for _, k := range nsKinds {
-		var want unix.Stat_t
-		if err := unix.Stat(fmt.Sprintf("/proc/%d/ns/%s", root.pid, k.name), &want); err != nil {
+		want, err := d.nsStat(root.pid, k.name)
+		if err != nil {
 			continue // a kind this kernel lacks
 		}
 		for _, p := range d.procs[1:] {
 			if p.zombie {
 				continue
 			}
-			var got unix.Stat_t
-			if err := unix.Stat(fmt.Sprintf("/proc/%d/ns/%s", p.pid, k.name), &got); err != nil {
+			got, err := d.nsStat(p.pid, k.name)
+			if err != nil {
 				return fmt.Errorf("task %d: %s namespace: %w", p.pid, k.name, err)
 			}
 			if k.name == "pid" {
