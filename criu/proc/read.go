@@ -22,11 +22,11 @@ func taskFile(pid, tid int, name string) string {
 	return "/proc/" + strconv.Itoa(pid) + "/task/" + strconv.Itoa(tid) + "/" + name
 }
 
-// ReadFile reads a whole /proc file (or any small file) as readFile
-// does, for the engine's own reads of /proc files it has no parser for
-// (oom_score_adj, attr/current, syscall, timerslack_ns): three system
-// calls where os.ReadFile makes nine.
-func ReadFile(path string) ([]byte, error) { return readFile(path) }
+// ReadFile reads a whole /proc file that the kernel renders in one go
+// (see readSingle), for the engine's own reads of /proc files it has no
+// parser for (oom_score_adj, loginuid, attr/current, syscall,
+// timerslack_ns): three system calls where os.ReadFile makes nine.
+func ReadFile(path string) ([]byte, error) { return readSingle(path) }
 
 // openRead opens path read-only, retrying EINTR, with the error
 // os.Open would give.
@@ -58,7 +58,20 @@ var readBufs = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b 
 // nine calls where three do, some 45 times per task of a dump. It reads
 // into a pooled 64 KiB buffer, so that a file that fits takes one read
 // besides the one that returns 0, and returns a copy of just the bytes.
-func readFile(path string) ([]byte, error) {
+func readFile(path string) ([]byte, error) { return readWhole(path, false) }
+
+// readSingle reads a whole /proc file that the kernel renders in one go:
+// a seq file of one record (single_open: stat, status, fdinfo, limits,
+// personality, auxv, syscall, timerslack_ns) or one read from a buffer
+// (simple_read_from_buffer: oom_score_adj, loginuid, attr/current). A
+// read of such a file copies all there is when the buffer has room for
+// it, so a read that leaves room is the last: the read that would
+// return 0 is not made, one system call less per file, some 15 per task
+// of a dump. A file of many records (maps, smaps, timers, children)
+// comes a page or so per read and must be read with readFile.
+func readSingle(path string) ([]byte, error) { return readWhole(path, true) }
+
+func readWhole(path string, single bool) ([]byte, error) {
 	fd, err := openRead(path, 0)
 	if err != nil {
 		return nil, err
@@ -82,6 +95,9 @@ func readFile(path string) ([]byte, error) {
 			break
 		}
 		buf = buf[:len(buf)+n]
+		if single && len(buf) < cap(buf) {
+			break
+		}
 	}
 	if cap(buf) <= 1<<20 {
 		*bp = buf[:cap(buf)] // keep a grown buffer, up to a bound

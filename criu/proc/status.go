@@ -38,7 +38,7 @@ func ParseStatus(r io.Reader) (*Status, error) {
 // ReadStatus reads /proc/PID/task/TID/status.
 func ReadStatus(pid, tid int) (*Status, error) {
 	path := taskFile(pid, tid, "status")
-	b, err := readFile(path)
+	b, err := readSingle(path)
 	if err != nil {
 		return nil, err
 	}
