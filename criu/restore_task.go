@@ -203,12 +203,18 @@ func (t *restoringTask) rearmAsync(fds []*fdinfo.FdinfoEntry, files []*os.File, 
 
 // restoreFS gives the task its root, cwd and umask, unless it shares
 // them with its creator, which set them already, after closing its fd
-// transport (unless transport is -1): in the same batch, one round trip
-// less per process.
+// transport (unless transport is -1). The calls wait in t.fsCalls for
+// the first batch of restoreTaskState, which comes next: one round trip
+// less per process (the close was a lone call, the rest a batch of its
+// own).
 func (t *restoringTask) restoreFS(transport int) error {
 	if t.shareFS {
-		if transport >= 0 {
-			return t.closeRemote(transport)
+		if transport < 0 {
+			return nil
+		}
+		t.fsCalls = func(b *batch, what map[int]string) error {
+			what[b.add(unix.SYS_CLOSE, uint64(transport))] = fmt.Sprintf("close fd %d", transport)
+			return nil
 		}
 		return nil
 	}
@@ -222,29 +228,27 @@ func (t *restoringTask) restoreFS(transport int) error {
 	if err != nil {
 		return fmt.Errorf("%s cwd: %w", t.where(), err)
 	}
-	b := t.ctl.newBatch()
-	what := map[int]string{}
-	if transport >= 0 {
-		what[b.add(unix.SYS_CLOSE, uint64(transport))] = fmt.Sprintf("close fd %d", transport)
-	}
-	// Both paths are the tree's, not the task's own root's: chdir first,
-	// then chroot, which leaves the cwd where it is (inside the new root
-	// or, as it may have been, outside it).
-	p, err := b.put(cwd)
-	if err != nil {
-		return err
-	}
-	what[b.add(unix.SYS_CHDIR, p)] = "cwd " + cwd
-	if root != "/" {
-		p, err := b.put(root)
+	t.fsCalls = func(b *batch, what map[int]string) error {
+		if transport >= 0 {
+			what[b.add(unix.SYS_CLOSE, uint64(transport))] = fmt.Sprintf("close fd %d", transport)
+		}
+		// Both paths are the tree's, not the task's own root's: chdir
+		// first, then chroot, which leaves the cwd where it is (inside
+		// the new root or, as it may have been, outside it).
+		p, err := b.put(cwd)
 		if err != nil {
 			return err
 		}
-		what[b.add(unix.SYS_CHROOT, p)] = "root " + root
-	}
-	what[b.add(unix.SYS_UMASK, uint64(fs.GetUmask()))] = "umask"
-	if res, err := b.run(); err != nil {
-		return fmt.Errorf("%s: %s: %w", t.where(), what[len(res)], err)
+		what[b.add(unix.SYS_CHDIR, p)] = "cwd " + cwd
+		if root != "/" {
+			p, err := b.put(root)
+			if err != nil {
+				return err
+			}
+			what[b.add(unix.SYS_CHROOT, p)] = "root " + root
+		}
+		what[b.add(unix.SYS_UMASK, uint64(fs.GetUmask()))] = "umask"
+		return nil
 	}
 	return nil
 }
@@ -260,6 +264,13 @@ func (t *restoringTask) restoreTaskState(f *restoreFacts) error {
 	st, lims := f.status, f.limits
 	b := t.ctl.newBatch()
 	what := map[int]string{} // call index -> what it restores, for errors
+	// First what restoreFS left: the transport's close, cwd, root, umask.
+	if t.fsCalls != nil {
+		if err := t.fsCalls(b, what); err != nil {
+			return err
+		}
+		t.fsCalls = nil
+	}
 	sig := 1
 	sigactions := tc.Sigactions
 	if t.shareSighand {
