@@ -393,6 +393,19 @@ func dumpOnce(opts DumpOptions) (*DumpStats, error) {
 	// With snapshots the pages are only planned here, and copied once
 	// the tree runs again.
 	useSnapshots := opts.LeaveRunning && !opts.NoSnapshot && opts.BeforeResume == nil
+	// The maps and smaps of the processes after the one being dumped
+	// are read meanwhile, on the other cores: smaps is the dearest /proc
+	// file of a task. Not for what plans its memory otherwise (a
+	// snapshot reads its own; a pre-copied process must first end its
+	// tracking, which changes its mappings' flags) or shares another's.
+	mapsAhead := startReadAheadOf(len(d.procs), func(i int) (*mapsRead, error) {
+		p := d.procs[i]
+		if p.zombie || p.vmOf != nil || opts.PreCopy.of(p.pid) != nil || useSnapshots {
+			return nil, nil
+		}
+		return readMaps(p.pid)
+	})
+	defer mapsAhead.end()
 	for i, p := range d.procs {
 		if p.zombie {
 			continue
@@ -416,7 +429,10 @@ func dumpOnce(opts DumpOptions) (*DumpStats, error) {
 			memTime += time.Since(memStart)
 			continue
 		}
-		runs, err := planMemory(p, d.byPid[p.ppid], files, shmem, opts.PreCopy.of(p.pid))
+		// A failure read ahead is met again, and reported, by
+		// planMemory's own read.
+		ahead, _ := mapsAhead.get(i)
+		runs, err := planMemory(p, d.byPid[p.ppid], files, shmem, opts.PreCopy.of(p.pid), ahead)
 		if err != nil {
 			return nil, err
 		}
@@ -1460,7 +1476,11 @@ func dumpTaskFiles(p *dumpProc, files *fileTable, shellJob bool) error {
 // it (shmem: the parts of each object, by offset, written so far). With
 // pre, the pages pre-copied and not written since are left in the parent
 // image.
-func planMemory(p, parent *dumpProc, files *fileTable, shmem map[uint64][]proc.PageRange, pre *preProc) ([]pageRun, error) {
+//
+// ahead, if not nil, is p's maps and VmFlags read since its state was:
+// the tasks are stopped and nothing ctcr did since changed p's
+// mappings.
+func planMemory(p, parent *dumpProc, files *fileTable, shmem map[uint64][]proc.PageRange, pre *preProc, ahead *mapsRead) ([]pageRun, error) {
 	pid := p.pid
 	pp, err := openParentPages(p, parent)
 	if err != nil {
@@ -1477,14 +1497,12 @@ func planMemory(p, parent *dumpProc, files *fileTable, shmem map[uint64][]proc.P
 			return nil, fmt.Errorf("task %d: pre-copied pages: %w", pid, err)
 		}
 	}
-	maps, err := proc.Maps(pid)
-	if err != nil {
-		return nil, fmt.Errorf("task %d: %w", pid, err)
+	if ahead == nil || pre != nil {
+		if ahead, err = readMaps(pid); err != nil {
+			return nil, err
+		}
 	}
-	vmFlags, err := proc.ReadVmFlags(pid)
-	if err != nil {
-		return nil, fmt.Errorf("task %d: %w", pid, err)
-	}
+	maps, vmFlags := ahead.maps, ahead.vmFlags
 	only, err := classifyVMAs(p, maps, vmFlags, files, shmem)
 	if err != nil {
 		return nil, err
@@ -1496,6 +1514,24 @@ func planMemory(p, parent *dumpProc, files *fileTable, shmem map[uint64][]proc.P
 	runs = splitPreCopied(runs, clean)
 	markNoFork(runs, p.mm.Vmas, vmFlags)
 	return runs, nil
+}
+
+// mapsRead is a process's /proc/PID/maps and the VmFlags of its smaps.
+type mapsRead struct {
+	maps    []proc.Mapping
+	vmFlags map[uint64][]string
+}
+
+func readMaps(pid int) (*mapsRead, error) {
+	maps, err := proc.Maps(pid)
+	if err != nil {
+		return nil, fmt.Errorf("task %d: %w", pid, err)
+	}
+	vmFlags, err := proc.ReadVmFlags(pid)
+	if err != nil {
+		return nil, fmt.Errorf("task %d: %w", pid, err)
+	}
+	return &mapsRead{maps: maps, vmFlags: vmFlags}, nil
 }
 
 // openParentPages opens the pagemap of p's parent in the dump, if it has
