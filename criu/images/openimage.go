@@ -50,10 +50,10 @@ func openImage(path string) (r io.Reader, close func(), err error) {
 		return r, func() { f.Close() }, nil
 	}
 	defer unix.Close(fd)
-	// One byte more than the size: a file that grew since the fstat is
-	// read to that size only, as the entries' lengths are checked
-	// against it.
-	b := make([]byte, st.Size+1)
+	// To the size fstat gave, which the entries' lengths are checked
+	// against: no read to find the end (a file that grew since is read
+	// to that size only; one that shrank ends at a read of 0).
+	b := make([]byte, st.Size)
 	n := 0
 	for n < len(b) {
 		k, err := unix.Pread(fd, b[n:], int64(n))
@@ -68,6 +68,5 @@ func openImage(path string) (r io.Reader, close func(), err error) {
 		}
 		n += k
 	}
-	n = min(n, int(st.Size))
 	return bytes.NewReader(b[:n]), func() {}, nil
 }
