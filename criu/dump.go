@@ -7,6 +7,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	corex86 "github.com/checkpoint-restore/go-criu/v7/crit/images/core-x86"
@@ -195,6 +196,30 @@ type dumpTree struct {
 	uidMap, gidMap idMap
 	seccomp        seccompTable
 	rootCgSet      uint32 // inventory's root_cg_set: ctcr's own cgroups, if cgroup.img was written
+	// nsStats holds the stat of each /proc/PID/ns/KIND link nsStat
+	// read: sameNamespaces and nestedIDs compare every task's with the
+	// root's, 8 stats per task each, of tasks that are stopped.
+	nsStats   map[string]unix.Stat_t // guarded by nsStatsMu
+	nsStatsMu sync.Mutex
+}
+
+// nsStat stats /proc/PID/ns/KIND once per dump.
+func (d *dumpTree) nsStat(pid int, kind string) (unix.Stat_t, error) {
+	path := fmt.Sprintf("/proc/%d/ns/%s", pid, kind)
+	d.nsStatsMu.Lock()
+	defer d.nsStatsMu.Unlock()
+	if st, ok := d.nsStats[path]; ok {
+		return st, nil
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return st, err
+	}
+	if d.nsStats == nil {
+		d.nsStats = map[string]unix.Stat_t{}
+	}
+	d.nsStats[path] = st
+	return st, nil
 }
 
 // Dump checkpoints the process tree rooted at opts.Pid into opts.Dir. On
@@ -368,6 +393,19 @@ func dumpOnce(opts DumpOptions) (*DumpStats, error) {
 	// With snapshots the pages are only planned here, and copied once
 	// the tree runs again.
 	useSnapshots := opts.LeaveRunning && !opts.NoSnapshot && opts.BeforeResume == nil
+	// The maps and smaps of the processes after the one being dumped
+	// are read meanwhile, on the other cores: smaps is the dearest /proc
+	// file of a task. Not for what plans its memory otherwise (a
+	// snapshot reads its own; a pre-copied process must first end its
+	// tracking, which changes its mappings' flags) or shares another's.
+	mapsAhead := startReadAheadOf(len(d.procs), func(i int) (*mapsRead, error) {
+		p := d.procs[i]
+		if p.zombie || p.vmOf != nil || opts.PreCopy.of(p.pid) != nil || useSnapshots {
+			return nil, nil
+		}
+		return readMaps(p.pid)
+	})
+	defer mapsAhead.end()
 	for i, p := range d.procs {
 		if p.zombie {
 			continue
@@ -391,7 +429,10 @@ func dumpOnce(opts DumpOptions) (*DumpStats, error) {
 			memTime += time.Since(memStart)
 			continue
 		}
-		runs, err := planMemory(p, d.byPid[p.ppid], files, shmem, opts.PreCopy.of(p.pid))
+		// A failure read ahead is met again, and reported, by
+		// planMemory's own read.
+		ahead, _ := mapsAhead.get(i)
+		runs, err := planMemory(p, d.byPid[p.ppid], files, shmem, opts.PreCopy.of(p.pid), ahead)
 		if err != nil {
 			return nil, err
 		}
@@ -640,16 +681,16 @@ func dumpOnce(opts DumpOptions) (*DumpStats, error) {
 func (d *dumpTree) sameNamespaces() error {
 	root := d.procs[0]
 	for _, k := range nsKinds {
-		var want unix.Stat_t
-		if err := unix.Stat(fmt.Sprintf("/proc/%d/ns/%s", root.pid, k.name), &want); err != nil {
+		want, err := d.nsStat(root.pid, k.name)
+		if err != nil {
 			continue // a kind this kernel lacks
 		}
 		for _, p := range d.procs[1:] {
 			if p.zombie {
 				continue
 			}
-			var got unix.Stat_t
-			if err := unix.Stat(fmt.Sprintf("/proc/%d/ns/%s", p.pid, k.name), &got); err != nil {
+			got, err := d.nsStat(p.pid, k.name)
+			if err != nil {
 				return fmt.Errorf("task %d: %s namespace: %w", p.pid, k.name, err)
 			}
 			if k.name == "pid" {
@@ -1383,7 +1424,7 @@ func dumpTaskFiles(p *dumpProc, files *fileTable, shellJob bool) error {
 		if strings.HasSuffix(path, " (deleted)") {
 			return dumpRemovedFsDir(files, pid, name, path) // files_ghostkinds.go
 		}
-		st, err := statInTree(pid, path)
+		st, err := files.stats.statInTree(pid, path)
 		if err != nil {
 			return 0, fmt.Errorf("task %d %s: %w", pid, name, err)
 		}
@@ -1417,7 +1458,7 @@ func dumpTaskFiles(p *dumpProc, files *fileTable, shellJob bool) error {
 		p.mm.ExeFileId = proto.Uint32(id)
 		return nil
 	}
-	st, err := statInTree(pid, exe)
+	st, err := files.stats.statInTree(pid, exe)
 	if err != nil {
 		return fmt.Errorf("task %d exe: %w", pid, err)
 	}
@@ -1436,7 +1477,11 @@ func dumpTaskFiles(p *dumpProc, files *fileTable, shellJob bool) error {
 // it (shmem: the parts of each object, by offset, written so far). With
 // pre, the pages pre-copied and not written since are left in the parent
 // image.
-func planMemory(p, parent *dumpProc, files *fileTable, shmem map[uint64][]proc.PageRange, pre *preProc) ([]pageRun, error) {
+//
+// ahead, if not nil, is p's maps and VmFlags read since its state was:
+// the tasks are stopped and nothing ctcr did since changed p's
+// mappings.
+func planMemory(p, parent *dumpProc, files *fileTable, shmem map[uint64][]proc.PageRange, pre *preProc, ahead *mapsRead) ([]pageRun, error) {
 	pid := p.pid
 	pp, err := openParentPages(p, parent)
 	if err != nil {
@@ -1453,14 +1498,12 @@ func planMemory(p, parent *dumpProc, files *fileTable, shmem map[uint64][]proc.P
 			return nil, fmt.Errorf("task %d: pre-copied pages: %w", pid, err)
 		}
 	}
-	maps, err := proc.Maps(pid)
-	if err != nil {
-		return nil, fmt.Errorf("task %d: %w", pid, err)
+	if ahead == nil || pre != nil {
+		if ahead, err = readMaps(pid); err != nil {
+			return nil, err
+		}
 	}
-	vmFlags, err := proc.ReadVmFlags(pid)
-	if err != nil {
-		return nil, fmt.Errorf("task %d: %w", pid, err)
-	}
+	maps, vmFlags := ahead.maps, ahead.vmFlags
 	only, err := classifyVMAs(p, maps, vmFlags, files, shmem)
 	if err != nil {
 		return nil, err
@@ -1472,6 +1515,24 @@ func planMemory(p, parent *dumpProc, files *fileTable, shmem map[uint64][]proc.P
 	runs = splitPreCopied(runs, clean)
 	markNoFork(runs, p.mm.Vmas, vmFlags)
 	return runs, nil
+}
+
+// mapsRead is a process's /proc/PID/maps and the VmFlags of its smaps.
+type mapsRead struct {
+	maps    []proc.Mapping
+	vmFlags map[uint64][]string
+}
+
+func readMaps(pid int) (*mapsRead, error) {
+	maps, err := proc.Maps(pid)
+	if err != nil {
+		return nil, fmt.Errorf("task %d: %w", pid, err)
+	}
+	vmFlags, err := proc.ReadVmFlags(pid)
+	if err != nil {
+		return nil, fmt.Errorf("task %d: %w", pid, err)
+	}
+	return &mapsRead{maps: maps, vmFlags: vmFlags}, nil
 }
 
 // openParentPages opens the pagemap of p's parent in the dump, if it has
@@ -1834,7 +1895,7 @@ func InVfork(pid int) int {
 func blockedSyscall(pid int) (int, error) {
 	// /proc/TID/syscall is the thread's own, even for a thread that is
 	// not its process's leader.
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/syscall", pid))
+	b, err := proc.ReadFile(fmt.Sprintf("/proc/%d/syscall", pid))
 	if err != nil {
 		return 0, err
 	}

@@ -18,6 +18,9 @@ import (
 // fileTable collects the entries of files.img: every open file
 // description, mapped file, cwd and root, each with an id.
 type fileTable struct {
+	// stats: the paths of mappings, cwd, root and executable stated in
+	// their tasks' roots so far.
+	stats      statCache
 	entries    []*fdinfo.FileEntry
 	byKey      map[string]uint32 // mapped files and fs paths, deduplicated
 	opened     []openFd          // every fd dumped so far, in every task

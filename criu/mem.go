@@ -168,7 +168,7 @@ func classifyVMA(pid int, m proc.Mapping, vmFlags []string, files *fileTable) (*
 			status |= vmaFilePrivate
 		}
 	case strings.HasPrefix(m.Path, "/"):
-		st, err := statInTree(pid, m.Path)
+		st, err := files.stats.statInTree(pid, m.Path)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", where, err)
 		}
@@ -344,12 +344,24 @@ func collectPages(pid int, vmas []*vma.VmaEntry, only map[*vma.VmaEntry][]proc.P
 	defer pmr.Close()
 	var runs []pageRun
 	var buf, pbuf []uint64
-	for _, e := range vmas {
+	winEnd := uint64(0) // the end of the window pmr holds
+	for i, e := range vmas {
 		st := e.GetStatus()
 		if st&(vmaAnonShared|vmaAnonPrivate|vmaFilePrivate) == 0 {
 			continue
 		}
 		start, end := e.GetStart(), e.GetEnd()
+		if st&vmaAnonShared == 0 && end > winEnd {
+			winEnd = pagemapWindow(vmas, i)
+			if winEnd > end {
+				pmr.Prefetch(start, winEnd)
+				if parent != nil {
+					// A forked child's mappings are its parent's,
+					// whose pagemap is read beside its own.
+					parent.pmr.Prefetch(start, winEnd)
+				}
+			}
+		}
 		if st&vmaAnonShared != 0 {
 			// The object's pages, whoever touched them: the task's
 			// pagemap lists only those it has mapped itself, not those
@@ -408,6 +420,32 @@ func collectPages(pid int, vmas []*vma.VmaEntry, only map[*vma.VmaEntry][]proc.P
 		}
 	}
 	return runs, nil
+}
+
+// pagemapWindowGap and pagemapWindowPages bound a window of pagemap
+// read at once: mappings up to 1 MiB apart (256 entries of the gap
+// read for nothing, 2 KiB), up to 64 Ki pages in all.
+const (
+	pagemapWindowGap   = 1 << 20
+	pagemapWindowPages = 64 << 10
+)
+
+// pagemapWindow returns the end of the run of mappings from vmas[i] on
+// whose pagemap one read takes: each starts at most pagemapWindowGap
+// after the previous one ends, and all together span at most
+// pagemapWindowPages pages.
+func pagemapWindow(vmas []*vma.VmaEntry, i int) uint64 {
+	start, end := vmas[i].GetStart(), vmas[i].GetEnd()
+	for _, e := range vmas[i+1:] {
+		if e.GetStatus()&(vmaAnonPrivate|vmaFilePrivate) == 0 {
+			continue
+		}
+		if e.GetStart() < end || e.GetStart()-end > pagemapWindowGap || (e.GetEnd()-start)/pageSize > pagemapWindowPages {
+			break
+		}
+		end = e.GetEnd()
+	}
+	return end
 }
 
 // shmemData returns the pages of the shared anonymous mapping e of task

@@ -157,11 +157,12 @@ func (d *dumpTree) nestedIDs(p *dumpProc, ids *criucore.TaskKobjIdsEntry) error 
 		return nil
 	}
 	for _, k := range nestedKinds {
-		var mine, theirs unix.Stat_t
-		if err := unix.Stat(fmt.Sprintf("/proc/%d/ns/%s", root.pid, k.name), &theirs); err != nil {
+		theirs, err := d.nsStat(root.pid, k.name)
+		if err != nil {
 			return fmt.Errorf("task %d: %s namespace: %w", root.pid, k.name, err)
 		}
-		if err := unix.Stat(fmt.Sprintf("/proc/%d/ns/%s", p.pid, k.name), &mine); err != nil {
+		mine, err := d.nsStat(p.pid, k.name)
+		if err != nil {
 			return fmt.Errorf("task %d: %s namespace: %w", p.pid, k.name, err)
 		}
 		if mine.Ino == theirs.Ino && mine.Dev == theirs.Dev {

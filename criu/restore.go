@@ -330,6 +330,9 @@ func waitPidFree(pid int, limit time.Duration) error {
 
 // restoringTask is one process being turned into its checkpointed self.
 type restoringTask struct {
+	// fsCalls adds the calls restoreFS prepared to the batch of
+	// restoreTaskState that follows it; nil once added.
+	fsCalls func(b *batch, what map[int]string) error
 	pid     int // host id: what ctcr's /proc, ptrace and kill use
 	vpid    int // id in the image (the tree's PID namespace)
 	img     *restoredTaskImages

@@ -93,13 +93,12 @@ func (t *restoringTask) restoreFiles() error {
 		// The table is the owner's, restored already; the last task
 		// sharing it closes the transport.
 		o.sharers--
+		transport := -1
 		if o.sharers == 0 {
-			if err := t.closeRemote(t.tfd); err != nil {
-				return err
-			}
+			transport = t.tfd
 		}
 		t.tfd = -1
-		return t.restoreFS()
+		return t.restoreFS(transport)
 	}
 	fds := append(t.img.fds[:0:0], t.img.fds...)
 	sort.Slice(fds, func(i, j int) bool { return fds[i].GetFd() < fds[j].GetFd() })
@@ -168,14 +167,12 @@ func (t *restoringTask) restoreFiles() error {
 			}
 		}
 	}
+	transport := -1
 	if t.sharers == 0 {
 		// Tasks sharing the table still need the transport otherwise.
-		if err := t.closeRemote(t.tfd); err != nil {
-			return err
-		}
-		t.tfd = -1
+		transport, t.tfd = t.tfd, -1
 	}
-	return t.restoreFS()
+	return t.restoreFS(transport)
 }
 
 // rearmAsync sets O_ASYNC again through the task's own fd on each file
@@ -205,9 +202,20 @@ func (t *restoringTask) rearmAsync(fds []*fdinfo.FdinfoEntry, files []*os.File, 
 }
 
 // restoreFS gives the task its root, cwd and umask, unless it shares
-// them with its creator, which set them already.
-func (t *restoringTask) restoreFS() error {
+// them with its creator, which set them already, after closing its fd
+// transport (unless transport is -1). The calls wait in t.fsCalls for
+// the first batch of restoreTaskState, which comes next: one round trip
+// less per process (the close was a lone call, the rest a batch of its
+// own).
+func (t *restoringTask) restoreFS(transport int) error {
 	if t.shareFS {
+		if transport < 0 {
+			return nil
+		}
+		t.fsCalls = func(b *batch, what map[int]string) error {
+			what[b.add(unix.SYS_CLOSE, uint64(transport))] = fmt.Sprintf("close fd %d", transport)
+			return nil
+		}
 		return nil
 	}
 	fs := t.img.fs
@@ -220,26 +228,27 @@ func (t *restoringTask) restoreFS() error {
 	if err != nil {
 		return fmt.Errorf("%s cwd: %w", t.where(), err)
 	}
-	b := t.ctl.newBatch()
-	what := map[int]string{}
-	// Both paths are the tree's, not the task's own root's: chdir first,
-	// then chroot, which leaves the cwd where it is (inside the new root
-	// or, as it may have been, outside it).
-	p, err := b.put(cwd)
-	if err != nil {
-		return err
-	}
-	what[b.add(unix.SYS_CHDIR, p)] = "cwd " + cwd
-	if root != "/" {
-		p, err := b.put(root)
+	t.fsCalls = func(b *batch, what map[int]string) error {
+		if transport >= 0 {
+			what[b.add(unix.SYS_CLOSE, uint64(transport))] = fmt.Sprintf("close fd %d", transport)
+		}
+		// Both paths are the tree's, not the task's own root's: chdir
+		// first, then chroot, which leaves the cwd where it is (inside
+		// the new root or, as it may have been, outside it).
+		p, err := b.put(cwd)
 		if err != nil {
 			return err
 		}
-		what[b.add(unix.SYS_CHROOT, p)] = "root " + root
-	}
-	what[b.add(unix.SYS_UMASK, uint64(fs.GetUmask()))] = "umask"
-	if res, err := b.run(); err != nil {
-		return fmt.Errorf("%s: %s: %w", t.where(), what[len(res)], err)
+		what[b.add(unix.SYS_CHDIR, p)] = "cwd " + cwd
+		if root != "/" {
+			p, err := b.put(root)
+			if err != nil {
+				return err
+			}
+			what[b.add(unix.SYS_CHROOT, p)] = "root " + root
+		}
+		what[b.add(unix.SYS_UMASK, uint64(fs.GetUmask()))] = "umask"
+		return nil
 	}
 	return nil
 }
@@ -255,6 +264,13 @@ func (t *restoringTask) restoreTaskState(f *restoreFacts) error {
 	st, lims := f.status, f.limits
 	b := t.ctl.newBatch()
 	what := map[int]string{} // call index -> what it restores, for errors
+	// First what restoreFS left: the transport's close, cwd, root, umask.
+	if t.fsCalls != nil {
+		if err := t.fsCalls(b, what); err != nil {
+			return err
+		}
+		t.fsCalls = nil
+	}
 	sig := 1
 	sigactions := tc.Sigactions
 	if t.shareSighand {
@@ -327,13 +343,35 @@ func (t *restoringTask) restoreTaskState(f *restoreFacts) error {
 			return fmt.Errorf("%s: %w", where, err)
 		}
 	}
+	main := &restoringThread{tid: t.pid, vtid: t.vpid, core: t.img.core, ctl: t.ctl}
+	if len(t.threads) == 0 {
+		// A process of one thread: its thread state, its credentials
+		// and its dumpable flag follow the process-wide calls in the
+		// same batch, in the order the three round trips had (a tree of
+		// 1,000 processes made 3,000 of them). The oom_score_adj ctcr
+		// writes from outside needs nothing of the task.
+		if err := restoreProcKnobs(t.pid, where, tc); err != nil {
+			return err
+		}
+		if _, err := t.threadStateInto(b, what, main); err != nil {
+			return err
+		}
+		// A change of credentials resets it: after them.
+		if d := t.img.mm.GetDumpable(); d == 0 || d == 1 {
+			what[b.add(unix.SYS_PRCTL, unix.PR_SET_DUMPABLE, uint64(d))] = "dumpable"
+		}
+		if res, err := b.run(); err != nil {
+			return fmt.Errorf("%s: %s: %w", where, what[len(res)], err)
+		}
+		return nil
+	}
 	if res, err := b.run(); err != nil {
 		return fmt.Errorf("%s: %s: %w", where, what[len(res)], err)
 	}
 	if err := restoreProcKnobs(t.pid, where, tc); err != nil {
 		return err
 	}
-	threads := append([]*restoringThread{{tid: t.pid, vtid: t.vpid, core: t.img.core, ctl: t.ctl}}, t.threads...)
+	threads := append([]*restoringThread{main}, t.threads...)
 	if err := t.restoreThreadStates(threads); err != nil {
 		return err
 	}
@@ -465,11 +503,19 @@ func (t *restoringTask) restoreThreadStates(threads []*restoringThread) error {
 // registrations, private signal queue, name and credentials, what each
 // call is, and which thread it is.
 func (t *restoringTask) threadStateBatch(th *restoringThread, c *taskCtl) (*batch, map[int]string, string, error) {
+	b := c.newBatch()
+	what := map[int]string{}
+	where, err := t.threadStateInto(b, what, th)
+	return b, what, where, err
+}
+
+// threadStateInto adds the calls of threadStateBatch to b, which runs in
+// th, and their descriptions to what; it returns which thread it
+// is.
+func (t *restoringTask) threadStateInto(b *batch, what map[int]string, th *restoringThread) (string, error) {
 	core := th.core
 	tcore := core.ThreadCore
 	where := fmt.Sprintf("task %d thread %d", t.vpid, th.vtid)
-	b := c.newBatch()
-	what := map[int]string{}
 	if sas := tcore.GetSas(); sas != nil {
 		ss := kernel.StackT{Sp: sas.GetSsSp(), Size: sas.GetSsSize(), Flags: int32(sas.GetSsFlags())}
 		// SS_ONSTACK only reports that the thread ran on it; it is not a
@@ -477,7 +523,7 @@ func (t *restoringTask) threadStateBatch(th *restoringThread, c *taskCtl) (*batc
 		ss.Flags &^= kernel.SS_ONSTACK
 		p, err := b.put(&ss)
 		if err != nil {
-			return nil, nil, where, err
+			return where, err
 		}
 		what[b.add(unix.SYS_SIGALTSTACK, p, 0)] = "sigaltstack"
 	}
@@ -489,7 +535,7 @@ func (t *restoringTask) threadStateBatch(th *restoringThread, c *taskCtl) (*batc
 		what[b.add(unix.SYS_RSEQ, rs.GetRseqAbiPointer(), uint64(rs.GetRseqAbiSize()), 0, uint64(rs.GetSignature()))] = fmt.Sprintf("rseq registration at %#x", rs.GetRseqAbiPointer())
 	}
 	if err := t.queueSignals(b, what, t.vpid, th.vtid, tcore.GetSignalsP().GetSignals(), false); err != nil {
-		return nil, nil, where, fmt.Errorf("%s: %w", where, err)
+		return where, fmt.Errorf("%s: %w", where, err)
 	}
 	if th.vtid != t.vpid && tcore.GetComm() != "" {
 		comm := tcore.GetComm()
@@ -498,7 +544,7 @@ func (t *restoringTask) threadStateBatch(th *restoringThread, c *taskCtl) (*batc
 		}
 		p, err := b.put(comm)
 		if err != nil {
-			return nil, nil, where, err
+			return where, err
 		}
 		what[b.add(unix.SYS_PRCTL, unix.PR_SET_NAME, p)] = "set name"
 	}
@@ -507,10 +553,10 @@ func (t *restoringTask) threadStateBatch(th *restoringThread, c *taskCtl) (*batc
 	if tcore.GetSeccompMode() != 0 {
 		filters, err := t.tree.seccompFilters()
 		if err != nil {
-			return nil, nil, where, err
+			return where, err
 		}
 		if err := restoreSeccomp(b, what, tcore, filters, t.seccompShared); err != nil {
-			return nil, nil, where, fmt.Errorf("%s: %w", where, err)
+			return where, fmt.Errorf("%s: %w", where, err)
 		}
 	}
 	// Scheduling is set from outside, before the batch runs: nothing in
@@ -518,14 +564,14 @@ func (t *restoringTask) threadStateBatch(th *restoringThread, c *taskCtl) (*batc
 	// it whatever credentials the batch gives the thread.
 	attr := schedAttrFromImage(tcore)
 	if err := unix.SchedSetAttr(th.tid, &attr, 0); err != nil {
-		return nil, nil, where, fmt.Errorf("%s: scheduling policy %d nice %d: %w", where, attr.Policy, attr.Nice, err)
+		return where, fmt.Errorf("%s: scheduling policy %d nice %d: %w", where, attr.Policy, attr.Nice, err)
 	}
 	sched, err := t.tree.schedImage()
 	if err != nil {
-		return nil, nil, where, err
+		return where, err
 	}
 	if err := restoreSched(sched, th.tid, th.vtid, th.vtid == t.vpid, t.opts.logf); err != nil {
-		return nil, nil, where, fmt.Errorf("%s: %w", where, err)
+		return where, fmt.Errorf("%s: %w", where, err)
 	}
 	pdeathsig := tcore.GetPdeathSig()
 	if t.parent == nil && t.opts.DropRootPdeathsig {
@@ -533,14 +579,14 @@ func (t *restoringTask) threadStateBatch(th *restoringThread, c *taskCtl) (*batc
 	}
 	ambient, err := t.tree.ambientCaps()
 	if err != nil {
-		return nil, nil, where, err
+		return where, err
 	}
 	// Last: a change of credentials resets what the calls before may
 	// need (the right to install a filter without no_new_privs).
 	if err := addCreds(b, what, tcore.GetCreds(), ambient[th.vtid], pdeathsig); err != nil {
-		return nil, nil, where, fmt.Errorf("%s: %w", where, err)
+		return where, fmt.Errorf("%s: %w", where, err)
 	}
-	return b, what, where, nil
+	return where, nil
 }
 
 // pendingTrap is a SIGTRAP that was pending at the dump, queued again

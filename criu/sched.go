@@ -14,6 +14,7 @@ import (
 
 	"github.com/ctcr/ctcr/criu/images"
 	"github.com/ctcr/ctcr/criu/kernel"
+	"github.com/ctcr/ctcr/criu/proc"
 )
 
 // Scheduling state CRIU's images have no field for, read and set by ctcr
@@ -72,7 +73,7 @@ func (d *dumpTree) dumpSched() (*schedImage, error) {
 			}
 			img.Threads[strconv.Itoa(th.vtid)] = schedThread{CPUs: cpus, Ioprio: int(prio)}
 		}
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/timerslack_ns", p.pid))
+		b, err := proc.ReadFile(fmt.Sprintf("/proc/%d/timerslack_ns", p.pid))
 		if err == nil {
 			if v, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64); err == nil {
 				img.TimerSlack[strconv.Itoa(p.vpid)] = v

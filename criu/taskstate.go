@@ -411,7 +411,7 @@ func queryPosixTimers(c *taskCtl, where string, timers []proc.PosixTimer, tidOf 
 // (without audit support the file is absent and nothing is kept).
 func dumpProcKnobs(pid int, tc *criucore.TaskCoreEntry) error {
 	read := func(name string) (string, bool, error) {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/%s", pid, name))
+		b, err := proc.ReadFile(fmt.Sprintf("/proc/%d/%s", pid, name))
 		if errors.Is(err, os.ErrNotExist) {
 			return "", false, nil
 		}
@@ -515,11 +515,11 @@ func (t *restoringTask) restoreLoginuid() error {
 // context) is not ctcr's own: restored tasks take ctcr's, and ctcr does
 // not set another yet. Without an LSM the files answer EINVAL.
 func sameLSMLabel(pid int) error {
-	mine, err := os.ReadFile("/proc/self/attr/current")
+	mine, err := proc.ReadFile("/proc/self/attr/current")
 	if err != nil {
 		return nil // no LSM with labels
 	}
-	theirs, err := os.ReadFile(fmt.Sprintf("/proc/%d/attr/current", pid))
+	theirs, err := proc.ReadFile(fmt.Sprintf("/proc/%d/attr/current", pid))
 	if err != nil {
 		return fmt.Errorf("task %d: LSM label: %w", pid, err)
 	}

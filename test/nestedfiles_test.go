@@ -46,7 +46,9 @@ func TestPlainNestedMountFiles(t *testing.T) {
 
 // checkNestedMntIDs checks, with crit, that the reg-file entries of the
 // child's own files name a mount of its namespace's table, and that the
-// root's files name none.
+// root's files name none. DIR/bound/map and DIR/bound/wd are the root's
+// too (its own files at the same paths): one entry each names a nested
+// mount, the other none.
 func checkNestedMntIDs(t *testing.T, img string) {
 	t.Helper()
 	crit, err := exec.LookPath("crit")
@@ -83,6 +85,7 @@ func checkNestedMntIDs(t *testing.T, img string) {
 		t.Fatalf("no nested mount table in %v", tables)
 	}
 	want := map[string]bool{"/priv/data": false, "/bound/map": false, "/bound/wd": false, "/priv/gone": false, "/priv/fifo": false}
+	rootToo := map[string]int{"/bound/map": 0, "/bound/wd": 0} // entries of the root's own files
 	for _, e := range decode("files.img") {
 		reg, ok := e["reg"].(map[string]any)
 		if !ok {
@@ -92,6 +95,10 @@ func checkNestedMntIDs(t *testing.T, img string) {
 		id, has := reg["mnt_id"].(float64)
 		for suffix := range want {
 			if !strings.HasSuffix(name, suffix) {
+				continue
+			}
+			if n, ok := rootToo[suffix]; ok && (!has || id < 0) {
+				rootToo[suffix] = n + 1
 				continue
 			}
 			if !has || !nested[id] {
@@ -108,6 +115,11 @@ func checkNestedMntIDs(t *testing.T, img string) {
 	for suffix, seen := range want {
 		if !seen {
 			t.Errorf("files.img has no entry for DIR%s", suffix)
+		}
+	}
+	for suffix, n := range rootToo {
+		if n != 1 {
+			t.Errorf("files.img has %d entries for the root's own DIR%s, want 1", n, suffix)
 		}
 	}
 }

@@ -390,18 +390,14 @@ func writeFile(path, shown string, k Kind, msgs []proto.Message) (err error) {
 // ReadAll reads every entry of the image at path, each into a new message
 // from newT.
 func ReadAll[T proto.Message](path string, k Kind, newT func() T) ([]T, error) {
-	f, err := os.Open(path)
+	f, done, err := openImage(path)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	r, err := NewReader(bufio.NewReader(f), k, path)
+	defer done()
+	r, err := NewReader(f, k, path)
 	if err != nil {
 		return nil, err
-	}
-	// bufio hides the file's size; give the reader the real one.
-	if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
-		r.size = fi.Size()
 	}
 	var out []T
 	for {
@@ -418,11 +414,11 @@ func ReadAll[T proto.Message](path string, k Kind, newT func() T) ([]T, error) {
 // ReadOne reads the image at path, which must hold exactly one entry, into
 // m. Images such as inventory, core, mm, fs and ids are one entry each.
 func ReadOne(path string, k Kind, m proto.Message) error {
-	f, err := os.Open(path)
+	f, done, err := openImage(path)
 	if err != nil {
 		return err
 	}
-	defer f.Close()
+	defer done()
 	r, err := NewReader(f, k, path)
 	if err != nil {
 		return err

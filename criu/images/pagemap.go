@@ -3,7 +3,6 @@ package images
 import (
 	"fmt"
 	"io"
-	"os"
 
 	"github.com/checkpoint-restore/go-criu/v7/crit/images/pagemap"
 )
@@ -17,11 +16,11 @@ const PageSize = 4096
 // are page aligned, in increasing address order, do not overlap, and their
 // sizes do not overflow.
 func ReadPagemap(path string) (*pagemap.PagemapHead, []*pagemap.PagemapEntry, error) {
-	f, err := os.Open(path)
+	f, done, err := openImage(path)
 	if err != nil {
 		return nil, nil, err
 	}
-	defer f.Close()
+	defer done()
 	r, err := NewReader(f, Pagemap, path)
 	if err != nil {
 		return nil, nil, err

@@ -18,7 +18,7 @@ func ParseAuxv(b []byte) ([]uint64, error) {
 // ReadAuxv reads /proc/PID/auxv.
 func ReadAuxv(pid int) ([]uint64, error) {
 	path := pidFile(pid, "auxv")
-	b, err := readFile(path)
+	b, err := readSingle(path)
 	if err != nil {
 		return nil, err
 	}

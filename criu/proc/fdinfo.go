@@ -30,7 +30,7 @@ func ParseFdinfo(r io.Reader) (*Fdinfo, error) {
 // task that is gone.
 func ReadFdinfo(pid, fd int) (*Fdinfo, error) {
 	path := pidFile(pid, "fdinfo/"+strconv.Itoa(fd))
-	b, err := readFile(path)
+	b, err := readSingle(path)
 	if err != nil {
 		return nil, err
 	}

@@ -48,7 +48,7 @@ func ParseLimits(r io.Reader) ([16]Rlimit, error) {
 // values but needs permission to change them too.
 func ReadLimits(pid int) ([16]Rlimit, error) {
 	path := pidFile(pid, "limits")
-	b, err := readFile(path)
+	b, err := readSingle(path)
 	if err != nil {
 		return [16]Rlimit{}, err
 	}

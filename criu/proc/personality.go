@@ -16,7 +16,7 @@ func ParsePersonality(r io.Reader) (uint32, error) {
 // PTRACE_MODE_ATTACH, so reading another user's task fails with EACCES.
 func ReadPersonality(pid int) (uint32, error) {
 	path := pidFile(pid, "personality")
-	b, err := readFile(path)
+	b, err := readSingle(path)
 	if err != nil {
 		return 0, err
 	}

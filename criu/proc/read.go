@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -21,27 +22,64 @@ func taskFile(pid, tid int, name string) string {
 	return "/proc/" + strconv.Itoa(pid) + "/task/" + strconv.Itoa(tid) + "/" + name
 }
 
+// ReadFile reads a whole /proc file that the kernel renders in one go
+// (see readSingle), for the engine's own reads of /proc files it has no
+// parser for (oom_score_adj, loginuid, attr/current, syscall,
+// timerslack_ns): three system calls where os.ReadFile makes nine.
+func ReadFile(path string) ([]byte, error) { return readSingle(path) }
+
+// openRead opens path read-only, retrying EINTR, with the error
+// os.Open would give.
+func openRead(path string, flags int) (int, error) {
+	for {
+		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC|flags, 0)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return -1, &os.PathError{Op: "open", Path: path, Err: err}
+		}
+		return fd, nil
+	}
+}
+
+// readBufs holds the buffers readFile reads into: a dump reads some 25
+// /proc files per task, each read until a read returns 0, and a buffer
+// that starts at 4 KiB and doubles took up to 9 reads and as many
+// allocations for one smaps.
+var readBufs = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
+
 // readFile reads a whole /proc file. The *os.PathError it returns names
 // the file and wraps the errno, so ENOENT (the task is gone before open)
 // and ESRCH (it exited between open and read) stay visible to errors.Is.
 //
 // It uses the system calls directly: os.ReadFile also stats the file and
 // tries to add it to the poller (four fcntl and an epoll_ctl that fails),
-// nine calls where three do, some 45 times per task of a dump.
-func readFile(path string) ([]byte, error) {
-	var fd int
-	var err error
-	for {
-		fd, err = unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != unix.EINTR {
-			break
-		}
-	}
+// nine calls where three do, some 45 times per task of a dump. It reads
+// into a pooled 64 KiB buffer, so that a file that fits takes one read
+// besides the one that returns 0, and returns a copy of just the bytes.
+func readFile(path string) ([]byte, error) { return readWhole(path, false) }
+
+// readSingle reads a whole /proc file that the kernel renders in one go:
+// a seq file of one record (single_open: stat, status, fdinfo, limits,
+// personality, auxv, syscall, timerslack_ns) or one read from a buffer
+// (simple_read_from_buffer: oom_score_adj, loginuid, attr/current). A
+// read of such a file copies all there is when the buffer has room for
+// it, so a read that leaves room is the last: the read that would
+// return 0 is not made, one system call less per file, some 15 per task
+// of a dump. A file of many records (maps, smaps, timers, children)
+// comes a page or so per read and must be read with readFile.
+func readSingle(path string) ([]byte, error) { return readWhole(path, true) }
+
+func readWhole(path string, single bool) ([]byte, error) {
+	fd, err := openRead(path, 0)
 	if err != nil {
-		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+		return nil, err
 	}
 	defer unix.Close(fd)
-	buf := make([]byte, 0, 4096)
+	bp := readBufs.Get().(*[]byte)
+	defer readBufs.Put(bp)
+	buf := (*bp)[:0]
 	for {
 		if len(buf) == cap(buf) {
 			buf = append(buf, 0)[:len(buf)]
@@ -54,10 +92,17 @@ func readFile(path string) ([]byte, error) {
 			return nil, &os.PathError{Op: "read", Path: path, Err: err}
 		}
 		if n == 0 {
-			return buf, nil
+			break
 		}
 		buf = buf[:len(buf)+n]
+		if single && len(buf) < cap(buf) {
+			break
+		}
 	}
+	if cap(buf) <= 1<<20 {
+		*bp = buf[:cap(buf)] // keep a grown buffer, up to a bound
+	}
+	return bytes.Clone(buf), nil
 }
 
 // maxLine bounds one line of a text /proc file. The longest legitimate

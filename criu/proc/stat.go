@@ -47,7 +47,7 @@ func ParseStat(r io.Reader) (*Stat, error) {
 // ReadStat reads /proc/PID/task/TID/stat.
 func ReadStat(pid, tid int) (*Stat, error) {
 	path := taskFile(pid, tid, "stat")
-	b, err := readFile(path)
+	b, err := readSingle(path)
 	if err != nil {
 		return nil, err
 	}

@@ -1,9 +1,9 @@
 package proc
 
 import (
-	"bytes"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -38,11 +38,11 @@ func ParseStatus(r io.Reader) (*Status, error) {
 // ReadStatus reads /proc/PID/task/TID/status.
 func ReadStatus(pid, tid int) (*Status, error) {
 	path := taskFile(pid, tid, "status")
-	b, err := readFile(path)
+	b, err := readSingle(path)
 	if err != nil {
 		return nil, err
 	}
-	return parseStatus(bytes.NewReader(b), path)
+	return parseStatusText(string(b), path)
 }
 
 // statusRequired lists the keys every kernel ctcr supports prints for
@@ -55,36 +55,54 @@ var statusRequired = []string{
 	"CapInh", "CapPrm", "CapEff", "CapBnd",
 }
 
+// maxStatus bounds a status file: its longest line, Groups:, is under
+// maxLine.
+const maxStatus = 2 * maxLine
+
 func parseStatus(r io.Reader, file string) (*Status, error) {
+	b, err := io.ReadAll(io.LimitReader(r, maxStatus+1))
+	if err != nil {
+		return nil, &ParseError{File: file, Err: fmt.Errorf("reading: %w", err)}
+	}
+	if len(b) > maxStatus {
+		return nil, fileErr(file, "longer than %d bytes", maxStatus)
+	}
+	return parseStatusText(string(b), file)
+}
+
+// parseStatusText parses a whole status file held in text. It cuts the
+// lines out of text itself and marks the required keys in a bit set: a
+// bufio.Scanner, a string per line and a map of the keys seen were most
+// of what a dump allocated per thread of a process of 1,000 threads,
+// each page of it a fault on a VM where faults are dear.
+func parseStatusText(text, file string) (*Status, error) {
 	s := new(Status)
-	seen := make(map[string]bool, len(statusRequired))
-	l := newLines(r, file)
-	for {
-		line, ok := l.next()
-		if !ok {
-			break
+	var seen uint64 // bit i: statusRequired[i] was seen
+	for n := 1; text != ""; n++ {
+		line := text
+		if i := strings.IndexByte(text, '\n'); i >= 0 {
+			line, text = text[:i], text[i+1:]
+		} else {
+			text = ""
 		}
 		key, val, ok := strings.Cut(line, ":")
 		if !ok {
-			return nil, l.errorf("no ':' in %q", line)
+			return nil, lineErr(file, n, "no ':' in %q", line)
 		}
-		// Values follow one tab. Name keeps everything after it, since a
-		// comm may start with spaces or tabs; the others are trimmed.
 		val = strings.TrimPrefix(val, "\t")
 		if key != "Name" {
 			val = strings.TrimSpace(val)
 		}
 		if err := s.set(key, val); err != nil {
-			return nil, l.errorf("%s: %w", key, err)
+			return nil, lineErr(file, n, "%s: %w", key, err)
 		}
-		seen[key] = true
+		if k := slices.Index(statusRequired, key); k >= 0 {
+			seen |= 1 << k
+		}
 	}
-	if err := l.err(); err != nil {
-		return nil, err
-	}
-	for _, k := range statusRequired {
-		if !seen[k] {
-			return nil, fileErr(file, "no %s: line", k)
+	for k, name := range statusRequired {
+		if seen&(1<<k) == 0 {
+			return nil, fileErr(file, "no %s: line", name)
 		}
 	}
 	return s, nil

@@ -16,7 +16,10 @@
  *   - DIR/priv/gone open after it was unlinked;
  *   - the FIFO DIR/priv/fifo open read-write with bytes queued.
  * A's view has other files at DIR/priv/data, DIR/bound/map and
- * DIR/bound/wd/mark.
+ * DIR/bound/wd/mark; once X is made, A maps its own DIR/bound/map
+ * (MAP_PRIVATE, read-only) and has its cwd in its own DIR/bound/wd: the
+ * same paths as X's, other files (a dump must look each up in its own
+ * task's view, never reuse what it found for the other).
  *
  *   nestedfiles DIR sock
  *
@@ -270,11 +273,16 @@ static void check_x(void)
 
 /* --- A, in ctcr's mount namespace --- */
 
+static char *a_map;
+
 static void check_a(int shared_fd)
 {
 	const char *who = "A";
 	char p[4096], buf[64] = "";
 	struct stat st, dir;
+	if (memcmp(a_map, "root-map", 8) != 0)
+		wl_fail("%s: its mapping of its DIR/bound/map reads \"%.8s\", want \"root-map\"", who, a_map);
+	check_content(who, "mark", root_mark);
 	at(p, priv, "data");
 	check_content(who, p, root_data);
 	struct stat own;
@@ -367,6 +375,14 @@ int main(int argc, char **argv)
 	int shared_fd = recv_fd(sk[0]);
 	close(sk[0]);
 	wait_file("ready-x");
+	at(p, bound, "map");
+	int mfd = open(p, O_RDONLY | O_CLOEXEC);
+	must(mfd >= 0, p);
+	a_map = mmap(NULL, MAPSZ, PROT_READ, MAP_PRIVATE, mfd, 0);
+	must(a_map != MAP_FAILED, "mmap A's DIR/bound/map");
+	close(mfd);
+	at(p, bound, "wd");
+	must(chdir(p) == 0, "chdir A's DIR/bound/wd");
 	wl_ready("x %d\n", x);
 	while (!wl_check_requested())
 		wl_sleep_ms(20);

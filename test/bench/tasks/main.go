@@ -55,6 +55,15 @@ type measure struct {
 	FrozenSeconds  float64 `json:"frozen_seconds"`
 	RestoreSeconds float64 `json:"restore_seconds"`      // ctcr restore --json: restore_seconds
 	RestoreWall    float64 `json:"restore_wall_seconds"` // the ctcr restore -d command, start to exit
+	// CPU time (user+system) of the ctcr command itself: what a task
+	// costs ctcr, which a loaded machine does not inflate as it does
+	// the wall time.
+	DumpCPU    float64 `json:"dump_cpu_seconds"`
+	RestoreCPU float64 `json:"restore_cpu_seconds"`
+	// CPU time the restored tasks ran on their own account before they
+	// were woken: the remote syscalls that built them (their
+	// /proc/PID/task/TID/schedstat, summed).
+	RestoreTaskCPU float64 `json:"restore_task_cpu_seconds"`
 }
 
 type workload struct {
@@ -126,7 +135,8 @@ func bench() error {
 			if err != nil {
 				return fmt.Errorf("%s run %d: %w", wl.name, i+1, err)
 			}
-			fmt.Fprintf(os.Stderr, "%s run %d: dump %.3f s, restore %.3f s for %d tasks\n", wl.name, i+1, m.DumpSeconds, m.RestoreSeconds, wl.n)
+			fmt.Fprintf(os.Stderr, "%s run %d: dump %.3f s (CPU %.3f s), restore %.3f s (CPU %.3f s, tasks %.3f s) for %d tasks\n",
+				wl.name, i+1, m.DumpSeconds, m.DumpCPU, m.RestoreSeconds, m.RestoreCPU, m.RestoreTaskCPU, wl.n)
 			results[wl.name] = append(results[wl.name], m)
 		}
 	}
@@ -191,14 +201,14 @@ func oneRun(ctcr, bin, work, images string, wl workload, i int) (m measure, err 
 		DumpSeconds   float64 `json:"dump_seconds"`
 		FrozenSeconds float64 `json:"frozen_seconds"`
 	}
-	wall, err := ctcrJSON(ctcr, &d, "dump", "-t", strconv.Itoa(pid), "-D", img, "--json")
+	wall, cpu, err := ctcrJSON(ctcr, &d, "dump", "-t", strconv.Itoa(pid), "-D", img, "--json")
 	if err != nil {
 		return m, err
 	}
 	if d.Tasks != wl.tasks {
 		return m, fmt.Errorf("dump --json reports %d tasks, want %d", d.Tasks, wl.tasks)
 	}
-	m.Tasks, m.DumpSeconds, m.DumpWall, m.FrozenSeconds = d.Tasks, d.DumpSeconds, wall.Seconds(), d.FrozenSeconds
+	m.Tasks, m.DumpSeconds, m.DumpWall, m.FrozenSeconds, m.DumpCPU = d.Tasks, d.DumpSeconds, wall.Seconds(), d.FrozenSeconds, cpu.Seconds()
 	cmd.Wait()
 	if err := harness.ReapGone(pids, 30*time.Second); err != nil {
 		return m, fmt.Errorf("after the dump: %w", err)
@@ -208,17 +218,18 @@ func oneRun(ctcr, bin, work, images string, wl workload, i int) (m measure, err 
 		Tasks          int     `json:"tasks"`
 		RestoreSeconds float64 `json:"restore_seconds"`
 	}
-	wall, err = ctcrJSON(ctcr, &r, "restore", "-D", img, "-d", "--json")
+	wall, cpu, err = ctcrJSON(ctcr, &r, "restore", "-D", img, "-d", "--json")
 	if err != nil {
 		return m, err
 	}
 	if r.Tasks != wl.tasks {
 		return m, fmt.Errorf("restore --json reports %d tasks, want %d", r.Tasks, wl.tasks)
 	}
-	m.RestoreSeconds, m.RestoreWall = r.RestoreSeconds, wall.Seconds()
+	m.RestoreSeconds, m.RestoreWall, m.RestoreCPU = r.RestoreSeconds, wall.Seconds(), cpu.Seconds()
 	if got := harness.TreePids(pid); !slices.Equal(got, pids) {
 		return m, fmt.Errorf("restored %d processes, not the %d dumped (or with other PIDs)", len(got), len(pids))
 	}
+	m.RestoreTaskCPU = treeCPU(pids).Seconds()
 	if err := wl.wake(dir, pid); err != nil {
 		return m, err
 	}
@@ -233,9 +244,33 @@ func oneRun(ctcr, bin, work, images string, wl workload, i int) (m measure, err 
 	return m, harness.ReapGone(pids, 30*time.Second)
 }
 
+// treeCPU sums the time on the CPU of every thread of pids, from
+// /proc/PID/task/TID/schedstat (nanoseconds, unlike the clock ticks of
+// stat). A task that is gone counts nothing.
+func treeCPU(pids []int) time.Duration {
+	var sum time.Duration
+	for _, pid := range pids {
+		tids, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+		for _, t := range tids {
+			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/schedstat", pid, t.Name()))
+			if err != nil {
+				continue
+			}
+			f := strings.Fields(string(b))
+			if len(f) == 0 {
+				continue
+			}
+			ns, _ := strconv.ParseInt(f[0], 10, 64)
+			sum += time.Duration(ns)
+		}
+	}
+	return sum
+}
+
 // ctcrJSON runs ctcr, decodes the first line of its stdout into v and
-// returns the command's wall time.
-func ctcrJSON(ctcr string, v any, args ...string) (time.Duration, error) {
+// returns the command's wall time and its CPU time (user+system, its
+// own and that of the children it waited for).
+func ctcrJSON(ctcr string, v any, args ...string) (time.Duration, time.Duration, error) {
 	if *logFlag != "" {
 		args = append(args, "-v", "--log-file", filepath.Join(*logFlag, args[0]+".log"))
 	}
@@ -245,14 +280,18 @@ func ctcrJSON(ctcr string, v any, args ...string) (time.Duration, error) {
 	t0 := time.Now()
 	out, err := cmd.Output()
 	wall := time.Since(t0)
+	var cpu time.Duration
+	if cmd.ProcessState != nil {
+		cpu = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+	}
 	if err != nil {
-		return wall, fmt.Errorf("ctcr %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+		return wall, cpu, fmt.Errorf("ctcr %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
 	}
 	line, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
 	if err := json.Unmarshal([]byte(line), v); err != nil {
-		return wall, fmt.Errorf("ctcr %s printed %q: %w", strings.Join(args, " "), out, err)
+		return wall, cpu, fmt.Errorf("ctcr %s printed %q: %w", strings.Join(args, " "), out, err)
 	}
-	return wall, nil
+	return wall, cpu, nil
 }
 
 func median(ms []measure, f func(measure) float64) float64 {
@@ -278,6 +317,9 @@ func report(workloads []workload, results map[string][]measure) error {
 		{"frozen_seconds", "frozen", func(m measure) float64 { return m.FrozenSeconds }},
 		{"restore_seconds", "restore", func(m measure) float64 { return m.RestoreSeconds }},
 		{"restore_wall_seconds", "restore -d, ctcr command wall time", func(m measure) float64 { return m.RestoreWall }},
+		{"dump_cpu_seconds", "dump, ctcr CPU time", func(m measure) float64 { return m.DumpCPU }},
+		{"restore_cpu_seconds", "restore -d, ctcr CPU time", func(m measure) float64 { return m.RestoreCPU }},
+		{"restore_task_cpu_seconds", "restore -d, restored tasks' CPU time", func(m measure) float64 { return m.RestoreTaskCPU }},
 	}
 	if *jsonFlag {
 		out := map[string]any{"runs": *runsFlag}
