@@ -54,18 +54,7 @@ func TestKillDuringGhostRestore(t *testing.T) {
 				t.Helper()
 				// The janitor is a process running ctcr's binary:
 				// once it is gone it has done its work.
-				deadline := time.Now().Add(10 * time.Second)
-				for {
-					reapZombies()
-					left := ctcrLeftovers(w.pid)
-					if len(left) == 0 {
-						break
-					}
-					if time.Now().After(deadline) {
-						t.Fatalf("%s: left behind %s", after, strings.Join(left, "; "))
-					}
-					time.Sleep(20 * time.Millisecond)
-				}
+				waitNoLeftovers(t, w.pid, 10*time.Second, after)
 				ents, err := os.ReadDir(w.dir)
 				if err != nil {
 					t.Fatal(err)

@@ -344,18 +344,7 @@ func TestKillDuringRestore(t *testing.T) {
 		}
 		// What ctcr made dies with it and is re-parented to this
 		// subreaper: reap it, then nothing may be left.
-		deadline := time.Now().Add(5 * time.Second)
-		for {
-			reapZombies()
-			left := ctcrLeftovers(w.pid)
-			if len(left) == 0 {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s got %v %v into it: left behind %s", r, sig, delay, strings.Join(left, "; "))
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+		waitNoLeftovers(t, w.pid, 5*time.Second, fmt.Sprintf("%s got %v %v into it", r, sig, delay))
 	}
 	if r := runCtcr(t, 60*time.Second, "restore", "-D", img, "-d"); r.code() != 0 {
 		t.Fatalf("%s after the interrupted ones: exit %d: %s", r, r.code(), r.stderr())
@@ -391,6 +380,25 @@ func restoredBeforeTheKill(w *workload) bool {
 		return false
 	}
 	return w.progresses(3*time.Second) == nil
+}
+
+// waitNoLeftovers waits up to timeout, reaping what comes to this
+// subreaper, until a dead ctcr run has left nothing (ctcrLeftovers);
+// after names the run in the failure.
+func waitNoLeftovers(t *testing.T, pid int, timeout time.Duration, after string) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		reapZombies()
+		left := ctcrLeftovers(pid)
+		if len(left) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: left behind %s", after, strings.Join(left, "; "))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // ctcrLeftovers lists what a dead restore may have left: a task holding
