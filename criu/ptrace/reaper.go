@@ -44,29 +44,52 @@ func takeReaped(tid int) (unix.WaitStatus, bool) {
 	return ws, ok
 }
 
-// peerReaper is the watchdog of one Wait.
+// peerReaper is the watchdog of one Wait: it reaps dead peers of the
+// awaited task and enforces the wait's deadline.
 type peerReaper struct {
 	mu      sync.Mutex
 	stopped bool
 	timer   *time.Timer
+	// fired is set, with asleep (where the task slept), once the
+	// deadline passed and the task was sent SIGSTOP. Guarded by mu.
+	fired  bool
+	asleep string
 }
 
 // startPeerReaper arms the watchdog of a wait for tid: each
 // peerReapAfter until stopped, it collects the dead threads of tid's
-// group other than tid (reapPeers).
-func startPeerReaper(tid int) *peerReaper {
+// group other than tid (reapPeers); once d has passed (d > 0), it
+// sends tid SIGSTOP (see waitFor).
+func startPeerReaper(tid int, d time.Duration) *peerReaper {
 	w := &peerReaper{}
+	start := time.Now()
 	var tick func()
 	tick = func() {
 		reapPeers(tid)
 		w.mu.Lock()
 		defer w.mu.Unlock()
-		if !w.stopped {
-			w.timer = time.AfterFunc(peerReapAfter, tick)
+		if w.stopped {
+			return
 		}
+		if d > 0 && !w.fired && time.Since(start) >= d {
+			w.fired = true
+			w.asleep = wchan(tid)
+			// tkill, not tgkill: tid's thread group is not known here,
+			// and the stop must be this thread's.
+			unix.Syscall(unix.SYS_TKILL, uintptr(tid), uintptr(unix.SIGSTOP), 0)
+		}
+		w.timer = time.AfterFunc(peerReapAfter, tick)
 	}
 	w.timer = time.AfterFunc(peerReapAfter, tick)
 	return w
+}
+
+// expired reports whether the deadline passed, and where the task slept
+// then.
+func (w *peerReaper) expired() (bool, string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.fired, w.asleep
 }
 
 func (w *peerReaper) stop() {
