@@ -32,6 +32,11 @@ func WaitTimeout(tid int, d time.Duration) (Stop, error) {
 		if err == unix.EINTR {
 			continue
 		}
+		if err == unix.ECHILD {
+			if ws, ok := takeReaped(tid); ok {
+				return Stop{Status: ws}, nil
+			}
+		}
 		if err != nil {
 			return Stop{}, os.NewSyscallError(fmt.Sprintf("wait4 %d", tid), err)
 		}
@@ -103,13 +108,18 @@ const killDeadline = 10 * time.Second
 // deaths of ctcr's other children too (as any wait for any child does):
 // run it when ctcr has none it waits for.
 func CollectExits(tids []int) error {
+	return collectExits(tids, killDeadline)
+}
+
+// collectExits is CollectExits with deadline d.
+func collectExits(tids []int, d time.Duration) error {
 	left := make(map[int]bool, len(tids))
 	for _, tid := range tids {
 		if _, ok := takeReaped(tid); !ok {
 			left[tid] = true
 		}
 	}
-	deadline := time.Now().Add(killDeadline)
+	deadline := time.Now().Add(d)
 	pause := 20 * time.Microsecond
 	for len(left) > 0 {
 		var ws unix.WaitStatus
@@ -140,7 +150,7 @@ func CollectExits(tids []int) error {
 		}
 		if time.Now().After(deadline) {
 			for tid := range left {
-				return fmt.Errorf("%s (and %d more) not dead %v after SIGKILL (asleep in %s): %w", taskName(tid), len(left)-1, killDeadline, wchan(tid), ErrWaitTimeout)
+				return fmt.Errorf("%s (and %d more) not dead %v after SIGKILL (asleep in %s): %w", taskName(tid), len(left)-1, d, wchan(tid), ErrWaitTimeout)
 			}
 		}
 		time.Sleep(pause)

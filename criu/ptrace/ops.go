@@ -185,12 +185,17 @@ const seizeDeadline = 10 * time.Second
 // a task that an interrupt cannot stop either. Each thread is waited
 // for once per dump and is usually stopped already when asked.
 func WaitSeized(tid int) ([]Siginfo, error) {
+	return waitSeized(tid, seizeDeadline)
+}
+
+// waitSeized is WaitSeized with deadline d.
+func waitSeized(tid int, d time.Duration) ([]Siginfo, error) {
 	var stolen []Siginfo
-	deadline := time.Now().Add(seizeDeadline)
+	deadline := time.Now().Add(d)
 	for {
 		st, err := WaitTimeout(tid, time.Until(deadline))
 		if errors.Is(err, ErrWaitTimeout) {
-			return stolen, fmt.Errorf("%s: no stop within %v while being seized (asleep in %s): %w", taskName(tid), seizeDeadline, wchan(tid), ErrWaitTimeout)
+			return stolen, fmt.Errorf("%s: no stop within %v while being seized (asleep in %s): %w", taskName(tid), d, wchan(tid), ErrWaitTimeout)
 		}
 		if err != nil {
 			return stolen, err
