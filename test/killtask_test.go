@@ -110,8 +110,11 @@ func (v victim) kill() {
 	}
 }
 
+// deadlineRe finds the messages of a wait that reached its deadline.
+var deadlineRe = regexp.MustCompile(`no stop within|not dead .* after SIGKILL|did not finish within`)
+
 // taskRe finds a task named in an error message.
-var taskRe = regexp.MustCompile(`\b(task|process|thread) \d+`)
+var taskRe = regexp.MustCompile(`\b(task|process|thread|puppet) \d+`)
 
 // checkKilledRun checks how a ctcr run whose workload was killed ended:
 // status 0, or 1 with one line naming a task, no panic.
@@ -120,6 +123,12 @@ func checkKilledRun(t *testing.T, r *ctcrRun, v victim, delay time.Duration) {
 	stderr := strings.TrimSpace(r.stderr())
 	if strings.Contains(stderr, "panic") || strings.Contains(stderr, "goroutine ") {
 		t.Fatalf("%s, %v killed %v into it, panicked: %s", r, v, delay, stderr)
+	}
+	if deadlineRe.MatchString(stderr) {
+		// A killed task is reported by the kernel at once once ctcr
+		// collects what holds its report back: a wait that needed its
+		// deadline waited on something ctcr should have collected.
+		t.Errorf("%s, %v killed %v into it: a wait ended by its deadline, not by the kill: %s", r, v, delay, stderr)
 	}
 	switch r.code() {
 	case 0:
@@ -337,4 +346,112 @@ func endWorkload(t *testing.T, w *workload) {
 	if err := harness.KillWorkload(w.pid, w.dir, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// containerTasks lists the processes of a test container (its init and
+// the init's children) with their threads, as treeTasks does.
+func containerTasks(init int) [][]int {
+	var procs [][]int
+	pids := []int{init}
+	for pid := range childrenOf(init) {
+		pids = append(pids, pid)
+	}
+	for _, pid := range pids {
+		tids := []int{pid}
+		ents, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+		for _, e := range ents {
+			if tid, err := strconv.Atoi(e.Name()); err == nil && tid != pid {
+				tids = append(tids, tid)
+			}
+		}
+		procs = append(procs, tids)
+	}
+	return procs
+}
+
+// TestKillTaskDuringCheckpoint kills the whole container, its init or
+// one of its other processes at random moments of `ctcr checkpoint
+// --leave-running` of a runc container: the checkpoint path seizes the
+// tasks while the cgroup freezer holds them, and the init of a PID
+// namespace, killed, waits for every task of it to be reaped, which the
+// traced ones cannot be until ctcr collects them. ctcr must end within
+// killTaskDeadline with 0, or 16 (31: the container had stopped before
+// ctcr looked) and one line naming a task or the container, and leave
+// no task of it traced, stopped or frozen.
+func TestKillTaskDuringCheckpoint(t *testing.T) {
+	needRunc(t)
+	tries := killTaskTries() * 6 / 10 // each try starts a container: 6, 60 with CTCR_STRESS
+	var took time.Duration
+	failed := 0
+	for i := 0; i < tries; i++ {
+		c := newContainer(t, "killtask", nil)
+		c.start()
+		st, err := c.state()
+		if err != nil {
+			t.Fatal(err)
+		}
+		procs := containerTasks(st.Pid)
+		dir := filepath.Join(t.TempDir(), "ck")
+		if i == 0 {
+			// One undisturbed checkpoint tells over how long the kills
+			// spread.
+			start := time.Now()
+			checkpointContainer(t, c, dir, "--leave-running")
+			took = time.Since(start)
+			dir += "2"
+		}
+		var v victim
+		switch {
+		case i%3 == 0:
+			v = pickVictim(0, procs)
+			v.what = "the whole container"
+		case i%3 == 1:
+			v = victim{what: fmt.Sprintf("the container's init %d", st.Pid), tasks: [][2]int{{st.Pid, st.Pid}}}
+		default:
+			p := procs[1+rand.Intn(len(procs)-1)]
+			v = victim{what: fmt.Sprintf("process %d of the container", p[0]), tasks: [][2]int{{p[0], p[0]}}}
+		}
+		delay := time.Duration(rand.Int63n(int64(took)))
+		r := startCtcr(t, "checkpoint", c.id, "-D", dir, "--leave-running")
+		time.Sleep(delay)
+		v.kill()
+		if err := r.wait(killTaskDeadline); err != nil {
+			t.Fatalf("%v killed %v into it: %v", v, delay, err)
+		}
+		stderr := strings.TrimSpace(r.stderr())
+		t.Logf("%v killed %v into it: exit %d %s", v, delay, r.code(), stderr)
+		switch {
+		case strings.Contains(stderr, "panic") || strings.Contains(stderr, "goroutine "):
+			t.Fatalf("%s, %v killed %v into it, panicked: %s", r, v, delay, stderr)
+		case deadlineRe.MatchString(stderr):
+			t.Errorf("%s, %v killed %v into it: a wait ended by its deadline, not by the kill: %s", r, v, delay, stderr)
+		case r.code() == 0:
+		case r.code() == 16 || r.code() == 31:
+			// 31: the container was gone before ctcr looked at it.
+			failed++
+			if strings.Contains(stderr, "\n") || !(taskRe.MatchString(stderr) || strings.Contains(stderr, c.id)) {
+				t.Errorf("%s, %v killed %v into it: exit %d with %q, want one line naming the task or the container", r, v, delay, r.code(), stderr)
+			}
+		default:
+			t.Errorf("%s, %v killed %v into it: exit %d, want 0, 16 or 31; stderr: %s", r, v, delay, r.code(), stderr)
+		}
+		if err := freeOrGone(procs); err != nil {
+			t.Fatalf("after %s (exit %d), %v killed %v into it: %v", r, r.code(), v, delay, err)
+		}
+		if exists(st.Pid) {
+			deadline := time.Now().Add(5 * time.Second)
+			for {
+				fs, err := freezerState(st.Pid)
+				if err != nil || fs == "THAWED" {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("after %s (exit %d), %v killed %v into it: the container's freezer is %s 5 s later", r, r.code(), v, delay, fs)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+		c.cleanup()
+	}
+	t.Logf("%d kills: %d checkpoints failed, %d finished (an undisturbed one took %v)", tries, failed, tries-failed, took)
 }
