@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -245,4 +246,67 @@ func TestCollectExits(t *testing.T) {
 		}
 		return Detach(alive.Process.Pid)
 	})
+}
+
+// TestWaitForDeadNamespaceInit seizes the init of a PID namespace (a
+// container's) and its two children, kills the init and waits for it
+// alone: an init that exits kills every task of its namespace and waits,
+// inside the kernel, until each is reaped, and the dead children's
+// deaths go to ctcr, their tracer, first. Wait must collect them and
+// return the init's death, not wait forever.
+func TestWaitForDeadNamespaceInit(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (ptrace, CLONE_NEWPID)")
+	}
+	cmd := exec.Command("/bin/sh", "-c", "sleep 60 & sleep 60 & wait")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: unix.CLONE_NEWPID}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	init := cmd.Process.Pid
+	var kids []int
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	for deadline := time.Now().Add(10 * time.Second); len(kids) < 2; time.Sleep(10 * time.Millisecond) {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", init, init))
+		kids = kids[:0]
+		for _, f := range strings.Fields(string(b)) {
+			if pid, err := strconv.Atoi(f); err == nil {
+				kids = append(kids, pid)
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the namespace's init %d made %d children in 10 s, want 2", init, len(kids))
+		}
+	}
+	tr := NewTracer()
+	doWithin(t, tr, "a wait for a killed namespace init", func() error {
+		for _, pid := range append([]int{init}, kids...) {
+			if _, err := Seize(pid, 0); err != nil {
+				return err
+			}
+		}
+		unix.Kill(init, unix.SIGKILL)
+		st, err := Wait(init)
+		if err != nil {
+			return err
+		}
+		if !st.Exited() {
+			t.Errorf("init %d: %v, want its death", init, st)
+		}
+		for _, kid := range kids {
+			// Collected while the init's wait lasted: reported now.
+			st, err := Wait(kid)
+			if err != nil {
+				return err
+			}
+			if !st.Exited() {
+				t.Errorf("child %d: %v, want its death", kid, st)
+			}
+		}
+		return nil
+	})
+	tr.Close()
 }
