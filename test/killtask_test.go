@@ -204,6 +204,7 @@ func TestKillTaskDuringDump(t *testing.T) {
 			}
 			endWorkload(t, w)
 			failed := 0
+			var slowest time.Duration // from a kill to ctcr's end
 			for i := 0; i < killTaskTries(); i++ {
 				w := startWorkload(t, "killtree", killTreeArgs...)
 				procs := treeTasks(t, w)
@@ -213,9 +214,11 @@ func TestKillTaskDuringDump(t *testing.T) {
 				r := startCtcr(t, args...)
 				time.Sleep(delay)
 				v.kill()
+				killed := time.Now()
 				if err := r.wait(killTaskDeadline); err != nil {
 					t.Fatalf("%v killed %v into it: %v", v, delay, err)
 				}
+				slowest = max(slowest, time.Since(killed))
 				checkKilledRun(t, r, v, delay)
 				t.Logf("%v killed %v into it: exit %d %s", v, delay, r.code(), strings.TrimSpace(r.stderr()))
 				if r.code() != 0 {
@@ -226,7 +229,7 @@ func TestKillTaskDuringDump(t *testing.T) {
 				}
 				endWorkload(t, w)
 			}
-			t.Logf("%d kills: %d dumps failed, %d finished (an undisturbed dump took %v)", killTaskTries(), failed, killTaskTries()-failed, took)
+			t.Logf("%d kills: %d dumps failed, %d finished (an undisturbed dump took %v); ctcr ended at most %v after a kill", killTaskTries(), failed, killTaskTries()-failed, took, slowest)
 		})
 	}
 }
@@ -263,6 +266,7 @@ func TestKillTaskDuringRestore(t *testing.T) {
 	took := time.Since(start)
 	gone()
 	failed := 0
+	var slowest time.Duration // from a kill (or the start, if none) to ctcr's end
 	for i := 0; i < killTaskTries(); i++ {
 		v := pickVictim(i, procs)
 		puppet := i%4 == 3
@@ -274,6 +278,7 @@ func TestKillTaskDuringRestore(t *testing.T) {
 		// Kill as soon as the victim exists from delay on: before it
 		// exists a kill would hit nothing (or a stranger's task).
 		at := time.Now().Add(delay)
+		killed := time.Now()
 		for !r.exited() {
 			if time.Now().After(at) {
 				if puppet {
@@ -282,10 +287,12 @@ func TestKillTaskDuringRestore(t *testing.T) {
 					if pp := puppetOf(r.cmd.Process.Pid); pp != 0 {
 						v = victim{what: fmt.Sprintf("the puppet %d", pp), tasks: [][2]int{{pp, pp}}}
 						v.kill()
+						killed = time.Now()
 						break
 					}
 				} else if exists(v.tasks[0][1]) {
 					v.kill()
+					killed = time.Now()
 					break
 				}
 			}
@@ -294,6 +301,7 @@ func TestKillTaskDuringRestore(t *testing.T) {
 		if err := r.wait(killTaskDeadline); err != nil {
 			t.Fatalf("%v killed %v into it: %v", v, delay, err)
 		}
+		slowest = max(slowest, time.Since(killed))
 		checkKilledRun(t, r, v, delay)
 		t.Logf("%v killed %v into it: exit %d %s", v, delay, r.code(), strings.TrimSpace(r.stderr()))
 		if r.code() != 0 {
@@ -320,7 +328,7 @@ func TestKillTaskDuringRestore(t *testing.T) {
 		}
 		gone()
 	}
-	t.Logf("%d kills: %d restores failed, %d finished (an undisturbed restore took %v)", killTaskTries(), failed, killTaskTries()-failed, took)
+	t.Logf("%d kills: %d restores failed, %d finished (an undisturbed restore took %v); ctcr ended at most %v after a kill", killTaskTries(), failed, killTaskTries()-failed, took, slowest)
 	// The image still restores, and the tree checks itself.
 	restoreForeground(t, w, img, scenario{}, nil)
 }
@@ -381,7 +389,7 @@ func containerTasks(init int) [][]int {
 func TestKillTaskDuringCheckpoint(t *testing.T) {
 	needRunc(t)
 	tries := killTaskTries() * 6 / 10 // each try starts a container: 6, 60 with CTCR_STRESS
-	var took time.Duration
+	var took, slowest time.Duration
 	failed := 0
 	for i := 0; i < tries; i++ {
 		c := newContainer(t, "killtask", nil)
@@ -415,9 +423,11 @@ func TestKillTaskDuringCheckpoint(t *testing.T) {
 		r := startCtcr(t, "checkpoint", c.id, "-D", dir, "--leave-running")
 		time.Sleep(delay)
 		v.kill()
+		killed := time.Now()
 		if err := r.wait(killTaskDeadline); err != nil {
 			t.Fatalf("%v killed %v into it: %v", v, delay, err)
 		}
+		slowest = max(slowest, time.Since(killed))
 		stderr := strings.TrimSpace(r.stderr())
 		t.Logf("%v killed %v into it: exit %d %s", v, delay, r.code(), stderr)
 		switch {
@@ -453,5 +463,5 @@ func TestKillTaskDuringCheckpoint(t *testing.T) {
 		}
 		c.cleanup()
 	}
-	t.Logf("%d kills: %d checkpoints failed, %d finished (an undisturbed one took %v)", tries, failed, tries-failed, took)
+	t.Logf("%d kills: %d checkpoints failed, %d finished (an undisturbed one took %v); ctcr ended at most %v after a kill", tries, failed, tries-failed, took, slowest)
 }
