@@ -13,6 +13,7 @@ package container
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,6 +23,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/ctcr/ctcr/criu/proc"
 	"github.com/ctcr/ctcr/internal/atomicfile"
@@ -264,10 +266,24 @@ func lxcPaths(first string) []string {
 // the default /var/lib/lxc.
 var LXCConfig = "/etc/lxc/lxc.conf"
 
+// lxcInfoWait bounds lxc-info, which asks the container's monitor over
+// its command socket and answers in milliseconds; a monitor that is
+// stopped or stuck would hold it, and ctcr, forever.
+const lxcInfoWait = 10 * time.Second
+
 // lxcInfoPid asks LXC's monitor of container id in lxcpath for its
 // init's PID.
 func lxcInfoPid(lxcpath, id string) (int, error) {
-	out, err := exec.Command("lxc-info", "-P", lxcpath, "-n", id, "-p", "-H").Output()
+	ctx, cancel := context.WithTimeout(context.Background(), lxcInfoWait)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "lxc-info", "-P", lxcpath, "-n", id, "-p", "-H")
+	// Killed at the deadline, lxc-info may leave a child holding its
+	// stdout: stop waiting for the pipe soon after.
+	cmd.WaitDelay = time.Second
+	out, err := cmd.Output()
+	if ctx.Err() != nil {
+		return 0, fmt.Errorf("lxc-info of container %s (lxcpath %s): no answer within %v", id, lxcpath, lxcInfoWait)
+	}
 	if err != nil {
 		return 0, fmt.Errorf("lxc-info: %w", err)
 	}

@@ -1829,31 +1829,21 @@ func innermost(ids []int, host int) int {
 //
 // Preconditions: runs on the tracer thread.
 func (d *dumpTree) kill() error {
-	left := map[int]bool{}
+	var left []int
 	for _, p := range d.procs {
 		if p.zombie {
 			continue
 		}
 		unix.Kill(p.pid, unix.SIGKILL)
 		for _, th := range p.threads {
-			left[th.tid] = true
+			left = append(left, th.tid)
 		}
 		if len(p.threads) > 0 && p.threads[0].ctl != nil {
 			p.threads[0].ctl.mem.Close()
 		}
 	}
-	for len(left) > 0 {
-		var ws unix.WaitStatus
-		tid, err := unix.Wait4(-1, &ws, unix.WALL, nil)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("wait for the dumped tasks to die: %w (%d left)", err, len(left))
-		}
-		if ws.Exited() || ws.Signaled() {
-			delete(left, tid)
-		}
+	if err := ptrace.CollectExits(left); err != nil {
+		return fmt.Errorf("wait for the dumped tasks to die: %w", err)
 	}
 	return nil
 }

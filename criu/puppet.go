@@ -149,7 +149,7 @@ func (p *puppet) prepare(imageSpans []span) error {
 	}
 	mem, err := ptrace.OpenMem(p.pid)
 	if err != nil {
-		return err
+		return fmt.Errorf("puppet %d: %w", p.pid, err)
 	}
 	// The puppet stopped at exec before its first instruction: put a
 	// syscall instruction there (a private copy-on-write page of its

@@ -392,7 +392,7 @@ func (t *restoringTask) attach() error {
 	}
 	mem, err := ptrace.OpenMem(t.pid)
 	if err != nil {
-		return err
+		return fmt.Errorf("task %d: %w", t.pid, err)
 	}
 	t.ctl = &taskCtl{tid: t.pid, mem: mem, r: &ptrace.Remote{Tid: t.pid, IP: t.ctlAddr, Base: regs},
 		scratch: t.ctlAddr + pageSize, size: ctlSize - pageSize, runner: t.ctlAddr + runnerOffset}

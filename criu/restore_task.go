@@ -669,6 +669,14 @@ func (rt *restoreTree) finish() error {
 		}
 		for _, id := range append(t.threadIDs(), t.pid) {
 			if err := ptrace.Detach(id); err != nil {
+				// Killed (SIGKILL from outside) as it is let go: it was
+				// restored, and its death is its own, as if it came a
+				// moment later. Failing here would leave the tasks let
+				// go already running while reporting a failed restore.
+				if errors.Is(err, unix.ESRCH) && groupExiting(t.pid) {
+					rt.opts.logf("task %d (thread %d) was killed as it was let go", t.pid, id)
+					continue
+				}
 				return err
 			}
 		}

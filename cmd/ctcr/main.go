@@ -91,7 +91,9 @@ state.`,
 	if err == nil || errors.As(err, &ee) {
 		return code
 	}
-	fmt.Fprintf(stderr, "ctcr: %v\n", err)
+	// One line, as the contract says: errors.Join (the failures of
+	// several threads collected together) puts each on its own.
+	fmt.Fprintf(stderr, "ctcr: %s\n", strings.ReplaceAll(err.Error(), "\n", "; "))
 	if g.json || slices.Contains(args, "--json") {
 		// A script reading stdout learns of the failure there too.
 		printJSON(stdout, map[string]any{"error": err.Error(), "exit": code})

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -42,16 +43,19 @@ func (s Stop) String() string {
 	case s.Status.Exited():
 		return fmt.Sprintf("exited with status %d", s.Status.ExitStatus())
 	case s.Status.Signaled():
-		return fmt.Sprintf("killed by %v", s.Status.Signal())
+		// SignalName: the %v of a unix.Signal is strsignal's text
+		// ("killed"), which made "killed by killed".
+		return fmt.Sprintf("killed by %s", unix.SignalName(s.Status.Signal()))
 	case s.Event() != 0:
 		return fmt.Sprintf("event stop %d (%v)", s.Event(), s.Signal())
 	case s.Status.Stopped():
-		return fmt.Sprintf("stopped by %v", s.Signal())
+		return fmt.Sprintf("stopped by %s", unix.SignalName(s.Signal()))
 	}
 	return fmt.Sprintf("wait status %#x", uint32(s.Status))
 }
 
-// Wait waits for the next state change of tid.
+// Wait waits for the next state change of tid, for at most waitDeadline
+// (then it fails with ErrWaitTimeout).
 //
 // A group leader's exit is reported only once every other thread of its
 // group is released, and a traced thread that died stays a zombie until
@@ -61,10 +65,33 @@ func (s Stop) String() string {
 // lasts, a watchdog collects those threads (reapPeers); their statuses
 // are kept for the Wait that asks for them later.
 func Wait(tid int) (Stop, error) {
+	return waitFor(tid, waitDeadline)
+}
+
+// waitDeadline bounds Wait. What ctcr waits for comes in microseconds (a
+// stop it asked for, a remote call's end, the death of a task it
+// killed); the slowest single waits are remote calls that move memory
+// (a preadv of one run of pages, a populate), which at the 1-2 GB/s of
+// these machines fill tens of GiB in this time. A wait this long is on a
+// task asleep in the kernel (a remote call that blocks, a frozen cgroup)
+// that nothing else will wake.
+const waitDeadline = 60 * time.Second
+
+// waitFor is Wait with deadline d (0: none, for a caller that bounds the
+// wait itself, as CodeRun does).
+//
+// The wait blocks in wait4 (polling would cost every remote call on
+// the hot path); its watchdog, a timer that costs nothing until it
+// fires, ends it at d by sending the task SIGSTOP from another thread,
+// which wakes an interruptible sleep into a signal-delivery-stop that
+// wait4 reports: that stop is returned with ErrWaitTimeout, and the
+// SIGSTOP, consumed by the stop, is never delivered. (A task in an
+// uninterruptible sleep stops only when the sleep ends.)
+func waitFor(tid int, d time.Duration) (Stop, error) {
 	if ws, ok := takeReaped(tid); ok {
 		return Stop{Status: ws}, nil
 	}
-	w := startPeerReaper(tid)
+	w := startPeerReaper(tid, d)
 	defer w.stop()
 	var ws unix.WaitStatus
 	for {
@@ -80,8 +107,30 @@ func Wait(tid int) (Stop, error) {
 		if err != nil {
 			return Stop{}, os.NewSyscallError(fmt.Sprintf("wait4 %d", tid), err)
 		}
-		return Stop{Status: ws}, nil
+		st := Stop{Status: ws}
+		if fired, asleep := w.expired(); fired && st.SignalDelivery() && st.Signal() == unix.SIGSTOP {
+			return st, fmt.Errorf("%s: no stop within %v (asleep in %s): %w", taskName(tid), d, asleep, ErrWaitTimeout)
+		}
+		return st, nil
 	}
+}
+
+// taskName names thread tid for messages: "task PID (thread TID)", or
+// "task TID" for a main thread (or one gone).
+func taskName(tid int) string {
+	if tg := threadGroup(tid); tg != 0 && tg != tid {
+		return fmt.Sprintf("task %d (thread %d)", tg, tid)
+	}
+	return fmt.Sprintf("task %d", tid)
+}
+
+// wchan names the kernel function tid sleeps in, for messages.
+func wchan(tid int) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/wchan", tid))
+	if err != nil || len(b) == 0 || string(b) == "0" {
+		return "?"
+	}
+	return string(b)
 }
 
 // Siginfo is the kernel's siginfo_t, 128 bytes, kept raw: ctcr stores it
@@ -118,12 +167,36 @@ func Attach(tid int, options int) error {
 	return nil
 }
 
+// seizeDeadline bounds how long an attached task may take to reach its
+// interrupt stop. It stops as soon as it is scheduled or its current
+// syscall is interrupted: within milliseconds even for the last of
+// thousands of threads attached at once on a loaded machine. A task that
+// has not stopped by then sleeps where no signal reaches it (state D: a
+// stuck file system, a device), and would hold the whole dump.
+const seizeDeadline = 10 * time.Second
+
 // WaitSeized waits for an attached task to reach its interrupt stop,
-// keeping the signals it dequeues on the way (see Seize).
+// keeping the signals it dequeues on the way (see Seize). A task that
+// does not stop within seizeDeadline fails it with ErrWaitTimeout; it
+// stays attached until the tracer thread ends (Tracer.Close), which
+// detaches it with its interrupt pending no more.
+//
+// Polled (WaitTimeout), unlike Wait: the watchdog's SIGSTOP cannot stop
+// a task that an interrupt cannot stop either. Each thread is waited
+// for once per dump and is usually stopped already when asked.
 func WaitSeized(tid int) ([]Siginfo, error) {
+	return waitSeized(tid, seizeDeadline)
+}
+
+// waitSeized is WaitSeized with deadline d.
+func waitSeized(tid int, d time.Duration) ([]Siginfo, error) {
 	var stolen []Siginfo
+	deadline := time.Now().Add(d)
 	for {
-		st, err := Wait(tid)
+		st, err := WaitTimeout(tid, time.Until(deadline))
+		if errors.Is(err, ErrWaitTimeout) {
+			return stolen, fmt.Errorf("%s: no stop within %v while being seized (asleep in %s): %w", taskName(tid), d, wchan(tid), ErrWaitTimeout)
+		}
 		if err != nil {
 			return stolen, err
 		}

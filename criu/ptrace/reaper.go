@@ -44,29 +44,52 @@ func takeReaped(tid int) (unix.WaitStatus, bool) {
 	return ws, ok
 }
 
-// peerReaper is the watchdog of one Wait.
+// peerReaper is the watchdog of one Wait: it reaps dead peers of the
+// awaited task and enforces the wait's deadline.
 type peerReaper struct {
 	mu      sync.Mutex
 	stopped bool
 	timer   *time.Timer
+	// fired is set, with asleep (where the task slept), once the
+	// deadline passed and the task was sent SIGSTOP. Guarded by mu.
+	fired  bool
+	asleep string
 }
 
 // startPeerReaper arms the watchdog of a wait for tid: each
 // peerReapAfter until stopped, it collects the dead threads of tid's
-// group other than tid (reapPeers).
-func startPeerReaper(tid int) *peerReaper {
+// group other than tid (reapPeers); once d has passed (d > 0), it
+// sends tid SIGSTOP (see waitFor).
+func startPeerReaper(tid int, d time.Duration) *peerReaper {
 	w := &peerReaper{}
+	start := time.Now()
 	var tick func()
 	tick = func() {
 		reapPeers(tid)
 		w.mu.Lock()
 		defer w.mu.Unlock()
-		if !w.stopped {
-			w.timer = time.AfterFunc(peerReapAfter, tick)
+		if w.stopped {
+			return
 		}
+		if d > 0 && !w.fired && time.Since(start) >= d {
+			w.fired = true
+			w.asleep = wchan(tid)
+			// tkill, not tgkill: tid's thread group is not known here,
+			// and the stop must be this thread's.
+			unix.Syscall(unix.SYS_TKILL, uintptr(tid), uintptr(unix.SIGSTOP), 0)
+		}
+		w.timer = time.AfterFunc(peerReapAfter, tick)
 	}
 	w.timer = time.AfterFunc(peerReapAfter, tick)
 	return w
+}
+
+// expired reports whether the deadline passed, and where the task slept
+// then.
+func (w *peerReaper) expired() (bool, string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.fired, w.asleep
 }
 
 func (w *peerReaper) stop() {
@@ -76,35 +99,104 @@ func (w *peerReaper) stop() {
 	w.timer.Stop()
 }
 
-// reapPeers collects, when tid is a group leader that died, with a wait4
-// that does not block, every other thread of its group that is a
-// zombie: dead threads ctcr traces, which hold back the report of their
-// leader's exit. Any thread of ctcr may collect a tracee, not only its
-// tracer.
+// reapPeers collects, with wait4 calls that do not block, the dead
+// tracees that hold back the report of tid's death:
+//
+//   - when tid is a group leader that died, every other thread of its
+//     group that is a zombie: the kernel reports a leader's exit only
+//     once its other threads are released;
+//   - when tid's process is exiting, every child of it that is a zombie
+//     ctcr traces (its dead threads first, then itself): the init of a
+//     PID namespace (a container's) kills every task of the namespace as
+//     it exits and waits, inside the kernel, until each is reaped, but a
+//     traced child's death goes to its tracer first.
+//
+// Any thread of ctcr may collect a tracee, not only its tracer. What it
+// collects is kept for the Wait that asks for it (takeReaped).
 func reapPeers(tid int) {
 	tgid := threadGroup(tid)
-	if tgid != tid || !zombie(tgid, tid) {
-		return // only a dead leader waits for its threads
+	if tgid == 0 {
+		return
 	}
-	dir := fmt.Sprintf("/proc/%d/task", tgid)
-	entries, err := os.ReadDir(dir)
+	if tgid == tid && zombie(tgid, tid) {
+		reapThreads(tgid)
+	}
+	if exiting(tgid) {
+		reapDeadChildren(tgid)
+	}
+}
+
+// reapThreads collects the zombie threads of process tgid but its
+// main one.
+func reapThreads(tgid int) {
+	entries, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", tgid))
 	if err != nil {
 		return
 	}
 	for _, e := range entries {
 		peer, err := strconv.Atoi(e.Name())
-		if err != nil || peer == tid || !zombie(tgid, peer) {
+		if err != nil || peer == tgid || !zombie(tgid, peer) {
 			continue
 		}
-		var ws unix.WaitStatus
-		got, err := unix.Wait4(peer, &ws, unix.WALL|unix.WNOHANG, nil)
-		if err != nil || got != peer {
-			continue // not ours, or not dead yet
-		}
-		reapedMu.Lock()
-		reaped[peer] = ws
-		reapedMu.Unlock()
+		collect(peer)
 	}
+}
+
+// reapDeadChildren collects the zombie children of process pid that
+// ctcr traces, each with its zombie threads.
+func reapDeadChildren(pid int) {
+	entries, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", pid, e.Name()))
+		if err != nil {
+			continue
+		}
+		for _, f := range strings.Fields(string(b)) {
+			child, err := strconv.Atoi(f)
+			if err != nil || !zombie(child, child) {
+				continue
+			}
+			reapThreads(child)
+			collect(child)
+		}
+	}
+}
+
+// collect reaps tid if it is a dead tracee (or child) of ctcr and keeps
+// its status.
+func collect(tid int) {
+	var ws unix.WaitStatus
+	got, err := unix.Wait4(tid, &ws, unix.WALL|unix.WNOHANG, nil)
+	if err != nil || got != tid {
+		return // not ours, or not dead yet
+	}
+	reapedMu.Lock()
+	reaped[tid] = ws
+	reapedMu.Unlock()
+}
+
+// exiting reports whether process pid is exiting (PF_EXITING in its
+// stat flags, include/linux/sched.h).
+func exiting(pid int) bool {
+	const pfExiting = 0x4
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return false
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 7 {
+		return false
+	}
+	flags, err := strconv.ParseUint(f[6], 10, 64)
+	return err == nil && flags&pfExiting != 0
 }
 
 // threadGroup returns the thread group ID of tid, or 0 if it is gone.

@@ -156,7 +156,7 @@ func (r *Remote) syscallStops(nr uintptr) (uint64, error) {
 		}
 		st, err := Wait(r.Tid)
 		if err != nil {
-			return 0, err
+			return 0, fmt.Errorf("remote %s in task %d: %w", SyscallName(nr), r.Tid, err)
 		}
 		switch {
 		case st.Exited():
@@ -207,7 +207,7 @@ func (r *Remote) step(nr uintptr, regs *Regs) (uint64, error) {
 		}
 		st, err := Wait(r.Tid)
 		if err != nil {
-			return 0, err
+			return 0, fmt.Errorf("remote %s in task %d: %w", SyscallName(nr), r.Tid, err)
 		}
 		switch {
 		case st.Exited():
@@ -338,6 +338,8 @@ var syscallNames = map[uintptr]string{
 	unix.SYS_RT_TGSIGQUEUEINFO: "rt_tgsigqueueinfo", unix.SYS_SET_TID_ADDRESS: "set_tid_address",
 	unix.SYS_SET_ROBUST_LIST: "set_robust_list", unix.SYS_RSEQ: "rseq", unix.SYS_MADVISE: "madvise",
 	unix.SYS_OPENAT: "openat", unix.SYS_LSEEK: "lseek", unix.SYS_EXIT_GROUP: "exit_group",
+	unix.SYS_SETPGID: "setpgid", unix.SYS_SETSID: "setsid", unix.SYS_WAIT4: "wait4",
+	unix.SYS_PIPE2: "pipe2", unix.SYS_VMSPLICE: "vmsplice", unix.SYS_TGKILL: "tgkill",
 }
 
 // RunCode runs the task from entry with the given registers changed
@@ -430,7 +432,9 @@ const runDeadline = 60 * time.Second
 func (run *CodeRun) wait() (Regs, error) {
 	r, regs := run.r, run.regs
 	for {
-		st, err := Wait(r.Tid)
+		// runDeadline bounds the whole run (StartCode's timer), with a
+		// message that says what ran.
+		st, err := waitFor(r.Tid, 0)
 		if err != nil {
 			return regs, err
 		}
