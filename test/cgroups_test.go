@@ -489,7 +489,7 @@ func TestCgroupsOfPlainTree(t *testing.T) {
 		if !bad {
 			t.Fatalf("cgroup.img names no pids cgroup %s", r.f.name)
 		}
-		if err := images.WriteFile(p, images.Cgroup, e); err != nil {
+		if err := images.ReplaceFile(p, images.Cgroup, e); err != nil {
 			t.Fatal(err)
 		}
 		if err := images.UpdateManifest(r.img, "cgroup.img"); err != nil {
