@@ -54,7 +54,7 @@ func TestKillDuringGhostRestore(t *testing.T) {
 				t.Helper()
 				// The janitor is a process running ctcr's binary:
 				// once it is gone it has done its work.
-				waitNoLeftovers(t, w.pid, 10*time.Second, after)
+				waitNoLeftovers(t, 10*time.Second, after, w.pid)
 				ents, err := os.ReadDir(w.dir)
 				if err != nil {
 					t.Fatal(err)

@@ -344,7 +344,7 @@ func TestKillDuringRestore(t *testing.T) {
 		}
 		// What ctcr made dies with it and is re-parented to this
 		// subreaper: reap it, then nothing may be left.
-		waitNoLeftovers(t, w.pid, 5*time.Second, fmt.Sprintf("%s got %v %v into it", r, sig, delay))
+		waitNoLeftovers(t, 5*time.Second, fmt.Sprintf("%s got %v %v into it", r, sig, delay), w.pid)
 	}
 	if r := runCtcr(t, 60*time.Second, "restore", "-D", img, "-d"); r.code() != 0 {
 		t.Fatalf("%s after the interrupted ones: exit %d: %s", r, r.code(), r.stderr())
@@ -383,14 +383,17 @@ func restoredBeforeTheKill(w *workload) bool {
 }
 
 // waitNoLeftovers waits up to timeout, reaping what comes to this
-// subreaper, until a dead ctcr run has left nothing (ctcrLeftovers);
-// after names the run in the failure.
-func waitNoLeftovers(t *testing.T, pid int, timeout time.Duration, after string) {
+// subreaper, until a dead ctcr run has left nothing of the tasks pids
+// (ctcrLeftovers); after names the run in the failure.
+func waitNoLeftovers(t *testing.T, timeout time.Duration, after string, pids ...int) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
 		reapZombies()
-		left := ctcrLeftovers(pid)
+		var left []string
+		for _, pid := range pids {
+			left = append(left, ctcrLeftovers(pid)...)
+		}
 		if len(left) == 0 {
 			return
 		}

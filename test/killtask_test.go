@@ -116,11 +116,23 @@ var deadlineRe = regexp.MustCompile(`no stop within|not dead .* after SIGKILL|di
 // taskRe finds a task named in an error message.
 var taskRe = regexp.MustCompile(`\b(task|process|thread|puppet) \d+`)
 
+// awaitKilledRun waits (killTaskDeadline at most) for ctcr run r, into
+// which v was killed delay after it began, at killed; it returns how
+// long ctcr took to end after the kill.
+func awaitKilledRun(t *testing.T, r *ctcrRun, v victim, delay time.Duration, killed time.Time) time.Duration {
+	t.Helper()
+	if err := r.wait(killTaskDeadline); err != nil {
+		t.Fatalf("%v killed %v into it: %v", v, delay, err)
+	}
+	return time.Since(killed)
+}
+
 // checkKilledRun checks how a ctcr run whose workload was killed ended:
 // status 0, or 1 with one line naming a task, no panic.
 func checkKilledRun(t *testing.T, r *ctcrRun, v victim, delay time.Duration) {
 	t.Helper()
 	stderr := strings.TrimSpace(r.stderr())
+	t.Logf("%v killed %v into it: exit %d %s", v, delay, r.code(), stderr)
 	if strings.Contains(stderr, "panic") || strings.Contains(stderr, "goroutine ") {
 		t.Fatalf("%s, %v killed %v into it, panicked: %s", r, v, delay, stderr)
 	}
@@ -215,12 +227,8 @@ func TestKillTaskDuringDump(t *testing.T) {
 				time.Sleep(delay)
 				v.kill()
 				killed := time.Now()
-				if err := r.wait(killTaskDeadline); err != nil {
-					t.Fatalf("%v killed %v into it: %v", v, delay, err)
-				}
-				slowest = max(slowest, time.Since(killed))
+				slowest = max(slowest, awaitKilledRun(t, r, v, delay, killed))
 				checkKilledRun(t, r, v, delay)
-				t.Logf("%v killed %v into it: exit %d %s", v, delay, r.code(), strings.TrimSpace(r.stderr()))
 				if r.code() != 0 {
 					failed++
 				}
@@ -298,31 +306,17 @@ func TestKillTaskDuringRestore(t *testing.T) {
 			}
 			time.Sleep(time.Millisecond)
 		}
-		if err := r.wait(killTaskDeadline); err != nil {
-			t.Fatalf("%v killed %v into it: %v", v, delay, err)
-		}
-		slowest = max(slowest, time.Since(killed))
+		slowest = max(slowest, awaitKilledRun(t, r, v, delay, killed))
 		checkKilledRun(t, r, v, delay)
-		t.Logf("%v killed %v into it: exit %d %s", v, delay, r.code(), strings.TrimSpace(r.stderr()))
 		if r.code() != 0 {
 			failed++
 			// A failed restore kills what it made: the tasks come
 			// to this subreaper, which reaps them; none may stay.
-			deadline := time.Now().Add(5 * time.Second)
-			for {
-				reapZombies()
-				var left []string
-				for _, p := range procs {
-					left = append(left, ctcrLeftovers(p[0])...)
-				}
-				if len(left) == 0 {
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Fatalf("%s failed (%s) after %v was killed %v into it, and left behind %s", r, strings.TrimSpace(r.stderr()), v, delay, strings.Join(left, "; "))
-				}
-				time.Sleep(20 * time.Millisecond)
+			var pids []int
+			for _, p := range procs {
+				pids = append(pids, p[0])
 			}
+			waitNoLeftovers(t, 5*time.Second, fmt.Sprintf("%s failed (%s) after %v was killed %v into it", r, strings.TrimSpace(r.stderr()), v, delay), pids...)
 		} else if err := freeOrGone(procs); err != nil {
 			t.Fatalf("after %s (exit 0), %v killed %v into it: %v", r, v, delay, err)
 		}
@@ -424,10 +418,7 @@ func TestKillTaskDuringCheckpoint(t *testing.T) {
 		time.Sleep(delay)
 		v.kill()
 		killed := time.Now()
-		if err := r.wait(killTaskDeadline); err != nil {
-			t.Fatalf("%v killed %v into it: %v", v, delay, err)
-		}
-		slowest = max(slowest, time.Since(killed))
+		slowest = max(slowest, awaitKilledRun(t, r, v, delay, killed))
 		stderr := strings.TrimSpace(r.stderr())
 		t.Logf("%v killed %v into it: exit %d %s", v, delay, r.code(), stderr)
 		switch {

@@ -2,8 +2,6 @@ package ptrace
 
 import (
 	"os"
-	"os/exec"
-	"strconv"
 	"testing"
 	"time"
 
@@ -26,29 +24,8 @@ func TestMain(m *testing.M) {
 // once the seized thread, a zombie that only ctcr can collect, is gone.
 // Wait must return, not wait forever.
 func TestWaitForDeadLeader(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (ptrace)")
-	}
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), "PTRACE_TEST_SLEEPER=1")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	cmd, other := startSleeper(t)
 	pid := cmd.Process.Pid
-	defer cmd.Process.Kill()
-	var other int
-	for deadline := time.Now().Add(10 * time.Second); other == 0; {
-		entries, _ := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/task")
-		for _, e := range entries {
-			if tid, _ := strconv.Atoi(e.Name()); tid != pid && tid != 0 {
-				other = tid
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("process %d started no second thread in 10 s", pid)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 	tr := NewTracer()
 	defer tr.Close()
 	if err := tr.Do(func() error {
@@ -89,5 +66,4 @@ func TestWaitForDeadLeader(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatalf("Wait for the dead main thread %d did not return in 10 s (thread %d seized and dead)", pid, other)
 	}
-	cmd.Wait()
 }
