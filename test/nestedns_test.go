@@ -149,19 +149,7 @@ func TestLXCInitBelowContainerCgroup(t *testing.T) {
 	svcCg, _ := cgroupLines(svc)
 	countAt := c.waitCount(t, pid, 8, 10*time.Second)
 
-	dir := filepath.Join(t.TempDir(), "ck")
-	if r := c.ctcr(t, "checkpoint", c.name, "-D", dir); r.code() != 0 {
-		t.Fatalf("%s: exit %d\n%s", r, r.code(), r.stderr())
-	}
-	reap(pid, 5*time.Second)
-	if r := c.ctcr(t, "restore", c.name, "-D", dir); r.code() != 0 {
-		t.Fatalf("%s: exit %d\n%s", r, r.code(), r.stderr())
-	}
-	npid := c.initByCtcr(t)
-	if npid == 0 {
-		t.Fatalf("after restore ctcr ps shows no PID 1 in %s", c.name)
-	}
-	c.noteInit(npid)
+	npid := c.checkpointRestore(t, pid)
 	if got := c.waitCount(t, npid, countAt+2, 5*time.Second); got < countAt {
 		t.Errorf("/data/count is %d after restore, below %d", got, countAt)
 	}
@@ -333,19 +321,7 @@ i=0; while :; do i=$((i+1)); echo $i > /data/count; sleep 0.2; done`
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	dir := filepath.Join(t.TempDir(), "ck")
-	if r := c.ctcr(t, "checkpoint", c.name, "-D", dir); r.code() != 0 {
-		t.Fatalf("%s: exit %d\n%s", r, r.code(), r.stderr())
-	}
-	reap(pid, 5*time.Second)
-	if r := c.ctcr(t, "restore", c.name, "-D", dir); r.code() != 0 {
-		t.Fatalf("%s: exit %d\n%s", r, r.code(), r.stderr())
-	}
-	npid := c.initByCtcr(t)
-	if npid == 0 {
-		t.Fatalf("after restore ctcr ps shows no PID 1 in %s", c.name)
-	}
-	c.noteInit(npid)
+	npid := c.checkpointRestore(t, pid)
 	holder := 0
 	for _, k := range descendantsOf(npid) {
 		if l, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/3", k)); err == nil && l == "/tmp/held" && nsInode(t, k, "mnt") != nsInode(t, npid, "mnt") {
@@ -473,4 +449,24 @@ func TestRuncNestedNamespacesAndInitCgroup(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// checkpointRestore checkpoints the container whose init is pid,
+// reaps that init, restores the container and returns its new init.
+func (c *lxcContainer) checkpointRestore(t *testing.T, pid int) int {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "ck")
+	if r := c.ctcr(t, "checkpoint", c.name, "-D", dir); r.code() != 0 {
+		t.Fatalf("%s: exit %d\n%s", r, r.code(), r.stderr())
+	}
+	reap(pid, 5*time.Second)
+	if r := c.ctcr(t, "restore", c.name, "-D", dir); r.code() != 0 {
+		t.Fatalf("%s: exit %d\n%s", r, r.code(), r.stderr())
+	}
+	npid := c.initByCtcr(t)
+	if npid == 0 {
+		t.Fatalf("after restore ctcr ps shows no PID 1 in %s", c.name)
+	}
+	c.noteInit(npid)
+	return npid
 }
