@@ -259,14 +259,7 @@ func TestLXCNestedNamespaces(t *testing.T) {
 			t.Errorf("crit show %s: %v\n%s", img, err, out)
 		}
 	}
-	if r := c.ctcr(t, "restore", c.name, "-D", dir); r.code() != 0 {
-		t.Fatalf("%s: exit %d\n%s", r, r.code(), r.stderr())
-	}
-	npid := c.initByCtcr(t)
-	if npid == 0 {
-		t.Fatalf("after restore ctcr ps shows no PID 1 in %s", c.name)
-	}
-	c.noteInit(npid)
+	npid := c.restoreNewInit(t, dir)
 	if err := os.WriteFile(fmt.Sprintf("/proc/%d/root/data/check", npid), nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -460,6 +453,13 @@ func (c *lxcContainer) checkpointRestore(t *testing.T, pid int) int {
 		t.Fatalf("%s: exit %d\n%s", r, r.code(), r.stderr())
 	}
 	reap(pid, 5*time.Second)
+	return c.restoreNewInit(t, dir)
+}
+
+// restoreNewInit restores the container from dir and returns its new
+// init (noted for the cleanup).
+func (c *lxcContainer) restoreNewInit(t *testing.T, dir string) int {
+	t.Helper()
 	if r := c.ctcr(t, "restore", c.name, "-D", dir); r.code() != 0 {
 		t.Fatalf("%s: exit %d\n%s", r, r.code(), r.stderr())
 	}

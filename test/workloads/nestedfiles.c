@@ -317,17 +317,6 @@ static void check_a(int shared_fd)
 		wl_fail("%s: fd %d of X's file at offset %ld, want 5 (X's)", who, shared_fd, (long)off);
 }
 
-static void wait_file(const char *name)
-{
-	char buf[4096];
-	for (int i = 0; i < 800 && wl_read_file(name, buf, sizeof(buf)) < 0; i++)
-		wl_sleep_ms(25);
-	if (wl_read_file(name, buf, sizeof(buf)) < 0) {
-		errno = ETIMEDOUT;
-		wl_die(name);
-	}
-}
-
 int main(int argc, char **argv)
 {
 	wl_init(argc, argv);
@@ -374,7 +363,7 @@ int main(int argc, char **argv)
 	close(sk[1]);
 	int shared_fd = recv_fd(sk[0]);
 	close(sk[0]);
-	wait_file("ready-x");
+	wl_wait_file("ready-x");
 	at(p, bound, "map");
 	int mfd = open(p, O_RDONLY | O_CLOEXEC);
 	must(mfd >= 0, p);
@@ -387,7 +376,7 @@ int main(int argc, char **argv)
 	while (!wl_check_requested())
 		wl_sleep_ms(20);
 
-	wait_file("res-x");
+	wl_wait_file("res-x");
 	char buf[4096];
 	if (wl_read_file("res-x", buf, sizeof(buf)) < 0 || strcmp(buf, "PASS") != 0)
 		wl_fail("%s", buf);

@@ -203,17 +203,6 @@ static void same(const char *an, int a, const char *bn, int b, int want_same[NKI
 	}
 }
 
-static void wait_file(const char *name)
-{
-	char buf[16];
-	for (int i = 0; i < 400 && wl_read_file(name, buf, sizeof(buf)) < 0; i++)
-		wl_sleep_ms(25);
-	if (wl_read_file(name, buf, sizeof(buf)) < 0) {
-		errno = ETIMEDOUT;
-		wl_die(name);
-	}
-}
-
 int main(int argc, char **argv)
 {
 	wl_init(argc, argv);
@@ -298,9 +287,9 @@ int main(int argc, char **argv)
 		must(sethostname("inner-e", 7) == 0, "sethostname");
 		child_wait("e", check_e);
 	}
-	wait_file("ready-c");
-	wait_file("ready-d");
-	wait_file("ready-e");
+	wl_wait_file("ready-c");
+	wl_wait_file("ready-d");
+	wl_wait_file("ready-e");
 	wl_ready("b %d\nc %d\nd %d\ne %d\n", b, cd[0], cd[1], e);
 	while (!wl_check_requested())
 		wl_sleep_ms(50);

@@ -360,17 +360,6 @@ static void child_wait(const char *name, void (*check)(const char *))
 	exit(wl_failures[0] ? 1 : 0);
 }
 
-static void wait_file(const char *name)
-{
-	char buf[16];
-	for (int i = 0; i < 800 && wl_read_file(name, buf, sizeof(buf)) < 0; i++)
-		wl_sleep_ms(25);
-	if (wl_read_file(name, buf, sizeof(buf)) < 0) {
-		errno = ETIMEDOUT;
-		wl_die(name);
-	}
-}
-
 static const int differ_in[NKINDS][NKINDS] = {
 	/* shares all but kind i with its parent */
 	{ 0, 1, 1, 1 }, { 1, 0, 1, 1 }, { 1, 1, 0, 1 }, { 1, 1, 1, 0 },
@@ -486,7 +475,7 @@ int main(int argc, char **argv)
 			}
 			child_wait("x", check_x);
 		}
-		wait_file("ready-x");
+		wl_wait_file("ready-x");
 		snprintf(ready, sizeof(ready), "x %d\n", x);
 	} else {
 		pid_t b = fork();
@@ -501,11 +490,11 @@ int main(int argc, char **argv)
 			must(d >= 0, "fork");
 			if (d == 0)
 				child_wait("d", check_d);
-			wait_file("ready-d");
+			wl_wait_file("ready-d");
 			child_wait("b", check_b);
 		}
 		pid_b = b;
-		wait_file("ready-b");
+		wl_wait_file("ready-b");
 		pid_t c = fork();
 		must(c >= 0, "fork");
 		if (c == 0) {
@@ -518,7 +507,7 @@ int main(int argc, char **argv)
 			}
 			child_wait("c", check_c);
 		}
-		wait_file("ready-c");
+		wl_wait_file("ready-c");
 		snprintf(ready, sizeof(ready), "b %d\nc %d\n", b, c);
 	}
 	wl_ready("%s", ready);
@@ -537,7 +526,7 @@ int main(int argc, char **argv)
 		if ((strcmp(mode, "shared") == 0) == (i == 0))
 			continue;
 		snprintf(res, sizeof(res), "res-%s", names[i]);
-		wait_file(res);
+		wl_wait_file(res);
 		if (wl_read_file(res, buf, sizeof(buf)) < 0 || strcmp(buf, "PASS") != 0)
 			wl_fail("%s", buf);
 	}

@@ -64,17 +64,6 @@ static void sh(const char *fmt, ...)
 	}
 }
 
-static void wait_file(const char *name)
-{
-	char buf[16];
-	for (int i = 0; i < 800 && wl_read_file(name, buf, sizeof(buf)) < 0; i++)
-		wl_sleep_ms(25);
-	if (wl_read_file(name, buf, sizeof(buf)) < 0) {
-		errno = ETIMEDOUT;
-		wl_die(name);
-	}
-}
-
 static void timeouts(int fd)
 {
 	struct timeval tv = { 10, 0 };
@@ -220,7 +209,7 @@ static void child(void)
 	must(unshare(CLONE_NEWNET) == 0, "unshare(CLONE_NEWNET)");
 	lo_up();
 	wl_write_file("ready-ns", "1", 1);
-	wait_file("veth-made");
+	wl_wait_file("veth-made");
 	if (strcmp(mode, "host") == 0) {
 		wl_write_file("ready-c", "1", 1);
 		for (;;)
@@ -292,18 +281,18 @@ int main(int argc, char **argv)
 	must(c >= 0, "fork");
 	if (c == 0)
 		child();
-	wait_file("ready-ns");
+	wl_wait_file("ready-ns");
 	if (strcmp(mode, "host") == 0) {
 		sh("ip link add %s type veth peer name vethkid0 netns /proc/%d/ns/net", rootdev, c);
 		wl_write_file("veth-made", "1", 1);
-		wait_file("ready-c");
+		wl_wait_file("ready-c");
 		wl_ready("c %d\nhostdev %s\n", c, rootdev);
 		for (;;)
 			pause();
 	}
 	if (strcmp(mode, "ct") == 0) {
 		wl_write_file("ready-pids", "1", 1);
-		wait_file("veth-made");
+		wl_wait_file("veth-made");
 	} else {
 		sh("ip link add vethroot0 mtu 1400 address 02:00:00:77:00:01 type veth peer name vethkid0 mtu 1400 "
 		   "address 02:00:00:77:00:02 netns /proc/%d/ns/net && ip link set vethroot0 up && "
@@ -312,7 +301,7 @@ int main(int argc, char **argv)
 		wl_write_file("veth-made", "1", 1);
 	}
 	ifindex_before = ifindex_of("vethroot0");
-	wait_file("ready-c");
+	wl_wait_file("ready-c");
 	conn_c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	must(conn_c >= 0, "socket");
 	timeouts(conn_c);
@@ -320,7 +309,7 @@ int main(int argc, char **argv)
 	inet_pton(AF_INET, "10.78.0.5", &a.sin_addr);
 	must(connect(conn_c, (struct sockaddr *)&a, sizeof(a)) == 0, "connect to 10.78.0.5 through the pair");
 	exchange("root", conn_c, "hello", NULL, "the connection before the dump");
-	wait_file("ready-conn");
+	wl_wait_file("ready-conn");
 	wl_ready("c %d\n", c);
 	while (!wl_check_requested())
 		wl_sleep_ms(20);
@@ -341,7 +330,7 @@ int main(int argc, char **argv)
 	}
 	close(n);
 	char res[4096];
-	wait_file("res-c");
+	wl_wait_file("res-c");
 	if (wl_read_file("res-c", res, sizeof(res)) < 0 || strcmp(res, "PASS") != 0)
 		wl_fail("%s", res);
 	wl_write_file("compared", "1", 1);

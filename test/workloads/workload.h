@@ -189,6 +189,19 @@ static inline void wl_sleep_ms(long ms)
 	nanosleep(&ts, NULL);
 }
 
+/* wl_wait_file waits (20 s at most) for DIR/name to exist, written by
+ * the test or another process of the workload; it dies naming it if not. */
+static inline void wl_wait_file(const char *name)
+{
+	char buf[4096];
+	for (int i = 0; i < 800 && wl_read_file(name, buf, sizeof(buf)) < 0; i++)
+		wl_sleep_ms(25);
+	if (wl_read_file(name, buf, sizeof(buf)) < 0) {
+		errno = ETIMEDOUT;
+		wl_die(name);
+	}
+}
+
 static inline int wl_check_requested(void)
 {
 	char path[4096];
