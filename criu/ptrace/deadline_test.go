@@ -29,8 +29,7 @@ func startSleeper(t *testing.T) (*exec.Cmd, int) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
+		killAndWait(t, cmd)
 	})
 	pid := cmd.Process.Pid
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
@@ -266,8 +265,7 @@ func TestWaitForDeadNamespaceInit(t *testing.T) {
 	init := cmd.Process.Pid
 	var kids []int
 	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
+		killAndWait(t, cmd)
 	})
 	for deadline := time.Now().Add(10 * time.Second); len(kids) < 2; time.Sleep(10 * time.Millisecond) {
 		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", init, init))
@@ -309,4 +307,20 @@ func TestWaitForDeadNamespaceInit(t *testing.T) {
 		return nil
 	})
 	tr.Close()
+}
+
+// killAndWait kills cmd's process and waits 5 s at most for it to end: a
+// task still traced by a tracer that should have let it go never does,
+// and the test must say so rather than hang.
+func killAndWait(t *testing.T, cmd *exec.Cmd) {
+	t.Helper()
+	cmd.Process.Kill()
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", cmd.Process.Pid))
+		t.Errorf("process %d did not end 5 s after SIGKILL (still traced?):\n%s", cmd.Process.Pid, st)
+	}
 }
