@@ -864,7 +864,7 @@ func TestContainerSubCgroups(t *testing.T) {
 	var kid string
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", init, init))
 	for _, k := range strings.Fields(string(b)) {
-		if cmd, _ := os.ReadFile("/proc/" + k + "/cmdline"); strings.Contains(string(cmd), "100000") {
+		if p, _ := strconv.Atoi(k); isLongSleep(p) {
 			kid = k
 		}
 	}
@@ -925,6 +925,14 @@ func TestContainerSubCgroups(t *testing.T) {
 	if max, err := os.ReadFile(filepath.Join(sub("pids"), "pids.max")); err != nil || strings.TrimSpace(string(max)) != "50" {
 		t.Errorf("after restore %s/pids.max is %q (%v), want 50", sub("pids"), max, err)
 	}
+}
+
+// isLongSleep tells whether pid runs `sleep 100000`, by its whole
+// command line: a child the script has forked and that has not exec'd
+// yet has the script's command line, which holds "sleep 100000" too.
+func isLongSleep(pid int) bool {
+	cmd, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	return string(cmd) == "sleep\x00100000\x00"
 }
 
 // nsPid returns the PID of host task pid in its own PID namespace.

@@ -135,10 +135,8 @@ func TestLXCInitBelowContainerCgroup(t *testing.T) {
 	// The long sleep stands for a service.
 	var svc int
 	for _, p := range kidsOf(pid) {
-		if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", p)); strings.TrimSpace(string(b)) == "sleep" {
-			if cmd, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", p)); strings.Contains(string(cmd), "100000") {
-				svc = p
-			}
+		if isLongSleep(p) {
+			svc = p
 		}
 	}
 	if svc == 0 {
@@ -158,7 +156,7 @@ func TestLXCInitBelowContainerCgroup(t *testing.T) {
 	}
 	var nsvc int
 	for _, p := range kidsOf(npid) {
-		if cmd, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", p)); strings.Contains(string(cmd), "100000") {
+		if isLongSleep(p) {
 			nsvc = p
 		}
 	}
