@@ -165,7 +165,10 @@ func TestKillDuringDump(t *testing.T) {
 				sig := killSignal(i)
 				delay := time.Duration(rand.Int63n(int64(took)))
 				img := filepath.Join(tmp, fmt.Sprint(i))
-				r := interruptCtcr(t, delay, sig, append([]string{mode.args[0], "-t", pid, "-D", img}, mode.args[1:]...)...)
+				// Its log, outside the checkpoint, tells what it did
+				// last if the test fails.
+				logPath := filepath.Join(tmp, fmt.Sprintf("%d.log", i))
+				r := interruptCtcr(t, delay, sig, append([]string{mode.args[0], "-t", pid, "-D", img, "--log-file", logPath}, mode.args[1:]...)...)
 				stopTrackers(t, w.pid) // what a finished pre-dump leaves tracking the writes
 				// Killed after the checkpoint was committed, once it
 				// began to end the tasks as asked, the dump is done too.
@@ -200,10 +203,12 @@ func TestKillDuringDump(t *testing.T) {
 							how = fmt.Sprintf(" (the restored workload ended: %s)", waitStatusText(ws))
 						}
 					}
-					t.Fatalf("after %s got %v %v into it (exit %d): %v%s%s\n--- ctcr's stderr:\n%s", r, sig, delay, r.code(), err, how, w.report(), r.stderr())
+					log, _ := os.ReadFile(logPath)
+					t.Fatalf("after %s got %v %v into it (exit %d): %v%s%s\n--- ctcr's stderr:\n%s\n--- its log:\n%s", r, sig, delay, r.code(), err, how, w.report(), r.stderr(), log)
 				}
 				if err := w.progresses(5 * time.Second); err != nil {
-					t.Fatalf("after %s got %v %v into it: %v%s", r, sig, delay, err, w.report())
+					log, _ := os.ReadFile(logPath)
+					t.Fatalf("after %s got %v %v into it: %v%s\n--- its log:\n%s", r, sig, delay, err, w.report(), log)
 				}
 			}
 			t.Logf("%d dumps interrupted, %d finished first (an uninterrupted one took %v)", interrupted, finished, took)
