@@ -462,7 +462,15 @@ func dumpOnce(opts DumpOptions) (*DumpStats, error) {
 			return nil, err
 		}
 	}
-	if err := d.writeImages(stage, files); err != nil {
+	// With snapshots, the image files are written once the tree runs
+	// again: their contents are known now, and encoding and writing
+	// them (the first encoding of each message type builds its coder)
+	// need not hold the tree stopped.
+	var pending *pendingImages
+	if useSnapshots {
+		pending = &pendingImages{}
+	}
+	if err := d.writeImages(stage, files, pending); err != nil {
 		return nil, err
 	}
 	// The last moment a signal to ctcr rolls the dump back.
@@ -534,10 +542,8 @@ func dumpOnce(opts DumpOptions) (*DumpStats, error) {
 						var n uint64
 						p.pagemap, n = pagemapEntries(runs)
 						pagesBytes += n
-						if err := p.writeMemImages(func(k images.Kind, name string, msgs ...proto.Message) error {
-							return images.ReplaceFile(stage.Path(name), k, msgs...) // over writeImages's
-
-						}); err != nil {
+						// In place of writeImages's, not written yet.
+						if err := p.writeMemImages(pending.writer(stage)); err != nil {
 							return err
 						}
 					}
@@ -586,6 +592,9 @@ func dumpOnce(opts DumpOptions) (*DumpStats, error) {
 		}
 		opts.logf("tree let go after %v frozen; copying its pages from the snapshots", frozen)
 		copyStart := time.Now()
+		if err := pending.write(); err != nil {
+			return nil, err
+		}
 		if n, err := us.writeMemImages(stage); err != nil {
 			return nil, err
 		} else if n > 0 {
@@ -1604,7 +1613,7 @@ func (p *dumpProc) writeMemImages(w func(k images.Kind, name string, msgs ...pro
 	return w(images.Pagemap, images.Pagemap.FileName(p.vpid), msgs...)
 }
 
-func (d *dumpTree) writeImages(stage *images.Staging, files *fileTable) error {
+func (d *dumpTree) writeImages(stage *images.Staging, files *fileTable, pending *pendingImages) error {
 	w := func(k images.Kind, name string, msgs ...proto.Message) error {
 		if err := images.WriteFile(stage.Path(name), k, msgs...); err != nil {
 			return fmt.Errorf("write %s: %w", name, err)
@@ -1618,6 +1627,11 @@ func (d *dumpTree) writeImages(stage *images.Staging, files *fileTable) error {
 	q := func(k images.Kind, name string, msgs ...proto.Message) error {
 		queued = append(queued, func() error { return w(k, name, msgs...) })
 		return nil
+	}
+	if pending != nil {
+		// Every image is only kept, for pending.write.
+		w = pending.writer(stage)
+		q = w
 	}
 	var tree []proto.Message
 	var rootIDs *criucore.TaskKobjIdsEntry

@@ -1,9 +1,14 @@
 package criu
 
 import (
+	"fmt"
 	"runtime"
 	"sync"
 	"sync/atomic"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/ctcr/ctcr/criu/images"
 )
 
 // eachParallel calls fn(i) for every i in [0, n) on GOMAXPROCS
@@ -90,4 +95,48 @@ func (a *readAheadOf[T]) get(i int) (T, error) {
 func (a *readAheadOf[T]) end() {
 	a.stop.Store(true)
 	a.wg.Wait()
+}
+
+// pendingImages are images whose contents are known and whose files are
+// written later, all at once: a dump with snapshots keeps them while the
+// tree is stopped and writes them once it runs.
+type pendingImages struct {
+	names []string
+	jobs  map[string]func() error
+}
+
+// writer returns a function that keeps image name of the staging
+// directory stage, with its messages, for write. An image kept again
+// under the same name replaces the one kept before. The messages must
+// not change until write.
+func (pi *pendingImages) writer(stage *images.Staging) func(k images.Kind, name string, msgs ...proto.Message) error {
+	return func(k images.Kind, name string, msgs ...proto.Message) error {
+		if pi.jobs == nil {
+			pi.jobs = map[string]func() error{}
+		}
+		if pi.jobs[name] == nil {
+			pi.names = append(pi.names, name)
+		}
+		pi.jobs[name] = func() error {
+			if err := images.WriteFile(stage.Path(name), k, msgs...); err != nil {
+				return fmt.Errorf("write %s: %w", name, err)
+			}
+			return nil
+		}
+		return nil
+	}
+}
+
+// write writes every image kept, in parallel (writeQueued); nil writes
+// nothing.
+func (pi *pendingImages) write() error {
+	if pi == nil {
+		return nil
+	}
+	jobs := make([]func() error, len(pi.names))
+	for i, name := range pi.names {
+		jobs[i] = pi.jobs[name]
+	}
+	pi.names, pi.jobs = nil, nil
+	return writeQueued(jobs)
 }
