@@ -264,7 +264,9 @@ func (pc *PreCopy) armNew(root int, logf func(string, ...any)) (time.Duration, e
 		}
 		// Mappings made since the last pre-dump are tracked from now on.
 		if err := pre.register(); err != nil {
-			if _, serr := os.Stat(fmt.Sprintf("/proc/%d", p.pid)); serr != nil {
+			// Gone once it ran on: reaped, or a zombie whose parent
+			// has not reaped it yet (whose pagemap gives ESRCH).
+			if taskGone(p.pid) {
 				logf("pre-dump: task %d is gone: %v", p.pid, err)
 				inTree[p.pid] = false
 				continue
