@@ -51,8 +51,11 @@ type DumpOptions struct {
 	// is seized while frozen (the tree cannot change), then Thaw lets
 	// them reach their ptrace stops.
 	Thaw func() error
-	// Extra, if set, runs once every task is dumped and still stopped,
-	// to add images of the tree's namespaces to the checkpoint.
+	// Extra, if set, runs once every task is seized, to add images of
+	// the tree's namespaces to the checkpoint. It runs in a goroutine
+	// of its own while the tasks are dumped, and the tree stays stopped
+	// until it returns: it must not use ptrace on the tree nor write
+	// the images the dump writes.
 	Extra func(rootPid int, stage *images.Staging) error
 	// BeforeResume, if set with LeaveRunning, runs once the checkpoint is
 	// complete, just before the tasks are let go (vzctl's --dump stage
@@ -315,6 +318,10 @@ func dumpOnce(opts DumpOptions) (*DumpStats, error) {
 		return nil, err
 	}
 	opts.logf("seized %d processes (%v)", len(d.procs), time.Since(frozenAt))
+	// The images of the tree's namespaces (Extra) need no ptrace, only
+	// the tree held: they are read beside the tasks' state, on another
+	// core, and waited for before the tree may run again.
+	extra := startExtra(opts.Extra, d.procs[0].pid, stage, &rb)
 	if err := Interrupted(); err != nil {
 		return nil, err
 	}
@@ -457,10 +464,8 @@ func dumpOnce(opts DumpOptions) (*DumpStats, error) {
 		return nil, err
 	}
 
-	if opts.Extra != nil {
-		if err := opts.Extra(d.procs[0].pid, stage); err != nil {
-			return nil, err
-		}
+	if err := extra.wait(); err != nil {
+		return nil, err
 	}
 	// With snapshots, the image files are written once the tree runs
 	// again: their contents are known now, and encoding and writing

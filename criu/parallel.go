@@ -140,3 +140,35 @@ func (pi *pendingImages) write() error {
 	pi.names, pi.jobs = nil, nil
 	return writeQueued(jobs)
 }
+
+// extraRun is DumpOptions.Extra running in a goroutine of its own.
+type extraRun struct {
+	done chan error
+	err  error
+}
+
+// startExtra runs fn(rootPid, stage) in a goroutine, or nothing if fn is
+// nil. The rollback rb waits for it before anything of its own runs
+// (the rollback runs newest first): the staging directory is removed
+// only once fn is done writing there.
+func startExtra(fn func(rootPid int, stage *images.Staging) error, rootPid int, stage *images.Staging, rb *rollback) *extraRun {
+	if fn == nil {
+		return nil
+	}
+	e := &extraRun{done: make(chan error, 1)}
+	go func() { e.done <- fn(rootPid, stage) }()
+	rb.add(func() { e.wait() })
+	return e
+}
+
+// wait returns fn's error once it has returned; it may be called again.
+func (e *extraRun) wait() error {
+	if e == nil {
+		return nil
+	}
+	if e.done != nil {
+		e.err = <-e.done
+		e.done = nil
+	}
+	return e.err
+}
