@@ -321,7 +321,17 @@ func dumpOnce(opts DumpOptions) (*DumpStats, error) {
 	// The images of the tree's namespaces (Extra) need no ptrace, only
 	// the tree held: they are read beside the tasks' state, on another
 	// core, and waited for before the tree may run again.
-	extra := startExtra(opts.Extra, d.procs[0].pid, stage, &rb)
+	var extra *besideRun
+	if opts.Extra != nil {
+		extra = startBeside(func() error { return opts.Extra(pid, stage) }, &rb)
+	}
+	// So is the root's vDSO, which the restore compares with its own.
+	vdso := startBeside(func() error {
+		if err := writeVdso(stage.Dir, pid); err != nil {
+			return fmt.Errorf("write %s: %w", vdsoFile, err)
+		}
+		return nil
+	}, &rb)
 	if err := Interrupted(); err != nil {
 		return nil, err
 	}
@@ -353,9 +363,6 @@ func dumpOnce(opts DumpOptions) (*DumpStats, error) {
 	}
 	if err := writeSched(stage.Path(schedFile), sched); err != nil {
 		return nil, fmt.Errorf("write %s: %w", schedFile, err)
-	}
-	if err := writeVdso(stage.Dir, pid); err != nil {
-		return nil, fmt.Errorf("write %s: %w", vdsoFile, err)
 	}
 	if err := writeAmbient(stage.Dir, d.procs); err != nil {
 		return nil, err
@@ -464,7 +471,7 @@ func dumpOnce(opts DumpOptions) (*DumpStats, error) {
 		return nil, err
 	}
 
-	if err := extra.wait(); err != nil {
+	if err := errors.Join(vdso.wait(), extra.wait()); err != nil {
 		return nil, err
 	}
 	// With snapshots, the image files are written once the tree runs

@@ -141,34 +141,33 @@ func (pi *pendingImages) write() error {
 	return writeQueued(jobs)
 }
 
-// extraRun is DumpOptions.Extra running in a goroutine of its own.
-type extraRun struct {
+// besideRun is work of a dump that needs no ptrace, only the tree held,
+// running in a goroutine of its own while the tasks are dumped.
+type besideRun struct {
 	done chan error
 	err  error
 }
 
-// startExtra runs fn(rootPid, stage) in a goroutine, or nothing if fn is
-// nil. The rollback rb waits for it before anything of its own runs
-// (the rollback runs newest first): the staging directory is removed
-// only once fn is done writing there.
-func startExtra(fn func(rootPid int, stage *images.Staging) error, rootPid int, stage *images.Staging, rb *rollback) *extraRun {
-	if fn == nil {
-		return nil
-	}
-	e := &extraRun{done: make(chan error, 1)}
-	go func() { e.done <- fn(rootPid, stage) }()
-	rb.add(func() { e.wait() })
-	return e
+// startBeside runs fn in a goroutine. The rollback rb waits for it
+// before anything of its own runs (the rollback runs newest first): the
+// staging directory is removed only once fn is done writing there, and
+// the tree is let go only once fn is done reading it.
+func startBeside(fn func() error, rb *rollback) *besideRun {
+	b := &besideRun{done: make(chan error, 1)}
+	go func() { b.done <- fn() }()
+	rb.add(func() { b.wait() })
+	return b
 }
 
 // wait returns fn's error once it has returned; it may be called again.
-func (e *extraRun) wait() error {
-	if e == nil {
+// A nil besideRun has nothing to wait for.
+func (b *besideRun) wait() error {
+	if b == nil {
 		return nil
 	}
-	if e.done != nil {
-		e.err = <-e.done
-		e.done = nil
+	if b.done != nil {
+		b.err = <-b.done
+		b.done = nil
 	}
-	return e.err
+	return b.err
 }
