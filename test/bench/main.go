@@ -27,6 +27,8 @@
 //	pre-dump, then a dump     throughput, frozen time          / dd, / dd time
 //	dump --compress zstd      throughput, size, then restore   / dd, / populate
 //	                          (only if ctcr dump --help has --compress)
+//	runc container holding    ctcr checkpoint --leave-running: / dd time
+//	-mib MiB (bigmem, static) frozen time (only with runc)
 //
 // A frozen time's limit ("dd time") is the time dd takes to write the
 // same bytes: a ratio well below 1 means the freeze does not scale with
@@ -111,6 +113,7 @@ var rows = []row{
 	{"pre_copy_gb_s", "pre-copy throughput (pre_copy_bytes / pre_copy_seconds)", "GB/s", "dd_gb_s"},
 	{"pre_dump_gb_s", "pre-dump throughput (pages_bytes / pre_dump_seconds)", "GB/s", "dd_gb_s"},
 	{"on_pre_dump_frozen_s", "dump on top of a pre-dump: frozen time", "s", "dd_s"},
+	{"container_leave_running_frozen_s", "runc container: checkpoint --leave-running, frozen time", "s", "dd_s"},
 	{"zstd_dump_gb_s", "dump --compress zstd (memory bytes / dump_seconds)", "GB/s", "dd_gb_s"},
 	{"zstd_size_ratio", "dump --compress zstd: pages on disk / memory bytes", "", ""},
 	{"zstd_restore_gb_s", "restore of the zstd dump (memory bytes / restore_seconds)", "GB/s", "populate_gb_s"},
@@ -153,16 +156,24 @@ func bench() error {
 	}
 	defer unmount()
 
+	var ct *benchContainer
+	if !*dumpOnlyFlag {
+		if ct, err = startBenchContainer(work); err != nil {
+			return err
+		}
+		defer ct.delete()
+	}
+
 	var runs []run
 	for i := 0; i < *runsFlag; i++ {
-		r, err := oneRun(ctcr, bigmem, work, images, i, compress)
+		r, err := oneRun(ctcr, bigmem, work, images, i, compress, ct)
 		if err != nil {
 			return fmt.Errorf("run %d: %w", i+1, err)
 		}
 		runs = append(runs, r)
-		fmt.Fprintf(os.Stderr, "run %d: dump %.2f GB/s (%.2f of dd), restore %.2f GB/s (%.2f of populate), fault-driven %.2f GB/s; frozen %.3f s, --leave-running %.3f s, --pre-copy %.3f s\n",
+		fmt.Fprintf(os.Stderr, "run %d: dump %.2f GB/s (%.2f of dd), restore %.2f GB/s (%.2f of populate), fault-driven %.2f GB/s; frozen %.3f s, --leave-running %.3f s, --pre-copy %.3f s, container --leave-running %.3f s\n",
 			i+1, r["dump_gb_s"], r["dump_gb_s_per_dd_gb_s"], r["restore_gb_s"], r["restore_gb_s_per_populate_gb_s"],
-			r["restore_fault_gb_s"], r["frozen_s"], r["leave_running_frozen_s"], r["pre_copy_frozen_s"])
+			r["restore_fault_gb_s"], r["frozen_s"], r["leave_running_frozen_s"], r["pre_copy_frozen_s"], r["container_leave_running_frozen_s"])
 	}
 	return report(runs, compress)
 }
@@ -240,7 +251,7 @@ func killRestored(pid int) error {
 	}
 }
 
-func oneRun(ctcr, bigmem, work, images string, i int, compress bool) (run, error) {
+func oneRun(ctcr, bigmem, work, images string, i int, compress bool, ct *benchContainer) (run, error) {
 	r := run{"rss_bound_mib": rssBound}
 	n := *mibFlag << 20
 	var err error
@@ -395,6 +406,11 @@ func oneRun(ctcr, bigmem, work, images string, i int, compress bool) (run, error
 		}
 		r["zstd_restore_gb_s"] = gbs(mem, rs.RestoreSeconds)
 		os.RemoveAll(img)
+	}
+	if ct != nil {
+		if r["container_leave_running_frozen_s"], err = ct.frozen(ctcr, img); err != nil {
+			return r, err
+		}
 	}
 
 	return r, checkRun(r, dir, pid)
