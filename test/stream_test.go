@@ -313,3 +313,37 @@ func TestStreamStalled(t *testing.T) {
 	assertEmptyDir(t, tmp, "the stalled streamed dump")
 	w.checkPasses(60*time.Second, "bigmem after a streamed dump whose reader stalled")
 }
+
+// TestStreamWriterStalled: a restore -D - whose writer stops sending
+// without going away (here after the first 100 bytes of a tar header)
+// fails once nothing came for the stall time (shortened with
+// CTCR_STREAM_STALL), with one line naming stdin, instead of waiting for
+// ever; it made nothing and leaves nothing.
+func TestStreamWriterStalled(t *testing.T) {
+	needCtcr(t)
+	tmp := t.TempDir()
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pw.Close()
+	r := streamCmd(tmp, "restore", "-D", "-")
+	r.Env = append(r.Env, "CTCR_STREAM_STALL=2s")
+	r.Stdin = pr
+	var stderr strings.Builder
+	r.Stderr = &stderr
+	if err := r.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pr.Close()
+	if _, err := pw.Write(make([]byte, 100)); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	err = waitWithTimeout(r, 60*time.Second)
+	msg := strings.TrimSpace(stderr.String())
+	if r.ProcessState == nil || r.ProcessState.ExitCode() == 0 || strings.Contains(msg, "\n") || !strings.Contains(msg, "stdin") || !strings.Contains(msg, "sent nothing for 2s") {
+		t.Errorf("restore -D - from a writer that stopped: %v after %v, stderr %q; want a failure and one line naming stdin and the stall", err, time.Since(start).Round(time.Millisecond), msg)
+	}
+	assertEmptyDir(t, tmp, "the restore whose writer stalled")
+}

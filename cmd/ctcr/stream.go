@@ -166,7 +166,8 @@ type archiveWriter struct {
 
 // streamStall is how long a streamed dump waits for its reader to take
 // more of the archive, with the tree stopped, before it fails (and the
-// tree runs on). CTCR_STREAM_STALL (a Go duration) changes it, for tests.
+// tree runs on), and how long restore -D - waits for more of it from its
+// writer. CTCR_STREAM_STALL (a Go duration) changes it, for tests.
 func streamStall() time.Duration {
 	if d, err := time.ParseDuration(os.Getenv("CTCR_STREAM_STALL")); err == nil && d > 0 {
 		return d
@@ -186,25 +187,67 @@ type stallWriter struct {
 
 // newStallWriter returns a writer of f with deadlines, and its closer.
 func newStallWriter(f *os.File) (io.Writer, func()) {
+	nf, closeFn := pollable(f)
+	if nf == nil {
+		return f, closeFn
+	}
+	return &stallWriter{f: nf, stall: streamStall()}, closeFn
+}
+
+// pollable returns a non-blocking duplicate of f that Go's poller
+// serves, so that reads and writes on it take deadlines, and its closer;
+// or nil for a regular file (which never blocks for long) or where it
+// cannot be made.
+func pollable(f *os.File) (*os.File, func()) {
 	var st unix.Stat_t
 	if unix.Fstat(int(f.Fd()), &st) != nil || st.Mode&unix.S_IFMT == unix.S_IFREG {
-		return f, func() {}
+		return nil, func() {}
 	}
 	fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 3)
 	if err != nil {
-		return f, func() {}
+		return nil, func() {}
 	}
 	if err := unix.SetNonblock(fd, true); err != nil {
 		unix.Close(fd)
-		return f, func() {}
+		return nil, func() {}
 	}
 	nf := os.NewFile(uintptr(fd), f.Name())
-	return &stallWriter{f: nf, stall: streamStall()}, func() {
-		// The file description is shared with fd 1: blocking again
-		// for whoever writes to it next.
+	return nf, func() {
+		// The file description is shared with f: blocking again for
+		// whoever uses it next.
 		unix.SetNonblock(fd, false)
 		nf.Close()
 	}
+}
+
+// stallReader reads a file with a deadline on each read: a restore -D -
+// whose writer stops sending without going away fails, naming the wait,
+// instead of waiting for ever. Nothing is restored before the whole
+// checkpoint has arrived, so nothing is left behind.
+type stallReader struct {
+	f     *os.File
+	stall time.Duration
+}
+
+// newStallReader returns a reader of f with deadlines, and its closer.
+func newStallReader(f *os.File) (io.Reader, func()) {
+	nf, closeFn := pollable(f)
+	if nf == nil {
+		return f, closeFn
+	}
+	return &stallReader{f: nf, stall: streamStall()}, closeFn
+}
+
+func (r *stallReader) Read(b []byte) (int, error) {
+	r.f.SetReadDeadline(time.Now().Add(r.stall))
+	n, err := r.f.Read(b)
+	if pe, ok := err.(*fs.PathError); ok {
+		err = pe.Err // the caller names stdin
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		err = fmt.Errorf("the writer sent nothing for %v: %w", r.stall, err)
+	}
+	return n, err
 }
 
 func (w *stallWriter) Write(b []byte) (int, error) {
@@ -563,6 +606,9 @@ func readArchive(r io.Reader, dir string) error {
 			if errors.Is(err, io.ErrUnexpectedEOF) {
 				return fmt.Errorf("stdin: the archive ends early (truncated): %w", errBadArchive)
 			}
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				return fmt.Errorf("stdin: %w", err) // a stalled writer, not a bad archive
+			}
 			return fmt.Errorf("stdin: %v: %w", err, errBadArchive)
 		}
 		name := strings.TrimSuffix(h.Name, "/")
@@ -728,7 +774,9 @@ func receiveCheckpoint(stdin *os.File) (string, func(), error) {
 		cleanup()
 		return "", nil, fmt.Errorf("directory for the streamed checkpoint: %w", err)
 	}
-	if err := readArchive(stdin, dir); err != nil {
+	in, closeIn := newStallReader(stdin)
+	defer closeIn()
+	if err := readArchive(in, dir); err != nil {
 		cleanup()
 		return "", nil, err
 	}
