@@ -175,44 +175,36 @@ func streamStall() time.Duration {
 	return 5 * time.Minute
 }
 
-// stallWriter writes to a file with a deadline on each write, so that a
-// reader that stops reading without going away cannot hold the tree
-// stopped for ever. A pipe or socket is made non-blocking for that (a
+// stallFile reads or writes a file with a deadline on each call, so
+// that a peer that stops without going away cannot hold ctcr for ever:
+// a streamed dump's reader that takes nothing more (the tree is
+// stopped), or restore -D -'s writer that sends nothing more (nothing
+// is restored before the whole checkpoint has arrived, so nothing is
+// left behind). A pipe or socket is made non-blocking for that (a
 // duplicate of its descriptor, which Go's poller then serves); a
-// regular file, which never blocks for long, is written as it is.
-type stallWriter struct {
+// regular file, which never blocks for long, is used as it is.
+type stallFile struct {
 	f     *os.File
 	stall time.Duration
 }
 
-// newStallWriter returns a writer of f with deadlines, and its closer.
-func newStallWriter(f *os.File) (io.Writer, func()) {
-	nf, closeFn := pollable(f)
-	if nf == nil {
-		return f, closeFn
-	}
-	return &stallWriter{f: nf, stall: streamStall()}, closeFn
-}
-
-// pollable returns a non-blocking duplicate of f that Go's poller
-// serves, so that reads and writes on it take deadlines, and its closer;
-// or nil for a regular file (which never blocks for long) or where it
-// cannot be made.
-func pollable(f *os.File) (*os.File, func()) {
+// withStall returns f, or a stallFile on a duplicate of it, and its
+// closer.
+func withStall(f *os.File) (io.ReadWriter, func()) {
 	var st unix.Stat_t
 	if unix.Fstat(int(f.Fd()), &st) != nil || st.Mode&unix.S_IFMT == unix.S_IFREG {
-		return nil, func() {}
+		return f, func() {}
 	}
 	fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 3)
 	if err != nil {
-		return nil, func() {}
+		return f, func() {}
 	}
 	if err := unix.SetNonblock(fd, true); err != nil {
 		unix.Close(fd)
-		return nil, func() {}
+		return f, func() {}
 	}
 	nf := os.NewFile(uintptr(fd), f.Name())
-	return nf, func() {
+	return &stallFile{f: nf, stall: streamStall()}, func() {
 		// The file description is shared with f: blocking again for
 		// whoever uses it next.
 		unix.SetNonblock(fd, false)
@@ -220,47 +212,29 @@ func pollable(f *os.File) (*os.File, func()) {
 	}
 }
 
-// stallReader reads a file with a deadline on each read: a restore -D -
-// whose writer stops sending without going away fails, naming the wait,
-// instead of waiting for ever. Nothing is restored before the whole
-// checkpoint has arrived, so nothing is left behind.
-type stallReader struct {
-	f     *os.File
-	stall time.Duration
-}
-
-// newStallReader returns a reader of f with deadlines, and its closer.
-func newStallReader(f *os.File) (io.Reader, func()) {
-	nf, closeFn := pollable(f)
-	if nf == nil {
-		return f, closeFn
-	}
-	return &stallReader{f: nf, stall: streamStall()}, closeFn
-}
-
-func (r *stallReader) Read(b []byte) (int, error) {
-	r.f.SetReadDeadline(time.Now().Add(r.stall))
-	n, err := r.f.Read(b)
-	if pe, ok := err.(*fs.PathError); ok {
-		err = pe.Err // the caller names stdin
-	}
-	if errors.Is(err, os.ErrDeadlineExceeded) {
-		err = fmt.Errorf("the writer sent nothing for %v: %w", r.stall, err)
-	}
-	return n, err
-}
-
-func (w *stallWriter) Write(b []byte) (int, error) {
+func (s *stallFile) Write(b []byte) (int, error) {
 	// Unsupported (not a pollable file): no deadline, a blocking write.
-	w.f.SetWriteDeadline(time.Now().Add(w.stall))
-	n, err := w.f.Write(b)
+	s.f.SetWriteDeadline(time.Now().Add(s.stall))
+	n, err := s.f.Write(b)
+	return n, s.explain(err, "the reader took nothing")
+}
+
+func (s *stallFile) Read(b []byte) (int, error) {
+	s.f.SetReadDeadline(time.Now().Add(s.stall))
+	n, err := s.f.Read(b)
+	return n, s.explain(err, "the writer sent nothing")
+}
+
+// explain drops the file's name (the caller names stdout or stdin) and
+// says what a deadline meant.
+func (s *stallFile) explain(err error, what string) error {
 	if pe, ok := err.(*fs.PathError); ok {
-		err = pe.Err // the caller names stdout
+		err = pe.Err
 	}
 	if errors.Is(err, os.ErrDeadlineExceeded) {
-		err = fmt.Errorf("the reader took nothing for %v: %w", w.stall, err)
+		err = fmt.Errorf("%s for %v: %w", what, s.stall, err)
 	}
-	return n, err
+	return err
 }
 
 func newArchiveWriter(w io.Writer, root string) *archiveWriter {
@@ -774,7 +748,7 @@ func receiveCheckpoint(stdin *os.File) (string, func(), error) {
 		cleanup()
 		return "", nil, fmt.Errorf("directory for the streamed checkpoint: %w", err)
 	}
-	in, closeIn := newStallReader(stdin)
+	in, closeIn := withStall(stdin)
 	defer closeIn()
 	if err := readArchive(in, dir); err != nil {
 		cleanup()
@@ -805,7 +779,7 @@ func streamOut(what string) (dir string, afterCommit func() error, cleanup func(
 	}
 	dir = filepath.Join(staging, "checkpoint")
 	signal.Ignore(unix.SIGPIPE)
-	sw, closeOut := newStallWriter(os.Stdout)
+	sw, closeOut := withStall(os.Stdout)
 	aw := newArchiveWriter(sw, dir)
 	stopPages := criu.StreamPagesUnder(dir, aw)
 	afterCommit = func() error {
