@@ -513,7 +513,7 @@ func (p *preProc) register() error {
 				// leaves alone an entry that reads as protected, and
 				// pieces dirtier moved with mremap and wrote while
 				// unregistered lost later writes (TestPreDumpCompress,
-				// about 1 run in 200 under load). A file mapping is left
+				// about 1 run in 80 under load). A file mapping is left
 				// to the scan: protecting its untouched pages would give
 				// them markers that read as swapped pages.
 				if e.GetStatus()&vmaAnonPrivate != 0 {
