@@ -762,8 +762,9 @@ func (ss *snapshotSet) planFromChildren(d *dumpTree, stage *images.Staging) (uin
 		}
 	}
 	var total uint64
-	// writeImages wrote them while the tree was frozen, without these
-	// pages: written again, over them.
+	// writeImages kept them while the tree was frozen, without these
+	// pages, and they were written once it ran (pendingImages): written
+	// again, over them.
 	w := func(k images.Kind, name string, msgs ...proto.Message) error {
 		if err := images.ReplaceFile(stage.Path(name), k, msgs...); err != nil {
 			return fmt.Errorf("write %s: %w", name, err)

@@ -619,8 +619,8 @@ func (us *uffdSet) snapsOrNil() []*uffdSnapshot {
 // process, once the tree runs: its VmFlags, unless read while it was
 // stopped (lazyMem), are read now. It returns how many it wrote.
 func (us *uffdSet) writeMemImages(stage *images.Staging) (int, error) {
-	// writeImages wrote them while the tree was frozen: written again,
-	// over them.
+	// writeImages kept them while the tree was frozen, and they were
+	// written once it ran (pendingImages): written again, over them.
 	w := func(k images.Kind, name string, msgs ...proto.Message) error {
 		if err := images.ReplaceFile(stage.Path(name), k, msgs...); err != nil {
 			return fmt.Errorf("write %s: %w", name, err)
