@@ -8,7 +8,9 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -186,7 +188,7 @@ func DumpMounts(pid int, stage *images.Staging) error {
 			}
 			if withContent[m.FSType] {
 				name := fmt.Sprintf("tmpfs-dev-%d.tar.gz.img", m.ID)
-				if err := archiveTree(taskPath(pid, m.MountPoint), m.MountPoint, mountpoints, stage.Path(name)); err != nil {
+				if err := archiveTree(pid, m.MountPoint, mountpoints, stage.Path(name)); err != nil {
 					return fmt.Errorf("task %d: tmpfs at %s: %w", pid, m.MountPoint, err)
 				}
 			}
@@ -282,9 +284,25 @@ func taskPath(pid int, p string) string { return fmt.Sprintf("/proc/%d/root%s", 
 // one costs 10-50 µs.
 var gzipWriters = sync.Pool{New: func() any { return gzip.NewWriter(nil) }}
 
-// archiveTree writes dir (a tmpfs seen through /proc/PID/root) as a
-// gzipped tar, without descending into other mounts below it.
-func archiveTree(dir, mountpoint string, mountpoints map[string]bool, out string) error {
+// archiveTree writes the tmpfs mounted at mp in task pid's mount
+// namespace as a gzipped tar, without descending into other mounts below
+// it. It walks by directory fds: mp is opened inside the task's root
+// with no symlink followed (a mount point the kernel reported holds
+// none), and every entry below is opened from its directory's fd with
+// O_NOFOLLOW. No path string through the container's tree is ever
+// resolved again, so a directory swapped for a symlink while the walk
+// runs cannot lead it out of the tmpfs: it is archived as the symlink.
+func archiveTree(pid int, mp string, mountpoints map[string]bool, out string) error {
+	root, err := inroot.OfTask(pid)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	top, err := root.OpenFile(mp, unix.O_RDONLY|unix.O_DIRECTORY, 0, inroot.NoLinks)
+	if err != nil {
+		return err
+	}
+	defer top.Close()
 	f, err := images.CreateFile(out, os.O_WRONLY)
 	if err != nil {
 		return err
@@ -294,81 +312,137 @@ func archiveTree(dir, mountpoint string, mountpoints map[string]bool, out string
 	defer gzipWriters.Put(gz)
 	gz.Reset(f)
 	tw := tar.NewWriter(gz)
-	err = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(dir, path)
-		if rel == "." {
-			return nil
-		}
-		if d.IsDir() && mountpoints[filepath.Join(mountpoint, rel)] {
-			// Another mount sits here: keep the directory, not what is
-			// mounted on it.
-			fi, err := d.Info()
-			if err != nil {
-				return err
-			}
-			h, err := tar.FileInfoHeader(fi, "")
-			if err != nil {
-				return err
-			}
-			h.Name = rel + "/"
-			if err := tw.WriteHeader(h); err != nil {
-				return err
-			}
-			return fs.SkipDir
-		}
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
-		if fi.Mode()&fs.ModeSocket != 0 {
-			// A bound unix socket's file: restoring the socket binds
-			// it again (tar has no socket files, nor does CRIU's).
-			return nil
-		}
-		link := ""
-		if fi.Mode()&fs.ModeSymlink != 0 {
-			if link, err = os.Readlink(path); err != nil {
-				return err
-			}
-		}
-		h, err := tar.FileInfoHeader(fi, link)
-		if err != nil {
-			return err
-		}
-		h.Name = rel
-		if d.IsDir() {
-			h.Name += "/"
-		}
-		if st, ok := fi.Sys().(*unix.Stat_t); ok {
-			h.Uid, h.Gid = int(st.Uid), int(st.Gid)
-			if fi.Mode()&(fs.ModeDevice|fs.ModeCharDevice) != 0 {
-				h.Devmajor, h.Devminor = int64(unix.Major(st.Rdev)), int64(unix.Minor(st.Rdev))
-			}
-		}
-		if err := tw.WriteHeader(h); err != nil {
-			return err
-		}
-		if fi.Mode().IsRegular() {
-			// The walk saw a regular file here: never a link followed
-			// to a file outside the tmpfs.
-			src, err := os.OpenFile(path, os.O_RDONLY|unix.O_NOFOLLOW, 0)
-			if err != nil {
-				return err
-			}
-			_, err = io.Copy(tw, src)
-			src.Close()
-			return err
-		}
-		return nil
-	})
-	if err != nil {
+	a := &archiver{tw: tw, mp: mp, mountpoints: mountpoints}
+	if err := a.dir(top, ""); err != nil {
 		return err
 	}
 	if err := tw.Close(); err != nil {
 		return err
 	}
 	return gz.Close()
+}
+
+// archiver is one archiveTree walk.
+type archiver struct {
+	tw          *tar.Writer
+	mp          string          // the tmpfs's mount point, for mountpoints
+	mountpoints map[string]bool // other mounts: kept as directories, not entered
+}
+
+// dir archives the entries of d, the directory at rel ("" for the top),
+// in lexical order (as filepath.WalkDir gives them).
+func (a *archiver) dir(d *os.File, rel string) error {
+	names, err := d.Readdirnames(-1)
+	if err != nil {
+		return fmt.Errorf("%s: %w", a.show(rel), err)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		if err := a.entry(d, path.Join(rel, name), name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (a *archiver) show(rel string) string { return path.Join(a.mp, rel) }
+
+// entry archives name in directory d (rel from the top). Its file is
+// opened O_PATH|O_NOFOLLOW from d and stat'ed through that fd; content
+// is read through a second open from d that must find the same inode.
+func (a *archiver) entry(d *os.File, rel, name string) error {
+	pfd, err := unix.Openat(int(d.Fd()), name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err == unix.ENOENT {
+		return nil // gone since the listing, as WalkDir skips it
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", a.show(rel), err)
+	}
+	pf := os.NewFile(uintptr(pfd), name)
+	fi, err := pf.Stat()
+	pf.Close()
+	if err != nil {
+		return fmt.Errorf("%s: %w", a.show(rel), err)
+	}
+	mode := fi.Mode()
+	if mode&fs.ModeSocket != 0 {
+		// A bound unix socket's file: restoring the socket binds
+		// it again (tar has no socket files, nor does CRIU's).
+		return nil
+	}
+	link := ""
+	if mode&fs.ModeSymlink != 0 {
+		// readlinkat never follows the link it reads.
+		if link, err = readlinkAt(int(d.Fd()), name); err != nil {
+			return fmt.Errorf("%s: %w", a.show(rel), err)
+		}
+	}
+	h, err := tar.FileInfoHeader(fi, link)
+	if err != nil {
+		return fmt.Errorf("%s: %w", a.show(rel), err)
+	}
+	h.Name = rel
+	if mode.IsDir() {
+		h.Name += "/"
+	}
+	if err := a.tw.WriteHeader(h); err != nil {
+		return err
+	}
+	switch {
+	case mode.IsDir() && a.mountpoints[path.Join(a.mp, rel)]:
+		// Another mount sits here: keep the directory, not what is
+		// mounted on it.
+		return nil
+	case mode.IsDir():
+		sub, err := a.reopen(d, rel, name, fi, unix.O_RDONLY|unix.O_DIRECTORY)
+		if err != nil {
+			return err
+		}
+		defer sub.Close()
+		return a.dir(sub, rel)
+	case mode.IsRegular():
+		src, err := a.reopen(d, rel, name, fi, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOCTTY)
+		if err != nil {
+			return err
+		}
+		defer src.Close()
+		if _, err := io.Copy(a.tw, src); err != nil {
+			return fmt.Errorf("%s: %w", a.show(rel), err)
+		}
+	}
+	return nil
+}
+
+// reopen opens name in d with flags and O_NOFOLLOW, and checks that it
+// is the file fi described: an entry replaced since is refused, not
+// archived in its place.
+func (a *archiver) reopen(d *os.File, rel, name string, fi fs.FileInfo, flags int) (*os.File, error) {
+	fd, err := unix.Openat(int(d.Fd()), name, flags|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", a.show(rel), err)
+	}
+	f := os.NewFile(uintptr(fd), name)
+	now, err := f.Stat()
+	if err == nil && !os.SameFile(fi, now) {
+		err = errors.New("replaced while the tmpfs was archived")
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%s: %w", a.show(rel), err)
+	}
+	return f, nil
+}
+
+// readlinkAt reads the symlink name in directory dirfd.
+func readlinkAt(dirfd int, name string) (string, error) {
+	for size := 256; ; size *= 2 {
+		b := make([]byte, size)
+		n, err := unix.Readlinkat(dirfd, name, b)
+		if err != nil {
+			return "", err
+		}
+		if n < size {
+			return string(b[:n]), nil
+		}
+	}
 }

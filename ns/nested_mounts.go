@@ -206,7 +206,7 @@ func dumpNestedMounts(pid, root int, stage *images.Staging, id int) error {
 		}
 		mp := s.e.GetMountpoint()
 		name := fmt.Sprintf("tmpfs-dev-%d.tar.gz.img", s.e.GetMntId())
-		if err := archiveTree(taskPath(pid, mp), mp, mountpoints, stage.Path(name)); err != nil {
+		if err := archiveTree(pid, mp, mountpoints, stage.Path(name)); err != nil {
 			return fmt.Errorf("tmpfs at %s: %w", mp, err)
 		}
 	}
