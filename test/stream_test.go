@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // streamPipeline runs producer | cat | consumer, the archive passing
@@ -346,4 +348,89 @@ func TestStreamWriterStalled(t *testing.T) {
 		t.Errorf("restore -D - from a writer that stopped: %v after %v, stderr %q; want a failure and one line naming stdin and the stall", err, time.Since(start).Round(time.Millisecond), msg)
 	}
 	assertEmptyDir(t, tmp, "the restore whose writer stalled")
+}
+
+// TestStreamLeavesStdioBlocking: dump -D - and restore -D - wait for a
+// slow peer with a deadline, but never by making the file description
+// of their stdout or stdin non-blocking: that description is shared
+// with the shell or program that gave it, and a ctcr killed mid-stream
+// would leave it so for them. The flags are checked while ctcr waits
+// on a stalled peer and after it is killed there with SIGKILL.
+func TestStreamLeavesStdioBlocking(t *testing.T) {
+	needCtcr(t)
+	// The pipes come from os.Pipe, which Go's poller serves: their
+	// Fd method would make them blocking again, so the flags are read
+	// through the raw fd.
+	nonblocking := func(t *testing.T, f *os.File) bool {
+		rc, err := f.SyscallConn()
+		if err != nil {
+			t.Fatal(err)
+		}
+		fl, ferr := 0, error(nil)
+		if err := rc.Control(func(fd uintptr) { fl, ferr = unix.FcntlInt(fd, unix.F_GETFL, 0) }); err != nil || ferr != nil {
+			t.Fatal(err, ferr)
+		}
+		return fl&unix.O_NONBLOCK != 0
+	}
+	check := func(t *testing.T, c *exec.Cmd, shared *os.File, what string) {
+		time.Sleep(500 * time.Millisecond) // ctcr is waiting on its peer by now
+		if nonblocking(t, shared) {
+			t.Errorf("%s: the shared file description is O_NONBLOCK while ctcr waits", what)
+		}
+		c.Process.Kill()
+		waitWithTimeout(c, 30*time.Second)
+		if nonblocking(t, shared) {
+			t.Errorf("%s: the shared file description is O_NONBLOCK after ctcr was killed", what)
+		}
+	}
+	t.Run("dump -D - to a reader that stopped", func(t *testing.T) {
+		w := startWorkload(t, "bigmem", "64")
+		pr, pw, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pr.Close()
+		defer pw.Close()
+		setBlocking(t, pw)
+		d := streamCmd(t.TempDir(), "dump", "-t", strconv.Itoa(w.pid), "-D", "-")
+		d.Stdout = pw
+		if err := d.Start(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(pr, make([]byte, 1<<20)); err != nil {
+			t.Fatalf("read the start of the archive: %v", err)
+		}
+		check(t, d, pw, "dump -D -")
+		w.checkPasses(60*time.Second, "bigmem after a streamed dump killed while its reader stalled")
+	})
+	t.Run("restore -D - from a writer that stopped", func(t *testing.T) {
+		pr, pw, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pr.Close()
+		defer pw.Close()
+		setBlocking(t, pr)
+		r := streamCmd(t.TempDir(), "restore", "-D", "-")
+		r.Stdin = pr
+		if err := r.Start(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := pw.Write(make([]byte, 100)); err != nil {
+			t.Fatal(err)
+		}
+		check(t, r, pr, "restore -D -")
+	})
+}
+
+// setBlocking clears O_NONBLOCK on f's description, which os.Pipe sets.
+func setBlocking(t *testing.T, f *os.File) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) { serr = unix.SetNonblock(int(fd), false) }); err != nil || serr != nil {
+		t.Fatal(err, serr)
+	}
 }

@@ -180,12 +180,17 @@ func streamStall() time.Duration {
 // a streamed dump's reader that takes nothing more (the tree is
 // stopped), or restore -D -'s writer that sends nothing more (nothing
 // is restored before the whole checkpoint has arrived, so nothing is
-// left behind). A pipe or socket is made non-blocking for that (a
-// duplicate of its descriptor, which Go's poller then serves); a
-// regular file, which never blocks for long, is used as it is.
+// left behind). Each call on a pipe or socket is made non-blocking by
+// itself (preadv2/pwritev2 with RWF_NOWAIT, which pipes and sockets
+// honour), and waits in poll(2) for at most the time left. The file
+// description's own flags are never changed: it is shared with
+// whoever gave ctcr its stdin or stdout, and a ctcr killed mid-stream
+// must not leave it non-blocking for them. A regular file, which never
+// blocks for long, is used as it is.
 type stallFile struct {
-	f     *os.File
-	stall time.Duration
+	fd     int // a duplicate of the file's, ctcr's own
+	stall  time.Duration
+	nowait bool // false once the file refused RWF_NOWAIT: blocking calls, no deadline
 }
 
 // withStall returns f, or a stallFile on a duplicate of it, and its
@@ -199,42 +204,91 @@ func withStall(f *os.File) (io.ReadWriter, func()) {
 	if err != nil {
 		return f, func() {}
 	}
-	if err := unix.SetNonblock(fd, true); err != nil {
-		unix.Close(fd)
-		return f, func() {}
-	}
-	nf := os.NewFile(uintptr(fd), f.Name())
-	return &stallFile{f: nf, stall: streamStall()}, func() {
-		// The file description is shared with f: blocking again for
-		// whoever uses it next.
-		unix.SetNonblock(fd, false)
-		nf.Close()
-	}
+	return &stallFile{fd: fd, stall: streamStall(), nowait: true}, func() { unix.Close(fd) }
 }
 
 func (s *stallFile) Write(b []byte) (int, error) {
-	// Unsupported (not a pollable file): no deadline, a blocking write.
-	s.f.SetWriteDeadline(time.Now().Add(s.stall))
-	n, err := s.f.Write(b)
-	return n, s.explain(err, "the reader took nothing")
+	done := 0
+	deadline := time.Now().Add(s.stall)
+	for done < len(b) {
+		n, err := s.call(unix.Pwritev2, b[done:])
+		if err == nil {
+			done += n
+			deadline = time.Now().Add(s.stall)
+			continue
+		}
+		if err, ok := s.retry(err, unix.POLLOUT, deadline, "the reader took nothing"); !ok {
+			return done, err
+		}
+	}
+	return done, nil
 }
 
 func (s *stallFile) Read(b []byte) (int, error) {
-	s.f.SetReadDeadline(time.Now().Add(s.stall))
-	n, err := s.f.Read(b)
-	return n, s.explain(err, "the writer sent nothing")
+	if len(b) == 0 {
+		return 0, nil
+	}
+	deadline := time.Now().Add(s.stall)
+	for {
+		n, err := s.call(unix.Preadv2, b)
+		if err == nil {
+			if n == 0 {
+				return 0, io.EOF
+			}
+			return n, nil
+		}
+		if err, ok := s.retry(err, unix.POLLIN, deadline, "the writer sent nothing"); !ok {
+			return 0, err
+		}
+	}
 }
 
-// explain drops the file's name (the caller names stdout or stdin) and
-// says what a deadline meant.
-func (s *stallFile) explain(err error, what string) error {
-	if pe, ok := err.(*fs.PathError); ok {
-		err = pe.Err
+// call runs rw (preadv2 or pwritev2) on b at the file's position,
+// non-blocking unless the file refused it.
+func (s *stallFile) call(rw func(int, [][]byte, int64, int) (int, error), b []byte) (int, error) {
+	flags := 0
+	if s.nowait {
+		flags = unix.RWF_NOWAIT
 	}
-	if errors.Is(err, os.ErrDeadlineExceeded) {
-		err = fmt.Errorf("%s for %v: %w", what, s.stall, err)
+	return rw(s.fd, [][]byte{b}, -1, flags)
+}
+
+// retry tells whether a call that failed with err may be made again:
+// after EINTR at once; after EAGAIN once poll says the file is ready
+// for events (or has hung up, which the next call reports), unless the
+// deadline passes first (then what says what the stall meant); with
+// EOPNOTSUPP (a file with no non-blocking calls) as a blocking call.
+func (s *stallFile) retry(err error, events int16, deadline time.Time, what string) (error, bool) {
+	switch err {
+	case unix.EINTR:
+		return nil, true
+	case unix.EOPNOTSUPP:
+		if !s.nowait {
+			return err, false
+		}
+		// No deadline for such a file: its calls block, as they
+		// would have without one.
+		s.nowait = false
+		return nil, true
+	case unix.EAGAIN:
+	default:
+		return err, false
 	}
-	return err
+	for {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return fmt.Errorf("%s for %v: %w", what, s.stall, os.ErrDeadlineExceeded), false
+		}
+		pfd := []unix.PollFd{{Fd: int32(s.fd), Events: events}}
+		n, err := unix.Poll(pfd, int(min(left, time.Minute).Milliseconds())+1)
+		if err == unix.EINTR || (err == nil && n == 0) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("poll: %w", err), false
+		}
+		return nil, true
+	}
 }
 
 func newArchiveWriter(w io.Writer, root string) *archiveWriter {
