@@ -3,10 +3,12 @@ package test
 import (
 	"errors"
 	"fmt"
+	"math/rand"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -469,4 +471,128 @@ func (c *runcContainer) countRetry(t *testing.T, name string) int {
 	}
 	t.Fatalf("container %s: /data/%s: %v", c.id, name, err)
 	return 0
+}
+
+// TestCriuRuncKilledMidCheckpoint: runc is killed with SIGKILL at
+// moments spread over its `checkpoint` through ctcr, which runs as its
+// `criu swrk` child and talks to it over a socketpair. ctcr must see its
+// peer gone (a notification nobody answers, a reply nobody reads), roll
+// back and exit: the container runs on, its tasks neither traced nor
+// stopped, unless runc had answered the post-dump notification before it
+// died (then the checkpoint is complete and the container is gone, as
+// it would be had runc lived). No ctcr is left behind either way.
+func TestCriuRuncKilledMidCheckpoint(t *testing.T) {
+	link := criuLink(t)
+	trials := 6
+	if os.Getenv("CTCR_STRESS") != "" {
+		trials = 30
+	}
+	c := newContainer(t, "criurpc-kill", nil)
+	c.start()
+	// One whole checkpoint that leaves the container running sets the
+	// span the kills are spread over.
+	img, work := filepath.Join(c.bundle, "img"), filepath.Join(c.bundle, "work")
+	span := c.criuRunc(t, link, "checkpoint", "--leave-running", "--image-path", img, "--work-path", work, c.id)
+	t.Logf("a whole runc checkpoint --leave-running through ctcr: %v", span)
+	interrupted, finished := 0, 0
+	for i := range trials {
+		img, work := filepath.Join(c.bundle, fmt.Sprintf("img%d", i)), filepath.Join(c.bundle, fmt.Sprintf("work%d", i))
+		// The kill lands while ctcr runs: delay after it started,
+		// spread over 0.8 of the span (which has runc's own part too,
+		// so the last trials may find the checkpoint done).
+		delay := time.Duration((float64(i) + rand.Float64()) * 0.8 * float64(span) / float64(trials))
+		cmd := exec.Command("runc", "--criu", link, "checkpoint", "--image-path", img, "--work-path", work, c.id)
+		cmd.Dir = c.bundle
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		for started := time.Now(); len(swrkOf(link)) == 0 && time.Since(started) < 10*time.Second; {
+			time.Sleep(time.Millisecond)
+		}
+		time.Sleep(delay)
+		cmd.Process.Kill()
+		cmd.Wait()
+		// ctcr is runc's orphan now: wait until it has gone (a zombie
+		// the init has not reaped yet counts as gone).
+		deadline := time.Now().Add(60 * time.Second)
+		for len(swrkOf(link)) > 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("trial %d (runc killed after %v): ctcr %v still runs 60 s on", i, delay, swrkOf(link))
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if st := c.status(); st != "running" {
+			// runc answers post-dump by creating a "checkpoint" file
+			// in its state directory, which it removes with the rest
+			// when it deletes the checkpointed container. Neither
+			// there: runc died before it answered, and the tree had
+			// to run on.
+			_, answered := os.Stat(filepath.Join("/run/runc", c.id, "checkpoint"))
+			if answered != nil && !strings.Contains(st, "does not exist") {
+				log, _ := os.ReadFile(filepath.Join(work, "dump.log"))
+				t.Fatalf("trial %d (runc killed after %v): the container is %q, but runc never answered post-dump; dump.log:\n%s", i, delay, st, log)
+			}
+			finished++
+			t.Logf("trial %d (runc killed after %v): the checkpoint finished first", i, delay)
+			runcCmd(10*time.Second, "", "delete", "-f", c.id)
+			c.start()
+			continue
+		}
+		interrupted++
+		c.assertUntraced(t, fmt.Sprintf("trial %d (runc killed after %v)", i, delay))
+		c.assertCounting(t, fmt.Sprintf("trial %d (runc killed after %v)", i, delay))
+	}
+	t.Logf("%d trials: %d interrupted, %d finished before the kill", trials, interrupted, finished)
+	if interrupted == 0 {
+		t.Errorf("no kill landed inside a checkpoint")
+	}
+}
+
+// swrkOf returns the PIDs of live processes running link (ctcr as
+// criu) as their first argument.
+func swrkOf(link string) []int {
+	var pids []int
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if err != nil || !strings.HasPrefix(string(b), link+"\x00") {
+			continue
+		}
+		if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil && strings.Contains(string(st), ") Z ") {
+			continue
+		}
+		pids = append(pids, pid)
+	}
+	return pids
+}
+
+// assertUntraced checks that every task of the container (its init
+// and all below it, every thread) is neither traced nor stopped, and
+// none runs ctcr's code.
+func (c *runcContainer) assertUntraced(t *testing.T, what string) {
+	t.Helper()
+	st, err := c.state()
+	if err != nil || st.Pid <= 0 {
+		t.Fatalf("%s: container %s: %v (init %d)", what, c.id, err, st.Pid)
+	}
+	for _, pid := range append([]int{st.Pid}, descendantsOf(st.Pid)...) {
+		if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid)); err == nil && exe == ctcrBin {
+			t.Errorf("%s: task %d of the container runs ctcr's code", what, pid)
+		}
+		tids, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+		for _, e := range tids {
+			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/status", pid, e.Name()))
+			if err != nil {
+				continue // gone meanwhile
+			}
+			s := string(b)
+			if !strings.Contains(s, "\nTracerPid:\t0\n") || strings.Contains(s, "\nState:\tT") || strings.Contains(s, "\nState:\tt") {
+				t.Errorf("%s: task %d thread %s is left traced or stopped:\n%s", what, pid, e.Name(), s)
+			}
+		}
+	}
 }
