@@ -473,7 +473,7 @@ func (c *runcContainer) countRetry(t *testing.T, name string) int {
 	return 0
 }
 
-// TestCriuRuncKilledMidCheckpoint: runc is killed with SIGKILL at
+// TestKillRuncDuringCriuCheckpoint: runc is killed with SIGKILL at
 // moments spread over its `checkpoint` through ctcr, which runs as its
 // `criu swrk` child and talks to it over a socketpair. ctcr must see its
 // peer gone (a notification nobody answers, a reply nobody reads), roll
@@ -481,7 +481,7 @@ func (c *runcContainer) countRetry(t *testing.T, name string) int {
 // stopped, unless runc had answered the post-dump notification before it
 // died (then the checkpoint is complete and the container is gone, as
 // it would be had runc lived). No ctcr is left behind either way.
-func TestCriuRuncKilledMidCheckpoint(t *testing.T) {
+func TestKillRuncDuringCriuCheckpoint(t *testing.T) {
 	link := criuLink(t)
 	trials := 6
 	if os.Getenv("CTCR_STRESS") != "" {
