@@ -142,6 +142,7 @@ only once the last byte is out. Not with --pre-dump, --pre-copy,
 					}
 				}
 			}
+			stuckStatus.Store(exitCheckpointError)
 			m, st, err := container.CheckpointTo(&o)
 			if streaming {
 				o.Dir = streamDir // the staging directory is gone
@@ -235,6 +236,7 @@ func restoreContainer(g *globalFlags, cmd *cobra.Command, stdout io.Writer, id, 
 	defer done()
 	progress, endLine := g.progressLine(cmd.ErrOrStderr(), "restored")
 	ro := &container.RestoreOptions{ID: id, Dir: dir, Name: name, Log: logf, Stage: stage, ExtUnixSk: o.ExtUnixSk, VdsoProxy: o.VdsoProxy, Progress: progress}
+	stuckStatus.Store(exitRestoreError)
 	r, m, err := container.Restore(ro)
 	dir = ro.Dir
 	endLine()

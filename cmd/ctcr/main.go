@@ -33,6 +33,7 @@ func main() {
 		os.Exit(code)
 	}
 	rollBackOnSignals()
+	giveUpWhenStuck(os.Args[1:], os.Stdout, os.Stderr)
 	// Installed or linked as criu, ctcr is CRIU to the runtimes that run
 	// it (criu swrk, check, --version, dump, restore). Its own helper
 	// processes run it by its real path, never as criu.

@@ -163,34 +163,9 @@ func TestWaitDeadline(t *testing.T) {
 func TestWaitSeizedDeadline(t *testing.T) {
 	cmd, other := startSleeper(t)
 	pid := cmd.Process.Pid
-	cg := fmt.Sprintf("/sys/fs/cgroup/freezer/deadlines-ptrace-test-%d", os.Getpid())
-	if err := os.Mkdir(cg, 0o755); err != nil {
-		t.Skipf("no v1 freezer to freeze a task with: %v", err)
-	}
-	state := filepath.Join(cg, "freezer.state")
-	cleanup := func() {
-		os.WriteFile(state, []byte("THAWED"), 0)
-		cmd.Process.Kill()
-		for deadline := time.Now().Add(5 * time.Second); os.Remove(cg) != nil && time.Now().Before(deadline); {
-			time.Sleep(10 * time.Millisecond)
-		}
-	}
-	t.Cleanup(cleanup)
-	if err := os.WriteFile(filepath.Join(cg, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(state, []byte("FROZEN"), 0); err != nil {
-		t.Fatal(err)
-	}
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		b, _ := os.ReadFile(state)
-		if strings.TrimSpace(string(b)) == "FROZEN" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %q 5 s after FROZEN was written", state, b)
-		}
-	}
+	fz := newFreezer(t, cmd)
+	cleanup := fz.cleanup
+	fz.freeze()
 	tr := NewTracer()
 	const d = 300 * time.Millisecond
 	start := time.Now()
@@ -213,10 +188,140 @@ func TestWaitSeizedDeadline(t *testing.T) {
 	if took < d || took > d+5*time.Second {
 		t.Errorf("the seize with a deadline of %v took %v", d, took)
 	}
-	if err := os.WriteFile(state, []byte("THAWED"), 0); err != nil {
+	fz.thaw()
+	if err := runsFreely(pid, other); err != nil {
+		t.Error(err)
+	}
+}
+
+// freezer is a v1 freezer cgroup holding one sleeper, for tests of tasks
+// no signal reaches.
+type freezer struct {
+	t       *testing.T
+	state   string // its freezer.state
+	cleanup func() // thaws, kills the sleeper and removes the cgroup
+}
+
+// newFreezer moves cmd's process into a new freezer cgroup (or skips
+// the test on a host with no v1 freezer).
+func newFreezer(t *testing.T, cmd *exec.Cmd) *freezer {
+	cg := fmt.Sprintf("/sys/fs/cgroup/freezer/deadlines-ptrace-test-%d-%d", os.Getpid(), cmd.Process.Pid)
+	if err := os.Mkdir(cg, 0o755); err != nil {
+		t.Skipf("no v1 freezer to freeze a task with: %v", err)
+	}
+	fz := &freezer{t: t, state: filepath.Join(cg, "freezer.state")}
+	fz.cleanup = func() {
+		os.WriteFile(fz.state, []byte("THAWED"), 0)
+		cmd.Process.Kill()
+		for deadline := time.Now().Add(5 * time.Second); os.Remove(cg) != nil && time.Now().Before(deadline); {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	t.Cleanup(fz.cleanup)
+	if err := os.WriteFile(filepath.Join(cg, "cgroup.procs"), []byte(strconv.Itoa(cmd.Process.Pid)), 0); err != nil {
 		t.Fatal(err)
 	}
-	if err := runsFreely(pid, other); err != nil {
+	return fz
+}
+
+// freeze freezes the cgroup and waits until the kernel says FROZEN.
+func (fz *freezer) freeze() {
+	if err := os.WriteFile(fz.state, []byte("FROZEN"), 0); err != nil {
+		fz.t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		b, _ := os.ReadFile(fz.state)
+		if strings.TrimSpace(string(b)) == "FROZEN" {
+			return
+		}
+		if time.Now().After(deadline) {
+			fz.t.Fatalf("%s: %q 5 s after FROZEN was written", fz.state, b)
+		}
+	}
+}
+
+func (fz *freezer) thaw() {
+	if err := os.WriteFile(fz.state, []byte("THAWED"), 0); err != nil {
+		fz.t.Error(err)
+	}
+}
+
+// TestWaitStuckGivesUp: a wait on a task its cgroup froze while it ran
+// (asleep where no signal reaches it, as in a remote call on a stuck
+// file system) passes its deadline, and the watchdog's SIGSTOP cannot
+// stop the task: stuckGrace later, OnStuck is called with an error
+// naming the task and saying so. Once thawed, the task takes that
+// SIGSTOP as a stop for the tracer, and let go it runs on.
+func TestWaitStuckGivesUp(t *testing.T) {
+	cmd, _ := startSleeper(t)
+	pid := cmd.Process.Pid
+	fz := newFreezer(t, cmd)
+	stuck := make(chan error, 1)
+	OnStuck, stuckGrace = func(err error) { stuck <- err }, 300*time.Millisecond
+	defer func() { OnStuck, stuckGrace = nil, 10*time.Second }()
+	tr := NewTracer()
+	defer tr.Close()
+	const d = 300 * time.Millisecond
+	doWithin(t, tr, "seizing the task", func() error {
+		_, err := Seize(pid, 0)
+		return err
+	})
+	fz.freeze() // stopped in ptrace, the task counts as frozen
+	done := make(chan error, 1)
+	go func() {
+		done <- tr.Do(func() error {
+			// Let it run into the freezer, passing on the signals its
+			// Go runtime sends itself, until the wait that OnStuck
+			// gives up on ends with the SIGSTOP stop once thawed.
+			var sig unix.Signal
+			for {
+				if err := Cont(pid, sig); err != nil {
+					return err
+				}
+				st, err := waitFor(pid, d)
+				if st.SignalDelivery() && st.Signal() == unix.SIGSTOP {
+					if err == nil {
+						err = errors.New("the SIGSTOP came without the deadline")
+					}
+					if !errors.Is(err, ErrWaitTimeout) {
+						return err
+					}
+					return Detach(pid)
+				}
+				if err != nil {
+					return err
+				}
+				sig = 0
+				if st.SignalDelivery() {
+					sig = st.Signal()
+				}
+			}
+		})
+	}()
+	select {
+	case err := <-stuck:
+		want := fmt.Sprintf("task %d: no stop within %v, nor %v after SIGSTOP", pid, d, stuckGrace)
+		if !errors.Is(err, ErrWaitTimeout) || !strings.Contains(err.Error(), want) {
+			t.Errorf("OnStuck got %v, want ErrWaitTimeout saying %q", err, want)
+		}
+	case err := <-done:
+		t.Fatalf("the wait on a frozen task ended before OnStuck: %v", err)
+	case <-time.After(10 * time.Second):
+		fz.cleanup()
+		t.Fatal("OnStuck not called 10 s into a wait on a frozen task")
+	}
+	fz.thaw()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		fmt.Fprintf(os.Stderr, "--- FAIL: %s: the wait did not end 10 s after the thaw\n", t.Name())
+		fz.cleanup()
+		os.Exit(1)
+	}
+	if err := runsFreely(pid, pid); err != nil {
 		t.Error(err)
 	}
 }

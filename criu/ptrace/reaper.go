@@ -54,7 +54,25 @@ type peerReaper struct {
 	// deadline passed and the task was sent SIGSTOP. Guarded by mu.
 	fired  bool
 	asleep string
+	// gaveUp is set once OnStuck was called. Guarded by mu.
+	gaveUp bool
 }
+
+// OnStuck, if set, is called (once, on the watchdog's goroutine) with
+// an error naming the task when a wait's task has not stopped
+// stuckGrace after the SIGSTOP its deadline sent: it sleeps where no
+// signal reaches it (state D: a stuck file system or device, a frozen
+// cgroup), and the wait4 of the tracer thread would block until it
+// wakes, which may be never. ctcr's commands set it to report the error
+// and exit: a ctcr that dies lets every task it holds go on, as a
+// SIGKILL would, which is the only end such a wait can have. Unset, the
+// wait goes on blocking.
+var OnStuck func(error)
+
+// stuckGrace is how long after its SIGSTOP a task that has not stopped
+// counts as stuck: a task in an interruptible sleep stops at once, one
+// finishing a long system call within seconds.
+var stuckGrace = 10 * time.Second
 
 // startPeerReaper arms the watchdog of a wait for tid: each
 // peerReapAfter until stopped, it collects the dead threads of tid's
@@ -77,6 +95,12 @@ func startPeerReaper(tid int, d time.Duration) *peerReaper {
 			// tkill, not tgkill: tid's thread group is not known here,
 			// and the stop must be this thread's.
 			unix.Syscall(unix.SYS_TKILL, uintptr(tid), uintptr(unix.SIGSTOP), 0)
+		}
+		if w.fired && !w.gaveUp && OnStuck != nil && time.Since(start) >= d+stuckGrace {
+			w.gaveUp = true
+			err := fmt.Errorf("%s: no stop within %v, nor %v after SIGSTOP: asleep in %s, where no signal reaches it; once it wakes it stops on that SIGSTOP (kill -CONT resumes it): %w",
+				taskName(tid), d, stuckGrace, wchan(tid), ErrWaitTimeout)
+			go OnStuck(err)
 		}
 		w.timer = time.AfterFunc(peerReapAfter, tick)
 	}
