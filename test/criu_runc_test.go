@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -506,8 +507,12 @@ func TestKillRuncDuringCriuCheckpoint(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		for started := time.Now(); len(swrkOf(link)) == 0 && time.Since(started) < 10*time.Second; {
-			time.Sleep(time.Millisecond)
+		for started := time.Now(); len(swrkOf(link)) == 0; time.Sleep(time.Millisecond) {
+			if time.Since(started) > 10*time.Second {
+				cmd.Process.Kill()
+				cmd.Wait()
+				t.Fatalf("trial %d: runc checkpoint ran no ctcr within 10 s", i)
+			}
 		}
 		time.Sleep(delay)
 		cmd.Process.Kill()
@@ -521,6 +526,9 @@ func TestKillRuncDuringCriuCheckpoint(t *testing.T) {
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
+		// The bind mount of the rootfs the killed runc made for criu
+		// is runc's residue, not ctcr's.
+		unix.Unmount(filepath.Join("/run/runc", c.id, "criu-root"), unix.MNT_DETACH)
 		if st := c.status(); st != "running" {
 			// runc answers post-dump by creating a "checkpoint" file
 			// in its state directory, which it removes with the rest
@@ -594,5 +602,137 @@ func (c *runcContainer) assertUntraced(t *testing.T, what string) {
 				t.Errorf("%s: task %d thread %s is left traced or stopped:\n%s", what, pid, e.Name(), s)
 			}
 		}
+	}
+}
+
+// TestKillRuncDuringCriuRestore: runc is killed with SIGKILL at spread
+// moments of its `restore -d` through ctcr (criu swrk). ctcr must see its
+// peer gone and leave nothing: no task of the container is left, unless
+// runc had taken the restored container over before it died (it answers
+// post-restore by saving the container's state, so `runc state` knows
+// it), and then every task runs its own code, untraced and not stopped,
+// and counts on. No ctcr is left behind either way. 5 trials, 30 under
+// CTCR_STRESS.
+func TestKillRuncDuringCriuRestore(t *testing.T) {
+	link := criuLink(t)
+	trials := 5
+	if os.Getenv("CTCR_STRESS") != "" {
+		trials = 30
+	}
+	c := newContainer(t, "criurpc-rkill", nil)
+	c.start()
+	img := filepath.Join(c.bundle, "img")
+	c.criuRunc(t, link, "checkpoint", "--image-path", img, "--work-path", filepath.Join(c.bundle, "work"), c.id)
+	// One whole restore sets the span the kills are spread over.
+	span := c.criuRunc(t, link, "restore", "-d", "--image-path", img, "--work-path", filepath.Join(c.bundle, "work-r"), c.id)
+	c.notePid()
+	t.Logf("a whole runc restore -d through ctcr: %v", span)
+	if st, err := c.state(); err != nil || !slices.Contains(tasksOf(c.id), st.Pid) {
+		t.Fatalf("the restored container's init (%v) is not among the tasks of its cgroup, %v", err, tasksOf(c.id))
+	}
+	c.assertCounting(t, "after the timed restore")
+	if out, err := c.cmd(10*time.Second, "", "delete", "-f", c.id); err != nil {
+		t.Fatalf("runc delete -f: %v: %s", err, out)
+	}
+	waitNoTasksOf(t, c.id, 10*time.Second)
+	interrupted, finished := 0, 0
+	for i := range trials {
+		work := filepath.Join(c.bundle, fmt.Sprintf("work%d", i))
+		delay := time.Duration((float64(i) + rand.Float64()) * float64(span) / float64(trials))
+		what := fmt.Sprintf("trial %d (runc killed %v into ctcr's restore)", i, delay)
+		cmd := exec.Command("runc", "--criu", link, "restore", "-d", "--image-path", img, "--work-path", work, c.id)
+		cmd.Dir = c.bundle
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		for started := time.Now(); len(swrkOf(link)) == 0; time.Sleep(time.Millisecond) {
+			if time.Since(started) > 10*time.Second {
+				cmd.Process.Kill()
+				cmd.Wait()
+				t.Fatalf("trial %d: runc restore ran no ctcr within 10 s", i)
+			}
+		}
+		time.Sleep(delay)
+		cmd.Process.Kill()
+		cmd.Wait()
+		deadline := time.Now().Add(60 * time.Second)
+		for len(swrkOf(link)) > 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: ctcr %v still runs 60 s on", what, swrkOf(link))
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if len(tasksOf(c.id)) == 0 {
+			interrupted++
+		} else {
+			// Left running: runc must have taken it over.
+			if st := c.status(); st != "running" {
+				log, _ := os.ReadFile(filepath.Join(work, "restore.log"))
+				t.Fatalf("%s: tasks %v of the container are left, which runc does not know (%q); restore.log:\n%s", what, tasksOf(c.id), st, log)
+			}
+			finished++
+			c.notePid()
+			c.assertUntraced(t, what)
+			c.assertCounting(t, what)
+			t.Logf("%s: the restore finished first", what)
+		}
+		// Whatever runc knows of the container goes, and what the
+		// killed runc left: the bind mount of the rootfs it gives
+		// criu (runc's own residue, not ctcr's) and its state.
+		c.cmd(10*time.Second, "", "delete", "-f", c.id)
+		waitNoTasksOf(t, c.id, 10*time.Second)
+		state := filepath.Join("/run/runc", c.id)
+		unix.Unmount(filepath.Join(state, "criu-root"), unix.MNT_DETACH)
+		os.RemoveAll(state)
+	}
+	t.Logf("%d trials: %d interrupted, %d finished before the kill", trials, interrupted, finished)
+	if interrupted == 0 {
+		t.Errorf("no kill landed inside a restore")
+	}
+}
+
+// tasksOf lists the live (not zombie) processes of container id: in its
+// cgroup (runc's default, /ID in every hierarchy), or running ctcr's
+// code (a restore's puppet, not yet turned into a task of the tree).
+func tasksOf(id string) []int {
+	var pids []int
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cg, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+		exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+		if err != nil || (!strings.Contains(string(cg), "/"+id+"\n") && exe != ctcrBin) {
+			continue
+		}
+		if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err != nil || strings.Contains(string(st), ") Z ") {
+			continue
+		}
+		pids = append(pids, pid)
+	}
+	return pids
+}
+
+// waitNoTasksOf waits until container id has no live task (tasksOf),
+// killing what is left after a second; it fails the test at timeout.
+func waitNoTasksOf(t *testing.T, id string, timeout time.Duration) {
+	t.Helper()
+	start := time.Now()
+	for {
+		left := tasksOf(id)
+		if len(left) == 0 {
+			return
+		}
+		if time.Since(start) > timeout {
+			t.Fatalf("tasks %v of container %s still live %v on", left, id, timeout)
+		}
+		if time.Since(start) > time.Second {
+			for _, p := range left {
+				unix.Kill(p, unix.SIGKILL)
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
