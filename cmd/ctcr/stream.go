@@ -217,7 +217,7 @@ func (s *stallFile) Write(b []byte) (int, error) {
 			deadline = time.Now().Add(s.stall)
 			continue
 		}
-		if err, ok := s.retry(err, unix.POLLOUT, deadline, "the reader took nothing"); !ok {
+		if ok, err := s.retry(err, unix.POLLOUT, deadline, "the reader took nothing"); !ok {
 			return done, err
 		}
 	}
@@ -237,7 +237,7 @@ func (s *stallFile) Read(b []byte) (int, error) {
 			}
 			return n, nil
 		}
-		if err, ok := s.retry(err, unix.POLLIN, deadline, "the writer sent nothing"); !ok {
+		if ok, err := s.retry(err, unix.POLLIN, deadline, "the writer sent nothing"); !ok {
 			return 0, err
 		}
 	}
@@ -258,26 +258,26 @@ func (s *stallFile) call(rw func(int, [][]byte, int64, int) (int, error), b []by
 // for events (or has hung up, which the next call reports), unless the
 // deadline passes first (then what says what the stall meant); with
 // EOPNOTSUPP (a file with no non-blocking calls) as a blocking call.
-func (s *stallFile) retry(err error, events int16, deadline time.Time, what string) (error, bool) {
+func (s *stallFile) retry(err error, events int16, deadline time.Time, what string) (bool, error) {
 	switch err {
 	case unix.EINTR:
-		return nil, true
+		return true, nil
 	case unix.EOPNOTSUPP:
 		if !s.nowait {
-			return err, false
+			return false, err
 		}
 		// No deadline for such a file: its calls block, as they
 		// would have without one.
 		s.nowait = false
-		return nil, true
+		return true, nil
 	case unix.EAGAIN:
 	default:
-		return err, false
+		return false, err
 	}
 	for {
 		left := time.Until(deadline)
 		if left <= 0 {
-			return fmt.Errorf("%s for %v: %w", what, s.stall, os.ErrDeadlineExceeded), false
+			return false, fmt.Errorf("%s for %v: %w", what, s.stall, os.ErrDeadlineExceeded)
 		}
 		pfd := []unix.PollFd{{Fd: int32(s.fd), Events: events}}
 		n, err := unix.Poll(pfd, int(min(left, time.Minute).Milliseconds())+1)
@@ -285,9 +285,9 @@ func (s *stallFile) retry(err error, events int16, deadline time.Time, what stri
 			continue
 		}
 		if err != nil {
-			return fmt.Errorf("poll: %w", err), false
+			return false, fmt.Errorf("poll: %w", err)
 		}
-		return nil, true
+		return true, nil
 	}
 }
 
