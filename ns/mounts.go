@@ -157,15 +157,27 @@ func DumpMounts(pid int, stage *images.Staging) error {
 		if t, ok := newFS[m.FSType]; ok {
 			e.Fstype = proto.Uint32(uint32(t))
 		}
+		hp, hm := hostPath(host, m)
 		switch {
-		case hostPath(host, m) != "":
+		case hp != "":
 			// Bound from where the host shows the same content, even if
 			// an earlier mount of the tree has the file system too: that
 			// one may show another part of it (two binds of two host
 			// directories), and the host mount is what the restored
 			// mount's propagation follows.
 			e.ExtMount = proto.Bool(true)
-			e.ExtKey = proto.String(hostPath(host, m))
+			e.ExtKey = proto.String(hp)
+			if p.shared != 0 {
+				// Whether its peer group is the host mount's own, in
+				// the numbers of this moment: CRIU's internal_sharing
+				// (true: the group is the container's alone). Restore
+				// goes by this, not by comparing these numbers with the
+				// host's then: peer group numbers are reused, and a
+				// container group that happened to get the number the
+				// host mount has at restore would be joined to it, so
+				// that mounts made inside would reach the host.
+				e.InternalSharing = proto.Bool(parsePropagation(hm.Optional).shared != p.shared)
+			}
 		case seen[dev]:
 			// A bind of a file system mounted earlier in the tree.
 		case m.MountPoint == "/":
@@ -257,9 +269,10 @@ func superOptions(s string) string {
 	return strings.Join(out, ",")
 }
 
-// hostPath returns where m's content is in ctcr's own mount namespace:
-// a host mount of the same file system whose root contains m's root.
-func hostPath(host []proc.Mount, m proc.Mount) string {
+// hostPath returns where m's content is in ctcr's own mount namespace,
+// and the host mount that shows it there: a host mount of the same file
+// system whose root contains m's root. The path is "" if there is none.
+func hostPath(host []proc.Mount, m proc.Mount) (string, proc.Mount) {
 	for _, h := range host {
 		if h.Major != m.Major || h.Minor != m.Minor {
 			continue
@@ -271,9 +284,9 @@ func hostPath(host []proc.Mount, m proc.Mount) string {
 		if h.Root == "/" {
 			rel = m.Root
 		}
-		return filepath.Join(h.MountPoint, rel)
+		return filepath.Join(h.MountPoint, rel), h
 	}
-	return ""
+	return "", proc.Mount{}
 }
 
 func taskPath(pid int, p string) string { return fmt.Sprintf("/proc/%d/root%s", pid, p) }

@@ -585,7 +585,7 @@ func planPropagationIn(entries []*mnt.MntEntry, hosts []*hostMount, scope propSc
 			return fmt.Errorf("peer group %d: no member shows all the others show: %s: %w", g, strings.Join(mps, ", "), ErrUnsupported)
 		}
 		leaders[g] = leader
-		if h := host(leader); h != nil && h.prop.shared == g {
+		if h := host(leader); h != nil && peerOfHost(entries[leader], h, g) {
 			// A peer of the host mount it was bound from: join it again.
 			plan.steps = append(plan.steps, propStep{to: mp(leader), fromHost: hostRef(h), source: fmt.Sprintf(scope.anchor, h.mountpoint)})
 		} else {
@@ -620,6 +620,24 @@ func planPropagationIn(entries []*mnt.MntEntry, hosts []*hostMount, scope propSc
 		}
 	}
 	return plan, nil
+}
+
+// peerOfHost reports whether mount e, of peer group g at the dump, was
+// a peer of h, the host mount it was bound from, which is to be joined
+// again. The image says so in internal_sharing (false: the group had
+// the host mount in it), whatever the host's numbers are now (a reboot
+// renumbers groups, and a number the dump's group had may now be
+// another group's). An image without it (an older ctcr's, a nested
+// namespace's table, in the same numbers as its container's) is judged
+// by the numbers; h must be shared either way.
+func peerOfHost(e *mnt.MntEntry, h *hostMount, g uint32) bool {
+	if h.prop.shared == 0 {
+		return false
+	}
+	if e.InternalSharing != nil {
+		return !e.GetInternalSharing()
+	}
+	return h.prop.shared == g
 }
 
 // extractTree unpacks a tmpfs archive into root, the tmpfs just

@@ -62,6 +62,13 @@ func entry(mp string, dev uint32, root string, shared, master, flags uint32) *mn
 	return e
 }
 
+// internal sets e's internal_sharing, as a dump does for a mount bound
+// from the host.
+func internal(e *mnt.MntEntry, v bool) *mnt.MntEntry {
+	e.InternalSharing = proto.Bool(v)
+	return e
+}
+
 func TestPlanPropagation(t *testing.T) {
 	root := entry("/", 1, "/ct/rootfs", 0, 0, 0)
 	for _, tc := range []struct {
@@ -108,6 +115,19 @@ func TestPlanPropagation(t *testing.T) {
 			hosts:    []*hostMount{nil, {mountpoint: "/src", dev: 2, prop: propagation{shared: 4}}, {mountpoint: "/src", dev: 2, prop: propagation{shared: 4}}},
 			steps:    []string{"join /sh to the peer group of the host mount /src", "join /sl to the peer group of the host mount /src", "make /sl a slave"},
 			hostMnts: []string{"/src"}},
+		{name: "a group that was the container's alone is made anew, whatever number the host mount has now",
+			entries: []*mnt.MntEntry{root, internal(entry("/sh", 2, "/b", 4, 0, 0), true)},
+			hosts:   []*hostMount{nil, {mountpoint: "/src", dev: 2, prop: propagation{shared: 4}}},
+			steps:   []string{"make /sh shared"}},
+		{name: "a group that had the host mount joins it again, renumbered since",
+			entries:  []*mnt.MntEntry{root, internal(entry("/sh", 2, "/b", 4, 0, 0), false)},
+			hosts:    []*hostMount{nil, {mountpoint: "/src", dev: 2, prop: propagation{shared: 7}}},
+			steps:    []string{"join /sh to the peer group of the host mount /src"},
+			hostMnts: []string{"/src"}},
+		{name: "a group that had the host mount is made anew if the host mount is no longer shared",
+			entries: []*mnt.MntEntry{root, internal(entry("/sh", 2, "/b", 4, 0, 0), false)},
+			hosts:   []*hostMount{nil, {mountpoint: "/src", dev: 2}},
+			steps:   []string{"make /sh shared"}},
 		{name: "unbindable comes last",
 			entries: []*mnt.MntEntry{root, entry("/u", 2, "/", 0, 0, unix.MS_UNBINDABLE|unix.MS_NOEXEC)},
 			steps:   []string{"make /u unbindable"}},
