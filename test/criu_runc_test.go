@@ -502,33 +502,7 @@ func TestKillRuncDuringCriuCheckpoint(t *testing.T) {
 		// spread over 0.8 of the span (which has runc's own part too,
 		// so the last trials may find the checkpoint done).
 		delay := time.Duration((float64(i) + rand.Float64()) * 0.8 * float64(span) / float64(trials))
-		cmd := exec.Command("runc", "--criu", link, "checkpoint", "--image-path", img, "--work-path", work, c.id)
-		cmd.Dir = c.bundle
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		for started := time.Now(); len(swrkOf(link)) == 0; time.Sleep(time.Millisecond) {
-			if time.Since(started) > 10*time.Second {
-				cmd.Process.Kill()
-				cmd.Wait()
-				t.Fatalf("trial %d: runc checkpoint ran no ctcr within 10 s", i)
-			}
-		}
-		time.Sleep(delay)
-		cmd.Process.Kill()
-		cmd.Wait()
-		// ctcr is runc's orphan now: wait until it has gone (a zombie
-		// the init has not reaped yet counts as gone).
-		deadline := time.Now().Add(60 * time.Second)
-		for len(swrkOf(link)) > 0 {
-			if time.Now().After(deadline) {
-				t.Fatalf("trial %d (runc killed after %v): ctcr %v still runs 60 s on", i, delay, swrkOf(link))
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		// The bind mount of the rootfs the killed runc made for criu
-		// is runc's residue, not ctcr's.
-		unix.Unmount(filepath.Join("/run/runc", c.id, "criu-root"), unix.MNT_DETACH)
+		c.killRuncInCriu(t, link, delay, fmt.Sprintf("trial %d", i), "checkpoint", "--image-path", img, "--work-path", work, c.id)
 		if st := c.status(); st != "running" {
 			// runc answers post-dump by creating a "checkpoint" file
 			// in its state directory, which it removes with the rest
@@ -554,6 +528,39 @@ func TestKillRuncDuringCriuCheckpoint(t *testing.T) {
 	if interrupted == 0 {
 		t.Errorf("no kill landed inside a checkpoint")
 	}
+}
+
+// killRuncInCriu runs `runc --criu link ARGS...`, kills runc with
+// SIGKILL delay after its ctcr (criu swrk) started, and waits until that
+// ctcr has gone too (its orphan: a zombie the init has not reaped yet
+// counts as gone), failing the test after 60 s. The bind mount of the
+// rootfs the killed runc made for criu, runc's own residue and not
+// ctcr's, is taken away. what names the trial in failures.
+func (c *runcContainer) killRuncInCriu(t *testing.T, link string, delay time.Duration, what string, args ...string) {
+	t.Helper()
+	cmd := exec.Command("runc", append([]string{"--criu", link}, args...)...)
+	cmd.Dir = c.bundle
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for started := time.Now(); len(swrkOf(link)) == 0; time.Sleep(time.Millisecond) {
+		if time.Since(started) > 10*time.Second {
+			cmd.Process.Kill()
+			cmd.Wait()
+			t.Fatalf("%s: runc %s ran no ctcr within 10 s", what, args[0])
+		}
+	}
+	time.Sleep(delay)
+	cmd.Process.Kill()
+	cmd.Wait()
+	deadline := time.Now().Add(60 * time.Second)
+	for len(swrkOf(link)) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s (runc killed %v into ctcr's %s): ctcr %v still runs 60 s on", what, delay, args[0], swrkOf(link))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	unix.Unmount(filepath.Join("/run/runc", c.id, "criu-root"), unix.MNT_DETACH)
 }
 
 // swrkOf returns the PIDs of live processes running link (ctcr as
@@ -640,28 +647,7 @@ func TestKillRuncDuringCriuRestore(t *testing.T) {
 		work := filepath.Join(c.bundle, fmt.Sprintf("work%d", i))
 		delay := time.Duration((float64(i) + rand.Float64()) * float64(span) / float64(trials))
 		what := fmt.Sprintf("trial %d (runc killed %v into ctcr's restore)", i, delay)
-		cmd := exec.Command("runc", "--criu", link, "restore", "-d", "--image-path", img, "--work-path", work, c.id)
-		cmd.Dir = c.bundle
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		for started := time.Now(); len(swrkOf(link)) == 0; time.Sleep(time.Millisecond) {
-			if time.Since(started) > 10*time.Second {
-				cmd.Process.Kill()
-				cmd.Wait()
-				t.Fatalf("trial %d: runc restore ran no ctcr within 10 s", i)
-			}
-		}
-		time.Sleep(delay)
-		cmd.Process.Kill()
-		cmd.Wait()
-		deadline := time.Now().Add(60 * time.Second)
-		for len(swrkOf(link)) > 0 {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: ctcr %v still runs 60 s on", what, swrkOf(link))
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+		c.killRuncInCriu(t, link, delay, what, "restore", "-d", "--image-path", img, "--work-path", work, c.id)
 		if len(tasksOf(c.id)) == 0 {
 			interrupted++
 		} else {
@@ -676,14 +662,11 @@ func TestKillRuncDuringCriuRestore(t *testing.T) {
 			c.assertCounting(t, what)
 			t.Logf("%s: the restore finished first", what)
 		}
-		// Whatever runc knows of the container goes, and what the
-		// killed runc left: the bind mount of the rootfs it gives
-		// criu (runc's own residue, not ctcr's) and its state.
+		// Whatever runc knows of the container goes, and the state
+		// directory the killed runc left.
 		c.cmd(10*time.Second, "", "delete", "-f", c.id)
 		waitNoTasksOf(t, c.id, 10*time.Second)
-		state := filepath.Join("/run/runc", c.id)
-		unix.Unmount(filepath.Join(state, "criu-root"), unix.MNT_DETACH)
-		os.RemoveAll(state)
+		os.RemoveAll(filepath.Join("/run/runc", c.id))
 	}
 	t.Logf("%d trials: %d interrupted, %d finished before the kill", trials, interrupted, finished)
 	if interrupted == 0 {
