@@ -566,18 +566,22 @@ func (c *runcContainer) killRuncInCriu(t *testing.T, link string, delay time.Dur
 // swrkOf returns the PIDs of live processes running link (ctcr as
 // criu) as their first argument.
 func swrkOf(link string) []int {
+	return liveProcs(func(pid int) bool {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		return err == nil && strings.HasPrefix(string(b), link+"\x00")
+	})
+}
+
+// liveProcs lists the processes that match and are not zombies.
+func liveProcs(match func(pid int) bool) []int {
 	var pids []int
 	ents, _ := os.ReadDir("/proc")
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
+		if err != nil || !match(pid) {
 			continue
 		}
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-		if err != nil || !strings.HasPrefix(string(b), link+"\x00") {
-			continue
-		}
-		if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil && strings.Contains(string(st), ") Z ") {
+		if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err != nil || strings.Contains(string(st), ") Z ") {
 			continue
 		}
 		pids = append(pids, pid)
@@ -678,24 +682,11 @@ func TestKillRuncDuringCriuRestore(t *testing.T) {
 // cgroup (runc's default, /ID in every hierarchy), or running ctcr's
 // code (a restore's puppet, not yet turned into a task of the tree).
 func tasksOf(id string) []int {
-	var pids []int
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
+	return liveProcs(func(pid int) bool {
 		cg, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
 		exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
-		if err != nil || (!strings.Contains(string(cg), "/"+id+"\n") && exe != ctcrBin) {
-			continue
-		}
-		if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err != nil || strings.Contains(string(st), ") Z ") {
-			continue
-		}
-		pids = append(pids, pid)
-	}
-	return pids
+		return err == nil && (strings.Contains(string(cg), "/"+id+"\n") || exe == ctcrBin)
+	})
 }
 
 // waitNoTasksOf waits until container id has no live task (tasksOf),
