@@ -240,6 +240,7 @@ func startTracker(root int, procs []*preProc) error {
 	if err := atomicfile.PrivateDir(TrackerDir); err != nil {
 		return err
 	}
+	sweepTrackerSockets(TrackerDir)
 	b, err := json.Marshal(tasks)
 	if err != nil {
 		return err
@@ -271,4 +272,31 @@ func startTracker(root int, procs []*preProc) error {
 		return fmt.Errorf("the write tracker did not start: %w", err)
 	}
 	return nil
+}
+
+// sweepTrackerSockets removes from dir the sockets of trackers whose
+// tree is gone: the root task of the name (PID-START.sock) no longer
+// runs with that start time. A tracker that ends removes its own; one
+// that was killed (SIGKILL, an OOM kill) leaves it, and such sockets
+// would pile up in /run until a reboot, one of them under a PID a new
+// task reuses. The tracker of a live tree is left alone, even a killed
+// one: telling it from a live tracker would mean connecting, which
+// takes the tracking over.
+func sweepTrackerSockets(dir string) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		var pid int
+		var start uint64
+		var rest string
+		if n, _ := fmt.Sscanf(e.Name(), "%d-%d%s", &pid, &start, &rest); n != 3 || rest != ".sock" || pid <= 0 {
+			continue
+		}
+		if st, err := proc.ReadStat(pid, pid); err == nil && st.StartTime == start && st.State != 'Z' {
+			continue
+		}
+		os.Remove(filepath.Join(dir, e.Name()))
+	}
 }
