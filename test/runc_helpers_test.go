@@ -301,11 +301,19 @@ func (c *runcContainer) count(name string) (int, error) {
 	if st.Pid <= 0 {
 		return 0, fmt.Errorf("container %s is %s", c.id, st.Status)
 	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/root/data/%s", st.Pid, name))
-	if err != nil {
-		return 0, err
+	// The shell's `echo N > /data/NAME` truncates the file before it
+	// writes: a read in between finds it empty, and is made again.
+	path := fmt.Sprintf("/proc/%d/root/data/%s", st.Pid, name)
+	for try := 0; ; try++ {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return 0, err
+		}
+		if s := strings.TrimSpace(string(b)); s != "" || try == 20 {
+			return strconv.Atoi(s)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
-	return strconv.Atoi(strings.TrimSpace(string(b)))
 }
 
 // waitCount waits until /data/count reaches at least n.
