@@ -484,10 +484,7 @@ func (c *runcContainer) countRetry(t *testing.T, name string) int {
 // it would be had runc lived). No ctcr is left behind either way.
 func TestKillRuncDuringCriuCheckpoint(t *testing.T) {
 	link := criuLink(t)
-	trials := 6
-	if os.Getenv("CTCR_STRESS") != "" {
-		trials = 30
-	}
+	trials := killPoints()
 	c := newContainer(t, "criurpc-kill", nil)
 	c.start()
 	// One whole checkpoint that leaves the container running sets the
@@ -622,14 +619,11 @@ func (c *runcContainer) assertUntraced(t *testing.T, what string) {
 // runc had taken the restored container over before it died (it answers
 // post-restore by saving the container's state, so `runc state` knows
 // it), and then every task runs its own code, untraced and not stopped,
-// and counts on. No ctcr is left behind either way. 5 trials, 30 under
-// CTCR_STRESS.
+// and counts on. No ctcr is left behind either way. killPoints trials
+// (6, 30 under CTCR_STRESS).
 func TestKillRuncDuringCriuRestore(t *testing.T) {
 	link := criuLink(t)
-	trials := 5
-	if os.Getenv("CTCR_STRESS") != "" {
-		trials = 30
-	}
+	trials := killPoints()
 	c := newContainer(t, "criurpc-rkill", nil)
 	c.start()
 	img := filepath.Join(c.bundle, "img")
