@@ -71,6 +71,7 @@ func sigreturnFrame(regs ptrace.Regs, mask uint64, xstate []byte, at uint64) ([]
 		features = binary.LittleEndian.Uint64(sw[8:])
 	} else {
 		features = binary.LittleEndian.Uint64(sw) // XCR0, as ptrace gives it
+		features, size = frameFeatures(features, binary.LittleEndian.Uint64(xstate[xsaveHdrOff:]), cpuXsave())
 	}
 	if size < swReservedOff+48+64 || size > uint64(len(xstate)) || frameFPState+size+4 > frameAreaSize {
 		return nil, fmt.Errorf("XSAVE area of %d bytes says its size is %d", len(xstate), size)
@@ -100,4 +101,26 @@ func sigreturnFrame(regs ptrace.Regs, mask uint64, xstate []byte, at uint64) ([]
 	le.PutUint32(fxsw[16:], uint32(size)) // xstate_size
 	le.PutUint32(buf[frameFPState+size:], fpXstateMagic2)
 	return buf, nil
+}
+
+// xfeatureTileData is AMX's tile data, the one component a thread's
+// signal frames hold only once it asked for it (ARCH_REQ_XCOMP_PERM):
+// XFEATURE_MASK_USER_DYNAMIC.
+const xfeatureTileData = 18
+
+// frameFeatures returns the features and the size of the XSAVE area of
+// a signal frame that restores an area ptrace gave with XCR0 features
+// and XSTATE_BV bv. ptrace gives room for all of XCR0 (10,688 bytes with
+// AMX), but the kernel takes a frame larger than the thread's own
+// signal frames (its fpstate's user_size: 2,496 bytes with AMX's tile
+// configuration and without its tile data) for a legacy one and resets
+// every register but the legacy x87/SSE ones (check_xstate_in_sigframe),
+// the upper halves of the ymm registers among them. So the tile data
+// stays out unless the thread has it in use (a bit of bv: it had the
+// permission), and the area ends with the last component kept.
+func frameFeatures(features, bv uint64, l *xsaveLayout) (uint64, uint64) {
+	if bv&(1<<xfeatureTileData) == 0 {
+		features &^= 1 << xfeatureTileData
+	}
+	return features, uint64(l.end(features))
 }
