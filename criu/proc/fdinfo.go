@@ -1,7 +1,6 @@
 package proc
 
 import (
-	"bytes"
 	"io"
 	"strconv"
 	"strings"
@@ -30,11 +29,11 @@ func ParseFdinfo(r io.Reader) (*Fdinfo, error) {
 // task that is gone.
 func ReadFdinfo(pid, fd int) (*Fdinfo, error) {
 	path := pidFile(pid, "fdinfo/"+strconv.Itoa(fd))
-	b, err := readSingle(path)
+	t, err := readText(path, true)
 	if err != nil {
 		return nil, err
 	}
-	return parseFdinfo(bytes.NewReader(b), path)
+	return parseFdinfo(t, path)
 }
 
 func parseFdinfo(r io.Reader, file string) (*Fdinfo, error) {

@@ -1,7 +1,6 @@
 package proc
 
 import (
-	"bytes"
 	"io"
 	"strconv"
 	"strings"
@@ -48,11 +47,11 @@ func ParseLimits(r io.Reader) ([16]Rlimit, error) {
 // values but needs permission to change them too.
 func ReadLimits(pid int) ([16]Rlimit, error) {
 	path := pidFile(pid, "limits")
-	b, err := readSingle(path)
+	t, err := readText(path, true)
 	if err != nil {
 		return [16]Rlimit{}, err
 	}
-	return parseLimits(bytes.NewReader(b), path)
+	return parseLimits(t, path)
 }
 
 func parseLimits(r io.Reader, file string) ([16]Rlimit, error) {

@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // liveVar is a Go variable whose address must fall inside a mapping of
@@ -265,5 +267,34 @@ func TestExitBetweenOpenAndReadIsESRCH(t *testing.T) {
 	_, err = parseStat(f, f.Name())
 	if !errors.Is(err, syscall.ESRCH) {
 		t.Errorf("got %v, want an error that is ESRCH", err)
+	}
+}
+
+// TestReadVmFlagsOfSelf reads this process's smaps: a mapping with
+// MADV_DONTFORK and MADV_WIPEONFORK shows both.
+func TestReadVmFlagsOfSelf(t *testing.T) {
+	m, err := unix.Mmap(-1, 0, 3*4096, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(m)
+	// Only the middle page: the mapping is split in three.
+	mid := m[4096 : 2*4096]
+	if err := unix.Madvise(mid, unix.MADV_DONTFORK); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Madvise(mid, unix.MADV_WIPEONFORK); err != nil {
+		t.Fatal(err)
+	}
+	flags, err := ReadVmFlags(unix.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := func(b []byte) uint64 { return uint64(uintptr(unsafe.Pointer(&b[0]))) }
+	if f := flags[addr(mid)]; !slices.Contains(f, "dc") || !slices.Contains(f, "wf") {
+		t.Errorf("VmFlags of the middle page %v, want dc and wf", f)
+	}
+	if f, ok := flags[addr(m)]; !ok || slices.Contains(f, "dc") {
+		t.Errorf("VmFlags of the first page %v (found %v), want it without dc", f, ok)
 	}
 }

@@ -1,7 +1,6 @@
 package proc
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -41,11 +40,11 @@ func ParseMaps(r io.Reader) ([]Mapping, error) {
 // mappings and no error.
 func Maps(pid int) ([]Mapping, error) {
 	path := pidFile(pid, "maps")
-	b, err := readFile(path)
+	t, err := readText(path, false)
 	if err != nil {
 		return nil, err
 	}
-	return parseMaps(bytes.NewReader(b), path)
+	return parseMaps(t, path)
 }
 
 func parseMaps(r io.Reader, file string) ([]Mapping, error) {

@@ -28,11 +28,11 @@ func ParseMountinfo(r io.Reader) ([]Mount, error) {
 // ReadMountinfo reads /proc/PID/mountinfo.
 func ReadMountinfo(pid int) ([]Mount, error) {
 	name := pidFile(pid, "mountinfo")
-	b, err := readFile(name)
+	t, err := readText(name, false)
 	if err != nil {
 		return nil, err
 	}
-	return parseMountinfo(strings.NewReader(string(b)), name)
+	return parseMountinfo(t, name)
 }
 
 func parseMountinfo(r io.Reader, file string) ([]Mount, error) {

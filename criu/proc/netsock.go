@@ -1,7 +1,6 @@
 package proc
 
 import (
-	"bytes"
 	"io"
 	"strconv"
 	"strings"
@@ -74,9 +73,9 @@ func ParseNetSockets(r io.Reader, file string) (map[uint32]NetSock, error) {
 // namespace), by inode.
 func NetSockets(pid int, name string) (map[uint32]NetSock, error) {
 	path := pidFile(pid, "net/"+name)
-	b, err := readFile(path)
+	t, err := readText(path, false)
 	if err != nil {
 		return nil, err
 	}
-	return ParseNetSockets(bytes.NewReader(b), path)
+	return ParseNetSockets(t, path)
 }

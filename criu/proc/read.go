@@ -72,9 +72,26 @@ func readFile(path string) ([]byte, error) { return readWhole(path, false) }
 func readSingle(path string) ([]byte, error) { return readWhole(path, true) }
 
 func readWhole(path string, single bool) ([]byte, error) {
+	var out []byte
+	err := readInto(path, single, func(b []byte) { out = bytes.Clone(b) })
+	return out, err
+}
+
+// readText is readWhole for a text file that a parser splits into
+// lines: one copy, as a string, which the lines' strings share (see
+// lines).
+func readText(path string, single bool) (*text, error) {
+	var out string
+	err := readInto(path, single, func(b []byte) { out = string(b) })
+	return &text{s: out}, err
+}
+
+// readInto reads the file at path into a pooled buffer and passes its
+// content to keep, which must copy what it keeps.
+func readInto(path string, single bool, keep func([]byte)) error {
 	fd, err := openRead(path, 0)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer unix.Close(fd)
 	bp := readBufs.Get().(*[]byte)
@@ -89,7 +106,7 @@ func readWhole(path string, single bool) ([]byte, error) {
 			continue
 		}
 		if err != nil {
-			return nil, &os.PathError{Op: "read", Path: path, Err: err}
+			return &os.PathError{Op: "read", Path: path, Err: err}
 		}
 		if n == 0 {
 			break
@@ -99,10 +116,11 @@ func readWhole(path string, single bool) ([]byte, error) {
 			break
 		}
 	}
+	keep(buf)
 	if cap(buf) <= 1<<20 {
 		*bp = buf[:cap(buf)] // keep a grown buffer, up to a bound
 	}
-	return bytes.Clone(buf), nil
+	return nil
 }
 
 // maxLine bounds one line of a text /proc file. The longest legitimate
@@ -110,44 +128,69 @@ func readWhole(path string, single bool) ([]byte, error) {
 // to 11 bytes each; anything longer is not a /proc file.
 const maxLine = 1 << 20
 
+// text is a /proc file already read (readText): newLines splits it
+// without copying it again. It is an io.Reader so that the parsers keep
+// taking one (their fuzz tests give them others).
+type text struct {
+	s   string
+	off int
+}
+
+func (t *text) Read(p []byte) (int, error) {
+	if t.off >= len(t.s) {
+		return 0, io.EOF
+	}
+	n := copy(p, t.s[t.off:])
+	t.off += n
+	return n, nil
+}
+
 // lines iterates over the '\n'-separated lines of a text /proc file,
-// counting them for error messages.
+// counting them for error messages. The file is held as one string and
+// each line is a piece of it: no allocation per line (a dump parses
+// some 60 lines of maps, status, fdinfo and limits per task).
 type lines struct {
-	s    *bufio.Scanner
+	rest string // the lines not returned yet
 	file string
 	n    int
+	rerr error // what stopped reading the file, reported by err once its lines are taken
 }
 
 func newLines(r io.Reader, file string) *lines {
-	s := bufio.NewScanner(r)
-	s.Buffer(make([]byte, 0, 4096), maxLine)
-	// Only '\n' ends a line: bufio.ScanLines would also drop a '\r' that
-	// the kernel printed as part of a file name in maps.
-	s.Split(func(data []byte, atEOF bool) (int, []byte, error) {
-		if i := bytes.IndexByte(data, '\n'); i >= 0 {
-			return i + 1, data[:i], nil
-		}
-		if atEOF && len(data) > 0 {
-			return len(data), data, nil
-		}
-		return 0, nil, nil
-	})
-	return &lines{s: s, file: file}
+	if t, ok := r.(*text); ok {
+		return &lines{rest: t.s[t.off:], file: file}
+	}
+	b, err := io.ReadAll(r)
+	if err != nil {
+		// Only whole lines are taken from a file that could not be read
+		// to its end.
+		b = b[:bytes.LastIndexByte(b, '\n')+1]
+	}
+	return &lines{rest: string(b), file: file, rerr: err}
 }
 
+// next returns the next line without its '\n' (only '\n' ends a line: a
+// '\r' is part of a file name in maps), and false at the end of the
+// file, or at a line longer than maxLine, which err then reports.
 func (l *lines) next() (string, bool) {
-	if !l.s.Scan() {
+	if l.rest == "" || l.rerr == bufio.ErrTooLong {
 		return "", false
 	}
+	line, rest, _ := strings.Cut(l.rest, "\n")
+	if len(line) >= maxLine {
+		l.rerr = bufio.ErrTooLong
+		return "", false
+	}
+	l.rest = rest
 	l.n++
-	return l.s.Text(), true
+	return line, true
 }
 
 // err returns the read error that stopped next, if any, naming the line
 // that could not be read.
 func (l *lines) err() error {
-	if err := l.s.Err(); err != nil {
-		return &ParseError{File: l.file, Line: l.n + 1, Err: fmt.Errorf("reading: %w", err)}
+	if l.rerr != nil {
+		return &ParseError{File: l.file, Line: l.n + 1, Err: fmt.Errorf("reading: %w", l.rerr)}
 	}
 	return nil
 }

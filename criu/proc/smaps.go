@@ -1,8 +1,6 @@
 package proc
 
 import (
-	"bufio"
-	"bytes"
 	"fmt"
 	"io"
 	"strconv"
@@ -17,41 +15,44 @@ func ParseVmFlags(r io.Reader) (map[uint64][]string, error) { return parseVmFlag
 // ReadVmFlags reads /proc/PID/smaps for the VmFlags of its mappings.
 func ReadVmFlags(pid int) (map[uint64][]string, error) {
 	path := pidFile(pid, "smaps")
-	b, err := readFile(path)
+	t, err := readText(path, false)
 	if err != nil {
 		return nil, err
 	}
-	return parseVmFlags(bytes.NewReader(b), path)
+	return parseVmFlags(t, path)
 }
 
+// parseVmFlags takes, of the some 25 lines smaps has per mapping, the
+// first (its address) and VmFlags.
 func parseVmFlags(r io.Reader, file string) (map[uint64][]string, error) {
 	out := map[uint64][]string{}
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	line := 0
+	l := newLines(r, file)
 	var start uint64
 	have := false
-	for sc.Scan() {
-		line++
-		t := sc.Text()
+	for {
+		t, ok := l.next()
+		if !ok {
+			break
+		}
 		if rest, ok := strings.CutPrefix(t, "VmFlags:"); ok {
 			if !have {
-				return nil, &ParseError{File: file, Line: line, Err: fmt.Errorf("VmFlags before any mapping")}
+				return nil, l.errorf("VmFlags before any mapping")
 			}
 			out[start] = strings.Fields(rest)
 			continue
 		}
-		// A mapping's first line: "start-end perms ...".
-		if sp := strings.IndexByte(t, ' '); sp > 0 {
-			if lo, _, ok := strings.Cut(t[:sp], "-"); ok && !strings.HasSuffix(t[:sp], ":") {
+		// A mapping's first line: "start-end perms ..."; the others are
+		// "Name:   value".
+		if sp := strings.IndexByte(t, ' '); sp > 0 && t[sp-1] != ':' {
+			if lo, _, ok := strings.Cut(t[:sp], "-"); ok {
 				if v, err := strconv.ParseUint(lo, 16, 64); err == nil {
 					start, have = v, true
 				}
 			}
 		}
 	}
-	if err := sc.Err(); err != nil {
-		return nil, &ParseError{File: file, Err: err}
+	if err := l.err(); err != nil {
+		return nil, err
 	}
 	return out, nil
 }
