@@ -294,7 +294,9 @@ func TestReadVmFlagsOfSelf(t *testing.T) {
 	if f := flags[addr(mid)]; !slices.Contains(f, "dc") || !slices.Contains(f, "wf") {
 		t.Errorf("VmFlags of the middle page %v, want dc and wf", f)
 	}
-	if f, ok := flags[addr(m)]; !ok || slices.Contains(f, "dc") {
-		t.Errorf("VmFlags of the first page %v (found %v), want it without dc", f, ok)
+	// The first page may be part of a mapping below it; the last starts
+	// where the middle one ends.
+	if f, ok := flags[addr(m[2*4096:])]; !ok || slices.Contains(f, "dc") {
+		t.Errorf("VmFlags of the last page %v (found %v), want it without dc", f, ok)
 	}
 }
