@@ -64,14 +64,17 @@ func sigreturnFrame(regs ptrace.Regs, mask uint64, xstate []byte, at uint64) ([]
 		return nil, fmt.Errorf("XSAVE area of %d bytes", len(xstate))
 	}
 	sw := xstate[swReservedOff:]
-	size := uint64(len(xstate))
-	var features uint64
+	var size, features uint64
 	if binary.LittleEndian.Uint32(sw) == fpXstateMagic1 {
 		size = uint64(binary.LittleEndian.Uint32(sw[16:]))
 		features = binary.LittleEndian.Uint64(sw[8:])
 	} else {
-		features = binary.LittleEndian.Uint64(sw) // XCR0, as ptrace gives it
-		features, size = frameFeatures(features, binary.LittleEndian.Uint64(xstate[xsaveHdrOff:]), cpuXsave())
+		if len(xstate) < xsaveHdrOff+64 {
+			return nil, fmt.Errorf("XSAVE area of %d bytes has no header", len(xstate))
+		}
+		// sw starts with XCR0, as ptrace gives it; the header with
+		// XSTATE_BV.
+		features, size = frameFeatures(binary.LittleEndian.Uint64(sw), binary.LittleEndian.Uint64(xstate[xsaveHdrOff:]), cpuXsave())
 	}
 	if size < swReservedOff+48+64 || size > uint64(len(xstate)) || frameFPState+size+4 > frameAreaSize {
 		return nil, fmt.Errorf("XSAVE area of %d bytes says its size is %d", len(xstate), size)
