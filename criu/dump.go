@@ -141,6 +141,7 @@ type dumpProc struct {
 	zombie                   bool
 	stopSig                  int           // the job-control signal it was stopped by, or 0 (seize.go)
 	membarrier               uint64        // its membarrier registrations (sched.json)
+	xcompPerm                uint64        // the dynamic XSAVE features it may use (sched.json)
 	uidMap, gidMap           idMap         // the tree's user namespace's, if its own
 	seccomp                  *seccompTable // the dump's seccomp filters
 	exitCode                 uint32        // wait status of a zombie
@@ -949,6 +950,9 @@ func (p *dumpProc) startState(ra *readAhead, mayKeep bool, logf func(string, ...
 		if th.xstate, err = ptrace.GetXState(th.tid); err != nil {
 			return nil, err
 		}
+		if err := tilesInUse(th.xstate); err != nil {
+			return nil, fmt.Errorf("task %d thread %d: %w", pid, th.tid, err)
+		}
 		// In sigsuspend, ppoll and the like, the kernel reports the mask
 		// the syscall will put back (Linux 5.2+), the thread's own.
 		if th.sigmask, err = ptrace.GetSigmask(th.tid); err != nil {
@@ -1177,6 +1181,9 @@ func dumpThreadCore(p *dumpProc, th *dumpThread, f *threadFacts, q *threadQuery)
 	}
 	if q.membarrier != 0 {
 		p.membarrier = q.membarrier // per process: only its main thread's query asks
+	}
+	if q.xcompPerm != 0 {
+		p.xcompPerm = q.xcompPerm // per process, as membarrier
 	}
 	pending = append(pending, th.stolen...)
 	pending = append(pending, th.ctl.r.Stolen...)

@@ -268,3 +268,26 @@ func fpregsFromImage(e *corex86.UserX86FpregsEntry, buf []byte) error {
 	}
 	return nil
 }
+
+// AMX's state (Intel SDM vol. 1, 13.1; arch/x86/include/uapi/asm/prctl.h).
+const (
+	xfeatureTileCfg  = 17                    // TILECFG: the tiles' shapes
+	xcompDynamic     = 1 << xfeatureTileData // the features a process must ask for
+	archGetXcompPerm = 0x1022                // ARCH_GET_XCOMP_PERM
+	archReqXcompPerm = 0x1023                // ARCH_REQ_XCOMP_PERM
+)
+
+// tilesInUse refuses a thread whose AMX tiles are configured or hold
+// data (their bits of XSTATE_BV in its XSAVE area xs): CRIU's images
+// have no field for them, and a restore without them would change the
+// thread's computation under it.
+func tilesInUse(xs []byte) error {
+	if len(xs) < xsaveHdrOff+8 {
+		return nil
+	}
+	const tiles = 1<<xfeatureTileCfg | 1<<xfeatureTileData
+	if bv := binary.LittleEndian.Uint64(xs[xsaveHdrOff:]); bv&tiles != 0 {
+		return fmt.Errorf("its AMX tile registers are in use (XSTATE_BV %#x), and the images have no field for them (a thread that ran TILERELEASE can be dumped): %w", bv, ErrUnsupported)
+	}
+	return nil
+}

@@ -310,14 +310,18 @@ func (t *restoringTask) restoreTaskState(f *restoreFacts) error {
 	if tc.GetChildSubreaper() {
 		what[b.add(unix.SYS_PRCTL, unix.PR_SET_CHILD_SUBREAPER, 1)] = "child subreaper"
 	}
+	sched, err := t.tree.schedImage()
+	if err != nil {
+		return err
+	}
 	if !t.shareVM { // a shared mm was registered by its creator
-		sched, err := t.tree.schedImage()
-		if err != nil {
-			return err
-		}
 		if err := restoreMembarrier(sched, b, what, t.vpid); err != nil {
 			return err
 		}
+	}
+	// Per thread group, unlike membarrier's, which is per mm.
+	if err := restoreXcompPerm(sched, b, what, t.vpid); err != nil {
+		return err
 	}
 	if err := t.queueSignals(b, what, t.vpid, t.vpid, tc.GetSignalsS().GetSignals(), true); err != nil {
 		return fmt.Errorf("%s: %w", where, err)

@@ -23,11 +23,16 @@ import (
 //
 //	sched.json: {"threads": {"VTID": {"cpus": [0, 2], "ioprio": 16390}},
 //	             "timerslack_ns": {"VPID": 50000},
-//	             "membarrier": {"VPID": 16}}
+//	             "membarrier": {"VPID": 16},
+//	             "xcomp_perm": {"VPID": 262144}}
 //
 // membarrier is a process's membarrier registrations, the REGISTER_*
 // commands it issued (MEMBARRIER_CMD_GET_REGISTRATIONS); restore issues
-// them again in the process.
+// them again in the process. xcomp_perm is, on a CPU with AMX, the
+// dynamic XSAVE features a process was given (ARCH_GET_XCOMP_PERM less
+// the ones every process has: 1<<18, AMX's tile data); restore asks for
+// them again (ARCH_REQ_XCOMP_PERM), or the process's next AMX
+// instruction would kill it with SIGILL.
 //
 // A thread keeps only the CPUs the restoring machine (and its cgroup's
 // cpuset) lets it use; if none of them, it may run on any and the
@@ -44,17 +49,21 @@ type schedImage struct {
 	Threads    map[string]schedThread `json:"threads"`
 	TimerSlack map[string]uint64      `json:"timerslack_ns,omitempty"`
 	Membarrier map[string]uint64      `json:"membarrier,omitempty"`
+	XcompPerm  map[string]uint64      `json:"xcomp_perm,omitempty"`
 }
 
 // dumpSched reads the scheduling state of every thread of the tree.
 func (d *dumpTree) dumpSched() (*schedImage, error) {
-	img := &schedImage{Threads: map[string]schedThread{}, TimerSlack: map[string]uint64{}, Membarrier: map[string]uint64{}}
+	img := &schedImage{Threads: map[string]schedThread{}, TimerSlack: map[string]uint64{}, Membarrier: map[string]uint64{}, XcompPerm: map[string]uint64{}}
 	for _, p := range d.procs {
 		if p.zombie {
 			continue
 		}
 		if p.membarrier != 0 {
 			img.Membarrier[strconv.Itoa(p.vpid)] = p.membarrier
+		}
+		if p.xcompPerm != 0 {
+			img.XcompPerm[strconv.Itoa(p.vpid)] = p.xcompPerm
 		}
 		for _, th := range p.threads {
 			var set unix.CPUSet
@@ -177,5 +186,22 @@ func restoreMembarrier(img *schedImage, b *batch, what map[int]string, vpid int)
 			what[b.add(unix.SYS_MEMBARRIER, bit, 0, 0)] = fmt.Sprintf("membarrier registration %#x", bit)
 		}
 	}
+	return nil
+}
+
+// restoreXcompPerm adds to b the call that gives process vpid the
+// dynamic XSAVE features it had (AMX's tile data).
+func restoreXcompPerm(img *schedImage, b *batch, what map[int]string, vpid int) error {
+	perm, ok := img.XcompPerm[strconv.Itoa(vpid)]
+	if !ok {
+		return nil
+	}
+	if perm&^xcompDynamic != 0 || perm == 0 {
+		return corruptf(schedFile, "task %d: dynamic XSAVE features %#x", vpid, perm)
+	}
+	if cpuXsave().supported&perm != perm {
+		return fmt.Errorf("task %d was given AMX's tile data (ARCH_REQ_XCOMP_PERM), which this CPU does not have", vpid)
+	}
+	what[b.add(unix.SYS_ARCH_PRCTL, archReqXcompPerm, xfeatureTileData)] = "the permission to use AMX's tile data (ARCH_REQ_XCOMP_PERM)"
 	return nil
 }

@@ -51,6 +51,9 @@ type threadQuery struct {
 	// membarrier is the process's membarrier registrations
 	// (MEMBARRIER_CMD_GET_REGISTRATIONS), asked of the main thread only.
 	membarrier uint64
+	// xcompPerm is the dynamic XSAVE features the process was given
+	// (ARCH_GET_XCOMP_PERM, on a CPU with AMX): AMX's tile data.
+	xcompPerm uint64
 }
 
 // getter decodes a value the batch left at addr in the scratch area.
@@ -204,6 +207,15 @@ func startQueryTask(c *taskCtl) (*pendingQuery, error) {
 	}
 	iTid := b.add(unix.SYS_PRCTL, kernel.PR_GET_TID_ADDRESS, tidAddr)
 	iMb := b.add(unix.SYS_MEMBARRIER, kernel.MEMBARRIER_CMD_GET_REGISTRATIONS, 0, 0)
+	// On a CPU with AMX, whether the process asked for the tile data
+	// (ARCH_REQ_XCOMP_PERM): restore asks again (see restoreXcompPerm).
+	iPerm, permAddr := -1, uint64(0)
+	if cpuXsave().supported&(1<<xfeatureTileData) != 0 {
+		if permAddr, err = b.space(8); err != nil {
+			return nil, err
+		}
+		iPerm = b.add(unix.SYS_ARCH_PRCTL, archGetXcompPerm, permAddr)
+	}
 	iName := -1
 	if c.runner != 0 {
 		name, err := b.put(scratchName)
@@ -219,7 +231,7 @@ func startQueryTask(c *taskCtl) (*pendingQuery, error) {
 	// The rest runs when the dump collects the answers.
 	return &pendingQuery{finish: func() (*taskQuery, error) {
 		res, err := started.wait()
-		res, failed, err := runOptionalAfter(b, res, err, iTid, iMb, iName)
+		res, failed, err := runOptionalAfter(b, res, err, iTid, iMb, iName, iPerm)
 		if err != nil {
 			return nil, err
 		}
@@ -238,6 +250,13 @@ func startQueryTask(c *taskCtl) (*pendingQuery, error) {
 		}
 		if failed[iMb] == nil {
 			q.membarrier = res[iMb] & kernel.MembarrierRegistrations
+		}
+		if iPerm >= 0 && failed[iPerm] == nil {
+			var perm uint64
+			if err := get(permAddr, &perm); err != nil {
+				return nil, err
+			}
+			q.xcompPerm = perm & xcompDynamic
 		}
 		for _, a := range saAddr {
 			var sa kernel.Sigaction

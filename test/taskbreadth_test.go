@@ -1,6 +1,7 @@
 package test
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -269,4 +270,34 @@ while :; do i=$((i+1)); echo $i > /data/count; sleep 0.2; done`}
 	waitState("T", "300 ms after restore")
 	c.mustExec(t, `kill -CONT $(cat /data/stopped)`)
 	waitState("S", "after SIGCONT")
+}
+
+// TestAMX dumps a process given AMX's tile data (ARCH_REQ_XCOMP_PERM) on
+// a CPU with AMX: restore gives the permission back, without which its
+// next AMX instruction kills it; a thread whose tiles are configured is
+// refused by name, since the images have no field for the tiles.
+func TestAMX(t *testing.T) {
+	cpu, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(cpu), " amx_tile") {
+		t.Skip("this CPU has no AMX (amx_tile in /proc/cpuinfo)")
+	}
+	t.Run("the permission to use AMX is asked for again at restore", func(t *testing.T) {
+		dumpRestoreWorkload(t, "amx", "perm")
+	})
+	t.Run("a thread whose tiles are in use is refused by name", func(t *testing.T) {
+		needCtcr(t)
+		w := startWorkload(t, "amx", "inuse")
+		r := runCtcr(t, 60*time.Second, "dump", "-t", strconv.Itoa(w.pid), "-D", filepath.Join(t.TempDir(), "img"))
+		want := fmt.Sprintf("task %d thread %d: its AMX tile registers are in use", w.pid, w.pid)
+		if r.code() != 1 || !strings.Contains(r.stderr(), want) {
+			t.Fatalf("%s: exit %d, want 1 and %q: %s", r, r.code(), want, r.stderr())
+		}
+		w.checkPasses(30*time.Second, "the amx workload after the refused dump")
+	})
+	t.Run("the amx workload passes when it is never dumped", func(t *testing.T) {
+		startWorkload(t, "amx", "perm").checkPasses(30*time.Second, "amx")
+	})
 }
