@@ -3,6 +3,7 @@ module github.com/ctcr/ctcr
 go 1.26.0
 
 require (
+	github.com/cespare/xxhash/v2 v2.3.0
 	github.com/checkpoint-restore/go-criu/v7 v7.2.0
 	github.com/google/nftables v0.3.0
 	github.com/klauspost/compress v1.20.5

@@ -22,7 +22,9 @@ package criu
 //
 // Restore decompresses in ctcr into one small buffer at a time and
 // writes the pages into the task with process_vm_writev (fillPagesZstd):
-// the task cannot read a compressed file with preadv.
+// the task cannot read a compressed file with preadv. A frame the encoder
+// stored raw (memory that does not compress) is read straight into that
+// buffer (zstdFrames).
 
 import (
 	"bufio"
@@ -204,9 +206,10 @@ const zstdReadBuf = 4 << 20
 // Preconditions: runs on the tracer thread; the task's mappings exist.
 func (t *restoringTask) fillPagesZstd() error {
 	var f io.Reader = eofReader{} // no image: only pre-copied pages
+	var pf *os.File
 	if t.img.pagesPath != "" {
-		pf, err := os.OpenFile(t.img.pagesPath, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-		if err != nil {
+		var err error
+		if pf, err = os.OpenFile(t.img.pagesPath, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0); err != nil {
 			return fmt.Errorf("%s: pages image: %w", t.where(), err)
 		}
 		defer pf.Close()
@@ -215,13 +218,13 @@ func (t *restoringTask) fillPagesZstd() error {
 	// A raw image with compressed parents (a dump without --compress
 	// on top of a compressed pre-dump) is read as it is.
 	var dec io.Reader = bufio.NewReaderSize(f, 1<<20)
-	if t.img.pagesZstd {
-		zd, err := newZstdDecoder(f)
+	if t.img.pagesZstd && pf != nil {
+		zf, err := newZstdFrames(pf, t.img.pagesPath)
 		if err != nil {
 			return fmt.Errorf("%s: %s: %w", t.where(), t.img.pagesPath, err)
 		}
-		defer zd.Close()
-		dec = zd
+		defer zf.close()
+		dec = zf
 	}
 	var parents []*parentImageReader
 	defer func() {
