@@ -540,7 +540,10 @@ func (c *runcContainer) killRuncInCriu(t *testing.T, link string, delay time.Dur
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	for started := time.Now(); len(swrkOf(link)) == 0; time.Sleep(time.Millisecond) {
+	// ctcr is runc's child: its threads' children are a few files to
+	// read, where a scan of /proc on a busy machine may miss the whole
+	// of a 70 ms ctcr.
+	for started := time.Now(); len(swrkBelow(cmd.Process.Pid, link)) == 0; time.Sleep(time.Millisecond) {
 		if time.Since(started) > 10*time.Second {
 			cmd.Process.Kill()
 			cmd.Wait()
@@ -558,6 +561,25 @@ func (c *runcContainer) killRuncInCriu(t *testing.T, link string, delay time.Dur
 		time.Sleep(20 * time.Millisecond)
 	}
 	unix.Unmount(filepath.Join("/run/runc", c.id, "criu-root"), unix.MNT_DETACH)
+}
+
+// swrkBelow lists the children of process pid that run link.
+func swrkBelow(pid int, link string) []int {
+	var out []int
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
+	for _, f := range tasks {
+		b, _ := os.ReadFile(f)
+		for _, w := range strings.Fields(string(b)) {
+			kid, err := strconv.Atoi(w)
+			if err != nil {
+				continue
+			}
+			if cl, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", kid)); err == nil && strings.HasPrefix(string(cl), link+"\x00") {
+				out = append(out, kid)
+			}
+		}
+	}
+	return out
 }
 
 // swrkOf returns the PIDs of live processes running link (ctcr as
