@@ -1,7 +1,6 @@
 package images
 
 import (
-	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -26,18 +25,26 @@ var ErrNameTaken = fmt.Errorf("the name was there before (ctcr creates each imag
 // os.O_RDWR, plus any of O_APPEND) and close-on-exec. The error is a
 // *fs.PathError naming path; for a name that exists its Err is
 // ErrNameTaken.
+//
+// The file is opened with open(2) and wrapped with os.NewFile (one
+// fcntl): os.OpenFile would also make it non-blocking, try to add it to
+// the poller (an epoll_ctl that fails for a regular file) and make it
+// blocking again, four system calls more for each of the some 7 images
+// per task of a dump.
 func CreateFile(path string, flag int) (*os.File, error) {
-	f, err := os.OpenFile(path, flag|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	fd, err := unix.Open(path, flag|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	for err == unix.EINTR {
+		fd, err = unix.Open(path, flag|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	}
 	if err != nil {
-		var pe *fs.PathError
 		// O_EXCL makes the kernel answer EEXIST for a symlink at path
 		// (dangling or not) before O_NOFOLLOW's ELOOP could.
-		if errors.As(err, &pe) && (errors.Is(pe.Err, unix.EEXIST) || errors.Is(pe.Err, unix.ELOOP)) {
-			pe.Op, pe.Err = "create", ErrNameTaken
+		if err == unix.EEXIST || err == unix.ELOOP {
+			return nil, &fs.PathError{Op: "create", Path: path, Err: ErrNameTaken}
 		}
-		return nil, err
+		return nil, &fs.PathError{Op: "open", Path: path, Err: err}
 	}
-	return f, nil
+	return os.NewFile(uintptr(fd), path), nil
 }
 
 // WriteNewFile creates the file at path as CreateFile does and writes b
