@@ -1,6 +1,8 @@
 package proc
 
 import (
+	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 	"strconv"
@@ -15,46 +17,75 @@ func ParseVmFlags(r io.Reader) (map[uint64][]string, error) { return parseVmFlag
 // ReadVmFlags reads /proc/PID/smaps for the VmFlags of its mappings.
 func ReadVmFlags(pid int) (map[uint64][]string, error) {
 	path := pidFile(pid, "smaps")
-	t, err := readText(path, false)
+	var out map[uint64][]string
+	var perr error
+	// Parsed in the read buffer: of smaps' some 25 lines per mapping
+	// (18 KiB for a small process) only the VmFlags are kept.
+	err := readInto(path, false, func(b []byte) { out, perr = parseVmFlagsBytes(b, path) })
 	if err != nil {
 		return nil, err
 	}
-	return parseVmFlags(t, path)
+	return out, perr
 }
 
-// parseVmFlags takes, of the some 25 lines smaps has per mapping, the
-// first (its address) and VmFlags.
 func parseVmFlags(r io.Reader, file string) (map[uint64][]string, error) {
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return nil, &ParseError{File: file, Err: fmt.Errorf("reading: %w", err)}
+	}
+	return parseVmFlagsBytes(b, file)
+}
+
+// parseVmFlagsBytes takes, of each mapping's lines, the first (its
+// address) and VmFlags; the others are "Name:   value".
+func parseVmFlagsBytes(b []byte, file string) (map[uint64][]string, error) {
 	out := map[uint64][]string{}
-	l := newLines(r, file)
 	var start uint64
 	have := false
-	for {
-		t, ok := l.next()
-		if !ok {
-			break
+	for n := 1; len(b) > 0; n++ {
+		t, rest, _ := bytes.Cut(b, []byte{'\n'})
+		b = rest
+		if len(t) >= maxLine {
+			return nil, &ParseError{File: file, Line: n, Err: fmt.Errorf("reading: %w", bufio.ErrTooLong)}
 		}
-		if rest, ok := strings.CutPrefix(t, "VmFlags:"); ok {
+		if flags, ok := bytes.CutPrefix(t, []byte("VmFlags:")); ok {
 			if !have {
-				return nil, l.errorf("VmFlags before any mapping")
+				return nil, lineErr(file, n, "VmFlags before any mapping")
 			}
-			out[start] = strings.Fields(rest)
+			out[start] = strings.Fields(string(flags))
 			continue
 		}
-		// A mapping's first line: "start-end perms ..."; the others are
-		// "Name:   value".
-		if sp := strings.IndexByte(t, ' '); sp > 0 && t[sp-1] != ':' {
-			if lo, _, ok := strings.Cut(t[:sp], "-"); ok {
-				if v, err := strconv.ParseUint(lo, 16, 64); err == nil {
+		if sp := bytes.IndexByte(t, ' '); sp > 0 && t[sp-1] != ':' {
+			if lo, _, ok := bytes.Cut(t[:sp], []byte{'-'}); ok {
+				if v, ok := parseHex(lo); ok {
 					start, have = v, true
 				}
 			}
 		}
 	}
-	if err := l.err(); err != nil {
-		return nil, err
-	}
 	return out, nil
+}
+
+// parseHex parses b, 1 to 16 hex digits, without a string.
+func parseHex(b []byte) (uint64, bool) {
+	if len(b) == 0 || len(b) > 16 {
+		return 0, false
+	}
+	var v uint64
+	for _, c := range b {
+		switch {
+		case '0' <= c && c <= '9':
+			c -= '0'
+		case 'a' <= c && c <= 'f':
+			c -= 'a' - 10
+		case 'A' <= c && c <= 'F':
+			c -= 'A' - 10
+		default:
+			return 0, false
+		}
+		v = v<<4 | uint64(c)
+	}
+	return v, true
 }
 
 // LockedBytes returns the memory of task pid locked in its mappings
