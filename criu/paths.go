@@ -3,6 +3,7 @@ package criu
 import (
 	"fmt"
 	"os"
+	"strconv"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -27,12 +28,24 @@ func reportedRoot(pid int) (*inroot.Root, error) {
 
 // inMountNSOfCtcr reports whether task pid is in ctcr's mount namespace.
 func inMountNSOfCtcr(pid int) bool {
-	var mine, theirs unix.Stat_t
-	if unix.Stat("/proc/self/ns/mnt", &mine) != nil || unix.Stat(fmt.Sprintf("/proc/%d/ns/mnt", pid), &theirs) != nil {
+	mine, err := ctcrMountNS()
+	var theirs unix.Stat_t
+	if err != nil || unix.Stat("/proc/"+strconv.Itoa(pid)+"/ns/mnt", &theirs) != nil {
 		return false
 	}
 	return mine.Dev == theirs.Dev && mine.Ino == theirs.Ino
 }
+
+// ctcrMountNS is the mount namespace ctcr runs in, read once: ctcr's
+// own process never changes it (nsthread's threads enter other
+// namespaces, and die with them). Each file a restore opens asked it
+// again, a tenth of the CPU of a 300-process restore with the stat of
+// the task's.
+var ctcrMountNS = sync.OnceValues(func() (unix.Stat_t, error) {
+	var st unix.Stat_t
+	err := unix.Stat("/proc/self/ns/mnt", &st)
+	return st, err
+})
 
 // openInTree opens p, a path the kernel reported at the checkpoint (an
 // fd's or a mapping's file, the executable), as the restored tree sees
