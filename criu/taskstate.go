@@ -194,11 +194,12 @@ func startQueryTask(c *taskCtl) (*pendingQuery, error) {
 	b.add(unix.SYS_PRCTL, unix.PR_GET_CHILD_SUBREAPER, subAddr)
 	iThp := b.add(unix.SYS_PRCTL, unix.PR_GET_THP_DISABLE)
 	iBrk := b.add(unix.SYS_BRK, 0)
-	// The last three may fail: PR_GET_TID_ADDRESS without
+	// The last four may fail: PR_GET_TID_ADDRESS without
 	// CONFIG_CHECKPOINT_RESTORE (the address then stays 0, as if the
-	// thread had none), membarrier before Linux 6.3 (EINVAL), and the
-	// naming of ctcr's scratch area without CONFIG_ANON_VMA_NAME (it
-	// then goes unnamed). The naming rides in this batch rather than in
+	// thread had none), membarrier before Linux 6.3 (EINVAL),
+	// ARCH_GET_XCOMP_PERM before 5.16 (the process then had no AMX
+	// permission to keep), and the naming of ctcr's scratch area
+	// without CONFIG_ANON_VMA_NAME (it then goes unnamed). The naming rides in this batch rather than in
 	// one of its own after the area is mapped: a ptrace round trip less
 	// per process.
 	tidAddr, err := b.space(8)
