@@ -360,8 +360,9 @@ func GetXState(tid int) ([]byte, error) {
 }
 
 // xstateBufs holds the buffers GetXState reads into: room for any XSAVE
-// area (AMX makes it 11 KiB), of which a task's is copied out (2.7 KiB
-// with AVX-512), so that a dump does not allocate 16 KiB per thread.
+// area, of which only what the kernel gave is copied out (2.7 KiB with
+// AVX-512, 10.4 KiB with AMX), so that a dump does not allocate 16 KiB
+// per thread.
 var xstateBufs = sync.Pool{New: func() any { b := make([]byte, 16384); return &b }}
 
 // SetXState writes the XSAVE area.
