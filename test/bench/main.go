@@ -12,8 +12,6 @@
 //	populate     MADV_POPULATE_WRITE of a fresh mapping: the kernel
 //	             allocates and zeroes the pages with no user fault, the
 //	             least any restore into new memory can cost
-//	copy         dd of a -mib MiB file of the image tmpfs into another
-//	             there: as many bytes read from memory as written
 //	dd           dd of -mib MiB from /dev/zero into the image tmpfs: the
 //	             bound of any dump writing its pages there
 //
@@ -100,11 +98,8 @@ var rows = []row{
 	{"first_touch_gb_s", "limit: first touch (memset of fresh memory)", "GB/s", ""},
 	{"populate_gb_s", "limit: MADV_POPULATE_WRITE of fresh memory", "GB/s", ""},
 	{"dd_gb_s", "limit: dd into the image tmpfs", "GB/s", ""},
-	{"copy_gb_s", "limit: dd of a file in the image tmpfs into another", "GB/s", ""},
 	{"dump_gb_s", "dump (pages_bytes / dump_seconds)", "GB/s", "dd_gb_s"},
 	{"dump_memory_gb_s", "dump, memory phase (pages_bytes / memory_seconds)", "GB/s", "dd_gb_s"},
-	{"dump_gb_s", "dump, against a copy", "GB/s", "copy_gb_s"},
-	{"dump_memory_gb_s", "dump, memory phase, against a copy", "GB/s", "copy_gb_s"},
 	{"dump_alt_gb_s", "dump with -compare's variable", "GB/s", "dd_gb_s"},
 	{"dump_alt_memory_gb_s", "dump with -compare's variable, memory phase", "GB/s", "dd_gb_s"},
 	{"frozen_s", "dump: frozen time", "s", "dd_s"},
@@ -190,7 +185,7 @@ func imageFS(work string, bytes int64) (string, func(), error) {
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		return "", nil, err
 	}
-	size := 2*bytes + 64<<20 // the copy limit holds two files of that size
+	size := bytes + bytes/4 + 64<<20
 	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size="+strconv.FormatInt(size, 10)); err == nil {
 		return dir, func() { unix.Unmount(dir, unix.MNT_DETACH) }, nil
 	}
@@ -269,10 +264,7 @@ func oneRun(ctcr, bigmem, work, images string, i int, compress bool, ct *benchCo
 	if r["dd_gb_s"], err = ddBandwidth(images, *mibFlag); err != nil {
 		return r, err
 	}
-	if r["copy_gb_s"], err = copyBandwidth(images, *mibFlag); err != nil {
-		return r, err
-	}
-	fmt.Fprintf(os.Stderr, "run %d: first touch %.2f GB/s, populate %.2f GB/s, dd to the image tmpfs %.2f GB/s, copy within it %.2f GB/s\n", i+1, r["first_touch_gb_s"], r["populate_gb_s"], r["dd_gb_s"], r["copy_gb_s"])
+	fmt.Fprintf(os.Stderr, "run %d: first touch %.2f GB/s, populate %.2f GB/s, dd to the image tmpfs %.2f GB/s\n", i+1, r["first_touch_gb_s"], r["populate_gb_s"], r["dd_gb_s"])
 
 	dir := filepath.Join(work, fmt.Sprintf("run%d", i))
 	if err := os.Mkdir(dir, 0o755); err != nil {
@@ -576,26 +568,6 @@ func ddBandwidth(dir string, mib int) (float64, error) {
 	return float64(mib<<20) / time.Since(t0).Seconds() / 1e9, nil
 }
 
-// copyBandwidth times `dd if=DIR/src of=DIR/copy bs=1M` of a file of mib
-// MiB already in the image tmpfs: a copy of memory into that file
-// system, reading as many bytes from memory as it writes, as a dump
-// does (dd from /dev/zero only writes: its source is zeroed in the
-// CPU's cache). On a machine whose memory bandwidth bounds both, it is
-// the closer limit of a dump.
-func copyBandwidth(dir string, mib int) (float64, error) {
-	src, dst := filepath.Join(dir, "src"), filepath.Join(dir, "copy")
-	defer os.Remove(src)
-	defer os.Remove(dst)
-	if out, err := exec.Command("dd", "if=/dev/urandom", "of="+src, "bs=1M", "count="+strconv.Itoa(mib), "status=none").CombinedOutput(); err != nil {
-		return 0, fmt.Errorf("dd: %v: %s", err, out)
-	}
-	t0 := time.Now()
-	if out, err := exec.Command("dd", "if="+src, "of="+dst, "bs=1M", "status=none").CombinedOutput(); err != nil {
-		return 0, fmt.Errorf("dd: %v: %s", err, out)
-	}
-	return float64(mib<<20) / time.Since(t0).Seconds() / 1e9, nil
-}
-
 // ctcrJSON runs ctcr and decodes the first line of its stdout into v.
 func ctcrJSON(ctcr string, v any, args ...string) error {
 	_, err := ctcrJSONRSS(ctcr, nil, v, args...)
@@ -661,7 +633,6 @@ var limitNames = map[string]string{
 	"first_touch_gb_s": "first touch",
 	"populate_gb_s":    "populate",
 	"dd_gb_s":          "dd",
-	"copy_gb_s":        "copy",
 	"dd_s":             "dd time",
 	"populate_s":       "populate time",
 	"rss_bound_mib":    "128 MiB",
