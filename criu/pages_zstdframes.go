@@ -145,21 +145,11 @@ func (z *zstdFrames) nextFrame() error {
 		return z.corrupt("not a zstd frame (magic %#x)", magic)
 	}
 	fhd := hdr[4]
-	single := fhd&0x20 != 0
 	checksum := fhd&0x04 != 0
 	if fhd&0x08 != 0 {
 		return z.corrupt("a reserved bit of the frame header is set")
 	}
-	hlen := 5
-	if !single {
-		hlen++ // window descriptor
-	}
-	hlen += []int{0, 1, 2, 4}[fhd&3] // dictionary ID
-	fcsLen := []int{0, 2, 4, 8}[fhd>>6]
-	if fhd>>6 == 0 && single {
-		fcsLen = 1
-	}
-	hlen += fcsLen
+	hlen, fcsLen := zstdHeaderLen(fhd)
 	if k < hlen {
 		return z.corrupt("a frame header cut short")
 	}
@@ -221,7 +211,10 @@ func (z *zstdFrames) nextFrame() error {
 	z.off = pos
 	if !compressed {
 		if fcsLen > 0 {
-			fcs := binary.LittleEndian.Uint64(append(hdr[hlen-fcsLen:hlen:hlen], make([]byte, 8-fcsLen)...))
+			var fcs uint64 // little-endian, fcsLen bytes
+			for i := fcsLen - 1; i >= 0; i-- {
+				fcs = fcs<<8 | uint64(hdr[hlen-fcsLen+i])
+			}
 			if fhd>>6 == 1 {
 				fcs += 256 // a 2-byte size is stored less 256
 			}
@@ -262,6 +255,23 @@ func (z *zstdFrames) nextFrame() error {
 	}
 	z.out = z.outBuf
 	return nil
+}
+
+// zstdHeaderLen returns the length of a frame header (its magic
+// included) whose descriptor byte is fhd, and that of its content size
+// field (RFC 8878, 3.1.1.1).
+func zstdHeaderLen(fhd byte) (hlen, fcsLen int) {
+	single := fhd&0x20 != 0
+	hlen = 5
+	if !single {
+		hlen++ // window descriptor
+	}
+	hlen += []int{0, 1, 2, 4}[fhd&3] // dictionary ID
+	fcsLen = []int{0, 2, 4, 8}[fhd>>6]
+	if fhd>>6 == 0 && single {
+		fcsLen = 1
+	}
+	return hlen + fcsLen, fcsLen
 }
 
 func (z *zstdFrames) close() {

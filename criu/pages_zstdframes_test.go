@@ -138,12 +138,12 @@ func TestZstdFramesRefusesDamage(t *testing.T) {
 		{"cut inside the second frame's header", func(b []byte) []byte { return b[:first+3] }},
 		{"a bad magic", func(b []byte) []byte { b[first] ^= 0xff; return b }},
 		{"a block of the reserved type", func(b []byte) []byte {
-			h := 4 + frameHeaderLen(b[4])
+			h, _ := zstdHeaderLen(b[4])
 			b[h] |= 3 << 1
 			return b
 		}},
 		{"a raw block larger than the largest", func(b []byte) []byte {
-			h := 4 + frameHeaderLen(b[4])
+			h, _ := zstdHeaderLen(b[4])
 			v := uint32(b[h]) | uint32(b[h+1])<<8 | uint32(b[h+2])<<16
 			v |= (zstdMaxBlock + 8) << 3
 			b[h], b[h+1], b[h+2] = byte(v), byte(v>>8), byte(v>>16)
@@ -166,21 +166,6 @@ func TestZstdFramesRefusesDamage(t *testing.T) {
 			}
 		})
 	}
-}
-
-// frameHeaderLen is the length of a frame header after its magic, from
-// its descriptor fhd.
-func frameHeaderLen(fhd byte) int {
-	n := 1
-	if fhd&0x20 == 0 {
-		n++
-	}
-	n += []int{0, 1, 2, 4}[fhd&3]
-	fcs := []int{0, 2, 4, 8}[fhd>>6]
-	if fhd>>6 == 0 && fhd&0x20 != 0 {
-		fcs = 1
-	}
-	return n + fcs
 }
 
 // FuzzZstdFrames reads arbitrary bytes as a compressed pages image: an
