@@ -323,7 +323,7 @@ func syncAll(dir string, names []string, links map[string]bool) error {
 				if links[n] {
 					continue
 				}
-				first = syncPath(filepath.Join(dir, n))
+				first = syncFile(filepath.Join(dir, n))
 			}
 			errs <- first
 		}()
@@ -340,6 +340,10 @@ func syncAll(dir string, names []string, links map[string]bool) error {
 	}
 	return first
 }
+
+// syncFile is syncPath for syncAll's files; tests replace it to see
+// which are flushed.
+var syncFile = syncPath
 
 // rename is os.Rename; tests replace it to observe the order of renames.
 var rename = os.Rename

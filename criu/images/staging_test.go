@@ -2,11 +2,16 @@ package images
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
+	"sort"
 	"strings"
+	"sync"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 func stage(t *testing.T, s *Staging, names ...string) {
@@ -199,5 +204,49 @@ func TestStagingOverwriteReplacesADirectory(t *testing.T) {
 	}
 	if got := dirNames(t, filepath.Join(final, "pre-copy")); !slices.Equal(got, []string{ManifestFile, "pages-2.img"}) {
 		t.Errorf("pre-copy holds %v after the overwrite, want only the new pages-2.img", got)
+	}
+}
+
+// TestSyncAllSkipsMemory: the files of a commit are fsynced on a disk
+// (the test's temporary directory), symlinks left to their directory,
+// and none on a tmpfs, where fsync does nothing.
+func TestSyncAllSkipsMemory(t *testing.T) {
+	var mu sync.Mutex // syncAll flushes from several goroutines
+	var synced []string
+	defer func(old func(string) error) { syncFile = old }(syncFile)
+	syncFile = func(p string) error {
+		mu.Lock()
+		defer mu.Unlock()
+		synced = append(synced, filepath.Base(p))
+		return nil
+	}
+
+	disk := t.TempDir()
+	var sfs unix.Statfs_t
+	if err := unix.Statfs(disk, &sfs); err != nil || sfs.Type == unix.TMPFS_MAGIC {
+		t.Skipf("%s is on a tmpfs (or statfs failed: %v): no disk to compare with", disk, err)
+	}
+	if err := syncAll(disk, []string{"core-1.img", "pages-1.img", "parent"}, map[string]bool{"parent": true}); err != nil {
+		t.Fatal(err)
+	}
+	sort.Strings(synced)
+	if fmt.Sprint(synced) != "[core-1.img pages-1.img]" {
+		t.Errorf("on a disk the files flushed are %v, want [core-1.img pages-1.img]", synced)
+	}
+
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a tmpfs needs root")
+	}
+	mem := t.TempDir()
+	if err := unix.Mount("tmpfs", mem, "tmpfs", 0, "size=1m"); err != nil {
+		t.Skipf("mount a tmpfs: %v", err)
+	}
+	defer unix.Unmount(mem, unix.MNT_DETACH)
+	synced = nil
+	if err := syncAll(mem, []string{"core-1.img", "pages-1.img"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if len(synced) != 0 {
+		t.Errorf("on a tmpfs %v were flushed, want none", synced)
 	}
 }
