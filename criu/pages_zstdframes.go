@@ -180,8 +180,10 @@ func (z *zstdFrames) nextFrame() error {
 			pos += int64(size)
 		case 1: // RLE: one byte, repeated size times
 			var b [1]byte
-			if _, err := z.f.ReadAt(b[:], pos); err != nil {
+			if _, err := z.f.ReadAt(b[:], pos); errors.Is(err, io.EOF) {
 				return z.corrupt("an RLE block past the end of the file")
+			} else if err != nil {
+				return err
 			}
 			spans = append(spans, zstdSpan{n: size, rle: true, b: b[0]})
 			pos++
